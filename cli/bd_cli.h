@@ -1,0 +1,21 @@
+/* Subcommand entry points of the batchdet executable. Each returns the process exit
+ * code: 0 ok, 1 runtime failure (or "invalid" for validate), 2 usage error. Only these
+ * functions (through main) decide exit codes; libraries never exit. */
+#ifndef BD_CLI_H
+#define BD_CLI_H
+
+int bd_cmd_detect(int argc, char **argv);
+int bd_cmd_bench(int argc, char **argv);
+int bd_cmd_infer(int argc, char **argv);
+int bd_cmd_worker(int argc, char **argv);
+int bd_cmd_submit(int argc, char **argv);
+int bd_cmd_coordinator(int argc, char **argv);
+int bd_cmd_status(int argc, char **argv);
+int bd_cmd_export(int argc, char **argv);
+int bd_cmd_resubmit(int argc, char **argv);
+int bd_cmd_manifest(int argc, char **argv);
+
+/* Exit codes shared by every subcommand. */
+enum { BD_EXIT_OK = 0, BD_EXIT_FAIL = 1, BD_EXIT_USAGE = 2 };
+
+#endif

@@ -96,11 +96,16 @@ typedef struct {
   int group;
   bd_act act;
   bd_res_mode res;
+  int auto_pad; /* bd_auto_pad; SAME_* resolved into pad_* by shape inference */
 } bd_conv_params;
+
+/* ONNX auto_pad. Backends only read pad_*: shape inference fills them for SAME_*. */
+typedef enum { BD_PAD_NOTSET = 0, BD_PAD_VALID, BD_PAD_SAME_UPPER, BD_PAD_SAME_LOWER } bd_auto_pad;
 
 typedef struct {
   int kh, kw, sh, sw;
   int pad_t, pad_l, pad_b, pad_r; /* padding is -inf */
+  int auto_pad;                   /* bd_auto_pad, resolved into pad_* like Conv's */
 } bd_pool_params;
 
 typedef enum { BD_RESIZE_NEAREST = 0, BD_RESIZE_LINEAR } bd_resize_mode;
@@ -122,6 +127,8 @@ typedef struct {
   bd_coord_mode coord;
   bd_nearest_mode nearest;
   float scale_h, scale_w; /* output/input on axes 2 and 3 (only spatial resize supported) */
+  int64_t out_h, out_w;   /* > 0 when the file gave 'sizes' (then scale = out/in, as ONNX);
+                             0: output = floor(in * scale) */
 } bd_resize_params;
 
 typedef struct {

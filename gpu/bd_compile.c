@@ -1,0 +1,651 @@
+/* bd_compile: the backend-independent passes, in order: shape inference with constant
+ * folding (one forward pass at B0), no-op removal, BatchNorm folding, RepConv merge,
+ * Conv activation/residual fusion, standalone SiLU, dead-node removal, compaction.
+ * Patterns are matched by structure and shapes only, never by names. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_compile.h"
+#include "bd_compile_int.h"
+
+#define NAME(nd) ((nd)->name && *(nd)->name ? (nd)->name : "?")
+
+static bd_shape vshape(const bd_value *v) {
+  bd_shape s;
+  s.rank = v->rank;
+  for (int i = 0; i < v->rank && i < BD_MAX_RANK; i++) s.d[i] = v->dims[i];
+  return s;
+}
+
+/* ---------- forward pass: resolve, infer, fold ---------- */
+static bd_status forward(bd_graph *g, int fold, int *folded, bd_err *err) {
+  bd_infer_ctx cx = {g, 0, g->batch0, g->batch0};
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    bd_shape ins[8], out, *pin = ins;
+    bd_status st = BD_OK;
+    int pending = 0, all_const = 1, bdep = 0;
+    for (int k = 0; k < nd->n_in; k++) {
+      int v = nd->in[k];
+      if (v < 0) continue;
+      if (g->values[v].rank < 0)
+        return bd_err_set(err, BD_E_INTERNAL, "node '%s' (%s): input '%s' has no shape", NAME(nd),
+                          bd_op_name(nd->op), g->values[v].name);
+    }
+    if ((st = bd_resolve_params(g, nd, &pending, err))) return st;
+    if (pending)
+      return bd_err_set(err, BD_E_UNSUPPORTED,
+                        "node '%s' (%s): an input that must be constant is computed at run time",
+                        NAME(nd), bd_op_name(nd->op));
+    if (nd->n_in > 8 && !(pin = malloc(sizeof *pin * (size_t)nd->n_in)))
+      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    for (int k = 0; k < nd->n_in; k++) {
+      int v = nd->in[k];
+      if (v < 0) {
+        pin[k].rank = -1;
+        continue;
+      }
+      pin[k] = vshape(&g->values[v]);
+      if (!g->values[v].data) all_const = 0;
+      bdep |= g->values[v].batch_dep;
+    }
+    st = bd_infer_node(&cx, nd, pin, &out, err);
+    if (pin != ins) free(pin);
+    if (st) return st;
+    bd_value *o = &g->values[nd->out[0]];
+    o->rank = out.rank;
+    for (int k = 0; k < out.rank; k++) o->dims[k] = out.d[k];
+    o->dtype = bd_infer_dtype(g, nd);
+    o->batch_dep = (uint8_t)(nd->op == BD_OP_SHAPE ? 0 : bdep);
+    if (fold && bd_fold_supported(nd->op) && (all_const || nd->op == BD_OP_SHAPE)) {
+      void *data;
+      if ((st = bd_fold_eval(g, nd, &data, err))) return st;
+      o = &g->values[nd->out[0]];
+      o->data = data;
+      o->producer = -1;
+      o->batch_dep = 0;
+      nd->dead = 1;
+      if (folded) (*folded)++;
+    }
+  }
+  return BD_OK;
+}
+
+bd_status bd_graph_infer_shapes(bd_graph *g, bd_err *err) { return forward(g, 1, NULL, err); }
+
+/* ---------- use bookkeeping ---------- */
+typedef struct {
+  bd_graph *g;
+  int *uses;  /* live-node input references per value */
+  int *first; /* first live consumer node per value */
+} ctx_t;
+
+static void recount(ctx_t *c) {
+  bd_graph *g = c->g;
+  for (int v = 0; v < g->n_values; v++) c->uses[v] = 0, c->first[v] = -1;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    for (int k = 0; k < nd->n_in; k++) {
+      int v = nd->in[k];
+      if (v < 0) continue;
+      if (c->first[v] < 0) c->first[v] = i;
+      c->uses[v]++;
+    }
+  }
+}
+
+/* The node that is the only consumer of v (v not a graph output), else -1. */
+static int sole(const ctx_t *c, int v) {
+  if (v < 0 || c->uses[v] != 1 || c->g->values[v].is_output) return -1;
+  return c->first[v];
+}
+
+static int producer(const ctx_t *c, int v, bd_op op) {
+  if (v < 0) return -1;
+  int p = c->g->values[v].producer;
+  if (p < 0 || c->g->nodes[p].dead || c->g->nodes[p].op != op) return -1;
+  return p;
+}
+
+static void replace_uses(bd_graph *g, int from, int to) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] == from) nd->in[k] = to;
+  }
+}
+
+/* Node p now writes value v (the output of a node being fused away). */
+static void set_out(bd_graph *g, int p, int v) {
+  g->values[g->nodes[p].out[0]].producer = -1;
+  g->nodes[p].out[0] = v;
+  g->values[v].producer = p;
+}
+
+static int is_f32_const(const bd_graph *g, int v) {
+  return v >= 0 && g->values[v].data && g->values[v].dtype == BD_DT_F32;
+}
+
+/* A new constant value (copy of data); returns index or -1. Invalidates value pointers. */
+static int new_const(bd_graph *g, const char *base, int rank, const int64_t *dims, float *data) {
+  char name[300];
+  snprintf(name, sizeof name, "%s#c%d", base, g->n_values);
+  int v = bd_graph_add_value(g, name, BD_DT_F32, rank, dims);
+  if (v < 0) {
+    free(data);
+    return -1;
+  }
+  g->values[v].data = data;
+  return v;
+}
+
+/* ---------- no-op removal ---------- */
+static int is_noop(const bd_graph *g, const bd_node *nd) {
+  const bd_value *x = &g->values[nd->in[0]], *o = &g->values[nd->out[0]];
+  if (nd->op == BD_OP_IDENTITY) return 1;
+  if (nd->op == BD_OP_CAST) return nd->p.cast.to == x->dtype;
+  if (nd->op == BD_OP_SLICE) {
+    for (int i = 0; i < nd->p.slice.n; i++) {
+      int a = nd->p.slice.axes[i];
+      int64_t s = nd->p.slice.starts[i];
+      if (nd->p.slice.steps[i] != 1) return 0;
+      if (s < 0) s += x->dims[a];
+      if (s > 0) return 0;
+      if (x->batch_dep && a == 0) {
+        /* a batch-axis slice is full-range at every batch only if it is open-ended */
+        if (nd->p.slice.ends[i] < (int64_t)1 << 40) return 0;
+      }
+    }
+    return o->rank == x->rank && memcmp(o->dims, x->dims, sizeof(int64_t) * (size_t)x->rank) == 0;
+  }
+  return 0;
+}
+
+static int remove_noops(ctx_t *c) {
+  bd_graph *g = c->g;
+  int removed = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead || !is_noop(g, nd)) continue;
+    int x = nd->in[0], o = nd->out[0];
+    if (!g->values[o].is_output) {
+      replace_uses(g, o, x);
+      nd->dead = 1;
+    } else {
+      recount(c);
+      int p = g->values[x].producer;
+      if (p < 0 || g->values[x].is_output || sole(c, x) != i) continue;
+      set_out(g, p, o);
+      nd->dead = 1;
+    }
+    removed++;
+  }
+  recount(c);
+  return removed;
+}
+
+static bd_status grow_book(ctx_t *c, bd_err *err) {
+  int *u = realloc(c->uses, sizeof(int) * (size_t)c->g->n_values);
+  if (u) c->uses = u;
+  int *f = realloc(c->first, sizeof(int) * (size_t)c->g->n_values);
+  if (f) c->first = f;
+  if (!u || !f) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  recount(c);
+  return BD_OK;
+}
+
+/* ---------- BatchNorm folding ---------- */
+static bd_status fold_bn(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  bd_status st;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *bn = &g->nodes[i];
+    if (bn->dead || bn->op != BD_OP_BATCHNORM) continue;
+    int x = bn->in[0];
+    int p = producer(c, x, BD_OP_CONV);
+    if (p < 0 || sole(c, x) != i) continue;
+    bd_node *cv = &g->nodes[p];
+    if (cv->p.conv.act || cv->p.conv.res || !is_f32_const(g, cv->in[1])) continue;
+    int b = cv->n_in > 2 ? cv->in[2] : -1;
+    if (b >= 0 && !is_f32_const(g, b)) continue;
+    int ok = 1;
+    for (int k = 1; k < 5; k++) ok &= is_f32_const(g, bn->in[k]);
+    if (!ok) continue;
+    const bd_value *w = &g->values[cv->in[1]];
+    int64_t m = w->dims[0], per = bd_value_numel(w) / (m ? m : 1);
+    float *nw = malloc(sizeof(float) * (size_t)(m * per)), *nb = malloc(sizeof(float) * (size_t)m);
+    if (!nw || !nb) {
+      free(nw);
+      free(nb);
+      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    }
+    const float *W = w->data, *B = b >= 0 ? g->values[b].data : NULL;
+    const float *ga = g->values[bn->in[1]].data, *be = g->values[bn->in[2]].data;
+    const float *mu = g->values[bn->in[3]].data, *va = g->values[bn->in[4]].data;
+    for (int64_t o = 0; o < m; o++) {
+      double s = (double)ga[o] / sqrt((double)va[o] + (double)bn->p.bn.eps);
+      for (int64_t k = 0; k < per; k++) nw[o * per + k] = (float)((double)W[o * per + k] * s);
+      nb[o] = (float)(((B ? (double)B[o] : 0.0) - (double)mu[o]) * s + (double)be[o]);
+    }
+    int64_t wd[4], bd1 = m;
+    memcpy(wd, w->dims, sizeof wd);
+    char base[200];
+    snprintf(base, sizeof base, "%s", g->values[cv->in[1]].name);
+    int vw = new_const(g, base, 4, wd, nw);
+    int vb = vw < 0 ? -1 : new_const(g, base, 1, &bd1, nb);
+    if (vw < 0 || vb < 0) {
+      if (vw >= 0) free(nb);
+      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    }
+    cv = &g->nodes[p];
+    if (cv->n_in < 3) {
+      int *ni = realloc(cv->in, sizeof(int) * 3);
+      if (!ni) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+      cv->in = ni;
+      cv->n_in = 3;
+    }
+    cv->in[1] = vw;
+    cv->in[2] = vb;
+    set_out(g, p, g->nodes[i].out[0]);
+    g->nodes[i].dead = 1;
+    (*count)++;
+    if ((st = grow_book(c, err))) return st;
+    recount(c);
+  }
+  return BD_OK;
+}
+
+/* ---------- RepConv merge ---------- */
+static int plain_conv(const bd_graph *g, const bd_node *cv) {
+  const bd_conv_params *p = &cv->p.conv;
+  return !p->act && !p->res && p->dh == 1 && p->dw == 1 && is_f32_const(g, cv->in[1]) &&
+         (cv->n_in < 3 || cv->in[2] < 0 || is_f32_const(g, cv->in[2])) &&
+         (cv->n_in < 4 || cv->in[3] < 0);
+}
+
+static int is_k(const bd_conv_params *p, int k, int pad) {
+  return p->kh == k && p->kw == k && p->pad_t == pad && p->pad_l == pad && p->pad_b == pad &&
+         p->pad_r == pad;
+}
+
+/* Replaces conv p's W and B by new constants (data owned by the graph afterwards). */
+static bd_status set_wb(ctx_t *c, int p, float *w, float *b, bd_err *err) {
+  bd_graph *g = c->g;
+  int64_t wd[4], m;
+  memcpy(wd, g->values[g->nodes[p].in[1]].dims, sizeof wd);
+  m = wd[0];
+  char base[200];
+  snprintf(base, sizeof base, "%s", g->values[g->nodes[p].in[1]].name);
+  int vw = new_const(g, base, 4, wd, w);
+  if (vw < 0) {
+    free(b);
+    return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  }
+  int vb = new_const(g, base, 1, &m, b);
+  if (vb < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  bd_node *cv = &g->nodes[p];
+  if (cv->n_in < 3) {
+    int *ni = realloc(cv->in, sizeof(int) * 3);
+    if (!ni) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    cv->in = ni;
+    cv->n_in = 3;
+  }
+  cv->in[1] = vw;
+  cv->in[2] = vb;
+  return grow_book(c, err);
+}
+
+/* Copies of conv p's weights and bias (zero bias when absent). */
+static bd_status copy_wb(const bd_graph *g, int p, float **w, float **b, int64_t *m, int64_t *per,
+                         bd_err *err) {
+  const bd_node *cv = &g->nodes[p];
+  const bd_value *wv = &g->values[cv->in[1]];
+  *m = wv->dims[0];
+  *per = bd_value_numel(wv) / (*m ? *m : 1);
+  *w = malloc(sizeof(float) * (size_t)(*m * *per));
+  *b = calloc((size_t)*m, sizeof(float));
+  if (!*w || !*b) {
+    free(*w);
+    free(*b);
+    return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  }
+  memcpy(*w, wv->data, sizeof(float) * (size_t)(*m * *per));
+  if (cv->n_in > 2 && cv->in[2] >= 0)
+    memcpy(*b, g->values[cv->in[2]].data, sizeof(float) * (size_t)*m);
+  return BD_OK;
+}
+
+/* Folds an identity branch y (= x, or BatchNorm(x)) into 3x3 conv p: out = conv + y. */
+static bd_status merge_identity(ctx_t *c, int p, int add, int y, int *merged, bd_err *err) {
+  bd_graph *g = c->g;
+  bd_node *cv = &g->nodes[p];
+  int x = cv->in[0], bn = -1;
+  *merged = 0;
+  if (y != x) {
+    bn = producer(c, y, BD_OP_BATCHNORM);
+    if (bn < 0 || g->nodes[bn].in[0] != x || sole(c, y) != add) return BD_OK;
+    for (int k = 1; k < 5; k++)
+      if (!is_f32_const(g, g->nodes[bn].in[k])) return BD_OK;
+  }
+  const bd_value *xv = &g->values[x], *wv = &g->values[cv->in[1]];
+  int64_t cin = xv->dims[1], m = wv->dims[0], cpg = wv->dims[1];
+  if (m != cin || cv->p.conv.sh != 1 || cv->p.conv.sw != 1 || !is_k(&cv->p.conv, 3, 1)) return BD_OK;
+  float *w, *b;
+  int64_t per;
+  bd_status st = copy_wb(g, p, &w, &b, &m, &per, err);
+  if (st) return st;
+  for (int64_t o = 0; o < m; o++) {
+    double s = 1.0, t = 0.0;
+    if (bn >= 0) {
+      const bd_node *bnn = &g->nodes[bn];
+      const float *ga = g->values[bnn->in[1]].data, *be = g->values[bnn->in[2]].data;
+      const float *mu = g->values[bnn->in[3]].data, *va = g->values[bnn->in[4]].data;
+      s = (double)ga[o] / sqrt((double)va[o] + (double)bnn->p.bn.eps);
+      t = (double)be[o] - (double)mu[o] * s;
+    }
+    /* output channel o reads input channel o: index o % cpg inside its group */
+    w[(o * cpg + o % cpg) * 9 + 4] += (float)s;
+    b[o] = (float)((double)b[o] + t);
+  }
+  if ((st = set_wb(c, p, w, b, err))) return st;
+  set_out(g, p, g->nodes[add].out[0]);
+  g->nodes[add].dead = 1;
+  if (bn >= 0) g->nodes[bn].dead = 1;
+  *merged = 1;
+  return grow_book(c, err);
+}
+
+static bd_status merge_repconv(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  bd_status st;
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (g->nodes[i].dead || g->nodes[i].op != BD_OP_ADD) continue;
+    int a = g->nodes[i].in[0], b = g->nodes[i].in[1];
+    int pa = producer(c, a, BD_OP_CONV), pb = producer(c, b, BD_OP_CONV);
+    if (pa < 0 || pb < 0 || sole(c, a) != i || sole(c, b) != i) continue;
+    if (is_k(&g->nodes[pb].p.conv, 3, 1)) {
+      int t = pa;
+      pa = pb, pb = t;
+    }
+    bd_node *c3 = &g->nodes[pa], *c1 = &g->nodes[pb];
+    if (!plain_conv(g, c3) || !plain_conv(g, c1) || !is_k(&c3->p.conv, 3, 1) ||
+        !is_k(&c1->p.conv, 1, 0) || c3->in[0] != c1->in[0] || c3->p.conv.sh != c1->p.conv.sh ||
+        c3->p.conv.sw != c1->p.conv.sw || c3->p.conv.group != c1->p.conv.group)
+      continue;
+    const bd_value *w3 = &g->values[c3->in[1]], *w1 = &g->values[c1->in[1]];
+    if (w3->dims[0] != w1->dims[0] || w3->dims[1] != w1->dims[1]) continue;
+    float *w, *bias, *w1b, *b1;
+    int64_t m, per, m1, per1;
+    if ((st = copy_wb(g, pa, &w, &bias, &m, &per, err))) return st;
+    if ((st = copy_wb(g, pb, &w1b, &b1, &m1, &per1, err))) {
+      free(w);
+      free(bias);
+      return st;
+    }
+    /* the 1x1/pad-0 tap samples the 3x3/pad-1 centre, for any stride */
+    for (int64_t k = 0; k < m * per1; k++) w[k * 9 + 4] += w1b[k];
+    for (int64_t o = 0; o < m; o++) bias[o] += b1[o];
+    free(w1b);
+    free(b1);
+    if ((st = set_wb(c, pa, w, bias, err))) return st;
+    set_out(g, pa, g->nodes[i].out[0]);
+    g->nodes[i].dead = 1;
+    g->nodes[pb].dead = 1;
+    (*count)++;
+    recount(c);
+    /* optional third branch: Add(merged, x) or Add(merged, BatchNorm(x)) */
+    int o = g->nodes[pa].out[0], add2 = sole(c, o);
+    if (add2 >= 0 && g->nodes[add2].op == BD_OP_ADD) {
+      int y = g->nodes[add2].in[0] == o ? g->nodes[add2].in[1] : g->nodes[add2].in[0];
+      int merged;
+      if ((st = merge_identity(c, pa, add2, y, &merged, err))) return st;
+    }
+  }
+  return BD_OK;
+}
+
+/* ---------- Conv + activation / residual fusion ---------- */
+/* Fuses the activation consuming conv p's output, if any; returns 1 when fused. */
+static int fuse_act(ctx_t *c, int p) {
+  bd_graph *g = c->g;
+  bd_node *cv = &g->nodes[p];
+  int o = cv->out[0];
+  if (cv->p.conv.act || g->values[o].is_output) return 0;
+  if (c->uses[o] == 1) {
+    int q = c->first[o];
+    bd_op op = g->nodes[q].op;
+    if (op != BD_OP_RELU && op != BD_OP_SIGMOID && op != BD_OP_SILU) return 0;
+    cv->p.conv.act = op == BD_OP_RELU ? BD_ACT_RELU : op == BD_OP_SIGMOID ? BD_ACT_SIGMOID : BD_ACT_SILU;
+    set_out(g, p, g->nodes[q].out[0]);
+    g->nodes[q].dead = 1;
+    recount(c);
+    return 1;
+  }
+  if (c->uses[o] != 2) return 0;
+  /* x * sigmoid(x): the conv output feeds exactly one Sigmoid and the Mul */
+  int s = -1, m = -1;
+  for (int i = c->first[o]; i < g->n_nodes; i++) {
+    const bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] == o) {
+        if (nd->op == BD_OP_SIGMOID && s < 0) s = i;
+        else if (nd->op == BD_OP_MUL && m < 0) m = i;
+        else return 0;
+        break;
+      }
+  }
+  if (s < 0 || m < 0) return 0;
+  int so = g->nodes[s].out[0];
+  const bd_node *mn = &g->nodes[m];
+  if (!((mn->in[0] == o && mn->in[1] == so) || (mn->in[1] == o && mn->in[0] == so))) return 0;
+  if (sole(c, so) != m) return 0;
+  cv->p.conv.act = BD_ACT_SILU;
+  set_out(g, p, mn->out[0]);
+  g->nodes[s].dead = 1;
+  g->nodes[m].dead = 1;
+  recount(c);
+  return 1;
+}
+
+/* Add(conv, r) with r ready before the conv runs and of the same shape. */
+static int fuse_res(ctx_t *c, int p) {
+  bd_graph *g = c->g;
+  bd_node *cv = &g->nodes[p];
+  int o = cv->out[0], q = sole(c, o);
+  if (cv->p.conv.res || q < 0 || g->nodes[q].op != BD_OP_ADD || cv->n_in > 3) return 0;
+  const bd_node *ad = &g->nodes[q];
+  int r = ad->in[0] == o ? ad->in[1] : ad->in[0];
+  if (r == o || r < 0) return 0;
+  const bd_value *rv = &g->values[r], *ov = &g->values[o];
+  int rp = rv->producer;
+  if (rv->dtype != BD_DT_F32 || (rp >= 0 && rp >= p) || rv->rank != ov->rank ||
+      memcmp(rv->dims, ov->dims, sizeof(int64_t) * (size_t)ov->rank) != 0)
+    return 0;
+  int *ni = realloc(cv->in, sizeof(int) * 4);
+  if (!ni) return 0;
+  cv->in = ni;
+  if (cv->n_in < 3) cv->in[2] = -1;
+  cv->in[3] = r;
+  cv->n_in = 4;
+  cv->p.conv.res = cv->p.conv.act ? BD_RES_POST_ACT : BD_RES_PRE_ACT;
+  set_out(g, p, g->nodes[q].out[0]);
+  g->nodes[q].dead = 1;
+  recount(c);
+  return 1;
+}
+
+static void fuse_conv(ctx_t *c, int *acts, int *res) {
+  bd_graph *g = c->g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (g->nodes[i].dead || g->nodes[i].op != BD_OP_CONV) continue;
+    *acts += fuse_act(c, i);
+    if (fuse_res(c, i)) {
+      (*res)++;
+      /* act(conv + b + r) when the activation follows the Add */
+      if (g->nodes[i].p.conv.res == BD_RES_PRE_ACT) *acts += fuse_act(c, i);
+    }
+  }
+}
+
+/* Standalone x * sigmoid(x) -> SiLU node. */
+static void fuse_silu(ctx_t *c, int *count) {
+  bd_graph *g = c->g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *s = &g->nodes[i];
+    if (s->dead || s->op != BD_OP_SIGMOID) continue;
+    int x = s->in[0], so = s->out[0], m = sole(c, so);
+    if (m < 0 || g->nodes[m].op != BD_OP_MUL) continue;
+    bd_node *mn = &g->nodes[m];
+    int other = mn->in[0] == so ? mn->in[1] : mn->in[0];
+    if (other != x) continue;
+    /* the Sigmoid's slot becomes the SiLU writing the Mul's output */
+    s->op = BD_OP_SILU;
+    set_out(g, i, mn->out[0]);
+    mn->dead = 1;
+    (*count)++;
+    recount(c);
+  }
+}
+
+/* ---------- dead nodes and compaction ---------- */
+static int remove_dead(bd_graph *g) {
+  uint8_t *need = calloc((size_t)g->n_values, 1);
+  int removed = 0;
+  if (!need) return 0;
+  for (int k = 0; k < g->n_outputs; k++) need[g->outputs[k]] = 1;
+  for (int i = g->n_nodes - 1; i >= 0; i--) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    if (!need[nd->out[0]]) {
+      nd->dead = 1;
+      removed++;
+      continue;
+    }
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] >= 0) need[nd->in[k]] = 1;
+  }
+  free(need);
+  return removed;
+}
+
+static bd_status compact(bd_graph *g, bd_err *err) {
+  int *map = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+  uint8_t *keep = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+  if (!map || !keep) {
+    free(map);
+    free(keep);
+    return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  }
+  for (int k = 0; k < g->n_inputs; k++) keep[g->inputs[k]] = 1;
+  for (int k = 0; k < g->n_outputs; k++) keep[g->outputs[k]] = 1;
+  int nn = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead) {
+      free(nd->name);
+      free(nd->in);
+      free(nd->out);
+      continue;
+    }
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] >= 0) keep[nd->in[k]] = 1;
+    keep[nd->out[0]] = 1;
+    g->nodes[nn++] = *nd;
+  }
+  g->n_nodes = nn;
+  int nv = 0;
+  for (int v = 0; v < g->n_values; v++) {
+    if (!keep[v]) {
+      free(g->values[v].name);
+      free(g->values[v].data);
+      map[v] = -1;
+      continue;
+    }
+    map[v] = nv;
+    g->values[nv++] = g->values[v];
+  }
+  g->n_values = nv;
+  for (int v = 0; v < nv; v++) g->values[v].producer = -1;
+  for (int i = 0; i < nn; i++) {
+    bd_node *nd = &g->nodes[i];
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] >= 0) nd->in[k] = map[nd->in[k]];
+    nd->out[0] = map[nd->out[0]];
+    g->values[nd->out[0]].producer = i;
+  }
+  for (int k = 0; k < g->n_inputs; k++) g->inputs[k] = map[g->inputs[k]];
+  for (int k = 0; k < g->n_outputs; k++) g->outputs[k] = map[g->outputs[k]];
+  free(map);
+  free(keep);
+  return BD_OK;
+}
+
+/* What every backend may rely on after bd_compile. */
+static bd_status validate(const bd_graph *g, bd_err *err) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const bd_node *nd = &g->nodes[i];
+    const char *why = NULL;
+    switch (nd->op) {
+      case BD_OP_CONV:
+        if (!is_f32_const(g, nd->in[1]) || (nd->n_in > 2 && nd->in[2] >= 0 && !is_f32_const(g, nd->in[2])))
+          why = "weights and bias must be float32 constants";
+        break;
+      case BD_OP_BATCHNORM:
+        for (int k = 1; k < 5; k++)
+          if (!is_f32_const(g, nd->in[k])) why = "parameters must be float32 constants";
+        break;
+      case BD_OP_SHAPE: case BD_OP_CONSTANT:
+        why = "left after folding";
+        break;
+      default:
+        break;
+    }
+    if (!why && nd->op != BD_OP_SHAPE && g->values[nd->out[0]].dtype != BD_DT_F32 &&
+        nd->op != BD_OP_CAST)
+      why = "computes a non-float tensor at run time";
+    if (why)
+      return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): %s", NAME(nd), bd_op_name(nd->op),
+                        why);
+  }
+  return BD_OK;
+}
+
+bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report *rep,
+                     bd_err *err) {
+  bd_compile_report r = {0};
+  bd_status st;
+  ctx_t c = {g, NULL, NULL};
+  r.nodes_in = g->n_nodes;
+  if (g->n_inputs != 1 || g->n_outputs < 1)
+    return bd_err_set(err, BD_E_INVALID, "compile: graph needs one input and outputs");
+  if ((st = forward(g, 1, &r.folded_constants, err))) goto out;
+  c.uses = malloc(sizeof(int) * (size_t)g->n_values);
+  c.first = malloc(sizeof(int) * (size_t)g->n_values);
+  if (!c.uses || !c.first) {
+    st = bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    goto out;
+  }
+  recount(&c);
+  r.removed += remove_noops(&c);
+  if ((st = fold_bn(&c, &r.folded_bn, err))) goto out;
+  if ((st = merge_repconv(&c, &r.merged_repconv, err))) goto out;
+  if (!opts || !opts->no_fusion) {
+    fuse_conv(&c, &r.fused_act, &r.fused_residual);
+    fuse_silu(&c, &r.fused_act);
+  }
+  r.removed += remove_dead(g);
+  if ((st = compact(g, err))) goto out;
+  if ((st = validate(g, err))) goto out;
+  r.nodes_out = g->n_nodes;
+out:
+  free(c.uses);
+  free(c.first);
+  if (rep) *rep = r;
+  return st;
+}

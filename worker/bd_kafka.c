@@ -1,0 +1,282 @@
+#include "bd_kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct bd_kafka_consumer {
+  rd_kafka_t *rk;
+  bd_kafka_revoke_fn on_revoke;
+  void *ctx;
+};
+
+struct bd_kafka_producer {
+  rd_kafka_t *rk;
+  atomic_int failed;
+  char first_error[256];
+};
+
+void bd_kafka_msg_clear(bd_kafka_msg *m) {
+  if (!m) return;
+  free(m->key);
+  free(m->payload);
+  memset(m, 0, sizeof *m);
+}
+
+static bd_status set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, bd_err *err) {
+  char e[512];
+  if (rd_kafka_conf_set(conf, k, v, e, sizeof e) != RD_KAFKA_CONF_OK)
+    return bd_err_set(err, BD_E_INVALID, "kafka: %s=%s: %s", k, v, e);
+  return BD_OK;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  bd_kafka_consumer *c = opaque;
+  if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rd_kafka_error_t *er = rd_kafka_incremental_assign(rk, parts);
+    if (er) rd_kafka_error_destroy(er);
+  } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    /* Tell the worker first: its in-flight shards of these partitions must not store
+     * offsets any more (another member redoes them). */
+    for (int i = 0; i < parts->cnt; i++)
+      if (c->on_revoke) c->on_revoke(c->ctx, parts->elems[i].topic, parts->elems[i].partition);
+    rd_kafka_error_t *er = rd_kafka_incremental_unassign(rk, parts);
+    if (er) rd_kafka_error_destroy(er);
+  } else {
+    rd_kafka_assign(rk, NULL);
+  }
+}
+
+bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consumer **out,
+                                bd_err *err) {
+  bd_status st = BD_OK;
+  char e[512];
+  rd_kafka_conf_t *conf = NULL;
+  bd_kafka_consumer *c = calloc(1, sizeof *c);
+  if (!c) return bd_err_set(err, BD_E_NOMEM, "kafka: out of memory");
+  if (!o->brokers || !*o->brokers || !o->group || !o->topic) {
+    st = bd_err_set(err, BD_E_INVALID, "kafka: brokers, group and topic are required");
+    goto out;
+  }
+  c->on_revoke = o->on_revoke;
+  c->ctx = o->ctx;
+  conf = rd_kafka_conf_new();
+  char max_msg[32];
+  snprintf(max_msg, sizeof max_msg, "%u", BD_KAFKA_MAX_MESSAGE);
+  if ((st = set_conf(conf, "bootstrap.servers", o->brokers, err)) ||
+      (st = set_conf(conf, "group.id", o->group, err)) ||
+      (st = set_conf(conf, "partition.assignment.strategy", "cooperative-sticky", err)) ||
+      (st = set_conf(conf, "enable.auto.offset.store", "false", err)) ||
+      (st = set_conf(conf, "enable.auto.commit", "true", err)) ||
+      (st = set_conf(conf, "auto.commit.interval.ms", "1000", err)) ||
+      (st = set_conf(conf, "auto.offset.reset", "earliest", err)) ||
+      (st = set_conf(conf, "fetch.max.bytes", max_msg, err)) ||
+      (st = set_conf(conf, "log_level", "3", err)))
+    goto out;
+  if (o->instance_id && *o->instance_id &&
+      (st = set_conf(conf, "group.instance.id", o->instance_id, err)))
+    goto out;
+  if (o->session_timeout_ms > 0) {
+    char v[32];
+    snprintf(v, sizeof v, "%d", o->session_timeout_ms);
+    if ((st = set_conf(conf, "session.timeout.ms", v, err))) goto out;
+  }
+  rd_kafka_conf_set_opaque(conf, c);
+  rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
+  if (!c->rk) {
+    st = bd_err_set(err, BD_E_INVALID, "kafka: %s", e);
+    goto out;
+  }
+  conf = NULL; /* owned by rk now */
+  rd_kafka_poll_set_consumer(c->rk);
+  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(subs, o->topic, RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t re = rd_kafka_subscribe(c->rk, subs);
+  rd_kafka_topic_partition_list_destroy(subs);
+  if (re) {
+    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: subscribe %s: %s", o->topic, rd_kafka_err2str(re));
+    goto out;
+  }
+  *out = c;
+  c = NULL;
+out:
+  if (conf) rd_kafka_conf_destroy(conf);
+  if (c) bd_kafka_consumer_destroy(c);
+  return st;
+}
+
+bd_status bd_kafka_consumer_poll(bd_kafka_consumer *c, int timeout_ms, bd_kafka_msg *msg,
+                                 bd_err *err) {
+  memset(msg, 0, sizeof *msg);
+  rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+  if (!m) return BD_E_TIMEOUT;
+  bd_status st = BD_OK;
+  if (m->err) {
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+      st = BD_E_TIMEOUT;
+    else
+      st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %s", rd_kafka_message_errstr(m));
+    goto out;
+  }
+  snprintf(msg->topic, sizeof msg->topic, "%s", rd_kafka_topic_name(m->rkt));
+  msg->partition = m->partition;
+  msg->offset = m->offset;
+  msg->len = m->len;
+  msg->payload = malloc(m->len + 1);
+  msg->key = malloc(m->key_len + 1);
+  if (!msg->payload || !msg->key) {
+    bd_kafka_msg_clear(msg);
+    st = bd_err_set(err, BD_E_NOMEM, "kafka: out of memory");
+    goto out;
+  }
+  if (m->len) memcpy(msg->payload, m->payload, m->len);
+  msg->payload[m->len] = '\0';
+  if (m->key_len) memcpy(msg->key, m->key, m->key_len);
+  msg->key[m->key_len] = '\0';
+out:
+  rd_kafka_message_destroy(m);
+  return st;
+}
+
+bd_status bd_kafka_consumer_store(bd_kafka_consumer *c, const char *topic, int32_t partition,
+                                  int64_t next_offset, bd_err *err) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition)->offset = next_offset;
+  rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+  if (!e && l->elems[0].err) e = l->elems[0].err;
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: store offset %s[%d]@%lld: %s", topic,
+                      (int)partition, (long long)next_offset, rd_kafka_err2str(e));
+  return BD_OK;
+}
+
+bd_status bd_kafka_consumer_pause(bd_kafka_consumer *c, int pause, bd_err *err) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  rd_kafka_resp_err_t e = rd_kafka_assignment(c->rk, &l);
+  if (!e) e = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+  if (l) rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %s: %s", pause ? "pause" : "resume",
+                      rd_kafka_err2str(e));
+  return BD_OK;
+}
+
+int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  if (rd_kafka_assignment(c->rk, &l) || !l) return -1;
+  int64_t lag = 0;
+  int known = 0;
+  rd_kafka_position(c->rk, l);
+  for (int i = 0; i < l->cnt; i++) {
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_get_watermark_offsets(c->rk, l->elems[i].topic, l->elems[i].partition, &lo,
+                                       &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+      continue;
+    int64_t pos = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
+    if (hi >= pos) {
+      lag += hi - pos;
+      known = 1;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  return known ? lag : -1;
+}
+
+bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, bd_err *err) {
+  if (!c || !c->rk) return BD_OK;
+  rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
+  rd_kafka_resp_err_t e2 = rd_kafka_consumer_close(c->rk);
+  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: commit at close: %s", rd_kafka_err2str(e));
+  if (e2) return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: close: %s", rd_kafka_err2str(e2));
+  return BD_OK;
+}
+
+void bd_kafka_consumer_destroy(bd_kafka_consumer *c) {
+  if (!c) return;
+  if (c->rk) rd_kafka_destroy(c->rk);
+  free(c);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  bd_kafka_producer *p = opaque;
+  if (m->err && atomic_fetch_add(&p->failed, 1) == 0)
+    snprintf(p->first_error, sizeof p->first_error, "%s", rd_kafka_err2str(m->err));
+}
+
+bd_status bd_kafka_producer_new(const char *brokers, bd_kafka_producer **out, bd_err *err) {
+  bd_status st = BD_OK;
+  char e[512];
+  bd_kafka_producer *p = calloc(1, sizeof *p);
+  if (!p) return bd_err_set(err, BD_E_NOMEM, "kafka: out of memory");
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if ((st = set_conf(conf, "bootstrap.servers", brokers ? brokers : "", err)) ||
+      (st = set_conf(conf, "enable.idempotence", "true", err)) ||
+      (st = set_conf(conf, "message.timeout.ms", "60000", err)) ||
+      (st = set_conf(conf, "linger.ms", "5", err)) ||
+      (st = set_conf(conf, "log_level", "3", err)))
+    goto out;
+  rd_kafka_conf_set_opaque(conf, p);
+  rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+  p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+  if (!p->rk) {
+    st = bd_err_set(err, BD_E_INVALID, "kafka: %s", e);
+    goto out;
+  }
+  conf = NULL;
+  *out = p;
+  p = NULL;
+out:
+  if (conf) rd_kafka_conf_destroy(conf);
+  if (p) bd_kafka_producer_destroy(p);
+  return st;
+}
+
+bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *key,
+                           const void *value, size_t len, const char *hname, const char *hvalue,
+                           bd_err *err) {
+  rd_kafka_headers_t *h = NULL;
+  if (hname) {
+    h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, hname, -1, hvalue ? hvalue : "", -1);
+  }
+  for (int attempt = 0; attempt < 200; attempt++) {
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (!e) return BD_OK; /* headers now owned by the message */
+    if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      if (h) rd_kafka_headers_destroy(h);
+      return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: produce to %s: %s", topic,
+                        rd_kafka_err2str(e));
+    }
+    rd_kafka_poll(p->rk, 50); /* queue full: let deliveries drain */
+  }
+  if (h) rd_kafka_headers_destroy(h);
+  return bd_err_set(err, BD_E_TIMEOUT, "kafka: produce to %s: local queue stayed full", topic);
+}
+
+bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, bd_err *err) {
+  rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
+  if (e) return bd_err_set(err, BD_E_TIMEOUT, "kafka: flush: %s", rd_kafka_err2str(e));
+  if (atomic_load(&p->failed))
+    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %d messages not delivered (%s)",
+                      atomic_load(&p->failed), p->first_error);
+  return BD_OK;
+}
+
+void bd_kafka_producer_destroy(bd_kafka_producer *p) {
+  if (!p) return;
+  if (p->rk) {
+    rd_kafka_flush(p->rk, 5000);
+    rd_kafka_destroy(p->rk);
+  }
+  free(p);
+}

@@ -1,0 +1,78 @@
+/* bd_kafka: the worker's and scheduler's thin layer over librdkafka.
+ *
+ * Consumer: a consumer group member with cooperative-sticky assignment, optional static
+ * membership, enable.auto.offset.store=false (the caller stores an offset only when the
+ * shard's results are in Redis) and auto-commit of stored offsets. Revocations are
+ * reported to the caller through a callback from inside poll, so in-flight work of those
+ * partitions can be dropped before the partitions move. Producer: idempotent, for
+ * manifests (submit), reports and the dead-letter topic.
+ *
+ * Thread safety: a consumer is used from one thread (the poll loop); a producer may be
+ * used from any thread (librdkafka's producer is thread-safe). */
+#ifndef BD_KAFKA_H
+#define BD_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bd_status.h"
+
+#define BD_KAFKA_MAX_MESSAGE (16u << 20) /* manifests above 16 MiB are refused */
+
+typedef struct bd_kafka_consumer bd_kafka_consumer;
+typedef struct bd_kafka_producer bd_kafka_producer;
+
+typedef struct bd_kafka_msg {
+  char topic[256];
+  int32_t partition;
+  int64_t offset;
+  char *key;      /* owned, NUL-terminated (may be empty) */
+  char *payload;  /* owned, NUL-terminated copy */
+  size_t len;     /* payload length */
+} bd_kafka_msg;
+
+void bd_kafka_msg_clear(bd_kafka_msg *m);
+
+/* Called from inside bd_kafka_consumer_poll when partitions are revoked or lost. */
+typedef void (*bd_kafka_revoke_fn)(void *ctx, const char *topic, int32_t partition);
+
+typedef struct bd_kafka_consumer_opts {
+  const char *brokers;     /* bootstrap servers */
+  const char *group;       /* consumer group id */
+  const char *instance_id; /* static membership (group.instance.id), or NULL */
+  const char *topic;       /* topic to subscribe */
+  bd_kafka_revoke_fn on_revoke;
+  void *ctx;
+  int session_timeout_ms;  /* 0: librdkafka default */
+} bd_kafka_consumer_opts;
+
+bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consumer **out,
+                                bd_err *err);
+/* Waits up to timeout_ms for a message. BD_OK with *msg filled (caller clears it),
+ * BD_E_TIMEOUT when none arrived, a retriable status for broker trouble. */
+bd_status bd_kafka_consumer_poll(bd_kafka_consumer *c, int timeout_ms, bd_kafka_msg *msg,
+                                 bd_err *err);
+/* Stores `next_offset` (the next message to read) for the partition; committed by the
+ * auto-commit timer and at close. */
+bd_status bd_kafka_consumer_store(bd_kafka_consumer *c, const char *topic, int32_t partition,
+                                  int64_t next_offset, bd_err *err);
+/* Pauses / resumes every assigned partition (backpressure). */
+bd_status bd_kafka_consumer_pause(bd_kafka_consumer *c, int pause, bd_err *err);
+/* Sum of (high watermark - position) over the assignment, from cached watermarks; -1 when
+ * unknown. */
+int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c);
+/* Commits stored offsets synchronously and leaves the group. */
+bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, bd_err *err);
+void bd_kafka_consumer_destroy(bd_kafka_consumer *c);
+
+bd_status bd_kafka_producer_new(const char *brokers, bd_kafka_producer **out, bd_err *err);
+/* Queues a message (copied). With a header (name, value) when hname is not NULL. */
+bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *key,
+                           const void *value, size_t len, const char *hname, const char *hvalue,
+                           bd_err *err);
+/* Waits until everything queued is acknowledged or failed; BD_E_TIMEOUT or the first
+ * delivery error otherwise. */
+bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, bd_err *err);
+void bd_kafka_producer_destroy(bd_kafka_producer *p);
+
+#endif

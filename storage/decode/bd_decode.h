@@ -60,9 +60,9 @@ typedef struct bd_decode_opts {
 
 typedef struct bd_decode_info {
   bd_image_format format;
-  int components;             /* in the file: 1 gray, 3 colour, 4 CMYK/YCCK (JPEG) or with alpha (PNG) */
-  int orig_w, orig_h;         /* as stored in the file, full resolution */
-  int orientation;            /* EXIF orientation applied, 1..8 (1 = none) */
+  int components;     /* in the file: 1 gray, 3 colour, 4 CMYK/YCCK (JPEG) or with alpha (PNG) */
+  int orig_w, orig_h; /* as stored in the file, full resolution */
+  int orientation;    /* EXIF orientation applied, 1..8 (1 = none) */
   int oriented_w, oriented_h; /* orig_* after orientation: the frame to report boxes in */
   int scale_num, scale_denom; /* DCT scale used (1/1 = none) */
   int out_w, out_h;           /* the returned image (scaled, then oriented) */
@@ -78,9 +78,11 @@ void bd_decoder_destroy(bd_decoder *d); /* NULL is a no-op */
  * bd_image_free). opts and info may be NULL. On failure *out is left empty
  * ({0,0,NULL}), the message is one line naming what failed, and the code is
  * BD_E_INVALID (corrupt), BD_E_UNSUPPORTED (unknown format / colour space),
- * BD_E_LIMIT (too large) or BD_E_NOMEM. */
-bd_status bd_decoder_decode(bd_decoder *d, const uint8_t *buf, size_t len, const bd_decode_opts *opts,
-                            bd_image *out, bd_decode_info *info, bd_err *err);
+ * BD_E_LIMIT (too large) or BD_E_NOMEM; info then holds what was learnt before the
+ * failure (format, stored size from the header). */
+bd_status bd_decoder_decode(bd_decoder *d, const uint8_t *buf, size_t len,
+                            const bd_decode_opts *opts, bd_image *out, bd_decode_info *info,
+                            bd_err *err);
 
 /* Same as above with a temporary decoder (convenient; a pool should keep one decoder
  * per thread instead). */
@@ -88,8 +90,8 @@ bd_status bd_decode_image(const uint8_t *buf, size_t len, const bd_decode_opts *
                           bd_decode_info *info, bd_err *err);
 
 /* Reads a whole file (at most BD_DECODE_DEFAULT_MAX_FILE_BYTES) and decodes it. */
-bd_status bd_decode_file(const char *path, const bd_decode_opts *opts, bd_image *out, bd_decode_info *info,
-                         bd_err *err);
+bd_status bd_decode_file(const char *path, const bd_decode_opts *opts, bd_image *out,
+                         bd_decode_info *info, bd_err *err);
 
 /* The format from the first bytes, BD_IMG_UNKNOWN when neither. */
 bd_image_format bd_decode_sniff(const uint8_t *buf, size_t len);

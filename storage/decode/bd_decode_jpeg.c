@@ -1,0 +1,188 @@
+/* JPEG back end (TurboJPEG API) and the JPEG encoder used for annotated previews.
+ * Header first, limits checked, then one allocation of the exact output. */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <turbojpeg.h>
+
+#include "bd_decode.h"
+#include "bd_decode_internal.h"
+
+void *bd_decode_tj_new(bd_err *err) {
+  tjhandle tj = tjInitDecompress();
+  if (!tj)
+    bd_err_set(err, BD_E_NOMEM, "TurboJPEG: cannot create a decompressor: %s",
+               tjGetErrorStr2(NULL));
+  return tj;
+}
+
+void bd_decode_tj_free(void *tj) {
+  if (tj) tjDestroy(tj);
+}
+
+/* Adobe APP14 marker seen before SOS? Adobe writers store CMYK inverted. */
+static int jpeg_has_adobe(const uint8_t *buf, size_t len) {
+  size_t p = 2;
+  while (p < len) {
+    if (buf[p] != 0xFF) return 0;
+    while (p < len && buf[p] == 0xFF) p++;
+    if (p >= len) return 0;
+    uint8_t m = buf[p++];
+    if (m == 0xD9 || m == 0xDA) return 0;
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+    if (len - p < 2) return 0;
+    size_t seg = (size_t)buf[p] << 8 | buf[p + 1];
+    if (seg < 2 || seg > len - p) return 0;
+    if (m == 0xEE && seg >= 2 + 5 && memcmp(buf + p + 2, "Adobe", 5) == 0) return 1;
+    p += seg;
+  }
+  return 0;
+}
+
+/* The scaling factor: the largest reduction among 1/2, 1/4, 1/8 that keeps the
+ * decoded size at least what the consumer's resize needs; 1/1 when none does. */
+static tjscalingfactor pick_scale(int w, int h, int orientation, const bd_decode_lim *lim) {
+  tjscalingfactor best = {1, 1};
+  if (lim->target_w <= 0 || lim->target_h <= 0) return best;
+  int swap = !lim->ignore_orientation && orientation >= 5;
+  double ow = swap ? h : w, oh = swap ? w : h; /* the target applies to the displayed image */
+  double need_w = lim->target_w, need_h = lim->target_h;
+  if (lim->fit == BD_DECODE_FIT_LETTERBOX) {
+    double r = need_w / ow < need_h / oh ? need_w / ow : need_h / oh;
+    need_w = ow * r;
+    need_h = oh * r;
+  }
+  if (swap) {
+    double t = need_w;
+    need_w = need_h;
+    need_h = t;
+  }
+  int n = 0;
+  tjscalingfactor *sf = tjGetScalingFactors(&n);
+  for (int i = 0; sf && i < n; i++) {
+    if (sf[i].num != 1 || (sf[i].denom != 2 && sf[i].denom != 4 && sf[i].denom != 8)) continue;
+    if (TJSCALED(w, sf[i]) >= need_w - 1e-9 && TJSCALED(h, sf[i]) >= need_h - 1e-9 &&
+        sf[i].denom > best.denom)
+      best = sf[i];
+  }
+  return best;
+}
+
+static bd_status tj_fail(tjhandle tj, bd_err *err, const char *what) {
+  /* only the decode runs with STOPONWARNING; in the header call a warning flag may
+   * precede the fatal error that actually stopped it */
+  int warn = strcmp(what, "decode") == 0 && tjGetErrorCode(tj) == TJERR_WARNING;
+  return bd_err_set(err, BD_E_INVALID, "corrupt JPEG: %s%s: %s", what,
+                    warn ? " (libjpeg warning treated as error)" : "", tjGetErrorStr2(tj));
+}
+
+bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd_decode_lim *lim,
+                             bd_image *out, bd_decode_info *info, bd_err *err) {
+  tjhandle tj = tjv;
+  bd_status st = BD_OK;
+  uint8_t *cmyk = NULL;
+  int w = 0, h = 0, subsamp = 0, cs = 0;
+  if (len > ULONG_MAX) return bd_err_set(err, BD_E_LIMIT, "JPEG too large (%zu bytes)", len);
+  if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &cs) != 0)
+    return tj_fail(tj, err, "header");
+  info->orig_w = w;
+  info->orig_h = h;
+  st = bd_decode_check_size(w, h, lim, err);
+  if (st != BD_OK) return st;
+  const int is_cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+  info->components = cs == TJCS_GRAY ? 1 : is_cmyk ? 4 : 3;
+  info->orientation = lim->ignore_orientation ? 1 : bd_decode_jpeg_orientation(buf, len);
+  tjscalingfactor sf = pick_scale(w, h, info->orientation, lim);
+  const int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
+  info->scale_num = sf.num;
+  info->scale_denom = sf.denom;
+  /* STOPONWARNING: a truncated or damaged scan is an error, not a gray-padded image;
+   * LIMITSCANS: a progressive file with thousands of scans is a CPU bomb. */
+  const int flags = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS;
+  out->data = malloc((size_t)sw * sh * 3);
+  if (!out->data) return bd_err_set(err, BD_E_NOMEM, "out of memory for a %dx%d image", sw, sh);
+  out->w = sw;
+  out->h = sh;
+  if (!is_cmyk) {
+    /* gray -> RGB is done by libjpeg's colour converter (R=G=B) */
+    if (tjDecompress2(tj, buf, (unsigned long)len, out->data, sw, 0, sh, TJPF_RGB, flags) != 0) {
+      st = tj_fail(tj, err, "decode");
+      goto out;
+    }
+    goto out;
+  }
+  cmyk = malloc((size_t)sw * sh * 4);
+  if (!cmyk) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory for a %dx%d CMYK image", sw, sh);
+    goto out;
+  }
+  if (tjDecompress2(tj, buf, (unsigned long)len, cmyk, sw, 0, sh, TJPF_CMYK, flags) != 0) {
+    st = tj_fail(tj, err, "decode");
+    goto out;
+  }
+  /* Adobe files (and libjpeg's YCCK->CMYK output for them) hold inverted CMYK:
+   * c' = 255 - C, so R = 255*(1-C)(1-K) = c'*k'/255. Without the marker, plain CMYK. */
+  const int inverted = jpeg_has_adobe(buf, len);
+  const size_t n = (size_t)sw * sh;
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *s = cmyk + 4 * i;
+    unsigned c = s[0], m = s[1], y = s[2], k = s[3];
+    if (!inverted) {
+      c = 255 - c;
+      m = 255 - m;
+      y = 255 - y;
+      k = 255 - k;
+    }
+    out->data[3 * i + 0] = (uint8_t)((c * k + 127) / 255);
+    out->data[3 * i + 1] = (uint8_t)((m * k + 127) / 255);
+    out->data[3 * i + 2] = (uint8_t)((y * k + 127) / 255);
+  }
+out:
+  free(cmyk);
+  if (st != BD_OK) bd_image_free(out);
+  return st;
+}
+
+bd_status bd_encode_jpeg(const bd_image *im, int quality, uint8_t **out, size_t *len, bd_err *err) {
+  bd_status st = BD_OK;
+  tjhandle tj = NULL;
+  unsigned char *jbuf = NULL;
+  if (!out || !len) return bd_err_set(err, BD_E_INVALID, "encode: no output");
+  *out = NULL;
+  *len = 0;
+  if (!im || !im->data || im->w < 1 || im->h < 1 || im->w > BD_DECODE_DEFAULT_MAX_SIDE ||
+      im->h > BD_DECODE_DEFAULT_MAX_SIDE)
+    return bd_err_set(err, BD_E_INVALID, "encode: invalid image %dx%d", im ? im->w : 0,
+                      im ? im->h : 0);
+  if (quality < 1 || quality > 100)
+    return bd_err_set(err, BD_E_INVALID, "encode: quality %d is outside 1..100", quality);
+  tj = tjInitCompress();
+  if (!tj)
+    return bd_err_set(err, BD_E_NOMEM, "TurboJPEG: cannot create a compressor: %s",
+                      tjGetErrorStr2(NULL));
+  /* a malloc'd buffer of the worst-case size, so that the caller frees with free() */
+  unsigned long cap = tjBufSize(im->w, im->h, TJSAMP_420);
+  if (cap == (unsigned long)-1) {
+    st = bd_err_set(err, BD_E_LIMIT, "encode: %dx%d is too large", im->w, im->h);
+    goto out;
+  }
+  jbuf = malloc(cap);
+  if (!jbuf) {
+    st = bd_err_set(err, BD_E_NOMEM, "encode: out of memory (%lu bytes)", cap);
+    goto out;
+  }
+  unsigned long n = cap;
+  if (tjCompress2(tj, im->data, im->w, 0, im->h, TJPF_RGB, &jbuf, &n, TJSAMP_420, quality,
+                  TJFLAG_NOREALLOC) != 0) {
+    st = bd_err_set(err, BD_E_INTERNAL, "encode: %s", tjGetErrorStr2(tj));
+    goto out;
+  }
+  unsigned char *shrunk = realloc(jbuf, n);
+  *out = shrunk ? shrunk : jbuf;
+  *len = n;
+  jbuf = NULL;
+out:
+  free(jbuf);
+  if (tj) tjDestroy(tj);
+  return st;
+}

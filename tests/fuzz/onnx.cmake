@@ -1,0 +1,11 @@
+# Fuzz target for the ONNX importer + compiler (same pattern as proto.cmake).
+if(BATCHDET_FUZZ_ENGINE STREQUAL "libfuzzer")
+  add_executable(fuzz_onnx ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_onnx.c)
+  target_compile_options(fuzz_onnx PRIVATE -fsanitize=fuzzer)
+  target_link_options(fuzz_onnx PRIVATE -fsanitize=fuzzer)
+  target_link_libraries(fuzz_onnx PRIVATE bd_gpu bd_common)
+else()
+  add_executable(fuzz_onnx ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_onnx.c ${CMAKE_CURRENT_SOURCE_DIR}/replay_main.c)
+  target_link_libraries(fuzz_onnx PRIVATE bd_gpu bd_common)
+  bd_add_script_test(fuzz_onnx_replay COMMAND fuzz_onnx ${CMAKE_CURRENT_SOURCE_DIR}/corpus/onnx TIMEOUT 120)
+endif()

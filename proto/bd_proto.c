@@ -196,7 +196,8 @@ int bd_proto_get_num(const json_t *obj, const char *path, const char *key, int r
     bd_proto_errors_add(errs, BD_E_INVALID, "%s%s: must be a number in %g..%g", path, key, lo, hi);
     return 0;
   }
-  *out = d;
+  /* -0 reads back as 0 from our own "-0" (jansson makes it an integer): one zero only. */
+  *out = d == 0 ? 0 : d;
   return 1;
 }
 
@@ -341,6 +342,12 @@ void bd_jw_int(bd_jw *w, int64_t v) {
 void bd_proto_fmt_double(char *buf, size_t n, double v) {
   if (!isfinite(v)) { /* never valid JSON; encoders validate before writing */
     snprintf(buf, n, "0");
+    return;
+  }
+  /* Whole numbers as plain integers: "%g" would write 400 as "4e+02" at precision 1. */
+  if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+    /* v + 0.0 turns -0 into 0: "-0" would read back as the integer 0 anyway. */
+    snprintf(buf, n, "%.0f", v + 0.0);
     return;
   }
   for (int p = 1; p <= 17; p++) {

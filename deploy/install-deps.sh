@@ -10,8 +10,8 @@ PKGS=(
   libopenblas-dev
   libturbojpeg0-dev libjpeg-turbo-progs libpng-dev zlib1g-dev
   librdkafka-dev libhiredis-dev libcurl4-openssl-dev libmicrohttpd-dev
-  redis-server
-  python3 python3-torch python3-onnx python3-numpy
+  redis-server tmux chromium fonts-dejavu-core python3-yaml
+  python3 python3-torch python3-onnx python3-numpy python3-opencv
   clang libclang-rt-14-dev
   nodejs
 )

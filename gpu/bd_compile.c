@@ -236,12 +236,14 @@ static bd_status fold_bn(ctx_t *c, int *count, bd_err *err) {
     memcpy(wd, w->dims, sizeof wd);
     char base[200];
     snprintf(base, sizeof base, "%s", g->values[cv->in[1]].name);
+    /* new_const takes ownership of its data, also when it fails. */
     int vw = new_const(g, base, 4, wd, nw);
-    int vb = vw < 0 ? -1 : new_const(g, base, 1, &bd1, nb);
-    if (vw < 0 || vb < 0) {
-      if (vw >= 0) free(nb);
+    if (vw < 0) {
+      free(nb);
       return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
     }
+    int vb = new_const(g, base, 1, &bd1, nb);
+    if (vb < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
     cv = &g->nodes[p];
     if (cv->n_in < 3) {
       int *ni = realloc(cv->in, sizeof(int) * 3);

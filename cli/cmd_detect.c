@@ -1,0 +1,753 @@
+/* batchdet detect: run a detector over image files and directories on this machine.
+ *
+ * Files are read and decoded here (storage/decode), batched, passed to the engine as RGB8
+ * images, and each image's result is printed as one JSON line, in input order:
+ *   {"image":"dog.jpg","width":768,"height":576,"detections":[{"class":16,"label":"dog",
+ *    "score":0.93,"box":[x1,y1,x2,y2]}]}
+ * or {"image":"x.jpg","error":"..."} for an image that could not be read; the run goes on.
+ * Exit: 0 when the run completed and at least one image was processed, 1 when the model
+ * could not load, the network failed, or every image failed, 2 on usage errors. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bd_cli.h"
+#include "bd_decode.h"
+#include "bd_draw.h"
+#include "bd_engine.h"
+#include "bd_fetch.h"
+#include "bd_labels.h"
+
+#define DETECT_MAX_FILES 10000000
+#define DETECT_MAX_DEPTH 64
+
+typedef struct {
+  char *path; /* to open */
+  char *name; /* as reported: the argument for files, relative path under a directory */
+  char *stem; /* output file stem for --annotate / --dump-input */
+} entry;
+
+typedef struct {
+  entry *v;
+  size_t n, cap;
+} entry_list;
+
+typedef struct {
+  const char *model, *device, *labels_path, *annotate, *dump, *format;
+  bd_family family;
+  int threads, batch, fast_decode;
+  bd_detect_params params;
+} detect_opts;
+
+static void detect_usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: batchdet detect [--model PATH] [--family auto|damoyolo|yolox] [--device "
+      "cpu|cuda|cuda:N]\n"
+      "                       [--threads N] [--batch N] [--score-thr F] [--iou-thr F] [--max-det "
+      "N]\n"
+      "                       [--format jsonl|coco] [--annotate DIR] [--labels FILE]\n"
+      "                       [--dump-input DIR] [--fast-decode] FILE|DIR|URL...\n"
+      "\n"
+      "Detects objects in image files (JPEG, PNG; the format is sniffed from the content).\n"
+      "Directories are walked recursively in sorted order, taking files named *.jpg, *.jpeg,\n"
+      "*.png (any case) and skipping hidden entries; files named on the command line are\n"
+      "always tried. http://, https:// and s3:// URLs are fetched (S3 credentials and\n"
+      "endpoint from the AWS_* variables), with retries on 429/5xx/timeouts.\n"
+      "\n"
+      "  --model PATH      ONNX model (default: $BATCHDET_MODEL)\n"
+      "  --family F        auto (recognise from the graph's outputs), yolox or damoyolo\n"
+      "  --device D        cpu (default), cuda, cuda:N\n"
+      "  --threads N       cpu backend threads (0 = all cores, default)\n"
+      "  --batch N         images per network batch (default 8)\n"
+      "  --score-thr F     keep detections scoring at least F (default 0.3 for both families;\n"
+      "                    damoyolo keeps score > F strictly, as its reference does)\n"
+      "  --iou-thr F       per-class NMS IoU threshold (default yolox 0.45, damoyolo 0.7)\n"
+      "  --max-det N       detections kept per image (default 100)\n"
+      "  --format jsonl    one JSON line per image (default):\n"
+      "                    "
+      "{\"image\",\"width\",\"height\",\"detections\":[{\"class\",\"label\",\"score\",\n"
+      "                    \"box\":[x1,y1,x2,y2]}]} in original-image pixels, or "
+      "{\"image\",\"error\"}\n"
+      "  --format coco     one COCO-style object at the end: {\"images\":[{id,file_name,width,\n"
+      "                    "
+      "height}],\"annotations\":[{id,image_id,category_id,bbox:[x,y,w,h],score,\n"
+      "                    "
+      "area,iscrowd}],\"categories\":[{id,name}],\"errors\":[{file_name,error}]};\n"
+      "                    category ids are COCO's 91-ids for 80-class models, else class+1\n"
+      "  --annotate DIR    write DIR/<base> (DIR/<base>.jpg when <base> is not a .jpg/.jpeg)\n"
+      "                    with boxes and \"label score\" drawn\n"
+      "  --labels FILE     class names, one per line (default: the 80 COCO names)\n"
+      "  --dump-input DIR  write DIR/<base>.f32 (the float32 NCHW [1,3,H,W] tensor fed to the\n"
+      "                    network) and DIR/<base>.json (image, width, height, ratio or\n"
+      "                    scale_x/scale_y, input_size, family)\n"
+      "  --fast-decode     JPEG DCT-domain downscale when the image is at least twice the\n"
+      "                    network size; OFF by default because it changes the pixels the\n"
+      "                    network sees (results then differ slightly from the reference)\n"
+      "\n"
+      "<base> is the file's base name with its extension (dog.jpg -> dog.jpg.f32), or its\n"
+      "path under the directory argument with '/' replaced by '_' (directory walks).\n"
+      "Exit status: 0 the run completed (per-image errors are reported as lines), 1 the model\n"
+      "could not be loaded or run, or no image could be processed, 2 usage error.\n");
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+static void entry_free(entry *e) {
+  free(e->path);
+  free(e->name);
+  free(e->stem);
+}
+
+/* The output file base: the file's base name WITH its extension (dog.jpg and dog.png
+ * must not collide), or the path under a directory argument with '/' -> '_'. */
+static char *make_stem(const char *name, int from_dir) {
+  const char *b = name;
+  if (!from_dir) {
+    const char *s = strrchr(name, '/');
+    if (s) b = s + 1;
+  }
+  char *st = strdup(*b ? b : "image");
+  if (!st) return NULL;
+  for (char *p = st; *p; p++)
+    if (*p == '/' || *p == '?' || *p == '&') *p = '_';
+  return st;
+}
+
+static int push_entry(entry_list *l, const char *path, const char *name, int from_dir) {
+  if (l->n >= DETECT_MAX_FILES) return -1;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 64;
+    entry *nv = realloc(l->v, nc * sizeof *nv);
+    if (!nv) return -1;
+    l->v = nv;
+    l->cap = nc;
+  }
+  entry *e = &l->v[l->n];
+  e->path = strdup(path);
+  e->name = strdup(name);
+  e->stem = make_stem(name, from_dir);
+  if (!e->path || !e->name || !e->stem) {
+    entry_free(e);
+    return -1;
+  }
+  l->n++;
+  return 0;
+}
+
+static int is_url(const char *s) {
+  return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "s3://", 5);
+}
+
+static int has_image_ext(const char *n) {
+  const char *d = strrchr(n, '.');
+  return d && (!strcasecmp(d, ".jpg") || !strcasecmp(d, ".jpeg") || !strcasecmp(d, ".png"));
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Recursive sorted walk; rel is the path under the directory argument ("" at top). */
+static int walk(entry_list *l, const char *dir, const char *rel, int depth) {
+  if (depth > DETECT_MAX_DEPTH) return 0;
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.') continue; /* hidden, ".", ".." */
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 32;
+      char **nv = realloc(names, nc * sizeof *nv);
+      if (!nv) {
+        rc = -1;
+        goto out;
+      }
+      names = nv;
+      cap = nc;
+    }
+    if (!(names[n] = strdup(de->d_name))) {
+      rc = -1;
+      goto out;
+    }
+    n++;
+  }
+  qsort(names, n, sizeof *names, cmp_str);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    size_t pl = strlen(dir) + strlen(names[i]) + 2, rl = strlen(rel) + strlen(names[i]) + 2;
+    char *p = malloc(pl), *r = malloc(rl);
+    if (!p || !r) {
+      free(p);
+      free(r);
+      rc = -1;
+      break;
+    }
+    size_t dl = strlen(dir);
+    snprintf(p, pl, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", names[i]);
+    snprintf(r, rl, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+    struct stat sb;
+    if (stat(p, &sb) == 0) {
+      if (S_ISDIR(sb.st_mode))
+        rc = walk(l, p, r, depth + 1);
+      else if (S_ISREG(sb.st_mode) && has_image_ext(names[i]))
+        rc = push_entry(l, p, r, 1);
+    }
+    free(p);
+    free(r);
+  }
+out:
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  closedir(d);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static double round_to(double v, double q) {
+  return round(v / q) * q;
+}
+
+static json_t *det_json(const bd_det *d, const bd_labels *labels) {
+  const char *lab = bd_labels_name(labels, d->cls);
+  json_t *box = json_pack("[ffff]", round_to(d->x1, 0.01), round_to(d->y1, 0.01),
+                          round_to(d->x2, 0.01), round_to(d->y2, 0.01));
+  return json_pack("{s:i,s:s,s:f,s:o}", "class", d->cls, "label", lab ? lab : "?", "score",
+                   round_to(d->score, 1e-5), "box", box);
+}
+
+static void print_line(json_t *o) {
+  char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+  if (s) {
+    fputs(s, stdout);
+    fputc('\n', stdout);
+    free(s);
+  }
+  fflush(stdout);
+}
+
+static int ensure_dir(const char *dir) {
+  struct stat sb;
+  if (stat(dir, &sb) == 0) return S_ISDIR(sb.st_mode) ? 0 : -1;
+  return mkdir(dir, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static int write_file(const char *path, const void *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  int ok = fwrite(data, 1, len, f) == len;
+  ok &= fclose(f) == 0;
+  return ok ? 0 : -1;
+}
+
+static char *join_path(const char *dir, const char *stem, const char *ext) {
+  size_t n = strlen(dir) + strlen(stem) + strlen(ext) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s/%s%s", dir, stem, ext);
+  return p;
+}
+
+static int dump_input(const detect_opts *o, bd_engine *e, const entry *en, const bd_image *im,
+                      bd_err *err) {
+  int c, h, w, rc = -1;
+  bd_engine_input_chw(e, &c, &h, &w);
+  float *t = malloc((size_t)c * h * w * sizeof *t);
+  char *pf = join_path(o->dump, en->stem, ".f32"), *pj = join_path(o->dump, en->stem, ".json");
+  json_t *j = NULL;
+  char *s = NULL;
+  bd_prep_info pi;
+  if (!t || !pf || !pj) goto out;
+  if (bd_engine_preprocess(e, im, t, &pi, err) != BD_OK) goto out;
+  if (write_file(pf, t, (size_t)c * h * w * sizeof *t)) {
+    bd_err_set(err, BD_E_IO, "writing %s", pf);
+    goto out;
+  }
+  const bd_family_info *fi = bd_engine_family(e);
+  j = json_pack("{s:s,s:i,s:i}", "image", en->name, "width", im->w, "height", im->h);
+  if (fi->family == BD_FAMILY_YOLOX) {
+    json_object_set_new(j, "ratio", json_real(pi.ratio));
+  } else {
+    json_object_set_new(j, "scale_x", json_real(pi.scale_x));
+    json_object_set_new(j, "scale_y", json_real(pi.scale_y));
+  }
+  json_object_set_new(j, "input_size", h == w ? json_integer(h) : json_pack("[ii]", h, w));
+  json_object_set_new(j, "input_shape", json_pack("[iiii]", 1, c, h, w));
+  json_object_set_new(j, "family", json_string(bd_family_name(fi->family)));
+  s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (!s || write_file(pj, s, strlen(s))) {
+    bd_err_set(err, BD_E_IO, "writing %s", pj);
+    goto out;
+  }
+  rc = 0;
+out:
+  free(s);
+  json_decref(j);
+  free(t);
+  free(pf);
+  free(pj);
+  return rc;
+}
+
+static int annotate(const detect_opts *o, const entry *en, bd_image *im, const bd_detections *d,
+                    const bd_labels *labels, double sx, double sy, bd_err *err) {
+  int side = im->w < im->h ? im->w : im->h;
+  int thick = side / 300 > 2 ? side / 300 : 2, ts = (side + 299) / 300;
+  for (int k = d->n - 1; k >= 0; k--) { /* best last, so it is drawn on top */
+    const bd_det *b = &d->det[k];
+    bd_rgb col = bd_draw_palette(b->cls);
+    /* Boxes are in the reported frame; the image may be DCT-downscaled. */
+    int x1 = (int)lround(b->x1 / sx), y1 = (int)lround(b->y1 / sy);
+    int x2 = (int)lround(b->x2 / sx), y2 = (int)lround(b->y2 / sy);
+    bd_draw_rect(im, x1, y1, x2, y2, thick, col);
+    char txt[96];
+    const char *lab = bd_labels_name(labels, b->cls);
+    snprintf(txt, sizeof txt, "%s %.2f", lab ? lab : "?", b->score);
+    bd_draw_label(im, x1, y1, txt, ts, (bd_rgb){255, 255, 255}, col);
+  }
+  uint8_t *jpg = NULL;
+  size_t len = 0;
+  if (bd_encode_jpeg(im, 90, &jpg, &len, err) != BD_OK) return -1;
+  /* dog.jpg -> dog.jpg; dog.png -> dog.png.jpg (unique, and still a .jpg). */
+  const char *ext = strrchr(en->stem, '.');
+  int is_jpg = ext && (!strcasecmp(ext, ".jpg") || !strcasecmp(ext, ".jpeg"));
+  char *p = join_path(o->annotate, en->stem, is_jpg ? "" : ".jpg");
+  int rc = (p && write_file(p, jpg, len) == 0) ? 0 : -1;
+  if (rc) bd_err_set(err, BD_E_IO, "writing %s", p ? p : o->annotate);
+  free(p);
+  free(jpg);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- URLs */
+
+/* Fetches the URL entries of one batch concurrently (the fetcher is made on first use).
+ * bodies[k] gets the bytes of URL entry k; derr[k] its error; files keep both empty. */
+static int fetch_batch(bd_fetch **f, const entry *en, int m, bd_fetch_result *bodies,
+                       char (*derr)[BD_ERR_MSG_MAX]) {
+  int pending = 0;
+  for (int k = 0; k < m; k++) {
+    derr[k][0] = '\0';
+    memset(&bodies[k], 0, sizeof bodies[k]);
+    if (!is_url(en[k].path)) continue;
+    bd_err e;
+    if (!*f) {
+      bd_fetch_opts fo;
+      bd_fetch_opts_default(&fo);
+      fo.concurrency = 16;
+      if (!(*f = bd_fetch_new(&fo, NULL, NULL, &e))) return -1;
+    }
+    if (bd_fetch_submit(*f, (uint64_t)k, en[k].path, NULL, -1, &e) != BD_OK)
+      snprintf(derr[k], BD_ERR_MSG_MAX, "%s", e.msg);
+    else
+      pending++;
+  }
+  while (pending > 0) {
+    bd_fetch_result r;
+    bd_err e;
+    memset(&r, 0, sizeof r);
+    if (bd_fetch_poll(*f, -1, &r, &e) != BD_OK) return -1;
+    pending--;
+    if (r.id >= (uint64_t)m) {
+      bd_fetch_result_clear(&r);
+      continue;
+    }
+    if (r.status != BD_OK) {
+      snprintf(derr[r.id], BD_ERR_MSG_MAX, "%s", r.err.msg);
+      bd_fetch_result_clear(&r);
+    } else if (r.len == 0) {
+      snprintf(derr[r.id], BD_ERR_MSG_MAX, "fetch: empty body");
+      bd_fetch_result_clear(&r);
+    } else {
+      bodies[r.id] = r;
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+/* Decoding dominates a GPU run's host time, so one batch's images are decoded on
+ * several threads (bd_decode_* are reentrant). Results land in per-image slots. */
+typedef struct {
+  const entry *en;
+  const bd_decode_opts *dopts;
+  bd_fetch_result *bodies;
+  bd_image *imgs;
+  bd_decode_info *info;
+  char (*derr)[BD_ERR_MSG_MAX];
+  const bd_image **ptrs;
+  int m, stride, first;
+} decode_ctx;
+
+static void decode_one(decode_ctx *c, int k) {
+  bd_err de;
+  bd_err_clear(&de);
+  bd_status ds;
+  c->ptrs[k] = NULL;
+  if (c->derr[k][0]) return; /* fetch failed */
+  if (c->bodies[k].data) {
+    ds = bd_decode_image(c->bodies[k].data, c->bodies[k].len, c->dopts, &c->imgs[k], &c->info[k],
+                         &de);
+    bd_fetch_result_clear(&c->bodies[k]);
+  } else {
+    ds = bd_decode_file(c->en[k].path, c->dopts, &c->imgs[k], &c->info[k], &de);
+  }
+  if (ds != BD_OK) {
+    snprintf(c->derr[k], BD_ERR_MSG_MAX, "%s", de.msg[0] ? de.msg : bd_status_name(de.code));
+    return;
+  }
+  c->ptrs[k] = &c->imgs[k];
+}
+
+static void *decode_thread(void *arg) {
+  decode_ctx *c = arg;
+  for (int k = c->first; k < c->m; k += c->stride) decode_one(c, k);
+  return NULL;
+}
+
+static void decode_parallel(const decode_ctx *base, int m, int threads) {
+  enum { MAXT = 16 };
+  if (threads <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = n > 0 ? (int)n : 1;
+  }
+  if (threads > MAXT) threads = MAXT;
+  if (threads > m) threads = m;
+  pthread_t th[MAXT];
+  decode_ctx c[MAXT];
+  int started[MAXT] = {0};
+  for (int t = 0; t < threads; t++) {
+    c[t] = *base;
+    c[t].m = m;
+    c[t].stride = threads < 1 ? 1 : threads;
+    c[t].first = t;
+    if (t > 0) started[t] = pthread_create(&th[t], NULL, decode_thread, &c[t]) == 0;
+  }
+  if (threads < 1) return;
+  decode_thread(&c[0]);
+  for (int t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(th[t], NULL);
+    else
+      decode_thread(&c[t]);
+  }
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, int *help) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *help = 1;
+      return 0;
+    }
+    if (!strcmp(a, "--fast-decode")) {
+      o->fast_decode = 1;
+      continue;
+    }
+    if (!strcmp(a, "--")) {
+      for (i++; i < argc; i++)
+        if (push_entry(files, argv[i], argv[i], 0)) return -1;
+      break;
+    }
+    if (a[0] != '-' || !a[1]) {
+      struct stat sb;
+      int rc = (!is_url(a) && stat(a, &sb) == 0 && S_ISDIR(sb.st_mode))
+                   ? walk(files, a, "", 0)
+                   : push_entry(files, a, a, 0);
+      if (rc) {
+        fprintf(stderr, "batchdet detect: out of memory listing inputs\n");
+        return -1;
+      }
+      continue;
+    }
+    const char *v = i + 1 < argc ? argv[++i] : NULL;
+    char *end = NULL;
+    if (!v) {
+      fprintf(stderr, "batchdet detect: %s needs a value\n", a);
+      return -1;
+    }
+    if (!strcmp(a, "--model"))
+      o->model = v;
+    else if (!strcmp(a, "--device"))
+      o->device = v;
+    else if (!strcmp(a, "--labels"))
+      o->labels_path = v;
+    else if (!strcmp(a, "--annotate"))
+      o->annotate = v;
+    else if (!strcmp(a, "--dump-input"))
+      o->dump = v;
+    else if (!strcmp(a, "--format")) {
+      if (strcmp(v, "jsonl") && strcmp(v, "coco")) {
+        fprintf(stderr, "batchdet detect: --format is jsonl or coco\n");
+        return -1;
+      }
+      o->format = v;
+    } else if (!strcmp(a, "--family")) {
+      if (bd_family_parse(v, &o->family) || o->family == BD_FAMILY_NONE) {
+        fprintf(stderr, "batchdet detect: unknown family '%s' (auto, yolox, damoyolo)\n", v);
+        return -1;
+      }
+    } else if (!strcmp(a, "--threads") || !strcmp(a, "--batch") || !strcmp(a, "--max-det")) {
+      long x = strtol(v, &end, 10);
+      int lo = strcmp(a, "--threads") ? 1 : 0;
+      int hi = !strcmp(a, "--batch")     ? BD_ENGINE_MAX_BATCH
+               : !strcmp(a, "--threads") ? 1024
+                                         : 100000;
+      if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "batchdet detect: %s wants an integer in %d..%d\n", a, lo, hi);
+        return -1;
+      }
+      if (!strcmp(a, "--threads"))
+        o->threads = (int)x;
+      else if (!strcmp(a, "--batch"))
+        o->batch = (int)x;
+      else
+        o->params.max_det = (int)x;
+    } else if (!strcmp(a, "--score-thr") || !strcmp(a, "--iou-thr")) {
+      double x = strtod(v, &end);
+      if (!*v || *end || !(x >= 0.0 && x <= 1.0)) {
+        fprintf(stderr, "batchdet detect: %s wants a number in 0..1\n", a);
+        return -1;
+      }
+      if (!strcmp(a, "--score-thr"))
+        o->params.score_thr = (float)x;
+      else
+        o->params.iou_thr = (float)x;
+    } else {
+      fprintf(stderr, "batchdet detect: unknown option '%s'\n", a);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int bd_cmd_detect(int argc, char **argv) {
+  detect_opts o = {.device = "cpu",
+                   .format = "jsonl",
+                   .batch = 8,
+                   .params = {.score_thr = -1.f, .iou_thr = -1.f, .max_det = 0}};
+  entry_list files = {0};
+  int help = 0, rc = BD_EXIT_FAIL;
+  bd_engine *e = NULL;
+  bd_labels *labels = NULL;
+  json_t *coco = NULL, *c_images = NULL, *c_anns = NULL, *c_errors = NULL;
+  bd_image *imgs = NULL;
+  bd_decode_info *info = NULL;
+  const bd_image **ptrs = NULL;
+  bd_detections *dets = NULL;
+  bd_status *status = NULL;
+  bd_detect_params *params = NULL;
+  char(*derr)[BD_ERR_MSG_MAX] = NULL;
+  bd_fetch_result *bodies = NULL;
+  bd_fetch *fetcher = NULL;
+  bd_err err;
+  bd_err_clear(&err);
+
+  if (parse_args(argc, argv, &o, &files, &help)) {
+    detect_usage(stderr);
+    rc = BD_EXIT_USAGE;
+    goto out;
+  }
+  if (help) {
+    detect_usage(stdout);
+    rc = BD_EXIT_OK;
+    goto out;
+  }
+  if (!o.model) o.model = getenv("BATCHDET_MODEL");
+  if (!o.model || !*o.model) {
+    fprintf(stderr, "batchdet detect: no model: pass --model PATH or set BATCHDET_MODEL\n");
+    rc = BD_EXIT_USAGE;
+    goto out;
+  }
+  int is_cuda, idx;
+  if (bd_engine_parse_device(o.device, &is_cuda, &idx)) {
+    fprintf(stderr, "batchdet detect: unknown device '%s' (cpu, cuda, cuda:N)\n", o.device);
+    rc = BD_EXIT_USAGE;
+    goto out;
+  }
+  if (files.n == 0) {
+    fprintf(stderr, "batchdet detect: no input images\n");
+    rc = argc > 1 ? BD_EXIT_FAIL : BD_EXIT_USAGE;
+    goto out;
+  }
+  if ((o.annotate && ensure_dir(o.annotate)) || (o.dump && ensure_dir(o.dump))) {
+    fprintf(stderr, "batchdet detect: cannot create output directory %s\n",
+            o.annotate && ensure_dir(o.annotate) ? o.annotate : o.dump);
+    goto out;
+  }
+  if ((o.labels_path ? bd_labels_load(o.labels_path, &labels, &err)
+                     : bd_labels_coco(&labels, &err)) != BD_OK) {
+    fprintf(stderr, "batchdet detect: %s\n", err.msg);
+    goto out;
+  }
+  bd_engine_opts eo = {
+      .device = o.device, .threads = o.threads, .max_batch = o.batch, .family = o.family};
+  if (bd_engine_load(o.model, &eo, &e, &err) != BD_OK) {
+    fprintf(stderr, "batchdet detect: %s\n", err.msg);
+    goto out;
+  }
+  const bd_family_info *fi = bd_engine_family(e);
+  if (bd_labels_count(labels) < fi->num_classes)
+    fprintf(stderr, "batchdet detect: warning: %d labels for %d classes\n", bd_labels_count(labels),
+            fi->num_classes);
+  int coco_fmt = !strcmp(o.format, "coco");
+  if (coco_fmt) {
+    coco = json_object();
+    c_images = json_array();
+    c_anns = json_array();
+    c_errors = json_array();
+    if (!coco || !c_images || !c_anns || !c_errors) goto nomem;
+  }
+  int B = o.batch;
+  imgs = calloc((size_t)B, sizeof *imgs);
+  info = calloc((size_t)B, sizeof *info);
+  ptrs = calloc((size_t)B, sizeof *ptrs);
+  dets = calloc((size_t)B, sizeof *dets);
+  status = calloc((size_t)B, sizeof *status);
+  params = calloc((size_t)B, sizeof *params);
+  derr = calloc((size_t)B, sizeof *derr);
+  bodies = calloc((size_t)B, sizeof *bodies);
+  if (!imgs || !info || !ptrs || !dets || !status || !params || !derr || !bodies) goto nomem;
+  bd_decode_opts dopts = {0};
+  if (o.fast_decode) {
+    dopts.target_w = fi->in_w;
+    dopts.target_h = fi->in_h;
+    dopts.fit = fi->family == BD_FAMILY_YOLOX ? BD_DECODE_FIT_LETTERBOX : BD_DECODE_FIT_STRETCH;
+  }
+  size_t n_ok = 0;
+  long ann_id = 1;
+  for (size_t i0 = 0; i0 < files.n; i0 += (size_t)B) {
+    int m = files.n - i0 < (size_t)B ? (int)(files.n - i0) : B;
+    if (fetch_batch(&fetcher, &files.v[i0], m, bodies, derr) != 0) {
+      fprintf(stderr, "batchdet detect: cannot start the fetcher\n");
+      goto out;
+    }
+    decode_ctx dc = {.en = &files.v[i0], .dopts = &dopts, .bodies = bodies, .imgs = imgs,
+                     .info = info, .derr = derr, .ptrs = ptrs};
+    decode_parallel(&dc, m, o.threads);
+    for (int k = 0; k < m; k++) {
+      bd_err de;
+      params[k] = o.params;
+      if (ptrs[k] && o.dump && dump_input(&o, e, &files.v[i0 + k], &imgs[k], &de))
+        fprintf(stderr, "batchdet detect: %s: --dump-input: %s\n", files.v[i0 + k].name, de.msg);
+    }
+    if (bd_engine_detect(e, m, ptrs, params, dets, status, &err) != BD_OK) {
+      fprintf(stderr, "batchdet detect: %s\n", err.msg);
+      for (int k = 0; k < m; k++) bd_image_free(&imgs[k]);
+      goto out;
+    }
+    for (int k = 0; k < m; k++) {
+      const entry *en = &files.v[i0 + k];
+      if (!ptrs[k] || status[k] != BD_OK) {
+        const char *msg = ptrs[k] ? bd_status_name(status[k]) : derr[k];
+        json_t *l = json_pack("{s:s,s:s}", "image", en->name, "error", msg);
+        if (coco_fmt)
+          json_array_append_new(c_errors,
+                                json_pack("{s:s,s:s}", "file_name", en->name, "error", msg));
+        else if (l)
+          print_line(l);
+        json_decref(l);
+        bd_image_free(&imgs[k]);
+        bd_detections_free(&dets[k]);
+        continue;
+      }
+      n_ok++;
+      /* Boxes are in the decoded frame; map to the full-size oriented frame. */
+      double sx = (double)info[k].oriented_w / imgs[k].w,
+             sy = (double)info[k].oriented_h / imgs[k].h;
+      for (int d = 0; d < dets[k].n; d++) {
+        bd_det *b = &dets[k].det[d];
+        b->x1 = (float)(b->x1 * sx), b->x2 = (float)(b->x2 * sx);
+        b->y1 = (float)(b->y1 * sy), b->y2 = (float)(b->y2 * sy);
+      }
+      if (coco_fmt) {
+        long id = (long)(i0 + k) + 1;
+        json_array_append_new(
+            c_images, json_pack("{s:I,s:s,s:i,s:i}", "id", (json_int_t)id, "file_name", en->name,
+                                "width", info[k].oriented_w, "height", info[k].oriented_h));
+        for (int d = 0; d < dets[k].n; d++) {
+          const bd_det *b = &dets[k].det[d];
+          int cat = fi->num_classes == 80 ? bd_coco80_category_id(b->cls) : b->cls + 1;
+          double w = b->x2 - b->x1, h = b->y2 - b->y1;
+          json_array_append_new(
+              c_anns, json_pack("{s:I,s:I,s:i,s:[ffff],s:f,s:f,s:i}", "id", (json_int_t)ann_id++,
+                                "image_id", (json_int_t)id, "category_id", cat, "bbox",
+                                round_to(b->x1, 0.01), round_to(b->y1, 0.01), round_to(w, 0.01),
+                                round_to(h, 0.01), "score", round_to(b->score, 1e-5), "area",
+                                round_to(w * h, 0.01), "iscrowd", 0));
+        }
+      } else {
+        json_t *arr = json_array();
+        for (int d = 0; d < dets[k].n; d++)
+          json_array_append_new(arr, det_json(&dets[k].det[d], labels));
+        json_t *l = json_pack("{s:s,s:i,s:i,s:o}", "image", en->name, "width", info[k].oriented_w,
+                              "height", info[k].oriented_h, "detections", arr);
+        if (l) print_line(l);
+        json_decref(l);
+      }
+      if (o.annotate) {
+        bd_err ae;
+        if (annotate(&o, en, &imgs[k], &dets[k], labels, sx, sy, &ae))
+          fprintf(stderr, "batchdet detect: %s: --annotate: %s\n", en->name, ae.msg);
+      }
+      bd_image_free(&imgs[k]);
+      bd_detections_free(&dets[k]);
+    }
+  }
+  if (coco_fmt) {
+    json_t *cats = json_array();
+    for (int c = 0; c < fi->num_classes; c++) {
+      const char *nm = bd_labels_name(labels, c);
+      json_array_append_new(
+          cats,
+          json_pack("{s:i,s:s}", "id", fi->num_classes == 80 ? bd_coco80_category_id(c) : c + 1,
+                    "name", nm ? nm : "?"));
+    }
+    json_object_set_new(coco, "images", c_images);
+    json_object_set_new(coco, "annotations", c_anns);
+    json_object_set_new(coco, "categories", cats);
+    json_object_set_new(coco, "errors", c_errors);
+    c_images = c_anns = c_errors = NULL;
+    print_line(coco);
+  }
+  if (n_ok == 0) fprintf(stderr, "batchdet detect: no image could be processed\n");
+  rc = n_ok ? BD_EXIT_OK : BD_EXIT_FAIL;
+  goto out;
+nomem:
+  fprintf(stderr, "batchdet detect: out of memory\n");
+out:
+  json_decref(coco);
+  json_decref(c_images);
+  json_decref(c_anns);
+  json_decref(c_errors);
+  free(imgs);
+  free(info);
+  free(ptrs);
+  free(dets);
+  free(status);
+  free(params);
+  free(derr);
+  if (bodies)
+    for (int k = 0; k < o.batch; k++) bd_fetch_result_clear(&bodies[k]);
+  free(bodies);
+  bd_fetch_destroy(fetcher);
+  for (size_t i = 0; i < files.n; i++) entry_free(&files.v[i]);
+  free(files.v);
+  bd_labels_destroy(labels);
+  bd_engine_destroy(e);
+  return rc;
+}

@@ -1,0 +1,79 @@
+/* bd_engine: the inference engine facade. One handle = one model on one device:
+ * ONNX import -> compile -> one plan per batch-size bucket -> a backend instance.
+ *
+ * Buckets: 1, 8, 16, 32, 64 and max_batch (those <= max_batch). A call with n rows runs
+ * in the smallest bucket >= n, the extra rows padded with zeros and their outputs
+ * dropped; more than max_batch rows run in chunks. Plans are built and the backend
+ * prepared lazily, the first time a bucket is used (opts.prepare_all = 1 does every
+ * bucket at load, for servers that want all memory allocated up front).
+ *
+ * Two APIs:
+ *  - raw: float32 NCHW input [n,C,H,W] -> float32 outputs in ONNX layout and graph order,
+ *    output i of row r at outputs[i] + r * bd_engine_output_row_numel(e, i);
+ *  - detection: n decoded RGB8 images -> per-image detections in original-image pixels,
+ *    with the family's pre/post-processing and per-image thresholds.
+ *
+ * Devices: "cpu"; "cuda" / "cuda:N" when the CUDA backend was built (else
+ * BD_E_UNSUPPORTED naming the build). Thread safety: one engine is used by one thread at
+ * a time; separate engines are independent. Ownership: bd_engine_destroy(NULL) is a
+ * no-op; detections returned by bd_engine_detect belong to the caller
+ * (bd_detections_free). */
+#ifndef BD_ENGINE_H
+#define BD_ENGINE_H
+
+#include <stdint.h>
+
+#include "bd_family.h"
+#include "bd_image.h"
+#include "bd_status.h"
+
+#define BD_ENGINE_MAX_BATCH 1024
+
+typedef struct bd_engine bd_engine;
+
+typedef struct bd_engine_opts {
+  const char *device; /* "cpu" (default when NULL), "cuda", "cuda:N" */
+  int threads;        /* cpu backend worker threads; 0 = all cores */
+  int max_batch;      /* largest bucket; 0 = 64 */
+  bd_family family;   /* BD_FAMILY_AUTO recognises it from the graph; BD_FAMILY_NONE
+                         loads any single-input graph for the raw API only */
+  int prepare_all;    /* 1: build every bucket's plan at load */
+} bd_engine_opts;
+
+/* Parses "cpu", "cuda", "cuda:N" (N 0..63). Returns 0 and sets *is_cuda, *index, else -1. */
+int bd_engine_parse_device(const char *s, int *is_cuda, int *index);
+
+bd_status bd_engine_load(const char *onnx_path, const bd_engine_opts *opts, bd_engine **out,
+                         bd_err *err);
+void bd_engine_destroy(bd_engine *e);
+
+const bd_family_info *bd_engine_family(const bd_engine *e);
+const char *bd_engine_device(const bd_engine *e); /* e.g. "cpu", "cuda:0" */
+int bd_engine_max_batch(const bd_engine *e);
+/* Input [C,H,W] of one row (a family model; 0s for other input ranks). */
+void bd_engine_input_chw(const bd_engine *e, int *c, int *h, int *w);
+/* Floats in one input row (any graph). */
+int64_t bd_engine_input_row_numel(const bd_engine *e);
+int bd_engine_num_outputs(const bd_engine *e);
+const char *bd_engine_output_name(const bd_engine *e, int i);
+/* Dims of output i for `batch` rows (dims[0] = batch); returns the rank. */
+int bd_engine_output_dims(const bd_engine *e, int i, int batch, int64_t dims[8]);
+int64_t bd_engine_output_row_numel(const bd_engine *e, int i);
+
+/* Raw API. input: n*C*H*W floats; outputs[i]: n * row_numel(i) floats (caller's). */
+bd_status bd_engine_run_raw(bd_engine *e, int n, const float *input, float *const *outputs,
+                            bd_err *err);
+
+/* The family's pre-processing of one image into dst (C*H*W floats), as fed to the network. */
+bd_status bd_engine_preprocess(const bd_engine *e, const bd_image *im, float *dst, bd_prep_info *pi,
+                               bd_err *err);
+
+/* Detection API. images[i] may be NULL (skipped: out[i] empty, status[i] = BD_E_INVALID).
+ * params: n entries, or NULL for the family defaults. out: n entries, filled. status: n
+ * entries (per-image result) or NULL. Returns BD_OK when the batch ran (per-image
+ * failures are only in status[]), an error when the network itself failed. */
+bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
+                           const bd_detect_params *params, bd_detections *out, bd_status *status,
+                           bd_err *err);
+
+#endif

@@ -1,0 +1,76 @@
+/* bd_labels: built-in COCO names against shared/data/coco.names (an independent,
+ * hand-written list), the 80 -> 91 category mapping at known points, and file loading. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bd_labels.h"
+
+static void test_builtin_matches_file(void **s) {
+  (void)s;
+  const char *data = getenv("BD_TEST_DATA");
+  if (!data) skip();
+  char path[1024];
+  snprintf(path, sizeof path, "%s/coco.names", data);
+  bd_labels *f = NULL, *b = NULL;
+  bd_err e;
+  assert_int_equal(bd_labels_load(path, &f, &e), BD_OK);
+  assert_int_equal(bd_labels_coco(&b, &e), BD_OK);
+  assert_int_equal(bd_labels_count(f), 80);
+  for (int i = 0; i < 80; i++) assert_string_equal(bd_labels_name(f, i), bd_labels_name(b, i));
+  assert_string_equal(bd_labels_name(b, 16), "dog");
+  assert_null(bd_labels_name(b, 80));
+  assert_null(bd_labels_name(b, -1));
+  bd_labels_destroy(f);
+  bd_labels_destroy(b);
+  bd_labels_destroy(NULL);
+}
+
+static void test_coco91(void **s) {
+  (void)s;
+  /* COCO ids: person 1, dog 18, toothbrush 90, "dining table" 67, "tv" 72. */
+  assert_int_equal(bd_coco80_category_id(0), 1);
+  assert_int_equal(bd_coco80_category_id(16), 18);
+  assert_int_equal(bd_coco80_category_id(60), 67);
+  assert_int_equal(bd_coco80_category_id(62), 72);
+  assert_int_equal(bd_coco80_category_id(79), 90);
+  assert_int_equal(bd_coco80_category_id(80), -1);
+}
+
+static void test_file_errors(void **s) {
+  (void)s;
+  char path[] = "/tmp/bd_labels_testXXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "w");
+  fputs("cat\r\n\ndog\n", f);
+  fclose(f);
+  bd_labels *l = NULL;
+  bd_err e;
+  assert_int_equal(bd_labels_load(path, &l, &e), BD_E_INVALID); /* blank line inside */
+  f = fopen(path, "w");
+  fputs("cat\r\ndog  \n\n", f);
+  fclose(f);
+  assert_int_equal(bd_labels_load(path, &l, &e), BD_OK);
+  assert_int_equal(bd_labels_count(l), 2);
+  assert_string_equal(bd_labels_name(l, 0), "cat");
+  assert_string_equal(bd_labels_name(l, 1), "dog");
+  bd_labels_destroy(l);
+  remove(path);
+  assert_int_equal(bd_labels_load("/nonexistent/labels", &l, &e), BD_E_NOT_FOUND);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_builtin_matches_file),
+      cmocka_unit_test(test_coco91),
+      cmocka_unit_test(test_file_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,42 @@
+# Parity of the engine against independent references (tests/reference/README.md):
+# our PyTorch DAMO-YOLO (seeded weights, exported to ONNX) and onnxruntime-node.
+# Exports are cached in ${CMAKE_BINARY_DIR}/parity/cache keyed by model/form/size/batch and
+# the hash of damoyolo.py, so only the first run pays for them.
+set(BD_REF_PYTHON /usr/bin/python3 CACHE FILEPATH "Python with torch 1.13 + onnx (Debian)")
+find_program(BD_NODE node)
+set(BD_REF_DIR ${CMAKE_SOURCE_DIR}/tests/reference)
+
+if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node/node_modules/onnxruntime-node)
+  # The reference itself: parameter counts, op histogram, fused vs training form, decode.
+  bd_add_script_test(reference_damoyolo_structure
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/test_damoyolo.py LABELS reference parity
+    TIMEOUT 1200)   # the first run exports 11 models (cached afterwards)
+  # The parity scripts can fail (stand-in runner + perturbation; matcher unit checks).
+  bd_add_script_test(reference_parity_selftest
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py selftest LABELS reference parity)
+
+  # name model size batch form
+  set(BD_PARITY_CASES
+    "T_320 T 320 1 deploy" "T_640 T 640 1 deploy" "T_320_b2 T 320 2 deploy"
+    "T_320_train T 320 1 train" "S_320 S 320 1 deploy" "M_320 M 320 1 deploy"
+    "L_320 L 320 1 deploy" "Ns_416 Ns 416 1 deploy" "Ns_416_train Ns 416 1 train"
+    "Nm_416 Nm 416 1 deploy" "Nl_416 Nl 416 1 deploy" "N_416 N 416 1 deploy")
+  foreach(c ${BD_PARITY_CASES})
+    separate_arguments(f UNIX_COMMAND "${c}")
+    list(GET f 0 tag)
+    list(GET f 1 model)
+    list(GET f 2 size)
+    list(GET f 3 batch)
+    list(GET f 4 form)
+    bd_add_script_test(parity_damoyolo_${tag}
+      COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py damoyolo --model ${model}
+              --size ${size} --batch ${batch} --form ${form}
+      LABELS parity)
+  endforeach()
+
+  bd_add_script_test(parity_yolox_nano
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox LABELS parity)
+else()
+  message(STATUS "parity tests disabled: need ${BD_REF_PYTHON}, node and "
+                 "tests/node/node_modules (deploy/install-deps.sh)")
+endif()

@@ -1,0 +1,380 @@
+#!/usr/bin/python3
+"""Parity tests of the batchdet engine against independent references.
+
+  parity.py damoyolo --model T --size 320 [--batch 1] [--form deploy|train]
+      Export (cached) our PyTorch DAMO-YOLO with seeded weights, run the ONNX through
+      `$BATCHDET infer` and through onnxruntime-node (tests/node/ort_run.js), and compare
+      both with PyTorch's eager FP32 outputs: ||x-ref||/||ref|| <= 1e-4 for scores and
+      boxes (outputs recognised by shape, not by name).
+  parity.py yolox
+      YOLOX-nano on every photo of $BD_TEST_DATA/images: `$BATCHDET detect --dump-input`
+      gives the pre-processed tensors and the detections; `$BATCHDET infer` vs
+      onnxruntime on the identical tensor (rel <= 1e-4); our detections vs the
+      independent JavaScript post-processing (tests/node/yolox_post.js) on onnxruntime's
+      raw output; dog.jpg must show a dog, a bicycle and a car.
+
+Environment (set by ctest): BATCHDET, BD_TEST_DATA, BD_BINARY_DIR, BD_SOURCE_DIR.
+--batchdet CMD overrides $BATCHDET (self-tests use tests/reference/standin.py);
+--perturb EPS adds relative noise to our outputs to show that the checks can fail.
+Prints "N passed, N failed"; exit status 1 on any failure.
+"""
+import argparse
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get('BD_SOURCE_DIR') or os.path.dirname(os.path.dirname(HERE))
+NODE_DIR = os.path.join(SRC, 'tests', 'node')
+REL_TOL = 1e-4
+RUN_TIMEOUT = 300
+
+
+class Report:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok, what):
+        if ok:
+            self.passed += 1
+            print('PASS', what)
+        else:
+            self.failed += 1
+            print('FAIL', what)
+        sys.stdout.flush()
+        return ok
+
+    def done(self):
+        print('%d passed, %d failed' % (self.passed, self.failed))
+        return 0 if self.failed == 0 and self.passed > 0 else 1
+
+
+def run(cmd, what, timeout=RUN_TIMEOUT):
+    """Runs cmd (list); returns (ok, stdout, message)."""
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout)
+    except FileNotFoundError as e:
+        return False, b'', '%s: cannot start %s (%s)' % (what, cmd[0], e)
+    except subprocess.TimeoutExpired:
+        return False, b'', '%s: timed out after %d s: %s' % (what, timeout, ' '.join(cmd))
+    if p.returncode != 0:
+        tail = p.stderr.decode('utf-8', 'replace').strip().splitlines()[-8:]
+        return False, p.stdout, '%s: exit status %d: %s\n    %s' % (
+            what, p.returncode, ' '.join(cmd), '\n    '.join(tail))
+    return True, p.stdout, ''
+
+
+def batchdet_cmd(args):
+    cmd = args.batchdet or os.environ.get('BATCHDET')
+    if not cmd:
+        raise SystemExit('parity: BATCHDET is not set (path of the batchdet binary)')
+    return shlex.split(cmd)
+
+
+def read_outputs(prefix):
+    """Reads PREFIX.json + PREFIX.<i>.f32 (the `batchdet infer` contract)."""
+    with open(prefix + '.json') as f:
+        desc = json.load(f)
+    outs = []
+    for i, o in enumerate(desc['outputs']):
+        dims = [int(d) for d in o['dims']]
+        a = np.fromfile('%s.%d.f32' % (prefix, i), dtype=np.float32)
+        if a.size != int(np.prod(dims)):
+            raise ValueError('%s.%d.f32 holds %d floats, json says dims %s'
+                             % (prefix, i, a.size, dims))
+        outs.append((o.get('name'), a.reshape(dims)))
+    return outs
+
+
+def by_shape(outs, shape):
+    hits = [a for _, a in outs if list(a.shape) == list(shape)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def compare(rep, what, ours, ref, perturb=0.0, tol=REL_TOL):
+    if ours is None:
+        return rep.check(False, '%s: no output of shape %s' % (what, list(ref.shape)))
+    ours = ours.astype(np.float64)
+    if perturb:
+        rng = np.random.default_rng(1)
+        ours = ours + perturb * np.linalg.norm(ref) / np.sqrt(ref.size) * \
+            rng.standard_normal(ours.shape)
+    ref = ref.astype(np.float64)
+    if not np.all(np.isfinite(ours)):
+        return rep.check(False, '%s: non-finite values' % what)
+    rel = np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-30)
+    mx = np.abs(ours - ref).max()
+    return rep.check(rel <= tol, '%s: rel %.3g (tol %.0e), max abs %.3g' % (what, rel, tol, mx))
+
+
+def run_infer(rep, args, model, inp, prefix, label):
+    """`batchdet infer` (or ort_run.js for the onnxruntime opinion); returns outputs."""
+    if label == 'ort':
+        cmd = ['node', os.path.join(NODE_DIR, 'ort_run.js'), model, inp, prefix]
+    else:
+        cmd = batchdet_cmd(args) + ['infer', '--model', model, '--input', inp, '--out', prefix]
+    for f in glob.glob(prefix + '.*'):
+        os.remove(f)
+    ok, _, msg = run(cmd, label)
+    if not ok:
+        if label != 'ort' and ('cannot start' in msg or 'exit status 2' in msg):
+            msg += '\n    (is `batchdet infer` implemented? it must write %s.<i>.f32 and %s.json)' \
+                % (prefix, prefix)
+        rep.check(False, msg)
+        return None
+    try:
+        return read_outputs(prefix)
+    except (OSError, ValueError, KeyError) as e:
+        rep.check(False, '%s: unreadable outputs under %s: %s' % (label, prefix, e))
+        return None
+
+
+def work_dir(args, name):
+    d = args.work or os.path.join(os.environ.get('BD_BINARY_DIR', '/tmp'), 'parity', name)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def cache_root():
+    d = os.path.join(os.environ.get('BD_BINARY_DIR', '/tmp'), 'parity', 'cache')
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+# ------------------------------------------------------------------------------ damoyolo
+
+def damoyolo_export(name, form, size, batch, seed):
+    """Cached export; the torch import (seconds) only happens when the cache misses."""
+    import hashlib
+    with open(os.path.join(HERE, 'damoyolo.py'), 'rb') as f:
+        sha = hashlib.sha1(f.read()).hexdigest()
+    d = os.path.join(cache_root(), 'damoyolo_%s_%s_%d_b%d_s%d' % (name, form, size, batch, seed))
+    try:
+        with open(os.path.join(d, 'meta.json')) as f:
+            if json.load(f).get('source_sha1') == sha:
+                return d
+    except (OSError, ValueError):
+        pass
+    sys.path.insert(0, HERE)
+    import damoyolo
+    tmp = d + '.tmp%d' % os.getpid()
+    damoyolo.export(name, form, size, batch, seed, tmp)
+    import shutil
+    if os.path.isdir(d):
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        os.rename(tmp, d)
+    except OSError:     # a parallel test exported the same key first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def cmd_damoyolo(args):
+    rep = Report()
+    size = args.size
+    tag = '%s_%s_%d_b%d' % (args.model, args.form, size, args.batch)
+    d = damoyolo_export(args.model, args.form, size, args.batch, args.seed)
+    with open(os.path.join(d, 'meta.json')) as f:
+        meta = json.load(f)
+    B, A = meta['batch'], meta['A']
+    ref_s = np.fromfile(os.path.join(d, 'scores.f32'), np.float32).reshape(B, A, 80)
+    ref_b = np.fromfile(os.path.join(d, 'boxes.f32'), np.float32).reshape(B, A, 4)
+    rep.check(A == 21 * (size // 32) ** 2, '%s: A = %d = 21*(S/32)^2, %.0f%% of reference '
+              'scores unsaturated' % (tag, A, 100 * meta.get('scores_unsaturated', 0)))
+    w = work_dir(args, 'damoyolo_' + tag)
+    model, inp = os.path.join(d, 'model.onnx'), os.path.join(d, 'input.f32')
+    runners = ['batchdet'] if args.no_ort else ['ort', 'batchdet']
+    for label in runners:
+        outs = run_infer(rep, args, model, inp, os.path.join(w, label), label)
+        if outs is None:
+            continue
+        pert = args.perturb if label == 'batchdet' else 0.0
+        compare(rep, '%s %s scores %s' % (tag, label, [B, A, 80]),
+                by_shape(outs, [B, A, 80]), ref_s, pert)
+        compare(rep, '%s %s boxes %s' % (tag, label, [B, A, 4]),
+                by_shape(outs, [B, A, 4]), ref_b, pert)
+    return rep.done()
+
+
+# ------------------------------------------------------------------------------ yolox
+
+def box_iou(a, b):
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, iw) * max(0.0, ih)
+    uni = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / uni if uni > 0 else 0.0
+
+
+def match_detections(ours, theirs, iou_min=0.98, score_tol=1e-3):
+    """Each of ours matched to a distinct one of theirs: same class, IoU >= iou_min,
+    |score diff| <= score_tol (best IoU first). Returns a list of problems."""
+    probs = []
+    if len(ours) != len(theirs):
+        probs.append('count %d vs reference %d' % (len(ours), len(theirs)))
+    used = set()
+    for o in sorted(ours, key=lambda x: -x['score']):
+        best, bi = -1.0, None
+        for j, t in enumerate(theirs):
+            if j in used or t['class'] != o['class'] or abs(t['score'] - o['score']) > score_tol:
+                continue
+            v = box_iou(o['box'], t['box'])
+            if v > best:
+                best, bi = v, j
+        if bi is None or best < iou_min:
+            probs.append('unmatched %s %.4f %s (best IoU %.3f)' % (
+                o.get('label', o['class']), o['score'], [round(v, 1) for v in o['box']], best))
+        else:
+            used.add(bi)
+    return probs
+
+
+def check_letterbox(rep, name, x, meta, size):
+    """Independent layout check of the dumped YOLOX tensor: r = min(S/h, S/w), the resized
+    image at the top-left, everything right/below int(w*r) x int(h*r) is exactly 114."""
+    h, w = int(meta['height']), int(meta['width'])
+    r = min(size / h, size / w)
+    ok_r = abs(float(meta['ratio']) - r) <= 1e-6 * r
+    rw, rh = int(w * r), int(h * r)
+    pad = np.concatenate([x[:, :, rh:, :].ravel(), x[:, :, :rh, rw:].ravel()])
+    ok_pad = pad.size == 0 or bool(np.all(pad == 114.0))
+    ok_range = bool(np.all((x >= 0) & (x <= 255)))
+    rep.check(ok_r and ok_pad and ok_range,
+              '%s: dumped input letterbox (ratio %.6f vs %.6f, %d pad values all 114: %s, '
+              'range 0..255: %s)' % (name, float(meta['ratio']), r, pad.size, ok_pad, ok_range))
+
+
+def cmd_yolox(args):
+    rep = Report()
+    data = os.environ.get('BD_TEST_DATA') or os.path.join(SRC, '..', 'shared', 'data')
+    model = args.model_path or os.path.join(data, 'models', 'yolox_nano.onnx')
+    names = [l for l in open(os.path.join(data, 'coco.names')).read().split('\n') if l]
+    images = sorted(p for p in glob.glob(os.path.join(data, 'images', '*'))
+                    if os.path.isfile(p))
+    w = work_dir(args, 'yolox')
+    dump = os.path.join(w, 'dump')
+    os.makedirs(dump, exist_ok=True)
+    for f in glob.glob(os.path.join(dump, '*')):
+        os.remove(f)
+    ok, out, msg = run(batchdet_cmd(args) + ['detect', '--model', model, '--dump-input', dump]
+                       + images, 'batchdet detect')
+    if not rep.check(ok, 'batchdet detect --dump-input on %d images' % len(images) +
+                     ('' if ok else '\n    ' + msg)):
+        return rep.done()
+    ours = {}
+    for line in out.decode('utf-8', 'replace').splitlines():
+        line = line.strip()
+        if line.startswith('{'):
+            j = json.loads(line)
+            ours[os.path.basename(j.get('image', ''))] = j
+    for img in images:
+        base = os.path.basename(img)
+        o = ours.get(base)
+        if not rep.check(o is not None and 'detections' in o,
+                         '%s: detect printed a detections line' % base):
+            continue
+        rep.check(o.get('width') and o.get('height') and all(
+            d.get('label') == names[d['class']] for d in o['detections']),
+            '%s: width/height present, labels match coco.names' % base)
+        f32 = os.path.join(dump, base + '.f32')
+        mj = os.path.join(dump, base + '.json')
+        if not os.path.exists(f32):   # tolerate <stem>.f32 when the stem is unique
+            stem = os.path.splitext(base)[0]
+            if sum(os.path.splitext(os.path.basename(p))[0] == stem for p in images) == 1:
+                f32, mj = os.path.join(dump, stem + '.f32'), os.path.join(dump, stem + '.json')
+        if not rep.check(os.path.exists(f32) and os.path.exists(mj),
+                         '%s: dump files %s and .json exist' % (base, f32)):
+            continue
+        meta = json.load(open(mj))
+        size = int(meta.get('input_size', 416))
+        x = np.fromfile(f32, np.float32)
+        if not rep.check(x.size == 3 * size * size, '%s: dump holds [1,3,%d,%d] floats'
+                         % (base, size, size)):
+            continue
+        check_letterbox(rep, base, x.reshape(1, 3, size, size), meta, size)
+        ort = run_infer(rep, args, model, f32, os.path.join(w, base + '.ort'), 'ort')
+        mine = run_infer(rep, args, model, f32, os.path.join(w, base + '.ours'), 'batchdet')
+        A = sum((size // s) ** 2 for s in (8, 16, 32))
+        ort_raw = by_shape(ort, [1, A, 85]) if ort else None
+        if mine is not None and ort_raw is not None:
+            compare(rep, '%s: infer vs onnxruntime raw [1,%d,85]' % (base, A),
+                    by_shape(mine, [1, A, 85]), ort_raw, args.perturb)
+        if ort_raw is None:
+            rep.check(False, '%s: onnxruntime gave no [1,%d,85] output' % (base, A))
+            continue
+        ok, pout, msg = run(['node', os.path.join(NODE_DIR, 'yolox_post.js'),
+                             os.path.join(w, base + '.ort.0.f32'), mj,
+                             '--names', os.path.join(data, 'coco.names')], 'yolox_post.js')
+        if not rep.check(ok, '%s: reference post-processing ran%s' % (base, '' if ok else
+                                                                        '\n    ' + msg)):
+            continue
+        ref = json.loads(pout.decode())['detections']
+        dets = o['detections']
+        if args.perturb:
+            dets = [dict(d, score=d['score'] + args.perturb * 30) for d in dets]
+        probs = match_detections(dets, ref)
+        rep.check(not probs, '%s: %d detections match the reference (%d)%s' % (
+            base, len(dets), len(ref), ''.join('\n    ' + p for p in probs)))
+        if base == 'dog.jpg':
+            classes = {d['class'] for d in dets}
+            rep.check({16, 1, 2} <= classes,
+                      'dog.jpg shows dog(16), bicycle(1), car(2): got %s' % sorted(classes))
+    return rep.done()
+
+
+def cmd_selftest(args):
+    """The checks themselves must be able to fail: with the stand-in runner the T parity
+    passes, with 1e-3 noise it fails; the detection matcher rejects class, box and score
+    differences and count mismatches."""
+    rep = Report()
+    me = [sys.executable, os.path.abspath(__file__), '--batchdet',
+          '%s %s' % (sys.executable, os.path.join(HERE, 'standin.py'))]
+    for extra, want in (([], 0), (['--perturb', '1e-3'], 1)):
+        p = subprocess.run(me + extra + ['damoyolo', '--model', 'T', '--size', '320',
+                                         '--no-ort'], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        tail = p.stdout.decode('utf-8', 'replace').strip().splitlines()[-1:]
+        rep.check(p.returncode == want, 'stand-in run %s exits %d (want %d): %s'
+                  % (extra or 'clean', p.returncode, want, tail))
+    a = {'class': 16, 'score': 0.9, 'box': [10.0, 10.0, 110.0, 210.0]}
+    b = {'class': 1, 'score': 0.5, 'box': [0.0, 0.0, 50.0, 50.0]}
+    rep.check(not match_detections([a, b], [b, a]), 'matcher: same set in another order')
+    rep.check(bool(match_detections([a], [dict(a, **{'class': 2})])), 'matcher: class differs')
+    rep.check(bool(match_detections([a], [dict(a, box=[10.0, 10.0, 110.0, 200.0])])),
+              'matcher: IoU 0.95 rejected')
+    rep.check(bool(match_detections([a], [dict(a, score=0.902)])), 'matcher: score +2e-3')
+    rep.check(bool(match_detections([a, b], [a])), 'matcher: count differs')
+    rep.check(bool(match_detections([a, a], [a, b])), 'matcher: one-to-one')
+    return rep.done()
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--batchdet', help='command replacing $BATCHDET (self-tests)')
+    ap.add_argument('--work', help='work folder (default $BD_BINARY_DIR/parity/<test>)')
+    ap.add_argument('--perturb', type=float, default=0.0,
+                    help='add this much relative noise to our outputs (must then fail)')
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    d = sub.add_parser('damoyolo')
+    d.add_argument('--model', required=True)
+    d.add_argument('--size', type=int, required=True)
+    d.add_argument('--batch', type=int, default=1)
+    d.add_argument('--form', default='deploy', choices=['deploy', 'train'])
+    d.add_argument('--seed', type=int, default=0)
+    d.add_argument('--no-ort', action='store_true', help='skip the onnxruntime opinion')
+    y = sub.add_parser('yolox')
+    y.add_argument('--model-path', help='default $BD_TEST_DATA/models/yolox_nano.onnx')
+    sub.add_parser('selftest')
+    a = ap.parse_args(argv)
+    return {'damoyolo': cmd_damoyolo, 'yolox': cmd_yolox, 'selftest': cmd_selftest}[a.cmd](a)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,7 @@ PKGS=(
   libopenblas-dev
   libturbojpeg0-dev libjpeg-turbo-progs libpng-dev zlib1g-dev
   librdkafka-dev libhiredis-dev libcurl4-openssl-dev libmicrohttpd-dev
-  redis-server tmux chromium fonts-dejavu-core python3-yaml
+  redis-server tmux chromium fonts-dejavu-core python3-yaml curl
   python3 python3-torch python3-onnx python3-numpy python3-opencv
   clang libclang-rt-14-dev
   nodejs

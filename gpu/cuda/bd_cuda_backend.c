@@ -1,0 +1,283 @@
+/* The cuda backend: runs a compiled bd_graph in BF16 on one GPU.
+ *
+ * Representation: every runtime value has a primary representation chosen at prepare:
+ * 4-D outputs of the conv trunk (Conv, activations, binary ops, Concat, MaxPool,
+ * Resize, Slice) are BF16 NHWC; everything else (outputs of Reshape, Transpose,
+ * Softmax, MatMul, Gather, ..., and all non-4-D values) is FP32 in ONNX order, so the
+ * head's softmax and box decode stay FP32 (damoyolo.md item 20). An op that needs the
+ * other representation of an input gets a conversion step inserted before it, into a
+ * buffer of its own. Layout-agnostic ops read any representation through strided
+ * views, so most boundaries cost nothing extra.
+ *
+ * Memory: primaries live in one arena per plan at the plan's liveness offsets (sized
+ * for FP32, so BF16 fits); conversion buffers, the cuDNN workspace, device I/O buffers
+ * and pinned host staging are allocated at prepare too. The whole run (H2D copies,
+ * every op, D2H copies) is captured once per plan into a CUDA graph and replayed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_cuda_backend.h"
+#include "bd_cuda_internal.h"
+#include "bd_cuda_probe.h"
+
+static int64_t numel_of(const bd_plan *p, int v) {
+  int64_t n = 1;
+  for (int d = 0; d < p->rank[v]; ++d) n *= p->dims[v][d];
+  return n;
+}
+static bd_cuda_cplan *find_plan(bd_cuda_be *b, const bd_plan *p) {
+  for (int i = 0; i < b->n_plans; ++i)
+    if (b->plans[i]->plan == p && b->plans[i]->batch == p->batch &&
+        b->plans[i]->n_steps == p->n_steps)
+      return b->plans[i];
+  return NULL;
+}
+
+static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
+  if (!cp) return;
+  if (cp->exec) cudaGraphExecDestroy(cp->exec);
+  if (cp->graph) cudaGraphDestroy(cp->graph);
+  if (cp->layer)
+    for (int i = 0; i < n_nodes; ++i) bd_cuda_conv_layer_destroy(cp->layer[i]);
+  for (int i = 0; i < cp->n_extra; ++i) cudaFree(cp->extra[i]);
+  for (int i = 0; i < 8; ++i) {
+    if (i < 4 && cp->h_in[i]) cudaFreeHost(cp->h_in[i]);
+    if (i < 4 && cp->d_in[i]) cudaFree(cp->d_in[i]);
+    if (cp->h_out[i]) cudaFreeHost(cp->h_out[i]);
+    if (cp->d_out[i]) cudaFree(cp->d_out[i]);
+  }
+  if (cp->arena) cudaFree(cp->arena);
+  if (cp->probe) cudaFree(cp->probe);
+  if (cp->ws) cudaFree(cp->ws);
+  free(cp->layer);
+  free(cp->extra);
+  free(cp->acts);
+  free(cp->buf);
+  free(cp->prim);
+  free(cp);
+}
+
+/* Captures the whole run into a CUDA graph; on an instantiation failure captures once
+ * more from scratch (never patches a graph). */
+static bd_status capture(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  bd_status st = BD_OK;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    cudaGraph_t g = NULL;
+    /* Relaxed: a library call that queries the device during capture (cuDNN may) must
+     * not invalidate it; nothing here allocates or synchronises while capturing. */
+    BD_CU(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed));
+    st = bd_cuda_enqueue(b, cp, err);
+    cudaError_t ce = cudaStreamEndCapture(b->stream, &g);
+    if (st != BD_OK) {
+      if (g) cudaGraphDestroy(g);
+      bd_err_prefix(err, "while capturing the CUDA graph");
+      goto out;
+    }
+    BD_CU(ce);
+    cudaError_t ie = cudaGraphInstantiate(&cp->exec, g, 0);
+    if (ie == cudaSuccess) {
+      cp->graph = g;
+      return BD_OK;
+    }
+    cudaGraphDestroy(g);
+    cp->exec = NULL;
+    (void)cudaGetLastError();
+    if (attempt == 1)
+      BD_CU(ie);
+  }
+out:
+  return st;
+}
+
+static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
+  bd_cuda_be *b = (bd_cuda_be *)be;
+  const bd_graph *g = be->graph;
+  bd_status st = BD_OK;
+  bd_cuda_cplan *cp = NULL;
+  if (find_plan(b, p)) return BD_OK;
+  if (p->n_values != g->n_values)
+    return bd_err_set(err, BD_E_INVALID, "cuda prepare: plan is for another graph");
+  BD_CU(cudaSetDevice(b->device));
+  cp = calloc(1, sizeof(*cp));
+  if (!cp) return bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+  cp->plan = p;
+  cp->batch = p->batch;
+  cp->n_steps = p->n_steps;
+  cp->buf = calloc((size_t)g->n_values, sizeof(*cp->buf));
+  cp->prim = malloc((size_t)g->n_values);
+  cp->extra = calloc((size_t)g->n_values * 2 + 32, sizeof(void *));
+  cp->acts = calloc((size_t)p->n_steps * 6 + 32, sizeof(bd_cuda_action));
+  cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
+  if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+    goto out;
+  }
+  memset(cp->prim, -1, (size_t)g->n_values);
+  BD_CU(cudaMalloc(&cp->arena, p->arena_bytes ? p->arena_bytes : 64));
+  for (int v = 0; v < g->n_values; ++v)
+    if (b->cdev[v]) {
+      cp->buf[v][BD_REP_F32] = b->cdev[v];
+      cp->prim[v] = BD_REP_F32;
+    }
+  for (int i = 0; i < g->n_inputs; ++i) {
+    int v = g->inputs[i];
+    cp->in_bytes[i] = (size_t)numel_of(p, v) * sizeof(float);
+    BD_CU(cudaMalloc(&cp->d_in[i], cp->in_bytes[i]));
+    BD_CU(cudaMallocHost(&cp->h_in[i], cp->in_bytes[i]));
+    cp->buf[v][BD_REP_F32] = cp->d_in[i];
+    cp->prim[v] = BD_REP_F32;
+  }
+  for (int i = 0; i < g->n_outputs; ++i) {
+    cp->out_bytes[i] = (size_t)numel_of(p, g->outputs[i]) * sizeof(float);
+    BD_CU(cudaMalloc(&cp->d_out[i], cp->out_bytes[i]));
+    BD_CU(cudaMallocHost(&cp->h_out[i], cp->out_bytes[i]));
+  }
+  for (int s = 0; s < p->n_steps; ++s) {
+    st = bd_cuda_plan_node(b, cp, p->steps[s], err);
+    if (st != BD_OK) goto out;
+  }
+  for (int i = 0; i < g->n_outputs; ++i) {
+    int v = g->outputs[i];
+    if (cp->buf[v][BD_REP_F32] != cp->d_out[i]) {
+      bd_cuda_action *a = &cp->acts[cp->n_acts++];
+      a->kind = BD_A_OUTPUT;
+      a->node = -1;
+      a->value = v;
+      a->rep = BD_REP_F32;
+      a->out_index = i;
+    }
+  }
+  if (cp->probe) {
+    cudaFree(cp->probe);
+    cp->probe = NULL;
+  }
+  if (cp->ws_bytes) BD_CU(cudaMalloc(&cp->ws, cp->ws_bytes));
+  /* One direct run first: lazy module loading and cuDNN's first-call setup happen
+   * outside the capture. */
+  st = bd_cuda_enqueue(b, cp, err);
+  if (st != BD_OK) goto out;
+  BD_CU(cudaStreamSynchronize(b->stream));
+  {
+    /* A network that cannot be captured still runs, directly on the stream; the
+     * reason is kept for bd_cuda_backend_graph_error (tests assert it is NULL). */
+    bd_err cerr = {0};
+    if (capture(b, cp, &cerr) != BD_OK) {
+      (void)cudaGetLastError();
+      snprintf(cp->graph_err, sizeof(cp->graph_err), "%s", cerr.msg);
+    }
+  }
+  {
+    bd_cuda_cplan **np = realloc(b->plans, sizeof(*np) * (size_t)(b->n_plans + 1));
+    if (!np) {
+      st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+      goto out;
+    }
+    b->plans = np;
+    b->plans[b->n_plans++] = cp;
+    cp = NULL;
+  }
+out:
+  if (st != BD_OK) bd_err_prefix(err, "cuda prepare (batch %d)", p->batch);
+  bd_cuda_cplan_free(cp, g->n_nodes);
+  return st;
+}
+
+static bd_status cuda_run(bd_backend *be, const bd_plan *p, const float *const *inputs,
+                          float *const *outputs, bd_err *err) {
+  bd_cuda_be *b = (bd_cuda_be *)be;
+  const bd_graph *g = be->graph;
+  bd_status st = BD_OK;
+  bd_cuda_cplan *cp = find_plan(b, p);
+  if (!cp) return bd_err_set(err, BD_E_INVALID, "cuda run: plan (batch %d) not prepared", p->batch);
+  BD_CU(cudaSetDevice(b->device));
+  for (int i = 0; i < g->n_inputs; ++i) memcpy(cp->h_in[i], inputs[i], cp->in_bytes[i]);
+  if (b->use_graphs && cp->exec) {
+    BD_CU(cudaGraphLaunch(cp->exec, b->stream));
+  } else {
+    st = bd_cuda_enqueue(b, cp, err);
+    if (st != BD_OK) goto out;
+  }
+  BD_CU(cudaStreamSynchronize(b->stream));
+  for (int i = 0; i < g->n_outputs; ++i) memcpy(outputs[i], cp->h_out[i], cp->out_bytes[i]);
+out:
+  return st;
+}
+
+static void cuda_destroy(bd_backend *be) {
+  bd_cuda_be *b = (bd_cuda_be *)be;
+  const bd_graph *g = be->graph;
+  cudaSetDevice(b->device);
+  if (b->stream) cudaStreamSynchronize(b->stream);
+  for (int i = 0; i < b->n_plans; ++i) bd_cuda_cplan_free(b->plans[i], g->n_nodes);
+  free(b->plans);
+  if (b->cdev)
+    for (int v = 0; v < g->n_values; ++v)
+      if (b->cdev[v]) cudaFree(b->cdev[v]);
+  if (b->wbf)
+    for (int n = 0; n < g->n_nodes; ++n)
+      if (b->wbf[n]) cudaFree(b->wbf[n]);
+  free(b->cdev);
+  free(b->wbf);
+#ifdef BD_HAVE_CUDNN
+  if (b->dnn) cudnnDestroy((cudnnHandle_t)b->dnn);
+#endif
+  if (b->stream) cudaStreamDestroy(b->stream);
+  free(b);
+}
+
+void bd_cuda_backend_set_graphs(bd_backend *be, int use_graphs) {
+  ((bd_cuda_be *)be)->use_graphs = use_graphs;
+}
+
+const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p) {
+  bd_cuda_cplan *cp = find_plan((bd_cuda_be *)be, p);
+  if (!cp) return "plan not prepared";
+  return cp->exec ? NULL : cp->graph_err;
+}
+
+static const bd_backend_vtbl cuda_vtbl = {"cuda", cuda_prepare, cuda_run, cuda_destroy};
+
+bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err) {
+  bd_status st = BD_OK;
+  bd_cuda_be *b = NULL;
+  int count = 0;
+  *out = NULL;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    count = 0;
+  }
+  if (device < 0 || device >= count)
+    return bd_err_set(err, BD_E_DEVICE, "cuda:%d: no such device (%d visible)", device, count);
+  b = calloc(1, sizeof(*b));
+  if (!b) return bd_err_set(err, BD_E_NOMEM, "cuda backend: out of memory");
+  b->base.vt = &cuda_vtbl;
+  b->base.graph = g;
+  b->device = device;
+  b->use_graphs = 1;
+  b->cdev = calloc((size_t)g->n_values, sizeof(void *));
+  b->wbf = calloc((size_t)g->n_nodes, sizeof(void *));
+  if (!b->cdev || !b->wbf) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda backend: out of memory");
+    goto out;
+  }
+  BD_CU(cudaSetDevice(device));
+  BD_CU(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+#ifdef BD_HAVE_CUDNN
+  {
+    cudnnHandle_t h = NULL;
+    BD_DNN(cudnnCreate(&h));
+    b->dnn = h;
+    BD_DNN(cudnnSetStream(h, b->stream));
+  }
+#endif
+  st = bd_cuda_upload_constants(b, err);
+out:
+  if (st != BD_OK) {
+    bd_err_prefix(err, "cuda:%d", device);
+    cuda_destroy(&b->base);
+    return st;
+  }
+  *out = &b->base;
+  return BD_OK;
+}

@@ -1,0 +1,276 @@
+// Element-wise family: the strided map (copies, layout and dtype conversion, transpose,
+// slice and concat pieces, unary activations) and numpy-broadcast binary ops.
+// Views are canonicalised on the host side of the launcher (size-1 dims dropped, dims
+// sorted by output stride, contiguous runs merged) so that same-layout work becomes one
+// flat dimension and takes the 16-byte vector path.
+#include "bd_cuda_common.cuh"
+#include "bd_cuda_kernels.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Geo {
+  int rank;
+  int64_t dims[BD_CUDA_MAX_RANK];
+  int64_t s[3][BD_CUDA_MAX_RANK]; // [0] out, [1] in/a, [2] b
+};
+
+// Drops size-1 dims, orders by descending output stride (outputs written in memory
+// order), then merges dims that are contiguous in every operand.
+void canon(Geo *g, int nops) {
+  int r = 0;
+  for (int d = 0; d < g->rank; ++d) {
+    if (g->dims[d] == 1) continue;
+    g->dims[r] = g->dims[d];
+    for (int k = 0; k < nops; ++k) g->s[k][r] = g->s[k][d];
+    ++r;
+  }
+  g->rank = r;
+  for (int i = 1; i < r; ++i) // insertion sort, stable
+    for (int j = i; j > 0 && g->s[0][j - 1] < g->s[0][j]; --j) {
+      int64_t t = g->dims[j];
+      g->dims[j] = g->dims[j - 1];
+      g->dims[j - 1] = t;
+      for (int k = 0; k < nops; ++k) {
+        t = g->s[k][j];
+        g->s[k][j] = g->s[k][j - 1];
+        g->s[k][j - 1] = t;
+      }
+    }
+  int w = 0;
+  for (int d = 1; d < r; ++d) {
+    bool merge = true;
+    for (int k = 0; k < nops; ++k)
+      if (g->s[k][w] != g->s[k][d] * g->dims[d]) merge = false;
+    if (merge) {
+      g->dims[w] *= g->dims[d];
+      for (int k = 0; k < nops; ++k) g->s[k][w] = g->s[k][d];
+    } else {
+      ++w;
+      g->dims[w] = g->dims[d];
+      for (int k = 0; k < nops; ++k) g->s[k][w] = g->s[k][d];
+    }
+  }
+  g->rank = r == 0 ? 1 : w + 1;
+  if (r == 0) {
+    g->dims[0] = 1;
+    for (int k = 0; k < nops; ++k) g->s[k][0] = 0;
+  }
+}
+
+__device__ __forceinline__ float unop(float x, int op) {
+  switch (op) {
+  case BD_UN_RELU: return x > 0.0f ? x : 0.0f;
+  case BD_UN_SIGMOID: return bd_sigmoid(x);
+  case BD_UN_SILU: return x * bd_sigmoid(x);
+  case BD_UN_EXP: return __expf(x);
+  default: return x;
+  }
+}
+
+__device__ __forceinline__ float binop(float a, float b, int op) {
+  switch (op) {
+  case BD_BIN_SUB: return a - b;
+  case BD_BIN_MUL: return a * b;
+  case BD_BIN_DIV: return a / b;
+  default: return a + b;
+  }
+}
+
+template <typename TI, typename TO, typename IDX>
+__global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, IDX n, int op) {
+  for (IDX i = blockIdx.x * (IDX)blockDim.x + threadIdx.x; i < n;
+       i += (IDX)gridDim.x * blockDim.x) {
+    IDX r = i, oi = 0, ii = 0;
+    for (int d = g.rank - 1; d >= 0; --d) {
+      IDX dim = (IDX)g.dims[d];
+      IDX q = r / dim, c = r - q * dim;
+      r = q;
+      oi += c * (IDX)g.s[0][d];
+      ii += c * (IDX)g.s[1][d];
+    }
+    out[oi] = bd_st<TO>(unop(bd_ld(in[ii]), op));
+  }
+}
+
+// 8 BF16 per thread through 16-byte loads and stores (contiguous, same layout).
+__global__ void k_map_bf16x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
+                             int64_t n8, int op) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    uint4 v = in[i];
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float2 f = __bfloat1622float2(h[k]);
+      h[k] = __floats2bfloat162_rn(unop(f.x, op), unop(f.y, op));
+    }
+    out[i] = v;
+  }
+}
+
+template <typename TA, typename TB, typename TO, typename IDX>
+__global__ void k_bin(const TA *__restrict__ a, const TB *__restrict__ b, TO *__restrict__ out,
+                      Geo g, IDX n, int op) {
+  for (IDX i = blockIdx.x * (IDX)blockDim.x + threadIdx.x; i < n;
+       i += (IDX)gridDim.x * blockDim.x) {
+    IDX r = i, oi = 0, ai = 0, bi = 0;
+    for (int d = g.rank - 1; d >= 0; --d) {
+      IDX dim = (IDX)g.dims[d];
+      IDX q = r / dim, c = r - q * dim;
+      r = q;
+      oi += c * (IDX)g.s[0][d];
+      ai += c * (IDX)g.s[1][d];
+      bi += c * (IDX)g.s[2][d];
+    }
+    out[oi] = bd_st<TO>(binop(bd_ld(a[ai]), bd_ld(b[bi]), op));
+  }
+}
+
+__global__ void k_bin_bf16x8(const uint4 *__restrict__ a, const uint4 *__restrict__ b,
+                             uint4 *__restrict__ out, int64_t n8, int op) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    uint4 va = a[i], vb = b[i], vo;
+    const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&va);
+    const __nv_bfloat162 *hb = reinterpret_cast<const __nv_bfloat162 *>(&vb);
+    __nv_bfloat162 *ho = reinterpret_cast<__nv_bfloat162 *>(&vo);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float2 fa = __bfloat1622float2(ha[k]), fb = __bfloat1622float2(hb[k]);
+      ho[k] = __floats2bfloat162_rn(binop(fa.x, fb.x, op), binop(fa.y, fb.y, op));
+    }
+    out[i] = vo;
+  }
+}
+
+int64_t numel(const Geo &g) {
+  int64_t n = 1;
+  for (int d = 0; d < g.rank; ++d) n *= g.dims[d];
+  return n;
+}
+
+// Largest element offset reachable in any operand decides the index width; 2^30 leaves
+// room for the grid-stride increment (at most 2^28) without int32 overflow.
+bool fits32(const Geo &g, int nops) {
+  const int64_t lim = (int64_t)1 << 30;
+  for (int k = 0; k < nops; ++k) {
+    int64_t m = 0;
+    for (int d = 0; d < g.rank; ++d) {
+      int64_t s = g.s[k][d] < 0 ? -g.s[k][d] : g.s[k][d];
+      m += (g.dims[d] - 1) * s;
+    }
+    if (m >= lim) return false;
+  }
+  return numel(g) < lim;
+}
+
+bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+template <typename TI, typename TO>
+void launch_map(const Geo &g, const void *in, void *out, int op, cudaStream_t s) {
+  int64_t n = numel(g);
+  if (fits32(g, 2))
+    k_map<TI, TO, int32_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+        (const TI *)in, (TO *)out, g, (int32_t)n, op);
+  else
+    k_map<TI, TO, int64_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+        (const TI *)in, (TO *)out, g, n, op);
+}
+
+template <typename TA, typename TB, typename TO>
+void launch_bin(const Geo &g, const void *a, const void *b, void *out, int op,
+                cudaStream_t s) {
+  int64_t n = numel(g);
+  if (fits32(g, 3))
+    k_bin<TA, TB, TO, int32_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+        (const TA *)a, (const TB *)b, (TO *)out, g, (int32_t)n, op);
+  else
+    k_bin<TA, TB, TO, int64_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+        (const TA *)a, (const TB *)b, (TO *)out, g, n, op);
+}
+
+template <typename TA, typename TB>
+void launch_bin_o(const Geo &g, const void *a, const void *b, void *out, int dto, int op,
+                  cudaStream_t s) {
+  if (dto == BD_CT_BF16)
+    launch_bin<TA, TB, __nv_bfloat16>(g, a, b, out, op, s);
+  else
+    launch_bin<TA, TB, float>(g, a, b, out, op, s);
+}
+
+template <typename TA>
+void launch_bin_b(const Geo &g, const void *a, const void *b, int dtb, void *out, int dto,
+                  int op, cudaStream_t s) {
+  if (dtb == BD_CT_BF16)
+    launch_bin_o<TA, __nv_bfloat16>(g, a, b, out, dto, op, s);
+  else
+    launch_bin_o<TA, float>(g, a, b, out, dto, op, s);
+}
+
+} // namespace
+
+extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
+                                   cudaStream_t s) {
+  if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || in->rank != out->rank)
+    return cudaErrorInvalidValue;
+  Geo g;
+  g.rank = out->rank;
+  for (int d = 0; d < g.rank; ++d) {
+    g.dims[d] = out->dims[d];
+    g.s[0][d] = out->strides[d];
+    g.s[1][d] = in->strides[d];
+  }
+  canon(&g, 2);
+  int64_t n = numel(g);
+  if (n == 0) return cudaSuccess;
+  if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_BF16 &&
+      out->dtype == BD_CT_BF16 && n % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
+    k_map_bf16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>((const uint4 *)in->base,
+                                                               (uint4 *)out->base, n / 8, op);
+    return cudaGetLastError();
+  }
+  if (in->dtype == BD_CT_BF16) {
+    if (out->dtype == BD_CT_BF16)
+      launch_map<__nv_bfloat16, __nv_bfloat16>(g, in->base, out->base, op, s);
+    else
+      launch_map<__nv_bfloat16, float>(g, in->base, out->base, op, s);
+  } else {
+    if (out->dtype == BD_CT_BF16)
+      launch_map<float, __nv_bfloat16>(g, in->base, out->base, op, s);
+    else
+      launch_map<float, float>(g, in->base, out->base, op, s);
+  }
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a,
+                                      const bd_cuda_view *b, int op, cudaStream_t s) {
+  if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || a->rank != out->rank ||
+      b->rank != out->rank)
+    return cudaErrorInvalidValue;
+  Geo g;
+  g.rank = out->rank;
+  for (int d = 0; d < g.rank; ++d) {
+    g.dims[d] = out->dims[d];
+    g.s[0][d] = out->strides[d];
+    g.s[1][d] = a->strides[d];
+    g.s[2][d] = b->strides[d];
+  }
+  canon(&g, 3);
+  int64_t n = numel(g);
+  if (n == 0) return cudaSuccess;
+  if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && g.s[2][0] == 1 &&
+      a->dtype == BD_CT_BF16 && b->dtype == BD_CT_BF16 && out->dtype == BD_CT_BF16 &&
+      n % 8 == 0 && aligned16(a->base) && aligned16(b->base) && aligned16(out->base)) {
+    k_bin_bf16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>(
+        (const uint4 *)a->base, (const uint4 *)b->base, (uint4 *)out->base, n / 8, op);
+    return cudaGetLastError();
+  }
+  if (a->dtype == BD_CT_BF16)
+    launch_bin_b<__nv_bfloat16>(g, a->base, b->base, b->dtype, out->base, out->dtype, op, s);
+  else
+    launch_bin_b<float>(g, a->base, b->base, b->dtype, out->base, out->dtype, op, s);
+  return cudaGetLastError();
+}

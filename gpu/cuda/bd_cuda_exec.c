@@ -1,0 +1,511 @@
+/* The cuda backend's per-op work: constant upload, the prepare-time choice of each
+ * value's representation and buffer, and the enqueueing of a prepared run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_cuda_internal.h"
+
+static int64_t numel_of(const bd_plan *p, int v) {
+  int64_t n = 1;
+  for (int d = 0; d < p->rank[v]; ++d) n *= p->dims[v][d];
+  return n;
+}
+
+/* The view of value v in representation rep, dims from the plan. */
+static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
+  const bd_plan *p = cp->plan;
+  int r = p->rank[v];
+  memset(o, 0, sizeof(*o));
+  o->base = cp->buf[v][rep];
+  o->dtype = rep == BD_REP_BF16 ? BD_CT_BF16 : BD_CT_F32;
+  if (r == 0) {
+    o->rank = 1;
+    o->dims[0] = 1;
+    o->strides[0] = 1;
+    return;
+  }
+  o->rank = r;
+  for (int d = 0; d < r; ++d) o->dims[d] = p->dims[v][d];
+  if (rep == BD_REP_BF16) { /* logical NCHW over NHWC memory */
+    int64_t c = o->dims[1], h = o->dims[2], w = o->dims[3];
+    o->strides[0] = h * w * c;
+    o->strides[1] = 1;
+    o->strides[2] = w * c;
+    o->strides[3] = c;
+  } else {
+    int64_t s = 1;
+    for (int d = r - 1; d >= 0; --d) {
+      o->strides[d] = s;
+      s *= o->dims[d];
+    }
+  }
+}
+
+/* Any available representation, the primary first. */
+static int rep_any(const bd_cuda_cplan *cp, int v) {
+  if (cp->prim[v] >= 0 && cp->buf[v][(int)cp->prim[v]]) return cp->prim[v];
+  return cp->buf[v][BD_REP_F32] ? BD_REP_F32 : BD_REP_BF16;
+}
+
+static void view_any(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
+  view_of(cp, v, rep_any(cp, v), o);
+}
+
+/* in viewed with out's dims under numpy broadcasting (right-aligned, 1 -> stride 0). */
+static void bcast(const bd_cuda_view *in, int in_rank, const bd_cuda_view *out,
+                  bd_cuda_view *o) {
+  bd_cuda_view t = *in;
+  t.rank = out->rank;
+  for (int d = 0; d < out->rank; ++d) {
+    int id = d - (out->rank - in_rank);
+    t.dims[d] = out->dims[d];
+    t.strides[d] = (id < 0 || in->dims[id] == 1) ? 0 : in->strides[id];
+  }
+  *o = t;
+}
+
+static bd_status dev_alloc(bd_cuda_cplan *cp, size_t bytes, void **out, bd_err *err) {
+  bd_status st = BD_OK;
+  void *p = NULL;
+  BD_CU(cudaMalloc(&p, bytes ? bytes : 16));
+  cp->extra[cp->n_extra++] = p;
+  *out = p;
+out:
+  return st;
+}
+
+static void push(bd_cuda_cplan *cp, int kind, int node, int value, int rep) {
+  bd_cuda_action *a = &cp->acts[cp->n_acts++];
+  a->kind = kind;
+  a->node = node;
+  a->value = value;
+  a->rep = rep;
+  a->out_index = -1;
+}
+
+/* Makes representation rep of v available before the next op (a conversion step). */
+static bd_status need(bd_cuda_cplan *cp, int v, int rep, const char *node, bd_err *err) {
+  if (cp->buf[v][rep]) return BD_OK;
+  if (cp->prim[v] < 0)
+    return bd_err_set(err, BD_E_INTERNAL, "node '%s': input %d has no buffer", node, v);
+  if (rep == BD_REP_BF16 && cp->plan->rank[v] != 4)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': BF16 NHWC needs a 4-D input", node);
+  size_t es = rep == BD_REP_BF16 ? 2 : 4;
+  bd_status st = dev_alloc(cp, (size_t)numel_of(cp->plan, v) * es, &cp->buf[v][rep], err);
+  if (st != BD_OK) return st;
+  push(cp, BD_A_CONVERT, -1, v, rep);
+  return BD_OK;
+}
+
+static int is_trunk(bd_op op) {
+  switch (op) {
+  case BD_OP_CONV: case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP:
+  case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_CONCAT:
+  case BD_OP_MAXPOOL: case BD_OP_RESIZE: case BD_OP_SLICE:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* Ops whose second input is read on the host (shape, indices), not on the device. */
+static int host_input(bd_op op, int k) {
+  return k == 1 && (op == BD_OP_RESHAPE || op == BD_OP_GATHER);
+}
+
+bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  bd_status st = BD_OK;
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    for (int k = 0; k < nd->n_in; ++k) {
+      int v = nd->in[k];
+      if (v < 0 || !g->values[v].data || b->cdev[v] || host_input(nd->op, k)) continue;
+      const bd_value *cv = &g->values[v];
+      if (cv->dtype != BD_DT_F32)
+        return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): constant '%s' is %s, not float",
+                          nd->name, bd_op_name(nd->op), cv->name, bd_dtype_name(cv->dtype));
+      int64_t ne = bd_value_numel(cv);
+      if (ne < 0) return bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
+      BD_CU(cudaMalloc(&b->cdev[v], (size_t)(ne ? ne : 1) * sizeof(float)));
+      /* On b->stream: the weight conversion below runs there, ordered after it. */
+      BD_CU(cudaMemcpyAsync(b->cdev[v], cv->data, (size_t)ne * sizeof(float),
+                            cudaMemcpyHostToDevice, b->stream));
+    }
+    if (nd->op == BD_OP_CONV) {
+      const bd_value *w = &g->values[nd->in[1]];
+      if (!w->data || w->rank != 4)
+        return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
+                          nd->name);
+      /* ONNX [M][C/g][kh][kw] FP32 -> KRSC BF16 [M][kh][kw][C/g], on the device. */
+      int64_t m = w->dims[0], cg = w->dims[1], kh = w->dims[2], kw = w->dims[3];
+      bd_cuda_view src = {b->cdev[nd->in[1]], BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
+      BD_CU(cudaMalloc(&b->wbf[n], (size_t)(m * cg * kh * kw) * 2));
+      bd_cuda_view dst = {b->wbf[n], BD_CT_BF16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+    }
+  }
+  BD_CU(cudaStreamSynchronize(b->stream));
+out:
+  return st;
+}
+
+/* Output buffer of an op in representation rep. */
+static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  cp->prim[v] = (signed char)rep;
+  if (rep == BD_REP_F32 && g->values[v].is_output)
+    for (int i = 0; i < g->n_outputs; ++i)
+      if (g->outputs[i] == v) {
+        cp->buf[v][rep] = cp->d_out[i];
+        return BD_OK;
+      }
+  if (p->offset[v] != SIZE_MAX) {
+    cp->buf[v][rep] = (char *)cp->arena + p->offset[v];
+    return BD_OK;
+  }
+  return dev_alloc(cp, (size_t)numel_of(p, v) * (rep == BD_REP_BF16 ? 2 : 4), &cp->buf[v][rep],
+                   err);
+}
+
+static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
+  const bd_plan *p = cp->plan;
+  const int64_t *x = p->dims[nd->in[0]], *y = p->dims[nd->out[0]];
+  const bd_conv_params *c = &nd->p.conv;
+  s->n = (int)x[0];
+  s->c = (int)x[1];
+  s->h = (int)x[2];
+  s->w = (int)x[3];
+  s->m = (int)y[1];
+  s->oh = (int)y[2];
+  s->ow = (int)y[3];
+  s->kh = c->kh;
+  s->kw = c->kw;
+  s->sh = c->sh;
+  s->sw = c->sw;
+  s->dh = c->dh;
+  s->dw = c->dw;
+  s->pad_t = c->pad_t;
+  s->pad_l = c->pad_l;
+  s->group = c->group;
+  s->act = c->act;
+  s->res = c->res;
+}
+
+bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_node *nd = &g->nodes[n];
+  const bd_plan *p = cp->plan;
+  bd_status st = BD_OK;
+  const char *name = nd->name ? nd->name : "";
+  if (nd->n_out < 1)
+    return bd_err_set(err, BD_E_INVALID, "node '%s': no output", name);
+  int y = nd->out[0];
+  if (g->values[y].dtype != BD_DT_F32)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): output dtype %s is not float",
+                      name, bd_op_name(nd->op), bd_dtype_name(g->values[y].dtype));
+  for (int k = 0; k < nd->n_in; ++k) {
+    int v = nd->in[k];
+    if (v < 0 || host_input(nd->op, k)) continue;
+    if (cp->prim[v] < 0)
+      return bd_err_set(err, BD_E_INTERNAL, "node '%s': input '%s' is not computed yet", name,
+                        g->values[v].name);
+  }
+  switch (nd->op) {
+  case BD_OP_CONV:
+  case BD_OP_MAXPOOL:
+  case BD_OP_RESIZE:
+    if (p->rank[nd->in[0]] != 4 || p->rank[y] != 4)
+      return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): only 4-D tensors", name,
+                        bd_op_name(nd->op));
+    st = need(cp, nd->in[0], BD_REP_BF16, name, err);
+    if (st == BD_OK && nd->op == BD_OP_CONV && nd->n_in > 3 && nd->in[3] >= 0)
+      st = need(cp, nd->in[3], BD_REP_BF16, name, err);
+    break;
+  case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
+  case BD_OP_IDENTITY: case BD_OP_CAST: case BD_OP_SOFTMAX: case BD_OP_GATHER:
+    st = need(cp, nd->in[0], BD_REP_F32, name, err);
+    break;
+  case BD_OP_MATMUL:
+    st = need(cp, nd->in[0], BD_REP_F32, name, err);
+    if (st == BD_OK) st = need(cp, nd->in[1], BD_REP_F32, name, err);
+    break;
+  case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: case BD_OP_ADD:
+  case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_CONCAT: case BD_OP_SLICE:
+  case BD_OP_TRANSPOSE:
+    break;
+  default:
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': op %s is not supported by the cuda backend",
+                      name, bd_op_name(nd->op));
+  }
+  if (st != BD_OK) return st;
+  if (nd->op == BD_OP_GATHER) {
+    const bd_value *iv = &g->values[nd->in[1]];
+    if (!iv->data || (iv->dtype != BD_DT_I64 && iv->dtype != BD_DT_I32) ||
+        bd_value_numel(iv) > 4096)
+      return bd_err_set(err, BD_E_UNSUPPORTED,
+                        "node '%s' (Gather): indices must be a small int constant", name);
+  }
+  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_BF16 : BD_REP_F32, err);
+  if (st != BD_OK) return st;
+  if (nd->op == BD_OP_CONV) {
+    bd_cuda_conv_shape s;
+    size_t ws = 0;
+    conv_shape(cp, nd, &s);
+    if (b->dnn && !cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
+    st = bd_cuda_conv_layer_new(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r,
+                                cp->buf[nd->in[0]][BD_REP_BF16], b->wbf[n],
+                                cp->buf[y][BD_REP_BF16], cp->probe, cp->probe_bytes,
+                                &cp->layer[n], &ws, err);
+    if (st != BD_OK) {
+      bd_err_prefix(err, "node '%s'", name);
+      return st;
+    }
+    if (ws > cp->ws_bytes) cp->ws_bytes = ws;
+  }
+  push(cp, BD_A_OP, n, y, cp->prim[y]);
+  return BD_OK;
+}
+
+static size_t esize(const bd_cuda_view *v) { return v->dtype == BD_CT_BF16 ? 2 : 4; }
+
+static void *offset_ptr(void *base, int64_t elems, size_t es) {
+  return (char *)base + elems * (int64_t)es;
+}
+
+static int64_t prod(const int64_t *d, int from, int to) {
+  int64_t n = 1;
+  for (int i = from; i < to; ++i) n *= d[i];
+  return n;
+}
+
+static bd_status run_slice(bd_cuda_cplan *cp, const bd_node *nd, const bd_cuda_view *vo,
+                           cudaStream_t s, bd_err *err) {
+  bd_status st = BD_OK;
+  bd_cuda_view vi;
+  int x = nd->in[0];
+  view_any(cp, x, &vi);
+  const bd_slice_params *sp = &nd->p.slice;
+  int64_t off = 0;
+  for (int k = 0; k < sp->n; ++k) {
+    int a = sp->axes[k];
+    if (a < 0 || a >= vi.rank || sp->steps[k] == 0)
+      return bd_err_set(err, BD_E_INVALID, "node '%s' (Slice): bad axis or step", nd->name);
+    int64_t dim = vi.dims[a], st0 = sp->starts[k], step = sp->steps[k];
+    if (st0 < 0) st0 += dim;
+    if (step > 0)
+      st0 = st0 < 0 ? 0 : (st0 > dim ? dim : st0);
+    else
+      st0 = st0 < 0 ? 0 : (st0 > dim - 1 ? dim - 1 : st0);
+    off += st0 * vi.strides[a];
+    vi.strides[a] *= step;
+  }
+  vi.base = offset_ptr(vi.base, off, esize(&vi));
+  BD_CU(bd_cuda_map(vo, &vi, BD_UN_ID, s));
+out:
+  return st;
+}
+
+static bd_status run_gather(bd_cuda_be *b, bd_cuda_cplan *cp, const bd_node *nd,
+                            const bd_cuda_view *vo, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  bd_status st = BD_OK;
+  int x = nd->in[0], r = p->rank[x], a = nd->p.gather.axis;
+  if (a < 0) a += r;
+  if (a < 0 || a >= r) return bd_err_set(err, BD_E_INVALID, "node '%s' (Gather): bad axis", nd->name);
+  const bd_value *iv = &g->values[nd->in[1]];
+  int64_t ni = bd_value_numel(iv);
+  int64_t pre = prod(p->dims[x], 0, a), len = p->dims[x][a], post = prod(p->dims[x], a + 1, r);
+  for (int64_t j = 0; j < ni; ++j) {
+    int64_t idx = iv->dtype == BD_DT_I64 ? ((const int64_t *)iv->data)[j]
+                                         : ((const int32_t *)iv->data)[j];
+    if (idx < 0) idx += len;
+    if (idx < 0 || idx >= len)
+      return bd_err_set(err, BD_E_INVALID, "node '%s' (Gather): index out of range", nd->name);
+    bd_cuda_view src = {offset_ptr(cp->buf[x][BD_REP_F32], idx * post, 4), BD_CT_F32, 2,
+                        {pre, post}, {len * post, 1}};
+    bd_cuda_view dst = {offset_ptr(vo->base, j * post, 4), BD_CT_F32, 2, {pre, post},
+                        {ni * post, 1}};
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+  }
+out:
+  return st;
+}
+
+static bd_status run_matmul(bd_cuda_cplan *cp, const bd_node *nd, cudaStream_t s,
+                            bd_err *err) {
+  const bd_plan *p = cp->plan;
+  bd_status st = BD_OK;
+  int a = nd->in[0], bb = nd->in[1], y = nd->out[0];
+  int ra = p->rank[a], rb = p->rank[bb];
+  if (ra < 1 || rb < 1) return bd_err_set(err, BD_E_INVALID, "node '%s' (MatMul): scalar input", nd->name);
+  int64_t m = ra >= 2 ? p->dims[a][ra - 2] : 1, k = p->dims[a][ra - 1];
+  int64_t kb = rb >= 2 ? p->dims[bb][rb - 2] : p->dims[bb][0], n = rb >= 2 ? p->dims[bb][rb - 1] : 1;
+  if (k != kb) return bd_err_set(err, BD_E_INVALID, "node '%s' (MatMul): K mismatch", nd->name);
+  int64_t batch = (m > 0 && n > 0) ? numel_of(p, y) / (m * n) : 0;
+  int64_t ba = ra > 2 ? prod(p->dims[a], 0, ra - 2) : 1, bbn = rb > 2 ? prod(p->dims[bb], 0, rb - 2) : 1;
+  int64_t as = ba == batch ? m * k : (ba == 1 ? 0 : -1), bs = bbn == batch ? k * n : (bbn == 1 ? 0 : -1);
+  if (as < 0 || bs < 0)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (MatMul): partial batch broadcast", nd->name);
+  BD_CU(bd_cuda_matmul_f32(batch, m, k, n, cp->buf[a][BD_REP_F32], as, cp->buf[bb][BD_REP_F32],
+                           bs, cp->buf[y][BD_REP_F32], s));
+out:
+  return st;
+}
+
+static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_node *nd = &g->nodes[n];
+  const bd_plan *p = cp->plan;
+  cudaStream_t s = b->stream;
+  bd_status st = BD_OK;
+  int x = nd->in[0], y = nd->out[0];
+  bd_cuda_view vo, va, vb, t;
+  view_of(cp, y, cp->prim[y], &vo);
+  switch (nd->op) {
+  case BD_OP_CONV: {
+    const float *bias = NULL;
+    const void *r = NULL;
+    if (nd->n_in > 2 && nd->in[2] >= 0) {
+      bias = b->cdev[nd->in[2]];
+      if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
+    }
+    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_BF16];
+    return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_BF16], b->wbf[n],
+                                  bias, r, cp->buf[y][BD_REP_BF16], cp->ws, cp->ws_bytes, s, err);
+  }
+  case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: {
+    int u = nd->op == BD_OP_RELU ? BD_UN_RELU
+            : nd->op == BD_OP_SIGMOID ? BD_UN_SIGMOID
+            : nd->op == BD_OP_SILU ? BD_UN_SILU : BD_UN_EXP;
+    view_any(cp, x, &va);
+    BD_CU(bd_cuda_map(&vo, &va, u, s));
+    break;
+  }
+  case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: {
+    int op = nd->op == BD_OP_ADD ? BD_BIN_ADD
+             : nd->op == BD_OP_SUB ? BD_BIN_SUB
+             : nd->op == BD_OP_MUL ? BD_BIN_MUL : BD_BIN_DIV;
+    view_any(cp, nd->in[0], &t);
+    bcast(&t, t.rank, &vo, &va);
+    view_any(cp, nd->in[1], &t);
+    bcast(&t, t.rank, &vo, &vb);
+    BD_CU(bd_cuda_binary(&vo, &va, &vb, op, s));
+    break;
+  }
+  case BD_OP_CONCAT: {
+    int a = nd->p.concat.axis;
+    int64_t off = 0;
+    for (int k = 0; k < nd->n_in; ++k) {
+      view_any(cp, nd->in[k], &va);
+      t = vo;
+      t.dims[a] = p->dims[nd->in[k]][a];
+      t.base = offset_ptr(vo.base, off * vo.strides[a], esize(&vo));
+      off += t.dims[a];
+      BD_CU(bd_cuda_map(&t, &va, BD_UN_ID, s));
+    }
+    break;
+  }
+  case BD_OP_MAXPOOL: {
+    const bd_pool_params *pp = &nd->p.pool;
+    const int64_t *xd = p->dims[x], *yd = p->dims[y];
+    BD_CU(bd_cuda_maxpool_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
+                               (int)yd[3], pp->kh, pp->kw, pp->sh, pp->sw, pp->pad_t, pp->pad_l,
+                               cp->buf[x][BD_REP_BF16], vo.base, s));
+    break;
+  }
+  case BD_OP_RESIZE: {
+    const bd_resize_params *rp = &nd->p.resize;
+    const int64_t *xd = p->dims[x], *yd = p->dims[y];
+    BD_CU(bd_cuda_resize_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
+                              (int)yd[3], rp->mode, rp->coord, rp->nearest, rp->scale_h,
+                              rp->scale_w, cp->buf[x][BD_REP_BF16], vo.base, s));
+    break;
+  }
+  case BD_OP_SLICE:
+    return run_slice(cp, nd, &vo, s, err);
+  case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
+  case BD_OP_IDENTITY: case BD_OP_CAST:
+    if (vo.base != cp->buf[x][BD_REP_F32])
+      BD_CU(cudaMemcpyAsync(vo.base, cp->buf[x][BD_REP_F32], (size_t)numel_of(p, y) * 4,
+                            cudaMemcpyDeviceToDevice, s));
+    break;
+  case BD_OP_TRANSPOSE: {
+    view_any(cp, x, &va);
+    t = va;
+    int r = va.rank;
+    for (int d = 0; d < r; ++d) {
+      int src = nd->p.transpose.n ? nd->p.transpose.perm[d] : r - 1 - d;
+      if (src < 0 || src >= r)
+        return bd_err_set(err, BD_E_INVALID, "node '%s' (Transpose): bad perm", nd->name);
+      t.strides[d] = va.strides[src];
+      t.dims[d] = va.dims[src];
+    }
+    BD_CU(bd_cuda_map(&vo, &t, BD_UN_ID, s));
+    break;
+  }
+  case BD_OP_SOFTMAX: {
+    int r = p->rank[x], a = nd->p.softmax.axis;
+    if (a < 0) a += r;
+    if (a < 0 || a >= r) return bd_err_set(err, BD_E_INVALID, "node '%s' (Softmax): bad axis", nd->name);
+    int64_t outer = prod(p->dims[x], 0, a), len, inner;
+    if (nd->p.softmax.opset < 13) {
+      len = prod(p->dims[x], a, r);
+      inner = 1;
+    } else {
+      len = p->dims[x][a];
+      inner = prod(p->dims[x], a + 1, r);
+    }
+    BD_CU(bd_cuda_softmax_f32(outer, len, inner, cp->buf[x][BD_REP_F32], vo.base, s));
+    break;
+  }
+  case BD_OP_MATMUL:
+    return run_matmul(cp, nd, s, err);
+  case BD_OP_GATHER:
+    return run_gather(b, cp, nd, &vo, err);
+  default:
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': op %s", nd->name, bd_op_name(nd->op));
+  }
+out:
+  return st;
+}
+
+bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  bd_status st = BD_OK;
+  bd_cuda_view src, dst;
+  for (int i = 0; i < g->n_inputs; ++i)
+    BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
+                          b->stream));
+  for (int i = 0; i < cp->n_acts; ++i) {
+    const bd_cuda_action *a = &cp->acts[i];
+    switch (a->kind) {
+    case BD_A_OP:
+      st = run_op(b, cp, a->node, err);
+      if (st != BD_OK) {
+        bd_err_prefix(err, "node '%s' (%s)", g->nodes[a->node].name,
+                      bd_op_name(g->nodes[a->node].op));
+        goto out;
+      }
+      break;
+    case BD_A_CONVERT:
+      view_of(cp, a->value, cp->prim[a->value], &src);
+      view_of(cp, a->value, a->rep, &dst);
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+      break;
+    default: /* BD_A_OUTPUT */
+      view_any(cp, a->value, &src);
+      view_of(cp, a->value, BD_REP_F32, &dst);
+      dst.base = cp->d_out[a->out_index];
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+      break;
+    }
+  }
+  for (int i = 0; i < g->n_outputs; ++i)
+    BD_CU(cudaMemcpyAsync(cp->h_out[i], cp->d_out[i], cp->out_bytes[i], cudaMemcpyDeviceToHost,
+                          b->stream));
+out:
+  return st;
+}

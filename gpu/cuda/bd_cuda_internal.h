@@ -1,0 +1,119 @@
+/* Internals of the cuda backend shared by its host C files and its tests. */
+#ifndef BD_CUDA_INTERNAL_H
+#define BD_CUDA_INTERNAL_H
+
+#include <cuda_runtime.h>
+#ifdef BD_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+#include "bd_backend.h"
+#include "bd_cuda_kernels.h"
+
+/* Checks a CUDA runtime call; on failure records the call, the error and file:line in
+ * err, sets `st` and jumps to the function's `out` label. */
+#define BD_CU(call)                                                                      \
+  do {                                                                                   \
+    cudaError_t e_ = (call);                                                             \
+    if (e_ != cudaSuccess) {                                                             \
+      st = bd_err_set(err, BD_E_DEVICE, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_), \
+                      __FILE__, __LINE__);                                               \
+      goto out;                                                                          \
+    }                                                                                    \
+  } while (0)
+
+#define BD_DNN(call)                                                                      \
+  do {                                                                                    \
+    cudnnStatus_t e_ = (call);                                                            \
+    if (e_ != CUDNN_STATUS_SUCCESS) {                                                     \
+      st = bd_err_set(err, BD_E_DEVICE, "%s: %s (%s:%d)", #call, cudnnGetErrorString(e_), \
+                      __FILE__, __LINE__);                                                \
+      goto out;                                                                           \
+    }                                                                                     \
+  } while (0)
+
+/* Test hook: 1 (default) replays the captured CUDA graph, 0 runs the same work directly
+ * on the stream (the graph-vs-stream bitwise test uses both). */
+void bd_cuda_backend_set_graphs(bd_backend *be, int use_graphs);
+/* NULL when plan p runs as a captured CUDA graph, else why it does not. */
+const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p);
+
+/* Per-conv-layer state of one plan (cuDNN descriptors and chosen algorithm). */
+typedef struct bd_cuda_conv_layer bd_cuda_conv_layer;
+
+/* Sets up a conv layer for shape p: descriptors, algorithm chosen by measurement
+ * (cudnnFindConvolutionForwardAlgorithmEx on the real buffers, with the scratch
+ * workspace probe of probe_bytes; NULL: allocated for this call), workspace need in
+ * *ws_bytes. Our own kernel runs it (bd_cuda_conv_layer_is_direct) for depthwise convs,
+ * asymmetric padding, or when cuDNN has no algorithm. handle may be NULL without cuDNN. */
+bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
+                                 int pad_r, void *x, void *w, void *y, void *probe,
+                                 size_t probe_bytes, bd_cuda_conv_layer **out, size_t *ws_bytes,
+                                 bd_err *err);
+/* Allocates the algorithm-search workspace (256 MiB, less when memory is short);
+ * returns its size, 0 (and *out NULL) when none could be had. */
+size_t bd_cuda_probe_ws_alloc(void **out);
+/* Enqueues the convolution + epilogue on stream. */
+bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l,
+                                 const void *x, const void *w, const float *bias,
+                                 const void *r, void *y, void *ws, size_t ws_bytes,
+                                 cudaStream_t stream, bd_err *err);
+/* 1 when the layer runs on our direct kernel. */
+int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
+void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
+
+
+/* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */
+enum { BD_REP_F32 = 0, BD_REP_BF16 = 1 };
+enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT };
+
+/* One step of a prepared run: an op, a representation conversion, or the copy of a
+ * graph output into its FP32 device output buffer. */
+typedef struct bd_cuda_action {
+  int kind, node, value, rep, out_index;
+} bd_cuda_action;
+
+typedef struct bd_cuda_cplan {
+  const bd_plan *plan;
+  int batch, n_steps;
+  void *arena;
+  void *(*buf)[2]; /* per value: [BD_REP_F32], [BD_REP_BF16] device pointers, NULL = absent */
+  signed char *prim; /* per value: primary representation, -1 = none yet */
+  void **extra;      /* conversion and output buffers, freed with the plan */
+  int n_extra;
+  bd_cuda_action *acts;
+  int n_acts;
+  bd_cuda_conv_layer **layer; /* per node */
+  void *ws;
+  size_t ws_bytes;
+  void *probe; /* algorithm-search workspace, only during prepare */
+  size_t probe_bytes;
+  void *d_in[4], *h_in[4];
+  size_t in_bytes[4];
+  void *d_out[8], *h_out[8];
+  size_t out_bytes[8];
+  cudaGraph_t graph;
+  cudaGraphExec_t exec; /* NULL: capture failed, runs go directly on the stream */
+  char graph_err[BD_ERR_MSG_MAX];
+} bd_cuda_cplan;
+
+typedef struct bd_cuda_be {
+  bd_backend base;
+  int device;
+  cudaStream_t stream;
+  void *dnn;   /* cudnnHandle_t, NULL without cuDNN */
+  void **cdev; /* per value: FP32 device copy of a float constant */
+  void **wbf;  /* per node: BF16 KRSC conv weights */
+  bd_cuda_cplan **plans;
+  int n_plans;
+  int use_graphs;
+} bd_cuda_be;
+
+/* Uploads float constants and converts conv weights (at backend creation). */
+bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
+/* Adds node's conversions and op step to cp, assigning its output buffer. */
+bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);
+/* Enqueues a whole run of cp on b->stream (used directly and under capture). */
+bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
+
+#endif

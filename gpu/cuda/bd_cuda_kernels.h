@@ -1,0 +1,111 @@
+/* bd_cuda_kernels: the extern "C" launchers of the cuda backend's own kernels (one op
+ * family per .cu file). Host code (C) describes tensors as strided views so that one
+ * kernel serves every layout: FP32 in ONNX order (NCHW, row-major) and BF16 NHWC.
+ *
+ * Every launcher only enqueues work on `stream` (capturable into a CUDA graph: no
+ * allocation, no synchronisation) and returns the launch status (cudaGetLastError). */
+#ifndef BD_CUDA_KERNELS_H
+#define BD_CUDA_KERNELS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BD_CUDA_MAX_RANK 6
+
+typedef enum { BD_CT_F32 = 0, BD_CT_BF16 = 1 } bd_cuda_dtype;
+
+/* A strided tensor view: element (i0..i{r-1}) lives at base + sum(ik * strides[k])
+ * elements. A stride of 0 broadcasts. */
+typedef struct bd_cuda_view {
+  void *base;
+  int dtype; /* bd_cuda_dtype */
+  int rank;  /* 1..BD_CUDA_MAX_RANK */
+  int64_t dims[BD_CUDA_MAX_RANK];
+  int64_t strides[BD_CUDA_MAX_RANK];
+} bd_cuda_view;
+
+typedef enum {
+  BD_UN_ID = 0,
+  BD_UN_RELU,
+  BD_UN_SIGMOID,
+  BD_UN_SILU,
+  BD_UN_EXP
+} bd_cuda_unop;
+
+typedef enum { BD_BIN_ADD = 0, BD_BIN_SUB, BD_BIN_MUL, BD_BIN_DIV } bd_cuda_binop;
+
+/* out[i] = f(in[i]) over out's dims (in's dims are ignored: its strides are read with
+ * out's dims, 0-strides broadcast). Covers copies, layout/dtype conversion, transpose,
+ * slice, concat pieces and the unary activations. FP32 math, BF16 round-to-nearest. */
+cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int unop,
+                        cudaStream_t stream);
+
+/* out[i] = a[i] op b[i] over out's dims (numpy broadcasting through 0-strides). */
+cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a,
+                           const bd_cuda_view *b, int binop, cudaStream_t stream);
+
+/* Convolution geometry, NHWC activations, KRSC weights ([M][kh][kw][C/group]). */
+typedef struct bd_cuda_conv_shape {
+  int n, h, w, c;   /* input */
+  int oh, ow, m;    /* output */
+  int kh, kw, sh, sw, dh, dw, pad_t, pad_l, group;
+  int act;          /* bd_act */
+  int res;          /* bd_res_mode */
+} bd_cuda_conv_shape;
+
+/* Direct convolution with the fused epilogue (bias, activation, residual), BF16 in and
+ * out, FP32 accumulate. Used for depthwise convs and whenever cuDNN has no algorithm.
+ * bias (FP32, M) and r (BF16 NHWC like y) may be NULL. */
+cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                                const float *bias, const void *r, void *y,
+                                cudaStream_t stream);
+
+/* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r]. */
+cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
+                                  const void *r, void *y, cudaStream_t stream);
+
+/* Max pooling, BF16 NHWC, padding is -inf. */
+cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int kh, int kw,
+                                 int sh, int sw, int pad_t, int pad_l, const void *x, void *y,
+                                 cudaStream_t stream);
+
+/* ONNX Resize on axes H and W, BF16 NHWC. mode/coord/nearest are bd_resize_mode,
+ * bd_coord_mode, bd_nearest_mode; scale = output/input. */
+cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int mode,
+                                int coord, int nearest, float scale_h, float scale_w,
+                                const void *x, void *y, cudaStream_t stream);
+
+/* Softmax over the middle axis of an [outer][len][inner] FP32 tensor. */
+cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,
+                                float *y, cudaStream_t stream);
+
+/* Batched FP32 matmul: y[b] = a[b] (MxK) * bm[b] (KxN); a batch stride of 0 broadcasts. */
+cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n,
+                               const float *a, int64_t a_bstride, const float *bm,
+                               int64_t b_bstride, float *y, cudaStream_t stream);
+
+/* One image of a pre-processing batch: its RGB bytes at src + offset (sw x sh, packed
+ * HWC), resized to rw x rh (<= the network input) with scale = 1 / (rw / sw) computed in
+ * double by the host as bd_family_resize_u8 does. */
+typedef struct bd_cuda_prep_desc {
+  int64_t offset;
+  int sw, sh, rw, rh;
+  double scale_x, scale_y;
+} bd_cuda_prep_desc;
+
+/* uint8 RGB -> OpenCV-exact bilinear resize -> FP32 NCHW [n][3][out_h][out_w], BGR planes
+ * when bgr, `pad` right and below the resized image (yolox letterbox: 114). descs is a
+ * device array of n descriptors. */
+cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
+                                  int out_w, int out_h, int bgr, float pad, float *dst,
+                                  cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,37 @@
+# cuda backend tests: kernels vs CPU twins, conv layers vs a CPU conv, the whole model
+# vs the cpu backend. Without a GPU each prints "SKIP: no CUDA device" and exits 77.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  set(_cuda_dir ${CMAKE_CURRENT_SOURCE_DIR})
+  bd_add_unit_test(test_cuda_kernels SOURCES ${_cuda_dir}/test_cuda_kernels.c LIBS bd_cuda LABELS cuda)
+  bd_add_unit_test(test_cuda_conv SOURCES ${_cuda_dir}/test_cuda_conv.c LIBS bd_cuda LABELS cuda)
+  bd_add_unit_test(test_cuda_model SOURCES ${_cuda_dir}/test_cuda_model.c LIBS bd_gpu bd_cuda
+                   LABELS cuda TIMEOUT 600)
+  bd_add_unit_test(test_cuda_prep SOURCES ${_cuda_dir}/test_cuda_prep.c LIBS bd_gpu bd_cuda LABELS cuda)
+  foreach(t test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep)
+    target_include_directories(${t} PRIVATE ${_cuda_dir})
+    set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77)
+  endforeach()
+endif()
+
+# The backend's host code over a host emulation of the device (no GPU needed): the
+# backend sources are compiled in directly, without cuDNN (convs take the direct path),
+# with cuda_emu.c standing in for the CUDA runtime and the kernels.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  set(_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
+  bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
+                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
+                   LIBS bd_gpu TIMEOUT 600)
+  target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
+  # A real photo as input (BF16 error on image statistics), decoded once at configure
+  # time when djpeg is there; without it the tests use a synthetic pattern.
+  find_program(BD_DJPEG djpeg)
+  if(BD_DJPEG AND EXISTS ${BD_TEST_DATA}/images/dog.jpg)
+    execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
+                    OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm RESULT_VARIABLE _djpeg_rc)
+    if(_djpeg_rc EQUAL 0)
+      set_property(TEST test_cuda_emu test_cuda_model APPEND PROPERTY ENVIRONMENT
+                   "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
+    endif()
+  endif()
+endif()

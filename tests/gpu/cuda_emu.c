@@ -1,0 +1,310 @@
+/* Host emulation of the cuda backend's device side, for machines without a GPU: a mock
+ * of the CUDA runtime calls the backend's host code makes (memory is host memory, copies
+ * are memcpy, streams run eagerly, capture is refused so the backend takes its
+ * uncaptured path) and CPU twins of every bd_cuda_* launcher with BF16 rounding
+ * emulated. Linked into test_cuda_emu only: it exercises the backend's planning
+ * (representations, conversions, views, arena use) on a real model; the kernels
+ * themselves are covered on a GPU by test_cuda_kernels / test_cuda_conv. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_cuda_kernels.h"
+#include "bd_graph.h"
+
+/* ---- the runtime mock ---- */
+cudaError_t cudaMalloc(void **p, size_t n) {
+  *p = aligned_alloc(256, (n + 255) / 256 * 256);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void *p) {
+  free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) {
+  (void)k;
+  memmove(d, s, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
+                            cudaStream_t st) {
+  (void)st;
+  return cudaMemcpy(d, s, n, k);
+}
+cudaError_t cudaMemset(void *d, int v, size_t n) {
+  memset(d, v, n);
+  return cudaSuccess;
+}
+static int emu_stream;
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) {
+  (void)f;
+  *s = (cudaStream_t)&emu_stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) {
+  (void)s;
+  (void)m;
+  return cudaErrorNotSupported; /* the emulation runs eagerly: nothing to capture */
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
+  (void)s;
+  *g = NULL;
+  return cudaErrorNotSupported;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long f) {
+  (void)e; (void)g; (void)f;
+  return cudaErrorNotSupported;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
+
+/* ---- BF16 and views ---- */
+static float bf_round(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7F800000u) != 0x7F800000u) u += 0x7FFFu + ((u >> 16) & 1u);
+  u &= 0xFFFF0000u;
+  memcpy(&f, &u, 4);
+  return f;
+}
+/* Set by the test: 1 stores the 16-bit activations and weights as IEEE half instead of
+ * BF16 (3 more mantissa bits), so the error against the cpu backend shrinks about 8x;
+ * a tight bound there catches logic errors that BF16 noise would hide. */
+int bd_cuda_emu_half = 0;
+static int emu_half(void) { return bd_cuda_emu_half; }
+
+/* IEEE half <-> float, round to nearest even (portable: no _Float16). */
+static uint16_t f2h(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, m = x & 0x7FFFFFu;
+  int32_t fe = (int32_t)((x >> 23) & 0xFF), e = fe - 127 + 15;
+  if (fe == 0xFF) return (uint16_t)(sign | 0x7C00u | (m ? 0x200u : 0));
+  if (e >= 31) return (uint16_t)(sign | 0x7C00u);
+  if (e <= 0) {
+    if (e < -10) return (uint16_t)sign;
+    m |= 0x800000u;
+    int shift = 14 - e;
+    uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (hm & 1))) hm++;
+    return (uint16_t)(sign | hm);
+  }
+  uint32_t hm = m >> 13, rem = m & 0x1FFFu, h = sign | ((uint32_t)e << 10) | hm;
+  if (rem > 0x1000u || (rem == 0x1000u && (hm & 1))) h++; /* a carry rounds up the exponent */
+  return (uint16_t)h;
+}
+
+static float h2f(uint16_t h) {
+  int e = (h >> 10) & 0x1F;
+  uint32_t m = h & 0x3FFu;
+  float f;
+  if (e == 0) {
+    f = ldexpf((float)m, -24);
+  } else if (e == 31) {
+    f = m ? NAN : INFINITY;
+  } else {
+    uint32_t x = ((uint32_t)(e - 15 + 127) << 23) | (m << 13);
+    memcpy(&f, &x, 4);
+  }
+  return (h & 0x8000u) ? -f : f;
+}
+
+static float ld(const void *base, int dt, int64_t i) {
+  if (dt == BD_CT_F32) return ((const float *)base)[i];
+  if (emu_half()) return h2f(((const uint16_t *)base)[i]);
+  uint32_t u = (uint32_t)((const uint16_t *)base)[i] << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static void st(void *base, int dt, int64_t i, float v) {
+  if (dt == BD_CT_F32) {
+    ((float *)base)[i] = v;
+    return;
+  }
+  if (emu_half()) {
+    ((uint16_t *)base)[i] = f2h(v);
+    return;
+  }
+  v = bf_round(v);
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  ((uint16_t *)base)[i] = (uint16_t)(u >> 16);
+}
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float act(float x, int a) {
+  return a == 1 ? (x > 0 ? x : 0) : a == 2 ? sigm(x) : a == 3 ? x * sigm(x) : x;
+}
+
+/* Iterates out's dims; offsets of up to 3 views. */
+static int64_t numel_v(const bd_cuda_view *v) {
+  int64_t n = 1;
+  for (int d = 0; d < v->rank; ++d) n *= v->dims[d];
+  return n;
+}
+static void offs(const bd_cuda_view *o, int64_t i, const bd_cuda_view *const *vs, int nv,
+                 int64_t *out) {
+  for (int k = 0; k < nv; ++k) out[k] = 0;
+  for (int d = o->rank - 1; d >= 0; --d) {
+    int64_t c = i % o->dims[d];
+    i /= o->dims[d];
+    for (int k = 0; k < nv; ++k) out[k] += c * vs[k]->strides[d];
+  }
+}
+
+cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op, cudaStream_t s) {
+  (void)s;
+  if (in->rank != out->rank) return cudaErrorInvalidValue;
+  const bd_cuda_view *vs[2] = {out, in};
+  int64_t n = numel_v(out), o[2];
+  for (int64_t i = 0; i < n; ++i) {
+    offs(out, i, vs, 2, o);
+    float x = ld(in->base, in->dtype, o[1]);
+    float y = op == BD_UN_RELU ? (x > 0 ? x : 0) : op == BD_UN_SIGMOID ? sigm(x)
+              : op == BD_UN_SILU ? x * sigm(x) : op == BD_UN_EXP ? expf(x) : x;
+    st(out->base, out->dtype, o[0], y);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a, const bd_cuda_view *b,
+                           int op, cudaStream_t s) {
+  (void)s;
+  if (a->rank != out->rank || b->rank != out->rank) return cudaErrorInvalidValue;
+  const bd_cuda_view *vs[3] = {out, a, b};
+  int64_t n = numel_v(out), o[3];
+  for (int64_t i = 0; i < n; ++i) {
+    offs(out, i, vs, 3, o);
+    float x = ld(a->base, a->dtype, o[1]), y = ld(b->base, b->dtype, o[2]);
+    float r = op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : op == BD_BIN_DIV ? x / y : x + y;
+    st(out->base, out->dtype, o[0], r);
+  }
+  return cudaSuccess;
+}
+
+static float epi(float acc, float b, float r, int a, int res) {
+  acc += b;
+  if (res == 1) acc += r;
+  acc = act(acc, a);
+  if (res == 2) acc += r;
+  return acc;
+}
+
+cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                                const float *bias, const void *r, void *y, cudaStream_t s) {
+  (void)s;
+  int cg = p->c / p->group, mg = p->m / p->group;
+  for (int n = 0; n < p->n; ++n)
+    for (int oy = 0; oy < p->oh; ++oy)
+      for (int ox = 0; ox < p->ow; ++ox)
+        for (int m = 0; m < p->m; ++m) {
+          int g = m / mg;
+          float acc = 0;
+          for (int ky = 0; ky < p->kh; ++ky) {
+            int iy = oy * p->sh - p->pad_t + ky * p->dh;
+            if (iy < 0 || iy >= p->h) continue;
+            for (int kx = 0; kx < p->kw; ++kx) {
+              int ix = ox * p->sw - p->pad_l + kx * p->dw;
+              if (ix < 0 || ix >= p->w) continue;
+              int64_t xo = (((int64_t)n * p->h + iy) * p->w + ix) * p->c + g * cg;
+              int64_t wo = (((int64_t)m * p->kh + ky) * p->kw + kx) * cg;
+              for (int ci = 0; ci < cg; ++ci)
+                acc += ld(x, BD_CT_BF16, xo + ci) * ld(w, BD_CT_BF16, wo + ci);
+            }
+          }
+          int64_t i = (((int64_t)n * p->oh + oy) * p->ow + ox) * p->m + m;
+          float rv = r ? ld(r, BD_CT_BF16, i) : 0;
+          st(y, BD_CT_BF16, i, epi(acc, bias ? bias[m] : 0, rv, p->act, p->res));
+        }
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias, const void *r,
+                                  void *y, cudaStream_t s) {
+  (void)s;
+  int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
+  for (int64_t i = 0; i < n; ++i)
+    st(y, BD_CT_BF16, i,
+       epi(ld(y, BD_CT_BF16, i), bias ? bias[i % p->m] : 0, r ? ld(r, BD_CT_BF16, i) : 0,
+           p->act, p->res));
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int kh, int kw,
+                                 int sh, int sw, int pt, int pl, const void *x, void *y,
+                                 cudaStream_t s) {
+  (void)s;
+  for (int b = 0; b < n; ++b)
+    for (int oy = 0; oy < oh; ++oy)
+      for (int ox = 0; ox < ow; ++ox)
+        for (int ch = 0; ch < c; ++ch) {
+          float m = -INFINITY;
+          for (int ky = 0; ky < kh; ++ky)
+            for (int kx = 0; kx < kw; ++kx) {
+              int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+              float v = ld(x, BD_CT_BF16, (((int64_t)b * h + iy) * w + ix) * c + ch);
+              if (v > m) m = v;
+            }
+          st(y, BD_CT_BF16, (((int64_t)b * oh + oy) * ow + ox) * c + ch, m);
+        }
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int mode, int coord,
+                                int nearest, float sh, float sw, const void *x, void *y,
+                                cudaStream_t s) {
+  (void)s;
+  if (mode != BD_RESIZE_NEAREST || coord != BD_COORD_ASYMMETRIC || nearest != BD_NEAREST_FLOOR)
+    return cudaErrorNotSupported; /* the emulation covers what yolox uses */
+  for (int b = 0; b < n; ++b)
+    for (int oy = 0; oy < oh; ++oy)
+      for (int ox = 0; ox < ow; ++ox)
+        for (int ch = 0; ch < c; ++ch) {
+          int iy = (int)floorf(oy / sh), ix = (int)floorf(ox / sw);
+          iy = iy < h ? iy : h - 1;
+          ix = ix < w ? ix : w - 1;
+          st(y, BD_CT_BF16, (((int64_t)b * oh + oy) * ow + ox) * c + ch,
+             ld(x, BD_CT_BF16, (((int64_t)b * h + iy) * w + ix) * c + ch));
+        }
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,
+                                float *y, cudaStream_t s) {
+  (void)s;
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t in = 0; in < inner; ++in) {
+      const float *xp = x + o * len * inner + in;
+      float *yp = y + o * len * inner + in;
+      float m = -INFINITY, sum = 0;
+      for (int64_t k = 0; k < len; ++k) m = fmaxf(m, xp[k * inner]);
+      for (int64_t k = 0; k < len; ++k) sum += expf(xp[k * inner] - m);
+      for (int64_t k = 0; k < len; ++k) yp[k * inner] = expf(xp[k * inner] - m) / sum;
+    }
+  return cudaSuccess;
+}
+
+cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, const float *a,
+                               int64_t as, const float *b, int64_t bs, float *y, cudaStream_t s) {
+  (void)s;
+  for (int64_t t = 0; t < batch; ++t)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        float acc = 0;
+        for (int64_t q = 0; q < k; ++q) acc += a[t * as + i * k + q] * b[t * bs + q * n + j];
+        y[(t * m + i) * n + j] = acc;
+      }
+  return cudaSuccess;
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (Ubuntu 24.04-like: nvcc 13, CMake, Python 3.12 with torch;
+# cuDNN and NCCL only as Python wheels; no protobuf-c/cmocka/OpenBLAS dev packages):
+# configures an engine-only CUDA build against .devdeps/ (made by prepare_devdeps.sh
+# on the build machine), builds, runs the cuda tests, compute-sanitizer memcheck on the
+# kernel test, and `batchdet bench` cuda vs cpu on yolox_nano. Every step is
+# time-bounded; a failing step is reported and the script goes on. Logs go to $OUT
+# (default ./device-out); a summary table is printed last. Budget: under ~6 minutes.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+OUT=${OUT:-$ROOT/device-out}
+mkdir -p "$OUT"
+B=${BD_DEVCHECK_BUILD:-$ROOT/build-devcheck}
+DD=$ROOT/.devdeps
+T0=$(date +%s)
+SUMMARY=()
+
+# step NAME SECONDS CMD...: runs CMD with a time limit, log in $OUT/NAME.log.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local s=$(date +%s)
+  echo "=== $name (limit ${limit}s): $*" | tee -a "$OUT/steps.log"
+  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  local d=$(($(date +%s) - s))
+  local verdict=ok
+  [ $rc -ne 0 ] && verdict="FAIL rc=$rc"
+  [ $rc -eq 124 ] && verdict="TIMEOUT"
+  SUMMARY+=("$(printf '%-22s %-14s %4ss' "$name" "$verdict" "$d")")
+  tail -n 15 "$OUT/$name.log"
+  return $rc
+}
+
+# ---- where the wheels keep cuDNN and NCCL ----
+pymod_dir() { # prints the folder of python package $1 (namespace packages too)
+  python3 -c "import importlib, sys
+m = importlib.import_module('$1')
+print(list(m.__path__)[0])" 2>/dev/null
+}
+CUDNN_DIR=$(pymod_dir nvidia.cudnn)
+NCCL_DIR=$(pymod_dir nvidia.nccl)
+NV_DIR=$(pymod_dir nvidia)
+# Other wheel layouts: look for the headers under site-packages.
+SITES=$(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null)
+if [ -z "$CUDNN_DIR" ] || [ ! -f "$CUDNN_DIR/include/cudnn.h" ]; then
+  h=$(find $SITES -name cudnn.h -path '*include*' 2>/dev/null | head -n 1)
+  [ -n "$h" ] && CUDNN_DIR=$(dirname "$(dirname "$h")")
+fi
+if [ -z "$NCCL_DIR" ] || [ ! -f "$NCCL_DIR/include/nccl.h" ]; then
+  h=$(find $SITES -name nccl.h -path '*include*' 2>/dev/null | head -n 1)
+  [ -n "$h" ] && NCCL_DIR=$(dirname "$(dirname "$h")")
+fi
+LIBTMP=$(mktemp -d)
+CMAKE_DNN=()
+if [ -n "$CUDNN_DIR" ] && [ -f "$CUDNN_DIR/include/cudnn.h" ]; then
+  so=$(ls "$CUDNN_DIR"/lib/libcudnn.so* 2>/dev/null | head -n 1)
+  [ -n "$so" ] && ln -sf "$so" "$LIBTMP/libcudnn.so"
+  CMAKE_DNN+=(-DCUDNN_INC="$CUDNN_DIR/include" -DCUDNN_LIB="$LIBTMP/libcudnn.so")
+fi
+if [ -n "$NCCL_DIR" ] && [ -f "$NCCL_DIR/include/nccl.h" ]; then
+  so=$(ls "$NCCL_DIR"/lib/libnccl.so* 2>/dev/null | head -n 1)
+  [ -n "$so" ] && ln -sf "$so" "$LIBTMP/libnccl.so"
+  CMAKE_DNN+=(-DNCCL_INC="$NCCL_DIR/include" -DNCCL_LIB="$LIBTMP/libnccl.so")
+fi
+# Every wheel library folder (cuDNN loads its engine libraries, cuBLASLt and NVRTC by
+# name at run time).
+if [ -n "$NV_DIR" ]; then
+  for d in $(find "$NV_DIR" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u); do
+    LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
+  done
+fi
+export LD_LIBRARY_PATH=$LIBTMP:$DD/lib:${LD_LIBRARY_PATH:-}
+PKG=()
+command -v pkg-config >/dev/null || PKG=(-DPKG_CONFIG_EXECUTABLE="$DD/bin/pkg-config")
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+SAN=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/compute-sanitizer")
+
+{
+  echo "cudnn: ${CUDNN_DIR:-none}"; echo "nccl: ${NCCL_DIR:-none}"; echo "nvcc: $NVCC"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} >"$OUT/env.txt"
+
+step nvidia-smi 20 nvidia-smi
+step nvcc-version 10 "$NVCC" --version
+TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep)
+if [ -n "${BD_PREBUILT:-}" ]; then
+  # Binaries built on the development machine (tests/gpu/prepare_devdeps.sh --build):
+  # saves the device minutes a build costs. CUDA runtime from this machine's toolkit.
+  B=$ROOT/$BD_PREBUILT
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$NVCC")/../lib64:/usr/local/cuda/lib64
+  export BD_TEST_DATA=$DD/data
+  for t in test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep; do
+    step "$t" 120 "$B/$t"
+  done
+  step memcheck 90 "$SAN" --tool memcheck --error-exitcode 3 "$B/test_cuda_kernels"
+  MODEL=$DD/data/models/yolox_nano.onnx
+  BD=$B/batchdet
+  for bb in 1 8 32 64; do
+    step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
+  done
+  step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
+  echo
+  echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
+  grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
+  for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-cpu-b1; do
+    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+  done
+  grep -hE "rel L2|batch 1 vs|capture failed|conv c|PASSED|FAILED" "$OUT"/test_cuda_*.log 2>/dev/null | head -n 24
+  grep -hE "ERROR SUMMARY" "$OUT/memcheck.log" 2>/dev/null | head -n 1
+  printf '%s\n' "${SUMMARY[@]}"
+  exit 0
+fi
+step configure 90 cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DBATCHDET_ENGINE_ONLY=ON -DBATCHDET_BLAS=OFF -DBATCHDET_CUDA=ON \
+  -DCMAKE_CUDA_COMPILER="$NVCC" -DBATCHDET_DEVDEPS="$DD" -DBD_ONNX_PREGEN="$DD/onnxgen" \
+  -DBD_TEST_DATA="$DD/data" "${CMAKE_DNN[@]}" "${PKG[@]}"
+grep -E "BD_HAVE_CUDNN|CUDNN_(LIB|INC)|NCCL_(LIB|INC)" "$B/CMakeCache.txt" >>"$OUT/env.txt" 2>/dev/null
+if ! step build 240 cmake --build "$B" -j"${BD_JOBS:-16}" --target "${TARGETS[@]}"; then
+  # Host warnings are errors, and this machine's newer gcc may warn where the build
+  # machine's does not: retry once with host warnings off (-w) so the GPU checks still
+  # run; the failed first build stays in build.log.
+  step configure-w 60 cmake "$B" -DCMAKE_C_FLAGS=-w -DCMAKE_CXX_FLAGS=-w
+  step build-w 240 cmake --build "$B" -j"${BD_JOBS:-16}" --target "${TARGETS[@]}"
+fi
+step ctest-cuda 150 ctest --test-dir "$B" -L cuda --output-on-failure --timeout 140
+step memcheck 90 "$SAN" --tool memcheck --error-exitcode 3 "$B/tests/gpu/test_cuda_kernels"
+MODEL=$DD/data/models/yolox_nano.onnx
+BD=$B/cli/batchdet
+step bench-cuda-b1 45 "$BD" bench --model "$MODEL" --device cuda --batch 1 --iters 50 --warmup 5
+step bench-cuda-b32 45 "$BD" bench --model "$MODEL" --device cuda --batch 32 --iters 20 --warmup 3
+step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --batch 1 --iters 5 --warmup 1
+step bench-cpu-b32 45 "$BD" bench --model "$MODEL" --device cpu --batch 32 --iters 2 --warmup 1
+
+echo
+echo "==== device check summary ($(($(date +%s) - T0))s total; logs in $OUT) ===="
+grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
+for f in bench-cuda-b1 bench-cuda-b32 bench-cpu-b1 bench-cpu-b32; do
+  printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+done
+cp "$B/Testing/Temporary/LastTest.log" "$OUT/ctest-cuda-full.log" 2>/dev/null
+grep -hE "rel L2|batch 1 vs|capture failed|conv c" "$OUT/ctest-cuda-full.log" 2>/dev/null | head -n 14
+grep -hE "tests passed|tests failed|Skipped|\*\*\*Failed" "$OUT/ctest-cuda.log" 2>/dev/null | head -n 6
+grep -hE "ERROR SUMMARY" "$OUT/memcheck.log" 2>/dev/null | head -n 1
+printf '%s\n' "${SUMMARY[@]}"

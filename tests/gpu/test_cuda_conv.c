@@ -1,0 +1,133 @@
+/* Convolution layers of the cuda backend (cuDNN path with our epilogue, and our direct
+ * kernel) against a CPU convolution written here in double precision on the same BF16
+ * inputs. Output buffers are poisoned before each run. Skips (exit 77) without a GPU. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "bd_cuda_internal.h"
+#include "bd_graph.h"
+#include "test_cuda_common.h"
+
+typedef struct {
+  int c, m, h, w, k, s, group, pt, pl, pb, pr, act, res;
+} conv_case;
+
+static float act_f(double v, int act) {
+  switch (act) {
+  case BD_ACT_RELU: return (float)(v > 0 ? v : 0);
+  case BD_ACT_SIGMOID: return (float)(1 / (1 + exp(-v)));
+  case BD_ACT_SILU: return (float)(v / (1 + exp(-v)));
+  default: return (float)v;
+  }
+}
+
+static void run_case(const conv_case *cc, int use_direct) {
+  const int N = 2, cg = cc->c / cc->group, mg = cc->m / cc->group;
+  const int OH = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
+  const int OW = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
+  size_t nx = (size_t)N * cc->h * cc->w * cc->c, nw = (size_t)cc->m * cc->k * cc->k * cg;
+  size_t ny = (size_t)N * OH * OW * cc->m;
+  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *rb = malloc(ny * 2), *yb = malloc(ny * 2);
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *r = malloc(ny * 4), *bias = malloc(cc->m * 4);
+  float *got = malloc(ny * 4), *want = malloc(ny * 4);
+  assert_non_null(want);
+  for (size_t i = 0; i < nx; ++i) x[i] = tc_bf2f(xb[i] = tc_f2bf(tc_uniform(-2, 2)));
+  for (size_t i = 0; i < nw; ++i) w[i] = tc_bf2f(wb[i] = tc_f2bf(tc_uniform(-0.5f, 0.5f)));
+  for (size_t i = 0; i < ny; ++i) r[i] = tc_bf2f(rb[i] = tc_f2bf(tc_uniform(-1, 1)));
+  for (int i = 0; i < cc->m; ++i) bias[i] = tc_uniform(-1, 1);
+  for (int b = 0; b < N; ++b)
+    for (int oy = 0; oy < OH; ++oy)
+      for (int ox = 0; ox < OW; ++ox)
+        for (int m = 0; m < cc->m; ++m) {
+          int g = m / mg;
+          double acc = bias[m];
+          for (int ky = 0; ky < cc->k; ++ky)
+            for (int kx = 0; kx < cc->k; ++kx) {
+              int iy = oy * cc->s - cc->pt + ky, ix = ox * cc->s - cc->pl + kx;
+              if (iy < 0 || iy >= cc->h || ix < 0 || ix >= cc->w) continue;
+              for (int ci = 0; ci < cg; ++ci)
+                acc += (double)x[((size_t)(b * cc->h + iy) * cc->w + ix) * cc->c + g * cg + ci] *
+                       w[((size_t)(m * cc->k + ky) * cc->k + kx) * cg + ci];
+            }
+          size_t o = ((size_t)(b * OH + oy) * OW + ox) * cc->m + m;
+          if (cc->res == BD_RES_PRE_ACT) acc += r[o];
+          float v = act_f(acc, cc->act);
+          if (cc->res == BD_RES_POST_ACT) v += r[o];
+          want[o] = v;
+        }
+  void *dx = tc_dev_copy(xb, nx * 2), *dw = tc_dev_copy(wb, nw * 2), *dr = tc_dev_copy(rb, ny * 2);
+  void *dbias = tc_dev_copy(bias, cc->m * 4), *dy = tc_dev_poisoned(ny * 2), *ws = NULL;
+  bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
+                          cc->pt, cc->pl, cc->group, cc->act, cc->res};
+  const void *rr = cc->res ? dr : NULL;
+  if (use_direct) {
+    assert_int_equal(bd_cuda_conv_direct(&p, dx, dw, dbias, rr, dy, 0), cudaSuccess);
+  } else {
+    void *h = NULL;
+#ifdef BD_HAVE_CUDNN
+    cudnnHandle_t hd;
+    assert_int_equal(cudnnCreate(&hd), CUDNN_STATUS_SUCCESS);
+    h = hd;
+#endif
+    bd_cuda_conv_layer *l = NULL;
+    size_t wsb = 0;
+    bd_err err = {0};
+    bd_status st = bd_cuda_conv_layer_new(h, &p, cc->pb, cc->pr, dx, dw, dy, NULL, 0, &l, &wsb,
+                                          &err);
+    if (st != BD_OK) printf("layer_new: %s\n", err.msg);
+    assert_int_equal(st, BD_OK);
+    printf("conv c%d m%d k%d s%d g%d: %s, workspace %zu\n", cc->c, cc->m, cc->k, cc->s, cc->group,
+           bd_cuda_conv_layer_is_direct(l) ? "direct kernel" : "cuDNN", wsb);
+    if (wsb) assert_int_equal(cudaMalloc(&ws, wsb), cudaSuccess);
+    cudaMemset(dy, 0xFF, ny * 2); /* the algorithm search wrote into y */
+    st = bd_cuda_conv_layer_run(h, l, dx, dw, dbias, rr, dy, ws, wsb, 0, &err);
+    if (st != BD_OK) printf("layer_run: %s\n", err.msg);
+    assert_int_equal(st, BD_OK);
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    bd_cuda_conv_layer_destroy(l);
+#ifdef BD_HAVE_CUDNN
+    cudnnDestroy(hd);
+#endif
+  }
+  assert_int_equal(cudaMemcpy(yb, dy, ny * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < ny; ++i) got[i] = tc_bf2f(yb[i]);
+  assert_int_equal(tc_compare(use_direct ? "direct" : "layer", got, want, ny, 2e-2f, 1e-2f), 0);
+  cudaFree(dx);
+  cudaFree(dw);
+  cudaFree(dr);
+  cudaFree(dbias);
+  cudaFree(dy);
+  cudaFree(ws);
+  free(xb); free(wb); free(rb); free(yb); free(x); free(w); free(r); free(bias); free(got); free(want);
+}
+
+static const conv_case cases[] = {
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},       /* dense 3x3 */
+    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE},       /* asymmetric pad */
+    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT},   /* depthwise */
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT}, /* 1x1 */
+    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE},       /* Focus-like stem */
+    {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},         /* grouped */
+};
+
+static void test_conv_direct(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) run_case(&cases[i], 1);
+}
+
+static void test_conv_layer(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) run_case(&cases[i], 0);
+}
+
+int main(void) {
+  TC_SKIP_IF_NO_DEVICE();
+  tc_seed();
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_conv_direct),
+                                     cmocka_unit_test(test_conv_layer)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,283 @@
+/* Each own CUDA kernel against a CPU twin written here, on fresh random inputs, with
+ * BF16 tolerances; output buffers are poisoned (NaN) before every launch. Skips (exit
+ * 77) without a GPU. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "bd_cuda_internal.h"
+#include "bd_graph.h"
+#include "test_cuda_common.h"
+
+/* Random BF16 tensor: host bf16 bits and their float values. */
+static void rand_bf16(size_t n, float lo, float hi, uint16_t *bits, float *vals) {
+  for (size_t i = 0; i < n; ++i) {
+    bits[i] = tc_f2bf(tc_uniform(lo, hi));
+    vals[i] = tc_bf2f(bits[i]);
+  }
+}
+
+static void fetch_bf16(const void *d, size_t n, float *out) {
+  uint16_t *h = malloc(n * 2);
+  assert_non_null(h);
+  assert_int_equal(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < n; ++i) out[i] = tc_bf2f(h[i]);
+  free(h);
+}
+
+static bd_cuda_view nchw_view(void *p, int dt, int64_t n, int64_t c, int64_t h, int64_t w) {
+  bd_cuda_view v = {p, dt, 4, {n, c, h, w}, {c * h * w, h * w, w, 1}};
+  return v;
+}
+static bd_cuda_view nhwc_view(void *p, int dt, int64_t n, int64_t c, int64_t h, int64_t w) {
+  bd_cuda_view v = {p, dt, 4, {n, c, h, w}, {h * w * c, 1, w * c, c}};
+  return v;
+}
+
+/* NCHW FP32 -> NHWC BF16 -> NCHW FP32: exact (both sides round to nearest even). */
+static void test_layout_roundtrip(void **state) {
+  (void)state;
+  const int N = 2, C = 5, H = 7, W = 9, n = N * C * H * W;
+  float *x = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+  for (int i = 0; i < n; ++i) x[i] = tc_uniform(-300.0f, 300.0f);
+  void *dx = tc_dev_copy(x, n * 4), *dh = tc_dev_poisoned(n * 2), *dy = tc_dev_poisoned(n * 4);
+  bd_cuda_view vx = nchw_view(dx, BD_CT_F32, N, C, H, W), vh = nhwc_view(dh, BD_CT_BF16, N, C, H, W);
+  bd_cuda_view vy = nchw_view(dy, BD_CT_F32, N, C, H, W);
+  assert_int_equal(bd_cuda_map(&vh, &vx, BD_UN_ID, 0), cudaSuccess);
+  fetch_bf16(dh, n, got);
+  for (int b = 0; b < N; ++b)
+    for (int c = 0; c < C; ++c)
+      for (int h = 0; h < H; ++h)
+        for (int w = 0; w < W; ++w)
+          want[((b * H + h) * W + w) * C + c] = tc_bf2f(tc_f2bf(x[((b * C + c) * H + h) * W + w]));
+  assert_int_equal(tc_compare("nhwc", got, want, n, 0.0f, 0.0f), 0);
+  assert_int_equal(bd_cuda_map(&vy, &vh, BD_UN_ID, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < n; ++i) want[i] = tc_bf2f(tc_f2bf(x[i]));
+  assert_int_equal(tc_compare("nchw", got, want, n, 0.0f, 0.0f), 0);
+  cudaFree(dx);
+  cudaFree(dh);
+  cudaFree(dy);
+  free(x);
+  free(got);
+  free(want);
+}
+
+static float cpu_unary(float x, int op) {
+  switch (op) {
+  case BD_UN_RELU: return x > 0 ? x : 0;
+  case BD_UN_SIGMOID: return 1.0f / (1.0f + expf(-x));
+  case BD_UN_SILU: return x / (1.0f + expf(-x));
+  case BD_UN_EXP: return expf(x);
+  default: return x;
+  }
+}
+
+/* Unary ops on the 16-byte vector path (n % 8 == 0) and the scalar path (odd n). */
+static void test_unary(void **state) {
+  (void)state;
+  const int sizes[2] = {4096, 1001};
+  for (int si = 0; si < 2; ++si)
+    for (int op = BD_UN_RELU; op <= BD_UN_EXP; ++op) {
+      int n = sizes[si];
+      uint16_t *bits = malloc(n * 2);
+      float *x = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+      rand_bf16(n, -6.0f, 6.0f, bits, x);
+      void *dx = tc_dev_copy(bits, n * 2), *dy = tc_dev_poisoned(n * 2);
+      bd_cuda_view vx = {dx, BD_CT_BF16, 1, {n}, {1}}, vy = {dy, BD_CT_BF16, 1, {n}, {1}};
+      assert_int_equal(bd_cuda_map(&vy, &vx, op, 0), cudaSuccess);
+      fetch_bf16(dy, n, got);
+      for (int i = 0; i < n; ++i) want[i] = cpu_unary(x[i], op);
+      assert_int_equal(tc_compare("unary", got, want, n, 1e-3f, 1e-2f), 0);
+      cudaFree(dx);
+      cudaFree(dy);
+      free(bits);
+      free(x);
+      free(got);
+      free(want);
+    }
+}
+
+/* Broadcast binary ops: BF16 NHWC activation op FP32 per-channel constant, and the
+ * same-shape BF16 vector path. */
+static void test_binary(void **state) {
+  (void)state;
+  const int N = 2, C = 16, H = 5, W = 6, n = N * C * H * W;
+  uint16_t *ab = malloc(n * 2), *bb = malloc(n * 2);
+  float *a = malloc(n * 4), *b = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+  float ch[16];
+  rand_bf16(n, -4.0f, 4.0f, ab, a); /* NHWC order */
+  rand_bf16(n, 0.5f, 4.0f, bb, b);
+  for (int c = 0; c < C; ++c) ch[c] = tc_uniform(0.5f, 2.0f);
+  void *da = tc_dev_copy(ab, n * 2), *db = tc_dev_copy(bb, n * 2), *dc = tc_dev_copy(ch, sizeof(ch));
+  for (int op = BD_BIN_ADD; op <= BD_BIN_DIV; ++op) {
+    void *dy = tc_dev_poisoned(n * 2);
+    bd_cuda_view va = nhwc_view(da, BD_CT_BF16, N, C, H, W), vy = nhwc_view(dy, BD_CT_BF16, N, C, H, W);
+    bd_cuda_view vc = {dc, BD_CT_F32, 4, {N, C, H, W}, {0, 1, 0, 0}};
+    assert_int_equal(bd_cuda_binary(&vy, &va, &vc, op, 0), cudaSuccess);
+    fetch_bf16(dy, n, got);
+    for (int i = 0; i < n; ++i) {
+      float x = a[i], y = ch[i % C];
+      want[i] = op == BD_BIN_ADD ? x + y : op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : x / y;
+    }
+    assert_int_equal(tc_compare("bcast", got, want, n, 1e-3f, 1e-2f), 0);
+    cudaMemset(dy, 0xFF, n * 2);
+    bd_cuda_view vb = nhwc_view(db, BD_CT_BF16, N, C, H, W);
+    assert_int_equal(bd_cuda_binary(&vy, &va, &vb, op, 0), cudaSuccess);
+    fetch_bf16(dy, n, got);
+    for (int i = 0; i < n; ++i) {
+      float x = a[i], y = b[i];
+      want[i] = op == BD_BIN_ADD ? x + y : op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : x / y;
+    }
+    assert_int_equal(tc_compare("same", got, want, n, 1e-3f, 1e-2f), 0);
+    cudaFree(dy);
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dc);
+  free(ab);
+  free(bb);
+  free(a);
+  free(b);
+  free(got);
+  free(want);
+}
+
+/* Max pooling with padding; exact (a max of BF16 values is a BF16 value). */
+static void test_maxpool(void **state) {
+  (void)state;
+  const int N = 2, C = 5, H = 9, W = 11;
+  const int cfg[2][3] = {{3, 2, 1}, {5, 1, 2}}; /* k, stride, pad */
+  for (int t = 0; t < 2; ++t) {
+    int k = cfg[t][0], s = cfg[t][1], p = cfg[t][2];
+    int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1, n = N * H * W * C, on = N * OH * OW * C;
+    uint16_t *xb = malloc(n * 2);
+    float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
+    rand_bf16(n, -10, 10, xb, x);
+    void *dx = tc_dev_copy(xb, n * 2), *dy = tc_dev_poisoned(on * 2);
+    assert_int_equal(bd_cuda_maxpool_nhwc(N, H, W, C, OH, OW, k, k, s, s, p, p, dx, dy, 0), cudaSuccess);
+    fetch_bf16(dy, on, got);
+    for (int b = 0; b < N; ++b)
+      for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox)
+          for (int c = 0; c < C; ++c) {
+            float m = -INFINITY;
+            for (int ky = 0; ky < k; ++ky)
+              for (int kx = 0; kx < k; ++kx) {
+                int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W && x[((b * H + iy) * W + ix) * C + c] > m)
+                  m = x[((b * H + iy) * W + ix) * C + c];
+              }
+            want[((b * OH + oy) * OW + ox) * C + c] = m;
+          }
+    assert_int_equal(tc_compare("maxpool", got, want, on, 0, 0), 0);
+    cudaFree(dx);
+    cudaFree(dy);
+    free(xb);
+    free(x);
+    free(got);
+    free(want);
+  }
+}
+
+/* Resize x2: nearest/asymmetric/floor (YOLOX FPN) exact, linear/half_pixel within BF16. */
+static void test_resize(void **state) {
+  (void)state;
+  const int N = 2, C = 3, H = 5, W = 7, OH = 10, OW = 14, n = N * H * W * C, on = N * OH * OW * C;
+  uint16_t *xb = malloc(n * 2);
+  float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
+  rand_bf16(n, -10, 10, xb, x);
+  void *dx = tc_dev_copy(xb, n * 2);
+  for (int mode = 0; mode < 2; ++mode) {
+    void *dy = tc_dev_poisoned(on * 2);
+    int coord = mode == 0 ? BD_COORD_ASYMMETRIC : BD_COORD_HALF_PIXEL;
+    assert_int_equal(bd_cuda_resize_nhwc(N, H, W, C, OH, OW, mode, coord, BD_NEAREST_FLOOR, 2.0f, 2.0f,
+                                         dx, dy, 0), cudaSuccess);
+    fetch_bf16(dy, on, got);
+    for (int b = 0; b < N; ++b)
+      for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox)
+          for (int c = 0; c < C; ++c) {
+            float v;
+            if (mode == 0) {
+              v = x[((b * H + oy / 2) * W + ox / 2) * C + c];
+            } else {
+              double fy = (oy + 0.5) / 2 - 0.5, fx = (ox + 0.5) / 2 - 0.5;
+              fy = fy < 0 ? 0 : (fy > H - 1 ? H - 1 : fy);
+              fx = fx < 0 ? 0 : (fx > W - 1 ? W - 1 : fx);
+              int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1 < H ? y0 + 1 : H - 1, x1 = x0 + 1 < W ? x0 + 1 : W - 1;
+              double ly = fy - y0, lx = fx - x0;
+#define X_(yy, xx) x[((b * H + (yy)) * W + (xx)) * C + c]
+              v = (float)((X_(y0, x0) * (1 - lx) + X_(y0, x1) * lx) * (1 - ly) +
+                          (X_(y1, x0) * (1 - lx) + X_(y1, x1) * lx) * ly);
+#undef X_
+            }
+            want[((b * OH + oy) * OW + ox) * C + c] = v;
+          }
+    assert_int_equal(tc_compare("resize", got, want, on, mode ? 2e-2f : 0, mode ? 1e-2f : 0), 0);
+    cudaFree(dy);
+  }
+  cudaFree(dx);
+  free(xb);
+  free(x);
+  free(got);
+  free(want);
+}
+
+static void test_softmax(void **state) {
+  (void)state;
+  const int O = 3, L = 17, I = 4, n = O * L * I;
+  float x[3 * 17 * 4], got[3 * 17 * 4], want[3 * 17 * 4];
+  for (int i = 0; i < n; ++i) x[i] = tc_uniform(-20, 20);
+  void *dx = tc_dev_copy(x, sizeof(x)), *dy = tc_dev_poisoned(sizeof(x));
+  assert_int_equal(bd_cuda_softmax_f32(O, L, I, dx, dy, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int o = 0; o < O; ++o)
+    for (int in = 0; in < I; ++in) {
+      double m = -1e30, s = 0;
+      for (int k = 0; k < L; ++k) m = fmax(m, x[(o * L + k) * I + in]);
+      for (int k = 0; k < L; ++k) s += exp(x[(o * L + k) * I + in] - m);
+      for (int k = 0; k < L; ++k) want[(o * L + k) * I + in] = (float)(exp(x[(o * L + k) * I + in] - m) / s);
+    }
+  assert_int_equal(tc_compare("softmax", got, want, n, 1e-6f, 1e-4f), 0);
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+/* Batched matmul with B broadcast over the batch (DAMO's integral: [..,17] x [17,1]). */
+static void test_matmul(void **state) {
+  (void)state;
+  const int B = 3, M = 5, K = 17, N = 2;
+  float a[3 * 5 * 17], b[17 * 2], got[3 * 5 * 2], want[3 * 5 * 2];
+  for (int i = 0; i < B * M * K; ++i) a[i] = tc_uniform(-1, 1);
+  for (int i = 0; i < K * N; ++i) b[i] = tc_uniform(-1, 1);
+  void *da = tc_dev_copy(a, sizeof(a)), *db = tc_dev_copy(b, sizeof(b)), *dy = tc_dev_poisoned(sizeof(got));
+  assert_int_equal(bd_cuda_matmul_f32(B, M, K, N, da, M * K, db, 0, dy, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int bt = 0; bt < B; ++bt)
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < N; ++j) {
+        double s = 0;
+        for (int k = 0; k < K; ++k) s += (double)a[(bt * M + i) * K + k] * b[k * N + j];
+        want[(bt * M + i) * N + j] = (float)s;
+      }
+  assert_int_equal(tc_compare("matmul", got, want, B * M * N, 1e-5f, 1e-4f), 0);
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dy);
+}
+
+int main(void) {
+  TC_SKIP_IF_NO_DEVICE();
+  tc_seed();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_layout_roundtrip), cmocka_unit_test(test_unary),
+      cmocka_unit_test(test_binary),           cmocka_unit_test(test_maxpool),
+      cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
+      cmocka_unit_test(test_matmul),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,514 @@
+/* Convolution for the cpu backend (NCHW, FP32), three paths:
+ *  - depthwise (group == C == M): direct per-plane loops, one output row at a time,
+ *    each kernel tap a contiguous (stride 1) multiply-add over the valid columns;
+ *  - pointwise (1x1, stride 1, pad 0): the input plane already is the GEMM's B matrix;
+ *  - general: im2col of a block of output columns into per-thread scratch, then GEMM.
+ * Work items are (image, group, output-channel block, output-column block) tiles handed
+ * out dynamically to the pool; each tile's bias / residual / activation epilogue runs
+ * right after its GEMM while the tile is in cache. The tiling depends only on the
+ * shapes (never on the thread count), so results are bit-identical for any thread count. */
+#include <string.h>
+
+#include "cpu_act.h"
+#include "cpu_internal.h"
+
+#ifdef BD_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+BD_CPU_HOT
+
+#define CONV_COL_TARGET 131072 /* im2col floats per tile (512 KiB, half an L2) */
+#define CONV_MIN_TASKS 8
+
+typedef struct {
+  int N, C, H, W, M, OH, OW, G, Cg, Mg, K;
+  int kind; /* 0 general, 1 pointwise, 2 depthwise */
+  int cb, ncb, mb, nmb;
+} conv_shape;
+
+typedef struct {
+  bd_cpu *c;
+  const bd_conv_params *cp;
+  conv_shape s;
+  const float *x, *w, *bias, *res;
+  float *y;
+  int pw512; /* use the AVX-512 fused tile instead of GEMM + epilogue */
+} conv_ctx;
+
+static void conv_tiling(conv_shape *s) {
+  int ohw = s->OH * s->OW;
+  int cb;
+  if (s->kind == 1) {
+    cb = 2048;
+  } else {
+    cb = CONV_COL_TARGET / (s->K > 0 ? s->K : 1);
+    cb &= ~15;
+    if (cb < 64) cb = 64;
+    if (cb > 4096) cb = 4096;
+  }
+  if (cb > ohw) cb = ohw;
+  int64_t base = (int64_t)s->N * s->G;
+  int ncb = (ohw + cb - 1) / cb;
+  if (base * ncb < CONV_MIN_TASKS && cb > 64) {
+    int64_t want = (CONV_MIN_TASKS + base - 1) / base;
+    int nc = (int)((ohw + want - 1) / want);
+    nc = (nc + 15) & ~15;
+    if (nc < 64) nc = 64;
+    if (nc < cb) cb = nc;
+    if (cb > ohw) cb = ohw;
+    ncb = (ohw + cb - 1) / cb;
+  }
+  int mb = s->Mg, nmb = 1;
+  if (base * ncb < CONV_MIN_TASKS && s->Mg >= 32) {
+    int64_t want = (CONV_MIN_TASKS + base * ncb - 1) / (base * ncb);
+    int m = (int)((s->Mg + want - 1) / want);
+    m = (m + 7) & ~7;
+    if (m < 16) m = 16;
+    mb = m;
+    nmb = (s->Mg + mb - 1) / mb;
+  }
+  s->cb = cb;
+  s->ncb = ncb;
+  s->mb = mb;
+  s->nmb = nmb;
+}
+
+static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n,
+                               conv_shape *s, bd_err *err) {
+  const bd_conv_params *cp = &n->p.conv;
+  if (n->n_in < 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0)
+    return bd_err_set(err, BD_E_INVALID, "conv '%s': needs X and W", n->name);
+  int xv = n->in[0], wv = n->in[1], yv = n->out[0];
+  if (p->rank[xv] != 4 || p->rank[wv] != 4 || p->rank[yv] != 4)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "conv '%s': only 2-D convolutions (rank 4)",
+                      n->name);
+  if (g->values[xv].dtype != BD_DT_F32 || g->values[wv].dtype != BD_DT_F32)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "conv '%s': only float32", n->name);
+  const int64_t *xd = p->dims[xv], *wd = p->dims[wv], *yd = p->dims[yv];
+  for (int i = 0; i < 4; i++)
+    if (xd[i] < 0 || xd[i] > (1 << 24) || wd[i] < 0 || wd[i] > (1 << 24) || yd[i] < 0 ||
+        yd[i] > (1 << 24))
+      return bd_err_set(err, BD_E_LIMIT, "conv '%s': dimension out of range", n->name);
+  if (cp->group < 1 || cp->kh < 1 || cp->kw < 1 || cp->sh < 1 || cp->sw < 1 || cp->dh < 1 ||
+      cp->dw < 1 || cp->pad_t < 0 || cp->pad_l < 0 || cp->pad_b < 0 || cp->pad_r < 0)
+    return bd_err_set(err, BD_E_INVALID, "conv '%s': bad parameters", n->name);
+  s->N = (int)xd[0];
+  s->C = (int)xd[1];
+  s->H = (int)xd[2];
+  s->W = (int)xd[3];
+  s->M = (int)wd[0];
+  s->G = cp->group;
+  if (s->C % s->G || s->M % s->G || wd[1] * s->G != s->C || wd[2] != cp->kh || wd[3] != cp->kw)
+    return bd_err_set(err, BD_E_INVALID, "conv '%s': weight shape does not match input/group",
+                      n->name);
+  s->Cg = s->C / s->G;
+  s->Mg = s->M / s->G;
+  int64_t oh = ((int64_t)s->H + cp->pad_t + cp->pad_b - (int64_t)cp->dh * (cp->kh - 1) - 1) / cp->sh + 1;
+  int64_t ow = ((int64_t)s->W + cp->pad_l + cp->pad_r - (int64_t)cp->dw * (cp->kw - 1) - 1) / cp->sw + 1;
+  if (oh < 1 || ow < 1 || yd[0] != s->N || yd[1] != s->M || yd[2] != oh || yd[3] != ow)
+    return bd_err_set(err, BD_E_INVALID, "conv '%s': output shape does not match", n->name);
+  if (oh * ow > INT32_MAX / 2 || (int64_t)s->H * s->W > INT32_MAX / 2)
+    return bd_err_set(err, BD_E_LIMIT, "conv '%s': plane too large", n->name);
+  s->OH = (int)oh;
+  s->OW = (int)ow;
+  int64_t k = (int64_t)s->Cg * cp->kh * cp->kw;
+  if (k > (1 << 24)) return bd_err_set(err, BD_E_LIMIT, "conv '%s': kernel too large", n->name);
+  s->K = (int)k;
+  if (n->n_in > 2 && n->in[2] >= 0 && bd_cpu_numel(p, n->in[2]) != s->M)
+    return bd_err_set(err, BD_E_INVALID, "conv '%s': bias size", n->name);
+  if (cp->res != BD_RES_NONE) {
+    if (n->n_in < 4 || n->in[3] < 0 || bd_cpu_numel(p, n->in[3]) != bd_cpu_numel(p, yv))
+      return bd_err_set(err, BD_E_INVALID, "conv '%s': residual missing or wrong size", n->name);
+  }
+  if (s->G == s->C && s->G == s->M)
+    s->kind = 2;
+  else if (cp->kh == 1 && cp->kw == 1 && cp->sh == 1 && cp->sw == 1 && !cp->pad_t && !cp->pad_l &&
+           !cp->pad_b && !cp->pad_r)
+    s->kind = 1;
+  else
+    s->kind = 0;
+  conv_tiling(s);
+  return BD_OK;
+}
+
+bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err) {
+  conv_shape s;
+  return conv_shape_of(g, p, n, &s, err);
+}
+
+int bd_cpu_conv_path(const bd_graph *g, const bd_plan *p, const bd_node *n) {
+  conv_shape s;
+  if (conv_shape_of(g, p, n, &s, NULL) != BD_OK) return 0;
+  return s.kind;
+}
+
+static int dw_fast(const bd_conv_params *cp);
+static size_t dw_scratch(const conv_shape *s, const bd_conv_params *cp);
+
+size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n) {
+  conv_shape s;
+  if (conv_shape_of(g, p, n, &s, NULL) != BD_OK) return 0;
+  size_t need = bd_cpu_gemm_scratch_floats();
+  if (s.kind == 0) need += (size_t)s.K * (size_t)s.cb + 16;
+  if (s.kind == 2 && dw_fast(&n->p.conv) && dw_scratch(&s, &n->p.conv) > need)
+    need = dw_scratch(&s, &n->p.conv);
+  return need;
+}
+
+/* y = act(y + b [+ r]) [+ r] over one row segment. */
+BD_CPU_CLONES
+static void epilogue_row(float *restrict y, int len, float b, const float *restrict r,
+                         bd_act act, bd_res_mode res) {
+  if (res == BD_RES_PRE_ACT)
+    for (int j = 0; j < len; j++) y[j] += b + r[j];
+  else
+    for (int j = 0; j < len; j++) y[j] += b;
+  switch (act) {
+    case BD_ACT_RELU:
+      for (int j = 0; j < len; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
+      break;
+    case BD_ACT_SIGMOID:
+      bd_cpu_sigmoid_inplace(y, len, 0);
+      break;
+    case BD_ACT_SILU:
+      bd_cpu_sigmoid_inplace(y, len, 1);
+      break;
+    case BD_ACT_NONE:
+      break;
+  }
+  if (res == BD_RES_POST_ACT)
+    for (int j = 0; j < len; j++) y[j] += r[j];
+}
+
+/* Rows [0, K) x columns [j0, j0 + cw) of the image's im2col matrix for group g. */
+static void im2col_block(const conv_ctx *cx, const float *xg, int j0, int cw, float *col) {
+  const conv_shape *s = &cx->s;
+  const bd_conv_params *cp = cx->cp;
+  int row = 0;
+  for (int ci = 0; ci < s->Cg; ci++) {
+    const float *xp = xg + (size_t)ci * s->H * s->W;
+    for (int ki = 0; ki < cp->kh; ki++) {
+      for (int kj = 0; kj < cp->kw; kj++, row++) {
+        float *dst = col + (size_t)row * cw;
+        int j = j0, end = j0 + cw;
+        while (j < end) {
+          int oh = j / s->OW, ow0 = j % s->OW;
+          int ow1 = s->OW;
+          if (ow1 - ow0 > end - j) ow1 = ow0 + (end - j);
+          int len = ow1 - ow0;
+          float *d = dst + (j - j0);
+          int ih = oh * cp->sh - cp->pad_t + ki * cp->dh;
+          if (ih < 0 || ih >= s->H) {
+            memset(d, 0, (size_t)len * sizeof *d);
+          } else {
+            const float *xr = xp + (size_t)ih * s->W;
+            int off = kj * cp->dw - cp->pad_l;
+            /* valid ow: 0 <= ow * sw + off < W */
+            int lo = off >= 0 ? 0 : (-off + cp->sw - 1) / cp->sw;
+            int hi = (s->W - 1 - off) >= 0 ? (s->W - 1 - off) / cp->sw + 1 : 0;
+            if (hi > s->OW) hi = s->OW;
+            for (int ow = ow0; ow < ow1; ow++) {
+              if (ow < lo || ow >= hi) {
+                d[ow - ow0] = 0.f;
+              } else if (cp->sw == 1) {
+                int e = ow1 < hi ? ow1 : hi;
+                memcpy(d + (ow - ow0), xr + ow + off, (size_t)(e - ow) * sizeof *d);
+                ow = e - 1;
+              } else {
+                d[ow - ow0] = xr[ow * cp->sw + off];
+              }
+            }
+          }
+          j += len;
+        }
+      }
+    }
+  }
+}
+
+#ifdef BD_HAVE_BLAS
+static void conv_rows_epilogue_task(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const conv_ctx *cx = arg;
+  size_t ohw = (size_t)cx->s.OH * cx->s.OW;
+  for (int64_t i = b; i < e; i++) {
+    int oc = (int)(i % cx->s.M);
+    epilogue_row(cx->y + (size_t)i * ohw, (int)ohw, cx->bias ? cx->bias[oc] : 0.f,
+                 cx->res ? cx->res + (size_t)i * ohw : NULL, cx->cp->act, cx->cp->res);
+  }
+}
+#endif
+
+static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
+  (void)end;
+  const conv_ctx *cx = arg;
+  const conv_shape *s = &cx->s;
+  int64_t t = item;
+  int cbi = (int)(t % s->ncb);
+  t /= s->ncb;
+  int mbi = (int)(t % s->nmb);
+  t /= s->nmb;
+  int g = (int)(t % s->G);
+  int n = (int)(t / s->G);
+  int ohw = s->OH * s->OW, hw = s->H * s->W;
+  int j0 = cbi * s->cb, cw = s->cb;
+  if (j0 + cw > ohw) cw = ohw - j0;
+  int m0 = mbi * s->mb, mc = s->mb;
+  if (m0 + mc > s->Mg) mc = s->Mg - m0;
+  float *scr = bd_cpu_scratch(cx->c, tid);
+  float *gemm_scr = scr;
+  const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * hw;
+  const float *b;
+  int ldb;
+  if (s->kind == 1) {
+    b = xg + j0;
+    ldb = hw;
+  } else {
+    float *col = scr + bd_cpu_gemm_scratch_floats();
+    im2col_block(cx, xg, j0, cw, col);
+    b = col;
+    ldb = cw;
+  }
+  int oc0 = g * s->Mg + m0;
+  float *y = cx->y + ((size_t)n * s->M + oc0) * ohw + j0;
+  if (cx->pw512) {
+    const float *r = cx->res ? cx->res + ((size_t)n * s->M + oc0) * ohw + j0 : NULL;
+    bd_cpu_pw512_tile(mc, cw, s->K, cx->w + (size_t)oc0 * s->K, s->K, b, ldb, y, ohw,
+                      cx->bias ? cx->bias + oc0 : NULL, r, cx->cp->act, cx->cp->res);
+    return;
+  }
+  bd_cpu_gemm(mc, cw, s->K, cx->w + (size_t)oc0 * s->K, s->K, b, ldb, y, ohw, 0, gemm_scr);
+  for (int i = 0; i < mc; i++) {
+    size_t off = (size_t)i * ohw;
+    const float *r = cx->res ? cx->res + ((size_t)n * s->M + oc0) * ohw + j0 + off : NULL;
+    epilogue_row(y + off, cw, cx->bias ? cx->bias[oc0 + i] : 0.f, r, cx->cp->act, cx->cp->res);
+  }
+}
+
+/* Output columns [lo, hi) for which kernel column kj reads inside the input row. */
+static inline void tap_range(const conv_shape *s, const bd_conv_params *cp, int kj, int *lo,
+                             int *hi) {
+  int off = kj * cp->dw - cp->pad_l;
+  *lo = off >= 0 ? 0 : (-off + cp->sw - 1) / cp->sw;
+  *hi = (s->W - 1 - off) >= 0 ? (s->W - 1 - off) / cp->sw + 1 : 0;
+  if (*hi > s->OW) *hi = s->OW;
+  if (*lo > *hi) *lo = *hi;
+}
+
+BD_CPU_CLONES
+static void dw_plane(const conv_ctx *cx, int n, int ch) {
+  const conv_shape *s = &cx->s;
+  const bd_conv_params *cp = cx->cp;
+  int ohw = s->OH * s->OW;
+  const float *xp = cx->x + ((size_t)n * s->C + ch) * s->H * s->W;
+  const float *wp = cx->w + (size_t)ch * cp->kh * cp->kw;
+  float *yp = cx->y + ((size_t)n * s->M + ch) * ohw;
+  const float *rp = cx->res ? cx->res + ((size_t)n * s->M + ch) * ohw : NULL;
+  float b = cx->bias ? cx->bias[ch] : 0.f;
+  for (int oh = 0; oh < s->OH; oh++) {
+    float *restrict yr = yp + (size_t)oh * s->OW;
+    for (int ow = 0; ow < s->OW; ow++) yr[ow] = 0.f;
+    for (int ki = 0; ki < cp->kh; ki++) {
+      int ih = oh * cp->sh - cp->pad_t + ki * cp->dh;
+      if (ih < 0 || ih >= s->H) continue;
+      const float *restrict xr = xp + (size_t)ih * s->W;
+      const float *wk = wp + ki * cp->kw;
+      if ((cp->kw == 3 || cp->kw == 5) && cp->dw == 1 && (cp->sw == 1 || cp->sw == 2)) {
+        /* all taps of the kernel row in one pass over the output row (one load/store of
+         * y per kernel row instead of per tap); the borders tap by tap */
+        int L = 0, Hh = s->OW;
+        for (int kj = 0; kj < cp->kw; kj++) {
+          int lo, hi;
+          tap_range(s, cp, kj, &lo, &hi);
+          if (lo > L) L = lo;
+          if (hi < Hh) Hh = hi;
+        }
+        if (L < Hh) {
+          const float *restrict xs = xr;
+          const int o = -cp->pad_l; /* in range for every ow in [L, Hh) */
+          float w0 = wk[0], w1 = wk[1], w2 = wk[2];
+          if (cp->kw == 3 && cp->sw == 1) {
+            for (int ow = L; ow < Hh; ow++)
+              yr[ow] += w0 * xs[ow + o] + w1 * xs[ow + o + 1] + w2 * xs[ow + o + 2];
+          } else if (cp->kw == 3) {
+            for (int ow = L; ow < Hh; ow++)
+              yr[ow] += w0 * xs[2 * ow + o] + w1 * xs[2 * ow + o + 1] + w2 * xs[2 * ow + o + 2];
+          } else if (cp->sw == 1) {
+            float w3 = wk[3], w4 = wk[4];
+            for (int ow = L; ow < Hh; ow++)
+              yr[ow] += w0 * xs[ow + o] + w1 * xs[ow + o + 1] + w2 * xs[ow + o + 2] + w3 * xs[ow + o + 3] +
+                        w4 * xs[ow + o + 4];
+          } else {
+            float w3 = wk[3], w4 = wk[4];
+            for (int ow = L; ow < Hh; ow++)
+              yr[ow] += w0 * xs[2 * ow + o] + w1 * xs[2 * ow + o + 1] + w2 * xs[2 * ow + o + 2] +
+                        w3 * xs[2 * ow + o + 3] + w4 * xs[2 * ow + o + 4];
+          }
+        } else {
+          L = Hh = 0;
+        }
+        for (int kj = 0; kj < cp->kw; kj++) {
+          int lo, hi, off = kj - cp->pad_l;
+          tap_range(s, cp, kj, &lo, &hi);
+          for (int ow = lo; ow < hi && ow < L; ow++) yr[ow] += wk[kj] * xr[ow * cp->sw + off];
+          for (int ow = lo > Hh ? lo : Hh; ow < hi; ow++) yr[ow] += wk[kj] * xr[ow * cp->sw + off];
+        }
+        continue;
+      }
+      for (int kj = 0; kj < cp->kw; kj++) {
+        float w = wk[kj];
+        int off = kj * cp->dw - cp->pad_l;
+        int lo, hi;
+        tap_range(s, cp, kj, &lo, &hi);
+        if (cp->sw == 1) {
+          const float *restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ow++) yr[ow] += w * xs[ow];
+        } else {
+          for (int ow = lo; ow < hi; ow++) yr[ow] += w * xr[ow * cp->sw + off];
+        }
+      }
+    }
+  }
+  /* the plane is contiguous and the bias per channel: one epilogue call for all rows */
+  epilogue_row(yp, ohw, b, rp, cp->act, cp->res);
+}
+
+/* Depthwise 3x3 / 5x5 (dilation 1, equal strides 1 or 2) on a zero-padded copy of the
+ * plane, so that no tap needs a bounds check. Stride 1: with row pitch Wp, output
+ * t = oh * Wp + ow reads padded input t + ki * Wp + kj, so the whole plane is one long
+ * vector loop with constant tap offsets; columns ow >= OW are junk, dropped when rows are
+ * compacted into y. Stride 2: one vector loop per output row. */
+typedef struct {
+  int Wp, Hp;
+  size_t in_floats, out_floats;
+} dw_geom;
+
+static dw_geom dw_geometry(const conv_shape *s, const bd_conv_params *cp) {
+  dw_geom g;
+  int S = cp->sw, K = cp->kw;
+  int wp = s->W + cp->pad_l + cp->pad_r;
+  if (wp < S * (s->OW - 1) + K) wp = S * (s->OW - 1) + K;
+  int hp = s->H + cp->pad_t + cp->pad_b;
+  if (hp < S * (s->OH - 1) + K) hp = S * (s->OH - 1) + K;
+  g.Wp = wp;
+  g.Hp = hp;
+  /* slack: junk columns of the last output row read up to Wp + K past the last row */
+  g.in_floats = ((size_t)hp * wp + (size_t)wp + (size_t)K + 16 + 15) & ~(size_t)15;
+  g.out_floats = S == 1 ? (size_t)s->OH * wp + 16 : 0;
+  return g;
+}
+
+static size_t dw_scratch(const conv_shape *s, const bd_conv_params *cp) {
+  dw_geom g = dw_geometry(s, cp);
+  return g.in_floats + g.out_floats;
+}
+
+static int dw_fast(const bd_conv_params *cp) {
+  return (cp->kw == 3 || cp->kw == 5) && cp->kh == cp->kw && cp->dh == 1 && cp->dw == 1 &&
+         (cp->sw == 1 || cp->sw == 2) && cp->sh == cp->sw;
+}
+
+#define DW_9(I)                                                                           \
+  (w[0] * xq[I + o0] + w[1] * xq[I + o0 + 1] + w[2] * xq[I + o0 + 2] + w[3] * xq[I + o1] + \
+   w[4] * xq[I + o1 + 1] + w[5] * xq[I + o1 + 2] + w[6] * xq[I + o2] + w[7] * xq[I + o2 + 1] + \
+   w[8] * xq[I + o2 + 2])
+#define DW_5ROW(I, r, oo)                                                                 \
+  (w[(r)*5] * xq[I + oo] + w[(r)*5 + 1] * xq[I + oo + 1] + w[(r)*5 + 2] * xq[I + oo + 2] +  \
+   w[(r)*5 + 3] * xq[I + oo + 3] + w[(r)*5 + 4] * xq[I + oo + 4])
+#define DW_25(I) \
+  (DW_5ROW(I, 0, o0) + DW_5ROW(I, 1, o1) + DW_5ROW(I, 2, o2) + DW_5ROW(I, 3, o3) + DW_5ROW(I, 4, o4))
+
+BD_CPU_CLONES
+static void dw_plane_k(const conv_ctx *cx, int n, int ch, float *scr) {
+  const conv_shape *s = &cx->s;
+  const bd_conv_params *cp = cx->cp;
+  const int K = cp->kw, S = cp->sw;
+  dw_geom g = dw_geometry(s, cp);
+  int ohw = s->OH * s->OW;
+  const float *xp = cx->x + ((size_t)n * s->C + ch) * s->H * s->W;
+  float *restrict xq = scr, *restrict yq = scr + g.in_floats;
+  size_t top = (size_t)cp->pad_t * g.Wp;
+  memset(xq, 0, top * sizeof(float));
+  for (int h = 0; h < s->H; h++) {
+    float *row = xq + top + (size_t)h * g.Wp;
+    memset(row, 0, (size_t)cp->pad_l * sizeof(float));
+    memcpy(row + cp->pad_l, xp + (size_t)h * s->W, (size_t)s->W * sizeof(float));
+    memset(row + cp->pad_l + s->W, 0, (size_t)(g.Wp - cp->pad_l - s->W) * sizeof(float));
+  }
+  size_t used = top + (size_t)s->H * g.Wp;
+  memset(xq + used, 0, (g.in_floats - used) * sizeof(float));
+  float w[25];
+  memcpy(w, cx->w + (size_t)ch * K * K, sizeof(float) * (size_t)(K * K));
+  const int o0 = 0, o1 = g.Wp, o2 = 2 * g.Wp, o3 = 3 * g.Wp, o4 = 4 * g.Wp;
+  float *yp = cx->y + ((size_t)n * s->M + ch) * ohw;
+  if (S == 1) {
+    int T = s->OH * g.Wp;
+    if (K == 3)
+      for (int t = 0; t < T; t++) yq[t] = DW_9(t);
+    else
+      for (int t = 0; t < T; t++) yq[t] = DW_25(t);
+    for (int oh = 0; oh < s->OH; oh++)
+      memcpy(yp + (size_t)oh * s->OW, yq + (size_t)oh * g.Wp, (size_t)s->OW * sizeof(float));
+  } else {
+    for (int oh = 0; oh < s->OH; oh++) {
+      float *restrict yr = yp + (size_t)oh * s->OW;
+      const int base = 2 * oh * g.Wp;
+      if (K == 3)
+        for (int ow = 0; ow < s->OW; ow++) yr[ow] = DW_9(base + 2 * ow);
+      else
+        for (int ow = 0; ow < s->OW; ow++) yr[ow] = DW_25(base + 2 * ow);
+    }
+  }
+  const float *rp = cx->res ? cx->res + ((size_t)n * s->M + ch) * ohw : NULL;
+  epilogue_row(yp, ohw, cx->bias ? cx->bias[ch] : 0.f, rp, cp->act, cp->res);
+}
+
+static void conv_dw_task(void *arg, int64_t begin, int64_t end, int tid) {
+  const conv_ctx *cx = arg;
+  if (dw_fast(cx->cp)) {
+    for (int64_t i = begin; i < end; i++)
+      dw_plane_k(cx, (int)(i / cx->s.C), (int)(i % cx->s.C), bd_cpu_scratch(cx->c, tid));
+    return;
+  }
+  for (int64_t i = begin; i < end; i++) dw_plane(cx, (int)(i / cx->s.C), (int)(i % cx->s.C));
+}
+
+bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
+  conv_ctx cx;
+  memset(&cx, 0, sizeof cx);
+  bd_status st = conv_shape_of(c->base.graph, p, n, &cx.s, err);
+  if (st != BD_OK) return st;
+  cx.c = c;
+  cx.cp = &n->p.conv;
+  cx.x = c->ptr[n->in[0]];
+  cx.w = c->ptr[n->in[1]];
+  cx.bias = n->n_in > 2 && n->in[2] >= 0 ? c->ptr[n->in[2]] : NULL;
+  cx.res = cx.cp->res != BD_RES_NONE ? c->ptr[n->in[3]] : NULL;
+  cx.y = c->ptr[n->out[0]];
+  cx.pw512 = c->pw512 && cx.s.K <= 1024;
+  if (cx.s.kind == 2) {
+    bd_cpu_pool_for(c->pool, (int64_t)cx.s.N * cx.s.C, conv_dw_task, &cx);
+#ifdef BD_HAVE_BLAS
+  } else if (cx.s.kind == 1 && c->conv_blas_threads) {
+    /* The measured alternative (benchmarks only): one GEMM per image and group,
+     * parallelised inside OpenBLAS, then the epilogue over output rows on our pool. */
+    int ohw = cx.s.OH * cx.s.OW;
+    openblas_set_num_threads(c->threads);
+    for (int i = 0; i < cx.s.N; i++)
+      for (int gi = 0; gi < cx.s.G; gi++) {
+        size_t oc0 = (size_t)gi * cx.s.Mg;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cx.s.Mg, ohw, cx.s.Cg, 1.0f,
+                    cx.w + oc0 * cx.s.K, cx.s.K,
+                    cx.x + ((size_t)i * cx.s.C + (size_t)gi * cx.s.Cg) * ohw, ohw, 0.0f,
+                    cx.y + ((size_t)i * cx.s.M + oc0) * ohw, ohw);
+      }
+    openblas_set_num_threads(1);
+    bd_cpu_pool_for(c->pool, (int64_t)cx.s.N * cx.s.M, conv_rows_epilogue_task, &cx);
+#endif
+  } else {
+    int64_t items = (int64_t)cx.s.N * cx.s.G * cx.s.nmb * cx.s.ncb;
+    bd_cpu_pool_for_each(c->pool, items, conv_gemm_task, &cx);
+  }
+  return BD_OK;
+}

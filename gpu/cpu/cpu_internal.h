@@ -1,0 +1,135 @@
+/* cpu_internal: shared pieces of the cpu backend (gpu/cpu/): the thread pool, the GEMM,
+ * the per-run state every op kernel reads, and the op kernels themselves.
+ *
+ * Not a public header: only the cpu backend sources include it. Kernels never allocate; everything
+ * they need (arena, per-thread scratch) is sized by prepare(). */
+#ifndef BD_CPU_INTERNAL_H
+#define BD_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bd_backend.h"
+#include "bd_graph.h"
+#include "bd_status.h"
+
+/* Hot loops are written for the auto-vectoriser; -O2 in GCC 12 only vectorises loops
+ * whose trip count is a known multiple of the vector width, so ask for O3 here. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define BD_CPU_HOT _Pragma("GCC optimize(\"O3\")")
+#else
+#define BD_CPU_HOT
+#endif
+
+/* Function multi-versioning for the few compute kernels: one AVX-512, one AVX2+FMA and
+ * one baseline clone, chosen at load time (the build has no -march). Not under ASan or
+ * TSan: their instrumented ifunc resolvers run before the sanitizer runtime and crash. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__OPTIMIZE__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define BD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BD_CPU_CLONES
+#endif
+
+/* ---- thread pool ---- */
+typedef struct bd_cpu_pool bd_cpu_pool;
+/* Runs fn(ctx, begin, end, tid) over [0, n) in contiguous chunks (about 4 per thread)
+ * claimed by whichever thread is free; the calling thread takes part. Callers must give
+ * results that do not depend on the chunking (each index computed on its own). */
+typedef void (*bd_cpu_task_fn)(void *ctx, int64_t begin, int64_t end, int tid);
+
+bd_status bd_cpu_pool_new(int threads, bd_cpu_pool **out, bd_err *err);
+void bd_cpu_pool_destroy(bd_cpu_pool *p);
+int bd_cpu_pool_threads(const bd_cpu_pool *p);
+void bd_cpu_pool_for(bd_cpu_pool *p, int64_t n, bd_cpu_task_fn fn, void *ctx);
+/* Dynamic variant: items are handed out one at a time, fn(ctx, i, i + 1, tid), for
+ * uneven work items such as conv tiles. Each item is computed whole by one thread, so
+ * results do not depend on which thread ran it. */
+void bd_cpu_pool_for_each(bd_cpu_pool *p, int64_t n, bd_cpu_task_fn fn, void *ctx);
+
+/* ---- GEMM: C[m x n] = A[m x k] * B[k x n], all row-major, single-threaded ---- */
+size_t bd_cpu_gemm_scratch_floats(void);
+/* accumulate: 0 -> C = A*B, 1 -> C += A*B. scratch: bd_cpu_gemm_scratch_floats() floats
+ * (64-byte aligned), unused with BLAS. */
+void bd_cpu_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                 int ldc, int accumulate, float *scratch);
+/* The built-in GEMM, callable even when BLAS is used (tests compare both). */
+void bd_cpu_gemm_builtin(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                         float *c, int ldc, int accumulate, float *scratch);
+
+/* ---- AVX-512 conv GEMM tile with the epilogue fused (cpu_pw512.c) ---- */
+int bd_cpu_pw512_available(void);
+/* y[i*ldy + j] = epilogue(sum_k w[i*ldw + k] * x[k*ldx + j] + bias[i], res[i*ldy + j])
+ * for i < mc, j < cw; bias and res may be NULL. */
+void bd_cpu_pw512_tile(int mc, int cw, int K, const float *w, int ldw, const float *x, int ldx,
+                       float *y, int ldy, const float *bias, const float *res, bd_act act,
+                       bd_res_mode rmode);
+
+/* ---- run state ---- */
+typedef struct bd_cpu {
+  bd_backend base;
+  bd_cpu_pool *pool;
+  int threads;
+  int conv_blas_threads; /* 1: one GEMM per image with BLAS threads (measured alternative) */
+  int pw512;             /* AVX-512 fused conv tiles (CPU supports it, not disabled) */
+  uint8_t *arena;
+  size_t arena_bytes;
+  float *scratch; /* threads * scratch_floats */
+  size_t scratch_floats;
+  uint8_t *side; /* graph inputs/outputs whose dtype is not float32 */
+  size_t side_bytes;
+  void **ptr; /* per value, filled at the start of each run */
+  int n_values;
+  double *profile; /* benchmarks: ms per op accumulated here when set (see below) */
+} bd_cpu;
+
+/* Benchmarks only: when ms is not NULL, each run adds the process CPU time of every step to
+ * ms[op] (BD_OP__COUNT + 3 entries; convs go to ms[BD_OP__COUNT + path], path 0 general,
+ * 1 pointwise, 2 depthwise). */
+void bd_cpu_backend_set_profile(bd_backend *be, double *ms);
+/* Benchmarks only: 1 runs pointwise convs as one OpenBLAS GEMM per image with BLAS
+ * threads (the alternative the default tiling was measured against); no-op without BLAS. */
+void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on);
+/* Tests and benchmarks: 0 forces GEMM + separate epilogue even where AVX-512 exists. */
+void bd_cpu_backend_set_fused_tiles(bd_backend *be, int on);
+int bd_cpu_conv_path(const bd_graph *g, const bd_plan *p, const bd_node *n);
+
+static inline float *bd_cpu_scratch(bd_cpu *c, int tid) {
+  return c->scratch + (size_t)tid * c->scratch_floats;
+}
+
+static inline int64_t bd_cpu_numel(const bd_plan *p, int v) {
+  int64_t n = 1;
+  for (int i = 0; i < p->rank[v]; i++) n *= p->dims[v][i];
+  return n;
+}
+
+/* ---- op kernels (cpu_conv.c, cpu_ops.c, cpu_shape.c) ---- */
+typedef bd_status (*bd_cpu_op_fn)(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+
+/* Per-thread scratch floats an op of this node needs at this plan (0 if none). */
+size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n);
+size_t bd_cpu_maxpool_scratch(const bd_plan *p, const bd_node *n);
+size_t bd_cpu_resize_scratch(const bd_plan *p, const bd_node *n);
+bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err);
+
+bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_batchnorm(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_unary(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_binary(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_concat(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_maxpool(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_resize(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_softmax(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_copy(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_transpose(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_matmul(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_slice(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_gather(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_cast(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_shape(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+
+/* Converts n elements between dtypes (used by Cast and for non-float graph I/O). */
+void bd_cpu_convert(const void *src, bd_dtype st, void *dst, bd_dtype dt, int64_t n);
+
+#endif

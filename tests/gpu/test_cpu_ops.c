@@ -1,0 +1,623 @@
+/* cpu backend: every non-conv op against naive loops written here (numpy/ONNX
+ * semantics spelled out directly), on seeded random inputs, 1 vs 2 threads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "test_cpu_util.h"
+
+/* ---- unary ---- */
+static void test_unary(void **state) {
+  (void)state;
+  const bd_op ops[4] = {BD_OP_RELU, BD_OP_SIGMOID, BD_OP_SILU, BD_OP_EXP};
+  int64_t d[3] = {3, 7, 5003};
+  int64_t n = tu_numel(3, d);
+  tu_seed(11);
+  float *x = tu_randv(n, 12.f), *ref = malloc(sizeof(float) * (size_t)n);
+  assert_non_null(ref);
+  for (int o = 0; o < 4; o++) {
+    for (int64_t i = 0; i < n; i++) {
+      double v = x[i];
+      ref[i] = (float)(o == 0 ? (v > 0 ? v : 0) : o == 1 ? 1 / (1 + exp(-v))
+                       : o == 2 ? v / (1 + exp(-v)) : exp(v));
+    }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 3, d), yv = tu_output(g, BD_DT_F32, 3, d);
+    tu_node(g, ops[o], 1, &xv, yv);
+    const float *ins[1] = {x};
+    tu_check(g, ins, ref, 1e-5f, bd_op_name(ops[o]));
+    bd_graph_destroy(g);
+  }
+  free(x);
+  free(ref);
+}
+
+/* ---- binary broadcasting ---- */
+typedef struct {
+  int ra, rb, ry;
+  int64_t a[4], b[4], y[4];
+} bcase;
+
+static int64_t bidx(int r, const int64_t *d, int ry, const int64_t *yi) {
+  int64_t o = 0;
+  for (int k = 0; k < r; k++) {
+    int64_t i = d[k] == 1 ? 0 : yi[ry - r + k];
+    o = o * d[k] + i;
+  }
+  return o;
+}
+
+static void test_binary(void **state) {
+  (void)state;
+  const bcase cases[] = {
+      {4, 4, 4, {2, 3, 4, 5}, {2, 3, 4, 5}, {2, 3, 4, 5}},
+      {4, 4, 4, {2, 3, 4, 5}, {1, 3, 1, 1}, {2, 3, 4, 5}},
+      {4, 3, 4, {2, 3, 4, 5}, {3, 1, 1}, {2, 3, 4, 5}},
+      {2, 2, 2, {4, 1}, {1, 5}, {4, 5}},
+      {0, 2, 2, {0}, {2, 3}, {2, 3}},
+      {3, 2, 3, {2, 1, 5}, {3, 1}, {2, 3, 5}},
+      {1, 4, 4, {5}, {2, 3, 4, 5}, {2, 3, 4, 5}},
+      {2, 2, 2, {3, 40000}, {3, 40000}, {3, 40000}},
+      {3, 3, 3, {1, 1, 70000}, {2, 1, 1}, {2, 1, 70000}},
+  };
+  const bd_op ops[4] = {BD_OP_ADD, BD_OP_SUB, BD_OP_MUL, BD_OP_DIV};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const bcase *k = &cases[c];
+    int64_t na = tu_numel(k->ra, k->a), nb = tu_numel(k->rb, k->b), ny = tu_numel(k->ry, k->y);
+    tu_seed(20 + c);
+    float *a = tu_randv(na, 3.f), *b = tu_randv(nb, 3.f), *ref = malloc(sizeof(float) * (size_t)ny);
+    assert_non_null(ref);
+    for (int64_t i = 0; i < nb; i++) b[i] = b[i] >= 0 ? b[i] + 0.5f : b[i] - 0.5f;
+    for (int o = 0; o < 4; o++) {
+      for (int64_t i = 0; i < ny; i++) {
+        int64_t yi[4], t = i;
+        for (int d = k->ry - 1; d >= 0; d--) {
+          yi[d] = t % k->y[d];
+          t /= k->y[d];
+        }
+        float va = a[bidx(k->ra, k->a, k->ry, yi)], vb = b[bidx(k->rb, k->b, k->ry, yi)];
+        ref[i] = o == 0 ? va + vb : o == 1 ? va - vb : o == 2 ? va * vb : va / vb;
+      }
+      bd_graph *g = tu_graph();
+      int in[2] = {tu_input(g, k->ra, k->a), tu_input(g, k->rb, k->b)};
+      int yv = tu_output(g, BD_DT_F32, k->ry, k->y);
+      tu_node(g, ops[o], 2, in, yv);
+      const float *ins[2] = {a, b};
+      char what[64];
+      snprintf(what, sizeof what, "binary case %zu op %s", c, bd_op_name(ops[o]));
+      tu_check(g, ins, ref, 1e-6f, what);
+      bd_graph_destroy(g);
+    }
+    free(a);
+    free(b);
+    free(ref);
+  }
+}
+
+/* int64 arithmetic, Concat, Reshape, Gather and Slice through Casts (as in shape code). */
+static void test_int64_chain(void **state) {
+  (void)state;
+  int64_t d[2] = {2, 3}, cd[2] = {2, 6}, rd[1] = {12}, gd[1] = {3}, sd[1] = {4}, idx1[1] = {1};
+  float a[6] = {1.9f, -2.7f, 3, 40, 5.5f, -6}, b[6] = {10, 20, 30, -4, 2, 3};
+  int64_t gi[3] = {-1, 0, 5}, shp[1] = {12};
+  /* a,b -> i64 (trunc) ; s = a+b ; q = a/b ; cat(s,q) axis 1 -> reshape [12] ->
+   * gather [-1,0,5] ... also slice [::-3] of the reshape -> concat both -> f32 */
+  bd_graph *g = tu_graph();
+  int av = tu_input(g, 2, d), bv = tu_input(g, 2, d);
+  int ai = tu_val(g, BD_DT_I64, 2, d), bi = tu_val(g, BD_DT_I64, 2, d);
+  tu_node(g, BD_OP_CAST, 1, &av, ai)->p.cast.to = BD_DT_I64;
+  tu_node(g, BD_OP_CAST, 1, &bv, bi)->p.cast.to = BD_DT_I64;
+  int sv = tu_val(g, BD_DT_I64, 2, d), qv = tu_val(g, BD_DT_I64, 2, d);
+  int ab[2] = {ai, bi};
+  tu_node(g, BD_OP_ADD, 2, ab, sv);
+  tu_node(g, BD_OP_DIV, 2, ab, qv);
+  int cv = tu_val(g, BD_DT_I64, 2, cd), sq[2] = {sv, qv};
+  tu_node(g, BD_OP_CONCAT, 2, sq, cv)->p.concat.axis = 1;
+  int shv = tu_const(g, BD_DT_I64, 1, idx1, shp), rv = tu_val(g, BD_DT_I64, 1, rd);
+  int rin[2] = {cv, shv};
+  tu_node(g, BD_OP_RESHAPE, 2, rin, rv);
+  int iv = tu_const(g, BD_DT_I64, 1, gd, gi), gv = tu_val(g, BD_DT_I64, 1, gd);
+  int gin[2] = {rv, iv};
+  tu_node(g, BD_OP_GATHER, 2, gin, gv)->p.gather.axis = 0;
+  int slv = tu_val(g, BD_DT_I64, 1, sd);
+  bd_node *sl = tu_node(g, BD_OP_SLICE, 1, &rv, slv);
+  sl->p.slice.n = 1;
+  sl->p.slice.axes[0] = 0;
+  sl->p.slice.starts[0] = INT64_MAX;
+  sl->p.slice.ends[0] = INT64_MIN;
+  sl->p.slice.steps[0] = -3;
+  int64_t od[1] = {7};
+  int fin = tu_val(g, BD_DT_I64, 1, od), parts[2] = {gv, slv};
+  tu_node(g, BD_OP_CONCAT, 2, parts, fin)->p.concat.axis = 0;
+  int yv = tu_output(g, BD_DT_F32, 1, od);
+  tu_node(g, BD_OP_CAST, 1, &fin, yv)->p.cast.to = BD_DT_F32;
+  /* reference by hand: ai = {1,-2,3,40,5,-6}, bi = {10,20,30,-4,2,3}
+   * s = {11,18,33,36,7,-3}, q (C truncation) = {0,0,0,-10,2,-2}
+   * cat rows: [11,18,33,0,0,0],[36,7,-3,-10,2,-2] -> flat r
+   * gather [-1,0,5] -> {-2, 11, 0}; r[::-3] = r[11], r[8], r[5], r[2] = {-2,-3,0,33} */
+  const float ref[7] = {-2, 11, 0, -2, -3, 0, 33};
+  const float *ins[2] = {a, b};
+  tu_check(g, ins, ref, 0.f, "int64 chain");
+  bd_graph_destroy(g);
+}
+
+/* ---- Concat (float, several axes) ---- */
+static void test_concat(void **state) {
+  (void)state;
+  for (int axis = 0; axis < 4; axis++) {
+    int64_t base[4] = {2, 3, 4, 5}, dd[3][4], yd[4];
+    memcpy(yd, base, sizeof yd);
+    yd[axis] = 0;
+    for (int i = 0; i < 3; i++) {
+      memcpy(dd[i], base, sizeof base);
+      dd[i][axis] = i + 1;
+      yd[axis] += i + 1;
+    }
+    tu_seed(40 + axis);
+    float *x[3];
+    for (int i = 0; i < 3; i++) x[i] = tu_randv(tu_numel(4, dd[i]), 1.f);
+    int64_t ny = tu_numel(4, yd);
+    float *ref = malloc(sizeof(float) * (size_t)ny);
+    assert_non_null(ref);
+    for (int64_t o = 0; o < ny; o++) {
+      int64_t yi[4], t = o;
+      for (int d = 3; d >= 0; d--) {
+        yi[d] = t % yd[d];
+        t /= yd[d];
+      }
+      int src = 0;
+      int64_t pos = yi[axis];
+      while (pos >= dd[src][axis]) pos -= dd[src++][axis];
+      yi[axis] = pos;
+      ref[o] = x[src][((yi[0] * dd[src][1] + yi[1]) * dd[src][2] + yi[2]) * dd[src][3] + yi[3]];
+    }
+    bd_graph *g = tu_graph();
+    int in[3] = {tu_input(g, 4, dd[0]), tu_input(g, 4, dd[1]), tu_input(g, 4, dd[2])};
+    int yv = tu_output(g, BD_DT_F32, 4, yd);
+    tu_node(g, BD_OP_CONCAT, 3, in, yv)->p.concat.axis = axis;
+    const float *ins[3] = {x[0], x[1], x[2]};
+    tu_check(g, ins, ref, 0.f, "concat");
+    bd_graph_destroy(g);
+    for (int i = 0; i < 3; i++) free(x[i]);
+    free(ref);
+  }
+}
+
+/* a batch-1 channel concat large enough to be split into pieces across threads */
+static void test_concat_large(void **state) {
+  (void)state;
+  int64_t d0[4] = {1, 40, 33, 65}, d1[4] = {1, 23, 33, 65}, yd[4] = {1, 63, 33, 65};
+  tu_seed(49);
+  int64_t n0 = tu_numel(4, d0), n1 = tu_numel(4, d1);
+  float *a = tu_randv(n0, 1.f), *b = tu_randv(n1, 1.f);
+  float *ref = malloc(sizeof(float) * (size_t)(n0 + n1));
+  assert_non_null(ref);
+  for (int64_t i = 0; i < n0; i++) ref[i] = a[i];
+  for (int64_t i = 0; i < n1; i++) ref[n0 + i] = b[i];
+  bd_graph *g = tu_graph();
+  int in[2] = {tu_input(g, 4, d0), tu_input(g, 4, d1)};
+  int yv = tu_output(g, BD_DT_F32, 4, yd);
+  tu_node(g, BD_OP_CONCAT, 2, in, yv)->p.concat.axis = 1;
+  const float *ins[2] = {a, b};
+  tu_check(g, ins, ref, 0.f, "concat large");
+  bd_graph_destroy(g);
+  free(a);
+  free(b);
+  free(ref);
+}
+
+/* ---- MaxPool ---- */
+static void test_maxpool(void **state) {
+  (void)state;
+  const int cs[][8] = {/* kh kw sh sw pt pl pb pr */
+                       {3, 3, 2, 2, 1, 1, 1, 1},
+                       {5, 5, 1, 1, 2, 2, 2, 2},
+                       {2, 2, 2, 2, 0, 0, 0, 0},
+                       {3, 2, 2, 1, 0, 1, 2, 0},
+                       {9, 9, 1, 1, 4, 4, 4, 4}};
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    const int *k = cs[c];
+    int H = 13, W = 12;
+    int OH = (H + k[4] + k[6] - k[0]) / k[2] + 1, OW = (W + k[5] + k[7] - k[1]) / k[3] + 1;
+    int64_t xd[4] = {2, 3, H, W}, yd[4] = {2, 3, OH, OW};
+    tu_seed(50 + c);
+    float *x = tu_randv(tu_numel(4, xd), 5.f);
+    float *ref = malloc(sizeof(float) * (size_t)tu_numel(4, yd));
+    assert_non_null(ref);
+    for (int pl = 0; pl < 6; pl++)
+      for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+          float m = -INFINITY;
+          for (int i = 0; i < k[0]; i++)
+            for (int j = 0; j < k[1]; j++) {
+              int ih = oh * k[2] - k[4] + i, iw = ow * k[3] - k[5] + j;
+              if (ih >= 0 && ih < H && iw >= 0 && iw < W && x[(pl * H + ih) * W + iw] > m)
+                m = x[(pl * H + ih) * W + iw];
+            }
+          ref[(pl * OH + oh) * OW + ow] = m;
+        }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd), yv = tu_output(g, BD_DT_F32, 4, yd);
+    tu_node(g, BD_OP_MAXPOOL, 1, &xv, yv)->p.pool =
+        (bd_pool_params){.kh = k[0], .kw = k[1], .sh = k[2], .sw = k[3], .pad_t = k[4],
+                         .pad_l = k[5], .pad_b = k[6], .pad_r = k[7]};
+    const float *ins[1] = {x};
+    tu_check(g, ins, ref, 0.f, "maxpool");
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
+/* ---- Resize: ONNX spec formulas, computed in double ---- */
+static double rz_coord(bd_coord_mode m, int o, double scale, int in, int out) {
+  if (m == BD_COORD_HALF_PIXEL) return (o + 0.5) / scale - 0.5;
+  if (m == BD_COORD_PYTORCH_HALF_PIXEL) return out > 1 ? (o + 0.5) / scale - 0.5 : 0.0;
+  if (m == BD_COORD_ALIGN_CORNERS) return out == 1 ? 0.0 : o * (in - 1.0) / (out - 1.0);
+  return o / scale;
+}
+static int rz_near(bd_nearest_mode m, double x, int in) {
+  double f = floor(x);
+  long i;
+  if (m == BD_NEAREST_FLOOR) i = (long)f;
+  else if (m == BD_NEAREST_CEIL) i = (long)ceil(x);
+  else if (x - f == 0.5) i = m == BD_NEAREST_ROUND_PREFER_CEIL ? (long)f + 1 : (long)f;
+  else i = (long)floor(x + 0.5);
+  return i < 0 ? 0 : i >= in ? in - 1 : (int)i;
+}
+
+static void test_resize(void **state) {
+  (void)state;
+  struct { bd_resize_mode mode; bd_coord_mode coord; bd_nearest_mode near; int H, W, OH, OW; float sh, sw; } cs[] = {
+      {BD_RESIZE_NEAREST, BD_COORD_ASYMMETRIC, BD_NEAREST_FLOOR, 5, 7, 10, 14, 2, 2},
+      {BD_RESIZE_NEAREST, BD_COORD_HALF_PIXEL, BD_NEAREST_ROUND_PREFER_FLOOR, 4, 6, 6, 9, 1.5f, 1.5f},
+      {BD_RESIZE_NEAREST, BD_COORD_HALF_PIXEL, BD_NEAREST_ROUND_PREFER_CEIL, 4, 6, 6, 9, 1.5f, 1.5f},
+      {BD_RESIZE_NEAREST, BD_COORD_ALIGN_CORNERS, BD_NEAREST_ROUND_PREFER_CEIL, 5, 5, 8, 3, 0, 0},
+      {BD_RESIZE_NEAREST, BD_COORD_ASYMMETRIC, BD_NEAREST_CEIL, 6, 6, 4, 9, 0, 0},
+      {BD_RESIZE_NEAREST, BD_COORD_PYTORCH_HALF_PIXEL, BD_NEAREST_FLOOR, 6, 6, 1, 3, 0, 0},
+      {BD_RESIZE_LINEAR, BD_COORD_HALF_PIXEL, BD_NEAREST_FLOOR, 5, 7, 10, 14, 2, 2},
+      {BD_RESIZE_LINEAR, BD_COORD_ASYMMETRIC, BD_NEAREST_FLOOR, 5, 7, 8, 11, 1.6f, 1.6f},
+      {BD_RESIZE_LINEAR, BD_COORD_ALIGN_CORNERS, BD_NEAREST_FLOOR, 5, 7, 9, 4, 0, 0},
+      {BD_RESIZE_LINEAR, BD_COORD_PYTORCH_HALF_PIXEL, BD_NEAREST_FLOOR, 8, 6, 1, 3, 0.125f, 0.5f},
+      {BD_RESIZE_LINEAR, BD_COORD_HALF_PIXEL, BD_NEAREST_FLOOR, 8, 9, 4, 6, 0.5f, 0.6667f},
+  };
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    int H = cs[c].H, W = cs[c].W, OH = cs[c].OH, OW = cs[c].OW;
+    double sh = cs[c].sh > 0 ? cs[c].sh : (double)OH / H, sw = cs[c].sw > 0 ? cs[c].sw : (double)OW / W;
+    int64_t xd[4] = {1, 2, H, W}, yd[4] = {1, 2, OH, OW};
+    tu_seed(60 + c);
+    float *x = tu_randv(tu_numel(4, xd), 1.f);
+    float *ref = malloc(sizeof(float) * (size_t)tu_numel(4, yd));
+    assert_non_null(ref);
+    for (int pl = 0; pl < 2; pl++)
+      for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+          double yc = rz_coord(cs[c].coord, oh, sh, H, OH), xc = rz_coord(cs[c].coord, ow, sw, W, OW);
+          const float *p = x + pl * H * W;
+          double v;
+          if (cs[c].mode == BD_RESIZE_NEAREST) {
+            v = p[rz_near(cs[c].near, yc, H) * W + rz_near(cs[c].near, xc, W)];
+          } else {
+            yc = yc < 0 ? 0 : yc > H - 1 ? H - 1 : yc;
+            xc = xc < 0 ? 0 : xc > W - 1 ? W - 1 : xc;
+            int y0 = (int)floor(yc), x0 = (int)floor(xc);
+            int y1 = y0 + 1 < H ? y0 + 1 : H - 1, x1 = x0 + 1 < W ? x0 + 1 : W - 1;
+            double ly = yc - y0, lx = xc - x0;
+            v = (1 - ly) * ((1 - lx) * p[y0 * W + x0] + lx * p[y0 * W + x1]) +
+                ly * ((1 - lx) * p[y1 * W + x0] + lx * p[y1 * W + x1]);
+          }
+          ref[(pl * OH + oh) * OW + ow] = (float)v;
+        }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd), yv = tu_output(g, BD_DT_F32, 4, yd);
+    tu_node(g, BD_OP_RESIZE, 1, &xv, yv)->p.resize =
+        (bd_resize_params){.mode = cs[c].mode, .coord = cs[c].coord, .nearest = cs[c].near,
+                           .scale_h = cs[c].sh, .scale_w = cs[c].sw};
+    const float *ins[1] = {x};
+    char what[32];
+    snprintf(what, sizeof what, "resize case %zu", c);
+    tu_check(g, ins, ref, 1e-5f, what);
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
+/* ---- Transpose ---- */
+static void test_transpose(void **state) {
+  (void)state;
+  struct { int r; int64_t d[6]; int perm[6]; int n; } cs[] = {
+      {4, {2, 3, 4, 5}, {0, 2, 3, 1}, 4},
+      {3, {3, 4, 5}, {2, 0, 1}, 3},
+      {6, {2, 3, 1, 2, 3, 2}, {5, 3, 0, 4, 2, 1}, 6},
+      {3, {3, 4, 5}, {0}, 0}, /* default: reversed */
+  };
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    int r = cs[c].r, perm[6];
+    for (int i = 0; i < r; i++) perm[i] = cs[c].n ? cs[c].perm[i] : r - 1 - i;
+    int64_t yd[6], xs[6], n = tu_numel(r, cs[c].d);
+    for (int i = 0; i < r; i++) yd[i] = cs[c].d[perm[i]];
+    xs[r - 1] = 1;
+    for (int i = r - 2; i >= 0; i--) xs[i] = xs[i + 1] * cs[c].d[i + 1];
+    tu_seed(70 + c);
+    float *x = tu_randv(n, 1.f), *ref = malloc(sizeof(float) * (size_t)n);
+    assert_non_null(ref);
+    for (int64_t o = 0; o < n; o++) {
+      int64_t t = o, off = 0;
+      for (int i = r - 1; i >= 0; i--) {
+        off += (t % yd[i]) * xs[perm[i]];
+        t /= yd[i];
+      }
+      ref[o] = x[off];
+    }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, r, cs[c].d), yv = tu_output(g, BD_DT_F32, r, yd);
+    bd_node *nd = tu_node(g, BD_OP_TRANSPOSE, 1, &xv, yv);
+    nd->p.transpose.n = cs[c].n;
+    memcpy(nd->p.transpose.perm, cs[c].perm, sizeof cs[c].perm);
+    const float *ins[1] = {x};
+    tu_check(g, ins, ref, 0.f, "transpose");
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
+/* ---- Softmax: opset 11 coerced-2D and opset 13 single axis ---- */
+static void test_softmax(void **state) {
+  (void)state;
+  struct { int axis, opset; } cs[] = {{1, 11}, {1, 13}, {-1, 13}, {0, 11}, {2, 11}, {0, 13}};
+  int64_t d[3] = {2, 3, 4};
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    int axis = cs[c].axis < 0 ? cs[c].axis + 3 : cs[c].axis;
+    tu_seed(80 + c);
+    float *x = tu_randv(24, 4.f), *ref = malloc(sizeof(float) * 24);
+    assert_non_null(ref);
+    int64_t outer = 1, len = 1, inner = 1;
+    for (int i = 0; i < axis; i++) outer *= d[i];
+    if (cs[c].opset < 13) {
+      for (int i = axis; i < 3; i++) len *= d[i];
+    } else {
+      len = d[axis];
+      for (int i = axis + 1; i < 3; i++) inner *= d[i];
+    }
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t in = 0; in < inner; in++) {
+        double s = 0;
+        for (int64_t i = 0; i < len; i++) s += exp(x[(o * len + i) * inner + in]);
+        for (int64_t i = 0; i < len; i++)
+          ref[(o * len + i) * inner + in] = (float)(exp(x[(o * len + i) * inner + in]) / s);
+      }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 3, d), yv = tu_output(g, BD_DT_F32, 3, d);
+    bd_node *nd = tu_node(g, BD_OP_SOFTMAX, 1, &xv, yv);
+    nd->p.softmax.axis = cs[c].axis;
+    nd->p.softmax.opset = cs[c].opset;
+    const float *ins[1] = {x};
+    tu_check(g, ins, ref, 1e-5f, "softmax");
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
+/* ---- MatMul ---- */
+static void test_matmul(void **state) {
+  (void)state;
+  struct { int ra, rb, ry; int64_t a[4], b[4], y[4]; int bconst; } cs[] = {
+      {3, 2, 3, {2, 3, 4}, {4, 5}, {2, 3, 5}, 1},
+      {1, 2, 1, {4}, {4, 5}, {5}, 1},
+      {2, 1, 1, {3, 4}, {4}, {3}, 0},
+      {4, 3, 4, {2, 1, 3, 4}, {3, 4, 6}, {2, 3, 3, 6}, 0},
+      {3, 2, 3, {1, 100, 64}, {64, 70}, {1, 100, 70}, 1},
+      {2, 2, 2, {300, 17}, {17, 9}, {300, 9}, 1},
+  };
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    int ra = cs[c].ra, rb = cs[c].rb, ry = cs[c].ry;
+    int64_t M = ra >= 2 ? cs[c].a[ra - 2] : 1, K = cs[c].a[ra - 1];
+    int64_t N = rb >= 2 ? cs[c].b[rb - 1] : 1;
+    int64_t na = tu_numel(ra, cs[c].a), nb = tu_numel(rb, cs[c].b), ny = tu_numel(ry, cs[c].y);
+    tu_seed(90 + c);
+    float *a = tu_randv(na, 1.f), *b = tu_randv(nb, 1.f), *ref = malloc(sizeof(float) * (size_t)ny);
+    assert_non_null(ref);
+    /* batch index of y -> batch offsets of a and b by explicit broadcasting over the
+     * 4-D padded shapes */
+    int64_t pa[4] = {1, 1, 1, 1}, pb[4] = {1, 1, 1, 1}, py[4] = {1, 1, 1, 1};
+    for (int i = 0; i < (ra > 2 ? ra - 2 : 0); i++) pa[2 - (ra - 2) + i] = cs[c].a[i];
+    for (int i = 0; i < (rb > 2 ? rb - 2 : 0); i++) pb[2 - (rb - 2) + i] = cs[c].b[i];
+    for (int i = 0; i < 2; i++) py[i] = pa[i] > pb[i] ? pa[i] : pb[i];
+    for (int64_t b0 = 0; b0 < py[0]; b0++)
+      for (int64_t b1 = 0; b1 < py[1]; b1++) {
+        int64_t ia = (pa[0] == 1 ? 0 : b0) * pa[1] + (pa[1] == 1 ? 0 : b1);
+        int64_t ib = (pb[0] == 1 ? 0 : b0) * pb[1] + (pb[1] == 1 ? 0 : b1);
+        int64_t iy = b0 * py[1] + b1;
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += (double)a[(ia * M + i) * K + k] * b[(ib * K + k) * N + j];
+            ref[(iy * M + i) * N + j] = (float)s;
+          }
+      }
+    bd_graph *g = tu_graph();
+    int av = tu_input(g, ra, cs[c].a);
+    int bv = cs[c].bconst ? tu_const(g, BD_DT_F32, rb, cs[c].b, b) : tu_input(g, rb, cs[c].b);
+    int yv = tu_output(g, BD_DT_F32, ry, cs[c].y);
+    int in[2] = {av, bv};
+    tu_node(g, BD_OP_MATMUL, 2, in, yv);
+    const float *ins[2] = {a, b};
+    tu_check(g, ins, ref, 1e-4f, "matmul");
+    bd_graph_destroy(g);
+    free(a);
+    free(b);
+    free(ref);
+  }
+}
+
+/* ---- Slice (float), incl. negative steps and clamping ---- */
+static void test_slice(void **state) {
+  (void)state;
+  int64_t d[3] = {4, 6, 7};
+  struct { int n; int axes[3]; int64_t st[3], en[3], sp[3]; int64_t y[3]; } cs[] = {
+      {1, {1}, {1}, {-1}, {2}, {4, 2, 7}},
+      {2, {2, 0}, {-3, 0}, {1000, 100}, {1, 3}, {2, 6, 3}},
+      {1, {2}, {-1}, {INT64_MIN}, {-1}, {4, 6, 7}},
+      {2, {1, 2}, {4, 5}, {-100, 0}, {-2, -2}, {4, 3, 3}},
+      {1, {0}, {10}, {-10}, {-1}, {4, 6, 7}},
+      {1, {1}, {3}, {3}, {1}, {4, 0, 7}},
+      {1, {2}, {1}, {100}, {2}, {4, 6, 3}},                /* step 2 on the last axis */
+      {2, {1, 2}, {0, 0}, {INT64_MAX, 7}, {2, 2}, {4, 3, 4}}, /* Focus-style */
+  };
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    int64_t st[3] = {0, 0, 0}, sp[3] = {1, 1, 1};
+    for (int i = 0; i < cs[c].n; i++) {
+      int a = cs[c].axes[i];
+      /* numpy's slice.indices gives the ONNX clamping */
+      int64_t dim = d[a], s = cs[c].st[i], step = cs[c].sp[i];
+      if (s < 0) s += dim;
+      if (step > 0) s = s < 0 ? 0 : s > dim ? dim : s;
+      else s = s < 0 ? -1 : s > dim - 1 ? dim - 1 : s;
+      st[a] = s;
+      sp[a] = step;
+    }
+    int64_t ny = tu_numel(3, cs[c].y), n = tu_numel(3, d);
+    tu_seed(100 + c);
+    float *x = tu_randv(n, 1.f), *ref = malloc(sizeof(float) * (size_t)(ny ? ny : 1));
+    assert_non_null(ref);
+    for (int64_t i = 0; i < cs[c].y[0]; i++)
+      for (int64_t j = 0; j < cs[c].y[1]; j++)
+        for (int64_t k = 0; k < cs[c].y[2]; k++)
+          ref[(i * cs[c].y[1] + j) * cs[c].y[2] + k] =
+              x[((st[0] + i * sp[0]) * d[1] + st[1] + j * sp[1]) * d[2] + st[2] + k * sp[2]];
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 3, d), yv = tu_output(g, BD_DT_F32, 3, cs[c].y);
+    bd_node *nd = tu_node(g, BD_OP_SLICE, 1, &xv, yv);
+    nd->p.slice.n = cs[c].n;
+    for (int i = 0; i < cs[c].n; i++) {
+      nd->p.slice.axes[i] = cs[c].axes[i];
+      nd->p.slice.starts[i] = cs[c].st[i];
+      nd->p.slice.ends[i] = cs[c].en[i];
+      nd->p.slice.steps[i] = cs[c].sp[i];
+    }
+    const float *ins[1] = {x};
+    char what[32];
+    snprintf(what, sizeof what, "slice case %zu", c);
+    tu_check(g, ins, ref, 0.f, what);
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
+/* ---- Gather (float data; int32 and int64 indices; errors) ---- */
+static void test_gather(void **state) {
+  (void)state;
+  int64_t d[3] = {3, 5, 4};
+  tu_seed(110);
+  float *x = tu_randv(60, 1.f);
+  for (int axis = 0; axis < 3; axis++) {
+    int32_t idx32[4] = {-1, 0, 2, -2};
+    int64_t idx64[4] = {-1, 0, 2, -2}, id[2] = {2, 2};
+    int64_t yd[4];
+    int r = 0;
+    for (int i = 0; i < axis; i++) yd[r++] = d[i];
+    yd[r++] = 2;
+    yd[r++] = 2;
+    for (int i = axis + 1; i < 3; i++) yd[r++] = d[i];
+    int64_t ny = tu_numel(4, yd);
+    float ref[4 * 5 * 4];
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < axis; i++) outer *= d[i];
+    for (int i = axis + 1; i < 3; i++) inner *= d[i];
+    for (int64_t o = 0; o < outer; o++)
+      for (int j = 0; j < 4; j++)
+        for (int64_t in = 0; in < inner; in++) {
+          int64_t ix = idx64[j] < 0 ? idx64[j] + d[axis] : idx64[j];
+          ref[(o * 4 + j) * inner + in] = x[(o * d[axis] + ix) * inner + in];
+        }
+    for (int it = 0; it < 2; it++) {
+      bd_graph *g = tu_graph();
+      int xv = tu_input(g, 3, d);
+      int iv = it ? tu_const(g, BD_DT_I32, 2, id, idx32) : tu_const(g, BD_DT_I64, 2, id, idx64);
+      int yv = tu_output(g, BD_DT_F32, 4, yd), in[2] = {xv, iv};
+      tu_node(g, BD_OP_GATHER, 2, in, yv)->p.gather.axis = axis;
+      const float *ins[1] = {x};
+      tu_check(g, ins, ref, 0.f, "gather");
+      (void)ny;
+      bd_graph_destroy(g);
+    }
+  }
+  /* an index out of range is an error, not a read out of bounds */
+  int64_t bad[1] = {5}, bd1[1] = {1}, yd[3] = {1, 5, 4};
+  bd_graph *g = tu_graph();
+  int xv = tu_input(g, 3, d), iv = tu_const(g, BD_DT_I64, 1, bd1, bad);
+  int yv = tu_output(g, BD_DT_F32, 3, yd), in[2] = {xv, iv};
+  tu_node(g, BD_OP_GATHER, 2, in, yv)->p.gather.axis = 0;
+  bd_plan *p = tu_plan(g);
+  bd_backend *be = NULL;
+  bd_err err;
+  assert_int_equal(bd_cpu_backend_new(g, 2, &be, &err), BD_OK);
+  assert_int_equal(bd_backend_prepare(be, p, &err), BD_OK);
+  float out[20];
+  const float *ins[1] = {x};
+  float *outs[1] = {out};
+  assert_int_equal(bd_backend_run(be, p, ins, outs, &err), BD_E_INVALID);
+  assert_non_null(strstr(err.msg, "index 5"));
+  bd_backend_destroy(be);
+  bd_plan_destroy(p);
+  bd_graph_destroy(g);
+  free(x);
+}
+
+/* ---- Cast, Shape, reshape-like copies, non-float graph output ---- */
+static void test_cast_shape_copy(void **state) {
+  (void)state;
+  int64_t d[2] = {2, 4}, fd[1] = {8}, ud[3] = {2, 1, 4}, sd[1] = {3};
+  float x[8] = {-1.7f, 2.9f, 300.5f, -0.2f, 0.f, 255.f, 1e10f, -1e10f};
+  const bd_dtype to[5] = {BD_DT_I64, BD_DT_I32, BD_DT_U8, BD_DT_BOOL, BD_DT_F64};
+  const float want[5][8] = {
+      {-1, 2, 300, 0, 0, 255, 1e10f, -1e10f},
+      {-1, 2, 300, 0, 0, 255, 2147483647.f, -2147483648.f},
+      {0, 2, 255, 0, 0, 255, 255, 0}, /* saturating (out of range is undefined in ONNX) */
+      {1, 1, 1, 1, 0, 1, 1, 1},
+      {-1.7f, 2.9f, 300.5f, -0.2f, 0.f, 255.f, 1e10f, -1e10f},
+  };
+  for (int t = 0; t < 5; t++) {
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 2, d), cv = tu_val(g, to[t], 2, d), fv = tu_val(g, to[t], 1, fd);
+    int uv = tu_val(g, to[t], 3, ud), yv = tu_output(g, BD_DT_F32, 3, ud);
+    tu_node(g, BD_OP_CAST, 1, &xv, cv)->p.cast.to = to[t];
+    tu_node(g, BD_OP_FLATTEN, 1, &cv, fv)->p.flatten.axis = 0;
+    tu_node(g, BD_OP_UNSQUEEZE, 1, &fv, uv);
+    tu_node(g, BD_OP_CAST, 1, &uv, yv)->p.cast.to = BD_DT_F32;
+    const float *ins[1] = {x};
+    tu_check(g, ins, want[t], 0.f, bd_dtype_name(to[t]));
+    bd_graph_destroy(g);
+  }
+  /* Shape, as an int64 graph output (converted to float by the backend) */
+  bd_graph *g = tu_graph();
+  int64_t xd[3] = {2, 5, 7};
+  int xv = tu_input(g, 3, xd), sv = tu_output(g, BD_DT_I64, 1, sd);
+  tu_node(g, BD_OP_SHAPE, 1, &xv, sv);
+  float *xx = calloc(70, sizeof(float));
+  assert_non_null(xx);
+  const float *ins[1] = {xx};
+  const float ref[3] = {2, 5, 7};
+  tu_check(g, ins, ref, 0.f, "shape");
+  free(xx);
+  bd_graph_destroy(g);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_unary),     cmocka_unit_test(test_binary),
+      cmocka_unit_test(test_int64_chain), cmocka_unit_test(test_concat),
+      cmocka_unit_test(test_concat_large),
+      cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_resize),
+      cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
+      cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
+      cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -8,6 +8,7 @@
 
 struct bd_kafka_consumer {
   rd_kafka_t *rk;
+  int assigned_once; /* a SyncGroup assignment (possibly empty) reached this member */
   bd_kafka_revoke_fn on_revoke;
   void *ctx;
 };
@@ -36,6 +37,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   bd_kafka_consumer *c = opaque;
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    c->assigned_once = 1;
     rd_kafka_error_t *er = rd_kafka_incremental_assign(rk, parts);
     if (er) rd_kafka_error_destroy(er);
   } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -75,6 +77,11 @@ bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consum
       (st = set_conf(conf, "auto.offset.reset", "earliest", err)) ||
       (st = set_conf(conf, "fetch.max.bytes", max_msg, err)) ||
       (st = set_conf(conf, "log_level", "3", err)))
+    goto out;
+  /* librdkafka's own debug contexts (e.g. "cgrp,consumer") for diagnosing group trouble. */
+  const char *dbg = getenv("BATCHDET_KAFKA_DEBUG");
+  if (dbg && *dbg &&
+      ((st = set_conf(conf, "debug", dbg, err)) || (st = set_conf(conf, "log_level", "7", err))))
     goto out;
   if (o->instance_id && *o->instance_id &&
       (st = set_conf(conf, "group.instance.id", o->instance_id, err)))
@@ -199,6 +206,11 @@ bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, bd_err *err) {
 
 void bd_kafka_consumer_destroy(bd_kafka_consumer *c) {
   if (!c) return;
+  /* librdkafka < 2.3 asserts in rd_kafka_sticky_assignor_state_destroy when a
+   * cooperative-sticky member is destroyed before its first assignment (librdkafka
+   * issue #4312, fixed by PR #4381). Such a member holds no partitions and no stored
+   * offsets, so its handle is left to process exit instead of aborting the process. */
+  if (c->rk && !c->assigned_once && rd_kafka_version() < 0x020300ff) c->rk = NULL;
   if (c->rk) rd_kafka_destroy(c->rk);
   free(c);
 }
@@ -266,9 +278,12 @@ bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *
 bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, bd_err *err) {
   rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
   if (e) return bd_err_set(err, BD_E_TIMEOUT, "kafka: flush: %s", rd_kafka_err2str(e));
-  if (atomic_load(&p->failed))
-    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %d messages not delivered (%s)",
-                      atomic_load(&p->failed), p->first_error);
+  /* Failures are counted since the previous flush, so that one lost report does not
+   * make every later flush of a long-lived producer fail. */
+  int failed = atomic_exchange(&p->failed, 0);
+  if (failed)
+    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %d messages not delivered (%s)", failed,
+                      p->first_error);
   return BD_OK;
 }
 

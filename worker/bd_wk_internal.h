@@ -1,0 +1,114 @@
+/* Internal to the worker: the objects that flow through the pipeline and the shared
+ * context of its threads. Ownership: shards belong to the poll thread's registry (it
+ * frees them); items and batches belong to the stage that holds them. */
+#ifndef BD_WK_INTERNAL_H
+#define BD_WK_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bd_decode.h"
+#include "bd_fetch.h"
+#include "bd_image.h"
+#include "bd_kafka.h"
+#include "bd_manifest.h"
+#include "bd_queue.h"
+#include "bd_wk_metrics.h"
+#include "bd_worker.h"
+
+typedef struct wk_shard {
+  struct wk_shard *next; /* registry list (poll thread) */
+  bd_manifest *m;
+  char topic[256];
+  int32_t partition;
+  int64_t offset;
+  atomic_int remaining; /* images whose result (or error) is not final yet */
+  atomic_int dropped;   /* revoked or abandoned: no Redis write, no offset store */
+  char **json;          /* per image: det value (owned) */
+  char **error;         /* per image: error message (owned) or NULL */
+  int failed;           /* images with an error, counted by the writer */
+  int submitted;        /* images handed to the fetcher so far (poll thread) */
+  double t0;
+} wk_shard;
+
+typedef struct wk_item {
+  wk_shard *s;
+  size_t idx;
+  unsigned char *data; /* fetched bytes */
+  size_t len;
+  bd_image im; /* decoded */
+  int oriented_w, oriented_h;
+  char err[BD_ERR_MSG_MAX + 64];
+  double t_enqueue;
+} wk_item;
+
+#define WK_MAX_BATCH 1024
+typedef struct wk_batch {
+  int n;
+  wk_item *items[WK_MAX_BATCH];
+} wk_batch;
+
+typedef struct wk_device {
+  char name[32];
+  bd_wdev_kind kind;
+  char engine_dev[16];
+  atomic_llong images, failed;
+  long long prev_images;
+  double prev_t;
+  _Atomic double img_s;
+  pthread_t thread;
+  int started;
+} wk_device;
+
+typedef struct wk_ctx {
+  const bd_worker_config *cfg;
+  char worker_id[256];
+  char host[256];
+  bd_wdev_spec spec;
+  wk_device dev[BD_WORKER_MAX_DEVICES];
+  int n_dev;
+  bd_fetch *fetch;
+  bd_queue *q_decode, *q_batch, *q_exec, *q_write, *q_done;
+  pthread_t *decoders;
+  int n_decoders;
+  pthread_t batcher, writer;
+  int batcher_started, writer_started;
+  atomic_llong inflight_bytes;
+  atomic_int inflight_shards;
+  atomic_int force_stop; /* second signal or grace expired: stop retrying */
+  atomic_int fatal;      /* a device failed: drain and exit with an error */
+  char fatal_msg[BD_ERR_MSG_MAX + 128];
+  atomic_int consumer_ok;
+  atomic_llong lag;
+  atomic_llong shards_done, shards_dropped, dlq_count;
+  atomic_llong pipe_failed; /* fetch/decode/model errors (not a device's) */
+  bd_wk_metrics *metrics;
+  /* heartbeat handed from the poll thread to the writer */
+  pthread_mutex_t beat_mu;
+  int beat_pending;
+  char beat_devices[1024];
+  char beat_img_s[64], beat_images[64], beat_ts[64];
+} wk_ctx;
+
+typedef struct wk_exec_arg { /* malloc'd by the starter, freed by the executor */
+  wk_ctx *w;
+  int dev;
+} wk_exec_arg;
+
+/* Stages (bd_wk_stages.c). */
+void wk_fetch_done(void *ctx, bd_fetch_result *res);
+void *wk_decode_main(void *arg);
+void *wk_batcher_main(void *arg);
+void *wk_exec_main(void *arg);
+void *wk_writer_main(void *arg);
+/* An image is final (result or error recorded, or dropped): frees the item and, for the
+ * shard's last image, hands the shard to the writer. */
+void wk_item_finish(wk_ctx *w, wk_item *it);
+/* Records an error result for image idx of s (copying msg). */
+void wk_shard_set_error(wk_shard *s, size_t idx, const char *msg);
+/* The path of model `name` in the models dir; 0 when it is not a file. */
+int wk_model_path(const wk_ctx *w, const char *name, char *buf, size_t cap);
+
+#endif

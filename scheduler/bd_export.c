@@ -1,0 +1,392 @@
+/* bd_export: see bd_export.h. */
+#define _GNU_SOURCE
+#include "bd_export.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bd_proto.h"
+#include "bd_sredis.h"
+
+#define PAGE 512
+#define MAX_DIM 65535
+
+static const int k_coco91[80] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17,
+                                 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36,
+                                 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+                                 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73,
+                                 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
+
+static const char *k_coco_names[80] = {"person",        "bicycle",      "car",
+                                       "motorcycle",    "airplane",     "bus",
+                                       "train",         "truck",        "boat",
+                                       "traffic light", "fire hydrant", "stop sign",
+                                       "parking meter", "bench",        "bird",
+                                       "cat",           "dog",          "horse",
+                                       "sheep",         "cow",          "elephant",
+                                       "bear",          "zebra",        "giraffe",
+                                       "backpack",      "umbrella",     "handbag",
+                                       "tie",           "suitcase",     "frisbee",
+                                       "skis",          "snowboard",    "sports ball",
+                                       "kite",          "baseball bat", "baseball glove",
+                                       "skateboard",    "surfboard",    "tennis racket",
+                                       "bottle",        "wine glass",   "cup",
+                                       "fork",          "knife",        "spoon",
+                                       "bowl",          "banana",       "apple",
+                                       "sandwich",      "orange",       "broccoli",
+                                       "carrot",        "hot dog",      "pizza",
+                                       "donut",         "cake",         "chair",
+                                       "couch",         "potted plant", "bed",
+                                       "dining table",  "toilet",       "tv",
+                                       "laptop",        "mouse",        "remote",
+                                       "keyboard",      "cell phone",   "microwave",
+                                       "oven",          "toaster",      "sink",
+                                       "refrigerator",  "book",         "clock",
+                                       "vase",          "scissors",     "teddy bear",
+                                       "hair drier",    "toothbrush"};
+
+int bd_export_format_parse(const char *s) {
+  if (!strcmp(s, "coco")) return BD_EXPORT_COCO;
+  if (!strcmp(s, "jsonl")) return BD_EXPORT_JSONL;
+  if (!strcmp(s, "yolo")) return BD_EXPORT_YOLO;
+  return -1;
+}
+
+int bd_export_coco_category(int cls) {
+  if (cls >= 0 && cls < 80) return k_coco91[cls];
+  return 1000 + cls;
+}
+
+const char *bd_export_coco_name(int cls) {
+  return cls >= 0 && cls < 80 ? k_coco_names[cls] : "";
+}
+
+/* ---- seen-set of 64-bit hashes (0 marks an empty slot) ---- */
+
+typedef struct {
+  uint64_t *slot;
+  size_t cap, n;
+} hset;
+
+static uint64_t hash64(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+  h ^= h >> 33;
+  return h ? h : 1;
+}
+
+/* 1 when new, 0 when seen, -1 on OOM. */
+static int hset_add(hset *h, uint64_t v) {
+  if ((h->n + 1) * 2 > h->cap) {
+    size_t nc = h->cap ? h->cap * 2 : 4096;
+    uint64_t *ns = calloc(nc, sizeof *ns);
+    if (!ns) return -1;
+    for (size_t i = 0; i < h->cap; i++)
+      if (h->slot[i]) {
+        size_t j = (size_t)h->slot[i] & (nc - 1);
+        while (ns[j]) j = (j + 1) & (nc - 1);
+        ns[j] = h->slot[i];
+      }
+    free(h->slot);
+    h->slot = ns;
+    h->cap = nc;
+  }
+  size_t j = (size_t)v & (h->cap - 1);
+  while (h->slot[j]) {
+    if (h->slot[j] == v) return 0;
+    j = (j + 1) & (h->cap - 1);
+  }
+  h->slot[j] = v;
+  h->n++;
+  return 1;
+}
+
+/* ---- writer state ---- */
+
+typedef struct {
+  bd_sredis *rd;
+  const char *job;
+  size_t prefix; /* strlen("det:JOB:") */
+  bd_export_format fmt;
+  const char *path;
+  FILE *out, *ann; /* ann: COCO annotations spool */
+  hset seen;
+  size_t seen_n, next_img, next_ann;
+  int first_img, first_ann;
+  bd_export_summary *sum;
+  bd_export_progress_fn progress;
+  void *pctx;
+  bd_err *err;
+  bd_status st;
+} exp_ctx;
+
+static void json_str(FILE *f, const char *s) {
+  json_t *j = json_string(s);
+  char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+  fputs(d ? d : "\"\"", f);
+  free(d);
+  json_decref(j);
+}
+
+static void fmt_num(FILE *f, double v) {
+  /* Two decimals: sub-pixel boxes need no more, and files stay small. */
+  char b[64];
+  snprintf(b, sizeof b, "%.2f", v);
+  size_t n = strlen(b);
+  while (n > 1 && b[n - 1] == '0') b[--n] = '\0';
+  if (n && b[n - 1] == '.') b[--n] = '\0';
+  fputs(strcmp(b, "-0") == 0 ? "0" : b, f);
+}
+
+static int read_box(json_t *d, int *cls, double *score, double box[4]) {
+  json_t *c = json_object_get(d, "class"), *s = json_object_get(d, "score"),
+         *b = json_object_get(d, "box");
+  if (!json_is_integer(c) || !json_is_number(s) || !json_is_array(b) || json_array_size(b) != 4)
+    return -1;
+  json_int_t ci = json_integer_value(c);
+  if (ci < 0 || ci > 65535) return -1;
+  *cls = (int)ci;
+  *score = json_number_value(s);
+  for (int i = 0; i < 4; i++) {
+    json_t *v = json_array_get(b, (size_t)i);
+    if (!json_is_number(v)) return -1;
+    box[i] = json_number_value(v);
+  }
+  return box[2] >= box[0] && box[3] >= box[1] ? 0 : -1;
+}
+
+static const char *basename_of(const char *url) {
+  const char *q = strrchr(url, '/');
+  return q && q[1] ? q + 1 : url;
+}
+
+static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, const char *url) {
+  if (x->fmt == BD_EXPORT_JSONL) {
+    /* Stored values are single-line JSON; a stray newline would break the format. */
+    if (memchr(val, '\n', vlen)) {
+      x->sum->bad++;
+      return;
+    }
+    fwrite(val, 1, vlen, x->out);
+    fputc('\n', x->out);
+    json_t *o = json_loadb(val, vlen, 0, NULL);
+    if (json_is_object(o) && json_object_get(o, "error"))
+      x->sum->errors++;
+    else
+      x->sum->images++;
+    json_decref(o);
+    return;
+  }
+  json_t *o = json_loadb(val, vlen, 0, NULL);
+  if (!json_is_object(o)) {
+    x->sum->bad++;
+    goto out;
+  }
+  if (json_object_get(o, "error")) {
+    x->sum->errors++;
+    goto out;
+  }
+  json_t *jw = json_object_get(o, "width"), *jh = json_object_get(o, "height"),
+         *dets = json_object_get(o, "detections");
+  json_int_t w = json_is_integer(jw) ? json_integer_value(jw) : 0;
+  json_int_t h = json_is_integer(jh) ? json_integer_value(jh) : 0;
+  if (w < 1 || h < 1 || w > MAX_DIM || h > MAX_DIM || !json_is_array(dets)) {
+    x->sum->bad++;
+    goto out;
+  }
+  x->sum->images++;
+  size_t nd = json_array_size(dets);
+  if (x->fmt == BD_EXPORT_COCO) {
+    size_t img = ++x->next_img;
+    fprintf(x->out, "%s\n{\"id\":%zu,\"file_name\":", x->first_img ? "" : ",", img);
+    json_str(x->out, url ? basename_of(url) : id);
+    fprintf(x->out, ",\"width\":%lld,\"height\":%lld,\"image_key\":", (long long)w, (long long)h);
+    json_str(x->out, id);
+    fputc('}', x->out);
+    x->first_img = 0;
+    for (size_t i = 0; i < nd; i++) {
+      int cls;
+      double score, b[4];
+      if (read_box(json_array_get(dets, i), &cls, &score, b)) continue;
+      fprintf(x->ann, "%s\n{\"id\":%zu,\"image_id\":%zu,\"category_id\":%d,\"bbox\":[",
+              x->first_ann ? "" : ",", ++x->next_ann, img, bd_export_coco_category(cls));
+      fmt_num(x->ann, b[0]), fputc(',', x->ann), fmt_num(x->ann, b[1]), fputc(',', x->ann);
+      fmt_num(x->ann, b[2] - b[0]), fputc(',', x->ann), fmt_num(x->ann, b[3] - b[1]);
+      fputs("],\"area\":", x->ann);
+      fmt_num(x->ann, (b[2] - b[0]) * (b[3] - b[1]));
+      fprintf(x->ann, ",\"score\":%.4f,\"iscrowd\":0}", score);
+      x->first_ann = 0;
+      x->sum->annotations++;
+    }
+  } else {
+    char *fn = NULL;
+    if (asprintf(&fn, "%s/%s.txt", x->path, id) < 0) {
+      x->st = bd_err_set(x->err, BD_E_NOMEM, "out of memory");
+      goto out;
+    }
+    FILE *f = fopen(fn, "w");
+    if (!f) {
+      x->st = bd_err_set(x->err, BD_E_IO, "%s: %s", fn, strerror(errno));
+      free(fn);
+      goto out;
+    }
+    for (size_t i = 0; i < nd; i++) {
+      int cls;
+      double score, b[4];
+      if (read_box(json_array_get(dets, i), &cls, &score, b)) continue;
+      double v[4] = {(b[0] + b[2]) / 2 / (double)w, (b[1] + b[3]) / 2 / (double)h,
+                     (b[2] - b[0]) / (double)w, (b[3] - b[1]) / (double)h};
+      for (int k = 0; k < 4; k++) v[k] = v[k] < 0 ? 0 : v[k] > 1 ? 1 : v[k];
+      fprintf(f, "%d %.6f %.6f %.6f %.6f\n", cls, v[0], v[1], v[2], v[3]);
+      x->sum->annotations++;
+    }
+    if (fclose(f) != 0) x->st = bd_err_set(x->err, BD_E_IO, "%s: write failed", fn);
+    free(fn);
+  }
+out:
+  json_decref(o);
+}
+
+static int on_chunk(exp_ctx *x, const char *const *keys, const size_t *lens, size_t n) {
+  redisReply *vals = NULL, *urls = NULL;
+  const char *argv[PAGE + 2];
+  size_t al[PAGE + 2];
+  argv[0] = "MGET";
+  al[0] = 4;
+  for (size_t i = 0; i < n; i++) argv[i + 1] = keys[i], al[i + 1] = lens[i];
+  x->st = bd_sredis_cmdv(x->rd, (int)n + 1, argv, al, &vals, x->err);
+  if (x->st != BD_OK) return 1;
+  if (x->fmt == BD_EXPORT_COCO) {
+    char uk[BD_ID_MAX + 16];
+    snprintf(uk, sizeof uk, "job:%s:urls", x->job);
+    argv[0] = "HMGET";
+    al[0] = 5;
+    argv[1] = uk;
+    al[1] = strlen(uk);
+    for (size_t i = 0; i < n; i++)
+      argv[i + 2] = keys[i] + x->prefix, al[i + 2] = lens[i] - x->prefix;
+    x->st = bd_sredis_cmdv(x->rd, (int)n + 2, argv, al, &urls, x->err);
+    if (x->st != BD_OK) goto out;
+  }
+  for (size_t i = 0; i < n && i < vals->elements && x->st == BD_OK; i++) {
+    redisReply *v = vals->element[i];
+    if (v->type != REDIS_REPLY_STRING || lens[i] <= x->prefix) continue; /* deleted since SCAN */
+    int isnew = hset_add(&x->seen, hash64(keys[i], lens[i]));
+    if (isnew < 0) {
+      x->st = bd_err_set(x->err, BD_E_NOMEM, "out of memory");
+      break;
+    }
+    if (!isnew) {
+      x->sum->duplicates++;
+      continue;
+    }
+    char id[BD_ID_MAX + 1];
+    size_t il = lens[i] - x->prefix;
+    if (il > BD_ID_MAX) {
+      x->sum->bad++;
+      continue;
+    }
+    memcpy(id, keys[i] + x->prefix, il);
+    id[il] = '\0';
+    const char *url = NULL;
+    if (urls && urls->type == REDIS_REPLY_ARRAY && i < urls->elements &&
+        urls->element[i]->type == REDIS_REPLY_STRING)
+      url = urls->element[i]->str;
+    write_one(x, id, v->str, (size_t)v->len, url);
+    x->seen_n++;
+  }
+out:
+  if (vals) freeReplyObject(vals);
+  if (urls) freeReplyObject(urls);
+  return x->st != BD_OK;
+}
+
+static int on_page(void *ctx, const char *const *keys, const size_t *lens, size_t n) {
+  exp_ctx *x = ctx;
+  /* COUNT is only a hint: a SCAN page may hold more keys than PAGE; take it in chunks. */
+  for (size_t b = 0; b < n; b += PAGE)
+    if (on_chunk(x, keys + b, lens + b, n - b < PAGE ? n - b : PAGE)) return 1;
+  if (x->progress) x->progress(x->pctx, x->seen_n, x->sum->total);
+  return 0;
+}
+
+bd_status bd_export_run(const char *redis_url, const char *job, bd_export_format fmt,
+                        const char *path, bd_export_progress_fn progress, void *ctx,
+                        bd_export_summary *sum, bd_err *err) {
+  memset(sum, 0, sizeof *sum);
+  sum->total = -1;
+  if (!bd_proto_id_valid(job)) return bd_err_set(err, BD_E_INVALID, "--job: bad id");
+  exp_ctx x = {0};
+  x.job = job;
+  x.fmt = fmt;
+  x.path = path;
+  x.sum = sum;
+  x.progress = progress;
+  x.pctx = ctx;
+  x.err = err;
+  x.first_img = x.first_ann = 1;
+  x.prefix = strlen("det:") + strlen(job) + 1;
+  bd_status st = BD_OK;
+  redisReply *rep = NULL;
+  x.rd = bd_sredis_new(redis_url, err);
+  if (!x.rd) return err ? err->code : BD_E_UNAVAILABLE;
+  st = bd_sredis_cmd(x.rd, &rep, err, "HGET job:%s total", job);
+  if (st != BD_OK) goto out;
+  sum->total = bd_sredis_reply_ll(rep, -1);
+  freeReplyObject(rep);
+  if (fmt == BD_EXPORT_YOLO) {
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+      st = bd_err_set(err, BD_E_IO, "-o %s: %s", path, strerror(errno));
+      goto out;
+    }
+  } else {
+    x.out = strcmp(path, "-") == 0 ? stdout : fopen(path, "w");
+    if (!x.out) {
+      st = bd_err_set(err, BD_E_IO, "-o %s: %s", path, strerror(errno));
+      goto out;
+    }
+  }
+  if (fmt == BD_EXPORT_COCO) {
+    x.ann = tmpfile();
+    if (!x.ann) {
+      st = bd_err_set(err, BD_E_IO, "temporary file: %s", strerror(errno));
+      goto out;
+    }
+    fputs("{\"info\":{\"description\":\"batchdet export of job ", x.out);
+    fputs(job, x.out); /* ids are [A-Za-z0-9._-]: no escaping needed */
+    fputs("\",\"version\":\"1\"},\n\"images\":[", x.out);
+  }
+  char pat[BD_ID_MAX + 16];
+  snprintf(pat, sizeof pat, "det:%s:*", job);
+  st = bd_sredis_scan_pages(x.rd, pat, PAGE, on_page, &x, err);
+  if (st == BD_OK) st = x.st;
+  if (st != BD_OK) goto out;
+  if (fmt == BD_EXPORT_COCO) {
+    fputs("],\n\"annotations\":[", x.out);
+    rewind(x.ann);
+    char buf[1 << 16];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, x.ann)) > 0) fwrite(buf, 1, k, x.out);
+    if (ferror(x.ann)) st = bd_err_set(err, BD_E_IO, "temporary file: read error");
+    fputs("],\n\"categories\":[", x.out);
+    for (int c = 0; c < 80; c++)
+      fprintf(x.out, "%s{\"id\":%d,\"name\":\"%s\"}", c ? "," : "", k_coco91[c], k_coco_names[c]);
+    fputs("]}\n", x.out);
+  }
+out:
+  if (x.ann) fclose(x.ann);
+  if (x.out && x.out != stdout) {
+    if (fclose(x.out) != 0 && st == BD_OK)
+      st = bd_err_set(err, BD_E_IO, "-o %s: write failed", path);
+  } else if (x.out) {
+    fflush(x.out);
+  }
+  free(x.seen.slot);
+  bd_sredis_destroy(x.rd);
+  return st;
+}

@@ -1,0 +1,515 @@
+/* bd_submit: see bd_submit.h. */
+#define _GNU_SOURCE
+#include "bd_submit.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bd_manifest.h"
+#include "bd_skafka.h"
+#include "bd_sredis.h"
+#include "bd_ssrc.h"
+
+#define URL_BATCH 256 /* id/url pairs per HSET */
+#define INC_BATCH 512 /* keys per MGET */
+
+const char *bd_inc_reason_name(bd_inc_reason r) {
+  static const char *n[] = {"unchanged", "new", "previous error", "model changed",
+                            "source changed"};
+  return r < BD_INC__COUNT ? n[r] : "?";
+}
+
+/* ETags compare without quotes and weak prefix: listings strip the quotes that HTTP
+ * headers keep, and a worker may store either form. */
+static int etag_eq(const char *a, const char *b) {
+  if (!strncmp(a, "W/", 2)) a += 2;
+  if (!strncmp(b, "W/", 2)) b += 2;
+  size_t la = strlen(a), lb = strlen(b);
+  if (la >= 2 && a[0] == '"' && a[la - 1] == '"') a++, la -= 2;
+  if (lb >= 2 && b[0] == '"' && b[lb - 1] == '"') b++, lb -= 2;
+  return la == lb && memcmp(a, b, la) == 0;
+}
+
+/* Last-Modified as seconds since 1970 from the ISO 8601 form of S3 listings or the
+ * RFC 7231 form of HTTP headers; -1 when neither. */
+static long long lm_epoch(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!e) {
+    memset(&tm, 0, sizeof tm);
+    e = strptime(s, "%a, %d %b %Y %H:%M:%S", &tm);
+  }
+  return e ? (long long)timegm(&tm) : -1;
+}
+
+static int lm_eq(const char *a, const char *b) {
+  long long x = lm_epoch(a), y = lm_epoch(b);
+  return x >= 0 && y >= 0 ? x == y : strcmp(a, b) == 0;
+}
+
+static const char *jstr(json_t *o, const char *k) {
+  json_t *v = json_object_get(o, k);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+bd_inc_reason bd_inc_decide(const char *prev_json, size_t len, const char *model,
+                            const char *prev_job_model, const char *model_hash, const char *etag,
+                            const char *last_modified) {
+  if (!prev_json) return BD_INC_NEW;
+  json_t *o = json_loadb(prev_json, len, 0, NULL);
+  bd_inc_reason r = BD_INC_UNCHANGED;
+  if (!json_is_object(o)) {
+    r = BD_INC_PREV_ERROR; /* unreadable: redo it */
+    goto out;
+  }
+  if (jstr(o, "error") || !json_object_get(o, "detections")) {
+    r = BD_INC_PREV_ERROR;
+    goto out;
+  }
+  const char *pm = jstr(o, "model");
+  if (!pm) pm = prev_job_model;
+  if (pm && model && strcmp(pm, model) != 0) {
+    r = BD_INC_MODEL_CHANGED;
+    goto out;
+  }
+  const char *ph = jstr(o, "model_hash");
+  if (ph && model_hash && strcmp(ph, model_hash) != 0) {
+    r = BD_INC_MODEL_CHANGED;
+    goto out;
+  }
+  const char *pe = jstr(o, "etag"), *pl = jstr(o, "last_modified");
+  if ((pe && etag && !etag_eq(pe, etag)) || (pl && last_modified && !lm_eq(pl, last_modified)))
+    r = BD_INC_SOURCE_CHANGED;
+out:
+  json_decref(o);
+  return r;
+}
+
+/* Marks skip[i] for the images whose previous result is still valid. */
+static bd_status incremental(bd_sredis *rd, const bd_submit_opts *o, bd_ssrc *src,
+                             unsigned char *skip, bd_submit_summary *sum, bd_err *err) {
+  char key[64 + BD_ID_MAX * 2];
+  char prev_model[BD_ID_MAX + 1] = "";
+  redisReply *rep = NULL;
+  snprintf(key, sizeof key, "job:%s", o->since_job);
+  bd_status st = bd_sredis_cmd(rd, &rep, err, "HGET %s model", key);
+  if (st != BD_OK) return st;
+  if (rep->type == REDIS_REPLY_STRING && rep->len <= BD_ID_MAX)
+    memcpy(prev_model, rep->str, (size_t)rep->len + 1);
+  freeReplyObject(rep);
+  if (!prev_model[0])
+    return bd_err_set(err, BD_E_NOT_FOUND, "--since-job %s: no such job", o->since_job);
+  const char **argv = malloc((INC_BATCH + 1) * sizeof *argv);
+  char **keys = calloc(INC_BATCH, sizeof *keys);
+  if (!argv || !keys) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+    goto out;
+  }
+  argv[0] = "MGET";
+  for (size_t b = 0; b < src->n && st == BD_OK; b += INC_BATCH) {
+    size_t n = src->n - b < INC_BATCH ? src->n - b : INC_BATCH;
+    for (size_t i = 0; i < n; i++) {
+      free(keys[i]);
+      if (asprintf(&keys[i], "det:%s:%s", o->since_job, src->items[b + i].id) < 0) {
+        keys[i] = NULL;
+        st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+        goto out;
+      }
+      argv[i + 1] = keys[i];
+    }
+    st = bd_sredis_cmdv(rd, (int)n + 1, argv, NULL, &rep, err);
+    if (st != BD_OK) break;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
+      freeReplyObject(rep);
+      st = bd_err_set(err, BD_E_INVALID, "redis: unexpected MGET reply");
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      redisReply *e = rep->element[i];
+      const bd_ssrc_item *it = &src->items[b + i];
+      bd_inc_reason r = bd_inc_decide(e->type == REDIS_REPLY_STRING ? e->str : NULL,
+                                      e->type == REDIS_REPLY_STRING ? (size_t)e->len : 0, o->model,
+                                      prev_model, o->model_hash, it->etag, it->last_modified);
+      sum->inc[r]++;
+      skip[b + i] = r == BD_INC_UNCHANGED;
+    }
+    freeReplyObject(rep);
+  }
+out:
+  if (keys)
+    for (size_t i = 0; i < INC_BATCH; i++) free(keys[i]);
+  free(keys);
+  free(argv);
+  return st;
+}
+
+/* Removes every key of the job (for --force). */
+static bd_status reset_job(bd_sredis *rd, const char *job, long long *removed, bd_err *err) {
+  char pat[BD_ID_MAX + 16];
+  long long n = 0, m = 0;
+  redisReply *rep;
+  bd_status st = bd_sredis_cmd(
+      rd, &rep, err, "UNLINK job:%s job:%s:shards job:%s:errors job:%s:urls", job, job, job, job);
+  if (st != BD_OK) return st;
+  n = bd_sredis_reply_ll(rep, 0);
+  freeReplyObject(rep);
+  snprintf(pat, sizeof pat, "det:%s:*", job);
+  st = bd_sredis_unlink_match(rd, pat, &m, err);
+  *removed = n + m;
+  return st;
+}
+
+/* HSET job:{job}:urls id url ..., pipelined in batches. */
+static bd_status store_urls(bd_sredis *rd, const char *job, const char *const *ids,
+                            const char *const *urls, size_t n, bd_err *err) {
+  char key[BD_ID_MAX + 16];
+  snprintf(key, sizeof key, "job:%s:urls", job);
+  const char *argv[2 + 2 * URL_BATCH];
+  argv[0] = "HSET";
+  argv[1] = key;
+  bd_status st = BD_OK;
+  for (size_t b = 0; b < n && st == BD_OK; b += URL_BATCH) {
+    size_t k = n - b < URL_BATCH ? n - b : URL_BATCH;
+    for (size_t i = 0; i < k; i++) {
+      argv[2 + 2 * i] = ids[b + i];
+      argv[3 + 2 * i] = urls[b + i];
+    }
+    st = bd_sredis_append(rd, (int)(2 + 2 * k), argv, NULL, err);
+    if (st == BD_OK && bd_sredis_pending(rd) >= 32) st = bd_sredis_flush(rd, err);
+  }
+  if (st == BD_OK) st = bd_sredis_flush(rd, err);
+  return st;
+}
+
+typedef struct {
+  const char *job, *model;
+  int has_score_thr, has_iou_thr, has_max_det;
+  double score_thr, iou_thr;
+  int max_det;
+} job_params;
+
+/* One manifest per shard_size images, numbered from first_shard. */
+static bd_status produce_shards(bd_skafka_producer *p, const char *topic, const job_params *jp,
+                                const char *const *ids, const char *const *urls, size_t n,
+                                int shard_size, long long first_shard, size_t *n_shards,
+                                bd_err *err) {
+  bd_status st = BD_OK;
+  *n_shards = 0;
+  for (size_t b = 0; b < n && st == BD_OK; b += (size_t)shard_size) {
+    bd_manifest *m = bd_manifest_new();
+    char *js = NULL;
+    size_t len = 0;
+    if (!m) return bd_err_set(err, BD_E_NOMEM, "out of memory");
+    snprintf(m->job, sizeof m->job, "%s", jp->job);
+    snprintf(m->model, sizeof m->model, "%s", jp->model);
+    m->shard = first_shard + (long long)*n_shards;
+    m->has_score_thr = jp->has_score_thr, m->score_thr = jp->score_thr;
+    m->has_iou_thr = jp->has_iou_thr, m->iou_thr = jp->iou_thr;
+    m->has_max_det = jp->has_max_det, m->max_det = jp->max_det;
+    size_t k = n - b < (size_t)shard_size ? n - b : (size_t)shard_size;
+    for (size_t i = 0; i < k && st == BD_OK; i++)
+      st = bd_manifest_add_image(m, ids[b + i], urls[b + i], err);
+    if (st == BD_OK) st = bd_manifest_encode(m, &js, &len, err); /* validates */
+    if (st != BD_OK) {
+      bd_err_prefix(err, "shard %lld", (long long)m->shard);
+    } else {
+      char key[BD_ID_MAX + 32];
+      snprintf(key, sizeof key, "%s:%lld", jp->job, (long long)m->shard);
+      st = bd_skafka_produce(p, topic, key, js, len, err);
+    }
+    free(js);
+    bd_manifest_destroy(m);
+    if (st == BD_OK) (*n_shards)++;
+  }
+  return st;
+}
+
+static void fmt_double(char *buf, size_t cap, double v) {
+  /* Shortest form that reads back to the same double. */
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, cap, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v) return;
+  }
+}
+
+bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err *err) {
+  memset(sum, 0, sizeof *sum);
+  bd_status st = BD_OK;
+  bd_sredis *rd = NULL;
+  bd_ssrc *src = NULL;
+  bd_skafka_producer *p = NULL;
+  unsigned char *skip = NULL;
+  const char **ids = NULL, **urls = NULL;
+  redisReply *rep = NULL;
+  char key[BD_ID_MAX + 16];
+  int n_src = !!o->list + !!o->dir + !!o->s3_prefix;
+  if (n_src != 1)
+    return bd_err_set(err, BD_E_INVALID, "give exactly one of --list, --dir, --s3-prefix");
+  if (!bd_proto_id_valid(o->job) || !bd_proto_id_valid(o->model))
+    return bd_err_set(err, BD_E_INVALID, "--job and --model must be 1..128 of [A-Za-z0-9._-]");
+  if (o->since_job && !bd_proto_id_valid(o->since_job))
+    return bd_err_set(err, BD_E_INVALID, "--since-job must be 1..128 of [A-Za-z0-9._-]");
+  if (o->since_job && !strcmp(o->since_job, o->job))
+    /* --force would delete the very results the skipped images rely on */
+    return bd_err_set(err, BD_E_INVALID, "--since-job must name an earlier job, not --job itself");
+  if (o->shard_size < 1 || o->shard_size > BD_SUBMIT_MAX_SHARD_SIZE)
+    return bd_err_set(err, BD_E_INVALID, "--shard-size must be in 1..%d", BD_SUBMIT_MAX_SHARD_SIZE);
+
+  rd = bd_sredis_new(o->redis_url, err);
+  if (!rd) return err ? err->code : BD_E_UNAVAILABLE;
+  snprintf(key, sizeof key, "job:%s", o->job);
+  st = bd_sredis_cmd(rd, &rep, err, "EXISTS %s", key);
+  if (st != BD_OK) goto out;
+  sum->job_existed = bd_sredis_reply_ll(rep, 0) > 0;
+  freeReplyObject(rep);
+  rep = NULL;
+  if (sum->job_existed && !o->force) {
+    st = bd_err_set(err, BD_E_INVALID,
+                    "job %s already exists; use --force to delete its results and submit it afresh",
+                    o->job);
+    goto out;
+  }
+
+  src = bd_ssrc_new();
+  if (!src) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+    goto out;
+  }
+  const char *exts = o->exts ? o->exts : "jpg,jpeg,png";
+  if (o->list)
+    st = bd_ssrc_from_list(src, o->list, err);
+  else if (o->dir)
+    st = bd_ssrc_from_dir(src, o->dir, exts, err);
+  else
+    st = bd_ssrc_from_s3(src, o->s3_prefix, exts, err);
+  if (st == BD_OK) st = bd_ssrc_finish(src, err);
+  if (st != BD_OK) goto out;
+  sum->listed = src->n;
+  sum->skipped_ext = src->skipped_ext;
+  sum->skipped_badkey = src->skipped_badkey;
+
+  skip = calloc(src->n + 1, 1);
+  ids = malloc((src->n + 1) * sizeof *ids);
+  urls = malloc((src->n + 1) * sizeof *urls);
+  if (!skip || !ids || !urls) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+    goto out;
+  }
+  if (o->since_job && (st = incremental(rd, o, src, skip, sum, err)) != BD_OK) goto out;
+  size_t n = 0;
+  for (size_t i = 0; i < src->n; i++)
+    if (!skip[i]) ids[n] = src->items[i].id, urls[n] = src->items[i].url, n++;
+  sum->images = n;
+  size_t n_shards = (n + (size_t)o->shard_size - 1) / (size_t)o->shard_size;
+
+  p = bd_skafka_producer_new(o->brokers, err);
+  if (!p) {
+    st = err ? err->code : BD_E_UNAVAILABLE;
+    goto out;
+  }
+  /* Topic check before touching Redis: a typo in --topic must not leave a queued job. */
+  if ((st = bd_skafka_partitions(p, o->topic, &sum->topic_partitions, err)) != BD_OK) goto out;
+
+  if (sum->job_existed && (st = reset_job(rd, o->job, &sum->removed_keys, err)) != BD_OK) goto out;
+
+  /* The job record first: a worker that finishes a shard before we are done producing
+   * must find total and shards, and the coordinator must know the job exists. */
+  char now[32], total[32], shards[32], thr[3][32];
+  snprintf(now, sizeof now, "%.3f", (double)time(NULL));
+  snprintf(total, sizeof total, "%zu", n);
+  snprintf(shards, sizeof shards, "%zu", n_shards);
+  const char *argv[40] = {"HSET",    key,      "state",   n ? "queued" : "complete",
+                          "model",   o->model, "total",   total,
+                          "shards",  shards,   "done",    "0",
+                          "failed",  "0",      "created", now,
+                          "updated", now,      "rate",    "0"};
+  int argc = 20;
+  if (!n) argv[argc++] = "finished", argv[argc++] = now;
+  if (o->has_score_thr)
+    fmt_double(thr[0], sizeof thr[0], o->score_thr), argv[argc++] = "score_thr",
+                                                     argv[argc++] = thr[0];
+  if (o->has_iou_thr)
+    fmt_double(thr[1], sizeof thr[1], o->iou_thr), argv[argc++] = "iou_thr", argv[argc++] = thr[1];
+  if (o->has_max_det)
+    snprintf(thr[2], sizeof thr[2], "%d", o->max_det), argv[argc++] = "max_det",
+                                                       argv[argc++] = thr[2];
+  argv[argc++] = "source";
+  argv[argc++] = o->list ? o->list : o->dir ? o->dir : o->s3_prefix;
+  if (o->since_job) argv[argc++] = "since_job", argv[argc++] = o->since_job;
+  if ((st = bd_sredis_cmdv(rd, argc, argv, NULL, NULL, err)) != BD_OK) goto out;
+  if ((st = store_urls(rd, o->job, ids, urls, n, err)) != BD_OK) goto out;
+
+  job_params jp = {o->job,         o->model,     o->has_score_thr, o->has_iou_thr,
+                   o->has_max_det, o->score_thr, o->iou_thr,       o->max_det};
+  st = produce_shards(p, o->topic, &jp, ids, urls, n, o->shard_size, 0, &sum->shards, err);
+  if (st == BD_OK) st = bd_skafka_flush(p, 120000, &sum->partitions_used, err);
+  if (st != BD_OK) {
+    /* Leave a visible trace: the job cannot complete with shards missing. */
+    bd_sredis_cmd(rd, NULL, NULL, "HSET %s state failed error %s", key, err ? err->msg : "produce");
+  }
+out:
+  if (rep) freeReplyObject(rep);
+  free(skip);
+  free(ids);
+  free(urls);
+  bd_skafka_producer_destroy(p);
+  bd_ssrc_destroy(src);
+  bd_sredis_destroy(rd);
+  return st;
+}
+
+/* ---- resubmit ---- */
+
+typedef struct {
+  char **ids;
+  size_t n, cap;
+  bd_status st;
+  bd_err *err;
+} idlist;
+
+static int collect_failed(void *ctx, const char *k, size_t klen, const char *v, size_t vlen) {
+  idlist *l = ctx;
+  if (klen > BD_ID_MAX) return 0;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 256;
+    char **ni = nc <= BD_SSRC_MAX_ITEMS ? realloc(l->ids, nc * sizeof *ni) : NULL;
+    if (!ni) {
+      l->st = bd_err_set(l->err, BD_E_NOMEM, "out of memory (or too many failed images)");
+      return 1;
+    }
+    l->ids = ni;
+    l->cap = nc;
+  }
+  l->ids[l->n] = strndup(k, klen);
+  if (!l->ids[l->n]) {
+    l->st = bd_err_set(l->err, BD_E_NOMEM, "out of memory");
+    return 1;
+  }
+  l->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+bd_status bd_resubmit_failed(const char *job, int shard_size, const char *brokers,
+                             const char *redis_url, const char *topic, bd_resubmit_summary *sum,
+                             bd_err *err) {
+  memset(sum, 0, sizeof *sum);
+  bd_status st = BD_OK;
+  bd_sredis *rd = NULL;
+  bd_skafka_producer *p = NULL;
+  redisReply *rep = NULL;
+  idlist l = {NULL, 0, 0, BD_OK, err};
+  const char **ids = NULL, **urls = NULL;
+  char key[BD_ID_MAX + 16];
+  if (!bd_proto_id_valid(job)) return bd_err_set(err, BD_E_INVALID, "--job: bad id");
+  if (shard_size < 1 || shard_size > BD_SUBMIT_MAX_SHARD_SIZE)
+    return bd_err_set(err, BD_E_INVALID, "--shard-size must be in 1..%d", BD_SUBMIT_MAX_SHARD_SIZE);
+  rd = bd_sredis_new(redis_url, err);
+  if (!rd) return err ? err->code : BD_E_UNAVAILABLE;
+  snprintf(key, sizeof key, "job:%s", job);
+  st = bd_sredis_cmd(rd, &rep, err, "HMGET %s model shards score_thr iou_thr max_det", key);
+  if (st != BD_OK) goto out;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 ||
+      rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len > BD_ID_MAX) {
+    st = bd_err_set(err, BD_E_NOT_FOUND, "job %s: no such job", job);
+    goto out;
+  }
+  char model[BD_ID_MAX + 1];
+  memcpy(model, rep->element[0]->str, (size_t)rep->element[0]->len + 1);
+  long long shards = bd_sredis_reply_ll(rep->element[1], -1);
+  double sthr = bd_sredis_reply_double(rep->element[2], -1),
+         ithr = bd_sredis_reply_double(rep->element[3], -1);
+  long long mdet = bd_sredis_reply_ll(rep->element[4], -1);
+  freeReplyObject(rep);
+  rep = NULL;
+  if (shards < 0 || shards > 2147483647LL - 1) {
+    st = bd_err_set(err, BD_E_INVALID, "job %s: bad shards field", job);
+    goto out;
+  }
+  snprintf(key, sizeof key, "job:%s:errors", job);
+  st = bd_sredis_hscan(rd, key, 1000, collect_failed, &l, err);
+  if (st == BD_OK) st = l.st;
+  if (st != BD_OK) goto out;
+  if (l.n) qsort(l.ids, l.n, sizeof *l.ids, cmp_str); /* HSCAN may repeat an entry */
+  size_t u = 0;
+  for (size_t i = 0; i < l.n; i++) {
+    if (u && strcmp(l.ids[u - 1], l.ids[i]) == 0) {
+      free(l.ids[i]);
+      continue;
+    }
+    l.ids[u++] = l.ids[i];
+  }
+  l.n = u;
+  ids = malloc((l.n + 1) * sizeof *ids);
+  urls = calloc(l.n + 1, sizeof *urls);
+  if (!ids || !urls) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(key, sizeof key, "job:%s:urls", job);
+  size_t n = 0;
+  for (size_t b = 0; b < l.n; b += INC_BATCH) {
+    size_t k = l.n - b < INC_BATCH ? l.n - b : INC_BATCH;
+    const char *argv[2 + INC_BATCH] = {"HMGET", key};
+    for (size_t i = 0; i < k; i++) argv[2 + i] = l.ids[b + i];
+    st = bd_sredis_cmdv(rd, (int)(2 + k), argv, NULL, &rep, err);
+    if (st != BD_OK) goto out;
+    for (size_t i = 0; i < k && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+      redisReply *e = rep->element[i];
+      if (e->type != REDIS_REPLY_STRING) {
+        sum->missing_url++;
+        continue;
+      }
+      urls[n] = strdup(e->str);
+      if (!urls[n]) {
+        st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+        goto out;
+      }
+      ids[n++] = l.ids[b + i];
+    }
+    freeReplyObject(rep);
+    rep = NULL;
+  }
+  sum->images = n;
+  sum->first_shard = shards;
+  if (!n) goto out;
+  p = bd_skafka_producer_new(brokers, err);
+  if (!p) {
+    st = err ? err->code : BD_E_UNAVAILABLE;
+    goto out;
+  }
+  int parts;
+  if ((st = bd_skafka_partitions(p, topic, &parts, err)) != BD_OK) goto out;
+  size_t new_shards = (n + (size_t)shard_size - 1) / (size_t)shard_size;
+  /* shards grows before producing, so that the coordinator does not see the job as
+   * complete (completed shards == shards) while the new ones are in flight. */
+  snprintf(key, sizeof key, "job:%s", job);
+  char now[32];
+  snprintf(now, sizeof now, "%.3f", (double)time(NULL));
+  st = bd_sredis_cmd(rd, NULL, err, "HINCRBY %s shards %lld", key, (long long)new_shards);
+  if (st == BD_OK) st = bd_sredis_cmd(rd, NULL, err, "HSET %s state queued updated %s", key, now);
+  if (st == BD_OK) st = bd_sredis_cmd(rd, NULL, err, "HDEL %s finished stalled", key);
+  if (st != BD_OK) goto out;
+  int has_md = mdet > 0 && mdet <= 10000;
+  job_params jp = {job, model, sthr >= 0, ithr >= 0, has_md, sthr, ithr, has_md ? (int)mdet : 0};
+  st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, err);
+  if (st == BD_OK) st = bd_skafka_flush(p, 120000, NULL, err);
+out:
+  if (rep) freeReplyObject(rep);
+  for (size_t i = 0; i < l.n; i++) free(l.ids[i]);
+  free(l.ids);
+  if (urls)
+    for (size_t i = 0; i < l.n; i++) free((char *)urls[i]);
+  free(urls);
+  free(ids);
+  bd_skafka_producer_destroy(p);
+  bd_sredis_destroy(rd);
+  return st;
+}

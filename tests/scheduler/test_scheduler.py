@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""End-to-end tests of submit, coordinator, status, export and resubmit.
+
+Real components on loopback: redis-server (appendonly yes, temp dir, random port), the
+Kafka mock daemon (batchdet-kafka-mock) and s3rver (tests/storage/servers/s3_server.js).
+The batchdet binary is driven as a user would; Kafka topics are read back with
+bd_sched_tool, Redis through a minimal RESP client below. Expected values come from
+the test's own inputs (image lists, MD5 ETags, boxes), never from the code under test.
+Every wait is bounded."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BATCHDET = os.environ["BATCHDET"]
+MOCK = os.environ["BD_KAFKA_MOCK"]
+TOOL = os.environ["BD_SCHED_TOOL"]
+SRC = os.environ["BD_SOURCE_DIR"]
+PROCS = []
+FAILS = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL:", what, flush=True)
+    else:
+        print("ok:", what, flush=True)
+    return cond
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Resp:
+    """A minimal Redis client: commands as lists, pipelining by sending many at once."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.f = self.s.makefile("rb")
+
+    @staticmethod
+    def enc(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def read(self):
+        line = self.f.readline()
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            d = self.f.read(n + 2)[:-2]
+            return d.decode()
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise RuntimeError("bad reply %r" % line)
+
+    def cmd(self, *args):
+        self.s.sendall(self.enc(args))
+        return self.read()
+
+    def pipe(self, cmds, chunk=2000):
+        for i in range(0, len(cmds), chunk):
+            part = cmds[i:i + chunk]
+            self.s.sendall(b"".join(self.enc(c) for c in part))
+            for _ in part:
+                self.read()
+
+
+def start(argv, **kw):
+    p = subprocess.Popen(argv, **kw)
+    PROCS.append(p)
+    return p
+
+
+def run(args, env=None, timeout=120):
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run([BATCHDET] + args, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def consume(brokers, topic, expect, timeout=30):
+    group = "t-%s-%d" % (topic, time.time_ns())
+    r = subprocess.run([TOOL, "consume", brokers, topic, group, str(expect), str(timeout)],
+                       capture_output=True, text=True, timeout=timeout + 30)
+    out = []
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition("\t")
+        out.append((k, json.loads(v)))
+    return out
+
+
+def manifests_ok(msgs, job, shard_size):
+    ids, per = [], {}
+    for k, m in msgs:
+        if m["job"] != job or k != "%s:%d" % (job, m["shard"]) or len(m["images"]) > shard_size:
+            return None, None
+        per[m["shard"]] = m
+        ids += [i["id"] for i in m["images"]]
+    return ids, per
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="bd-sched-")
+    try:
+        body(tmp)
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d failures" % len(FAILS))
+    for f in FAILS:
+        print("  -", f)
+    return 1 if FAILS else 0
+
+
+def body(tmp):
+    # ---- servers ----
+    rport = free_port()
+    os.mkdir(os.path.join(tmp, "redis"))
+    start(["/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--dir",
+           os.path.join(tmp, "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
+           "everysec", "--daemonize", "no", "--logfile", os.path.join(tmp, "redis", "log")])
+    topics = ["batchdet.jobs:12", "batchdet.reports:3", "t.list:6", "t.dir:6", "t.s3:6",
+              "t.inc:6", "t.coord:6", "t.resub:6"]
+    args = [MOCK, "--brokers", "1", "--no-stdin"]
+    for t in topics:
+        args += ["--topic", t]
+    mock = start(args, stdout=subprocess.PIPE, text=True)
+    brokers = mock.stdout.readline().strip()
+    check(brokers.startswith("127.0.0.1"), "kafka mock bootstrap %s" % brokers)
+    redis_url = "redis://127.0.0.1:%d" % rport
+    r = None
+    for _ in range(100):
+        try:
+            r = Resp(rport)
+            r.cmd("PING")
+            break
+        except OSError:
+            time.sleep(0.05)
+    base = ["--brokers", brokers, "--redis", redis_url]
+
+    # ---- submit from a list ----
+    lst = os.path.join(tmp, "list.txt")
+    with open(lst, "w") as f:
+        f.write("# a comment\n\n")
+        for i in range(1000):
+            if i % 2:
+                f.write("img-%04d,http://127.0.0.1:9/p/%04d.jpg\n" % (i, i))
+            else:
+                f.write("https://cdn.example.org/photos/%04d.jpg?x=1\n" % i)
+    p = run(["submit", "--job", "L1", "--model", "m1", "--list", lst, "--shard-size", "64",
+             "--topic", "t.list"] + base)
+    check(p.returncode == 0, "submit list exit 0 (%s)" % p.stderr.strip())
+    check("1000 images in 16 shards" in p.stdout, "submit summary: %s" % p.stdout.strip())
+    msgs = consume(brokers, "t.list", 16)
+    ids, per = manifests_ok(msgs, "L1", 64)
+    check(len(msgs) == 16 and ids is not None and sorted(per) == list(range(16)),
+          "list: 16 manifests, shards 0..15, keys JOB:SHARD (got %d)" % len(msgs))
+    exp_ids = set(["img-%04d" % i for i in range(1, 1000, 2)] +
+                  ["photos_%04d.jpg" % i for i in range(0, 1000, 2)])
+    check(ids is not None and len(ids) == 1000 and set(ids) == exp_ids, "list: 1000 images, ids given or derived")
+    parts = set()
+    job = r.cmd("HGETALL", "job:L1")
+    job = dict(zip(job[::2], job[1::2]))
+    check(job.get("total") == "1000" and job.get("shards") == "16" and job.get("state") == "queued"
+          and job.get("model") == "m1", "list: job:L1 record %s" % {k: job.get(k) for k in ("total", "shards", "state")})
+    check(r.cmd("HLEN", "job:L1:urls") == 1000, "list: job:L1:urls holds 1000 URLs")
+    m = re.search(r"over (\d+) of (\d+) partitions", p.stdout)
+    check(m and int(m.group(1)) > 1 and m.group(2) == "6", "list: shards spread over partitions")
+
+    # resubmission refused, --force resets
+    p = run(["submit", "--job", "L1", "--model", "m1", "--list", lst, "--topic", "t.list"] + base)
+    check(p.returncode == 1 and "already exists" in p.stderr and "--force" in p.stderr,
+          "re-submit refused: rc %d, %s" % (p.returncode, p.stderr.strip()))
+    r.pipe([["SET", "det:L1:img-0001", '{"image":"img-0001","width":1,"height":1,"detections":[]}'],
+            ["HINCRBY", "job:L1", "done", 7], ["SADD", "job:L1:shards", 0, 1],
+            ["HSET", "job:L1:errors", "img-0003", "x"]])
+    p = run(["submit", "--job", "L1", "--model", "m1", "--list", lst, "--shard-size", "64",
+             "--topic", "t.list", "--force"] + base)
+    check(p.returncode == 0 and "removed" in p.stdout, "submit --force ok: %s" % p.stdout.strip())
+    job = r.cmd("HGETALL", "job:L1")
+    job = dict(zip(job[::2], job[1::2]))
+    check(job.get("done") == "0" and job.get("total") == "1000" and r.cmd("EXISTS", "det:L1:img-0001") == 0
+          and r.cmd("SCARD", "job:L1:shards") == 0 and r.cmd("EXISTS", "job:L1:errors") == 0,
+          "--force reset counters, results, shard set, errors (no double count)")
+    msgs = consume(brokers, "t.list", 32)
+    check(len(msgs) == 32, "--force produced the 16 shards again (32 on the topic: %d)" % len(msgs))
+
+    # ---- submit from a directory ----
+    d = os.path.join(tmp, "imgs")
+    files = ["a/1.jpg", "a/b/2.png", "a/b/3.JPG", "c.jpeg", "c.txt", "z/9.png", "z/.hidden.jpg",
+             "m/x y.jpg"] + ["n/%03d.jpg" % i for i in range(25)]
+    for fn in files:
+        os.makedirs(os.path.dirname(os.path.join(d, fn)), exist_ok=True)
+        with open(os.path.join(d, fn), "wb") as f:
+            f.write(b"x")
+
+    def walk(path):  # reference order: entries sorted by name (C locale), depth first
+        out = []
+        for e in sorted(os.listdir(path)):
+            full = os.path.join(path, e)
+            if e.startswith("."):
+                continue
+            if os.path.isdir(full):
+                out += walk(full)
+            elif e.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png") and " " not in full:
+                out.append("file://" + os.path.realpath(full))
+        return out
+    want = walk(d)
+    p = run(["submit", "--job", "D1", "--model", "m1", "--dir", d, "--shard-size", "10",
+             "--topic", "t.dir"] + base)
+    check(p.returncode == 0 and "%d images in 3 shards" % len(want) in p.stdout,
+          "submit dir: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    msgs = consume(brokers, "t.dir", 3)
+    _, per = manifests_ok(msgs, "D1", 10)
+    urls = [i["url"] for s in sorted(per or {}) for i in per[s]["images"]]
+    check(urls == want and len(want) == 30, "dir: %d file:// URLs, recursive and sorted" % len(urls))
+
+    # ---- S3 prefix (> 1000 keys: pagination) and incremental ----
+    s3dir = os.path.join(tmp, "s3")
+    os.mkdir(s3dir)
+    s3 = start(["/usr/bin/node", "--openssl-legacy-provider",
+                os.path.join(SRC, "tests/storage/servers/s3_server.js"), s3dir, "bdtest"],
+               stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    s3port = int(s3.stdout.readline())
+    s3env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:%d" % s3port, "AWS_ACCESS_KEY_ID": "S3RVER",
+             "AWS_SECRET_ACCESS_KEY": "S3RVER", "AWS_REGION": "us-east-1"}
+    etags = {}
+
+    def put(key, data):
+        req = urllib.request.Request("http://127.0.0.1:%d/bdtest/%s" % (s3port, key), data=data, method="PUT")
+        urllib.request.urlopen(req, timeout=10).read()
+        etags[key] = hashlib.md5(data).hexdigest()
+    N = 1203
+    for i in range(N):
+        put("photos/k%05d.jpg" % i, b"img %d" % i)
+    put("photos/readme.txt", b"x")
+    put("other/k1.jpg", b"x")
+    p = run(["submit", "--job", "S1", "--model", "m1", "--s3-prefix", "s3://bdtest/photos/",
+             "--shard-size", "100", "--topic", "t.s3"] + base, env=s3env)
+    check(p.returncode == 0 and "%d images in 13 shards" % N in p.stdout,
+          "submit s3: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    msgs = consume(brokers, "t.s3", 13)
+    ids, per = manifests_ok(msgs, "S1", 100)
+    s3imgs = [i for s in sorted(per or {}) for i in per[s]["images"]]
+    check(len(msgs) == 13 and len(s3imgs) == N and
+          [i["url"] for i in s3imgs] == ["s3://bdtest/photos/k%05d.jpg" % i for i in range(N)] and
+          [i["id"] for i in s3imgs] == ["k%05d.jpg" % i for i in range(N)],
+          "s3: 13 manifests, %d images in key order, ids from keys" % len(s3imgs))
+    # results as a worker stores them: model and the HTTP ETag (quoted)
+    r.pipe([["SET", "det:S1:k%05d.jpg" % i, json.dumps(
+        {"image": "k%05d.jpg" % i, "width": 10, "height": 10, "model": "m1",
+         "etag": '"%s"' % etags["photos/k%05d.jpg" % i], "detections": []})] for i in range(N)])
+    p = run(["submit", "--job", "S2", "--model", "m1", "--s3-prefix", "s3://bdtest/photos/",
+             "--topic", "t.inc", "--incremental", "--since-job", "S1"] + base, env=s3env)
+    check(p.returncode == 0 and "0 images in 0 shards" in p.stdout and "%d skipped" % N in p.stdout,
+          "incremental, unchanged prefix: nothing submitted: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    changed = ["photos/k00005.jpg", "photos/k00600.jpg", "photos/k01202.jpg"]
+    for k in changed:
+        put(k, b"changed " + k.encode())
+    put("photos/new1.jpg", b"n1")
+    put("photos/new2.png", b"n2")
+    p = run(["submit", "--job", "S3", "--model", "m1", "--s3-prefix", "s3://bdtest/photos/",
+             "--topic", "t.inc", "--incremental", "--since-job", "S1"] + base, env=s3env)
+    check(p.returncode == 0 and "5 images in 1 shards" in p.stdout and "3 source changed" in p.stdout
+          and "2 new" in p.stdout, "incremental after 3 changes + 2 new: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    msgs = consume(brokers, "t.inc", 1)
+    got = sorted(i["url"] for _, m in msgs for i in m["images"])
+    check(got == sorted("s3://bdtest/" + k for k in changed + ["photos/new1.jpg", "photos/new2.png"]),
+          "incremental: exactly the 5 changed/new objects on the topic (%d)" % len(got))
+    check(r.cmd("HGET", "job:S3", "total") == "5", "incremental job total counts submitted images only")
+    s3.stdin.close()
+
+    # ---- resubmit --failed ----
+    rl = os.path.join(tmp, "resub.txt")
+    with open(rl, "w") as f:
+        for i in range(20):
+            f.write("r%02d,http://127.0.0.1:9/r/%02d.jpg\n" % (i, i))
+    p = run(["submit", "--job", "R1", "--model", "m1", "--list", rl, "--shard-size", "8",
+             "--score-thr", "0.4", "--topic", "t.resub"] + base)
+    check(p.returncode == 0, "submit R1")
+    failed = ["r03", "r07", "r11", "r19"]
+    r.pipe([["HSET", "job:R1", "done", 16, "failed", 4, "state", "complete"], ["SADD", "job:R1:shards", 0, 1, 2]] +
+           [["HSET", "job:R1:errors", x, "fetch: HTTP 404"] for x in failed])
+    p = run(["resubmit", "--job", "R1", "--failed", "--shard-size", "3", "--topic", "t.resub"] + base)
+    check(p.returncode == 0 and "requeued 4 failed images as shards 3..4" in p.stdout,
+          "resubmit: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    msgs = consume(brokers, "t.resub", 5)
+    new = [m for _, m in msgs if m["shard"] >= 3]
+    got = sorted((i["id"], i["url"]) for m in new for i in m["images"])
+    check(len(msgs) == 5 and sorted(m["shard"] for m in new) == [3, 4] and
+          got == [(x, "http://127.0.0.1:9/r/%s.jpg" % x[1:]) for x in failed] and
+          all(m.get("score_thr") == 0.4 and m["model"] == "m1" for m in new),
+          "resubmit: new shards 3,4 carry exactly the failed images, URLs, thresholds")
+    job = r.cmd("HGETALL", "job:R1")
+    job = dict(zip(job[::2], job[1::2]))
+    check(job.get("shards") == "5" and job.get("total") == "20" and job.get("state") == "queued",
+          "resubmit: shards 3 -> 5, total unchanged, state queued")
+
+    # ---- coordinator ----
+    cl = os.path.join(tmp, "coord.txt")
+    with open(cl, "w") as f:
+        for i in range(400):
+            f.write("c%03d,http://127.0.0.1:9/c/%03d.jpg\n" % (i, i))
+    p = run(["submit", "--job", "C1", "--model", "m1", "--list", cl, "--shard-size", "40",
+             "--topic", "t.coord"] + base)
+    check(p.returncode == 0, "submit C1")
+    co = start([BATCHDET, "coordinator", "--tick", "0.25", "--silent-after", "4", "--stall-after", "60",
+                "--metrics-port", "-1"] + base, stderr=subprocess.PIPE, text=True)
+    mport = None
+    t_end = time.time() + 30
+    while time.time() < t_end:
+        line = co.stderr.readline()
+        mm = re.search(r"coordinator ready: metrics port (\d+)", line)
+        if mm:
+            mport = int(mm.group(1))
+            break
+    check(mport, "coordinator started, metrics port %s" % mport)
+    prod = start([TOOL, "produce", brokers, "batchdet.reports"], stdin=subprocess.PIPE, text=True)
+
+    def report(worker, ts, rate, shards=()):
+        rep = {"v": 1, "worker": worker, "host": worker.split(":")[0], "ts": ts,
+               "devices": [{"name": "cuda:0", "images": 1, "failed": 0, "img_s": rate},
+                           {"name": "cuda:1", "images": 1, "failed": 0, "img_s": rate / 2}],
+               "shards_done": [{"job": "C1", "shard": s, "images": 40, "failed": 0} for s in shards]}
+        prod.stdin.write("%s\t%s\n" % (worker, json.dumps(rep)))
+        prod.stdin.flush()
+    report("deadhost:1", time.time(), 10.0)
+    RATE = 50.0
+    t0 = time.time()
+    done = 0
+    rate_seen = eta_seen = None
+    elapsed_rate = 0.0
+    last_rep = 0
+    while done < 400 and time.time() - t0 < 30:
+        target = min(400, int((time.time() - t0) * RATE))
+        if target > done:
+            r.cmd("HINCRBY", "job:C1", "done", target - done)
+            for s in range(done // 40, target // 40):
+                r.cmd("SADD", "job:C1:shards", s)
+            done = target
+        if time.time() - last_rep > 0.5:
+            report("livehost:7", time.time(), RATE * 2 / 3)
+            last_rep = time.time()
+        if 300 <= done < 400 and rate_seen is None:
+            rate_seen = float(r.cmd("HGET", "job:C1", "rate") or 0)
+            eta_seen = r.cmd("HGET", "job:C1", "eta")
+            elapsed_rate = done / (time.time() - t0)
+        time.sleep(0.05)
+    check(rate_seen is not None and abs(rate_seen - elapsed_rate) <= 0.2 * elapsed_rate,
+          "coordinator rate %.1f within 20%% of images/elapsed %.1f" % (rate_seen or -1, elapsed_rate))
+    check(eta_seen is not None and 0 < float(eta_seen) < 10, "coordinator ETA while running: %s" % eta_seen)
+    state = None
+    t_end = time.time() + 15
+    while time.time() < t_end:
+        report("livehost:7", time.time(), RATE * 2 / 3)
+        state = r.cmd("HGET", "job:C1", "state")
+        if state == "complete" and r.cmd("HGET", "worker:deadhost:1", "silent") == "1":
+            break
+        time.sleep(0.3)
+    check(state == "complete" and r.cmd("HEXISTS", "job:C1", "finished") == 1, "coordinator marked C1 complete")
+    check(r.cmd("HGET", "worker:deadhost:1", "silent") == "1", "silent worker flagged")
+    check(r.cmd("HGET", "worker:livehost:7", "silent") == "0", "live worker not flagged")
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+    check('batchdet_job_progress_ratio{job="C1"} 1' in metrics and
+          'batchdet_worker_img_s{worker="livehost:7",device="cuda:0"} 33.3333' in metrics and
+          'batchdet_worker_silent{worker="deadhost:1"} 1' in metrics and
+          'batchdet_job_complete{job="C1"} 1' in metrics, "prometheus metrics")
+    # restart: the view is rebuilt from Redis
+    co.send_signal(signal.SIGTERM)
+    check(co.wait(20) == 0, "coordinator exits 0 on SIGTERM")
+    # restart: the view is rebuilt from Redis (SCAN job:*), a reopened job is tracked again
+    r.cmd("HSET", "job:R1", "state", "queued")
+    co = start([BATCHDET, "coordinator", "--tick", "0.25", "--silent-after", "4", "--stall-after", "1.5",
+                "--metrics-port", "-1"] + base,
+               stderr=subprocess.PIPE, text=True)
+    mport = None
+    t_end = time.time() + 30
+    while time.time() < t_end and mport is None:
+        mm = re.search(r"coordinator ready: metrics port (\d+)", co.stderr.readline())
+        mport = int(mm.group(1)) if mm else None
+    r.cmd("SADD", "job:R1:shards", 3, 4)
+    r.cmd("HSET", "job:R1", "done", 19, "failed", 1)
+    t_end = time.time() + 10
+    while time.time() < t_end and r.cmd("HGET", "job:R1", "state") != "complete":
+        time.sleep(0.2)
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode() if mport else ""
+    check(r.cmd("HGET", "job:R1", "state") == "complete" and 'batchdet_job_complete{job="C1"} 1' in metrics
+          and 'batchdet_job_images{job="R1",outcome="done"} 19' in metrics,
+          "restarted coordinator rebuilt its view and completed the resubmitted job")
+    t_end = time.time() + 10
+    while time.time() < t_end and r.cmd("HGET", "job:L1", "stalled") != "1":
+        time.sleep(0.2)
+    check(r.cmd("HGET", "job:L1", "stalled") == "1", "a job without progress is flagged stalled")
+    p = run(["status", "--redis", redis_url])
+    check(any(x.startswith("L1 ") and x.endswith("stalled") for x in p.stdout.splitlines()),
+          "status shows the stalled job")
+    co.send_signal(signal.SIGTERM)
+    check(co.wait(20) == 0, "restarted coordinator exits 0")
+    prod.stdin.close()
+    prod.wait(30)
+
+    # ---- status ----
+    p = run(["status", "--json", "--redis", redis_url])
+    try:
+        doc = json.loads(p.stdout)
+        jobs = {j["job"]: j for j in doc["jobs"]}
+        ok = jobs["C1"]["state"] == "complete" and jobs["L1"]["total"] == 1000 and \
+            any(w["worker"] == "livehost:7" and len(w["devices"]) == 2 for w in doc["workers"])
+    except (ValueError, KeyError) as e:
+        ok = False
+        print(e, p.stdout[:500])
+    check(p.returncode == 0 and ok, "status --json is valid JSON with jobs and workers")
+    p = run(["status", "--job", "R1", "--redis", redis_url])
+    check(p.returncode == 0 and "fetch: HTTP 404" in p.stdout and re.search(r"\b4\s+fetch: HTTP 404", p.stdout),
+          "status --job shows the error summary")
+    t = time.time()
+    p = run(["status", "--job", "C1", "--watch", "--interval", "0.2", "--redis", redis_url], timeout=20)
+    check(p.returncode == 0 and p.stdout.startswith("\033[H\033[2J") and time.time() - t < 10,
+          "status --watch --job ends when the job is complete")
+    p = run(["status", "--job", "nope", "--redis", redis_url])
+    check(p.returncode == 1 and "no such job" in p.stderr, "status of a missing job fails")
+    p = run(["status", "--redis", redis_url])
+    lines = p.stdout.splitlines()
+    check(p.returncode == 0 and all(len(x) <= 80 for x in lines), "status lines <= 80 columns (max %d)" %
+          max(len(x) for x in lines))
+    if shutil.which("tmux"):
+        sock = os.path.join(tmp, "tmux.sock")
+        cmdline = "%s status --redis %s; sleep 30" % (BATCHDET, redis_url)
+        subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", "80", "-y", "40", cmdline],
+                       check=False, timeout=30, env=dict(os.environ, TERM="xterm"))
+        screen = ""
+        for _ in range(50):
+            time.sleep(0.2)
+            screen = subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True,
+                                    text=True, timeout=30).stdout
+            if "WORKER" in screen:
+                break
+        subprocess.run(["tmux", "-S", sock, "kill-server"], timeout=30)
+        rows = screen.splitlines()
+        c1 = [x for x in rows if x.startswith("C1 ")]
+        check(any(x.startswith("JOB") and "PROGRESS" in x and "ETA" in x for x in rows) and c1 and
+              "[##########]100%" in c1[0] and "complete" in c1[0] and
+              any(x.startswith("L1 ") and "[..........]  0%" in x and "stalled" in x for x in rows) and
+              all(len(x) <= 80 for x in rows), "status in tmux at 80 columns:\n" + screen)
+    else:
+        check(False, "tmux is installed (deploy/install-deps.sh)")
+
+    # ---- export ----
+    rng = __import__("random").Random(7)
+    results = {}
+    for i in range(300):
+        iid = "e%03d" % i
+        if i % 10 == 9:
+            results[iid] = {"image": iid, "error": "decode: truncated"}
+            continue
+        w, h = rng.randint(50, 2000), rng.randint(50, 2000)
+        dets = []
+        for _ in range(rng.randint(0, 4)):
+            x1, y1 = rng.uniform(0, w - 10), rng.uniform(0, h - 10)
+            x2, y2 = rng.uniform(x1, w), rng.uniform(y1, h)
+            dets.append({"class": rng.randint(0, 79), "label": "x", "score": round(rng.random(), 4),
+                         "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)]})
+        results[iid] = {"image": iid, "width": w, "height": h, "model": "m1", "detections": dets}
+    r.pipe([["HSET", "job:E1", "state", "complete", "model", "m1", "total", 300]] +
+           [["SET", "det:E1:" + k, json.dumps(v)] for k, v in results.items()] +
+           [["HSET", "job:E1:urls", k, "http://h/dir/%s.jpg" % k] for k in results])
+    coco91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+              31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54,
+              55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81,
+              82, 84, 85, 86, 87, 88, 89, 90]
+    out = os.path.join(tmp, "e1.json")
+    p = run(["export", "--job", "E1", "--format", "coco", "-o", out, "--redis", redis_url])
+    check(p.returncode == 0 and "exported job E1" in p.stderr, "export coco: %s" % p.stderr.strip())
+    with open(out) as f:
+        coco = json.load(f)
+    imgs = {im["id"]: im for im in coco["images"]}
+    good = {k: v for k, v in results.items() if "error" not in v}
+    ok = len(imgs) == len(coco["images"]) == len(good)
+    ok = ok and all(im["file_name"] == im["image_key"] + ".jpg" and
+                    im["width"] == good[im["image_key"]]["width"] for im in coco["images"])
+    want_ann = sorted((k, coco91[d["class"]], d["box"][0], d["box"][1], d["box"][2] - d["box"][0],
+                       d["box"][3] - d["box"][1], d["score"]) for k, v in good.items() for d in v["detections"])
+    got_ann = sorted((imgs[a["image_id"]]["image_key"], a["category_id"], *a["bbox"], a["score"])
+                     for a in coco["annotations"])
+    ok = ok and len(want_ann) == len(got_ann) and all(
+        w[:2] == g[:2] and all(abs(x - y) < 0.011 for x, y in zip(w[2:], g[2:])) for w, g in zip(want_ann, got_ann))
+    ok = ok and len(set(a["id"] for a in coco["annotations"])) == len(coco["annotations"])
+    ok = ok and [c["id"] for c in coco["categories"]] == coco91
+    check(ok, "coco: image ids unique, categories 80->91, bbox [x,y,w,h], scores (%d anns)" % len(got_ann))
+    out = os.path.join(tmp, "e1.jsonl")
+    p = run(["export", "--job", "E1", "--format", "jsonl", "-o", out, "--redis", redis_url])
+    with open(out) as f:
+        rows = [json.loads(x) for x in f]
+    check(p.returncode == 0 and sorted(rows, key=lambda x: x["image"]) == [results[k] for k in sorted(results)],
+          "jsonl: every result, errors included, one per line")
+    out = os.path.join(tmp, "yolo")
+    p = run(["export", "--job", "E1", "--format", "yolo", "-o", out, "--redis", redis_url])
+    ok = p.returncode == 0 and sorted(os.listdir(out)) == sorted(k + ".txt" for k in good)
+    for k, v in good.items():
+        if not ok:
+            break
+        with open(os.path.join(out, k + ".txt")) as f:
+            got = [x.split() for x in f.read().splitlines()]
+        w, h = v["width"], v["height"]
+        want = [[d["class"], (d["box"][0] + d["box"][2]) / 2 / w, (d["box"][1] + d["box"][3]) / 2 / h,
+                 (d["box"][2] - d["box"][0]) / w, (d["box"][3] - d["box"][1]) / h] for d in v["detections"]]
+        ok = len(got) == len(want) and all(len(g) == 5 and int(g[0]) == wv[0] and
+                                           all(abs(float(a) - b) < 2e-6 for a, b in zip(g[1:], wv[1:]))
+                                           for g, wv in zip(got, want))
+    check(ok, "yolo: one file per image, class cx cy w h normalised (5 columns)")
+
+    # 100k results: bounded memory
+    def load(job, n):
+        cmds = [["HSET", "job:" + job, "state", "complete", "model", "m1", "total", n]]
+        for i in range(n):
+            cmds.append(["SET", "det:%s:i%06d" % (job, i), '{"image":"i%06d","width":640,"height":480,'
+                         '"model":"m1","detections":[{"class":%d,"score":0.5,"box":[10,20,110,220]}]}' % (i, i % 80)])
+        r.pipe(cmds, chunk=5000)
+
+    def export_rss(job, fmt, out):
+        t = time.time()
+        # ASan's quarantine keeps freed memory resident (256 MB by default): turn it off so
+        # that RSS shows what the program holds.
+        env = dict(os.environ, ASAN_OPTIONS="quarantine_size_mb=0:detect_leaks=1")
+        pr = subprocess.Popen([BATCHDET, "export", "--job", job, "--format", fmt, "-o", out, "--redis", redis_url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        _, status, ru = os.wait4(pr.pid, 0)
+        pr.returncode = os.waitstatus_to_exitcode(status)
+        return pr.returncode, ru.ru_maxrss / 1024.0, time.time() - t
+    load("B10K", 10000)
+    load("B100K", 100000)
+    rc1, rss10, t10 = export_rss("B10K", "coco", os.path.join(tmp, "b10k.json"))
+    rc2, rss100, t100 = export_rss("B100K", "coco", os.path.join(tmp, "b100k.json"))
+    with open(os.path.join(tmp, "b100k.json")) as f:
+        big = json.load(f)
+    sanitized = b"__asan_init" in open(BATCHDET, "rb").read()
+    print("export max RSS: 10k %.1f MB (%.1f s), 100k %.1f MB (%.1f s), sanitizers %s" %
+          (rss10, t10, rss100, t100, sanitized))
+    check(rc1 == 0 and rc2 == 0 and len(big["images"]) == 100000 and len(big["annotations"]) == 100000,
+          "export of 100k results complete")
+    # Under ASan the shadow memory and quarantine inflate RSS: there the bound is on growth.
+    check(rss100 < 64 if not sanitized else (rss100 < 128 and rss100 - rss10 < 16),
+          "export memory bounded: 100k -> %.1f MB, 10k -> %.1f MB" % (rss100, rss10))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+/* Unit tests of the scheduler's pure helpers: id derivation, extension filter,
+ * incremental decisions, the COCO category mapping, status formatting, smoothing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bd_coord.h"
+#include "bd_export.h"
+#include "bd_proto.h"
+#include "bd_ssrc.h"
+#include "bd_submit.h"
+#include "bd_view.h"
+
+static void test_sanitize(void **s) {
+  (void)s;
+  char out[BD_ID_MAX + 1];
+  bd_ssrc_sanitize("photos/2019/a b+c.jpg", out, sizeof out);
+  assert_string_equal(out, "photos_2019_a_b_c.jpg");
+  bd_ssrc_sanitize("/abs/x.png", out, sizeof out);
+  assert_string_equal(out, "abs_x.png");
+  bd_ssrc_sanitize("", out, sizeof out);
+  assert_string_equal(out, "img");
+  char longname[400];
+  memset(longname, 'a', 300);
+  strcpy(longname + 300, "/tail.jpg");
+  bd_ssrc_sanitize(longname, out, sizeof out);
+  assert_int_equal(strlen(out), BD_ID_MAX);
+  assert_true(bd_proto_id_valid(out));
+  assert_string_equal(out + strlen(out) - 9, "_tail.jpg");
+  /* two long names with the same tail differ through the hash */
+  char other[BD_ID_MAX + 1];
+  longname[0] = 'b';
+  bd_ssrc_sanitize(longname, other, sizeof other);
+  assert_string_not_equal(out, other);
+}
+
+static void test_url_base_and_ext(void **s) {
+  (void)s;
+  char b[256];
+  assert_string_equal(bd_ssrc_url_base("https://cdn.example.org/x/y.jpg?sig=1#f", b, sizeof b),
+                      "x/y.jpg");
+  assert_string_equal(bd_ssrc_url_base("s3://bucket/k/z.png", b, sizeof b), "k/z.png");
+  assert_string_equal(bd_ssrc_url_base("file:///data/img/1.jpg", b, sizeof b), "/data/img/1.jpg");
+  assert_true(bd_ssrc_ext_match("a/b/C.JPG", "jpg,jpeg,png"));
+  assert_true(bd_ssrc_ext_match("x.jpeg", "jpg,jpeg,png"));
+  assert_false(bd_ssrc_ext_match("x.jpgx", "jpg,jpeg,png"));
+  assert_false(bd_ssrc_ext_match("dir.jpg/readme", "jpg"));
+  assert_false(bd_ssrc_ext_match("noext", "jpg"));
+}
+
+static void test_unique_ids(void **s) {
+  (void)s;
+  bd_ssrc *src = bd_ssrc_new();
+  bd_err err = {0};
+  assert_int_equal(bd_ssrc_add(src, NULL, "https://h/a/x.jpg", NULL, NULL, NULL, &err), BD_OK);
+  assert_int_equal(bd_ssrc_add(src, NULL, "https://h2/a/x.jpg", NULL, NULL, NULL, &err), BD_OK);
+  assert_int_equal(bd_ssrc_add(src, "a_x.jpg-2", "https://h3/q.jpg", NULL, NULL, NULL, &err),
+                   BD_OK);
+  assert_int_equal(bd_ssrc_add(src, NULL, "https://h4/a x.jpg", NULL, NULL, NULL, &err), BD_OK);
+  assert_int_equal(bd_ssrc_finish(src, &err), BD_OK);
+  assert_string_equal(src->items[0].id, "a_x.jpg");
+  /* "-2" is taken by the explicit id, so the second derived one gets "-3" */
+  assert_string_equal(src->items[1].id, "a_x.jpg-3");
+  assert_string_equal(src->items[2].id, "a_x.jpg-2");
+  assert_string_equal(src->items[3].id, "a_x.jpg-4");
+  bd_ssrc_destroy(src);
+  src = bd_ssrc_new();
+  bd_ssrc_add(src, "same", "https://h/1.jpg", NULL, NULL, NULL, &err);
+  bd_ssrc_add(src, "same", "https://h/2.jpg", NULL, NULL, NULL, &err);
+  assert_int_equal(bd_ssrc_finish(src, &err), BD_E_INVALID);
+  assert_non_null(strstr(err.msg, "twice"));
+  bd_ssrc_destroy(src);
+}
+
+static void test_inc_decide(void **s) {
+  (void)s;
+  const char *ok =
+      "{\"image\":\"a\",\"width\":4,\"height\":4,\"model\":\"m1\",\"etag\":\"E1\","
+      "\"last_modified\":\"L1\",\"model_hash\":\"H1\",\"detections\":[]}";
+  const char *bare = "{\"image\":\"a\",\"width\":4,\"height\":4,\"detections\":[]}";
+  const char *bad = "{\"image\":\"a\",\"error\":\"fetch: HTTP 404\"}";
+  assert_int_equal(bd_inc_decide(NULL, 0, "m1", "m1", NULL, "E1", NULL), BD_INC_NEW);
+  assert_int_equal(bd_inc_decide(bad, strlen(bad), "m1", "m1", NULL, NULL, NULL),
+                   BD_INC_PREV_ERROR);
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m1", "m1", "H1", "E1", "L1"), BD_INC_UNCHANGED);
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m2", "m1", NULL, "E1", "L1"),
+                   BD_INC_MODEL_CHANGED);
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m1", "m1", "H2", "E1", "L1"),
+                   BD_INC_MODEL_CHANGED);
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m1", "m1", NULL, "E2", "L1"),
+                   BD_INC_SOURCE_CHANGED);
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m1", "m1", NULL, "E1", "L2"),
+                   BD_INC_SOURCE_CHANGED);
+  /* quoting of ETags and the two Last-Modified forms do not matter */
+  const char *q =
+      "{\"image\":\"a\",\"width\":4,\"height\":4,\"etag\":\"\\\"E1\\\"\","
+      "\"last_modified\":\"Thu, 26 Nov 2026 03:50:07 GMT\",\"detections\":[]}";
+  assert_int_equal(bd_inc_decide(q, strlen(q), "m1", "m1", NULL, "E1", "2026-11-26T03:50:07.000Z"),
+                   BD_INC_UNCHANGED);
+  assert_int_equal(bd_inc_decide(q, strlen(q), "m1", "m1", NULL, "E1", "2026-11-26T03:50:08.000Z"),
+                   BD_INC_SOURCE_CHANGED);
+  /* only what both sides know is compared */
+  assert_int_equal(bd_inc_decide(ok, strlen(ok), "m1", "m1", NULL, NULL, NULL), BD_INC_UNCHANGED);
+  assert_int_equal(bd_inc_decide(bare, strlen(bare), "m1", "m1", "H9", "E9", "L9"),
+                   BD_INC_UNCHANGED);
+  /* without a model in the result the previous job's model decides */
+  assert_int_equal(bd_inc_decide(bare, strlen(bare), "m2", "m1", NULL, NULL, NULL),
+                   BD_INC_MODEL_CHANGED);
+}
+
+static void test_coco_mapping(void **s) {
+  (void)s;
+  /* Reference: the COCO 2017 category ids, 80 used of 1..90. */
+  static const int ref[80] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17,
+                              18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36,
+                              37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+                              54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73,
+                              74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
+  for (int i = 0; i < 80; i++) assert_int_equal(bd_export_coco_category(i), ref[i]);
+  assert_string_equal(bd_export_coco_name(0), "person");
+  assert_string_equal(bd_export_coco_name(16), "dog");
+  assert_string_equal(bd_export_coco_name(79), "toothbrush");
+  assert_int_equal(bd_export_coco_category(80), 1080);
+  assert_int_equal(bd_export_format_parse("yolo"), BD_EXPORT_YOLO);
+  assert_int_equal(bd_export_format_parse("xml"), -1);
+}
+
+static void test_formatting(void **s) {
+  (void)s;
+  char b[64];
+  bd_view_fmt_count(99999, b, sizeof b);
+  assert_string_equal(b, "99999");
+  bd_view_fmt_count(123456, b, sizeof b);
+  assert_string_equal(b, "123.5k");
+  bd_view_fmt_count(9999999, b, sizeof b);
+  assert_true(strlen(b) <= 6);
+  bd_view_fmt_count(12345678, b, sizeof b);
+  assert_string_equal(b, "12.3M");
+  bd_view_fmt_duration(45, b, sizeof b);
+  assert_string_equal(b, "45s");
+  bd_view_fmt_duration(725, b, sizeof b);
+  assert_string_equal(b, "12m05s");
+  bd_view_fmt_duration(3 * 3600 + 7 * 60, b, sizeof b);
+  assert_string_equal(b, "3h07m");
+  bd_view_fmt_duration(-1, b, sizeof b);
+  assert_string_equal(b, "-");
+  bd_view_fmt_bar(0.5, 10, b, sizeof b);
+  assert_string_equal(b, "[#####.....]");
+  bd_view_fmt_bar(1.5, 4, b, sizeof b);
+  assert_string_equal(b, "[####]");
+}
+
+static void test_smooth(void **s) {
+  (void)s;
+  /* during the first tau seconds the average since first sight is used */
+  assert_true(bd_coord_smooth(0, 500, 1, 20, 5, 100) == 100);
+  /* afterwards an EWMA: a constant input is a fixed point, a step converges */
+  double r = 100;
+  for (int i = 0; i < 5; i++) r = bd_coord_smooth(r, 100, 1, 20, 30 + i, 0);
+  assert_true(r > 99.999 && r < 100.001);
+  for (int i = 0; i < 200; i++) r = bd_coord_smooth(r, 200, 1, 20, 40 + i, 0);
+  assert_true(r > 199 && r <= 200);
+  /* one step of dt = tau moves 1 - 1/e of the way */
+  r = bd_coord_smooth(0, 100, 20, 20, 100, 0);
+  assert_true(r > 63.1 && r < 63.3);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sanitize),     cmocka_unit_test(test_url_base_and_ext),
+      cmocka_unit_test(test_unique_ids),   cmocka_unit_test(test_inc_decide),
+      cmocka_unit_test(test_coco_mapping), cmocka_unit_test(test_formatting),
+      cmocka_unit_test(test_smooth),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

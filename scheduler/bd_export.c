@@ -1,6 +1,7 @@
 /* bd_export: see bd_export.h. */
 #define _GNU_SOURCE
 #include "bd_export.h"
+#include "bd_labels.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -16,39 +17,7 @@
 #define PAGE 512
 #define MAX_DIM 65535
 
-static const int k_coco91[80] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17,
-                                 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36,
-                                 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
-                                 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73,
-                                 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
-
-static const char *k_coco_names[80] = {"person",        "bicycle",      "car",
-                                       "motorcycle",    "airplane",     "bus",
-                                       "train",         "truck",        "boat",
-                                       "traffic light", "fire hydrant", "stop sign",
-                                       "parking meter", "bench",        "bird",
-                                       "cat",           "dog",          "horse",
-                                       "sheep",         "cow",          "elephant",
-                                       "bear",          "zebra",        "giraffe",
-                                       "backpack",      "umbrella",     "handbag",
-                                       "tie",           "suitcase",     "frisbee",
-                                       "skis",          "snowboard",    "sports ball",
-                                       "kite",          "baseball bat", "baseball glove",
-                                       "skateboard",    "surfboard",    "tennis racket",
-                                       "bottle",        "wine glass",   "cup",
-                                       "fork",          "knife",        "spoon",
-                                       "bowl",          "banana",       "apple",
-                                       "sandwich",      "orange",       "broccoli",
-                                       "carrot",        "hot dog",      "pizza",
-                                       "donut",         "cake",         "chair",
-                                       "couch",         "potted plant", "bed",
-                                       "dining table",  "toilet",       "tv",
-                                       "laptop",        "mouse",        "remote",
-                                       "keyboard",      "cell phone",   "microwave",
-                                       "oven",          "toaster",      "sink",
-                                       "refrigerator",  "book",         "clock",
-                                       "vase",          "scissors",     "teddy bear",
-                                       "hair drier",    "toothbrush"};
+/* COCO names and the 80 -> 91 category ids come from the engine's label table. */
 
 int bd_export_format_parse(const char *s) {
   if (!strcmp(s, "coco")) return BD_EXPORT_COCO;
@@ -58,12 +27,12 @@ int bd_export_format_parse(const char *s) {
 }
 
 int bd_export_coco_category(int cls) {
-  if (cls >= 0 && cls < 80) return k_coco91[cls];
+  if (cls >= 0 && cls < 80) return bd_coco80_category_id(cls);
   return 1000 + cls;
 }
 
 const char *bd_export_coco_name(int cls) {
-  return cls >= 0 && cls < 80 ? k_coco_names[cls] : "";
+  return cls >= 0 && cls < 80 ? bd_coco80_names[cls] : "";
 }
 
 /* ---- seen-set of 64-bit hashes (0 marks an empty slot) ---- */
@@ -375,7 +344,7 @@ bd_status bd_export_run(const char *redis_url, const char *job, bd_export_format
     if (ferror(x.ann)) st = bd_err_set(err, BD_E_IO, "temporary file: read error");
     fputs("],\n\"categories\":[", x.out);
     for (int c = 0; c < 80; c++)
-      fprintf(x.out, "%s{\"id\":%d,\"name\":\"%s\"}", c ? "," : "", k_coco91[c], k_coco_names[c]);
+      fprintf(x.out, "%s{\"id\":%d,\"name\":\"%s\"}", c ? "," : "", bd_coco80_category_id(c), bd_coco80_names[c]);
     fputs("]}\n", x.out);
   }
 out:

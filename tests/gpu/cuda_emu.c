@@ -14,13 +14,59 @@
 #include "bd_graph.h"
 
 /* ---- the runtime mock ---- */
+/* Every allocation is [n bytes as the backend sees them][2n bytes of shadow]: a 16-bit
+ * element at byte a of the first part is emulated as the float at byte A + n + 2(a - A)
+ * of the shadow (A: the allocation's start), holding the value rounded as the storage
+ * policy says. Byte offsets the backend computes (slices, concat pieces, arena
+ * offsets) map linearly, so one translation of a view's base per launch suffices. */
+typedef struct emu_alloc {
+  char *p;
+  size_t n;
+} emu_alloc;
+static emu_alloc *emu_allocs;
+static int emu_n_allocs, emu_cap_allocs;
+
 cudaError_t cudaMalloc(void **p, size_t n) {
-  *p = aligned_alloc(256, (n + 255) / 256 * 256);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  size_t sz = (n ? n : 1) * 3;
+  *p = aligned_alloc(256, (sz + 255) / 256 * 256);
+  if (!*p) return cudaErrorMemoryAllocation;
+  if (emu_n_allocs == emu_cap_allocs) {
+    int cap = emu_cap_allocs ? emu_cap_allocs * 2 : 256;
+    emu_alloc *na = realloc(emu_allocs, sizeof(*na) * (size_t)cap);
+    if (!na) {
+      free(*p);
+      return cudaErrorMemoryAllocation;
+    }
+    emu_allocs = na;
+    emu_cap_allocs = cap;
+  }
+  emu_allocs[emu_n_allocs].p = *p;
+  emu_allocs[emu_n_allocs++].n = n ? n : 1;
+  return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
+  for (int i = 0; i < emu_n_allocs; ++i)
+    if (emu_allocs[i].p == p) {
+      emu_allocs[i] = emu_allocs[--emu_n_allocs];
+      break;
+    }
   free(p);
+  if (!emu_n_allocs) {
+    free(emu_allocs);
+    emu_allocs = NULL;
+    emu_cap_allocs = 0;
+  }
   return cudaSuccess;
+}
+/* The shadow float slots of a 16-bit view based at p (NULL stays NULL). */
+static float *shadow(const void *p) {
+  if (!p) return NULL;
+  const char *c = p;
+  for (int i = 0; i < emu_n_allocs; ++i) {
+    const emu_alloc *a = &emu_allocs[i];
+    if (c >= a->p && c < a->p + a->n) return (float *)(a->p + a->n + 2 * (size_t)(c - a->p));
+  }
+  abort(); /* a 16-bit view outside every device allocation: a backend bug */
 }
 cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
@@ -29,9 +75,11 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) 
   memmove(d, s, n);
   return cudaSuccess;
 }
+int bd_cuda_emu_layer; /* launches since the run's first input upload */
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
                             cudaStream_t st) {
   (void)st;
+  if (k == cudaMemcpyHostToDevice) bd_cuda_emu_layer = 0;
   return cudaMemcpy(d, s, n, k);
 }
 cudaError_t cudaMemset(void *d, int v, size_t n) {
@@ -120,27 +168,31 @@ static float h2f(uint16_t h) {
   return (h & 0x8000u) ? -f : f;
 }
 
+/* The value a 16-bit store keeps: BF16 (default) or IEEE half rounding; exact for
+ * launches in [BD_EMU_EXACT_LO, BD_EMU_EXACT_HI) (precision experiments: which layers'
+ * rounding the end-to-end error comes from). */
+static int emu_lo = -1, emu_hi = -1;
+static float emu_round(float v) {
+  if (emu_lo < 0) {
+    const char *lo = getenv("BD_EMU_EXACT_LO"), *hi = getenv("BD_EMU_EXACT_HI");
+    emu_lo = lo ? atoi(lo) : 0;
+    emu_hi = hi ? atoi(hi) : 0;
+  }
+  if (bd_cuda_emu_layer >= emu_lo && bd_cuda_emu_layer < emu_hi) return v;
+  return emu_half() ? h2f(f2h(v)) : bf_round(v);
+}
+
+/* base: an FP32 pointer, or for BF16 the shadow slots (see shadow()). */
 static float ld(const void *base, int dt, int64_t i) {
-  if (dt == BD_CT_F32) return ((const float *)base)[i];
-  if (emu_half()) return h2f(((const uint16_t *)base)[i]);
-  uint32_t u = (uint32_t)((const uint16_t *)base)[i] << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
+  (void)dt;
+  return ((const float *)base)[i];
 }
 static void st(void *base, int dt, int64_t i, float v) {
-  if (dt == BD_CT_F32) {
-    ((float *)base)[i] = v;
-    return;
-  }
-  if (emu_half()) {
-    ((uint16_t *)base)[i] = f2h(v);
-    return;
-  }
-  v = bf_round(v);
-  uint32_t u;
-  memcpy(&u, &v, 4);
-  ((uint16_t *)base)[i] = (uint16_t)(u >> 16);
+  ((float *)base)[i] = dt == BD_CT_F32 ? v : emu_round(v);
+}
+/* The base ld/st take for a view of dtype dt. */
+static void *eb(const void *base, int dt) {
+  return dt == BD_CT_F32 ? (void *)base : (void *)shadow(base);
 }
 static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 static float act(float x, int a) {
@@ -168,12 +220,14 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
   if (in->rank != out->rank) return cudaErrorInvalidValue;
   const bd_cuda_view *vs[2] = {out, in};
   int64_t n = numel_v(out), o[2];
+  void *ib = eb(in->base, in->dtype), *ob = eb(out->base, out->dtype);
+  ++bd_cuda_emu_layer;
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 2, o);
-    float x = ld(in->base, in->dtype, o[1]);
+    float x = ld(ib, in->dtype, o[1]);
     float y = op == BD_UN_RELU ? (x > 0 ? x : 0) : op == BD_UN_SIGMOID ? sigm(x)
               : op == BD_UN_SILU ? x * sigm(x) : op == BD_UN_EXP ? expf(x) : x;
-    st(out->base, out->dtype, o[0], y);
+    st(ob, out->dtype, o[0], y);
   }
   return cudaSuccess;
 }
@@ -184,11 +238,13 @@ cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a, const
   if (a->rank != out->rank || b->rank != out->rank) return cudaErrorInvalidValue;
   const bd_cuda_view *vs[3] = {out, a, b};
   int64_t n = numel_v(out), o[3];
+  void *ab = eb(a->base, a->dtype), *bb = eb(b->base, b->dtype), *ob = eb(out->base, out->dtype);
+  ++bd_cuda_emu_layer;
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 3, o);
-    float x = ld(a->base, a->dtype, o[1]), y = ld(b->base, b->dtype, o[2]);
+    float x = ld(ab, a->dtype, o[1]), y = ld(bb, b->dtype, o[2]);
     float r = op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : op == BD_BIN_DIV ? x / y : x + y;
-    st(out->base, out->dtype, o[0], r);
+    st(ob, out->dtype, o[0], r);
   }
   return cudaSuccess;
 }
@@ -205,6 +261,11 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
                                 const float *bias, const void *r, void *y, cudaStream_t s) {
   (void)s;
   int cg = p->c / p->group, mg = p->m / p->group;
+  x = shadow(x);
+  w = shadow(w);
+  r = shadow(r);
+  y = shadow(y);
+  ++bd_cuda_emu_layer;
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
       for (int ox = 0; ox < p->ow; ++ox)
@@ -234,6 +295,9 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
                                   void *y, cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
+  r = shadow(r);
+  y = shadow(y);
+  ++bd_cuda_emu_layer;
   for (int64_t i = 0; i < n; ++i)
     st(y, BD_CT_BF16, i,
        epi(ld(y, BD_CT_BF16, i), bias ? bias[i % p->m] : 0, r ? ld(r, BD_CT_BF16, i) : 0,
@@ -245,6 +309,9 @@ cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int
                                  int sh, int sw, int pt, int pl, const void *x, void *y,
                                  cudaStream_t s) {
   (void)s;
+  x = shadow(x);
+  y = shadow(y);
+  ++bd_cuda_emu_layer;
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)
@@ -268,6 +335,9 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
   (void)s;
   if (mode != BD_RESIZE_NEAREST || coord != BD_COORD_ASYMMETRIC || nearest != BD_NEAREST_FLOOR)
     return cudaErrorNotSupported; /* the emulation covers what yolox uses */
+  x = shadow(x);
+  y = shadow(y);
+  ++bd_cuda_emu_layer;
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)

@@ -22,6 +22,7 @@
 
 static bd_graph *g_graph;
 extern int bd_cuda_emu_half;
+extern int bd_cuda_emu_layer;
 
 static int64_t numel(const bd_plan *p, int v) {
   int64_t n = 1;
@@ -77,7 +78,8 @@ static void run_batch(int batch, double bound) {
     den += (double)ref[k] * ref[k];
   }
   double rel = sqrt(num / (den > 0 ? den : 1));
-  printf("batch %d: rel L2 %.3e over %lld outputs\n", batch, rel, (long long)no);
+  printf("batch %d: rel L2 %.3e over %lld outputs (%d launches)\n", batch, rel, (long long)no,
+         bd_cuda_emu_layer);
   int last = plan->rank[o] - 1;
   if (plan->dims[o][last] == 85) { /* yolox: box 0..3, objectness 4, classes 5..84 */
     const int lo[3] = {0, 4, 5}, hi[3] = {4, 5, 85};

@@ -39,7 +39,7 @@ D="$OUT/demo"
 left=""
 for p in /proc/[0-9]*; do
   [ "${p#/proc/}" = $$ ] && continue
-  if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF "$D" || tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qF "$D/stack"; then
+  if tr '\0' '\n' 2>/dev/null <"$p/cmdline" | grep -qF "$D" || tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qF "$D/stack"; then
     st="$(awk '/^State:/{print $2}' "$p/status" 2>/dev/null || true)"
     [ "$st" = Z ] || left+=" ${p#/proc/}($(tr '\0' ' ' <"$p/cmdline" | cut -c1-80))"
   fi

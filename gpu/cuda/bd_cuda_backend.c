@@ -1,8 +1,9 @@
-/* The cuda backend: runs a compiled bd_graph in BF16 on one GPU.
+/* The cuda backend: runs a compiled bd_graph in 16-bit storage (IEEE half by
+ * default, bfloat16 with BD_CUDA_BF16) with FP32 math on one GPU.
  *
  * Representation: every runtime value has a primary representation chosen at prepare:
  * 4-D outputs of the conv trunk (Conv, activations, binary ops, Concat, MaxPool,
- * Resize, Slice) are BF16 NHWC; everything else (outputs of Reshape, Transpose,
+ * Resize, Slice) are 16-bit NHWC; everything else (outputs of Reshape, Transpose,
  * Softmax, MatMul, Gather, ..., and all non-4-D values) is FP32 in ONNX order, so the
  * head's softmax and box decode stay FP32 (damoyolo.md item 20). An op that needs the
  * other representation of an input gets a conversion step inserted before it, into a
@@ -10,7 +11,7 @@
  * views, so most boundaries cost nothing extra.
  *
  * Memory: primaries live in one arena per plan at the plan's liveness offsets (sized
- * for FP32, so BF16 fits); conversion buffers, the cuDNN workspace, device I/O buffers
+ * for FP32, so 16-bit fits); conversion buffers, the cuDNN workspace, device I/O buffers
  * and pinned host staging are allocated at prepare too. The whole run (H2D copies,
  * every op, D2H copies) is captured once per plan into a CUDA graph and replayed. */
 #include <stdio.h>

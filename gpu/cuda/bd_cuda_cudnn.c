@@ -1,10 +1,17 @@
 /* Convolution layers of the cuda backend through cuDNN 9's legacy convolution API
- * (cudnnConvolutionForward on NHWC BF16 tensors with FP32 compute, tensor-op math),
+ * (cudnnConvolutionForward on NHWC 16-bit tensors with FP32 compute, tensor-op math),
  * followed by our own epilogue kernel for bias + activation + residual, because the
  * legacy fused call (cudnnConvolutionBiasActivationForward) offers neither SiLU nor a
  * post-activation residual. The algorithm is chosen once per layer at prepare by
  * measuring the candidates on the real buffers. Depthwise convolutions and asymmetric
- * padding go to our direct kernel. */
+ * padding go to our direct kernel.
+ *
+ * Tensor cores want channel counts that are multiples of 8 (16-byte rows): cuDNN runs
+ * other dense convs (the 12-channel Focus stem, 1- and 4-channel prediction convs, 68
+ * DAMO-YOLO regression channels) on generic kernels with NCHW<->NHWC conversions around
+ * them. Such a layer keeps zero-padded copies of its own: weights [M8][kh][kw][C8],
+ * input [N][H][W][C8] (pad channels zeroed once; each run copies the C real channels
+ * in) and output [N][OH][OW][M8], from which the epilogue writes the M real channels. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,14 +22,19 @@
 #define BD_CONV_WS_LIMIT ((size_t)256 << 20)
 
 struct bd_cuda_conv_layer {
-  bd_cuda_conv_shape p;
+  bd_cuda_conv_shape p; /* the node's shape */
+  bd_cuda_conv_shape q; /* what the convolution itself runs: channels padded */
   int direct;
+  void *xpad, *ypad, *wpad; /* NULL: not padded */
 #ifdef BD_HAVE_CUDNN
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
   cudnnConvolutionFwdAlgo_t algo;
+  cudnnActivationDescriptor_t ad; /* fused path only */
+  cudnnTensorDescriptor_t bd;
 #endif
+  void *bias16; /* the bias in 16 bits for the fused call; NULL: not fused */
   size_t ws;
 };
 
@@ -35,46 +47,106 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
   if (l->yd) cudnnDestroyTensorDescriptor(l->yd);
   if (l->wd) cudnnDestroyFilterDescriptor(l->wd);
   if (l->cd) cudnnDestroyConvolutionDescriptor(l->cd);
+  if (l->ad) cudnnDestroyActivationDescriptor(l->ad);
+  if (l->bd) cudnnDestroyTensorDescriptor(l->bd);
 #endif
+  cudaFree(l->bias16);
+  cudaFree(l->xpad);
+  cudaFree(l->ypad);
+  cudaFree(l->wpad);
   free(l);
 }
 
 #ifdef BD_HAVE_CUDNN
 /* Measures the algorithms and keeps the fastest that succeeded within the workspace
- * limit; sets l->direct when none did. */
+ * limit; sets l->direct when none did. The first search only warms up: with lazy
+ * module loading the first launch of each kernel includes loading it, which made the
+ * generic kernels (already loaded) win over the tensor-core ones. Of the second,
+ * IMPLICIT_PRECOMP_GEMM (the NHWC tensor-core implicit GEMM, no layout conversion) is
+ * kept when within 10% of the fastest: timing noise must not pick FFT/Winograd paths
+ * that convert layouts internally. */
 static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, void *w, void *y,
                              void *probe, size_t probe_bytes, bd_err *err) {
   bd_status st = BD_OK;
   void *ws = probe, *own = NULL;
   size_t ws_bytes = probe_bytes;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  int got = 0;
+  int got = 0, best = -1, pre = -1;
   if (!ws) {
     ws_bytes = bd_cuda_probe_ws_alloc(&own);
     ws = own;
   }
   l->direct = 1;
-  /* A configuration cuDNN rejects as a whole (odd channel counts on some versions) is
-   * not an error: our direct kernel runs it. */
-  if (cudnnFindConvolutionForwardAlgorithmEx(h, l->xd, x, l->wd, w, l->cd, l->yd, y,
-                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ws,
-                                             ws_bytes) != CUDNN_STATUS_SUCCESS) {
-    (void)cudaGetLastError();
-    got = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    /* A configuration cuDNN rejects as a whole is not an error: our direct kernel
+     * runs it. */
+    if (cudnnFindConvolutionForwardAlgorithmEx(h, l->xd, x, l->wd, w, l->cd, l->yd, y,
+                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ws,
+                                               ws_bytes) != CUDNN_STATUS_SUCCESS) {
+      (void)cudaGetLastError();
+      got = 0;
+      break;
+    }
   }
   for (int i = 0; i < got; ++i) { /* results come sorted by time */
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > ws_bytes) continue;
-    l->algo = perf[i].algo;
-    l->ws = perf[i].memory;
+    if (best < 0) best = i;
+    if (pre < 0 && perf[i].algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
+        perf[i].mathType != CUDNN_FMA_MATH)
+      pre = i;
+  }
+  if (pre >= 0 && best >= 0 && perf[pre].time <= perf[best].time * 1.1f) best = pre;
+  if (best >= 0) {
+    l->algo = perf[best].algo;
+    l->ws = perf[best].memory;
     l->direct = 0;
-    BD_DNN(cudnnSetConvolutionMathType(l->cd, perf[i].mathType));
-    break;
+    BD_DNN(cudnnSetConvolutionMathType(l->cd, perf[best].mathType));
   }
 out:
   if (own) cudaFree(own);
   return st;
 }
 #endif
+
+static int round8(int v) { return (v + 7) / 8 * 8; }
+
+/* A 4-D NHWC 16-bit view of [n][h][w][c real channels] in rows of cs channels. */
+static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
+  bd_cuda_view v = {base, BD_CT_H16, 4, {n, h, w, c},
+                    {(int64_t)h * w * cs, (int64_t)w * cs, cs, 1}};
+  return v;
+}
+
+/* Zeroed padded buffers and the padded weights of a dense layer with channel counts
+ * that are not multiples of 8 (see the top of the file). */
+static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, bd_err *err) {
+  bd_status st = BD_OK;
+  const bd_cuda_conv_shape *p = &l->p;
+  bd_cuda_conv_shape *q = &l->q;
+  q->c = round8(p->c);
+  q->m = round8(p->m);
+  q->act = BD_ACT_NONE; /* the epilogue runs separately, from the padded output */
+  q->res = BD_RES_NONE;
+  size_t wn = (size_t)q->m * p->kh * p->kw * q->c;
+  BD_CU(cudaMalloc(&l->wpad, wn * 2));
+  BD_CU(cudaMemset(l->wpad, 0, wn * 2));
+  if (q->c != p->c) {
+    size_t xn = (size_t)p->n * p->h * p->w * q->c;
+    BD_CU(cudaMalloc(&l->xpad, xn * 2));
+    BD_CU(cudaMemset(l->xpad, 0, xn * 2));
+  }
+  if (q->m != p->m)
+    BD_CU(cudaMalloc(&l->ypad, (size_t)p->n * p->oh * p->ow * q->m * 2));
+  /* weights [M][kh][kw][C] -> [M8][kh][kw][C8], viewed as [M][kh*kw][C] */
+  bd_cuda_view src = {(void *)w, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
+                      {(int64_t)p->kh * p->kw * p->c, p->c, 1}};
+  bd_cuda_view dst = {l->wpad, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
+                      {(int64_t)p->kh * p->kw * q->c, q->c, 1}};
+  BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
+  BD_CU(cudaDeviceSynchronize());
+out:
+  return st;
+}
 
 size_t bd_cuda_probe_ws_alloc(void **out) {
   size_t bytes = BD_CONV_WS_LIMIT;
@@ -99,7 +171,16 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
   *ws_bytes = 0;
   if (!l) return bd_err_set(err, BD_E_NOMEM, "conv layer: out of memory");
   l->p = *p;
+  l->q = *p;
   l->direct = 1;
+  if (p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r) {
+    st = pad_layer(l, w, err);
+    if (st != BD_OK) goto out;
+    if (l->xpad) x = l->xpad;
+    if (l->ypad) y = l->ypad;
+    w = l->wpad;
+    p = &l->q;
+  }
 #ifdef BD_HAVE_CUDNN
   int depthwise = p->group > 1 && p->group == p->c;
   if (cudnn_handle && !depthwise && p->pad_t == pad_b && p->pad_l == pad_r) {
@@ -108,11 +189,11 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
     BD_DNN(cudnnCreateTensorDescriptor(&l->yd));
     BD_DNN(cudnnCreateFilterDescriptor(&l->wd));
     BD_DNN(cudnnCreateConvolutionDescriptor(&l->cd));
-    BD_DNN(cudnnSetTensor4dDescriptor(l->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, p->n, p->c,
+    BD_DNN(cudnnSetTensor4dDescriptor(l->xd, CUDNN_TENSOR_NHWC, BD_DNN_H16, p->n, p->c,
                                       p->h, p->w));
-    BD_DNN(cudnnSetTensor4dDescriptor(l->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, p->n, p->m,
+    BD_DNN(cudnnSetTensor4dDescriptor(l->yd, CUDNN_TENSOR_NHWC, BD_DNN_H16, p->n, p->m,
                                       p->oh, p->ow));
-    BD_DNN(cudnnSetFilter4dDescriptor(l->wd, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, p->m,
+    BD_DNN(cudnnSetFilter4dDescriptor(l->wd, BD_DNN_H16, CUDNN_TENSOR_NHWC, p->m,
                                       p->c / p->group, p->kh, p->kw));
     BD_DNN(cudnnSetConvolution2dDescriptor(l->cd, p->pad_t, p->pad_l, p->sh, p->sw, p->dh,
                                            p->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -150,31 +231,134 @@ out:
   return st;
 }
 
+#ifdef BD_HAVE_CUDNN
+static void unfuse(bd_cuda_conv_layer *l) {
+  if (l->ad) cudnnDestroyActivationDescriptor(l->ad);
+  if (l->bd) cudnnDestroyTensorDescriptor(l->bd);
+  cudaFree(l->bias16);
+  l->ad = NULL;
+  l->bd = NULL;
+  l->bias16 = NULL;
+}
+
+static cudnnStatus_t fused_call(cudnnHandle_t h, const bd_cuda_conv_layer *l, const void *x,
+                                const void *w, const void *r, void *y, void *ws) {
+  const float one = 1.0f, zero = 0.0f;
+  return cudnnConvolutionBiasActivationForward(h, &one, l->xd, x, l->wd, w, l->cd, l->algo, ws,
+                                               l->ws, r ? &one : &zero, l->yd, r ? r : y,
+                                               l->bd, l->bias16, l->ad, l->yd, y);
+}
+#endif
+
+bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, const float *bias,
+                                  void *x, void *w, void *y, void *ws, size_t ws_bytes,
+                                  bd_err *err) {
+  bd_status st = BD_OK;
+#ifdef BD_HAVE_CUDNN
+  const bd_cuda_conv_shape *p = &l->p;
+  /* cuDNN's fused activations are ReLU and identity (identity only on the implicit
+   * precomputed GEMM); its z input is added before the activation. */
+  int precomp = l->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  int act_ok = p->act == BD_ACT_RELU || (p->act == BD_ACT_NONE && precomp);
+  if (!cudnn_handle || l->direct || l->wpad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
+      l->ws > ws_bytes)
+    return BD_OK;
+  BD_CU(cudaMalloc(&l->bias16, (size_t)p->m * 2));
+  {
+    bd_cuda_view src = {(void *)bias, BD_CT_F32, 1, {p->m}, {1}};
+    bd_cuda_view dst = {l->bias16, BD_CT_H16, 1, {p->m}, {1}};
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
+  }
+  BD_DNN(cudnnCreateActivationDescriptor(&l->ad));
+  BD_DNN(cudnnSetActivationDescriptor(
+      l->ad, p->act == BD_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+      CUDNN_NOT_PROPAGATE_NAN, 0.0));
+  BD_DNN(cudnnCreateTensorDescriptor(&l->bd));
+  BD_DNN(cudnnSetTensor4dDescriptor(l->bd, CUDNN_TENSOR_NHWC, BD_DNN_H16, 1, p->m, 1, 1));
+  BD_CU(cudaDeviceSynchronize());
+  /* One trial on the real buffers (y as z): a configuration this cuDNN does not fuse
+   * keeps the convolution + epilogue path. */
+  if (fused_call((cudnnHandle_t)cudnn_handle, l, x, w, p->res ? y : NULL, y, ws) !=
+          CUDNN_STATUS_SUCCESS ||
+      cudaDeviceSynchronize() != cudaSuccess) {
+    (void)cudaGetLastError();
+    unfuse(l);
+  }
+out:
+  if (st != BD_OK) {
+    unfuse(l);
+    (void)cudaGetLastError();
+  }
+#else
+  (void)cudnn_handle;
+  (void)l;
+  (void)bias;
+  (void)x;
+  (void)w;
+  (void)y;
+  (void)ws;
+  (void)ws_bytes;
+  (void)err;
+#endif
+  return st;
+}
+
+int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l) { return l && l->bias16; }
+
+int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded) {
+  *padded = l && l->wpad;
+  if (!l || l->direct) return -1;
+#ifdef BD_HAVE_CUDNN
+  return (int)l->algo;
+#else
+  return -1;
+#endif
+}
+
 bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l,
                                  const void *x, const void *w, const float *bias,
                                  const void *r, void *y, void *ws, size_t ws_bytes,
                                  cudaStream_t stream, bd_err *err) {
   bd_status st = BD_OK;
-  if (l->direct) {
-    BD_CU(bd_cuda_conv_direct(&l->p, x, w, bias, r, y, stream));
-    return BD_OK;
+  const bd_cuda_conv_shape *p = &l->p, *q = &l->q;
+  void *cy = l->ypad ? l->ypad : y; /* where the convolution writes */
+  if (l->wpad) {
+    w = l->wpad;
+    if (l->xpad) {
+      bd_cuda_view src = nhwc_view((void *)x, p->n, p->h, p->w, p->c, p->c);
+      bd_cuda_view dst = nhwc_view(l->xpad, p->n, p->h, p->w, p->c, q->c);
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, stream));
+      x = l->xpad;
+    }
   }
+  if (l->direct) {
+    if (!l->wpad) {
+      BD_CU(bd_cuda_conv_direct(p, x, w, bias, r, y, stream));
+      return BD_OK;
+    }
+    BD_CU(bd_cuda_conv_direct(q, x, w, NULL, NULL, cy, stream));
+  } else {
 #ifdef BD_HAVE_CUDNN
-  {
     const float one = 1.0f, zero = 0.0f;
     if (l->ws > ws_bytes)
       return bd_err_set(err, BD_E_INTERNAL, "conv: workspace %zu < %zu", ws_bytes, l->ws);
+    if (l->bias16) { /* bias + activation (+ residual) inside cuDNN's kernel */
+      BD_DNN(fused_call((cudnnHandle_t)cudnn_handle, l, x, w, p->res ? r : NULL, y, ws));
+      return BD_OK;
+    }
     BD_DNN(cudnnConvolutionForward((cudnnHandle_t)cudnn_handle, &one, l->xd, x, l->wd, w,
-                                   l->cd, l->algo, ws, l->ws, &zero, l->yd, y));
-    if (bias || r || l->p.act != BD_ACT_NONE)
-      BD_CU(bd_cuda_conv_epilogue(&l->p, bias, r, y, stream));
-  }
+                                   l->cd, l->algo, ws, l->ws, &zero, l->yd, cy));
 #else
-  (void)cudnn_handle;
-  (void)ws;
-  (void)ws_bytes;
-  st = bd_err_set(err, BD_E_INTERNAL, "conv: built without cuDNN");
+    (void)cudnn_handle;
+    (void)ws;
+    (void)ws_bytes;
+    return bd_err_set(err, BD_E_INTERNAL, "conv: built without cuDNN");
 #endif
+  }
+  if (l->ypad)
+    BD_CU(bd_cuda_conv_epilogue_from(p, l->ypad, q->m, bias, r, y, stream));
+  else if (bias || r || p->act != BD_ACT_NONE)
+    BD_CU(bd_cuda_conv_epilogue(p, bias, r, y, stream));
 out:
   return st;
 }

@@ -94,19 +94,41 @@ __global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, ID
   }
 }
 
-// 8 BF16 per thread through 16-byte loads and stores (contiguous, same layout).
-__global__ void k_map_bf16x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
+// 8 16-bit values per thread through 16-byte loads and stores (contiguous, same layout).
+__global__ void k_map_h16x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
                              int64_t n8, int op) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
     uint4 v = in[i];
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&v);
+    bd_h16x2 *h = reinterpret_cast<bd_h16x2 *>(&v);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      float2 f = __bfloat1622float2(h[k]);
-      h[k] = __floats2bfloat162_rn(unop(f.x, op), unop(f.y, op));
+      float2 f = bd_h16x2_ld(h[k]);
+      h[k] = bd_h16x2_st(unop(f.x, op), unop(f.y, op));
     }
     out[i] = v;
+  }
+}
+
+// Rows of 8k 16-bit values at row strides that are multiples of 8 (a Concat piece into
+// its channel range, a channel slice): 16-byte accesses, like k_map_h16x8.
+__global__ void k_map_rows_x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
+                              int64_t rows, int64_t cols8, int64_t in_s8, int64_t out_s8,
+                              int op) {
+  int64_t n8 = rows * cols8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / cols8, c = i - r * cols8;
+    uint4 v = in[r * in_s8 + c];
+    if (op != BD_UN_ID) {
+      bd_h16x2 *h = reinterpret_cast<bd_h16x2 *>(&v);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float2 f = bd_h16x2_ld(h[k]);
+        h[k] = bd_h16x2_st(unop(f.x, op), unop(f.y, op));
+      }
+    }
+    out[r * out_s8 + c] = v;
   }
 }
 
@@ -128,18 +150,18 @@ __global__ void k_bin(const TA *__restrict__ a, const TB *__restrict__ b, TO *__
   }
 }
 
-__global__ void k_bin_bf16x8(const uint4 *__restrict__ a, const uint4 *__restrict__ b,
+__global__ void k_bin_h16x8(const uint4 *__restrict__ a, const uint4 *__restrict__ b,
                              uint4 *__restrict__ out, int64_t n8, int op) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
     uint4 va = a[i], vb = b[i], vo;
-    const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&va);
-    const __nv_bfloat162 *hb = reinterpret_cast<const __nv_bfloat162 *>(&vb);
-    __nv_bfloat162 *ho = reinterpret_cast<__nv_bfloat162 *>(&vo);
+    const bd_h16x2 *ha = reinterpret_cast<const bd_h16x2 *>(&va);
+    const bd_h16x2 *hb = reinterpret_cast<const bd_h16x2 *>(&vb);
+    bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&vo);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      float2 fa = __bfloat1622float2(ha[k]), fb = __bfloat1622float2(hb[k]);
-      ho[k] = __floats2bfloat162_rn(binop(fa.x, fb.x, op), binop(fa.y, fb.y, op));
+      float2 fa = bd_h16x2_ld(ha[k]), fb = bd_h16x2_ld(hb[k]);
+      ho[k] = bd_h16x2_st(binop(fa.x, fb.x, op), binop(fa.y, fb.y, op));
     }
     out[i] = vo;
   }
@@ -194,8 +216,8 @@ void launch_bin(const Geo &g, const void *a, const void *b, void *out, int op,
 template <typename TA, typename TB>
 void launch_bin_o(const Geo &g, const void *a, const void *b, void *out, int dto, int op,
                   cudaStream_t s) {
-  if (dto == BD_CT_BF16)
-    launch_bin<TA, TB, __nv_bfloat16>(g, a, b, out, op, s);
+  if (dto == BD_CT_H16)
+    launch_bin<TA, TB, bd_h16>(g, a, b, out, op, s);
   else
     launch_bin<TA, TB, float>(g, a, b, out, op, s);
 }
@@ -203,8 +225,8 @@ void launch_bin_o(const Geo &g, const void *a, const void *b, void *out, int dto
 template <typename TA>
 void launch_bin_b(const Geo &g, const void *a, const void *b, int dtb, void *out, int dto,
                   int op, cudaStream_t s) {
-  if (dtb == BD_CT_BF16)
-    launch_bin_o<TA, __nv_bfloat16>(g, a, b, out, dto, op, s);
+  if (dtb == BD_CT_H16)
+    launch_bin_o<TA, bd_h16>(g, a, b, out, dto, op, s);
   else
     launch_bin_o<TA, float>(g, a, b, out, dto, op, s);
 }
@@ -225,20 +247,29 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
   canon(&g, 2);
   int64_t n = numel(g);
   if (n == 0) return cudaSuccess;
-  if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_BF16 &&
-      out->dtype == BD_CT_BF16 && n % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
-    k_map_bf16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>((const uint4 *)in->base,
+  if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_H16 &&
+      out->dtype == BD_CT_H16 && n % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
+    k_map_h16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>((const uint4 *)in->base,
                                                                (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }
-  if (in->dtype == BD_CT_BF16) {
-    if (out->dtype == BD_CT_BF16)
-      launch_map<__nv_bfloat16, __nv_bfloat16>(g, in->base, out->base, op, s);
+  if (g.rank == 2 && g.s[0][1] == 1 && g.s[1][1] == 1 && in->dtype == BD_CT_H16 &&
+      out->dtype == BD_CT_H16 && g.dims[1] % 8 == 0 && g.s[0][0] % 8 == 0 &&
+      g.s[1][0] % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
+    int64_t n8 = n / 8;
+    k_map_rows_x8<<<bd_grid(n8, kThreads), kThreads, 0, s>>>(
+        (const uint4 *)in->base, (uint4 *)out->base, g.dims[0], g.dims[1] / 8, g.s[1][0] / 8,
+        g.s[0][0] / 8, op);
+    return cudaGetLastError();
+  }
+  if (in->dtype == BD_CT_H16) {
+    if (out->dtype == BD_CT_H16)
+      launch_map<bd_h16, bd_h16>(g, in->base, out->base, op, s);
     else
-      launch_map<__nv_bfloat16, float>(g, in->base, out->base, op, s);
+      launch_map<bd_h16, float>(g, in->base, out->base, op, s);
   } else {
-    if (out->dtype == BD_CT_BF16)
-      launch_map<float, __nv_bfloat16>(g, in->base, out->base, op, s);
+    if (out->dtype == BD_CT_H16)
+      launch_map<float, bd_h16>(g, in->base, out->base, op, s);
     else
       launch_map<float, float>(g, in->base, out->base, op, s);
   }
@@ -262,14 +293,14 @@ extern "C" cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_vie
   int64_t n = numel(g);
   if (n == 0) return cudaSuccess;
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && g.s[2][0] == 1 &&
-      a->dtype == BD_CT_BF16 && b->dtype == BD_CT_BF16 && out->dtype == BD_CT_BF16 &&
+      a->dtype == BD_CT_H16 && b->dtype == BD_CT_H16 && out->dtype == BD_CT_H16 &&
       n % 8 == 0 && aligned16(a->base) && aligned16(b->base) && aligned16(out->base)) {
-    k_bin_bf16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>(
+    k_bin_h16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>(
         (const uint4 *)a->base, (const uint4 *)b->base, (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }
-  if (a->dtype == BD_CT_BF16)
-    launch_bin_b<__nv_bfloat16>(g, a->base, b->base, b->dtype, out->base, out->dtype, op, s);
+  if (a->dtype == BD_CT_H16)
+    launch_bin_b<bd_h16>(g, a->base, b->base, b->dtype, out->base, out->dtype, op, s);
   else
     launch_bin_b<float>(g, a->base, b->base, b->dtype, out->base, out->dtype, op, s);
   return cudaGetLastError();

@@ -17,7 +17,7 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   int r = p->rank[v];
   memset(o, 0, sizeof(*o));
   o->base = cp->buf[v][rep];
-  o->dtype = rep == BD_REP_BF16 ? BD_CT_BF16 : BD_CT_F32;
+  o->dtype = rep == BD_REP_H16 ? BD_CT_H16 : BD_CT_F32;
   if (r == 0) {
     o->rank = 1;
     o->dims[0] = 1;
@@ -26,7 +26,7 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   }
   o->rank = r;
   for (int d = 0; d < r; ++d) o->dims[d] = p->dims[v][d];
-  if (rep == BD_REP_BF16) { /* logical NCHW over NHWC memory */
+  if (rep == BD_REP_H16) { /* logical NCHW over NHWC memory */
     int64_t c = o->dims[1], h = o->dims[2], w = o->dims[3];
     o->strides[0] = h * w * c;
     o->strides[1] = 1;
@@ -44,7 +44,7 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
 /* Any available representation, the primary first. */
 static int rep_any(const bd_cuda_cplan *cp, int v) {
   if (cp->prim[v] >= 0 && cp->buf[v][(int)cp->prim[v]]) return cp->prim[v];
-  return cp->buf[v][BD_REP_F32] ? BD_REP_F32 : BD_REP_BF16;
+  return cp->buf[v][BD_REP_F32] ? BD_REP_F32 : BD_REP_H16;
 }
 
 static void view_any(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
@@ -88,9 +88,9 @@ static bd_status need(bd_cuda_cplan *cp, int v, int rep, const char *node, bd_er
   if (cp->buf[v][rep]) return BD_OK;
   if (cp->prim[v] < 0)
     return bd_err_set(err, BD_E_INTERNAL, "node '%s': input %d has no buffer", node, v);
-  if (rep == BD_REP_BF16 && cp->plan->rank[v] != 4)
-    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': BF16 NHWC needs a 4-D input", node);
-  size_t es = rep == BD_REP_BF16 ? 2 : 4;
+  if (rep == BD_REP_H16 && cp->plan->rank[v] != 4)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': 16-bit NHWC needs a 4-D input", node);
+  size_t es = rep == BD_REP_H16 ? 2 : 4;
   bd_status st = dev_alloc(cp, (size_t)numel_of(cp->plan, v) * es, &cp->buf[v][rep], err);
   if (st != BD_OK) return st;
   push(cp, BD_A_CONVERT, -1, v, rep);
@@ -137,11 +137,11 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
       if (!w->data || w->rank != 4)
         return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
                           nd->name);
-      /* ONNX [M][C/g][kh][kw] FP32 -> KRSC BF16 [M][kh][kw][C/g], on the device. */
+      /* ONNX [M][C/g][kh][kw] FP32 -> KRSC 16-bit [M][kh][kw][C/g], on the device. */
       int64_t m = w->dims[0], cg = w->dims[1], kh = w->dims[2], kw = w->dims[3];
       bd_cuda_view src = {b->cdev[nd->in[1]], BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
       BD_CU(cudaMalloc(&b->wbf[n], (size_t)(m * cg * kh * kw) * 2));
-      bd_cuda_view dst = {b->wbf[n], BD_CT_BF16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
+      bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
       BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
     }
   }
@@ -165,7 +165,7 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
     cp->buf[v][rep] = (char *)cp->arena + p->offset[v];
     return BD_OK;
   }
-  return dev_alloc(cp, (size_t)numel_of(p, v) * (rep == BD_REP_BF16 ? 2 : 4), &cp->buf[v][rep],
+  return dev_alloc(cp, (size_t)numel_of(p, v) * (rep == BD_REP_H16 ? 2 : 4), &cp->buf[v][rep],
                    err);
 }
 
@@ -191,6 +191,13 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->group = c->group;
   s->act = c->act;
   s->res = c->res;
+}
+
+/* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
+ * it out quickly on a new cuDNN version without a rebuild. */
+static int fuse_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_FUSE");
+  return !e || strcmp(e, "0") != 0;
 }
 
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
@@ -219,9 +226,9 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     if (p->rank[nd->in[0]] != 4 || p->rank[y] != 4)
       return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): only 4-D tensors", name,
                         bd_op_name(nd->op));
-    st = need(cp, nd->in[0], BD_REP_BF16, name, err);
+    st = need(cp, nd->in[0], BD_REP_H16, name, err);
     if (st == BD_OK && nd->op == BD_OP_CONV && nd->n_in > 3 && nd->in[3] >= 0)
-      st = need(cp, nd->in[3], BD_REP_BF16, name, err);
+      st = need(cp, nd->in[3], BD_REP_H16, name, err);
     break;
   case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
   case BD_OP_IDENTITY: case BD_OP_CAST: case BD_OP_SOFTMAX: case BD_OP_GATHER:
@@ -247,7 +254,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED,
                         "node '%s' (Gather): indices must be a small int constant", name);
   }
-  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_BF16 : BD_REP_F32, err);
+  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
   if (st != BD_OK) return st;
   if (nd->op == BD_OP_CONV) {
     bd_cuda_conv_shape s;
@@ -255,9 +262,13 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     conv_shape(cp, nd, &s);
     if (b->dnn && !cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
     st = bd_cuda_conv_layer_new(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r,
-                                cp->buf[nd->in[0]][BD_REP_BF16], b->wbf[n],
-                                cp->buf[y][BD_REP_BF16], cp->probe, cp->probe_bytes,
+                                cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],
+                                cp->buf[y][BD_REP_H16], cp->probe, cp->probe_bytes,
                                 &cp->layer[n], &ws, err);
+    if (st == BD_OK && b->dnn && nd->n_in > 2 && nd->in[2] >= 0 && fuse_enabled())
+      st = bd_cuda_conv_layer_fuse(b->dnn, cp->layer[n], b->cdev[nd->in[2]],
+                                   cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],
+                                   cp->buf[y][BD_REP_H16], cp->probe, cp->probe_bytes, err);
     if (st != BD_OK) {
       bd_err_prefix(err, "node '%s'", name);
       return st;
@@ -268,7 +279,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
   return BD_OK;
 }
 
-static size_t esize(const bd_cuda_view *v) { return v->dtype == BD_CT_BF16 ? 2 : 4; }
+static size_t esize(const bd_cuda_view *v) { return v->dtype == BD_CT_H16 ? 2 : 4; }
 
 static void *offset_ptr(void *base, int64_t elems, size_t es) {
   return (char *)base + elems * (int64_t)es;
@@ -372,9 +383,9 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
       bias = b->cdev[nd->in[2]];
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
     }
-    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_BF16];
-    return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_BF16], b->wbf[n],
-                                  bias, r, cp->buf[y][BD_REP_BF16], cp->ws, cp->ws_bytes, s, err);
+    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16];
+    return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_H16], b->wbf[n],
+                                  bias, r, cp->buf[y][BD_REP_H16], cp->ws, cp->ws_bytes, s, err);
   }
   case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: {
     int u = nd->op == BD_OP_RELU ? BD_UN_RELU
@@ -413,7 +424,7 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
     const int64_t *xd = p->dims[x], *yd = p->dims[y];
     BD_CU(bd_cuda_maxpool_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
                                (int)yd[3], pp->kh, pp->kw, pp->sh, pp->sw, pp->pad_t, pp->pad_l,
-                               cp->buf[x][BD_REP_BF16], vo.base, s));
+                               cp->buf[x][BD_REP_H16], vo.base, s));
     break;
   }
   case BD_OP_RESIZE: {
@@ -421,7 +432,7 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
     const int64_t *xd = p->dims[x], *yd = p->dims[y];
     BD_CU(bd_cuda_resize_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
                               (int)yd[3], rp->mode, rp->coord, rp->nearest, rp->scale_h,
-                              rp->scale_w, cp->buf[x][BD_REP_BF16], vo.base, s));
+                              rp->scale_w, cp->buf[x][BD_REP_H16], vo.base, s));
     break;
   }
   case BD_OP_SLICE:

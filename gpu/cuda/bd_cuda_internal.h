@@ -5,6 +5,12 @@
 #include <cuda_runtime.h>
 #ifdef BD_HAVE_CUDNN
 #include <cudnn.h>
+/* cuDNN's name for BD_CT_H16. */
+#ifdef BD_CUDA_BF16
+#define BD_DNN_H16 CUDNN_DATA_BFLOAT16
+#else
+#define BD_DNN_H16 CUDNN_DATA_HALF
+#endif
 #endif
 
 #include "bd_backend.h"
@@ -58,13 +64,25 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
                                  const void *x, const void *w, const float *bias,
                                  const void *r, void *y, void *ws, size_t ws_bytes,
                                  cudaStream_t stream, bd_err *err);
+/* Switches a cuDNN layer to cudnnConvolutionBiasActivationForward (bias, ReLU or
+ * identity, pre-activation residual in one kernel) when its epilogue allows it and a
+ * trial call on the real buffers (ws: at least the layer's workspace) succeeds; other
+ * layers are left as they are. Not an error when cuDNN refuses. */
+bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, const float *bias,
+                                  void *x, void *w, void *y, void *ws, size_t ws_bytes,
+                                  bd_err *err);
+/* 1 when the layer runs fused in cuDNN. */
+int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l);
+/* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
+ * kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
+int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 
 
 /* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */
-enum { BD_REP_F32 = 0, BD_REP_BF16 = 1 };
+enum { BD_REP_F32 = 0, BD_REP_H16 = 1 };
 enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT };
 
 /* One step of a prepared run: an op, a representation conversion, or the copy of a
@@ -77,7 +95,7 @@ typedef struct bd_cuda_cplan {
   const bd_plan *plan;
   int batch, n_steps;
   void *arena;
-  void *(*buf)[2]; /* per value: [BD_REP_F32], [BD_REP_BF16] device pointers, NULL = absent */
+  void *(*buf)[2]; /* per value: [BD_REP_F32], [BD_REP_H16] device pointers, NULL = absent */
   signed char *prim; /* per value: primary representation, -1 = none yet */
   void **extra;      /* conversion and output buffers, freed with the plan */
   int n_extra;
@@ -103,7 +121,7 @@ typedef struct bd_cuda_be {
   cudaStream_t stream;
   void *dnn;   /* cudnnHandle_t, NULL without cuDNN */
   void **cdev; /* per value: FP32 device copy of a float constant */
-  void **wbf;  /* per node: BF16 KRSC conv weights */
+  void **wbf;  /* per node: 16-bit KRSC conv weights */
   bd_cuda_cplan **plans;
   int n_plans;
   int use_graphs;

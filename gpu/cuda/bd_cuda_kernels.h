@@ -1,6 +1,6 @@
 /* bd_cuda_kernels: the extern "C" launchers of the cuda backend's own kernels (one op
  * family per .cu file). Host code (C) describes tensors as strided views so that one
- * kernel serves every layout: FP32 in ONNX order (NCHW, row-major) and BF16 NHWC.
+ * kernel serves every layout: FP32 in ONNX order (NCHW, row-major) and 16-bit NHWC.
  *
  * Every launcher only enqueues work on `stream` (capturable into a CUDA graph: no
  * allocation, no synchronisation) and returns the launch status (cudaGetLastError). */
@@ -17,7 +17,9 @@ extern "C" {
 
 #define BD_CUDA_MAX_RANK 6
 
-typedef enum { BD_CT_F32 = 0, BD_CT_BF16 = 1 } bd_cuda_dtype;
+/* BD_CT_H16 is the backend's 16-bit storage type: IEEE half, or bfloat16 in builds with
+ * BD_CUDA_BF16 (see bd_cuda_common.cuh for why half is the default). */
+typedef enum { BD_CT_F32 = 0, BD_CT_H16 = 1 } bd_cuda_dtype;
 
 /* A strided tensor view: element (i0..i{r-1}) lives at base + sum(ik * strides[k])
  * elements. A stride of 0 broadcasts. */
@@ -41,7 +43,7 @@ typedef enum { BD_BIN_ADD = 0, BD_BIN_SUB, BD_BIN_MUL, BD_BIN_DIV } bd_cuda_bino
 
 /* out[i] = f(in[i]) over out's dims (in's dims are ignored: its strides are read with
  * out's dims, 0-strides broadcast). Covers copies, layout/dtype conversion, transpose,
- * slice, concat pieces and the unary activations. FP32 math, BF16 round-to-nearest. */
+ * slice, concat pieces and the unary activations. FP32 math, 16-bit stores round to nearest even. */
 cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int unop,
                         cudaStream_t stream);
 
@@ -58,9 +60,9 @@ typedef struct bd_cuda_conv_shape {
   int res;          /* bd_res_mode */
 } bd_cuda_conv_shape;
 
-/* Direct convolution with the fused epilogue (bias, activation, residual), BF16 in and
+/* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and
  * out, FP32 accumulate. Used for depthwise convs and whenever cuDNN has no algorithm.
- * bias (FP32, M) and r (BF16 NHWC like y) may be NULL. */
+ * bias (FP32, M) and r (16-bit NHWC like y) may be NULL. */
 cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                 const float *bias, const void *r, void *y,
                                 cudaStream_t stream);
@@ -69,12 +71,18 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
                                   const void *r, void *y, cudaStream_t stream);
 
-/* Max pooling, BF16 NHWC, padding is -inf. */
+/* The epilogue out of place: y (M channels) = epilogue(src), src holding rows of
+ * src_c >= M channels (a channel-padded convolution output). */
+cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *src, int src_c,
+                                       const float *bias, const void *r, void *y,
+                                       cudaStream_t stream);
+
+/* Max pooling, 16-bit NHWC, padding is -inf. */
 cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int kh, int kw,
                                  int sh, int sw, int pad_t, int pad_l, const void *x, void *y,
                                  cudaStream_t stream);
 
-/* ONNX Resize on axes H and W, BF16 NHWC. mode/coord/nearest are bd_resize_mode,
+/* ONNX Resize on axes H and W, 16-bit NHWC. mode/coord/nearest are bd_resize_mode,
  * bd_coord_mode, bd_nearest_mode; scale = output/input. */
 cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int mode,
                                 int coord, int nearest, float scale_h, float scale_w,

@@ -1,4 +1,4 @@
-// ONNX Resize on the spatial axes of BF16 NHWC tensors (FPN upsampling): nearest with
+// ONNX Resize on the spatial axes of 16-bit NHWC tensors (FPN upsampling): nearest with
 // the four ONNX rounding modes, and (bi)linear; coordinate transforms as in the ONNX
 // spec. Math in FP32.
 #include "bd_cuda_common.cuh"
@@ -28,8 +28,8 @@ __device__ __forceinline__ int nearest_index(float x, int mode, int len) {
 }
 
 __global__ void k_resize(int h, int w, int c, int oh, int ow, int mode, int coord, int nearest,
-                         float sh, float sw, const __nv_bfloat16 *__restrict__ x,
-                         __nv_bfloat16 *__restrict__ y, int64_t total) {
+                         float sh, float sw, const bd_h16 *__restrict__ x,
+                         bd_h16 *__restrict__ y, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int ch = (int)(i % c);
@@ -39,7 +39,7 @@ __global__ void k_resize(int h, int w, int c, int oh, int ow, int mode, int coor
     int oy = (int)(t % oh);
     int64_t n = t / oh;
     float fy = src_coord(oy, h, oh, sh, coord), fx = src_coord(ox, w, ow, sw, coord);
-    const __nv_bfloat16 *xn = x + n * h * w * c + ch;
+    const bd_h16 *xn = x + n * h * w * c + ch;
     float v;
     if (mode == 0) {
       int iy = nearest_index(fy, nearest, h), ix = nearest_index(fx, nearest, w);
@@ -54,7 +54,25 @@ __global__ void k_resize(int h, int w, int c, int oh, int ow, int mode, int coor
       float cc = bd_ld(xn[((int64_t)y1 * w + x0) * c]), d = bd_ld(xn[((int64_t)y1 * w + x1) * c]);
       v = (a * (1.0f - lx) + b * lx) * (1.0f - ly) + (cc * (1.0f - lx) + d * lx) * ly;
     }
-    y[i] = bd_st<__nv_bfloat16>(v);
+    y[i] = bd_st<bd_h16>(v);
+  }
+}
+
+// Nearest mode with C % 8 == 0: 8 channels per thread, 16-byte copies (the FPN upsample).
+__global__ void k_resize_nearest8(int h, int w, int c8, int oh, int ow, int coord, int nearest,
+                                  float sh, float sw, const uint4 *__restrict__ x,
+                                  uint4 *__restrict__ y, int64_t total8) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int cg = (int)(i % c8);
+    int64_t t = i / c8;
+    int ox = (int)(t % ow);
+    t /= ow;
+    int oy = (int)(t % oh);
+    int64_t n = t / oh;
+    int iy = nearest_index(src_coord(oy, h, oh, sh, coord), nearest, h);
+    int ix = nearest_index(src_coord(ox, w, ow, sw, coord), nearest, w);
+    y[i] = x[((n * h + iy) * w + ix) * c8 + cg];
   }
 }
 } // namespace
@@ -65,8 +83,14 @@ extern "C" cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, i
   int64_t total = (int64_t)n * oh * ow * c;
   if (total == 0) return cudaSuccess;
   if (!(scale_h > 0.0f) || !(scale_w > 0.0f)) return cudaErrorInvalidValue;
+  if (mode == 0 && c % 8 == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)y & 15u) == 0) {
+    k_resize_nearest8<<<bd_grid(total / 8, 256), 256, 0, s>>>(
+        h, w, c / 8, oh, ow, coord, nearest, scale_h, scale_w, (const uint4 *)x, (uint4 *)y,
+        total / 8);
+    return cudaGetLastError();
+  }
   k_resize<<<bd_grid(total, 256), 256, 0, s>>>(h, w, c, oh, ow, mode, coord, nearest, scale_h,
-                                              scale_w, (const __nv_bfloat16 *)x,
-                                              (__nv_bfloat16 *)y, total);
+                                              scale_w, (const bd_h16 *)x,
+                                              (bd_h16 *)y, total);
   return cudaGetLastError();
 }

@@ -23,7 +23,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
-  # A real photo as input (BF16 error on image statistics), decoded once at configure
+  # A real photo as input (16-bit error on image statistics), decoded once at configure
   # time when djpeg is there; without it the tests use a synthetic pattern.
   find_program(BD_DJPEG djpeg)
   if(BD_DJPEG AND EXISTS ${BD_TEST_DATA}/images/dog.jpg)
@@ -34,4 +34,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
     endif()
   endif()
+endif()
+if(TARGET test_cuda_emu AND BATCHDET_CUDA_BF16)
+  target_compile_definitions(test_cuda_emu PRIVATE BD_CUDA_BF16=1)
 endif()

@@ -3,9 +3,12 @@
 # cuDNN and NCCL only as Python wheels; no protobuf-c/cmocka/OpenBLAS dev packages):
 # configures an engine-only CUDA build against .devdeps/ (made by prepare_devdeps.sh
 # on the build machine), builds, runs the cuda tests, compute-sanitizer memcheck on the
-# kernel test, and `batchdet bench` cuda vs cpu on yolox_nano. Every step is
-# time-bounded; a failing step is reported and the script goes on. Logs go to $OUT
-# (default ./device-out); a summary table is printed last. Budget: under ~6 minutes.
+# kernel test, and `batchdet bench` cuda vs cpu on yolox_nano. Prebuilt mode
+# (BD_PREBUILT=.devdeps/bin-pre, made by tests/gpu/build_prebuilt.sh) skips the build
+# and also exports DAMO-YOLO T and S here (python3 + torch) for the whole-model test and
+# a T bench (~2 minutes in all); BD_PROFILE=1 adds a per-kernel profile (nsys or ncu). Every step is time-bounded; a failing step is reported
+# and the script goes on. Logs go to $OUT (default ./device-out); a summary table is
+# printed last. Budget: under ~6 minutes (build mode), ~150 s (prebuilt).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -97,17 +100,46 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   step memcheck 90 "$SAN" --tool memcheck --error-exitcode 3 "$B/test_cuda_kernels"
   MODEL=$DD/data/models/yolox_nano.onnx
   BD=$B/batchdet
+  # DAMO-YOLO T and S (seeded weights, tests/reference/damoyolo.py) exported here, where
+  # torch is; each compared GPU vs cpu backend on its own input, scores and boxes <= 2e-2.
+  DAMO=${TMPDIR:-/tmp}/bd-damo
+  for m in T S; do
+    step "damo-export-$m" 60 python3 "$ROOT/tests/reference/damoyolo.py" export --model $m \
+      --form deploy --size 640 --batch 1 --seed 0 --out "$DAMO/$m"
+    BD_CUDA_MODEL=$DAMO/$m/model.onnx BD_CUDA_INPUT=$DAMO/$m/input.f32 \
+      step "test_cuda_model-damo$m" 90 "$B/test_cuda_model"
+  done
   for bb in 1 8 32 64; do
     step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
   done
+  for bb in 1 32; do
+    step bench-damoT-b$bb 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch $bb \
+      --iters 20 --warmup 3
+  done
   step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
+  if [ -n "${BD_PROFILE:-}" ]; then
+    # Optional (BD_PROFILE=1, ~30-90 s more): per-kernel GPU time of yolox_nano at batch 32,
+    # graph kernels traced one by one; only the text summary goes to $OUT.
+    NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null | head -n 1)
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+    if [ -n "$NSYS" ]; then
+      step profile-nsys 120 "$NSYS" profile --cuda-graph-trace=node --force-overwrite true \
+        -o "${TMPDIR:-/tmp}/bd-prof" "$BD" bench --model "$MODEL" --device cuda --batch 32 --iters 5 --warmup 2
+      step profile-kernels 60 "$NSYS" stats --report cuda_gpu_kern_sum --format csv \
+        "${TMPDIR:-/tmp}/bd-prof.nsys-rep"
+    elif [ -n "$NCU" ]; then
+      step profile-ncu 150 "$NCU" --print-summary per-kernel --launch-count 400 \
+        "$BD" bench --model "$MODEL" --device cuda --batch 32 --iters 1 --warmup 0
+    fi
+  fi
   echo
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
-  for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-cpu-b1; do
+  for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
-  grep -hE "rel L2|batch 1 vs|capture failed|conv c|PASSED|FAILED" "$OUT"/test_cuda_*.log 2>/dev/null | head -n 24
+  grep -HE "rel L2|batch 1 vs|capture failed|conv c|conv layers|PASSED|FAILED" "$OUT"/test_cuda_*.log 2>/dev/null |
+    sed "s|$OUT/||" | head -n 60
   grep -hE "ERROR SUMMARY" "$OUT/memcheck.log" 2>/dev/null | head -n 1
   printf '%s\n' "${SUMMARY[@]}"
   exit 0

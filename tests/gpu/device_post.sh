@@ -67,8 +67,10 @@ step post-ref 60 "$B/test_cuda_post" ref
 step nccl 60 "$B/test_cuda_nccl"
 step pool 180 "$B/test_pool"
 step post-memcheck 120 "$SAN" --tool memcheck --error-exitcode 3 "$B/test_cuda_post"
-step post-racecheck 180 "$SAN" --tool racecheck --error-exitcode 3 "$B/test_cuda_post"
-step post-synccheck 120 "$SAN" --tool synccheck --error-exitcode 3 "$B/test_cuda_post"
+if [ -z "${BD_POST_QUICK:-}" ]; then # BD_POST_QUICK=1: memcheck only (short device windows)
+  step post-racecheck 180 "$SAN" --tool racecheck --error-exitcode 3 "$B/test_cuda_post"
+  step post-synccheck 120 "$SAN" --tool synccheck --error-exitcode 3 "$B/test_cuda_post"
+fi
 
 echo
 echo "==== post/nccl/pool device check ($(($(date +%s) - T0))s; logs in $OUT) ===="

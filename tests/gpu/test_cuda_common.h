@@ -1,4 +1,4 @@
-/* Helpers of the cuda tests: skip without a device, BF16 on the host, seeded random
+/* Helpers of the cuda tests: skip without a device, BF16 and half on the host, seeded random
  * numbers, device buffers poisoned with NaN. */
 #ifndef TEST_CUDA_COMMON_H
 #define TEST_CUDA_COMMON_H
@@ -49,6 +49,58 @@ static inline float tc_bf2f(uint16_t h) {
   float f;
   memcpy(&f, &u, 4);
   return f;
+}
+
+/* IEEE half, round to nearest even like __float2half_rn (finite inputs in half range). */
+static inline uint16_t tc_f2half(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, m = x & 0x7FFFFFu;
+  int32_t e = (int32_t)((x >> 23) & 0xFF) - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7C00u);
+  if (e <= 0) { /* subnormal half */
+    if (e < -10) return (uint16_t)sign;
+    m |= 0x800000u;
+    int shift = 14 - e;
+    uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (hm & 1))) hm++;
+    return (uint16_t)(sign | hm);
+  }
+  uint32_t hm = m >> 13, rem = m & 0x1FFFu, h = sign | ((uint32_t)e << 10) | hm;
+  if (rem > 0x1000u || (rem == 0x1000u && (hm & 1))) h++;
+  return (uint16_t)h;
+}
+
+static inline float tc_half2f(uint16_t h) {
+  int e = (h >> 10) & 0x1F;
+  uint32_t m = h & 0x3FFu;
+  float f;
+  if (e == 0) {
+    f = ldexpf((float)m, -24);
+  } else if (e == 31) {
+    f = m ? NAN : INFINITY;
+  } else {
+    uint32_t x = ((uint32_t)(e - 15 + 127) << 23) | (m << 13);
+    memcpy(&f, &x, 4);
+  }
+  return (h & 0x8000u) ? -f : f;
+}
+
+/* The backend's 16-bit storage type (BD_CT_H16): half, or BF16 with BD_CUDA_BF16. */
+static inline uint16_t tc_f2h16(float f) {
+#ifdef BD_CUDA_BF16
+  return tc_f2bf(f);
+#else
+  return tc_f2half(f);
+#endif
+}
+
+static inline float tc_h162f(uint16_t h) {
+#ifdef BD_CUDA_BF16
+  return tc_bf2f(h);
+#else
+  return tc_half2f(h);
+#endif
 }
 
 /* A device buffer filled with 0xFF bytes: NaN in FP32 and BF16, so any element a kernel

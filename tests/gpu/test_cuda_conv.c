@@ -1,6 +1,7 @@
-/* Convolution layers of the cuda backend (cuDNN path with our epilogue, and our direct
- * kernel) against a CPU convolution written here in double precision on the same BF16
- * inputs. Output buffers are poisoned before each run. Skips (exit 77) without a GPU. */
+/* Convolution layers of the cuda backend (cuDNN path with our epilogue, cuDNN's fused
+ * bias + activation, channel-padded layers, our direct kernel) against a CPU convolution
+ * written here in double precision on the same 16-bit inputs. Output buffers are
+ * poisoned before each run. Skips (exit 77) without a GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,9 +36,9 @@ static void run_case(const conv_case *cc, int use_direct) {
   float *x = malloc(nx * 4), *w = malloc(nw * 4), *r = malloc(ny * 4), *bias = malloc(cc->m * 4);
   float *got = malloc(ny * 4), *want = malloc(ny * 4);
   assert_non_null(want);
-  for (size_t i = 0; i < nx; ++i) x[i] = tc_bf2f(xb[i] = tc_f2bf(tc_uniform(-2, 2)));
-  for (size_t i = 0; i < nw; ++i) w[i] = tc_bf2f(wb[i] = tc_f2bf(tc_uniform(-0.5f, 0.5f)));
-  for (size_t i = 0; i < ny; ++i) r[i] = tc_bf2f(rb[i] = tc_f2bf(tc_uniform(-1, 1)));
+  for (size_t i = 0; i < nx; ++i) x[i] = tc_h162f(xb[i] = tc_f2h16(tc_uniform(-2, 2)));
+  for (size_t i = 0; i < nw; ++i) w[i] = tc_h162f(wb[i] = tc_f2h16(tc_uniform(-0.5f, 0.5f)));
+  for (size_t i = 0; i < ny; ++i) r[i] = tc_h162f(rb[i] = tc_f2h16(tc_uniform(-1, 1)));
   for (int i = 0; i < cc->m; ++i) bias[i] = tc_uniform(-1, 1);
   for (int b = 0; b < N; ++b)
     for (int oy = 0; oy < OH; ++oy)
@@ -60,7 +61,8 @@ static void run_case(const conv_case *cc, int use_direct) {
           want[o] = v;
         }
   void *dx = tc_dev_copy(xb, nx * 2), *dw = tc_dev_copy(wb, nw * 2), *dr = tc_dev_copy(rb, ny * 2);
-  void *dbias = tc_dev_copy(bias, cc->m * 4), *dy = tc_dev_poisoned(ny * 2), *ws = NULL;
+  float *dbias = tc_dev_copy(bias, cc->m * 4);
+  void *dy = tc_dev_poisoned(ny * 2), *ws = NULL;
   bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
                           cc->pt, cc->pl, cc->group, cc->act, cc->res};
   const void *rr = cc->res ? dr : NULL;
@@ -80,9 +82,16 @@ static void run_case(const conv_case *cc, int use_direct) {
                                           &err);
     if (st != BD_OK) printf("layer_new: %s\n", err.msg);
     assert_int_equal(st, BD_OK);
-    printf("conv c%d m%d k%d s%d g%d: %s, workspace %zu\n", cc->c, cc->m, cc->k, cc->s, cc->group,
-           bd_cuda_conv_layer_is_direct(l) ? "direct kernel" : "cuDNN", wsb);
     if (wsb) assert_int_equal(cudaMalloc(&ws, wsb), cudaSuccess);
+    st = bd_cuda_conv_layer_fuse(h, l, dbias, dx, dw, dy, ws, wsb, &err);
+    if (st != BD_OK) printf("layer_fuse: %s\n", err.msg);
+    assert_int_equal(st, BD_OK);
+    printf("conv c%d m%d k%d s%d g%d act%d res%d: %s, workspace %zu\n", cc->c, cc->m, cc->k,
+           cc->s, cc->group, cc->act, cc->res,
+           bd_cuda_conv_layer_is_direct(l)  ? "direct kernel"
+           : bd_cuda_conv_layer_is_fused(l) ? "cuDNN fused bias+act"
+                                            : "cuDNN + epilogue",
+           wsb);
     cudaMemset(dy, 0xFF, ny * 2); /* the algorithm search wrote into y */
     st = bd_cuda_conv_layer_run(h, l, dx, dw, dbias, rr, dy, ws, wsb, 0, &err);
     if (st != BD_OK) printf("layer_run: %s\n", err.msg);
@@ -94,7 +103,7 @@ static void run_case(const conv_case *cc, int use_direct) {
 #endif
   }
   assert_int_equal(cudaMemcpy(yb, dy, ny * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (size_t i = 0; i < ny; ++i) got[i] = tc_bf2f(yb[i]);
+  for (size_t i = 0; i < ny; ++i) got[i] = tc_h162f(yb[i]);
   assert_int_equal(tc_compare(use_direct ? "direct" : "layer", got, want, ny, 2e-2f, 1e-2f), 0);
   cudaFree(dx);
   cudaFree(dw);
@@ -109,9 +118,20 @@ static const conv_case cases[] = {
     {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},       /* dense 3x3 */
     {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE},       /* asymmetric pad */
     {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT},   /* depthwise */
+    {24, 24, 11, 9, 5, 2, 24, 2, 2, 2, 2, BD_ACT_SILU, BD_RES_NONE},       /* dw 5x5 s2 */
+    {12, 12, 7, 7, 3, 1, 12, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT},    /* dw, C % 8 */
     {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT}, /* 1x1 */
     {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE},       /* Focus-like stem */
     {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},         /* grouped */
+    /* channel counts that are not multiples of 8: zero-padded copies in the layer */
+    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE},         /* yolox reg preds */
+    {16, 1, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_NONE},      /* yolox obj preds */
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT},  /* both padded */
+    {3, 16, 12, 12, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},       /* RGB stem */
+    /* cuDNN's fused bias + ReLU / identity (+ residual before the activation) */
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE},
+    {64, 32, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_NONE},
 };
 
 static void test_conv_direct(void **state) {

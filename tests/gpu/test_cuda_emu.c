@@ -1,11 +1,19 @@
 /* The cuda backend's host code (representation choice, conversions, strided views,
  * arena offsets, Slice/Concat/Reshape/Transpose lowering) run over a host emulation of
- * the device (cuda_emu.c) on yolox_nano against the cpu backend. Runs on every machine.
- *  - batch 1, 16-bit storage emulated as IEEE half: ||emu-cpu||/||cpu|| <= 1e-2 (measured
- *    4.7e-3 on the dog photo): a logic error (wrong view, offset, padding) shows here.
- *  - batch 2, BF16 as on the GPU: <= 5e-2. Measured 3.1e-2 on the dog photo (1.6e-2 on
- *    the smooth synthetic pattern): the BF16 noise floor of this network end to end, 6.5x
- *    the half-precision error, as the 3 fewer mantissa bits predict. */
+ * the device (cuda_emu.c: 16-bit storage rounded exactly as on the GPU, including the
+ * 16-bit rounding of cuDNN's pre-bias output) on yolox_nano against the cpu backend
+ * (FP32, the reference). Runs on every machine.
+ *  - batch 2, the storage the backend is built for (IEEE half by default):
+ *    ||emu-cpu||/||cpu|| <= 1e-2 on the dog photo (measured 5.3e-3; the issue's bound is
+ *    2e-2): a logic error (wrong view, offset, padding) shows here.
+ *  - batch 1, BF16 storage: <= 5e-2. Measured 3.8e-2 (the GPU's BF16 build measured
+ *    3.9e-2): the reason half is the default. Precision experiments with
+ *    $BD_EMU_EXACT_LO/HI (launches stored exactly) located the BF16 error in the
+ *    backbone's activations and weights (exact head: 3.0e-2 unchanged; exact first half
+ *    of the launches: 5e-3), so FP32 head outputs alone cannot reach 2e-2.
+ * With $BD_CUDA_MODEL and $BD_CUDA_INPUT (raw float32 batch-1 input, e.g. damoyolo.py
+ * export's input.f32) only that model runs, batch $BD_CUDA_BATCH (default 1), every
+ * output <= $BD_CUDA_TOL (default 2e-2). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +27,7 @@
 #include "bd_cuda_internal.h"
 #include "bd_onnx.h"
 #include "test_cuda_common.h"
+#include "test_cuda_layers.h"
 
 static bd_graph *g_graph;
 extern int bd_cuda_emu_half;
@@ -30,16 +39,30 @@ static int64_t numel(const bd_plan *p, int v) {
   return n;
 }
 
-/* The test input: the photo $BD_TEST_PPM, else $BD_TEST_DATA/images/dog.ppm (made by
- * prepare_devdeps.sh), else a synthetic pattern. */
+/* The test input: $BD_CUDA_INPUT (batch 1, repeated), else the photo $BD_TEST_PPM, else
+ * $BD_TEST_DATA/images/dog.ppm (made by prepare_devdeps.sh), else a synthetic pattern. */
 static void fill_input(const bd_plan *plan, int v, float *in) {
   char ppm[1024];
   const char *data = getenv("BD_TEST_DATA"), *env = getenv("BD_TEST_PPM");
+  const char *raw = getenv("BD_CUDA_INPUT");
+  assert_int_equal(plan->rank[v], 4);
+  if (raw) {
+    int64_t n1 = numel(plan, v) / plan->dims[v][0];
+    FILE *f = fopen(raw, "rb");
+    assert_non_null(f);
+    size_t got = fread(in, 4, (size_t)n1, f);
+    int extra = fgetc(f);
+    fclose(f);
+    assert_int_equal(got, (size_t)n1);
+    assert_int_equal(extra, EOF);
+    for (int64_t b = 1; b < plan->dims[v][0]; ++b) memcpy(in + b * n1, in, (size_t)n1 * 4);
+    printf("input: %s\n", raw);
+    return;
+  }
   if (env)
     snprintf(ppm, sizeof(ppm), "%s", env);
   else
     snprintf(ppm, sizeof(ppm), "%s/images/dog.ppm", data ? data : "../shared/data");
-  assert_int_equal(plan->rank[v], 4);
   assert_int_equal(plan->dims[v][1], 3);
   int photo = tc_fill_images(in, (int)plan->dims[v][0], (int)plan->dims[v][2],
                              (int)plan->dims[v][3], ppm);
@@ -51,75 +74,105 @@ static void check(bd_status st, const bd_err *err, const char *what) {
   assert_int_equal(st, BD_OK);
 }
 
+static double rel_l2(const float *got, const float *ref, int64_t n, int stride, int lo, int hi) {
+  double num = 0, den = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    int c = (int)(k % stride);
+    if (c < lo || c >= hi) continue;
+    double d = (double)got[k] - ref[k];
+    num += d * d;
+    den += (double)ref[k] * ref[k];
+  }
+  double r = sqrt(num / (den > 0 ? den : 1));
+  return r == r ? r : INFINITY; /* NaN fails */
+}
+
 static void run_batch(int batch, double bound) {
   bd_err err = {0};
   bd_plan *plan = NULL;
   bd_backend *cpu = NULL, *emu = NULL;
   const bd_graph *g = g_graph;
   check(bd_plan_new(g, batch, &plan, &err), &err, "bd_plan_new");
-  int v = g->inputs[0], o = g->outputs[0];
+  int v = g->inputs[0], nout = g->n_outputs;
   assert_int_equal(g->n_inputs, 1);
-  assert_int_equal(g->n_outputs, 1);
-  int64_t ni = numel(plan, v), no = numel(plan, o);
-  float *in = malloc((size_t)ni * 4), *ref = malloc((size_t)no * 4), *got = malloc((size_t)no * 4);
-  assert_non_null(got);
+  assert_true(nout >= 1 && nout <= 8);
+  float *in = malloc((size_t)numel(plan, v) * 4), *ref[8] = {0}, *got[8] = {0};
+  assert_non_null(in);
+  for (int i = 0; i < nout; ++i) {
+    ref[i] = malloc((size_t)numel(plan, g->outputs[i]) * 4);
+    got[i] = malloc((size_t)numel(plan, g->outputs[i]) * 4);
+    assert_non_null(got[i]);
+    memset(got[i], 0xFF, (size_t)numel(plan, g->outputs[i]) * 4);
+  }
   fill_input(plan, v, in);
   check(bd_cpu_backend_new(g, 2, &cpu, &err), &err, "cpu backend");
   check(bd_backend_prepare(cpu, plan, &err), &err, "cpu prepare");
-  check(bd_backend_run(cpu, plan, (const float *const *)&in, &ref, &err), &err, "cpu run");
+  check(bd_backend_run(cpu, plan, (const float *const *)&in, ref, &err), &err, "cpu run");
   check(bd_cuda_backend_new(g, 0, &emu, &err), &err, "cuda backend (emulated)");
   check(bd_backend_prepare(emu, plan, &err), &err, "cuda prepare (emulated)");
-  memset(got, 0xFF, (size_t)no * 4);
-  check(bd_backend_run(emu, plan, (const float *const *)&in, &got, &err), &err, "cuda run (emulated)");
-  double num = 0, den = 0;
-  for (int64_t k = 0; k < no; ++k) {
-    double d = (double)got[k] - ref[k];
-    num += d * d;
-    den += (double)ref[k] * ref[k];
-  }
-  double rel = sqrt(num / (den > 0 ? den : 1));
-  printf("batch %d: rel L2 %.3e over %lld outputs (%d launches)\n", batch, rel, (long long)no,
-         bd_cuda_emu_layer);
-  int last = plan->rank[o] - 1;
-  if (plan->dims[o][last] == 85) { /* yolox: box 0..3, objectness 4, classes 5..84 */
-    const int lo[3] = {0, 4, 5}, hi[3] = {4, 5, 85};
-    for (int gi = 0; gi < 3; ++gi) {
-      double n2 = 0, d2 = 0;
-      for (int64_t k = 0; k < no; ++k) {
-        int c = (int)(k % 85);
-        if (c < lo[gi] || c >= hi[gi]) continue;
-        n2 += ((double)got[k] - ref[k]) * ((double)got[k] - ref[k]);
-        d2 += (double)ref[k] * ref[k];
-      }
-      printf("  channels %d..%d: rel L2 %.3e\n", lo[gi], hi[gi] - 1, sqrt(n2 / (d2 > 0 ? d2 : 1)));
+  print_layers(emu, plan);
+  check(bd_backend_run(emu, plan, (const float *const *)&in, got, &err), &err,
+        "cuda run (emulated)");
+  for (int i = 0; i < nout; ++i) {
+    int o = g->outputs[i], last = plan->rank[o] - 1;
+    int64_t no = numel(plan, o);
+    double rel = rel_l2(got[i], ref[i], no, 1, 0, 1);
+    printf("%s batch %d output %d: rel L2 %.3e over %lld values (%d launches)\n",
+           bd_cuda_emu_half ? "half" : "bf16", batch, i, rel, (long long)no, bd_cuda_emu_layer);
+    if (plan->dims[o][last] == 85) { /* yolox: box 0..3, objectness 4, classes 5..84 */
+      const int lo[3] = {0, 4, 5}, hi[3] = {4, 5, 85};
+      for (int gi = 0; gi < 3; ++gi)
+        printf("  channels %d..%d: rel L2 %.3e\n", lo[gi], hi[gi] - 1,
+               rel_l2(got[i], ref[i], no, 85, lo[gi], hi[gi]));
     }
+    assert_true(rel <= bound);
   }
-  assert_true(rel <= bound);
   bd_backend_destroy(emu);
   bd_backend_destroy(cpu);
   bd_plan_destroy(plan);
   free(in);
-  free(ref);
-  free(got);
+  for (int i = 0; i < nout; ++i) {
+    free(ref[i]);
+    free(got[i]);
+  }
 }
 
-static void test_batch1_half(void **state) {
+static void test_half_batch2(void **state) {
   (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip();
   bd_cuda_emu_half = 1;
-  run_batch(1, 1e-2);
-  bd_cuda_emu_half = 0;
+  run_batch(2, 1e-2);
 }
 
-static void test_batch2_bf16(void **state) {
+static void test_bf16_batch1(void **state) {
   (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip();
   bd_cuda_emu_half = 0;
-  run_batch(2, 5e-2);
+  run_batch(1, 5e-2);
+}
+
+/* $BD_CUDA_MODEL on $BD_CUDA_INPUT with the storage the backend is built for. */
+static void test_env_model(void **state) {
+  (void)state;
+  if (!getenv("BD_CUDA_INPUT")) skip();
+#ifdef BD_CUDA_BF16
+  bd_cuda_emu_half = 0;
+#else
+  bd_cuda_emu_half = 1;
+#endif
+  const char *t = getenv("BD_CUDA_TOL"), *bs = getenv("BD_CUDA_BATCH");
+  int batch = bs ? atoi(bs) : 1; /* batch > 1: the batch-1 input repeated */
+  assert_true(batch >= 1 && batch <= 64);
+  run_batch(batch, t ? atof(t) : 2e-2);
 }
 
 int main(void) {
   char path[1024];
-  const char *data = getenv("BD_TEST_DATA");
-  snprintf(path, sizeof(path), "%s/models/yolox_nano.onnx", data ? data : "../shared/data");
+  const char *data = getenv("BD_TEST_DATA"), *m = getenv("BD_CUDA_MODEL");
+  if (m)
+    snprintf(path, sizeof(path), "%s", m);
+  else
+    snprintf(path, sizeof(path), "%s/models/yolox_nano.onnx", data ? data : "../shared/data");
   bd_err err = {0};
   if (bd_onnx_load_file(path, &g_graph, &err) != BD_OK ||
       bd_compile(g_graph, NULL, NULL, &err) != BD_OK) {
@@ -127,8 +180,10 @@ int main(void) {
     bd_graph_destroy(g_graph);
     return 1;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch1_half),
-                                     cmocka_unit_test(test_batch2_bf16)};
+  printf("model %s: %d nodes\n", path, g_graph->n_nodes);
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_half_batch2),
+                                     cmocka_unit_test(test_bf16_batch1),
+                                     cmocka_unit_test(test_env_model)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);
   return rc;

@@ -1,5 +1,5 @@
 /* Each own CUDA kernel against a CPU twin written here, on fresh random inputs, with
- * BF16 tolerances; output buffers are poisoned (NaN) before every launch. Skips (exit
+ * 16-bit tolerances; output buffers are poisoned (NaN) before every launch. Skips (exit
  * 77) without a GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,19 +12,19 @@
 #include "bd_graph.h"
 #include "test_cuda_common.h"
 
-/* Random BF16 tensor: host bf16 bits and their float values. */
-static void rand_bf16(size_t n, float lo, float hi, uint16_t *bits, float *vals) {
+/* Random 16-bit tensor: host 16-bit storage bits and their float values. */
+static void rand_h16(size_t n, float lo, float hi, uint16_t *bits, float *vals) {
   for (size_t i = 0; i < n; ++i) {
-    bits[i] = tc_f2bf(tc_uniform(lo, hi));
-    vals[i] = tc_bf2f(bits[i]);
+    bits[i] = tc_f2h16(tc_uniform(lo, hi));
+    vals[i] = tc_h162f(bits[i]);
   }
 }
 
-static void fetch_bf16(const void *d, size_t n, float *out) {
+static void fetch_h16(const void *d, size_t n, float *out) {
   uint16_t *h = malloc(n * 2);
   assert_non_null(h);
   assert_int_equal(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (size_t i = 0; i < n; ++i) out[i] = tc_bf2f(h[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = tc_h162f(h[i]);
   free(h);
 }
 
@@ -37,26 +37,74 @@ static bd_cuda_view nhwc_view(void *p, int dt, int64_t n, int64_t c, int64_t h, 
   return v;
 }
 
-/* NCHW FP32 -> NHWC BF16 -> NCHW FP32: exact (both sides round to nearest even). */
+/* A Concat piece: 16-bit NHWC [N][H][W][16] into channels 8..23 of [N][H][W][32] (the
+ * 16-byte row path), then SiLU of channels 8..15 back out (row path with an op); the
+ * other channels stay poisoned. */
+static void test_channel_rows(void **state) {
+  (void)state;
+  const int N = 2, H = 5, W = 3, C1 = 16, C = 32, n1 = N * H * W * C1, n = N * H * W * C;
+  uint16_t *bits = malloc(n1 * 2);
+  float *x = malloc(n1 * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+  assert_non_null(want);
+  rand_h16(n1, -4.0f, 4.0f, bits, x);
+  void *dx = tc_dev_copy(bits, n1 * 2), *dy = tc_dev_poisoned(n * 2), *dz = tc_dev_poisoned(n1 * 2);
+  bd_cuda_view vx = nhwc_view(dx, BD_CT_H16, N, C1, H, W), vy = nhwc_view(dy, BD_CT_H16, N, C, H, W);
+  vy.dims[1] = C1;
+  vy.base = (uint16_t *)dy + 8;
+  assert_int_equal(bd_cuda_map(&vy, &vx, BD_UN_ID, 0), cudaSuccess);
+  fetch_h16(dy, n, got);
+  for (int p = 0; p < N * H * W; ++p)
+    for (int c = 0; c < C; ++c)
+      want[p * C + c] = (c >= 8 && c < 8 + C1) ? x[p * C1 + c - 8] : NAN;
+  int bad = 0;
+  for (int i = 0; i < n; ++i)
+    if (!(got[i] == want[i] || (isnan(got[i]) && isnan(want[i])))) ++bad;
+  assert_int_equal(bad, 0);
+  bd_cuda_view vz = nhwc_view(dz, BD_CT_H16, N, 8, H, W); /* [N][H][W][8] dense */
+  vz.strides[0] = (int64_t)H * W * 8;
+  vz.strides[2] = (int64_t)W * 8;
+  vz.strides[3] = 8;
+  bd_cuda_view vs = nhwc_view((uint16_t *)dy + 8, BD_CT_H16, N, 8, H, W);
+  vs.strides[0] = (int64_t)H * W * C;
+  vs.strides[2] = (int64_t)W * C;
+  vs.strides[3] = C;
+  assert_int_equal(bd_cuda_map(&vz, &vs, BD_UN_SILU, 0), cudaSuccess);
+  fetch_h16(dz, N * H * W * 8, got);
+  for (int p = 0; p < N * H * W; ++p)
+    for (int c = 0; c < 8; ++c) {
+      float v = x[p * C1 + c];
+      want[p * 8 + c] = tc_h162f(tc_f2h16(v / (1.0f + expf(-v))));
+    }
+  assert_int_equal(tc_compare("silu rows", got, want, N * H * W * 8, 1e-3f, 1e-2f), 0);
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dz);
+  free(bits);
+  free(x);
+  free(got);
+  free(want);
+}
+
+/* NCHW FP32 -> NHWC 16-bit -> NCHW FP32: exact (both sides round to nearest even). */
 static void test_layout_roundtrip(void **state) {
   (void)state;
   const int N = 2, C = 5, H = 7, W = 9, n = N * C * H * W;
   float *x = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
   for (int i = 0; i < n; ++i) x[i] = tc_uniform(-300.0f, 300.0f);
   void *dx = tc_dev_copy(x, n * 4), *dh = tc_dev_poisoned(n * 2), *dy = tc_dev_poisoned(n * 4);
-  bd_cuda_view vx = nchw_view(dx, BD_CT_F32, N, C, H, W), vh = nhwc_view(dh, BD_CT_BF16, N, C, H, W);
+  bd_cuda_view vx = nchw_view(dx, BD_CT_F32, N, C, H, W), vh = nhwc_view(dh, BD_CT_H16, N, C, H, W);
   bd_cuda_view vy = nchw_view(dy, BD_CT_F32, N, C, H, W);
   assert_int_equal(bd_cuda_map(&vh, &vx, BD_UN_ID, 0), cudaSuccess);
-  fetch_bf16(dh, n, got);
+  fetch_h16(dh, n, got);
   for (int b = 0; b < N; ++b)
     for (int c = 0; c < C; ++c)
       for (int h = 0; h < H; ++h)
         for (int w = 0; w < W; ++w)
-          want[((b * H + h) * W + w) * C + c] = tc_bf2f(tc_f2bf(x[((b * C + c) * H + h) * W + w]));
+          want[((b * H + h) * W + w) * C + c] = tc_h162f(tc_f2h16(x[((b * C + c) * H + h) * W + w]));
   assert_int_equal(tc_compare("nhwc", got, want, n, 0.0f, 0.0f), 0);
   assert_int_equal(bd_cuda_map(&vy, &vh, BD_UN_ID, 0), cudaSuccess);
   assert_int_equal(cudaMemcpy(got, dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (int i = 0; i < n; ++i) want[i] = tc_bf2f(tc_f2bf(x[i]));
+  for (int i = 0; i < n; ++i) want[i] = tc_h162f(tc_f2h16(x[i]));
   assert_int_equal(tc_compare("nchw", got, want, n, 0.0f, 0.0f), 0);
   cudaFree(dx);
   cudaFree(dh);
@@ -85,11 +133,11 @@ static void test_unary(void **state) {
       int n = sizes[si];
       uint16_t *bits = malloc(n * 2);
       float *x = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
-      rand_bf16(n, -6.0f, 6.0f, bits, x);
+      rand_h16(n, -6.0f, 6.0f, bits, x);
       void *dx = tc_dev_copy(bits, n * 2), *dy = tc_dev_poisoned(n * 2);
-      bd_cuda_view vx = {dx, BD_CT_BF16, 1, {n}, {1}}, vy = {dy, BD_CT_BF16, 1, {n}, {1}};
+      bd_cuda_view vx = {dx, BD_CT_H16, 1, {n}, {1}}, vy = {dy, BD_CT_H16, 1, {n}, {1}};
       assert_int_equal(bd_cuda_map(&vy, &vx, op, 0), cudaSuccess);
-      fetch_bf16(dy, n, got);
+      fetch_h16(dy, n, got);
       for (int i = 0; i < n; ++i) want[i] = cpu_unary(x[i], op);
       assert_int_equal(tc_compare("unary", got, want, n, 1e-3f, 1e-2f), 0);
       cudaFree(dx);
@@ -101,33 +149,33 @@ static void test_unary(void **state) {
     }
 }
 
-/* Broadcast binary ops: BF16 NHWC activation op FP32 per-channel constant, and the
- * same-shape BF16 vector path. */
+/* Broadcast binary ops: 16-bit NHWC activation op FP32 per-channel constant, and the
+ * same-shape 16-bit vector path. */
 static void test_binary(void **state) {
   (void)state;
   const int N = 2, C = 16, H = 5, W = 6, n = N * C * H * W;
   uint16_t *ab = malloc(n * 2), *bb = malloc(n * 2);
   float *a = malloc(n * 4), *b = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
   float ch[16];
-  rand_bf16(n, -4.0f, 4.0f, ab, a); /* NHWC order */
-  rand_bf16(n, 0.5f, 4.0f, bb, b);
+  rand_h16(n, -4.0f, 4.0f, ab, a); /* NHWC order */
+  rand_h16(n, 0.5f, 4.0f, bb, b);
   for (int c = 0; c < C; ++c) ch[c] = tc_uniform(0.5f, 2.0f);
   void *da = tc_dev_copy(ab, n * 2), *db = tc_dev_copy(bb, n * 2), *dc = tc_dev_copy(ch, sizeof(ch));
   for (int op = BD_BIN_ADD; op <= BD_BIN_DIV; ++op) {
     void *dy = tc_dev_poisoned(n * 2);
-    bd_cuda_view va = nhwc_view(da, BD_CT_BF16, N, C, H, W), vy = nhwc_view(dy, BD_CT_BF16, N, C, H, W);
+    bd_cuda_view va = nhwc_view(da, BD_CT_H16, N, C, H, W), vy = nhwc_view(dy, BD_CT_H16, N, C, H, W);
     bd_cuda_view vc = {dc, BD_CT_F32, 4, {N, C, H, W}, {0, 1, 0, 0}};
     assert_int_equal(bd_cuda_binary(&vy, &va, &vc, op, 0), cudaSuccess);
-    fetch_bf16(dy, n, got);
+    fetch_h16(dy, n, got);
     for (int i = 0; i < n; ++i) {
       float x = a[i], y = ch[i % C];
       want[i] = op == BD_BIN_ADD ? x + y : op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : x / y;
     }
     assert_int_equal(tc_compare("bcast", got, want, n, 1e-3f, 1e-2f), 0);
     cudaMemset(dy, 0xFF, n * 2);
-    bd_cuda_view vb = nhwc_view(db, BD_CT_BF16, N, C, H, W);
+    bd_cuda_view vb = nhwc_view(db, BD_CT_H16, N, C, H, W);
     assert_int_equal(bd_cuda_binary(&vy, &va, &vb, op, 0), cudaSuccess);
-    fetch_bf16(dy, n, got);
+    fetch_h16(dy, n, got);
     for (int i = 0; i < n; ++i) {
       float x = a[i], y = b[i];
       want[i] = op == BD_BIN_ADD ? x + y : op == BD_BIN_SUB ? x - y : op == BD_BIN_MUL ? x * y : x / y;
@@ -146,20 +194,20 @@ static void test_binary(void **state) {
   free(want);
 }
 
-/* Max pooling with padding; exact (a max of BF16 values is a BF16 value). */
-static void test_maxpool(void **state) {
-  (void)state;
-  const int N = 2, C = 5, H = 9, W = 11;
+/* Max pooling with padding; exact (a max of 16-bit values is a 16-bit value). C = 5: one
+ * channel per thread; C = 16: the 8-channel vector kernel. */
+static void maxpool_case(int C) {
+  const int N = 2, H = 9, W = 11;
   const int cfg[2][3] = {{3, 2, 1}, {5, 1, 2}}; /* k, stride, pad */
   for (int t = 0; t < 2; ++t) {
     int k = cfg[t][0], s = cfg[t][1], p = cfg[t][2];
     int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1, n = N * H * W * C, on = N * OH * OW * C;
     uint16_t *xb = malloc(n * 2);
     float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
-    rand_bf16(n, -10, 10, xb, x);
+    rand_h16(n, -10, 10, xb, x);
     void *dx = tc_dev_copy(xb, n * 2), *dy = tc_dev_poisoned(on * 2);
     assert_int_equal(bd_cuda_maxpool_nhwc(N, H, W, C, OH, OW, k, k, s, s, p, p, dx, dy, 0), cudaSuccess);
-    fetch_bf16(dy, on, got);
+    fetch_h16(dy, on, got);
     for (int b = 0; b < N; ++b)
       for (int oy = 0; oy < OH; ++oy)
         for (int ox = 0; ox < OW; ++ox)
@@ -183,20 +231,26 @@ static void test_maxpool(void **state) {
   }
 }
 
-/* Resize x2: nearest/asymmetric/floor (YOLOX FPN) exact, linear/half_pixel within BF16. */
-static void test_resize(void **state) {
+static void test_maxpool(void **state) {
   (void)state;
-  const int N = 2, C = 3, H = 5, W = 7, OH = 10, OW = 14, n = N * H * W * C, on = N * OH * OW * C;
+  maxpool_case(5);
+  maxpool_case(16);
+}
+
+/* Resize x2: nearest/asymmetric/floor (YOLOX FPN) exact, linear/half_pixel within 16-bit
+ * rounding. C = 3 and C = 16 (nearest: the 8-channel vector kernel). */
+static void resize_case(int C) {
+  const int N = 2, H = 5, W = 7, OH = 10, OW = 14, n = N * H * W * C, on = N * OH * OW * C;
   uint16_t *xb = malloc(n * 2);
   float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
-  rand_bf16(n, -10, 10, xb, x);
+  rand_h16(n, -10, 10, xb, x);
   void *dx = tc_dev_copy(xb, n * 2);
   for (int mode = 0; mode < 2; ++mode) {
     void *dy = tc_dev_poisoned(on * 2);
     int coord = mode == 0 ? BD_COORD_ASYMMETRIC : BD_COORD_HALF_PIXEL;
     assert_int_equal(bd_cuda_resize_nhwc(N, H, W, C, OH, OW, mode, coord, BD_NEAREST_FLOOR, 2.0f, 2.0f,
                                          dx, dy, 0), cudaSuccess);
-    fetch_bf16(dy, on, got);
+    fetch_h16(dy, on, got);
     for (int b = 0; b < N; ++b)
       for (int oy = 0; oy < OH; ++oy)
         for (int ox = 0; ox < OW; ++ox)
@@ -225,6 +279,12 @@ static void test_resize(void **state) {
   free(x);
   free(got);
   free(want);
+}
+
+static void test_resize(void **state) {
+  (void)state;
+  resize_case(3);
+  resize_case(16);
 }
 
 static void test_softmax(void **state) {
@@ -277,7 +337,7 @@ int main(void) {
       cmocka_unit_test(test_layout_roundtrip), cmocka_unit_test(test_unary),
       cmocka_unit_test(test_binary),           cmocka_unit_test(test_maxpool),
       cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
-      cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_matmul),           cmocka_unit_test(test_channel_rows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,11 +1,14 @@
 /* The whole cuda backend on a real model against the cpu backend (FP32 reference):
  * yolox_nano through bd_onnx_load_file + bd_compile + bd_plan_new at batch buckets 1
- * and 8; ||cuda - cpu|| / ||cpu|| <= 5e-2 on the raw outputs (BF16 noise floor of this
- * network: 3.1e-2 in test_cuda_emu's exact BF16 emulation on the same photo; the 2e-2
- * first asked for needs FP32 or FP16 storage somewhere; see that test); the replayed CUDA graph
- * gives bitwise the same outputs as running the same work directly on the stream; a
- * second replay gives the same bits again. Skips (exit 77) without a GPU. The model
- * is $BD_CUDA_MODEL or $BD_TEST_DATA/models/yolox_nano.onnx. */
+ * and 8; ||cuda - cpu|| / ||cpu|| <= 2e-2 on every raw output (the issue's bound, met by
+ * the default IEEE-half storage: 5.5e-3 in test_cuda_emu's exact emulation, BF16 3.9e-2;
+ * $BD_CUDA_TOL overrides it); the replayed CUDA graph gives bitwise the same outputs as
+ * running the same work directly on the stream; a second replay gives the same bits.
+ * Skips (exit 77) without a GPU. The model is $BD_CUDA_MODEL or
+ * $BD_TEST_DATA/models/yolox_nano.onnx. With $BD_CUDA_INPUT (a raw float32 file holding
+ * the batch-1 input, e.g. damoyolo.py export's input.f32) the test runs batch 1 only on
+ * that input (official DAMO-YOLO files carry the batch in their constants) and checks
+ * each output (scores, boxes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +22,7 @@
 #include "bd_cuda_internal.h"
 #include "bd_onnx.h"
 #include "test_cuda_common.h"
+#include "test_cuda_layers.h"
 
 static bd_graph *g_graph;
 
@@ -32,6 +36,21 @@ static int64_t numel(const bd_plan *p, int v) {
  * prepare_devdeps.sh), else a synthetic pattern. */
 static void fill_input(const bd_plan *plan, int v, float *in) {
   char ppm[1024];
+  const char *raw = getenv("BD_CUDA_INPUT");
+  if (raw) { /* batch 1 from the file, repeated for larger batches */
+    int64_t n1 = 1;
+    for (int d = 1; d < plan->rank[v]; ++d) n1 *= plan->dims[v][d];
+    FILE *f = fopen(raw, "rb");
+    assert_non_null(f);
+    size_t got = fread(in, 4, (size_t)n1, f);
+    int extra = fgetc(f);
+    fclose(f);
+    assert_int_equal(got, (size_t)n1);
+    assert_int_equal(extra, EOF);
+    for (int64_t b = 1; b < plan->dims[v][0]; ++b) memcpy(in + b * n1, in, (size_t)n1 * 4);
+    printf("input: %s\n", raw);
+    return;
+  }
   const char *data = getenv("BD_TEST_DATA"), *env = getenv("BD_TEST_PPM");
   if (env)
     snprintf(ppm, sizeof(ppm), "%s", env);
@@ -47,6 +66,12 @@ static void fill_input(const bd_plan *plan, int v, float *in) {
 static void check(bd_status st, const bd_err *err, const char *what) {
   if (st != BD_OK) printf("%s: %s\n", what, err->msg);
   assert_int_equal(st, BD_OK);
+}
+
+/* The bound on ||cuda - cpu|| / ||cpu||: $BD_CUDA_TOL, default the 2e-2. */
+static double tol(void) {
+  const char *t = getenv("BD_CUDA_TOL");
+  return t ? atof(t) : 2e-2;
 }
 
 static void run_batch(int batch) {
@@ -75,6 +100,7 @@ static void run_batch(int batch) {
   check(bd_backend_run(cpu, plan, (const float *const *)in, ref, &err), &err, "cpu run");
   check(bd_cuda_backend_new(g, 0, &gpu, &err), &err, "cuda backend");
   check(bd_backend_prepare(gpu, plan, &err), &err, "cuda prepare");
+  print_layers(gpu, plan);
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);
   assert_null(gerr);
@@ -92,7 +118,7 @@ static void run_batch(int batch) {
     double rel = sqrt(num / (den > 0 ? den : 1));
     printf("batch %d output %d (%lld values): rel L2 %.3e, max abs diff %.3e\n", batch, i,
            (long long)n, rel, maxd);
-    assert_true(rel <= 5e-2);
+    assert_true(rel <= tol());
   }
   /* Same work, not captured: bitwise equal. */
   bd_cuda_backend_set_graphs(gpu, 0);
@@ -123,12 +149,14 @@ static void test_batch1(void **state) {
 
 static void test_batch8(void **state) {
   (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip(); /* fixed-batch file */
   run_batch(8);
 }
 
 /* Two plans on one instance: each keeps its own captured graph and arena. */
 static void test_two_plans(void **state) {
   (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip();
   bd_err err = {0};
   bd_plan *p1 = NULL, *p2 = NULL;
   bd_backend *gpu = NULL;
@@ -145,14 +173,14 @@ static void test_two_plans(void **state) {
   if (g_graph->n_outputs == 1 && g_graph->n_inputs == 1) {
     check(bd_backend_run(gpu, p2, (const float *const *)&in2, &out2, &err), &err, "run 2");
     check(bd_backend_run(gpu, p1, (const float *const *)&in2, &out1, &err), &err, "run 1");
-    /* Image 0 of the batch-2 run equals the batch-1 run within BF16 noise. */
+    /* Image 0 of the batch-2 run equals the batch-1 run within 16-bit noise. */
     double num = 0, den = 0;
     for (int64_t k = 0; k < numel(p1, o); ++k) {
       num += ((double)out1[k] - out2[k]) * ((double)out1[k] - out2[k]);
       den += (double)out1[k] * out1[k];
     }
     printf("batch 1 vs batch 2 image 0: rel L2 %.3e\n", sqrt(num / (den > 0 ? den : 1)));
-    assert_true(sqrt(num / (den > 0 ? den : 1)) <= 5e-2);
+    assert_true(sqrt(num / (den > 0 ? den : 1)) <= tol());
   }
   bd_backend_destroy(gpu);
   free(in2);

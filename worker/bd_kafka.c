@@ -9,8 +9,11 @@
 struct bd_kafka_consumer {
   rd_kafka_t *rk;
   int assigned_once; /* a SyncGroup assignment (possibly empty) reached this member */
+  int paused;        /* the caller's last bd_kafka_consumer_pause state (backpressure) */
   bd_kafka_revoke_fn on_revoke;
+  bd_kafka_assign_fn on_assign;
   void *ctx;
+  char rebalance_err[256]; /* a failed (un)assign, reported by the next poll */
 };
 
 struct bd_kafka_producer {
@@ -33,22 +36,56 @@ static bd_status set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, b
   return BD_OK;
 }
 
+static void rebalance_error(bd_kafka_consumer *c, const char *what, rd_kafka_error_t *er) {
+  if (!er) return;
+  if (!c->rebalance_err[0])
+    snprintf(c->rebalance_err, sizeof c->rebalance_err, "kafka: %s: %s", what,
+             rd_kafka_error_string(er));
+  rd_kafka_error_destroy(er);
+}
+
+/* Pause state across rebalances: librdkafka keeps a partition's application pause flag on
+ * its (cached) partition object when the partition is revoked, and a later assignment of
+ * the same partition to this member starts paused again, with no error and no fetch. A
+ * partition paused by backpressure, revoked, then reassigned after backpressure ended
+ * (so the resume of "the assignment" did not include it) would never be consumed again:
+ * its manifests would wait in Kafka for ever while the member heartbeats and keeps it. So
+ * a partition leaves the assignment resumed, and enters it in the caller's current pause
+ * state. */
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   bd_kafka_consumer *c = opaque;
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     c->assigned_once = 1;
     rd_kafka_error_t *er = rd_kafka_incremental_assign(rk, parts);
-    if (er) rd_kafka_error_destroy(er);
+    if (er) {
+      rebalance_error(c, "incremental assign", er);
+      return;
+    }
+    /* Per-partition errors only say "not assigned/unknown": the partitions were just
+     * assigned, so there is nothing to act on. */
+    if (c->paused) (void)rd_kafka_pause_partitions(rk, parts);
+    for (int i = 0; i < parts->cnt; i++)
+      if (c->on_assign) c->on_assign(c->ctx, parts->elems[i].topic, parts->elems[i].partition);
   } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
     /* Tell the worker first: its in-flight shards of these partitions must not store
      * offsets any more (another member redoes them). */
     for (int i = 0; i < parts->cnt; i++)
       if (c->on_revoke) c->on_revoke(c->ctx, parts->elems[i].topic, parts->elems[i].partition);
-    rd_kafka_error_t *er = rd_kafka_incremental_unassign(rk, parts);
-    if (er) rd_kafka_error_destroy(er);
+    /* Unconditionally, not only when c->paused: a pause call that failed half-way must
+     * not leave a flag behind either. The partitions stop fetching here anyway. */
+    (void)rd_kafka_resume_partitions(rk, parts);
+    rebalance_error(c, "incremental unassign", rd_kafka_incremental_unassign(rk, parts));
   } else {
-    rd_kafka_assign(rk, NULL);
+    /* A rebalance error: drop these partitions as if revoked (librdkafka's advice), so
+     * their in-flight shards store no offsets and no pause flag survives. */
+    for (int i = 0; parts && i < parts->cnt; i++)
+      if (c->on_revoke) c->on_revoke(c->ctx, parts->elems[i].topic, parts->elems[i].partition);
+    if (parts) (void)rd_kafka_resume_partitions(rk, parts);
+    if (parts && strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+      rebalance_error(c, "incremental unassign", rd_kafka_incremental_unassign(rk, parts));
+    else
+      rd_kafka_assign(rk, NULL);
   }
 }
 
@@ -64,6 +101,7 @@ bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consum
     goto out;
   }
   c->on_revoke = o->on_revoke;
+  c->on_assign = o->on_assign;
   c->ctx = o->ctx;
   conf = rd_kafka_conf_new();
   char max_msg[32];
@@ -119,6 +157,11 @@ out:
 bd_status bd_kafka_consumer_poll(bd_kafka_consumer *c, int timeout_ms, bd_kafka_msg *msg,
                                  bd_err *err) {
   memset(msg, 0, sizeof *msg);
+  if (c->rebalance_err[0]) { /* set by the rebalance callback inside an earlier poll */
+    bd_status st = bd_err_set(err, BD_E_UNAVAILABLE, "%s", c->rebalance_err);
+    c->rebalance_err[0] = '\0';
+    return st;
+  }
   rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
   if (!m) return BD_E_TIMEOUT;
   bd_status st = BD_OK;
@@ -167,6 +210,8 @@ bd_status bd_kafka_consumer_pause(bd_kafka_consumer *c, int pause, bd_err *err) 
   rd_kafka_resp_err_t e = rd_kafka_assignment(c->rk, &l);
   if (!e) e = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
   if (l) rd_kafka_topic_partition_list_destroy(l);
+  /* Remembered even on error: partitions assigned from now on take this state. */
+  c->paused = pause != 0;
   if (e)
     return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %s: %s", pause ? "pause" : "resume",
                       rd_kafka_err2str(e));

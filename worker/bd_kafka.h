@@ -35,6 +35,8 @@ void bd_kafka_msg_clear(bd_kafka_msg *m);
 
 /* Called from inside bd_kafka_consumer_poll when partitions are revoked or lost. */
 typedef void (*bd_kafka_revoke_fn)(void *ctx, const char *topic, int32_t partition);
+/* Called from inside bd_kafka_consumer_poll for each newly assigned partition. */
+typedef void (*bd_kafka_assign_fn)(void *ctx, const char *topic, int32_t partition);
 
 typedef struct bd_kafka_consumer_opts {
   const char *brokers;     /* bootstrap servers */
@@ -42,6 +44,7 @@ typedef struct bd_kafka_consumer_opts {
   const char *instance_id; /* static membership (group.instance.id), or NULL */
   const char *topic;       /* topic to subscribe */
   bd_kafka_revoke_fn on_revoke;
+  bd_kafka_assign_fn on_assign; /* may be NULL */
   void *ctx;
   int session_timeout_ms;  /* 0: librdkafka default */
 } bd_kafka_consumer_opts;
@@ -49,14 +52,18 @@ typedef struct bd_kafka_consumer_opts {
 bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consumer **out,
                                 bd_err *err);
 /* Waits up to timeout_ms for a message. BD_OK with *msg filled (caller clears it),
- * BD_E_TIMEOUT when none arrived, a retriable status for broker trouble. */
+ * BD_E_TIMEOUT when none arrived, a retriable status for broker trouble or a failed
+ * (un)assignment in an earlier poll's rebalance. */
 bd_status bd_kafka_consumer_poll(bd_kafka_consumer *c, int timeout_ms, bd_kafka_msg *msg,
                                  bd_err *err);
 /* Stores `next_offset` (the next message to read) for the partition; committed by the
  * auto-commit timer and at close. */
 bd_status bd_kafka_consumer_store(bd_kafka_consumer *c, const char *topic, int32_t partition,
                                   int64_t next_offset, bd_err *err);
-/* Pauses / resumes every assigned partition (backpressure). */
+/* Pauses / resumes every assigned partition (backpressure). The state is remembered:
+ * partitions assigned later start in it, and a revoked partition is resumed, so no
+ * partition stays paused across a revoke and a later reassignment (librdkafka keeps the
+ * pause flag of a revoked partition). */
 bd_status bd_kafka_consumer_pause(bd_kafka_consumer *c, int pause, bd_err *err);
 /* Sum of (high watermark - position) over the assignment, from cached watermarks; -1 when
  * unknown. */

@@ -156,8 +156,16 @@ static void on_revoke(void *ctx, const char *topic, int32_t partition) {
       n++;
     }
   bd_offsets_revoke(p->offs, topic, partition);
-  bd_log(n ? BD_LOG_INFO : BD_LOG_DEBUG, "partition %s[%d] revoked: %d in-flight shards dropped",
-         topic, (int)partition, n);
+  /* Always INFO, like assignments: rebalances are rare, and a partition's owners over
+   * time are what one needs to explain a shard that waits in Kafka. */
+  bd_log(BD_LOG_INFO, "partition %s[%d] revoked: %d in-flight shards dropped", topic,
+         (int)partition, n);
+}
+
+/* Logged so that a partition's owners over time can be followed across the workers' logs. */
+static void on_assign(void *ctx, const char *topic, int32_t partition) {
+  (void)ctx;
+  bd_log(BD_LOG_INFO, "partition %s[%d] assigned", topic, (int)partition);
 }
 
 static void store_cb(void *ctx, const char *topic, int32_t partition, int64_t offset) {
@@ -429,7 +437,8 @@ static void backpressure(poller *p) {
   bd_err err = {0};
   double now = bd_now();
   if (shards >= w->cfg->max_inflight_shards || bytes > max_bytes) {
-    /* Re-pause now and then: partitions assigned since the last pause start unpaused. */
+    /* bd_kafka pauses partitions assigned while paused; re-pausing now and then is a
+     * cheap safety net on top of that. */
     if (!p->paused || now - p->last_pause > 1.0) {
       if (bd_kafka_consumer_pause(p->cons, 1, &err) != BD_OK) BD_LOGD("%s", err.msg);
       if (!p->paused) BD_LOGD("paused: %d shards, %lld bytes in flight", shards, bytes);
@@ -588,6 +597,7 @@ bd_status bd_worker_run(const bd_worker_config *c, bd_err *err) {
                                .instance_id = c->instance_id,
                                .topic = c->topic,
                                .on_revoke = on_revoke,
+                               .on_assign = on_assign,
                                .ctx = &P,
                                .session_timeout_ms = c->session_timeout_ms > 0
                                                          ? c->session_timeout_ms

@@ -249,8 +249,29 @@ void bd_slice_resolve(const bd_slice_params *p, const bd_shape *in, int64_t *sta
   }
 }
 
+static bd_status infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_shape *ins,
+                            bd_shape *out, bd_err *err);
+
+/* Every inferred shape is checked against the same limits as the importer's tensors, so
+ * that a hostile model cannot make later size arithmetic overflow (found by fuzzing). */
+#define BD_SHAPE_MAX_DIM ((int64_t)1 << 31)
+#define BD_SHAPE_MAX_NUMEL ((int64_t)1 << 40)
+
 bd_status bd_infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_shape *ins,
                         bd_shape *out, bd_err *err) {
+  bd_status st = infer_node(cx, nd, ins, out, err);
+  if (st != BD_OK) return st;
+  int64_t n = 1;
+  for (int i = 0; i < out->rank; i++) {
+    if (out->d[i] < 0 || out->d[i] > BD_SHAPE_MAX_DIM || __builtin_mul_overflow(n, out->d[i], &n) ||
+        n > BD_SHAPE_MAX_NUMEL)
+      return fail(err, nd, "%s", "output shape out of range (dims <= 2^31, elements <= 2^40)");
+  }
+  return BD_OK;
+}
+
+static bd_status infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_shape *ins,
+                            bd_shape *out, bd_err *err) {
   const bd_graph *g = cx->g;
   const bd_shape *x = &ins[0];
   int64_t v[BD_MAX_RANK];
@@ -341,8 +362,9 @@ bd_status bd_infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_shap
           continue;
         }
         if (v[i] < 0) return fail(err, nd, "%s", "negative dim");
+        if (v[i] > BD_SHAPE_MAX_DIM || __builtin_mul_overflow(prod, v[i], &prod))
+          return fail(err, nd, "%s", "shape entry too large");
         out->d[i] = v[i];
-        prod *= v[i];
       }
       if (neg >= 0) {
         if (prod == 0 || numel % prod) return fail(err, nd, "%s", "shape does not fit the element count");

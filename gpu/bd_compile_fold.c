@@ -184,10 +184,15 @@ bd_status bd_fold_eval(const bd_graph *g, const bd_node *nd, void **data, bd_err
       for (int i = 0; i < a; i++) outer *= sx.d[i];
       for (int i = a + 1; i < sx.rank; i++) inner *= sx.d[i];
       size_t chunk = (size_t)inner * esz;
-      for (int64_t r = 0; r < outer; r++)
+      for (int64_t r = 0; r < outer && st == BD_OK; r++)
         for (int64_t j = 0; j < ni; j++) {
           int64_t q = get_i(iv->data, iv->dtype, j);
           if (q < 0) q += da;
+          if (q < 0 || q >= da) {
+            st = bd_err_set(err, BD_E_INVALID, "node '%s' (Gather): index %lld out of range 0..%lld",
+                            nd->name, (long long)get_i(iv->data, iv->dtype, j), (long long)da - 1);
+            break;
+          }
           memcpy(out + (size_t)(r * ni + j) * chunk, xd + (size_t)(r * da + q) * chunk, chunk);
         }
       break;

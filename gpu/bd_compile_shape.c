@@ -230,12 +230,14 @@ static int64_t slice_len(int64_t dim, int64_t s, int64_t e, int64_t step, int64_
     s = s < 0 ? 0 : s > dim ? dim : s;
     e = e < 0 ? 0 : e > dim ? dim : e;
     *start = s;
-    return e > s ? (e - s + step - 1) / step : 0;
+    /* 1 + (e-s-1)/step, not (e-s+step-1)/step: a huge step must not overflow. */
+    return e > s ? 1 + (e - s - 1) / step : 0;
   }
   s = s < 0 ? 0 : s > dim - 1 ? dim - 1 : s;
   e = e < -1 ? -1 : e > dim - 1 ? dim - 1 : e;
   *start = s;
-  return s > e ? (s - e + (-step) - 1) / (-step) : 0;
+  uint64_t mag = step == INT64_MIN ? (uint64_t)INT64_MAX + 1 : (uint64_t)(-step);
+  return s > e ? 1 + (int64_t)((uint64_t)(s - e - 1) / mag) : 0;
 }
 
 void bd_slice_resolve(const bd_slice_params *p, const bd_shape *in, int64_t *start,

@@ -416,10 +416,20 @@ def body(tmp):
     t_end = time.time() + 10
     while time.time() < t_end and r.cmd("HGET", "job:R1", "state") != "complete":
         time.sleep(0.2)
-    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode() if mport else ""
+    # The metrics page is rendered from the coordinator's view, which can trail the Redis
+    # write of the same tick: poll it (bounded) instead of reading it once.
+    metrics = ""
+    t_end = time.time() + 10
+    while mport and time.time() < t_end:
+        metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+        if ('batchdet_job_complete{job="C1"} 1' in metrics
+                and 'batchdet_job_images{job="R1",outcome="done"} 19' in metrics):
+            break
+        time.sleep(0.25)
     check(r.cmd("HGET", "job:R1", "state") == "complete" and 'batchdet_job_complete{job="C1"} 1' in metrics
           and 'batchdet_job_images{job="R1",outcome="done"} 19' in metrics,
-          "restarted coordinator rebuilt its view and completed the resubmitted job")
+          "restarted coordinator rebuilt its view and completed the resubmitted job (state %s, mport %s)"
+          % (r.cmd("HGET", "job:R1", "state"), mport))
     t_end = time.time() + 10
     while time.time() < t_end and r.cmd("HGET", "job:L1", "stalled") != "1":
         time.sleep(0.2)

@@ -109,11 +109,9 @@ bd_status bd_jobstat_decode(const char *json, size_t len, bd_jobstat *out, bd_pr
 bd_status bd_jobstat_encode(const bd_jobstat *js, char **out, size_t *out_len, bd_err *err) {
   if (!out) return bd_err_set(err, BD_E_INVALID, "jobstat: no output pointer");
   *out = NULL;
-  bd_proto_errors *errs = malloc(sizeof *errs);
-  if (!errs) return bd_err_set(err, BD_E_NOMEM, "jobstat: out of memory");
-  bd_status st = bd_jobstat_validate(js, errs);
-  if (st != BD_OK) bd_proto_errors_to_err(errs, err);
-  free(errs);
+  bd_proto_errors *errs = bd_proto_errors_new("jobstat", err);
+  if (!errs) return BD_E_NOMEM;
+  bd_status st = bd_proto_errors_finish(errs, bd_jobstat_validate(js, errs), err);
   if (st != BD_OK) return st;
   bd_jw w;
   bd_jw_init(&w);
@@ -149,11 +147,9 @@ bd_status bd_jobstat_encode(const bd_jobstat *js, char **out, size_t *out_len, b
 bd_status bd_jobstat_to_kv(const bd_jobstat *js, bd_jobstat_kv *kv, bd_err *err) {
   if (!kv) return bd_err_set(err, BD_E_INVALID, "jobstat: no output kv");
   memset(kv, 0, sizeof *kv);
-  bd_proto_errors *errs = malloc(sizeof *errs);
-  if (!errs) return bd_err_set(err, BD_E_NOMEM, "jobstat: out of memory");
-  bd_status st = bd_jobstat_validate(js, errs);
-  if (st != BD_OK) bd_proto_errors_to_err(errs, err);
-  free(errs);
+  bd_proto_errors *errs = bd_proto_errors_new("jobstat", err);
+  if (!errs) return BD_E_NOMEM;
+  bd_status st = bd_proto_errors_finish(errs, bd_jobstat_validate(js, errs), err);
   if (st != BD_OK) return st;
   size_t n = 0;
 #define KV_STR(k, v) (kv->keys[n] = (k), snprintf(kv->vals[n], sizeof kv->vals[n], "%s", (v)), n++)

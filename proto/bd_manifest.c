@@ -296,15 +296,10 @@ out:
 bd_status bd_manifest_encode(const bd_manifest *m, char **out, size_t *out_len, bd_err *err) {
   if (!out) return bd_err_set(err, BD_E_INVALID, "manifest: no output pointer");
   *out = NULL;
-  bd_proto_errors *errs = malloc(sizeof *errs);
-  if (!errs) return bd_err_set(err, BD_E_NOMEM, "manifest: out of memory");
-  bd_status st = bd_manifest_validate(m, errs);
-  if (st != BD_OK) {
-    bd_proto_errors_to_err(errs, err);
-    free(errs);
-    return st;
-  }
-  free(errs);
+  bd_proto_errors *errs = bd_proto_errors_new("manifest", err);
+  if (!errs) return BD_E_NOMEM;
+  bd_status st = bd_proto_errors_finish(errs, bd_manifest_validate(m, errs), err);
+  if (st != BD_OK) return st;
   bd_jw w;
   bd_jw_init(&w);
   bd_jw_obj_begin(&w);

@@ -50,6 +50,18 @@ void bd_proto_errors_to_err(const bd_proto_errors *errs, bd_err *err) {
 
 /* ---- value checks ---- */
 
+bd_proto_errors *bd_proto_errors_new(const char *what, bd_err *err) {
+  bd_proto_errors *errs = malloc(sizeof *errs);
+  if (!errs) bd_err_set(err, BD_E_NOMEM, "%s: out of memory", what);
+  return errs;
+}
+
+bd_status bd_proto_errors_finish(bd_proto_errors *errs, bd_status st, bd_err *err) {
+  if (st != BD_OK) bd_proto_errors_to_err(errs, err);
+  free(errs);
+  return st;
+}
+
 int bd_proto_id_valid(const char *s) {
   if (!s) return 0;
   size_t n = 0;

@@ -74,6 +74,13 @@ void bd_jw_num(bd_jw *w, double v); /* finite only: callers validate first */
  * an allocation failed along the way (and then frees the buffer). */
 bd_status bd_jw_finish(bd_jw *w, char **out, size_t *out_len, bd_err *err);
 
+/* Validation before encoding. The error list is large, so it lives on the heap:
+ * bd_proto_errors_new allocates it (NULL with BD_E_NOMEM in err, naming `what`);
+ * bd_proto_errors_finish folds its messages into err when st failed, frees it and
+ * returns st. Use: st = bd_proto_errors_finish(errs, bd_x_validate(x, errs), err). */
+bd_proto_errors *bd_proto_errors_new(const char *what, bd_err *err);
+bd_status bd_proto_errors_finish(bd_proto_errors *errs, bd_status st, bd_err *err);
+
 /* Formats v in the shortest "%.*g" that reads back as exactly v. buf >= 32 bytes. */
 void bd_proto_fmt_double(char *buf, size_t n, double v);
 

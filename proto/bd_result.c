@@ -216,11 +216,9 @@ out:
 bd_status bd_result_encode(const bd_result *r, char **out, size_t *out_len, bd_err *err) {
   if (!out) return bd_err_set(err, BD_E_INVALID, "result: no output pointer");
   *out = NULL;
-  bd_proto_errors *errs = malloc(sizeof *errs);
-  if (!errs) return bd_err_set(err, BD_E_NOMEM, "result: out of memory");
-  bd_status st = bd_result_validate(r, errs);
-  if (st != BD_OK) bd_proto_errors_to_err(errs, err);
-  free(errs);
+  bd_proto_errors *errs = bd_proto_errors_new("result", err);
+  if (!errs) return BD_E_NOMEM;
+  bd_status st = bd_proto_errors_finish(errs, bd_result_validate(r, errs), err);
   if (st != BD_OK) return st;
   bd_jw w;
   bd_jw_init(&w);

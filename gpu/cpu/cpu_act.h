@@ -87,30 +87,36 @@ static inline __attribute__((always_inline)) void bd_v16_exp(bd_v16f *px) {
 /* AVX-512 version: the division of the generic code bounds SiLU epilogues (vdivps), so
  * the reciprocal is rcp14 plus one Newton step (about 2^-28 relative), and 2^n comes
  * from scalef. Same polynomial as bd_cpu_expf. */
+/* Sigmoid (silu = 0) or SiLU of 16 lanes; shared by the in-place pass below and the
+ * fused GEMM epilogue of cpu_pw512.c. */
+static inline __attribute__((target("avx512f"), always_inline, unused)) __m512
+bd_cpu_sig16_avx512(__m512 v, int silu) {
+  __m512 x = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v),
+                                         _mm512_set1_ps(-87.3f)),
+                           _mm512_set1_ps(88.0f));
+  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 r2 = _mm512_mul_ps(r, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+  __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), _mm512_set1_ps(1.0f)); /* 1 + exp(-v) */
+  __m512 rc = _mm512_rcp14_ps(d);
+  rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, _mm512_set1_ps(2.0f)));
+  return silu ? _mm512_mul_ps(v, rc) : rc;
+}
+
 __attribute__((target("avx512f"), unused)) static void bd_cpu_sig_avx512(float *y, int64_t n,
                                                                         int silu) {
-  const __m512 hi = _mm512_set1_ps(88.0f), lo = _mm512_set1_ps(-87.3f);
-  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   for (int64_t i = 0; i < n; i += 16) {
     __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-    __m512 v = _mm512_maskz_loadu_ps(m, y + i);
-    __m512 x = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), lo), hi);
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 r2 = _mm512_mul_ps(r, r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), one);
-    __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), one); /* 1 + exp(-v) */
-    __m512 rc = _mm512_rcp14_ps(d);
-    rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, two));
-    _mm512_mask_storeu_ps(y + i, m, silu ? _mm512_mul_ps(v, rc) : rc);
+    _mm512_mask_storeu_ps(y + i, m, bd_cpu_sig16_avx512(_mm512_maskz_loadu_ps(m, y + i), silu));
   }
 }
 #endif

@@ -8,6 +8,7 @@
  *
  * Only built for GCC on x86-64 in optimised builds without ASan/TSan; callers check
  * bd_cpu_pw512_available() first. */
+#include "cpu_act.h"
 #include "cpu_internal.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__OPTIMIZE__) && \
@@ -20,36 +21,13 @@ int bd_cpu_pw512_available(void) { return __builtin_cpu_supports("avx512f"); }
 
 #define PW_TGT __attribute__((target("avx512f")))
 
-/* sigmoid (silu = 0) or silu of 16 lanes: the polynomial of bd_cpu_expf, rcp14 + Newton */
-static inline PW_TGT __attribute__((always_inline)) __m512 pw_sig(__m512 v, int silu) {
-  __m512 x = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v),
-                                         _mm512_set1_ps(-87.3f)),
-                           _mm512_set1_ps(88.0f));
-  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 r2 = _mm512_mul_ps(r, r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-  __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), _mm512_set1_ps(1.0f));
-  __m512 rc = _mm512_rcp14_ps(d);
-  rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, _mm512_set1_ps(2.0f)));
-  return silu ? _mm512_mul_ps(v, rc) : rc;
-}
-
 static inline PW_TGT __attribute__((always_inline)) void pw_store(
     float *y, const float *r, __mmask16 m, __m512 acc, float b, bd_act act, bd_res_mode res) {
   acc = _mm512_add_ps(acc, _mm512_set1_ps(b));
   if (res == BD_RES_PRE_ACT) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r));
   if (act == BD_ACT_RELU) acc = _mm512_max_ps(acc, _mm512_setzero_ps());
-  else if (act == BD_ACT_SIGMOID) acc = pw_sig(acc, 0);
-  else if (act == BD_ACT_SILU) acc = pw_sig(acc, 1);
+  else if (act == BD_ACT_SIGMOID) acc = bd_cpu_sig16_avx512(acc, 0);
+  else if (act == BD_ACT_SILU) acc = bd_cpu_sig16_avx512(acc, 1);
   if (res == BD_RES_POST_ACT) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r));
   _mm512_mask_storeu_ps(y, m, acc);
 }

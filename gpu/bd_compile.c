@@ -144,6 +144,8 @@ static int new_const(bd_graph *g, const char *base, int rank, const int64_t *dim
   return v;
 }
 
+static bd_status set_wb(ctx_t *c, int p, float *w, float *b, bd_err *err);
+
 /* ---------- no-op removal ---------- */
 static int is_noop(const bd_graph *g, const bd_node *nd) {
   const bd_value *x = &g->values[nd->in[0]], *o = &g->values[nd->out[0]];
@@ -232,31 +234,10 @@ static bd_status fold_bn(ctx_t *c, int *count, bd_err *err) {
       for (int64_t k = 0; k < per; k++) nw[o * per + k] = (float)((double)W[o * per + k] * s);
       nb[o] = (float)(((B ? (double)B[o] : 0.0) - (double)mu[o]) * s + (double)be[o]);
     }
-    int64_t wd[4], bd1 = m;
-    memcpy(wd, w->dims, sizeof wd);
-    char base[200];
-    snprintf(base, sizeof base, "%s", g->values[cv->in[1]].name);
-    /* new_const takes ownership of its data, also when it fails. */
-    int vw = new_const(g, base, 4, wd, nw);
-    if (vw < 0) {
-      free(nb);
-      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    }
-    int vb = new_const(g, base, 1, &bd1, nb);
-    if (vb < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    cv = &g->nodes[p];
-    if (cv->n_in < 3) {
-      int *ni = realloc(cv->in, sizeof(int) * 3);
-      if (!ni) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-      cv->in = ni;
-      cv->n_in = 3;
-    }
-    cv->in[1] = vw;
-    cv->in[2] = vb;
+    if ((st = set_wb(c, p, nw, nb, err))) return st;
     set_out(g, p, g->nodes[i].out[0]);
     g->nodes[i].dead = 1;
     (*count)++;
-    if ((st = grow_book(c, err))) return st;
     recount(c);
   }
   return BD_OK;

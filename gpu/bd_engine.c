@@ -21,6 +21,27 @@
 
 #define MAX_BUCKETS 8
 #define MAX_OUTPUTS 8
+#define DD_TOPK 1000     /* candidates per image entering device NMS */
+#define DD_OUT_CAP 1024  /* device detections per image */
+#define DD_FULL_MAX 4    /* images up to 4x the network input are staged as decoded */
+
+/* One batch in flight (bd_engine_detect_begin .. _end). */
+typedef struct eng_slot {
+  int busy;
+  int dd;   /* launched on the device (else its results are already in out) */
+  int bi, m; /* bucket and rows used */
+  int n;    /* the caller's images */
+  const bd_image *const *images;
+  const bd_detect_params *params;
+  bd_detections *out;
+  bd_status *status;    /* the caller's, or NULL */
+  bd_status st;         /* host path: the batch's result */
+  bd_err err;
+  int *row_of;          /* image index of each row (max_batch) */
+  bd_status *row_st;    /* per row (max_batch) */
+  bd_dd_image *rows;    /* device descriptors (max_batch) */
+  int *resize;          /* per row: staged resized by the host */
+} eng_slot;
 
 struct bd_engine {
   bd_graph *g;
@@ -44,6 +65,11 @@ struct bd_engine {
   bd_prep_info *pi;
   int *row_of;
   bd_status *row_status;
+  /* Device pre/post-processing (cuda with a family), and the batches in flight. */
+  int dd;
+  bd_dd_config ddc;
+  int dd_prepared[MAX_BUCKETS];
+  eng_slot slot[BD_ENGINE_MAX_INFLIGHT];
 };
 
 int bd_engine_parse_device(const char *s, int *is_cuda, int *index) {
@@ -70,6 +96,18 @@ int bd_engine_parse_device(const char *s, int *is_cuda, int *index) {
 
 void bd_engine_destroy(bd_engine *e) {
   if (!e) return;
+  for (int k = 0; k < BD_ENGINE_MAX_INFLIGHT; k++) {
+    eng_slot *sl = &e->slot[k];
+    if (sl->busy && sl->dd) { /* begun and never ended: let the device finish first */
+      const float *d;
+      const int *c;
+      (void)e->be->vt->dd_wait(e->be, k, &d, &c, NULL);
+    }
+    free(sl->row_of);
+    free(sl->row_st);
+    free(sl->rows);
+    free(sl->resize);
+  }
   bd_backend_destroy(e->be);
   for (int i = 0; i < e->n_buckets; i++) bd_plan_destroy(e->plans[i]);
   free(e->stage_in);
@@ -145,6 +183,40 @@ static bd_status make_backend(bd_engine *e, const bd_engine_opts *o, bd_err *err
 #endif
 }
 
+/* Device pre/post-processing where the backend has it and the model has a family. */
+static bd_status setup_device_prepost(bd_engine *e, const bd_engine_opts *o, bd_err *err) {
+  const bd_backend_vtbl *vt = e->be->vt;
+  if (o->host_prepost || !vt->dd_setup ||
+      (e->fi.family != BD_FAMILY_YOLOX && e->fi.family != BD_FAMILY_DAMOYOLO))
+    return BD_OK;
+  bd_dd_config *c = &e->ddc;
+  memset(c, 0, sizeof *c);
+  c->yolox = e->fi.family == BD_FAMILY_YOLOX;
+  c->in_w = e->fi.in_w;
+  c->in_h = e->fi.in_h;
+  c->num_classes = e->fi.num_classes;
+  c->num_anchors = e->fi.num_anchors;
+  c->out_main = e->fi.out_main;
+  c->out_scores = e->fi.out_scores;
+  c->out_boxes = e->fi.out_boxes;
+  c->topk = DD_TOPK;
+  c->out_cap = DD_OUT_CAP;
+  /* Room for every row at twice the network input: images up to DD_FULL_MAX times
+   * that go as decoded while the rest fits, the others resized by the host. */
+  c->stage_bytes = (size_t)e->max_batch * (size_t)c->in_w * (size_t)c->in_h * 3 * 2;
+  for (int k = 0; k < BD_ENGINE_MAX_INFLIGHT; k++) {
+    eng_slot *sl = &e->slot[k];
+    sl->rows = calloc((size_t)e->max_batch, sizeof *sl->rows);
+    sl->resize = calloc((size_t)e->max_batch, sizeof *sl->resize);
+    if (!sl->rows || !sl->resize)
+      return bd_err_set(err, BD_E_NOMEM, "engine: device detection bookkeeping");
+  }
+  bd_status st = vt->dd_setup(e->be, c, e->max_batch, err);
+  if (st != BD_OK) return st;
+  e->dd = 1;
+  return BD_OK;
+}
+
 bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine **out,
                          bd_err *err) {
   bd_engine_opts o = {0};
@@ -217,11 +289,18 @@ bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine
   e->pi = calloc((size_t)e->max_batch, sizeof *e->pi);
   e->row_of = calloc((size_t)e->max_batch, sizeof *e->row_of);
   e->row_status = calloc((size_t)e->max_batch, sizeof *e->row_status);
-  if (!e->pi || !e->row_of || !e->row_status) {
+  int slots_ok = 1;
+  for (int k = 0; k < BD_ENGINE_MAX_INFLIGHT; k++) {
+    e->slot[k].row_of = calloc((size_t)e->max_batch, sizeof *e->slot[k].row_of);
+    e->slot[k].row_st = calloc((size_t)e->max_batch, sizeof *e->slot[k].row_st);
+    slots_ok = slots_ok && e->slot[k].row_of && e->slot[k].row_st;
+  }
+  if (!e->pi || !e->row_of || !e->row_status || !slots_ok) {
     st = bd_err_set(err, BD_E_NOMEM, "engine: detect bookkeeping for %d rows", e->max_batch);
     goto fail;
   }
   if ((st = make_backend(e, &o, err)) != BD_OK) goto fail;
+  if ((st = setup_device_prepost(e, &o, err)) != BD_OK) goto fail;
   if (o.prepare_all)
     for (int i = 0; i < e->n_buckets; i++)
       if ((st = ensure_plan(e, i, err)) != BD_OK) goto fail;
@@ -381,18 +460,10 @@ static void post_row(void *arg, int r) {
       bd_family_postprocess(&c->e->fi, rows, &c->pi[r], &p, &c->out[c->row_of[r]], NULL);
 }
 
-bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
-                           const bd_detect_params *params, bd_detections *out, bd_status *status,
-                           bd_err *err) {
-  if (n < 0 || n > (1 << 20)) return bd_err_set(err, BD_E_INVALID, "engine: %d images", n);
-  if (e->fi.family != BD_FAMILY_YOLOX && e->fi.family != BD_FAMILY_DAMOYOLO)
-    return bd_err_set(err, BD_E_INVALID, "engine: detection needs a model family (loaded as %s)",
-                      bd_family_name(e->fi.family));
-  for (int i = 0; i < n; i++) {
-    out[i].n = 0;
-    out[i].det = NULL;
-    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
-  }
+/* The CPU path of one batch of any size: pre-processing, the network, post-processing. */
+static bd_status detect_host(bd_engine *e, int n, const bd_image *const *images,
+                             const bd_detect_params *params, bd_detections *out,
+                             bd_status *status, bd_err *err) {
   int *row_of = e->row_of; /* image index of each staged row */
   detect_ctx ctx = {e, images, params, out, e->row_status, e->pi, row_of};
   bd_status st;
@@ -410,4 +481,223 @@ bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
       for (int r = 0; r < m; r++) status[row_of[r]] = e->row_status[r];
   }
   return BD_OK;
+}
+
+static bd_status check_detect(const bd_engine *e, int n, bd_err *err) {
+  if (n < 0 || n > (1 << 20)) return bd_err_set(err, BD_E_INVALID, "engine: %d images", n);
+  if (e->fi.family != BD_FAMILY_YOLOX && e->fi.family != BD_FAMILY_DAMOYOLO)
+    return bd_err_set(err, BD_E_INVALID, "engine: detection needs a model family (loaded as %s)",
+                      bd_family_name(e->fi.family));
+  return BD_OK;
+}
+
+int bd_engine_device_prepost(const bd_engine *e) {
+  return e->dd;
+}
+
+/* ---- device pre/post-processing: staging of one slot ---- */
+
+typedef struct {
+  bd_engine *e;
+  eng_slot *sl;
+  uint8_t *stage;
+} stage_ctx;
+
+static void stage_row(void *arg, int r) {
+  stage_ctx *c = arg;
+  eng_slot *sl = c->sl;
+  const bd_image *im = sl->images[sl->row_of[r]];
+  const bd_dd_image *d = &sl->rows[r];
+  uint8_t *dst = c->stage + d->offset;
+  if (!sl->resize[r]) {
+    memcpy(dst, im->data, (size_t)im->w * im->h * 3);
+    return;
+  }
+  /* The same OpenCV-exact resize the device does: the kernel then copies it. */
+  sl->row_st[r] = bd_family_resize_u8(im->data, im->w, im->h, 3, dst, d->rw, d->rh, NULL);
+}
+
+/* Lays out, stages and launches the valid rows of sl (row_of/row_st set, m >= 1). */
+static bd_status launch_device(bd_engine *e, int k, bd_err *err) {
+  eng_slot *sl = &e->slot[k];
+  const bd_backend_vtbl *vt = e->be->vt;
+  bd_status st = ensure_plan(e, sl->bi, err);
+  if (st != BD_OK) return st;
+  const bd_plan *plan = e->plans[sl->bi];
+  if (!e->dd_prepared[sl->bi]) {
+    if ((st = vt->dd_prepare(e->be, plan, err)) != BD_OK) return st;
+    e->dd_prepared[sl->bi] = 1;
+  }
+  uint8_t *stage = vt->dd_stage(e->be, k);
+  if (!stage) return bd_err_set(err, BD_E_INTERNAL, "engine: no staging for slot %d", k);
+  const size_t net = (size_t)e->ddc.in_w * e->ddc.in_h * 3, cap = e->ddc.stage_bytes;
+  size_t used = 0;
+  for (int r = 0; r < sl->m; r++) {
+    const bd_image *im = sl->images[sl->row_of[r]];
+    bd_dd_image *d = &sl->rows[r];
+    bd_prep_info pi;
+    bd_detect_params p = {-1.f, -1.f, 0};
+    if (sl->params) p = sl->params[sl->row_of[r]];
+    bd_family_defaults(e->fi.family, &p);
+    /* Validated by the caller: the geometry cannot fail here. */
+    (void)bd_family_prep_geometry(&e->fi, im->w, im->h, &pi, NULL);
+    /* Decoded size while it is small and leaves room for the rest as resized. */
+    size_t full = (size_t)im->w * im->h * 3, reserve = (size_t)(sl->m - 1 - r) * net;
+    sl->resize[r] = !(full <= DD_FULL_MAX * net && used + full + reserve <= cap);
+    memset(d, 0, sizeof *d);
+    d->offset = (int64_t)used;
+    d->rw = pi.resized_w;
+    d->rh = pi.resized_h;
+    d->sw = sl->resize[r] ? d->rw : im->w;
+    d->sh = sl->resize[r] ? d->rh : im->h;
+    d->scale_x = 1.0 / ((double)d->rw / d->sw); /* as bd_family_resize_u8 computes it */
+    d->scale_y = 1.0 / ((double)d->rh / d->sh);
+    d->score_thr = p.score_thr;
+    d->iou_thr = p.iou_thr;
+    d->max_det = p.max_det < e->ddc.out_cap ? p.max_det : e->ddc.out_cap;
+    d->orig_w = im->w;
+    d->orig_h = im->h;
+    d->ratio = (float)pi.ratio; /* numpy divides by a float32-cast ratio, as the CPU does */
+    d->box_sx = pi.scale_x;
+    d->box_sy = pi.scale_y;
+    used += (size_t)d->sw * d->sh * 3;
+  }
+  stage_ctx c = {e, sl, stage};
+  parallel_for(sl->m, e->pp_threads, stage_row, &c);
+  return vt->dd_launch(e->be, plan, k, sl->m, sl->rows, err);
+}
+
+/* Turns slot k's device results into the caller's detections. */
+static bd_status finish_device(bd_engine *e, int k, bd_err *err) {
+  eng_slot *sl = &e->slot[k];
+  const float *dets;
+  const int *counts;
+  bd_status st = e->be->vt->dd_wait(e->be, k, &dets, &counts, err);
+  if (st != BD_OK) return st;
+  for (int r = 0; r < sl->m; r++) {
+    if (sl->row_st[r] != BD_OK) continue;
+    bd_detections *o = &sl->out[sl->row_of[r]];
+    int c = counts[r];
+    if (c == 0) continue;
+    o->det = malloc((size_t)c * sizeof *o->det);
+    if (!o->det) {
+      sl->row_st[r] = BD_E_NOMEM;
+      continue;
+    }
+    const float *q = dets + (size_t)r * e->ddc.out_cap * 6;
+    for (int j = 0; j < c; j++, q += 6)
+      o->det[j] = (bd_det){q[0], q[1], q[2], q[3], q[4], (int)q[5]};
+    o->n = c;
+  }
+  return BD_OK;
+}
+
+bd_status bd_engine_detect_begin(bd_engine *e, int n, const bd_image *const *images,
+                                 const bd_detect_params *params, bd_detections *out,
+                                 bd_status *status, int *ticket, bd_err *err) {
+  bd_status st = check_detect(e, n, err);
+  if (st != BD_OK) return st;
+  if (n < 1 || n > e->max_batch)
+    return bd_err_set(err, BD_E_INVALID, "engine: async batch of %d images (1..%d)", n,
+                      e->max_batch);
+  int k = 0;
+  while (k < BD_ENGINE_MAX_INFLIGHT && e->slot[k].busy) k++;
+  if (k == BD_ENGINE_MAX_INFLIGHT)
+    return bd_err_set(err, BD_E_UNAVAILABLE, "engine: %d batches already in flight",
+                      BD_ENGINE_MAX_INFLIGHT);
+  eng_slot *sl = &e->slot[k];
+  sl->n = n;
+  sl->images = images;
+  sl->params = params;
+  sl->out = out;
+  sl->status = status;
+  sl->dd = 0;
+  sl->m = 0;
+  sl->st = BD_OK;
+  bd_err_clear(&sl->err);
+  for (int i = 0; i < n; i++) {
+    out[i].n = 0;
+    out[i].det = NULL;
+    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
+  }
+  if (!e->dd) { /* the host path runs now; end hands the result over */
+    sl->st = detect_host(e, n, images, params, out, status, &sl->err);
+    sl->busy = 1;
+    *ticket = k;
+    return BD_OK;
+  }
+  for (int i = 0; i < n; i++) {
+    bd_prep_info pi;
+    if (!images[i]) continue;
+    bd_status gs = images[i]->data ? bd_family_prep_geometry(&e->fi, images[i]->w, images[i]->h,
+                                                             &pi, NULL)
+                                   : BD_E_INVALID;
+    if (gs != BD_OK) {
+      if (status) status[i] = gs;
+      continue;
+    }
+    sl->row_of[sl->m] = i;
+    sl->row_st[sl->m++] = BD_OK;
+  }
+  if (sl->m > 0) {
+    sl->bi = bucket_for(e, sl->m);
+    if ((st = launch_device(e, k, err)) != BD_OK) return st;
+    sl->dd = 1;
+  }
+  sl->busy = 1;
+  *ticket = k;
+  return BD_OK;
+}
+
+bd_status bd_engine_detect_end(bd_engine *e, int ticket, bd_err *err) {
+  if (ticket < 0 || ticket >= BD_ENGINE_MAX_INFLIGHT || !e->slot[ticket].busy)
+    return bd_err_set(err, BD_E_INVALID, "engine: ticket %d is not in flight", ticket);
+  eng_slot *sl = &e->slot[ticket];
+  bd_status st = BD_OK;
+  sl->busy = 0;
+  if (!sl->dd) {
+    if (sl->st != BD_OK && err) *err = sl->err;
+    return sl->st;
+  }
+  if ((st = finish_device(e, ticket, err)) != BD_OK) {
+    for (int i = 0; i < sl->n; i++) bd_detections_free(&sl->out[i]);
+    return st;
+  }
+  if (sl->status)
+    for (int r = 0; r < sl->m; r++) sl->status[sl->row_of[r]] = sl->row_st[r];
+  return BD_OK;
+}
+
+bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
+                           const bd_detect_params *params, bd_detections *out, bd_status *status,
+                           bd_err *err) {
+  bd_status st = check_detect(e, n, err);
+  if (st != BD_OK) return st;
+  for (int i = 0; i < n; i++) {
+    out[i].n = 0;
+    out[i].det = NULL;
+    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
+  }
+  if (!e->dd) return detect_host(e, n, images, params, out, status, err);
+  /* Chunks of max_batch, two in flight: chunk k+1 is staged while k runs. */
+  int pending[BD_ENGINE_MAX_INFLIGHT], np = 0, next = 0;
+  while (next < n || np > 0) {
+    while (st == BD_OK && np < BD_ENGINE_MAX_INFLIGHT && next < n) {
+      int m = n - next < e->max_batch ? n - next : e->max_batch, t;
+      st = bd_engine_detect_begin(e, m, images + next, params ? params + next : NULL, out + next,
+                                  status ? status + next : NULL, &t, err);
+      if (st != BD_OK) break;
+      pending[np++] = t;
+      next += m;
+    }
+    if (np == 0) break;
+    bd_err e2;
+    bd_status s2 = bd_engine_detect_end(e, pending[0], st == BD_OK ? err : &e2);
+    if (st == BD_OK) st = s2;
+    for (int i = 1; i < np; i++) pending[i - 1] = pending[i];
+    np--;
+  }
+  if (st != BD_OK)
+    for (int i = 0; i < n; i++) bd_detections_free(&out[i]);
+  return st;
 }

@@ -13,6 +13,15 @@
  *  - detection: n decoded RGB8 images -> per-image detections in original-image pixels,
  *    with the family's pre/post-processing and per-image thresholds.
  *
+ * Detection on cuda runs whole on the device (bd_backend.h "device detection"): the host
+ * only copies the decoded pixels into pinned staging (or, for an image larger than 4x
+ * the network input, resizes it first with the same OpenCV-exact code, so the pixels
+ * are the same) and fills per-image descriptors; resize, letterbox, colour order,
+ * layout, network, box decode, score filter and per-class NMS are one CUDA graph per
+ * bucket. Two batches are in flight per engine (bd_engine_detect_begin/_end). Device
+ * limits: the best 1000 candidates of an image enter NMS (mmdet's nms_pre) and max_det
+ * is clamped to 1024; with fewer candidates the result is the CPU path's.
+ *
  * Devices: "cpu"; "cuda" / "cuda:N" when the CUDA backend was built (else
  * BD_E_UNSUPPORTED naming the build). Thread safety: one engine is used by one thread at
  * a time; separate engines are independent. Ownership: bd_engine_destroy(NULL) is a
@@ -38,6 +47,8 @@ typedef struct bd_engine_opts {
   bd_family family;   /* BD_FAMILY_AUTO recognises it from the graph; BD_FAMILY_NONE
                          loads any single-input graph for the raw API only */
   int prepare_all;    /* 1: build every bucket's plan at load */
+  int host_prepost;   /* 1: pre/post-processing on the CPU even where the device does it
+                         (cuda); for comparisons */
 } bd_engine_opts;
 
 /* Parses "cpu", "cuda", "cuda:N" (N 0..63). Returns 0 and sets *is_cuda, *index, else -1. */
@@ -68,6 +79,9 @@ bd_status bd_engine_run_raw(bd_engine *e, int n, const float *input, float *cons
 bd_status bd_engine_preprocess(const bd_engine *e, const bd_image *im, float *dst, bd_prep_info *pi,
                                bd_err *err);
 
+/* 1 when bd_engine_detect pre- and post-processes on the device (cuda with a family). */
+int bd_engine_device_prepost(const bd_engine *e);
+
 /* Detection API. images[i] may be NULL (skipped: out[i] empty, status[i] = BD_E_INVALID).
  * params: n entries, or NULL for the family defaults. out: n entries, filled. status: n
  * entries (per-image result) or NULL. Returns BD_OK when the batch ran (per-image
@@ -75,5 +89,20 @@ bd_status bd_engine_preprocess(const bd_engine *e, const bd_image *im, float *ds
 bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
                            const bd_detect_params *params, bd_detections *out, bd_status *status,
                            bd_err *err);
+
+/* Asynchronous detection: up to BD_ENGINE_MAX_INFLIGHT batches begun and not yet ended.
+ * begin takes 1..bd_engine_max_batch(e) images with bd_engine_detect's arguments, which
+ * must all stay valid until the matching end; on a device with device pre/post-processing
+ * it stages the batch, launches it and returns at once (the host can stage the next batch
+ * while the device runs this one); elsewhere it runs the batch. *ticket identifies it.
+ * BD_E_UNAVAILABLE when BD_ENGINE_MAX_INFLIGHT batches are in flight. end waits for the
+ * ticket's batch, fills out/status and returns what bd_engine_detect would have; any
+ * order of ends is allowed. bd_engine_destroy waits for batches never ended (their out
+ * entries stay empty). */
+#define BD_ENGINE_MAX_INFLIGHT 2
+bd_status bd_engine_detect_begin(bd_engine *e, int n, const bd_image *const *images,
+                                 const bd_detect_params *params, bd_detections *out,
+                                 bd_status *status, int *ticket, bd_err *err);
+bd_status bd_engine_detect_end(bd_engine *e, int ticket, bd_err *err);
 
 #endif

@@ -229,23 +229,20 @@ out:
 
 /* ---------------------------------------------------------------- pre-processing */
 
-bd_status bd_family_preprocess(const bd_family_info *fi, const bd_image *im, float *dst,
-                               bd_prep_info *pi, bd_err *err) {
-  if (!im || !im->data || im->w < 1 || im->h < 1 || im->w > BD_IMAGE_MAX_SIDE ||
-      im->h > BD_IMAGE_MAX_SIDE)
-    return bd_err_set(err, BD_E_INVALID, "preprocess: bad image %dx%d", im ? im->w : 0,
-                      im ? im->h : 0);
+bd_status bd_family_prep_geometry(const bd_family_info *fi, int w, int h, bd_prep_info *pi,
+                                  bd_err *err) {
+  if (w < 1 || h < 1 || w > BD_IMAGE_MAX_SIDE || h > BD_IMAGE_MAX_SIDE)
+    return bd_err_set(err, BD_E_INVALID, "preprocess: bad image %dx%d", w, h);
   const int H = fi->in_h, W = fi->in_w;
-  const size_t plane = (size_t)H * W;
   memset(pi, 0, sizeof *pi);
-  pi->orig_w = im->w;
-  pi->orig_h = im->h;
+  pi->orig_w = w;
+  pi->orig_h = h;
   int rw, rh;
   if (fi->family == BD_FAMILY_YOLOX) {
     /* Python: r = min(H / h, W / w); (int(w * r), int(h * r)) in double precision. */
-    double r = (double)H / im->h < (double)W / im->w ? (double)H / im->h : (double)W / im->w;
-    rw = (int)(im->w * r);
-    rh = (int)(im->h * r);
+    double r = (double)H / h < (double)W / w ? (double)H / h : (double)W / w;
+    rw = (int)(w * r);
+    rh = (int)(h * r);
     /* An extreme aspect ratio can truncate one side to 0; keep one pixel. */
     if (rw < 1) rw = 1;
     if (rh < 1) rh = 1;
@@ -255,13 +252,24 @@ bd_status bd_family_preprocess(const bd_family_info *fi, const bd_image *im, flo
   } else if (fi->family == BD_FAMILY_DAMOYOLO) {
     rw = W;
     rh = H;
-    pi->scale_x = (float)im->w / (float)W;
-    pi->scale_y = (float)im->h / (float)H;
+    pi->scale_x = (float)w / (float)W;
+    pi->scale_y = (float)h / (float)H;
   } else {
     return bd_err_set(err, BD_E_INTERNAL, "preprocess: family not resolved");
   }
   pi->resized_w = rw;
   pi->resized_h = rh;
+  return BD_OK;
+}
+
+bd_status bd_family_preprocess(const bd_family_info *fi, const bd_image *im, float *dst,
+                               bd_prep_info *pi, bd_err *err) {
+  if (!im || !im->data)
+    return bd_err_set(err, BD_E_INVALID, "preprocess: no image");
+  bd_status st0 = bd_family_prep_geometry(fi, im->w, im->h, pi, err);
+  if (st0 != BD_OK) return st0;
+  const int H = fi->in_h, W = fi->in_w, rw = pi->resized_w, rh = pi->resized_h;
+  const size_t plane = (size_t)H * W;
   uint8_t *rs = malloc((size_t)rw * rh * 3);
   if (!rs) return bd_err_set(err, BD_E_NOMEM, "preprocess: %dx%d resize buffer", rw, rh);
   bd_status st = bd_family_resize_u8(im->data, im->w, im->h, 3, rs, rw, rh, err);

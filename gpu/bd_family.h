@@ -81,6 +81,11 @@ typedef struct bd_prep_info {
 bd_status bd_family_resize_u8(const uint8_t *src, int sw, int sh, int cn, uint8_t *dst, int dw,
                               int dh, bd_err *err);
 
+/* The geometry pre-processing gives a w x h image (pi->resized_w/h, ratio, scale_x/y,
+ * orig_w/h), without touching pixels: what a device pre-processor needs. */
+bd_status bd_family_prep_geometry(const bd_family_info *fi, int w, int h, bd_prep_info *pi,
+                                  bd_err *err);
+
 /* Image -> dst float32 [3, in_h, in_w] (one batch row). */
 bd_status bd_family_preprocess(const bd_family_info *fi, const bd_image *im, float *dst,
                                bd_prep_info *pi, bd_err *err);

@@ -283,7 +283,8 @@ static void cpu_destroy(bd_backend *be) {
   free(c);
 }
 
-static const bd_backend_vtbl cpu_vtbl = {"cpu", cpu_prepare, cpu_run, cpu_destroy};
+static const bd_backend_vtbl cpu_vtbl = {
+    .name = "cpu", .prepare = cpu_prepare, .run = cpu_run, .destroy = cpu_destroy};
 
 bd_status bd_cpu_backend_new(const bd_graph *g, int threads, bd_backend **out, bd_err *err) {
   if (!g || !out) return bd_err_set(err, BD_E_INVALID, "cpu: no graph");

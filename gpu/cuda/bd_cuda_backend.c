@@ -14,6 +14,7 @@
  * for FP32, so 16-bit fits); conversion buffers, the cuDNN workspace, device I/O buffers
  * and pinned host staging are allocated at prepare too. The whole run (H2D copies,
  * every op, D2H copies) is captured once per plan into a CUDA graph and replayed. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static int64_t numel_of(const bd_plan *p, int v) {
   for (int d = 0; d < p->rank[v]; ++d) n *= p->dims[v][d];
   return n;
 }
-static bd_cuda_cplan *find_plan(bd_cuda_be *b, const bd_plan *p) {
+bd_cuda_cplan *bd_cuda_find_plan(bd_cuda_be *b, const bd_plan *p) {
   for (int i = 0; i < b->n_plans; ++i)
     if (b->plans[i]->plan == p && b->plans[i]->batch == p->batch &&
         b->plans[i]->n_steps == p->n_steps)
@@ -39,6 +40,10 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   if (!cp) return;
   if (cp->exec) cudaGraphExecDestroy(cp->exec);
   if (cp->graph) cudaGraphDestroy(cp->graph);
+  for (int s = 0; s < BD_DD_SLOTS; ++s) {
+    if (cp->dd_exec[s]) cudaGraphExecDestroy(cp->dd_exec[s]);
+    if (cp->dd_graph[s]) cudaGraphDestroy(cp->dd_graph[s]);
+  }
   if (cp->layer)
     for (int i = 0; i < n_nodes; ++i) bd_cuda_conv_layer_destroy(cp->layer[i]);
   for (int i = 0; i < cp->n_extra; ++i) cudaFree(cp->extra[i]);
@@ -59,16 +64,26 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp);
 }
 
-/* Captures the whole run into a CUDA graph; on an instantiation failure captures once
+static pthread_mutex_t capture_mu = PTHREAD_MUTEX_INITIALIZER;
+void bd_cuda_capture_lock(void) {
+  pthread_mutex_lock(&capture_mu);
+}
+void bd_cuda_capture_unlock(void) {
+  pthread_mutex_unlock(&capture_mu);
+}
+
+/* Captures one enqueue into a CUDA graph; on an instantiation failure captures once
  * more from scratch (never patches a graph). */
-static bd_status capture(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
+                          bd_status (*enqueue)(bd_cuda_be *, bd_cuda_cplan *, int, bd_err *),
+                          int arg, cudaGraph_t *graph, cudaGraphExec_t *exec, bd_err *err) {
   bd_status st = BD_OK;
   for (int attempt = 0; attempt < 2; ++attempt) {
     cudaGraph_t g = NULL;
     /* Relaxed: a library call that queries the device during capture (cuDNN may) must
      * not invalidate it; nothing here allocates or synchronises while capturing. */
     BD_CU(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed));
-    st = bd_cuda_enqueue(b, cp, err);
+    st = enqueue(b, cp, arg, err);
     cudaError_t ce = cudaStreamEndCapture(b->stream, &g);
     if (st != BD_OK) {
       if (g) cudaGraphDestroy(g);
@@ -76,13 +91,13 @@ static bd_status capture(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
       goto out;
     }
     BD_CU(ce);
-    cudaError_t ie = cudaGraphInstantiate(&cp->exec, g, 0);
+    cudaError_t ie = cudaGraphInstantiate(exec, g, 0);
     if (ie == cudaSuccess) {
-      cp->graph = g;
+      *graph = g;
       return BD_OK;
     }
     cudaGraphDestroy(g);
-    cp->exec = NULL;
+    *exec = NULL;
     (void)cudaGetLastError();
     if (attempt == 1)
       BD_CU(ie);
@@ -96,12 +111,16 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   const bd_graph *g = be->graph;
   bd_status st = BD_OK;
   bd_cuda_cplan *cp = NULL;
-  if (find_plan(b, p)) return BD_OK;
+  if (bd_cuda_find_plan(b, p)) return BD_OK;
   if (p->n_values != g->n_values)
     return bd_err_set(err, BD_E_INVALID, "cuda prepare: plan is for another graph");
+  bd_cuda_capture_lock();
   BD_CU(cudaSetDevice(b->device));
   cp = calloc(1, sizeof(*cp));
-  if (!cp) return bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+  if (!cp) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+    goto out;
+  }
   cp->plan = p;
   cp->batch = p->batch;
   cp->n_steps = p->n_steps;
@@ -156,14 +175,14 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   if (cp->ws_bytes) BD_CU(cudaMalloc(&cp->ws, cp->ws_bytes));
   /* One direct run first: lazy module loading and cuDNN's first-call setup happen
    * outside the capture. */
-  st = bd_cuda_enqueue(b, cp, err);
+  st = bd_cuda_enqueue(b, cp, 1, err);
   if (st != BD_OK) goto out;
   BD_CU(cudaStreamSynchronize(b->stream));
   {
     /* A network that cannot be captured still runs, directly on the stream; the
      * reason is kept for bd_cuda_backend_graph_error (tests assert it is NULL). */
     bd_err cerr = {0};
-    if (capture(b, cp, &cerr) != BD_OK) {
+    if (bd_cuda_capture(b, cp, bd_cuda_enqueue, 1, &cp->graph, &cp->exec, &cerr) != BD_OK) {
       (void)cudaGetLastError();
       snprintf(cp->graph_err, sizeof(cp->graph_err), "%s", cerr.msg);
     }
@@ -179,6 +198,7 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     cp = NULL;
   }
 out:
+  bd_cuda_capture_unlock();
   if (st != BD_OK) bd_err_prefix(err, "cuda prepare (batch %d)", p->batch);
   bd_cuda_cplan_free(cp, g->n_nodes);
   return st;
@@ -189,14 +209,14 @@ static bd_status cuda_run(bd_backend *be, const bd_plan *p, const float *const *
   bd_cuda_be *b = (bd_cuda_be *)be;
   const bd_graph *g = be->graph;
   bd_status st = BD_OK;
-  bd_cuda_cplan *cp = find_plan(b, p);
+  bd_cuda_cplan *cp = bd_cuda_find_plan(b, p);
   if (!cp) return bd_err_set(err, BD_E_INVALID, "cuda run: plan (batch %d) not prepared", p->batch);
   BD_CU(cudaSetDevice(b->device));
   for (int i = 0; i < g->n_inputs; ++i) memcpy(cp->h_in[i], inputs[i], cp->in_bytes[i]);
   if (b->use_graphs && cp->exec) {
     BD_CU(cudaGraphLaunch(cp->exec, b->stream));
   } else {
-    st = bd_cuda_enqueue(b, cp, err);
+    st = bd_cuda_enqueue(b, cp, 1, err);
     if (st != BD_OK) goto out;
   }
   BD_CU(cudaStreamSynchronize(b->stream));
@@ -210,6 +230,7 @@ static void cuda_destroy(bd_backend *be) {
   const bd_graph *g = be->graph;
   cudaSetDevice(b->device);
   if (b->stream) cudaStreamSynchronize(b->stream);
+  bd_cuda_dd_free(b);
   for (int i = 0; i < b->n_plans; ++i) bd_cuda_cplan_free(b->plans[i], g->n_nodes);
   free(b->plans);
   if (b->cdev)
@@ -232,12 +253,20 @@ void bd_cuda_backend_set_graphs(bd_backend *be, int use_graphs) {
 }
 
 const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p) {
-  bd_cuda_cplan *cp = find_plan((bd_cuda_be *)be, p);
+  bd_cuda_cplan *cp = bd_cuda_find_plan((bd_cuda_be *)be, p);
   if (!cp) return "plan not prepared";
   return cp->exec ? NULL : cp->graph_err;
 }
 
-static const bd_backend_vtbl cuda_vtbl = {"cuda", cuda_prepare, cuda_run, cuda_destroy};
+static const bd_backend_vtbl cuda_vtbl = {.name = "cuda",
+                                          .prepare = cuda_prepare,
+                                          .run = cuda_run,
+                                          .destroy = cuda_destroy,
+                                          .dd_setup = bd_cuda_dd_setup,
+                                          .dd_prepare = bd_cuda_dd_prepare,
+                                          .dd_stage = bd_cuda_dd_stage,
+                                          .dd_launch = bd_cuda_dd_launch,
+                                          .dd_wait = bd_cuda_dd_wait};
 
 bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err) {
   bd_status st = BD_OK;

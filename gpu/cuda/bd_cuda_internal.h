@@ -15,6 +15,7 @@
 
 #include "bd_backend.h"
 #include "bd_cuda_kernels.h"
+#include "bd_cuda_post.h"
 
 /* Checks a CUDA runtime call; on failure records the call, the error and file:line in
  * err, sets `st` and jumps to the function's `out` label. */
@@ -113,7 +114,35 @@ typedef struct bd_cuda_cplan {
   cudaGraph_t graph;
   cudaGraphExec_t exec; /* NULL: capture failed, runs go directly on the stream */
   char graph_err[BD_ERR_MSG_MAX];
+  /* Device detection (bd_cuda_detect.c): one graph per slot, pre-processing from the
+   * slot's staging -> network -> post-processing into the backend's detection buffers. */
+  int dd_ready;
+  cudaGraph_t dd_graph[BD_DD_SLOTS];
+  cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
+  char dd_graph_err[BD_ERR_MSG_MAX];
 } bd_cuda_cplan;
+
+/* Device detection state of a backend (bd_cuda_detect.c), shared by its plans. */
+typedef struct bd_cuda_dd_slot {
+  uint8_t *h_src; /* pinned staging, cfg.stage_bytes */
+  void *d_src;
+  bd_cuda_prep_desc *h_prep, *d_prep; /* max_batch rows each */
+  bd_cuda_post_desc *h_post, *d_post;
+  float *h_dets; /* max_batch x out_cap x 6, pinned */
+  int *h_counts;
+  cudaEvent_t copied, done;
+  int busy, n;
+} bd_cuda_dd_slot;
+
+typedef struct bd_cuda_dd {
+  bd_dd_config cfg;
+  int max_batch;
+  cudaStream_t copy; /* host-to-device copies of staged slots */
+  bd_cuda_dd_slot slot[BD_DD_SLOTS];
+  float *d_dets; /* max_batch x out_cap x 6 */
+  int *d_counts;
+  void *ws; /* yolox decode workspace */
+} bd_cuda_dd;
 
 typedef struct bd_cuda_be {
   bd_backend base;
@@ -125,13 +154,40 @@ typedef struct bd_cuda_be {
   bd_cuda_cplan **plans;
   int n_plans;
   int use_graphs;
+  bd_cuda_dd *dd; /* NULL until dd_setup */
 } bd_cuda_be;
 
 /* Uploads float constants and converts conv weights (at backend creation). */
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
 /* Adds node's conversions and op step to cp, assigning its output buffer. */
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);
-/* Enqueues a whole run of cp on b->stream (used directly and under capture). */
-bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
+/* Enqueues a whole run of cp on b->stream (used directly and under capture); io = 1
+ * includes the copies of the input from its pinned host buffer and of the outputs to
+ * theirs, io = 0 only the network between the device buffers d_in and d_out. */
+bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err);
+/* The prepared plan state for p, NULL when p was not prepared. */
+bd_cuda_cplan *bd_cuda_find_plan(bd_cuda_be *b, const bd_plan *p);
+/* Process-wide lock around plan preparation and graph capture: a capture never runs
+ * while another thread's engine chooses algorithms or captures (cuDNN and lazy module
+ * loading in one thread can invalidate a capture in another). */
+void bd_cuda_capture_lock(void);
+void bd_cuda_capture_unlock(void);
+/* Captures enqueue(b, cp, arg) on b->stream into *exec (relaxed mode; a second try from
+ * scratch when instantiation fails). */
+bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
+                          bd_status (*enqueue)(bd_cuda_be *, bd_cuda_cplan *, int, bd_err *),
+                          int arg, cudaGraph_t *graph, cudaGraphExec_t *exec, bd_err *err);
+
+/* Device detection entry points (bd_backend_vtbl's dd_*), and the teardown. */
+bd_status bd_cuda_dd_setup(bd_backend *be, const bd_dd_config *cfg, int max_batch, bd_err *err);
+bd_status bd_cuda_dd_prepare(bd_backend *be, const bd_plan *p, bd_err *err);
+uint8_t *bd_cuda_dd_stage(bd_backend *be, int slot);
+bd_status bd_cuda_dd_launch(bd_backend *be, const bd_plan *p, int slot, int n,
+                            const bd_dd_image *rows, bd_err *err);
+bd_status bd_cuda_dd_wait(bd_backend *be, int slot, const float **dets, const int **counts,
+                          bd_err *err);
+void bd_cuda_dd_free(bd_cuda_be *b);
+/* NULL when plan p's device detection runs as captured CUDA graphs, else why not. */
+const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
 
 #endif

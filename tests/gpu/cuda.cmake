@@ -20,6 +20,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
   bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
                    ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
+                   ${_cu}/bd_cuda_detect.c
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
@@ -35,6 +36,45 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     endif()
   endif()
 endif()
+# Device detection through bd_engine (test_cuda_detect.c): on a GPU, and over the same
+# emulation. The emulated network is slow (naive loops): cuda_emu.c is optimised even
+# in Debug builds and the emulated run takes fewer pictures.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  bd_add_unit_test(test_cuda_detect SOURCES ${_cuda_dir}/test_cuda_detect.c LIBS bd_gpu bd_cuda
+                   LABELS cuda TIMEOUT 600)
+  target_include_directories(test_cuda_detect PRIVATE ${_cuda_dir})
+  set_tests_properties(test_cuda_detect PROPERTIES SKIP_RETURN_CODE 77)
+  bd_add_unit_test(test_cuda_detect_emu SOURCES ${_cuda_dir}/test_cuda_detect.c
+                   ${_cuda_dir}/cuda_emu.c ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c
+                   ${_cu}/bd_cuda_cudnn.c ${_cu}/bd_cuda_detect.c LIBS bd_gpu TIMEOUT 900)
+  target_include_directories(test_cuda_detect_emu PRIVATE ${_cu} ${_cuda_dir}
+                             ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(test_cuda_detect_emu PRIVATE -UBD_HAVE_CUDNN)
+  target_compile_definitions(test_cuda_detect_emu PRIVATE TEST_DETECT_EMU=1)
+  set_source_files_properties(${_cuda_dir}/cuda_emu.c PROPERTIES COMPILE_OPTIONS "-O2")
+  # The shared photos as PPM (djpeg at configure time) for the GPU run; the emulated run
+  # takes the first.
+  find_program(BD_DJPEG djpeg)
+  set(_ppm_dir ${CMAKE_CURRENT_BINARY_DIR}/photos)
+  file(GLOB _photos ${BD_TEST_DATA}/images/*.jpg)
+  if(BD_DJPEG AND _photos)
+    file(MAKE_DIRECTORY ${_ppm_dir})
+    foreach(_jpg ${_photos})
+      get_filename_component(_stem ${_jpg} NAME_WE)
+      if(NOT EXISTS ${_ppm_dir}/${_stem}.ppm)
+        execute_process(COMMAND ${BD_DJPEG} -pnm ${_jpg} OUTPUT_FILE ${_ppm_dir}/${_stem}.ppm
+                        RESULT_VARIABLE _rc)
+        if(NOT _rc EQUAL 0)
+          file(REMOVE ${_ppm_dir}/${_stem}.ppm)
+        endif()
+      endif()
+    endforeach()
+    set_property(TEST test_cuda_detect APPEND PROPERTY ENVIRONMENT "BD_TEST_PPM_DIR=${_ppm_dir}")
+    set_property(TEST test_cuda_detect_emu APPEND PROPERTY ENVIRONMENT
+                 "BD_TEST_PPM=${_ppm_dir}/dog.ppm")
+  endif()
+endif()
 if(TARGET test_cuda_emu AND BATCHDET_CUDA_BF16)
   target_compile_definitions(test_cuda_emu PRIVATE BD_CUDA_BF16=1)
+  target_compile_definitions(test_cuda_detect_emu PRIVATE BD_CUDA_BF16=1)
 endif()

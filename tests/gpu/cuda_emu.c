@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "bd_cuda_kernels.h"
+#include "bd_cuda_post.h"
+#include "bd_family.h"
 #include "bd_graph.h"
 
 /* ---- the runtime mock ---- */
@@ -122,6 +124,33 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
+/* Events: work runs eagerly, so every event is complete when recorded. The emulation
+ * counts records and waits so that a test can see the launch protocol was followed. */
+static int emu_event;
+int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
+  (void)f;
+  *e = (cudaEvent_t)&emu_event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  (void)e;
+  (void)s;
+  bd_cuda_emu_event_records++;
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  (void)e;
+  bd_cuda_emu_event_waits++;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
+  (void)s;
+  (void)e;
+  (void)f;
+  return cudaSuccess;
+}
 
 /* ---- BF16 and views ---- */
 static float bf_round(float f) {
@@ -415,4 +444,60 @@ cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, c
         y[(t * m + i) * n + j] = acc;
       }
   return cudaSuccess;
+}
+
+/* ---- device detection: the pre- and post-processing launchers ---- */
+/* Pre-processing through the CPU family code (bd_family_resize_u8, the function the
+ * kernel is tested bit-exact against on a GPU), planes written here. */
+cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
+                                  int out_w, int out_h, int bgr, float pad, float *dst,
+                                  cudaStream_t s) {
+  (void)s;
+  if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
+  const size_t plane = (size_t)out_w * out_h;
+  for (int b = 0; b < n; ++b) {
+    const bd_cuda_prep_desc *d = &descs[b];
+    uint8_t *rs = NULL;
+    if (d->rw > 0 && d->rh > 0) {
+      rs = malloc((size_t)d->rw * d->rh * 3);
+      if (!rs || bd_family_resize_u8(src + d->offset, d->sw, d->sh, 3, rs, d->rw, d->rh, NULL)) {
+        free(rs);
+        return cudaErrorInvalidValue;
+      }
+    }
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < out_h; ++y)
+        for (int x = 0; x < out_w; ++x) {
+          int sc = bgr ? 2 - c : c;
+          float v = (x < d->rw && y < d->rh) ? (float)rs[((size_t)y * d->rw + x) * 3 + sc] : pad;
+          dst[((size_t)b * 3 + c) * plane + (size_t)y * out_w + x] = v;
+        }
+    free(rs);
+  }
+  return cudaSuccess;
+}
+
+/* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against
+ * the kernels on a GPU by test_cuda_post and against the family code everywhere). */
+int bd_cuda_emu_post_calls;
+cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
+                               const bd_cuda_post_desc *descs, int topk, int out_cap, void *ws,
+                               float *dets, int *counts, cudaStream_t s) {
+  (void)ws;
+  (void)s;
+  bd_cuda_emu_post_calls++;
+  return bd_cuda_post_ref_yolox(raw, n, in_h, in_w, num_classes, descs, topk, out_cap, dets,
+                                counts)
+             ? cudaErrorInvalidValue
+             : cudaSuccess;
+}
+cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes, int n, int num_anchors,
+                              int num_classes, const bd_cuda_post_desc *descs, int topk,
+                              int out_cap, float *dets, int *counts, cudaStream_t s) {
+  (void)s;
+  bd_cuda_emu_post_calls++;
+  return bd_cuda_post_ref_damo(scores, boxes, n, num_anchors, num_classes, descs, topk, out_cap,
+                               dets, counts)
+             ? cudaErrorInvalidValue
+             : cudaSuccess;
 }

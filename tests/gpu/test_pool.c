@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "bd_pool.h"
+#include "test_images.h"
 
 enum { NIMG = 6 };
 
@@ -28,41 +29,15 @@ static bd_detect_params params[NIMG];
 static bd_detections ref[NIMG];
 static bd_status ref_st[NIMG];
 
-static int read_ppm(const char *path, bd_image *im) {
-  FILE *f = path ? fopen(path, "rb") : NULL;
-  int w = 0, h = 0, mx = 0, ok = 0;
-  if (f && fscanf(f, "P6 %d %d %d", &w, &h, &mx) == 3 && w > 0 && h > 0 && w <= 8192 && h <= 8192 &&
-      mx == 255 && fgetc(f) != EOF) {
-    im->data = malloc((size_t)w * h * 3);
-    ok = im->data && fread(im->data, 3, (size_t)w * h, f) == (size_t)w * h;
-    im->w = w, im->h = h;
-  }
-  if (f) fclose(f);
-  if (!ok) bd_image_free(im);
-  return ok;
-}
-
-static void synth(bd_image *im, int w, int h, int seed) {
-  im->w = w, im->h = h;
-  im->data = malloc((size_t)w * h * 3);
-  for (int y = 0; y < h; y++)
-    for (int x = 0; x < w; x++)
-      for (int c = 0; c < 3; c++) {
-        /* Blocks of colour on a gradient: edges and shapes give the network something. */
-        int v = ((x / 40 + y / 30 + seed) % 3 == c) ? 220 : (x * 255 / w + y * 128 / h) / 2;
-        im->data[((size_t)y * w + x) * 3 + c] = (uint8_t)v;
-      }
-}
-
 static int setup(void **s) {
   (void)s;
   const char *d = getenv("BD_TEST_DATA");
   snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
-  if (!read_ppm(getenv("BD_TEST_PPM"), &imgs[0])) synth(&imgs[0], 640, 480, 0);
-  synth(&imgs[1], 320, 240, 1);
-  synth(&imgs[2], 100, 300, 2);
+  if (!tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[0])) tim_synth(&imgs[0], 640, 480, 0);
+  tim_synth(&imgs[1], 320, 240, 1);
+  tim_synth(&imgs[2], 100, 300, 2);
   imgs[3] = imgs[0]; /* shares pixels: same photo, other thresholds */
-  synth(&imgs[5], 500, 375, 3);
+  tim_synth(&imgs[5], 500, 375, 3);
   for (int i = 0; i < NIMG; i++) {
     ptrs[i] = i == 4 ? NULL : &imgs[i]; /* a missing image: status BD_E_INVALID */
     params[i] = (bd_detect_params){-1.f, -1.f, 0};

@@ -23,7 +23,9 @@ typedef struct pool_job {
   int n;
   const bd_image **images;  /* copy of the caller's pointer array */
   bd_detect_params *params; /* copy, or NULL */
-  double t_submit;
+  double t_submit, t_start;
+  double busy_s; /* this job's share of the instance's busy time */
+  int ticket;    /* bd_engine_detect_begin's, while in flight */
   bd_pool_result res;
 } pool_job;
 
@@ -37,6 +39,7 @@ typedef struct pool_inst {
   bd_status load_st;
   bd_err load_err;
   bd_pool_stats st;
+  double last_end; /* when the instance's previous batch finished */
 } pool_inst;
 
 struct bd_pool {
@@ -184,28 +187,66 @@ static void push_done(bd_pool *p, pool_job *j) {
   pthread_cond_broadcast(&p->cv_done);
 }
 
-static void run_job(pool_inst *in, pool_job *j, double t_start) {
+/* Starts job j on the instance: batches that fit the engine begin asynchronously (on
+ * cuda the device runs them while the next one is staged); larger ones run whole here.
+ * Returns 1 when j is in flight (finish_job completes it), 0 when j is complete. */
+static int start_job(pool_inst *in, pool_job *j, double t_start) {
   bd_pool_result *r = &j->res;
   snprintf(r->instance, sizeof r->instance, "%s", in->spec.name);
   r->queue_s = t_start - j->t_submit;
+  j->t_start = t_start;
   r->dets = calloc((size_t)j->n, sizeof *r->dets);
   r->status = calloc((size_t)j->n, sizeof *r->status);
   if (!r->dets || !r->status) {
     r->batch_status = bd_err_set(&r->err, BD_E_NOMEM, "pool: results of %d images", j->n);
+  } else if (j->n <= bd_engine_max_batch(in->e)) {
+    r->batch_status = bd_engine_detect_begin(in->e, j->n, j->images, j->params, r->dets,
+                                             r->status, &j->ticket, &r->err);
+    if (r->batch_status == BD_OK) return 1;
   } else {
-    double t0 = now_s();
     r->batch_status =
         bd_engine_detect(in->e, j->n, j->images, j->params, r->dets, r->status, &r->err);
-    r->run_s = now_s() - t0;
-    if (r->batch_status != BD_OK) bd_err_prefix(&r->err, "pool: %s", in->spec.name);
   }
+  return 0;
+}
+
+/* Completes j (ended first when in flight) and records its times. */
+static void finish_job(pool_inst *in, pool_job *j, int in_flight) {
+  bd_pool_result *r = &j->res;
+  if (in_flight) r->batch_status = bd_engine_detect_end(in->e, j->ticket, &r->err);
+  double t_end = now_s();
+  r->run_s = t_end - j->t_start;
+  /* Busy time counts overlapping batches once. */
+  j->busy_s = t_end - (j->t_start > in->last_end ? j->t_start : in->last_end);
+  in->last_end = t_end;
   if (r->batch_status != BD_OK) {
+    bd_err_prefix(&r->err, "pool: %s", in->spec.name);
     for (int i = 0; r->dets && i < j->n; i++) bd_detections_free(&r->dets[i]);
     free(r->dets);
     free(r->status);
     r->dets = NULL;
     r->status = NULL;
   }
+}
+
+/* Hands a completed job to the pollers (p->mu held). */
+static void complete_locked(pool_inst *in, pool_job *j) {
+  in->st.batches++;
+  if (j->res.batch_status == BD_OK)
+    in->st.images += j->n;
+  else
+    in->st.failed++;
+  in->st.busy_s += j->busy_s;
+  push_done(in->p, j);
+}
+
+/* Takes the oldest waiting job, NULL when none (p->mu held). */
+static pool_job *take_locked(bd_pool *p) {
+  pool_job *j = p->q_head;
+  if (!j) return NULL;
+  p->q_head = j->next;
+  if (!p->q_head) p->q_tail = NULL;
+  return j;
 }
 
 static void *inst_main(void *arg) {
@@ -231,22 +272,42 @@ static void *inst_main(void *arg) {
   p->n_loaded++;
   pthread_cond_broadcast(&p->cv_ready);
   while (st == BD_OK && !p->go && !p->stop) pthread_cond_wait(&p->cv_work, &p->mu);
+  /* Up to BD_ENGINE_MAX_INFLIGHT jobs in flight: while the oldest runs on the device,
+   * the next is staged and launched; the oldest is finished when no more can start. */
+  pool_job *fl[BD_ENGINE_MAX_INFLIGHT];
+  int nfl = 0;
   while (st == BD_OK && p->go) {
-    while (!p->q_head && !p->stop) pthread_cond_wait(&p->cv_work, &p->mu);
-    pool_job *j = p->q_head;
-    if (!j) break; /* stopped and nothing left to drain */
-    p->q_head = j->next;
-    if (!p->q_head) p->q_tail = NULL;
+    while (nfl == 0 && !p->q_head && !p->stop) pthread_cond_wait(&p->cv_work, &p->mu);
+    pool_job *j = nfl < BD_ENGINE_MAX_INFLIGHT ? take_locked(p) : NULL;
+    if (!j && nfl == 0) break; /* stopped and nothing left to drain */
     pthread_mutex_unlock(&p->mu);
-    run_job(in, j, now_s());
+    if (j && nfl > 0 && j->n > bd_engine_max_batch(e)) {
+      /* A batch that runs whole needs every slot: finish the ones in flight first. */
+      for (int k = 0; k < nfl; k++) finish_job(in, fl[k], 1);
+      pthread_mutex_lock(&p->mu);
+      for (int k = 0; k < nfl; k++) complete_locked(in, fl[k]);
+      pthread_mutex_unlock(&p->mu);
+      nfl = 0;
+    }
+    pool_job *done = NULL;
+    int done_in_flight = 0;
+    if (j) {
+      if (start_job(in, j, now_s())) {
+        fl[nfl++] = j;
+      } else {
+        done = j;
+      }
+    }
+    if (!done && (!j || nfl == BD_ENGINE_MAX_INFLIGHT)) {
+      /* Nothing more to start now: finish the oldest. */
+      done = fl[0];
+      done_in_flight = 1;
+      for (int k = 1; k < nfl; k++) fl[k - 1] = fl[k];
+      nfl--;
+    }
+    if (done) finish_job(in, done, done_in_flight);
     pthread_mutex_lock(&p->mu);
-    in->st.batches++;
-    if (j->res.batch_status == BD_OK)
-      in->st.images += j->n;
-    else
-      in->st.failed++;
-    in->st.busy_s += j->res.run_s;
-    push_done(p, j);
+    if (done) complete_locked(in, done);
   }
   pthread_mutex_unlock(&p->mu);
   /* The engine dies on the thread that used it (its CUDA context is current here). */

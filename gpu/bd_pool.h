@@ -18,7 +18,10 @@
  * the batches in flight (submitted and not yet polled) to queue_cap: a caller that does
  * not poll gets BD_E_UNAVAILABLE (retriable) from submit, which is the back-pressure.
  * A batch runs whole on one instance; to spread a large batch over instances, submit it
- * as several batches (results are the same: images are independent).
+ * as several batches (results are the same: images are independent). Each instance keeps
+ * up to BD_ENGINE_MAX_INFLIGHT batches of at most the engine's max_batch images in
+ * flight (bd_engine_detect_begin/_end): on cuda the next batch is staged and copied
+ * while the device runs the previous one; larger batches run whole (bd_engine_detect).
  *
  * Ownership: the pool copies the image pointer array and the parameters, but BORROWS the
  * bd_image structs and their pixels: they must stay valid until that batch's result has
@@ -92,7 +95,7 @@ typedef struct bd_pool_result {
   bd_status *status;               /* likewise: per-image status */
   char instance[BD_POOL_NAME_MAX]; /* who ran it ("" when cancelled before running) */
   double queue_s;                  /* submit -> start */
-  double run_s;                    /* bd_engine_detect */
+  double run_s;                    /* start on the instance -> results (overlaps others) */
 } bd_pool_result;
 
 void bd_pool_result_free(bd_pool_result *r);
@@ -108,7 +111,7 @@ int bd_pool_in_flight(bd_pool *p);
 typedef struct bd_pool_stats {
   char name[BD_POOL_NAME_MAX];
   int64_t images, batches, failed; /* failed: batches whose detect returned an error */
-  double busy_s;                   /* time inside bd_engine_detect */
+  double busy_s;                   /* time with at least one batch running */
   double img_per_s;                /* images / busy_s (0 before the first batch) */
 } bd_pool_stats;
 

@@ -175,7 +175,7 @@ static bd_status make_backend(bd_engine *e, const bd_engine_opts *o, bd_err *err
   }
   snprintf(e->device, sizeof e->device, "cuda:%d", idx);
 #ifdef BD_ENGINE_CUDA
-  return bd_cuda_backend_new(e->g, idx, &e->be, err);
+  return bd_cuda_backend_new_shared(e->g, idx, (bd_cuda_weights *)o->weights, &e->be, err);
 #else
   return bd_err_set(err, BD_E_UNSUPPORTED,
                     "engine: device '%s' needs the CUDA backend, which this build does not have",
@@ -489,6 +489,41 @@ static bd_status check_detect(const bd_engine *e, int n, bd_err *err) {
     return bd_err_set(err, BD_E_INVALID, "engine: detection needs a model family (loaded as %s)",
                       bd_family_name(e->fi.family));
   return BD_OK;
+}
+
+bd_engine_weights *bd_engine_weights_get(bd_engine *e) {
+#ifdef BD_ENGINE_CUDA
+  if (strncmp(e->device, "cuda", 4) == 0)
+    return (bd_engine_weights *)bd_cuda_weights_ref(bd_cuda_backend_weights(e->be));
+#endif
+  (void)e;
+  return NULL;
+}
+
+void bd_engine_weights_release(bd_engine_weights *w) {
+#ifdef BD_ENGINE_CUDA
+  bd_cuda_weights_release((bd_cuda_weights *)w);
+#else
+  (void)w;
+#endif
+}
+
+bd_status bd_engine_weights_broadcast(bd_engine_weights *w, int n, const int *devices,
+                                      bd_engine_weights **out, bd_err *err) {
+#ifdef BD_ENGINE_CUDA
+  if (!w || n < 1 || n > 4096)
+    return bd_err_set(err, BD_E_INVALID, "engine: broadcast of %s weights to %d instances",
+                      w ? "the" : "no", n);
+  bd_cuda_weights **tmp = calloc((size_t)n, sizeof *tmp);
+  if (!tmp) return bd_err_set(err, BD_E_NOMEM, "engine: broadcast");
+  bd_status st = bd_cuda_weights_broadcast((bd_cuda_weights *)w, n, devices, tmp, err);
+  for (int i = 0; i < n; i++) out[i] = st == BD_OK ? (bd_engine_weights *)tmp[i] : NULL;
+  free(tmp);
+  return st;
+#else
+  (void)w, (void)n, (void)devices, (void)out;
+  return bd_err_set(err, BD_E_UNSUPPORTED, "engine: weight broadcast needs the CUDA backend");
+#endif
 }
 
 int bd_engine_device_prepost(const bd_engine *e) {

@@ -40,6 +40,10 @@
 
 typedef struct bd_engine bd_engine;
 
+/* Device weights of a model (cuda: one blob per GPU), shareable between engines of the
+ * same model: see bd_engine_weights_get. Opaque, refcounted. */
+typedef struct bd_engine_weights bd_engine_weights;
+
 typedef struct bd_engine_opts {
   const char *device; /* "cpu" (default when NULL), "cuda", "cuda:N" */
   int threads;        /* cpu backend worker threads; 0 = all cores */
@@ -49,6 +53,8 @@ typedef struct bd_engine_opts {
   int prepare_all;    /* 1: build every bucket's plan at load */
   int host_prepost;   /* 1: pre/post-processing on the CPU even where the device does it
                          (cuda); for comparisons */
+  bd_engine_weights *weights; /* cuda: use these device weights (same model, on this
+                                 engine's GPU; checked) instead of uploading; NULL: upload */
 } bd_engine_opts;
 
 /* Parses "cpu", "cuda", "cuda:N" (N 0..63). Returns 0 and sets *is_cuda, *index, else -1. */
@@ -78,6 +84,15 @@ bd_status bd_engine_run_raw(bd_engine *e, int n, const float *input, float *cons
 /* The family's pre-processing of one image into dst (C*H*W floats), as fed to the network. */
 bd_status bd_engine_preprocess(const bd_engine *e, const bd_image *im, float *dst, bd_prep_info *pi,
                                bd_err *err);
+
+/* A new reference to e's device weights, NULL on cpu. */
+bd_engine_weights *bd_engine_weights_get(bd_engine *e);
+void bd_engine_weights_release(bd_engine_weights *w);
+/* out[i] (new references): w's weights on GPU devices[i], broadcast with NCCL from w's GPU
+ * to each other distinct GPU once (w itself for its own GPU). For a pool that loads one
+ * engine per GPU: the host uploads the model once. */
+bd_status bd_engine_weights_broadcast(bd_engine_weights *w, int n, const int *devices,
+                                      bd_engine_weights **out, bd_err *err);
 
 /* 1 when bd_engine_detect pre- and post-processes on the device (cuda with a family). */
 int bd_engine_device_prepost(const bd_engine *e);

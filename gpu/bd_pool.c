@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bd_log.h"
+
 #if defined(BD_HAVE_CUDA) && defined(__has_include)
 #if __has_include("cuda/bd_cuda_probe.h")
 #include "cuda/bd_cuda_probe.h"
@@ -40,6 +42,7 @@ typedef struct pool_inst {
   bd_err load_err;
   bd_pool_stats st;
   double last_end; /* when the instance's previous batch finished */
+  bd_engine_weights *w; /* device weights to load with (a reference), NULL: upload */
 } pool_inst;
 
 struct bd_pool {
@@ -260,10 +263,13 @@ static void *inst_main(void *arg) {
     snprintf(dev, sizeof dev, "cpu");
   o.device = dev;
   o.threads = in->spec.threads;
+  o.weights = in->w;
   bd_err err;
   bd_err_clear(&err);
   bd_engine *e = NULL;
   bd_status st = bd_engine_load(p->model, &o, &e, &err);
+  bd_engine_weights_release(in->w); /* the engine keeps its own reference */
+  in->w = NULL;
   pthread_mutex_lock(&p->mu);
   in->e = e;
   in->load_st = st;
@@ -333,6 +339,7 @@ static void free_pool(bd_pool *p) {
     free_job(j);
     j = nx;
   }
+  for (int i = 0; p->inst && i < p->n_inst; i++) bd_engine_weights_release(p->inst[i].w);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv_work);
   pthread_cond_destroy(&p->cv_space);
@@ -341,6 +348,33 @@ static void free_pool(bd_pool *p) {
   free(p->inst);
   free(p->model);
   free(p);
+}
+
+/* cuda pools: once the first instance has loaded (uploading the model from the host),
+ * the other instances get its device weights - shared on its GPU, broadcast with NCCL to
+ * the others - instead of uploading their own. When that fails they upload (slower to
+ * load, same results) and a warning says why. */
+static void share_weights(bd_pool *p) {
+  pool_inst *first = &p->inst[0];
+  pthread_mutex_lock(&p->mu);
+  while (!first->loaded) pthread_cond_wait(&p->cv_ready, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  if (first->load_st != BD_OK) return; /* bd_pool_new reports it */
+  bd_engine_weights *w0 = bd_engine_weights_get(first->e);
+  if (!w0) return;
+  int devs[BD_POOL_MAX_INSTANCES];
+  bd_engine_weights *ws[BD_POOL_MAX_INSTANCES];
+  int m = 0;
+  for (int i = 1; i < p->n_inst; i++) devs[m++] = p->inst[i].spec.device;
+  bd_err err;
+  bd_err_clear(&err);
+  if (bd_engine_weights_broadcast(w0, m, devs, ws, &err) == BD_OK) {
+    for (int i = 1; i < p->n_inst; i++) p->inst[i].w = ws[i - 1];
+  } else {
+    BD_LOGW("pool: sharing the model's device weights failed, each instance uploads its own: %s",
+            err.msg);
+  }
+  bd_engine_weights_release(w0);
 }
 
 bd_status bd_pool_new(const char *model_path, const bd_pool_opts *opts, bd_pool **out,
@@ -396,6 +430,7 @@ bd_status bd_pool_new(const char *model_path, const bd_pool_opts *opts, bd_pool 
     in->p = p;
     in->spec = specs[i];
     snprintf(in->st.name, sizeof in->st.name, "%s", specs[i].name);
+    if (i == 1 && specs[0].is_cuda) share_weights(p);
     if (pthread_create(&in->th, NULL, inst_main, in) != 0) {
       st = bd_err_set(err, BD_E_NOMEM, "pool: thread for instance %s", specs[i].name);
       break;

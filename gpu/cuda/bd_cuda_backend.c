@@ -233,12 +233,7 @@ static void cuda_destroy(bd_backend *be) {
   bd_cuda_dd_free(b);
   for (int i = 0; i < b->n_plans; ++i) bd_cuda_cplan_free(b->plans[i], g->n_nodes);
   free(b->plans);
-  if (b->cdev)
-    for (int v = 0; v < g->n_values; ++v)
-      if (b->cdev[v]) cudaFree(b->cdev[v]);
-  if (b->wbf)
-    for (int n = 0; n < g->n_nodes; ++n)
-      if (b->wbf[n]) cudaFree(b->wbf[n]);
+  bd_cuda_weights_release(b->w); /* cdev / wbf point into its blob */
   free(b->cdev);
   free(b->wbf);
 #ifdef BD_HAVE_CUDNN
@@ -268,7 +263,16 @@ static const bd_backend_vtbl cuda_vtbl = {.name = "cuda",
                                           .dd_launch = bd_cuda_dd_launch,
                                           .dd_wait = bd_cuda_dd_wait};
 
+bd_cuda_weights *bd_cuda_backend_weights(bd_backend *be) {
+  return ((bd_cuda_be *)be)->w;
+}
+
 bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err) {
+  return bd_cuda_backend_new_shared(g, device, NULL, out, err);
+}
+
+bd_status bd_cuda_backend_new_shared(const bd_graph *g, int device, bd_cuda_weights *w,
+                                     bd_backend **out, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_be *b = NULL;
   int count = 0;
@@ -301,7 +305,7 @@ bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, b
     BD_DNN(cudnnSetStream(h, b->stream));
   }
 #endif
-  st = bd_cuda_upload_constants(b, err);
+  st = w ? bd_cuda_use_weights(b, w, err) : bd_cuda_upload_constants(b, err);
 out:
   if (st != BD_OK) {
     bd_err_prefix(err, "cuda:%d", device);

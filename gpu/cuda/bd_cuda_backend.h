@@ -17,6 +17,28 @@ extern "C" {
  * Fails with BD_E_DEVICE when the device is missing or a CUDA/cuDNN call fails. */
 bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err);
 
+/* Device weights (every constant and 16-bit conv weight of a model in one blob on one
+ * GPU), refcounted, shareable by the backends of one model: engines on the same GPU
+ * share one blob, engines on other GPUs get a copy broadcast with NCCL (peer copies
+ * without NCCL) instead of each uploading from the host. Thread-safe refcount; the blob
+ * is freed with the last reference. */
+typedef struct bd_cuda_weights bd_cuda_weights;
+
+/* As bd_cuda_backend_new, with weights w (on `device`, made for the same compiled
+ * model: checked, BD_E_INVALID otherwise) instead of an upload. */
+bd_status bd_cuda_backend_new_shared(const bd_graph *g, int device, bd_cuda_weights *w,
+                                     bd_backend **out, bd_err *err);
+/* The backend's weights (borrowed; bd_cuda_weights_ref to keep them). */
+bd_cuda_weights *bd_cuda_backend_weights(bd_backend *be);
+bd_cuda_weights *bd_cuda_weights_ref(bd_cuda_weights *w);
+void bd_cuda_weights_release(bd_cuda_weights *w);
+int bd_cuda_weights_device(const bd_cuda_weights *w);
+/* out[i]: weights on devices[i] (new references; src itself for src's device), copied
+ * from src once per distinct device in one NCCL broadcast (ncclCommInitAll over the
+ * source GPU and the others). */
+bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devices,
+                                    bd_cuda_weights **out, bd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,11 @@
 /* The cuda backend's per-op work: constant upload, the prepare-time choice of each
  * value's representation and buffer, and the enqueueing of a prepared run. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bd_cuda_internal.h"
+#include "bd_cuda_nccl.h"
 
 static int64_t numel_of(const bd_plan *p, int v) {
   int64_t n = 1;
@@ -113,40 +115,218 @@ static int host_input(bd_op op, int k) {
   return k == 1 && (op == BD_OP_RESHAPE || op == BD_OP_GATHER);
 }
 
-bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
-  const bd_graph *g = b->base.graph;
-  bd_status st = BD_OK;
+/* Device weights: one blob per model and GPU holding every float constant an op reads
+ * on the device (FP32, ONNX order) and every conv's 16-bit KRSC weights, each at a
+ * 256-byte aligned offset. The layout is a function of the compiled graph alone, so an
+ * engine of the same model can use a blob made by another (same GPU), or a copy of it
+ * broadcast to its GPU. */
+struct bd_cuda_weights {
+  int device;
+  void *blob;
+  size_t bytes;
+  int n_values, n_nodes;
+  int64_t *voff, *noff; /* per value / node: offset in the blob, -1 none */
+  atomic_int refs;
+};
+
+#define W_ALIGN 256
+
+static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff, size_t *bytes,
+                                bd_err *err) {
+  size_t at = 0;
+  for (int v = 0; v < g->n_values; ++v) voff[v] = -1;
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
+    noff[n] = -1;
     for (int k = 0; k < nd->n_in; ++k) {
       int v = nd->in[k];
-      if (v < 0 || !g->values[v].data || b->cdev[v] || host_input(nd->op, k)) continue;
+      if (v < 0 || !g->values[v].data || voff[v] >= 0 || host_input(nd->op, k)) continue;
       const bd_value *cv = &g->values[v];
       if (cv->dtype != BD_DT_F32)
         return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): constant '%s' is %s, not float",
                           nd->name, bd_op_name(nd->op), cv->name, bd_dtype_name(cv->dtype));
       int64_t ne = bd_value_numel(cv);
       if (ne < 0) return bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
-      BD_CU(cudaMalloc(&b->cdev[v], (size_t)(ne ? ne : 1) * sizeof(float)));
-      /* On b->stream: the weight conversion below runs there, ordered after it. */
-      BD_CU(cudaMemcpyAsync(b->cdev[v], cv->data, (size_t)ne * sizeof(float),
-                            cudaMemcpyHostToDevice, b->stream));
+      voff[v] = (int64_t)at;
+      at += ((size_t)(ne ? ne : 1) * sizeof(float) + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
     if (nd->op == BD_OP_CONV) {
       const bd_value *w = &g->values[nd->in[1]];
       if (!w->data || w->rank != 4)
         return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
                           nd->name);
-      /* ONNX [M][C/g][kh][kw] FP32 -> KRSC 16-bit [M][kh][kw][C/g], on the device. */
-      int64_t m = w->dims[0], cg = w->dims[1], kh = w->dims[2], kw = w->dims[3];
-      bd_cuda_view src = {b->cdev[nd->in[1]], BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
-      BD_CU(cudaMalloc(&b->wbf[n], (size_t)(m * cg * kh * kw) * 2));
-      bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
-      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+      noff[n] = (int64_t)at;
+      at += ((size_t)bd_value_numel(w) * 2 + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
+  }
+  *bytes = at ? at : W_ALIGN;
+  return BD_OK;
+}
+
+void bd_cuda_weights_release(bd_cuda_weights *w) {
+  if (!w || atomic_fetch_sub(&w->refs, 1) != 1) return;
+  if (w->blob) {
+    int prev = 0;
+    int have = cudaGetDevice(&prev) == cudaSuccess;
+    cudaSetDevice(w->device);
+    cudaFree(w->blob);
+    if (have) cudaSetDevice(prev);
+  }
+  free(w->voff);
+  free(w->noff);
+  free(w);
+}
+
+bd_cuda_weights *bd_cuda_weights_ref(bd_cuda_weights *w) {
+  if (w) atomic_fetch_add(&w->refs, 1);
+  return w;
+}
+
+int bd_cuda_weights_device(const bd_cuda_weights *w) {
+  return w->device;
+}
+
+/* A weights object with g's layout for device, no blob yet. */
+static bd_status weights_new(const bd_graph *g, int device, bd_cuda_weights **out, bd_err *err) {
+  bd_cuda_weights *w = calloc(1, sizeof(*w));
+  bd_status st = BD_OK;
+  if (!w) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+  atomic_init(&w->refs, 1);
+  w->device = device;
+  w->n_values = g->n_values;
+  w->n_nodes = g->n_nodes;
+  w->voff = malloc(sizeof(int64_t) * (size_t)(g->n_values ? g->n_values : 1));
+  w->noff = malloc(sizeof(int64_t) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (!w->voff || !w->noff) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+    goto out;
+  }
+  st = weights_layout(g, w->voff, w->noff, &w->bytes, err);
+out:
+  if (st != BD_OK) {
+    bd_cuda_weights_release(w);
+    return st;
+  }
+  *out = w;
+  return BD_OK;
+}
+
+/* Points the backend's constant and conv weight tables into w's blob. */
+static void weights_bind(bd_cuda_be *b, const bd_cuda_weights *w) {
+  const bd_graph *g = b->base.graph;
+  for (int v = 0; v < g->n_values; ++v)
+    b->cdev[v] = w->voff[v] >= 0 ? (char *)w->blob + w->voff[v] : NULL;
+  for (int n = 0; n < g->n_nodes; ++n)
+    b->wbf[n] = w->noff[n] >= 0 ? (char *)w->blob + w->noff[n] : NULL;
+}
+
+bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  bd_status st = weights_new(g, b->device, &b->w, err);
+  if (st != BD_OK) return st;
+  BD_CU(cudaMalloc(&b->w->blob, b->w->bytes));
+  weights_bind(b, b->w);
+  for (int v = 0; v < g->n_values; ++v)
+    if (b->cdev[v]) /* on b->stream: the weight conversion below runs there, after it */
+      BD_CU(cudaMemcpyAsync(b->cdev[v], g->values[v].data,
+                            (size_t)bd_value_numel(&g->values[v]) * sizeof(float),
+                            cudaMemcpyHostToDevice, b->stream));
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    if (!b->wbf[n]) continue;
+    /* ONNX [M][C/g][kh][kw] FP32 -> KRSC 16-bit [M][kh][kw][C/g], on the device. */
+    const bd_value *w = &g->values[nd->in[1]];
+    int64_t m = w->dims[0], cg = w->dims[1], kh = w->dims[2], kw = w->dims[3];
+    bd_cuda_view src = {b->cdev[nd->in[1]], BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
+    bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
   }
   BD_CU(cudaStreamSynchronize(b->stream));
 out:
+  return st;
+}
+
+bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  bd_cuda_weights *mine = NULL;
+  bd_status st = BD_OK;
+  if (w->device != b->device)
+    return bd_err_set(err, BD_E_INVALID, "cuda weights: on GPU %d, backend on GPU %d", w->device,
+                      b->device);
+  /* Same model: the layout computed from this graph must be the one of the blob. */
+  if ((st = weights_new(g, b->device, &mine, err)) != BD_OK) return st;
+  int same = mine->bytes == w->bytes && w->n_values == g->n_values && w->n_nodes == g->n_nodes &&
+             !memcmp(mine->voff, w->voff, sizeof(int64_t) * (size_t)g->n_values) &&
+             !memcmp(mine->noff, w->noff, sizeof(int64_t) * (size_t)g->n_nodes);
+  bd_cuda_weights_release(mine);
+  if (!same)
+    return bd_err_set(err, BD_E_INVALID, "cuda weights: made for another model");
+  b->w = bd_cuda_weights_ref(w);
+  weights_bind(b, w);
+  return BD_OK;
+}
+
+bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devices,
+                                    bd_cuda_weights **out, bd_err *err) {
+  bd_status st = BD_OK;
+  int devs[BD_CUDA_NCCL_MAX_DEVICES];
+  void *dst[BD_CUDA_NCCL_MAX_DEVICES] = {0};
+  int nd = 0;
+  if (n < 1 || n > 4096)
+    return bd_err_set(err, BD_E_INVALID, "cuda weights: broadcast to %d devices", n);
+  for (int i = 0; i < n; ++i) out[i] = NULL;
+  /* The source first (root of the broadcast, its blob is its own destination), then
+   * every other distinct device once. */
+  devs[nd] = src->device;
+  dst[nd++] = src->blob;
+  for (int i = 0; i < n; ++i) {
+    int seen = 0;
+    for (int k = 0; k < nd; ++k) seen |= devs[k] == devices[i];
+    if (seen) continue;
+    if (nd == BD_CUDA_NCCL_MAX_DEVICES)
+      return bd_err_set(err, BD_E_LIMIT, "cuda weights: more than %d GPUs",
+                        BD_CUDA_NCCL_MAX_DEVICES);
+    devs[nd++] = devices[i];
+  }
+  if (nd > 1 && (st = bd_cuda_nccl_broadcast(src->blob, src->bytes, nd, devs, dst, err)) != BD_OK)
+    return st;
+  for (int i = 0; i < n; ++i) {
+    if (devices[i] == src->device) {
+      out[i] = bd_cuda_weights_ref(src);
+      continue;
+    }
+    for (int k = 1; k < nd; ++k)
+      if (devs[k] == devices[i] && dst[k]) {
+        bd_cuda_weights *w = calloc(1, sizeof(*w));
+        int64_t *vo = malloc(sizeof(int64_t) * (size_t)(src->n_values ? src->n_values : 1));
+        int64_t *no = malloc(sizeof(int64_t) * (size_t)(src->n_nodes ? src->n_nodes : 1));
+        if (!w || !vo || !no) {
+          free(w), free(vo), free(no);
+          st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+          goto out;
+        }
+        memcpy(vo, src->voff, sizeof(int64_t) * (size_t)src->n_values);
+        memcpy(no, src->noff, sizeof(int64_t) * (size_t)src->n_nodes);
+        *w = (bd_cuda_weights){.device = devs[k], .blob = dst[k], .bytes = src->bytes,
+                               .n_values = src->n_values, .n_nodes = src->n_nodes,
+                               .voff = vo, .noff = no};
+        atomic_init(&w->refs, 1);
+        dst[k] = NULL; /* w owns it now */
+        out[i] = w;
+        break;
+      }
+  }
+out:
+  for (int k = 1; k < nd; ++k)
+    if (dst[k]) { /* a blob nobody took (a failure half way) */
+      cudaSetDevice(devs[k]);
+      cudaFree(dst[k]);
+    }
+  if (st != BD_OK)
+    for (int i = 0; i < n; ++i) {
+      bd_cuda_weights_release(out[i]);
+      out[i] = NULL;
+    }
   return st;
 }
 

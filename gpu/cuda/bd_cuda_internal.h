@@ -14,6 +14,7 @@
 #endif
 
 #include "bd_backend.h"
+#include "bd_cuda_backend.h"
 #include "bd_cuda_kernels.h"
 #include "bd_cuda_post.h"
 
@@ -155,10 +156,14 @@ typedef struct bd_cuda_be {
   int n_plans;
   int use_graphs;
   bd_cuda_dd *dd; /* NULL until dd_setup */
+  bd_cuda_weights *w; /* the device weights cdev / wbf point into (shared, refcounted) */
 } bd_cuda_be;
 
-/* Uploads float constants and converts conv weights (at backend creation). */
+/* Uploads float constants and converts conv weights into a new weights blob (at
+ * backend creation). */
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
+/* Uses w (same GPU, same model: checked) instead of uploading; takes a reference. */
+bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err);
 /* Adds node's conversions and op step to cp, assigning its output buffer. */
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);
 /* Enqueues a whole run of cp on b->stream (used directly and under capture); io = 1

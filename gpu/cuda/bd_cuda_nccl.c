@@ -80,8 +80,10 @@ bd_status bd_cuda_nccl_broadcast(const void *src, size_t bytes, int n, const int
   }
   /* The root's copy: cudaMemcpyDefault tells host from device memory (UVA). */
   CK_CUDA(cudaSetDevice(devices[0]), devices[0]);
-  CK_CUDA(cudaMemcpyAsync(dev_dst[0], src, bytes, cudaMemcpyDefault, streams[0]), devices[0]);
-  CK_CUDA(cudaStreamSynchronize(streams[0]), devices[0]);
+  if (dev_dst[0] != src) { /* src may be the root's own buffer: broadcast in place */
+    CK_CUDA(cudaMemcpyAsync(dev_dst[0], src, bytes, cudaMemcpyDefault, streams[0]), devices[0]);
+    CK_CUDA(cudaStreamSynchronize(streams[0]), devices[0]);
+  }
 #ifdef BD_HAVE_NCCL
   CK_NCCL(ncclCommInitAll(comms, n, devices), -1);
   have_comms = 1;

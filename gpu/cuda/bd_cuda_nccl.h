@@ -16,7 +16,8 @@
  *
  * Contract: src is host memory or device memory (any device, UVA); devices are distinct
  * visible GPU indices, 1..BD_CUDA_NCCL_MAX_DEVICES of them; dev_dst[i] is either the
- * caller's buffer of >= bytes on devices[i] or NULL (then allocated here). On failure
+ * caller's buffer of >= bytes on devices[i] or NULL (then allocated here); dev_dst[0]
+ * may be src itself (the root broadcasts its own buffer in place). On failure
  * the buffers allocated here are freed and their slots reset to NULL; the caller's are
  * left alone. Every CUDA and NCCL call is checked; the message names the call and the
  * device. Blocking (not for use inside a graph capture); restores the calling thread's

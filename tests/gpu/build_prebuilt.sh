@@ -14,7 +14,8 @@ cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DBATCHDET_ENGINE_ONLY=ON \
   tail -n 30 "$B.cmake.log"
   exit 1
 }
-TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep)
+TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep test_cuda_detect
+  test_cuda_post test_cuda_nccl test_pool)
 cmake --build "$B" -j"${BD_JOBS:-2}" --target "${TARGETS[@]}"
 mkdir -p "$PRE"
 cp "$B/cli/batchdet" "$PRE/"

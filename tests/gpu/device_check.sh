@@ -8,7 +8,9 @@
 # and also exports DAMO-YOLO T and S here (python3 + torch) for the whole-model test and
 # a T bench (~2 minutes in all); BD_PROFILE=1 adds a per-kernel profile (nsys or ncu). Every step is time-bounded; a failing step is reported
 # and the script goes on. Logs go to $OUT (default ./device-out); a summary table is
-# printed last. Budget: under ~6 minutes (build mode), ~150 s (prebuilt).
+# printed last. Budget: under ~6 minutes (build mode), ~5 minutes (prebuilt: adds device
+# detection on every photo and DAMO-T, the pool, post-processing, NCCL, a memcheck of a
+# whole detection batch and end-to-end benches).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -87,7 +89,8 @@ SAN=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/compute-sanitizer
 
 step nvidia-smi 20 nvidia-smi
 step nvcc-version 10 "$NVCC" --version
-TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep)
+TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep test_cuda_detect
+  test_cuda_post test_cuda_nccl test_pool)
 if [ -n "${BD_PREBUILT:-}" ]; then
   # Binaries built on the development machine (tests/gpu/prepare_devdeps.sh --build):
   # saves the device minutes a build costs. CUDA runtime from this machine's toolkit.
@@ -98,6 +101,20 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     step "$t" 120 "$B/$t"
   done
   step memcheck 90 "$SAN" --tool memcheck --error-exitcode 3 "$B/test_cuda_kernels"
+  # Issue 6: the whole batch on the device vs the cpu engine on every photo; the
+  # post-processing kernels; the NCCL broadcast; the pool with cuda instances (under gdb
+  # when it is there: a crash leaves its backtrace in the log).
+  export BD_TEST_PPM_DIR=$DD/data/images BD_TEST_PPM=$DD/data/images/dog.ppm
+  step test_cuda_detect 180 "$B/test_cuda_detect"
+  step test_cuda_post 120 "$B/test_cuda_post"
+  step test_cuda_nccl 60 "$B/test_cuda_nccl"
+  if command -v gdb >/dev/null; then
+    step test_pool 240 gdb -q -batch -ex run -ex bt -ex 'thread apply all bt 8' --args "$B/test_pool"
+  else
+    step test_pool 240 "$B/test_pool"
+  fi
+  step detect-memcheck 240 "$SAN" --tool memcheck --error-exitcode 3 \
+    env BD_DETECT_QUICK=1 "$B/test_cuda_detect"
   MODEL=$DD/data/models/yolox_nano.onnx
   BD=$B/batchdet
   # DAMO-YOLO T and S (seeded weights, tests/reference/damoyolo.py) exported here, where
@@ -109,6 +126,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     BD_CUDA_MODEL=$DAMO/$m/model.onnx BD_CUDA_INPUT=$DAMO/$m/input.f32 \
       step "test_cuda_model-damo$m" 90 "$B/test_cuda_model"
   done
+  BD_DETECT_MODEL=$DAMO/T/model.onnx step test_cuda_detect-damoT 240 "$B/test_cuda_detect"
   for bb in 1 8 32 64; do
     step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
   done
@@ -116,6 +134,13 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     step bench-damoT-b$bb 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch $bb \
       --iters 20 --warmup 3
   done
+  # End to end (decoded images in, boxes out: device pre/post-processing).
+  for bb in 1 32; do
+    step bench-e2e-b$bb 60 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 20 \
+      --warmup 3 --end-to-end
+  done
+  step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
+    --iters 10 --warmup 3 --end-to-end
   step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
   if [ -n "${BD_PROFILE:-}" ]; then
     # Optional (BD_PROFILE=1, ~30-90 s more): per-kernel GPU time of yolox_nano at batch 32,
@@ -135,12 +160,15 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
-  for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 bench-cpu-b1; do
+  for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
+    bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
-  grep -HE "rel L2|batch 1 vs|capture failed|conv c|conv layers|PASSED|FAILED" "$OUT"/test_cuda_*.log 2>/dev/null |
+  grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|PASSED|FAILED" \
+    "$OUT"/test_cuda_*.log "$OUT"/test_pool.log 2>/dev/null |
     sed "s|$OUT/||" | head -n 60
-  grep -hE "ERROR SUMMARY" "$OUT/memcheck.log" 2>/dev/null | head -n 1
+  grep -HE "ERROR SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" 2>/dev/null | sed "s|$OUT/||"
+  grep -hE "^#[0-9]+ .* in " "$OUT/test_pool.log" 2>/dev/null | head -n 12
   printf '%s\n' "${SUMMARY[@]}"
   exit 0
 fi

@@ -42,7 +42,12 @@ for img in dog.jpg horses.jpg person.jpg; do
   [ -f "$DATA/images/$img" ] && cp "$DATA/images/$img" "$D/data/images/"
 done
 # The whole-model tests read a decoded photo (no JPEG decoder in the engine-only build).
+# Every colour photo as PPM: test_cuda_detect compares detections on all of them.
 djpeg -pnm "$DATA/images/dog.jpg" >"$D/data/images/dog.ppm"
+for jpg in "$DATA"/images/*.jpg; do
+  ppm="$D/data/images/$(basename "${jpg%.jpg}").ppm"
+  djpeg -pnm "$jpg" >"$ppm" 2>/dev/null && head -c 2 "$ppm" | grep -q P6 || rm -f "$ppm"
+done
 [ -f "$DATA/coco.names" ] && cp "$DATA/coco.names" "$D/data/"
 
 du -sh "$D"

@@ -10,7 +10,8 @@
  * Pictures: every photo in $BD_TEST_PPM_DIR (the shared photos decoded by djpeg at
  * configure time), a copy of the first one 3x larger (over 4x the network input: staged
  * resized by the host), tiny and extreme-aspect pictures, a missing image and a bad one.
- * Model: $BD_DETECT_MODEL, else the shared yolox_nano.onnx.
+ * Model: $BD_DETECT_MODEL, else the shared yolox_nano.onnx. $BD_DETECT_QUICK=1 (for
+ * compute-sanitizer): one photo, and only the comparison with the cpu engine.
  * Checks: >= 95% of the cpu engine's boxes matched (same class, IoU >= 0.9) overall and
  * per image status equal; the device path really ran; two batches in flight ended in
  * either order give the batch run alone; a second engine on the same device gives the
@@ -119,7 +120,12 @@ static int setup(void **s) {
     snprintf(model, sizeof model, "%s", m);
   else
     snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
-  int photos = add_ppm_dir(getenv("BD_TEST_PPM_DIR"));
+  int photos = getenv("BD_DETECT_QUICK") ? 0 : add_ppm_dir(getenv("BD_TEST_PPM_DIR"));
+  if (!photos && getenv("BD_DETECT_QUICK") && getenv("BD_TEST_PPM_DIR")) {
+    char p1[1024];
+    snprintf(p1, sizeof p1, "%s/dog.ppm", getenv("BD_TEST_PPM_DIR"));
+    if (tim_read_ppm(p1, &imgs[nimg])) nimg++, photos++;
+  }
   if (!photos && tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[nimg])) nimg++, photos++;
   if (!photos) tim_synth(&imgs[nimg++], 640, 480, 0);
   printf("model %s, %d photos\n", model, photos);
@@ -184,6 +190,7 @@ static void test_vs_cpu(void **s) {
 
 static void test_host_prepost(void **s) {
   (void)s;
+  if (getenv("BD_DETECT_QUICK")) skip();
 #ifdef TEST_DETECT_EMU
   skip(); /* the emulated network with host pre/post is test_cuda_emu's */
 #endif
@@ -201,6 +208,7 @@ static void test_host_prepost(void **s) {
  * third begin while two are in flight is refused. */
 static void test_async(void **s) {
   (void)s;
+  if (getenv("BD_DETECT_QUICK")) skip();
   bd_engine *e = load("cuda:0", 0); /* its own: it is destroyed with a batch in flight */
   bd_detections a[MAX_BATCH], b[MAX_BATCH], x[MAX_BATCH], alone[2 * MAX_BATCH];
   bd_status sa[MAX_BATCH], sb[MAX_BATCH], sx[MAX_BATCH];
@@ -239,6 +247,7 @@ static void test_async(void **s) {
  * GPU, a second engine on the same device too (on the emulation it is the same code). */
 static void test_instances_and_split(void **s) {
   (void)s;
+  if (getenv("BD_DETECT_QUICK")) skip();
   bd_detections one[MAXIMG], split[MAXIMG];
   detect(dev, nimg, ptrs, params, one, NULL);
   for (int i = 0; i < nimg; i += 3) {
@@ -260,12 +269,51 @@ static void test_instances_and_split(void **s) {
   free_dets(split, nimg);
 }
 
+/* A second engine on the same GPU with the first one's device weights: same boxes from
+ * one shared blob (no second upload); the broadcast to the same GPU hands the same
+ * weights back; weights on another GPU than the engine's are refused. */
+static void test_shared_weights(void **s) {
+  (void)s;
+  if (getenv("BD_DETECT_QUICK")) skip();
+  bd_engine_weights *w = bd_engine_weights_get(dev);
+  assert_non_null(w);
+  bd_engine_weights *bw[2] = {NULL, NULL};
+  int devs[2] = {0, 0};
+  bd_err err = {0};
+  assert_int_equal(bd_engine_weights_broadcast(w, 2, devs, bw, &err), BD_OK);
+  assert_ptr_equal(bw[0], w);
+  assert_ptr_equal(bw[1], w);
+  bd_engine *e2 = NULL;
+  bd_engine_opts o = {.device = "cuda:0", .threads = 2, .max_batch = MAX_BATCH, .weights = bw[0]};
+  assert_int_equal(bd_engine_load(model, &o, &e2, &err), BD_OK);
+  bd_engine_weights *w2 = bd_engine_weights_get(e2);
+  assert_ptr_equal(w2, w);
+  bd_engine_weights_release(w2);
+  int n = nimg < MAX_BATCH ? nimg : MAX_BATCH;
+  bd_detections one[MAX_BATCH], two[MAX_BATCH];
+  detect(dev, n, ptrs, params, one, NULL);
+  detect(e2, n, ptrs, params, two, NULL);
+  assert_true(match_rate("shared weights vs own", one, two, n, 0) >= 0.999);
+  free_dets(one, n);
+  free_dets(two, n);
+  bd_engine_destroy(e2);
+  /* The engine is gone; its reference with it; ours still hold the blob. */
+  bd_engine *e3 = NULL;
+  o.device = "cuda:1";
+  assert_int_not_equal(bd_engine_load(model, &o, &e3, &err), BD_OK);
+  printf("weights for another GPU: %s\n", err.msg);
+  bd_engine_weights_release(bw[0]);
+  bd_engine_weights_release(bw[1]);
+  bd_engine_weights_release(w);
+}
+
 int main(void) {
 #ifndef TEST_DETECT_EMU
   TC_SKIP_IF_NO_DEVICE();
 #endif
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vs_cpu), cmocka_unit_test(test_host_prepost),
-      cmocka_unit_test(test_async), cmocka_unit_test(test_instances_and_split)};
+      cmocka_unit_test(test_async), cmocka_unit_test(test_instances_and_split),
+      cmocka_unit_test(test_shared_weights)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

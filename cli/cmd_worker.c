@@ -20,8 +20,10 @@ static opt k_opts[] = {
     {"--brokers", "BATCHDET_BROKERS", "B", "Kafka bootstrap servers (127.0.0.1:9092)", NULL},
     {"--redis", "BATCHDET_REDIS", "URL", "Redis URL (redis://127.0.0.1:6379)", NULL},
     {"--models", "BATCHDET_MODELS", "DIR", "directory of NAME.onnx models (models)", NULL},
-    {"--devices", "BATCHDET_DEVICES", "SPEC", "cpu | cpu:N | cuda | cuda:0,1 | sim:N:MS (cpu)",
-     NULL},
+    {"--devices", "BATCHDET_DEVICES", "SPEC",
+     "cpu | cpu:N (N cpu instances) | cuda (every visible GPU) | cuda:0,1 | sim:N:MS (cpu)", NULL},
+    {"--instances-per-gpu", "BATCHDET_INSTANCES_PER_GPU", "N",
+     "engines (each its own thread and model copy) per GPU for cuda, 1..16 (1)", NULL},
     {"--group", "BATCHDET_GROUP", "G", "consumer group (batchdet-workers)", NULL},
     {"--instance-id", "BATCHDET_INSTANCE_ID", "ID",
      "static group member id and worker id (host:pid)", NULL},
@@ -33,8 +35,8 @@ static opt k_opts[] = {
      NULL},
     {"--fetch-concurrency", "BATCHDET_FETCH_CONCURRENCY", "N", "parallel downloads (64)", NULL},
     {"--decode-threads", "BATCHDET_DECODE_THREADS", "N", "decode pool threads (2)", NULL},
-    {"--cpu-threads", "BATCHDET_CPU_THREADS", "N", "engine threads per cpu device (0 = all cores)",
-     NULL},
+    {"--cpu-threads", "BATCHDET_CPU_THREADS", "N",
+     "engine threads per cpu instance (0 = cores / instances)", NULL},
     {"--max-inflight-mb", "BATCHDET_MAX_INFLIGHT_MB", "MB",
      "pause consuming above this many fetched+decoded MiB (1024)", NULL},
     {"--max-inflight-shards", "BATCHDET_MAX_INFLIGHT_SHARDS", "N",
@@ -165,6 +167,7 @@ int bd_cmd_worker(int argc, char **argv) {
       parse_int("--fetch-concurrency", 1, 4096, &c.fetch_concurrency) ||
       parse_int("--decode-threads", 1, 256, &c.decode_threads) ||
       parse_int("--cpu-threads", 0, 1024, &c.cpu_threads) ||
+      parse_int("--instances-per-gpu", 1, 16, &c.instances_per_gpu) ||
       parse_int("--max-inflight-mb", 1, 1 << 20, &c.max_inflight_mb) ||
       parse_int("--max-inflight-shards", 1, 100000, &c.max_inflight_shards) ||
       parse_int("--metrics-port", 0, 65535, &c.metrics_port) ||
@@ -174,11 +177,11 @@ int bd_cmd_worker(int argc, char **argv) {
     return BD_EXIT_USAGE;
   bd_wdev_spec spec;
   bd_err err = {0};
-  if (bd_worker_parse_devices(c.devices, &spec, &err) != BD_OK) {
+  if (bd_worker_parse_devices(c.devices, c.instances_per_gpu, &spec, &err) != BD_OK) {
     fprintf(stderr, "batchdet worker: %s\n", err.msg);
     return BD_EXIT_USAGE;
   }
-  if (c.cpu_threads == 0 && spec.kind[0] == BD_WDEV_CPU) {
+  if (c.cpu_threads == 0 && spec.kind == BD_WDEV_CPU) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     c.cpu_threads = cores > spec.n ? (int)(cores / spec.n) : 1;
   }

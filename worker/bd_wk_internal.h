@@ -50,15 +50,15 @@ typedef struct wk_batch {
   wk_item *items[WK_MAX_BATCH];
 } wk_batch;
 
+/* One entry of the worker's device list: a sim executor, or an instance of the models'
+ * pools (the same instance of every model's pool: its counters add up over models). */
 typedef struct wk_device {
-  char name[32];
-  bd_wdev_kind kind;
-  char engine_dev[16];
+  char name[32]; /* spec name: "sim:0", "cpu#1", "cuda:0#0" */
   atomic_llong images, failed;
   long long prev_images;
   double prev_t;
   _Atomic double img_s;
-  pthread_t thread;
+  pthread_t thread; /* sim executor */
   int started;
 } wk_device;
 
@@ -73,8 +73,8 @@ typedef struct wk_ctx {
   bd_queue *q_decode, *q_batch, *q_exec, *q_write, *q_done;
   pthread_t *decoders;
   int n_decoders;
-  pthread_t batcher, writer;
-  int batcher_started, writer_started;
+  pthread_t batcher, writer, executor; /* executor: the pools' (cpu, cuda) */
+  int batcher_started, writer_started, executor_started;
   atomic_llong inflight_bytes;
   atomic_int inflight_shards;
   atomic_int force_stop; /* second signal or grace expired: stop retrying */
@@ -92,7 +92,7 @@ typedef struct wk_ctx {
   char beat_img_s[64], beat_images[64], beat_ts[64];
 } wk_ctx;
 
-typedef struct wk_exec_arg { /* malloc'd by the starter, freed by the executor */
+typedef struct wk_exec_arg { /* malloc'd by the starter, freed by the sim executor */
   wk_ctx *w;
   int dev;
 } wk_exec_arg;
@@ -101,8 +101,14 @@ typedef struct wk_exec_arg { /* malloc'd by the starter, freed by the executor *
 void wk_fetch_done(void *ctx, bd_fetch_result *res);
 void *wk_decode_main(void *arg);
 void *wk_batcher_main(void *arg);
-void *wk_exec_main(void *arg);
 void *wk_writer_main(void *arg);
+/* Executors (bd_wk_exec.c), both reading q_exec until it is closed and empty.
+ * wk_exec_sim_main (arg: wk_exec_arg): one simulated device.
+ * wk_exec_pool_main (arg: wk_ctx): every cpu/cuda instance through one bd_pool per
+ * model; returns when every batch it submitted has been polled and finished. Reads cfg
+ * (models_dir, batch, cpu_threads), spec, dev, force_stop; sets fatal on a broken device. */
+void *wk_exec_sim_main(void *arg);
+void *wk_exec_pool_main(void *arg);
 /* An image is final (result or error recorded, or dropped): frees the item and, for the
  * shard's last image, hands the shard to the writer. */
 void wk_item_finish(wk_ctx *w, wk_item *it);

@@ -1,6 +1,7 @@
 /* The worker's pipeline stages after the poll thread: fetch completion, decode pool,
- * batcher, device executors and the Redis writer. Each runs in its own thread(s) and
- * talks to the next through a bounded bd_queue; see bd_worker.h for the whole picture. */
+ * batcher and the Redis writer (the executors are in bd_wk_exec.c). Each runs in its own
+ * thread(s) and talks to the next through a bounded bd_queue; see bd_worker.h for the
+ * whole picture. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +10,6 @@
 #include <unistd.h>
 
 #include "bd_config.h"
-#include "bd_engine.h"
-#include "bd_labels.h"
 #include "bd_log.h"
 #include "bd_redis.h"
 #include "bd_result.h"
@@ -200,195 +199,6 @@ void *wk_batcher_main(void *arg) {
       if (ob[i].b && ob[i].deadline <= now) flush_batch(w, &ob[i]);
   }
   for (int i = 0; i < WK_OPEN; i++) flush_batch(w, &ob[i]);
-  return NULL;
-}
-
-/* ---- executors ---- */
-
-#define WK_MODELS 8
-typedef struct exec_model {
-  char name[BD_ID_MAX + 1];
-  bd_engine *e;
-  char error[BD_ERR_MSG_MAX + 32]; /* load failure, remembered so it is not retried per batch */
-  bd_status status;                /* of the load */
-} exec_model;
-
-static exec_model *get_model(wk_ctx *w, wk_device *d, exec_model *cache, const char *name) {
-  for (int i = 0; i < WK_MODELS; i++)
-    if (cache[i].name[0] && strcmp(cache[i].name, name) == 0) return &cache[i];
-  int slot = -1;
-  for (int i = 0; i < WK_MODELS && slot < 0; i++)
-    if (!cache[i].name[0]) slot = i;
-  if (slot < 0) { /* full: evict the first (rare: more than 8 models on one worker) */
-    slot = 0;
-    bd_engine_destroy(cache[0].e);
-    memset(&cache[0], 0, sizeof cache[0]);
-  }
-  exec_model *m = &cache[slot];
-  snprintf(m->name, sizeof m->name, "%s", name);
-  char path[4096];
-  if (!wk_model_path(w, name, path, sizeof path)) {
-    snprintf(m->error, sizeof m->error, "model: unknown model '%s'", name);
-    return m;
-  }
-  if (d->kind == BD_WDEV_SIM) return m;
-  bd_engine_opts o;
-  memset(&o, 0, sizeof o);
-  o.device = d->engine_dev;
-  o.threads = w->cfg->cpu_threads;
-  o.max_batch = w->cfg->batch;
-  o.family = BD_FAMILY_AUTO;
-  bd_err err = {0};
-  double t0 = bd_now();
-  if ((m->status = bd_engine_load(path, &o, &m->e, &err)) != BD_OK) {
-    snprintf(m->error, sizeof m->error, "model: %s", err.msg);
-    BD_LOGE("%s: loading model %s: %s", d->name, name, err.msg);
-  } else {
-    BD_LOGI("%s: model %s loaded in %.2f s", d->name, name, bd_now() - t0);
-  }
-  return m;
-}
-
-static void set_result(wk_item *it, const bd_detections *dt, const bd_labels *labels) {
-  wk_shard *s = it->s;
-  bd_result *r = bd_result_new();
-  char *js = NULL;
-  bd_err err = {0};
-  if (!r) goto fail;
-  snprintf(r->image, sizeof r->image, "%s", s->m->images[it->idx].id);
-  snprintf(r->model, sizeof r->model, "%s", s->m->model);
-  r->width = it->oriented_w;
-  r->height = it->oriented_h;
-  /* Boxes come in the decoded frame; map them to the oriented full-size frame. */
-  double sx = (double)it->oriented_w / it->im.w, sy = (double)it->oriented_h / it->im.h;
-  for (int k = 0; dt && k < dt->n; k++) {
-    const bd_det *d = &dt->det[k];
-    double box[4] = {d->x1 * sx, d->y1 * sy, d->x2 * sx, d->y2 * sy};
-    if (bd_result_add(r, d->cls, labels ? bd_labels_name(labels, d->cls) : NULL, d->score, box,
-                      &err) != BD_OK)
-      goto fail;
-  }
-  if (bd_result_encode(r, &js, NULL, &err) != BD_OK) goto fail;
-  free(s->json[it->idx]);
-  s->json[it->idx] = js;
-  bd_result_destroy(r);
-  return;
-fail:
-  bd_result_destroy(r);
-  snprintf(it->err, sizeof it->err, "result: %s", err.msg[0] ? err.msg : "out of memory");
-}
-
-void *wk_exec_main(void *arg) {
-  wk_exec_arg *ea = arg;
-  wk_ctx *w = ea->w;
-  wk_device *d = &w->dev[ea->dev];
-  int di = ea->dev;
-  free(ea);
-  exec_model cache[WK_MODELS];
-  memset(cache, 0, sizeof cache);
-  bd_labels *labels = NULL;
-  (void)bd_labels_coco(&labels, NULL);
-  const bd_image *ptrs[WK_MAX_BATCH];
-  bd_detect_params params[WK_MAX_BATCH];
-  bd_detections dets[WK_MAX_BATCH];
-  bd_status stat[WK_MAX_BATCH];
-  for (;;) {
-    void *p = NULL;
-    if (bd_queue_pop(w->q_exec, &p, -1) != BD_OK) break;
-    wk_batch *b = p;
-    int n = 0; /* compact away dropped images */
-    for (int i = 0; i < b->n; i++) {
-      if (atomic_load(&b->items[i]->s->dropped))
-        wk_item_finish(w, b->items[i]);
-      else
-        b->items[n++] = b->items[i];
-    }
-    b->n = n;
-    if (n == 0) {
-      free(b);
-      continue;
-    }
-    const char *model = b->items[0]->s->m->model;
-    exec_model *em = NULL;
-    if (d->kind != BD_WDEV_SIM || w->cfg->models_dir_explicit) em = get_model(w, d, cache, model);
-    double t0 = bd_now();
-    /* A device that cannot run (driver failure, or a CUDA device in a build without
-     * the CUDA backend) is the worker's fault, not the images'. */
-    int dev_broken =
-        em && em->error[0] &&
-        (em->status == BD_E_DEVICE || (d->kind == BD_WDEV_CUDA && em->status == BD_E_UNSUPPORTED));
-    if (dev_broken) {
-      /* A broken device is not the images' fault: nothing is acknowledged, the worker
-       * drains and exits so that the others (or a restart) redo these shards. */
-      if (!atomic_exchange(&w->fatal, 1))
-        snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s: %s", d->name, em->error);
-      for (int i = 0; i < n; i++) {
-        atomic_store(&b->items[i]->s->dropped, 1);
-        wk_item_finish(w, b->items[i]);
-      }
-      free(b);
-      continue;
-    }
-    if (em && em->error[0]) {
-      for (int i = 0; i < n; i++)
-        snprintf(b->items[i]->err, sizeof b->items[i]->err, "%s", em->error);
-    } else if (d->kind == BD_WDEV_SIM) {
-      /* In slices, so that the end of a grace period does not wait for a long sim batch
-       * (its shards are dropped then anyway). */
-      double until = bd_now() + w->spec.sim_ms / 1000.0;
-      while (!atomic_load(&w->force_stop) && bd_now() < until) {
-        double left = until - bd_now();
-        sleep_s(left < 0.05 ? left : 0.05);
-      }
-      for (int i = 0; i < n; i++) set_result(b->items[i], NULL, NULL);
-    } else {
-      for (int i = 0; i < n; i++) {
-        const bd_manifest *m = b->items[i]->s->m;
-        ptrs[i] = &b->items[i]->im;
-        params[i].score_thr = m->has_score_thr ? (float)m->score_thr : -1.0f;
-        params[i].iou_thr = m->has_iou_thr ? (float)m->iou_thr : -1.0f;
-        params[i].max_det = m->has_max_det ? m->max_det : 0;
-        memset(&dets[i], 0, sizeof dets[i]);
-        stat[i] = BD_OK;
-      }
-      bd_err err = {0};
-      if (bd_engine_detect(em->e, n, ptrs, params, dets, stat, &err) != BD_OK) {
-        BD_LOGW("%s: batch of %d failed: %s", d->name, n, err.msg);
-        for (int i = 0; i < n; i++)
-          snprintf(b->items[i]->err, sizeof b->items[i]->err, "infer: %s", err.msg);
-      } else {
-        for (int i = 0; i < n; i++) {
-          if (stat[i] != BD_OK)
-            snprintf(b->items[i]->err, sizeof b->items[i]->err, "infer: %s",
-                     bd_status_name(stat[i]));
-          else
-            set_result(b->items[i], &dets[i], labels);
-        }
-      }
-      for (int i = 0; i < n; i++) bd_detections_free(&dets[i]);
-    }
-    bd_wk_metrics_observe(w->metrics, BD_WK_INFER, bd_now() - t0);
-    long ok = 0, bad = 0;
-    for (int i = 0; i < n; i++) {
-      if (b->items[i]->err[0])
-        bad++;
-      else
-        ok++;
-      wk_item_finish(w, b->items[i]);
-    }
-    /* Images lost to a model that is not there are the job's errors, not the device's. */
-    if (!(em && em->error[0])) {
-      atomic_fetch_add(&d->images, ok + bad);
-      atomic_fetch_add(&d->failed, bad);
-      bd_wk_metrics_image(w->metrics, di, 1, ok);
-      bd_wk_metrics_image(w->metrics, di, 0, bad);
-    } else {
-      bd_wk_metrics_image(w->metrics, -1, 0, bad);
-    }
-    free(b);
-  }
-  for (int i = 0; i < WK_MODELS; i++) bd_engine_destroy(cache[i].e);
-  bd_labels_destroy(labels);
   return NULL;
 }
 

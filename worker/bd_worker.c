@@ -13,9 +13,18 @@
 #include "bd_config.h"
 #include "bd_log.h"
 #include "bd_offsets.h"
+#include "bd_pool.h"
 #include "bd_redis.h"
 #include "bd_report.h"
 #include "bd_wk_internal.h"
+
+/* The CUDA backend's probe, only to count GPUs (as bd_pool does) for the device list. */
+#if defined(BD_HAVE_CUDA) && defined(__has_include)
+#if __has_include("cuda/bd_cuda_probe.h")
+#include "cuda/bd_cuda_probe.h"
+#define BD_WORKER_CUDA 1
+#endif
+#endif
 
 static atomic_int g_stop;
 
@@ -29,6 +38,7 @@ void bd_worker_config_default(bd_worker_config *c) {
   c->redis_url = "redis://127.0.0.1:6379";
   c->models_dir = "models";
   c->devices = "cpu";
+  c->instances_per_gpu = 1;
   c->group = "batchdet-workers";
   c->topic = "batchdet.jobs";
   c->reports_topic = "batchdet.reports";
@@ -43,7 +53,23 @@ void bd_worker_config_default(bd_worker_config *c) {
   c->grace_s = 30;
 }
 
-bd_status bd_worker_parse_devices(const char *s, bd_wdev_spec *o, bd_err *err) {
+/* Instance names exactly as bd_pool will give them, so that a result's instance finds
+ * its device entry. n_gpus: the visible GPUs a cuda spec is checked against (64: any
+ * listed GPU passes, for the syntax check). */
+static bd_status name_instances(bd_wdev_spec *o, int n_gpus, bd_err *err) {
+  bd_pool_instance_spec specs[BD_WORKER_MAX_DEVICES];
+  bd_err perr = {0};
+  int n = bd_pool_parse_devices(o->pool_devices, o->per_device, 0, n_gpus, specs,
+                                BD_WORKER_MAX_DEVICES, &perr);
+  if (n < 0)
+    return bd_err_set(err, perr.code, "--devices %s: %s", o->pool_devices,
+                      strncmp(perr.msg, "pool: ", 6) == 0 ? perr.msg + 6 : perr.msg);
+  o->n = n;
+  for (int i = 0; i < n; i++) snprintf(o->name[i], sizeof o->name[i], "%s", specs[i].name);
+  return BD_OK;
+}
+
+bd_status bd_worker_parse_devices(const char *s, int per_gpu, bd_wdev_spec *o, bd_err *err) {
   memset(o, 0, sizeof *o);
   char *end = NULL;
   if (!s || !*s) return bd_err_set(err, BD_E_INVALID, "--devices: empty");
@@ -57,12 +83,10 @@ bd_status bd_worker_parse_devices(const char *s, bd_wdev_spec *o, bd_err *err) {
     long ms = strtol(p, &end, 10);
     if (errno || end == p || *end || ms < 0 || ms > 60000)
       return bd_err_set(err, BD_E_INVALID, "--devices %s: MS must be 0..60000", s);
+    o->kind = BD_WDEV_SIM;
     o->n = (int)n;
     o->sim_ms = (int)ms;
-    for (int i = 0; i < o->n; i++) {
-      o->kind[i] = BD_WDEV_SIM;
-      snprintf(o->name[i], sizeof o->name[i], "sim:%d", i);
-    }
+    for (int i = 0; i < o->n; i++) snprintf(o->name[i], sizeof o->name[i], "sim:%d", i);
     return BD_OK;
   }
   if (strcmp(s, "cpu") == 0 || strncmp(s, "cpu:", 4) == 0) {
@@ -70,44 +94,75 @@ bd_status bd_worker_parse_devices(const char *s, bd_wdev_spec *o, bd_err *err) {
     if (s[3] == ':') {
       errno = 0;
       n = strtol(s + 4, &end, 10);
-      if (errno || end == s + 4 || *end || n < 1 || n > BD_WORKER_MAX_DEVICES)
+      if (errno || end == s + 4 || *end || s[4] < '0' || s[4] > '9' || n < 1 ||
+          n > BD_POOL_MAX_PER_DEVICE)
         return bd_err_set(err, BD_E_INVALID, "--devices %s: want cpu:N with N in 1..%d", s,
-                          BD_WORKER_MAX_DEVICES);
+                          BD_POOL_MAX_PER_DEVICE);
     }
-    o->n = (int)n;
-    for (int i = 0; i < o->n; i++) {
-      o->kind[i] = BD_WDEV_CPU;
-      snprintf(o->name[i], sizeof o->name[i], "cpu:%d", i);
-      snprintf(o->engine_dev[i], sizeof o->engine_dev[i], "cpu");
-    }
-    return BD_OK;
+    /* "cpu:N" is N instances of the cpu in one pool ("cpu:N" in bd_pool's own grammar
+     * would be one instance with N threads: threads come from --cpu-threads instead). */
+    o->kind = BD_WDEV_CPU;
+    o->per_device = (int)n;
+    snprintf(o->pool_devices, sizeof o->pool_devices, "cpu");
+    return name_instances(o, 0, err);
   }
+  if (strcmp(s, "cuda") != 0 && strncmp(s, "cuda:", 5) != 0)
+    return bd_err_set(err, BD_E_INVALID,
+                      "--devices %s: want cpu, cpu:N, cuda, cuda:I,J or sim:N:MS", s);
+  if (per_gpu < 1 || per_gpu > BD_POOL_MAX_PER_DEVICE)
+    return bd_err_set(err, BD_E_INVALID, "--instances-per-gpu %d: want 1..%d", per_gpu,
+                      BD_POOL_MAX_PER_DEVICE);
+  o->kind = BD_WDEV_CUDA;
+  o->per_device = per_gpu;
   if (strcmp(s, "cuda") == 0) {
-    o->n = 1;
-    o->kind[0] = BD_WDEV_CUDA;
-    snprintf(o->name[0], sizeof o->name[0], "cuda:0");
-    snprintf(o->engine_dev[0], sizeof o->engine_dev[0], "cuda:0");
+    o->all_gpus = 1; /* named by bd_worker_resolve_devices, once the GPUs are counted */
+    snprintf(o->pool_devices, sizeof o->pool_devices, "cuda");
     return BD_OK;
   }
-  if (strncmp(s, "cuda:", 5) == 0) {
-    const char *p = s + 5;
-    while (*p) {
-      errno = 0;
-      long id = strtol(p, &end, 10);
-      if (errno || end == p || (*end && (*end != ',' || !end[1])) || id < 0 || id > 63 ||
-          o->n >= BD_WORKER_MAX_DEVICES)
-        return bd_err_set(err, BD_E_INVALID, "--devices %s: want cuda:I[,J...] with I in 0..63", s);
-      o->kind[o->n] = BD_WDEV_CUDA;
-      snprintf(o->name[o->n], sizeof o->name[o->n], "cuda:%ld", id);
-      snprintf(o->engine_dev[o->n], sizeof o->engine_dev[o->n], "cuda:%ld", id);
-      o->n++;
-      p = *end ? end + 1 : end;
-    }
-    if (o->n == 0) return bd_err_set(err, BD_E_INVALID, "--devices %s: no device", s);
-    return BD_OK;
-  }
-  return bd_err_set(err, BD_E_INVALID, "--devices %s: want cpu, cpu:N, cuda, cuda:I,J or sim:N:MS",
-                    s);
+  /* The pool gets the list written back canonically (strtol would also take " 1" or
+   * "+1", which bd_pool does not). */
+  size_t len = (size_t)snprintf(o->pool_devices, sizeof o->pool_devices, "cuda:");
+  int seen[64] = {0}, n = 0;
+  const char *p = s + 5;
+  do {
+    errno = 0;
+    long id = (*p >= '0' && *p <= '9') ? strtol(p, &end, 10) : -1;
+    if (id < 0 || errno || (*end && (*end != ',' || !end[1])) || id > 63)
+      return bd_err_set(err, BD_E_INVALID, "--devices %s: want cuda:I[,J...] with I in 0..63", s);
+    if (seen[id])
+      return bd_err_set(err, BD_E_INVALID,
+                        "--devices %s: GPU %ld listed twice (--instances-per-gpu runs several "
+                        "engines on one GPU)",
+                        s, id);
+    seen[id] = 1;
+    len += (size_t)snprintf(o->pool_devices + len, sizeof o->pool_devices - len, "%s%ld",
+                            n++ ? "," : "", id);
+    p = *end ? end + 1 : end;
+  } while (*p);
+  /* Named as if every listed GPU were visible; resolve checks that they are. */
+  return name_instances(o, 64, err);
+}
+
+bd_status bd_worker_resolve_devices(bd_wdev_spec *o, int n_gpus, bd_err *err) {
+  if (o->kind != BD_WDEV_CUDA) return BD_OK;
+  if (n_gpus < 0)
+    return bd_err_set(err, BD_E_UNSUPPORTED,
+                      "--devices %s: this build has no CUDA backend (use cpu, cpu:N or sim:N:MS)",
+                      o->pool_devices);
+  if (n_gpus == 0)
+    return bd_err_set(err, BD_E_DEVICE, "--devices %s: no CUDA device is visible", o->pool_devices);
+  bd_wdev_spec t = *o;
+  bd_status st = name_instances(&t, n_gpus, err);
+  if (st == BD_OK) *o = t;
+  return st;
+}
+
+int bd_worker_visible_gpus(void) {
+#ifdef BD_WORKER_CUDA
+  return bd_cuda_device_count();
+#else
+  return -1;
+#endif
 }
 
 /* ---- the poll thread's state ---- */
@@ -413,7 +468,7 @@ static void handle_message(poller *p, bd_kafka_msg *msg) {
   BD_LOGD("shard %s/%lld from %s[%d]@%lld: %zu images", m->job, (long long)m->shard, s->topic,
           (int)s->partition, (long long)s->offset, n);
   char path[4096];
-  int check = w->spec.kind[0] != BD_WDEV_SIM || w->cfg->models_dir_explicit;
+  int check = w->spec.kind != BD_WDEV_SIM || w->cfg->models_dir_explicit;
   if (n == 0) {
     (void)bd_queue_push(w->q_write, s, -1);
   } else if (check && !wk_model_path(w, m->model, path, sizeof path)) {
@@ -513,16 +568,22 @@ static bd_status start_stages(wk_ctx *w, bd_err *err) {
   if (pthread_create(&w->batcher, NULL, wk_batcher_main, w) != 0)
     return bd_err_set(err, BD_E_INTERNAL, "worker: cannot start batcher");
   w->batcher_started = 1;
-  for (int i = 0; i < w->n_dev; i++) {
-    wk_exec_arg *ea = malloc(sizeof *ea);
-    if (!ea) return bd_err_set(err, BD_E_NOMEM, "worker: out of memory");
-    ea->w = w;
-    ea->dev = i;
-    if (pthread_create(&w->dev[i].thread, NULL, wk_exec_main, ea) != 0) {
-      free(ea);
-      return bd_err_set(err, BD_E_INTERNAL, "worker: cannot start executor %s", w->dev[i].name);
+  if (w->spec.kind == BD_WDEV_SIM) {
+    for (int i = 0; i < w->n_dev; i++) {
+      wk_exec_arg *ea = malloc(sizeof *ea);
+      if (!ea) return bd_err_set(err, BD_E_NOMEM, "worker: out of memory");
+      ea->w = w;
+      ea->dev = i;
+      if (pthread_create(&w->dev[i].thread, NULL, wk_exec_sim_main, ea) != 0) {
+        free(ea);
+        return bd_err_set(err, BD_E_INTERNAL, "worker: cannot start executor %s", w->dev[i].name);
+      }
+      w->dev[i].started = 1;
     }
-    w->dev[i].started = 1;
+  } else {
+    if (pthread_create(&w->executor, NULL, wk_exec_pool_main, w) != 0)
+      return bd_err_set(err, BD_E_INTERNAL, "worker: cannot start the executor");
+    w->executor_started = 1;
   }
   if (pthread_create(&w->writer, NULL, wk_writer_main, w) != 0)
     return bd_err_set(err, BD_E_INTERNAL, "worker: cannot start writer");
@@ -545,6 +606,8 @@ static void stop_stages(wk_ctx *w) {
   for (int i = 0; i < w->n_dev; i++)
     if (w->dev[i].started) pthread_join(w->dev[i].thread, NULL);
   for (int i = 0; i < w->n_dev; i++) w->dev[i].started = 0;
+  if (w->executor_started) pthread_join(w->executor, NULL); /* after its pools drained */
+  w->executor_started = 0;
   if (w->q_write) bd_queue_close(w->q_write);
   if (w->writer_started) pthread_join(w->writer, NULL);
   w->writer_started = 0;
@@ -560,18 +623,27 @@ bd_status bd_worker_run(const bd_worker_config *c, bd_err *err) {
   w->cfg = c;
   P.w = w;
   if (c->batch < 1 || c->batch > WK_MAX_BATCH || c->decode_threads < 1 ||
+      c->instances_per_gpu < 1 || c->instances_per_gpu > BD_POOL_MAX_PER_DEVICE ||
       c->fetch_concurrency < 1 || c->max_inflight_shards < 1 || c->max_inflight_mb < 1 ||
       c->report_interval_s <= 0) {
     st = bd_err_set(err, BD_E_INVALID, "worker: a numeric option is out of range");
     goto out;
   }
-  if ((st = bd_worker_parse_devices(c->devices, &w->spec, err))) goto out;
+  if ((st = bd_worker_parse_devices(c->devices, c->instances_per_gpu, &w->spec, err))) goto out;
+  if (w->spec.kind == BD_WDEV_CUDA) {
+    bd_err rerr = {0};
+    if (bd_worker_resolve_devices(&w->spec, bd_worker_visible_gpus(), &rerr) != BD_OK) {
+      /* Not fatal yet: like a device that fails to load a model, the worker fails at its
+       * first batch, when the model's pool cannot be created (BD_E_DEVICE, or
+       * BD_E_UNSUPPORTED without the CUDA backend). Until then "cuda" is listed as GPU 0. */
+      BD_LOGW("%s: its batches will fail", rerr.msg);
+      if (w->spec.all_gpus) (void)bd_worker_resolve_devices(&w->spec, 1, NULL);
+    }
+  }
   w->n_dev = w->spec.n;
   const char *names[BD_WORKER_MAX_DEVICES];
   for (int i = 0; i < w->n_dev; i++) {
     snprintf(w->dev[i].name, sizeof w->dev[i].name, "%s", w->spec.name[i]);
-    snprintf(w->dev[i].engine_dev, sizeof w->dev[i].engine_dev, "%s", w->spec.engine_dev[i]);
-    w->dev[i].kind = w->spec.kind[i];
     w->dev[i].prev_t = bd_now();
     names[i] = w->dev[i].name;
   }

@@ -3,7 +3,11 @@
  *   poll (this thread: consumer, manifest decode+validate, DLQ, offsets, reports)
  *     -> fetch (bd_fetch, curl multi thread) -> decode pool (N threads)
  *     -> batcher (one thread: fills batches per model up to `batch` or a deadline)
- *     -> executors (one thread per device instance: sim, cpu, cuda via bd_engine)
+ *     -> executor: cpu and cuda through a bd_pool per model (created at the model's first
+ *        batch, at most 8 kept): one thread submits each batch to the model's pool, at
+ *        most the pool's queue_cap batches in flight, and polls its completion queue to
+ *        finish the images; the pool's instances (one engine and thread each) run them.
+ *        sim devices: one thread per simulated device, sleeping instead of inferring
  *     -> Redis writer (one thread: shard completion script, worker heartbeat)
  *     -> back to the poll thread, which marks the offset done and stores what became
  *        committable (bd_offsets), so an offset is stored only after Redis acknowledged
@@ -31,6 +35,7 @@ typedef struct bd_worker_config {
   const char *models_dir;  /* NAME.onnx files */
   int models_dir_explicit; /* sim devices check model names only when a dir was given */
   const char *devices;     /* cpu | cpu:N | cuda | cuda:0,1 | sim:N:MS */
+  int instances_per_gpu;   /* pool instances (engines) per GPU for cuda; 1..16 */
   const char *group;
   const char *instance_id; /* static membership and worker id; NULL = host:pid */
   const char *topic;
@@ -46,25 +51,42 @@ typedef struct bd_worker_config {
   double report_interval_s;
   double grace_s;
   int allow_file;
-  int cpu_threads;        /* engine threads per cpu device; 0 = cores / devices */
+  int cpu_threads;        /* engine threads per cpu instance; 0 = all cores each */
   int session_timeout_ms; /* group session; 0 = 10 s with --instance-id, else librdkafka's */
 } bd_worker_config;
 
 void bd_worker_config_default(bd_worker_config *c);
 
-/* Parsed --devices: executor names and kinds. */
+/* Parsed --devices: one kind per worker, and its instances as the worker lists them
+ * (reports, heartbeat, metrics): the sim executors, or the bd_pool instances that every
+ * model's pool will have, named like the pool names them. */
 typedef enum { BD_WDEV_SIM = 0, BD_WDEV_CPU, BD_WDEV_CUDA } bd_wdev_kind;
 
 typedef struct bd_wdev_spec {
-  int n;
-  bd_wdev_kind kind[BD_WORKER_MAX_DEVICES];
-  char name[BD_WORKER_MAX_DEVICES][32];       /* "sim:0", "cpu:1", "cuda:0" */
-  char engine_dev[BD_WORKER_MAX_DEVICES][16]; /* bd_engine device string */
+  bd_wdev_kind kind;
+  int n;                                /* instances; 0 for "cuda" until resolved */
+  char name[BD_WORKER_MAX_DEVICES][32]; /* "sim:0"; "cpu", "cpu#1"; "cuda:0#0" */
+  char pool_devices[256];               /* bd_pool_opts.devices: "cpu", "cuda", "cuda:0,2" */
+  int per_device;                       /* bd_pool_opts.instances_per_device */
+  int all_gpus;                         /* "cuda": every visible GPU (see resolve) */
   int sim_ms;
 } bd_wdev_spec;
 
-/* "cpu", "cpu:N" (N 1..64), "cuda", "cuda:0,1,..", "sim:N:MS" (MS 0..60000). */
-bd_status bd_worker_parse_devices(const char *s, bd_wdev_spec *out, bd_err *err);
+/* "cpu" (one instance), "cpu:N" (N 1..64 instances, each with cpu_threads threads),
+ * "cuda" (every visible GPU), "cuda:I,J,.." (I 0..63, no duplicates), each GPU with
+ * per_gpu instances (1..16), "sim:N:MS" (N 1..64, MS 0..60000). Syntax only: BD_E_INVALID
+ * naming --devices (or --instances-per-gpu), BD_E_LIMIT past BD_WORKER_MAX_DEVICES
+ * instances; cuda names are complete once bd_worker_resolve_devices ran. */
+bd_status bd_worker_parse_devices(const char *s, int per_gpu, bd_wdev_spec *out, bd_err *err);
+
+/* For cuda: checks the spec against n_gpus visible GPUs (bd_worker_visible_gpus) and
+ * names its instances, "cuda" expanding to all of them. BD_E_UNSUPPORTED when n_gpus < 0
+ * (a build without the CUDA backend), BD_E_DEVICE when a GPU is not visible or there is
+ * none, BD_E_LIMIT past BD_WORKER_MAX_DEVICES instances. No-op for cpu and sim. */
+bd_status bd_worker_resolve_devices(bd_wdev_spec *spec, int n_gpus, bd_err *err);
+
+/* Visible CUDA devices; -1 when this build has no CUDA backend. */
+int bd_worker_visible_gpus(void);
 
 /* Runs until stopped; BD_OK after a clean drain. Fatal setup errors are returned. */
 bd_status bd_worker_run(const bd_worker_config *c, bd_err *err);

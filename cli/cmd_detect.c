@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -630,6 +631,9 @@ int bd_cmd_detect(int argc, char **argv) {
   }
   size_t n_ok = 0;
   long ann_id = 1;
+  struct timespec t_start, t_end;
+  double net_s = 0;
+  clock_gettime(CLOCK_MONOTONIC, &t_start);
   for (size_t i0 = 0; i0 < files.n; i0 += (size_t)B) {
     int m = files.n - i0 < (size_t)B ? (int)(files.n - i0) : B;
     if (fetch_batch(&fetcher, &files.v[i0], m, bodies, derr) != 0) {
@@ -645,7 +649,12 @@ int bd_cmd_detect(int argc, char **argv) {
       if (ptrs[k] && o.dump && dump_input(&o, e, &files.v[i0 + k], &imgs[k], &de))
         fprintf(stderr, "batchdet detect: %s: --dump-input: %s\n", files.v[i0 + k].name, de.msg);
     }
-    if (bd_engine_detect(e, m, ptrs, params, dets, status, &err) != BD_OK) {
+    struct timespec d0, d1;
+    clock_gettime(CLOCK_MONOTONIC, &d0);
+    bd_status dst = bd_engine_detect(e, m, ptrs, params, dets, status, &err);
+    clock_gettime(CLOCK_MONOTONIC, &d1);
+    net_s += (double)(d1.tv_sec - d0.tv_sec) + (d1.tv_nsec - d0.tv_nsec) * 1e-9;
+    if (dst != BD_OK) {
       fprintf(stderr, "batchdet detect: %s\n", err.msg);
       for (int k = 0; k < m; k++) bd_image_free(&imgs[k]);
       goto out;
@@ -723,6 +732,18 @@ int bd_cmd_detect(int argc, char **argv) {
     json_object_set_new(coco, "errors", c_errors);
     c_images = c_anns = c_errors = NULL;
     print_line(coco);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t_end);
+  {
+    double wall = (double)(t_end.tv_sec - t_start.tv_sec) + (t_end.tv_nsec - t_start.tv_nsec) * 1e-9;
+    /* One summary line: overall rate (fetch, decode, detection, output) and the rate of
+     * the detection calls alone on this device. */
+    fprintf(stderr,
+            "batchdet detect: %zu images (%zu failed) in %.2f s, %.1f img/s; detection %.1f "
+            "img/s on %s (pre/post-processing on the %s)\n",
+            files.n, files.n - n_ok, wall, wall > 0 ? (double)files.n / wall : 0.0,
+            net_s > 0 ? (double)files.n / net_s : 0.0, bd_engine_device(e),
+            bd_engine_device_prepost(e) ? "device" : "host");
   }
   if (n_ok == 0) fprintf(stderr, "batchdet detect: no image could be processed\n");
   rc = n_ok ? BD_EXIT_OK : BD_EXIT_FAIL;

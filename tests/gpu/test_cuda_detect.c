@@ -67,8 +67,9 @@ static int add_ppm_dir(const char *dir) {
   qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
   int got = 0;
   for (int i = 0; i < n && nimg < MAXIMG - 6; i++) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    char path[4096 + 256 + 2];
+    if (strlen(dir) > 4096) break;
+    snprintf(path, sizeof path, "%.4096s/%.255s", dir, names[i]);
     if (tim_read_ppm(path, &imgs[nimg])) nimg++, got++;
   }
   return got;
@@ -122,8 +123,8 @@ static int setup(void **s) {
     snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
   int photos = getenv("BD_DETECT_QUICK") ? 0 : add_ppm_dir(getenv("BD_TEST_PPM_DIR"));
   if (!photos && getenv("BD_DETECT_QUICK") && getenv("BD_TEST_PPM_DIR")) {
-    char p1[1024];
-    snprintf(p1, sizeof p1, "%s/dog.ppm", getenv("BD_TEST_PPM_DIR"));
+    char p1[4096 + 16];
+    snprintf(p1, sizeof p1, "%.4096s/dog.ppm", getenv("BD_TEST_PPM_DIR"));
     if (tim_read_ppm(p1, &imgs[nimg])) nimg++, photos++;
   }
   if (!photos && tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[nimg])) nimg++, photos++;

@@ -24,6 +24,7 @@
 #include "bd_cuda_post.h"
 #include "bd_engine.h"
 #include "test_cuda_common.h"
+#include "test_images.h"
 
 enum { M_REF, M_EMU, M_GPU };
 static int mode;
@@ -251,19 +252,6 @@ static void test_yolox_random(void **state) {
   free(raw);
 }
 
-static int read_ppm(const char *path, bd_image *im) {
-  FILE *f = path ? fopen(path, "rb") : NULL;
-  int w = 0, h = 0, mx = 0, ok = 0;
-  if (f && fscanf(f, "P6 %d %d %d", &w, &h, &mx) == 3 && w > 0 && h > 0 && w <= 8192 && h <= 8192 &&
-      mx == 255 && fgetc(f) != EOF) {
-    im->data = malloc((size_t)w * h * 3);
-    ok = im->data && fread(im->data, 3, (size_t)w * h, f) == (size_t)w * h;
-    im->w = w, im->h = h;
-  }
-  if (f) fclose(f);
-  return ok;
-}
-
 static void test_yolox_real(void **state) {
   (void)state;
   char model[1024];
@@ -274,7 +262,7 @@ static void test_yolox_real(void **state) {
   bd_engine_opts o = {.device = "cpu", .threads = 2, .max_batch = 1};
   assert_int_equal(bd_engine_load(model, &o, &e, &err), BD_OK);
   bd_image im = {0};
-  if (!read_ppm(getenv("BD_TEST_PPM"), &im)) {
+  if (!tim_read_ppm(getenv("BD_TEST_PPM"), &im)) {
     bd_image_free(&im);
     im.w = 500, im.h = 375, im.data = malloc((size_t)500 * 375 * 3);
     for (int i = 0; i < 500 * 375 * 3; i++)

@@ -38,6 +38,7 @@ static bd_cuda_cplan *find_plan(bd_cuda_be *b, const bd_plan *p) {
 static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   if (!cp) return;
   if (cp->exec) cudaGraphExecDestroy(cp->exec);
+  if (cp->core_exec) cudaGraphExecDestroy(cp->core_exec);
   if (cp->graph) cudaGraphDestroy(cp->graph);
   if (cp->layer)
     for (int i = 0; i < n_nodes; ++i) bd_cuda_conv_layer_destroy(cp->layer[i]);
@@ -235,6 +236,10 @@ const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p) {
   bd_cuda_cplan *cp = find_plan((bd_cuda_be *)be, p);
   if (!cp) return "plan not prepared";
   return cp->exec ? NULL : cp->graph_err;
+}
+
+bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p) {
+  return find_plan(b, p);
 }
 
 static const bd_backend_vtbl cuda_vtbl = {"cuda", cuda_prepare, cuda_run, cuda_destroy};

@@ -487,7 +487,7 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   bd_status st = BD_OK;
   bd_cuda_view src, dst;
-  for (int i = 0; i < g->n_inputs; ++i)
+  for (int i = 0; i < g->n_inputs && !cp->no_io; ++i)
     BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
                           b->stream));
   for (int i = 0; i < cp->n_acts; ++i) {
@@ -514,7 +514,7 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
       break;
     }
   }
-  for (int i = 0; i < g->n_outputs; ++i)
+  for (int i = 0; i < g->n_outputs && !cp->no_io; ++i)
     BD_CU(cudaMemcpyAsync(cp->h_out[i], cp->d_out[i], cp->out_bytes[i], cudaMemcpyDeviceToHost,
                           b->stream));
 out:

@@ -113,6 +113,10 @@ typedef struct bd_cuda_cplan {
   cudaGraph_t graph;
   cudaGraphExec_t exec; /* NULL: capture failed, runs go directly on the stream */
   char graph_err[BD_ERR_MSG_MAX];
+  /* Benchmark hook (bd_cuda_bench.c): the network without its host<->device copies,
+   * captured on first use; no_io makes bd_cuda_enqueue leave those copies out. */
+  cudaGraphExec_t core_exec;
+  int no_io;
 } bd_cuda_cplan;
 
 typedef struct bd_cuda_be {
@@ -133,5 +137,7 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);
 /* Enqueues a whole run of cp on b->stream (used directly and under capture). */
 bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
+/* The prepared state of plan p, NULL when p was not prepared on b. */
+bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p);
 
 #endif

@@ -77,10 +77,12 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) 
   return cudaSuccess;
 }
 int bd_cuda_emu_layer; /* launches since the run's first input upload */
+int bd_cuda_emu_io_copies; /* host<->device cudaMemcpyAsync calls so far */
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
                             cudaStream_t st) {
   (void)st;
   if (k == cudaMemcpyHostToDevice) bd_cuda_emu_layer = 0;
+  if (k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToHost) bd_cuda_emu_io_copies++;
   return cudaMemcpy(d, s, n, k);
 }
 cudaError_t cudaMemset(void *d, int v, size_t n) {
@@ -122,6 +124,26 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
+/* Events and memory info for the benchmark hooks (bd_cuda_bench.c): the emulation runs
+ * eagerly, so every interval is 0 ms; memory: 1 GiB with nothing used. */
+static int emu_event;
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+  *e = (cudaEvent_t)&emu_event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e; (void)s; return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+  (void)a;
+  (void)b;
+  *ms = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
+  *free_b = *total = (size_t)1 << 30;
+  return cudaSuccess;
+}
 
 /* ---- BF16 and views ---- */
 static float bf_round(float f) {

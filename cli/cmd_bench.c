@@ -1,8 +1,11 @@
 /* batchdet bench: engine throughput and latency on a model. Random inputs with uint8
  * values (fresh every iteration, so no backend can cache or shortcut zeros); by default
  * only the network runs (raw API); --end-to-end times CPU pre-processing of random
- * images, the network and post-processing (detection API). Builds engine-only. A
- * benchmark, not a test: it prints numbers and asserts nothing. */
+ * images, the network and post-processing (detection API). On cuda (network only) it
+ * also times the network alone on the device (CUDA events, no host copies: comparable
+ * with peers timed on GPU-resident inputs) and the engine's device memory. --count
+ * prints the model's MACs, weights and memory-traffic floor instead of running it.
+ * Builds engine-only. A benchmark, not a test: it prints numbers and asserts nothing. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +13,10 @@
 #include <time.h>
 
 #include "bd_cli.h"
+#include "bd_compile.h"
+#include "bd_cost.h"
 #include "bd_engine.h"
+#include "bd_onnx.h"
 
 #define BENCH_MAX_ITERS 100000
 
@@ -20,11 +26,20 @@ static void bench_usage(FILE *f) {
       "usage: batchdet bench --model PATH [--device cpu|cuda|cuda:N] [--threads N] [--batch B]\n"
       "                      [--iters N] [--warmup W] [--end-to-end] [--image-size WxH]\n"
       "                      [--family auto|yolox|damoyolo] [--json]\n"
+      "       batchdet bench --model PATH --count [--batch B] [--bw TB/s --tflops T] [--json]\n"
       "\n"
       "Times N batches of B random inputs (uint8 values, new every iteration) after W\n"
       "warm-up batches. Default: the network alone. --end-to-end adds CPU pre-processing\n"
       "of random WxH images (default 640x480) and post-processing. Prints ms/img, img/s\n"
-      "and p50/p99 batch latency; --json prints one JSON object instead.\n"
+      "and p50/p99 batch latency (host clock, host<->device copies included); on cuda\n"
+      "also 'gpu' lines: the median device time of the network alone (CUDA events, one\n"
+      "run per iteration on that iteration's input, no copies) and the device memory the\n"
+      "engine added (peak of cudaMemGetInfo's used memory after each batch, minus the\n"
+      "level before loading; includes cuDNN's handle and loaded kernels). --json prints\n"
+      "one JSON object instead.\n"
+      "--count: no run; per image MACs (Conv, MatMul), weights, minimum bytes, and the\n"
+      "floor time of a batch of B on an H100 SXM (3.35 TB/s), an H200 (4.8 TB/s), both\n"
+      "989 dense BF16 TFLOP/s, and at --bw/--tflops when given.\n"
       "Defaults: --device cpu --threads 0 (all cores) --batch 1 --iters 20 --warmup 3.\n");
 }
 
@@ -61,9 +76,92 @@ static int parse_int(const char *v, int lo, int hi, int *out) {
   return 0;
 }
 
+static int parse_pos(const char *v, double hi, double *out) {
+  char *end;
+  double x = strtod(v, &end);
+  if (!*v || *end || !(x > 0) || x > hi) return -1;
+  *out = x;
+  return 0;
+}
+
+/* --count: the model's arithmetic and memory-traffic floor (bd_cost), no run. */
+static int bench_count(const char *model, int batch, double bw, double tflops, int json) {
+  static const struct {
+    const char *name;
+    double tb_s, tflops;
+  } hw[] = {{"H100 SXM", 3.35, 989.0}, {"H200", 4.8, 989.0}};
+  int rc = BD_EXIT_FAIL;
+  bd_graph *g = NULL;
+  bd_plan *p1 = NULL, *pb = NULL;
+  bd_cost c1, cb;
+  bd_err err;
+  bd_err_clear(&err);
+  if (bd_onnx_load_file(model, &g, &err) != BD_OK || bd_compile(g, NULL, NULL, &err) != BD_OK ||
+      bd_plan_new(g, 1, &p1, &err) != BD_OK || bd_plan_new(g, batch, &pb, &err) != BD_OK ||
+      bd_cost_of(g, p1, &c1, &err) != BD_OK || bd_cost_of(g, pb, &cb, &err) != BD_OK) {
+    fprintf(stderr, "batchdet bench --count: %s\n", err.msg);
+    goto out;
+  }
+  const double G = 1e9, MB = 1e6;
+  if (json) {
+    printf(
+        "{\"batch\":%d,\"conv_macs\":%.0f,\"conv_grouped_macs\":%.0f,\"matmul_macs\":%.0f,"
+        "\"n_conv\":%d,\"n_conv_grouped\":%d,\"n_matmul\":%d,\"weight_values\":%.0f,"
+        "\"weight_bytes\":%.0f,\"other_const_bytes\":%.0f,\"in_bytes\":%.0f,"
+        "\"out_bytes\":%.0f,\"act_min_bytes\":%.0f,\"act_graph_bytes\":%.0f,"
+        "\"min_bytes_batch\":%.0f,\"floor\":[",
+        batch, c1.conv_macs, c1.conv_grouped_macs, c1.matmul_macs, c1.n_conv, c1.n_conv_grouped,
+        c1.n_matmul, c1.weight_values, c1.weight_bytes, c1.other_const_bytes, c1.in_bytes,
+        c1.out_bytes, c1.act_min_bytes, c1.act_graph_bytes, bd_cost_min_bytes(&cb));
+  } else {
+    printf("model       %s (per image unless a batch is named)\n", model);
+    printf(
+        "MACs        %.4f G conv (%d convs; %.4f G in %d grouped/depthwise) + %.4f G matmul "
+        "(%d) = %.4f GFLOPs (2 x MACs)\n",
+        c1.conv_macs / G, c1.n_conv, c1.conv_grouped_macs / G, c1.n_conv_grouped,
+        c1.matmul_macs / G, c1.n_matmul, 2 * (c1.conv_macs + c1.matmul_macs) / G);
+    printf("weights     %.0f values = %.3f MB at 16 bit (+ %.3f MB other fp32 constants)\n",
+           c1.weight_values, c1.weight_bytes / MB, c1.other_const_bytes / MB);
+    printf(
+        "min bytes   %.3f MB = input u8 %.3f + conv outputs 16-bit write+read %.3f + "
+        "outputs fp32 %.3f (weights once per batch on top)\n",
+        (c1.in_bytes + c1.act_min_bytes + c1.out_bytes) / MB, c1.in_bytes / MB,
+        c1.act_min_bytes / MB, c1.out_bytes / MB);
+    printf(
+        "layer-wise  %.3f MB: every compiled node output written once, read once per "
+        "consumer, 16-bit\n",
+        c1.act_graph_bytes / MB);
+  }
+  int n_hw = (int)(sizeof hw / sizeof *hw);
+  for (int i = 0; i < n_hw + (bw > 0 || tflops > 0); i++) {
+    const char *name = i < n_hw ? hw[i].name : "given";
+    double b = i < n_hw ? hw[i].tb_s : bw, f = i < n_hw ? hw[i].tflops : tflops;
+    double mem, math, fl = bd_cost_floor_ms(&cb, b, f, &mem, &math);
+    if (json)
+      printf(
+          "%s{\"hw\":\"%s\",\"tb_s\":%g,\"tflops\":%g,\"mem_ms\":%.5f,\"math_ms\":%.5f,"
+          "\"floor_ms\":%.5f,\"img_s\":%.1f}",
+          i ? "," : "", name, b, f, mem, math, fl, fl > 0 ? batch * 1e3 / fl : 0.0);
+    else
+      printf(
+          "floor b%-3d  %-8s (%g TB/s, %g TFLOP/s): bytes %.3f ms, math %.3f ms -> %.3f ms "
+          "per batch, %.0f img/s\n",
+          batch, name, b, f, mem, math, fl, fl > 0 ? batch * 1e3 / fl : 0.0);
+  }
+  if (json) printf("]}\n");
+  rc = BD_EXIT_OK;
+out:
+  bd_plan_destroy(pb);
+  bd_plan_destroy(p1);
+  bd_graph_destroy(g);
+  return rc;
+}
+
 int bd_cmd_bench(int argc, char **argv) {
   const char *model = NULL, *device = "cpu";
   int threads = 0, batch = 1, iters = 20, warmup = 3, json = 0, e2e = 0, iw = 640, ih = 480;
+  int count = 0;
+  double bw = 0, tflops = 0;
   bd_family family = BD_FAMILY_AUTO;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -77,6 +175,10 @@ int bd_cmd_bench(int argc, char **argv) {
     }
     if (!strcmp(a, "--end-to-end")) {
       e2e = 1;
+      continue;
+    }
+    if (!strcmp(a, "--count")) {
+      count = 1;
       continue;
     }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -95,6 +197,10 @@ int bd_cmd_bench(int argc, char **argv) {
       bad = parse_int(v, 1, BENCH_MAX_ITERS, &iters);
     else if (!strcmp(a, "--warmup"))
       bad = parse_int(v, 0, BENCH_MAX_ITERS, &warmup);
+    else if (!strcmp(a, "--bw"))
+      bad = parse_pos(v, 1e3, &bw);
+    else if (!strcmp(a, "--tflops"))
+      bad = parse_pos(v, 1e6, &tflops);
     else if (!strcmp(a, "--family"))
       bad = bd_family_parse(v, &family);
     else if (!strcmp(a, "--image-size"))
@@ -115,6 +221,7 @@ int bd_cmd_bench(int argc, char **argv) {
     fprintf(stderr, "batchdet bench: --model is required\n");
     return BD_EXIT_USAGE;
   }
+  if (count) return bench_count(model, batch, bw, tflops, json);
   int is_cuda, idx;
   if (bd_engine_parse_device(device, &is_cuda, &idx)) {
     fprintf(stderr, "batchdet bench: unknown device '%s'\n", device);
@@ -125,13 +232,18 @@ int bd_cmd_bench(int argc, char **argv) {
   bd_engine *e = NULL;
   float *in = NULL;
   float *outs[8] = {0};
-  double *lat = NULL;
+  double *lat = NULL, *glat = NULL;
+  /* Device-side figures (cuda, network only): -1 until known / when unavailable. */
+  int gpu_time = is_cuda && !e2e;
+  double mem0 = -1, mem_peak = -1;
   bd_image *imgs = NULL;
   const bd_image **ptrs = NULL;
   bd_detections *dets = NULL;
   bd_err err;
   bd_err_clear(&err);
   bd_engine_opts o = {.device = device, .threads = threads, .max_batch = batch, .family = family};
+  size_t used = 0;
+  if (is_cuda && bd_engine_device_mem_used(device, &used, NULL) == BD_OK) mem0 = (double)used;
   double t_load = now_ms();
   bd_status lst = bd_engine_load(model, &o, &e, &err);
   /* Network-only timing works for any graph: retry without family recognition. */
@@ -148,7 +260,8 @@ int bd_cmd_bench(int argc, char **argv) {
   int nout = bd_engine_num_outputs(e);
   uint64_t seed = 0x9E3779B97F4A7C15ull;
   lat = calloc((size_t)iters, sizeof *lat);
-  if (!lat) goto nomem;
+  glat = calloc((size_t)iters, sizeof *glat);
+  if (!lat || !glat) goto nomem;
   if (!e2e) {
     if (!(in = malloc((size_t)batch * row * sizeof *in))) goto nomem;
     for (int i = 0; i < nout; i++)
@@ -169,7 +282,13 @@ int bd_cmd_bench(int argc, char **argv) {
   for (int it = -warmup; it < iters; it++) {
     /* Fresh uint8-valued data every iteration, generated outside the timed region. */
     if (!e2e) {
-      for (size_t k = 0; k < (size_t)batch * row; k++) in[k] = (float)(rng_next(&seed) >> 56);
+      /* 8 byte-values per generator step: at batch 64 x 640x640 that is 10 M steps per
+       * iteration instead of 79 M (seconds of a short device session). */
+      size_t n = (size_t)batch * row;
+      for (size_t k = 0; k < n; k += 8) {
+        uint64_t r = rng_next(&seed);
+        for (size_t j = 0; j < 8 && k + j < n; j++) in[k + j] = (float)((r >> (8 * j)) & 255);
+      }
     } else {
       for (int b = 0; b < batch; b++)
         for (size_t k = 0; k < (size_t)iw * ih * 3; k += 8) {
@@ -192,12 +311,34 @@ int bd_cmd_bench(int argc, char **argv) {
       goto out;
     }
     if (it >= 0) lat[it] = dt;
+    if (gpu_time) {
+      double gms = 0;
+      st = bd_engine_time_device(e, batch, 1, &gms, &err);
+      if (st == BD_E_UNSUPPORTED) {
+        gpu_time = 0;
+      } else if (st != BD_OK) {
+        fprintf(stderr, "batchdet bench: %s\n", err.msg);
+        goto out;
+      } else if (it >= 0) {
+        glat[it] = gms;
+      }
+    }
+    if (mem0 >= 0 && bd_engine_device_mem_used(device, &used, NULL) == BD_OK &&
+        (double)used > mem_peak)
+      mem_peak = (double)used;
   }
   double total = 0;
   for (int i = 0; i < iters; i++) total += lat[i];
   qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
   double ms_img = total / iters / batch, img_s = 1000.0 / ms_img;
   double p50 = pct(lat, iters, 50), p99 = pct(lat, iters, 99);
+  double gp50 = -1, gmin = -1, mem_mib = -1;
+  if (gpu_time) {
+    qsort(glat, (size_t)iters, sizeof *glat, cmp_double);
+    gp50 = pct(glat, iters, 50);
+    gmin = glat[0];
+  }
+  if (mem0 >= 0 && mem_peak >= mem0) mem_mib = (mem_peak - mem0) / 1048576.0;
   const char *fam = bd_family_name(bd_engine_family(e)->family);
   if (json) {
     printf("{\"model\":\"");
@@ -208,9 +349,19 @@ int bd_cmd_bench(int argc, char **argv) {
     printf(
         "\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,\"iters\":%d,\"warmup\":%d,"
         "\"mode\":\"%s\",\"family\":\"%s\",\"ms_per_image\":%.4f,\"img_s\":%.3f,"
-        "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"min_ms\":%.4f,\"load_ms\":%.1f}\n",
+        "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"min_ms\":%.4f,\"load_ms\":%.1f",
         bd_engine_device(e), threads, batch, iters, warmup, e2e ? "end-to-end" : "network", fam,
         ms_img, img_s, p50, p99, lat[0], t_load);
+    /* Device-side fields: null where not measured (cpu, end-to-end, no CUDA). */
+    if (gp50 > 0)
+      printf(",\"gpu_p50_ms\":%.4f,\"gpu_min_ms\":%.4f,\"gpu_img_s\":%.3f", gp50, gmin,
+             batch * 1000.0 / gp50);
+    else
+      printf(",\"gpu_p50_ms\":null,\"gpu_min_ms\":null,\"gpu_img_s\":null");
+    if (mem_mib >= 0)
+      printf(",\"dev_mem_mib\":%.1f,\"dev_mem_base_mib\":%.1f}\n", mem_mib, mem0 / 1048576.0);
+    else
+      printf(",\"dev_mem_mib\":null,\"dev_mem_base_mib\":null}\n");
   } else {
     printf("model      %s (%s)\n", model, fam);
     printf("device     %s, threads %d, batch %d, %d iters after %d warm-up (%s)\n",
@@ -221,6 +372,12 @@ int bd_cmd_bench(int argc, char **argv) {
     printf("batch p50  %.3f ms\n", p50);
     printf("batch p99  %.3f ms\n", p99);
     printf("load       %.1f ms\n", t_load);
+    if (gp50 > 0) {
+      printf("gpu p50    %.3f ms per batch (network alone: CUDA events, no host copies)\n", gp50);
+      printf("gpu img/s  %.2f\n", batch * 1000.0 / gp50);
+    }
+    if (mem_mib >= 0)
+      printf("gpu mem    %.1f MiB added by the engine (peak after a batch)\n", mem_mib);
   }
   rc = BD_EXIT_OK;
   goto out;
@@ -230,6 +387,7 @@ out:
   free(in);
   for (int i = 0; i < 8; i++) free(outs[i]);
   free(lat);
+  free(glat);
   if (imgs)
     for (int b = 0; b < batch; b++) bd_image_free(&imgs[b]);
   free(imgs);

@@ -736,3 +736,33 @@ bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
     for (int i = 0; i < n; i++) bd_detections_free(&out[i]);
   return st;
 }
+
+bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_err *err) {
+  int bi = -1;
+  for (int i = 0; i < e->n_buckets; i++)
+    if (e->buckets[i] == n) bi = i;
+  if (bi < 0 || !e->plans[bi])
+    return bd_err_set(err, BD_E_INVALID, "engine: no prepared plan for exactly %d rows", n);
+  if (strcmp(e->be->vt->name, "cuda") != 0)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "engine: device timing needs a cuda engine");
+#ifdef BD_ENGINE_CUDA
+  return bd_cuda_backend_time_device(e->be, e->plans[bi], reps, ms, err);
+#else
+  (void)reps;
+  (void)ms;
+  return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
+#endif
+}
+
+bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err) {
+  int is_cuda = 0, idx = 0;
+  if (bd_engine_parse_device(device, &is_cuda, &idx))
+    return bd_err_set(err, BD_E_INVALID, "engine: unknown device '%s'", device ? device : "");
+  if (!is_cuda) return bd_err_set(err, BD_E_UNSUPPORTED, "engine: %s has no device memory", device);
+#ifdef BD_ENGINE_CUDA
+  return bd_cuda_device_mem_used(idx, used, NULL, err);
+#else
+  (void)used;
+  return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
+#endif
+}

@@ -120,4 +120,16 @@ bd_status bd_engine_detect_begin(bd_engine *e, int n, const bd_image *const *ima
                                  bd_status *status, int *ticket, bd_err *err);
 bd_status bd_engine_detect_end(bd_engine *e, int ticket, bd_err *err);
 
+/* Benchmark hooks (batchdet bench), for cuda engines; BD_E_UNSUPPORTED on the cpu and in
+ * builds without CUDA.
+ * bd_engine_time_device: the device time (CUDA events) of the network alone for a batch of
+ * n rows, n one of the engine's buckets (1, 8, 16, 32, 64, max_batch), run `reps` times on
+ * the input the last bd_engine_run_raw of n rows uploaded, without host<->device copies;
+ * *ms = mean per run. That run_raw must have happened (BD_E_INVALID otherwise).
+ * bd_engine_device_mem_used: memory in use on the GPU named by `device` ("cuda", "cuda:N";
+ * total - free, all processes), bytes; creates the CUDA context when there is none, so a
+ * first call before bd_engine_load gives the baseline of an engine's footprint. */
+bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_err *err);
+bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err);
+
 #endif

@@ -39,6 +39,8 @@ bd_cuda_cplan *bd_cuda_find_plan(bd_cuda_be *b, const bd_plan *p) {
 static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   if (!cp) return;
   if (cp->exec) cudaGraphExecDestroy(cp->exec);
+  if (cp->core_exec) cudaGraphExecDestroy(cp->core_exec);
+  if (cp->core_graph) cudaGraphDestroy(cp->core_graph);
   if (cp->graph) cudaGraphDestroy(cp->graph);
   for (int s = 0; s < BD_DD_SLOTS; ++s) {
     if (cp->dd_exec[s]) cudaGraphExecDestroy(cp->dd_exec[s]);
@@ -265,6 +267,10 @@ static const bd_backend_vtbl cuda_vtbl = {.name = "cuda",
 
 bd_cuda_weights *bd_cuda_backend_weights(bd_backend *be) {
   return ((bd_cuda_be *)be)->w;
+}
+
+bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p) {
+  return bd_cuda_find_plan(b, p);
 }
 
 bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err) {

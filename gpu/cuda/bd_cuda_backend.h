@@ -39,6 +39,19 @@ int bd_cuda_weights_device(const bd_cuda_weights *w);
 bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devices,
                                     bd_cuda_weights **out, bd_err *err);
 
+/* Benchmark hooks (batchdet bench; bd_cuda_bench.c), not used by inference.
+ * bd_cuda_backend_time_device: runs prepared plan p `reps` (1..10000) times back to back
+ * on whatever its device input buffer holds (what the last run() uploaded), without the
+ * host<->device copies of input and outputs (a second CUDA graph of the plan, captured
+ * on first use, when the plan runs as a graph), and sets *ms to the mean device time of
+ * one run, measured with CUDA events on the backend's stream.
+ * bd_cuda_device_mem_used: device memory in use on GPU `device` (total - free from
+ * cudaMemGetInfo: every process and the CUDA context included), in bytes; creates this
+ * process's context on it when there is none yet. */
+bd_status bd_cuda_backend_time_device(bd_backend *be, const bd_plan *p, int reps, double *ms,
+                                      bd_err *err);
+bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

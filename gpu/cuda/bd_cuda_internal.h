@@ -121,6 +121,10 @@ typedef struct bd_cuda_cplan {
   cudaGraph_t dd_graph[BD_DD_SLOTS];
   cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
   char dd_graph_err[BD_ERR_MSG_MAX];
+  /* Benchmark hook (bd_cuda_bench.c): the network without its host<->device copies,
+   * captured on first use. */
+  cudaGraph_t core_graph;
+  cudaGraphExec_t core_exec;
 } bd_cuda_cplan;
 
 /* Device detection state of a backend (bd_cuda_detect.c), shared by its plans. */
@@ -194,5 +198,7 @@ bd_status bd_cuda_dd_wait(bd_backend *be, int slot, const float **dets, const in
 void bd_cuda_dd_free(bd_cuda_be *b);
 /* NULL when plan p's device detection runs as captured CUDA graphs, else why not. */
 const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
+/* The prepared state of plan p (bd_cuda_find_plan), for bd_cuda_bench.c. */
+bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p);
 
 #endif

@@ -21,6 +21,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
                    ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
                    ${_cu}/bd_cuda_detect.c
+                   ${_cu}/bd_cuda_bench.c
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
@@ -46,7 +47,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_detect PROPERTIES SKIP_RETURN_CODE 77)
   bd_add_unit_test(test_cuda_detect_emu SOURCES ${_cuda_dir}/test_cuda_detect.c
                    ${_cuda_dir}/cuda_emu.c ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c
-                   ${_cu}/bd_cuda_cudnn.c ${_cu}/bd_cuda_detect.c LIBS bd_gpu TIMEOUT 900)
+                   ${_cu}/bd_cuda_cudnn.c ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
+                   LIBS bd_gpu TIMEOUT 900)
   target_include_directories(test_cuda_detect_emu PRIVATE ${_cu} ${_cuda_dir}
                              ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_detect_emu PRIVATE -UBD_HAVE_CUDNN)

@@ -32,6 +32,7 @@
 static bd_graph *g_graph;
 extern int bd_cuda_emu_half;
 extern int bd_cuda_emu_layer;
+extern int bd_cuda_emu_io_copies;
 
 static int64_t numel(const bd_plan *p, int v) {
   int64_t n = 1;
@@ -151,6 +152,54 @@ static void test_bf16_batch1(void **state) {
   run_batch(1, 5e-2);
 }
 
+/* The benchmark hook bd_cuda_backend_time_device (uncaptured path here: the emulation
+ * refuses capture): it makes no host<->device copy, and run() afterwards still copies
+ * and gives the same outputs (the no-copy flag does not stick). */
+static void test_time_device(void **state) {
+  (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip();
+  bd_cuda_emu_half = 1;
+  bd_err err = {0};
+  bd_plan *plan = NULL;
+  bd_backend *emu = NULL;
+  const bd_graph *g = g_graph;
+  check(bd_plan_new(g, 1, &plan, &err), &err, "bd_plan_new");
+  int v = g->inputs[0], nout = g->n_outputs;
+  float *in = malloc((size_t)numel(plan, v) * 4), *a[8] = {0}, *b[8] = {0};
+  assert_non_null(in);
+  for (int i = 0; i < nout; ++i) {
+    a[i] = calloc((size_t)numel(plan, g->outputs[i]), 4);
+    b[i] = calloc((size_t)numel(plan, g->outputs[i]), 4);
+    assert_true(a[i] && b[i]);
+  }
+  fill_input(plan, v, in);
+  check(bd_cuda_backend_new(g, 0, &emu, &err), &err, "cuda backend (emulated)");
+  /* Not prepared yet: refused. */
+  double ms = -1;
+  assert_int_equal(bd_cuda_backend_time_device(emu, plan, 1, &ms, &err), BD_E_INVALID);
+  check(bd_backend_prepare(emu, plan, &err), &err, "cuda prepare (emulated)");
+  check(bd_backend_run(emu, plan, (const float *const *)&in, a, &err), &err, "run");
+  int copies = bd_cuda_emu_io_copies;
+  check(bd_cuda_backend_time_device(emu, plan, 3, &ms, &err), &err, "time_device");
+  assert_true(ms >= 0);
+  assert_int_equal(bd_cuda_emu_io_copies, copies);
+  assert_int_equal(bd_cuda_backend_time_device(emu, plan, 0, &ms, &err), BD_E_INVALID);
+  check(bd_backend_run(emu, plan, (const float *const *)&in, b, &err), &err, "run again");
+  assert_int_equal(bd_cuda_emu_io_copies, copies + g->n_inputs + nout);
+  for (int i = 0; i < nout; ++i)
+    assert_memory_equal(a[i], b[i], (size_t)numel(plan, g->outputs[i]) * 4);
+  size_t used = 1, total = 0;
+  check(bd_cuda_device_mem_used(0, &used, &total, &err), &err, "mem_used");
+  assert_true(used <= total);
+  bd_backend_destroy(emu);
+  bd_plan_destroy(plan);
+  free(in);
+  for (int i = 0; i < nout; ++i) {
+    free(a[i]);
+    free(b[i]);
+  }
+}
+
 /* $BD_CUDA_MODEL on $BD_CUDA_INPUT with the storage the backend is built for. */
 static void test_env_model(void **state) {
   (void)state;
@@ -183,6 +232,7 @@ int main(void) {
   printf("model %s: %d nodes\n", path, g_graph->n_nodes);
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_half_batch2),
                                      cmocka_unit_test(test_bf16_batch1),
+                                     cmocka_unit_test(test_time_device),
                                      cmocka_unit_test(test_env_model)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);

@@ -1,9 +1,9 @@
-# Sourced by the device-machine scripts (device_bench.sh): finds cuDNN and NCCL in the
+# Sourced by the device-machine scripts (device_check.sh, device_bench.sh): finds cuDNN and NCCL in the
 # Python wheels (the GPU machine has them only there), links them under one temporary
 # folder and puts every wheel library folder, .devdeps/lib and the toolkit's lib64 on
 # LD_LIBRARY_PATH. Sets: NVCC, SAN, CMAKE_DNN (array of -D flags for a CUDA build), PKG
 # (pkg-config stub flag when the machine has none), CUDNN_DIR, NCCL_DIR. Needs ROOT and DD
-# (the .devdeps folder). Same logic as device_check.sh's first part.
+# (the .devdeps folder).
 pymod_dir() { # prints the folder of python package $1 (namespace packages too)
   python3 -c "import importlib, sys
 m = importlib.import_module('$1')

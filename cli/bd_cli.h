@@ -15,6 +15,15 @@ int bd_cmd_export(int argc, char **argv);
 int bd_cmd_resubmit(int argc, char **argv);
 int bd_cmd_manifest(int argc, char **argv);
 
+/* batchdet bench --pool (cmd_bench_pool.c): end to end through the device pool. */
+#include "bd_family.h"
+typedef struct bd_bench_pool_args {
+  const char *model, *devices; /* devices: the pool's syntax (cpu, cpu:N, cuda, cuda:0,2) */
+  int per_device, threads, batch, iters, warmup, w, h, json;
+  bd_family family;
+} bd_bench_pool_args;
+int bd_bench_pool(const bd_bench_pool_args *a);
+
 /* Exit codes shared by every subcommand. */
 enum { BD_EXIT_OK = 0, BD_EXIT_FAIL = 1, BD_EXIT_USAGE = 2 };
 

@@ -26,17 +26,24 @@ static void bench_usage(FILE *f) {
       "usage: batchdet bench --model PATH [--device cpu|cuda|cuda:N] [--threads N] [--batch B]\n"
       "                      [--iters N] [--warmup W] [--end-to-end] [--image-size WxH]\n"
       "                      [--family auto|yolox|damoyolo] [--json]\n"
+      "       batchdet bench --model PATH --pool [--device cpu|cpu:N|cuda|cuda:0,2]\n"
+      "                      [--instances-per-gpu N] [--batch B] [--iters N] [--warmup W] ...\n"
       "       batchdet bench --model PATH --count [--batch B] [--bw TB/s --tflops T] [--json]\n"
       "\n"
       "Times N batches of B random inputs (uint8 values, new every iteration) after W\n"
-      "warm-up batches. Default: the network alone. --end-to-end adds CPU pre-processing\n"
-      "of random WxH images (default 640x480) and post-processing. Prints ms/img, img/s\n"
+      "warm-up batches. Default: the network alone. --end-to-end adds the pre-processing\n"
+      "of random WxH images (default 640x480) and post-processing (on the device for\n"
+      "cuda, on the CPU for cpu). Prints ms/img, img/s\n"
       "and p50/p99 batch latency (host clock, host<->device copies included); on cuda\n"
       "also 'gpu' lines: the median device time of the network alone (CUDA events, one\n"
       "run per iteration on that iteration's input, no copies) and the device memory the\n"
       "engine added (peak of cudaMemGetInfo's used memory after each batch, minus the\n"
       "level before loading; includes cuDNN's handle and loaded kernels). --json prints\n"
       "one JSON object instead.\n"
+      "--pool: end to end through the device pool, as the worker runs: one engine per\n"
+      "instance (--device cuda = every GPU, cuda:0,2, cpu:N = N threads), N instances per\n"
+      "device with --instances-per-gpu (implies --pool), two batches in flight each, the\n"
+      "queue kept full; prints overall img/s and per-instance batches, images and img/s.\n"
       "--count: no run; per image MACs (Conv, MatMul), weights, minimum bytes, and the\n"
       "floor time of a batch of B on an H100 SXM (3.35 TB/s), an H200 (4.8 TB/s), both\n"
       "989 dense BF16 TFLOP/s, and at --bw/--tflops when given.\n"
@@ -160,7 +167,7 @@ out:
 int bd_cmd_bench(int argc, char **argv) {
   const char *model = NULL, *device = "cpu";
   int threads = 0, batch = 1, iters = 20, warmup = 3, json = 0, e2e = 0, iw = 640, ih = 480;
-  int count = 0;
+  int count = 0, pool = 0, per_device = 1;
   double bw = 0, tflops = 0;
   bd_family family = BD_FAMILY_AUTO;
   for (int i = 1; i < argc; i++) {
@@ -179,6 +186,10 @@ int bd_cmd_bench(int argc, char **argv) {
     }
     if (!strcmp(a, "--count")) {
       count = 1;
+      continue;
+    }
+    if (!strcmp(a, "--pool")) {
+      pool = 1;
       continue;
     }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -203,6 +214,8 @@ int bd_cmd_bench(int argc, char **argv) {
       bad = parse_pos(v, 1e6, &tflops);
     else if (!strcmp(a, "--family"))
       bad = bd_family_parse(v, &family);
+    else if (!strcmp(a, "--instances-per-gpu"))
+      bad = parse_int(v, 1, 16, &per_device), pool = 1;
     else if (!strcmp(a, "--image-size"))
       bad = sscanf(v, "%dx%d", &iw, &ih) != 2 || iw < 1 || ih < 1 || iw > 16384 || ih > 16384;
     else {
@@ -222,6 +235,11 @@ int bd_cmd_bench(int argc, char **argv) {
     return BD_EXIT_USAGE;
   }
   if (count) return bench_count(model, batch, bw, tflops, json);
+  if (pool) {
+    bd_bench_pool_args pa = {model, device, per_device, threads, batch, iters, warmup,
+                             iw,    ih,     json,       family};
+    return bd_bench_pool(&pa);
+  }
   int is_cuda, idx;
   if (bd_engine_parse_device(device, &is_cuda, &idx)) {
     fprintf(stderr, "batchdet bench: unknown device '%s'\n", device);

@@ -261,5 +261,21 @@ if rc == 0:
     keys = {"ms_per_image", "img_s", "batch", "device", "threads", "p50_ms", "p99_ms", "iters", "model"}
     check(keys <= set(b) and b["ms_per_image"] > 0, f"bench json keys {sorted(b)}")
 
+# 8. bench --pool: two cpu instances through the device pool; every timed image accounted
+# for in the instances' counts (which include the warm-up batch).
+rc, out, err = run("bench", "--model", model, "--pool", "--device", "cpu:1", "--instances-per-gpu", "2",
+                   "--batch", "2", "--iters", "3", "--warmup", "1", "--image-size", "200x150", "--json")
+check(rc == 0, f"bench --pool exits 0 (rc {rc}, {err.strip()[:200]})")
+if rc == 0:
+    b = json.loads(out)
+    inst = b.get("instances", [])
+    check(len(inst) == 2 and sorted(i["name"] for i in inst) == ["cpu#0", "cpu#1"],
+          f"bench --pool lists two instances: {inst}")
+    check(sum(i["images"] for i in inst) == (3 + 1) * 2 and sum(i["batches"] for i in inst) == 4,
+          f"bench --pool instance counts add up: {inst}")
+    check(b.get("img_s", 0) > 0 and b.get("failed_batches") == 0, f"bench --pool rate {b.get('img_s')}")
+rc, _, err = run("bench", "--model", model, "--pool", "--device", "tpu")
+check(rc == 1 and "tpu" in err, f"bench --pool rejects an unknown device (rc {rc}, {err.strip()[:120]})")
+
 print("FAILED: %d" % len(fails) if fails else "all passed")
 sys.exit(1 if fails else 0)

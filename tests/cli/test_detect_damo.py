@@ -21,8 +21,9 @@ except ImportError as e:
     print("SKIP:", e)
     sys.exit(77)
 
-bd = os.environ["BATCHDET"]
-data = os.environ["BD_TEST_DATA"]
+# `test_detect_damo.py --write-model PATH` only writes the tiny model (other tests use it:
+# the emulated device tests run it cheaply).
+write_only = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--write-model" else None
 tmp = tempfile.mkdtemp(prefix="bd_damo_")
 S, C = 64, 80
 rng = np.random.default_rng(3)
@@ -68,8 +69,13 @@ graph = helper.make_graph(nodes, "tiny_damo", [helper.make_tensor_value_info("im
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
 model.ir_version = 7
 onnx.checker.check_model(model)
-path = os.path.join(tmp, "tiny_damo.onnx")
+path = write_only or os.path.join(tmp, "tiny_damo.onnx")
 onnx.save(model, path)
+if write_only:
+    print("wrote", path)
+    sys.exit(0)
+bd = os.environ["BATCHDET"]
+data = os.environ["BD_TEST_DATA"]
 
 
 def sigmoid(x):

@@ -76,7 +76,32 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                  "BD_TEST_PPM=${_ppm_dir}/dog.ppm")
   endif()
 endif()
+# A tiny damoyolo-contract model (64x64, a few convs; tests/cli/test_detect_damo.py
+# --write-model) on which the emulated device runs whole pools and the damoyolo device
+# path in seconds: test_pool_emu (cuda pool of two instances) and test_cuda_detect_emu_damo.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  set(_tiny ${CMAKE_CURRENT_BINARY_DIR}/tiny_damo.onnx)
+  add_test(NAME tiny_damo_model COMMAND /usr/bin/python3
+           ${CMAKE_SOURCE_DIR}/tests/cli/test_detect_damo.py --write-model ${_tiny})
+  set_tests_properties(tiny_damo_model PROPERTIES FIXTURES_SETUP tiny_damo SKIP_RETURN_CODE 77
+                       LABELS engine TIMEOUT 120)
+  bd_add_unit_test(test_pool_emu SOURCES ${_cuda_dir}/test_pool.c ${_cuda_dir}/cuda_emu.c
+                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
+                   ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c LIBS bd_gpu
+                   LABELS engine TIMEOUT 600)
+  target_include_directories(test_pool_emu PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(test_pool_emu PRIVATE -UBD_HAVE_CUDNN)
+  target_compile_definitions(test_pool_emu PRIVATE TEST_POOL_EMU=1)
+  add_test(NAME test_cuda_detect_emu_damo COMMAND test_cuda_detect_emu)
+  set_tests_properties(test_pool_emu test_cuda_detect_emu_damo PROPERTIES
+                       FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77)
+  set_tests_properties(test_pool_emu PROPERTIES ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny}")
+  set_tests_properties(test_cuda_detect_emu_damo PROPERTIES
+                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir}"
+                       LABELS engine TIMEOUT 600)
+endif()
 if(TARGET test_cuda_emu AND BATCHDET_CUDA_BF16)
   target_compile_definitions(test_cuda_emu PRIVATE BD_CUDA_BF16=1)
   target_compile_definitions(test_cuda_detect_emu PRIVATE BD_CUDA_BF16=1)
+  target_compile_definitions(test_pool_emu PRIVATE BD_CUDA_BF16=1)
 endif()

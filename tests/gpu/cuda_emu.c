@@ -7,6 +7,8 @@
  * channel padding) on a real model and measures its end-to-end precision; the kernels
  * themselves are covered on a GPU by test_cuda_kernels / test_cuda_conv. */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,15 +30,20 @@ typedef struct emu_alloc {
 } emu_alloc;
 static emu_alloc *emu_allocs;
 static int emu_n_allocs, emu_cap_allocs;
+/* The allocation table is shared by every thread (pool instances run engines on threads
+ * of their own); the emulated kernels themselves touch only their own buffers. */
+static pthread_mutex_t emu_mu = PTHREAD_MUTEX_INITIALIZER;
 
 cudaError_t cudaMalloc(void **p, size_t n) {
   size_t sz = (n ? n : 1) * 3;
   *p = aligned_alloc(256, (sz + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
+  pthread_mutex_lock(&emu_mu);
   if (emu_n_allocs == emu_cap_allocs) {
     int cap = emu_cap_allocs ? emu_cap_allocs * 2 : 256;
     emu_alloc *na = realloc(emu_allocs, sizeof(*na) * (size_t)cap);
     if (!na) {
+      pthread_mutex_unlock(&emu_mu);
       free(*p);
       return cudaErrorMemoryAllocation;
     }
@@ -45,31 +52,41 @@ cudaError_t cudaMalloc(void **p, size_t n) {
   }
   emu_allocs[emu_n_allocs].p = *p;
   emu_allocs[emu_n_allocs++].n = n ? n : 1;
+  pthread_mutex_unlock(&emu_mu);
   return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
+  pthread_mutex_lock(&emu_mu);
   for (int i = 0; i < emu_n_allocs; ++i)
     if (emu_allocs[i].p == p) {
       emu_allocs[i] = emu_allocs[--emu_n_allocs];
       break;
     }
-  free(p);
   if (!emu_n_allocs) {
     free(emu_allocs);
     emu_allocs = NULL;
     emu_cap_allocs = 0;
   }
+  pthread_mutex_unlock(&emu_mu);
+  free(p);
   return cudaSuccess;
+}
+/* The allocation holding byte c, NULL when none (emu_mu held by the caller). */
+static const emu_alloc *find_alloc(const char *c) {
+  for (int i = 0; i < emu_n_allocs; ++i)
+    if (c >= emu_allocs[i].p && c < emu_allocs[i].p + emu_allocs[i].n) return &emu_allocs[i];
+  return NULL;
 }
 /* The shadow float slots of a 16-bit view based at p (NULL stays NULL). */
 static float *shadow(const void *p) {
   if (!p) return NULL;
   const char *c = p;
-  for (int i = 0; i < emu_n_allocs; ++i) {
-    const emu_alloc *a = &emu_allocs[i];
-    if (c >= a->p && c < a->p + a->n) return (float *)(a->p + a->n + 2 * (size_t)(c - a->p));
-  }
-  abort(); /* a 16-bit view outside every device allocation: a backend bug */
+  pthread_mutex_lock(&emu_mu);
+  const emu_alloc *a = find_alloc(c);
+  float *r = a ? (float *)(a->p + a->n + 2 * (size_t)(c - a->p)) : NULL;
+  pthread_mutex_unlock(&emu_mu);
+  if (!r) abort(); /* a 16-bit view outside every device allocation: a backend bug */
+  return r;
 }
 cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
@@ -78,7 +95,7 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) 
   memmove(d, s, n);
   return cudaSuccess;
 }
-int bd_cuda_emu_layer; /* launches since the run's first input upload */
+_Thread_local int bd_cuda_emu_layer; /* launches since the run's first input upload (this thread) */
 int bd_cuda_emu_io_copies; /* host<->device cudaMemcpyAsync calls so far */
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
                             cudaStream_t st) {
@@ -89,11 +106,10 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKin
 }
 cudaError_t cudaMemset(void *d, int v, size_t n) {
   memset(d, v, n);
-  for (int i = 0; i < emu_n_allocs; ++i) { /* the shadow slots of the same bytes */
-    emu_alloc *a = &emu_allocs[i];
-    if ((char *)d >= a->p && (char *)d < a->p + a->n)
-      memset(a->p + a->n + 2 * (size_t)((char *)d - a->p), v, 2 * n);
-  }
+  pthread_mutex_lock(&emu_mu);
+  const emu_alloc *a = find_alloc(d); /* the shadow slots of the same bytes */
+  if (a) memset(a->p + a->n + 2 * (size_t)((char *)d - a->p), v, 2 * n);
+  pthread_mutex_unlock(&emu_mu);
   return cudaSuccess;
 }
 static int emu_stream;
@@ -107,6 +123,8 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess;
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+/* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
+int bd_cuda_device_count(void) { return 1; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) {
@@ -130,7 +148,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSucces
  * interval is 0 ms. The emulation counts records and waits so that a test can see the
  * launch protocol was followed. Memory info: 1 GiB with nothing used (bd_cuda_bench.c). */
 static int emu_event;
-int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
+atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
   *e = (cudaEvent_t)&emu_event;
   return cudaSuccess;
@@ -496,7 +514,7 @@ cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *d
 
 /* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against
  * the kernels on a GPU by test_cuda_post and against the family code everywhere). */
-int bd_cuda_emu_post_calls;
+atomic_int bd_cuda_emu_post_calls;
 cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
                                const bd_cuda_post_desc *descs, int topk, int out_cap, void *ws,
                                float *dets, int *counts, cudaStream_t s) {

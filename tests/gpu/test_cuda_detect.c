@@ -32,7 +32,8 @@
 #include "test_images.h"
 
 #ifdef TEST_DETECT_EMU
-extern int bd_cuda_emu_post_calls;
+#include <stdatomic.h>
+extern atomic_int bd_cuda_emu_post_calls, bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
 #else
 #include "test_cuda_common.h"
 #endif
@@ -219,12 +220,20 @@ static void test_async(void **s) {
   assert_true(n2 >= 1);
   detect(e, n1, ptrs, params, alone, NULL);
   detect(e, n2, ptrs + n1, params + n1, alone + n1, NULL);
+#ifdef TEST_DETECT_EMU
+  int rec0 = bd_cuda_emu_event_records, wait0 = bd_cuda_emu_event_waits;
+#endif
   assert_int_equal(bd_engine_detect_begin(e, n1, ptrs, params, a, sa, &t1, &err), BD_OK);
   assert_int_equal(bd_engine_detect_begin(e, n2, ptrs + n1, params + n1, b, sb, &t2, &err), BD_OK);
   assert_int_equal(bd_engine_detect_begin(e, 1, ptrs, params, x, sx, &t3, &err), BD_E_UNAVAILABLE);
   assert_int_equal(bd_engine_detect_end(e, t2, &err), BD_OK);
   assert_int_equal(bd_engine_detect_end(e, t1, &err), BD_OK);
   assert_int_equal(bd_engine_detect_end(e, t1, &err), BD_E_INVALID); /* ended already */
+#ifdef TEST_DETECT_EMU
+  /* Each launch records 'copied' and 'done'; each end waits for 'done'. */
+  assert_true(bd_cuda_emu_event_records - rec0 >= 4);
+  assert_true(bd_cuda_emu_event_waits - wait0 >= 2);
+#endif
   for (int i = 0; i < n1 + n2; i++) {
     const bd_detections *g = i < n1 ? &a[i] : &b[i - n1];
     assert_int_equal(g->n, alone[i].n);
@@ -312,6 +321,13 @@ int main(void) {
 #ifndef TEST_DETECT_EMU
   TC_SKIP_IF_NO_DEVICE();
 #endif
+  const char *m = getenv("BD_DETECT_MODEL");
+  FILE *f = m ? fopen(m, "rb") : NULL;
+  if (m && !f) {
+    printf("SKIP: model %s not there\n", m);
+    return 77;
+  }
+  if (f) fclose(f);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vs_cpu), cmocka_unit_test(test_host_prepost),
       cmocka_unit_test(test_async), cmocka_unit_test(test_instances_and_split),

@@ -31,7 +31,7 @@
 
 static bd_graph *g_graph;
 extern int bd_cuda_emu_half;
-extern int bd_cuda_emu_layer;
+extern _Thread_local int bd_cuda_emu_layer;
 extern int bd_cuda_emu_io_copies;
 
 static int64_t numel(const bd_plan *p, int v) {

@@ -1,4 +1,6 @@
-/* bd_pool with cpu instances on the shipped yolox_nano.onnx. The reference is a bd_engine
+/* bd_pool with cpu instances on the shipped yolox_nano.onnx ($BD_POOL_MODEL: another;
+ * built as test_pool_emu with TEST_POOL_EMU, the cuda-instance test over the emulated
+ * device of cuda_emu.c: two engines sharing one weights blob, two batches in flight). The reference is a bd_engine
  * of its own running bd_engine_detect on the same images (the photo from BD_TEST_PPM,
  * decoded by djpeg at configure time, plus synthetic pictures): a pool of one instance,
  * and a batch split over two instances, must give the same detections. Then the queue's
@@ -31,8 +33,11 @@ static bd_status ref_st[NIMG];
 
 static int setup(void **s) {
   (void)s;
-  const char *d = getenv("BD_TEST_DATA");
-  snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
+  const char *d = getenv("BD_TEST_DATA"), *m = getenv("BD_POOL_MODEL");
+  if (m)
+    snprintf(model, sizeof model, "%s", m);
+  else
+    snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
   if (!tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[0])) tim_synth(&imgs[0], 640, 480, 0);
   tim_synth(&imgs[1], 320, 240, 1);
   tim_synth(&imgs[2], 100, 300, 2);
@@ -392,6 +397,17 @@ static void test_new_errors(void **s) {
 }
 
 int main(void) {
+  const char *m = getenv("BD_POOL_MODEL");
+  FILE *f = m ? fopen(m, "rb") : NULL;
+  if (m && !f) {
+    printf("SKIP: model %s not there (made by the tiny_damo_model test)\n", m);
+    return 77;
+  }
+  if (f) fclose(f);
+#ifdef TEST_POOL_EMU
+  /* Over the emulated device only the cuda pool is new; the rest is test_pool's. */
+  cmocka_set_test_filter("test_cuda_instances");
+#endif
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_devices),    cmocka_unit_test(test_new_errors),
       cmocka_unit_test(test_one_instance),     cmocka_unit_test(test_split_two_instances),

@@ -71,7 +71,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
         endif()
       endif()
     endforeach()
-    set_property(TEST test_cuda_detect APPEND PROPERTY ENVIRONMENT "BD_TEST_PPM_DIR=${_ppm_dir}")
+    set_property(TEST test_cuda_detect test_cuda_prep APPEND PROPERTY ENVIRONMENT
+                 "BD_TEST_PPM_DIR=${_ppm_dir}")
     set_property(TEST test_cuda_detect_emu APPEND PROPERTY ENVIRONMENT
                  "BD_TEST_PPM=${_ppm_dir}/dog.ppm")
   endif()

@@ -55,7 +55,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # saves the device minutes a build costs. CUDA runtime from this machine's toolkit.
   B=$ROOT/$BD_PREBUILT
   export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$NVCC")/../lib64:/usr/local/cuda/lib64
-  export BD_TEST_DATA=$DD/data
+  export BD_TEST_DATA=$DD/data BD_TEST_PPM_DIR=$DD/data/images BD_TEST_PPM=$DD/data/images/dog.ppm
   for t in test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep; do
     step "$t" 120 "$B/$t"
   done
@@ -63,7 +63,6 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # Issue 6: the whole batch on the device vs the cpu engine on every photo; the
   # post-processing kernels; the NCCL broadcast; the pool with cuda instances (under gdb
   # when it is there: a crash leaves its backtrace in the log).
-  export BD_TEST_PPM_DIR=$DD/data/images BD_TEST_PPM=$DD/data/images/dog.ppm
   step test_cuda_detect 180 "$B/test_cuda_detect"
   step test_cuda_post 120 "$B/test_cuda_post"
   step test_cuda_nccl 60 "$B/test_cuda_nccl"

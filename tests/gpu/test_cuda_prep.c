@@ -1,8 +1,10 @@
 /* GPU pre-processing (bd_cuda_preprocess_u8) against the CPU family code
  * (bd_family_resize_u8 + plane packing written here): bit-identical FP32 outputs on
  * random images of mixed sizes (down-, up-scaling, the copy case), letterbox with 114
- * padding in BGR and stretch in RGB. Output poisoned before each run. Skips (exit 77)
+ * padding in BGR and stretch in RGB, and on the shipped photos ($BD_TEST_PPM_DIR). Output
+ * poisoned before each run. Skips (exit 77)
  * without a GPU. */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,20 +15,24 @@
 #include "bd_cuda_kernels.h"
 #include "bd_family.h"
 #include "test_cuda_common.h"
+#include "test_images.h"
 
-enum { OW = 416, OH = 416, NIMG = 5 };
+enum { OW = 416, OH = 416, MAXIMG = 16 };
 
-static void run(int letterbox) {
-  const int sizes[NIMG][2] = {{640, 480}, {300, 500}, {416, 416}, {7, 5}, {1023, 97}};
-  bd_cuda_prep_desc desc[NIMG];
+/* n images: sizes[i] = {w, h}; pixels from photos[i] when given, else random. */
+static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_image *photos) {
+  bd_cuda_prep_desc desc[MAXIMG];
   int64_t total = 0;
-  for (int i = 0; i < NIMG; ++i) total += (int64_t)sizes[i][0] * sizes[i][1] * 3;
+  assert_true(n >= 1 && n <= MAXIMG);
+  for (int i = 0; i < n; ++i) total += (int64_t)sizes[i][0] * sizes[i][1] * 3;
   uint8_t *src = malloc((size_t)total);
-  float *want = malloc((size_t)NIMG * 3 * OW * OH * 4), *got = malloc((size_t)NIMG * 3 * OW * OH * 4);
+  float *want = malloc((size_t)n * 3 * OW * OH * 4), *got = malloc((size_t)n * 3 * OW * OH * 4);
   assert_non_null(got);
   for (int64_t k = 0; k < total; ++k) src[k] = (uint8_t)tc_uniform(0, 256);
+  for (int64_t i = 0, o = 0; photos && i < n; o += (int64_t)sizes[i][0] * sizes[i][1] * 3, ++i)
+    memcpy(src + o, photos[i].data, (size_t)sizes[i][0] * sizes[i][1] * 3);
   int64_t off = 0;
-  for (int i = 0; i < NIMG; ++i) {
+  for (int i = 0; i < n; ++i) {
     int sw = sizes[i][0], sh = sizes[i][1], rw = OW, rh = OH;
     if (letterbox) { /* yolox: r = min(H/h, W/w), int(w*r) */
       double r = (double)OH / sh < (double)OW / sw ? (double)OH / sh : (double)OW / sw;
@@ -50,18 +56,50 @@ static void run(int letterbox) {
     off += (int64_t)sw * sh * 3;
   }
   void *dsrc = tc_dev_copy(src, (size_t)total), *ddesc = tc_dev_copy(desc, sizeof(desc));
-  void *dout = tc_dev_poisoned((size_t)NIMG * 3 * OW * OH * 4);
-  assert_int_equal(bd_cuda_preprocess_u8(dsrc, ddesc, NIMG, OW, OH, letterbox, 114.f, dout, 0),
+  void *dout = tc_dev_poisoned((size_t)n * 3 * OW * OH * 4);
+  assert_int_equal(bd_cuda_preprocess_u8(dsrc, ddesc, n, OW, OH, letterbox, 114.f, dout, 0),
                    cudaSuccess);
-  assert_int_equal(cudaMemcpy(got, dout, (size_t)NIMG * 3 * OW * OH * 4, cudaMemcpyDeviceToHost),
+  assert_int_equal(cudaMemcpy(got, dout, (size_t)n * 3 * OW * OH * 4, cudaMemcpyDeviceToHost),
                    cudaSuccess);
-  assert_int_equal(tc_compare("prep", got, want, (size_t)NIMG * 3 * OW * OH, 0, 0), 0);
+  assert_int_equal(tc_compare("prep", got, want, (size_t)n * 3 * OW * OH, 0, 0), 0);
   cudaFree(dsrc);
   cudaFree(ddesc);
   cudaFree(dout);
   free(src);
   free(want);
   free(got);
+}
+
+static void run(int letterbox) {
+  static const int sizes[5][2] = {{640, 480}, {300, 500}, {416, 416}, {7, 5}, {1023, 97}};
+  run_images(letterbox, 5, sizes, NULL);
+}
+
+/* The shipped photos ($BD_TEST_PPM_DIR, decoded by djpeg): both families' pre-processing,
+ * bit for bit. Skipped when no photo is there. */
+static void test_photos(void **state) {
+  (void)state;
+  const char *dir = getenv("BD_TEST_PPM_DIR");
+  DIR *d = dir ? opendir(dir) : NULL;
+  if (!d) skip();
+  bd_image im[MAXIMG];
+  int sizes[MAXIMG][2], n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) && n < MAXIMG) {
+    size_t l = strlen(de->d_name);
+    char path[4096 + 260];
+    if (l < 5 || strcmp(de->d_name + l - 4, ".ppm") || strlen(dir) > 4096) continue;
+    snprintf(path, sizeof path, "%.4096s/%.255s", dir, de->d_name);
+    if (!tim_read_ppm(path, &im[n])) continue;
+    sizes[n][0] = im[n].w, sizes[n][1] = im[n].h;
+    n++;
+  }
+  closedir(d);
+  if (!n) skip();
+  printf("%d photos\n", n);
+  run_images(1, n, (const int (*)[2])sizes, im);
+  run_images(0, n, (const int (*)[2])sizes, im);
+  for (int i = 0; i < n; ++i) bd_image_free(&im[i]);
 }
 
 static void test_letterbox_bgr(void **state) {
@@ -78,6 +116,7 @@ int main(void) {
   TC_SKIP_IF_NO_DEVICE();
   tc_seed();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_letterbox_bgr),
-                                     cmocka_unit_test(test_stretch_rgb)};
+                                     cmocka_unit_test(test_stretch_rgb),
+                                     cmocka_unit_test(test_photos)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -110,6 +110,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
         -o "${TMPDIR:-/tmp}/bd-prof" "$BD" bench --model "$MODEL" --device cuda --batch 32 --iters 5 --warmup 2
       step profile-kernels 60 "$NSYS" stats --report cuda_gpu_kern_sum --format csv \
         "${TMPDIR:-/tmp}/bd-prof.nsys-rep"
+      # Issue 7's model: DAMO-YOLO T at batch 32, network only.
+      step profile-nsys-damoT 120 "$NSYS" profile --cuda-graph-trace=node --force-overwrite true \
+        -o "${TMPDIR:-/tmp}/bd-prof-damoT" "$BD" bench --model "$DAMO/T/model.onnx" --device cuda \
+        --batch 32 --iters 5 --warmup 2
+      step profile-kernels-damoT 60 "$NSYS" stats --report cuda_gpu_kern_sum --format csv \
+        "${TMPDIR:-/tmp}/bd-prof-damoT.nsys-rep"
     elif [ -n "$NCU" ]; then
       step profile-ncu 150 "$NCU" --print-summary per-kernel --launch-count 400 \
         "$BD" bench --model "$MODEL" --device cuda --batch 32 --iters 1 --warmup 0

@@ -259,7 +259,10 @@ int bd_cmd_bench(int argc, char **argv) {
   bd_detections *dets = NULL;
   bd_err err;
   bd_err_clear(&err);
-  bd_engine_opts o = {.device = device, .threads = threads, .max_batch = batch, .family = family};
+  /* Network only: no device detection buffers (staging), so that the memory figure is the
+   * network's, like the peers'. */
+  bd_engine_opts o = {.device = device, .threads = threads, .max_batch = batch, .family = family,
+                      .host_prepost = !e2e};
   size_t used = 0;
   if (is_cuda && bd_engine_device_mem_used(device, &used, NULL) == BD_OK) mem0 = (double)used;
   double t_load = now_ms();

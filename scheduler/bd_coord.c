@@ -11,9 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bd_kafka.h"
 #include "bd_log.h"
 #include "bd_report.h"
-#include "bd_skafka.h"
 #include "bd_sredis.h"
 #include "bd_view.h"
 
@@ -42,7 +42,7 @@ typedef struct {
 struct bd_coord {
   bd_coord_opts o;
   bd_sredis *rd;
-  bd_skafka_consumer *kc;
+  bd_kafka_consumer *kc;
   struct MHD_Daemon *mhd;
   int port;
   cjob *jobs;
@@ -457,8 +457,11 @@ bd_coord *bd_coord_new(const bd_coord_opts *o, bd_err *err) {
   c->rd = bd_sredis_new(o->redis_url, err);
   if (!c->rd) goto fail;
   if (o->brokers) {
-    c->kc = bd_skafka_consumer_new(o->brokers, c->o.group, c->o.topic, err);
-    if (!c->kc) goto fail;
+    /* Reports only feed the view: no at-least-once processing, so offsets are stored
+     * as messages are delivered. */
+    bd_kafka_consumer_opts ko = {
+        .brokers = o->brokers, .group = c->o.group, .topic = c->o.topic, .auto_store = 1};
+    if (bd_kafka_consumer_new(&ko, &c->kc, err) != BD_OK) goto fail;
   }
   if (o->metrics_port != 0 && start_http(c, err)) goto fail;
   return c;
@@ -470,7 +473,7 @@ fail:
 void bd_coord_destroy(bd_coord *c) {
   if (!c) return;
   if (c->mhd) MHD_stop_daemon(c->mhd);
-  bd_skafka_consumer_destroy(c->kc);
+  bd_kafka_consumer_destroy(c->kc); /* librdkafka commits and leaves the group */
   bd_sredis_destroy(c->rd);
   free(c->jobs);
   free(c->workers);
@@ -500,16 +503,15 @@ bd_status bd_coord_run(bd_coord *c, volatile sig_atomic_t *stop, bd_err *err) {
       nanosleep(&ts, NULL);
       continue;
     }
-    char *msg = NULL;
-    size_t len = 0;
+    bd_kafka_msg msg;
     bd_err e = {0};
-    bd_status st = bd_skafka_poll(c->kc, wait_ms > 200 ? 200 : wait_ms, &msg, &len, &e);
+    bd_status st = bd_kafka_consumer_poll(c->kc, wait_ms > 200 ? 200 : wait_ms, &msg, &e);
     if (st == BD_OK) {
-      if (bd_coord_report(c, msg, len, &e) != BD_OK) BD_LOGW("coordinator: %s", e.msg);
+      if (bd_coord_report(c, msg.payload, msg.len, &e) != BD_OK) BD_LOGW("coordinator: %s", e.msg);
     } else if (st != BD_E_TIMEOUT) {
       BD_LOGD("coordinator: %s", e.msg);
     }
-    free(msg);
+    bd_kafka_msg_clear(&msg);
   }
   (void)err;
   return BD_OK;

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bd_kafka.h"
 #include "bd_manifest.h"
-#include "bd_skafka.h"
 #include "bd_sredis.h"
 #include "bd_ssrc.h"
 
@@ -192,8 +192,14 @@ typedef struct {
   int max_det;
 } job_params;
 
+/* Submit produces a burst of manifests: a full local queue is worth waiting a minute for. */
+static bd_status new_producer(const char *brokers, bd_kafka_producer **p, bd_err *err) {
+  bd_kafka_producer_opts po = {.brokers = brokers, .queue_full_wait_ms = 60000};
+  return bd_kafka_producer_new(&po, p, err);
+}
+
 /* One manifest per shard_size images, numbered from first_shard. */
-static bd_status produce_shards(bd_skafka_producer *p, const char *topic, const job_params *jp,
+static bd_status produce_shards(bd_kafka_producer *p, const char *topic, const job_params *jp,
                                 const char *const *ids, const char *const *urls, size_t n,
                                 int shard_size, long long first_shard, size_t *n_shards,
                                 bd_err *err) {
@@ -219,7 +225,7 @@ static bd_status produce_shards(bd_skafka_producer *p, const char *topic, const 
     } else {
       char key[BD_ID_MAX + 32];
       snprintf(key, sizeof key, "%s:%lld", jp->job, (long long)m->shard);
-      st = bd_skafka_produce(p, topic, key, js, len, err);
+      st = bd_kafka_produce(p, topic, key, js, len, NULL, NULL, err);
     }
     free(js);
     bd_manifest_destroy(m);
@@ -241,7 +247,7 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   bd_status st = BD_OK;
   bd_sredis *rd = NULL;
   bd_ssrc *src = NULL;
-  bd_skafka_producer *p = NULL;
+  bd_kafka_producer *p = NULL;
   unsigned char *skip = NULL;
   const char **ids = NULL, **urls = NULL;
   redisReply *rep = NULL;
@@ -306,13 +312,9 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   sum->images = n;
   size_t n_shards = (n + (size_t)o->shard_size - 1) / (size_t)o->shard_size;
 
-  p = bd_skafka_producer_new(o->brokers, err);
-  if (!p) {
-    st = err ? err->code : BD_E_UNAVAILABLE;
-    goto out;
-  }
+  if ((st = new_producer(o->brokers, &p, err)) != BD_OK) goto out;
   /* Topic check before touching Redis: a typo in --topic must not leave a queued job. */
-  if ((st = bd_skafka_partitions(p, o->topic, &sum->topic_partitions, err)) != BD_OK) goto out;
+  if ((st = bd_kafka_partitions(p, o->topic, &sum->topic_partitions, err)) != BD_OK) goto out;
 
   if (sum->job_existed && (st = reset_job(rd, o->job, &sum->removed_keys, err)) != BD_OK) goto out;
 
@@ -346,7 +348,7 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   job_params jp = {o->job,         o->model,     o->has_score_thr, o->has_iou_thr,
                    o->has_max_det, o->score_thr, o->iou_thr,       o->max_det};
   st = produce_shards(p, o->topic, &jp, ids, urls, n, o->shard_size, 0, &sum->shards, err);
-  if (st == BD_OK) st = bd_skafka_flush(p, 120000, &sum->partitions_used, err);
+  if (st == BD_OK) st = bd_kafka_flush(p, 120000, &sum->partitions_used, err);
   if (st != BD_OK) {
     /* Leave a visible trace: the job cannot complete with shards missing. */
     bd_sredis_cmd(rd, NULL, NULL, "HSET %s state failed error %s", key, err ? err->msg : "produce");
@@ -356,7 +358,7 @@ out:
   free(skip);
   free(ids);
   free(urls);
-  bd_skafka_producer_destroy(p);
+  bd_kafka_producer_destroy(p);
   bd_ssrc_destroy(src);
   bd_sredis_destroy(rd);
   return st;
@@ -403,7 +405,7 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   memset(sum, 0, sizeof *sum);
   bd_status st = BD_OK;
   bd_sredis *rd = NULL;
-  bd_skafka_producer *p = NULL;
+  bd_kafka_producer *p = NULL;
   redisReply *rep = NULL;
   idlist l = {NULL, 0, 0, BD_OK, err};
   const char **ids = NULL, **urls = NULL;
@@ -480,13 +482,9 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   sum->images = n;
   sum->first_shard = shards;
   if (!n) goto out;
-  p = bd_skafka_producer_new(brokers, err);
-  if (!p) {
-    st = err ? err->code : BD_E_UNAVAILABLE;
-    goto out;
-  }
+  if ((st = new_producer(brokers, &p, err)) != BD_OK) goto out;
   int parts;
-  if ((st = bd_skafka_partitions(p, topic, &parts, err)) != BD_OK) goto out;
+  if ((st = bd_kafka_partitions(p, topic, &parts, err)) != BD_OK) goto out;
   size_t new_shards = (n + (size_t)shard_size - 1) / (size_t)shard_size;
   /* shards grows before producing, so that the coordinator does not see the job as
    * complete (completed shards == shards) while the new ones are in flight. */
@@ -500,7 +498,7 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   int has_md = mdet > 0 && mdet <= 10000;
   job_params jp = {job, model, sthr >= 0, ithr >= 0, has_md, sthr, ithr, has_md ? (int)mdet : 0};
   st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, err);
-  if (st == BD_OK) st = bd_skafka_flush(p, 120000, NULL, err);
+  if (st == BD_OK) st = bd_kafka_flush(p, 120000, NULL, err);
 out:
   if (rep) freeReplyObject(rep);
   for (size_t i = 0; i < l.n; i++) free(l.ids[i]);
@@ -509,7 +507,7 @@ out:
     for (size_t i = 0; i < l.n; i++) free((char *)urls[i]);
   free(urls);
   free(ids);
-  bd_skafka_producer_destroy(p);
+  bd_kafka_producer_destroy(p);
   bd_sredis_destroy(rd);
   return st;
 }

@@ -366,7 +366,7 @@ static int dlq_send(poller *p, dlq_entry *e) {
   bd_err err = {0};
   if (bd_kafka_produce(p->prod, p->w->cfg->dlq_topic, e->key, e->payload, e->len, "error",
                        e->reason, &err) != BD_OK ||
-      bd_kafka_flush(p->prod, 10000, &err) != BD_OK) {
+      bd_kafka_flush(p->prod, 10000, NULL, &err) != BD_OK) {
     BD_LOGW("dead-letter %s[%d]@%lld: %s (retrying)", e->topic, (int)e->partition,
             (long long)e->offset, err.msg);
     return -1;
@@ -663,7 +663,8 @@ bd_status bd_worker_run(const bd_worker_config *c, bd_err *err) {
   }
   if ((st = bd_offsets_new(&P.offs, err))) goto out;
   if ((st = start_stages(w, err))) goto out;
-  if ((st = bd_kafka_producer_new(c->brokers, &P.prod, err))) goto out;
+  bd_kafka_producer_opts po = {.brokers = c->brokers};
+  if ((st = bd_kafka_producer_new(&po, &P.prod, err))) goto out;
   bd_kafka_consumer_opts co = {.brokers = c->brokers,
                                .group = c->group,
                                .instance_id = c->instance_id,

@@ -30,7 +30,8 @@ static int produce(const char *brokers, const char *topic, const char *path) {
   char *line = NULL;
   size_t cap = 0;
   ssize_t len;
-  if (bd_kafka_producer_new(brokers, &p, &err) != BD_OK) goto out;
+  bd_kafka_producer_opts po = {.brokers = brokers};
+  if (bd_kafka_producer_new(&po, &p, &err) != BD_OK) goto out;
   while ((len = getline(&line, &cap, f)) > 0) {
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
     if (len == 0) continue;
@@ -45,7 +46,7 @@ static int produce(const char *brokers, const char *topic, const char *path) {
     if (bd_kafka_produce(p, topic, key, line, (size_t)len, NULL, NULL, &err) != BD_OK) goto out;
     n++;
   }
-  if (bd_kafka_flush(p, 60000, &err) != BD_OK) goto out;
+  if (bd_kafka_flush(p, 60000, NULL, &err) != BD_OK) goto out;
   rc = 0;
 out:
   if (rc)

@@ -1,13 +1,19 @@
+/* bd_kafka: see bd_kafka.h. */
 #include "bd_kafka.h"
 
 #include <librdkafka/rdkafka.h>
-#include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bd_config.h"
+
+#define MAX_PARTS 4096 /* partitions tracked for bd_kafka_flush's "reached" count */
+
 struct bd_kafka_consumer {
   rd_kafka_t *rk;
+  int auto_store;    /* offsets stored by librdkafka as messages are delivered */
   int assigned_once; /* a SyncGroup assignment (possibly empty) reached this member */
   int paused;        /* the caller's last bd_kafka_consumer_pause state (backpressure) */
   bd_kafka_revoke_fn on_revoke;
@@ -18,8 +24,13 @@ struct bd_kafka_consumer {
 
 struct bd_kafka_producer {
   rd_kafka_t *rk;
-  atomic_int failed;
+  int queue_full_wait_ms;
+  pthread_mutex_t mu; /* guards the delivery counts below (delivery reports run in any
+                         thread that polls or flushes) */
+  long delivered;
+  long failed; /* since the previous flush */
   char first_error[256];
+  unsigned char reached[MAX_PARTS]; /* partitions that acknowledged a message */
 };
 
 void bd_kafka_msg_clear(bd_kafka_msg *m) {
@@ -103,18 +114,21 @@ bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consum
   c->on_revoke = o->on_revoke;
   c->on_assign = o->on_assign;
   c->ctx = o->ctx;
+  c->auto_store = o->auto_store != 0;
   conf = rd_kafka_conf_new();
   char max_msg[32];
   snprintf(max_msg, sizeof max_msg, "%u", BD_KAFKA_MAX_MESSAGE);
   if ((st = set_conf(conf, "bootstrap.servers", o->brokers, err)) ||
       (st = set_conf(conf, "group.id", o->group, err)) ||
       (st = set_conf(conf, "partition.assignment.strategy", "cooperative-sticky", err)) ||
-      (st = set_conf(conf, "enable.auto.offset.store", "false", err)) ||
-      (st = set_conf(conf, "enable.auto.commit", "true", err)) ||
-      (st = set_conf(conf, "auto.commit.interval.ms", "1000", err)) ||
       (st = set_conf(conf, "auto.offset.reset", "earliest", err)) ||
       (st = set_conf(conf, "fetch.max.bytes", max_msg, err)) ||
       (st = set_conf(conf, "log_level", "3", err)))
+    goto out;
+  /* Auto-store keeps librdkafka's defaults (store on delivery, commit every 5 s). */
+  if (!c->auto_store && ((st = set_conf(conf, "enable.auto.offset.store", "false", err)) ||
+                         (st = set_conf(conf, "enable.auto.commit", "true", err)) ||
+                         (st = set_conf(conf, "auto.commit.interval.ms", "1000", err))))
     goto out;
   /* librdkafka's own debug contexts (e.g. "cgrp,consumer") for diagnosing group trouble. */
   const char *dbg = getenv("BATCHDET_KAFKA_DEBUG");
@@ -143,7 +157,8 @@ bd_status bd_kafka_consumer_new(const bd_kafka_consumer_opts *o, bd_kafka_consum
   rd_kafka_resp_err_t re = rd_kafka_subscribe(c->rk, subs);
   rd_kafka_topic_partition_list_destroy(subs);
   if (re) {
-    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: subscribe %s: %s", o->topic, rd_kafka_err2str(re));
+    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: subscribe %s: %s", o->topic,
+                    rd_kafka_err2str(re));
     goto out;
   }
   *out = c;
@@ -170,6 +185,12 @@ bd_status bd_kafka_consumer_poll(bd_kafka_consumer *c, int timeout_ms, bd_kafka_
       st = BD_E_TIMEOUT;
     else
       st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %s", rd_kafka_message_errstr(m));
+    goto out;
+  }
+  /* Its offset is stored already; the manual-store caller must see it to move on. */
+  if (c->auto_store && m->len > BD_KAFKA_MAX_MESSAGE) {
+    st = bd_err_set(err, BD_E_LIMIT, "kafka: message of %zu bytes in %s[%d]@%lld", m->len,
+                    rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
     goto out;
   }
   snprintf(msg->topic, sizeof msg->topic, "%s", rd_kafka_topic_name(m->rkt));
@@ -226,8 +247,8 @@ int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c) {
   rd_kafka_position(c->rk, l);
   for (int i = 0; i < l->cnt; i++) {
     int64_t lo = 0, hi = 0;
-    if (rd_kafka_get_watermark_offsets(c->rk, l->elems[i].topic, l->elems[i].partition, &lo,
-                                       &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (rd_kafka_get_watermark_offsets(c->rk, l->elems[i].topic, l->elems[i].partition, &lo, &hi) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
       continue;
     int64_t pos = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
     if (hi >= pos) {
@@ -263,21 +284,32 @@ void bd_kafka_consumer_destroy(bd_kafka_consumer *c) {
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   bd_kafka_producer *p = opaque;
-  if (m->err && atomic_fetch_add(&p->failed, 1) == 0)
-    snprintf(p->first_error, sizeof p->first_error, "%s", rd_kafka_err2str(m->err));
+  pthread_mutex_lock(&p->mu);
+  if (m->err) {
+    if (!p->failed) snprintf(p->first_error, sizeof p->first_error, "%s", rd_kafka_err2str(m->err));
+    p->failed++;
+  } else {
+    p->delivered++;
+    if (m->partition >= 0 && m->partition < MAX_PARTS) p->reached[m->partition] = 1;
+  }
+  pthread_mutex_unlock(&p->mu);
 }
 
-bd_status bd_kafka_producer_new(const char *brokers, bd_kafka_producer **out, bd_err *err) {
+bd_status bd_kafka_producer_new(const bd_kafka_producer_opts *o, bd_kafka_producer **out,
+                                bd_err *err) {
   bd_status st = BD_OK;
-  char e[512];
+  char e[512], max_msg[32];
   bd_kafka_producer *p = calloc(1, sizeof *p);
   if (!p) return bd_err_set(err, BD_E_NOMEM, "kafka: out of memory");
+  pthread_mutex_init(&p->mu, NULL);
+  p->queue_full_wait_ms = o->queue_full_wait_ms > 0 ? o->queue_full_wait_ms : 10000;
+  snprintf(max_msg, sizeof max_msg, "%u", BD_KAFKA_MAX_MESSAGE);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if ((st = set_conf(conf, "bootstrap.servers", brokers ? brokers : "", err)) ||
+  if ((st = set_conf(conf, "bootstrap.servers", o->brokers ? o->brokers : "", err)) ||
       (st = set_conf(conf, "enable.idempotence", "true", err)) ||
       (st = set_conf(conf, "message.timeout.ms", "60000", err)) ||
-      (st = set_conf(conf, "linger.ms", "5", err)) ||
-      (st = set_conf(conf, "log_level", "3", err)))
+      (st = set_conf(conf, "message.max.bytes", max_msg, err)) ||
+      (st = set_conf(conf, "linger.ms", "5", err)) || (st = set_conf(conf, "log_level", "3", err)))
     goto out;
   rd_kafka_conf_set_opaque(conf, p);
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
@@ -295,6 +327,26 @@ out:
   return st;
 }
 
+bd_status bd_kafka_partitions(bd_kafka_producer *p, const char *topic, int *n, bd_err *err) {
+  *n = 0;
+  rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
+  if (!t) return bd_err_set(err, BD_E_INVALID, "kafka: topic %s", topic);
+  const struct rd_kafka_metadata *md = NULL;
+  bd_status st = BD_OK;
+  rd_kafka_resp_err_t e = rd_kafka_metadata(p->rk, 0, t, &md, 10000);
+  if (e) {
+    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: metadata of %s: %s", topic, rd_kafka_err2str(e));
+  } else if (md->topic_cnt != 1 || md->topics[0].err) {
+    st = bd_err_set(err, BD_E_NOT_FOUND, "kafka: topic %s: %s", topic,
+                    md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+  } else {
+    *n = md->topics[0].partition_cnt;
+  }
+  if (md) rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(t);
+  return st;
+}
+
 bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *key,
                            const void *value, size_t len, const char *hname, const char *hvalue,
                            bd_err *err) {
@@ -303,33 +355,53 @@ bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *
     h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, hname, -1, hvalue ? hvalue : "", -1);
   }
-  for (int attempt = 0; attempt < 200; attempt++) {
+  /* A poll returns early when it served a delivery report, so the attempts are bounded
+   * by the deadline and, at worst one per millisecond, by count. */
+  double deadline = bd_now() + p->queue_full_wait_ms / 1000.0;
+  for (int attempt = 0; attempt <= p->queue_full_wait_ms; attempt++) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
         RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-    if (!e) return BD_OK; /* headers now owned by the message */
+    if (!e) {
+      /* Headers now owned by the message. Serve delivery reports now, so that their
+       * messages are freed even when this producer is seldom flushed. */
+      rd_kafka_poll(p->rk, 0);
+      return BD_OK;
+    }
     if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       if (h) rd_kafka_headers_destroy(h);
       return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: produce to %s: %s", topic,
                         rd_kafka_err2str(e));
     }
+    if (bd_now() >= deadline) break;
     rd_kafka_poll(p->rk, 50); /* queue full: let deliveries drain */
   }
   if (h) rd_kafka_headers_destroy(h);
   return bd_err_set(err, BD_E_TIMEOUT, "kafka: produce to %s: local queue stayed full", topic);
 }
 
-bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, bd_err *err) {
+bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, int *n_partitions, bd_err *err) {
   rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
-  if (e) return bd_err_set(err, BD_E_TIMEOUT, "kafka: flush: %s", rd_kafka_err2str(e));
-  /* Failures are counted since the previous flush, so that one lost report does not
-   * make every later flush of a long-lived producer fail. */
-  int failed = atomic_exchange(&p->failed, 0);
-  if (failed)
-    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %d messages not delivered (%s)", failed,
-                      p->first_error);
-  return BD_OK;
+  bd_status st = BD_OK;
+  pthread_mutex_lock(&p->mu);
+  if (e) {
+    st = bd_err_set(err, BD_E_TIMEOUT, "kafka: flush: %s (%ld delivered)", rd_kafka_err2str(e),
+                    p->delivered);
+  } else if (p->failed) {
+    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: %ld messages not delivered (%s)", p->failed,
+                    p->first_error);
+    /* Failures are counted since the previous flush, so that one lost report does not
+     * make every later flush of a long-lived producer fail. */
+    p->failed = 0;
+  }
+  if (n_partitions) {
+    int k = 0;
+    for (int i = 0; i < MAX_PARTS; i++) k += p->reached[i];
+    *n_partitions = k;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return st;
 }
 
 void bd_kafka_producer_destroy(bd_kafka_producer *p) {
@@ -338,5 +410,6 @@ void bd_kafka_producer_destroy(bd_kafka_producer *p) {
     rd_kafka_flush(p->rk, 5000);
     rd_kafka_destroy(p->rk);
   }
+  pthread_mutex_destroy(&p->mu);
   free(p);
 }

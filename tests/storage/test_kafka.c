@@ -1,7 +1,9 @@
-/* bd_kafka's consumer across cooperative rebalances, against librdkafka's in-process mock
- * cluster: a partition that was paused (backpressure) when it was revoked must be consumed
- * again when it comes back to the same member after backpressure ended, and a partition
- * assigned while the member is paused must stay paused until the member resumes.
+/* bd_kafka against librdkafka's in-process mock cluster.
+ *
+ * The consumer across cooperative rebalances: a partition that was paused (backpressure)
+ * when it was revoked must be consumed again when it comes back to the same member after
+ * backpressure ended, and a partition assigned while the member is paused must stay
+ * paused until the member resumes.
  *
  * The first property is the one the worker e2e test (phase C) lost a shard to: librdkafka
  * keeps the pause flag of a revoked partition, so without bd_kafka's handling the
@@ -111,17 +113,33 @@ static int split(member **ms) {
   return n_assigned(ms[1]) > 0 && n_assigned(ms[0]) + n_assigned(ms[1]) == NPART;
 }
 
+/* A one-broker mock cluster with `topic`; its bootstrap address in brokers. */
+static rd_kafka_mock_cluster_t *mock_start(const char *topic, int nparts, rd_kafka_t **mrk,
+                                           char *brokers, size_t cap) {
+  char e[256];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  assert_int_equal(rd_kafka_conf_set(conf, "log_level", "3", e, sizeof e), RD_KAFKA_CONF_OK);
+  *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+  assert_non_null(*mrk);
+  rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*mrk, 1);
+  assert_non_null(mc);
+  assert_int_equal(rd_kafka_mock_topic_create(mc, topic, nparts, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+  snprintf(brokers, cap, "%s", rd_kafka_mock_cluster_bootstraps(mc));
+  return mc;
+}
+
 static void produce_keys(const char *brokers, int first, int n) {
   bd_kafka_producer *p = NULL;
   bd_err err = {0};
-  assert_int_equal(bd_kafka_producer_new(brokers, &p, &err), BD_OK);
+  bd_kafka_producer_opts po = {.brokers = brokers};
+  assert_int_equal(bd_kafka_producer_new(&po, &p, &err), BD_OK);
   for (int i = first; i < first + n; i++) {
     char key[32], val[32];
     snprintf(key, sizeof key, "job:%d", i);
     snprintf(val, sizeof val, "m%d", i);
     assert_int_equal(bd_kafka_produce(p, TOPIC, key, val, strlen(val), NULL, NULL, &err), BD_OK);
   }
-  assert_int_equal(bd_kafka_flush(p, 30000, &err), BD_OK);
+  assert_int_equal(bd_kafka_flush(p, 30000, NULL, &err), BD_OK);
   bd_kafka_producer_destroy(p);
 }
 
@@ -132,16 +150,9 @@ static int a_got_want(member **ms) {
 
 static void test_pause_across_rebalance(void **state) {
   (void)state;
-  char e[256];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  assert_int_equal(rd_kafka_conf_set(conf, "log_level", "3", e, sizeof e), RD_KAFKA_CONF_OK);
-  rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
-  assert_non_null(mrk);
-  rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-  assert_non_null(mc);
-  assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, NPART, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_t *mrk = NULL;
   char brokers[256];
-  snprintf(brokers, sizeof brokers, "%s", rd_kafka_mock_cluster_bootstraps(mc));
+  rd_kafka_mock_cluster_t *mc = mock_start(TOPIC, NPART, &mrk, brokers, sizeof brokers);
 
   member a, b;
   member *ms[2] = {&a, &b};
@@ -199,9 +210,120 @@ static void test_pause_across_rebalance(void **state) {
   rd_kafka_destroy(mrk);
 }
 
+/* The scheduler's ends: a topic's partition count, the partitions that received a
+ * submit's messages, and the coordinator's auto-store consumer, whose group resumes
+ * after the last message it was handed. The references are the mock topic's partition
+ * count, the messages this test produced and the partitions they were read from. */
+#define RTOPIC "t.reports"
+#define RPART 3
+
+static void rtopic_poll(bd_kafka_consumer *c, int want, int *got, int *seen, double timeout_s,
+                        const char *what) {
+  double deadline = now_s() + timeout_s;
+  while (*got < want) {
+    if (now_s() > deadline) fail_msg("timed out after %.0f s waiting for: %s", timeout_s, what);
+    bd_kafka_msg msg;
+    bd_err err = {0};
+    if (bd_kafka_consumer_poll(c, 20, &msg, &err) != BD_OK) continue;
+    assert_string_equal(msg.topic, RTOPIC);
+    assert_true(msg.partition >= 0 && msg.partition < RPART);
+    int i = -1;
+    assert_int_equal(sscanf(msg.payload, "r%d", &i), 1);
+    assert_true(i >= 0 && i < 1000 && seen[i] == 0); /* each message once */
+    seen[i] = msg.partition + 1;
+    (*got)++;
+    bd_kafka_msg_clear(&msg);
+  }
+}
+
+static void produce_reports(bd_kafka_producer *p, int first, int n) {
+  bd_err err = {0};
+  for (int i = first; i < first + n; i++) {
+    char key[32], val[32];
+    snprintf(key, sizeof key, "w%d", i);
+    snprintf(val, sizeof val, "r%d", i);
+    assert_int_equal(bd_kafka_produce(p, RTOPIC, key, val, strlen(val), NULL, NULL, &err), BD_OK);
+  }
+}
+
+static void test_partitions_and_auto_store(void **state) {
+  (void)state;
+  rd_kafka_t *mrk = NULL;
+  char brokers[256];
+  rd_kafka_mock_cluster_t *mc = mock_start(RTOPIC, RPART, &mrk, brokers, sizeof brokers);
+
+  bd_kafka_producer *p = NULL;
+  bd_err err = {0};
+  bd_kafka_producer_opts po = {.brokers = brokers, .queue_full_wait_ms = 60000};
+  assert_int_equal(bd_kafka_producer_new(&po, &p, &err), BD_OK);
+  int n = -1;
+  assert_int_equal(bd_kafka_partitions(p, RTOPIC, &n, &err), BD_OK);
+  assert_int_equal(n, RPART);
+  int reached = -1;
+  assert_int_equal(bd_kafka_flush(p, 30000, &reached, &err), BD_OK);
+  assert_int_equal(reached, 0); /* nothing produced yet */
+  const int n1 = 30, n2 = 10;
+  produce_reports(p, 0, n1);
+  assert_int_equal(bd_kafka_flush(p, 30000, &reached, &err), BD_OK);
+
+  static int seen[1000];
+  memset(seen, 0, sizeof seen);
+  int got = 0;
+  bd_kafka_consumer *c = NULL;
+  bd_kafka_consumer_opts co = {
+      .brokers = brokers,
+      .group = "coord",
+      .topic = RTOPIC,
+      .auto_store = 1,
+      .session_timeout_ms = 6000}; /* the mock group waits for a member that left */
+  assert_int_equal(bd_kafka_consumer_new(&co, &c, &err), BD_OK);
+  rtopic_poll(c, n1, &got, seen, 60, "the first reports");
+  int parts[RPART] = {0}, distinct = 0;
+  for (int i = 0; i < n1; i++) {
+    assert_true(seen[i] > 0);
+    if (!parts[seen[i] - 1]++) distinct++;
+  }
+  assert_int_equal(reached, distinct);
+  assert_int_equal(distinct, RPART); /* these 30 keys hash to every partition */
+  assert_int_equal(bd_kafka_consumer_close(c, &err), BD_OK);
+  bd_kafka_consumer_destroy(c);
+
+  /* The same group again: only what came after the delivered messages. */
+  produce_reports(p, n1, n2);
+  assert_int_equal(bd_kafka_flush(p, 30000, NULL, &err), BD_OK);
+  memset(seen, 0, sizeof seen);
+  got = 0;
+  assert_int_equal(bd_kafka_consumer_new(&co, &c, &err), BD_OK);
+  rtopic_poll(c, n2, &got, seen, 60, "the later reports");
+  double end = now_s() + 2.0;
+  while (now_s() < end) {
+    bd_kafka_msg msg;
+    if (bd_kafka_consumer_poll(c, 20, &msg, NULL) == BD_OK) {
+      char again[32];
+      snprintf(again, sizeof again, "%s", msg.payload);
+      bd_kafka_msg_clear(&msg);
+      fail_msg("message %s delivered again to the group", again);
+    }
+  }
+  for (int i = 0; i < n1 + n2; i++) assert_int_equal(seen[i] > 0, i >= n1);
+  assert_int_equal(bd_kafka_consumer_close(c, &err), BD_OK);
+  bd_kafka_consumer_destroy(c);
+
+  /* A topic that does not exist is not a retriable error (the mock cluster would create
+   * it on request, as brokers with auto.create.topics.enable do, so it refuses it). */
+  rd_kafka_mock_topic_set_error(mc, "t.missing", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+  n = -1;
+  assert_int_equal(bd_kafka_partitions(p, "t.missing", &n, &err), BD_E_NOT_FOUND);
+  assert_int_equal(n, 0);
+  bd_kafka_producer_destroy(p);
+  rd_kafka_mock_cluster_destroy(mc);
+  rd_kafka_destroy(mrk);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pause_across_rebalance),
+      cmocka_unit_test(test_partitions_and_auto_store),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,11 +117,6 @@ static void free_dets(bd_detections *d, int n) {
 
 static int setup(void **s) {
   (void)s;
-  const char *d = getenv("BD_TEST_DATA"), *m = getenv("BD_DETECT_MODEL");
-  if (m)
-    snprintf(model, sizeof model, "%s", m);
-  else
-    snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
   int photos = getenv("BD_DETECT_QUICK") ? 0 : add_ppm_dir(getenv("BD_TEST_PPM_DIR"));
   if (!photos && getenv("BD_DETECT_QUICK") && getenv("BD_TEST_PPM_DIR")) {
     char p1[4096 + 16];
@@ -321,13 +316,7 @@ int main(void) {
 #ifndef TEST_DETECT_EMU
   TC_SKIP_IF_NO_DEVICE();
 #endif
-  const char *m = getenv("BD_DETECT_MODEL");
-  FILE *f = m ? fopen(m, "rb") : NULL;
-  if (m && !f) {
-    printf("SKIP: model %s not there\n", m);
-    return 77;
-  }
-  if (f) fclose(f);
+  if (tim_model_path("BD_DETECT_MODEL", model, sizeof model)) return 77;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vs_cpu), cmocka_unit_test(test_host_prepost),
       cmocka_unit_test(test_async), cmocka_unit_test(test_instances_and_split),

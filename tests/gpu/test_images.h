@@ -12,6 +12,24 @@
 #include "bd_image.h"
 #include "bd_nms.h"
 
+/* The model a test runs into out: $env when set, else $BD_TEST_DATA/models/yolox_nano.onnx
+ * (../shared/data without BD_TEST_DATA). 0, or 77 (the skip code, after saying why) when
+ * $env names a file that is not there (made by another test that did not run). */
+static inline int tim_model_path(const char *env, char *out, size_t n) {
+  const char *d = getenv("BD_TEST_DATA"), *m = getenv(env);
+  if (m)
+    snprintf(out, n, "%s", m);
+  else
+    snprintf(out, n, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
+  FILE *f = m ? fopen(m, "rb") : NULL;
+  if (m && !f) {
+    printf("SKIP: model %s not there\n", m);
+    return 77;
+  }
+  if (f) fclose(f);
+  return 0;
+}
+
 /* Reads a binary PPM (P6, maxval 255, sides <= 8192) into im; 1 on success. */
 static inline int tim_read_ppm(const char *path, bd_image *im) {
   FILE *f = path ? fopen(path, "rb") : NULL;

@@ -33,11 +33,6 @@ static bd_status ref_st[NIMG];
 
 static int setup(void **s) {
   (void)s;
-  const char *d = getenv("BD_TEST_DATA"), *m = getenv("BD_POOL_MODEL");
-  if (m)
-    snprintf(model, sizeof model, "%s", m);
-  else
-    snprintf(model, sizeof model, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
   if (!tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[0])) tim_synth(&imgs[0], 640, 480, 0);
   tim_synth(&imgs[1], 320, 240, 1);
   tim_synth(&imgs[2], 100, 300, 2);
@@ -397,13 +392,7 @@ static void test_new_errors(void **s) {
 }
 
 int main(void) {
-  const char *m = getenv("BD_POOL_MODEL");
-  FILE *f = m ? fopen(m, "rb") : NULL;
-  if (m && !f) {
-    printf("SKIP: model %s not there (made by the tiny_damo_model test)\n", m);
-    return 77;
-  }
-  if (f) fclose(f);
+  if (tim_model_path("BD_POOL_MODEL", model, sizeof model)) return 77;
 #ifdef TEST_POOL_EMU
   /* Over the emulated device only the cuda pool is new; the rest is test_pool's. */
   cmocka_set_test_filter("test_cuda_instances");

@@ -159,16 +159,17 @@ bd_status bd_cuda_dd_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
                       cp->batch, b->dd->max_batch);
   bd_cuda_capture_lock();
   BD_CU(cudaSetDevice(b->device));
-  /* One direct run on harmless descriptors first (lazy module loading of the pre- and
-   * post-processing kernels happens outside the capture), then one graph per slot. */
-  for (int s = 0; s < BD_DD_SLOTS; ++s) {
-    BD_CU(cudaMemcpyAsync(b->dd->slot[s].d_prep, b->dd->slot[s].h_prep,
-                          (size_t)cp->batch * sizeof(bd_cuda_prep_desc), cudaMemcpyHostToDevice,
-                          b->stream));
-    BD_CU(cudaMemcpyAsync(b->dd->slot[s].d_post, b->dd->slot[s].h_post,
-                          (size_t)cp->batch * sizeof(bd_cuda_post_desc), cudaMemcpyHostToDevice,
-                          b->stream));
-  }
+  /* One direct run first (lazy module loading of the pre- and post-processing kernels
+   * happens outside the capture), then one graph per slot. The run reads slot 0's
+   * tables: padding rows from setup, or the batch slot 0 holds (already done or queued
+   * before this on the stream), so always valid; it writes only device buffers that
+   * every batch overwrites in stream order. */
+  BD_CU(cudaMemcpyAsync(b->dd->slot[0].d_prep, b->dd->slot[0].h_prep,
+                        (size_t)cp->batch * sizeof(bd_cuda_prep_desc), cudaMemcpyHostToDevice,
+                        b->stream));
+  BD_CU(cudaMemcpyAsync(b->dd->slot[0].d_post, b->dd->slot[0].h_post,
+                        (size_t)cp->batch * sizeof(bd_cuda_post_desc), cudaMemcpyHostToDevice,
+                        b->stream));
   if ((st = enqueue_dd(b, cp, 0, err)) != BD_OK) goto out;
   BD_CU(cudaStreamSynchronize(b->stream));
   for (int s = 0; s < BD_DD_SLOTS; ++s) {

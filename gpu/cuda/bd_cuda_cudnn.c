@@ -12,6 +12,7 @@
  * them. Such a layer keeps zero-padded copies of its own: weights [M8][kh][kw][C8],
  * input [N][H][W][C8] (pad channels zeroed once; each run copies the C real channels
  * in) and output [N][OH][OW][M8], from which the epilogue writes the M real channels. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@ struct bd_cuda_conv_layer {
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
   cudnnConvolutionFwdAlgo_t algo;
+  cudnnMathType_t math;
   cudnnActivationDescriptor_t ad; /* fused path only */
   cudnnTensorDescriptor_t bd;
 #endif
@@ -65,9 +67,68 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
  * IMPLICIT_PRECOMP_GEMM (the NHWC tensor-core implicit GEMM, no layout conversion) is
  * kept when within 10% of the fastest: timing noise must not pick FFT/Winograd paths
  * that convert layouts internally. */
+/* Process-wide memory of the choices: every engine of the process runs a layer shape
+ * with the algorithm the first one measured, so engines on one GPU give identical
+ * results (and the pool's instances load without measuring again). */
+typedef struct algo_memo {
+  int device;
+  bd_cuda_conv_shape shape;
+  int direct;
+  cudnnConvolutionFwdAlgo_t algo;
+  cudnnMathType_t math;
+  size_t ws;
+} algo_memo;
+#define ALGO_MEMO_MAX 4096
+static algo_memo memo[ALGO_MEMO_MAX];
+static int n_memo;
+static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) {
+  /* act and res do not change the convolution cuDNN runs. */
+  return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c && a->oh == b->oh &&
+         a->ow == b->ow && a->m == b->m && a->kh == b->kh && a->kw == b->kw && a->sh == b->sh &&
+         a->sw == b->sw && a->dh == b->dh && a->dw == b->dw && a->pad_t == b->pad_t &&
+         a->pad_l == b->pad_l && a->group == b->group;
+}
+
+static const algo_memo *memo_find(int device, const bd_cuda_conv_shape *p) {
+  const algo_memo *r = NULL;
+  pthread_mutex_lock(&memo_mu);
+  for (int i = 0; i < n_memo && !r; ++i)
+    if (memo[i].device == device && same_shape(&memo[i].shape, p)) r = &memo[i];
+  pthread_mutex_unlock(&memo_mu);
+  return r; /* entries are never changed once written */
+}
+
+static void memo_add(int device, const bd_cuda_conv_layer *l) {
+  pthread_mutex_lock(&memo_mu);
+  if (n_memo < ALGO_MEMO_MAX) {
+    algo_memo *m = &memo[n_memo];
+    m->device = device;
+    m->shape = l->q;
+    m->direct = l->direct;
+    m->algo = l->algo;
+    m->math = l->math;
+    m->ws = l->ws;
+    n_memo++;
+  }
+  pthread_mutex_unlock(&memo_mu);
+}
+
 static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, void *w, void *y,
                              void *probe, size_t probe_bytes, bd_err *err) {
   bd_status st = BD_OK;
+  int device = 0;
+  BD_CU(cudaGetDevice(&device));
+  const algo_memo *known = memo_find(device, &l->q);
+  if (known) {
+    l->direct = known->direct;
+    l->algo = known->algo;
+    l->math = known->math;
+    l->ws = known->ws;
+    if (!l->direct) BD_DNN(cudnnSetConvolutionMathType(l->cd, l->math));
+    return BD_OK;
+  }
   void *ws = probe, *own = NULL;
   size_t ws_bytes = probe_bytes;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -99,9 +160,11 @@ static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, vo
   if (best >= 0) {
     l->algo = perf[best].algo;
     l->ws = perf[best].memory;
+    l->math = perf[best].mathType;
     l->direct = 0;
     BD_DNN(cudnnSetConvolutionMathType(l->cd, perf[best].mathType));
   }
+  memo_add(device, l);
 out:
   if (own) cudaFree(own);
   return st;

@@ -51,8 +51,9 @@ typedef struct bd_cuda_conv_layer bd_cuda_conv_layer;
 
 /* Sets up a conv layer for shape p: descriptors, algorithm chosen by measurement
  * (cudnnFindConvolutionForwardAlgorithmEx on the real buffers, with the scratch
- * workspace probe of probe_bytes; NULL: allocated for this call), workspace need in
- * *ws_bytes. Our own kernel runs it (bd_cuda_conv_layer_is_direct) for depthwise convs,
+ * workspace probe of probe_bytes; NULL: allocated for this call) the first time the
+ * process meets this shape on this GPU, then remembered (every engine of the process
+ * runs a shape the same way: identical results), workspace need in *ws_bytes. Our own kernel runs it (bd_cuda_conv_layer_is_direct) for depthwise convs,
  * asymmetric padding, or when cuDNN has no algorithm. handle may be NULL without cuDNN. */
 bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
                                  int pad_r, void *x, void *w, void *y, void *probe,

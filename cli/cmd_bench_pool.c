@@ -1,6 +1,7 @@
 /* batchdet bench --pool: end-to-end throughput (decoded images in, boxes out) through the
- * device pool, the path the worker takes: one engine per instance ("cpu", "cpu:N",
- * "cuda" = every GPU, "cuda:0,2"; --instances-per-gpu engines per device), each with two
+ * device pool, the path the worker takes, with the worker's device strings: "cpu",
+ * "cpu:N" (N instances), "cuda" = every GPU, "cuda:0,2" (--instances-per-gpu engines per
+ * GPU); one engine per instance, each with two
  * batches in flight, the pool's queue kept full. Prints the overall rate and, per
  * instance, batches, images and img/s over the time it was busy. Random RGB images (one
  * distinct set per batch in flight, filled before timing; the pool borrows the pixels of
@@ -27,7 +28,22 @@ int bd_bench_pool(const bd_bench_pool_args *a) {
   const bd_image **ptrs = NULL;
   bd_err err;
   bd_err_clear(&err);
+  /* Device strings as the worker reads them: cpu:N is N cpu instances (each with
+   * --threads threads), --instances-per-gpu applies to GPUs. */
   bd_pool_opts po = {.devices = a->devices, .instances_per_device = a->per_device};
+  char *end = NULL;
+  if (!strncmp(a->devices, "cpu", 3)) {
+    long n = 1;
+    if (a->devices[3] == ':') n = strtol(a->devices + 4, &end, 10);
+    if ((a->devices[3] && a->devices[3] != ':') || (end && (*end || end == a->devices + 4)) ||
+        n < 1 || n > BD_POOL_MAX_PER_DEVICE) {
+      fprintf(stderr, "batchdet bench: bad device '%s' (cpu, cpu:N with N 1..%d, cuda, cuda:0,2)\n",
+              a->devices, BD_POOL_MAX_PER_DEVICE);
+      return BD_EXIT_USAGE;
+    }
+    po.devices = "cpu";
+    po.instances_per_device = (int)n;
+  }
   po.engine.threads = a->threads;
   po.engine.max_batch = a->batch;
   po.engine.family = a->family;

@@ -263,7 +263,7 @@ if rc == 0:
 
 # 8. bench --pool: two cpu instances through the device pool; every timed image accounted
 # for in the instances' counts (which include the warm-up batch).
-rc, out, err = run("bench", "--model", model, "--pool", "--device", "cpu:1", "--instances-per-gpu", "2",
+rc, out, err = run("bench", "--model", model, "--pool", "--device", "cpu:2", "--threads", "1",
                    "--batch", "2", "--iters", "3", "--warmup", "1", "--image-size", "200x150", "--json")
 check(rc == 0, f"bench --pool exits 0 (rc {rc}, {err.strip()[:200]})")
 if rc == 0:
@@ -276,6 +276,8 @@ if rc == 0:
     check(b.get("img_s", 0) > 0 and b.get("failed_batches") == 0, f"bench --pool rate {b.get('img_s')}")
 rc, _, err = run("bench", "--model", model, "--pool", "--device", "tpu")
 check(rc == 1 and "tpu" in err, f"bench --pool rejects an unknown device (rc {rc}, {err.strip()[:120]})")
+rc, _, err = run("bench", "--model", model, "--pool", "--device", "cpu:x")
+check(rc == 2 and "cpu:x" in err, f"bench --pool rejects a bad cpu count (rc {rc}, {err.strip()[:120]})")
 
 print("FAILED: %d" % len(fails) if fails else "all passed")
 sys.exit(1 if fails else 0)

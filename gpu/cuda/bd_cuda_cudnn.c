@@ -26,6 +26,7 @@ struct bd_cuda_conv_layer {
   bd_cuda_conv_shape p; /* the node's shape */
   bd_cuda_conv_shape q; /* what the convolution itself runs: channels padded */
   int direct;
+  int mma; /* runs on bd_cuda_conv_mma (BATCHDET_CUDA_CONV=mma) */
   void *xpad, *ypad, *wpad; /* NULL: not padded */
 #ifdef BD_HAVE_CUDNN
   cudnnTensorDescriptor_t xd, yd;
@@ -41,6 +42,18 @@ struct bd_cuda_conv_layer {
 };
 
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->direct : 1; }
+
+/* BATCHDET_CUDA_CONV=mma: dense convs whose channels are multiples of 8 run on our
+ * tensor-core kernel (bd_cuda_conv_mma) instead of cuDNN; read once per process. Opt-in
+ * until measured against cuDNN on a GPU (issue 7). */
+static int mma_wanted(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("BATCHDET_CUDA_CONV");
+    v = e && strcmp(e, "mma") == 0;
+  }
+  return v;
+}
 
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
   if (!l) return;
@@ -236,6 +249,12 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
   l->p = *p;
   l->q = *p;
   l->direct = 1;
+  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 &&
+      (int64_t)p->kh * p->kw * p->c < (1 << 30)) {
+    l->mma = 1;
+    l->direct = 0;
+    goto out;
+  }
   if (p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r) {
     st = pad_layer(l, w, err);
     if (st != BD_OK) goto out;
@@ -323,7 +342,7 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
    * precomputed GEMM); its z input is added before the activation. */
   int precomp = l->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   int act_ok = p->act == BD_ACT_RELU || (p->act == BD_ACT_NONE && precomp);
-  if (!cudnn_handle || l->direct || l->wpad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
+  if (!cudnn_handle || l->direct || l->mma || l->wpad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
       l->ws > ws_bytes)
     return BD_OK;
   BD_CU(cudaMalloc(&l->bias16, (size_t)p->m * 2));
@@ -370,6 +389,7 @@ int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l) { return l && l->bi
 
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded) {
   *padded = l && l->wpad;
+  if (l && l->mma) return -2;
   if (!l || l->direct) return -1;
 #ifdef BD_HAVE_CUDNN
   return (int)l->algo;
@@ -385,6 +405,10 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
   bd_status st = BD_OK;
   const bd_cuda_conv_shape *p = &l->p, *q = &l->q;
   void *cy = l->ypad ? l->ypad : y; /* where the convolution writes */
+  if (l->mma) {
+    BD_CU(bd_cuda_conv_mma(p, x, w, bias, r, y, stream));
+    return BD_OK;
+  }
   if (l->wpad) {
     w = l->wpad;
     if (l->xpad) {

@@ -77,7 +77,7 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
 /* 1 when the layer runs fused in cuDNN. */
 int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
- * kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
+ * kernel, -2 on our tensor-core kernel (BATCHDET_CUDA_CONV=mma); *padded set to 1 when it runs on channel-padded copies (diagnostics). */
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);

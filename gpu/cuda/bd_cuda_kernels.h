@@ -67,6 +67,13 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
                                 const float *bias, const void *r, void *y,
                                 cudaStream_t stream);
 
+/* Tensor-core implicit-GEMM convolution (WMMA, FP32 accumulate) with the same fused
+ * epilogue and contract as bd_cuda_conv_direct, for group == 1, C % 8 == 0, M % 8 == 0
+ * and 16-byte aligned x, w, y, r (cudaErrorInvalidValue otherwise). Summation order
+ * differs from the direct kernel (results equal up to FP32 rounding). */
+cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                             const float *bias, const void *r, void *y, cudaStream_t stream);
+
 /* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r]. */
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
                                   const void *r, void *y, cudaStream_t stream);

@@ -11,6 +11,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     target_include_directories(${t} PRIVATE ${_cuda_dir})
     set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77)
   endforeach()
+  # The same layers and model on our tensor-core convolution (BATCHDET_CUDA_CONV=mma).
+  foreach(t test_cuda_conv test_cuda_model)
+    add_test(NAME ${t}_mma COMMAND ${t})
+    set_tests_properties(${t}_mma PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda TIMEOUT 600
+                         ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=mma")
+  endforeach()
 endif()
 
 # The backend's host code over a host emulation of the device (no GPU needed): the
@@ -25,6 +31,11 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
+  # The backend's wiring of the tensor-core convolution (no channel padding, the layer
+  # run) over the emulation.
+  add_test(NAME test_cuda_emu_mma COMMAND test_cuda_emu)
+  set_tests_properties(test_cuda_emu_mma PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=mma")
   # A real photo as input (16-bit error on image statistics), decoded once at configure
   # time when djpeg is there; without it the tests use a synthetic pattern.
   find_program(BD_DJPEG djpeg)
@@ -32,7 +43,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
                     OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm RESULT_VARIABLE _djpeg_rc)
     if(_djpeg_rc EQUAL 0)
-      set_property(TEST test_cuda_emu test_cuda_model APPEND PROPERTY ENVIRONMENT
+      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_model test_cuda_model_mma APPEND
+                   PROPERTY ENVIRONMENT
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
     endif()
   endif()

@@ -377,6 +377,13 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
   return cudaSuccess;
 }
 
+/* The tensor-core kernel computes what the direct kernel does (FP32 accumulation of the
+ * same products; only the summation order differs on a GPU). */
+cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                             const float *bias, const void *r, void *y, cudaStream_t s) {
+  if (p->group != 1 || p->c % 8 || p->m % 8) return cudaErrorInvalidValue;
+  return bd_cuda_conv_direct(p, x, w, bias, r, y, s);
+}
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias, const void *r,
                                   void *y, cudaStream_t s) {
   (void)s;

@@ -85,12 +85,24 @@ if [ -n "${BD_PREBUILT:-}" ]; then
       step "test_cuda_model-damo$m" 90 "$B/test_cuda_model"
   done
   BD_DETECT_MODEL=$DAMO/T/model.onnx step test_cuda_detect-damoT 240 "$B/test_cuda_detect"
+  # Issue 7: our tensor-core convolution (opt-in BATCHDET_CUDA_CONV=mma) on the same
+  # layers and models, then timed against cuDNN below.
+  BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
+  BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
+  BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
   for bb in 1 8 32 64; do
     step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
   done
   for bb in 1 32; do
     step bench-damoT-b$bb 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch $bb \
       --iters 20 --warmup 3
+  done
+  BATCHDET_CUDA_CONV=mma step bench-cuda-b32-mma 45 "$BD" bench --model "$MODEL" --device cuda \
+    --batch 32 --iters 30 --warmup 5
+  for bb in 1 32; do
+    BATCHDET_CUDA_CONV=mma step bench-damoT-b$bb-mma 60 "$BD" bench --model "$DAMO/T/model.onnx" \
+      --device cuda --batch $bb --iters 20 --warmup 3
   done
   # End to end (decoded images in, boxes out: device pre/post-processing).
   for bb in 1 32; do
@@ -125,7 +137,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
-    bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 bench-cpu-b1; do
+    bench-cuda-b32-mma bench-damoT-b1-mma bench-damoT-b32-mma bench-e2e-b1 bench-e2e-b32 \
+    bench-e2e-damoT-b32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|PASSED|FAILED" \

@@ -88,7 +88,8 @@ static void run_case(const conv_case *cc, int use_direct) {
     assert_int_equal(st, BD_OK);
     printf("conv c%d m%d k%d s%d g%d act%d res%d: %s, workspace %zu\n", cc->c, cc->m, cc->k,
            cc->s, cc->group, cc->act, cc->res,
-           bd_cuda_conv_layer_is_direct(l)  ? "direct kernel"
+           bd_cuda_conv_layer_algo(l, &(int){0}) == -2 ? "tensor-core kernel (mma)"
+           : bd_cuda_conv_layer_is_direct(l)  ? "direct kernel"
            : bd_cuda_conv_layer_is_fused(l) ? "cuDNN fused bias+act"
                                             : "cuDNN + epilogue",
            wsb);

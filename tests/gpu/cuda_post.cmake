@@ -30,3 +30,16 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     endif()
   endif()
 endif()
+# Our tensor-core convolution (bd_cuda_conv_mma.cu) on a host emulation of its blocks and
+# of WMMA, against a CPU convolution (no GPU needed).
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  bd_add_unit_test(test_conv_mma_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_conv_mma_emu.c
+                   ${CMAKE_CURRENT_LIST_DIR}/cuda_mma_emu.cc LIBS bd_cuda LABELS engine TIMEOUT 300)
+  target_include_directories(test_conv_mma_emu PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  # The kernel's '#pragma unroll' means nothing to the host compiler.
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_mma_emu.cc PROPERTIES
+                              COMPILE_OPTIONS "-Wno-unknown-pragmas")
+  if(BATCHDET_CUDA_BF16)
+    target_compile_definitions(test_conv_mma_emu PRIVATE BD_CUDA_BF16=1)
+  endif()
+endif()

@@ -1,0 +1,86 @@
+// Host emulation of bd_cuda_conv_mma (gpu/cuda/bd_cuda_conv_mma.cu compiled as C++ over
+// cuda_block_emu.h) with nvcuda::wmma emulated by its documented semantics: a fragment
+// holds its whole 16x16 tile in every thread of the warp (load_matrix_sync reads element
+// (r, c) of a row-major tile at p[r*ldm + c], of a column-major one at p[c*ldm + r];
+// mma_sync is d = a*b + c in FP32; store_matrix_sync writes row- or column-major, once
+// per warp). Warp-collective calls are made by all 32 threads with the same arguments,
+// so every thread computing the whole tile is what the warp computes. Linked into
+// test_conv_mma_emu, which compares the kernel with a CPU convolution.
+#include <cmath>
+
+#include "cuda_block_emu.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+inline float __expf(float x) {
+  return expf(x);
+}
+
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  float v[16][16];
+};
+
+inline float emu_f(const __half &h) {
+  return __half2float(h);
+}
+inline float emu_f(const __nv_bfloat16 &h) {
+  return __bfloat162float(h);
+}
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float x) {
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.v[i][j] = x;
+}
+template <int M, int N, int K, typename T>
+inline void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major> &f, const T *p,
+                             unsigned ldm) {
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = emu_f(p[r * ldm + c]);
+}
+template <int M, int N, int K, typename T>
+inline void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major> &f, const T *p,
+                             unsigned ldm) {
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) f.v[k][n] = emu_f(p[n * ldm + k]);
+}
+template <int M, int N, int K, typename TA, typename TB>
+inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                     const fragment<matrix_a, M, N, K, TA, row_major> &a,
+                     const fragment<matrix_b, M, N, K, TB, col_major> &b,
+                     const fragment<accumulator, M, N, K, float> &c) {
+  float t[16][16];
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float s = c.v[m][n];
+      for (int k = 0; k < 16; ++k) s += a.v[m][k] * b.v[k][n];
+      t[m][n] = s;
+    }
+  memcpy(d.v, t, sizeof t);
+}
+template <int M, int N, int K>
+inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
+                              unsigned ldm, layout_t l) {
+  if (emu_tid.x % 32 == 0)
+    for (int m = 0; m < 16; ++m)
+      for (int n = 0; n < 16; ++n) p[l == mem_row_major ? m * ldm + n : n * ldm + m] = f.v[m][n];
+  emu_warp_sync(); /* the warp's lanes see the tile once the call returns */
+}
+}  // namespace wmma
+}  // namespace nvcuda
+
+#define BD_MMA_LAUNCH(grid, block, stream, ...) \
+  ((void)(stream), emu_launch2((grid).x, (grid).y, (block), [&] { k_conv_mma(__VA_ARGS__); }))
+#define BD_CONV_MMA_EMU 1
+#include "../../gpu/cuda/bd_cuda_conv_mma.cu"

@@ -1,0 +1,136 @@
+/* Our tensor-core convolution (bd_cuda_conv_mma) over the host emulation of its blocks and
+ * of WMMA (cuda_mma_emu.cc), against a CPU convolution written here (double sums of the
+ * same 16-bit inputs, then the epilogue): partial pixel, channel and k tiles, 1x1, 3x3,
+ * 5x5 dilated, stride 2 with asymmetric padding, batch 2, several blocks, every
+ * activation and residual mode, no bias. Outputs are poisoned first and a guard after
+ * the output must stay untouched. Runs on every machine; the same kernel on a GPU is
+ * checked by test_cuda_conv_mma / test_cuda_model_mma. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bd_cuda_kernels.h"
+#include "test_cuda_common.h"
+
+enum { GUARD = 64 };
+
+typedef struct conv_case {
+  int n, h, w, c, m, kh, kw, s, d, pad_t, pad_l, pad_b, pad_r, act, res, bias;
+} conv_case;
+
+static float act_ref(float x, int a) {
+  return a == 1 ? (x > 0 ? x : 0) : a == 2 ? 1.f / (1.f + expf(-x)) : a == 3 ? x / (1.f + expf(-x)) : x;
+}
+
+static uint16_t *h16_random(size_t n, float lo, float hi) {
+  uint16_t *v = aligned_alloc(16, (n * 2 + 15) / 16 * 16 + GUARD * 2);
+  assert_non_null(v);
+  for (size_t i = 0; i < n; ++i) v[i] = tc_f2h16(tc_uniform(lo, hi));
+  return v;
+}
+
+static void run_case(const conv_case *k) {
+  bd_cuda_conv_shape p = {0};
+  p.n = k->n, p.h = k->h, p.w = k->w, p.c = k->c, p.m = k->m, p.kh = k->kh, p.kw = k->kw;
+  p.sh = p.sw = k->s, p.dh = p.dw = k->d, p.pad_t = k->pad_t, p.pad_l = k->pad_l, p.group = 1;
+  p.oh = (k->h + k->pad_t + k->pad_b - k->d * (k->kh - 1) - 1) / k->s + 1;
+  p.ow = (k->w + k->pad_l + k->pad_r - k->d * (k->kw - 1) - 1) / k->s + 1;
+  p.act = k->act, p.res = k->res;
+  const size_t nx = (size_t)p.n * p.h * p.w * p.c, nw = (size_t)p.m * p.kh * p.kw * p.c;
+  const size_t ny = (size_t)p.n * p.oh * p.ow * p.m;
+  uint16_t *x = h16_random(nx, -1.f, 1.f), *w = h16_random(nw, -0.5f, 0.5f);
+  uint16_t *r = k->res ? h16_random(ny, -1.f, 1.f) : NULL;
+  uint16_t *y = h16_random(ny + GUARD, 0.f, 0.f);
+  float *bias = NULL;
+  if (k->bias) {
+    bias = malloc(sizeof(float) * (size_t)p.m);
+    assert_non_null(bias);
+    for (int i = 0; i < p.m; ++i) bias[i] = tc_uniform(-1.f, 1.f);
+  }
+  memset(y, 0xFF, ny * 2); /* NaN in both 16-bit formats: an unwritten output shows */
+  for (int g = 0; g < GUARD; ++g) y[ny + g] = (uint16_t)(0x1234 + g);
+  assert_int_equal(bd_cuda_conv_mma(&p, x, w, bias, r, y, 0), cudaSuccess);
+  for (int g = 0; g < GUARD; ++g) assert_int_equal(y[ny + g], (uint16_t)(0x1234 + g));
+  double worst = 0;
+  for (int n = 0; n < p.n; ++n)
+    for (int oy = 0; oy < p.oh; ++oy)
+      for (int ox = 0; ox < p.ow; ++ox)
+        for (int m = 0; m < p.m; ++m) {
+          double acc = 0;
+          for (int ky = 0; ky < p.kh; ++ky) {
+            int iy = oy * p.sh - p.pad_t + ky * p.dh;
+            if (iy < 0 || iy >= p.h) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+              int ix = ox * p.sw - p.pad_l + kx * p.dw;
+              if (ix < 0 || ix >= p.w) continue;
+              const uint16_t *xp = x + (((size_t)n * p.h + iy) * p.w + ix) * p.c;
+              const uint16_t *wp = w + (((size_t)m * p.kh + ky) * p.kw + kx) * p.c;
+              for (int c = 0; c < p.c; ++c) acc += (double)tc_h162f(xp[c]) * tc_h162f(wp[c]);
+            }
+          }
+          size_t o = (((size_t)n * p.oh + oy) * p.ow + ox) * p.m + m;
+          float v = (float)acc + (bias ? bias[m] : 0.f), rv = r ? tc_h162f(r[o]) : 0.f;
+          if (p.res == 1) v += rv;
+          v = act_ref(v, p.act);
+          if (p.res == 2) v += rv;
+          float got = tc_h162f(y[o]);
+          double err = fabs((double)got - v), tol = 4e-3 + 8e-3 * fabs(v);
+#ifdef BD_CUDA_BF16
+          tol = 2e-2 + 1e-2 * fabs(v);
+#endif
+          if (!(err <= tol)) {
+            printf("n%d oy%d ox%d m%d: got %g want %g\n", n, oy, ox, m, got, v);
+            fail();
+          }
+          if (err > worst) worst = err;
+        }
+  printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d -> %dx%d: "
+         "max abs err %.2e\n",
+         p.n, p.h, p.w, p.c, p.m, p.kh, p.kw, k->s, k->d, k->pad_t, k->pad_l, k->pad_b, k->pad_r,
+         p.act, p.res, k->bias, p.oh, p.ow, worst);
+  free(x);
+  free(w);
+  free(r);
+  free(y);
+  free(bias);
+}
+
+static void test_shapes(void **s) {
+  (void)s;
+  static const conv_case cases[] = {
+      /* n  h   w   c   m  kh kw s  d  pt pl pb pr act res bias */
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1},  /* partial tiles in all three */
+      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1},   /* 1x1, batch 2, two channel tiles */
+      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 2, 1},  /* stride 2, asymmetric padding */
+      {1, 12, 12, 24, 8, 5, 5, 1, 2, 4, 4, 4, 4, 0, 0, 0},  /* 5x5 dilated, no bias */
+      {1, 16, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1}, /* two pixel blocks */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) run_case(&cases[i]);
+}
+
+static void test_refuses(void **s) {
+  (void)s;
+  bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  uint16_t *b = h16_random(4096, 0.f, 0.f);
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* C%8 */
+  p.c = 16, p.m = 12;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* M%8 */
+  p.m = 16, p.group = 2;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.group = 1;
+  assert_int_equal(bd_cuda_conv_mma(&p, b + 1, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  free(b);
+}
+
+int main(void) {
+  tc_seed();
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_shapes), cmocka_unit_test(test_refuses)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

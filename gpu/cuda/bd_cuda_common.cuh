@@ -50,6 +50,17 @@ __device__ __forceinline__ float bd_act_apply(float x, int act) {
   }
 }
 
+// A convolution's epilogue on its FP32 sum: bias, residual before (res 1, BD_RES_PRE_ACT)
+// or after (res 2, BD_RES_POST_ACT) the activation.
+__device__ __forceinline__ float bd_conv_epilogue(float acc, float bias, float r, int act,
+                                                  int res) {
+  acc += bias;
+  if (res == 1) acc += r;
+  acc = bd_act_apply(acc, act);
+  if (res == 2) acc += r;
+  return acc;
+}
+
 // Grid for a grid-stride loop over n items: enough blocks to fill the GPU, capped so
 // that huge tensors loop instead of launching millions of blocks.
 static inline unsigned bd_grid(int64_t n, int threads) {

@@ -9,14 +9,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float epilogue(float acc, float bias, float r, int act, int res) {
-  acc += bias;
-  if (res == 1) acc += r; // BD_RES_PRE_ACT
-  acc = bd_act_apply(acc, act);
-  if (res == 2) acc += r; // BD_RES_POST_ACT
-  return acc;
-}
-
 __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                               const bd_h16 *__restrict__ w,
                               const float *__restrict__ bias,
@@ -45,7 +37,7 @@ __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x
       }
     }
     float rv = r ? bd_ld(r[i]) : 0.0f;
-    y[i] = bd_st<bd_h16>(epilogue(acc, bias ? bias[m] : 0.0f, rv, p.act, p.res));
+    y[i] = bd_st<bd_h16>(bd_conv_epilogue(acc, bias ? bias[m] : 0.0f, rv, p.act, p.res));
   }
 }
 
@@ -91,8 +83,8 @@ __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
     for (int k = 0; k < 4; ++k) {
       float2 fr = bd_h16x2_ld(hr[k]);
       float b0 = bias ? bias[c0 + 2 * k] : 0.0f, b1 = bias ? bias[c0 + 2 * k + 1] : 0.0f;
-      ho[k] = bd_h16x2_st(epilogue(acc[2 * k], b0, fr.x, p.act, p.res),
-                          epilogue(acc[2 * k + 1], b1, fr.y, p.act, p.res));
+      ho[k] = bd_h16x2_st(bd_conv_epilogue(acc[2 * k], b0, fr.x, p.act, p.res),
+                          bd_conv_epilogue(acc[2 * k + 1], b1, fr.y, p.act, p.res));
     }
     y[i] = out;
   }
@@ -105,7 +97,7 @@ __global__ void k_epilogue(int m, int act, int res, const float *__restrict__ bi
        i += (int64_t)gridDim.x * blockDim.x) {
     int c = (int)(i % m);
     float rv = r ? bd_ld(r[i]) : 0.0f;
-    y[i] = bd_st<bd_h16>(epilogue(bd_ld(y[i]), bias ? bias[c] : 0.0f, rv, act, res));
+    y[i] = bd_st<bd_h16>(bd_conv_epilogue(bd_ld(y[i]), bias ? bias[c] : 0.0f, rv, act, res));
   }
 }
 
@@ -117,7 +109,7 @@ __global__ void k_epilogue_from(int m, int src_c, int act, int res, const bd_h16
     int c = (int)(i % m);
     int64_t pix = i / m;
     float rv = r ? bd_ld(r[i]) : 0.0f;
-    y[i] = bd_st<bd_h16>(epilogue(bd_ld(src[pix * src_c + c]), bias ? bias[c] : 0.0f, rv, act,
+    y[i] = bd_st<bd_h16>(bd_conv_epilogue(bd_ld(src[pix * src_c + c]), bias ? bias[c] : 0.0f, rv, act,
                                   res));
   }
 }
@@ -137,8 +129,8 @@ __global__ void k_epilogue8(int m, int act, int res, const float *__restrict__ b
       float2 f = bd_h16x2_ld(hv[k]);
       float2 fr = bd_h16x2_ld(hr[k]);
       float b0 = bias ? bias[c0 + 2 * k] : 0.0f, b1 = bias ? bias[c0 + 2 * k + 1] : 0.0f;
-      hv[k] = bd_h16x2_st(epilogue(f.x, b0, fr.x, act, res),
-                                    epilogue(f.y, b1, fr.y, act, res));
+      hv[k] = bd_h16x2_st(bd_conv_epilogue(f.x, b0, fr.x, act, res),
+                                    bd_conv_epilogue(f.y, b1, fr.y, act, res));
     }
     y[i] = v;
   }

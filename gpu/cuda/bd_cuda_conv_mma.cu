@@ -42,14 +42,6 @@ struct Smem {
   };
 };
 
-__device__ __forceinline__ float conv_epilogue(float acc, float bias, float r, int act, int res) {
-  acc += bias;
-  if (res == 1) acc += r; // BD_RES_PRE_ACT
-  acc = bd_act_apply(acc, act);
-  if (res == 2) acc += r; // BD_RES_POST_ACT
-  return acc;
-}
-
 // The 16 bytes of A (8 channels of one input pixel) for tile row `row`, reduction index
 // k (a multiple of 8), or zeros.
 __device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const bd_h16 *__restrict__ x,
@@ -145,8 +137,8 @@ __global__ void __launch_bounds__(THREADS)
     for (int q = 0; q < 4; ++q) {
       const float2 fr = bd_h16x2_ld(hr[q]);
       const float b0 = bias ? bias[oc + 2 * q] : 0.0f, b1 = bias ? bias[oc + 2 * q + 1] : 0.0f;
-      ho[q] = bd_h16x2_st(conv_epilogue(cr[2 * q], b0, fr.x, p.act, p.res),
-                          conv_epilogue(cr[2 * q + 1], b1, fr.y, p.act, p.res));
+      ho[q] = bd_h16x2_st(bd_conv_epilogue(cr[2 * q], b0, fr.x, p.act, p.res),
+                          bd_conv_epilogue(cr[2 * q + 1], b1, fr.y, p.act, p.res));
     }
     *reinterpret_cast<uint4 *>(y + o) = out;
   }

@@ -16,6 +16,9 @@ int bd_cmd_resubmit(int argc, char **argv);
 int bd_cmd_manifest(int argc, char **argv);
 
 /* batchdet bench --pool (cmd_bench_pool.c): end to end through the device pool. */
+#include <stddef.h>
+#include <stdint.h>
+
 #include "bd_family.h"
 typedef struct bd_bench_pool_args {
   const char *model, *devices; /* devices: the pool's syntax (cpu, cpu:N, cuda, cuda:0,2) */
@@ -23,6 +26,11 @@ typedef struct bd_bench_pool_args {
   bd_family family;
 } bd_bench_pool_args;
 int bd_bench_pool(const bd_bench_pool_args *a);
+/* Benchmark helpers (cmd_bench.c): n pseudo-random bytes (xorshift64*, 8 per step) from
+ * *seed; s printed as the inside of a JSON string (quotes and backslashes escaped,
+ * control characters dropped). */
+void bd_bench_random_bytes(uint8_t *dst, size_t n, uint64_t *seed);
+void bd_bench_json_chars(const char *s);
 
 /* Exit codes shared by every subcommand. */
 enum { BD_EXIT_OK = 0, BD_EXIT_FAIL = 1, BD_EXIT_USAGE = 2 };

@@ -64,6 +64,20 @@ static uint64_t rng_next(uint64_t *s) { /* xorshift64* */
   return *s * 2685821657736338717ull;
 }
 
+void bd_bench_random_bytes(uint8_t *dst, size_t n, uint64_t *seed) {
+  for (size_t k = 0; k < n; k += 8) { /* 8 bytes per generator step */
+    uint64_t r = rng_next(seed);
+    memcpy(dst + k, &r, n - k < 8 ? n - k : 8);
+  }
+}
+
+void bd_bench_json_chars(const char *s) {
+  for (const char *p = s; *p; p++) {
+    if (*p == '"' || *p == '\\') putchar('\\');
+    if ((unsigned char)*p >= 0x20) putchar(*p);
+  }
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -312,12 +326,7 @@ int bd_cmd_bench(int argc, char **argv) {
         for (size_t j = 0; j < 8 && k + j < n; j++) in[k + j] = (float)((r >> (8 * j)) & 255);
       }
     } else {
-      for (int b = 0; b < batch; b++)
-        for (size_t k = 0; k < (size_t)iw * ih * 3; k += 8) {
-          uint64_t r = rng_next(&seed);
-          size_t n = (size_t)iw * ih * 3 - k < 8 ? (size_t)iw * ih * 3 - k : 8;
-          memcpy(imgs[b].data + k, &r, n);
-        }
+      for (int b = 0; b < batch; b++) bd_bench_random_bytes(imgs[b].data, (size_t)iw * ih * 3, &seed);
     }
     double t0 = now_ms();
     bd_status st;
@@ -364,10 +373,7 @@ int bd_cmd_bench(int argc, char **argv) {
   const char *fam = bd_family_name(bd_engine_family(e)->family);
   if (json) {
     printf("{\"model\":\"");
-    for (const char *p = model; *p; p++) {
-      if (*p == '"' || *p == '\\') putchar('\\');
-      if ((unsigned char)*p >= 0x20) putchar(*p);
-    }
+    bd_bench_json_chars(model);
     printf(
         "\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,\"iters\":%d,\"warmup\":%d,"
         "\"mode\":\"%s\",\"family\":\"%s\",\"ms_per_image\":%.4f,\"img_s\":%.3f,"

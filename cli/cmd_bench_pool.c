@@ -10,16 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bd_cli.h"
+#include "bd_config.h"
 #include "bd_pool.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int bd_bench_pool(const bd_bench_pool_args *a) {
   int rc = BD_EXIT_FAIL;
@@ -47,12 +41,12 @@ int bd_bench_pool(const bd_bench_pool_args *a) {
   po.engine.threads = a->threads;
   po.engine.max_batch = a->batch;
   po.engine.family = a->family;
-  double t0 = now_s();
+  double t0 = bd_now();
   if (bd_pool_new(a->model, &po, &p, &err) != BD_OK) {
     fprintf(stderr, "batchdet bench: %s\n", err.msg);
     return BD_EXIT_FAIL;
   }
-  double t_load = now_s() - t0;
+  double t_load = bd_now() - t0;
   int n_inst = bd_pool_num_instances(p);
   int sets = 2 * n_inst + 2; /* the pool's default queue_cap: every batch in flight */
   size_t npx = (size_t)a->w * a->h * 3;
@@ -64,10 +58,7 @@ int bd_bench_pool(const bd_bench_pool_args *a) {
     imgs[k].w = a->w;
     imgs[k].h = a->h;
     if (!(imgs[k].data = malloc(npx))) goto nomem;
-    for (size_t q = 0; q < npx; q++) {
-      seed ^= seed >> 12, seed ^= seed << 25, seed ^= seed >> 27;
-      imgs[k].data[q] = (uint8_t)((seed * 2685821657736338717ull) >> 56);
-    }
+    bd_bench_random_bytes(imgs[k].data, npx, &seed);
     ptrs[k] = &imgs[k];
   }
   /* Warm-up batches run and drain first (loading lazily prepared buckets); then the
@@ -80,7 +71,7 @@ int bd_bench_pool(const bd_bench_pool_args *a) {
     long total = phase ? a->iters : a->warmup, submitted = 0, done = 0;
     int n_free = sets;
     for (int k = 0; k < sets; k++) free_sets[k] = sets - 1 - k;
-    if (phase) t_start = now_s();
+    if (phase) t_start = bd_now();
     while (done < total) {
       while (submitted < total && n_free > 0) {
         int set = free_sets[n_free - 1];
@@ -113,15 +104,12 @@ int bd_bench_pool(const bd_bench_pool_args *a) {
     }
   }
   free(free_sets);
-  double wall = now_s() - t_start;
+  double wall = bd_now() - t_start;
   bd_pool_stats stt[BD_POOL_MAX_INSTANCES];
   int ns = bd_pool_get_stats(p, stt, BD_POOL_MAX_INSTANCES);
   if (a->json) {
     printf("{\"model\":\"");
-    for (const char *c = a->model; *c; c++) {
-      if (*c == '"' || *c == '\\') putchar('\\');
-      if ((unsigned char)*c >= 0x20) putchar(*c);
-    }
+    bd_bench_json_chars(a->model);
     printf("\",\"devices\":\"%s\",\"mode\":\"pool\",\"batch\":%d,\"iters\":%d,\"warmup\":%d,"
            "\"image_w\":%d,\"image_h\":%d,\"img_s\":%.3f,\"failed_batches\":%ld,\"load_ms\":%.1f,"
            "\"instances\":[",

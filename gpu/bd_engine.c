@@ -483,6 +483,16 @@ static bd_status detect_host(bd_engine *e, int n, const bd_image *const *images,
   return BD_OK;
 }
 
+/* Empty detections for every image; status BD_OK, or BD_E_INVALID for a missing one. */
+static void clear_results(int n, const bd_image *const *images, bd_detections *out,
+                          bd_status *status) {
+  for (int i = 0; i < n; i++) {
+    out[i].n = 0;
+    out[i].det = NULL;
+    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
+  }
+}
+
 static bd_status check_detect(const bd_engine *e, int n, bd_err *err) {
   if (n < 0 || n > (1 << 20)) return bd_err_set(err, BD_E_INVALID, "engine: %d images", n);
   if (e->fi.family != BD_FAMILY_YOLOX && e->fi.family != BD_FAMILY_DAMOYOLO)
@@ -650,11 +660,7 @@ bd_status bd_engine_detect_begin(bd_engine *e, int n, const bd_image *const *ima
   sl->m = 0;
   sl->st = BD_OK;
   bd_err_clear(&sl->err);
-  for (int i = 0; i < n; i++) {
-    out[i].n = 0;
-    out[i].det = NULL;
-    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
-  }
+  clear_results(n, images, out, status);
   if (!e->dd) { /* the host path runs now; end hands the result over */
     sl->st = detect_host(e, n, images, params, out, status, &sl->err);
     sl->busy = 1;
@@ -708,11 +714,7 @@ bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
                            bd_err *err) {
   bd_status st = check_detect(e, n, err);
   if (st != BD_OK) return st;
-  for (int i = 0; i < n; i++) {
-    out[i].n = 0;
-    out[i].det = NULL;
-    if (status) status[i] = images[i] ? BD_OK : BD_E_INVALID;
-  }
+  clear_results(n, images, out, status);
   if (!e->dd) return detect_host(e, n, images, params, out, status, err);
   /* Chunks of max_batch, two in flight: chunk k+1 is staged while k runs. */
   int pending[BD_ENGINE_MAX_INFLIGHT], np = 0, next = 0;

@@ -186,23 +186,29 @@ int bd_cuda_weights_device(const bd_cuda_weights *w) {
   return w->device;
 }
 
-/* A weights object with g's layout for device, no blob yet. */
-static bd_status weights_new(const bd_graph *g, int device, bd_cuda_weights **out, bd_err *err) {
+/* A weights object (one reference) for device with room for the offsets of n_values
+ * values and n_nodes nodes; no layout, no blob yet. NULL when out of memory. */
+static bd_cuda_weights *weights_alloc(int device, int n_values, int n_nodes) {
   bd_cuda_weights *w = calloc(1, sizeof(*w));
-  bd_status st = BD_OK;
-  if (!w) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+  if (!w) return NULL;
   atomic_init(&w->refs, 1);
   w->device = device;
-  w->n_values = g->n_values;
-  w->n_nodes = g->n_nodes;
-  w->voff = malloc(sizeof(int64_t) * (size_t)(g->n_values ? g->n_values : 1));
-  w->noff = malloc(sizeof(int64_t) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  w->n_values = n_values;
+  w->n_nodes = n_nodes;
+  w->voff = malloc(sizeof(int64_t) * (size_t)(n_values ? n_values : 1));
+  w->noff = malloc(sizeof(int64_t) * (size_t)(n_nodes ? n_nodes : 1));
   if (!w->voff || !w->noff) {
-    st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
-    goto out;
+    bd_cuda_weights_release(w);
+    return NULL;
   }
-  st = weights_layout(g, w->voff, w->noff, &w->bytes, err);
-out:
+  return w;
+}
+
+/* A weights object with g's layout for device, no blob yet. */
+static bd_status weights_new(const bd_graph *g, int device, bd_cuda_weights **out, bd_err *err) {
+  bd_cuda_weights *w = weights_alloc(device, g->n_values, g->n_nodes);
+  if (!w) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+  bd_status st = weights_layout(g, w->voff, w->noff, &w->bytes, err);
   if (st != BD_OK) {
     bd_cuda_weights_release(w);
     return st;
@@ -271,6 +277,7 @@ bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devi
   bd_status st = BD_OK;
   int devs[BD_CUDA_NCCL_MAX_DEVICES];
   void *dst[BD_CUDA_NCCL_MAX_DEVICES] = {0};
+  bd_cuda_weights *made[BD_CUDA_NCCL_MAX_DEVICES] = {0}; /* per other device, its copy */
   int nd = 0;
   if (n < 1 || n > 4096)
     return bd_err_set(err, BD_E_INVALID, "cuda weights: broadcast to %d devices", n);
@@ -290,38 +297,31 @@ bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devi
   }
   if (nd > 1 && (st = bd_cuda_nccl_broadcast(src->blob, src->bytes, nd, devs, dst, err)) != BD_OK)
     return st;
-  for (int i = 0; i < n; ++i) {
-    if (devices[i] == src->device) {
-      out[i] = bd_cuda_weights_ref(src);
-      continue;
+  /* One weights object per other device owns its copy of the blob and the layout. */
+  for (int k = 1; k < nd; ++k) {
+    if (!(made[k] = weights_alloc(devs[k], src->n_values, src->n_nodes))) {
+      st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+      goto out;
     }
-    for (int k = 1; k < nd; ++k)
-      if (devs[k] == devices[i] && dst[k]) {
-        bd_cuda_weights *w = calloc(1, sizeof(*w));
-        int64_t *vo = malloc(sizeof(int64_t) * (size_t)(src->n_values ? src->n_values : 1));
-        int64_t *no = malloc(sizeof(int64_t) * (size_t)(src->n_nodes ? src->n_nodes : 1));
-        if (!w || !vo || !no) {
-          free(w), free(vo), free(no);
-          st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
-          goto out;
-        }
-        memcpy(vo, src->voff, sizeof(int64_t) * (size_t)src->n_values);
-        memcpy(no, src->noff, sizeof(int64_t) * (size_t)src->n_nodes);
-        *w = (bd_cuda_weights){.device = devs[k], .blob = dst[k], .bytes = src->bytes,
-                               .n_values = src->n_values, .n_nodes = src->n_nodes,
-                               .voff = vo, .noff = no};
-        atomic_init(&w->refs, 1);
-        dst[k] = NULL; /* w owns it now */
-        out[i] = w;
-        break;
-      }
+    memcpy(made[k]->voff, src->voff, sizeof(int64_t) * (size_t)src->n_values);
+    memcpy(made[k]->noff, src->noff, sizeof(int64_t) * (size_t)src->n_nodes);
+    made[k]->bytes = src->bytes;
+    made[k]->blob = dst[k];
+    dst[k] = NULL;
   }
+  /* Every instance of a device shares that device's copy. */
+  made[0] = src;
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < nd; ++k)
+      if (devs[k] == devices[i]) out[i] = bd_cuda_weights_ref(made[k]);
 out:
-  for (int k = 1; k < nd; ++k)
-    if (dst[k]) { /* a blob nobody took (a failure half way) */
+  for (int k = 1; k < nd; ++k) {
+    bd_cuda_weights_release(made[k]); /* the creation reference; instances hold theirs */
+    if (dst[k]) { /* a blob no weights object took (a failure half way) */
       cudaSetDevice(devs[k]);
       cudaFree(dst[k]);
     }
+  }
   if (st != BD_OK)
     for (int i = 0; i < n; ++i) {
       bd_cuda_weights_release(out[i]);

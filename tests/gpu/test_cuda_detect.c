@@ -11,12 +11,12 @@
  * configure time), a copy of the first one 3x larger (over 4x the network input: staged
  * resized by the host), tiny and extreme-aspect pictures, a missing image and a bad one.
  * Model: $BD_DETECT_MODEL, else the shared yolox_nano.onnx. $BD_DETECT_QUICK=1 (for
- * compute-sanitizer): one photo, and only the comparison with the cpu engine.
+ * compute-sanitizer): only the photo $BD_TEST_PPM, and only the comparison with the cpu
+ * engine.
  * Checks: >= 95% of the cpu engine's boxes matched (same class, IoU >= 0.9) overall and
  * per image status equal; the device path really ran; two batches in flight ended in
  * either order give the batch run alone; a second engine on the same device gives the
  * same boxes; a batch split over calls gives the same boxes as one call. */
-#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,29 +52,6 @@ static int nimg;
 static bd_detections ref[MAXIMG];
 static bd_status ref_st[MAXIMG];
 static bd_engine *dev; /* the cuda engine most tests share (plans prepared once) */
-
-static int add_ppm_dir(const char *dir) {
-  DIR *d = dir ? opendir(dir) : NULL;
-  if (!d) return 0;
-  char names[16][256];
-  int n = 0;
-  struct dirent *de;
-  while ((de = readdir(d)) && n < 16) {
-    size_t l = strlen(de->d_name);
-    if (l > 4 && l < 250 && strcmp(de->d_name + l - 4, ".ppm") == 0)
-      snprintf(names[n++], sizeof names[0], "%s", de->d_name);
-  }
-  closedir(d);
-  qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-  int got = 0;
-  for (int i = 0; i < n && nimg < MAXIMG - 6; i++) {
-    char path[4096 + 256 + 2];
-    if (strlen(dir) > 4096) break;
-    snprintf(path, sizeof path, "%.4096s/%.255s", dir, names[i]);
-    if (tim_read_ppm(path, &imgs[nimg])) nimg++, got++;
-  }
-  return got;
-}
 
 static bd_engine *load(const char *device, int host_prepost) {
   bd_engine *e = NULL;
@@ -117,12 +94,10 @@ static void free_dets(bd_detections *d, int n) {
 
 static int setup(void **s) {
   (void)s;
-  int photos = getenv("BD_DETECT_QUICK") ? 0 : add_ppm_dir(getenv("BD_TEST_PPM_DIR"));
-  if (!photos && getenv("BD_DETECT_QUICK") && getenv("BD_TEST_PPM_DIR")) {
-    char p1[4096 + 16];
-    snprintf(p1, sizeof p1, "%.4096s/dog.ppm", getenv("BD_TEST_PPM_DIR"));
-    if (tim_read_ppm(p1, &imgs[nimg])) nimg++, photos++;
-  }
+  int photos = getenv("BD_DETECT_QUICK")
+                   ? 0
+                   : tim_read_ppm_dir(getenv("BD_TEST_PPM_DIR"), imgs, MAXIMG - 6);
+  nimg = photos;
   if (!photos && tim_read_ppm(getenv("BD_TEST_PPM"), &imgs[nimg])) nimg++, photos++;
   if (!photos) tim_synth(&imgs[nimg++], 640, 480, 0);
   printf("model %s, %d photos\n", model, photos);

@@ -4,7 +4,6 @@
  * padding in BGR and stretch in RGB, and on the shipped photos ($BD_TEST_PPM_DIR). Output
  * poisoned before each run. Skips (exit 77)
  * without a GPU. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,22 +78,9 @@ static void run(int letterbox) {
  * bit for bit. Skipped when no photo is there. */
 static void test_photos(void **state) {
   (void)state;
-  const char *dir = getenv("BD_TEST_PPM_DIR");
-  DIR *d = dir ? opendir(dir) : NULL;
-  if (!d) skip();
   bd_image im[MAXIMG];
-  int sizes[MAXIMG][2], n = 0;
-  struct dirent *de;
-  while ((de = readdir(d)) && n < MAXIMG) {
-    size_t l = strlen(de->d_name);
-    char path[4096 + 260];
-    if (l < 5 || strcmp(de->d_name + l - 4, ".ppm") || strlen(dir) > 4096) continue;
-    snprintf(path, sizeof path, "%.4096s/%.255s", dir, de->d_name);
-    if (!tim_read_ppm(path, &im[n])) continue;
-    sizes[n][0] = im[n].w, sizes[n][1] = im[n].h;
-    n++;
-  }
-  closedir(d);
+  int sizes[MAXIMG][2], n = tim_read_ppm_dir(getenv("BD_TEST_PPM_DIR"), im, MAXIMG);
+  for (int i = 0; i < n; ++i) sizes[i][0] = im[i].w, sizes[i][1] = im[i].h;
   if (!n) skip();
   printf("%d photos\n", n);
   run_images(1, n, (const int (*)[2])sizes, im);

@@ -4,9 +4,11 @@
 #ifndef TEST_IMAGES_H
 #define TEST_IMAGES_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bd_family.h"
 #include "bd_image.h"
@@ -43,6 +45,29 @@ static inline int tim_read_ppm(const char *path, bd_image *im) {
   if (f) fclose(f);
   if (!ok) bd_image_free(im);
   return ok;
+}
+
+/* Reads the *.ppm files of dir (at most cap, in name order; NULL or missing dir: none)
+ * into out; returns how many were read (files that are not P6 PPMs are skipped). */
+static inline int tim_read_ppm_dir(const char *dir, bd_image *out, int cap) {
+  DIR *d = dir && strlen(dir) <= 4096 ? opendir(dir) : NULL;
+  if (!d) return 0;
+  char names[64][256];
+  int n = 0, got = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) && n < 64) {
+    size_t l = strlen(de->d_name);
+    if (l > 4 && l < 250 && strcmp(de->d_name + l - 4, ".ppm") == 0)
+      snprintf(names[n++], sizeof names[0], "%s", de->d_name);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+  for (int i = 0; i < n && got < cap; i++) {
+    char path[4096 + 256 + 2];
+    snprintf(path, sizeof path, "%.4096s/%.255s", dir, names[i]);
+    if (tim_read_ppm(path, &out[got])) got++;
+  }
+  return got;
 }
 
 /* Blocks of colour on a gradient: edges and shapes give the network something. */

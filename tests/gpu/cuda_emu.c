@@ -17,6 +17,7 @@
 #include "bd_cuda_post.h"
 #include "bd_family.h"
 #include "bd_graph.h"
+#include "test_cuda_common.h"
 
 /* ---- the runtime mock ---- */
 /* Every allocation is [n bytes as the backend sees them][2n bytes of shadow]: a 16-bit
@@ -188,14 +189,6 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
 }
 
 /* ---- BF16 and views ---- */
-static float bf_round(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7F800000u) != 0x7F800000u) u += 0x7FFFu + ((u >> 16) & 1u);
-  u &= 0xFFFF0000u;
-  memcpy(&f, &u, 4);
-  return f;
-}
 /* 1: 16-bit storage is IEEE half, 0: bfloat16. Defaults to the storage the backend is
  * built for; the test switches it to measure the other. */
 #ifdef BD_CUDA_BF16
@@ -205,41 +198,6 @@ int bd_cuda_emu_half = 1;
 #endif
 static int emu_half(void) { return bd_cuda_emu_half; }
 
-/* IEEE half <-> float, round to nearest even (portable: no _Float16). */
-static uint16_t f2h(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, m = x & 0x7FFFFFu;
-  int32_t fe = (int32_t)((x >> 23) & 0xFF), e = fe - 127 + 15;
-  if (fe == 0xFF) return (uint16_t)(sign | 0x7C00u | (m ? 0x200u : 0));
-  if (e >= 31) return (uint16_t)(sign | 0x7C00u);
-  if (e <= 0) {
-    if (e < -10) return (uint16_t)sign;
-    m |= 0x800000u;
-    int shift = 14 - e;
-    uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (hm & 1))) hm++;
-    return (uint16_t)(sign | hm);
-  }
-  uint32_t hm = m >> 13, rem = m & 0x1FFFu, h = sign | ((uint32_t)e << 10) | hm;
-  if (rem > 0x1000u || (rem == 0x1000u && (hm & 1))) h++; /* a carry rounds up the exponent */
-  return (uint16_t)h;
-}
-
-static float h2f(uint16_t h) {
-  int e = (h >> 10) & 0x1F;
-  uint32_t m = h & 0x3FFu;
-  float f;
-  if (e == 0) {
-    f = ldexpf((float)m, -24);
-  } else if (e == 31) {
-    f = m ? NAN : INFINITY;
-  } else {
-    uint32_t x = ((uint32_t)(e - 15 + 127) << 23) | (m << 13);
-    memcpy(&f, &x, 4);
-  }
-  return (h & 0x8000u) ? -f : f;
-}
 
 /* The value a 16-bit store keeps: BF16 (default) or IEEE half rounding; exact for
  * launches in [BD_EMU_EXACT_LO, BD_EMU_EXACT_HI) (precision experiments: which layers'
@@ -261,7 +219,7 @@ static void emu_config(void) {
 static float emu_round(float v) {
   emu_config();
   if (bd_cuda_emu_layer >= emu_lo && bd_cuda_emu_layer < emu_hi) return v;
-  return emu_half() ? h2f(f2h(v)) : bf_round(v);
+  return emu_half() ? tc_half2f(tc_f2half(v)) : tc_bf2f(tc_f2bf(v));
 }
 
 /* base: an FP32 pointer, or for BF16 the shadow slots (see shadow()). */

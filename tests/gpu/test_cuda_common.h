@@ -40,7 +40,7 @@ static inline float tc_uniform(float lo, float hi) {
 static inline uint16_t tc_f2bf(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
+  if ((u & 0x7F800000u) != 0x7F800000u) u += 0x7FFFu + ((u >> 16) & 1u); /* Inf/NaN kept */
   return (uint16_t)(u >> 16);
 }
 
@@ -51,12 +51,13 @@ static inline float tc_bf2f(uint16_t h) {
   return f;
 }
 
-/* IEEE half, round to nearest even like __float2half_rn (finite inputs in half range). */
+/* IEEE half, round to nearest even like __float2half_rn (overflow to Inf, NaN kept). */
 static inline uint16_t tc_f2half(float f) {
   uint32_t x;
   memcpy(&x, &f, 4);
   uint32_t sign = (x >> 16) & 0x8000u, m = x & 0x7FFFFFu;
-  int32_t e = (int32_t)((x >> 23) & 0xFF) - 127 + 15;
+  int32_t fe = (int32_t)((x >> 23) & 0xFF), e = fe - 127 + 15;
+  if (fe == 0xFF) return (uint16_t)(sign | 0x7C00u | (m ? 0x200u : 0));
   if (e >= 31) return (uint16_t)(sign | 0x7C00u);
   if (e <= 0) { /* subnormal half */
     if (e < -10) return (uint16_t)sign;

@@ -57,6 +57,9 @@ typedef struct bd_dd_image {
 
 typedef struct bd_backend_vtbl {
   const char *name; /* "cpu", "cuda" */
+  /* 1: the plans of an instance share buffers sized by the first plan prepared, so the
+   * largest batch should be prepared first (the engine does). */
+  int shared_plan_memory;
   bd_status (*prepare)(bd_backend *be, const bd_plan *plan, bd_err *err);
   bd_status (*run)(bd_backend *be, const bd_plan *plan, const float *const *inputs,
                    float *const *outputs, bd_err *err);

@@ -44,4 +44,16 @@ bd_status bd_graph_infer_shapes(bd_graph *g, bd_err *err);
 /* A plan for `batch` (1..4096). *out owned by the caller (bd_plan_destroy). */
 bd_status bd_plan_new(const bd_graph *g, int batch, bd_plan **out, bd_err *err);
 
+/* One buffer of a memory plan: `size` bytes alive from step `def` to step `last`
+ * (inclusive); bd_pack sets `off`. */
+typedef struct bd_pack_item {
+  int def, last;
+  size_t size, off;
+} bd_pack_item;
+
+/* Places items in one arena: largest first, each at the lowest `align`-aligned offset
+ * not used by an item whose lifetime overlaps; *total = the arena's size. Items whose
+ * lifetimes overlap never share a byte. O(n^2 log n). */
+bd_status bd_pack(bd_pack_item *items, int n, size_t align, size_t *total, bd_err *err);
+
 #endif

@@ -66,7 +66,8 @@ struct bd_engine {
   int *row_of;
   bd_status *row_status;
   /* Device pre/post-processing (cuda with a family), and the batches in flight. */
-  int dd;
+  int dd;        /* detection runs on the device (dd_setup is called at the first batch) */
+  int dd_set_up; /* the backend's dd_setup done */
   bd_dd_config ddc;
   int dd_prepared[MAX_BUCKETS];
   eng_slot slot[BD_ENGINE_MAX_INFLIGHT];
@@ -122,7 +123,13 @@ void bd_engine_destroy(bd_engine *e) {
 static bd_status ensure_plan(bd_engine *e, int bi, bd_err *err) {
   if (e->plans[bi]) return BD_OK;
   bd_plan *p = NULL;
-  bd_status st = bd_plan_new(e->g, e->buckets[bi], &p, err);
+  bd_status st = BD_OK;
+  /* Where plans share memory sized by the first one, the largest batch comes first (and
+   * a shortage of device memory shows at the first batch, not at the first full one). */
+  int last = e->n_buckets - 1;
+  if (bi != last && e->be->vt->shared_plan_memory && (st = ensure_plan(e, last, err)) != BD_OK)
+    return st;
+  st = bd_plan_new(e->g, e->buckets[bi], &p, err);
   if (st != BD_OK) {
     bd_err_prefix(err, "engine: plan for batch %d", e->buckets[bi]);
     return st;
@@ -211,10 +218,18 @@ static bd_status setup_device_prepost(bd_engine *e, const bd_engine_opts *o, bd_
     if (!sl->rows || !sl->resize)
       return bd_err_set(err, BD_E_NOMEM, "engine: device detection bookkeeping");
   }
-  bd_status st = vt->dd_setup(e->be, c, e->max_batch, err);
-  if (st != BD_OK) return st;
+  /* The backend's buffers (pinned and device staging, about 2 x stage_bytes each side)
+   * come with the first detection batch (dd_ensure): engines that only run raw tensors
+   * (bench's network timing, infer) never hold them. */
   e->dd = 1;
   return BD_OK;
+}
+
+static bd_status dd_ensure(bd_engine *e, bd_err *err) {
+  if (e->dd_set_up) return BD_OK;
+  bd_status st = e->be->vt->dd_setup(e->be, &e->ddc, e->max_batch, err);
+  if (st == BD_OK) e->dd_set_up = 1;
+  return st;
 }
 
 bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine **out,
@@ -302,7 +317,7 @@ bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine
   if ((st = make_backend(e, &o, err)) != BD_OK) goto fail;
   if ((st = setup_device_prepost(e, &o, err)) != BD_OK) goto fail;
   if (o.prepare_all)
-    for (int i = 0; i < e->n_buckets; i++)
+    for (int i = e->n_buckets - 1; i >= 0; i--)
       if ((st = ensure_plan(e, i, err)) != BD_OK) goto fail;
   *out = e;
   return BD_OK;
@@ -567,6 +582,7 @@ static bd_status launch_device(bd_engine *e, int k, bd_err *err) {
   eng_slot *sl = &e->slot[k];
   const bd_backend_vtbl *vt = e->be->vt;
   bd_status st = ensure_plan(e, sl->bi, err);
+  if (st == BD_OK) st = dd_ensure(e, err);
   if (st != BD_OK) return st;
   const bd_plan *plan = e->plans[sl->bi];
   if (!e->dd_prepared[sl->bi]) {

@@ -10,7 +10,7 @@
  *    per batch row); its plan dims become [1,...] and it broadcasts. Distinct rows are
  *    rejected, since no batch size but B0 could be right then.
  * Memory: every activation (produced by a node, not a graph output) gets a 64-byte
- * aligned arena slot; slots are placed largest first at the lowest offset not used by
+ * aligned arena slot, placed by bd_pack: largest first at the lowest offset not used by
  * a value whose lifetime [producer step, last consumer step] overlaps. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,33 +45,62 @@ static bd_status rebatch_const(const bd_graph *g, const bd_node *nd, bd_plan *p,
   return BD_OK;
 }
 
-typedef struct {
-  int v;
-  int def, last;
-  size_t size, off;
-} slot;
-
 static int by_size(const void *a, const void *b) {
-  const slot *x = a, *y = b;
+  const bd_pack_item *x = *(const bd_pack_item *const *)a, *y = *(const bd_pack_item *const *)b;
   if (x->size != y->size) return x->size < y->size ? 1 : -1;
-  return x->v - y->v;
+  return x < y ? -1 : x > y;
 }
 
 static int by_off(const void *a, const void *b) {
-  const slot *x = *(const slot *const *)a, *y = *(const slot *const *)b;
+  const bd_pack_item *x = *(const bd_pack_item *const *)a, *y = *(const bd_pack_item *const *)b;
   return x->off < y->off ? -1 : x->off > y->off;
+}
+
+bd_status bd_pack(bd_pack_item *items, int n, size_t align, size_t *total, bd_err *err) {
+  bd_status st = BD_OK;
+  size_t nn = (size_t)(n > 0 ? n : 1);
+  bd_pack_item **order = malloc(sizeof *order * nn), **live = malloc(sizeof *live * nn);
+  *total = 0;
+  if (!order || !live) {
+    st = bd_err_set(err, BD_E_NOMEM, "memory plan: out of memory");
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    order[i] = &items[i];
+    items[i].off = SIZE_MAX;
+  }
+  /* Largest first, each at the lowest offset free over its whole lifetime. */
+  qsort(order, (size_t)n, sizeof *order, by_size);
+  for (int i = 0; i < n; i++) {
+    bd_pack_item *it = order[i];
+    size_t size = (it->size + align - 1) / align * align;
+    int nl = 0;
+    for (int j = 0; j < i; j++)
+      if (order[j]->def <= it->last && it->def <= order[j]->last) live[nl++] = order[j];
+    qsort(live, (size_t)nl, sizeof *live, by_off);
+    size_t off = 0;
+    for (int j = 0; j < nl; j++) {
+      size_t lsize = (live[j]->size + align - 1) / align * align;
+      if (off + size <= live[j]->off) break;
+      if (live[j]->off + lsize > off) off = live[j]->off + lsize;
+    }
+    it->off = off;
+    if (off + size > *total) *total = off + size;
+  }
+out:
+  free(order);
+  free(live);
+  return st;
 }
 
 static bd_status memory_plan(const bd_graph *g, bd_plan *p, bd_err *err) {
   int n = 0;
-  slot *s = malloc(sizeof *s * (size_t)(g->n_values ? g->n_values : 1));
-  slot **live = malloc(sizeof *live * (size_t)(g->n_values ? g->n_values : 1));
+  bd_pack_item *s = malloc(sizeof *s * (size_t)(g->n_values ? g->n_values : 1));
   int *idx = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
-  if (!s || !live || !idx) {
-    free(s);
-    free(live);
-    free(idx);
-    return bd_err_set(err, BD_E_NOMEM, "plan: out of memory");
+  bd_status st = BD_OK;
+  if (!s || !idx) {
+    st = bd_err_set(err, BD_E_NOMEM, "plan: out of memory");
+    goto out;
   }
   for (int v = 0; v < g->n_values; v++) {
     idx[v] = -1;
@@ -81,37 +110,23 @@ static bd_status memory_plan(const bd_graph *g, bd_plan *p, bd_err *err) {
     int64_t numel = 1;
     for (int k = 0; k < p->rank[v]; k++) numel *= p->dims[v][k];
     size_t sz = (size_t)numel * bd_dtype_size(val->dtype);
-    s[n].v = v;
     s[n].def = s[n].last = val->producer; /* steps are node order */
-    s[n].size = (sz + ALIGN - 1) / ALIGN * ALIGN;
-    s[n].off = SIZE_MAX;
+    s[n].size = sz;
     idx[v] = n++;
-    p->naive_bytes += s[n - 1].size;
+    p->naive_bytes += (sz + ALIGN - 1) / ALIGN * ALIGN;
   }
   for (int i = 0; i < g->n_nodes; i++)
     for (int k = 0; k < g->nodes[i].n_in; k++) {
       int v = g->nodes[i].in[k];
       if (v >= 0 && idx[v] >= 0 && s[idx[v]].last < i) s[idx[v]].last = i;
     }
-  qsort(s, (size_t)n, sizeof *s, by_size);
-  for (int i = 0; i < n; i++) {
-    int nl = 0;
-    for (int j = 0; j < i; j++)
-      if (s[j].def <= s[i].last && s[i].def <= s[j].last) live[nl++] = &s[j];
-    qsort(live, (size_t)nl, sizeof *live, by_off);
-    size_t off = 0;
-    for (int j = 0; j < nl; j++) {
-      if (off + s[i].size <= live[j]->off) break;
-      if (live[j]->off + live[j]->size > off) off = live[j]->off + live[j]->size;
-    }
-    s[i].off = off;
-    p->offset[s[i].v] = off;
-    if (off + s[i].size > p->arena_bytes) p->arena_bytes = off + s[i].size;
-  }
+  if ((st = bd_pack(s, n, ALIGN, &p->arena_bytes, err)) != BD_OK) goto out;
+  for (int v = 0; v < g->n_values; v++)
+    if (idx[v] >= 0) p->offset[v] = s[idx[v]].off;
+out:
   free(s);
-  free(live);
   free(idx);
-  return BD_OK;
+  return st;
 }
 
 bd_status bd_plan_new(const bd_graph *g, int batch, bd_plan **out, bd_err *err) {

@@ -10,10 +10,15 @@
  * buffer of its own. Layout-agnostic ops read any representation through strided
  * views, so most boundaries cost nothing extra.
  *
- * Memory: primaries live in one arena per plan at the plan's liveness offsets (sized
- * for FP32, so 16-bit fits); conversion buffers, the cuDNN workspace, device I/O buffers
- * and pinned host staging are allocated at prepare too. The whole run (H2D copies,
- * every op, D2H copies) is captured once per plan into a CUDA graph and replayed. */
+ * Memory: a sizing pass over the plan decides every buffer a run needs - each value's
+ * primary in its own representation (16-bit NHWC values take 2 bytes an element) and
+ * each conversion - with its lifetime in steps; bd_pack places them in one arena (a
+ * buffer is reused once its last reader ran). The arena, the device I/O buffers, their
+ * pinned host twins and the cuDNN workspace are shared by all plans of the backend
+ * (bd_cuda_shared: everything runs on the backend's one stream, in order), sized by the
+ * first plan prepared; the engine prepares its largest batch first. The whole run (H2D
+ * copies, every op, D2H copies) is captured once per plan into a CUDA graph and
+ * replayed. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,16 +53,14 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   }
   if (cp->layer)
     for (int i = 0; i < n_nodes; ++i) bd_cuda_conv_layer_destroy(cp->layer[i]);
+  /* Private device buffers are in extra, private pinned ones in own_host; the shared
+   * ones belong to the backend. */
   for (int i = 0; i < cp->n_extra; ++i) cudaFree(cp->extra[i]);
-  for (int i = 0; i < 8; ++i) {
-    if (i < 4 && cp->h_in[i]) cudaFreeHost(cp->h_in[i]);
-    if (i < 4 && cp->d_in[i]) cudaFree(cp->d_in[i]);
-    if (cp->h_out[i]) cudaFreeHost(cp->h_out[i]);
-    if (cp->d_out[i]) cudaFree(cp->d_out[i]);
-  }
-  if (cp->arena) cudaFree(cp->arena);
+  for (int i = 0; i < cp->n_own_host; ++i) cudaFreeHost(cp->own_host[i]);
   if (cp->probe) cudaFree(cp->probe);
-  if (cp->ws) cudaFree(cp->ws);
+  free(cp->item);
+  free(cp->scratch);
+  free(cp->items);
   free(cp->layer);
   free(cp->extra);
   free(cp->acts);
@@ -108,6 +111,85 @@ out:
   return st;
 }
 
+/* A buffer of `need` bytes from the shared slot (*shared, *shared_bytes): the shared one
+ * when it is large enough, a new shared one while no prepared plan uses the old, else a
+ * private one owned by cp. host: pinned host memory instead of device memory. */
+static bd_status shared_buf(bd_cuda_be *b, bd_cuda_cplan *cp, void **shared,
+                            size_t *shared_bytes, size_t need, int host, void **out,
+                            bd_err *err) {
+  bd_status st = BD_OK;
+  void *m = NULL;
+  if (!need) need = 64;
+  if (need <= *shared_bytes) {
+    *out = *shared;
+    return BD_OK;
+  }
+  if (b->n_plans == 0) {
+    if (*shared) host ? cudaFreeHost(*shared) : cudaFree(*shared);
+    *shared = NULL;
+    *shared_bytes = 0;
+  }
+  BD_CU(host ? cudaMallocHost(&m, need) : cudaMalloc(&m, need));
+  if (b->n_plans == 0) {
+    *shared = m;
+    *shared_bytes = need;
+  } else if (host) {
+    cp->own_host[cp->n_own_host++] = m;
+  } else {
+    cp->extra[cp->n_extra++] = m;
+  }
+  *out = m;
+out:
+  return st;
+}
+
+static void shared_free(bd_cuda_shared *sh) {
+  if (sh->arena) cudaFree(sh->arena);
+  if (sh->ws) cudaFree(sh->ws);
+  for (int i = 0; i < 8; ++i) {
+    if (i < 4 && sh->h_in[i]) cudaFreeHost(sh->h_in[i]);
+    if (i < 4 && sh->d_in[i]) cudaFree(sh->d_in[i]);
+    if (sh->h_out[i]) cudaFreeHost(sh->h_out[i]);
+    if (sh->d_out[i]) cudaFree(sh->d_out[i]);
+  }
+  memset(sh, 0, sizeof(*sh));
+}
+
+/* Buffers every pass starts from: constants and graph inputs, nothing computed. */
+static void bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp) {
+  const bd_graph *g = b->base.graph;
+  memset(cp->prim, -1, (size_t)g->n_values);
+  memset(cp->buf, 0, sizeof(*cp->buf) * (size_t)g->n_values);
+  for (int v = 0; v < g->n_values; ++v)
+    if (b->cdev[v]) {
+      cp->buf[v][BD_REP_F32] = b->cdev[v];
+      cp->prim[v] = BD_REP_F32;
+    }
+  for (int i = 0; i < g->n_inputs; ++i) {
+    cp->buf[g->inputs[i]][BD_REP_F32] = cp->d_in[i];
+    cp->prim[g->inputs[i]] = BD_REP_F32;
+  }
+}
+
+/* The sizing pass and the memory plan: cp->items placed, cp->arena_bytes set. */
+static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  bd_status st = BD_OK;
+  cp->sizing = 1;
+  bind_fixed(b, cp);
+  for (int s = 0; s < p->n_steps; ++s) {
+    cp->cur_step = s;
+    if ((st = bd_cuda_plan_node(b, cp, p->steps[s], err)) != BD_OK) goto out;
+  }
+  for (int i = 0; i < g->n_outputs; ++i) /* read by the output copies after the last step */
+    bd_cuda_extend_items(cp, g->outputs[i], p->n_steps);
+  st = bd_pack(cp->items, cp->n_items, 256, &cp->arena_bytes, err);
+out:
+  cp->sizing = 0;
+  return st;
+}
+
 static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   bd_cuda_be *b = (bd_cuda_be *)be;
   const bd_graph *g = be->graph;
@@ -131,31 +213,49 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   cp->extra = calloc((size_t)g->n_values * 2 + 32, sizeof(void *));
   cp->acts = calloc((size_t)p->n_steps * 6 + 32, sizeof(bd_cuda_action));
   cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
-  if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer) {
+  cp->item = malloc(sizeof(*cp->item) * (size_t)g->n_values);
+  cp->scratch = malloc(sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 1, sizeof(*cp->items));
+  if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
+      !cp->scratch || !cp->items) {
     st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
     goto out;
   }
-  memset(cp->prim, -1, (size_t)g->n_values);
-  BD_CU(cudaMalloc(&cp->arena, p->arena_bytes ? p->arena_bytes : 64));
-  for (int v = 0; v < g->n_values; ++v)
-    if (b->cdev[v]) {
-      cp->buf[v][BD_REP_F32] = b->cdev[v];
-      cp->prim[v] = BD_REP_F32;
-    }
+  memset(cp->item, -1, sizeof(*cp->item) * (size_t)g->n_values);
+  memset(cp->scratch, -1, sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (g->n_inputs > 4 || g->n_outputs > 8) {
+    st = bd_err_set(err, BD_E_UNSUPPORTED, "cuda prepare: %d inputs, %d outputs (at most 4, 8)",
+                    g->n_inputs, g->n_outputs);
+    goto out;
+  }
+  /* Nothing of an earlier batch may still use the shared buffers while this plan's
+   * algorithm search and first run write them. */
+  BD_CU(cudaStreamSynchronize(b->stream));
   for (int i = 0; i < g->n_inputs; ++i) {
-    int v = g->inputs[i];
-    cp->in_bytes[i] = (size_t)numel_of(p, v) * sizeof(float);
-    BD_CU(cudaMalloc(&cp->d_in[i], cp->in_bytes[i]));
-    BD_CU(cudaMallocHost(&cp->h_in[i], cp->in_bytes[i]));
-    cp->buf[v][BD_REP_F32] = cp->d_in[i];
-    cp->prim[v] = BD_REP_F32;
+    cp->in_bytes[i] = (size_t)numel_of(p, g->inputs[i]) * sizeof(float);
+    if ((st = shared_buf(b, cp, &b->sh.d_in[i], &b->sh.in_bytes[i], cp->in_bytes[i], 0,
+                         &cp->d_in[i], err)) != BD_OK)
+      goto out;
+    if ((st = shared_buf(b, cp, &b->sh.h_in[i], &b->sh.h_in_bytes[i], cp->in_bytes[i], 1,
+                         &cp->h_in[i], err)) != BD_OK)
+      goto out;
   }
   for (int i = 0; i < g->n_outputs; ++i) {
     cp->out_bytes[i] = (size_t)numel_of(p, g->outputs[i]) * sizeof(float);
-    BD_CU(cudaMalloc(&cp->d_out[i], cp->out_bytes[i]));
-    BD_CU(cudaMallocHost(&cp->h_out[i], cp->out_bytes[i]));
+    if ((st = shared_buf(b, cp, &b->sh.d_out[i], &b->sh.out_bytes[i], cp->out_bytes[i], 0,
+                         &cp->d_out[i], err)) != BD_OK)
+      goto out;
+    if ((st = shared_buf(b, cp, &b->sh.h_out[i], &b->sh.h_out_bytes[i], cp->out_bytes[i], 1,
+                         &cp->h_out[i], err)) != BD_OK)
+      goto out;
   }
+  if ((st = plan_memory(b, cp, err)) != BD_OK) goto out;
+  if ((st = shared_buf(b, cp, &b->sh.arena, &b->sh.arena_bytes, cp->arena_bytes, 0, &cp->arena,
+                       err)) != BD_OK)
+    goto out;
+  bind_fixed(b, cp);
   for (int s = 0; s < p->n_steps; ++s) {
+    cp->cur_step = s;
     st = bd_cuda_plan_node(b, cp, p->steps[s], err);
     if (st != BD_OK) goto out;
   }
@@ -174,7 +274,9 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     cudaFree(cp->probe);
     cp->probe = NULL;
   }
-  if (cp->ws_bytes) BD_CU(cudaMalloc(&cp->ws, cp->ws_bytes));
+  if (cp->ws_bytes &&
+      (st = shared_buf(b, cp, &b->sh.ws, &b->sh.ws_bytes, cp->ws_bytes, 0, &cp->ws, err)) != BD_OK)
+    goto out;
   /* One direct run first: lazy module loading and cuDNN's first-call setup happen
    * outside the capture. */
   st = bd_cuda_enqueue(b, cp, 1, err);
@@ -235,6 +337,7 @@ static void cuda_destroy(bd_backend *be) {
   bd_cuda_dd_free(b);
   for (int i = 0; i < b->n_plans; ++i) bd_cuda_cplan_free(b->plans[i], g->n_nodes);
   free(b->plans);
+  shared_free(&b->sh);
   bd_cuda_weights_release(b->w); /* cdev / wbf point into its blob */
   free(b->cdev);
   free(b->wbf);
@@ -256,6 +359,7 @@ const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p) {
 }
 
 static const bd_backend_vtbl cuda_vtbl = {.name = "cuda",
+                                          .shared_plan_memory = 1,
                                           .prepare = cuda_prepare,
                                           .run = cuda_run,
                                           .destroy = cuda_destroy,

@@ -9,9 +9,12 @@
  * Tensor cores want channel counts that are multiples of 8 (16-byte rows): cuDNN runs
  * other dense convs (the 12-channel Focus stem, 1- and 4-channel prediction convs, 68
  * DAMO-YOLO regression channels) on generic kernels with NCHW<->NHWC conversions around
- * them. Such a layer keeps zero-padded copies of its own: weights [M8][kh][kw][C8],
- * input [N][H][W][C8] (pad channels zeroed once; each run copies the C real channels
- * in) and output [N][OH][OW][M8], from which the epilogue writes the M real channels. */
+ * them. Such a layer runs on zero-padded copies: weights [M8][kh][kw][C8] of its own,
+ * input [N][H][W][C8] (each run copies the C real channels in) and output
+ * [N][OH][OW][M8], from which the epilogue writes the M real channels. The input and
+ * output copies are scratch the plan lends from its arena (they live for this layer's
+ * step only; the input's pad channels are zeroed on each run, since the arena holds
+ * other values' bytes in between), or the layer's own (pad channels zeroed once). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,7 @@ struct bd_cuda_conv_layer {
   int direct;
   int mma; /* runs on bd_cuda_conv_mma (BATCHDET_CUDA_CONV=mma) */
   void *xpad, *ypad, *wpad; /* NULL: not padded */
+  int lent;                 /* xpad / ypad belong to the caller (zero xpad on each run) */
 #ifdef BD_HAVE_CUDNN
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
@@ -66,8 +70,10 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
   if (l->bd) cudnnDestroyTensorDescriptor(l->bd);
 #endif
   cudaFree(l->bias16);
-  cudaFree(l->xpad);
-  cudaFree(l->ypad);
+  if (!l->lent) {
+    cudaFree(l->xpad);
+    cudaFree(l->ypad);
+  }
   cudaFree(l->wpad);
   free(l);
 }
@@ -193,9 +199,22 @@ static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
   return v;
 }
 
-/* Zeroed padded buffers and the padded weights of a dense layer with channel counts
- * that are not multiples of 8 (see the top of the file). */
-static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, bd_err *err) {
+int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r,
+                                  size_t *xpad, size_t *ypad) {
+  *xpad = *ypad = 0;
+  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0) return 0;
+  if (!(p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r))
+    return 0;
+  if (p->c % 8) *xpad = (size_t)p->n * p->h * p->w * round8(p->c) * 2;
+  if (p->m % 8) *ypad = (size_t)p->n * p->oh * p->ow * round8(p->m) * 2;
+  return 1;
+}
+
+/* The padded weights of a dense layer with channel counts that are not multiples of 8
+ * (see the top of the file), and its padded input and output: lent by the caller
+ * (xpad_lent, ypad_lent as bd_cuda_conv_layer_pad_bytes sized them), else its own. */
+static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, void *xpad_lent,
+                           void *ypad_lent, bd_err *err) {
   bd_status st = BD_OK;
   const bd_cuda_conv_shape *p = &l->p;
   bd_cuda_conv_shape *q = &l->q;
@@ -204,15 +223,24 @@ static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, bd_err *err) {
   q->act = BD_ACT_NONE; /* the epilogue runs separately, from the padded output */
   q->res = BD_RES_NONE;
   size_t wn = (size_t)q->m * p->kh * p->kw * q->c;
+  size_t xn = (size_t)p->n * p->h * p->w * q->c, yn = (size_t)p->n * p->oh * p->ow * q->m;
   BD_CU(cudaMalloc(&l->wpad, wn * 2));
   BD_CU(cudaMemset(l->wpad, 0, wn * 2));
-  if (q->c != p->c) {
-    size_t xn = (size_t)p->n * p->h * p->w * q->c;
-    BD_CU(cudaMalloc(&l->xpad, xn * 2));
-    BD_CU(cudaMemset(l->xpad, 0, xn * 2));
+  if (xpad_lent || ypad_lent) {
+    l->lent = 1;
+    l->xpad = q->c != p->c ? xpad_lent : NULL;
+    l->ypad = q->m != p->m ? ypad_lent : NULL;
+    if ((q->c != p->c && !l->xpad) || (q->m != p->m && !l->ypad)) {
+      st = bd_err_set(err, BD_E_INTERNAL, "conv: padded buffers lent incompletely");
+      goto out;
+    }
+  } else {
+    if (q->c != p->c) {
+      BD_CU(cudaMalloc(&l->xpad, xn * 2));
+      BD_CU(cudaMemset(l->xpad, 0, xn * 2));
+    }
+    if (q->m != p->m) BD_CU(cudaMalloc(&l->ypad, yn * 2));
   }
-  if (q->m != p->m)
-    BD_CU(cudaMalloc(&l->ypad, (size_t)p->n * p->oh * p->ow * q->m * 2));
   /* weights [M][kh][kw][C] -> [M8][kh][kw][C8], viewed as [M][kh*kw][C] */
   bd_cuda_view src = {(void *)w, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
                       {(int64_t)p->kh * p->kw * p->c, p->c, 1}};
@@ -238,9 +266,9 @@ size_t bd_cuda_probe_ws_alloc(void **out) {
 }
 
 bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
-                                 int pad_r, void *x, void *w, void *y, void *probe,
-                                 size_t probe_bytes, bd_cuda_conv_layer **out, size_t *ws_bytes,
-                                 bd_err *err) {
+                                 int pad_r, void *x, void *w, void *y, void *xpad, void *ypad,
+                                 void *probe, size_t probe_bytes, bd_cuda_conv_layer **out,
+                                 size_t *ws_bytes, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_conv_layer *l = calloc(1, sizeof(*l));
   *out = NULL;
@@ -256,7 +284,7 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
     goto out;
   }
   if (p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r) {
-    st = pad_layer(l, w, err);
+    st = pad_layer(l, w, xpad, ypad, err);
     if (st != BD_OK) goto out;
     if (l->xpad) x = l->xpad;
     if (l->ypad) y = l->ypad;
@@ -414,6 +442,8 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
     if (l->xpad) {
       bd_cuda_view src = nhwc_view((void *)x, p->n, p->h, p->w, p->c, p->c);
       bd_cuda_view dst = nhwc_view(l->xpad, p->n, p->h, p->w, p->c, q->c);
+      if (l->lent)
+        BD_CU(cudaMemsetAsync(l->xpad, 0, (size_t)p->n * p->h * p->w * q->c * 2, stream));
       BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, stream));
       x = l->xpad;
     }

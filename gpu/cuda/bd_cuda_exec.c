@@ -85,18 +85,57 @@ static void push(bd_cuda_cplan *cp, int kind, int node, int value, int rep) {
   a->out_index = -1;
 }
 
+static size_t rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
+  return (size_t)numel_of(cp->plan, v) * (rep == BD_REP_H16 ? 2 : 4);
+}
+
+/* 1 when representation rep of v exists (or, in the sizing pass, will exist). */
+static int has(const bd_cuda_cplan *cp, int v, int rep) {
+  return cp->buf[v][rep] || (cp->sizing && cp->item[v][rep] >= 0);
+}
+
+/* Sizing pass: (v, rep) needs a buffer from the current step on. */
+static void size_item(bd_cuda_cplan *cp, int v, int rep) {
+  bd_pack_item *it = &cp->items[cp->n_items];
+  size_t bytes = rep_bytes(cp, v, rep);
+  it->def = it->last = cp->cur_step;
+  it->size = bytes ? bytes : 16;
+  cp->item[v][rep] = cp->n_items++;
+}
+
+/* The buffer of (v, rep): its place in the arena, or its own allocation when the
+ * memory plan has none for it. */
+static bd_status place(bd_cuda_cplan *cp, int v, int rep, bd_err *err) {
+  int i = cp->item[v][rep];
+  if (i >= 0 && cp->arena) {
+    cp->buf[v][rep] = (char *)cp->arena + cp->items[i].off;
+    return BD_OK;
+  }
+  return dev_alloc(cp, rep_bytes(cp, v, rep), &cp->buf[v][rep], err);
+}
+
 /* Makes representation rep of v available before the next op (a conversion step). */
 static bd_status need(bd_cuda_cplan *cp, int v, int rep, const char *node, bd_err *err) {
-  if (cp->buf[v][rep]) return BD_OK;
+  if (has(cp, v, rep)) return BD_OK;
   if (cp->prim[v] < 0)
     return bd_err_set(err, BD_E_INTERNAL, "node '%s': input %d has no buffer", node, v);
   if (rep == BD_REP_H16 && cp->plan->rank[v] != 4)
     return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': 16-bit NHWC needs a 4-D input", node);
-  size_t es = rep == BD_REP_H16 ? 2 : 4;
-  bd_status st = dev_alloc(cp, (size_t)numel_of(cp->plan, v) * es, &cp->buf[v][rep], err);
+  if (cp->sizing) {
+    size_item(cp, v, rep);
+    return BD_OK;
+  }
+  bd_status st = place(cp, v, rep, err);
   if (st != BD_OK) return st;
   push(cp, BD_A_CONVERT, -1, v, rep);
   return BD_OK;
+}
+
+void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step) {
+  for (int rep = 0; rep < 2; ++rep) {
+    int i = cp->item[v][rep];
+    if (i >= 0 && cp->items[i].last < step) cp->items[i].last = step;
+  }
 }
 
 static int is_trunk(bd_op op) {
@@ -330,10 +369,10 @@ out:
   return st;
 }
 
-/* Output buffer of an op in representation rep. */
+/* Output buffer of an op in representation rep: the graph output's FP32 device buffer,
+ * else the memory plan's. */
 static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd_err *err) {
   const bd_graph *g = b->base.graph;
-  const bd_plan *p = cp->plan;
   cp->prim[v] = (signed char)rep;
   if (rep == BD_REP_F32 && g->values[v].is_output)
     for (int i = 0; i < g->n_outputs; ++i)
@@ -341,12 +380,11 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
         cp->buf[v][rep] = cp->d_out[i];
         return BD_OK;
       }
-  if (p->offset[v] != SIZE_MAX) {
-    cp->buf[v][rep] = (char *)cp->arena + p->offset[v];
+  if (cp->sizing) {
+    size_item(cp, v, rep);
     return BD_OK;
   }
-  return dev_alloc(cp, (size_t)numel_of(p, v) * (rep == BD_REP_H16 ? 2 : 4), &cp->buf[v][rep],
-                   err);
+  return place(cp, v, rep, err);
 }
 
 static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
@@ -436,15 +474,38 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
   }
   st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
   if (st != BD_OK) return st;
+  if (cp->sizing) {
+    /* every buffer this node reads lives until now; a channel-padded conv's copies live
+     * for this step only */
+    for (int k = 0; k < nd->n_in; ++k)
+      if (nd->in[k] >= 0 && !host_input(nd->op, k)) bd_cuda_extend_items(cp, nd->in[k], cp->cur_step);
+    if (nd->op == BD_OP_CONV) {
+      bd_cuda_conv_shape s;
+      size_t pad[2];
+      conv_shape(cp, nd, &s);
+      if (bd_cuda_conv_layer_pad_bytes(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, &pad[0], &pad[1]))
+        for (int k = 0; k < 2; ++k)
+          if (pad[k]) {
+            bd_pack_item *it = &cp->items[cp->n_items];
+            it->def = it->last = cp->cur_step;
+            it->size = pad[k];
+            cp->scratch[n][k] = cp->n_items++;
+          }
+    }
+    return BD_OK;
+  }
   if (nd->op == BD_OP_CONV) {
     bd_cuda_conv_shape s;
     size_t ws = 0;
+    void *pad[2] = {NULL, NULL};
     conv_shape(cp, nd, &s);
+    for (int k = 0; k < 2 && cp->arena; ++k)
+      if (cp->scratch[n][k] >= 0) pad[k] = (char *)cp->arena + cp->items[cp->scratch[n][k]].off;
     if (b->dnn && !cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
     st = bd_cuda_conv_layer_new(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r,
                                 cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],
-                                cp->buf[y][BD_REP_H16], cp->probe, cp->probe_bytes,
-                                &cp->layer[n], &ws, err);
+                                cp->buf[y][BD_REP_H16], pad[0], pad[1], cp->probe,
+                                cp->probe_bytes, &cp->layer[n], &ws, err);
     if (st == BD_OK && b->dnn && nd->n_in > 2 && nd->in[2] >= 0 && fuse_enabled())
       st = bd_cuda_conv_layer_fuse(b->dnn, cp->layer[n], b->cdev[nd->in[2]],
                                    cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],

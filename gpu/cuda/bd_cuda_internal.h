@@ -14,6 +14,7 @@
 #endif
 
 #include "bd_backend.h"
+#include "bd_compile.h"
 #include "bd_cuda_backend.h"
 #include "bd_cuda_kernels.h"
 #include "bd_cuda_post.h"
@@ -56,9 +57,15 @@ typedef struct bd_cuda_conv_layer bd_cuda_conv_layer;
  * runs a shape the same way: identical results), workspace need in *ws_bytes. Our own kernel runs it (bd_cuda_conv_layer_is_direct) for depthwise convs,
  * asymmetric padding, or when cuDNN has no algorithm. handle may be NULL without cuDNN. */
 bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
-                                 int pad_r, void *x, void *w, void *y, void *probe,
-                                 size_t probe_bytes, bd_cuda_conv_layer **out, size_t *ws_bytes,
-                                 bd_err *err);
+                                 int pad_r, void *x, void *w, void *y, void *xpad, void *ypad,
+                                 void *probe, size_t probe_bytes, bd_cuda_conv_layer **out,
+                                 size_t *ws_bytes, bd_err *err);
+/* 1 when a layer of shape p runs on channel-padded copies of its input and/or output;
+ * their sizes in bytes (0: that side is not padded). A caller may lend such buffers to
+ * bd_cuda_conv_layer_new (xpad, ypad; both NULL: the layer allocates its own); they are
+ * used only while the layer runs. */
+int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r,
+                                 size_t *xpad, size_t *ypad);
 /* Allocates the algorithm-search workspace (256 MiB, less when memory is short);
  * returns its size, 0 (and *out NULL) when none could be had. */
 size_t bd_cuda_probe_ws_alloc(void **out);
@@ -97,7 +104,18 @@ typedef struct bd_cuda_action {
 typedef struct bd_cuda_cplan {
   const bd_plan *plan;
   int batch, n_steps;
-  void *arena;
+  void *arena;        /* the backend's shared arena, or a private one (in extra) */
+  size_t arena_bytes; /* what this plan's buffers need (16-bit where 16-bit) */
+  /* Memory plan: per value and representation the index of its bd_pack_item, -1 none.
+   * Made by a sizing pass over the steps (sizing = 1: representations and conversions
+   * decided, nothing allocated or enqueued), placed by bd_pack. */
+  int (*item)[2];
+  int (*scratch)[2]; /* per node: items of a padded conv's input / output copies, -1 none */
+  bd_pack_item *items;
+  int n_items;
+  int sizing, cur_step;
+  void *own_host[12]; /* private pinned buffers (when the shared ones are too small) */
+  int n_own_host;
   void *(*buf)[2]; /* per value: [BD_REP_F32], [BD_REP_H16] device pointers, NULL = absent */
   signed char *prim; /* per value: primary representation, -1 = none yet */
   void **extra;      /* conversion and output buffers, freed with the plan */
@@ -150,8 +168,23 @@ typedef struct bd_cuda_dd {
   void *ws; /* yolox decode workspace */
 } bd_cuda_dd;
 
+/* Buffers every plan of a backend uses in turn (all its work is on one stream): sized
+ * by the first plan prepared (the engine prepares its largest batch first); a later
+ * plan that needs more gets private buffers instead. */
+typedef struct bd_cuda_shared {
+  void *arena;
+  size_t arena_bytes;
+  void *d_in[4], *h_in[4];
+  size_t in_bytes[4], h_in_bytes[4];
+  void *d_out[8], *h_out[8];
+  size_t out_bytes[8], h_out_bytes[8];
+  void *ws;
+  size_t ws_bytes;
+} bd_cuda_shared;
+
 typedef struct bd_cuda_be {
   bd_backend base;
+  bd_cuda_shared sh;
   int device;
   cudaStream_t stream;
   void *dnn;   /* cudnnHandle_t, NULL without cuDNN */
@@ -169,7 +202,10 @@ typedef struct bd_cuda_be {
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
 /* Uses w (same GPU, same model: checked) instead of uploading; takes a reference. */
 bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err);
-/* Adds node's conversions and op step to cp, assigning its output buffer. */
+/* Extends the lifetime of every memory-plan item of value v to step (sizing pass). */
+void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step);
+/* Adds node's conversions and op step to cp, assigning its output buffer; in the sizing
+ * pass (cp->sizing, step cp->cur_step) only records the buffers they need. */
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);
 /* Enqueues a whole run of cp on b->stream (used directly and under capture); io = 1
  * includes the copies of the input from its pinned host buffer and of the outputs to

@@ -28,6 +28,7 @@
 typedef struct emu_alloc {
   char *p;
   size_t n;
+  int host; /* cudaMallocHost */
 } emu_alloc;
 static emu_alloc *emu_allocs;
 static int emu_n_allocs, emu_cap_allocs;
@@ -35,7 +36,10 @@ static int emu_n_allocs, emu_cap_allocs;
  * of their own); the emulated kernels themselves touch only their own buffers. */
 static pthread_mutex_t emu_mu = PTHREAD_MUTEX_INITIALIZER;
 
-cudaError_t cudaMalloc(void **p, size_t n) {
+/* Device bytes allocated now and at most so far (cudaMalloc, as the backend asked). */
+size_t bd_cuda_emu_device_bytes, bd_cuda_emu_device_peak;
+
+static cudaError_t emu_malloc(void **p, size_t n, int host) {
   size_t sz = (n ? n : 1) * 3;
   *p = aligned_alloc(256, (sz + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
@@ -52,14 +56,22 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     emu_cap_allocs = cap;
   }
   emu_allocs[emu_n_allocs].p = *p;
+  emu_allocs[emu_n_allocs].host = host;
   emu_allocs[emu_n_allocs++].n = n ? n : 1;
+  if (!host) {
+    bd_cuda_emu_device_bytes += n ? n : 1;
+    if (bd_cuda_emu_device_bytes > bd_cuda_emu_device_peak)
+      bd_cuda_emu_device_peak = bd_cuda_emu_device_bytes;
+  }
   pthread_mutex_unlock(&emu_mu);
   return cudaSuccess;
 }
+cudaError_t cudaMalloc(void **p, size_t n) { return emu_malloc(p, n, 0); }
 cudaError_t cudaFree(void *p) {
   pthread_mutex_lock(&emu_mu);
   for (int i = 0; i < emu_n_allocs; ++i)
     if (emu_allocs[i].p == p) {
+      if (!emu_allocs[i].host) bd_cuda_emu_device_bytes -= emu_allocs[i].n;
       emu_allocs[i] = emu_allocs[--emu_n_allocs];
       break;
     }
@@ -89,7 +101,7 @@ static float *shadow(const void *p) {
   if (!r) abort(); /* a 16-bit view outside every device allocation: a backend bug */
   return r;
 }
-cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+cudaError_t cudaMallocHost(void **p, size_t n) { return emu_malloc(p, n, 1); }
 cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) {
   (void)k;
@@ -112,6 +124,10 @@ cudaError_t cudaMemset(void *d, int v, size_t n) {
   if (a) memset(a->p + a->n + 2 * (size_t)((char *)d - a->p), v, 2 * n);
   pthread_mutex_unlock(&emu_mu);
   return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t s) {
+  (void)s;
+  return cudaMemset(d, v, n);
 }
 static int emu_stream;
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) {

@@ -78,7 +78,7 @@ static void run_case(const conv_case *cc, int use_direct) {
     bd_cuda_conv_layer *l = NULL;
     size_t wsb = 0;
     bd_err err = {0};
-    bd_status st = bd_cuda_conv_layer_new(h, &p, cc->pb, cc->pr, dx, dw, dy, NULL, 0, &l, &wsb,
+    bd_status st = bd_cuda_conv_layer_new(h, &p, cc->pb, cc->pr, dx, dw, dy, NULL, NULL, NULL, 0, &l, &wsb,
                                           &err);
     if (st != BD_OK) printf("layer_new: %s\n", err.msg);
     assert_int_equal(st, BD_OK);

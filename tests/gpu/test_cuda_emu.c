@@ -33,6 +33,7 @@ static bd_graph *g_graph;
 extern int bd_cuda_emu_half;
 extern _Thread_local int bd_cuda_emu_layer;
 extern int bd_cuda_emu_io_copies;
+extern size_t bd_cuda_emu_device_bytes;
 
 static int64_t numel(const bd_plan *p, int v) {
   int64_t n = 1;
@@ -200,6 +201,100 @@ static void test_time_device(void **state) {
   }
 }
 
+/* Device memory of a backend's plans (issue 7's memory target). A plan's buffers are
+ * sized in their own representation (16-bit NHWC: 2 bytes) and packed by lifetime, and
+ * the plans of one backend share the arena, I/O buffers and workspace sized by the
+ * first (largest) one. Checked independently of the packer: buffers alive together
+ * never share a byte, the smaller plan adds under a quarter of what the first took
+ * (every buffer scales with the batch, so separate buffers would add half), the values'
+ * buffers pack into at most 60% of bd_plan's FP32-sized arena, the smaller plan computes
+ * the same as the cpu backend while sharing, and destroying the backend returns every
+ * byte. */
+static void test_plan_memory(void **state) {
+  (void)state;
+  if (getenv("BD_CUDA_INPUT")) skip();
+  bd_cuda_emu_half = 1;
+  bd_err err = {0};
+  bd_plan *p2 = NULL, *p1 = NULL;
+  bd_backend *emu = NULL, *cpu = NULL;
+  const bd_graph *g = g_graph;
+  check(bd_plan_new(g, 2, &p2, &err), &err, "bd_plan_new 2");
+  check(bd_plan_new(g, 1, &p1, &err), &err, "bd_plan_new 1");
+  size_t base = bd_cuda_emu_device_bytes;
+  check(bd_cuda_backend_new(g, 0, &emu, &err), &err, "cuda backend (emulated)");
+  size_t weights = bd_cuda_emu_device_bytes;
+  check(bd_backend_prepare(emu, p2, &err), &err, "cuda prepare batch 2");
+  size_t after2 = bd_cuda_emu_device_bytes;
+  check(bd_backend_prepare(emu, p1, &err), &err, "cuda prepare batch 1");
+  size_t after1 = bd_cuda_emu_device_bytes;
+  bd_cuda_cplan *c2 = bd_cuda_backend_plan((bd_cuda_be *)emu, p2);
+  bd_cuda_cplan *c1 = bd_cuda_backend_plan((bd_cuda_be *)emu, p1);
+  assert_true(c1 && c2);
+  printf("device bytes: weights %zu, + batch-2 plan %zu, + batch-1 plan %zu; arena %zu "
+         "(bd_plan FP32-sized: %zu), %d buffers\n",
+         weights - base, after2 - weights, after1 - after2, c2->arena_bytes, p2->arena_bytes,
+         c2->n_items);
+  for (int i = 0; i < c2->n_items; ++i) {
+    const bd_pack_item *a = &c2->items[i];
+    assert_true(a->def <= a->last);
+    assert_true(a->off + a->size <= c2->arena_bytes);
+    assert_int_equal(a->off % 256, 0);
+    for (int j = i + 1; j < c2->n_items; ++j) {
+      const bd_pack_item *b = &c2->items[j];
+      if (a->def <= b->last && b->def <= a->last)
+        assert_true(a->off + a->size <= b->off || b->off + b->size <= a->off);
+    }
+  }
+  /* The values' buffers alone (without the padded convs' scratch), packed as bd_plan
+   * packs its FP32-sized ones: 16-bit storage about halves them. */
+  bd_pack_item *vals = malloc(sizeof(*vals) * (size_t)(c2->n_items + 1));
+  int nv = 0;
+  size_t vals_bytes = 0;
+  assert_non_null(vals);
+  for (int v2 = 0; v2 < g->n_values; ++v2)
+    for (int rep = 0; rep < 2; ++rep)
+      if (c2->item[v2][rep] >= 0) vals[nv++] = c2->items[c2->item[v2][rep]];
+  assert_true(nv < c2->n_items); /* yolox_nano has channel-padded convs */
+  check(bd_pack(vals, nv, 64, &vals_bytes, &err), &err, "bd_pack");
+  printf("values' buffers: %zu bytes packed (bd_plan FP32-sized: %zu)\n", vals_bytes,
+         p2->arena_bytes);
+  assert_true((double)vals_bytes <= 0.6 * (double)p2->arena_bytes);
+  free(vals);
+  assert_ptr_equal(c1->arena, c2->arena);
+  assert_ptr_equal(c1->d_in[0], c2->d_in[0]);
+  assert_ptr_equal(c1->d_out[0], c2->d_out[0]);
+  assert_true(after1 - after2 <= (after2 - weights) / 4);
+  /* The batch-1 plan on the shared buffers vs the cpu backend. */
+  int v = g->inputs[0], nout = g->n_outputs;
+  float *in = malloc((size_t)numel(p1, v) * 4), *ref[8] = {0}, *got[8] = {0};
+  assert_non_null(in);
+  for (int i = 0; i < nout; ++i) {
+    ref[i] = malloc((size_t)numel(p1, g->outputs[i]) * 4);
+    got[i] = malloc((size_t)numel(p1, g->outputs[i]) * 4);
+    assert_true(ref[i] && got[i]);
+  }
+  fill_input(p1, v, in);
+  check(bd_cpu_backend_new(g, 2, &cpu, &err), &err, "cpu backend");
+  check(bd_backend_prepare(cpu, p1, &err), &err, "cpu prepare");
+  check(bd_backend_run(cpu, p1, (const float *const *)&in, ref, &err), &err, "cpu run");
+  check(bd_backend_run(emu, p1, (const float *const *)&in, got, &err), &err, "cuda run");
+  for (int i = 0; i < nout; ++i) {
+    double rel = rel_l2(got[i], ref[i], numel(p1, g->outputs[i]), 1, 0, 1);
+    printf("batch 1 on the shared buffers, output %d: rel L2 %.3e\n", i, rel);
+    assert_true(rel <= 1e-2);
+  }
+  bd_backend_destroy(emu);
+  assert_int_equal(bd_cuda_emu_device_bytes, base);
+  bd_backend_destroy(cpu);
+  bd_plan_destroy(p1);
+  bd_plan_destroy(p2);
+  free(in);
+  for (int i = 0; i < nout; ++i) {
+    free(ref[i]);
+    free(got[i]);
+  }
+}
+
 /* $BD_CUDA_MODEL on $BD_CUDA_INPUT with the storage the backend is built for. */
 static void test_env_model(void **state) {
   (void)state;
@@ -233,6 +328,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_half_batch2),
                                      cmocka_unit_test(test_bf16_batch1),
                                      cmocka_unit_test(test_time_device),
+                                     cmocka_unit_test(test_plan_memory),
                                      cmocka_unit_test(test_env_model)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);

@@ -131,7 +131,7 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
         "\"n_conv\":%d,\"n_conv_grouped\":%d,\"n_matmul\":%d,\"weight_values\":%.0f,"
         "\"weight_bytes\":%.0f,\"other_const_bytes\":%.0f,\"in_bytes\":%.0f,"
         "\"out_bytes\":%.0f,\"act_min_bytes\":%.0f,\"act_graph_bytes\":%.0f,"
-        "\"min_bytes_batch\":%.0f,\"floor\":[",
+        "\"min_bytes_batch\":%.0f,",
         batch, c1.conv_macs, c1.conv_grouped_macs, c1.matmul_macs, c1.n_conv, c1.n_conv_grouped,
         c1.n_matmul, c1.weight_values, c1.weight_bytes, c1.other_const_bytes, c1.in_bytes,
         c1.out_bytes, c1.act_min_bytes, c1.act_graph_bytes, bd_cost_min_bytes(&cb));
@@ -154,6 +154,26 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
         "consumer, 16-bit\n",
         c1.act_graph_bytes / MB);
   }
+  /* What a cuda instance holds at this batch (host-side plan, no GPU), and for reference
+   * bd_plan's FP32-sized arena (one per plan before the cuda backend sized its own). */
+  size_t wb = 0, ab = 0, iob = 0;
+  double stage = 2.0 * 2.0 * cb.in_bytes; /* 2 slots x (pixels up to 2x the input), u8 */
+  bd_err merr;
+  bd_err_clear(&merr);
+  int have_mem = bd_engine_cuda_plan_memory(g, pb, &wb, &ab, &iob, &merr) == BD_OK;
+  if (json)
+    printf("\"cuda_mem\":{\"batch\":%d,\"weights\":%zu,\"arena\":%zu,\"io\":%zu,"
+           "\"staging\":%.0f,\"plan_fp32_arena\":%zu},\"floor\":[",
+           batch, have_mem ? wb : 0, have_mem ? ab : 0, have_mem ? iob : 0, stage,
+           pb->arena_bytes);
+  else if (have_mem)
+    printf("cuda mem    b%d per instance: weights %.1f MB + arena %.1f MB + I/O fp32 %.1f MB = "
+           "%.1f MB (+ detection staging %.1f MB, + cuDNN workspace); bd_plan's fp32 arena "
+           "%.1f MB\n",
+           batch, wb / MB, ab / MB, iob / MB, (wb + ab + iob) / MB, stage / MB,
+           pb->arena_bytes / MB);
+  else
+    printf("cuda mem    not computed: %s\n", merr.msg);
   int n_hw = (int)(sizeof hw / sizeof *hw);
   for (int i = 0; i < n_hw + (bw > 0 || tflops > 0); i++) {
     const char *name = i < n_hw ? hw[i].name : "given";

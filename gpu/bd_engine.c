@@ -784,3 +784,23 @@ bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *er
   return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
 #endif
 }
+
+bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, size_t *weights,
+                                     size_t *arena, size_t *io, bd_err *err) {
+#ifdef BD_ENGINE_CUDA
+  bd_cuda_plan_mem m;
+  bd_status st = bd_cuda_plan_memory(g, p, &m, err);
+  if (st != BD_OK) return st;
+  *weights = m.weights;
+  *arena = m.arena;
+  *io = m.io;
+  return BD_OK;
+#else
+  (void)g;
+  (void)p;
+  (void)weights;
+  (void)arena;
+  (void)io;
+  return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
+#endif
+}

@@ -60,6 +60,9 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   if (cp->probe) cudaFree(cp->probe);
   free(cp->item);
   free(cp->scratch);
+  free(cp->alias);
+  free(cp->alias_ch);
+  free(cp->pitch);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -109,6 +112,35 @@ bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
   }
 out:
   return st;
+}
+
+/* A plan state for p with its tables allocated, nothing bound; NULL when out of memory. */
+static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
+  bd_cuda_cplan *cp = calloc(1, sizeof(*cp));
+  if (!cp) return NULL;
+  cp->plan = p;
+  cp->batch = p->batch;
+  cp->n_steps = p->n_steps;
+  cp->buf = calloc((size_t)g->n_values, sizeof(*cp->buf));
+  cp->prim = malloc((size_t)g->n_values);
+  cp->extra = calloc((size_t)g->n_values * 2 + 32, sizeof(void *));
+  cp->acts = calloc((size_t)p->n_steps * 6 + 32, sizeof(bd_cuda_action));
+  cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
+  cp->item = malloc(sizeof(*cp->item) * (size_t)g->n_values);
+  cp->scratch = malloc(sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 1, sizeof(*cp->items));
+  cp->alias = malloc(sizeof(*cp->alias) * (size_t)g->n_values);
+  cp->alias_ch = calloc((size_t)g->n_values, sizeof(*cp->alias_ch));
+  cp->pitch = calloc((size_t)g->n_values, sizeof(*cp->pitch));
+  if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
+      !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch) {
+    bd_cuda_cplan_free(cp, g->n_nodes);
+    return NULL;
+  }
+  memset(cp->alias, -1, sizeof(*cp->alias) * (size_t)g->n_values);
+  memset(cp->item, -1, sizeof(*cp->item) * (size_t)g->n_values);
+  memset(cp->scratch, -1, sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  return cp;
 }
 
 /* A buffer of `need` bytes from the shared slot (*shared, *shared_bytes): the shared one
@@ -176,6 +208,7 @@ static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
   bd_status st = BD_OK;
+  bd_cuda_plan_aliases(b, cp);
   cp->sizing = 1;
   bind_fixed(b, cp);
   for (int s = 0; s < p->n_steps; ++s) {
@@ -200,29 +233,10 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     return bd_err_set(err, BD_E_INVALID, "cuda prepare: plan is for another graph");
   bd_cuda_capture_lock();
   BD_CU(cudaSetDevice(b->device));
-  cp = calloc(1, sizeof(*cp));
-  if (!cp) {
+  if (!(cp = cplan_new(g, p))) {
     st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
     goto out;
   }
-  cp->plan = p;
-  cp->batch = p->batch;
-  cp->n_steps = p->n_steps;
-  cp->buf = calloc((size_t)g->n_values, sizeof(*cp->buf));
-  cp->prim = malloc((size_t)g->n_values);
-  cp->extra = calloc((size_t)g->n_values * 2 + 32, sizeof(void *));
-  cp->acts = calloc((size_t)p->n_steps * 6 + 32, sizeof(bd_cuda_action));
-  cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
-  cp->item = malloc(sizeof(*cp->item) * (size_t)g->n_values);
-  cp->scratch = malloc(sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
-  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 1, sizeof(*cp->items));
-  if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
-      !cp->scratch || !cp->items) {
-    st = bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
-    goto out;
-  }
-  memset(cp->item, -1, sizeof(*cp->item) * (size_t)g->n_values);
-  memset(cp->scratch, -1, sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
   if (g->n_inputs > 4 || g->n_outputs > 8) {
     st = bd_err_set(err, BD_E_UNSUPPORTED, "cuda prepare: %d inputs, %d outputs (at most 4, 8)",
                     g->n_inputs, g->n_outputs);
@@ -375,6 +389,42 @@ bd_cuda_weights *bd_cuda_backend_weights(bd_backend *be) {
 
 bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p) {
   return bd_cuda_find_plan(b, p);
+}
+
+bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_mem *m,
+                              bd_err *err) {
+  static char marker; /* stands for device buffers: the sizing pass only asks "is there one" */
+  bd_status st = BD_OK;
+  bd_cuda_be fb;
+  bd_cuda_cplan *cp = NULL;
+  memset(&fb, 0, sizeof(fb));
+  memset(m, 0, sizeof(*m));
+  fb.base.graph = g;
+  fb.cdev = calloc((size_t)g->n_values, sizeof(void *));
+  if (!fb.cdev || !(cp = cplan_new(g, p))) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda memory plan: out of memory");
+    goto out;
+  }
+  if (p->n_values != g->n_values || g->n_inputs > 4 || g->n_outputs > 8) {
+    st = bd_err_set(err, BD_E_INVALID, "cuda memory plan: plan not for this graph, or too many I/O");
+    goto out;
+  }
+  if ((st = bd_cuda_weights_bytes(g, &m->weights, fb.cdev, &marker, err)) != BD_OK) goto out;
+  for (int i = 0; i < g->n_inputs; ++i) {
+    cp->d_in[i] = &marker;
+    m->io += (size_t)numel_of(p, g->inputs[i]) * sizeof(float);
+  }
+  for (int i = 0; i < g->n_outputs; ++i) {
+    cp->d_out[i] = &marker;
+    m->io += (size_t)numel_of(p, g->outputs[i]) * sizeof(float);
+  }
+  if ((st = plan_memory(&fb, cp, err)) != BD_OK) goto out;
+  m->arena = cp->arena_bytes;
+  m->buffers = cp->n_items;
+out:
+  if (cp) bd_cuda_cplan_free(cp, g->n_nodes);
+  free(fb.cdev);
+  return st;
 }
 
 bd_status bd_cuda_backend_new(const bd_graph *g, int device, bd_backend **out, bd_err *err) {

@@ -52,6 +52,20 @@ bd_status bd_cuda_backend_time_device(bd_backend *be, const bd_plan *p, int reps
                                       bd_err *err);
 bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_err *err);
 
+/* The device memory one instance holds for plan p of compiled graph g, computed on the
+ * host by prepare's own sizing pass and packer (no GPU needed): the weights blob (one per
+ * model and GPU, shared by the instances on it), the arena (activations in their
+ * representations, conversions, padded convs' scratch) and the FP32 device input and
+ * outputs. Not included: the cuDNN workspace (chosen by measurement), the padded
+ * convs' weights, cuDNN's handle, the CUDA context, and device-detection staging. The
+ * arena assumes the default convolution path (BATCHDET_CUDA_CONV decides padding). */
+typedef struct bd_cuda_plan_mem {
+  size_t weights, arena, io;
+  int buffers; /* buffers packed into the arena */
+} bd_cuda_plan_mem;
+bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_mem *m,
+                              bd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,8 +28,8 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   }
   o->rank = r;
   for (int d = 0; d < r; ++d) o->dims[d] = p->dims[v][d];
-  if (rep == BD_REP_H16) { /* logical NCHW over NHWC memory */
-    int64_t c = o->dims[1], h = o->dims[2], w = o->dims[3];
+  if (rep == BD_REP_H16) { /* logical NCHW over NHWC memory, pixels `pitch` apart */
+    int64_t c = cp->pitch[v] ? cp->pitch[v] : o->dims[1], h = o->dims[2], w = o->dims[3];
     o->strides[0] = h * w * c;
     o->strides[1] = 1;
     o->strides[2] = w * c;
@@ -136,6 +136,80 @@ void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step) {
     int i = cp->item[v][rep];
     if (i >= 0 && cp->items[i].last < step) cp->items[i].last = step;
   }
+  if (cp->alias[v] >= 0) bd_cuda_extend_items(cp, cp->alias[v], step); /* its Concat's buffer */
+}
+
+/* Pixels of v's 16-bit NHWC buffer are this many channels apart. */
+static int pitch_of(const bd_cuda_cplan *cp, int v) {
+  return (int)(cp->pitch[v] ? cp->pitch[v] : cp->plan->dims[v][1]);
+}
+
+/* Ops whose output can be written into a channel slice of a Concat's buffer: they write
+ * through strided views, or take an output pitch (MaxPool, Resize). */
+static int writes_pitched(bd_op op) {
+  switch (op) {
+  case BD_OP_SLICE: case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP:
+  case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_MAXPOOL:
+  case BD_OP_RESIZE:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* Ops that can read a pitched 16-bit input: through views, by a pitch argument, or through
+ * a conversion step (which reads a view). Not Conv: cuDNN and our conv kernels take packed
+ * tensors. */
+static int reads_pitched(bd_op op) {
+  return op != BD_OP_CONV;
+}
+
+static int alias_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_ALIAS");
+  return !e || strcmp(e, "0") != 0;
+}
+
+void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  int *uses = NULL, *in_concat = NULL;
+  for (int v = 0; v < g->n_values; ++v) {
+    cp->alias[v] = -1;
+    cp->alias_ch[v] = 0;
+  }
+  if (!alias_enabled()) return;
+  uses = calloc((size_t)g->n_values, sizeof(int));      /* readers that cannot take a pitch */
+  in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
+  if (!uses || !in_concat) goto out; /* no aliasing: correct, only more memory */
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    for (int k = 0; k < nd->n_in; ++k) {
+      int v = nd->in[k];
+      if (v < 0) continue;
+      if (!reads_pitched(nd->op)) uses[v]++;
+      if (nd->op == BD_OP_CONCAT) in_concat[v]++;
+    }
+  }
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    int y = nd->out[0];
+    if (nd->op != BD_OP_CONCAT || nd->n_out < 1 || p->rank[y] != 4 || nd->p.concat.axis != 1)
+      continue;
+    int64_t ch = 0;
+    for (int k = 0; k < nd->n_in; ch += p->dims[nd->in[k]][1], ++k) {
+      int v = nd->in[k];
+      const bd_value *val = &g->values[v];
+      if (v < 0 || val->producer < 0 || val->is_output || val->is_input || val->data ||
+          p->rank[v] != 4 || uses[v] || in_concat[v] != 1 ||
+          !writes_pitched(g->nodes[val->producer].op) || g->values[v].dtype != BD_DT_F32)
+        continue;
+      cp->alias[v] = y;
+      cp->alias_ch[v] = ch;
+    }
+  }
+out:
+  free(uses);
+  free(in_concat);
 }
 
 static int is_trunk(bd_op op) {
@@ -200,6 +274,23 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
   }
   *bytes = at ? at : W_ALIGN;
   return BD_OK;
+}
+
+bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, void *marker,
+                                bd_err *err) {
+  bd_status st = BD_OK;
+  int64_t *voff = malloc(sizeof(int64_t) * (size_t)(g->n_values ? g->n_values : 1));
+  int64_t *noff = malloc(sizeof(int64_t) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (!voff || !noff) {
+    st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+    goto out;
+  }
+  if ((st = weights_layout(g, voff, noff, bytes, err)) != BD_OK) goto out;
+  for (int v = 0; cdev && v < g->n_values; ++v) cdev[v] = voff[v] >= 0 ? marker : NULL;
+out:
+  free(voff);
+  free(noff);
+  return st;
 }
 
 void bd_cuda_weights_release(bd_cuda_weights *w) {
@@ -380,8 +471,24 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
         cp->buf[v][rep] = cp->d_out[i];
         return BD_OK;
       }
+  int u = rep == BD_REP_H16 ? cp->alias[v] : -1;
   if (cp->sizing) {
-    size_item(cp, v, rep);
+    /* A Concat piece makes its Concat's buffer live from its own step; the Concat finds
+     * the buffer there. */
+    int w = u >= 0 ? u : v;
+    if (cp->item[w][BD_REP_H16] >= 0 && rep == BD_REP_H16)
+      bd_cuda_extend_items(cp, w, cp->cur_step);
+    else
+      size_item(cp, w, rep);
+    return BD_OK;
+  }
+  if (u >= 0) { /* written in place: its channels of the Concat's buffer */
+    int i = cp->item[u][BD_REP_H16];
+    if (i < 0 || !cp->arena)
+      return bd_err_set(err, BD_E_INTERNAL, "value '%s': its Concat has no buffer",
+                        g->values[v].name);
+    cp->buf[v][rep] = (char *)cp->arena + cp->items[i].off + cp->alias_ch[v] * 2;
+    cp->pitch[v] = cp->plan->dims[u][1];
     return BD_OK;
   }
   return place(cp, v, rep, err);
@@ -499,6 +606,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     size_t ws = 0;
     void *pad[2] = {NULL, NULL};
     conv_shape(cp, nd, &s);
+    if (cp->pitch[nd->in[0]] || (nd->n_in > 3 && nd->in[3] >= 0 && cp->pitch[nd->in[3]]))
+      return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv input in a Concat's buffer", name);
     for (int k = 0; k < 2 && cp->arena; ++k)
       if (cp->scratch[n][k] >= 0) pad[k] = (char *)cp->arena + cp->items[cp->scratch[n][k]].off;
     if (b->dnn && !cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
@@ -651,11 +760,12 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
     int a = nd->p.concat.axis;
     int64_t off = 0;
     for (int k = 0; k < nd->n_in; ++k) {
-      view_any(cp, nd->in[k], &va);
       t = vo;
       t.dims[a] = p->dims[nd->in[k]][a];
       t.base = offset_ptr(vo.base, off * vo.strides[a], esize(&vo));
       off += t.dims[a];
+      if (cp->alias[nd->in[k]] == y) continue; /* its producer wrote it in place */
+      view_any(cp, nd->in[k], &va);
       BD_CU(bd_cuda_map(&t, &va, BD_UN_ID, s));
     }
     break;
@@ -665,7 +775,8 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
     const int64_t *xd = p->dims[x], *yd = p->dims[y];
     BD_CU(bd_cuda_maxpool_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
                                (int)yd[3], pp->kh, pp->kw, pp->sh, pp->sw, pp->pad_t, pp->pad_l,
-                               cp->buf[x][BD_REP_H16], vo.base, s));
+                               pitch_of(cp, x), pitch_of(cp, y), cp->buf[x][BD_REP_H16], vo.base,
+                               s));
     break;
   }
   case BD_OP_RESIZE: {
@@ -673,7 +784,8 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
     const int64_t *xd = p->dims[x], *yd = p->dims[y];
     BD_CU(bd_cuda_resize_nhwc((int)xd[0], (int)xd[2], (int)xd[3], (int)xd[1], (int)yd[2],
                               (int)yd[3], rp->mode, rp->coord, rp->nearest, rp->scale_h,
-                              rp->scale_w, cp->buf[x][BD_REP_H16], vo.base, s));
+                              rp->scale_w, pitch_of(cp, x), pitch_of(cp, y),
+                              cp->buf[x][BD_REP_H16], vo.base, s));
     break;
   }
   case BD_OP_SLICE:

@@ -111,6 +111,11 @@ typedef struct bd_cuda_cplan {
    * decided, nothing allocated or enqueued), placed by bd_pack. */
   int (*item)[2];
   int (*scratch)[2]; /* per node: items of a padded conv's input / output copies, -1 none */
+  /* Concat pieces written in place (bd_cuda_plan_aliases): per value, the Concat output
+   * whose buffer holds it (-1: its own buffer), its first channel there, and the
+   * distance between its pixels in channels (0: packed, its own channel count). */
+  int *alias;
+  int64_t *alias_ch, *pitch;
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;
@@ -197,11 +202,18 @@ typedef struct bd_cuda_be {
   bd_cuda_weights *w; /* the device weights cdev / wbf point into (shared, refcounted) */
 } bd_cuda_be;
 
+/* The size of g's weights blob; with cdev (n_values entries), cdev[v] = marker for
+ * every value the blob holds, NULL for the others (a host-only view of the layout). */
+bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, void *marker,
+                                bd_err *err);
 /* Uploads float constants and converts conv weights into a new weights blob (at
  * backend creation). */
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
 /* Uses w (same GPU, same model: checked) instead of uploading; takes a reference. */
 bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err);
+/* Decides which Concat inputs are written straight into their slice of the Concat's
+ * buffer (cp->alias; before the sizing pass). BATCHDET_CUDA_ALIAS=0 turns it off. */
+void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp);
 /* Extends the lifetime of every memory-plan item of value v to step (sizing pass). */
 void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step);
 /* Adds node's conversions and op step to cp, assigning its output buffer; in the sizing

@@ -84,16 +84,18 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
                                        const float *bias, const void *r, void *y,
                                        cudaStream_t stream);
 
-/* Max pooling, 16-bit NHWC, padding is -inf. */
+/* Max pooling, 16-bit NHWC, padding is -inf. Pixels of x and y are xp and yp (>= c)
+ * channels apart: c for packed tensors, more for a channel slice of a wider tensor (a
+ * Concat piece read or written in place). */
 cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int kh, int kw,
-                                 int sh, int sw, int pad_t, int pad_l, const void *x, void *y,
-                                 cudaStream_t stream);
+                                 int sh, int sw, int pad_t, int pad_l, int xp, int yp,
+                                 const void *x, void *y, cudaStream_t stream);
 
 /* ONNX Resize on axes H and W, 16-bit NHWC. mode/coord/nearest are bd_resize_mode,
- * bd_coord_mode, bd_nearest_mode; scale = output/input. */
+ * bd_coord_mode, bd_nearest_mode; scale = output/input; xp, yp as for maxpool. */
 cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int mode,
-                                int coord, int nearest, float scale_h, float scale_w,
-                                const void *x, void *y, cudaStream_t stream);
+                                int coord, int nearest, float scale_h, float scale_w, int xp,
+                                int yp, const void *x, void *y, cudaStream_t stream);
 
 /* Softmax over the middle axis of an [outer][len][inner] FP32 tensor. */
 cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,

@@ -389,9 +389,10 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
 }
 
 cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int kh, int kw,
-                                 int sh, int sw, int pt, int pl, const void *x, void *y,
-                                 cudaStream_t s) {
+                                 int sh, int sw, int pt, int pl, int xp, int yp, const void *x,
+                                 void *y, cudaStream_t s) {
   (void)s;
+  if (xp < c || yp < c) return cudaErrorInvalidValue;
   x = shadow(x);
   y = shadow(y);
   ++bd_cuda_emu_layer;
@@ -404,20 +405,21 @@ cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int
             for (int kx = 0; kx < kw; ++kx) {
               int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
               if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-              float v = ld(x, BD_CT_H16, (((int64_t)b * h + iy) * w + ix) * c + ch);
+              float v = ld(x, BD_CT_H16, (((int64_t)b * h + iy) * w + ix) * xp + ch);
               if (v > m) m = v;
             }
-          st(y, BD_CT_H16, (((int64_t)b * oh + oy) * ow + ox) * c + ch, m);
+          st(y, BD_CT_H16, (((int64_t)b * oh + oy) * ow + ox) * yp + ch, m);
         }
   return cudaSuccess;
 }
 
 cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int mode, int coord,
-                                int nearest, float sh, float sw, const void *x, void *y,
-                                cudaStream_t s) {
+                                int nearest, float sh, float sw, int xp, int yp, const void *x,
+                                void *y, cudaStream_t s) {
   (void)s;
   if (mode != BD_RESIZE_NEAREST || coord != BD_COORD_ASYMMETRIC || nearest != BD_NEAREST_FLOOR)
     return cudaErrorNotSupported; /* the emulation covers what yolox uses */
+  if (xp < c || yp < c) return cudaErrorInvalidValue;
   x = shadow(x);
   y = shadow(y);
   ++bd_cuda_emu_layer;
@@ -428,8 +430,8 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
           int iy = (int)floorf(oy / sh), ix = (int)floorf(ox / sw);
           iy = iy < h ? iy : h - 1;
           ix = ix < w ? ix : w - 1;
-          st(y, BD_CT_H16, (((int64_t)b * oh + oy) * ow + ox) * c + ch,
-             ld(x, BD_CT_H16, (((int64_t)b * h + iy) * w + ix) * c + ch));
+          st(y, BD_CT_H16, (((int64_t)b * oh + oy) * ow + ox) * yp + ch,
+             ld(x, BD_CT_H16, (((int64_t)b * h + iy) * w + ix) * xp + ch));
         }
   return cudaSuccess;
 }

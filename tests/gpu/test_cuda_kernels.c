@@ -194,9 +194,35 @@ static void test_binary(void **state) {
   free(want);
 }
 
+/* Raw bits of a pitched 16-bit NHWC device tensor: the c real channels of each of `pix`
+ * pixels into out (packed), and checks that the pitch - c channels between them still
+ * hold the 0xFFFF poison (a kernel writing a channel slice touches nothing else). */
+static void fetch_slice(const void *d, int64_t pix, int c, int pitch, float *out) {
+  uint16_t *h = malloc((size_t)(pix * pitch) * 2);
+  assert_non_null(h);
+  assert_int_equal(cudaMemcpy(h, d, (size_t)(pix * pitch) * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int64_t i = 0; i < pix; ++i) {
+    for (int k = 0; k < c; ++k) out[i * c + k] = tc_h162f(h[i * pitch + k]);
+    for (int k = c; k < pitch; ++k) assert_int_equal(h[i * pitch + k], 0xFFFF);
+  }
+  free(h);
+}
+
+/* x packed (c channels) -> a device copy with pixels xp channels apart. */
+static void *dev_pitched(const uint16_t *xb, int64_t pix, int c, int xp) {
+  uint16_t *h = malloc((size_t)(pix * xp) * 2);
+  assert_non_null(h);
+  for (int64_t i = 0; i < pix * xp; ++i) h[i] = 0x7E00; /* NaN where nothing may be read */
+  for (int64_t i = 0; i < pix; ++i) memcpy(h + i * xp, xb + i * c, (size_t)c * 2);
+  void *d = tc_dev_copy(h, (size_t)(pix * xp) * 2);
+  free(h);
+  return d;
+}
+
 /* Max pooling with padding; exact (a max of 16-bit values is a 16-bit value). C = 5: one
- * channel per thread; C = 16: the 8-channel vector kernel. */
-static void maxpool_case(int C) {
+ * channel per thread; C = 16: the 8-channel vector kernel. xp, yp > C: input and output
+ * are channel slices of wider tensors (Concat pieces in place). */
+static void maxpool_case(int C, int XP, int YP) {
   const int N = 2, H = 9, W = 11;
   const int cfg[2][3] = {{3, 2, 1}, {5, 1, 2}}; /* k, stride, pad */
   for (int t = 0; t < 2; ++t) {
@@ -205,9 +231,11 @@ static void maxpool_case(int C) {
     uint16_t *xb = malloc(n * 2);
     float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
     rand_h16(n, -10, 10, xb, x);
-    void *dx = tc_dev_copy(xb, n * 2), *dy = tc_dev_poisoned(on * 2);
-    assert_int_equal(bd_cuda_maxpool_nhwc(N, H, W, C, OH, OW, k, k, s, s, p, p, dx, dy, 0), cudaSuccess);
-    fetch_h16(dy, on, got);
+    void *dx = dev_pitched(xb, (int64_t)N * H * W, C, XP);
+    void *dy = tc_dev_poisoned((size_t)N * OH * OW * YP * 2);
+    assert_int_equal(bd_cuda_maxpool_nhwc(N, H, W, C, OH, OW, k, k, s, s, p, p, XP, YP, dx, dy, 0),
+                     cudaSuccess);
+    fetch_slice(dy, (int64_t)N * OH * OW, C, YP, got);
     for (int b = 0; b < N; ++b)
       for (int oy = 0; oy < OH; ++oy)
         for (int ox = 0; ox < OW; ++ox)
@@ -233,24 +261,28 @@ static void maxpool_case(int C) {
 
 static void test_maxpool(void **state) {
   (void)state;
-  maxpool_case(5);
-  maxpool_case(16);
+  maxpool_case(5, 5, 5);
+  maxpool_case(16, 16, 16);
+  maxpool_case(5, 13, 9);   /* pitched, scalar kernel */
+  maxpool_case(16, 40, 24); /* pitched, 8-channel kernel */
+  maxpool_case(16, 20, 16); /* pitch not a multiple of 8: scalar kernel */
 }
 
 /* Resize x2: nearest/asymmetric/floor (YOLOX FPN) exact, linear/half_pixel within 16-bit
- * rounding. C = 3 and C = 16 (nearest: the 8-channel vector kernel). */
-static void resize_case(int C) {
+ * rounding. C = 3 and C = 16 (nearest: the 8-channel vector kernel); XP, YP as for
+ * maxpool_case. */
+static void resize_case(int C, int XP, int YP) {
   const int N = 2, H = 5, W = 7, OH = 10, OW = 14, n = N * H * W * C, on = N * OH * OW * C;
   uint16_t *xb = malloc(n * 2);
   float *x = malloc(n * 4), *got = malloc(on * 4), *want = malloc(on * 4);
   rand_h16(n, -10, 10, xb, x);
-  void *dx = tc_dev_copy(xb, n * 2);
+  void *dx = dev_pitched(xb, (int64_t)N * H * W, C, XP);
   for (int mode = 0; mode < 2; ++mode) {
-    void *dy = tc_dev_poisoned(on * 2);
+    void *dy = tc_dev_poisoned((size_t)N * OH * OW * YP * 2);
     int coord = mode == 0 ? BD_COORD_ASYMMETRIC : BD_COORD_HALF_PIXEL;
     assert_int_equal(bd_cuda_resize_nhwc(N, H, W, C, OH, OW, mode, coord, BD_NEAREST_FLOOR, 2.0f, 2.0f,
-                                         dx, dy, 0), cudaSuccess);
-    fetch_h16(dy, on, got);
+                                         XP, YP, dx, dy, 0), cudaSuccess);
+    fetch_slice(dy, (int64_t)N * OH * OW, C, YP, got);
     for (int b = 0; b < N; ++b)
       for (int oy = 0; oy < OH; ++oy)
         for (int ox = 0; ox < OW; ++ox)
@@ -283,8 +315,10 @@ static void resize_case(int C) {
 
 static void test_resize(void **state) {
   (void)state;
-  resize_case(3);
-  resize_case(16);
+  resize_case(3, 3, 3);
+  resize_case(16, 16, 16);
+  resize_case(3, 11, 7);   /* pitched, scalar kernel */
+  resize_case(16, 32, 48); /* pitched, 8-channel kernel */
 }
 
 static void test_softmax(void **state) {

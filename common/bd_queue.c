@@ -11,6 +11,7 @@ struct bd_queue {
   void **items;
   size_t cap, head, len;
   int closed;
+  bd_notify *notify; /* borrowed, signalled under mu */
 };
 
 bd_status bd_queue_new(size_t capacity, bd_queue **out, bd_err *err) {
@@ -80,6 +81,7 @@ bd_status bd_queue_push(bd_queue *q, void *item, double timeout_s) {
     q->items[(q->head + q->len) % q->cap] = item;
     q->len++;
     pthread_cond_signal(&q->not_empty);
+    if (q->notify) bd_notify_signal(q->notify);
   }
   pthread_mutex_unlock(&q->mu);
   return st;
@@ -112,6 +114,7 @@ void bd_queue_close(bd_queue *q) {
   q->closed = 1;
   pthread_cond_broadcast(&q->not_full);
   pthread_cond_broadcast(&q->not_empty);
+  if (q->notify) bd_notify_signal(q->notify);
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -123,3 +126,9 @@ size_t bd_queue_len(bd_queue *q) {
 }
 
 size_t bd_queue_capacity(const bd_queue *q) { return q->cap; }
+
+void bd_queue_set_notify(bd_queue *q, bd_notify *n) {
+  pthread_mutex_lock(&q->mu);
+  q->notify = n;
+  pthread_mutex_unlock(&q->mu);
+}

@@ -61,6 +61,8 @@ struct bd_pool {
   bd_family_info fi;
   char *model;
   bd_engine_opts eopts;
+  void (*on_result)(void *arg); /* called with mu NOT held */
+  void *on_result_arg;
 };
 
 static double now_s(void) {
@@ -243,6 +245,13 @@ static void complete_locked(pool_inst *in, pool_job *j) {
   push_done(in->p, j);
 }
 
+/* Tells the caller's hook about n results handed over (p->mu NOT held: the hook may
+ * take locks of its own, or poll). */
+static void announce(bd_pool *p, int n) {
+  if (!p->on_result) return;
+  for (int i = 0; i < n; i++) p->on_result(p->on_result_arg);
+}
+
 /* Takes the oldest waiting job, NULL when none (p->mu held). */
 static pool_job *take_locked(bd_pool *p) {
   pool_job *j = p->q_head;
@@ -293,6 +302,7 @@ static void *inst_main(void *arg) {
       pthread_mutex_lock(&p->mu);
       for (int k = 0; k < nfl; k++) complete_locked(in, fl[k]);
       pthread_mutex_unlock(&p->mu);
+      announce(p, nfl);
       nfl = 0;
     }
     pool_job *done = NULL;
@@ -311,9 +321,14 @@ static void *inst_main(void *arg) {
       for (int k = 1; k < nfl; k++) fl[k - 1] = fl[k];
       nfl--;
     }
-    if (done) finish_job(in, done, done_in_flight);
+    if (done) {
+      finish_job(in, done, done_in_flight);
+      pthread_mutex_lock(&p->mu);
+      complete_locked(in, done);
+      pthread_mutex_unlock(&p->mu);
+      announce(p, 1);
+    }
     pthread_mutex_lock(&p->mu);
-    if (done) complete_locked(in, done);
   }
   pthread_mutex_unlock(&p->mu);
   /* The engine dies on the thread that used it (its CUDA context is current here). */
@@ -416,6 +431,8 @@ bd_status bd_pool_new(const char *model_path, const bd_pool_opts *opts, bd_pool 
   pthread_condattr_destroy(&ca);
   p->cap = cap;
   p->eopts = o.engine;
+  p->on_result = o.on_result;
+  p->on_result_arg = o.on_result_arg;
   p->model = strdup(model_path);
   p->inst = calloc((size_t)n, sizeof *p->inst);
   bd_status st = BD_OK;
@@ -582,6 +599,7 @@ int bd_pool_get_stats(bd_pool *p, bd_pool_stats *out, int cap) {
 
 void bd_pool_shutdown(bd_pool *p, int cancel_queued) {
   if (!p) return;
+  int n_cancelled = 0;
   pthread_mutex_lock(&p->mu);
   p->closed = 1;
   if (cancel_queued) {
@@ -592,6 +610,7 @@ void bd_pool_shutdown(bd_pool *p, int cancel_queued) {
                                        "pool: shut down before the "
                                        "batch ran");
       push_done(p, j);
+      n_cancelled++;
     }
     p->q_tail = NULL;
   }
@@ -602,6 +621,7 @@ void bd_pool_shutdown(bd_pool *p, int cancel_queued) {
   int join = !p->joined;
   p->joined = 1;
   pthread_mutex_unlock(&p->mu);
+  announce(p, n_cancelled);
   /* One caller joins; others return at once (the threads are exiting). */
   if (join) join_all(p);
 }

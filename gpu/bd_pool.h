@@ -13,7 +13,8 @@
  * Flow: bd_pool_submit enqueues a batch (n images + optional per-image parameters + a
  * user tag) without blocking (or waiting up to timeout_ms for room); an idle instance
  * takes it (FIFO) and runs bd_engine_detect; its result goes to the completion queue,
- * read by bd_pool_poll. Every submitted batch yields exactly one result: done, failed
+ * read by bd_pool_poll (or announced by on_result, below). Every submitted batch yields
+ * exactly one result: done, failed
  * (batch_status != BD_OK), or cancelled by shutdown (BD_E_CANCELLED). The pool bounds
  * the batches in flight (submitted and not yet polled) to queue_cap: a caller that does
  * not poll gets BD_E_UNAVAILABLE (retriable) from submit, which is the back-pressure.
@@ -53,6 +54,14 @@ typedef struct bd_pool_opts {
   int instances_per_device; /* 0 = 1; 1..BD_POOL_MAX_PER_DEVICE */
   int queue_cap;            /* batches in flight; 0 = 2 * instances + 2 */
   bd_engine_opts engine;    /* device (and threads for "cpu:N") set per instance */
+  /* Optional: called once for every result, after it became pollable, so that a caller
+   * waiting on several pools (and other sources) can sleep until one has something. It
+   * runs on an instance thread, or on the thread in bd_pool_shutdown for the batches it
+   * cancels, with no pool lock held; it must be quick and must not call
+   * bd_pool_shutdown or bd_pool_destroy. It may be called until bd_pool_destroy has
+   * returned, so on_result_arg must live that long. */
+  void (*on_result)(void *arg);
+  void *on_result_arg;
 } bd_pool_opts;
 
 /* One instance as the device string resolves. */

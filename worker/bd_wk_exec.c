@@ -5,14 +5,20 @@
  * cpu, cuda: one thread (wk_exec_pool_main) drives a bd_pool per model, created at the
  * model's first batch (at most WK_MODELS kept; a load failure is remembered, not retried
  * per batch). It submits each batch with the batch pointer as its tag, at most the pool's
- * queue_cap in flight (when a pool is full the thread waits on that pool's completion
- * queue), and polls every pool's completion queue to finish the images. The pool borrows
- * the items' pixels, so an item is finished only after its batch's result was polled:
- * each image is finished exactly once, by this thread, whatever happens to its shard
- * meanwhile (a dropped shard's images are left out of batches not yet submitted). At the
- * end (q_exec closed and empty) the thread waits for every batch in flight; after the
- * grace period (force_stop) the pools cancel the batches not started, and those images
- * are abandoned (their shards dropped: not acknowledged, redone elsewhere).
+ * queue_cap in flight (when a pool is full, the batch stays in the thread's hands until
+ * that pool's next result is taken), and takes every pool's results to finish the images.
+ * It sleeps on one bd_notify, signalled by q_exec on each push and on its close and by
+ * each pool for each result (bd_pool_opts.on_result). It reads the notifier's sequence
+ * before looking at q_exec and the pools without blocking, so nothing that arrives while
+ * it looks is missed, and a result is taken as soon as the pool hands it over. The sleep
+ * is still capped (WK_WAIT_S), which also bounds how late force_stop is seen when nothing
+ * else wakes the thread (stop_stages closes q_exec soon after setting it). The pool
+ * borrows the items' pixels, so an item is finished only after its batch's result was
+ * polled: each image is finished exactly once, by this thread, whatever happens to its
+ * shard meanwhile (a dropped shard's images are left out of batches not yet submitted).
+ * At the end (q_exec closed and empty) the thread waits for every batch in flight; after
+ * the grace period (force_stop) the pools cancel the batches not started, and those
+ * images are abandoned (their shards dropped: not acknowledged, redone elsewhere).
  *
  * sim: one thread per simulated device (wk_exec_sim_main) sleeps sim_ms per batch. */
 #include <stdint.h>
@@ -24,11 +30,15 @@
 #include "bd_config.h"
 #include "bd_labels.h"
 #include "bd_log.h"
+#include "bd_notify.h"
 #include "bd_pool.h"
 #include "bd_result.h"
 #include "bd_wk_internal.h"
 
 #define WK_MODELS 8
+/* Longest sleep between two looks at q_exec, the pools and force_stop: the wake-ups make
+ * it rare, it only bounds what a missed one (a bug) could cost. */
+#define WK_WAIT_S 0.2
 
 static void sleep_s(double s) {
   if (s <= 0) return;
@@ -168,7 +178,8 @@ typedef struct wk_exec {
   wk_model m[WK_MODELS];
   uint64_t tick;
   bd_labels *labels;
-  int cancelled; /* the pools were shut down (force_stop) */
+  int cancelled;   /* the pools were shut down (force_stop) */
+  bd_notify *wake; /* q_exec pushes and closes, every pool's results */
   const bd_image *ptrs[WK_MAX_BATCH];
   bd_detect_params params[WK_MAX_BATCH];
 } wk_exec;
@@ -236,22 +247,15 @@ static int reap(wk_exec *x) {
   return n;
 }
 
-/* Waits for a result of any pool in flight (briefly when several are). */
-static void wait_any(wk_exec *x) {
-  int several = 0;
-  wk_model *first = NULL;
-  for (int i = 0; i < WK_MODELS; i++)
-    if (x->m[i].in_flight > 0) {
-      if (first) several = 1;
-      if (!first) first = &x->m[i];
-    }
-  if (first) (void)wait_one(x, first, several ? 2 : 50);
-}
-
 static void drop_model(wk_exec *x, wk_model *wm) {
   while (wm->in_flight > 0) (void)wait_one(x, wm, 100);
   bd_pool_destroy(wm->pool);
   memset(wm, 0, sizeof *wm);
+}
+
+/* bd_pool_opts.on_result: a result of some pool can be polled. */
+static void on_result(void *arg) {
+  bd_notify_signal(arg);
 }
 
 static wk_model *get_model(wk_exec *x, const char *name) {
@@ -287,6 +291,8 @@ static wk_model *get_model(wk_exec *x, const char *name) {
   po.engine.threads = w->cfg->cpu_threads;
   po.engine.max_batch = w->cfg->batch;
   po.engine.family = BD_FAMILY_AUTO;
+  po.on_result = on_result;
+  po.on_result_arg = x->wake;
   bd_err err = {0};
   double t0 = bd_now();
   if ((wm->status = bd_pool_new(path, &po, &wm->pool, &err)) != BD_OK) {
@@ -306,8 +312,8 @@ static wk_model *get_model(wk_exec *x, const char *name) {
 }
 
 /* Hands b to its model's pool. Returns NULL when b was taken (submitted, or finished with
- * errors), or b when the pool is full: then it has waited a little for room (finishing
- * what came back) and b is to be offered again. */
+ * errors), or b when the pool is full: b is to be offered again once that pool's next
+ * result was taken (its on_result wakes the thread). */
 static wk_batch *dispatch(wk_exec *x, wk_batch *b) {
   wk_ctx *w = x->w;
   if (compact(w, b) == 0) {
@@ -348,11 +354,8 @@ static wk_batch *dispatch(wk_exec *x, wk_batch *b) {
     wm->in_flight++;
     return NULL;
   }
-  if (st == BD_E_UNAVAILABLE && wm->in_flight > 0) {
-    /* queue_cap batches of this model in flight: room comes with its next result. */
-    (void)wait_one(x, wm, total_in_flight(x) > wm->in_flight ? 2 : 50);
-    return b;
-  }
+  if (st == BD_E_UNAVAILABLE && wm->in_flight > 0)
+    return b; /* queue_cap batches of this model in flight: room comes with its next result */
   if (st == BD_E_CANCELLED) {
     abandon_batch(w, b);
     return NULL;
@@ -374,7 +377,8 @@ static void cancel_pools(wk_exec *x) {
 void *wk_exec_pool_main(void *arg) {
   wk_ctx *w = arg;
   wk_exec *x = calloc(1, sizeof *x);
-  if (!x) {
+  if (!x || bd_notify_new(&x->wake, NULL) != BD_OK) {
+    free(x);
     if (!atomic_exchange(&w->fatal, 1))
       snprintf(w->fatal_msg, sizeof w->fatal_msg, "executor: out of memory");
     void *p = NULL;
@@ -383,29 +387,37 @@ void *wk_exec_pool_main(void *arg) {
   }
   x->w = w;
   (void)bd_labels_coco(&x->labels, NULL);
+  bd_queue_set_notify(w->q_exec, x->wake);
   wk_batch *pending = NULL;
   int closed = 0;
   for (;;) {
+    /* Read before looking: a push, close or result from now on moves it. */
+    uint64_t seq = bd_notify_seq(x->wake);
     if (atomic_load(&w->force_stop) && !x->cancelled) cancel_pools(x);
-    int got = reap(x);
+    int progress = reap(x);
     if (!pending && !closed) {
-      /* Results are polled between short waits on q_exec while batches are in flight. */
       void *p = NULL;
-      double wait = got ? 0 : total_in_flight(x) > 0 ? 0.002 : 0.2;
-      bd_status st = bd_queue_pop(w->q_exec, &p, wait);
-      if (st == BD_OK)
+      bd_status st = bd_queue_pop(w->q_exec, &p, 0);
+      if (st == BD_OK) {
         pending = p;
-      else if (st == BD_E_CANCELLED)
+        progress = 1;
+      } else if (st == BD_E_CANCELLED) {
         closed = 1;
+        progress = 1;
+      }
     }
     if (pending) {
       pending = dispatch(x, pending);
-    } else if (closed) {
-      if (total_in_flight(x) == 0) break;
-      wait_any(x);
+      if (!pending) progress = 1;
+    } else if (closed && total_in_flight(x) == 0) {
+      break;
     }
+    if (!progress) (void)bd_notify_wait(x->wake, seq, WK_WAIT_S);
   }
+  bd_queue_set_notify(w->q_exec, NULL);
+  /* The pools' threads are joined here: no on_result can come after. */
   for (int i = 0; i < WK_MODELS; i++) bd_pool_destroy(x->m[i].pool);
+  bd_notify_destroy(x->wake);
   bd_labels_destroy(x->labels);
   free(x);
   return NULL;

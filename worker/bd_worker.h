@@ -5,8 +5,9 @@
  *     -> batcher (one thread: fills batches per model up to `batch` or a deadline)
  *     -> executor: cpu and cuda through a bd_pool per model (created at the model's first
  *        batch, at most 8 kept): one thread submits each batch to the model's pool, at
- *        most the pool's queue_cap batches in flight, and polls its completion queue to
- *        finish the images; the pool's instances (one engine and thread each) run them.
+ *        most the pool's queue_cap batches in flight, and takes its results to finish
+ *        the images, woken by each result and each new batch (one bd_notify, no polling
+ *        interval); the pool's instances (one engine and thread each) run them.
  *        sim devices: one thread per simulated device, sleeping instead of inferring
  *     -> Redis writer (one thread: shard completion script, worker heartbeat)
  *     -> back to the poll thread, which marks the offset done and stores what became

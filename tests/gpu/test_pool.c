@@ -6,9 +6,13 @@
  * and a batch split over two instances, must give the same detections. Then the queue's
  * contract: every batch completes exactly once under concurrent submit/poll, the
  * back-pressure of queue_cap, shutdown with batches queued (cancel and drain), destroy
- * with results never polled (ASan checks the leaks), device string parsing. */
+ * with results never polled (ASan checks the leaks), device string parsing. The on_result
+ * hook: called once per result, only once that result can be polled (a hook that polls
+ * one result itself must always find one, and finds them all), on the shutdown path too;
+ * a caller sleeping on a bd_notify signalled by it never misses a result. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
+#include "bd_config.h"
+#include "bd_notify.h"
 #include "bd_pool.h"
 #include "test_images.h"
 
@@ -283,6 +290,137 @@ static void test_destroy_busy(void **s) {
   bd_pool_destroy(NULL);
 }
 
+/* on_result hooks. hook_poll polls one result itself each time it is called: it finds
+ * one only if the result was pollable before the hook ran, and every result is taken
+ * only if the hook ran once per result. */
+typedef struct hook_ctx {
+  _Atomic(bd_pool *) p;
+  bd_notify *n;
+  atomic_int calls, polled, missed;
+  atomic_int seen[NB];
+} hook_ctx;
+
+static void hook_count(void *arg) {
+  hook_ctx *h = arg;
+  atomic_fetch_add(&h->calls, 1);
+  bd_notify_signal(h->n);
+}
+
+static void hook_poll(void *arg) {
+  hook_ctx *h = arg;
+  atomic_fetch_add(&h->calls, 1);
+  bd_pool_result r;
+  bd_err err;
+  if (bd_pool_poll(atomic_load(&h->p), 0, &r, &err) != BD_OK) {
+    atomic_fetch_add(&h->missed, 1);
+    return;
+  }
+  if (r.tag < NB) atomic_fetch_add(&h->seen[r.tag], 1);
+  atomic_fetch_add(&h->polled, 1);
+  bd_pool_result_free(&r);
+}
+
+static bd_pool *new_hooked_pool(int per, int cap, void (*fn)(void *), hook_ctx *h) {
+  bd_pool_opts o = {.devices = "cpu:2", .instances_per_device = per, .queue_cap = cap};
+  o.engine.max_batch = 4;
+  o.engine.threads = 2;
+  o.on_result = fn;
+  o.on_result_arg = h;
+  bd_pool *p = NULL;
+  bd_err err;
+  bd_status st = bd_pool_new(model, &o, &p, &err);
+  if (st != BD_OK) print_error("bd_pool_new: %s\n", err.msg);
+  assert_int_equal(st, BD_OK);
+  atomic_store(&h->p, p);
+  return p;
+}
+
+/* The executor's pattern: read the sequence, poll without waiting, sleep on the notifier
+ * when nothing was there. A hook call missing (or coming before the result is pollable)
+ * leaves the sleeper waiting into its 60 s limit. */
+static void test_on_result_wakes_poller(void **s) {
+  (void)s;
+  hook_ctx h;
+  memset(&h, 0, sizeof h);
+  assert_int_equal(bd_notify_new(&h.n, NULL), BD_OK);
+  bd_pool *p = new_hooked_pool(2, 3, hook_count, &h);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, submitter, p), 0);
+  int seen[NB] = {0}, got = 0, waits = 0, timeouts = 0;
+  while (got < NB && timeouts == 0) {
+    uint64_t seq = bd_notify_seq(h.n);
+    bd_pool_result r;
+    bd_err err;
+    if (bd_pool_poll(p, 0, &r, &err) == BD_OK) {
+      assert_true(r.tag < NB);
+      seen[r.tag]++;
+      got++;
+      bd_pool_result_free(&r);
+      continue;
+    }
+    waits++;
+    if (bd_notify_wait(h.n, seq, 60.0) != BD_OK) timeouts++;
+  }
+  void *rv;
+  pthread_join(th, &rv);
+  assert_null(rv);
+  bd_pool_destroy(p); /* joins the instances: every hook call is in */
+  printf("on_result: %d results, %d sleeps, %d calls\n", got, waits, atomic_load(&h.calls));
+  assert_int_equal(timeouts, 0);
+  assert_int_equal(got, NB);
+  for (int b = 0; b < NB; b++) assert_int_equal(seen[b], 1);
+  assert_int_equal(atomic_load(&h.calls), NB);
+  assert_int_equal(bd_notify_seq(h.n), NB);
+  bd_notify_destroy(h.n);
+}
+
+/* Results taken by the hook alone, two instances racing; then batches cancelled by
+ * shutdown, whose hook calls come from the thread in bd_pool_shutdown. */
+static void test_on_result_once(void **s) {
+  (void)s;
+  hook_ctx h;
+  memset(&h, 0, sizeof h);
+  bd_pool *p = new_hooked_pool(2, 3, hook_poll, &h);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, submitter, p), 0);
+  void *rv;
+  pthread_join(th, &rv); /* returns once the hook made room for the last batch */
+  assert_null(rv);
+  double t0 = bd_now();
+  while (atomic_load(&h.calls) < NB && bd_now() - t0 < 120) {
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+  bd_pool_destroy(p);
+  assert_int_equal(atomic_load(&h.calls), NB);
+  assert_int_equal(atomic_load(&h.missed), 0);
+  assert_int_equal(atomic_load(&h.polled), NB);
+  for (int b = 0; b < NB; b++) assert_int_equal(atomic_load(&h.seen[b]), 1);
+
+  memset(&h, 0, sizeof h);
+  assert_int_equal(bd_notify_new(&h.n, NULL), BD_OK);
+  p = new_hooked_pool(1, 8, hook_count, &h);
+  bd_err err;
+  for (int b = 0; b < 6; b++)
+    assert_int_equal(bd_pool_submit(p, 2, ptrs, NULL, (uint64_t)b, 0, &err), BD_OK);
+  bd_pool_shutdown(p, 1); /* every instance thread has exited when it returns */
+  int results = 0, cancelled = 0;
+  bd_pool_result r;
+  while (bd_pool_poll(p, 1000, &r, &err) == BD_OK) {
+    results++;
+    cancelled += r.batch_status == BD_E_CANCELLED;
+    bd_pool_result_free(&r);
+  }
+  printf("on_result after shutdown: %d results (%d cancelled), %d calls\n", results, cancelled,
+         atomic_load(&h.calls));
+  assert_int_equal(results, 6);
+  assert_true(cancelled >= 4);
+  assert_int_equal(atomic_load(&h.calls), 6);
+  bd_pool_destroy(p);
+  assert_int_equal(atomic_load(&h.calls), 6);
+  bd_notify_destroy(h.n);
+}
+
 /* cuda instances (only where a GPU is visible): every GPU with two instances each, the
  * batch split in three; each image against a cuda engine of its own within the
  * tolerance of two runs of the same network (same detections, scores 1e-3, boxes 0.5 px:
@@ -403,6 +541,7 @@ int main(void) {
       cmocka_unit_test(test_every_batch_once), cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_shutdown_cancel),  cmocka_unit_test(test_shutdown_drain),
       cmocka_unit_test(test_destroy_busy),     cmocka_unit_test(test_cuda_instances),
+      cmocka_unit_test(test_on_result_wakes_poller), cmocka_unit_test(test_on_result_once),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -156,22 +156,23 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
   }
   /* What a cuda instance holds at this batch (host-side plan, no GPU), and for reference
    * bd_plan's FP32-sized arena (one per plan before the cuda backend sized its own). */
-  size_t wb = 0, ab = 0, iob = 0;
+  bd_engine_plan_mem pm;
   double stage = 2.0 * 2.0 * cb.in_bytes; /* 2 slots x (pixels up to 2x the input), u8 */
   bd_err merr;
   bd_err_clear(&merr);
-  int have_mem = bd_engine_cuda_plan_memory(g, pb, &wb, &ab, &iob, &merr) == BD_OK;
+  int have_mem = bd_engine_cuda_plan_memory(g, pb, &pm, &merr) == BD_OK;
+  size_t wb = pm.weights, ab = pm.arena, iob = pm.io;
   if (json)
     printf("\"cuda_mem\":{\"batch\":%d,\"weights\":%zu,\"arena\":%zu,\"io\":%zu,"
-           "\"staging\":%.0f,\"plan_fp32_arena\":%zu},\"floor\":[",
-           batch, have_mem ? wb : 0, have_mem ? ab : 0, have_mem ? iob : 0, stage,
-           pb->arena_bytes);
+           "\"staging\":%.0f,\"plan_fp32_arena\":%zu,\"concat_inputs\":%d,"
+           "\"concat_in_place\":%d},\"floor\":[",
+           batch, wb, ab, iob, stage, pb->arena_bytes, pm.concat_inputs, pm.concat_in_place);
   else if (have_mem)
     printf("cuda mem    b%d per instance: weights %.1f MB + arena %.1f MB + I/O fp32 %.1f MB = "
            "%.1f MB (+ detection staging %.1f MB, + cuDNN workspace); bd_plan's fp32 arena "
-           "%.1f MB\n",
+           "%.1f MB; %d of %d Concat inputs written in place\n",
            batch, wb / MB, ab / MB, iob / MB, (wb + ab + iob) / MB, stage / MB,
-           pb->arena_bytes / MB);
+           pb->arena_bytes / MB, pm.concat_in_place, pm.concat_inputs);
   else
     printf("cuda mem    not computed: %s\n", merr.msg);
   int n_hw = (int)(sizeof hw / sizeof *hw);

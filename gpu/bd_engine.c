@@ -785,22 +785,22 @@ bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *er
 #endif
 }
 
-bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, size_t *weights,
-                                     size_t *arena, size_t *io, bd_err *err) {
+bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_engine_plan_mem *m,
+                                     bd_err *err) {
+  memset(m, 0, sizeof *m);
 #ifdef BD_ENGINE_CUDA
-  bd_cuda_plan_mem m;
-  bd_status st = bd_cuda_plan_memory(g, p, &m, err);
+  bd_cuda_plan_mem c;
+  bd_status st = bd_cuda_plan_memory(g, p, &c, err);
   if (st != BD_OK) return st;
-  *weights = m.weights;
-  *arena = m.arena;
-  *io = m.io;
+  m->weights = c.weights;
+  m->arena = c.arena;
+  m->io = c.io;
+  m->concat_inputs = c.concat_inputs;
+  m->concat_in_place = c.in_place;
   return BD_OK;
 #else
   (void)g;
   (void)p;
-  (void)weights;
-  (void)arena;
-  (void)io;
   return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
 #endif
 }

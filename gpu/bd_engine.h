@@ -133,10 +133,15 @@ bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_er
 bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err);
 
 /* The device memory a cuda instance would hold for plan p of compiled graph g, computed
- * on the host (no GPU needed; see bd_cuda_plan_memory): *weights (the model's blob, one
- * per GPU), *arena (activations, conversions, padded-conv scratch), *io (FP32 device
- * input and outputs). BD_E_UNSUPPORTED in builds without CUDA. */
-bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, size_t *weights,
-                                     size_t *arena, size_t *io, bd_err *err);
+ * on the host (no GPU needed; see bd_cuda_plan_memory): weights (the model's blob, one
+ * per GPU), arena (activations, conversions, padded-conv scratch), io (FP32 device input
+ * and outputs), and how many Concat inputs are written in place. BD_E_UNSUPPORTED in
+ * builds without CUDA. */
+typedef struct bd_engine_plan_mem {
+  size_t weights, arena, io;
+  int concat_inputs, concat_in_place; /* Concat inputs, and those written in place */
+} bd_engine_plan_mem;
+bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_engine_plan_mem *m,
+                                     bd_err *err);
 
 #endif

@@ -63,6 +63,8 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->alias);
   free(cp->alias_ch);
   free(cp->pitch);
+  free(cp->pad_to);
+  free(cp->zeroed);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -132,8 +134,11 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->alias = malloc(sizeof(*cp->alias) * (size_t)g->n_values);
   cp->alias_ch = calloc((size_t)g->n_values, sizeof(*cp->alias_ch));
   cp->pitch = calloc((size_t)g->n_values, sizeof(*cp->pitch));
+  cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
+  cp->zeroed = calloc((size_t)g->n_values, 1);
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
-      !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch) {
+      !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch || !cp->pad_to ||
+      !cp->zeroed) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }
@@ -400,6 +405,7 @@ bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_
   memset(&fb, 0, sizeof(fb));
   memset(m, 0, sizeof(*m));
   fb.base.graph = g;
+  fb.dnn = &marker; /* planned as on a GPU with cuDNN (the sizing pass only asks "is there one") */
   fb.cdev = calloc((size_t)g->n_values, sizeof(void *));
   if (!fb.cdev || !(cp = cplan_new(g, p))) {
     st = bd_err_set(err, BD_E_NOMEM, "cuda memory plan: out of memory");
@@ -421,6 +427,12 @@ bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_
   if ((st = plan_memory(&fb, cp, err)) != BD_OK) goto out;
   m->arena = cp->arena_bytes;
   m->buffers = cp->n_items;
+  for (int n = 0; n < g->n_nodes; ++n)
+    for (int k = 0; g->nodes[n].op == BD_OP_CONCAT && k < g->nodes[n].n_in; ++k) {
+      int v = g->nodes[n].in[k];
+      m->concat_inputs++;
+      if (v >= 0 && cp->alias[v] == g->nodes[n].out[0]) m->in_place++;
+    }
 out:
   if (cp) bd_cuda_cplan_free(cp, g->n_nodes);
   free(fb.cdev);

@@ -58,10 +58,12 @@ bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_er
  * representations, conversions, padded convs' scratch) and the FP32 device input and
  * outputs. Not included: the cuDNN workspace (chosen by measurement), the padded
  * convs' weights, cuDNN's handle, the CUDA context, and device-detection staging. The
- * arena assumes the default convolution path (BATCHDET_CUDA_CONV decides padding). */
+ * plan assumes a GPU with cuDNN and the convolution path BATCHDET_CUDA_CONV selects. */
 typedef struct bd_cuda_plan_mem {
   size_t weights, arena, io;
-  int buffers; /* buffers packed into the arena */
+  int buffers;       /* buffers packed into the arena */
+  int concat_inputs; /* inputs of Concat nodes, */
+  int in_place;      /* of which written straight into the Concat's buffer */
 } bd_cuda_plan_mem;
 bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_mem *m,
                               bd_err *err);

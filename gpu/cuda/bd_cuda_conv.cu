@@ -15,6 +15,7 @@ __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x
                               const bd_h16 *__restrict__ r,
                               bd_h16 *__restrict__ y, int64_t total) {
   const int cg = p.c / p.group, mg = p.m / p.group;
+  const int ldx = p.ldx ? p.ldx : p.c, ldy = p.ldy ? p.ldy : p.m;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int m = (int)(i % p.m);
@@ -31,13 +32,14 @@ __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x
       for (int kx = 0; kx < p.kw; ++kx) {
         int ix = ox * p.sw - p.pad_l + kx * p.dw;
         if (ix < 0 || ix >= p.w) continue;
-        const bd_h16 *xp = x + (((int64_t)n * p.h + iy) * p.w + ix) * p.c + g * cg;
+        const bd_h16 *xp = x + (((int64_t)n * p.h + iy) * p.w + ix) * ldx + g * cg;
         const bd_h16 *wp = w + (((int64_t)m * p.kh + ky) * p.kw + kx) * cg;
         for (int ci = 0; ci < cg; ++ci) acc += bd_ld(xp[ci]) * bd_ld(wp[ci]);
       }
     }
     float rv = r ? bd_ld(r[i]) : 0.0f;
-    y[i] = bd_st<bd_h16>(bd_conv_epilogue(acc, bias ? bias[m] : 0.0f, rv, p.act, p.res));
+    y[(i / p.m) * ldy + m] =
+        bd_st<bd_h16>(bd_conv_epilogue(acc, bias ? bias[m] : 0.0f, rv, p.act, p.res));
   }
 }
 
@@ -48,6 +50,7 @@ __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
                            const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                            const uint4 *__restrict__ r, uint4 *__restrict__ y, int64_t total8) {
   const int c8 = p.c / 8, khw = p.kh * p.kw;
+  const int ldx8 = (p.ldx ? p.ldx : p.c) / 8, ldy8 = (p.ldy ? p.ldy : p.m) / 8;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
        i += (int64_t)gridDim.x * blockDim.x) {
     int cg = (int)(i % c8);
@@ -63,7 +66,7 @@ __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
       for (int kx = 0; kx < p.kw; ++kx) {
         int ix = ox * p.sw - p.pad_l + kx * p.dw;
         if (ix < 0 || ix >= p.w) continue;
-        uint4 v = x[(((int64_t)n * p.h + iy) * p.w + ix) * c8 + cg];
+        uint4 v = x[(((int64_t)n * p.h + iy) * p.w + ix) * ldx8 + cg];
         const bd_h16x2 *hv = reinterpret_cast<const bd_h16x2 *>(&v);
         const bd_h16 *wp = w + (int64_t)cg * 8 * khw + ky * p.kw + kx; // w[m][ky][kx]
 #pragma unroll
@@ -86,7 +89,7 @@ __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
       ho[k] = bd_h16x2_st(bd_conv_epilogue(acc[2 * k], b0, fr.x, p.act, p.res),
                           bd_conv_epilogue(acc[2 * k + 1], b1, fr.y, p.act, p.res));
     }
-    y[i] = out;
+    y[(i / c8) * ldy8 + cg] = out;
   }
 }
 
@@ -101,16 +104,17 @@ __global__ void k_epilogue(int m, int act, int res, const float *__restrict__ bi
   }
 }
 
-__global__ void k_epilogue_from(int m, int src_c, int act, int res, const bd_h16 *__restrict__ src,
-                                const float *__restrict__ bias, const bd_h16 *__restrict__ r,
-                                bd_h16 *__restrict__ y, int64_t total) {
+__global__ void k_epilogue_from(int m, int src_c, int ldy, int act, int res,
+                                const bd_h16 *__restrict__ src, const float *__restrict__ bias,
+                                const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
+                                int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int c = (int)(i % m);
     int64_t pix = i / m;
     float rv = r ? bd_ld(r[i]) : 0.0f;
-    y[i] = bd_st<bd_h16>(bd_conv_epilogue(bd_ld(src[pix * src_c + c]), bias ? bias[c] : 0.0f, rv, act,
-                                  res));
+    y[pix * ldy + c] = bd_st<bd_h16>(
+        bd_conv_epilogue(bd_ld(src[pix * src_c + c]), bias ? bias[c] : 0.0f, rv, act, res));
   }
 }
 
@@ -142,10 +146,12 @@ extern "C" cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const vo
                                            const void *w, const float *bias, const void *r,
                                            void *y, cudaStream_t s) {
   if (p->group < 1 || p->c % p->group || p->m % p->group) return cudaErrorInvalidValue;
+  const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
+  if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
   if (total == 0) return cudaSuccess;
-  if (p->group == p->c && p->m == p->c && p->c % 8 == 0 && ((uintptr_t)x & 15u) == 0 &&
-      ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
+  if (p->group == p->c && p->m == p->c && p->c % 8 == 0 && ldx % 8 == 0 && ldy % 8 == 0 &&
+      ((uintptr_t)x & 15u) == 0 && ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
     k_conv_dw8<<<bd_grid(total / 8, kThreads), kThreads, 0, s>>>(
         *p, (const uint4 *)x, (const bd_h16 *)w, bias, (const uint4 *)r, (uint4 *)y, total / 8);
     return cudaGetLastError();
@@ -160,17 +166,19 @@ extern "C" cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, c
                                                   int src_c, const float *bias, const void *r,
                                                   void *y, cudaStream_t s) {
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
-  if (src_c < p->m) return cudaErrorInvalidValue;
+  const int ldy = p->ldy ? p->ldy : p->m;
+  if (src_c < p->m || ldy < p->m) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
   k_epilogue_from<<<bd_grid(total, kThreads), kThreads, 0, s>>>(
-      p->m, src_c, p->act, p->res, (const bd_h16 *)src, bias, (const bd_h16 *)r, (bd_h16 *)y,
-      total);
+      p->m, src_c, ldy, p->act, p->res, (const bd_h16 *)src, bias, (const bd_h16 *)r,
+      (bd_h16 *)y, total);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
                                              const void *r, void *y, cudaStream_t s) {
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
+  if (p->ldy && p->ldy != p->m) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
   if (p->m % 8 == 0 && ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
     k_epilogue8<<<bd_grid(total / 8, kThreads), kThreads, 0, s>>>(

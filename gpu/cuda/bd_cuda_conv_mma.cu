@@ -10,7 +10,8 @@
 // Block tile 128 pixels x 64 channels x 32 k, 8 warps of 32x32 (2x2 WMMA 16x16x16
 // fragments, FP32 accumulate); the next k-slice is loaded into registers while the
 // current one is multiplied. The accumulators go through shared memory to the epilogue,
-// which writes 8 channels per 16-byte store.
+// which writes 8 channels per 16-byte store. x and y may be channel slices of wider
+// tensors (ldx, ldy: multiples of 8).
 //
 // tests/gpu/cuda_mma_emu.cc compiles this file as host C++ (BD_CONV_MMA_EMU: threads
 // and barriers stand in for a block, an emulated nvcuda::wmma, BD_MMA_LAUNCH for <<<>>>)
@@ -55,7 +56,8 @@ __device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const bd_h1
   const int oy = (int)(t % p.oh), n = (int)(t / p.oh);
   const int iy = oy * p.sh - p.pad_t + ky * p.dh, ix = ox * p.sw - p.pad_l + kx * p.dw;
   if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) return v;
-  return *reinterpret_cast<const uint4 *>(x + (((int64_t)n * p.h + iy) * p.w + ix) * p.c + c);
+  const int ldx = p.ldx ? p.ldx : p.c;
+  return *reinterpret_cast<const uint4 *>(x + (((int64_t)n * p.h + iy) * p.w + ix) * ldx + c);
 }
 
 __global__ void __launch_bounds__(THREADS)
@@ -127,7 +129,7 @@ __global__ void __launch_bounds__(THREADS)
     const int64_t pix = m0 + row;
     const int oc = n0 + col;
     if (pix >= n_pix || oc >= p.m) continue; // M % 8 == 0: 8 channels all in or all out
-    const int64_t o = pix * p.m + oc;
+    const int64_t o = pix * p.m + oc; // packed (r); y's pixels are ldy apart
     uint4 rv = make_uint4(0, 0, 0, 0), out;
     if (r) rv = *reinterpret_cast<const uint4 *>(r + o);
     const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(THREADS)
       ho[q] = bd_h16x2_st(bd_conv_epilogue(cr[2 * q], b0, fr.x, p.act, p.res),
                           bd_conv_epilogue(cr[2 * q + 1], b1, fr.y, p.act, p.res));
     }
-    *reinterpret_cast<uint4 *>(y + o) = out;
+    *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
   }
 }
 
@@ -149,7 +151,8 @@ __global__ void __launch_bounds__(THREADS)
 extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                         const float *bias, const void *r, void *y,
                                         cudaStream_t s) {
-  if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 ||
+  if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
+      p->ldy % 8 || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
       (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
       ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u))
     return cudaErrorInvalidValue;

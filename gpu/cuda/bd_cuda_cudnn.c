@@ -199,55 +199,109 @@ static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
   return v;
 }
 
-int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r,
+/* How a layer of shape p arranges its channels (see the top of the file): mma (our
+ * tensor-core kernel takes everything as is), else the channels the convolution itself
+ * runs (qc, qm: padded to multiples of 8 for dense layers), whether the input needs a
+ * padded copy, and whether the convolution writes a separate packed buffer that the
+ * epilogue reads (padded output channels, or a pitched output - a Concat piece - that
+ * cuDNN cannot write). cudnn: a cuDNN handle exists. */
+typedef struct pad_plan {
+  int mma, padded, xcopy, ybuf, qc, qm;
+} pad_plan;
+
+static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn) {
+  pad_plan r = {0, 0, 0, 0, p->c, p->m};
+  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 &&
+      (int64_t)p->kh * p->kw * p->c < (1 << 30)) {
+    r.mma = 1;
+    return r;
+  }
+  int sym = p->pad_t == pad_b && p->pad_l == pad_r;
+  int depthwise = p->group > 1 && p->group == p->c;
+  int pitched_y = p->ldy && p->ldy != p->m;
+  r.padded = p->group == 1 && (p->c % 8 || p->m % 8) && sym;
+  if (r.padded) {
+    r.qc = round8(p->c);
+    r.qm = round8(p->m);
+  }
+  /* An input already padded with zero channels (xzero) is the padded input itself. */
+  r.xcopy = r.qc != p->c && !(p->xzero && p->ldx == r.qc);
+  r.ybuf = r.qm != p->m || (pitched_y && (r.padded || (cudnn && sym && !depthwise)));
+  return r;
+}
+
+int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
+                                   int may_fuse) {
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn);
+  if (pp.mma) return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_ALIGN8;
+  int sym = p->pad_t == pad_b && p->pad_l == pad_r;
+  int depthwise = p->group > 1 && p->group == p->c;
+  int on_cudnn = cudnn && !depthwise && sym;
+  int caps = 0;
+  if (!on_cudnn || pp.xcopy) caps |= BD_CONV_PITCH_X;
+  if (pp.padded && pp.qc != p->c) caps |= BD_CONV_PITCH_XZERO;
+  if (!on_cudnn || pp.padded || !may_fuse) caps |= BD_CONV_PITCH_Y;
+  return caps;
+}
+
+int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                   size_t *xpad, size_t *ypad) {
-  *xpad = *ypad = 0;
-  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0) return 0;
-  if (!(p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r))
-    return 0;
-  if (p->c % 8) *xpad = (size_t)p->n * p->h * p->w * round8(p->c) * 2;
-  if (p->m % 8) *ypad = (size_t)p->n * p->oh * p->ow * round8(p->m) * 2;
-  return 1;
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn);
+  *xpad = pp.xcopy ? (size_t)p->n * p->h * p->w * pp.qc * 2 : 0;
+  *ypad = pp.ybuf ? (size_t)p->n * p->oh * p->ow * pp.qm * 2 : 0;
+  return *xpad || *ypad;
 }
 
 /* The padded weights of a dense layer with channel counts that are not multiples of 8
- * (see the top of the file), and its padded input and output: lent by the caller
- * (xpad_lent, ypad_lent as bd_cuda_conv_layer_pad_bytes sized them), else its own. */
-static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, void *xpad_lent,
-                           void *ypad_lent, bd_err *err) {
+ * (see the top of the file), its padded input copy and its separate output buffer as pp
+ * says: lent by the caller (xpad_lent, ypad_lent as bd_cuda_conv_layer_pad_bytes sized
+ * them), else its own. */
+static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, const pad_plan *pp,
+                           void *xpad_lent, void *ypad_lent, bd_err *err) {
   bd_status st = BD_OK;
   const bd_cuda_conv_shape *p = &l->p;
   bd_cuda_conv_shape *q = &l->q;
-  q->c = round8(p->c);
-  q->m = round8(p->m);
-  q->act = BD_ACT_NONE; /* the epilogue runs separately, from the padded output */
-  q->res = BD_RES_NONE;
+  q->c = pp->qc;
+  q->m = pp->qm;
+  q->ldx = pp->xcopy || p->ldx == q->c ? 0 : p->ldx; /* the copy, or x padded: packed */
+  q->xzero = 0;
+  if (pp->ybuf) {
+    q->act = BD_ACT_NONE; /* the epilogue runs separately, from the packed output */
+    q->res = BD_RES_NONE;
+    q->ldy = 0;
+  }
+  if (pp->padded) {
+    q->act = BD_ACT_NONE;
+    q->res = BD_RES_NONE;
+  }
   size_t wn = (size_t)q->m * p->kh * p->kw * q->c;
   size_t xn = (size_t)p->n * p->h * p->w * q->c, yn = (size_t)p->n * p->oh * p->ow * q->m;
-  BD_CU(cudaMalloc(&l->wpad, wn * 2));
-  BD_CU(cudaMemset(l->wpad, 0, wn * 2));
   if (xpad_lent || ypad_lent) {
     l->lent = 1;
-    l->xpad = q->c != p->c ? xpad_lent : NULL;
-    l->ypad = q->m != p->m ? ypad_lent : NULL;
-    if ((q->c != p->c && !l->xpad) || (q->m != p->m && !l->ypad)) {
+    l->xpad = pp->xcopy ? xpad_lent : NULL;
+    l->ypad = pp->ybuf ? ypad_lent : NULL;
+    if ((pp->xcopy && !l->xpad) || (pp->ybuf && !l->ypad)) {
       st = bd_err_set(err, BD_E_INTERNAL, "conv: padded buffers lent incompletely");
       goto out;
     }
   } else {
-    if (q->c != p->c) {
+    if (pp->xcopy) {
       BD_CU(cudaMalloc(&l->xpad, xn * 2));
       BD_CU(cudaMemset(l->xpad, 0, xn * 2));
     }
-    if (q->m != p->m) BD_CU(cudaMalloc(&l->ypad, yn * 2));
+    if (pp->ybuf) BD_CU(cudaMalloc(&l->ypad, yn * 2));
   }
-  /* weights [M][kh][kw][C] -> [M8][kh][kw][C8], viewed as [M][kh*kw][C] */
-  bd_cuda_view src = {(void *)w, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
-                      {(int64_t)p->kh * p->kw * p->c, p->c, 1}};
-  bd_cuda_view dst = {l->wpad, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
-                      {(int64_t)p->kh * p->kw * q->c, q->c, 1}};
-  BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
-  BD_CU(cudaDeviceSynchronize());
+  if (pp->padded) {
+    BD_CU(cudaMalloc(&l->wpad, wn * 2));
+    BD_CU(cudaMemset(l->wpad, 0, wn * 2));
+    /* weights [M][kh][kw][C] -> [M8][kh][kw][C8], viewed as [M][kh*kw][C] */
+    bd_cuda_view src = {(void *)w, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
+                        {(int64_t)p->kh * p->kw * p->c, p->c, 1}};
+    bd_cuda_view dst = {l->wpad, BD_CT_H16, 3, {p->m, p->kh * p->kw, p->c},
+                        {(int64_t)p->kh * p->kw * q->c, q->c, 1}};
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
+    BD_CU(cudaDeviceSynchronize());
+  }
 out:
   return st;
 }
@@ -277,23 +331,25 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
   l->p = *p;
   l->q = *p;
   l->direct = 1;
-  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 &&
-      (int64_t)p->kh * p->kw * p->c < (1 << 30)) {
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL);
+  if (pp.mma) {
     l->mma = 1;
     l->direct = 0;
     goto out;
   }
-  if (p->group == 1 && (p->c % 8 || p->m % 8) && p->pad_t == pad_b && p->pad_l == pad_r) {
-    st = pad_layer(l, w, xpad, ypad, err);
+  if (pp.padded || pp.ybuf || pp.xcopy) {
+    st = pad_layer(l, w, &pp, xpad, ypad, err);
     if (st != BD_OK) goto out;
     if (l->xpad) x = l->xpad;
     if (l->ypad) y = l->ypad;
-    w = l->wpad;
+    if (l->wpad) w = l->wpad;
     p = &l->q;
   }
 #ifdef BD_HAVE_CUDNN
   int depthwise = p->group > 1 && p->group == p->c;
-  if (cudnn_handle && !depthwise && p->pad_t == pad_b && p->pad_l == pad_r) {
+  /* cuDNN reads packed inputs only: a pitched one (a Concat piece) goes to our kernel. */
+  int pitched_x = p->ldx && p->ldx != p->c;
+  if (cudnn_handle && !depthwise && !pitched_x && p->pad_t == pad_b && p->pad_l == pad_r) {
     cudnnHandle_t h = (cudnnHandle_t)cudnn_handle;
     BD_DNN(cudnnCreateTensorDescriptor(&l->xd));
     BD_DNN(cudnnCreateTensorDescriptor(&l->yd));
@@ -370,7 +426,7 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
    * precomputed GEMM); its z input is added before the activation. */
   int precomp = l->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   int act_ok = p->act == BD_ACT_RELU || (p->act == BD_ACT_NONE && precomp);
-  if (!cudnn_handle || l->direct || l->mma || l->wpad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
+  if (!cudnn_handle || l->direct || l->mma || l->wpad || l->ypad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
       l->ws > ws_bytes)
     return BD_OK;
   BD_CU(cudaMalloc(&l->bias16, (size_t)p->m * 2));
@@ -437,19 +493,17 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
     BD_CU(bd_cuda_conv_mma(p, x, w, bias, r, y, stream));
     return BD_OK;
   }
-  if (l->wpad) {
-    w = l->wpad;
-    if (l->xpad) {
-      bd_cuda_view src = nhwc_view((void *)x, p->n, p->h, p->w, p->c, p->c);
-      bd_cuda_view dst = nhwc_view(l->xpad, p->n, p->h, p->w, p->c, q->c);
-      if (l->lent)
-        BD_CU(cudaMemsetAsync(l->xpad, 0, (size_t)p->n * p->h * p->w * q->c * 2, stream));
-      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, stream));
-      x = l->xpad;
-    }
+  if (l->wpad) w = l->wpad;
+  if (l->xpad) {
+    bd_cuda_view src = nhwc_view((void *)x, p->n, p->h, p->w, p->c, p->ldx ? p->ldx : p->c);
+    bd_cuda_view dst = nhwc_view(l->xpad, p->n, p->h, p->w, p->c, q->c);
+    if (l->lent)
+      BD_CU(cudaMemsetAsync(l->xpad, 0, (size_t)p->n * p->h * p->w * q->c * 2, stream));
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, stream));
+    x = l->xpad;
   }
   if (l->direct) {
-    if (!l->wpad) {
+    if (!l->wpad && !l->ypad) { /* our kernel takes the pitches and the epilogue itself */
       BD_CU(bd_cuda_conv_direct(p, x, w, bias, r, y, stream));
       return BD_OK;
     }

@@ -86,6 +86,8 @@ static void push(bd_cuda_cplan *cp, int kind, int node, int value, int rep) {
 }
 
 static size_t rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
+  if (rep == BD_REP_H16 && cp->pad_to[v]) /* channels padded */
+    return (size_t)(numel_of(cp->plan, v) / cp->plan->dims[v][1] * cp->pad_to[v]) * 2;
   return (size_t)numel_of(cp->plan, v) * (rep == BD_REP_H16 ? 2 : 4);
 }
 
@@ -144,74 +146,6 @@ static int pitch_of(const bd_cuda_cplan *cp, int v) {
   return (int)(cp->pitch[v] ? cp->pitch[v] : cp->plan->dims[v][1]);
 }
 
-/* Ops whose output can be written into a channel slice of a Concat's buffer: they write
- * through strided views, or take an output pitch (MaxPool, Resize). */
-static int writes_pitched(bd_op op) {
-  switch (op) {
-  case BD_OP_SLICE: case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP:
-  case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_MAXPOOL:
-  case BD_OP_RESIZE:
-    return 1;
-  default:
-    return 0;
-  }
-}
-
-/* Ops that can read a pitched 16-bit input: through views, by a pitch argument, or through
- * a conversion step (which reads a view). Not Conv: cuDNN and our conv kernels take packed
- * tensors. */
-static int reads_pitched(bd_op op) {
-  return op != BD_OP_CONV;
-}
-
-static int alias_enabled(void) {
-  const char *e = getenv("BATCHDET_CUDA_ALIAS");
-  return !e || strcmp(e, "0") != 0;
-}
-
-void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
-  const bd_graph *g = b->base.graph;
-  const bd_plan *p = cp->plan;
-  int *uses = NULL, *in_concat = NULL;
-  for (int v = 0; v < g->n_values; ++v) {
-    cp->alias[v] = -1;
-    cp->alias_ch[v] = 0;
-  }
-  if (!alias_enabled()) return;
-  uses = calloc((size_t)g->n_values, sizeof(int));      /* readers that cannot take a pitch */
-  in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
-  if (!uses || !in_concat) goto out; /* no aliasing: correct, only more memory */
-  for (int n = 0; n < g->n_nodes; ++n) {
-    const bd_node *nd = &g->nodes[n];
-    for (int k = 0; k < nd->n_in; ++k) {
-      int v = nd->in[k];
-      if (v < 0) continue;
-      if (!reads_pitched(nd->op)) uses[v]++;
-      if (nd->op == BD_OP_CONCAT) in_concat[v]++;
-    }
-  }
-  for (int n = 0; n < g->n_nodes; ++n) {
-    const bd_node *nd = &g->nodes[n];
-    int y = nd->out[0];
-    if (nd->op != BD_OP_CONCAT || nd->n_out < 1 || p->rank[y] != 4 || nd->p.concat.axis != 1)
-      continue;
-    int64_t ch = 0;
-    for (int k = 0; k < nd->n_in; ch += p->dims[nd->in[k]][1], ++k) {
-      int v = nd->in[k];
-      const bd_value *val = &g->values[v];
-      if (v < 0 || val->producer < 0 || val->is_output || val->is_input || val->data ||
-          p->rank[v] != 4 || uses[v] || in_concat[v] != 1 ||
-          !writes_pitched(g->nodes[val->producer].op) || g->values[v].dtype != BD_DT_F32)
-        continue;
-      cp->alias[v] = y;
-      cp->alias_ch[v] = ch;
-    }
-  }
-out:
-  free(uses);
-  free(in_concat);
-}
-
 static int is_trunk(bd_op op) {
   switch (op) {
   case BD_OP_CONV: case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP:
@@ -223,9 +157,163 @@ static int is_trunk(bd_op op) {
   }
 }
 
-/* Ops whose second input is read on the host (shape, indices), not on the device. */
+/* Channels between v's pixels once the plan is made: its Concat's width for a piece, the
+ * padded width for a channel-padded value, else 0 (packed). Known before the buffers are
+ * (both passes). */
+static int64_t planned_pitch(const bd_cuda_cplan *cp, int v) {
+  if (v < 0) return 0;
+  int u = cp->alias[v] >= 0 ? cp->alias[v] : v;
+  if (cp->pad_to[u]) return cp->pad_to[u];
+  return cp->alias[v] >= 0 ? cp->plan->dims[u][1] : 0;
+}
+
+static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
+  const bd_plan *p = cp->plan;
+  const int64_t *x = p->dims[nd->in[0]], *y = p->dims[nd->out[0]];
+  const bd_conv_params *c = &nd->p.conv;
+  s->n = (int)x[0];
+  s->c = (int)x[1];
+  s->h = (int)x[2];
+  s->w = (int)x[3];
+  s->m = (int)y[1];
+  s->oh = (int)y[2];
+  s->ow = (int)y[3];
+  s->kh = c->kh;
+  s->kw = c->kw;
+  s->sh = c->sh;
+  s->sw = c->sw;
+  s->dh = c->dh;
+  s->dw = c->dw;
+  s->pad_t = c->pad_t;
+  s->pad_l = c->pad_l;
+  s->group = c->group;
+  s->act = c->act;
+  s->res = c->res;
+  s->ldx = (int)planned_pitch(cp, nd->in[0]);
+  s->ldy = (int)planned_pitch(cp, nd->out[0]);
+  s->xzero = cp->pad_to[nd->in[0]] != 0;
+}
+
+/* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
+ * it out quickly on a new cuDNN version without a rebuild. */
+static int fuse_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_FUSE");
+  return !e || strcmp(e, "0") != 0;
+}
+
+/* The pitch capabilities of conv node nd (bd_cuda_conv_layer_pitch_caps). */
+static int conv_caps(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd) {
+  bd_cuda_conv_shape s;
+  conv_shape(cp, nd, &s);
+  int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
+  int may_fuse = b->dnn && has_bias && fuse_enabled() && s.res != BD_RES_POST_ACT &&
+                 (s.act == BD_ACT_RELU || s.act == BD_ACT_NONE);
+  return bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
+                                       may_fuse);
+}
+
+/* Whether node nd can write its output as a channel slice (channel offset ch) of a Concat
+ * `width` channels wide: ops writing through strided views, MaxPool and Resize (pitch
+ * arguments), convs whose layer allows it. */
+static int writes_pitched(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd,
+                          int64_t ch, int64_t width) {
+  switch (nd->op) {
+  case BD_OP_SLICE: case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP:
+  case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_MAXPOOL:
+  case BD_OP_RESIZE:
+    return 1;
+  case BD_OP_CONV: {
+    int c = conv_caps(b, cp, nd);
+    return (c & BD_CONV_PITCH_Y) && (!(c & BD_CONV_PITCH_ALIGN8) || (ch % 8 == 0 && width % 8 == 0));
+  }
+  default:
+    return 0;
+  }
+}
+
+/* Whether input k of node nd can be such a slice: everything reading through views,
+ * pitch arguments or a conversion step (which reads a view); a conv's input when its
+ * layer allows it, never its residual. */
+static int reads_pitched(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd, int k,
+                         int64_t ch, int64_t width) {
+  if (nd->op != BD_OP_CONV) return 1;
+  if (k != 0) return 0;
+  int c = conv_caps(b, cp, nd);
+  return (c & BD_CONV_PITCH_X) && (!(c & BD_CONV_PITCH_ALIGN8) || (ch % 8 == 0 && width % 8 == 0));
+}
+
+static int alias_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_ALIAS");
+  return !e || strcmp(e, "0") != 0;
+}
+
+void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  int *in_concat = NULL;
+  for (int v = 0; v < g->n_values; ++v) {
+    cp->alias[v] = -1;
+    cp->alias_ch[v] = 0;
+    cp->pad_to[v] = 0;
+  }
+  if (!alias_enabled()) return;
+  /* Values only channel-padded convs read (a Focus stem's Concat): stored padded to 8
+   * channels, zeroed, read by the convs as their padded input. */
+  for (int v = 0; v < g->n_values; ++v) {
+    const bd_value *val = &g->values[v];
+    cp->pad_to[v] = 0;
+    if (val->producer < 0 || val->is_output || val->data || p->rank[v] != 4 ||
+        p->dims[v][1] % 8 == 0 || !is_trunk(g->nodes[val->producer].op))
+      continue;
+    int64_t w8 = (p->dims[v][1] + 7) / 8 * 8;
+    const bd_node *pn = &g->nodes[val->producer];
+    int ok = pn->op == BD_OP_CONCAT || writes_pitched(b, cp, pn, 0, w8), readers = 0;
+    for (int r = 0; r < g->n_nodes && ok; ++r)
+      for (int j = 0; j < g->nodes[r].n_in && ok; ++j)
+        if (g->nodes[r].in[j] == v) {
+          readers++;
+          ok = g->nodes[r].op == BD_OP_CONV && j == 0 &&
+               (conv_caps(b, cp, &g->nodes[r]) & BD_CONV_PITCH_XZERO);
+        }
+    if (ok && readers) cp->pad_to[v] = w8;
+  }
+  in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
+  if (!in_concat) return; /* no aliasing: correct, only more memory */
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    for (int k = 0; nd->op == BD_OP_CONCAT && k < nd->n_in; ++k)
+      if (nd->in[k] >= 0) in_concat[nd->in[k]]++;
+  }
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    int y = nd->out[0];
+    if (nd->op != BD_OP_CONCAT || nd->n_out < 1 || p->rank[y] != 4 || nd->p.concat.axis != 1)
+      continue;
+    int64_t ch = 0, width = cp->pad_to[y] ? cp->pad_to[y] : p->dims[y][1];
+    for (int k = 0; k < nd->n_in; ch += p->dims[nd->in[k]][1], ++k) {
+      int v = nd->in[k];
+      const bd_value *val = &g->values[v];
+      if (v < 0 || val->producer < 0 || val->is_output || val->is_input || val->data ||
+          p->rank[v] != 4 || in_concat[v] != 1 || val->dtype != BD_DT_F32 ||
+          !writes_pitched(b, cp, &g->nodes[val->producer], ch, width))
+        continue;
+      int ok = 1;
+      for (int r = 0; r < g->n_nodes && ok; ++r)
+        for (int j = 0; j < g->nodes[r].n_in && ok; ++j)
+          if (g->nodes[r].in[j] == v && r != n)
+            ok = reads_pitched(b, cp, &g->nodes[r], j, ch, width);
+      if (!ok) continue;
+      cp->alias[v] = y;
+      cp->alias_ch[v] = ch;
+    }
+  }
+  free(in_concat);
+}
+
+/* Inputs no op reads on the device as FP32: read on the host (Reshape's shape, Gather's
+ * indices), or a conv's weights (kept only as 16-bit KRSC copies in the weights blob). */
 static int host_input(bd_op op, int k) {
-  return k == 1 && (op == BD_OP_RESHAPE || op == BD_OP_GATHER);
+  return k == 1 && (op == BD_OP_RESHAPE || op == BD_OP_GATHER || op == BD_OP_CONV);
 }
 
 /* Device weights: one blob per model and GPU holding every float constant an op reads
@@ -360,6 +448,8 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
   const bd_graph *g = b->base.graph;
   bd_status st = weights_new(g, b->device, &b->w, err);
   if (st != BD_OK) return st;
+  void *tmp = NULL;
+  size_t tmp_bytes = 0;
   BD_CU(cudaMalloc(&b->w->blob, b->w->bytes));
   weights_bind(b, b->w);
   for (int v = 0; v < g->n_values; ++v)
@@ -367,18 +457,32 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
       BD_CU(cudaMemcpyAsync(b->cdev[v], g->values[v].data,
                             (size_t)bd_value_numel(&g->values[v]) * sizeof(float),
                             cudaMemcpyHostToDevice, b->stream));
+  /* Conv weights go through one FP32 staging buffer (the largest layer's), reused in
+   * stream order and freed: the blob keeps only the 16-bit copies. */
+  for (int n = 0; n < g->n_nodes; ++n)
+    if (b->wbf[n]) {
+      size_t nb = (size_t)bd_value_numel(&g->values[g->nodes[n].in[1]]) * sizeof(float);
+      if (nb > tmp_bytes) tmp_bytes = nb;
+    }
+  if (tmp_bytes) BD_CU(cudaMalloc(&tmp, tmp_bytes));
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
     if (!b->wbf[n]) continue;
     /* ONNX [M][C/g][kh][kw] FP32 -> KRSC 16-bit [M][kh][kw][C/g], on the device. */
     const bd_value *w = &g->values[nd->in[1]];
     int64_t m = w->dims[0], cg = w->dims[1], kh = w->dims[2], kw = w->dims[3];
-    bd_cuda_view src = {b->cdev[nd->in[1]], BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
+    BD_CU(cudaMemcpyAsync(tmp, w->data, (size_t)bd_value_numel(w) * sizeof(float),
+                          cudaMemcpyHostToDevice, b->stream));
+    bd_cuda_view src = {tmp, BD_CT_F32, 4, {m, cg, kh, kw}, {cg * kh * kw, kh * kw, kw, 1}};
     bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
   }
   BD_CU(cudaStreamSynchronize(b->stream));
 out:
+  if (tmp) {
+    if (st != BD_OK) (void)cudaStreamSynchronize(b->stream);
+    cudaFree(tmp);
+  }
   return st;
 }
 
@@ -482,48 +586,25 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
       size_item(cp, w, rep);
     return BD_OK;
   }
+  int w = u >= 0 ? u : v;
+  if (rep == BD_REP_H16 && cp->pad_to[w] && !cp->zeroed[w]) { /* before its first writer */
+    cp->zeroed[w] = 1;
+    push(cp, BD_A_ZERO, -1, w, BD_REP_H16);
+  }
   if (u >= 0) { /* written in place: its channels of the Concat's buffer */
     int i = cp->item[u][BD_REP_H16];
     if (i < 0 || !cp->arena)
       return bd_err_set(err, BD_E_INTERNAL, "value '%s': its Concat has no buffer",
                         g->values[v].name);
     cp->buf[v][rep] = (char *)cp->arena + cp->items[i].off + cp->alias_ch[v] * 2;
-    cp->pitch[v] = cp->plan->dims[u][1];
+    cp->pitch[v] = planned_pitch(cp, v);
     return BD_OK;
   }
+  if (rep == BD_REP_H16) cp->pitch[v] = cp->pad_to[v];
   return place(cp, v, rep, err);
 }
 
-static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
-  const bd_plan *p = cp->plan;
-  const int64_t *x = p->dims[nd->in[0]], *y = p->dims[nd->out[0]];
-  const bd_conv_params *c = &nd->p.conv;
-  s->n = (int)x[0];
-  s->c = (int)x[1];
-  s->h = (int)x[2];
-  s->w = (int)x[3];
-  s->m = (int)y[1];
-  s->oh = (int)y[2];
-  s->ow = (int)y[3];
-  s->kh = c->kh;
-  s->kw = c->kw;
-  s->sh = c->sh;
-  s->sw = c->sw;
-  s->dh = c->dh;
-  s->dw = c->dw;
-  s->pad_t = c->pad_t;
-  s->pad_l = c->pad_l;
-  s->group = c->group;
-  s->act = c->act;
-  s->res = c->res;
-}
 
-/* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
- * it out quickly on a new cuDNN version without a rebuild. */
-static int fuse_enabled(void) {
-  const char *e = getenv("BATCHDET_CUDA_FUSE");
-  return !e || strcmp(e, "0") != 0;
-}
 
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
   const bd_graph *g = b->base.graph;
@@ -590,7 +671,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       bd_cuda_conv_shape s;
       size_t pad[2];
       conv_shape(cp, nd, &s);
-      if (bd_cuda_conv_layer_pad_bytes(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, &pad[0], &pad[1]))
+      if (bd_cuda_conv_layer_pad_bytes(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
+                                       &pad[0], &pad[1]))
         for (int k = 0; k < 2; ++k)
           if (pad[k]) {
             bd_pack_item *it = &cp->items[cp->n_items];
@@ -606,8 +688,10 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     size_t ws = 0;
     void *pad[2] = {NULL, NULL};
     conv_shape(cp, nd, &s);
-    if (cp->pitch[nd->in[0]] || (nd->n_in > 3 && nd->in[3] >= 0 && cp->pitch[nd->in[3]]))
-      return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv input in a Concat's buffer", name);
+    if (s.ldx != cp->pitch[nd->in[0]] || s.ldy != cp->pitch[y] ||
+        (nd->n_in > 3 && nd->in[3] >= 0 && cp->pitch[nd->in[3]]))
+      return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv pitches differ from the plan's",
+                        name);
     for (int k = 0; k < 2 && cp->arena; ++k)
       if (cp->scratch[n][k] >= 0) pad[k] = (char *)cp->arena + cp->items[cp->scratch[n][k]].off;
     if (b->dnn && !cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
@@ -858,6 +942,10 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err)
       view_of(cp, a->value, cp->prim[a->value], &src);
       view_of(cp, a->value, a->rep, &dst);
       BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+      break;
+    case BD_A_ZERO:
+      BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, rep_bytes(cp, a->value, a->rep),
+                            b->stream));
       break;
     default: /* BD_A_OUTPUT */
       view_any(cp, a->value, &src);

@@ -60,11 +60,22 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
                                  int pad_r, void *x, void *w, void *y, void *xpad, void *ypad,
                                  void *probe, size_t probe_bytes, bd_cuda_conv_layer **out,
                                  size_t *ws_bytes, bd_err *err);
-/* 1 when a layer of shape p runs on channel-padded copies of its input and/or output;
- * their sizes in bytes (0: that side is not padded). A caller may lend such buffers to
- * bd_cuda_conv_layer_new (xpad, ypad; both NULL: the layer allocates its own); they are
- * used only while the layer runs. */
-int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r,
+/* What a conv layer of shape p can do with Concat pieces (bd_cuda_plan_aliases):
+ * BD_CONV_PITCH_X read a pitched input (our kernels, or through its padded copy);
+ * BD_CONV_PITCH_Y write a pitched output without giving up cuDNN's fused epilogue
+ * (may_fuse: the layer would try to fuse); BD_CONV_PITCH_ALIGN8: the pitches and channel
+ * offsets must be multiples of 8 (the tensor-core kernel); BD_CONV_PITCH_XZERO: it pads
+ * its input channels to 8 and can read an input stored that way with zero pad channels
+ * (shape.xzero) instead of copying it. */
+enum { BD_CONV_PITCH_X = 1, BD_CONV_PITCH_Y = 2, BD_CONV_PITCH_ALIGN8 = 4, BD_CONV_PITCH_XZERO = 8 };
+int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
+                                  int may_fuse);
+/* 1 when a layer of shape p runs on a channel-padded copy of its input and/or writes a
+ * separate packed output first (padded channels, or a pitched output cuDNN cannot write;
+ * cudnn: a cuDNN handle will be given); their sizes in bytes (0: not needed). A caller
+ * may lend such buffers to bd_cuda_conv_layer_new (xpad, ypad; both NULL: the layer
+ * allocates its own); they are used only while the layer runs. */
+int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                  size_t *xpad, size_t *ypad);
 /* Allocates the algorithm-search workspace (256 MiB, less when memory is short);
  * returns its size, 0 (and *out NULL) when none could be had. */
@@ -93,10 +104,11 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 
 /* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */
 enum { BD_REP_F32 = 0, BD_REP_H16 = 1 };
-enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT };
+enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT, BD_A_ZERO };
 
-/* One step of a prepared run: an op, a representation conversion, or the copy of a
- * graph output into its FP32 device output buffer. */
+/* One step of a prepared run: an op, a representation conversion, the copy of a graph
+ * output into its FP32 device output buffer, or the zeroing of a channel-padded value's
+ * buffer before its first writer. */
 typedef struct bd_cuda_action {
   int kind, node, value, rep, out_index;
 } bd_cuda_action;
@@ -116,6 +128,10 @@ typedef struct bd_cuda_cplan {
    * distance between its pixels in channels (0: packed, its own channel count). */
   int *alias;
   int64_t *alias_ch, *pitch;
+  /* Values stored with their channels padded to 8 and zeroed (read by channel-padded
+   * convs as their padded input, no copy): the padded width, 0 = not. */
+  int64_t *pad_to;
+  char *zeroed; /* real pass: the zeroing step is in place */
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;

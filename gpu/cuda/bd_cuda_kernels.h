@@ -51,13 +51,20 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int uno
 cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a,
                            const bd_cuda_view *b, int binop, cudaStream_t stream);
 
-/* Convolution geometry, NHWC activations, KRSC weights ([M][kh][kw][C/group]). */
+/* Convolution geometry, NHWC activations, KRSC weights ([M][kh][kw][C/group]). ldx, ldy:
+ * channels between consecutive pixels of x and y when they are channel slices of wider
+ * tensors (Concat pieces read or written in place); 0 = packed (c, m). The residual r is
+ * always packed like a packed y. cuDNN runs only packed tensors: the layer code routes a
+ * pitched output through a packed copy and the epilogue. */
 typedef struct bd_cuda_conv_shape {
   int n, h, w, c;   /* input */
   int oh, ow, m;    /* output */
   int kh, kw, sh, sw, dh, dw, pad_t, pad_l, group;
   int act;          /* bd_act */
   int res;          /* bd_res_mode */
+  int ldx, ldy;     /* pixel pitches, 0 = packed */
+  int xzero;        /* 1: x's channels c..ldx-1 are zeros (a channel-padded layer reads x
+                       as its padded input, no copy) */
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and
@@ -74,12 +81,13 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);
 
-/* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r]. */
+/* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r] (packed y
+ * only: ldy must be 0 or m). */
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
                                   const void *r, void *y, cudaStream_t stream);
 
-/* The epilogue out of place: y (M channels) = epilogue(src), src holding rows of
- * src_c >= M channels (a channel-padded convolution output). */
+/* The epilogue out of place: y (M channels, pixels p->ldy apart) = epilogue(src), src
+ * holding rows of src_c >= M channels (a channel-padded or packed convolution output). */
 cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *src, int src_c,
                                        const float *bias, const void *r, void *y,
                                        cudaStream_t stream);

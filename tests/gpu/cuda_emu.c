@@ -317,6 +317,8 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
                                 const float *bias, const void *r, void *y, cudaStream_t s) {
   (void)s;
   int cg = p->c / p->group, mg = p->m / p->group;
+  const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
+  if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
   x = shadow(x);
   w = shadow(w);
   r = shadow(r);
@@ -335,7 +337,7 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
             for (int kx = 0; kx < p->kw; ++kx) {
               int ix = ox * p->sw - p->pad_l + kx * p->dw;
               if (ix < 0 || ix >= p->w) continue;
-              int64_t xo = (((int64_t)n * p->h + iy) * p->w + ix) * p->c + g * cg;
+              int64_t xo = (((int64_t)n * p->h + iy) * p->w + ix) * ldx + g * cg;
               int64_t wo = (((int64_t)m * p->kh + ky) * p->kw + kx) * cg;
               for (int ci = 0; ci < cg; ++ci)
                 acc += ld(x, BD_CT_H16, xo + ci) * ld(w, BD_CT_H16, wo + ci);
@@ -346,7 +348,7 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
-          st(y, BD_CT_H16, i, epi(acc, bias ? bias[m] : 0, rv, p->act, p->res));
+          st(y, BD_CT_H16, (i / p->m) * ldy + m, epi(acc, bias ? bias[m] : 0, rv, p->act, p->res));
         }
   return cudaSuccess;
 }
@@ -355,13 +357,16 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
  * same products; only the summation order differs on a GPU). */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t s) {
-  if (p->group != 1 || p->c % 8 || p->m % 8) return cudaErrorInvalidValue;
+  if (p->group != 1 || p->c % 8 || p->m % 8 || p->ldx % 8 || p->ldy % 8 ||
+      ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u))
+    return cudaErrorInvalidValue;
   return bd_cuda_conv_direct(p, x, w, bias, r, y, s);
 }
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias, const void *r,
                                   void *y, cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
+  if (p->ldy && p->ldy != p->m) return cudaErrorInvalidValue;
   r = shadow(r);
   y = shadow(y);
   ++bd_cuda_emu_layer;
@@ -377,12 +382,14 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
                                        cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
+  const int ldy = p->ldy ? p->ldy : p->m;
+  if (src_c < p->m || ldy < p->m) return cudaErrorInvalidValue;
   src = shadow(src);
   r = shadow(r);
   y = shadow(y);
   ++bd_cuda_emu_layer;
   for (int64_t i = 0; i < n; ++i)
-    st(y, BD_CT_H16, i,
+    st(y, BD_CT_H16, i / p->m * ldy + i % p->m,
        epi(ld(src, BD_CT_H16, i / p->m * src_c + i % p->m), bias ? bias[i % p->m] : 0,
            r ? ld(r, BD_CT_H16, i) : 0, p->act, p->res));
   return cudaSuccess;

@@ -23,6 +23,7 @@ enum { GUARD = 64 };
 
 typedef struct conv_case {
   int n, h, w, c, m, kh, kw, s, d, pad_t, pad_l, pad_b, pad_r, act, res, bias;
+  int ldx, ldy; /* pixel pitches of x and y (0: packed): Concat pieces in place */
 } conv_case;
 
 static float act_ref(float x, int a) {
@@ -42,12 +43,15 @@ static void run_case(const conv_case *k) {
   p.sh = p.sw = k->s, p.dh = p.dw = k->d, p.pad_t = k->pad_t, p.pad_l = k->pad_l, p.group = 1;
   p.oh = (k->h + k->pad_t + k->pad_b - k->d * (k->kh - 1) - 1) / k->s + 1;
   p.ow = (k->w + k->pad_l + k->pad_r - k->d * (k->kw - 1) - 1) / k->s + 1;
-  p.act = k->act, p.res = k->res;
-  const size_t nx = (size_t)p.n * p.h * p.w * p.c, nw = (size_t)p.m * p.kh * p.kw * p.c;
-  const size_t ny = (size_t)p.n * p.oh * p.ow * p.m;
+  p.act = k->act, p.res = k->res, p.ldx = k->ldx, p.ldy = k->ldy;
+  const int ldx = k->ldx ? k->ldx : p.c, ldy = k->ldy ? k->ldy : p.m;
+  const size_t nx = (size_t)p.n * p.h * p.w * ldx, nw = (size_t)p.m * p.kh * p.kw * p.c;
+  const size_t npix = (size_t)p.n * p.oh * p.ow, ny = npix * ldy, nr = npix * p.m;
   uint16_t *x = h16_random(nx, -1.f, 1.f), *w = h16_random(nw, -0.5f, 0.5f);
-  uint16_t *r = k->res ? h16_random(ny, -1.f, 1.f) : NULL;
+  uint16_t *r = k->res ? h16_random(nr, -1.f, 1.f) : NULL;
   uint16_t *y = h16_random(ny + GUARD, 0.f, 0.f);
+  for (size_t i = 0; i < (size_t)p.n * p.h * p.w; ++i) /* channels past c: never read */
+    for (int c = p.c; c < ldx; ++c) x[i * ldx + c] = 0x7E00;
   float *bias = NULL;
   if (k->bias) {
     bias = malloc(sizeof(float) * (size_t)p.m);
@@ -58,6 +62,8 @@ static void run_case(const conv_case *k) {
   for (int g = 0; g < GUARD; ++g) y[ny + g] = (uint16_t)(0x1234 + g);
   assert_int_equal(bd_cuda_conv_mma(&p, x, w, bias, r, y, 0), cudaSuccess);
   for (int g = 0; g < GUARD; ++g) assert_int_equal(y[ny + g], (uint16_t)(0x1234 + g));
+  for (size_t i = 0; i < npix; ++i) /* the other channels of y's rows: never written */
+    for (int c = p.m; c < ldy; ++c) assert_int_equal(y[i * ldy + c], 0xFFFF);
   double worst = 0;
   for (int n = 0; n < p.n; ++n)
     for (int oy = 0; oy < p.oh; ++oy)
@@ -70,13 +76,13 @@ static void run_case(const conv_case *k) {
             for (int kx = 0; kx < p.kw; ++kx) {
               int ix = ox * p.sw - p.pad_l + kx * p.dw;
               if (ix < 0 || ix >= p.w) continue;
-              const uint16_t *xp = x + (((size_t)n * p.h + iy) * p.w + ix) * p.c;
+              const uint16_t *xp = x + (((size_t)n * p.h + iy) * p.w + ix) * ldx;
               const uint16_t *wp = w + (((size_t)m * p.kh + ky) * p.kw + kx) * p.c;
               for (int c = 0; c < p.c; ++c) acc += (double)tc_h162f(xp[c]) * tc_h162f(wp[c]);
             }
           }
-          size_t o = (((size_t)n * p.oh + oy) * p.ow + ox) * p.m + m;
-          float v = (float)acc + (bias ? bias[m] : 0.f), rv = r ? tc_h162f(r[o]) : 0.f;
+          size_t pix = ((size_t)n * p.oh + oy) * p.ow + ox, o = pix * ldy + m;
+          float v = (float)acc + (bias ? bias[m] : 0.f), rv = r ? tc_h162f(r[pix * p.m + m]) : 0.f;
           if (p.res == 1) v += rv;
           v = act_ref(v, p.act);
           if (p.res == 2) v += rv;
@@ -91,10 +97,10 @@ static void run_case(const conv_case *k) {
           }
           if (err > worst) worst = err;
         }
-  printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d -> %dx%d: "
-         "max abs err %.2e\n",
+  printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d ldx%d ldy%d "
+         "-> %dx%d: max abs err %.2e\n",
          p.n, p.h, p.w, p.c, p.m, p.kh, p.kw, k->s, k->d, k->pad_t, k->pad_l, k->pad_b, k->pad_r,
-         p.act, p.res, k->bias, p.oh, p.ow, worst);
+         p.act, p.res, k->bias, k->ldx, k->ldy, p.oh, p.ow, worst);
   free(x);
   free(w);
   free(r);
@@ -105,19 +111,23 @@ static void run_case(const conv_case *k) {
 static void test_shapes(void **s) {
   (void)s;
   static const conv_case cases[] = {
-      /* n  h   w   c   m  kh kw s  d  pt pl pb pr act res bias */
-      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1},  /* partial tiles in all three */
-      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1},   /* 1x1, batch 2, two channel tiles */
-      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 2, 1},  /* stride 2, asymmetric padding */
-      {1, 12, 12, 24, 8, 5, 5, 1, 2, 4, 4, 4, 4, 0, 0, 0},  /* 5x5 dilated, no bias */
-      {1, 16, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1}, /* two pixel blocks */
+      /* n  h   w   c   m  kh kw s  d  pt pl pb pr act res bias ldx ldy */
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 0, 0},  /* partial tiles in all three */
+      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0},   /* 1x1, batch 2, two channel tiles */
+      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 2, 1, 0, 0},  /* stride 2, asymmetric padding */
+      {1, 12, 12, 24, 8, 5, 5, 1, 2, 4, 4, 4, 4, 0, 0, 0, 0, 0},  /* 5x5 dilated, no bias */
+      {1, 16, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 0}, /* two pixel blocks */
+      /* Concat pieces in place: x a slice of a 40-channel tensor, y of a 96-channel one */
+      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 40, 96},
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 32},
+      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 0, 1, 24, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) run_case(&cases[i]);
 }
 
 static void test_refuses(void **s) {
   (void)s;
-  bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
   uint16_t *b = h16_random(4096, 0.f, 0.f);
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* C%8 */
   p.c = 16, p.m = 12;
@@ -126,6 +136,12 @@ static void test_refuses(void **s) {
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   p.group = 1;
   assert_int_equal(bd_cuda_conv_mma(&p, b + 1, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldy = 20; /* pitches: multiples of 8, at least the channels */
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldy = 8;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldy = 0, p.ldx = 12;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   free(b);
 }
 

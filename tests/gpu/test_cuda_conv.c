@@ -1,7 +1,8 @@
 /* Convolution layers of the cuda backend (cuDNN path with our epilogue, cuDNN's fused
  * bias + activation, channel-padded layers, our direct kernel) against a CPU convolution
  * written here in double precision on the same 16-bit inputs. Output buffers are
- * poisoned before each run. Skips (exit 77) without a GPU. */
+ * poisoned before each run; with pitches (x and y channel slices of wider tensors) the
+ * channels around y's must stay poisoned. Skips (exit 77) without a GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 
 typedef struct {
   int c, m, h, w, k, s, group, pt, pl, pb, pr, act, res;
+  int ldx, ldy; /* pixel pitches of x and y, 0 = packed (Concat pieces in place) */
+  int xzero;    /* x's channels c..ldx-1 hold zeros the layer may rely on (no copy) */
 } conv_case;
 
 static float act_f(double v, int act) {
@@ -32,7 +35,10 @@ static void run_case(const conv_case *cc, int use_direct) {
   const int OW = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
   size_t nx = (size_t)N * cc->h * cc->w * cc->c, nw = (size_t)cc->m * cc->k * cc->k * cg;
   size_t ny = (size_t)N * OH * OW * cc->m;
-  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *rb = malloc(ny * 2), *yb = malloc(ny * 2);
+  const int ldx = cc->ldx ? cc->ldx : cc->c, ldy = cc->ldy ? cc->ldy : cc->m;
+  const size_t npx = (size_t)N * cc->h * cc->w, npy = (size_t)N * OH * OW;
+  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *rb = malloc(ny * 2);
+  uint16_t *yb = malloc(npy * ldy * 2), *xpb = malloc(npx * ldx * 2);
   float *x = malloc(nx * 4), *w = malloc(nw * 4), *r = malloc(ny * 4), *bias = malloc(cc->m * 4);
   float *got = malloc(ny * 4), *want = malloc(ny * 4);
   assert_non_null(want);
@@ -60,11 +66,15 @@ static void run_case(const conv_case *cc, int use_direct) {
           if (cc->res == BD_RES_POST_ACT) v += r[o];
           want[o] = v;
         }
-  void *dx = tc_dev_copy(xb, nx * 2), *dw = tc_dev_copy(wb, nw * 2), *dr = tc_dev_copy(rb, ny * 2);
+  for (size_t i = 0; i < npx; ++i) /* x at its pitch, NaN in the channels it must not read */
+    for (int c = 0; c < ldx; ++c)
+      xpb[i * ldx + c] = c < cc->c ? xb[i * cc->c + c] : cc->xzero ? 0 : 0x7E00;
+  void *dx = tc_dev_copy(xpb, npx * ldx * 2), *dw = tc_dev_copy(wb, nw * 2);
+  void *dr = tc_dev_copy(rb, ny * 2);
   float *dbias = tc_dev_copy(bias, cc->m * 4);
-  void *dy = tc_dev_poisoned(ny * 2), *ws = NULL;
+  void *dy = tc_dev_poisoned(npy * ldy * 2), *ws = NULL;
   bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
-                          cc->pt, cc->pl, cc->group, cc->act, cc->res};
+                          cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx, cc->ldy, cc->xzero};
   const void *rr = cc->res ? dr : NULL;
   if (use_direct) {
     assert_int_equal(bd_cuda_conv_direct(&p, dx, dw, dbias, rr, dy, 0), cudaSuccess);
@@ -86,14 +96,14 @@ static void run_case(const conv_case *cc, int use_direct) {
     st = bd_cuda_conv_layer_fuse(h, l, dbias, dx, dw, dy, ws, wsb, &err);
     if (st != BD_OK) printf("layer_fuse: %s\n", err.msg);
     assert_int_equal(st, BD_OK);
-    printf("conv c%d m%d k%d s%d g%d act%d res%d: %s, workspace %zu\n", cc->c, cc->m, cc->k,
-           cc->s, cc->group, cc->act, cc->res,
+    printf("conv c%d m%d k%d s%d g%d act%d res%d ldx%d ldy%d: %s, workspace %zu\n", cc->c,
+           cc->m, cc->k, cc->s, cc->group, cc->act, cc->res, cc->ldx, cc->ldy,
            bd_cuda_conv_layer_algo(l, &(int){0}) == -2 ? "tensor-core kernel (mma)"
            : bd_cuda_conv_layer_is_direct(l)  ? "direct kernel"
            : bd_cuda_conv_layer_is_fused(l) ? "cuDNN fused bias+act"
                                             : "cuDNN + epilogue",
            wsb);
-    cudaMemset(dy, 0xFF, ny * 2); /* the algorithm search wrote into y */
+    cudaMemset(dy, 0xFF, npy * ldy * 2); /* the algorithm search wrote into y */
     st = bd_cuda_conv_layer_run(h, l, dx, dw, dbias, rr, dy, ws, wsb, 0, &err);
     if (st != BD_OK) printf("layer_run: %s\n", err.msg);
     assert_int_equal(st, BD_OK);
@@ -103,8 +113,12 @@ static void run_case(const conv_case *cc, int use_direct) {
     cudnnDestroy(hd);
 #endif
   }
-  assert_int_equal(cudaMemcpy(yb, dy, ny * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (size_t i = 0; i < ny; ++i) got[i] = tc_h162f(yb[i]);
+  assert_int_equal(cudaMemcpy(yb, dy, npy * ldy * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < npy; ++i)
+    for (int c = 0; c < ldy; ++c) {
+      if (c < cc->m) got[i * cc->m + c] = tc_h162f(yb[i * ldy + c]);
+      else assert_int_equal(yb[i * ldy + c], 0xFFFF);
+    }
   assert_int_equal(tc_compare(use_direct ? "direct" : "layer", got, want, ny, 2e-2f, 1e-2f), 0);
   cudaFree(dx);
   cudaFree(dw);
@@ -112,27 +126,38 @@ static void run_case(const conv_case *cc, int use_direct) {
   cudaFree(dbias);
   cudaFree(dy);
   cudaFree(ws);
-  free(xb); free(wb); free(rb); free(yb); free(x); free(w); free(r); free(bias); free(got); free(want);
+  free(xpb); free(xb); free(wb); free(rb); free(yb); free(x); free(w); free(r); free(bias); free(got); free(want);
 }
 
 static const conv_case cases[] = {
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},       /* dense 3x3 */
-    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE},       /* asymmetric pad */
-    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT},   /* depthwise */
-    {24, 24, 11, 9, 5, 2, 24, 2, 2, 2, 2, BD_ACT_SILU, BD_RES_NONE},       /* dw 5x5 s2 */
-    {12, 12, 7, 7, 3, 1, 12, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT},    /* dw, C % 8 */
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT}, /* 1x1 */
-    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE},       /* Focus-like stem */
-    {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},         /* grouped */
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0},       /* dense 3x3 */
+    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0},       /* asymmetric pad */
+    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0},   /* depthwise */
+    {24, 24, 11, 9, 5, 2, 24, 2, 2, 2, 2, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0},       /* dw 5x5 s2 */
+    {12, 12, 7, 7, 3, 1, 12, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT, 0, 0, 0},    /* dw, C % 8 */
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT, 0, 0, 0}, /* 1x1 */
+    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0},       /* Focus-like stem */
+    {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0},         /* grouped */
     /* channel counts that are not multiples of 8: zero-padded copies in the layer */
-    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE},         /* yolox reg preds */
-    {16, 1, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_NONE},      /* yolox obj preds */
-    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT},  /* both padded */
-    {3, 16, 12, 12, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE},       /* RGB stem */
+    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0},         /* yolox reg preds */
+    {16, 1, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_NONE, 0, 0, 0},      /* yolox obj preds */
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 0, 0, 0},  /* both padded */
+    {3, 16, 12, 12, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0},       /* RGB stem */
     /* cuDNN's fused bias + ReLU / identity (+ residual before the activation) */
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT},
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE},
-    {64, 32, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_NONE},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0},
+    {64, 32, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0},
+    /* Concat pieces in place: pitched input and/or output (cuDNN writes a packed copy
+     * that the epilogue spreads; our kernels and the padded copy take the pitches) */
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 40, 0},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 32, 0},
+    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 24, 24, 0},
+    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 24, 40, 0},
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 20, 80, 0},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 24, 0},
+    /* a Focus stem's input stored padded to 16 zeroed channels: read without a copy */
+    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 16, 0, 1},
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 16, 80, 1},
 };
 
 static void test_conv_direct(void **state) {

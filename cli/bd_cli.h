@@ -32,6 +32,19 @@ int bd_bench_pool(const bd_bench_pool_args *a);
 void bd_bench_random_bytes(uint8_t *dst, size_t n, uint64_t *seed);
 void bd_bench_json_chars(const char *s);
 
+/* batchdet bench --profile (cmd_bench_prof.c): prints rows (bd_engine_profile_device,
+ * n_rows of them, execution order) sorted by time, the top `top` (0: all) in the table,
+ * then a summary by kind and the sum of the medians against graph_ms (the whole
+ * network's device time; <= 0: unknown). json: the profile as a `,"profile":{...}`
+ * member for the caller's JSON object. Returns an exit code. */
+#include "bd_prof.h"
+typedef struct bd_bench_prof_args {
+  const bd_prof_row *rows;
+  int n_rows, batch, reps, top, json;
+  double graph_ms;
+} bd_bench_prof_args;
+int bd_bench_prof_print(const bd_bench_prof_args *a);
+
 /* Exit codes shared by every subcommand. */
 enum { BD_EXIT_OK = 0, BD_EXIT_FAIL = 1, BD_EXIT_USAGE = 2 };
 

@@ -3,7 +3,8 @@
  * only the network runs (raw API); --end-to-end times CPU pre-processing of random
  * images, the network and post-processing (detection API). On cuda (network only) it
  * also times the network alone on the device (CUDA events, no host copies: comparable
- * with peers timed on GPU-resident inputs) and the engine's device memory. --count
+ * with peers timed on GPU-resident inputs) and the engine's device memory; --profile
+ * adds the device time of every action of the network (cmd_bench_prof.c). --count
  * prints the model's MACs, weights and memory-traffic floor instead of running it.
  * Builds engine-only. A benchmark, not a test: it prints numbers and asserts nothing. */
 #include <stdint.h>
@@ -26,6 +27,7 @@ static void bench_usage(FILE *f) {
       "usage: batchdet bench --model PATH [--device cpu|cuda|cuda:N] [--threads N] [--batch B]\n"
       "                      [--iters N] [--warmup W] [--end-to-end] [--image-size WxH]\n"
       "                      [--family auto|yolox|damoyolo] [--json]\n"
+      "                      [--profile [--profile-top K]]   (cuda)\n"
       "       batchdet bench --model PATH --pool [--device cpu|cpu:N|cuda|cuda:0,2]\n"
       "                      [--instances-per-gpu N] [--batch B] [--iters N] [--warmup W] ...\n"
       "       batchdet bench --model PATH --count [--batch B] [--bw TB/s --tflops T] [--json]\n"
@@ -40,6 +42,15 @@ static void bench_usage(FILE *f) {
       "engine added (peak of cudaMemGetInfo's used memory after each batch, minus the\n"
       "level before loading; includes cuDNN's handle and loaded kernels). --json prints\n"
       "one JSON object instead.\n"
+      "--profile (cuda, network only): then runs the network's actions (node steps,\n"
+      "representation conversions, output copies) one at a time, each between CUDA\n"
+      "events, --iters times after a warm-up, and prints the top K (--profile-top, default\n"
+      "25, 0 = all) by median device time: node, op, output shape, how it runs (cudnn algo\n"
+      "N [fused] [padded], mma, direct), us, %% of the sum, estimated bytes moved and conv\n"
+      "GFLOP with the achieved GB/s and TFLOP/s; a summary by kind (convs by how they run,\n"
+      "conversions, element-wise, concat, resize, maxpool, head/FP32 ops, output copies);\n"
+      "and the sum of the medians against the whole network replayed as one CUDA graph.\n"
+      "With --json every row and the summary go in the object's \"profile\" member.\n"
       "--pool: end to end through the device pool, as the worker runs, with the worker's\n"
       "device strings: cpu:N = N cpu instances of --threads threads, cuda = every GPU,\n"
       "cuda:0,2 the listed ones, --instances-per-gpu engines per GPU (implies --pool); two\n"
@@ -203,7 +214,7 @@ out:
 int bd_cmd_bench(int argc, char **argv) {
   const char *model = NULL, *device = "cpu";
   int threads = 0, batch = 1, iters = 20, warmup = 3, json = 0, e2e = 0, iw = 640, ih = 480;
-  int count = 0, pool = 0, per_device = 1;
+  int count = 0, pool = 0, per_device = 1, profile = 0, prof_top = 25;
   double bw = 0, tflops = 0;
   bd_family family = BD_FAMILY_AUTO;
   for (int i = 1; i < argc; i++) {
@@ -228,6 +239,10 @@ int bd_cmd_bench(int argc, char **argv) {
       pool = 1;
       continue;
     }
+    if (!strcmp(a, "--profile")) {
+      profile = 1;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     int bad = 0;
     if (!v)
@@ -250,6 +265,8 @@ int bd_cmd_bench(int argc, char **argv) {
       bad = parse_pos(v, 1e6, &tflops);
     else if (!strcmp(a, "--family"))
       bad = bd_family_parse(v, &family);
+    else if (!strcmp(a, "--profile-top"))
+      bad = parse_int(v, 0, 1000000, &prof_top), profile = 1;
     else if (!strcmp(a, "--instances-per-gpu"))
       bad = parse_int(v, 1, 16, &per_device), pool = 1;
     else if (!strcmp(a, "--image-size"))
@@ -270,6 +287,11 @@ int bd_cmd_bench(int argc, char **argv) {
     fprintf(stderr, "batchdet bench: --model is required\n");
     return BD_EXIT_USAGE;
   }
+  if (profile && (count || pool || e2e)) {
+    fprintf(stderr, "batchdet bench: --profile times the network alone: not with %s\n",
+            count ? "--count" : pool ? "--pool" : "--end-to-end");
+    return BD_EXIT_USAGE;
+  }
   if (count) return bench_count(model, batch, bw, tflops, json);
   if (pool) {
     bd_bench_pool_args pa = {model, device, per_device, threads, batch, iters, warmup,
@@ -281,12 +303,21 @@ int bd_cmd_bench(int argc, char **argv) {
     fprintf(stderr, "batchdet bench: unknown device '%s'\n", device);
     return BD_EXIT_USAGE;
   }
+  if (profile && !is_cuda) {
+    fprintf(stderr,
+            "batchdet bench: --profile needs a cuda device (--device cuda or cuda:N): the "
+            "per-action times are CUDA events; '%s' has none\n",
+            device);
+    return BD_EXIT_USAGE;
+  }
 
   int rc = BD_EXIT_FAIL;
   bd_engine *e = NULL;
   float *in = NULL;
   float *outs[8] = {0};
   double *lat = NULL, *glat = NULL;
+  bd_prof_row *prof = NULL;
+  int n_prof = 0;
   /* Device-side figures (cuda, network only): -1 until known / when unavailable. */
   int gpu_time = is_cuda && !e2e;
   double mem0 = -1, mem_peak = -1;
@@ -391,6 +422,13 @@ int bd_cmd_bench(int argc, char **argv) {
     gmin = glat[0];
   }
   if (mem0 >= 0 && mem_peak >= mem0) mem_mib = (mem_peak - mem0) / 1048576.0;
+  /* After the timed iterations (the plan is prepared, its input uploaded): the same
+   * network, one action at a time. */
+  if (profile && bd_engine_profile_device(e, batch, iters, &prof, &n_prof, &err) != BD_OK) {
+    fprintf(stderr, "batchdet bench: %s\n", err.msg);
+    goto out;
+  }
+  bd_bench_prof_args pa = {prof, n_prof, batch, iters, prof_top, json, gp50};
   const char *fam = bd_family_name(bd_engine_family(e)->family);
   if (json) {
     printf("{\"model\":\"");
@@ -408,9 +446,11 @@ int bd_cmd_bench(int argc, char **argv) {
     else
       printf(",\"gpu_p50_ms\":null,\"gpu_min_ms\":null,\"gpu_img_s\":null");
     if (mem_mib >= 0)
-      printf(",\"dev_mem_mib\":%.1f,\"dev_mem_base_mib\":%.1f}\n", mem_mib, mem0 / 1048576.0);
+      printf(",\"dev_mem_mib\":%.1f,\"dev_mem_base_mib\":%.1f", mem_mib, mem0 / 1048576.0);
     else
-      printf(",\"dev_mem_mib\":null,\"dev_mem_base_mib\":null}\n");
+      printf(",\"dev_mem_mib\":null,\"dev_mem_base_mib\":null");
+    if (profile && bd_bench_prof_print(&pa) != BD_EXIT_OK) goto out;
+    printf("}\n");
   } else {
     printf("model      %s (%s)\n", model, fam);
     printf("device     %s, threads %d, batch %d, %d iters after %d warm-up (%s)\n",
@@ -427,6 +467,7 @@ int bd_cmd_bench(int argc, char **argv) {
     }
     if (mem_mib >= 0)
       printf("gpu mem    %.1f MiB added by the engine (peak after a batch)\n", mem_mib);
+    if (profile && bd_bench_prof_print(&pa) != BD_EXIT_OK) goto out;
   }
   rc = BD_EXIT_OK;
   goto out;
@@ -437,6 +478,7 @@ out:
   for (int i = 0; i < 8; i++) free(outs[i]);
   free(lat);
   free(glat);
+  free(prof);
   if (imgs)
     for (int b = 0; b < batch; b++) bd_image_free(&imgs[b]);
   free(imgs);

@@ -772,6 +772,25 @@ bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_er
 #endif
 }
 
+bd_status bd_engine_profile_device(bd_engine *e, int n, int reps, bd_prof_row **rows, int *n_rows,
+                                   bd_err *err) {
+  int bi = -1;
+  *rows = NULL;
+  *n_rows = 0;
+  for (int i = 0; i < e->n_buckets; i++)
+    if (e->buckets[i] == n) bi = i;
+  if (bi < 0 || !e->plans[bi])
+    return bd_err_set(err, BD_E_INVALID, "engine: no prepared plan for exactly %d rows", n);
+  if (strcmp(e->be->vt->name, "cuda") != 0)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "engine: a device profile needs a cuda engine");
+#ifdef BD_ENGINE_CUDA
+  return bd_cuda_backend_profile(e->be, e->plans[bi], reps, rows, n_rows, err);
+#else
+  (void)reps;
+  return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
+#endif
+}
+
 bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err) {
   int is_cuda = 0, idx = 0;
   if (bd_engine_parse_device(device, &is_cuda, &idx))

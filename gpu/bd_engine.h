@@ -34,6 +34,7 @@
 
 #include "bd_family.h"
 #include "bd_image.h"
+#include "bd_prof.h"
 #include "bd_status.h"
 
 #define BD_ENGINE_MAX_BATCH 1024
@@ -130,6 +131,13 @@ bd_status bd_engine_detect_end(bd_engine *e, int ticket, bd_err *err);
  * total - free, all processes), bytes; creates the CUDA context when there is none, so a
  * first call before bd_engine_load gives the baseline of an engine's footprint. */
 bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_err *err);
+/* bd_engine_profile_device: per action of the network for a batch of n rows (as
+ * bd_engine_time_device: a bucket, after a run_raw of n rows) its device time, run one
+ * action at a time `reps` times after a warm-up, and what it is (bd_prof.h;
+ * bd_cuda_backend_profile). *rows: *n_rows entries in execution order, the caller frees
+ * it with free(); names in it are borrowed from the engine. */
+bd_status bd_engine_profile_device(bd_engine *e, int n, int reps, bd_prof_row **rows, int *n_rows,
+                                   bd_err *err);
 bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err);
 
 /* The device memory a cuda instance would hold for plan p of compiled graph g, computed

@@ -6,6 +6,7 @@
 
 #include "bd_backend.h"
 #include "bd_graph.h"
+#include "bd_prof.h"
 #include "bd_status.h"
 
 #ifdef __cplusplus
@@ -50,6 +51,17 @@ bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devi
  * process's context on it when there is none yet. */
 bd_status bd_cuda_backend_time_device(bd_backend *be, const bd_plan *p, int reps, double *ms,
                                       bd_err *err);
+/* bd_cuda_backend_profile: runs prepared plan p's actions (node steps, representation
+ * conversions, output copies: what its CUDA graph holds, without the host<->device
+ * copies) one at a time on the backend's stream, uncaptured, each between two CUDA
+ * events; one warm-up rep, then `reps` (1..10000), one wait per rep, on whatever the
+ * device input holds. *rows (n_rows entries, in execution order; the caller frees it
+ * with free()): per action its median and min device time, what it is, how a conv runs
+ * and the bytes / FLOPs estimate (bd_prof.h). The sum of the medians against
+ * bd_cuda_backend_time_device's whole-run time is the launch overhead the graph does or
+ * does not remove. Outputs of later runs are unchanged. */
+bd_status bd_cuda_backend_profile(bd_backend *be, const bd_plan *p, int reps, bd_prof_row **rows,
+                                  int *n_rows, bd_err *err);
 bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_err *err);
 
 /* The device memory one instance holds for plan p of compiled graph g, computed on the

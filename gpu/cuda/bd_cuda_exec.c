@@ -920,41 +920,48 @@ out:
   return st;
 }
 
+int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v) { return rep_any(cp, v); }
+
+bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_cuda_action *a = &cp->acts[i];
+  bd_status st = BD_OK;
+  bd_cuda_view src, dst;
+  switch (a->kind) {
+  case BD_A_OP:
+    st = run_op(b, cp, a->node, err);
+    if (st != BD_OK)
+      bd_err_prefix(err, "node '%s' (%s)", g->nodes[a->node].name,
+                    bd_op_name(g->nodes[a->node].op));
+    break;
+  case BD_A_CONVERT:
+    view_of(cp, a->value, cp->prim[a->value], &src);
+    view_of(cp, a->value, a->rep, &dst);
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+    break;
+  case BD_A_ZERO:
+    BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, rep_bytes(cp, a->value, a->rep),
+                          b->stream));
+    break;
+  default: /* BD_A_OUTPUT */
+    view_any(cp, a->value, &src);
+    view_of(cp, a->value, BD_REP_F32, &dst);
+    dst.base = cp->d_out[a->out_index];
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
+    break;
+  }
+out:
+  return st;
+}
+
 bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err) {
   const bd_graph *g = b->base.graph;
   bd_status st = BD_OK;
-  bd_cuda_view src, dst;
   for (int i = 0; io && i < g->n_inputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
                           b->stream));
-  for (int i = 0; i < cp->n_acts; ++i) {
-    const bd_cuda_action *a = &cp->acts[i];
-    switch (a->kind) {
-    case BD_A_OP:
-      st = run_op(b, cp, a->node, err);
-      if (st != BD_OK) {
-        bd_err_prefix(err, "node '%s' (%s)", g->nodes[a->node].name,
-                      bd_op_name(g->nodes[a->node].op));
-        goto out;
-      }
-      break;
-    case BD_A_CONVERT:
-      view_of(cp, a->value, cp->prim[a->value], &src);
-      view_of(cp, a->value, a->rep, &dst);
-      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
-      break;
-    case BD_A_ZERO:
-      BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, rep_bytes(cp, a->value, a->rep),
-                            b->stream));
-      break;
-    default: /* BD_A_OUTPUT */
-      view_any(cp, a->value, &src);
-      view_of(cp, a->value, BD_REP_F32, &dst);
-      dst.base = cp->d_out[a->out_index];
-      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
-      break;
-    }
-  }
+  for (int i = 0; i < cp->n_acts; ++i)
+    if ((st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
   for (int i = 0; io && i < g->n_outputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->h_out[i], cp->d_out[i], cp->out_bytes[i], cudaMemcpyDeviceToHost,
                           b->stream));

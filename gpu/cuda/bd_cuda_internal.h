@@ -239,6 +239,12 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *
  * includes the copies of the input from its pinned host buffer and of the outputs to
  * theirs, io = 0 only the network between the device buffers d_in and d_out. */
 bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err);
+/* Enqueues action i of cp (0 <= i < cp->n_acts) on b->stream: bd_cuda_enqueue's loop
+ * body, also run one action at a time by the per-action profile (bd_cuda_bench.c). */
+bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err *err);
+/* The representation in which layout-agnostic ops read value v (its primary when it
+ * has a buffer, else whichever exists); for the profile's byte estimate. */
+int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v);
 /* The prepared plan state for p, NULL when p was not prepared. */
 bd_cuda_cplan *bd_cuda_find_plan(bd_cuda_be *b, const bd_plan *p);
 /* Process-wide lock around plan preparation and graph capture: a capture never runs

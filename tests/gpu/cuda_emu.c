@@ -110,10 +110,15 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) 
 }
 _Thread_local int bd_cuda_emu_layer; /* launches since the run's first input upload (this thread) */
 int bd_cuda_emu_io_copies; /* host<->device cudaMemcpyAsync calls so far */
+/* The emulated device clock: kernel launches and device-to-device copies so far (all
+ * threads); an event records it and an interval is 1 us per launch in between. */
+atomic_llong bd_cuda_emu_launches;
+static void emu_tick(void) { atomic_fetch_add(&bd_cuda_emu_launches, 1); }
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
                             cudaStream_t st) {
   (void)st;
   if (k == cudaMemcpyHostToDevice) bd_cuda_emu_layer = 0;
+  if (k == cudaMemcpyDeviceToDevice) emu_tick();
   if (k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToHost) bd_cuda_emu_io_copies++;
   return cudaMemcpy(d, s, n, k);
 }
@@ -127,6 +132,7 @@ cudaError_t cudaMemset(void *d, int v, size_t n) {
 }
 cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t s) {
   (void)s;
+  emu_tick(); /* device work, like a launch */
   return cudaMemset(d, v, n);
 }
 static int emu_stream;
@@ -161,24 +167,31 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
-/* Events: work runs eagerly, so every event is complete when recorded and every
- * interval is 0 ms. The emulation counts records and waits so that a test can see the
- * launch protocol was followed. Memory info: 1 GiB with nothing used (bd_cuda_bench.c). */
-static int emu_event;
+/* Events: work runs eagerly, so every event is complete when recorded; each records the
+ * emulated clock (bd_cuda_emu_launches), so that an interval is deterministic: 1 us per
+ * launch between its two events (the profile test checks each action's share). The
+ * emulation counts records and waits so that a test can see the launch protocol was
+ * followed. Memory info: 1 GiB with nothing used (bd_cuda_bench.c). */
+typedef struct emu_event {
+  long long t;
+} emu_event;
 atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-  *e = (cudaEvent_t)&emu_event;
-  return cudaSuccess;
+  emu_event *ev = calloc(1, sizeof(*ev));
+  *e = (cudaEvent_t)ev;
+  return ev ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
   (void)f;
-  *e = (cudaEvent_t)&emu_event;
+  return cudaEventCreate(e);
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  free(e);
   return cudaSuccess;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { (void)e; return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  (void)e;
   (void)s;
+  ((emu_event *)e)->t = atomic_load(&bd_cuda_emu_launches);
   bd_cuda_emu_event_records++;
   return cudaSuccess;
 }
@@ -194,9 +207,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-  (void)a;
-  (void)b;
-  *ms = 0;
+  *ms = (float)(((const emu_event *)b)->t - ((const emu_event *)a)->t) * 1e-3f;
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
@@ -278,6 +289,7 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
   int64_t n = numel_v(out), o[2];
   void *ib = eb(in->base, in->dtype), *ob = eb(out->base, out->dtype);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 2, o);
     float x = ld(ib, in->dtype, o[1]);
@@ -296,6 +308,7 @@ cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a, const
   int64_t n = numel_v(out), o[3];
   void *ab = eb(a->base, a->dtype), *bb = eb(b->base, b->dtype), *ob = eb(out->base, out->dtype);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 3, o);
     float x = ld(ab, a->dtype, o[1]), y = ld(bb, b->dtype, o[2]);
@@ -324,6 +337,7 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
   r = shadow(r);
   y = shadow(y);
   ++bd_cuda_emu_layer;
+  emu_tick();
   emu_config();
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
@@ -370,6 +384,7 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
   r = shadow(r);
   y = shadow(y);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int64_t i = 0; i < n; ++i)
     st(y, BD_CT_H16, i,
        epi(ld(y, BD_CT_H16, i), bias ? bias[i % p->m] : 0, r ? ld(r, BD_CT_H16, i) : 0,
@@ -388,6 +403,7 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
   r = shadow(r);
   y = shadow(y);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int64_t i = 0; i < n; ++i)
     st(y, BD_CT_H16, i / p->m * ldy + i % p->m,
        epi(ld(src, BD_CT_H16, i / p->m * src_c + i % p->m), bias ? bias[i % p->m] : 0,
@@ -403,6 +419,7 @@ cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int
   x = shadow(x);
   y = shadow(y);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)
@@ -430,6 +447,7 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
   x = shadow(x);
   y = shadow(y);
   ++bd_cuda_emu_layer;
+  emu_tick();
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)
@@ -446,6 +464,7 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
 cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,
                                 float *y, cudaStream_t s) {
   (void)s;
+  emu_tick();
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t in = 0; in < inner; ++in) {
       const float *xp = x + o * len * inner + in;
@@ -461,6 +480,7 @@ cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const
 cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, const float *a,
                                int64_t as, const float *b, int64_t bs, float *y, cudaStream_t s) {
   (void)s;
+  emu_tick();
   for (int64_t t = 0; t < batch; ++t)
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {

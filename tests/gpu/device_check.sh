@@ -6,7 +6,9 @@
 # kernel test, and `batchdet bench` cuda vs cpu on yolox_nano. Prebuilt mode
 # (BD_PREBUILT=.devdeps/bin-pre, made by tests/gpu/build_prebuilt.sh) skips the build
 # and also exports DAMO-YOLO T and S here (python3 + torch) for the whole-model test and
-# a T bench (~2 minutes in all); BD_PROFILE=1 adds a per-kernel profile (nsys or ncu). Every step is time-bounded; a failing step is reported
+# a T bench (~2 minutes in all) and per-action device profiles of yolox_nano and DAMO-T
+# at batch 32 (`bench --profile`, ~1 minute); BD_PROFILE=1 adds a per-kernel profile
+# (nsys or ncu). Every step is time-bounded; a failing step is reported
 # and the script goes on. Logs go to $OUT (default ./device-out); a summary table is
 # printed last. Budget: under ~6 minutes (build mode), ~5 minutes (prebuilt: adds device
 # detection on every photo and DAMO-T, the pool, post-processing, NCCL, a memcheck of a
@@ -111,6 +113,17 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   done
   step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
     --iters 10 --warmup 3 --end-to-end
+  # Issue 7: where the device time goes, from our own binary (no nsys/ncu needed): every
+  # action of the network timed alone between CUDA events (bench --profile), cuDNN convs
+  # and our tensor-core ones; whole table in the log, its top in the summary.
+  for m in nano damoT; do
+    pm=$MODEL
+    [ $m = damoT ] && pm=$DAMO/T/model.onnx
+    step prof-$m-b32 60 "$BD" bench --model "$pm" --device cuda --batch 32 --iters 10 --warmup 2 \
+      --profile --profile-top 0
+    BATCHDET_CUDA_CONV=mma step prof-$m-b32-mma 60 "$BD" bench --model "$pm" --device cuda \
+      --batch 32 --iters 10 --warmup 2 --profile --profile-top 0
+  done
   step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
   if [ -n "${BD_PROFILE:-}" ]; then
     # Optional (BD_PROFILE=1, ~30-90 s more): per-kernel GPU time of yolox_nano at batch 32,
@@ -140,6 +153,13 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     bench-cuda-b32-mma bench-damoT-b1-mma bench-damoT-b32-mma bench-e2e-b1 bench-e2e-b32 \
     bench-e2e-damoT-b32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+  done
+  for f in prof-nano-b32 prof-nano-b32-mma prof-damoT-b32 prof-damoT-b32-mma; do
+    [ -f "$OUT/$f.log" ] || continue
+    printf -- '-- %s: %s\n' "$f" "$(grep -E '^(sum of medians|graph replay|graph - sum)' \
+      "$OUT/$f.log" | cut -d: -f1 | tr -s ' ' | paste -sd ';')"
+    sed -n "/^rank /,+4p" "$OUT/$f.log"
+    grep -E '^kind ' "$OUT/$f.log" | head -n 6
   done
   grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|PASSED|FAILED" \
     "$OUT"/test_cuda_*.log "$OUT"/test_pool.log 2>/dev/null |

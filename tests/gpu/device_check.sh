@@ -106,6 +106,14 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     BATCHDET_CUDA_CONV=mma step bench-damoT-b$bb-mma 60 "$BD" bench --model "$DAMO/T/model.onnx" \
       --device cuda --batch $bb --iters 20 --warmup 3
   done
+  # Concat pieces written in place (default) against every Concat copying (A/B, same run);
+  # the memory the host-side plan predicts next to the measured `gpu mem`.
+  BATCHDET_CUDA_ALIAS=0 step bench-cuda-b32-noalias 45 "$BD" bench --model "$MODEL" \
+    --device cuda --batch 32 --iters 30 --warmup 5
+  BATCHDET_CUDA_ALIAS=0 step bench-damoT-b32-noalias 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  step count-nano-b32 20 "$BD" bench --model "$MODEL" --count --batch 32
+  step count-damoT-b32 20 "$BD" bench --model "$DAMO/T/model.onnx" --count --batch 32
   # End to end (decoded images in, boxes out: device pre/post-processing).
   for bb in 1 32; do
     step bench-e2e-b$bb 60 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 20 \
@@ -150,10 +158,11 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
-    bench-cuda-b32-mma bench-damoT-b1-mma bench-damoT-b32-mma bench-e2e-b1 bench-e2e-b32 \
-    bench-e2e-damoT-b32 bench-cpu-b1; do
+    bench-cuda-b32-mma bench-damoT-b1-mma bench-damoT-b32-mma bench-cuda-b32-noalias \
+    bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
+  grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
   for f in prof-nano-b32 prof-nano-b32-mma prof-damoT-b32 prof-damoT-b32-mma; do
     [ -f "$OUT/$f.log" ] || continue
     printf -- '-- %s: %s\n' "$f" "$(grep -E '^(sum of medians|graph replay|graph - sum)' \

@@ -65,6 +65,7 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->pitch);
   free(cp->pad_to);
   free(cp->zeroed);
+  free(cp->same);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -136,13 +137,15 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->pitch = calloc((size_t)g->n_values, sizeof(*cp->pitch));
   cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
   cp->zeroed = calloc((size_t)g->n_values, 1);
+  cp->same = malloc(sizeof(*cp->same) * (size_t)g->n_values);
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
       !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch || !cp->pad_to ||
-      !cp->zeroed) {
+      !cp->zeroed || !cp->same) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }
   memset(cp->alias, -1, sizeof(*cp->alias) * (size_t)g->n_values);
+  memset(cp->same, -1, sizeof(*cp->same) * (size_t)g->n_values);
   memset(cp->item, -1, sizeof(*cp->item) * (size_t)g->n_values);
   memset(cp->scratch, -1, sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
   return cp;

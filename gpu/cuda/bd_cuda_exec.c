@@ -93,7 +93,8 @@ static size_t rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
 
 /* 1 when representation rep of v exists (or, in the sizing pass, will exist). */
 static int has(const bd_cuda_cplan *cp, int v, int rep) {
-  return cp->buf[v][rep] || (cp->sizing && cp->item[v][rep] >= 0);
+  return cp->buf[v][rep] ||
+         (cp->sizing && (cp->item[v][rep] >= 0 || (rep == BD_REP_F32 && cp->same[v] >= 0)));
 }
 
 /* Sizing pass: (v, rep) needs a buffer from the current step on. */
@@ -139,6 +140,7 @@ void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step) {
     if (i >= 0 && cp->items[i].last < step) cp->items[i].last = step;
   }
   if (cp->alias[v] >= 0) bd_cuda_extend_items(cp, cp->alias[v], step); /* its Concat's buffer */
+  if (cp->same[v] >= 0) bd_cuda_extend_items(cp, cp->same[v], step);   /* a view's source */
 }
 
 /* Pixels of v's 16-bit NHWC buffer are this many channels apart. */
@@ -155,6 +157,12 @@ static int is_trunk(bd_op op) {
   default:
     return 0;
   }
+}
+
+/* Ops whose FP32 output is its input's bytes in ONNX order (contiguous row-major). */
+static int is_view(bd_op op) {
+  return op == BD_OP_RESHAPE || op == BD_OP_FLATTEN || op == BD_OP_SQUEEZE ||
+         op == BD_OP_UNSQUEEZE || op == BD_OP_IDENTITY || op == BD_OP_CAST;
 }
 
 /* Channels between v's pixels once the plan is made: its Concat's width for a piece, the
@@ -660,8 +668,15 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED,
                         "node '%s' (Gather): indices must be a small int constant", name);
   }
-  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
-  if (st != BD_OK) return st;
+  if (is_view(nd->op) && !g->values[y].is_output) {
+    /* Same bytes in ONNX order: y is x's FP32 buffer (the run copies nothing). */
+    cp->prim[y] = BD_REP_F32;
+    cp->same[y] = nd->in[0];
+    cp->buf[y][BD_REP_F32] = cp->buf[nd->in[0]][BD_REP_F32];
+  } else {
+    st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
+    if (st != BD_OK) return st;
+  }
   if (cp->sizing) {
     /* every buffer this node reads lives until now; a channel-padded conv's copies live
      * for this step only */

@@ -132,6 +132,7 @@ typedef struct bd_cuda_cplan {
    * convs as their padded input, no copy): the padded width, 0 = not. */
   int64_t *pad_to;
   char *zeroed; /* real pass: the zeroing step is in place */
+  int *same;    /* per value: the value whose FP32 buffer it is (Reshape & co.), -1 none */
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;

@@ -66,6 +66,8 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->pad_to);
   free(cp->zeroed);
   free(cp->same);
+  free(cp->vkind);
+  free(cp->vview);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -138,9 +140,11 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
   cp->zeroed = calloc((size_t)g->n_values, 1);
   cp->same = malloc(sizeof(*cp->same) * (size_t)g->n_values);
+  cp->vkind = calloc((size_t)g->n_values, 1);
+  cp->vview = calloc((size_t)g->n_values, sizeof(*cp->vview));
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
       !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch || !cp->pad_to ||
-      !cp->zeroed || !cp->same) {
+      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }
@@ -200,6 +204,8 @@ static void bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp) {
   const bd_graph *g = b->base.graph;
   memset(cp->prim, -1, (size_t)g->n_values);
   memset(cp->buf, 0, sizeof(*cp->buf) * (size_t)g->n_values);
+  memset(cp->same, -1, sizeof(*cp->same) * (size_t)g->n_values);
+  memset(cp->vkind, 0, (size_t)g->n_values);
   for (int v = 0; v < g->n_values; ++v)
     if (b->cdev[v]) {
       cp->buf[v][BD_REP_F32] = b->cdev[v];

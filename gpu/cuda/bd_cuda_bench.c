@@ -82,6 +82,7 @@ static double op_bytes(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_no
   const bd_plan *p = cp->plan;
   int x = nd->in[0], y = nd->out[0];
   double out = numel_of(g, p, y) * rep_size(cp->prim[y]), in = 0;
+  if (cp->vkind[y]) return 0; /* a view: reads its source in place, moves nothing */
   switch (nd->op) {
   case BD_OP_CONV:
     in = numel_of(g, p, x) * 2 + numel_of(g, p, nd->in[1]) * 2; /* 16-bit KRSC weights */

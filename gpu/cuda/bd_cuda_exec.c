@@ -43,14 +43,34 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   }
 }
 
-/* Any available representation, the primary first. */
+/* The buffer a strided view (vkind 2) reads: its source's, down the chain. */
+static void *view_base(const bd_cuda_cplan *cp, int v) {
+  int u = cp->same[v];
+  if (cp->vkind[u] == 2) return view_base(cp, u);
+  return cp->buf[u][cp->vview[v].dtype == BD_CT_H16 ? BD_REP_H16 : BD_REP_F32];
+}
+
+/* A strided view's own layout over its source's buffer. */
+static void view_src(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
+  *o = cp->vview[v];
+  o->base = view_base(cp, v);
+}
+
+/* Any available representation, the primary first; -1: v is a strided view read in
+ * place (not materialised). */
 static int rep_any(const bd_cuda_cplan *cp, int v) {
+  if (cp->vkind[v] == 2)
+    return cp->buf[v][BD_REP_F32] ? BD_REP_F32 : cp->buf[v][BD_REP_H16] ? BD_REP_H16 : -1;
   if (cp->prim[v] >= 0 && cp->buf[v][(int)cp->prim[v]]) return cp->prim[v];
   return cp->buf[v][BD_REP_F32] ? BD_REP_F32 : BD_REP_H16;
 }
 
 static void view_any(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
-  view_of(cp, v, rep_any(cp, v), o);
+  int r = rep_any(cp, v);
+  if (r < 0)
+    view_src(cp, v, o);
+  else
+    view_of(cp, v, r, o);
 }
 
 /* in viewed with out's dims under numpy broadcasting (right-aligned, 1 -> stride 0). */
@@ -94,7 +114,7 @@ static size_t rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
 /* 1 when representation rep of v exists (or, in the sizing pass, will exist). */
 static int has(const bd_cuda_cplan *cp, int v, int rep) {
   return cp->buf[v][rep] ||
-         (cp->sizing && (cp->item[v][rep] >= 0 || (rep == BD_REP_F32 && cp->same[v] >= 0)));
+         (cp->sizing && (cp->item[v][rep] >= 0 || (rep == BD_REP_F32 && cp->vkind[v] == 1)));
 }
 
 /* Sizing pass: (v, rep) needs a buffer from the current step on. */
@@ -264,7 +284,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
     cp->alias_ch[v] = 0;
     cp->pad_to[v] = 0;
   }
-  if (!alias_enabled()) return;
+  if (!alias_enabled()) goto out;
   /* Values only channel-padded convs read (a Focus stem's Concat): stored padded to 8
    * channels, zeroed, read by the convs as their padded input. */
   for (int v = 0; v < g->n_values; ++v) {
@@ -286,7 +306,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
     if (ok && readers) cp->pad_to[v] = w8;
   }
   in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
-  if (!in_concat) return; /* no aliasing: correct, only more memory */
+  if (!in_concat) goto out; /* no aliasing: correct, only more memory */
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
     for (int k = 0; nd->op == BD_OP_CONCAT && k < nd->n_in; ++k)
@@ -315,7 +335,10 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
       cp->alias_ch[v] = ch;
     }
   }
+out:
   free(in_concat);
+  /* Pitches are known from here on, in both passes. */
+  for (int v = 0; v < g->n_values; ++v) cp->pitch[v] = planned_pitch(cp, v);
 }
 
 /* Inputs no op reads on the device as FP32: read on the host (Reshape's shape, Gather's
@@ -614,6 +637,102 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
 
 
 
+/* The layout v is read in, from the plan alone (both passes; base where known): a
+ * strided view's own, else its primary representation's (16-bit NHWC at its planned
+ * pitch, FP32 in ONNX order). */
+static void layout_of(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
+  if (cp->vkind[v] == 2)
+    view_src(cp, v, o);
+  else
+    view_of(cp, v, cp->prim[v], o);
+}
+
+/* Strides of `nr` dims nd over the elements of view s without moving them (numpy's
+ * no-copy reshape: runs of dims merged or split only where s is contiguous across them);
+ * 0 when that is impossible. */
+static int reshape_strides(const bd_cuda_view *s, int nr, const int64_t *nd, int64_t *ns) {
+  int64_t od[BD_CUDA_MAX_RANK], os[BD_CUDA_MAX_RANK];
+  int on = 0;
+  for (int i = 0; i < s->rank; ++i)
+    if (s->dims[i] != 1) {
+      od[on] = s->dims[i];
+      os[on++] = s->strides[i];
+    }
+  int oi = 0, oj = 1, ni = 0, nj = 1;
+  while (ni < nr && oi < on) {
+    int64_t np = nd[ni], op = od[oi];
+    while (np != op) {
+      if (np < op) {
+        if (nj >= nr) return 0;
+        np *= nd[nj++];
+      } else {
+        if (oj >= on) return 0;
+        op *= od[oj++];
+      }
+    }
+    for (int ok = oi; ok < oj - 1; ++ok)
+      if (os[ok] != od[ok + 1] * os[ok + 1]) return 0;
+    ns[nj - 1] = os[oj - 1];
+    for (int nk = nj - 1; nk > ni; --nk) ns[nk - 1] = ns[nk] * nd[nk];
+    ni = nj++;
+    oi = oj++;
+  }
+  if (oi < on) return 0;
+  for (; ni < nr; ++ni) {
+    if (nd[ni] != 1) return 0;
+    ns[ni] = 1;
+  }
+  return 1;
+}
+
+static int contiguous_f32(const bd_cuda_view *v) {
+  int64_t s = 1;
+  if (v->dtype != BD_CT_F32) return 0;
+  for (int d = v->rank - 1; d >= 0; --d) {
+    if (v->dims[d] != 1 && v->strides[d] != s) return 0;
+    s *= v->dims[d];
+  }
+  return 1;
+}
+
+/* Makes y = Transpose / Reshape & co. of x a view of x's buffer when its elements can be
+ * addressed in place: vkind 1 (FP32 in ONNX order: x's buffer itself, usable by every
+ * reader) or 2 (strided: read through its view; a reader that needs a buffer gets a
+ * conversion step). 0: y needs its own buffer. */
+static int try_view(bd_cuda_cplan *cp, const bd_node *nd) {
+  const bd_plan *p = cp->plan;
+  int x = nd->in[0], y = nd->out[0], r = p->rank[y];
+  bd_cuda_view sv, nv;
+  if (x < 0 || cp->prim[x] < 0 || r < 1 || r > BD_CUDA_MAX_RANK) return 0;
+  layout_of(cp, x, &sv);
+  nv = sv;
+  nv.rank = r;
+  if (nd->op == BD_OP_TRANSPOSE) {
+    if (sv.rank != r) return 0;
+    for (int d = 0; d < r; ++d) {
+      int src = nd->p.transpose.n ? nd->p.transpose.perm[d] : r - 1 - d;
+      if (src < 0 || src >= r) return 0;
+      nv.dims[d] = sv.dims[src];
+      nv.strides[d] = sv.strides[src];
+    }
+  } else {
+    for (int d = 0; d < r; ++d) nv.dims[d] = p->dims[y][d];
+    if (!reshape_strides(&sv, r, nv.dims, nv.strides)) return 0;
+  }
+  cp->same[y] = x;
+  cp->vview[y] = nv;
+  cp->vview[y].base = NULL;
+  if (contiguous_f32(&nv)) {
+    cp->vkind[y] = 1;
+    cp->prim[y] = BD_REP_F32;
+    cp->buf[y][BD_REP_F32] = sv.base; /* NULL in the sizing pass */
+  } else {
+    cp->vkind[y] = 2;
+    cp->prim[y] = nv.dtype == BD_CT_H16 ? BD_REP_H16 : BD_REP_F32;
+  }
+  return 1;
+}
+
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_node *nd = &g->nodes[n];
@@ -632,6 +751,12 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     if (cp->prim[v] < 0)
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': input '%s' is not computed yet", name,
                         g->values[v].name);
+  }
+  if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE) && !g->values[y].is_output &&
+      try_view(cp, nd)) {
+    /* No work: y reads x's buffer in place (the step stays, doing nothing). */
+    if (!cp->sizing) push(cp, BD_A_OP, n, y, cp->prim[y]);
+    return BD_OK;
   }
   switch (nd->op) {
   case BD_OP_CONV:
@@ -668,15 +793,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED,
                         "node '%s' (Gather): indices must be a small int constant", name);
   }
-  if (is_view(nd->op) && !g->values[y].is_output) {
-    /* Same bytes in ONNX order: y is x's FP32 buffer (the run copies nothing). */
-    cp->prim[y] = BD_REP_F32;
-    cp->same[y] = nd->in[0];
-    cp->buf[y][BD_REP_F32] = cp->buf[nd->in[0]][BD_REP_F32];
-  } else {
-    st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
-    if (st != BD_OK) return st;
-  }
+  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
+  if (st != BD_OK) return st;
   if (cp->sizing) {
     /* every buffer this node reads lives until now; a channel-padded conv's copies live
      * for this step only */
@@ -823,6 +941,7 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
   bd_status st = BD_OK;
   int x = nd->in[0], y = nd->out[0];
   bd_cuda_view vo, va, vb, t;
+  if (cp->vkind[y]) return BD_OK; /* a view of x: nothing to compute */
   view_of(cp, y, cp->prim[y], &vo);
   switch (nd->op) {
   case BD_OP_CONV: {
@@ -935,7 +1054,10 @@ out:
   return st;
 }
 
-int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v) { return rep_any(cp, v); }
+int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v) {
+  int r = rep_any(cp, v);
+  return r >= 0 ? r : cp->prim[v];
+}
 
 bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err *err) {
   const bd_graph *g = b->base.graph;
@@ -950,7 +1072,10 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
                     bd_op_name(g->nodes[a->node].op));
     break;
   case BD_A_CONVERT:
-    view_of(cp, a->value, cp->prim[a->value], &src);
+    if (cp->vkind[a->value] == 2) /* a strided view materialised for a buffer reader */
+      view_src(cp, a->value, &src);
+    else
+      view_of(cp, a->value, cp->prim[a->value], &src);
     view_of(cp, a->value, a->rep, &dst);
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
     break;

@@ -132,7 +132,12 @@ typedef struct bd_cuda_cplan {
    * convs as their padded input, no copy): the padded width, 0 = not. */
   int64_t *pad_to;
   char *zeroed; /* real pass: the zeroing step is in place */
-  int *same;    /* per value: the value whose FP32 buffer it is (Reshape & co.), -1 none */
+  /* Views (Reshape & co., Transpose): per value the value whose buffer it reads (-1
+   * none), how (vkind 1: that FP32 buffer itself, ONNX order; 2: through vview's dims and
+   * strides, base resolved at run time) */
+  int *same;
+  char *vkind;
+  bd_cuda_view *vview;
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;

@@ -105,6 +105,20 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   target_include_directories(test_pool_emu PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_pool_emu PRIVATE -UBD_HAVE_CUDNN)
   target_compile_definitions(test_pool_emu PRIVATE TEST_POOL_EMU=1)
+  # DAMO-YOLO-T itself (reference module, seed 0) at 96x96: the real head (DFL softmax,
+  # integral, the reshapes and transposes read in place) and the Focus stem over the
+  # emulation, batch 2, against the cpu backend (test_cuda_emu's $BD_CUDA_MODEL mode).
+  set(_damo96 ${CMAKE_CURRENT_BINARY_DIR}/damoT96)
+  add_test(NAME damoT96_model COMMAND /usr/bin/python3
+           ${CMAKE_SOURCE_DIR}/tests/reference/damoyolo.py export --model T --form deploy
+           --size 96 --batch 1 --seed 0 --out ${_damo96})
+  set_tests_properties(damoT96_model PROPERTIES FIXTURES_SETUP damoT96 LABELS engine TIMEOUT 300)
+  foreach(_conv default mma)
+    add_test(NAME test_cuda_emu_damoT_${_conv} COMMAND test_cuda_emu)
+    set_tests_properties(test_cuda_emu_damoT_${_conv} PROPERTIES FIXTURES_REQUIRED damoT96
+                         LABELS engine TIMEOUT 300
+                         ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_CUDA_BATCH=2;BATCHDET_CUDA_CONV=${_conv}")
+  endforeach()
   add_test(NAME test_cuda_detect_emu_damo COMMAND test_cuda_detect_emu)
   set_tests_properties(test_pool_emu test_cuda_detect_emu_damo PROPERTIES
                        FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77)

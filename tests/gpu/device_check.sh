@@ -23,10 +23,24 @@ DD=$ROOT/.devdeps
 T0=$(date +%s)
 SUMMARY=()
 
-# step NAME SECONDS CMD...: runs CMD with a time limit, log in $OUT/NAME.log.
+# One deadline for the whole script (BD_CHECK_BUDGET s, default 600): a device session
+# has 15 minutes in all, machine start included, and device_bench.sh wants its share.
+# Steps run in priority order; one that would start with under 10 s left is skipped.
+BUDGET=${BD_CHECK_BUDGET:-600}
+DEADLINE=$((T0 + BUDGET))
+
+# step NAME SECONDS CMD...: runs CMD for at most min(SECONDS, time left - 5), log in
+# $OUT/NAME.log.
 step() {
   local name=$1 limit=$2
   shift 2
+  local left=$((DEADLINE - $(date +%s) - 5))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 10 ]; then
+    echo "=== $name: skipped, BD_CHECK_BUDGET spent" | tee -a "$OUT/steps.log"
+    SUMMARY+=("$(printf '%-22s %-14s' "$name" "SKIPPED")")
+    return 125
+  fi
   local s=$(date +%s)
   echo "=== $name (limit ${limit}s): $*" | tee -a "$OUT/steps.log"
   timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -93,44 +107,43 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
-  for bb in 1 8 32 64; do
-    step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
-  done
+  # Issue 7, in priority order (the deadline may cut the tail): the batches the targets
+  # name, where the time goes (bench --profile: every action alone between CUDA events),
+  # A/B rows (our tensor-core conv, Concat pieces in place), end to end, the rest.
   for bb in 1 32; do
+    step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
     step bench-damoT-b$bb 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch $bb \
       --iters 20 --warmup 3
   done
-  BATCHDET_CUDA_CONV=mma step bench-cuda-b32-mma 45 "$BD" bench --model "$MODEL" --device cuda \
-    --batch 32 --iters 30 --warmup 5
-  for bb in 1 32; do
-    BATCHDET_CUDA_CONV=mma step bench-damoT-b$bb-mma 60 "$BD" bench --model "$DAMO/T/model.onnx" \
-      --device cuda --batch $bb --iters 20 --warmup 3
-  done
-  # Concat pieces written in place (default) against every Concat copying (A/B, same run);
-  # the memory the host-side plan predicts next to the measured `gpu mem`.
-  BATCHDET_CUDA_ALIAS=0 step bench-cuda-b32-noalias 45 "$BD" bench --model "$MODEL" \
-    --device cuda --batch 32 --iters 30 --warmup 5
-  BATCHDET_CUDA_ALIAS=0 step bench-damoT-b32-noalias 60 "$BD" bench \
-    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
-  step count-nano-b32 20 "$BD" bench --model "$MODEL" --count --batch 32
-  step count-damoT-b32 20 "$BD" bench --model "$DAMO/T/model.onnx" --count --batch 32
-  # End to end (decoded images in, boxes out: device pre/post-processing).
-  for bb in 1 32; do
-    step bench-e2e-b$bb 60 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 20 \
-      --warmup 3 --end-to-end
-  done
-  step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
-    --iters 10 --warmup 3 --end-to-end
-  # Issue 7: where the device time goes, from our own binary (no nsys/ncu needed): every
-  # action of the network timed alone between CUDA events (bench --profile), cuDNN convs
-  # and our tensor-core ones; whole table in the log, its top in the summary.
-  for m in nano damoT; do
+  for m in damoT nano; do
     pm=$MODEL
     [ $m = damoT ] && pm=$DAMO/T/model.onnx
     step prof-$m-b32 60 "$BD" bench --model "$pm" --device cuda --batch 32 --iters 10 --warmup 2 \
       --profile --profile-top 0
     BATCHDET_CUDA_CONV=mma step prof-$m-b32-mma 60 "$BD" bench --model "$pm" --device cuda \
       --batch 32 --iters 10 --warmup 2 --profile --profile-top 0
+  done
+  for bb in 1 32; do
+    BATCHDET_CUDA_CONV=mma step bench-damoT-b$bb-mma 60 "$BD" bench --model "$DAMO/T/model.onnx" \
+      --device cuda --batch $bb --iters 20 --warmup 3
+  done
+  BATCHDET_CUDA_CONV=mma step bench-cuda-b32-mma 45 "$BD" bench --model "$MODEL" --device cuda \
+    --batch 32 --iters 30 --warmup 5
+  BATCHDET_CUDA_ALIAS=0 step bench-damoT-b32-noalias 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_CUDA_ALIAS=0 step bench-cuda-b32-noalias 45 "$BD" bench --model "$MODEL" \
+    --device cuda --batch 32 --iters 30 --warmup 5
+  step count-nano-b32 20 "$BD" bench --model "$MODEL" --count --batch 32
+  step count-damoT-b32 20 "$BD" bench --model "$DAMO/T/model.onnx" --count --batch 32
+  # End to end (decoded images in, boxes out: device pre/post-processing).
+  step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
+    --iters 10 --warmup 3 --end-to-end
+  for bb in 1 32; do
+    step bench-e2e-b$bb 60 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 20 \
+      --warmup 3 --end-to-end
+  done
+  for bb in 8 64; do
+    step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
   done
   step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
   if [ -n "${BD_PROFILE:-}" ]; then

@@ -755,14 +755,24 @@ bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
   return st;
 }
 
-bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_err *err) {
-  int bi = -1;
+/* The bucket whose prepared plan has exactly n rows, on a cuda engine (the benchmark
+ * hooks); `what` names the hook in the error. */
+static bd_status exact_cuda_bucket(const bd_engine *e, int n, const char *what, int *bi,
+                                   bd_err *err) {
+  *bi = -1;
   for (int i = 0; i < e->n_buckets; i++)
-    if (e->buckets[i] == n) bi = i;
-  if (bi < 0 || !e->plans[bi])
+    if (e->buckets[i] == n) *bi = i;
+  if (*bi < 0 || !e->plans[*bi])
     return bd_err_set(err, BD_E_INVALID, "engine: no prepared plan for exactly %d rows", n);
   if (strcmp(e->be->vt->name, "cuda") != 0)
-    return bd_err_set(err, BD_E_UNSUPPORTED, "engine: device timing needs a cuda engine");
+    return bd_err_set(err, BD_E_UNSUPPORTED, "engine: %s needs a cuda engine", what);
+  return BD_OK;
+}
+
+bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_err *err) {
+  int bi;
+  bd_status st = exact_cuda_bucket(e, n, "device timing", &bi, err);
+  if (st != BD_OK) return st;
 #ifdef BD_ENGINE_CUDA
   return bd_cuda_backend_time_device(e->be, e->plans[bi], reps, ms, err);
 #else
@@ -774,15 +784,11 @@ bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_er
 
 bd_status bd_engine_profile_device(bd_engine *e, int n, int reps, bd_prof_row **rows, int *n_rows,
                                    bd_err *err) {
-  int bi = -1;
+  int bi;
   *rows = NULL;
   *n_rows = 0;
-  for (int i = 0; i < e->n_buckets; i++)
-    if (e->buckets[i] == n) bi = i;
-  if (bi < 0 || !e->plans[bi])
-    return bd_err_set(err, BD_E_INVALID, "engine: no prepared plan for exactly %d rows", n);
-  if (strcmp(e->be->vt->name, "cuda") != 0)
-    return bd_err_set(err, BD_E_UNSUPPORTED, "engine: a device profile needs a cuda engine");
+  bd_status st = exact_cuda_bucket(e, n, "a device profile", &bi, err);
+  if (st != BD_OK) return st;
 #ifdef BD_ENGINE_CUDA
   return bd_cuda_backend_profile(e->be, e->plans[bi], reps, rows, n_rows, err);
 #else

@@ -139,6 +139,7 @@ static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, vo
                              void *probe, size_t probe_bytes, bd_err *err) {
   bd_status st = BD_OK;
   int device = 0;
+  void *own = NULL; /* set before any jump to out */
   BD_CU(cudaGetDevice(&device));
   const algo_memo *known = memo_find(device, &l->q);
   if (known) {
@@ -149,7 +150,7 @@ static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, vo
     if (!l->direct) BD_DNN(cudnnSetConvolutionMathType(l->cd, l->math));
     return BD_OK;
   }
-  void *ws = probe, *own = NULL;
+  void *ws = probe;
   size_t ws_bytes = probe_bytes;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int got = 0, best = -1, pre = -1;

@@ -31,6 +31,15 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
+  # The same with the backend's cuDNN path compiled in, over an emulated cuDNN
+  # (cuda_emu.c, BD_EMU_CUDNN): descriptors, algorithm search, the fused bias + ReLU call,
+  # padded layers and Concat pieces written through the epilogue.
+  bd_add_unit_test(test_cuda_emu_dnn SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
+                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
+                   ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
+                   LIBS bd_gpu TIMEOUT 600)
+  target_include_directories(test_cuda_emu_dnn PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_definitions(test_cuda_emu_dnn PRIVATE BD_EMU_CUDNN=1)
   # The backend's wiring of the tensor-core convolution (no channel padding, the layer
   # run) over the emulation.
   add_test(NAME test_cuda_emu_mma COMMAND test_cuda_emu)
@@ -43,7 +52,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
                     OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm RESULT_VARIABLE _djpeg_rc)
     if(_djpeg_rc EQUAL 0)
-      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_model test_cuda_model_mma APPEND
+      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_emu_dnn test_cuda_model test_cuda_model_mma APPEND
                    PROPERTY ENVIRONMENT
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
     endif()
@@ -113,6 +122,10 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
            ${CMAKE_SOURCE_DIR}/tests/reference/damoyolo.py export --model T --form deploy
            --size 96 --batch 1 --seed 0 --out ${_damo96})
   set_tests_properties(damoT96_model PROPERTIES FIXTURES_SETUP damoT96 LABELS engine TIMEOUT 300)
+  add_test(NAME test_cuda_emu_dnn_damoT COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_damoT PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_CUDA_BATCH=2")
   foreach(_conv default mma)
     add_test(NAME test_cuda_emu_damoT_${_conv} COMMAND test_cuda_emu)
     set_tests_properties(test_cuda_emu_damoT_${_conv} PROPERTIES FIXTURES_REQUIRED damoT96

@@ -145,6 +145,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) { (void)s; return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
+cudaError_t cudaGetDevice(int *d) {
+  *d = 0;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 /* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
 int bd_cuda_device_count(void) { return 1; }
@@ -546,3 +550,207 @@ cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes, int n, in
              ? cudaErrorInvalidValue
              : cudaSuccess;
 }
+
+#ifdef BD_EMU_CUDNN
+/* ---- cuDNN, the calls the backend makes (test_cuda_emu_dnn) ----
+ * Linked instead of libcudnn where the backend is built with BD_HAVE_CUDNN, so that its
+ * cuDNN path (descriptors, algorithm search and memo, workspace, the fused bias +
+ * activation call and its trial, channel-padded layers, packed copies that the epilogue
+ * spreads into Concat slices) runs on every machine. Descriptors are plain structs; the
+ * convolution is the direct kernel's twin on NHWC 16-bit tensors: cudnnConvolutionForward
+ * stores the pre-bias sum in 16 bits (as cuDNN's output is), the fused call rounds once
+ * after bias, residual (z) and activation. The algorithm search offers two tensor-core
+ * algorithms, IMPLICIT_PRECOMP_GEMM without workspace, the other needing some. */
+#include <cudnn.h>
+
+struct cudnnContext {
+  cudaStream_t stream;
+};
+struct cudnnTensorStruct {
+  int n, c, h, w;
+  cudnnTensorFormat_t fmt;
+};
+struct cudnnFilterStruct {
+  int k, c, h, w;
+  cudnnTensorFormat_t fmt;
+};
+struct cudnnConvolutionStruct {
+  int ph, pw, sh, sw, dh, dw, groups;
+  cudnnMathType_t math;
+};
+struct cudnnActivationStruct {
+  cudnnActivationMode_t mode;
+};
+int bd_cuda_emu_dnn_convs, bd_cuda_emu_dnn_fused; /* calls so far */
+
+#define EMU_NEW(p) ((*(p) = calloc(1, sizeof **(p))) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED)
+cudnnStatus_t cudnnCreate(cudnnHandle_t *h) { return EMU_NEW(h); }
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+  free(h);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+  h->stream = s;
+  return CUDNN_STATUS_SUCCESS;
+}
+const char *cudnnGetErrorString(cudnnStatus_t s) {
+  return s == CUDNN_STATUS_SUCCESS ? "CUDNN_STATUS_SUCCESS" : "emulated cuDNN error";
+}
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) { return EMU_NEW(d); }
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) { return EMU_NEW(d); }
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
+  cudnnStatus_t st = EMU_NEW(d);
+  if (st == CUDNN_STATUS_SUCCESS) (*d)->groups = 1;
+  return st;
+}
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *d) { return EMU_NEW(d); }
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+  free(d);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+  free(d);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+  free(d);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d) {
+  free(d);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t f,
+                                         cudnnDataType_t t, int n, int c, int h, int w) {
+  (void)t;
+  if (n < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
+  *d = (struct cudnnTensorStruct){n, c, h, w, f};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t t,
+                                         cudnnTensorFormat_t f, int k, int c, int h, int w) {
+  (void)t;
+  *d = (struct cudnnFilterStruct){k, c, h, w, f};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int ph, int pw,
+                                              int u, int v, int dh, int dw,
+                                              cudnnConvolutionMode_t m, cudnnDataType_t t) {
+  (void)t;
+  if (m != CUDNN_CROSS_CORRELATION) return CUDNN_STATUS_NOT_SUPPORTED;
+  d->ph = ph, d->pw = pw, d->sh = u, d->sw = v, d->dh = dh, d->dw = dw;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionGroupCount(cudnnConvolutionDescriptor_t d, int g) {
+  d->groups = g;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) {
+  d->math = m;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d, cudnnActivationMode_t m,
+                                           cudnnNanPropagation_t nan, double coef) {
+  (void)nan;
+  (void)coef;
+  d->mode = m;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t cd,
+                                                    const cudnnTensorDescriptor_t x,
+                                                    const cudnnFilterDescriptor_t w, int *n,
+                                                    int *c, int *h, int *wo) {
+  *n = x->n;
+  *c = w->k;
+  *h = (x->h + 2 * cd->ph - cd->dh * (w->h - 1) - 1) / cd->sh + 1;
+  *wo = (x->w + 2 * cd->pw - cd->dw * (w->w - 1) - 1) / cd->sw + 1;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* The shape the direct twin runs; BAD_PARAM for what this backend never asks of cuDNN. */
+static cudnnStatus_t dnn_shape(const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
+                               const cudnnConvolutionDescriptor_t cd,
+                               const cudnnTensorDescriptor_t y, bd_cuda_conv_shape *p) {
+  if (x->fmt != CUDNN_TENSOR_NHWC || y->fmt != CUDNN_TENSOR_NHWC || w->fmt != CUDNN_TENSOR_NHWC ||
+      w->c * cd->groups != x->c || w->k != y->c || x->n != y->n)
+    return CUDNN_STATUS_BAD_PARAM;
+  memset(p, 0, sizeof(*p));
+  p->n = x->n, p->h = x->h, p->w = x->w, p->c = x->c;
+  p->oh = y->h, p->ow = y->w, p->m = y->c;
+  p->kh = w->h, p->kw = w->w, p->sh = cd->sh, p->sw = cd->sw, p->dh = cd->dh, p->dw = cd->dw;
+  p->pad_t = cd->ph, p->pad_l = cd->pw, p->group = cd->groups;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
+    cudnnHandle_t h, const cudnnTensorDescriptor_t xd, const void *x,
+    const cudnnFilterDescriptor_t wd, const void *w, const cudnnConvolutionDescriptor_t cd,
+    const cudnnTensorDescriptor_t yd, void *y, const int req, int *got,
+    cudnnConvolutionFwdAlgoPerf_t *perf, void *ws, size_t ws_bytes) {
+  bd_cuda_conv_shape p;
+  (void)h, (void)x, (void)w, (void)y, (void)ws, (void)ws_bytes;
+  cudnnStatus_t st = dnn_shape(xd, wd, cd, yd, &p);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  *got = req < 2 ? req : 2;
+  for (int i = 0; i < *got; ++i) {
+    memset(&perf[i], 0, sizeof(perf[i]));
+    perf[i].algo = i == 0 ? CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM
+                          : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    perf[i].status = CUDNN_STATUS_SUCCESS;
+    perf[i].time = i == 0 ? 1.0f : 1.5f;
+    perf[i].memory = i == 0 ? 0 : 4096;
+    perf[i].mathType = CUDNN_TENSOR_OP_MATH;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
+                                      const cudnnTensorDescriptor_t xd, const void *x,
+                                      const cudnnFilterDescriptor_t wd, const void *w,
+                                      const cudnnConvolutionDescriptor_t cd,
+                                      cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes,
+                                      const void *beta, const cudnnTensorDescriptor_t yd,
+                                      void *y) {
+  bd_cuda_conv_shape p;
+  (void)algo, (void)ws, (void)ws_bytes;
+  cudnnStatus_t st = dnn_shape(xd, wd, cd, yd, &p);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (*(const float *)alpha != 1.0f || *(const float *)beta != 0.0f) return CUDNN_STATUS_NOT_SUPPORTED;
+  ++bd_cuda_emu_dnn_convs;
+  /* The direct twin rounds the pre-bias sum of a non-depthwise conv (cuDNN's output). */
+  return bd_cuda_conv_direct(&p, x, w, NULL, NULL, y, h->stream) == cudaSuccess
+             ? CUDNN_STATUS_SUCCESS
+             : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+cudnnStatus_t cudnnConvolutionBiasActivationForward(
+    cudnnHandle_t h, const void *alpha1, const cudnnTensorDescriptor_t xd, const void *x,
+    const cudnnFilterDescriptor_t wd, const void *w, const cudnnConvolutionDescriptor_t cd,
+    cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes, const void *alpha2,
+    const cudnnTensorDescriptor_t zd, const void *z, const cudnnTensorDescriptor_t bd,
+    const void *bias, const cudnnActivationDescriptor_t ad, const cudnnTensorDescriptor_t yd,
+    void *y) {
+  bd_cuda_conv_shape p;
+  (void)algo, (void)ws, (void)ws_bytes, (void)zd;
+  cudnnStatus_t st = dnn_shape(xd, wd, cd, yd, &p);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (*(const float *)alpha1 != 1.0f || bd->c != p.m ||
+      (ad->mode != CUDNN_ACTIVATION_RELU && ad->mode != CUDNN_ACTIVATION_IDENTITY))
+    return CUDNN_STATUS_NOT_SUPPORTED;
+  float *b32 = malloc(sizeof(float) * (size_t)p.m);
+  if (!b32) return CUDNN_STATUS_ALLOC_FAILED;
+  const float *bs = shadow(bias); /* 16-bit bias, its emulated values */
+  for (int i = 0; i < p.m; ++i) b32[i] = bs[i];
+  p.act = ad->mode == CUDNN_ACTIVATION_RELU ? BD_ACT_RELU : BD_ACT_NONE;
+  p.res = *(const float *)alpha2 != 0.0f ? BD_RES_PRE_ACT : BD_RES_NONE;
+  /* One rounding: the whole epilogue runs in FP32 inside cuDNN's kernel. */
+  emu_config();
+  int keep = emu_cudnn_round;
+  emu_cudnn_round = 0;
+  cudaError_t e = bd_cuda_conv_direct(&p, x, w, b32, p.res ? z : NULL, y, h->stream);
+  emu_cudnn_round = keep;
+  free(b32);
+  ++bd_cuda_emu_dnn_fused;
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+#endif

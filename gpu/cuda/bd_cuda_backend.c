@@ -68,6 +68,7 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->same);
   free(cp->vkind);
   free(cp->vview);
+  free(cp->voff);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -142,9 +143,10 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->same = malloc(sizeof(*cp->same) * (size_t)g->n_values);
   cp->vkind = calloc((size_t)g->n_values, 1);
   cp->vview = calloc((size_t)g->n_values, sizeof(*cp->vview));
+  cp->voff = calloc((size_t)g->n_values, sizeof(*cp->voff));
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
       !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch || !cp->pad_to ||
-      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview) {
+      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }

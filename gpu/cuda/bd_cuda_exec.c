@@ -50,10 +50,12 @@ static void *view_base(const bd_cuda_cplan *cp, int v) {
   return cp->buf[u][cp->vview[v].dtype == BD_CT_H16 ? BD_REP_H16 : BD_REP_F32];
 }
 
-/* A strided view's own layout over its source's buffer. */
+/* A strided view's own layout over its source's buffer (voff elements in). */
 static void view_src(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
   *o = cp->vview[v];
   o->base = view_base(cp, v);
+  if (o->base)
+    o->base = (char *)o->base + cp->voff[v] * (o->dtype == BD_CT_H16 ? 2 : 4);
 }
 
 /* Any available representation, the primary first; -1: v is a strided view read in
@@ -179,6 +181,20 @@ static int is_trunk(bd_op op) {
   }
 }
 
+/* Whether a value is stored 16-bit NHWC (a 4-D output of a trunk op). A Concat is only
+ * when one of its inputs is: a Concat of FP32 head tensors that happen to be 4-D (DAMO-YOLO's
+ * [N, anchors, 4, 17] DFL logits) stays FP32 in ONNX order. From the graph alone (both
+ * passes, and the planner before them). */
+static int value_h16(const bd_graph *g, const bd_plan *p, int v) {
+  if (v < 0 || g->values[v].producer < 0 || p->rank[v] != 4) return 0;
+  const bd_node *nd = &g->nodes[g->values[v].producer];
+  if (!is_trunk(nd->op)) return 0;
+  if (nd->op != BD_OP_CONCAT) return 1;
+  for (int k = 0; k < nd->n_in; ++k)
+    if (value_h16(g, p, nd->in[k])) return 1;
+  return 0;
+}
+
 /* Ops whose FP32 output is its input's bytes in ONNX order (contiguous row-major). */
 static int is_view(bd_op op) {
   return op == BD_OP_RESHAPE || op == BD_OP_FLATTEN || op == BD_OP_SQUEEZE ||
@@ -291,7 +307,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
     const bd_value *val = &g->values[v];
     cp->pad_to[v] = 0;
     if (val->producer < 0 || val->is_output || val->data || p->rank[v] != 4 ||
-        p->dims[v][1] % 8 == 0 || !is_trunk(g->nodes[val->producer].op))
+        p->dims[v][1] % 8 == 0 || !value_h16(g, p, v))
       continue;
     int64_t w8 = (p->dims[v][1] + 7) / 8 * 8;
     const bd_node *pn = &g->nodes[val->producer];
@@ -315,7 +331,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
     int y = nd->out[0];
-    if (nd->op != BD_OP_CONCAT || nd->n_out < 1 || p->rank[y] != 4 || nd->p.concat.axis != 1)
+    if (nd->op != BD_OP_CONCAT || nd->n_out < 1 || !value_h16(g, p, y) || nd->p.concat.axis != 1)
       continue;
     int64_t ch = 0, width = cp->pad_to[y] ? cp->pad_to[y] : p->dims[y][1];
     for (int k = 0; k < nd->n_in; ch += p->dims[nd->in[k]][1], ++k) {
@@ -637,6 +653,30 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
 
 
 
+static void *offset_ptr(void *base, int64_t elems, size_t es) {
+  return (char *)base + elems * (int64_t)es;
+}
+
+/* The elements Slice node nd takes of view vi (its dims: the input's): vi's strides
+ * times the steps, *off the element offset of the first. 0 for a bad axis or step. */
+static int slice_strides(const bd_node *nd, bd_cuda_view *vi, int64_t *off) {
+  const bd_slice_params *sp = &nd->p.slice;
+  *off = 0;
+  for (int k = 0; k < sp->n; ++k) {
+    int a = sp->axes[k];
+    if (a < 0 || a >= vi->rank || sp->steps[k] == 0) return 0;
+    int64_t dim = vi->dims[a], st0 = sp->starts[k], step = sp->steps[k];
+    if (st0 < 0) st0 += dim;
+    if (step > 0)
+      st0 = st0 < 0 ? 0 : (st0 > dim ? dim : st0);
+    else
+      st0 = st0 < 0 ? 0 : (st0 > dim - 1 ? dim - 1 : st0);
+    *off += st0 * vi->strides[a];
+    vi->strides[a] *= step;
+  }
+  return 1;
+}
+
 /* The layout v is read in, from the plan alone (both passes; base where known): a
  * strided view's own, else its primary representation's (16-bit NHWC at its planned
  * pitch, FP32 in ONNX order). */
@@ -703,11 +743,15 @@ static int try_view(bd_cuda_cplan *cp, const bd_node *nd) {
   const bd_plan *p = cp->plan;
   int x = nd->in[0], y = nd->out[0], r = p->rank[y];
   bd_cuda_view sv, nv;
+  int64_t off = 0;
   if (x < 0 || cp->prim[x] < 0 || r < 1 || r > BD_CUDA_MAX_RANK) return 0;
   layout_of(cp, x, &sv);
   nv = sv;
   nv.rank = r;
-  if (nd->op == BD_OP_TRANSPOSE) {
+  if (nd->op == BD_OP_SLICE) {
+    if (sv.rank != r || !slice_strides(nd, &nv, &off)) return 0;
+    for (int d = 0; d < r; ++d) nv.dims[d] = p->dims[y][d];
+  } else if (nd->op == BD_OP_TRANSPOSE) {
     if (sv.rank != r) return 0;
     for (int d = 0; d < r; ++d) {
       int src = nd->p.transpose.n ? nd->p.transpose.perm[d] : r - 1 - d;
@@ -722,10 +766,11 @@ static int try_view(bd_cuda_cplan *cp, const bd_node *nd) {
   cp->same[y] = x;
   cp->vview[y] = nv;
   cp->vview[y].base = NULL;
+  cp->voff[y] = (cp->vkind[x] == 2 ? cp->voff[x] : 0) + off; /* from view_base's buffer */
   if (contiguous_f32(&nv)) {
     cp->vkind[y] = 1;
     cp->prim[y] = BD_REP_F32;
-    cp->buf[y][BD_REP_F32] = sv.base; /* NULL in the sizing pass */
+    cp->buf[y][BD_REP_F32] = sv.base ? offset_ptr(sv.base, off, 4) : NULL; /* NULL: sizing */
   } else {
     cp->vkind[y] = 2;
     cp->prim[y] = nv.dtype == BD_CT_H16 ? BD_REP_H16 : BD_REP_F32;
@@ -752,8 +797,9 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': input '%s' is not computed yet", name,
                         g->values[v].name);
   }
-  if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE) && !g->values[y].is_output &&
-      try_view(cp, nd)) {
+  if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE ||
+       (nd->op == BD_OP_SLICE && cp->alias[y] < 0 && !cp->pad_to[y])) &&
+      !g->values[y].is_output && try_view(cp, nd)) {
     /* No work: y reads x's buffer in place (the step stays, doing nothing). */
     if (!cp->sizing) push(cp, BD_A_OP, n, y, cp->prim[y]);
     return BD_OK;
@@ -793,7 +839,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED,
                         "node '%s' (Gather): indices must be a small int constant", name);
   }
-  st = assign_out(b, cp, y, is_trunk(nd->op) && p->rank[y] == 4 ? BD_REP_H16 : BD_REP_F32, err);
+  st = assign_out(b, cp, y, value_h16(g, p, y) ? BD_REP_H16 : BD_REP_F32, err);
   if (st != BD_OK) return st;
   if (cp->sizing) {
     /* every buffer this node reads lives until now; a channel-padded conv's copies live
@@ -848,9 +894,6 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
 
 static size_t esize(const bd_cuda_view *v) { return v->dtype == BD_CT_H16 ? 2 : 4; }
 
-static void *offset_ptr(void *base, int64_t elems, size_t es) {
-  return (char *)base + elems * (int64_t)es;
-}
 
 static int64_t prod(const int64_t *d, int from, int to) {
   int64_t n = 1;
@@ -862,23 +905,10 @@ static bd_status run_slice(bd_cuda_cplan *cp, const bd_node *nd, const bd_cuda_v
                            cudaStream_t s, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_view vi;
-  int x = nd->in[0];
-  view_any(cp, x, &vi);
-  const bd_slice_params *sp = &nd->p.slice;
   int64_t off = 0;
-  for (int k = 0; k < sp->n; ++k) {
-    int a = sp->axes[k];
-    if (a < 0 || a >= vi.rank || sp->steps[k] == 0)
-      return bd_err_set(err, BD_E_INVALID, "node '%s' (Slice): bad axis or step", nd->name);
-    int64_t dim = vi.dims[a], st0 = sp->starts[k], step = sp->steps[k];
-    if (st0 < 0) st0 += dim;
-    if (step > 0)
-      st0 = st0 < 0 ? 0 : (st0 > dim ? dim : st0);
-    else
-      st0 = st0 < 0 ? 0 : (st0 > dim - 1 ? dim - 1 : st0);
-    off += st0 * vi.strides[a];
-    vi.strides[a] *= step;
-  }
+  view_any(cp, nd->in[0], &vi);
+  if (!slice_strides(nd, &vi, &off))
+    return bd_err_set(err, BD_E_INVALID, "node '%s' (Slice): bad axis or step", nd->name);
   vi.base = offset_ptr(vi.base, off, esize(&vi));
   BD_CU(bd_cuda_map(vo, &vi, BD_UN_ID, s));
 out:

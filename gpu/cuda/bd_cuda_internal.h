@@ -132,12 +132,13 @@ typedef struct bd_cuda_cplan {
    * convs as their padded input, no copy): the padded width, 0 = not. */
   int64_t *pad_to;
   char *zeroed; /* real pass: the zeroing step is in place */
-  /* Views (Reshape & co., Transpose): per value the value whose buffer it reads (-1
+  /* Views (Reshape & co., Transpose, Slice): per value the value whose buffer it reads (-1
    * none), how (vkind 1: that FP32 buffer itself, ONNX order; 2: through vview's dims and
    * strides, base resolved at run time) */
   int *same;
   char *vkind;
   bd_cuda_view *vview;
+  int64_t *voff; /* vkind 2: elements from the source chain's buffer to the view's first */
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;

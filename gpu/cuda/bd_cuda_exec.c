@@ -735,11 +735,11 @@ static int contiguous_f32(const bd_cuda_view *v) {
   return 1;
 }
 
-/* Makes y = Transpose / Reshape & co. of x a view of x's buffer when its elements can be
- * addressed in place: vkind 1 (FP32 in ONNX order: x's buffer itself, usable by every
- * reader) or 2 (strided: read through its view; a reader that needs a buffer gets a
- * conversion step). 0: y needs its own buffer. */
-static int try_view(bd_cuda_cplan *cp, const bd_node *nd) {
+/* Makes y = Transpose / Reshape & co. / Slice / Gather of one index of x a view of x's
+ * buffer when its elements can be addressed in place: vkind 1 (FP32 in ONNX order: x's
+ * buffer itself, usable by every reader) or 2 (strided: read through its view; a reader
+ * that needs a buffer gets a conversion step). 0: y needs its own buffer. */
+static int try_view(const bd_graph *g, bd_cuda_cplan *cp, const bd_node *nd) {
   const bd_plan *p = cp->plan;
   int x = nd->in[0], y = nd->out[0], r = p->rank[y];
   bd_cuda_view sv, nv;
@@ -751,6 +751,20 @@ static int try_view(bd_cuda_cplan *cp, const bd_node *nd) {
   if (nd->op == BD_OP_SLICE) {
     if (sv.rank != r || !slice_strides(nd, &nv, &off)) return 0;
     for (int d = 0; d < r; ++d) nv.dims[d] = p->dims[y][d];
+  } else if (nd->op == BD_OP_GATHER) { /* one index: that plane, its axis dropped */
+    const bd_value *iv = &g->values[nd->in[1]];
+    int a = nd->p.gather.axis < 0 ? nd->p.gather.axis + sv.rank : nd->p.gather.axis;
+    if (!iv->data || iv->rank != 0 || a < 0 || a >= sv.rank || r != sv.rank - 1) return 0;
+    int64_t idx = iv->dtype == BD_DT_I64 ? *(const int64_t *)iv->data
+                  : iv->dtype == BD_DT_I32 ? *(const int32_t *)iv->data : -1 - sv.dims[a];
+    if (idx < 0) idx += sv.dims[a];
+    if (idx < 0 || idx >= sv.dims[a]) return 0;
+    off = idx * sv.strides[a];
+    for (int d = 0, e = 0; d < sv.rank; ++d)
+      if (d != a) {
+        nv.dims[e] = sv.dims[d];
+        nv.strides[e++] = sv.strides[d];
+      }
   } else if (nd->op == BD_OP_TRANSPOSE) {
     if (sv.rank != r) return 0;
     for (int d = 0; d < r; ++d) {
@@ -797,9 +811,9 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': input '%s' is not computed yet", name,
                         g->values[v].name);
   }
-  if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE ||
+  if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE || nd->op == BD_OP_GATHER ||
        (nd->op == BD_OP_SLICE && cp->alias[y] < 0 && !cp->pad_to[y])) &&
-      !g->values[y].is_output && try_view(cp, nd)) {
+      !g->values[y].is_output && try_view(g, cp, nd)) {
     /* No work: y reads x's buffer in place (the step stays, doing nothing). */
     if (!cp->sizing) push(cp, BD_A_OP, n, y, cp->prim[y]);
     return BD_OK;

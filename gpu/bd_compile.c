@@ -145,6 +145,8 @@ static int new_const(bd_graph *g, const char *base, int rank, const int64_t *dim
 }
 
 static bd_status set_wb(ctx_t *c, int p, float *w, float *b, bd_err *err);
+static bd_status copy_wb(const bd_graph *g, int p, float **w, float **b, int64_t *m, int64_t *per,
+                         bd_err *err);
 
 /* ---------- no-op removal ---------- */
 static int is_noop(const bd_graph *g, const bd_node *nd) {
@@ -239,6 +241,53 @@ static bd_status fold_bn(ctx_t *c, int *count, bd_err *err) {
     g->nodes[i].dead = 1;
     (*count)++;
     recount(c);
+  }
+  return BD_OK;
+}
+
+/* ---------- constant scale folding ---------- */
+/* Conv (no activation, no residual) followed by Mul with an FP32 constant that is one
+ * value or one per output channel ([M], [M,1,1], [1,M,1,1]), the conv's output read by that
+ * Mul alone: the scale goes into the weights and bias (DAMO-YOLO's per-level `scales` on
+ * its regression convs). */
+static bd_status fold_scale(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  bd_status st;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *mul = &g->nodes[i];
+    if (mul->dead || mul->op != BD_OP_MUL || mul->n_in != 2) continue;
+    for (int side = 0; side < 2; side++) {
+      int x = mul->in[side], sv = mul->in[1 - side];
+      int p = producer(c, x, BD_OP_CONV);
+      if (p < 0 || sole(c, x) != i || !is_f32_const(g, sv)) continue;
+      bd_node *cv = &g->nodes[p];
+      if (cv->p.conv.act || cv->p.conv.res || !is_f32_const(g, cv->in[1]) ||
+          (cv->n_in > 2 && cv->in[2] >= 0 && !is_f32_const(g, cv->in[2])))
+        continue;
+      const bd_value *s = &g->values[sv];
+      int64_t m = g->values[cv->in[1]].dims[0], ns = bd_value_numel(s);
+      /* one value (rank <= 4: the product keeps the conv's shape), or M along the channel
+       * axis under right-aligned broadcasting ([M,1,1], [1,M,1,1]; not [M]: that is W) */
+      int per_channel = ns == m && m > 1 &&
+                        ((s->rank == 3 && s->dims[1] == 1 && s->dims[2] == 1) ||
+                         (s->rank == 4 && s->dims[0] == 1 && s->dims[2] == 1 && s->dims[3] == 1));
+      if (!(ns == 1 && s->rank <= 4) && !per_channel) continue;
+      float *nw, *nb;
+      int64_t mm, per;
+      if ((st = copy_wb(g, p, &nw, &nb, &mm, &per, err))) return st;
+      const float *f = s->data;
+      for (int64_t o = 0; o < mm; o++) {
+        float k = f[per_channel ? o : 0];
+        for (int64_t j = 0; j < per; j++) nw[o * per + j] *= k;
+        nb[o] *= k;
+      }
+      if ((st = set_wb(c, p, nw, nb, err))) return st;
+      set_out(g, p, g->nodes[i].out[0]);
+      g->nodes[i].dead = 1;
+      (*count)++;
+      recount(c);
+      break;
+    }
   }
   return BD_OK;
 }
@@ -617,6 +666,7 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
   recount(&c);
   r.removed += remove_noops(&c);
   if ((st = fold_bn(&c, &r.folded_bn, err))) goto out;
+  if ((st = fold_scale(&c, &r.folded_scale, err))) goto out;
   if ((st = merge_repconv(&c, &r.merged_repconv, err))) goto out;
   if (!opts || !opts->no_fusion) {
     fuse_conv(&c, &r.fused_act, &r.fused_residual);

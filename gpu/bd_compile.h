@@ -4,6 +4,7 @@
  * shape inference, constant folding (Shape/Gather/Slice/Concat/Unsqueeze/Cast/...
  * subgraphs on constants), BatchNorm folding into the preceding Conv, RepConv
  * training-form merge (parallel 3x3 + 1x1 convs [+ identity BN] summed -> one 3x3),
+ * constant scale folding (Conv -> Mul by a scalar or per-channel constant),
  * Conv + bias + activation fusion (Relu, Sigmoid, SiLU written as x*sigmoid(x)), Conv +
  * residual Add fusion, Identity/no-op Cast/no-op Slice removal, dead-node removal,
  * and compaction (node and value indices change). After it, every remaining node is
@@ -24,6 +25,7 @@ typedef struct bd_compile_report {
   int nodes_in, nodes_out;
   int folded_constants; /* nodes evaluated at compile time */
   int folded_bn;
+  int folded_scale; /* Mul by a constant folded into the conv before it */
   int merged_repconv;
   int fused_act;
   int fused_residual;

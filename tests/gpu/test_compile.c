@@ -129,6 +129,52 @@ static void test_bn_fold(void **state) {
   bd_graph_destroy(g);
 }
 
+/* Conv -> Mul by a constant: a scalar and a [1,M,1,1] scale go into the weights and bias;
+ * an [M] scale (it broadcasts along W, not the channels) and a Mul whose conv output has a
+ * second reader stay. */
+static void test_scale_fold(void **state) {
+  (void)state;
+  bd_graph *g;
+  bd_err err = {0};
+  unsigned seed = 11;
+  float w[3 * 3], b[3], sc[3] = {0.5f, -2.0f, 3.0f}, k = 1.75f;
+  for (int i = 0; i < 9; i++) w[i] = frand(&seed);
+  for (int i = 0; i < 3; i++) b[i] = frand(&seed);
+  assert_int_equal(bd_graph_new(&g, &err), BD_OK);
+  int x = input4(g, 1, 3, 3, 3);
+  int64_t wd[4] = {3, 3, 1, 1}, d1 = 3, d4[4] = {1, 3, 1, 1}, d0 = 1;
+  int wv = cf32(g, "w", 4, wd, w), bv = cf32(g, "b", 1, &d1, b);
+  int c1 = conv(g, x, wv, bv, 1, 0, 1, "c1");
+  int m1 = node1(g, BD_OP_MUL, c1, cf32(g, "k", 1, &d0, &k), "m1"); /* folds: scalar */
+  int c2 = conv(g, m1, wv, bv, 1, 0, 1, "c2");
+  int m2 = node1(g, BD_OP_MUL, cf32(g, "s4", 4, d4, sc), c2, "m2"); /* folds: per channel */
+  int c3 = conv(g, m2, wv, bv, 1, 0, 1, "c3");
+  int m3 = node1(g, BD_OP_MUL, c3, cf32(g, "s1", 1, &d1, sc), "m3"); /* stays: along W */
+  int c4 = conv(g, m3, wv, bv, 1, 0, 1, "c4");
+  int m4 = node1(g, BD_OP_MUL, c4, cf32(g, "k2", 1, &d0, &k), "m4"); /* stays: c4 read twice */
+  int a4 = node1(g, BD_OP_ADD, m4, c4, "a4");
+  mark_out(g, a4);
+  bd_compile_report rep;
+  assert_int_equal(bd_compile(g, &(bd_compile_opts){.no_fusion = 1}, &rep, &err), BD_OK);
+  assert_int_equal(rep.folded_scale, 2);
+  int n_mul = 0, n_conv = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const bd_node *nd = &g->nodes[i];
+    n_mul += nd->op == BD_OP_MUL;
+    if (nd->op != BD_OP_CONV) continue;
+    const float *nw = g->values[nd->in[1]].data, *nb = g->values[nd->in[2]].data;
+    for (int o = 0; o < 3; o++) {
+      float f = n_conv == 0 ? k : n_conv == 1 ? sc[o] : 1.0f; /* in graph order */
+      for (int j = 0; j < 3; j++) assert_true(fabsf(nw[o * 3 + j] - w[o * 3 + j] * f) < 1e-6f);
+      assert_true(fabsf(nb[o] - b[o] * f) < 1e-6f);
+    }
+    n_conv++;
+  }
+  assert_int_equal(n_conv, 4);
+  assert_int_equal(n_mul, 2);
+  bd_graph_destroy(g);
+}
+
 static void test_repconv(void **state) {
   (void)state;
   for (int with_id = 0; with_id < 3; with_id++) {
@@ -342,7 +388,7 @@ static void test_fusions(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bn_fold),     cmocka_unit_test(test_repconv),
+      cmocka_unit_test(test_bn_fold), cmocka_unit_test(test_scale_fold),     cmocka_unit_test(test_repconv),
       cmocka_unit_test(test_fold_shape_chain), cmocka_unit_test(test_rebatch),
       cmocka_unit_test(test_dead_and_noop), cmocka_unit_test(test_fusions),
   };

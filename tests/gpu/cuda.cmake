@@ -132,6 +132,19 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                          LABELS engine TIMEOUT 300
                          ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_CUDA_BATCH=2;BATCHDET_CUDA_CONV=${_conv}")
   endforeach()
+  # The pool and device detection on the tiny model once more with the backend's cuDNN
+  # path over the emulated cuDNN (algorithm memo shared by the instances, fused layers).
+  foreach(_t test_pool_emu test_cuda_detect_emu)
+    get_target_property(_srcs ${_t} SOURCES)
+    get_target_property(_defs ${_t} COMPILE_DEFINITIONS)
+    bd_add_unit_test(${_t}_dnn SOURCES ${_srcs} LIBS bd_gpu LABELS engine TIMEOUT 600)
+    target_include_directories(${_t}_dnn PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
+    target_compile_definitions(${_t}_dnn PRIVATE BD_EMU_CUDNN=1 ${_defs})
+    set_tests_properties(${_t}_dnn PROPERTIES FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77)
+  endforeach()
+  set_tests_properties(test_pool_emu_dnn PROPERTIES ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny}")
+  set_tests_properties(test_cuda_detect_emu_dnn PROPERTIES
+                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir}")
   add_test(NAME test_cuda_detect_emu_damo COMMAND test_cuda_detect_emu)
   set_tests_properties(test_pool_emu test_cuda_detect_emu_damo PROPERTIES
                        FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77)

@@ -829,3 +829,16 @@ bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_eng
   return bd_err_set(err, BD_E_UNSUPPORTED, "engine: built without CUDA");
 #endif
 }
+
+const char *bd_engine_graph_status(bd_engine *e, int n, int dd) {
+  int bi;
+  if (exact_cuda_bucket(e, n, "graph status", &bi, NULL) != BD_OK)
+    return strcmp(e->be->vt->name, "cuda") ? "not a cuda engine" : "no prepared plan";
+#ifdef BD_ENGINE_CUDA
+  return dd ? bd_cuda_backend_dd_graph_error(e->be, e->plans[bi])
+            : bd_cuda_backend_graph_error(e->be, e->plans[bi]);
+#else
+  (void)dd;
+  return "built without CUDA";
+#endif
+}

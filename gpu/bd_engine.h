@@ -139,6 +139,10 @@ bd_status bd_engine_time_device(bd_engine *e, int n, int reps, double *ms, bd_er
 bd_status bd_engine_profile_device(bd_engine *e, int n, int reps, bd_prof_row **rows, int *n_rows,
                                    bd_err *err);
 bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *err);
+/* Whether the engine's prepared plan for exactly n rows runs as captured CUDA graphs:
+ * NULL when it does (dd: its device-detection graphs, else the raw-run graph), else why
+ * not ("not a cuda engine", "no prepared plan", or the capture's error). */
+const char *bd_engine_graph_status(bd_engine *e, int n, int dd);
 
 /* The device memory a cuda instance would hold for plan p of compiled graph g, computed
  * on the host (no GPU needed; see bd_cuda_plan_memory): weights (the model's blob, one

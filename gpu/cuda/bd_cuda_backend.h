@@ -64,6 +64,12 @@ bd_status bd_cuda_backend_profile(bd_backend *be, const bd_plan *p, int reps, bd
                                   int *n_rows, bd_err *err);
 bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_err *err);
 
+/* NULL when prepared plan p runs as one captured CUDA graph (raw runs), else why it runs
+ * op by op on the stream; likewise for its device-detection graphs (a message too when
+ * those are not prepared). */
+const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p);
+const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
+
 /* The device memory one instance holds for plan p of compiled graph g, computed on the
  * host by prepare's own sizing pass and packer (no GPU needed): the weights blob (one per
  * model and GPU, shared by the instances on it), the arena (activations in their

@@ -44,8 +44,6 @@
 /* Test hook: 1 (default) replays the captured CUDA graph, 0 runs the same work directly
  * on the stream (the graph-vs-stream bitwise test uses both). */
 void bd_cuda_backend_set_graphs(bd_backend *be, int use_graphs);
-/* NULL when plan p runs as a captured CUDA graph, else why it does not. */
-const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p);
 
 /* Per-conv-layer state of one plan (cuDNN descriptors and chosen algorithm). */
 typedef struct bd_cuda_conv_layer bd_cuda_conv_layer;
@@ -274,8 +272,6 @@ bd_status bd_cuda_dd_launch(bd_backend *be, const bd_plan *p, int slot, int n,
 bd_status bd_cuda_dd_wait(bd_backend *be, int slot, const float **dets, const int **counts,
                           bd_err *err);
 void bd_cuda_dd_free(bd_cuda_be *b);
-/* NULL when plan p's device detection runs as captured CUDA graphs, else why not. */
-const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
 /* The prepared state of plan p (bd_cuda_find_plan), for bd_cuda_bench.c. */
 bd_cuda_cplan *bd_cuda_backend_plan(bd_cuda_be *b, const bd_plan *p);
 

@@ -173,7 +173,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-cuda-b32-mma bench-damoT-b1-mma bench-damoT-b32-mma bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 bench-cpu-b1; do
-    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
   for f in prof-nano-b32 prof-nano-b32-mma prof-damoT-b32 prof-damoT-b32-mma; do

@@ -51,6 +51,9 @@ try:
 except ValueError as e:
     b = {}
     check(False, f"--json output parses: {e}")
+# The emulation refuses stream capture: bench must say the batches ran op by op.
+check(b.get("graph_captured") is False and "Capture" in b.get("graph_error", ""),
+      f"graph status reported ({b.get('graph_captured')}, {b.get('graph_error')!r})")
 p = b.get("profile", {})
 rows, summary = p.get("rows", []), p.get("summary", [])
 n = p.get("n_actions", -1)

@@ -62,7 +62,6 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->scratch);
   free(cp->alias);
   free(cp->alias_ch);
-  free(cp->pitch);
   free(cp->pad_to);
   free(cp->zeroed);
   free(cp->same);
@@ -137,7 +136,6 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 1, sizeof(*cp->items));
   cp->alias = malloc(sizeof(*cp->alias) * (size_t)g->n_values);
   cp->alias_ch = calloc((size_t)g->n_values, sizeof(*cp->alias_ch));
-  cp->pitch = calloc((size_t)g->n_values, sizeof(*cp->pitch));
   cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
   cp->zeroed = calloc((size_t)g->n_values, 1);
   cp->same = malloc(sizeof(*cp->same) * (size_t)g->n_values);
@@ -145,7 +143,7 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->vview = calloc((size_t)g->n_values, sizeof(*cp->vview));
   cp->voff = calloc((size_t)g->n_values, sizeof(*cp->voff));
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
-      !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pitch || !cp->pad_to ||
+      !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pad_to ||
       !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
@@ -437,7 +435,6 @@ bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_
   }
   if ((st = plan_memory(&fb, cp, err)) != BD_OK) goto out;
   m->arena = cp->arena_bytes;
-  m->buffers = cp->n_items;
   for (int n = 0; n < g->n_nodes; ++n)
     for (int k = 0; g->nodes[n].op == BD_OP_CONCAT && k < g->nodes[n].n_in; ++k) {
       int v = g->nodes[n].in[k];

@@ -79,7 +79,6 @@ const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
  * plan assumes a GPU with cuDNN and the convolution path BATCHDET_CUDA_CONV selects. */
 typedef struct bd_cuda_plan_mem {
   size_t weights, arena, io;
-  int buffers;       /* buffers packed into the arena */
   int concat_inputs; /* inputs of Concat nodes, */
   int in_place;      /* of which written straight into the Concat's buffer */
 } bd_cuda_plan_mem;

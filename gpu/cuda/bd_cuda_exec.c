@@ -13,6 +13,16 @@ static int64_t numel_of(const bd_plan *p, int v) {
   return n;
 }
 
+/* Channels between v's pixels once the plan is made: its Concat's width for a piece, the
+ * padded width for a channel-padded value, else 0 (packed). Known before the buffers are
+ * (both passes). */
+static int64_t planned_pitch(const bd_cuda_cplan *cp, int v) {
+  if (v < 0) return 0;
+  int u = cp->alias[v] >= 0 ? cp->alias[v] : v;
+  if (cp->pad_to[u]) return cp->pad_to[u];
+  return cp->alias[v] >= 0 ? cp->plan->dims[u][1] : 0;
+}
+
 /* The view of value v in representation rep, dims from the plan. */
 static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   const bd_plan *p = cp->plan;
@@ -29,7 +39,8 @@ static void view_of(const bd_cuda_cplan *cp, int v, int rep, bd_cuda_view *o) {
   o->rank = r;
   for (int d = 0; d < r; ++d) o->dims[d] = p->dims[v][d];
   if (rep == BD_REP_H16) { /* logical NCHW over NHWC memory, pixels `pitch` apart */
-    int64_t c = cp->pitch[v] ? cp->pitch[v] : o->dims[1], h = o->dims[2], w = o->dims[3];
+    int64_t pitch = planned_pitch(cp, v);
+    int64_t c = pitch ? pitch : o->dims[1], h = o->dims[2], w = o->dims[3];
     o->strides[0] = h * w * c;
     o->strides[1] = 1;
     o->strides[2] = w * c;
@@ -167,7 +178,8 @@ void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step) {
 
 /* Pixels of v's 16-bit NHWC buffer are this many channels apart. */
 static int pitch_of(const bd_cuda_cplan *cp, int v) {
-  return (int)(cp->pitch[v] ? cp->pitch[v] : cp->plan->dims[v][1]);
+  int64_t pitch = planned_pitch(cp, v);
+  return (int)(pitch ? pitch : cp->plan->dims[v][1]);
 }
 
 static int is_trunk(bd_op op) {
@@ -199,16 +211,6 @@ static int value_h16(const bd_graph *g, const bd_plan *p, int v) {
 static int is_view(bd_op op) {
   return op == BD_OP_RESHAPE || op == BD_OP_FLATTEN || op == BD_OP_SQUEEZE ||
          op == BD_OP_UNSQUEEZE || op == BD_OP_IDENTITY || op == BD_OP_CAST;
-}
-
-/* Channels between v's pixels once the plan is made: its Concat's width for a piece, the
- * padded width for a channel-padded value, else 0 (packed). Known before the buffers are
- * (both passes). */
-static int64_t planned_pitch(const bd_cuda_cplan *cp, int v) {
-  if (v < 0) return 0;
-  int u = cp->alias[v] >= 0 ? cp->alias[v] : v;
-  if (cp->pad_to[u]) return cp->pad_to[u];
-  return cp->alias[v] >= 0 ? cp->plan->dims[u][1] : 0;
 }
 
 static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
@@ -294,18 +296,17 @@ static int alias_enabled(void) {
 void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
-  int *in_concat = NULL;
+  int *in_concat;
   for (int v = 0; v < g->n_values; ++v) {
     cp->alias[v] = -1;
     cp->alias_ch[v] = 0;
     cp->pad_to[v] = 0;
   }
-  if (!alias_enabled()) goto out;
+  if (!alias_enabled()) return;
   /* Values only channel-padded convs read (a Focus stem's Concat): stored padded to 8
    * channels, zeroed, read by the convs as their padded input. */
   for (int v = 0; v < g->n_values; ++v) {
     const bd_value *val = &g->values[v];
-    cp->pad_to[v] = 0;
     if (val->producer < 0 || val->is_output || val->data || p->rank[v] != 4 ||
         p->dims[v][1] % 8 == 0 || !value_h16(g, p, v))
       continue;
@@ -322,7 +323,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
     if (ok && readers) cp->pad_to[v] = w8;
   }
   in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
-  if (!in_concat) goto out; /* no aliasing: correct, only more memory */
+  if (!in_concat) return; /* no aliasing: correct, only more memory */
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
     for (int k = 0; nd->op == BD_OP_CONCAT && k < nd->n_in; ++k)
@@ -351,10 +352,7 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
       cp->alias_ch[v] = ch;
     }
   }
-out:
   free(in_concat);
-  /* Pitches are known from here on, in both passes. */
-  for (int v = 0; v < g->n_values; ++v) cp->pitch[v] = planned_pitch(cp, v);
 }
 
 /* Inputs no op reads on the device as FP32: read on the host (Reshape's shape, Gather's
@@ -411,23 +409,6 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
   return BD_OK;
 }
 
-bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, void *marker,
-                                bd_err *err) {
-  bd_status st = BD_OK;
-  int64_t *voff = malloc(sizeof(int64_t) * (size_t)(g->n_values ? g->n_values : 1));
-  int64_t *noff = malloc(sizeof(int64_t) * (size_t)(g->n_nodes ? g->n_nodes : 1));
-  if (!voff || !noff) {
-    st = bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
-    goto out;
-  }
-  if ((st = weights_layout(g, voff, noff, bytes, err)) != BD_OK) goto out;
-  for (int v = 0; cdev && v < g->n_values; ++v) cdev[v] = voff[v] >= 0 ? marker : NULL;
-out:
-  free(voff);
-  free(noff);
-  return st;
-}
-
 void bd_cuda_weights_release(bd_cuda_weights *w) {
   if (!w || atomic_fetch_sub(&w->refs, 1) != 1) return;
   if (w->blob) {
@@ -479,6 +460,17 @@ static bd_status weights_new(const bd_graph *g, int device, bd_cuda_weights **ou
     return st;
   }
   *out = w;
+  return BD_OK;
+}
+
+bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, void *marker,
+                                bd_err *err) {
+  bd_cuda_weights *w = NULL;
+  bd_status st = weights_new(g, 0, &w, err); /* the layout only: no blob */
+  if (st != BD_OK) return st;
+  *bytes = w->bytes;
+  for (int v = 0; cdev && v < g->n_values; ++v) cdev[v] = w->voff[v] >= 0 ? marker : NULL;
+  bd_cuda_weights_release(w);
   return BD_OK;
 }
 
@@ -644,14 +636,10 @@ static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd
       return bd_err_set(err, BD_E_INTERNAL, "value '%s': its Concat has no buffer",
                         g->values[v].name);
     cp->buf[v][rep] = (char *)cp->arena + cp->items[i].off + cp->alias_ch[v] * 2;
-    cp->pitch[v] = planned_pitch(cp, v);
     return BD_OK;
   }
-  if (rep == BD_REP_H16) cp->pitch[v] = cp->pad_to[v];
   return place(cp, v, rep, err);
 }
-
-
 
 static void *offset_ptr(void *base, int64_t elems, size_t es) {
   return (char *)base + elems * (int64_t)es;
@@ -881,9 +869,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     size_t ws = 0;
     void *pad[2] = {NULL, NULL};
     conv_shape(cp, nd, &s);
-    if (s.ldx != cp->pitch[nd->in[0]] || s.ldy != cp->pitch[y] ||
-        (nd->n_in > 3 && nd->in[3] >= 0 && cp->pitch[nd->in[3]]))
-      return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv pitches differ from the plan's",
+    if (nd->n_in > 3 && nd->in[3] >= 0 && planned_pitch(cp, nd->in[3]))
+      return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv residual in a Concat's buffer",
                         name);
     for (int k = 0; k < 2 && cp->arena; ++k)
       if (cp->scratch[n][k] >= 0) pad[k] = (char *)cp->arena + cp->items[cp->scratch[n][k]].off;
@@ -907,7 +894,6 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
 }
 
 static size_t esize(const bd_cuda_view *v) { return v->dtype == BD_CT_H16 ? 2 : 4; }
-
 
 static int64_t prod(const int64_t *d, int from, int to) {
   int64_t n = 1;

@@ -122,10 +122,10 @@ typedef struct bd_cuda_cplan {
   int (*item)[2];
   int (*scratch)[2]; /* per node: items of a padded conv's input / output copies, -1 none */
   /* Concat pieces written in place (bd_cuda_plan_aliases): per value, the Concat output
-   * whose buffer holds it (-1: its own buffer), its first channel there, and the
-   * distance between its pixels in channels (0: packed, its own channel count). */
+   * whose buffer holds it (-1: its own buffer) and its first channel there (the distance
+   * between its pixels: planned_pitch in bd_cuda_exec.c). */
   int *alias;
-  int64_t *alias_ch, *pitch;
+  int64_t *alias_ch;
   /* Values stored with their channels padded to 8 and zeroed (read by channel-padded
    * convs as their padded input, no copy): the padded width, 0 = not. */
   int64_t *pad_to;

@@ -429,8 +429,7 @@ int bd_cmd_bench(int argc, char **argv) {
     goto out;
   }
   bd_bench_prof_args pa = {prof, n_prof, batch, iters, prof_top, json, gp50};
-  int cuda = strncmp(bd_engine_device(e), "cuda", 4) == 0;
-  const char *gerr = cuda ? bd_engine_graph_status(e, batch, e2e) : NULL;
+  const char *gerr = is_cuda ? bd_engine_graph_status(e, batch, e2e) : NULL;
   const char *fam = bd_family_name(bd_engine_family(e)->family);
   if (json) {
     printf("{\"model\":\"");
@@ -451,7 +450,7 @@ int bd_cmd_bench(int argc, char **argv) {
       printf(",\"dev_mem_mib\":%.1f,\"dev_mem_base_mib\":%.1f", mem_mib, mem0 / 1048576.0);
     else
       printf(",\"dev_mem_mib\":null,\"dev_mem_base_mib\":null");
-    if (cuda) {
+    if (is_cuda) {
       printf(",\"graph_captured\":%s,\"graph_error\":\"", gerr ? "false" : "true");
       bd_bench_json_chars(gerr ? gerr : "");
       printf("\"");
@@ -474,7 +473,7 @@ int bd_cmd_bench(int argc, char **argv) {
     }
     if (mem_mib >= 0)
       printf("gpu mem    %.1f MiB added by the engine (peak after a batch)\n", mem_mib);
-    if (cuda) {
+    if (is_cuda) {
       if (gerr)
         printf("graph      NOT captured, runs op by op on the stream: %s\n", gerr);
       else

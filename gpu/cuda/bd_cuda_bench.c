@@ -63,7 +63,7 @@ out:
 /* ---- per-action profile ---- */
 
 _Static_assert(BD_A_OP == (int)BD_PROF_OP && BD_A_CONVERT == (int)BD_PROF_CONVERT &&
-                   BD_A_OUTPUT == (int)BD_PROF_OUTPUT,
+                   BD_A_OUTPUT == (int)BD_PROF_OUTPUT && BD_A_ZERO == (int)BD_PROF_ZERO,
                "action kinds and profile row kinds agree");
 
 static double numel_of(const bd_graph *g, const bd_plan *p, int v) {
@@ -93,7 +93,7 @@ static double op_bytes(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_no
     return numel_of(g, p, x) * 2 + out;
   case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
   case BD_OP_IDENTITY: case BD_OP_CAST:
-    return cp->buf[y][BD_REP_F32] == cp->buf[x][BD_REP_F32] ? 0 : 2 * numel_of(g, p, y) * 4;
+    return 2 * numel_of(g, p, y) * 4; /* a copy (in-place ones are views, above) */
   case BD_OP_SOFTMAX:
     return numel_of(g, p, x) * 4 + out;
   case BD_OP_GATHER:
@@ -146,7 +146,7 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
     return;
   }
   if (a->kind == BD_A_ZERO) { /* written once, channels padded */
-    r->bytes = n / (double)p->dims[a->value][1] * (double)cp->pad_to[a->value] * 2;
+    r->bytes = (double)bd_cuda_rep_bytes(cp, a->value, a->rep);
     return;
   }
   const bd_node *nd = &g->nodes[a->node];

@@ -118,7 +118,7 @@ static void push(bd_cuda_cplan *cp, int kind, int node, int value, int rep) {
   a->out_index = -1;
 }
 
-static size_t rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
+size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep) {
   if (rep == BD_REP_H16 && cp->pad_to[v]) /* channels padded */
     return (size_t)(numel_of(cp->plan, v) / cp->plan->dims[v][1] * cp->pad_to[v]) * 2;
   return (size_t)numel_of(cp->plan, v) * (rep == BD_REP_H16 ? 2 : 4);
@@ -133,7 +133,7 @@ static int has(const bd_cuda_cplan *cp, int v, int rep) {
 /* Sizing pass: (v, rep) needs a buffer from the current step on. */
 static void size_item(bd_cuda_cplan *cp, int v, int rep) {
   bd_pack_item *it = &cp->items[cp->n_items];
-  size_t bytes = rep_bytes(cp, v, rep);
+  size_t bytes = bd_cuda_rep_bytes(cp, v, rep);
   it->def = it->last = cp->cur_step;
   it->size = bytes ? bytes : 16;
   cp->item[v][rep] = cp->n_items++;
@@ -147,7 +147,7 @@ static bd_status place(bd_cuda_cplan *cp, int v, int rep, bd_err *err) {
     cp->buf[v][rep] = (char *)cp->arena + cp->items[i].off;
     return BD_OK;
   }
-  return dev_alloc(cp, rep_bytes(cp, v, rep), &cp->buf[v][rep], err);
+  return dev_alloc(cp, bd_cuda_rep_bytes(cp, v, rep), &cp->buf[v][rep], err);
 }
 
 /* Makes representation rep of v available before the next op (a conversion step). */
@@ -1110,7 +1110,7 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
     break;
   case BD_A_ZERO:
-    BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, rep_bytes(cp, a->value, a->rep),
+    BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, bd_cuda_rep_bytes(cp, a->value, a->rep),
                           b->stream));
     break;
   default: /* BD_A_OUTPUT */

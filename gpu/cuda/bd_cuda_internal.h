@@ -232,6 +232,9 @@ bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, v
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err);
 /* Uses w (same GPU, same model: checked) instead of uploading; takes a reference. */
 bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err);
+/* The bytes of value v's buffer in representation rep (16-bit: channels padded where the
+ * plan pads them). */
+size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep);
 /* Decides which Concat inputs are written straight into their slice of the Concat's
  * buffer (cp->alias; before the sizing pass). BATCHDET_CUDA_ALIAS=0 turns it off. */
 void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp);

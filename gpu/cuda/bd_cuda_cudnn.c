@@ -180,9 +180,10 @@ static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, vo
   if (pre >= 0 && best >= 0 && perf[pre].time <= perf[best].time * 1.1f) best = pre;
   /* Within 5% of that time, the smallest workspace: the instance keeps the largest one
    * its layers need (issue 7's memory target), and timing noise is that large anyway. */
+  const float limit = best >= 0 ? perf[best].time * 1.05f : 0.0f; /* fixed: no drift */
   for (int i = 0; best >= 0 && i < got; ++i)
     if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory < perf[best].memory &&
-        perf[i].time <= perf[best].time * 1.05f && perf[i].mathType != CUDNN_FMA_MATH)
+        perf[i].time <= limit && perf[i].mathType != CUDNN_FMA_MATH)
       best = i;
   if (best >= 0) {
     l->algo = perf[best].algo;

@@ -24,7 +24,7 @@ endif()
 # with cuda_emu.c standing in for the CUDA runtime and the kernels.
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
-  bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
+  bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
                    ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
                    ${_cu}/bd_cuda_detect.c
                    ${_cu}/bd_cuda_bench.c
@@ -34,7 +34,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   # The same with the backend's cuDNN path compiled in, over an emulated cuDNN
   # (cuda_emu.c, BD_EMU_CUDNN): descriptors, algorithm search, the fused bias + ReLU call,
   # padded layers and Concat pieces written through the epilogue.
-  bd_add_unit_test(test_cuda_emu_dnn SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c
+  bd_add_unit_test(test_cuda_emu_dnn SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
                    ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
                    ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
                    LIBS bd_gpu TIMEOUT 600)
@@ -67,7 +67,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   target_include_directories(test_cuda_detect PRIVATE ${_cuda_dir})
   set_tests_properties(test_cuda_detect PROPERTIES SKIP_RETURN_CODE 77)
   bd_add_unit_test(test_cuda_detect_emu SOURCES ${_cuda_dir}/test_cuda_detect.c
-                   ${_cuda_dir}/cuda_emu.c ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c
+                   ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c
                    ${_cu}/bd_cuda_cudnn.c ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
                    LIBS bd_gpu TIMEOUT 900)
   target_include_directories(test_cuda_detect_emu PRIVATE ${_cu} ${_cuda_dir}
@@ -107,7 +107,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
            ${CMAKE_SOURCE_DIR}/tests/cli/test_detect_damo.py --write-model ${_tiny})
   set_tests_properties(tiny_damo_model PROPERTIES FIXTURES_SETUP tiny_damo SKIP_RETURN_CODE 77
                        LABELS engine TIMEOUT 120)
-  bd_add_unit_test(test_pool_emu SOURCES ${_cuda_dir}/test_pool.c ${_cuda_dir}/cuda_emu.c
+  bd_add_unit_test(test_pool_emu SOURCES ${_cuda_dir}/test_pool.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
                    ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
                    ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c LIBS bd_gpu
                    LABELS engine TIMEOUT 600)

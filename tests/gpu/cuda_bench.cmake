@@ -5,7 +5,7 @@
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_bdir ${CMAKE_CURRENT_SOURCE_DIR})
   set(_bcu ${CMAKE_SOURCE_DIR}/gpu/cuda)
-  set(_bemu ${_bdir}/cuda_emu.c ${_bcu}/bd_cuda_backend.c ${_bcu}/bd_cuda_exec.c
+  set(_bemu ${_bdir}/cuda_emu.c ${_bdir}/cuda_rt_emu.c ${_bcu}/bd_cuda_backend.c ${_bcu}/bd_cuda_exec.c
       ${_bcu}/bd_cuda_cudnn.c ${_bcu}/bd_cuda_detect.c ${_bcu}/bd_cuda_bench.c)
   bd_add_unit_test(test_cuda_bench_emu SOURCES ${_bdir}/test_cuda_bench.c ${_bemu}
                    LIBS bd_gpu LABELS engine TIMEOUT 300)

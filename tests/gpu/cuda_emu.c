@@ -1,11 +1,11 @@
-/* Host emulation of the cuda backend's device side, for machines without a GPU: a mock
- * of the CUDA runtime calls the backend's host code makes (memory is host memory, copies
- * are memcpy, streams run eagerly, capture is refused so the backend takes its
- * uncaptured path) and CPU twins of every bd_cuda_* launcher with the 16-bit storage
- * (half or BF16) rounded exactly as the GPU rounds it. Linked into test_cuda_emu only:
- * it exercises the backend's planning (representations, conversions, views, arena use,
- * channel padding) on a real model and measures its end-to-end precision; the kernels
- * themselves are covered on a GPU by test_cuda_kernels / test_cuda_conv. */
+/* Host emulation of the cuda backend's device side, for machines without a GPU: CPU
+ * twins of every bd_cuda_* launcher with the 16-bit storage (half or BF16) rounded exactly
+ * as the GPU rounds it, and an emulated cuDNN (BD_EMU_CUDNN), over the runtime of
+ * cuda_rt_emu.c (stream capture refused: the twins run when called, so the backend takes
+ * its uncaptured path). It exercises the backend's planning (representations,
+ * conversions, views, arena use, channel padding) on real models and measures their
+ * end-to-end precision. The real kernel files run on the host through
+ * cuda_kernel_emu.cc instead (tests *_kemu), and on a GPU. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,210 +14,13 @@
 #include <string.h>
 
 #include "bd_cuda_kernels.h"
+#include "cuda_rt_emu.h"
 #include "bd_cuda_post.h"
 #include "bd_family.h"
 #include "bd_graph.h"
 #include "test_cuda_common.h"
 
-/* ---- the runtime mock ---- */
-/* Every allocation is [n bytes as the backend sees them][2n bytes of shadow]: a 16-bit
- * element at byte a of the first part is emulated as the float at byte A + n + 2(a - A)
- * of the shadow (A: the allocation's start), holding the value rounded as the storage
- * policy says. Byte offsets the backend computes (slices, concat pieces, arena
- * offsets) map linearly, so one translation of a view's base per launch suffices. */
-typedef struct emu_alloc {
-  char *p;
-  size_t n;
-  int host; /* cudaMallocHost */
-} emu_alloc;
-static emu_alloc *emu_allocs;
-static int emu_n_allocs, emu_cap_allocs;
-/* The allocation table is shared by every thread (pool instances run engines on threads
- * of their own); the emulated kernels themselves touch only their own buffers. */
-static pthread_mutex_t emu_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* Device bytes allocated now and at most so far (cudaMalloc, as the backend asked). */
-size_t bd_cuda_emu_device_bytes, bd_cuda_emu_device_peak;
-
-static cudaError_t emu_malloc(void **p, size_t n, int host) {
-  size_t sz = (n ? n : 1) * 3;
-  *p = aligned_alloc(256, (sz + 255) / 256 * 256);
-  if (!*p) return cudaErrorMemoryAllocation;
-  pthread_mutex_lock(&emu_mu);
-  if (emu_n_allocs == emu_cap_allocs) {
-    int cap = emu_cap_allocs ? emu_cap_allocs * 2 : 256;
-    emu_alloc *na = realloc(emu_allocs, sizeof(*na) * (size_t)cap);
-    if (!na) {
-      pthread_mutex_unlock(&emu_mu);
-      free(*p);
-      return cudaErrorMemoryAllocation;
-    }
-    emu_allocs = na;
-    emu_cap_allocs = cap;
-  }
-  emu_allocs[emu_n_allocs].p = *p;
-  emu_allocs[emu_n_allocs].host = host;
-  emu_allocs[emu_n_allocs++].n = n ? n : 1;
-  if (!host) {
-    bd_cuda_emu_device_bytes += n ? n : 1;
-    if (bd_cuda_emu_device_bytes > bd_cuda_emu_device_peak)
-      bd_cuda_emu_device_peak = bd_cuda_emu_device_bytes;
-  }
-  pthread_mutex_unlock(&emu_mu);
-  return cudaSuccess;
-}
-cudaError_t cudaMalloc(void **p, size_t n) { return emu_malloc(p, n, 0); }
-cudaError_t cudaFree(void *p) {
-  pthread_mutex_lock(&emu_mu);
-  for (int i = 0; i < emu_n_allocs; ++i)
-    if (emu_allocs[i].p == p) {
-      if (!emu_allocs[i].host) bd_cuda_emu_device_bytes -= emu_allocs[i].n;
-      emu_allocs[i] = emu_allocs[--emu_n_allocs];
-      break;
-    }
-  if (!emu_n_allocs) {
-    free(emu_allocs);
-    emu_allocs = NULL;
-    emu_cap_allocs = 0;
-  }
-  pthread_mutex_unlock(&emu_mu);
-  free(p);
-  return cudaSuccess;
-}
-/* The allocation holding byte c, NULL when none (emu_mu held by the caller). */
-static const emu_alloc *find_alloc(const char *c) {
-  for (int i = 0; i < emu_n_allocs; ++i)
-    if (c >= emu_allocs[i].p && c < emu_allocs[i].p + emu_allocs[i].n) return &emu_allocs[i];
-  return NULL;
-}
-/* The shadow float slots of a 16-bit view based at p (NULL stays NULL). */
-static float *shadow(const void *p) {
-  if (!p) return NULL;
-  const char *c = p;
-  pthread_mutex_lock(&emu_mu);
-  const emu_alloc *a = find_alloc(c);
-  float *r = a ? (float *)(a->p + a->n + 2 * (size_t)(c - a->p)) : NULL;
-  pthread_mutex_unlock(&emu_mu);
-  if (!r) abort(); /* a 16-bit view outside every device allocation: a backend bug */
-  return r;
-}
-cudaError_t cudaMallocHost(void **p, size_t n) { return emu_malloc(p, n, 1); }
-cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
-cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) {
-  (void)k;
-  memmove(d, s, n);
-  return cudaSuccess;
-}
-_Thread_local int bd_cuda_emu_layer; /* launches since the run's first input upload (this thread) */
-int bd_cuda_emu_io_copies; /* host<->device cudaMemcpyAsync calls so far */
-/* The emulated device clock: kernel launches and device-to-device copies so far (all
- * threads); an event records it and an interval is 1 us per launch in between. */
-atomic_llong bd_cuda_emu_launches;
-static void emu_tick(void) { atomic_fetch_add(&bd_cuda_emu_launches, 1); }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
-                            cudaStream_t st) {
-  (void)st;
-  if (k == cudaMemcpyHostToDevice) bd_cuda_emu_layer = 0;
-  if (k == cudaMemcpyDeviceToDevice) emu_tick();
-  if (k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToHost) bd_cuda_emu_io_copies++;
-  return cudaMemcpy(d, s, n, k);
-}
-cudaError_t cudaMemset(void *d, int v, size_t n) {
-  memset(d, v, n);
-  pthread_mutex_lock(&emu_mu);
-  const emu_alloc *a = find_alloc(d); /* the shadow slots of the same bytes */
-  if (a) memset(a->p + a->n + 2 * (size_t)((char *)d - a->p), v, 2 * n);
-  pthread_mutex_unlock(&emu_mu);
-  return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t s) {
-  (void)s;
-  emu_tick(); /* device work, like a launch */
-  return cudaMemset(d, v, n);
-}
-static int emu_stream;
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) {
-  (void)f;
-  *s = (cudaStream_t)&emu_stream;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) { (void)s; return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
-cudaError_t cudaGetDevice(int *d) {
-  *d = 0;
-  return cudaSuccess;
-}
-cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
-/* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
-int bd_cuda_device_count(void) { return 1; }
-cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
-cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) {
-  (void)s;
-  (void)m;
-  return cudaErrorNotSupported; /* the emulation runs eagerly: nothing to capture */
-}
-cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
-  (void)s;
-  *g = NULL;
-  return cudaErrorNotSupported;
-}
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long f) {
-  (void)e; (void)g; (void)f;
-  return cudaErrorNotSupported;
-}
-cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
-cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
-/* Events: work runs eagerly, so every event is complete when recorded; each records the
- * emulated clock (bd_cuda_emu_launches), so that an interval is deterministic: 1 us per
- * launch between its two events (the profile test checks each action's share). The
- * emulation counts records and waits so that a test can see the launch protocol was
- * followed. Memory info: 1 GiB with nothing used (bd_cuda_bench.c). */
-typedef struct emu_event {
-  long long t;
-} emu_event;
-atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
-cudaError_t cudaEventCreate(cudaEvent_t *e) {
-  emu_event *ev = calloc(1, sizeof(*ev));
-  *e = (cudaEvent_t)ev;
-  return ev ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
-  (void)f;
-  return cudaEventCreate(e);
-}
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  free(e);
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  (void)s;
-  ((emu_event *)e)->t = atomic_load(&bd_cuda_emu_launches);
-  bd_cuda_emu_event_records++;
-  return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  (void)e;
-  bd_cuda_emu_event_waits++;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
-  (void)s;
-  (void)e;
-  (void)f;
-  return cudaSuccess;
-}
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-  *ms = (float)(((const emu_event *)b)->t - ((const emu_event *)a)->t) * 1e-3f;
-  return cudaSuccess;
-}
-cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
-  *free_b = *total = (size_t)1 << 30;
-  return cudaSuccess;
-}
+extern _Thread_local int bd_cuda_emu_layer; /* cuda_rt_emu.c */
 
 /* ---- BF16 and views ---- */
 /* 1: 16-bit storage is IEEE half, 0: bfloat16. Defaults to the storage the backend is
@@ -253,7 +56,7 @@ static float emu_round(float v) {
   return emu_half() ? tc_half2f(tc_f2half(v)) : tc_bf2f(tc_f2bf(v));
 }
 
-/* base: an FP32 pointer, or for BF16 the shadow slots (see shadow()). */
+/* base: an FP32 pointer, or for BF16 the shadow slots (see bd_emu_shadow()). */
 static float ld(const void *base, int dt, int64_t i) {
   (void)dt;
   return ((const float *)base)[i];
@@ -263,7 +66,7 @@ static void st(void *base, int dt, int64_t i, float v) {
 }
 /* The base ld/st take for a view of dtype dt. */
 static void *eb(const void *base, int dt) {
-  return dt == BD_CT_F32 ? (void *)base : (void *)shadow(base);
+  return dt == BD_CT_F32 ? (void *)base : (void *)bd_emu_shadow(base);
 }
 static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 static float act(float x, int a) {
@@ -293,7 +96,7 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
   int64_t n = numel_v(out), o[2];
   void *ib = eb(in->base, in->dtype), *ob = eb(out->base, out->dtype);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 2, o);
     float x = ld(ib, in->dtype, o[1]);
@@ -312,7 +115,7 @@ cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a, const
   int64_t n = numel_v(out), o[3];
   void *ab = eb(a->base, a->dtype), *bb = eb(b->base, b->dtype), *ob = eb(out->base, out->dtype);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 3, o);
     float x = ld(ab, a->dtype, o[1]), y = ld(bb, b->dtype, o[2]);
@@ -336,12 +139,12 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
   int cg = p->c / p->group, mg = p->m / p->group;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
-  x = shadow(x);
-  w = shadow(w);
-  r = shadow(r);
-  y = shadow(y);
+  x = bd_emu_shadow(x);
+  w = bd_emu_shadow(w);
+  r = bd_emu_shadow(r);
+  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   emu_config();
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
@@ -385,10 +188,10 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
   if (p->ldy && p->ldy != p->m) return cudaErrorInvalidValue;
-  r = shadow(r);
-  y = shadow(y);
+  r = bd_emu_shadow(r);
+  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t i = 0; i < n; ++i)
     st(y, BD_CT_H16, i,
        epi(ld(y, BD_CT_H16, i), bias ? bias[i % p->m] : 0, r ? ld(r, BD_CT_H16, i) : 0,
@@ -403,11 +206,11 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
   const int ldy = p->ldy ? p->ldy : p->m;
   if (src_c < p->m || ldy < p->m) return cudaErrorInvalidValue;
-  src = shadow(src);
-  r = shadow(r);
-  y = shadow(y);
+  src = bd_emu_shadow(src);
+  r = bd_emu_shadow(r);
+  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t i = 0; i < n; ++i)
     st(y, BD_CT_H16, i / p->m * ldy + i % p->m,
        epi(ld(src, BD_CT_H16, i / p->m * src_c + i % p->m), bias ? bias[i % p->m] : 0,
@@ -420,10 +223,10 @@ cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, int ow, int
                                  void *y, cudaStream_t s) {
   (void)s;
   if (xp < c || yp < c) return cudaErrorInvalidValue;
-  x = shadow(x);
-  y = shadow(y);
+  x = bd_emu_shadow(x);
+  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)
@@ -448,10 +251,10 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
   if (mode != BD_RESIZE_NEAREST || coord != BD_COORD_ASYMMETRIC || nearest != BD_NEAREST_FLOOR)
     return cudaErrorNotSupported; /* the emulation covers what yolox uses */
   if (xp < c || yp < c) return cudaErrorInvalidValue;
-  x = shadow(x);
-  y = shadow(y);
+  x = bd_emu_shadow(x);
+  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
-  emu_tick();
+  bd_emu_tick();
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < oh; ++oy)
       for (int ox = 0; ox < ow; ++ox)
@@ -468,7 +271,7 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
 cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,
                                 float *y, cudaStream_t s) {
   (void)s;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t in = 0; in < inner; ++in) {
       const float *xp = x + o * len * inner + in;
@@ -484,7 +287,7 @@ cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const
 cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, const float *a,
                                int64_t as, const float *b, int64_t bs, float *y, cudaStream_t s) {
   (void)s;
-  emu_tick();
+  bd_emu_tick();
   for (int64_t t = 0; t < batch; ++t)
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
@@ -739,7 +542,7 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(
     return CUDNN_STATUS_NOT_SUPPORTED;
   float *b32 = malloc(sizeof(float) * (size_t)p.m);
   if (!b32) return CUDNN_STATUS_ALLOC_FAILED;
-  const float *bs = shadow(bias); /* 16-bit bias, its emulated values */
+  const float *bs = bd_emu_shadow(bias); /* 16-bit bias, its emulated values */
   for (int i = 0; i < p.m; ++i) b32[i] = bs[i];
   p.act = ad->mode == CUDNN_ACTIVATION_RELU ? BD_ACT_RELU : BD_ACT_NONE;
   p.res = *(const float *)alpha2 != 0.0f ? BD_RES_PRE_ACT : BD_RES_NONE;

@@ -7,6 +7,15 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+// A kernel launch. tests/gpu/cuda_block_emu.h defines BD_LAUNCH first when a kernel file
+// is compiled as host C++ (no GPU), where it runs the grid on host threads or records it
+// into a captured graph. BD_K protects a template kernel's commas: BD_K(k<A, B>).
+#ifndef BD_LAUNCH
+#define BD_LAUNCH(kernel, grid, block, stream, ...) \
+  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
+#define BD_K(...) __VA_ARGS__
+
 __device__ __forceinline__ float bd_ld(float v) { return v; }
 __device__ __forceinline__ float bd_ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float bd_ld(__half v) { return __half2float(v); }

@@ -13,14 +13,12 @@
 // which writes 8 channels per 16-byte store. x and y may be channel slices of wider
 // tensors (ldx, ldy: multiples of 8).
 //
-// tests/gpu/cuda_mma_emu.cc compiles this file as host C++ (BD_CONV_MMA_EMU: threads
-// and barriers stand in for a block, an emulated nvcuda::wmma, BD_MMA_LAUNCH for <<<>>>)
-// so that the tiling, loaders and epilogue are tested against a CPU convolution on
-// machines without a GPU.
-#ifndef BD_CONV_MMA_EMU
+// tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: threads
+// and barriers stand in for a block, BD_LAUNCH for <<<>>>; cuda_mma_emu.h: nvcuda::wmma
+// by its documented semantics) so that the tiling, loaders and epilogue are tested
+// against a CPU convolution on machines without a GPU.
+#ifndef BD_KERNEL_EMU
 #include <mma.h>
-#define BD_MMA_LAUNCH(grid, block, stream, ...) \
-  k_conv_mma<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #endif
 
 #include "bd_cuda_common.cuh"
@@ -161,7 +159,7 @@ extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void 
   const int64_t gx = (n_pix + BM - 1) / BM;
   if (gx > 0x7fffffff) return cudaErrorInvalidValue;
   dim3 grid((unsigned)gx, (unsigned)((p->m + BN - 1) / BN));
-  BD_MMA_LAUNCH(grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w, bias,
+  BD_LAUNCH(k_conv_mma, grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w, bias,
                 (const bd_h16 *)r, (bd_h16 *)y);
   return cudaGetLastError();
 }

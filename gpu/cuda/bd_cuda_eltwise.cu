@@ -194,10 +194,10 @@ template <typename TI, typename TO>
 void launch_map(const Geo &g, const void *in, void *out, int op, cudaStream_t s) {
   int64_t n = numel(g);
   if (fits32(g, 2))
-    k_map<TI, TO, int32_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(BD_K(k_map<TI, TO, int32_t>), bd_grid(n, kThreads), kThreads, s,
         (const TI *)in, (TO *)out, g, (int32_t)n, op);
   else
-    k_map<TI, TO, int64_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(BD_K(k_map<TI, TO, int64_t>), bd_grid(n, kThreads), kThreads, s,
         (const TI *)in, (TO *)out, g, n, op);
 }
 
@@ -206,10 +206,10 @@ void launch_bin(const Geo &g, const void *a, const void *b, void *out, int op,
                 cudaStream_t s) {
   int64_t n = numel(g);
   if (fits32(g, 3))
-    k_bin<TA, TB, TO, int32_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int32_t>), bd_grid(n, kThreads), kThreads, s,
         (const TA *)a, (const TB *)b, (TO *)out, g, (int32_t)n, op);
   else
-    k_bin<TA, TB, TO, int64_t><<<bd_grid(n, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int64_t>), bd_grid(n, kThreads), kThreads, s,
         (const TA *)a, (const TB *)b, (TO *)out, g, n, op);
 }
 
@@ -249,7 +249,7 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
   if (n == 0) return cudaSuccess;
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_H16 &&
       out->dtype == BD_CT_H16 && n % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
-    k_map_h16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>((const uint4 *)in->base,
+    BD_LAUNCH(k_map_h16x8, bd_grid(n / 8, kThreads), kThreads, s, (const uint4 *)in->base,
                                                                (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }
@@ -257,7 +257,7 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
       out->dtype == BD_CT_H16 && g.dims[1] % 8 == 0 && g.s[0][0] % 8 == 0 &&
       g.s[1][0] % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
     int64_t n8 = n / 8;
-    k_map_rows_x8<<<bd_grid(n8, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(k_map_rows_x8, bd_grid(n8, kThreads), kThreads, s,
         (const uint4 *)in->base, (uint4 *)out->base, g.dims[0], g.dims[1] / 8, g.s[1][0] / 8,
         g.s[0][0] / 8, op);
     return cudaGetLastError();
@@ -295,7 +295,7 @@ extern "C" cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_vie
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && g.s[2][0] == 1 &&
       a->dtype == BD_CT_H16 && b->dtype == BD_CT_H16 && out->dtype == BD_CT_H16 &&
       n % 8 == 0 && aligned16(a->base) && aligned16(b->base) && aligned16(out->base)) {
-    k_bin_h16x8<<<bd_grid(n / 8, kThreads), kThreads, 0, s>>>(
+    BD_LAUNCH(k_bin_h16x8, bd_grid(n / 8, kThreads), kThreads, s,
         (const uint4 *)a->base, (const uint4 *)b->base, (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }

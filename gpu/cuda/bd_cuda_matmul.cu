@@ -26,6 +26,6 @@ extern "C" cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, i
                                           int64_t b_bstride, float *y, cudaStream_t s) {
   int64_t total = batch * m * n;
   if (total == 0) return cudaSuccess;
-  k_matmul<<<bd_grid(total, 256), 256, 0, s>>>(batch, m, k, n, a, a_bstride, bm, b_bstride, y);
+  BD_LAUNCH(k_matmul, bd_grid(total, 256), 256, s, batch, m, k, n, a, a_bstride, bm, b_bstride, y);
   return cudaGetLastError();
 }

@@ -5,14 +5,10 @@
 // IoU, mapping) uses the _rn intrinsics so that nvcc cannot contract it into FMAs the
 // CPU does not do.
 //
-// tests/gpu/cuda_post_emu.cc compiles this file as host C++ (BD_CUDA_POST_EMU: threads
-// and barriers stand in for a block, BD_POST_LAUNCH for <<<>>>) so that the kernels'
-// block algorithms are tested on machines without a GPU.
-#ifndef BD_CUDA_POST_EMU
+// tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: threads
+// and barriers stand in for a block, BD_LAUNCH for <<<>>>) so that the kernels' block
+// algorithms are tested on machines without a GPU.
 #include "bd_cuda_common.cuh"
-#define BD_POST_LAUNCH(kernel, grid, block, stream, ...) \
-  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
-#endif
 #include "bd_cuda_post.h"
 
 namespace {
@@ -304,7 +300,7 @@ extern "C" cudaError_t bd_cuda_post_yolox_decode(const float *raw, int n, int in
       num_classes < 1 || num_classes > BD_CUDA_POST_MAX_CLASSES)
     return cudaErrorInvalidValue;
   const int A = grid_anchors(in_h, in_w);
-  BD_POST_LAUNCH(k_yolox_decode, bd_grid((int64_t)n * A, 256), 256, stream, raw, n, in_h, in_w,
+  BD_LAUNCH(k_yolox_decode, bd_grid((int64_t)n * A, 256), 256, stream, raw, n, in_h, in_w,
                  num_classes, A, score, box, cls);
   return cudaGetLastError();
 }
@@ -322,7 +318,7 @@ extern "C" cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int
   cudaError_t e =
       bd_cuda_post_yolox_decode(raw, n, in_h, in_w, num_classes, score, box, cls, stream);
   if (e != cudaSuccess) return e;
-  BD_POST_LAUNCH(k_select_nms, n, kThreads, stream, score, box, cls, 1, A, num_classes, descs, topk,
+  BD_LAUNCH(k_select_nms, n, kThreads, stream, score, box, cls, 1, A, num_classes, descs, topk,
                  out_cap, dets, counts);
   return cudaGetLastError();
 }
@@ -335,7 +331,7 @@ extern "C" cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes
       num_classes < 1 || num_classes > BD_CUDA_POST_MAX_CLASSES ||
       (int64_t)num_anchors * num_classes > BD_CUDA_POST_MAX_SCORES)
     return cudaErrorInvalidValue;
-  BD_POST_LAUNCH(k_select_nms, n, kThreads, stream, scores, boxes, nullptr, 0, num_anchors,
+  BD_LAUNCH(k_select_nms, n, kThreads, stream, scores, boxes, nullptr, 0, num_anchors,
                  num_classes, descs, topk, out_cap, dets, counts);
   return cudaGetLastError();
 }

@@ -77,6 +77,6 @@ extern "C" cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_p
                                              float *dst, cudaStream_t s) {
   if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
   int64_t total = (int64_t)n * out_w * out_h;
-  k_prep<<<bd_grid(total, 256), 256, 0, s>>>(src, descs, n, out_w, out_h, bgr, pad, dst);
+  BD_LAUNCH(k_prep, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad, dst);
   return cudaGetLastError();
 }

@@ -25,6 +25,6 @@ __global__ void k_softmax(int64_t outer, int64_t len, int64_t inner,
 extern "C" cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner,
                                            const float *x, float *y, cudaStream_t s) {
   if (outer * inner == 0 || len == 0) return cudaSuccess;
-  k_softmax<<<bd_grid(outer * inner, 128), 128, 0, s>>>(outer, len, inner, x, y);
+  BD_LAUNCH(k_softmax, bd_grid(outer * inner, 128), 128, s, outer, len, inner, x, y);
   return cudaGetLastError();
 }

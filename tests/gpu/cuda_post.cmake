@@ -9,10 +9,14 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   add_test(NAME test_cuda_post_ref COMMAND test_cuda_post ref)
   set_tests_properties(test_cuda_post_ref PROPERTIES ENVIRONMENT "${BD_TEST_ENV}" TIMEOUT 300
                        LABELS engine)
-  # The kernels' code on a host emulation of the CUDA block (threads + barriers).
-  bd_add_unit_test(test_cuda_post_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_post.c
-                   ${CMAKE_CURRENT_LIST_DIR}/cuda_post_emu.cc LIBS bd_gpu bd_cuda
-                   LABELS engine TIMEOUT 600)
+  # The kernels' code on the host emulation of the CUDA block (threads + barriers,
+  # kemu.cmake): called on host memory, bit-exact against the family; then the GPU path
+  # itself (device copies, stream capture, graph launch) over the emulated runtime.
+  bd_kemu_test(test_cuda_post_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_post.c
+               ${CMAKE_SOURCE_DIR}/gpu/cuda/bd_cuda_post_ref.c)
+  add_test(NAME test_cuda_post_kemu COMMAND test_cuda_post_emu gpu)
+  set_tests_properties(test_cuda_post_kemu PROPERTIES ENVIRONMENT "${BD_TEST_ENV}" TIMEOUT 600
+                       LABELS engine)
   target_compile_definitions(test_cuda_post_emu PRIVATE TEST_POST_EMU=1)
   target_include_directories(test_cuda_post_emu PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   # NCCL weight broadcast to every visible GPU (skips without one).
@@ -25,21 +29,15 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
                     OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/post_dog.ppm RESULT_VARIABLE _post_rc)
     if(_post_rc EQUAL 0)
-      set_property(TEST test_cuda_post test_cuda_post_ref test_cuda_post_emu APPEND PROPERTY ENVIRONMENT
+      set_property(TEST test_cuda_post test_cuda_post_ref test_cuda_post_emu test_cuda_post_kemu APPEND PROPERTY ENVIRONMENT
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/post_dog.ppm")
     endif()
   endif()
 endif()
-# Our tensor-core convolution (bd_cuda_conv_mma.cu) on a host emulation of its blocks and
-# of WMMA, against a CPU convolution (no GPU needed).
+# Our tensor-core convolution (bd_cuda_conv_mma.cu) on the host emulation of its blocks
+# and of WMMA (kemu.cmake), against a CPU convolution (no GPU needed).
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
-  bd_add_unit_test(test_conv_mma_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_conv_mma_emu.c
-                   ${CMAKE_CURRENT_LIST_DIR}/cuda_mma_emu.cc LIBS bd_cuda LABELS engine TIMEOUT 300)
+  bd_kemu_test(test_conv_mma_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_conv_mma_emu.c
+               TIMEOUT 300)
   target_include_directories(test_conv_mma_emu PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  # The kernel's '#pragma unroll' means nothing to the host compiler.
-  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_mma_emu.cc PROPERTIES
-                              COMPILE_OPTIONS "-Wno-unknown-pragmas")
-  if(BATCHDET_CUDA_BF16)
-    target_compile_definitions(test_conv_mma_emu PRIVATE BD_CUDA_BF16=1)
-  endif()
 endif()

@@ -12,6 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An object compiled by nvcc registers its kernels at start-up through this call: linked
+ * next to the emulation, a real kernel would stand in for an emulated one (and do
+ * nothing without a GPU), so the test stops here instead. */
+void **__cudaRegisterFatBinary(void *fat_cubin);
+void **__cudaRegisterFatBinary(void *fat_cubin) {
+  (void)fat_cubin;
+  fprintf(stderr, "cuda emulation: an nvcc-compiled object is linked in; the emulated "
+                  "kernels must be the only ones\n");
+  abort();
+}
+
 /* ---- memory ---- */
 /* Every allocation is [n bytes as the backend sees them][2n bytes of shadow]: a 16-bit
  * element at byte a of the first part is emulated as the float at byte A + n + 2(a - A)

@@ -5,8 +5,10 @@
  * there is no GPU. The candidate cap (topk) is checked by disabling, in the family's
  * input, every candidate outside the topk best (ordered here by score desc, index asc):
  * the family must then give what the capped pipeline gives. Built with TEST_POST_EMU
- * (test_cuda_post_emu) it runs the kernels' code on the host emulation of
- * cuda_post_emu.cc, bit-exact against the family like the twins.
+ * (test_cuda_post_emu) it runs the kernels' code on the host emulation of the kernels
+ * (tests/gpu/kemu.cmake), bit-exact against the family like the twins; with the argument
+ * `gpu` (test_cuda_post_kemu) it takes the GPU path over the emulated runtime instead
+ * (device buffers, a captured graph launched).
  * Inputs: uniform random outputs (many candidates, the cap bites), clustered boxes with
  * sigmoid-like scores (an NMS workload), score ties, and yolox_nano's real outputs on a
  * photo (BD_TEST_PPM, else a synthetic picture) run by the cpu engine. */
@@ -411,8 +413,7 @@ static void test_args(void **state) {
 
 int main(int argc, char **argv) {
 #ifdef TEST_POST_EMU
-  mode = M_EMU;
-  (void)argc, (void)argv;
+  mode = argc > 1 && strcmp(argv[1], "gpu") == 0 ? M_GPU : M_EMU;
 #else
   mode = argc > 1 && strcmp(argv[1], "ref") == 0 ? M_REF : M_GPU;
   if (mode == M_GPU) TC_SKIP_IF_NO_DEVICE();

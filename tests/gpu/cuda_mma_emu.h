@@ -1,21 +1,15 @@
-// Host emulation of bd_cuda_conv_mma (gpu/cuda/bd_cuda_conv_mma.cu compiled as C++ over
-// cuda_block_emu.h) with nvcuda::wmma emulated by its documented semantics: a fragment
-// holds its whole 16x16 tile in every thread of the warp (load_matrix_sync reads element
-// (r, c) of a row-major tile at p[r*ldm + c], of a column-major one at p[c*ldm + r];
-// mma_sync is d = a*b + c in FP32; store_matrix_sync writes row- or column-major, once
-// per warp). Warp-collective calls are made by all 32 threads with the same arguments,
-// so every thread computing the whole tile is what the warp computes. Linked into
-// test_conv_mma_emu, which compares the kernel with a CPU convolution.
-#include <cmath>
-
-#include "cuda_block_emu.h"
+// nvcuda::wmma emulated by its documented semantics, for bd_cuda_conv_mma.cu compiled as
+// host C++ (cuda_kernel_emu.cc with BD_KEMU_MMA): a fragment holds its whole 16x16 tile
+// in every thread of the warp (load_matrix_sync reads element (r, c) of a row-major tile
+// at p[r*ldm + c], of a column-major one at p[c*ldm + r]; mma_sync is d = a*b + c in
+// FP32; store_matrix_sync writes row- or column-major, once per warp). Warp-collective
+// calls are made by all 32 threads with the same arguments, so every thread computing the
+// whole tile is what the warp computes.
+#ifndef CUDA_MMA_EMU_H
+#define CUDA_MMA_EMU_H
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-inline float __expf(float x) {
-  return expf(x);
-}
 
 namespace nvcuda {
 namespace wmma {
@@ -80,7 +74,4 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 }  // namespace wmma
 }  // namespace nvcuda
 
-#define BD_MMA_LAUNCH(grid, block, stream, ...) \
-  ((void)(stream), emu_launch2((grid).x, (grid).y, (block), [&] { k_conv_mma(__VA_ARGS__); }))
-#define BD_CONV_MMA_EMU 1
-#include "../../gpu/cuda/bd_cuda_conv_mma.cu"
+#endif

@@ -1,0 +1,60 @@
+# Our kernel files compiled as host C++ over the kernel emulation (cuda_block_emu.h, one
+# object per .cu through cuda_kernel_emu.cc) plus the emulated runtime (cuda_rt_emu.c):
+# bd_kemu. The tests linked with it run the real kernels' code on machines without a GPU,
+# with stream capture recording and graph launches replaying: the GPU tests of the
+# kernels, layers and pre-processing as they are (*_kemu), and the whole backend, device
+# detection and the pool over the real kernels.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  set(_kemu_dir ${CMAKE_CURRENT_LIST_DIR})
+  set(_kemu_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
+  set(_kemu_objs)
+  foreach(_k eltwise conv pool resize prep softmax matmul post conv_mma)
+    add_library(bd_kemu_${_k} OBJECT ${_kemu_dir}/cuda_kernel_emu.cc)
+    target_compile_definitions(bd_kemu_${_k} PRIVATE "BD_KEMU_SRC=\"${_kemu_cu}/bd_cuda_${_k}.cu\"")
+    if(_k STREQUAL "post" OR _k STREQUAL "conv_mma")
+      target_compile_definitions(bd_kemu_${_k} PRIVATE BD_KEMU_THREADED=1)
+    endif()
+    if(_k STREQUAL "conv_mma")
+      target_compile_definitions(bd_kemu_${_k} PRIVATE BD_KEMU_MMA=1)
+    endif()
+    if(BATCHDET_CUDA_BF16)
+      target_compile_definitions(bd_kemu_${_k} PRIVATE BD_CUDA_BF16=1)
+    endif()
+    target_include_directories(bd_kemu_${_k} PRIVATE ${_kemu_dir} ${_kemu_cu} ${CMAKE_SOURCE_DIR}/gpu
+                               ${CUDAToolkit_INCLUDE_DIRS}
+                               $<TARGET_PROPERTY:bd_common,INTERFACE_INCLUDE_DIRECTORIES>)
+    # Optimised in every build (the emulated grids are large); '#pragma unroll' and the
+    # launchers' unused parameters mean nothing to the host compiler. The kernels pun
+    # 16-byte vectors as 16-bit pairs, which CUDA allows: no strict-aliasing optimisation.
+    target_compile_options(bd_kemu_${_k} PRIVATE -O2 -fno-strict-aliasing -Wno-unknown-pragmas
+                           -Wno-unused-parameter)
+    list(APPEND _kemu_objs $<TARGET_OBJECTS:bd_kemu_${_k}>)
+  endforeach()
+  # The backend's host code without cuDNN (convs take our kernels). A test takes all of
+  # these as its own objects, so that nothing can come from bd_cuda (which bd_gpu links),
+  # whose nvcc objects would stop the test at start-up (cuda_rt_emu.c).
+  set(BD_KEMU_SOURCES ${_kemu_objs} ${_kemu_dir}/cuda_rt_emu.c ${_kemu_cu}/bd_cuda_backend.c
+      ${_kemu_cu}/bd_cuda_exec.c ${_kemu_cu}/bd_cuda_cudnn.c ${_kemu_cu}/bd_cuda_detect.c
+      ${_kemu_cu}/bd_cuda_bench.c)
+  find_package(Threads REQUIRED)
+  # bd_kemu_test(NAME SOURCES ... [LIBS ...] [TIMEOUT s]): a test over the kernel emulation.
+  function(bd_kemu_test NAME)
+    cmake_parse_arguments(K "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
+    if(NOT K_TIMEOUT)
+      set(K_TIMEOUT 600)
+    endif()
+    bd_add_unit_test(${NAME} SOURCES ${K_SOURCES} ${BD_KEMU_SOURCES} LIBS ${K_LIBS} bd_gpu
+                     Threads::Threads m LABELS engine TIMEOUT ${K_TIMEOUT})
+    target_include_directories(${NAME} PRIVATE ${_kemu_dir} ${_kemu_cu} ${CUDAToolkit_INCLUDE_DIRS})
+    target_compile_options(${NAME} PRIVATE -UBD_HAVE_CUDNN)
+    # The C++ runtime of the kernel objects.
+    set_target_properties(${NAME} PROPERTIES LINKER_LANGUAGE CXX)
+  endfunction()
+endif()
+
+# The GPU tests of the kernels, layers and pre-processing, unchanged, over bd_kemu.
+if(BD_HAVE_CUDA AND TARGET bd_cuda)
+  foreach(_t test_cuda_kernels test_cuda_conv test_cuda_prep)
+    bd_kemu_test(${_t}_kemu SOURCES ${_kemu_dir}/${_t}.c)
+  endforeach()
+endif()

@@ -119,7 +119,9 @@ void emu_launch(unsigned grid, unsigned block, F f) {
 
 // Linked in, the kernels are real device work submitted to the runtime, so stream capture
 // can record them (cuda_rt_emu.h).
-[[maybe_unused]] const int emu_graphs_on = (bd_cuda_emu_graphs = 1);
+// They keep no shadow floats either, so allocations are exact (AddressSanitizer sees a
+// kernel step outside one).
+[[maybe_unused]] const int emu_graphs_on = (bd_cuda_emu_graphs = 1, bd_cuda_emu_shadows = 0);
 
 // The error of this thread's last launch (cudaGetLastError in the kernel files).
 thread_local cudaError_t emu_last_error = cudaSuccess;

@@ -45,6 +45,7 @@ static pthread_mutex_t emu_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t emu_dev_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int bd_cuda_emu_graphs, bd_cuda_emu_capture_violations, bd_cuda_emu_graph_launches;
+int bd_cuda_emu_shadows = 1;
 
 /* Device bytes allocated now and at most so far (cudaMalloc, as the backend asked). */
 size_t bd_cuda_emu_device_bytes, bd_cuda_emu_device_peak;
@@ -113,8 +114,10 @@ cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (
 
 static cudaError_t emu_malloc(void **p, size_t n, int host) {
   if (emu_refused(host ? "cudaMallocHost" : "cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
-  size_t sz = (n ? n : 1) * 3;
-  *p = aligned_alloc(256, (sz + 255) / 256 * 256);
+  /* Without shadows the allocation is exactly n bytes, so that AddressSanitizer sees a
+   * kernel reading or writing past it. */
+  size_t sz = (n ? n : 1) * (bd_cuda_emu_shadows ? 3 : 1);
+  if (posix_memalign(p, 256, sz) != 0) *p = NULL;
   if (!*p) return cudaErrorMemoryAllocation;
   pthread_mutex_lock(&emu_mu);
   if (emu_n_allocs == emu_cap_allocs) {
@@ -174,6 +177,7 @@ static int emu_owned(const void *p, size_t n) {
 }
 float *bd_emu_shadow(const void *p) {
   if (!p) return NULL;
+  if (!bd_cuda_emu_shadows) abort(); /* the real kernels' emulation keeps none */
   const char *c = p;
   pthread_mutex_lock(&emu_mu);
   const emu_alloc *a = find_alloc(c);
@@ -228,6 +232,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKin
 /* memset of the bytes and of their shadow slots. */
 static void emu_memset(void *d, int v, size_t n) {
   memset(d, v, n);
+  if (!bd_cuda_emu_shadows) return;
   pthread_mutex_lock(&emu_mu);
   const emu_alloc *a = find_alloc(d); /* the shadow slots of the same bytes */
   if (a) memset(a->p + a->n + 2 * (size_t)((char *)d - a->p), v, 2 * n);

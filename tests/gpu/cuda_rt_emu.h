@@ -27,6 +27,9 @@ cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (
 /* 1: cudaStreamBeginCapture records (the real kernels' emulation); 0 (default): it is
  * refused and the backend runs its uncaptured path (the twins run when called). */
 extern int bd_cuda_emu_graphs;
+/* 1 (default): every allocation carries the twins' shadow floats (bd_emu_shadow); 0 (the
+ * real kernels' emulation): allocations are exactly the bytes asked for. */
+extern int bd_cuda_emu_shadows;
 /* Calls the emulation refused because they are illegal while the calling thread captures
  * a stream (allocations, synchronous copies, synchronisations), or copies with pageable
  * host memory in a capture: a test asserts it stays 0. */

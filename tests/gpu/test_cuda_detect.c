@@ -157,6 +157,14 @@ static void test_vs_cpu(void **s) {
     }
   /* max_det per image holds on the device too. */
   assert_true(got[1].n <= 7);
+  /* The full batches ran as captured graphs (the twins' emulation refuses capture). */
+  const char *gs = bd_engine_graph_status(e, MAX_BATCH, 1);
+  printf("detection graphs (batch %d): %s\n", MAX_BATCH, gs ? gs : "captured");
+#ifdef TEST_DETECT_EMU
+  assert_non_null(gs);
+#else
+  assert_null(gs);
+#endif
   free_dets(got, nimg);
 }
 

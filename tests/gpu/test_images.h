@@ -32,8 +32,10 @@ static inline int tim_model_path(const char *env, char *out, size_t n) {
   return 0;
 }
 
-/* Reads a binary PPM (P6, maxval 255, sides <= 8192) into im; 1 on success. */
+/* Reads a binary PPM (P6, maxval 255, sides <= 8192) into im; 1 on success, else 0 with
+ * im empty (im need not be initialised). */
 static inline int tim_read_ppm(const char *path, bd_image *im) {
+  *im = (bd_image){0};
   FILE *f = path ? fopen(path, "rb") : NULL;
   int w = 0, h = 0, mx = 0, ok = 0;
   if (f && fscanf(f, "P6 %d %d %d", &w, &h, &mx) == 3 && w > 0 && h > 0 && w <= 8192 && h <= 8192 &&

@@ -28,3 +28,24 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   endif()
   set_property(TEST test_cuda_prep_kemu APPEND PROPERTY ENVIRONMENT "BD_TEST_PPM_DIR=${_ppm_dir}")
 endif()
+# `batchdet bench --device cuda` (network, end to end, pool) on a batchdet linked against
+# the kernel emulation: the bench's own capture of the network says it succeeded.
+if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
+  set(_cli ${CMAKE_SOURCE_DIR}/cli)
+  add_executable(batchdet_kemu ${_cli}/main.c ${_cli}/cmd_bench.c ${_cli}/cmd_bench_pool.c
+                 ${_cli}/cmd_bench_prof.c ${BD_KEMU_SOURCES})
+  target_compile_definitions(batchdet_kemu PRIVATE BD_ENGINE_ONLY=1 BD_VERSION="kemu")
+  target_include_directories(batchdet_kemu PRIVATE ${_cli} ${_kemu_cu} ${_kemu_dir}
+                             ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(batchdet_kemu PRIVATE -UBD_HAVE_CUDNN)
+  target_link_libraries(batchdet_kemu PRIVATE bd_gpu bd_common Threads::Threads m)
+  set_target_properties(batchdet_kemu PROPERTIES LINKER_LANGUAGE CXX)
+  if(BATCHDET_CUDA_BF16)
+    target_compile_definitions(batchdet_kemu PRIVATE BD_CUDA_BF16=1)
+  endif()
+  bd_add_script_test(test_bench_kemu
+                     COMMAND /usr/bin/python3 ${_cuda_dir}/test_bench_kemu.py
+                             $<TARGET_FILE:batchdet_kemu> ${_tiny} ${BD_TEST_DATA}/models/yolox_nano.onnx
+                     TIMEOUT 600 LABELS "engine;cli")
+  set_tests_properties(test_bench_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo)
+endif()

@@ -33,9 +33,12 @@ def bench(model, *args, timeout=600):
     return json.loads(p.stdout)
 
 
-for name, model, extra in (("network", TINY, []), ("end-to-end", TINY, ["--end-to-end"]),
-                           ("yolox_nano network", YOLOX, [])):
-    r = bench(model, "--device", "cuda", "--batch", "2", "--iters", "2", "--warmup", "1", *extra)
+for name, model, size in (("network", TINY, ["--batch", "2", "--iters", "2", "--warmup", "1"]),
+                          ("end-to-end", TINY, ["--batch", "2", "--iters", "2", "--warmup", "1",
+                                                "--end-to-end"]),
+                          ("yolox_nano network", YOLOX, ["--batch", "1", "--iters", "1",
+                                                         "--warmup", "0"])):
+    r = bench(model, "--device", "cuda", *size)
     check(r is not None, f"{name}: bench ran")
     if r is None:
         continue

@@ -61,41 +61,48 @@ inline void emu_warp_sync() {
   pthread_barrier_wait(&emu_warp_bar[emu_tid.x >> 5]);
 }
 
+pthread_barrier_t emu_grid_bar; // between blocks: shared memory is reused by the next
+
 struct emu_thread {
   pthread_t th;
-  unsigned t, bx, by;
+  unsigned t, gx, gy;
   void (*body)(void *);
   void *ctx;
 };
 
+// One CUDA thread's part of every block of the grid, block after block.
 inline void *emu_main(void *arg) {
   emu_thread *e = static_cast<emu_thread *>(arg);
   emu_tid = {e->t, 0, 0};
-  emu_bid = {e->bx, e->by, 0};
-  e->body(e->ctx);
+  for (unsigned by = 0; by < e->gy; ++by)
+    for (unsigned bx = 0; bx < e->gx; ++bx) {
+      emu_bid = {bx, by, 0};
+      e->body(e->ctx);
+      pthread_barrier_wait(&emu_grid_bar);
+    }
   return nullptr;
 }
 
-// Runs a gx x gy grid of `block` threads (<= 1024), one block at a time, a thread each.
+// Runs a gx x gy grid of `block` threads (<= 1024), one block at a time, a thread each
+// (the same threads for every block).
 template <typename F>
 void emu_launch2(unsigned gx, unsigned gy, unsigned block, F f) {
   static emu_thread th[1024];
   emu_gdim = {gx, gy, 1};
   emu_bdim = {block, 1, 1};
   const unsigned warps = (block + 31) / 32;
-  for (unsigned by = 0; by < gy; ++by)
-    for (unsigned bx = 0; bx < gx; ++bx) {
-      pthread_barrier_init(&emu_block_bar, nullptr, block);
-      for (unsigned w = 0; w < warps; ++w)
-        pthread_barrier_init(&emu_warp_bar[w], nullptr, block - 32 * w < 32 ? block - 32 * w : 32);
-      for (unsigned t = 0; t < block; ++t) {
-        th[t] = {pthread_t(), t, bx, by, [](void *c) { (*static_cast<F *>(c))(); }, &f};
-        if (pthread_create(&th[t].th, nullptr, emu_main, &th[t]) != 0) __builtin_trap();
-      }
-      for (unsigned t = 0; t < block; ++t) pthread_join(th[t].th, nullptr);
-      pthread_barrier_destroy(&emu_block_bar);
-      for (unsigned w = 0; w < warps; ++w) pthread_barrier_destroy(&emu_warp_bar[w]);
-    }
+  pthread_barrier_init(&emu_block_bar, nullptr, block);
+  pthread_barrier_init(&emu_grid_bar, nullptr, block);
+  for (unsigned w = 0; w < warps; ++w)
+    pthread_barrier_init(&emu_warp_bar[w], nullptr, block - 32 * w < 32 ? block - 32 * w : 32);
+  for (unsigned t = 0; t < block; ++t) {
+    th[t] = {pthread_t(), t, gx, gy, [](void *c) { (*static_cast<F *>(c))(); }, &f};
+    if (pthread_create(&th[t].th, nullptr, emu_main, &th[t]) != 0) __builtin_trap();
+  }
+  for (unsigned t = 0; t < block; ++t) pthread_join(th[t].th, nullptr);
+  pthread_barrier_destroy(&emu_block_bar);
+  pthread_barrier_destroy(&emu_grid_bar);
+  for (unsigned w = 0; w < warps; ++w) pthread_barrier_destroy(&emu_warp_bar[w]);
 }
 
 // The same grid with every thread run in turn on the calling thread (no cooperation).

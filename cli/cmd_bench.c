@@ -172,18 +172,18 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
   bd_err merr;
   bd_err_clear(&merr);
   int have_mem = bd_engine_cuda_plan_memory(g, pb, &pm, &merr) == BD_OK;
-  size_t wb = pm.weights, ab = pm.arena, iob = pm.io;
+  size_t wb = pm.weights, ab = pm.arena;
   if (json)
-    printf("\"cuda_mem\":{\"batch\":%d,\"weights\":%zu,\"arena\":%zu,\"io\":%zu,"
+    printf("\"cuda_mem\":{\"batch\":%d,\"weights\":%zu,\"arena\":%zu,"
            "\"staging\":%.0f,\"plan_fp32_arena\":%zu,\"concat_inputs\":%d,"
            "\"concat_in_place\":%d},\"floor\":[",
-           batch, wb, ab, iob, stage, pb->arena_bytes, pm.concat_inputs, pm.concat_in_place);
+           batch, wb, ab, stage, pb->arena_bytes, pm.concat_inputs, pm.concat_in_place);
   else if (have_mem)
-    printf("cuda mem    b%d per instance: weights %.1f MB + arena %.1f MB + I/O fp32 %.1f MB = "
-           "%.1f MB (+ detection staging %.1f MB, + cuDNN workspace); bd_plan's fp32 arena "
-           "%.1f MB; %d of %d Concat inputs written in place\n",
-           batch, wb / MB, ab / MB, iob / MB, (wb + ab + iob) / MB, stage / MB,
-           pb->arena_bytes / MB, pm.concat_in_place, pm.concat_inputs);
+    printf("cuda mem    b%d per instance: weights %.1f MB + arena %.1f MB (fp32 input and "
+           "outputs included) = %.1f MB (+ detection staging %.1f MB, + cuDNN workspace); "
+           "bd_plan's fp32 arena %.1f MB; %d of %d Concat inputs written in place\n",
+           batch, wb / MB, ab / MB, (wb + ab) / MB, stage / MB, pb->arena_bytes / MB,
+           pm.concat_in_place, pm.concat_inputs);
   else
     printf("cuda mem    not computed: %s\n", merr.msg);
   int n_hw = (int)(sizeof hw / sizeof *hw);

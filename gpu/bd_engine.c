@@ -819,7 +819,6 @@ bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_eng
   if (st != BD_OK) return st;
   m->weights = c.weights;
   m->arena = c.arena;
-  m->io = c.io;
   m->concat_inputs = c.concat_inputs;
   m->concat_in_place = c.in_place;
   return BD_OK;

@@ -146,11 +146,11 @@ const char *bd_engine_graph_status(bd_engine *e, int n, int dd);
 
 /* The device memory a cuda instance would hold for plan p of compiled graph g, computed
  * on the host (no GPU needed; see bd_cuda_plan_memory): weights (the model's blob, one
- * per GPU), arena (activations, conversions, padded-conv scratch), io (FP32 device input
- * and outputs), and how many Concat inputs are written in place. BD_E_UNSUPPORTED in
- * builds without CUDA. */
+ * per GPU), arena (activations, conversions, padded-conv scratch, the network's FP32
+ * input and outputs), and how many Concat inputs are written in place. BD_E_UNSUPPORTED
+ * in builds without CUDA. */
 typedef struct bd_engine_plan_mem {
-  size_t weights, arena, io;
+  size_t weights, arena;
   int concat_inputs, concat_in_place; /* Concat inputs, and those written in place */
 } bd_engine_plan_mem;
 bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_engine_plan_mem *m,

@@ -133,7 +133,7 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
   cp->item = malloc(sizeof(*cp->item) * (size_t)g->n_values);
   cp->scratch = malloc(sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
-  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 1, sizeof(*cp->items));
+  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 9, sizeof(*cp->items));
   cp->alias = malloc(sizeof(*cp->alias) * (size_t)g->n_values);
   cp->alias_ch = calloc((size_t)g->n_values, sizeof(*cp->alias_ch));
   cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
@@ -192,9 +192,7 @@ static void shared_free(bd_cuda_shared *sh) {
   if (sh->ws) cudaFree(sh->ws);
   for (int i = 0; i < 8; ++i) {
     if (i < 4 && sh->h_in[i]) cudaFreeHost(sh->h_in[i]);
-    if (i < 4 && sh->d_in[i]) cudaFree(sh->d_in[i]);
     if (sh->h_out[i]) cudaFreeHost(sh->h_out[i]);
-    if (sh->d_out[i]) cudaFree(sh->d_out[i]);
   }
   memset(sh, 0, sizeof(*sh));
 }
@@ -211,10 +209,7 @@ static void bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp) {
       cp->buf[v][BD_REP_F32] = b->cdev[v];
       cp->prim[v] = BD_REP_F32;
     }
-  for (int i = 0; i < g->n_inputs; ++i) {
-    cp->buf[g->inputs[i]][BD_REP_F32] = cp->d_in[i];
-    cp->prim[g->inputs[i]] = BD_REP_F32;
-  }
+  bd_cuda_bind_inputs(g, cp);
 }
 
 /* The sizing pass and the memory plan: cp->items placed, cp->arena_bytes set. */
@@ -229,8 +224,7 @@ static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
     cp->cur_step = s;
     if ((st = bd_cuda_plan_node(b, cp, p->steps[s], err)) != BD_OK) goto out;
   }
-  for (int i = 0; i < g->n_outputs; ++i) /* read by the output copies after the last step */
-    bd_cuda_extend_items(cp, g->outputs[i], p->n_steps);
+  bd_cuda_bind_outputs(g, cp);
   st = bd_pack(cp->items, cp->n_items, 256, &cp->arena_bytes, err);
 out:
   cp->sizing = 0;
@@ -261,18 +255,12 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   BD_CU(cudaStreamSynchronize(b->stream));
   for (int i = 0; i < g->n_inputs; ++i) {
     cp->in_bytes[i] = (size_t)numel_of(p, g->inputs[i]) * sizeof(float);
-    if ((st = shared_buf(b, cp, &b->sh.d_in[i], &b->sh.in_bytes[i], cp->in_bytes[i], 0,
-                         &cp->d_in[i], err)) != BD_OK)
-      goto out;
     if ((st = shared_buf(b, cp, &b->sh.h_in[i], &b->sh.h_in_bytes[i], cp->in_bytes[i], 1,
                          &cp->h_in[i], err)) != BD_OK)
       goto out;
   }
   for (int i = 0; i < g->n_outputs; ++i) {
     cp->out_bytes[i] = (size_t)numel_of(p, g->outputs[i]) * sizeof(float);
-    if ((st = shared_buf(b, cp, &b->sh.d_out[i], &b->sh.out_bytes[i], cp->out_bytes[i], 0,
-                         &cp->d_out[i], err)) != BD_OK)
-      goto out;
     if ((st = shared_buf(b, cp, &b->sh.h_out[i], &b->sh.h_out_bytes[i], cp->out_bytes[i], 1,
                          &cp->h_out[i], err)) != BD_OK)
       goto out;
@@ -287,17 +275,7 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     st = bd_cuda_plan_node(b, cp, p->steps[s], err);
     if (st != BD_OK) goto out;
   }
-  for (int i = 0; i < g->n_outputs; ++i) {
-    int v = g->outputs[i];
-    if (cp->buf[v][BD_REP_F32] != cp->d_out[i]) {
-      bd_cuda_action *a = &cp->acts[cp->n_acts++];
-      a->kind = BD_A_OUTPUT;
-      a->node = -1;
-      a->value = v;
-      a->rep = BD_REP_F32;
-      a->out_index = i;
-    }
-  }
+  bd_cuda_bind_outputs(g, cp);
   if (cp->probe) {
     cudaFree(cp->probe);
     cp->probe = NULL;
@@ -425,14 +403,6 @@ bd_status bd_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_cuda_plan_
     goto out;
   }
   if ((st = bd_cuda_weights_bytes(g, &m->weights, fb.cdev, &marker, err)) != BD_OK) goto out;
-  for (int i = 0; i < g->n_inputs; ++i) {
-    cp->d_in[i] = &marker;
-    m->io += (size_t)numel_of(p, g->inputs[i]) * sizeof(float);
-  }
-  for (int i = 0; i < g->n_outputs; ++i) {
-    cp->d_out[i] = &marker;
-    m->io += (size_t)numel_of(p, g->outputs[i]) * sizeof(float);
-  }
   if ((st = plan_memory(&fb, cp, err)) != BD_OK) goto out;
   m->arena = cp->arena_bytes;
   for (int n = 0; n < g->n_nodes; ++n)

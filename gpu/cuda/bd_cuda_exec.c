@@ -167,6 +167,54 @@ static bd_status need(bd_cuda_cplan *cp, int v, int rep, const char *node, bd_er
   return BD_OK;
 }
 
+/* The graph's inputs and outputs are arena items like every other value: an input from
+ * its upload before step 0 to its last reader, an output from its producer to the copy
+ * back after the last step. So they reuse the memory of the layers that are dead by
+ * then (the input's after the first layers, the outputs' the early layers'). */
+void bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp) {
+  for (int i = 0; i < g->n_inputs; ++i) {
+    int v = g->inputs[i];
+    cp->prim[v] = BD_REP_F32;
+    if (cp->sizing) {
+      cp->cur_step = 0;
+      size_item(cp, v, BD_REP_F32);
+    } else if (cp->arena) {
+      cp->buf[v][BD_REP_F32] = (char *)cp->arena + cp->items[cp->item[v][BD_REP_F32]].off;
+    }
+    cp->d_in[i] = cp->buf[v][BD_REP_F32];
+  }
+}
+
+/* 1 when output v's primary buffer is its packed FP32 array (the copy back reads it). */
+static int output_direct(const bd_cuda_cplan *cp, int v) {
+  return cp->prim[v] == BD_REP_F32 && cp->vkind[v] == 0;
+}
+
+void bd_cuda_bind_outputs(const bd_graph *g, bd_cuda_cplan *cp) {
+  const int end = cp->plan->n_steps;
+  for (int i = 0; i < g->n_outputs; ++i) {
+    int v = g->outputs[i];
+    if (cp->sizing) {
+      bd_cuda_extend_items(cp, v, end); /* read by the copy back after the last step */
+      cp->out_item[i] = -1;
+      if (!output_direct(cp, v)) { /* converted into an FP32 array of its own at the end */
+        bd_pack_item *it = &cp->items[cp->n_items];
+        it->def = it->last = end;
+        it->size = bd_cuda_rep_bytes(cp, v, BD_REP_F32);
+        cp->out_item[i] = cp->n_items++;
+      }
+      continue;
+    }
+    if (cp->out_item[i] < 0) {
+      cp->d_out[i] = cp->buf[v][BD_REP_F32];
+    } else {
+      cp->d_out[i] = (char *)cp->arena + cp->items[cp->out_item[i]].off;
+      push(cp, BD_A_OUTPUT, -1, v, BD_REP_F32);
+      cp->acts[cp->n_acts - 1].out_index = i;
+    }
+  }
+}
+
 void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step) {
   for (int rep = 0; rep < 2; ++rep) {
     int i = cp->item[v][rep];
@@ -603,17 +651,11 @@ out:
   return st;
 }
 
-/* Output buffer of an op in representation rep: the graph output's FP32 device buffer,
- * else the memory plan's. */
+/* Output buffer of an op in representation rep: the memory plan's (its Concat's buffer
+ * for a piece written in place). */
 static bd_status assign_out(bd_cuda_be *b, bd_cuda_cplan *cp, int v, int rep, bd_err *err) {
   const bd_graph *g = b->base.graph;
   cp->prim[v] = (signed char)rep;
-  if (rep == BD_REP_F32 && g->values[v].is_output)
-    for (int i = 0; i < g->n_outputs; ++i)
-      if (g->outputs[i] == v) {
-        cp->buf[v][rep] = cp->d_out[i];
-        return BD_OK;
-      }
   int u = rep == BD_REP_H16 ? cp->alias[v] : -1;
   if (cp->sizing) {
     /* A Concat piece makes its Concat's buffer live from its own step; the Concat finds

@@ -153,10 +153,13 @@ typedef struct bd_cuda_cplan {
   size_t ws_bytes;
   void *probe; /* algorithm-search workspace, only during prepare */
   size_t probe_bytes;
+  /* The network's FP32 input and outputs on the device: places in the arena (or, for an
+   * output that is a constant, its buffer) set by prepare; and their pinned host copies. */
   void *d_in[4], *h_in[4];
   size_t in_bytes[4];
   void *d_out[8], *h_out[8];
   size_t out_bytes[8];
+  int out_item[8]; /* the arena item of an output converted there at the end, -1 none */
   cudaGraph_t graph;
   cudaGraphExec_t exec; /* NULL: capture failed, runs go directly on the stream */
   char graph_err[BD_ERR_MSG_MAX];
@@ -200,10 +203,10 @@ typedef struct bd_cuda_dd {
 typedef struct bd_cuda_shared {
   void *arena;
   size_t arena_bytes;
-  void *d_in[4], *h_in[4];
-  size_t in_bytes[4], h_in_bytes[4];
-  void *d_out[8], *h_out[8];
-  size_t out_bytes[8], h_out_bytes[8];
+  void *h_in[4];
+  size_t h_in_bytes[4];
+  void *h_out[8];
+  size_t h_out_bytes[8];
   void *ws;
   size_t ws_bytes;
 } bd_cuda_shared;
@@ -240,6 +243,11 @@ size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep);
 void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp);
 /* Extends the lifetime of every memory-plan item of value v to step (sizing pass). */
 void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step);
+/* The graph's inputs and outputs in the arena (bd_cuda_exec.c): inputs bound before the
+ * first step, outputs after the last (in the real pass: d_in, d_out set, and the output
+ * conversions appended). */
+void bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp);
+void bd_cuda_bind_outputs(const bd_graph *g, bd_cuda_cplan *cp);
 /* Adds node's conversions and op step to cp, assigning its output buffer; in the sizing
  * pass (cp->sizing, step cp->cur_step) only records the buffers they need. */
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);

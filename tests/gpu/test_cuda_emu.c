@@ -154,8 +154,9 @@ static void test_bf16_batch1(void **state) {
 }
 
 /* The benchmark hook bd_cuda_backend_time_device (uncaptured path here: the emulation
- * refuses capture): it makes no host<->device copy, and run() afterwards still copies
- * and gives the same outputs (the no-copy flag does not stick). */
+ * refuses capture): it uploads the input before each rep and copies nothing back, leaves
+ * the run's outputs on the device, and run() afterwards still copies and gives the same
+ * outputs (the no-copy flag does not stick). */
 static void test_time_device(void **state) {
   (void)state;
   if (getenv("BD_CUDA_INPUT")) skip();
@@ -183,7 +184,19 @@ static void test_time_device(void **state) {
   int copies = bd_cuda_emu_io_copies;
   check(bd_cuda_backend_time_device(emu, plan, 3, &ms, &err), &err, "time_device");
   assert_true(ms >= 0);
-  assert_int_equal(bd_cuda_emu_io_copies, copies);
+  /* It uploads the last input once more before each rep (the arena's later layers
+   * overwrite it) and copies nothing back: the outputs it leaves on the device are the
+   * run's. */
+  assert_int_equal(bd_cuda_emu_io_copies, copies + 3 * g->n_inputs);
+  copies = bd_cuda_emu_io_copies;
+  {
+    bd_cuda_cplan *c = bd_cuda_backend_plan((bd_cuda_be *)emu, plan);
+    for (int i = 0; i < nout; ++i) {
+      size_t n = (size_t)numel(plan, g->outputs[i]) * 4;
+      assert_int_equal(cudaMemcpy(b[i], c->d_out[i], n, cudaMemcpyDeviceToHost), cudaSuccess);
+      assert_memory_equal(a[i], b[i], n);
+    }
+  }
   assert_int_equal(bd_cuda_backend_time_device(emu, plan, 0, &ms, &err), BD_E_INVALID);
   check(bd_backend_run(emu, plan, (const float *const *)&in, b, &err), &err, "run again");
   assert_int_equal(bd_cuda_emu_io_copies, copies + g->n_inputs + nout);
@@ -203,11 +216,13 @@ static void test_time_device(void **state) {
 
 /* Device memory of a backend's plans (issue 7's memory target). A plan's buffers are
  * sized in their own representation (16-bit NHWC: 2 bytes) and packed by lifetime, and
- * the plans of one backend share the arena, I/O buffers and workspace sized by the
- * first (largest) one. Checked independently of the packer: buffers alive together
- * never share a byte, the smaller plan adds under a quarter of what the first took
- * (every buffer scales with the batch, so separate buffers would add half), the values'
- * buffers pack into at most 60% of bd_plan's FP32-sized arena, the smaller plan computes
+ * the plans of one backend share the arena (the network's FP32 input and outputs are
+ * items in it), pinned I/O buffers and workspace sized by the first (largest) one.
+ * Checked independently of the packer: buffers alive together never share a byte, the
+ * smaller plan adds under a quarter of what the first took (every buffer scales with the
+ * batch, so separate buffers would add half), the input and outputs lie in the arena,
+ * the intermediate values' buffers pack into at most 60% of bd_plan's FP32-sized arena
+ * (which holds the same values), the smaller plan computes
  * the same as the cpu backend while sharing, and destroying the backend returns every
  * byte. */
 static void test_plan_memory(void **state) {
@@ -253,7 +268,8 @@ static void test_plan_memory(void **state) {
   assert_non_null(vals);
   for (int v2 = 0; v2 < g->n_values; ++v2)
     for (int rep = 0; rep < 2; ++rep)
-      if (c2->item[v2][rep] >= 0) vals[nv++] = c2->items[c2->item[v2][rep]];
+      if (c2->item[v2][rep] >= 0 && !g->values[v2].is_input && !g->values[v2].is_output)
+        vals[nv++] = c2->items[c2->item[v2][rep]];
   assert_true(nv < c2->n_items); /* yolox_nano has channel-padded convs */
   check(bd_pack(vals, nv, 64, &vals_bytes, &err), &err, "bd_pack");
   printf("values' buffers: %zu bytes packed (bd_plan FP32-sized: %zu)\n", vals_bytes,
@@ -261,8 +277,15 @@ static void test_plan_memory(void **state) {
   assert_true((double)vals_bytes <= 0.6 * (double)p2->arena_bytes);
   free(vals);
   assert_ptr_equal(c1->arena, c2->arena);
-  assert_ptr_equal(c1->d_in[0], c2->d_in[0]);
-  assert_ptr_equal(c1->d_out[0], c2->d_out[0]);
+  const char *ar = c2->arena;
+  for (int k = 0; k < 2; ++k) {
+    const bd_cuda_cplan *c = k ? c1 : c2;
+    assert_true((const char *)c->d_in[0] >= ar && (const char *)c->d_in[0] < ar + c2->arena_bytes);
+    for (int i = 0; i < g->n_outputs; ++i)
+      assert_true((const char *)c->d_out[i] >= ar &&
+                  (const char *)c->d_out[i] + numel(k ? p1 : p2, g->outputs[i]) * 4 <=
+                      ar + c2->arena_bytes);
+  }
   assert_true(after1 - after2 <= (after2 - weights) / 4);
   /* The batch-1 plan on the shared buffers vs the cpu backend. */
   int v = g->inputs[0], nout = g->n_outputs;

@@ -133,7 +133,10 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->layer = calloc((size_t)g->n_nodes, sizeof(*cp->layer));
   cp->item = malloc(sizeof(*cp->item) * (size_t)g->n_values);
   cp->scratch = malloc(sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
-  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 9, sizeof(*cp->items));
+  /* Items: a value's two representations, a node's two scratch copies, an output's
+   * conversion at the end (at most 8), and one spare. */
+  cp->items = calloc((size_t)g->n_values * 2 + (size_t)g->n_nodes * 2 + 8 + 1,
+                     sizeof(*cp->items));
   cp->alias = malloc(sizeof(*cp->alias) * (size_t)g->n_values);
   cp->alias_ch = calloc((size_t)g->n_values, sizeof(*cp->alias_ch));
   cp->pad_to = calloc((size_t)g->n_values, sizeof(*cp->pad_to));
@@ -198,7 +201,7 @@ static void shared_free(bd_cuda_shared *sh) {
 }
 
 /* Buffers every pass starts from: constants and graph inputs, nothing computed. */
-static void bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp) {
+static bd_status bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   memset(cp->prim, -1, (size_t)g->n_values);
   memset(cp->buf, 0, sizeof(*cp->buf) * (size_t)g->n_values);
@@ -209,7 +212,7 @@ static void bind_fixed(bd_cuda_be *b, bd_cuda_cplan *cp) {
       cp->buf[v][BD_REP_F32] = b->cdev[v];
       cp->prim[v] = BD_REP_F32;
     }
-  bd_cuda_bind_inputs(g, cp);
+  return bd_cuda_bind_inputs(g, cp, err);
 }
 
 /* The sizing pass and the memory plan: cp->items placed, cp->arena_bytes set. */
@@ -219,7 +222,7 @@ static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_plan_aliases(b, cp);
   cp->sizing = 1;
-  bind_fixed(b, cp);
+  if ((st = bind_fixed(b, cp, err)) != BD_OK) goto out;
   for (int s = 0; s < p->n_steps; ++s) {
     cp->cur_step = s;
     if ((st = bd_cuda_plan_node(b, cp, p->steps[s], err)) != BD_OK) goto out;
@@ -269,7 +272,7 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   if ((st = shared_buf(b, cp, &b->sh.arena, &b->sh.arena_bytes, cp->arena_bytes, 0, &cp->arena,
                        err)) != BD_OK)
     goto out;
-  bind_fixed(b, cp);
+  if ((st = bind_fixed(b, cp, err)) != BD_OK) goto out;
   for (int s = 0; s < p->n_steps; ++s) {
     cp->cur_step = s;
     st = bd_cuda_plan_node(b, cp, p->steps[s], err);

@@ -43,9 +43,10 @@ bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devi
 /* Benchmark hooks (batchdet bench; bd_cuda_bench.c), not used by inference.
  * bd_cuda_backend_time_device: runs prepared plan p `reps` (1..10000) times on the input
  * the last run() uploaded (uploaded once more before each rep, outside the timing: the
- * input lives in the arena), without the host<->device copies of input and outputs (a second CUDA graph of the plan, captured
- * on first use, when the plan runs as a graph), and sets *ms to the mean device time of
- * one run, each rep between two CUDA events on the backend's stream.
+ * input lives in the arena), without the host<->device copies of input and outputs (a
+ * second CUDA graph of the plan, captured on first use, when the plan runs as a graph),
+ * and sets *ms to the mean device time of one run, each rep between two CUDA events on
+ * the backend's stream.
  * bd_cuda_device_mem_used: device memory in use on GPU `device` (total - free from
  * cudaMemGetInfo: every process and the CUDA context included), in bytes; creates this
  * process's context on it when there is none yet. */
@@ -74,9 +75,10 @@ const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
  * host by prepare's own sizing pass and packer (no GPU needed): the weights blob (one per
  * model and GPU, shared by the instances on it) and the arena (activations in their
  * representations, conversions, padded convs' scratch, and the network's FP32 input and
- * outputs, which live there like any value). Not included: the cuDNN workspace (chosen by measurement), the padded
- * convs' weights, cuDNN's handle, the CUDA context, and device-detection staging. The
- * plan assumes a GPU with cuDNN and the convolution path BATCHDET_CUDA_CONV selects. */
+ * outputs, which live there like any value). Not included: the cuDNN workspace (chosen
+ * by measurement), the padded convs' weights, cuDNN's handle, the CUDA context, and
+ * device-detection staging. The plan assumes a GPU with cuDNN and the convolution path
+ * BATCHDET_CUDA_CONV selects. */
 typedef struct bd_cuda_plan_mem {
   size_t weights, arena;
   int concat_inputs; /* inputs of Concat nodes, */

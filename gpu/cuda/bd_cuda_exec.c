@@ -171,18 +171,20 @@ static bd_status need(bd_cuda_cplan *cp, int v, int rep, const char *node, bd_er
  * its upload before step 0 to its last reader, an output from its producer to the copy
  * back after the last step. So they reuse the memory of the layers that are dead by
  * then (the input's after the first layers, the outputs' the early layers'). */
-void bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp) {
+bd_status bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp, bd_err *err) {
   for (int i = 0; i < g->n_inputs; ++i) {
     int v = g->inputs[i];
     cp->prim[v] = BD_REP_F32;
     if (cp->sizing) {
       cp->cur_step = 0;
       size_item(cp, v, BD_REP_F32);
-    } else if (cp->arena) {
-      cp->buf[v][BD_REP_F32] = (char *)cp->arena + cp->items[cp->item[v][BD_REP_F32]].off;
+      continue;
     }
+    bd_status st = place(cp, v, BD_REP_F32, err);
+    if (st != BD_OK) return st;
     cp->d_in[i] = cp->buf[v][BD_REP_F32];
   }
+  return BD_OK;
 }
 
 /* 1 when output v's primary buffer is its packed FP32 array (the copy back reads it). */

@@ -246,7 +246,7 @@ void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step);
 /* The graph's inputs and outputs in the arena (bd_cuda_exec.c): inputs bound before the
  * first step, outputs after the last (in the real pass: d_in, d_out set, and the output
  * conversions appended). */
-void bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp);
+bd_status bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp, bd_err *err);
 void bd_cuda_bind_outputs(const bd_graph *g, bd_cuda_cplan *cp);
 /* Adds node's conversions and op step to cp, assigning its output buffer; in the sizing
  * pass (cp->sizing, step cp->cur_step) only records the buffers they need. */

@@ -152,13 +152,12 @@ extern "C" cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const vo
   if (total == 0) return cudaSuccess;
   if (p->group == p->c && p->m == p->c && p->c % 8 == 0 && ldx % 8 == 0 && ldy % 8 == 0 &&
       ((uintptr_t)x & 15u) == 0 && ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
-    BD_LAUNCH(k_conv_dw8, bd_grid(total / 8, kThreads), kThreads, s,
-        *p, (const uint4 *)x, (const bd_h16 *)w, bias, (const uint4 *)r, (uint4 *)y, total / 8);
+    BD_LAUNCH(k_conv_dw8, bd_grid(total / 8, kThreads), kThreads, s, *p, (const uint4 *)x,
+              (const bd_h16 *)w, bias, (const uint4 *)r, (uint4 *)y, total / 8);
     return cudaGetLastError();
   }
-  BD_LAUNCH(k_conv_direct, bd_grid(total, kThreads), kThreads, s,
-      *p, (const bd_h16 *)x, (const bd_h16 *)w, bias,
-      (const bd_h16 *)r, (bd_h16 *)y, total);
+  BD_LAUNCH(k_conv_direct, bd_grid(total, kThreads), kThreads, s, *p, (const bd_h16 *)x,
+            (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y, total);
   return cudaGetLastError();
 }
 
@@ -169,9 +168,8 @@ extern "C" cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, c
   const int ldy = p->ldy ? p->ldy : p->m;
   if (src_c < p->m || ldy < p->m) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
-  BD_LAUNCH(k_epilogue_from, bd_grid(total, kThreads), kThreads, s,
-      p->m, src_c, ldy, p->act, p->res, (const bd_h16 *)src, bias, (const bd_h16 *)r,
-      (bd_h16 *)y, total);
+  BD_LAUNCH(k_epilogue_from, bd_grid(total, kThreads), kThreads, s, p->m, src_c, ldy, p->act,
+            p->res, (const bd_h16 *)src, bias, (const bd_h16 *)r, (bd_h16 *)y, total);
   return cudaGetLastError();
 }
 
@@ -181,11 +179,11 @@ extern "C" cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const 
   if (p->ldy && p->ldy != p->m) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
   if (p->m % 8 == 0 && ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
-    BD_LAUNCH(k_epilogue8, bd_grid(total / 8, kThreads), kThreads, s,
-        p->m, p->act, p->res, bias, (const uint4 *)r, (uint4 *)y, total / 8);
+    BD_LAUNCH(k_epilogue8, bd_grid(total / 8, kThreads), kThreads, s, p->m, p->act, p->res, bias,
+              (const uint4 *)r, (uint4 *)y, total / 8);
   } else {
-    BD_LAUNCH(k_epilogue, bd_grid(total, kThreads), kThreads, s,
-        p->m, p->act, p->res, bias, (const bd_h16 *)r, (bd_h16 *)y, total);
+    BD_LAUNCH(k_epilogue, bd_grid(total, kThreads), kThreads, s, p->m, p->act, p->res, bias,
+              (const bd_h16 *)r, (bd_h16 *)y, total);
   }
   return cudaGetLastError();
 }

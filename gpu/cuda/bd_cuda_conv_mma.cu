@@ -160,6 +160,6 @@ extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void 
   if (gx > 0x7fffffff) return cudaErrorInvalidValue;
   dim3 grid((unsigned)gx, (unsigned)((p->m + BN - 1) / BN));
   BD_LAUNCH(k_conv_mma, grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w, bias,
-                (const bd_h16 *)r, (bd_h16 *)y);
+            (const bd_h16 *)r, (bd_h16 *)y);
   return cudaGetLastError();
 }

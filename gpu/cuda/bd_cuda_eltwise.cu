@@ -194,11 +194,11 @@ template <typename TI, typename TO>
 void launch_map(const Geo &g, const void *in, void *out, int op, cudaStream_t s) {
   int64_t n = numel(g);
   if (fits32(g, 2))
-    BD_LAUNCH(BD_K(k_map<TI, TO, int32_t>), bd_grid(n, kThreads), kThreads, s,
-        (const TI *)in, (TO *)out, g, (int32_t)n, op);
+    BD_LAUNCH(BD_K(k_map<TI, TO, int32_t>), bd_grid(n, kThreads), kThreads, s, (const TI *)in,
+              (TO *)out, g, (int32_t)n, op);
   else
-    BD_LAUNCH(BD_K(k_map<TI, TO, int64_t>), bd_grid(n, kThreads), kThreads, s,
-        (const TI *)in, (TO *)out, g, n, op);
+    BD_LAUNCH(BD_K(k_map<TI, TO, int64_t>), bd_grid(n, kThreads), kThreads, s, (const TI *)in,
+              (TO *)out, g, n, op);
 }
 
 template <typename TA, typename TB, typename TO>
@@ -206,11 +206,11 @@ void launch_bin(const Geo &g, const void *a, const void *b, void *out, int op,
                 cudaStream_t s) {
   int64_t n = numel(g);
   if (fits32(g, 3))
-    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int32_t>), bd_grid(n, kThreads), kThreads, s,
-        (const TA *)a, (const TB *)b, (TO *)out, g, (int32_t)n, op);
+    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int32_t>), bd_grid(n, kThreads), kThreads, s, (const TA *)a,
+              (const TB *)b, (TO *)out, g, (int32_t)n, op);
   else
-    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int64_t>), bd_grid(n, kThreads), kThreads, s,
-        (const TA *)a, (const TB *)b, (TO *)out, g, n, op);
+    BD_LAUNCH(BD_K(k_bin<TA, TB, TO, int64_t>), bd_grid(n, kThreads), kThreads, s, (const TA *)a,
+              (const TB *)b, (TO *)out, g, n, op);
 }
 
 template <typename TA, typename TB>
@@ -250,16 +250,15 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_H16 &&
       out->dtype == BD_CT_H16 && n % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
     BD_LAUNCH(k_map_h16x8, bd_grid(n / 8, kThreads), kThreads, s, (const uint4 *)in->base,
-                                                               (uint4 *)out->base, n / 8, op);
+              (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }
   if (g.rank == 2 && g.s[0][1] == 1 && g.s[1][1] == 1 && in->dtype == BD_CT_H16 &&
       out->dtype == BD_CT_H16 && g.dims[1] % 8 == 0 && g.s[0][0] % 8 == 0 &&
       g.s[1][0] % 8 == 0 && aligned16(in->base) && aligned16(out->base)) {
     int64_t n8 = n / 8;
-    BD_LAUNCH(k_map_rows_x8, bd_grid(n8, kThreads), kThreads, s,
-        (const uint4 *)in->base, (uint4 *)out->base, g.dims[0], g.dims[1] / 8, g.s[1][0] / 8,
-        g.s[0][0] / 8, op);
+    BD_LAUNCH(k_map_rows_x8, bd_grid(n8, kThreads), kThreads, s, (const uint4 *)in->base,
+              (uint4 *)out->base, g.dims[0], g.dims[1] / 8, g.s[1][0] / 8, g.s[0][0] / 8, op);
     return cudaGetLastError();
   }
   if (in->dtype == BD_CT_H16) {
@@ -295,8 +294,8 @@ extern "C" cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_vie
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && g.s[2][0] == 1 &&
       a->dtype == BD_CT_H16 && b->dtype == BD_CT_H16 && out->dtype == BD_CT_H16 &&
       n % 8 == 0 && aligned16(a->base) && aligned16(b->base) && aligned16(out->base)) {
-    BD_LAUNCH(k_bin_h16x8, bd_grid(n / 8, kThreads), kThreads, s,
-        (const uint4 *)a->base, (const uint4 *)b->base, (uint4 *)out->base, n / 8, op);
+    BD_LAUNCH(k_bin_h16x8, bd_grid(n / 8, kThreads), kThreads, s, (const uint4 *)a->base,
+              (const uint4 *)b->base, (uint4 *)out->base, n / 8, op);
     return cudaGetLastError();
   }
   if (a->dtype == BD_CT_H16)

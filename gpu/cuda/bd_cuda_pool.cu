@@ -81,12 +81,11 @@ extern "C" cudaError_t bd_cuda_maxpool_nhwc(int n, int h, int w, int c, int oh, 
   if (xp < c || yp < c) return cudaErrorInvalidValue;
   if (c % 8 == 0 && xp % 8 == 0 && yp % 8 == 0 && ((uintptr_t)x & 15u) == 0 &&
       ((uintptr_t)y & 15u) == 0) {
-    BD_LAUNCH(k_maxpool8, bd_grid(total / 8, 256), 256, s, h, w, c / 8, oh, ow, kh, kw, sh, sw, pad_t,
-                                                      pad_l, xp / 8, yp / 8, (const uint4 *)x,
-                                                      (uint4 *)y, total / 8);
+    BD_LAUNCH(k_maxpool8, bd_grid(total / 8, 256), 256, s, h, w, c / 8, oh, ow, kh, kw, sh, sw,
+              pad_t, pad_l, xp / 8, yp / 8, (const uint4 *)x, (uint4 *)y, total / 8);
     return cudaGetLastError();
   }
-  BD_LAUNCH(k_maxpool, bd_grid(total, 256), 256, s, h, w, c, oh, ow, kh, kw, sh, sw, pad_t, pad_l, xp,
-                                               yp, (const bd_h16 *)x, (bd_h16 *)y, total);
+  BD_LAUNCH(k_maxpool, bd_grid(total, 256), 256, s, h, w, c, oh, ow, kh, kw, sh, sw, pad_t, pad_l,
+            xp, yp, (const bd_h16 *)x, (bd_h16 *)y, total);
   return cudaGetLastError();
 }

@@ -301,7 +301,7 @@ extern "C" cudaError_t bd_cuda_post_yolox_decode(const float *raw, int n, int in
     return cudaErrorInvalidValue;
   const int A = grid_anchors(in_h, in_w);
   BD_LAUNCH(k_yolox_decode, bd_grid((int64_t)n * A, 256), 256, stream, raw, n, in_h, in_w,
-                 num_classes, A, score, box, cls);
+            num_classes, A, score, box, cls);
   return cudaGetLastError();
 }
 
@@ -319,7 +319,7 @@ extern "C" cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int
       bd_cuda_post_yolox_decode(raw, n, in_h, in_w, num_classes, score, box, cls, stream);
   if (e != cudaSuccess) return e;
   BD_LAUNCH(k_select_nms, n, kThreads, stream, score, box, cls, 1, A, num_classes, descs, topk,
-                 out_cap, dets, counts);
+            out_cap, dets, counts);
   return cudaGetLastError();
 }
 
@@ -331,7 +331,7 @@ extern "C" cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes
       num_classes < 1 || num_classes > BD_CUDA_POST_MAX_CLASSES ||
       (int64_t)num_anchors * num_classes > BD_CUDA_POST_MAX_SCORES)
     return cudaErrorInvalidValue;
-  BD_LAUNCH(k_select_nms, n, kThreads, stream, scores, boxes, nullptr, 0, num_anchors,
-                 num_classes, descs, topk, out_cap, dets, counts);
+  BD_LAUNCH(k_select_nms, n, kThreads, stream, scores, boxes, nullptr, 0, num_anchors, num_classes,
+            descs, topk, out_cap, dets, counts);
   return cudaGetLastError();
 }

@@ -88,13 +88,11 @@ extern "C" cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, i
   if (!(scale_h > 0.0f) || !(scale_w > 0.0f) || xp < c || yp < c) return cudaErrorInvalidValue;
   if (mode == 0 && c % 8 == 0 && xp % 8 == 0 && yp % 8 == 0 && ((uintptr_t)x & 15u) == 0 &&
       ((uintptr_t)y & 15u) == 0) {
-    BD_LAUNCH(k_resize_nearest8, bd_grid(total / 8, 256), 256, s,
-        h, w, c / 8, oh, ow, coord, nearest, scale_h, scale_w, xp / 8, yp / 8, (const uint4 *)x,
-        (uint4 *)y, total / 8);
+    BD_LAUNCH(k_resize_nearest8, bd_grid(total / 8, 256), 256, s, h, w, c / 8, oh, ow, coord,
+              nearest, scale_h, scale_w, xp / 8, yp / 8, (const uint4 *)x, (uint4 *)y, total / 8);
     return cudaGetLastError();
   }
   BD_LAUNCH(k_resize, bd_grid(total, 256), 256, s, h, w, c, oh, ow, mode, coord, nearest, scale_h,
-                                              scale_w, xp, yp, (const bd_h16 *)x, (bd_h16 *)y,
-                                              total);
+            scale_w, xp, yp, (const bd_h16 *)x, (bd_h16 *)y, total);
   return cudaGetLastError();
 }

@@ -24,19 +24,14 @@ endif()
 # with cuda_emu.c standing in for the CUDA runtime and the kernels.
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
-  bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
-                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
-                   ${_cu}/bd_cuda_detect.c
-                   ${_cu}/bd_cuda_bench.c
+  bd_add_unit_test(test_cuda_emu SOURCES ${_cuda_dir}/test_cuda_emu.c ${BD_TWIN_EMU_SOURCES}
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_emu PRIVATE -UBD_HAVE_CUDNN)
   # The same with the backend's cuDNN path compiled in, over an emulated cuDNN
   # (cuda_emu.c, BD_EMU_CUDNN): descriptors, algorithm search, the fused bias + ReLU call,
   # padded layers and Concat pieces written through the epilogue.
-  bd_add_unit_test(test_cuda_emu_dnn SOURCES ${_cuda_dir}/test_cuda_emu.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
-                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
-                   ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
+  bd_add_unit_test(test_cuda_emu_dnn SOURCES ${_cuda_dir}/test_cuda_emu.c ${BD_TWIN_EMU_SOURCES}
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu_dnn PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(test_cuda_emu_dnn PRIVATE BD_EMU_CUDNN=1)
@@ -66,9 +61,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    LABELS cuda TIMEOUT 600)
   target_include_directories(test_cuda_detect PRIVATE ${_cuda_dir})
   set_tests_properties(test_cuda_detect PROPERTIES SKIP_RETURN_CODE 77)
-  bd_add_unit_test(test_cuda_detect_emu SOURCES ${_cuda_dir}/test_cuda_detect.c
-                   ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c
-                   ${_cu}/bd_cuda_cudnn.c ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c
+  bd_add_unit_test(test_cuda_detect_emu SOURCES ${_cuda_dir}/test_cuda_detect.c ${BD_TWIN_EMU_SOURCES}
                    LIBS bd_gpu TIMEOUT 900)
   target_include_directories(test_cuda_detect_emu PRIVATE ${_cu} ${_cuda_dir}
                              ${CUDAToolkit_INCLUDE_DIRS})
@@ -107,9 +100,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
            ${CMAKE_SOURCE_DIR}/tests/cli/test_detect_damo.py --write-model ${_tiny})
   set_tests_properties(tiny_damo_model PROPERTIES FIXTURES_SETUP tiny_damo SKIP_RETURN_CODE 77
                        LABELS engine TIMEOUT 120)
-  bd_add_unit_test(test_pool_emu SOURCES ${_cuda_dir}/test_pool.c ${_cuda_dir}/cuda_emu.c ${_cuda_dir}/cuda_rt_emu.c
-                   ${_cu}/bd_cuda_backend.c ${_cu}/bd_cuda_exec.c ${_cu}/bd_cuda_cudnn.c
-                   ${_cu}/bd_cuda_detect.c ${_cu}/bd_cuda_bench.c LIBS bd_gpu
+  bd_add_unit_test(test_pool_emu SOURCES ${_cuda_dir}/test_pool.c ${BD_TWIN_EMU_SOURCES} LIBS bd_gpu
                    LABELS engine TIMEOUT 600)
   target_include_directories(test_pool_emu PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_pool_emu PRIVATE -UBD_HAVE_CUDNN)

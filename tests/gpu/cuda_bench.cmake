@@ -5,9 +5,7 @@
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_bdir ${CMAKE_CURRENT_SOURCE_DIR})
   set(_bcu ${CMAKE_SOURCE_DIR}/gpu/cuda)
-  set(_bemu ${_bdir}/cuda_emu.c ${_bdir}/cuda_rt_emu.c ${_bcu}/bd_cuda_backend.c ${_bcu}/bd_cuda_exec.c
-      ${_bcu}/bd_cuda_cudnn.c ${_bcu}/bd_cuda_detect.c ${_bcu}/bd_cuda_bench.c)
-  bd_add_unit_test(test_cuda_bench_emu SOURCES ${_bdir}/test_cuda_bench.c ${_bemu}
+  bd_add_unit_test(test_cuda_bench_emu SOURCES ${_bdir}/test_cuda_bench.c ${BD_TWIN_EMU_SOURCES}
                    LIBS bd_gpu LABELS engine TIMEOUT 300)
   target_include_directories(test_cuda_bench_emu PRIVATE ${_bcu} ${_bdir} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_bench_emu PRIVATE -UBD_HAVE_CUDNN)
@@ -17,7 +15,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
 
   set(_cli ${CMAKE_SOURCE_DIR}/cli)
   add_executable(batchdet_emu ${_cli}/main.c ${_cli}/cmd_bench.c ${_cli}/cmd_bench_pool.c
-                 ${_cli}/cmd_bench_prof.c ${_bemu})
+                 ${_cli}/cmd_bench_prof.c ${BD_TWIN_EMU_SOURCES})
   target_compile_definitions(batchdet_emu PRIVATE BD_ENGINE_ONLY=1 BD_VERSION="emu")
   target_include_directories(batchdet_emu PRIVATE ${_cli} ${_bcu} ${_bdir} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(batchdet_emu PRIVATE -UBD_HAVE_CUDNN)

@@ -119,11 +119,6 @@ void emu_serial2(unsigned gx, unsigned gy, unsigned block, F f) {
       }
 }
 
-template <typename F>
-void emu_launch(unsigned grid, unsigned block, F f) {
-  emu_launch2(grid, 1, block, f);
-}
-
 // Linked in, the kernels are real device work submitted to the runtime, so stream capture
 // can record them (cuda_rt_emu.h).
 // They keep no shadow floats either, so allocations are exact (AddressSanitizer sees a

@@ -44,7 +44,7 @@ static pthread_mutex_t emu_mu = PTHREAD_MUTEX_INITIALIZER;
  * emulation's threads and barriers are process-wide state). */
 static pthread_mutex_t emu_dev_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int bd_cuda_emu_graphs, bd_cuda_emu_capture_violations, bd_cuda_emu_graph_launches;
+int bd_cuda_emu_graphs;
 int bd_cuda_emu_shadows = 1;
 
 /* Device bytes allocated now and at most so far (cudaMalloc, as the backend asked). */
@@ -69,13 +69,16 @@ typedef struct emu_stream {
  * own calls are checked). */
 static _Thread_local emu_stream *emu_capturing;
 
+/* `what` is illegal in the capture of es: EndCapture will fail, as on a GPU. */
+static void emu_invalidate(emu_stream *es, const char *what) {
+  es->invalid = 1;
+  fprintf(stderr, "cuda emulation: %s while capturing a stream\n", what);
+}
 /* 1 (and the capture invalidated) when the calling thread is capturing: `what` is
  * illegal there. */
 static int emu_refused(const char *what) {
   if (!emu_capturing) return 0;
-  emu_capturing->invalid = 1;
-  __atomic_fetch_add(&bd_cuda_emu_capture_violations, 1, __ATOMIC_RELAXED);
-  fprintf(stderr, "cuda emulation: %s while capturing a stream\n", what);
+  emu_invalidate(emu_capturing, what);
   return 1;
 }
 
@@ -218,9 +221,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKin
   emu_stream *es = (emu_stream *)st;
   /* A graph's copy node needs device or pinned memory at both ends. */
   if (es && es->capture && n && (!emu_owned(d, n) || !emu_owned(s, n))) {
-    es->invalid = 1;
-    __atomic_fetch_add(&bd_cuda_emu_capture_violations, 1, __ATOMIC_RELAXED);
-    fprintf(stderr, "cuda emulation: a captured copy of %zu bytes with pageable memory\n", n);
+    emu_invalidate(es, "a copy with pageable host memory");
     return cudaErrorStreamCaptureUnsupported;
   }
   if (k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToHost) bd_cuda_emu_io_copies++;
@@ -335,7 +336,6 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   if (!e) return cudaErrorInvalidValue;
   if (es && es->capture) return cudaErrorStreamCaptureUnsupported; /* not a child graph here */
   const emu_graph *g = (const emu_graph *)e;
-  __atomic_fetch_add(&bd_cuda_emu_graph_launches, 1, __ATOMIC_RELAXED);
   pthread_mutex_lock(&emu_dev_mu);
   for (int i = 0; i < g->n; ++i) g->node[i].run(g->node[i].ctx);
   pthread_mutex_unlock(&emu_dev_mu);

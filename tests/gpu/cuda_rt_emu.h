@@ -30,13 +30,6 @@ extern int bd_cuda_emu_graphs;
 /* 1 (default): every allocation carries the twins' shadow floats (bd_emu_shadow); 0 (the
  * real kernels' emulation): allocations are exactly the bytes asked for. */
 extern int bd_cuda_emu_shadows;
-/* Calls the emulation refused because they are illegal while the calling thread captures
- * a stream (allocations, synchronous copies, synchronisations), or copies with pageable
- * host memory in a capture: a test asserts it stays 0. */
-extern int bd_cuda_emu_capture_violations;
-/* Graph launches so far. */
-extern int bd_cuda_emu_graph_launches;
-
 /* The shadow float slots of a 16-bit view based at p (NULL stays NULL); aborts on a view
  * outside every device allocation. */
 float *bd_emu_shadow(const void *p);

@@ -30,12 +30,16 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                            -Wno-unused-parameter)
     list(APPEND _kemu_objs $<TARGET_OBJECTS:bd_kemu_${_k}>)
   endforeach()
-  # The backend's host code without cuDNN (convs take our kernels). A test takes all of
-  # these as its own objects, so that nothing can come from bd_cuda (which bd_gpu links),
-  # whose nvcc objects would stop the test at start-up (cuda_rt_emu.c).
-  set(BD_KEMU_SOURCES ${_kemu_objs} ${_kemu_dir}/cuda_rt_emu.c ${_kemu_cu}/bd_cuda_backend.c
-      ${_kemu_cu}/bd_cuda_exec.c ${_kemu_cu}/bd_cuda_cudnn.c ${_kemu_cu}/bd_cuda_detect.c
-      ${_kemu_cu}/bd_cuda_bench.c)
+  # The backend's host code, compiled into every test over an emulated device (here
+  # without cuDNN: convs take our kernels). A test takes all of these as its own objects,
+  # so that nothing can come from bd_cuda (which bd_gpu links), whose nvcc objects would
+  # stop the test at start-up (cuda_rt_emu.c).
+  set(BD_CUDA_HOST_SOURCES ${_kemu_cu}/bd_cuda_backend.c ${_kemu_cu}/bd_cuda_exec.c
+      ${_kemu_cu}/bd_cuda_cudnn.c ${_kemu_cu}/bd_cuda_detect.c ${_kemu_cu}/bd_cuda_bench.c)
+  set(BD_KEMU_SOURCES ${_kemu_objs} ${_kemu_dir}/cuda_rt_emu.c ${BD_CUDA_HOST_SOURCES})
+  # The CPU twins' emulation (cuda.cmake, cuda_bench.cmake) on the same runtime.
+  set(BD_TWIN_EMU_SOURCES ${_kemu_dir}/cuda_emu.c ${_kemu_dir}/cuda_rt_emu.c
+      ${BD_CUDA_HOST_SOURCES})
   find_package(Threads REQUIRED)
   # bd_kemu_test(NAME SOURCES ... [LIBS ...] [TIMEOUT s]): a test over the kernel emulation.
   function(bd_kemu_test NAME)

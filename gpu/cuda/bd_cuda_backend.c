@@ -268,6 +268,7 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
                          &cp->h_out[i], err)) != BD_OK)
       goto out;
   }
+  if ((st = bd_cuda_plan_conv_choices(b, cp, err)) != BD_OK) goto out;
   if ((st = plan_memory(b, cp, err)) != BD_OK) goto out;
   if ((st = shared_buf(b, cp, &b->sh.arena, &b->sh.arena_bytes, cp->arena_bytes, 0, &cp->arena,
                        err)) != BD_OK)

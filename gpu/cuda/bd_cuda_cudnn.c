@@ -4,7 +4,9 @@
  * legacy fused call (cudnnConvolutionBiasActivationForward) offers neither SiLU nor a
  * post-activation residual. The algorithm is chosen once per layer at prepare by
  * measuring the candidates on the real buffers. Depthwise convolutions and asymmetric
- * padding go to our direct kernel.
+ * padding go to our direct kernel. Dense convs whose channels are multiples of 8 may run
+ * on our tensor-core kernel instead (bd_cuda_conv_mma, epilogue fused), decided per shape
+ * by BATCHDET_CUDA_CONV (auto: measured against cuDNN, bd_cuda_conv_choose at the end).
  *
  * Tensor cores want channel counts that are multiples of 8 (16-byte rows): cuDNN runs
  * other dense convs (the 12-channel Focus stem, 1- and 4-channel prediction convs, 68
@@ -15,7 +17,9 @@
  * output copies are scratch the plan lends from its arena (they live for this layer's
  * step only; the input's pad channels are zeroed on each run, since the arena holds
  * other values' bytes in between), or the layer's own (pad channels zeroed once). */
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +33,7 @@ struct bd_cuda_conv_layer {
   bd_cuda_conv_shape p; /* the node's shape */
   bd_cuda_conv_shape q; /* what the convolution itself runs: channels padded */
   int direct;
-  int mma; /* runs on bd_cuda_conv_mma (BATCHDET_CUDA_CONV=mma) */
+  int mma; /* runs on bd_cuda_conv_mma (use_mma) */
   void *xpad, *ypad, *wpad; /* NULL: not padded */
   int lent;                 /* xpad / ypad belong to the caller (zero xpad on each run) */
 #ifdef BD_HAVE_CUDNN
@@ -47,16 +51,44 @@ struct bd_cuda_conv_layer {
 
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->direct : 1; }
 
-/* BATCHDET_CUDA_CONV=mma: dense convs whose channels are multiples of 8 run on our
- * tensor-core kernel (bd_cuda_conv_mma) instead of cuDNN; read once per process. Opt-in
- * until measured against cuDNN on a GPU (issue 7). */
-static int mma_wanted(void) {
-  static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("BATCHDET_CUDA_CONV");
-    v = e && strcmp(e, "mma") == 0;
+/* BATCHDET_CUDA_CONV: who runs a dense conv whose channels are multiples of 8 - our
+ * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
+ * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
+ * direct kernel runs them), "mma" always ours, "cudnn" never ours. Read at each use, so
+ * a test can switch it between engines; anything else is refused at prepare. */
+typedef enum { CONV_AUTO, CONV_MMA, CONV_LIB, CONV_BAD } conv_mode;
+
+static conv_mode conv_mode_now(void) {
+  const char *e = getenv("BATCHDET_CUDA_CONV");
+  if (!e || !*e || strcmp(e, "auto") == 0) return CONV_AUTO;
+  if (strcmp(e, "mma") == 0) return CONV_MMA;
+  if (strcmp(e, "cudnn") == 0) return CONV_LIB;
+  return CONV_BAD;
+}
+
+bd_status bd_cuda_conv_mode_check(bd_err *err) {
+  if (conv_mode_now() != CONV_BAD) return BD_OK;
+  return bd_err_set(err, BD_E_INVALID,
+                    "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma or cudnn",
+                    getenv("BATCHDET_CUDA_CONV"));
+}
+
+/* Shapes our tensor-core kernel takes (bd_cuda_conv_mma's own checks, less pitches). */
+static int mma_fits(const bd_cuda_conv_shape *p) {
+  return p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 && p->c >= 8 &&
+         (int64_t)p->kh * p->kw * p->c < (1 << 30);
+}
+
+static int choice_find(const bd_cuda_conv_shape *p);
+
+/* Whether a layer of shape p runs on our tensor-core kernel (cudnn: a handle exists). */
+static int use_mma(const bd_cuda_conv_shape *p, int cudnn) {
+  if (!mma_fits(p)) return 0;
+  switch (conv_mode_now()) {
+  case CONV_MMA: return 1;
+  case CONV_AUTO: return cudnn && choice_find(p) == 1;
+  default: return 0;
   }
-  return v;
 }
 
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
@@ -76,6 +108,14 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
   }
   cudaFree(l->wpad);
   free(l);
+}
+
+static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) {
+  /* act and res do not change the convolution cuDNN runs. */
+  return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c && a->oh == b->oh &&
+         a->ow == b->ow && a->m == b->m && a->kh == b->kh && a->kw == b->kw && a->sh == b->sh &&
+         a->sw == b->sw && a->dh == b->dh && a->dw == b->dw && a->pad_t == b->pad_t &&
+         a->pad_l == b->pad_l && a->group == b->group;
 }
 
 #ifdef BD_HAVE_CUDNN
@@ -102,14 +142,6 @@ typedef struct algo_memo {
 static algo_memo memo[ALGO_MEMO_MAX];
 static int n_memo;
 static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) {
-  /* act and res do not change the convolution cuDNN runs. */
-  return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c && a->oh == b->oh &&
-         a->ow == b->ow && a->m == b->m && a->kh == b->kh && a->kw == b->kw && a->sh == b->sh &&
-         a->sw == b->sw && a->dh == b->dh && a->dw == b->dw && a->pad_t == b->pad_t &&
-         a->pad_l == b->pad_l && a->group == b->group;
-}
 
 static const algo_memo *memo_find(int device, const bd_cuda_conv_shape *p) {
   const algo_memo *r = NULL;
@@ -218,10 +250,10 @@ typedef struct pad_plan {
   int mma, padded, xcopy, ybuf, qc, qm;
 } pad_plan;
 
-static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn) {
+static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
+                          int allow_mma) {
   pad_plan r = {0, 0, 0, 0, p->c, p->m};
-  if (mma_wanted() && p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 &&
-      (int64_t)p->kh * p->kw * p->c < (1 << 30)) {
+  if (allow_mma && use_mma(p, cudnn)) {
     r.mma = 1;
     return r;
   }
@@ -241,7 +273,7 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
 
 int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                    int may_fuse) {
-  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn);
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn, 1);
   if (pp.mma) return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_ALIGN8;
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
@@ -255,7 +287,7 @@ int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pa
 
 int bd_cuda_conv_layer_pad_bytes(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                   size_t *xpad, size_t *ypad) {
-  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn);
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn, 1);
   *xpad = pp.xcopy ? (size_t)p->n * p->h * p->w * pp.qc * 2 : 0;
   *ypad = pp.ybuf ? (size_t)p->n * p->oh * p->ow * pp.qm * 2 : 0;
   return *xpad || *ypad;
@@ -328,10 +360,12 @@ size_t bd_cuda_probe_ws_alloc(void **out) {
   return bytes;
 }
 
-bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
-                                 int pad_r, void *x, void *w, void *y, void *xpad, void *ypad,
-                                 void *probe, size_t probe_bytes, bd_cuda_conv_layer **out,
-                                 size_t *ws_bytes, bd_err *err) {
+/* bd_cuda_conv_layer_new; allow_mma 0: never our tensor-core kernel (the alternative
+ * bd_cuda_conv_choose measures it against). */
+static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b, int pad_r,
+                           void *x, void *w, void *y, void *xpad, void *ypad, void *probe,
+                           size_t probe_bytes, int allow_mma, bd_cuda_conv_layer **out,
+                           size_t *ws_bytes, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_conv_layer *l = calloc(1, sizeof(*l));
   *out = NULL;
@@ -340,7 +374,7 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
   l->p = *p;
   l->q = *p;
   l->direct = 1;
-  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL);
+  pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL, allow_mma);
   if (pp.mma) {
     l->mma = 1;
     l->direct = 0;
@@ -404,6 +438,14 @@ out:
   }
   bd_cuda_conv_layer_destroy(l);
   return st;
+}
+
+bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
+                                 int pad_r, void *x, void *w, void *y, void *xpad, void *ypad,
+                                 void *probe, size_t probe_bytes, bd_cuda_conv_layer **out,
+                                 size_t *ws_bytes, bd_err *err) {
+  return layer_new(cudnn_handle, p, pad_b, pad_r, x, w, y, xpad, ypad, probe, probe_bytes, 1, out,
+                   ws_bytes, err);
 }
 
 #ifdef BD_HAVE_CUDNN
@@ -540,5 +582,171 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
   else if (bias || r || p->act != BD_ACT_NONE)
     BD_CU(bd_cuda_conv_epilogue(p, bias, r, y, stream));
 out:
+  return st;
+}
+
+/* ---- Our tensor-core kernel or cuDNN, per layer shape (BATCHDET_CUDA_CONV=auto) ---- */
+
+/* Process-wide, like the algorithm memo: every engine on a GPU runs a shape the same way
+ * (identical results), and the pool's instances load without measuring again. The key
+ * is the shape with its activation and residual (what cuDNN can fuse); pitches are not
+ * part of it (the plan decides them after this choice, from it). */
+typedef struct choice_memo {
+  int device;
+  bd_cuda_conv_shape shape;
+  int mma;
+} choice_memo;
+#define CHOICE_MEMO_MAX 4096
+static choice_memo choices[CHOICE_MEMO_MAX];
+static int n_choices;
+static pthread_mutex_t choice_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int choice_lookup(int device, const bd_cuda_conv_shape *p) {
+  int r = -1;
+  pthread_mutex_lock(&choice_mu);
+  for (int i = 0; i < n_choices && r < 0; ++i)
+    if (choices[i].device == device && same_shape(&choices[i].shape, p) &&
+        choices[i].shape.act == p->act && choices[i].shape.res == p->res)
+      r = choices[i].mma;
+  pthread_mutex_unlock(&choice_mu);
+  return r;
+}
+
+/* 1: ours, 0: cuDNN (or our direct kernel where cuDNN does not take the layer), -1: not
+ * decided on the current GPU. */
+static int choice_find(const bd_cuda_conv_shape *p) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return choice_lookup(device, p);
+}
+
+static void choice_add(int device, const bd_cuda_conv_shape *p, int mma) {
+  pthread_mutex_lock(&choice_mu);
+  if (n_choices < CHOICE_MEMO_MAX) {
+    choices[n_choices].device = device;
+    choices[n_choices].shape = *p;
+    choices[n_choices].mma = mma;
+    n_choices++;
+  }
+  pthread_mutex_unlock(&choice_mu);
+}
+
+int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p) {
+  return cudnn_handle && conv_mode_now() == CONV_AUTO && mma_fits(p) && choice_find(p) < 0;
+}
+
+/* The largest |a - b| and |a| over the first and last BD_CONV_SAMPLE values of two
+ * 16-bit device tensors of n values (converted to FP32 on the device through tmp): a
+ * fragment layout or tiling error shows in any tile, an edge error in the last ones.
+ * *bad set when b has a NaN or infinity where a has none. */
+static bd_status compare_outputs(const void *a, const void *b, int64_t n, float *tmp,
+                                 cudaStream_t s, double *diff, double *ref, int *bad,
+                                 bd_err *err) {
+  bd_status st = BD_OK;
+  const int64_t part = n < 2 * BD_CONV_SAMPLE ? n : BD_CONV_SAMPLE;
+  float *h = malloc(2 * (size_t)part * sizeof(float));
+  *diff = *ref = 0;
+  *bad = 0;
+  if (!h) return bd_err_set(err, BD_E_NOMEM, "conv choice: out of memory");
+  for (int k = 0; k < 2 && (k == 0 || part < n); ++k) {
+    const int64_t off = k ? n - part : 0;
+    for (int t = 0; t < 2; ++t) {
+      bd_cuda_view src = {(char *)(t ? b : a) + 2 * off, BD_CT_H16, 1, {part}, {1}};
+      bd_cuda_view dst = {tmp + t * part, BD_CT_F32, 1, {part}, {1}};
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, s));
+    }
+    BD_CU(cudaStreamSynchronize(s));
+    BD_CU(cudaMemcpy(h, tmp, 2 * (size_t)part * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < part; ++i) {
+      float va = h[i], vb = h[part + i];
+      if (!isfinite(va)) continue;
+      if (!isfinite(vb)) {
+        *bad = 1;
+        continue;
+      }
+      double d = fabs((double)va - vb);
+      if (d > *diff) *diff = d;
+      if (fabs((double)va) > *ref) *ref = fabs((double)va);
+    }
+  }
+out:
+  free(h);
+  return st;
+}
+
+#define CHOICE_REPS 5
+bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shape, int pad_b,
+                              int pad_r, const void *w, const float *bias, int may_fuse,
+                              const bd_cuda_conv_scratch *sc, cudaStream_t stream,
+                              bd_err *err) {
+  bd_status st = BD_OK;
+  bd_cuda_conv_layer *lib = NULL;
+  cudaEvent_t ev[3] = {NULL, NULL, NULL};
+  int device = 0, bad = 0;
+  size_t ws = 0;
+  float t_lib = 0, t_mma = 0;
+  double diff = 0, ref = 0;
+  bd_cuda_conv_shape p = *shape;
+  p.ldx = p.ldy = 0; /* measured packed: the plan decides pitches after this */
+  p.xzero = 0;
+  if (!bd_cuda_conv_undecided(cudnn_handle, &p)) return BD_OK;
+  BD_CU(cudaGetDevice(&device));
+  const void *r = p.res != BD_RES_NONE ? sc->r : NULL;
+  const int64_t yn = (int64_t)p.n * p.oh * p.ow * p.m;
+  st = layer_new(cudnn_handle, &p, pad_b, pad_r, sc->x, (void *)w, sc->y0, NULL, NULL, sc->ws,
+                 sc->ws_bytes, 0, &lib, &ws, err);
+  if (st == BD_OK && may_fuse && bias)
+    st = bd_cuda_conv_layer_fuse(cudnn_handle, lib, bias, sc->x, (void *)w, sc->y0, sc->ws,
+                                 sc->ws_bytes, err);
+  if (st != BD_OK) goto out;
+  if (ws > sc->ws_bytes) { /* cannot happen: the search skips larger workspaces */
+    st = bd_err_set(err, BD_E_INTERNAL, "conv choice: workspace %zu > %zu", ws, sc->ws_bytes);
+    goto out;
+  }
+  for (int i = 0; i < 3; ++i) BD_CU(cudaEventCreate(&ev[i]));
+  /* One untimed run of each (module loading, cuDNN's first call), then each timed. */
+  st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, sc->y0, sc->ws,
+                              sc->ws_bytes, stream, err);
+  if (st != BD_OK) goto out;
+  BD_CU(bd_cuda_conv_mma(&p, sc->x, w, bias, r, sc->y1, stream));
+  BD_CU(cudaEventRecord(ev[0], stream));
+  for (int i = 0; i < CHOICE_REPS && st == BD_OK; ++i)
+    st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, sc->y0, sc->ws,
+                                sc->ws_bytes, stream, err);
+  if (st != BD_OK) goto out;
+  BD_CU(cudaEventRecord(ev[1], stream));
+  for (int i = 0; i < CHOICE_REPS; ++i)
+    BD_CU(bd_cuda_conv_mma(&p, sc->x, w, bias, r, sc->y1, stream));
+  BD_CU(cudaEventRecord(ev[2], stream));
+  BD_CU(cudaEventSynchronize(ev[2]));
+  BD_CU(cudaEventElapsedTime(&t_lib, ev[0], ev[1]));
+  BD_CU(cudaEventElapsedTime(&t_mma, ev[1], ev[2]));
+  st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff, &ref, &bad, err);
+  if (st != BD_OK) goto out;
+  /* Both are FP32 sums of the same 16-bit products stored in 16 bits: they differ by
+   * the summation order and one rounding (~1e-3 of the output's range). A wrong fragment
+   * layout, tile edge or epilogue differs by the values themselves. */
+  int agree = !bad && diff <= 2e-2 * ref + 1e-3;
+  int mma = agree && t_mma < t_lib;
+  choice_add(device, &p, mma);
+  const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
+  if (!agree || (log && strcmp(log, "0") != 0)) {
+    int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded);
+    fprintf(stderr,
+            "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us, "
+            "ours %.1f us, max diff %.3g of %.3g -> %s\n",
+            agree ? "" : "WARNING (our tensor-core kernel disagrees with cuDNN, not used) ",
+            p.n, p.h, p.w, p.c, p.oh, p.ow, p.m, p.kh, p.kw, p.sh, p.act, p.res,
+            algo >= 0 ? "" : " (direct kernel)", bd_cuda_conv_layer_is_fused(lib) ? " fused" : "",
+            t_lib * 1e3 / CHOICE_REPS, t_mma * 1e3 / CHOICE_REPS, diff, ref,
+            mma ? "ours" : "cuDNN");
+  }
+out:
+  for (int i = 0; i < 3; ++i)
+    if (ev[i]) cudaEventDestroy(ev[i]);
+  bd_cuda_conv_layer_destroy(lib);
   return st;
 }

@@ -1,6 +1,7 @@
 /* The cuda backend's per-op work: constant upload, the prepare-time choice of each
  * value's representation and buffer, and the enqueueing of a prepared run. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -297,15 +298,97 @@ static int fuse_enabled(void) {
   return !e || strcmp(e, "0") != 0;
 }
 
+/* Whether conv node nd of shape s would try cuDNN's fused bias + activation. */
+static int conv_may_fuse(const bd_cuda_be *b, const bd_node *nd, const bd_cuda_conv_shape *s) {
+  int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
+  return b->dnn && has_bias && fuse_enabled() && s->res != BD_RES_POST_ACT &&
+         (s->act == BD_ACT_RELU || s->act == BD_ACT_NONE);
+}
+
 /* The pitch capabilities of conv node nd (bd_cuda_conv_layer_pitch_caps). */
 static int conv_caps(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd) {
   bd_cuda_conv_shape s;
   conv_shape(cp, nd, &s);
-  int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
-  int may_fuse = b->dnn && has_bias && fuse_enabled() && s.res != BD_RES_POST_ACT &&
-                 (s.act == BD_ACT_RELU || s.act == BD_ACT_NONE);
   return bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
-                                       may_fuse);
+                                       conv_may_fuse(b, nd, &s));
+}
+
+/* Fills n bytes of 16-bit device memory with pseudo-random values in [-1, 1) (a fixed
+ * pattern, repeated), converted on the device from FP32 through tmp (2 x BD_CONV_SAMPLE
+ * floats), so that it works in any storage. */
+static bd_status fill_h16(void *d, size_t n, float *tmp, cudaStream_t s, bd_err *err) {
+  bd_status st = BD_OK;
+  const int64_t blk = 2 * BD_CONV_SAMPLE;
+  float *h = malloc((size_t)blk * sizeof(float));
+  uint32_t z = 0x9E3779B9u;
+  if (!h) return bd_err_set(err, BD_E_NOMEM, "conv choice: out of memory");
+  for (int64_t i = 0; i < blk; ++i) {
+    z ^= z << 13, z ^= z >> 17, z ^= z << 5;
+    h[i] = (float)(z >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+  BD_CU(cudaMemcpy(tmp, h, (size_t)blk * sizeof(float), cudaMemcpyHostToDevice));
+  for (int64_t off = 0, total = (int64_t)(n / 2); off < total; off += blk) {
+    int64_t cnt = total - off < blk ? total - off : blk;
+    bd_cuda_view src = {tmp, BD_CT_F32, 1, {cnt}, {1}};
+    bd_cuda_view dst = {(char *)d + 2 * off, BD_CT_H16, 1, {cnt}, {1}};
+    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, s));
+  }
+  BD_CU(cudaStreamSynchronize(s));
+out:
+  free(h);
+  return st;
+}
+
+bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  bd_status st = bd_cuda_conv_mode_check(err);
+  bd_cuda_conv_scratch sc = {0};
+  size_t xb = 0, yb = 0;
+  if (st != BD_OK || !b->dnn) return st;
+  for (int k = 0; k < p->n_steps; ++k) {
+    const bd_node *nd = &g->nodes[p->steps[k]];
+    bd_cuda_conv_shape s;
+    if (nd->op != BD_OP_CONV || p->rank[nd->in[0]] != 4) continue;
+    conv_shape(cp, nd, &s);
+    if (!bd_cuda_conv_undecided(b->dnn, &s)) continue;
+    size_t x = (size_t)s.n * s.h * s.w * s.c * 2, y = (size_t)s.n * s.oh * s.ow * s.m * 2;
+    xb = x > xb ? x : xb;
+    yb = y > yb ? y : yb;
+  }
+  if (!xb) return BD_OK;
+  /* Scratch for the measurement; without the memory the layers stay on cuDNN. */
+  if (cudaMalloc(&sc.x, xb) != cudaSuccess || cudaMalloc(&sc.r, yb) != cudaSuccess ||
+      cudaMalloc(&sc.y0, yb) != cudaSuccess || cudaMalloc(&sc.y1, yb) != cudaSuccess ||
+      cudaMalloc((void **)&sc.tmp, 2 * BD_CONV_SAMPLE * sizeof(float)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    fprintf(stderr, "batchdet: no device memory to compare convolution kernels (%zu + 3 x %zu "
+                    "bytes); cuDNN runs this batch size's layers\n", xb, yb);
+    goto out;
+  }
+  if ((st = fill_h16(sc.x, xb, sc.tmp, b->stream, err)) != BD_OK ||
+      (st = fill_h16(sc.r, yb, sc.tmp, b->stream, err)) != BD_OK)
+    goto out;
+  if (!cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
+  sc.ws = cp->probe;
+  sc.ws_bytes = cp->probe_bytes;
+  for (int k = 0; k < p->n_steps && st == BD_OK; ++k) {
+    const bd_node *nd = &g->nodes[p->steps[k]];
+    bd_cuda_conv_shape s;
+    if (nd->op != BD_OP_CONV || p->rank[nd->in[0]] != 4) continue;
+    conv_shape(cp, nd, &s);
+    const float *bias = nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]] : NULL;
+    st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[p->steps[k]],
+                             bias, conv_may_fuse(b, nd, &s), &sc, b->stream, err);
+    if (st != BD_OK) bd_err_prefix(err, "node '%s'", nd->name ? nd->name : "");
+  }
+out:
+  cudaFree(sc.x);
+  cudaFree(sc.r);
+  cudaFree(sc.y0);
+  cudaFree(sc.y1);
+  cudaFree(sc.tmp);
+  return st;
 }
 
 /* Whether node nd can write its output as a channel slice (channel offset ch) of a Concat

@@ -93,8 +93,35 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
 /* 1 when the layer runs fused in cuDNN. */
 int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
- * kernel, -2 on our tensor-core kernel (BATCHDET_CUDA_CONV=mma); *padded set to 1 when it runs on channel-padded copies (diagnostics). */
+ * kernel, -2 on our tensor-core kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
+/* BD_E_INVALID when BATCHDET_CUDA_CONV is set to something other than auto, mma, cudnn. */
+bd_status bd_cuda_conv_mode_check(bd_err *err);
+/* 1 when a layer of shape p (pitches ignored) waits for bd_cuda_conv_choose: auto mode
+ * (the default) with a cuDNN handle, a shape our tensor-core kernel takes, not decided
+ * yet on the current GPU. */
+int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p);
+/* Device scratch for bd_cuda_conv_choose: x (input), r (residual), y0, y1 (outputs), each
+ * at least the packed shape's bytes, x and r filled with finite values; tmp: 2 x
+ * BD_CONV_SAMPLE floats (the outputs' samples, compared on the host); ws: the algorithm
+ * search's workspace. */
+#define BD_CONV_SAMPLE ((int64_t)1 << 18)
+typedef struct bd_cuda_conv_scratch {
+  void *x, *r, *y0, *y1, *ws;
+  float *tmp;
+  size_t ws_bytes;
+} bd_cuda_conv_scratch;
+/* BATCHDET_CUDA_CONV=auto: decides, once per process, GPU and shape (with activation and
+ * residual), whether our tensor-core kernel or cuDNN (its best algorithm, fused when
+ * may_fuse and cuDNN fuses it; our direct kernel where cuDNN refuses the layer) runs an
+ * undecided layer: both run on the scratch buffers (w, bias: the layer's own), timed
+ * between CUDA events on stream. Ours is kept only when faster and when its output agrees
+ * with cuDNN's (sampled; otherwise a warning on stderr). Later layers of the shape follow
+ * the decision (bd_cuda_conv_layer_new and the pitch/pad queries).
+ * BATCHDET_CUDA_CONV_LOG=1 prints every decision with both times. */
+bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
+                              int pad_r, const void *w, const float *bias, int may_fuse,
+                              const bd_cuda_conv_scratch *sc, cudaStream_t stream, bd_err *err);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
@@ -248,6 +275,10 @@ void bd_cuda_extend_items(bd_cuda_cplan *cp, int v, int step);
  * conversions appended). */
 bd_status bd_cuda_bind_inputs(const bd_graph *g, bd_cuda_cplan *cp, bd_err *err);
 void bd_cuda_bind_outputs(const bd_graph *g, bd_cuda_cplan *cp);
+/* BATCHDET_CUDA_CONV=auto: decides, by measurement, our tensor-core kernel or cuDNN for
+ * each of the plan's convs not decided yet on this GPU (bd_cuda_conv_choose; before the
+ * sizing pass, which follows the decisions). Refuses a bad BATCHDET_CUDA_CONV. */
+bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
 /* Adds node's conversions and op step to cp, assigning its output buffer; in the sizing
  * pass (cp->sizing, step cp->cur_step) only records the buffers they need. */
 bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int node, bd_err *err);

@@ -35,6 +35,16 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                    LIBS bd_gpu TIMEOUT 600)
   target_include_directories(test_cuda_emu_dnn PRIVATE ${_cu} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(test_cuda_emu_dnn PRIVATE BD_EMU_CUDNN=1)
+  set_tests_properties(test_cuda_emu_dnn PROPERTIES
+                       ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=cudnn")
+  # BATCHDET_CUDA_CONV=auto (the default): our tensor-core kernel or cuDNN per layer by
+  # measurement on the emulated clock, and with our kernel made wrong (nothing chosen).
+  add_test(NAME test_cuda_emu_dnn_auto COMMAND test_cuda_emu_dnn)
+  add_test(NAME test_cuda_emu_dnn_auto_fault COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_auto PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_AUTO=1")
+  set_tests_properties(test_cuda_emu_dnn_auto_fault PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_AUTO=1;BD_EMU_MMA_FAULT=1")
   # The backend's wiring of the tensor-core convolution (no channel padding, the layer
   # run) over the emulation.
   add_test(NAME test_cuda_emu_mma COMMAND test_cuda_emu)
@@ -47,7 +57,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
                     OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm RESULT_VARIABLE _djpeg_rc)
     if(_djpeg_rc EQUAL 0)
-      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_emu_dnn test_cuda_model test_cuda_model_mma APPEND
+      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_emu_dnn test_cuda_emu_dnn_auto test_cuda_emu_dnn_auto_fault test_cuda_model test_cuda_model_mma APPEND
                    PROPERTY ENVIRONMENT
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
     endif()
@@ -116,8 +126,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   add_test(NAME test_cuda_emu_dnn_damoT COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_CUDA_BATCH=2")
-  foreach(_conv default mma)
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_CUDA_BATCH=2;BATCHDET_CUDA_CONV=cudnn")
+  add_test(NAME test_cuda_emu_dnn_auto_damoT COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_auto_damoT PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1")
+  foreach(_conv auto mma)
     add_test(NAME test_cuda_emu_damoT_${_conv} COMMAND test_cuda_emu)
     set_tests_properties(test_cuda_emu_damoT_${_conv} PROPERTIES FIXTURES_REQUIRED damoT96
                          LABELS engine TIMEOUT 300

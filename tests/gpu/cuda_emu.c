@@ -175,13 +175,23 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 }
 
 /* The tensor-core kernel computes what the direct kernel does (FP32 accumulation of the
- * same products; only the summation order differs on a GPU). */
+ * same products; only the summation order differs on a GPU). $BD_EMU_MMA_FAULT=1 makes
+ * it wrong (every output v becomes -v - 1, as a fragment layout bug would scramble it):
+ * the measured choice of BATCHDET_CUDA_CONV=auto must notice and keep cuDNN. */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t s) {
   if (p->group != 1 || p->c % 8 || p->m % 8 || p->ldx % 8 || p->ldy % 8 ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u))
     return cudaErrorInvalidValue;
-  return bd_cuda_conv_direct(p, x, w, bias, r, y, s);
+  cudaError_t e = bd_cuda_conv_direct(p, x, w, bias, r, y, s);
+  const char *fault = getenv("BD_EMU_MMA_FAULT");
+  if (e == cudaSuccess && fault && strcmp(fault, "1") == 0) {
+    float *ys = bd_emu_shadow(y);
+    const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;
+    for (int64_t i = 0; i < pix; ++i)
+      for (int m = 0; m < p->m; ++m) st(ys, BD_CT_H16, i * ldy + m, -ld(ys, BD_CT_H16, i * ldy + m) - 1);
+  }
+  return e;
 }
 cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias, const void *r,
                                   void *y, cudaStream_t s) {

@@ -89,12 +89,12 @@ static double rel_l2(const float *got, const float *ref, int64_t n, int stride, 
   return r == r ? r : INFINITY; /* NaN fails */
 }
 
-static void run_batch(int batch, double bound) {
+/* Runs the prepared device backend dev on plan against the cpu backend: every output's
+ * rel L2 <= bound. */
+static void check_vs_cpu(bd_backend *dev, const bd_plan *plan, double bound) {
   bd_err err = {0};
-  bd_plan *plan = NULL;
-  bd_backend *cpu = NULL, *emu = NULL;
+  bd_backend *cpu = NULL;
   const bd_graph *g = g_graph;
-  check(bd_plan_new(g, batch, &plan, &err), &err, "bd_plan_new");
   int v = g->inputs[0], nout = g->n_outputs;
   assert_int_equal(g->n_inputs, 1);
   assert_true(nout >= 1 && nout <= 8);
@@ -103,24 +103,22 @@ static void run_batch(int batch, double bound) {
   for (int i = 0; i < nout; ++i) {
     ref[i] = malloc((size_t)numel(plan, g->outputs[i]) * 4);
     got[i] = malloc((size_t)numel(plan, g->outputs[i]) * 4);
-    assert_non_null(got[i]);
+    assert_true(ref[i] && got[i]);
     memset(got[i], 0xFF, (size_t)numel(plan, g->outputs[i]) * 4);
   }
   fill_input(plan, v, in);
   check(bd_cpu_backend_new(g, 2, &cpu, &err), &err, "cpu backend");
   check(bd_backend_prepare(cpu, plan, &err), &err, "cpu prepare");
   check(bd_backend_run(cpu, plan, (const float *const *)&in, ref, &err), &err, "cpu run");
-  check(bd_cuda_backend_new(g, 0, &emu, &err), &err, "cuda backend (emulated)");
-  check(bd_backend_prepare(emu, plan, &err), &err, "cuda prepare (emulated)");
-  print_layers(emu, plan);
-  check(bd_backend_run(emu, plan, (const float *const *)&in, got, &err), &err,
+  check(bd_backend_run(dev, plan, (const float *const *)&in, got, &err), &err,
         "cuda run (emulated)");
   for (int i = 0; i < nout; ++i) {
     int o = g->outputs[i], last = plan->rank[o] - 1;
     int64_t no = numel(plan, o);
     double rel = rel_l2(got[i], ref[i], no, 1, 0, 1);
     printf("%s batch %d output %d: rel L2 %.3e over %lld values (%d launches)\n",
-           bd_cuda_emu_half ? "half" : "bf16", batch, i, rel, (long long)no, bd_cuda_emu_layer);
+           bd_cuda_emu_half ? "half" : "bf16", plan->batch, i, rel, (long long)no,
+           bd_cuda_emu_layer);
     if (plan->dims[o][last] == 85) { /* yolox: box 0..3, objectness 4, classes 5..84 */
       const int lo[3] = {0, 4, 5}, hi[3] = {4, 5, 85};
       for (int gi = 0; gi < 3; ++gi)
@@ -129,9 +127,7 @@ static void run_batch(int batch, double bound) {
     }
     assert_true(rel <= bound);
   }
-  bd_backend_destroy(emu);
   bd_backend_destroy(cpu);
-  bd_plan_destroy(plan);
   free(in);
   for (int i = 0; i < nout; ++i) {
     free(ref[i]);
@@ -139,16 +135,102 @@ static void run_batch(int batch, double bound) {
   }
 }
 
+static void run_batch(int batch, double bound) {
+  bd_err err = {0};
+  bd_plan *plan = NULL;
+  bd_backend *emu = NULL;
+  check(bd_plan_new(g_graph, batch, &plan, &err), &err, "bd_plan_new");
+  check(bd_cuda_backend_new(g_graph, 0, &emu, &err), &err, "cuda backend (emulated)");
+  check(bd_backend_prepare(emu, plan, &err), &err, "cuda prepare (emulated)");
+  print_layers(emu, plan);
+  check_vs_cpu(emu, plan, bound);
+  bd_backend_destroy(emu);
+  bd_plan_destroy(plan);
+}
+
+/* BATCHDET_CUDA_CONV=auto (the default) over the emulated cuDNN, whose clock runs 1 us
+ * per launch ($BD_TEST_CONV_AUTO=1; a process of its own, since decisions are kept per
+ * process). Our tensor-core kernel is one launch; cuDNN is one when it fuses bias +
+ * activation, two when our epilogue follows. So ours must be chosen exactly for the
+ * layers it takes (group 1, channels multiples of 8: read from the plan here) that the
+ * same plan with BATCHDET_CUDA_CONV=cudnn runs unfused (a tie keeps cuDNN), and with
+ * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none. Both agree with the cpu backend. A
+ * bad BATCHDET_CUDA_CONV is refused at prepare. */
+static void test_conv_auto(void **state) {
+  (void)state;
+  if (!getenv("BD_TEST_CONV_AUTO")) skip();
+#ifdef BD_CUDA_BF16
+  bd_cuda_emu_half = 0;
+#else
+  bd_cuda_emu_half = 1;
+#endif
+  const char *fault = getenv("BD_EMU_MMA_FAULT");
+  const int faulty = fault && strcmp(fault, "1") == 0;
+  const double bound = getenv("BD_CUDA_INPUT") ? 2e-2 : 1e-2;
+  const bd_graph *g = g_graph;
+  bd_err err = {0};
+  bd_plan *plan = NULL;
+  bd_backend *lib = NULL, *aut = NULL, *bad = NULL;
+  int *want = calloc((size_t)g->n_nodes, sizeof(int)), n_want = 0, n_fits = 0;
+  assert_non_null(want);
+  check(bd_plan_new(g, 2, &plan, &err), &err, "bd_plan_new");
+  setenv("BATCHDET_CUDA_CONV", "cudnn", 1);
+  check(bd_cuda_backend_new(g, 0, &lib, &err), &err, "cuda backend, cudnn");
+  check(bd_backend_prepare(lib, plan, &err), &err, "prepare, cudnn");
+  assert_int_equal(print_layers(lib, plan).mma, 0);
+  const bd_cuda_cplan *cl = bd_cuda_backend_plan((bd_cuda_be *)lib, plan);
+  assert_non_null(cl);
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    if (nd->op != BD_OP_CONV) continue;
+    int64_t c = plan->dims[nd->in[0]][1], m = plan->dims[nd->out[0]][1];
+    if (nd->p.conv.group != 1 || c % 8 || m % 8) continue;
+    n_fits++;
+    assert_non_null(cl->layer[n]);
+    want[n] = !bd_cuda_conv_layer_is_fused(cl->layer[n]);
+    n_want += want[n];
+  }
+  printf("%d convs our tensor-core kernel takes, %d of them unfused in cuDNN\n", n_fits, n_want);
+  assert_true(n_want > 0);
+  setenv("BATCHDET_CUDA_CONV", "auto", 1);
+  check(bd_cuda_backend_new(g, 0, &aut, &err), &err, "cuda backend, auto");
+  check(bd_backend_prepare(aut, plan, &err), &err, "prepare, auto");
+  layer_counts ca = print_layers(aut, plan);
+  const bd_cuda_cplan *ap = bd_cuda_backend_plan((bd_cuda_be *)aut, plan);
+  assert_non_null(ap);
+  for (int n = 0; n < g->n_nodes; ++n) {
+    if (g->nodes[n].op != BD_OP_CONV) continue;
+    int pad = 0, mma = bd_cuda_conv_layer_algo(ap->layer[n], &pad) == -2;
+    if (mma != (faulty ? 0 : want[n]))
+      printf("node %s: ours %d, expected %d\n", g->nodes[n].name, mma, faulty ? 0 : want[n]);
+    assert_int_equal(mma, faulty ? 0 : want[n]);
+  }
+  assert_int_equal(ca.mma, faulty ? 0 : n_want);
+  check_vs_cpu(lib, plan, bound);
+  check_vs_cpu(aut, plan, bound);
+  setenv("BATCHDET_CUDA_CONV", "fast", 1);
+  check(bd_cuda_backend_new(g, 0, &bad, &err), &err, "cuda backend, bad mode");
+  assert_int_equal(bd_backend_prepare(bad, plan, &err), BD_E_INVALID);
+  printf("bad mode: %s\n", err.msg);
+  assert_non_null(strstr(err.msg, "BATCHDET_CUDA_CONV='fast'"));
+  unsetenv("BATCHDET_CUDA_CONV");
+  bd_backend_destroy(bad);
+  bd_backend_destroy(aut);
+  bd_backend_destroy(lib);
+  bd_plan_destroy(plan);
+  free(want);
+}
+
 static void test_half_batch2(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
   bd_cuda_emu_half = 1;
   run_batch(2, 1e-2);
 }
 
 static void test_bf16_batch1(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
   bd_cuda_emu_half = 0;
   run_batch(1, 5e-2);
 }
@@ -159,7 +241,7 @@ static void test_bf16_batch1(void **state) {
  * outputs (the no-copy flag does not stick). */
 static void test_time_device(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
   bd_cuda_emu_half = 1;
   bd_err err = {0};
   bd_plan *plan = NULL;
@@ -227,7 +309,7 @@ static void test_time_device(void **state) {
  * byte. */
 static void test_plan_memory(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
   bd_cuda_emu_half = 1;
   bd_err err = {0};
   bd_plan *p2 = NULL, *p1 = NULL;
@@ -321,7 +403,7 @@ static void test_plan_memory(void **state) {
 /* $BD_CUDA_MODEL on $BD_CUDA_INPUT with the storage the backend is built for. */
 static void test_env_model(void **state) {
   (void)state;
-  if (!getenv("BD_CUDA_INPUT")) skip();
+  if (!getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
 #ifdef BD_CUDA_BF16
   bd_cuda_emu_half = 0;
 #else
@@ -352,7 +434,8 @@ int main(void) {
                                      cmocka_unit_test(test_bf16_batch1),
                                      cmocka_unit_test(test_time_device),
                                      cmocka_unit_test(test_plan_memory),
-                                     cmocka_unit_test(test_env_model)};
+                                     cmocka_unit_test(test_env_model),
+                                     cmocka_unit_test(test_conv_auto)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);
   return rc;

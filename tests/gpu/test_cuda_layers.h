@@ -8,11 +8,14 @@
 #include "bd_backend.h"
 #include "bd_cuda_internal.h"
 
-/* How the plan's conv layers run (for the performance work): our direct kernel, cuDNN
- * per algorithm, cuDNN's fused bias + activation, channel-padded. */
-static inline void print_layers(bd_backend *be, const bd_plan *plan) {
+/* How a prepared plan's conv layers run. */
+typedef struct layer_counts {
+  int direct, fused, padded, mma, algo[16];
+} layer_counts;
+
+static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
   bd_cuda_be *b = (bd_cuda_be *)be;
-  int direct = 0, fused = 0, padded = 0, mma = 0, algo[16] = {0};
+  layer_counts c = {0};
   for (int i = 0; i < b->n_plans; ++i) {
     if (b->plans[i]->plan != plan) continue;
     for (int n = 0; n < be->graph->n_nodes; ++n) {
@@ -20,23 +23,32 @@ static inline void print_layers(bd_backend *be, const bd_plan *plan) {
       if (!l) continue;
       int pad = 0, a = bd_cuda_conv_layer_algo(l, &pad);
       if (a == -2) {
-        ++mma;
+        ++c.mma;
         continue;
       }
-      padded += pad;
-      fused += bd_cuda_conv_layer_is_fused(l);
+      c.padded += pad;
+      c.fused += bd_cuda_conv_layer_is_fused(l);
       if (a < 0)
-        ++direct;
+        ++c.direct;
       else
-        ++algo[a & 15];
+        ++c.algo[a & 15];
     }
   }
+  return c;
+}
+
+/* How the plan's conv layers run (for the performance work): our direct kernel, our
+ * tensor-core kernel, cuDNN per algorithm, cuDNN's fused bias + activation,
+ * channel-padded. */
+static inline layer_counts print_layers(bd_backend *be, const bd_plan *plan) {
+  layer_counts c = count_layers(be, plan);
   printf("batch %d conv layers: %d direct, %d tensor-core (mma), %d fused in cuDNN, %d "
          "channel-padded; cuDNN algos:",
-         plan->batch, direct, mma, fused, padded);
+         plan->batch, c.direct, c.mma, c.fused, c.padded);
   for (int a = 0; a < 16; ++a)
-    if (algo[a]) printf(" %d:%d", a, algo[a]);
+    if (c.algo[a]) printf(" %d:%d", a, c.algo[a]);
   printf(" (1 = IMPLICIT_PRECOMP_GEMM)\n");
+  return c;
 }
 
 #endif

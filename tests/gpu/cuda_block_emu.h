@@ -6,9 +6,8 @@
 // as on a GPU.
 //
 // A grid runs one block after another. Kernels with block-level cooperation
-// (BD_KEMU_THREADED=1: __syncthreads, warp shuffles, WMMA) run one POSIX thread per CUDA
-// thread, a barrier for __syncthreads and per-warp barriers for warp-collective
-// operations, __shared__ as function statics (the block's shared memory, since blocks run
+// (BD_KEMU_THREADED=1: __syncthreads, warp shuffles, WMMA) run one fiber per CUDA thread
+// (below), __shared__ as function statics (the block's shared memory, since blocks run
 // in turn). The others run their threads one after another on the calling thread. The
 // runtime runs one piece of device work at a time, so this state is never shared.
 // Device intrinsics are their IEEE host operations.
@@ -19,6 +18,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <ucontext.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,58 +51,158 @@ struct emu_dim3 {
 };
 thread_local emu_dim3 emu_tid, emu_bid;
 emu_dim3 emu_bdim, emu_gdim;
-pthread_barrier_t emu_block_bar;
-pthread_barrier_t emu_warp_bar[32];
+
+// ---- cooperating blocks: one fiber per CUDA thread ----
+// A block's threads are fibers (ucontext) on the launching thread, run in turn: each
+// runs until it waits at a barrier or ends. __syncthreads releases the block's waiting
+// fibers once every fiber that has not ended waits there; a warp-collective operation
+// (emu_warp_sync) releases its warp's fibers the same way. A barrier nothing can reach
+// (a __syncthreads some threads skip while others wait) aborts, where a GPU would hang.
+// AddressSanitizer is told about every stack switch.
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+extern "C" void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
+                                               size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                                size_t *size_old);
+#endif
+
+enum emu_wait { EMU_RUN, EMU_BLOCK_BAR, EMU_WARP_BAR, EMU_DONE };
+struct emu_fiber {
+  ucontext_t ctx;
+  char *stack;
+  emu_wait wait;
+};
+constexpr size_t EMU_STACK = (size_t)256 << 10; // ASan's redzones need room
+emu_fiber emu_fibers[1024];
+ucontext_t emu_sched_ctx;
+const void *emu_sched_bottom;
+size_t emu_sched_size;
+unsigned emu_cur;        // the fiber running now
+std::function<void()> *emu_body;
+
+// From the running fiber back to the scheduler (w: what it waits for).
+inline void emu_yield(emu_wait w) {
+  emu_fiber &f = emu_fibers[emu_cur];
+  f.wait = w;
+#ifdef EMU_ASAN
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(w == EMU_DONE ? nullptr : &fake, emu_sched_bottom,
+                                 emu_sched_size);
+#endif
+  if (w == EMU_DONE) return; // the entry function returns to uc_link
+  swapcontext(&f.ctx, &emu_sched_ctx);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+inline void emu_fiber_entry() {
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &emu_sched_bottom, &emu_sched_size);
+#endif
+  (*emu_body)();
+  emu_yield(EMU_DONE);
+}
 
 inline void __syncthreads() {
-  pthread_barrier_wait(&emu_block_bar);
+  emu_yield(EMU_BLOCK_BAR);
 }
 inline void emu_warp_sync() {
-  pthread_barrier_wait(&emu_warp_bar[emu_tid.x >> 5]);
+  emu_yield(EMU_WARP_BAR);
 }
 
-pthread_barrier_t emu_grid_bar; // between blocks: shared memory is reused by the next
+// From the scheduler into fiber t until it yields or ends (a function of its own: the
+// caller's variables are not live across the switch).
+__attribute__((noinline)) inline void emu_resume(unsigned t) {
+  emu_fiber &f = emu_fibers[t];
+  emu_cur = t;
+  emu_tid = {t, 0, 0};
+#ifdef EMU_ASAN
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack, EMU_STACK);
+#endif
+  swapcontext(&emu_sched_ctx, &f.ctx);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
 
-struct emu_thread {
-  pthread_t th;
-  unsigned t, gx, gy;
-  void (*body)(void *);
-  void *ctx;
-};
+// Fiber t ready to start the kernel body (its stack allocated once, kept for later blocks).
+__attribute__((noinline)) inline void emu_fiber_init(unsigned t) {
+  emu_fiber &f = emu_fibers[t];
+  if (!f.stack && !(f.stack = static_cast<char *>(malloc(EMU_STACK)))) __builtin_trap();
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = f.stack;
+  f.ctx.uc_stack.ss_size = EMU_STACK;
+  f.ctx.uc_link = &emu_sched_ctx;
+  makecontext(&f.ctx, emu_fiber_entry, 0);
+  f.wait = EMU_RUN;
+}
 
-// One CUDA thread's part of every block of the grid, block after block.
-inline void *emu_main(void *arg) {
-  emu_thread *e = static_cast<emu_thread *>(arg);
-  emu_tid = {e->t, 0, 0};
-  for (unsigned by = 0; by < e->gy; ++by)
-    for (unsigned bx = 0; bx < e->gx; ++bx) {
-      emu_bid = {bx, by, 0};
-      e->body(e->ctx);
-      pthread_barrier_wait(&emu_grid_bar);
+// Runs one block of `block` fibers to the end.
+inline void emu_run_block(unsigned block) {
+  for (unsigned t = 0; t < block; ++t) emu_fiber_init(t);
+  const unsigned warps = (block + 31) / 32;
+  for (;;) {
+    unsigned live = 0;
+    for (unsigned t = 0; t < block; ++t) {
+      emu_fiber &f = emu_fibers[t];
+      if (f.wait != EMU_RUN) continue;
+      emu_resume(t);
     }
-  return nullptr;
+    int released = 0;
+    unsigned at_block = 0;
+    for (unsigned t = 0; t < block; ++t) {
+      live += emu_fibers[t].wait != EMU_DONE;
+      at_block += emu_fibers[t].wait == EMU_BLOCK_BAR;
+    }
+    if (!live) return;
+    if (at_block == live) {
+      for (unsigned t = 0; t < block; ++t)
+        if (emu_fibers[t].wait == EMU_BLOCK_BAR) emu_fibers[t].wait = EMU_RUN;
+      continue;
+    }
+    for (unsigned w = 0; w < warps; ++w) {
+      unsigned lo = 32 * w, hi = lo + 32 < block ? lo + 32 : block, n_live = 0, n_wait = 0;
+      for (unsigned t = lo; t < hi; ++t) {
+        n_live += emu_fibers[t].wait != EMU_DONE;
+        n_wait += emu_fibers[t].wait == EMU_WARP_BAR;
+      }
+      if (n_wait && n_wait == n_live) {
+        for (unsigned t = lo; t < hi; ++t)
+          if (emu_fibers[t].wait == EMU_WARP_BAR) emu_fibers[t].wait = EMU_RUN;
+        released = 1;
+      }
+    }
+    if (!released) {
+      fprintf(stderr, "cuda emulation: block (%u,%u) deadlocked: %u of %u live threads at "
+                      "__syncthreads, the others at warp barriers of partial warps\n",
+              emu_bid.x, emu_bid.y, at_block, live);
+      abort();
+    }
+  }
 }
 
-// Runs a gx x gy grid of `block` threads (<= 1024), one block at a time, a thread each
-// (the same threads for every block).
+// Runs a gx x gy grid of `block` threads (<= 1024), one block at a time.
 template <typename F>
 void emu_launch2(unsigned gx, unsigned gy, unsigned block, F f) {
-  static emu_thread th[1024];
   emu_gdim = {gx, gy, 1};
   emu_bdim = {block, 1, 1};
-  const unsigned warps = (block + 31) / 32;
-  pthread_barrier_init(&emu_block_bar, nullptr, block);
-  pthread_barrier_init(&emu_grid_bar, nullptr, block);
-  for (unsigned w = 0; w < warps; ++w)
-    pthread_barrier_init(&emu_warp_bar[w], nullptr, block - 32 * w < 32 ? block - 32 * w : 32);
-  for (unsigned t = 0; t < block; ++t) {
-    th[t] = {pthread_t(), t, gx, gy, [](void *c) { (*static_cast<F *>(c))(); }, &f};
-    if (pthread_create(&th[t].th, nullptr, emu_main, &th[t]) != 0) __builtin_trap();
-  }
-  for (unsigned t = 0; t < block; ++t) pthread_join(th[t].th, nullptr);
-  pthread_barrier_destroy(&emu_block_bar);
-  pthread_barrier_destroy(&emu_grid_bar);
-  for (unsigned w = 0; w < warps; ++w) pthread_barrier_destroy(&emu_warp_bar[w]);
+  std::function<void()> body = [&f] { f(); };
+  emu_body = &body;
+  for (unsigned by = 0; by < gy; ++by)
+    for (unsigned bx = 0; bx < gx; ++bx) {
+      emu_bid = {bx, by, 0};
+      emu_run_block(block);
+    }
+  emu_body = nullptr;
 }
 
 // The same grid with every thread run in turn on the calling thread (no cooperation).

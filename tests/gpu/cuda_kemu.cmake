@@ -3,7 +3,7 @@
 # (captured graph vs the cpu backend, vs the same work uncaptured, replayed twice), of
 # device detection (pre-processing, network, decode and NMS in one graph per slot, two
 # batches in flight) and of the pool's cuda instances, unchanged. Models: yolox_nano and
-# DAMO-YOLO-T at 96x96 for the network, the tiny damoyolo-contract model for detection
+# DAMO-YOLO-T at 96x96 for the network (also on our tensor-core conv), the tiny damoyolo-contract model for detection
 # and the pool, yolox_nano once more for detection on one photo.
 if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   bd_kemu_test(test_cuda_model_kemu SOURCES ${_cuda_dir}/test_cuda_model.c TIMEOUT 900)
@@ -12,6 +12,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_cuda_model_kemu_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2")
+  # Our tensor-core convolution on every layer it takes, through the whole model (73 of
+  # DAMO-YOLO-T's 77 convs: pitched inputs and Concat pieces, residuals, the head).
+  add_test(NAME test_cuda_model_kemu_damoT_mma COMMAND test_cuda_model_kemu)
+  set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma")
   bd_kemu_test(test_cuda_detect_kemu SOURCES ${_cuda_dir}/test_cuda_detect.c TIMEOUT 900)
   set_tests_properties(test_cuda_detect_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo
                        ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir}")
@@ -23,7 +29,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_pool_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77
                        ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny}")
   if(EXISTS ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm)
-    set_property(TEST test_cuda_model_kemu test_cuda_model_kemu_damoT APPEND PROPERTY
+    set_property(TEST test_cuda_model_kemu test_cuda_model_kemu_damoT test_cuda_model_kemu_damoT_mma APPEND PROPERTY
                  ENVIRONMENT "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
   endif()
   set_property(TEST test_cuda_prep_kemu APPEND PROPERTY ENVIRONMENT "BD_TEST_PPM_DIR=${_ppm_dir}")

@@ -1,10 +1,11 @@
 // nvcuda::wmma emulated by its documented semantics, for bd_cuda_conv_mma.cu compiled as
 // host C++ (cuda_kernel_emu.cc with BD_KEMU_MMA): a fragment holds its whole 16x16 tile
-// in every thread of the warp (load_matrix_sync reads element (r, c) of a row-major tile
+// in lane 0 of the warp (load_matrix_sync reads element (r, c) of a row-major tile
 // at p[r*ldm + c], of a column-major one at p[c*ldm + r]; mma_sync is d = a*b + c in
 // FP32; store_matrix_sync writes row- or column-major, once per warp). Warp-collective
-// calls are made by all 32 threads with the same arguments, so every thread computing the
-// whole tile is what the warp computes.
+// calls are made by all 32 threads with the same arguments, so lane 0 computing the whole
+// tile is what the warp computes: the other lanes skip the work (a fragment's elements
+// are opaque, the kernels never read them; stores are lane 0's).
 #ifndef CUDA_MMA_EMU_H
 #define CUDA_MMA_EMU_H
 
@@ -34,18 +35,21 @@ inline float emu_f(const __nv_bfloat16 &h) {
 
 template <typename Use, int M, int N, int K, typename T, typename L>
 inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float x) {
+  if (emu_tid.x % 32) return;
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 16; ++j) f.v[i][j] = x;
 }
 template <int M, int N, int K, typename T>
 inline void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major> &f, const T *p,
                              unsigned ldm) {
+  if (emu_tid.x % 32) return;
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) f.v[r][c] = emu_f(p[r * ldm + c]);
 }
 template <int M, int N, int K, typename T>
 inline void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major> &f, const T *p,
                              unsigned ldm) {
+  if (emu_tid.x % 32) return;
   for (int k = 0; k < 16; ++k)
     for (int n = 0; n < 16; ++n) f.v[k][n] = emu_f(p[n * ldm + k]);
 }
@@ -54,6 +58,7 @@ inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                      const fragment<matrix_a, M, N, K, TA, row_major> &a,
                      const fragment<matrix_b, M, N, K, TB, col_major> &b,
                      const fragment<accumulator, M, N, K, float> &c) {
+  if (emu_tid.x % 32) return;
   float t[16][16];
   for (int m = 0; m < 16; ++m)
     for (int n = 0; n < 16; ++n) {

@@ -9,9 +9,12 @@
 // channels of one input pixel: one 16-byte load, zero when the pixel is padding.
 // Block tile 128 pixels x 64 channels x 32 k, 8 warps of 32x32 (2x2 WMMA 16x16x16
 // fragments, FP32 accumulate); the next k-slice is loaded into registers while the
-// current one is multiplied. The accumulators go through shared memory to the epilogue,
-// which writes 8 channels per 16-byte store. x and y may be channel slices of wider
-// tensors (ldx, ldy: multiples of 8).
+// current one is multiplied, and the shared tiles are double-buffered, so one barrier
+// per k-slice suffices. A thread's two A rows (output pixels) are decomposed once and
+// its k position walks the (ky, kx, c) order by additions: no division per load. The
+// accumulators go through shared memory to the epilogue, which writes 8 channels per
+// 16-byte store. x and y may be channel slices of wider tensors (ldx, ldy: multiples of
+// 8).
 //
 // tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: threads
 // and barriers stand in for a block, BD_LAUNCH for <<<>>>; cuda_mma_emu.h: nvcuda::wmma
@@ -34,28 +37,59 @@ constexpr int LDC = BN + 4; // floats per row of the accumulator tile
 struct Smem {
   union {
     struct {
-      bd_h16 a[BM * LDS]; // [pixel][k], row-major
-      bd_h16 b[BN * LDS]; // [channel][k]: WMMA's column-major B
+      bd_h16 a[2][BM * LDS]; // [pixel][k], row-major; two buffers
+      bd_h16 b[2][BN * LDS]; // [channel][k]: WMMA's column-major B
     } in;
     float c[BM * LDC];
   };
 };
 
-// The 16 bytes of A (8 channels of one input pixel) for tile row `row`, reduction index
-// k (a multiple of 8), or zeros.
-__device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const bd_h16 *__restrict__ x,
-                                        int64_t pix, int64_t n_pix, int k, int k_tot) {
-  uint4 v = make_uint4(0, 0, 0, 0);
-  if (pix >= n_pix || k >= k_tot) return v;
-  const int kwc = p.kw * p.c;
-  const int ky = k / kwc, rem = k - ky * kwc, kx = rem / p.c, c = rem - kx * p.c;
+// One A row of the tile (an output pixel): its image's first element and the input
+// position of its kernel window's top-left tap; img == nullptr past the last pixel.
+struct ARow {
+  const bd_h16 *img;
+  int iy0, ix0;
+};
+
+__device__ __forceinline__ ARow a_row(const bd_cuda_conv_shape &p, const bd_h16 *x, int64_t pix,
+                                      int64_t n_pix, int ldx) {
+  ARow r = {nullptr, 0, 0};
+  if (pix >= n_pix) return r;
   const int ox = (int)(pix % p.ow);
   const int64_t t = pix / p.ow;
   const int oy = (int)(t % p.oh), n = (int)(t / p.oh);
-  const int iy = oy * p.sh - p.pad_t + ky * p.dh, ix = ox * p.sw - p.pad_l + kx * p.dw;
+  r.img = x + (int64_t)n * p.h * p.w * ldx;
+  r.iy0 = oy * p.sh - p.pad_t;
+  r.ix0 = ox * p.sw - p.pad_l;
+  return r;
+}
+
+// A reduction position k = (ky*KW + kx)*C + c, moved forward without divisions.
+struct KPos {
+  int k, ky, kx, c;
+};
+
+__device__ __forceinline__ void k_advance(const bd_cuda_conv_shape &p, KPos &q, int by) {
+  q.k += by;
+  q.c += by;
+  while (q.c >= p.c) { // by <= BK and C >= 8: a few steps at most
+    q.c -= p.c;
+    if (++q.kx == p.kw) {
+      q.kx = 0;
+      ++q.ky;
+    }
+  }
+}
+
+// The 16 bytes of A (8 channels of one input pixel) for row r at position q (c a
+// multiple of 8), or zeros (past the last pixel or k, or padding).
+__device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const ARow &r, const KPos &q,
+                                        int k_tot, int ldx) {
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (!r.img || q.k >= k_tot) return v;
+  const int iy = r.iy0 + q.ky * p.dh, ix = r.ix0 + q.kx * p.dw;
   if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) return v;
-  const int ldx = p.ldx ? p.ldx : p.c;
-  return *reinterpret_cast<const uint4 *>(x + (((int64_t)n * p.h + iy) * p.w + ix) * ldx + c);
+  return *reinterpret_cast<const uint4 *>(r.img + ((int64_t)iy * p.w + ix) * ldx + q.c);
 }
 
 __global__ void __launch_bounds__(THREADS)
@@ -65,7 +99,7 @@ __global__ void __launch_bounds__(THREADS)
   __shared__ __align__(16) Smem sm;
   const int tid = threadIdx.x, warp = tid / 32;
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
-  const int k_tot = p.kh * p.kw * p.c;
+  const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
   const int64_t m0 = (int64_t)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
   // Loader slots: A has BM*BK/8 = 512 chunks (2 per thread), B has BN*BK/8 = 256 (1).
@@ -73,6 +107,9 @@ __global__ void __launch_bounds__(THREADS)
   const int b_row = tid / 4, b_kc = (tid % 4) * 8;
   const int64_t w_row = (int64_t)(n0 + b_row) * k_tot;
   const bool b_ok = n0 + b_row < p.m;
+  const ARow ar0 = a_row(p, x, m0 + a_row0, n_pix, ldx), ar1 = a_row(p, x, m0 + a_row1, n_pix, ldx);
+  KPos q = {0, 0, 0, 0};
+  k_advance(p, q, a_kc);
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -81,19 +118,23 @@ __global__ void __launch_bounds__(THREADS)
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32; // this warp's 32x32 in the tile
 
-  uint4 ra0 = load_a(p, x, m0 + a_row0, n_pix, a_kc, k_tot);
-  uint4 ra1 = load_a(p, x, m0 + a_row1, n_pix, a_kc, k_tot);
+  uint4 ra0 = load_a(p, ar0, q, k_tot, ldx), ra1 = load_a(p, ar1, q, k_tot, ldx);
   uint4 rb = (b_ok && b_kc < k_tot) ? *reinterpret_cast<const uint4 *>(w + w_row + b_kc)
                                     : make_uint4(0, 0, 0, 0);
-  for (int k0 = 0; k0 < k_tot; k0 += BK) {
-    *reinterpret_cast<uint4 *>(&sm.in.a[a_row0 * LDS + a_kc]) = ra0;
-    *reinterpret_cast<uint4 *>(&sm.in.a[a_row1 * LDS + a_kc]) = ra1;
-    *reinterpret_cast<uint4 *>(&sm.in.b[b_row * LDS + b_kc]) = rb;
+  int buf = 0;
+  for (int k0 = 0; k0 < k_tot; k0 += BK, buf ^= 1) {
+    bd_h16 *sa = sm.in.a[buf], *sb = sm.in.b[buf];
+    *reinterpret_cast<uint4 *>(&sa[a_row0 * LDS + a_kc]) = ra0;
+    *reinterpret_cast<uint4 *>(&sa[a_row1 * LDS + a_kc]) = ra1;
+    *reinterpret_cast<uint4 *>(&sb[b_row * LDS + b_kc]) = rb;
+    // One barrier: this buffer is complete, and every warp is done with the other one
+    // (multiplied in the previous slice), which the next slice's stores overwrite.
     __syncthreads();
     const int k1 = k0 + BK; // prefetch the next slice while this one is multiplied
     if (k1 < k_tot) {
-      ra0 = load_a(p, x, m0 + a_row0, n_pix, k1 + a_kc, k_tot);
-      ra1 = load_a(p, x, m0 + a_row1, n_pix, k1 + a_kc, k_tot);
+      k_advance(p, q, BK);
+      ra0 = load_a(p, ar0, q, k_tot, ldx);
+      ra1 = load_a(p, ar1, q, k_tot, ldx);
       rb = (b_ok && k1 + b_kc < k_tot) ? *reinterpret_cast<const uint4 *>(w + w_row + k1 + b_kc)
                                        : make_uint4(0, 0, 0, 0);
     }
@@ -102,19 +143,17 @@ __global__ void __launch_bounds__(THREADS)
       wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i)
-        wmma::load_matrix_sync(fa[i], &sm.in.a[(wm + 16 * i) * LDS + kk], LDS);
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
-        wmma::load_matrix_sync(fb[j], &sm.in.b[(wn + 16 * j) * LDS + kk], LDS);
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
-    __syncthreads();
   }
-  // Accumulators -> shared (the input tiles are dead) -> epilogue, 8 channels a store.
+  __syncthreads(); // every warp is done with the input tiles that sm.c overlays
+  // Accumulators -> shared -> epilogue, 8 channels a store.
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -134,11 +173,11 @@ __global__ void __launch_bounds__(THREADS)
     bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
     const float *cr = &sm.c[row * LDC + col];
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const float2 fr = bd_h16x2_ld(hr[q]);
-      const float b0 = bias ? bias[oc + 2 * q] : 0.0f, b1 = bias ? bias[oc + 2 * q + 1] : 0.0f;
-      ho[q] = bd_h16x2_st(bd_conv_epilogue(cr[2 * q], b0, fr.x, p.act, p.res),
-                          bd_conv_epilogue(cr[2 * q + 1], b1, fr.y, p.act, p.res));
+    for (int q2 = 0; q2 < 4; ++q2) {
+      const float2 fr = bd_h16x2_ld(hr[q2]);
+      const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
+      ho[q2] = bd_h16x2_st(bd_conv_epilogue(cr[2 * q2], b0, fr.x, p.act, p.res),
+                           bd_conv_epilogue(cr[2 * q2 + 1], b1, fr.y, p.act, p.res));
     }
     *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
   }

@@ -82,8 +82,10 @@ struct emu_fiber {
 constexpr size_t EMU_STACK = (size_t)256 << 10; // ASan's redzones need room
 emu_fiber emu_fibers[1024];
 ucontext_t emu_sched_ctx;
-const void *emu_sched_bottom;
+#ifdef EMU_ASAN
+const void *emu_sched_bottom; // the scheduler's stack, for the switches back
 size_t emu_sched_size;
+#endif
 unsigned emu_cur;        // the fiber running now
 std::function<void()> *emu_body;
 

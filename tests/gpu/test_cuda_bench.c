@@ -30,6 +30,7 @@
 #include "bd_cuda_backend.h"
 #include "bd_cuda_internal.h"
 #include "bd_onnx.h"
+#include "test_cuda_layers.h"
 
 extern atomic_llong bd_cuda_emu_launches;
 static bd_graph *g_graph;
@@ -203,16 +204,7 @@ static void test_profile(void **state) {
 }
 
 int main(void) {
-  char path[1024];
-  const char *data = getenv("BD_TEST_DATA");
-  snprintf(path, sizeof(path), "%s/models/yolox_nano.onnx", data ? data : "../shared/data");
-  bd_err err = {0};
-  if (bd_onnx_load_file(path, &g_graph, &err) != BD_OK ||
-      bd_compile(g_graph, NULL, NULL, &err) != BD_OK) {
-    printf("cannot load %s: %s\n", path, err.msg);
-    bd_graph_destroy(g_graph);
-    return 1;
-  }
+  if (!(g_graph = tc_load_model(0))) return 1;
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_profile)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);

@@ -416,20 +416,7 @@ static void test_env_model(void **state) {
 }
 
 int main(void) {
-  char path[1024];
-  const char *data = getenv("BD_TEST_DATA"), *m = getenv("BD_CUDA_MODEL");
-  if (m)
-    snprintf(path, sizeof(path), "%s", m);
-  else
-    snprintf(path, sizeof(path), "%s/models/yolox_nano.onnx", data ? data : "../shared/data");
-  bd_err err = {0};
-  if (bd_onnx_load_file(path, &g_graph, &err) != BD_OK ||
-      bd_compile(g_graph, NULL, NULL, &err) != BD_OK) {
-    printf("cannot load %s: %s\n", path, err.msg);
-    bd_graph_destroy(g_graph);
-    return 1;
-  }
-  printf("model %s: %d nodes\n", path, g_graph->n_nodes);
+  if (!(g_graph = tc_load_model(1))) return 1;
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_half_batch2),
                                      cmocka_unit_test(test_bf16_batch1),
                                      cmocka_unit_test(test_time_device),

@@ -1,12 +1,34 @@
-/* Diagnostics shared by the whole-model cuda tests: how a prepared plan's conv layers
- * run. */
+/* Shared by the whole-model cuda tests: the model they run, how a prepared plan's conv
+ * layers run. */
 #ifndef TEST_CUDA_LAYERS_H
 #define TEST_CUDA_LAYERS_H
 
 #include <stdio.h>
 
 #include "bd_backend.h"
+#include "bd_compile.h"
 #include "bd_cuda_internal.h"
+#include "bd_onnx.h"
+
+/* The model a whole-model test runs, loaded and compiled: $BD_CUDA_MODEL (env_model 1),
+ * else $BD_TEST_DATA/models/yolox_nano.onnx. NULL (reason printed) when it cannot be. */
+static inline bd_graph *tc_load_model(int env_model) {
+  char path[1024];
+  const char *data = getenv("BD_TEST_DATA"), *m = env_model ? getenv("BD_CUDA_MODEL") : NULL;
+  if (m)
+    snprintf(path, sizeof(path), "%s", m);
+  else
+    snprintf(path, sizeof(path), "%s/models/yolox_nano.onnx", data ? data : "../shared/data");
+  bd_err err = {0};
+  bd_graph *g = NULL;
+  if (bd_onnx_load_file(path, &g, &err) != BD_OK || bd_compile(g, NULL, NULL, &err) != BD_OK) {
+    printf("cannot load %s: %s\n", path, err.msg);
+    bd_graph_destroy(g);
+    return NULL;
+  }
+  printf("model %s: %d nodes\n", path, g->n_nodes);
+  return g;
+}
 
 /* How a prepared plan's conv layers run. */
 typedef struct layer_counts {

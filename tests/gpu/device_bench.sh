@@ -45,29 +45,8 @@ LIMIT=0
 
 left() { echo $((DEADLINE - $(date +%s))); }
 
-# step NAME CAP CMD...: runs CMD for at most min(CAP, time left - 15) s, log in
-# $OUT/NAME.log; returns its status, 124/137 on timeout, 125 when skipped (< 10 s left).
-step() {
-  local name=$1 cap=$2
-  shift 2
-  LIMIT=$(($(left) - 15))
-  [ "$LIMIT" -gt "$cap" ] && LIMIT=$cap
-  if [ "$LIMIT" -lt 10 ]; then
-    echo "=== $name: skipped, time budget spent" | tee -a "$OUT/steps.log"
-    SUMMARY+=("$(printf '%-18s %-16s' "$name" "SKIPPED (budget)")")
-    return 125
-  fi
-  local s=$(date +%s)
-  echo "=== $name (limit ${LIMIT}s, $(($(date +%s) - T0))s elapsed): $*" | tee -a "$OUT/steps.log"
-  timeout -k 5 "$LIMIT" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  local d=$(($(date +%s) - s)) verdict=ok
-  [ $rc -ne 0 ] && verdict="FAIL rc=$rc"
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMEOUT"
-  SUMMARY+=("$(printf '%-18s %-16s %4ss' "$name" "$verdict" "$d")")
-  tail -n 8 "$OUT/$name.log"
-  return $rc
-}
+STEP_RESERVE=15 STEP_TAIL=8 STEP_W=18
+. "$ROOT/tests/gpu/device_step.sh"
 
 note_cell() { # MODEL BATCH IMPL TEXT: a cell that has no measurement, with the reason
   printf '{"model":"%s","batch":%d,"impl":"%s","err":"%s"}\n' "$1" "$2" "$3" "$4" >>"$CELLS"

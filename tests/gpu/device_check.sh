@@ -29,30 +29,7 @@ SUMMARY=()
 BUDGET=${BD_CHECK_BUDGET:-600}
 DEADLINE=$((T0 + BUDGET))
 
-# step NAME SECONDS CMD...: runs CMD for at most min(SECONDS, time left - 5), log in
-# $OUT/NAME.log.
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local left=$((DEADLINE - $(date +%s) - 5))
-  [ "$left" -lt "$limit" ] && limit=$left
-  if [ "$limit" -lt 10 ]; then
-    echo "=== $name: skipped, BD_CHECK_BUDGET spent" | tee -a "$OUT/steps.log"
-    SUMMARY+=("$(printf '%-22s %-14s' "$name" "SKIPPED")")
-    return 125
-  fi
-  local s=$(date +%s)
-  echo "=== $name (limit ${limit}s): $*" | tee -a "$OUT/steps.log"
-  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  local d=$(($(date +%s) - s))
-  local verdict=ok
-  [ $rc -ne 0 ] && verdict="FAIL rc=$rc"
-  [ $rc -eq 124 ] && verdict="TIMEOUT"
-  SUMMARY+=("$(printf '%-22s %-14s %4ss' "$name" "$verdict" "$d")")
-  tail -n 15 "$OUT/$name.log"
-  return $rc
-}
+. "$ROOT/tests/gpu/device_step.sh"
 
 # ---- cuDNN and NCCL from the Python wheels, LD_LIBRARY_PATH, NVCC, SAN, CMAKE_DNN, PKG ----
 . "$ROOT/tests/gpu/device_env.sh"

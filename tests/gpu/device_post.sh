@@ -33,21 +33,8 @@ mkdir -p "$OUT"
 B=$ROOT/${BD_PREBUILT:-.devdeps/bin-pre}
 T0=$(date +%s)
 SUMMARY=()
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local s=$(date +%s)
-  echo "=== $name (limit ${limit}s): $*" | tee -a "$OUT/post-steps.log"
-  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  local verdict=ok
-  [ $rc -ne 0 ] && verdict="FAIL rc=$rc"
-  [ $rc -eq 77 ] && verdict="SKIP"
-  [ $rc -eq 124 ] && verdict="TIMEOUT"
-  SUMMARY+=("$(printf '%-22s %-14s %4ss' "$name" "$verdict" "$(($(date +%s) - s))")")
-  tail -n 12 "$OUT/$name.log"
-  return $rc
-}
+STEP_TAIL=12 STEP_LOG=post-steps.log
+. "$ROOT/tests/gpu/device_step.sh"
 
 # Runtime libraries: the toolkit's, and every nvidia wheel folder (cuDNN, NCCL).
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)

@@ -1,0 +1,37 @@
+# Sourced by the device-machine scripts (device_check.sh, device_bench.sh, device_post.sh):
+# step NAME CAP CMD... runs CMD for at most min(CAP, time left before DEADLINE - STEP_RESERVE)
+# seconds (no DEADLINE: CAP), its output in $OUT/NAME.log, the command line appended to
+# $OUT/$STEP_LOG; a row for the summary is added to SUMMARY (ok, FAIL rc=N, SKIP for 77,
+# TIMEOUT for 124/137) and the log's last STEP_TAIL lines are printed. A step that would
+# get under 10 s is not run: row SKIPPED, status 125. Returns CMD's status; LIMIT holds the
+# limit it ran under. Needs OUT, T0 and SUMMARY (an array).
+STEP_RESERVE=${STEP_RESERVE:-5}
+STEP_TAIL=${STEP_TAIL:-15}
+STEP_W=${STEP_W:-22}
+STEP_LOG=${STEP_LOG:-steps.log}
+LIMIT=0
+step() {
+  local name=$1 cap=$2
+  shift 2
+  LIMIT=$cap
+  if [ -n "${DEADLINE:-}" ]; then
+    local left=$((DEADLINE - $(date +%s) - STEP_RESERVE))
+    [ "$left" -lt "$LIMIT" ] && LIMIT=$left
+  fi
+  if [ "$LIMIT" -lt 10 ]; then
+    echo "=== $name: skipped, time budget spent" | tee -a "$OUT/$STEP_LOG"
+    SUMMARY+=("$(printf "%-${STEP_W}s %-16s" "$name" "SKIPPED (budget)")")
+    return 125
+  fi
+  local s=$(date +%s)
+  echo "=== $name (limit ${LIMIT}s, $((s - T0))s elapsed): $*" | tee -a "$OUT/$STEP_LOG"
+  timeout -k 5 "$LIMIT" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  local d=$(($(date +%s) - s)) verdict=ok
+  [ $rc -ne 0 ] && verdict="FAIL rc=$rc"
+  [ $rc -eq 77 ] && verdict="SKIP"
+  { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && verdict="TIMEOUT"
+  SUMMARY+=("$(printf "%-${STEP_W}s %-16s %4ss" "$name" "$verdict" "$d")")
+  tail -n "$STEP_TAIL" "$OUT/$name.log"
+  return $rc
+}

@@ -26,7 +26,7 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
   } else {
     const char *pad = r->conv_padded ? " padded" : "";
     if (r->conv_algo == BD_PROF_MMA)
-      snprintf(buf, n, "mma%s", pad);
+      snprintf(buf, n, "mma%s%s%s", r->conv_tile ? " " : "", r->conv_tile ? r->conv_tile : "", pad);
     else if (r->conv_algo == BD_PROF_DIRECT)
       snprintf(buf, n, "direct%s", pad);
     else

@@ -33,6 +33,7 @@ typedef struct bd_prof_row {
   int conv_algo;    /* see above */
   int conv_padded;  /* runs on channel-padded copies of its input and/or output */
   int conv_fused;   /* bias + activation (+ residual) fused in the cuDNN call */
+  const char *conv_tile; /* BD_PROF_MMA: our kernel's block tile ("128x64"), else NULL */
   double ms_median; /* device time of the action, median over the reps */
   double ms_min;
   /* Estimates, not measurements: every device input read once and the output written

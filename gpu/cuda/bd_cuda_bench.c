@@ -167,6 +167,8 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
                (double)(x[1] / grp) * c->kh * c->kw;
     r->conv_algo = bd_cuda_conv_layer_algo(cp->layer[a->node], &r->conv_padded);
     r->conv_fused = bd_cuda_conv_layer_is_fused(cp->layer[a->node]);
+    int tile = bd_cuda_conv_layer_tile(cp->layer[a->node]);
+    r->conv_tile = tile >= 0 ? bd_cuda_conv_mma_tile_name(tile) : NULL;
   }
 }
 

@@ -1,22 +1,24 @@
-// Our own tensor-core convolution (issue 7; opt-in with BATCHDET_CUDA_CONV=mma until it
-// is measured against cuDNN on a GPU): an implicit GEMM over NHWC 16-bit activations and
-// KRSC 16-bit weights with the whole epilogue (bias, activation, residual) fused, so a
-// layer is one kernel and one pass over its output.
+// Our own tensor-core convolution (issue 7): an implicit GEMM over NHWC 16-bit
+// activations and KRSC 16-bit weights with the whole epilogue (bias, activation,
+// residual) fused, so a layer is one kernel and one pass over its output. Which layers
+// run it instead of cuDNN, and on which block tile, is measured at load
+// (bd_cuda_conv_choose, BATCHDET_CUDA_CONV).
 //
 // GEMM view: rows = output pixels (N*OH*OW), columns = output channels (M), reduction
 // k = (ky*KW + kx)*C + c over KH*KW*C, so that the weight row of channel m is the KRSC
 // row w[m*K .. m*K+K) and a run of 8 consecutive k (C % 8 == 0) is 8 consecutive
 // channels of one input pixel: one 16-byte load, zero when the pixel is padding.
-// Block tile 128 pixels x 64 channels x 32 k, 8 warps of 32x32 (2x2 WMMA 16x16x16
-// fragments, FP32 accumulate); the next k-slice is loaded into registers while the
+// Block tiles (BD_CONV_MMA_TILES): 128 pixels x 64 channels, 256 x 32 (layers with few
+// output channels), 64 x 128 (many), each x 32 k, 8 warps of 32x32 (2x2 WMMA 16x16x16
+// fragments, FP32 accumulate). The next k-slice is loaded into registers while the
 // current one is multiplied, and the shared tiles are double-buffered, so one barrier
-// per k-slice suffices. A thread's two A rows (output pixels) are decomposed once and
-// its k position walks the (ky, kx, c) order by additions: no division per load. The
+// per k-slice suffices. A thread's A rows (output pixels) are decomposed once and its k
+// position walks the (ky, kx, c) order by additions: no division per load. The
 // accumulators go through shared memory to the epilogue, which writes 8 channels per
 // 16-byte store. x and y may be channel slices of wider tensors (ldx, ldy: multiples of
 // 8).
 //
-// tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: threads
+// tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: fibers
 // and barriers stand in for a block, BD_LAUNCH for <<<>>>; cuda_mma_emu.h: nvcuda::wmma
 // by its documented semantics) so that the tiling, loaders and epilogue are tested
 // against a CPU convolution on machines without a GPU.
@@ -31,10 +33,10 @@ namespace {
 
 using namespace nvcuda;
 
-constexpr int BM = 128, BN = 64, BK = 32, LDS = BK + 8, THREADS = 256;
-constexpr int LDC = BN + 4; // floats per row of the accumulator tile
+constexpr int BK = 32, LDS = BK + 8, THREADS = 256;
 
-struct Smem {
+template <int BM, int BN> struct Smem {
+  static constexpr int LDC = BN + 4; // floats per row of the accumulator tile
   union {
     struct {
       bd_h16 a[2][BM * LDS]; // [pixel][k], row-major; two buffers
@@ -92,51 +94,68 @@ __device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const ARow 
   return *reinterpret_cast<const uint4 *>(r.img + ((int64_t)iy * p.w + ix) * ldx + q.c);
 }
 
+template <int BM, int BN>
 __global__ void __launch_bounds__(THREADS)
     k_conv_mma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
                const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                bd_h16 *__restrict__ y) {
-  __shared__ __align__(16) Smem sm;
-  const int tid = threadIdx.x, warp = tid / 32;
+  static_assert((BM / 32) * (BN / 32) == THREADS / 32, "one 32x32 warp tile per warp");
+  static_assert(sizeof(Smem<BM, BN>) <= 48 * 1024, "static shared memory");
+  // Loader chunks (16 bytes: 8 k of one row) per thread; every chunk of a thread has the
+  // same k offset kc, since THREADS is a multiple of the 4 chunks of a row.
+  constexpr int AC = BM * BK / 8 / THREADS, BC = (BN * BK / 8 + THREADS - 1) / THREADS;
+  constexpr int LDC = Smem<BM, BN>::LDC;
+  __shared__ __align__(16) Smem<BM, BN> sm;
+  const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
   const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
   const int64_t m0 = (int64_t)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
-  // Loader slots: A has BM*BK/8 = 512 chunks (2 per thread), B has BN*BK/8 = 256 (1).
-  const int a_row0 = tid / 4, a_row1 = a_row0 + 64, a_kc = (tid % 4) * 8;
-  const int b_row = tid / 4, b_kc = (tid % 4) * 8;
-  const int64_t w_row = (int64_t)(n0 + b_row) * k_tot;
-  const bool b_ok = n0 + b_row < p.m;
-  const ARow ar0 = a_row(p, x, m0 + a_row0, n_pix, ldx), ar1 = a_row(p, x, m0 + a_row1, n_pix, ldx);
+  ARow ar[AC];
+#pragma unroll
+  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * THREADS) / 4, n_pix, ldx);
   KPos q = {0, 0, 0, 0};
-  k_advance(p, q, a_kc);
+  k_advance(p, q, kc);
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32; // this warp's 32x32 in the tile
+  const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32; // this warp's 32x32
 
-  uint4 ra0 = load_a(p, ar0, q, k_tot, ldx), ra1 = load_a(p, ar1, q, k_tot, ldx);
-  uint4 rb = (b_ok && b_kc < k_tot) ? *reinterpret_cast<const uint4 *>(w + w_row + b_kc)
-                                    : make_uint4(0, 0, 0, 0);
+  uint4 ra[AC], rb[BC];
+  // B chunk i: weight row n0 + (tid + i*THREADS)/4 (a channel) at k + kc, or zeros.
+  auto load_b = [&](int i, int k) {
+    const int idx = tid + i * THREADS, m = n0 + idx / 4;
+    return idx < BN * 4 && m < p.m && k + kc < k_tot
+               ? *reinterpret_cast<const uint4 *>(w + (int64_t)m * k_tot + k + kc)
+               : make_uint4(0, 0, 0, 0);
+  };
+#pragma unroll
+  for (int i = 0; i < AC; ++i) ra[i] = load_a(p, ar[i], q, k_tot, ldx);
+#pragma unroll
+  for (int i = 0; i < BC; ++i) rb[i] = load_b(i, 0);
   int buf = 0;
   for (int k0 = 0; k0 < k_tot; k0 += BK, buf ^= 1) {
     bd_h16 *sa = sm.in.a[buf], *sb = sm.in.b[buf];
-    *reinterpret_cast<uint4 *>(&sa[a_row0 * LDS + a_kc]) = ra0;
-    *reinterpret_cast<uint4 *>(&sa[a_row1 * LDS + a_kc]) = ra1;
-    *reinterpret_cast<uint4 *>(&sb[b_row * LDS + b_kc]) = rb;
+#pragma unroll
+    for (int i = 0; i < AC; ++i)
+      *reinterpret_cast<uint4 *>(&sa[((tid + i * THREADS) / 4) * LDS + kc]) = ra[i];
+#pragma unroll
+    for (int i = 0; i < BC; ++i)
+      if (tid + i * THREADS < BN * 4)
+        *reinterpret_cast<uint4 *>(&sb[((tid + i * THREADS) / 4) * LDS + kc]) = rb[i];
     // One barrier: this buffer is complete, and every warp is done with the other one
     // (multiplied in the previous slice), which the next slice's stores overwrite.
     __syncthreads();
     const int k1 = k0 + BK; // prefetch the next slice while this one is multiplied
     if (k1 < k_tot) {
       k_advance(p, q, BK);
-      ra0 = load_a(p, ar0, q, k_tot, ldx);
-      ra1 = load_a(p, ar1, q, k_tot, ldx);
-      rb = (b_ok && k1 + b_kc < k_tot) ? *reinterpret_cast<const uint4 *>(w + w_row + k1 + b_kc)
-                                       : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int i = 0; i < AC; ++i) ra[i] = load_a(p, ar[i], q, k_tot, ldx);
+#pragma unroll
+      for (int i = 0; i < BC; ++i) rb[i] = load_b(i, k1);
     }
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
@@ -183,22 +202,39 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
+template <int BM, int BN>
+cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, const float *bias,
+                   const void *r, void *y, cudaStream_t s) {
+  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
+  if (n_pix == 0) return cudaSuccess;
+  const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
+  if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
+  dim3 grid((unsigned)gx, (unsigned)gy);
+  BD_LAUNCH(BD_K(k_conv_mma<BM, BN>), grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w,
+            bias, (const bd_h16 *)r, (bd_h16 *)y);
+  return cudaGetLastError();
+}
+
 } // namespace
+
+extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile,
+                                              const void *x, const void *w, const float *bias,
+                                              const void *r, void *y, cudaStream_t s) {
+  if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
+      p->ldy % 8 || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
+      (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
+      ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
+      tile >= BD_CONV_MMA_TILES)
+    return cudaErrorInvalidValue;
+  switch (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) {
+  case 1: return launch<256, 32>(p, x, w, bias, r, y, s);
+  case 2: return launch<64, 128>(p, x, w, bias, r, y, s);
+  default: return launch<128, 64>(p, x, w, bias, r, y, s);
+  }
+}
 
 extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                         const float *bias, const void *r, void *y,
                                         cudaStream_t s) {
-  if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
-      p->ldy % 8 || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
-      (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
-      ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u))
-    return cudaErrorInvalidValue;
-  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
-  if (n_pix == 0) return cudaSuccess;
-  const int64_t gx = (n_pix + BM - 1) / BM;
-  if (gx > 0x7fffffff) return cudaErrorInvalidValue;
-  dim3 grid((unsigned)gx, (unsigned)((p->m + BN - 1) / BN));
-  BD_LAUNCH(k_conv_mma, grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w, bias,
-            (const bd_h16 *)r, (bd_h16 *)y);
-  return cudaGetLastError();
+  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, s);
 }

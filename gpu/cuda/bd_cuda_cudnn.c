@@ -33,7 +33,8 @@ struct bd_cuda_conv_layer {
   bd_cuda_conv_shape p; /* the node's shape */
   bd_cuda_conv_shape q; /* what the convolution itself runs: channels padded */
   int direct;
-  int mma; /* runs on bd_cuda_conv_mma (use_mma) */
+  int mma;  /* runs on our tensor-core kernel (mma_tile) */
+  int tile; /* its block tile (bd_cuda_conv_mma_tiled) */
   void *xpad, *ypad, *wpad; /* NULL: not padded */
   int lent;                 /* xpad / ypad belong to the caller (zero xpad on each run) */
 #ifdef BD_HAVE_CUDNN
@@ -79,15 +80,17 @@ static int mma_fits(const bd_cuda_conv_shape *p) {
          (int64_t)p->kh * p->kw * p->c < (1 << 30);
 }
 
-static int choice_find(const bd_cuda_conv_shape *p);
+static int choice_find(const bd_cuda_conv_shape *p, int *tile);
 
-/* Whether a layer of shape p runs on our tensor-core kernel (cudnn: a handle exists). */
-static int use_mma(const bd_cuda_conv_shape *p, int cudnn) {
-  if (!mma_fits(p)) return 0;
+/* The block tile our tensor-core kernel runs a layer of shape p on, -1 when the layer
+ * does not run on it (cudnn: a handle exists). */
+static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
+  int tile = -1;
+  if (!mma_fits(p)) return -1;
   switch (conv_mode_now()) {
-  case CONV_MMA: return 1;
-  case CONV_AUTO: return cudnn && choice_find(p) == 1;
-  default: return 0;
+  case CONV_MMA: return bd_cuda_conv_mma_default_tile(p->m);
+  case CONV_AUTO: return cudnn && choice_find(p, &tile) ? tile : -1;
+  default: return -1;
   }
 }
 
@@ -247,13 +250,13 @@ static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
  * epilogue reads (padded output channels, or a pitched output - a Concat piece - that
  * cuDNN cannot write). cudnn: a cuDNN handle exists. */
 typedef struct pad_plan {
-  int mma, padded, xcopy, ybuf, qc, qm;
+  int mma, tile, padded, xcopy, ybuf, qc, qm;
 } pad_plan;
 
 static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                           int allow_mma) {
-  pad_plan r = {0, 0, 0, 0, p->c, p->m};
-  if (allow_mma && use_mma(p, cudnn)) {
+  pad_plan r = {0, -1, 0, 0, 0, p->c, p->m};
+  if (allow_mma && (r.tile = mma_tile(p, cudnn)) >= 0) {
     r.mma = 1;
     return r;
   }
@@ -377,6 +380,7 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL, allow_mma);
   if (pp.mma) {
     l->mma = 1;
+    l->tile = pp.tile;
     l->direct = 0;
     goto out;
   }
@@ -522,6 +526,8 @@ out:
 
 int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l) { return l && l->bias16; }
 
+int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l) { return l && l->mma ? l->tile : -1; }
+
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded) {
   *padded = l && l->wpad;
   if (l && l->mma) return -2;
@@ -541,7 +547,7 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
   const bd_cuda_conv_shape *p = &l->p, *q = &l->q;
   void *cy = l->ypad ? l->ypad : y; /* where the convolution writes */
   if (l->mma) {
-    BD_CU(bd_cuda_conv_mma(p, x, w, bias, r, y, stream));
+    BD_CU(bd_cuda_conv_mma_tiled(p, l->tile, x, w, bias, r, y, stream));
     return BD_OK;
   }
   if (l->wpad) w = l->wpad;
@@ -594,48 +600,46 @@ out:
 typedef struct choice_memo {
   int device;
   bd_cuda_conv_shape shape;
-  int mma;
+  int tile; /* ours on this block tile, -1: cuDNN */
 } choice_memo;
 #define CHOICE_MEMO_MAX 4096
 static choice_memo choices[CHOICE_MEMO_MAX];
 static int n_choices;
 static pthread_mutex_t choice_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int choice_lookup(int device, const bd_cuda_conv_shape *p) {
-  int r = -1;
-  pthread_mutex_lock(&choice_mu);
-  for (int i = 0; i < n_choices && r < 0; ++i)
-    if (choices[i].device == device && same_shape(&choices[i].shape, p) &&
-        choices[i].shape.act == p->act && choices[i].shape.res == p->res)
-      r = choices[i].mma;
-  pthread_mutex_unlock(&choice_mu);
-  return r;
-}
-
-/* 1: ours, 0: cuDNN (or our direct kernel where cuDNN does not take the layer), -1: not
- * decided on the current GPU. */
-static int choice_find(const bd_cuda_conv_shape *p) {
-  int device = 0;
+/* 1 when shape p is decided on the current GPU: *tile our kernel's block tile, -1 for
+ * cuDNN (or our direct kernel where cuDNN does not take the layer). */
+static int choice_find(const bd_cuda_conv_shape *p, int *tile) {
+  int device = 0, found = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     (void)cudaGetLastError();
-    return -1;
+    return 0;
   }
-  return choice_lookup(device, p);
+  pthread_mutex_lock(&choice_mu);
+  for (int i = 0; i < n_choices && !found; ++i)
+    if (choices[i].device == device && same_shape(&choices[i].shape, p) &&
+        choices[i].shape.act == p->act && choices[i].shape.res == p->res) {
+      *tile = choices[i].tile;
+      found = 1;
+    }
+  pthread_mutex_unlock(&choice_mu);
+  return found;
 }
 
-static void choice_add(int device, const bd_cuda_conv_shape *p, int mma) {
+static void choice_add(int device, const bd_cuda_conv_shape *p, int tile) {
   pthread_mutex_lock(&choice_mu);
   if (n_choices < CHOICE_MEMO_MAX) {
     choices[n_choices].device = device;
     choices[n_choices].shape = *p;
-    choices[n_choices].mma = mma;
+    choices[n_choices].tile = tile;
     n_choices++;
   }
   pthread_mutex_unlock(&choice_mu);
 }
 
 int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p) {
-  return cudnn_handle && conv_mode_now() == CONV_AUTO && mma_fits(p) && choice_find(p) < 0;
+  int tile = -1;
+  return cudnn_handle && conv_mode_now() == CONV_AUTO && mma_fits(p) && !choice_find(p, &tile);
 }
 
 /* The largest |a - b| and |a| over the first and last BD_CONV_SAMPLE values of two
@@ -678,17 +682,41 @@ out:
 }
 
 #define CHOICE_REPS 5
+/* Times CHOICE_REPS runs of the layer (ours on `tile` when tile >= 0, else lib) on the
+ * scratch after one untimed run; *ms: their total. */
+static bd_status time_side(void *cudnn_handle, const bd_cuda_conv_layer *lib, int tile,
+                           const bd_cuda_conv_shape *p, const void *w, const float *bias,
+                           const void *r, void *y, const bd_cuda_conv_scratch *sc,
+                           cudaEvent_t ev[2], cudaStream_t stream, float *ms, bd_err *err) {
+  bd_status st = BD_OK;
+  for (int i = 0; i <= CHOICE_REPS && st == BD_OK; ++i) {
+    if (i == 1) BD_CU(cudaEventRecord(ev[0], stream));
+    if (tile >= 0)
+      BD_CU(bd_cuda_conv_mma_tiled(p, tile, sc->x, w, bias, r, y, stream));
+    else
+      st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, y, sc->ws, sc->ws_bytes,
+                                  stream, err);
+  }
+  if (st != BD_OK) goto out;
+  BD_CU(cudaEventRecord(ev[1], stream));
+  BD_CU(cudaEventSynchronize(ev[1]));
+  BD_CU(cudaEventElapsedTime(ms, ev[0], ev[1]));
+out:
+  return st;
+}
+
 bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shape, int pad_b,
                               int pad_r, const void *w, const float *bias, int may_fuse,
                               const bd_cuda_conv_scratch *sc, cudaStream_t stream,
                               bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_conv_layer *lib = NULL;
-  cudaEvent_t ev[3] = {NULL, NULL, NULL};
-  int device = 0, bad = 0;
+  cudaEvent_t ev[2] = {NULL, NULL};
+  int device = 0, best = -1, n_bad = 0;
   size_t ws = 0;
-  float t_lib = 0, t_mma = 0;
-  double diff = 0, ref = 0;
+  float t_lib = 0, t[BD_CONV_MMA_TILES] = {0};
+  double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
+  int agree[BD_CONV_MMA_TILES] = {0};
   bd_cuda_conv_shape p = *shape;
   p.ldx = p.ldy = 0; /* measured packed: the plan decides pitches after this */
   p.xzero = 0;
@@ -706,46 +734,43 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     st = bd_err_set(err, BD_E_INTERNAL, "conv choice: workspace %zu > %zu", ws, sc->ws_bytes);
     goto out;
   }
-  for (int i = 0; i < 3; ++i) BD_CU(cudaEventCreate(&ev[i]));
-  /* One untimed run of each (module loading, cuDNN's first call), then each timed. */
-  st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, sc->y0, sc->ws,
-                              sc->ws_bytes, stream, err);
+  for (int i = 0; i < 2; ++i) BD_CU(cudaEventCreate(&ev[i]));
+  st = time_side(cudnn_handle, lib, -1, &p, w, bias, r, sc->y0, sc, ev, stream, &t_lib, err);
+  /* Each of our tiles, its output checked against cuDNN's. Both are FP32 sums of the same
+   * 16-bit products stored in 16 bits: they differ by the summation order and one
+   * rounding (~1e-3 of the output's range). A wrong fragment layout, tile edge or
+   * epilogue differs by the values themselves. */
+  for (int k = 0; k < BD_CONV_MMA_TILES && st == BD_OK; ++k) {
+    int bad = 0;
+    st = time_side(cudnn_handle, lib, k, &p, w, bias, r, sc->y1, sc, ev, stream, &t[k], err);
+    if (st == BD_OK)
+      st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff[k], &ref, &bad, err);
+    agree[k] = st == BD_OK && !bad && diff[k] <= 2e-2 * ref + 1e-3;
+    n_bad += !agree[k];
+    if (agree[k] && t[k] < t_lib && (best < 0 || t[k] < t[best])) best = k;
+  }
   if (st != BD_OK) goto out;
-  BD_CU(bd_cuda_conv_mma(&p, sc->x, w, bias, r, sc->y1, stream));
-  BD_CU(cudaEventRecord(ev[0], stream));
-  for (int i = 0; i < CHOICE_REPS && st == BD_OK; ++i)
-    st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, sc->y0, sc->ws,
-                                sc->ws_bytes, stream, err);
-  if (st != BD_OK) goto out;
-  BD_CU(cudaEventRecord(ev[1], stream));
-  for (int i = 0; i < CHOICE_REPS; ++i)
-    BD_CU(bd_cuda_conv_mma(&p, sc->x, w, bias, r, sc->y1, stream));
-  BD_CU(cudaEventRecord(ev[2], stream));
-  BD_CU(cudaEventSynchronize(ev[2]));
-  BD_CU(cudaEventElapsedTime(&t_lib, ev[0], ev[1]));
-  BD_CU(cudaEventElapsedTime(&t_mma, ev[1], ev[2]));
-  st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff, &ref, &bad, err);
-  if (st != BD_OK) goto out;
-  /* Both are FP32 sums of the same 16-bit products stored in 16 bits: they differ by
-   * the summation order and one rounding (~1e-3 of the output's range). A wrong fragment
-   * layout, tile edge or epilogue differs by the values themselves. */
-  int agree = !bad && diff <= 2e-2 * ref + 1e-3;
-  int mma = agree && t_mma < t_lib;
-  choice_add(device, &p, mma);
+  choice_add(device, &p, best);
   const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
-  if (!agree || (log && strcmp(log, "0") != 0)) {
+  if (n_bad || (log && strcmp(log, "0") != 0)) {
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded);
+    char ours[256];
+    size_t o = 0;
+    for (int k = 0; k < BD_CONV_MMA_TILES && o < sizeof ours; ++k)
+      o += (size_t)snprintf(ours + o, sizeof ours - o, "%s%s %.1f us%s", k ? ", " : "",
+                            bd_cuda_conv_mma_tile_name(k), t[k] * 1e3 / CHOICE_REPS,
+                            agree[k] ? "" : " (WRONG)");
     fprintf(stderr,
-            "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us, "
-            "ours %.1f us, max diff %.3g of %.3g -> %s\n",
-            agree ? "" : "WARNING (our tensor-core kernel disagrees with cuDNN, not used) ",
+            "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us; "
+            "ours %s; max diff %.3g of %.3g -> %s%s\n",
+            n_bad ? "WARNING (our tensor-core kernel disagrees with cuDNN, not used there) " : "",
             p.n, p.h, p.w, p.c, p.oh, p.ow, p.m, p.kh, p.kw, p.sh, p.act, p.res,
             algo >= 0 ? "" : " (direct kernel)", bd_cuda_conv_layer_is_fused(lib) ? " fused" : "",
-            t_lib * 1e3 / CHOICE_REPS, t_mma * 1e3 / CHOICE_REPS, diff, ref,
-            mma ? "ours" : "cuDNN");
+            t_lib * 1e3 / CHOICE_REPS, ours, best >= 0 ? diff[best] : diff[0], ref,
+            best >= 0 ? "ours " : "cuDNN", best >= 0 ? bd_cuda_conv_mma_tile_name(best) : "");
   }
 out:
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < 2; ++i)
     if (ev[i]) cudaEventDestroy(ev[i]);
   bd_cuda_conv_layer_destroy(lib);
   return st;

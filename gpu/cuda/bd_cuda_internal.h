@@ -92,6 +92,8 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
                                   bd_err *err);
 /* 1 when the layer runs fused in cuDNN. */
 int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l);
+/* The block tile of a layer on our tensor-core kernel (bd_cuda_conv_mma_tiled), else -1. */
+int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
  * kernel, -2 on our tensor-core kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
@@ -112,11 +114,12 @@ typedef struct bd_cuda_conv_scratch {
   size_t ws_bytes;
 } bd_cuda_conv_scratch;
 /* BATCHDET_CUDA_CONV=auto: decides, once per process, GPU and shape (with activation and
- * residual), whether our tensor-core kernel or cuDNN (its best algorithm, fused when
- * may_fuse and cuDNN fuses it; our direct kernel where cuDNN refuses the layer) runs an
- * undecided layer: both run on the scratch buffers (w, bias: the layer's own), timed
- * between CUDA events on stream. Ours is kept only when faster and when its output agrees
- * with cuDNN's (sampled; otherwise a warning on stderr). Later layers of the shape follow
+ * residual), whether our tensor-core kernel (on which block tile) or cuDNN (its best
+ * algorithm, fused when may_fuse and cuDNN fuses it; our direct kernel where cuDNN
+ * refuses the layer) runs an undecided layer: cuDNN and each of our tiles run on the
+ * scratch buffers (w, bias: the layer's own), timed between CUDA events on stream. A tile
+ * of ours is kept only when it is the fastest of all and its output agrees with cuDNN's
+ * (sampled; a tile that disagrees is never used, and a warning goes to stderr). Later layers of the shape follow
  * the decision (bd_cuda_conv_layer_new and the pitch/pad queries).
  * BATCHDET_CUDA_CONV_LOG=1 prints every decision with both times. */
 bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,

@@ -80,6 +80,18 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
  * differs from the direct kernel (results equal up to FP32 rounding). */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);
+/* The same on block tile `tile` (0: 128 pixels x 64 channels, 1: 256 x 32, 2: 64 x 128;
+ * -1: bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). */
+#define BD_CONV_MMA_TILES 3
+cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
+                                   const void *w, const float *bias, const void *r, void *y,
+                                   cudaStream_t stream);
+/* Without a measurement: wide pixel tiles for few output channels, wide channel tiles for
+ * many. */
+static inline int bd_cuda_conv_mma_default_tile(int m) { return m <= 32 ? 1 : m >= 128 ? 2 : 0; }
+static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
+  return tile == 0 ? "128x64" : tile == 1 ? "256x32" : tile == 2 ? "64x128" : "?";
+}
 
 /* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r] (packed y
  * only: ldy must be 0 or m). */

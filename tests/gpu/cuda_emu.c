@@ -174,14 +174,20 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
   return cudaSuccess;
 }
 
-/* The tensor-core kernel computes what the direct kernel does (FP32 accumulation of the
- * same products; only the summation order differs on a GPU). $BD_EMU_MMA_FAULT=1 makes
+/* The tensor-core kernel computes what the direct kernel does on every tile (FP32
+ * accumulation of the same products; only the summation order differs on a GPU). $BD_EMU_MMA_FAULT=1 makes
  * it wrong (every output v becomes -v - 1, as a fragment layout bug would scramble it):
  * the measured choice of BATCHDET_CUDA_CONV=auto must notice and keep cuDNN. */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t s) {
+  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, s);
+}
+cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
+                                   const void *w, const float *bias, const void *r, void *y,
+                                   cudaStream_t s) {
   if (p->group != 1 || p->c % 8 || p->m % 8 || p->ldx % 8 || p->ldy % 8 ||
-      ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u))
+      ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
+      tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
   cudaError_t e = bd_cuda_conv_direct(p, x, w, bias, r, y, s);
   const char *fault = getenv("BD_EMU_MMA_FAULT");

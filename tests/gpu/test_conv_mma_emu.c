@@ -37,7 +37,7 @@ static uint16_t *h16_random(size_t n, float lo, float hi) {
   return v;
 }
 
-static void run_case(const conv_case *k) {
+static void run_case(const conv_case *k, int tile) {
   bd_cuda_conv_shape p = {0};
   p.n = k->n, p.h = k->h, p.w = k->w, p.c = k->c, p.m = k->m, p.kh = k->kh, p.kw = k->kw;
   p.sh = p.sw = k->s, p.dh = p.dw = k->d, p.pad_t = k->pad_t, p.pad_l = k->pad_l, p.group = 1;
@@ -60,7 +60,10 @@ static void run_case(const conv_case *k) {
   }
   memset(y, 0xFF, ny * 2); /* NaN in both 16-bit formats: an unwritten output shows */
   for (int g = 0; g < GUARD; ++g) y[ny + g] = (uint16_t)(0x1234 + g);
-  assert_int_equal(bd_cuda_conv_mma(&p, x, w, bias, r, y, 0), cudaSuccess);
+  if (tile < 0)
+    assert_int_equal(bd_cuda_conv_mma(&p, x, w, bias, r, y, 0), cudaSuccess);
+  else
+    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, x, w, bias, r, y, 0), cudaSuccess);
   for (int g = 0; g < GUARD; ++g) assert_int_equal(y[ny + g], (uint16_t)(0x1234 + g));
   for (size_t i = 0; i < npix; ++i) /* the other channels of y's rows: never written */
     for (int c = p.m; c < ldy; ++c) assert_int_equal(y[i * ldy + c], 0xFFFF);
@@ -98,9 +101,10 @@ static void run_case(const conv_case *k) {
           if (err > worst) worst = err;
         }
   printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d ldx%d ldy%d "
-         "-> %dx%d: max abs err %.2e\n",
+         "-> %dx%d, tile %s: max abs err %.2e\n",
          p.n, p.h, p.w, p.c, p.m, p.kh, p.kw, k->s, k->d, k->pad_t, k->pad_l, k->pad_b, k->pad_r,
-         p.act, p.res, k->bias, k->ldx, k->ldy, p.oh, p.ow, worst);
+         p.act, p.res, k->bias, k->ldx, k->ldy, p.oh, p.ow,
+         bd_cuda_conv_mma_tile_name(tile < 0 ? bd_cuda_conv_mma_default_tile(p.m) : tile), worst);
   free(x);
   free(w);
   free(r);
@@ -121,8 +125,12 @@ static void test_shapes(void **s) {
       {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 40, 96},
       {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 32},
       {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 0, 1, 24, 0},
+      /* more than one block of every tile: 320 pixels, 136 channels */
+      {1, 20, 16, 16, 136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) run_case(&cases[i]);
+  /* Every block tile, and the default one (-1) */
+  for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) run_case(&cases[i], tile);
 }
 
 static void test_refuses(void **s) {
@@ -142,6 +150,10 @@ static void test_refuses(void **s) {
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   p.ldy = 0, p.ldx = 12;
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldx = 0; /* a valid shape on a tile that does not exist */
+  assert_int_equal(bd_cuda_conv_mma_tiled(&p, BD_CONV_MMA_TILES, b, b, NULL, NULL, b, 0),
+                   cudaErrorInvalidValue);
+  assert_int_equal(bd_cuda_conv_mma_tiled(&p, -2, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   free(b);
 }
 

@@ -716,7 +716,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   size_t ws = 0;
   float t_lib = 0, t[BD_CONV_MMA_TILES] = {0};
   double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
-  int agree[BD_CONV_MMA_TILES] = {0};
+  int agree[BD_CONV_MMA_TILES] = {0}, ran[BD_CONV_MMA_TILES] = {0};
   bd_cuda_conv_shape p = *shape;
   p.ldx = p.ldy = 0; /* measured packed: the plan decides pitches after this */
   p.xzero = 0;
@@ -742,6 +742,15 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
    * epilogue differs by the values themselves. */
   for (int k = 0; k < BD_CONV_MMA_TILES && st == BD_OK; ++k) {
     int bad = 0;
+    /* A tile this GPU cannot launch (resources) is not an error: it is not used. */
+    cudaError_t e = bd_cuda_conv_mma_tiled(&p, k, sc->x, w, bias, r, sc->y1, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      n_bad++;
+      continue;
+    }
+    ran[k] = 1;
     st = time_side(cudnn_handle, lib, k, &p, w, bias, r, sc->y1, sc, ev, stream, &t[k], err);
     if (st == BD_OK)
       st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff[k], &ref, &bad, err);
@@ -753,20 +762,24 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   choice_add(device, &p, best);
   const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
   if (n_bad || (log && strcmp(log, "0") != 0)) {
-    int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded);
+    int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;
+    for (int k = 0; k < BD_CONV_MMA_TILES && shown < 0; ++k)
+      if (ran[k]) shown = k; /* the diff shown: the kept tile's, else the first that ran */
     char ours[256];
     size_t o = 0;
     for (int k = 0; k < BD_CONV_MMA_TILES && o < sizeof ours; ++k)
       o += (size_t)snprintf(ours + o, sizeof ours - o, "%s%s %.1f us%s", k ? ", " : "",
                             bd_cuda_conv_mma_tile_name(k), t[k] * 1e3 / CHOICE_REPS,
-                            agree[k] ? "" : " (WRONG)");
+                            !ran[k] ? " (launch failed)" : agree[k] ? "" : " (WRONG)");
     fprintf(stderr,
             "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us; "
             "ours %s; max diff %.3g of %.3g -> %s%s\n",
-            n_bad ? "WARNING (our tensor-core kernel disagrees with cuDNN, not used there) " : "",
+            n_bad ? "WARNING (our tensor-core kernel failed or disagrees with cuDNN, not used "
+                    "there) "
+                  : "",
             p.n, p.h, p.w, p.c, p.oh, p.ow, p.m, p.kh, p.kw, p.sh, p.act, p.res,
             algo >= 0 ? "" : " (direct kernel)", bd_cuda_conv_layer_is_fused(lib) ? " fused" : "",
-            t_lib * 1e3 / CHOICE_REPS, ours, best >= 0 ? diff[best] : diff[0], ref,
+            t_lib * 1e3 / CHOICE_REPS, ours, shown >= 0 ? diff[shown] : 0.0, ref,
             best >= 0 ? "ours " : "cuDNN", best >= 0 ? bd_cuda_conv_mma_tile_name(best) : "");
   }
 out:

@@ -131,6 +131,11 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1")
+  # The same with our first block tile failing to launch: load goes on without it.
+  add_test(NAME test_cuda_emu_dnn_auto_damoT_launchfail COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_auto_damoT_launchfail PROPERTIES
+                       FIXTURES_REQUIRED damoT96 LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1;BD_EMU_MMA_FAULT=launch0")
   foreach(_conv auto mma)
     add_test(NAME test_cuda_emu_damoT_${_conv} COMMAND test_cuda_emu)
     set_tests_properties(test_cuda_emu_damoT_${_conv} PROPERTIES FIXTURES_REQUIRED damoT96

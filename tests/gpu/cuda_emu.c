@@ -175,9 +175,11 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 }
 
 /* The tensor-core kernel computes what the direct kernel does on every tile (FP32
- * accumulation of the same products; only the summation order differs on a GPU). $BD_EMU_MMA_FAULT=1 makes
- * it wrong (every output v becomes -v - 1, as a fragment layout bug would scramble it):
- * the measured choice of BATCHDET_CUDA_CONV=auto must notice and keep cuDNN. */
+ * accumulation of the same products; only the summation order differs on a GPU).
+ * $BD_EMU_MMA_FAULT=1 makes it wrong (every output v becomes -v - 1, as a fragment layout
+ * bug would scramble it): the measured choice of BATCHDET_CUDA_CONV=auto must notice and
+ * keep cuDNN. $BD_EMU_MMA_FAULT=launch0 makes tile 0 fail to launch (as one needing more
+ * resources than a GPU has would): auto must go on without that tile. */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t s) {
   return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, s);
@@ -189,8 +191,11 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
       ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
       tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
-  cudaError_t e = bd_cuda_conv_direct(p, x, w, bias, r, y, s);
   const char *fault = getenv("BD_EMU_MMA_FAULT");
+  if (fault && strcmp(fault, "launch0") == 0 &&
+      (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) == 0)
+    return cudaErrorLaunchOutOfResources;
+  cudaError_t e = bd_cuda_conv_direct(p, x, w, bias, r, y, s);
   if (e == cudaSuccess && fault && strcmp(fault, "1") == 0) {
     float *ys = bd_emu_shadow(y);
     const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;

@@ -153,9 +153,10 @@ static void run_batch(int batch, double bound) {
  * process). Our tensor-core kernel is one launch; cuDNN is one when it fuses bias +
  * activation, two when our epilogue follows. So ours must be chosen exactly for the
  * layers it takes (group 1, channels multiples of 8: read from the plan here) that the
- * same plan with BATCHDET_CUDA_CONV=cudnn runs unfused (a tie keeps cuDNN), and with
- * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none. Both agree with the cpu backend. A
- * bad BATCHDET_CUDA_CONV is refused at prepare. */
+ * same plan with BATCHDET_CUDA_CONV=cudnn runs unfused (a tie keeps cuDNN), on its first
+ * block tile (ties again); with $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with
+ * $BD_EMU_MMA_FAULT=launch0 (tile 0 fails to launch) for the same layers on tile 1.
+ * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV is refused at prepare. */
 static void test_conv_auto(void **state) {
   (void)state;
   if (!getenv("BD_TEST_CONV_AUTO")) skip();
@@ -166,6 +167,7 @@ static void test_conv_auto(void **state) {
 #endif
   const char *fault = getenv("BD_EMU_MMA_FAULT");
   const int faulty = fault && strcmp(fault, "1") == 0;
+  const int tile_want = fault && strcmp(fault, "launch0") == 0 ? 1 : 0;
   const double bound = getenv("BD_CUDA_INPUT") ? 2e-2 : 1e-2;
   const bd_graph *g = g_graph;
   bd_err err = {0};
@@ -201,6 +203,7 @@ static void test_conv_auto(void **state) {
   for (int n = 0; n < g->n_nodes; ++n) {
     if (g->nodes[n].op != BD_OP_CONV) continue;
     int pad = 0, mma = bd_cuda_conv_layer_algo(ap->layer[n], &pad) == -2;
+    if (mma) assert_int_equal(bd_cuda_conv_layer_tile(ap->layer[n]), tile_want);
     if (mma != (faulty ? 0 : want[n]))
       printf("node %s: ours %d, expected %d\n", g->nodes[n].name, mma, faulty ? 0 : want[n]);
     assert_int_equal(mma, faulty ? 0 : want[n]);

@@ -32,7 +32,7 @@ static inline bd_graph *tc_load_model(int env_model) {
 
 /* How a prepared plan's conv layers run. */
 typedef struct layer_counts {
-  int direct, fused, padded, mma, algo[16];
+  int direct, fused, padded, mma, algo[16], tile[BD_CONV_MMA_TILES];
 } layer_counts;
 
 static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
@@ -45,7 +45,9 @@ static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
       if (!l) continue;
       int pad = 0, a = bd_cuda_conv_layer_algo(l, &pad);
       if (a == -2) {
+        int t = bd_cuda_conv_layer_tile(l);
         ++c.mma;
+        if (t >= 0 && t < BD_CONV_MMA_TILES) ++c.tile[t];
         continue;
       }
       c.padded += pad;
@@ -69,7 +71,10 @@ static inline layer_counts print_layers(bd_backend *be, const bd_plan *plan) {
          plan->batch, c.direct, c.mma, c.fused, c.padded);
   for (int a = 0; a < 16; ++a)
     if (c.algo[a]) printf(" %d:%d", a, c.algo[a]);
-  printf(" (1 = IMPLICIT_PRECOMP_GEMM)\n");
+  printf(" (1 = IMPLICIT_PRECOMP_GEMM); mma tiles:");
+  for (int t = 0; t < BD_CONV_MMA_TILES; ++t)
+    if (c.tile[t]) printf(" %s:%d", bd_cuda_conv_mma_tile_name(t), c.tile[t]);
+  printf("\n");
   return c;
 }
 

@@ -202,6 +202,16 @@ static void finish_result(wk_exec *x, wk_model *wm, bd_pool_result *r) {
   wm->in_flight--;
   if (r->batch_status == BD_E_CANCELLED) {
     abandon_batch(w, b);
+  } else if (r->batch_status == BD_E_DEVICE) {
+    /* The device failed under the batch (a CUDA error is sticky: every later batch of
+     * the instance would fail too). Not the images' fault: as when a device cannot load
+     * the model, nothing is acknowledged and the worker drains and exits, so that the
+     * others (or a restart, with a fresh CUDA context) redo these shards, instead of
+     * marking every image that reaches this instance as failed. */
+    BD_LOGE("%s: device failed under a batch of %d: %s", r->instance, b->n, r->err.msg);
+    if (!atomic_exchange(&w->fatal, 1))
+      snprintf(w->fatal_msg, sizeof w->fatal_msg, "%.64s: %s", r->instance, r->err.msg);
+    abandon_batch(w, b);
   } else if (r->batch_status != BD_OK || r->n != b->n) {
     BD_LOGW("%s: batch of %d failed: %s", r->instance, b->n, r->err.msg);
     set_errors(b, "infer: ", r->batch_status != BD_OK ? r->err.msg : "internal: result size");

@@ -115,6 +115,17 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   target_include_directories(test_pool_emu PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_pool_emu PRIVATE -UBD_HAVE_CUDNN)
   target_compile_definitions(test_pool_emu PRIVATE TEST_POOL_EMU=1)
+  # The worker's executor with a cuda instance over the same emulation, the device failing
+  # under a batch ($BD_EMU_DEVICE_FAULT): the worker is fatal, the shard not acknowledged.
+  if(TARGET bd_worker)
+    bd_add_unit_test(test_bd_wk_exec_emu SOURCES ${CMAKE_SOURCE_DIR}/tests/worker/test_bd_wk_exec.c
+                     ${BD_TWIN_EMU_SOURCES} LIBS bd_worker LABELS engine TIMEOUT 300)
+    target_include_directories(test_bd_wk_exec_emu PRIVATE ${_cu} ${_cuda_dir} ${CUDAToolkit_INCLUDE_DIRS})
+    target_compile_options(test_bd_wk_exec_emu PRIVATE -UBD_HAVE_CUDNN)
+    target_compile_definitions(test_bd_wk_exec_emu PRIVATE TEST_WK_EMU=1)
+    set_tests_properties(test_bd_wk_exec_emu PROPERTIES FIXTURES_REQUIRED tiny_damo
+                         ENVIRONMENT "${BD_TEST_ENV};BD_WK_MODELS_DIR=${CMAKE_CURRENT_BINARY_DIR};BD_WK_MODEL=tiny_damo;BD_EMU_DEVICE_FAULT=2")
+  endif()
   # DAMO-YOLO-T itself (reference module, seed 0) at 96x96: the real head (DFL softmax,
   # integral, the reshapes and transposes read in place) and the Focus stem over the
   # emulation, batch 2, against the cpu backend (test_cuda_emu's $BD_CUDA_MODEL mode).

@@ -191,8 +191,18 @@ float *bd_emu_shadow(const void *p) {
 }
 cudaError_t cudaMallocHost(void **p, size_t n) { return emu_malloc(p, n, 1); }
 cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+/* A device fault ($BD_EMU_DEVICE_FAULT=N): the Nth cudaEventSynchronize (a detection
+ * batch's wait) fails with cudaErrorIllegalAddress, and so does every synchronisation,
+ * copy and graph launch after it, as after a kernel fault on a GPU (the error is sticky:
+ * the context is lost). */
+static atomic_int emu_event_syncs, emu_faulted;
+static int emu_fault_at(void) {
+  const char *e = getenv("BD_EMU_DEVICE_FAULT");
+  return e ? atoi(e) : 0;
+}
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) {
   (void)k;
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   if (emu_refused("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
   memmove(d, s, n);
   return cudaSuccess;
@@ -219,6 +229,7 @@ static void run_copy(void *ctx) {
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k,
                             cudaStream_t st) {
   emu_stream *es = (emu_stream *)st;
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   /* A graph's copy node needs device or pinned memory at both ends. */
   if (es && es->capture && n && (!emu_owned(d, n) || !emu_owned(s, n))) {
     emu_invalidate(es, "a copy with pageable host memory");
@@ -275,9 +286,11 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   (void)s;
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   return emu_refused("cudaStreamSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   return emu_refused("cudaDeviceSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
@@ -289,7 +302,11 @@ cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 /* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
 int bd_cuda_device_count(void) { return 1; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+const char *cudaGetErrorString(cudaError_t e) {
+  return e == cudaErrorIllegalAddress ? "an illegal memory access was encountered (emulated)"
+         : e                          ? "emulated error"
+                                      : "no error";
+}
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) {
   emu_stream *es = (emu_stream *)s;
@@ -334,6 +351,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   emu_stream *es = (emu_stream *)s;
   if (!e) return cudaErrorInvalidValue;
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   if (es && es->capture) return cudaErrorStreamCaptureUnsupported; /* not a child graph here */
   const emu_graph *g = (const emu_graph *)e;
   pthread_mutex_lock(&emu_dev_mu);
@@ -387,6 +405,9 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   (void)e;
   if (emu_refused("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
+  const int at = emu_fault_at();
+  if (at > 0 && atomic_fetch_add(&emu_event_syncs, 1) + 1 >= at) atomic_store(&emu_faulted, 1);
+  if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   bd_cuda_emu_event_waits++;
   return cudaSuccess;
 }

@@ -6,7 +6,9 @@
  * oriented frame). Then: every image finished exactly once through queue_cap
  * back-pressure; dropped shards' images never submitted; an unknown model as per-image
  * errors; a GPU that is not there makes the worker fatal; force_stop with batches queued
- * finishes (or abandons) every image. Per-instance counters must add up. */
+ * finishes (or abandons) every image. Per-instance counters must add up.
+ * Built with TEST_WK_EMU over the emulated device (tests/gpu/cuda_emu.c), it runs only
+ * test_device_fault_is_fatal: a CUDA device that fails under a batch. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -26,6 +28,10 @@
 #include "bd_labels.h"
 #include "bd_result.h"
 #include "bd_wk_internal.h"
+
+#ifdef TEST_WK_EMU
+#pragma GCC diagnostic ignored "-Wunused-function" /* the other tests are not run there */
+#endif
 
 enum { NPHOTO = 4 };
 static const char *k_photos[NPHOTO] = {"dog.jpg", "horses.jpg", "kite.jpg", "person.jpg"};
@@ -436,6 +442,44 @@ static void test_force_stop(void **st) {
   h_free(&h);
 }
 
+#ifdef TEST_WK_EMU
+/* A cuda instance over the emulated device, $BD_EMU_DEVICE_FAULT=2: the device fails
+ * under the second of a shard's two batches (the wait for its results), as after a
+ * kernel fault. The worker is fatal with the device's message, and the shard is dropped
+ * (not acknowledged: redone by another worker or after a restart). None of its images
+ * gets an error: the fault is not theirs, and every later batch of the instance would
+ * fail the same way. Model: $BD_WK_MODEL in $BD_WK_MODELS_DIR (the tiny damoyolo). */
+static void test_device_fault_is_fatal(void **st) {
+  (void)st;
+  const char *dir = getenv("BD_WK_MODELS_DIR"), *model = getenv("BD_WK_MODEL");
+  if (!dir || !model || !getenv("BD_EMU_DEVICE_FAULT")) skip();
+  snprintf(models_dir, sizeof models_dir, "%s", dir);
+  harness h;
+  h_init(&h, "cuda:0", 2);
+  wk_shard *s = h_shard(&h, model, 4, NULL);
+  wk_item *a[2] = {h_item(s, 0, 0, 1), h_item(s, 1, 1, 1)};
+  wk_item *b[2] = {h_item(s, 2, 2, 1), h_item(s, 3, 3, 1)};
+  h_push(&h, a, 2);
+  h_push(&h, b, 2);
+  h_start(&h);
+  h_finish(&h);
+  assert_int_equal(atomic_load(&h.w->fatal), 1);
+  print_message("fatal: %s\n", h.w->fatal_msg);
+  assert_non_null(strstr(h.w->fatal_msg, "cuda:0"));
+  assert_non_null(strstr(h.w->fatal_msg, "illegal memory access"));
+  assert_int_equal(atomic_load(&s->dropped), 1);
+  for (int i = 0; i < 4; i++) assert_null(s->error[i]);
+  long long failed = 0;
+  print_message("images done on the device: %lld\n", dev_images(&h, &failed));
+  assert_int_equal(failed, 0);
+  h_free(&h);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fault_is_fatal)};
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
+#else
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_results_match_engine), cmocka_unit_test(test_backpressure_and_drops),
@@ -444,3 +488,4 @@ int main(void) {
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
+#endif

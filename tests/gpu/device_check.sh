@@ -12,7 +12,8 @@
 # and the script goes on. Logs go to $OUT (default ./device-out); a summary table is
 # printed last. Budget: under ~6 minutes (build mode), ~5 minutes (prebuilt: adds device
 # detection on every photo and DAMO-T, the pool, post-processing, NCCL, a memcheck of a
-# whole detection batch and end-to-end benches).
+# whole detection batch, a racecheck of our tensor-core conv, end-to-end benches, and the
+# conv choices: auto against cuDNN only and ours only).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -111,6 +112,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     --device cuda --batch 32 --iters 20 --warmup 3
   BATCHDET_CUDA_CONV=cudnn step bench-cuda-b32-cudnn 45 "$BD" bench --model "$MODEL" \
     --device cuda --batch 32 --iters 30 --warmup 5
+  # Shared-memory hazards of our tensor-core kernel (double-buffered tiles, accumulators
+  # overlaying them) on the real hardware, on the conv test's layers.
+  BATCHDET_CUDA_CONV=mma step racecheck-mma 60 "$SAN" --tool racecheck --error-exitcode 3 \
+    "$B/test_cuda_conv"
   BATCHDET_CUDA_ALIAS=0 step bench-damoT-b32-noalias 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   BATCHDET_CUDA_ALIAS=0 step bench-cuda-b32-noalias 45 "$BD" bench --model "$MODEL" \
@@ -175,7 +180,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|PASSED|FAILED" \
     "$OUT"/test_cuda_*.log "$OUT"/test_pool.log 2>/dev/null |
     sed "s|$OUT/||" | head -n 60
-  grep -HE "ERROR SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" 2>/dev/null | sed "s|$OUT/||"
+  grep -HE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" \
+    "$OUT/racecheck-mma.log" 2>/dev/null | sed "s|$OUT/||"
   grep -hE "^#[0-9]+ .* in " "$OUT/test_pool.log" 2>/dev/null | head -n 12
   printf '%s\n' "${SUMMARY[@]}"
   exit 0

@@ -683,14 +683,14 @@ out:
 
 #define CHOICE_REPS 5
 /* Times CHOICE_REPS runs of the layer (ours on `tile` when tile >= 0, else lib) on the
- * scratch after one untimed run; *ms: their total. */
+ * scratch, after `warm` untimed runs; *ms: their total. */
 static bd_status time_side(void *cudnn_handle, const bd_cuda_conv_layer *lib, int tile,
                            const bd_cuda_conv_shape *p, const void *w, const float *bias,
-                           const void *r, void *y, const bd_cuda_conv_scratch *sc,
+                           const void *r, void *y, const bd_cuda_conv_scratch *sc, int warm,
                            cudaEvent_t ev[2], cudaStream_t stream, float *ms, bd_err *err) {
   bd_status st = BD_OK;
-  for (int i = 0; i <= CHOICE_REPS && st == BD_OK; ++i) {
-    if (i == 1) BD_CU(cudaEventRecord(ev[0], stream));
+  for (int i = 0; i < warm + CHOICE_REPS && st == BD_OK; ++i) {
+    if (i == warm) BD_CU(cudaEventRecord(ev[0], stream));
     if (tile >= 0)
       BD_CU(bd_cuda_conv_mma_tiled(p, tile, sc->x, w, bias, r, y, stream));
     else
@@ -735,14 +735,15 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     goto out;
   }
   for (int i = 0; i < 2; ++i) BD_CU(cudaEventCreate(&ev[i]));
-  st = time_side(cudnn_handle, lib, -1, &p, w, bias, r, sc->y0, sc, ev, stream, &t_lib, err);
+  st = time_side(cudnn_handle, lib, -1, &p, w, bias, r, sc->y0, sc, 1, ev, stream, &t_lib, err);
   /* Each of our tiles, its output checked against cuDNN's. Both are FP32 sums of the same
    * 16-bit products stored in 16 bits: they differ by the summation order and one
    * rounding (~1e-3 of the output's range). A wrong fragment layout, tile edge or
    * epilogue differs by the values themselves. */
   for (int k = 0; k < BD_CONV_MMA_TILES && st == BD_OK; ++k) {
     int bad = 0;
-    /* A tile this GPU cannot launch (resources) is not an error: it is not used. */
+    /* A tile this GPU cannot launch (resources) is not an error: it is not used. This
+     * trial run is also the tile's untimed one. */
     cudaError_t e = bd_cuda_conv_mma_tiled(&p, k, sc->x, w, bias, r, sc->y1, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     if (e != cudaSuccess) {
@@ -751,7 +752,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       continue;
     }
     ran[k] = 1;
-    st = time_side(cudnn_handle, lib, k, &p, w, bias, r, sc->y1, sc, ev, stream, &t[k], err);
+    st = time_side(cudnn_handle, lib, k, &p, w, bias, r, sc->y1, sc, 0, ev, stream, &t[k], err);
     if (st == BD_OK)
       st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff[k], &ref, &bad, err);
     agree[k] = st == BD_OK && !bad && diff[k] <= 2e-2 * ref + 1e-3;

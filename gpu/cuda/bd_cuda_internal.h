@@ -119,8 +119,9 @@ typedef struct bd_cuda_conv_scratch {
  * refuses the layer) runs an undecided layer: cuDNN and each of our tiles run on the
  * scratch buffers (w, bias: the layer's own), timed between CUDA events on stream. A tile
  * of ours is kept only when it is the fastest of all and its output agrees with cuDNN's
- * (sampled; a tile that disagrees is never used, and a warning goes to stderr). Later layers of the shape follow
- * the decision (bd_cuda_conv_layer_new and the pitch/pad queries).
+ * (sampled; a tile that disagrees or fails to launch is never used, and a warning goes to
+ * stderr). Later layers of the shape follow the decision (bd_cuda_conv_layer_new and the
+ * pitch/pad queries).
  * BATCHDET_CUDA_CONV_LOG=1 prints every decision with both times. */
 bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b,
                               int pad_r, const void *w, const float *bias, int may_fuse,

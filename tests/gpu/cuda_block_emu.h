@@ -16,7 +16,6 @@
 
 #include <cuda_runtime.h>
 
-#include <pthread.h>
 #include <stdint.h>
 #include <ucontext.h>
 #include <stdio.h>

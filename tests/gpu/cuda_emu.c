@@ -200,7 +200,10 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
     float *ys = bd_emu_shadow(y);
     const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;
     for (int64_t i = 0; i < pix; ++i)
-      for (int m = 0; m < p->m; ++m) st(ys, BD_CT_H16, i * ldy + m, -ld(ys, BD_CT_H16, i * ldy + m) - 1);
+      for (int m = 0; m < p->m; ++m) {
+        const int64_t o = i * ldy + m;
+        st(ys, BD_CT_H16, o, -ld(ys, BD_CT_H16, o) - 1);
+      }
   }
   return e;
 }

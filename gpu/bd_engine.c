@@ -218,7 +218,7 @@ static bd_status setup_device_prepost(bd_engine *e, const bd_engine_opts *o, bd_
     if (!sl->rows || !sl->resize)
       return bd_err_set(err, BD_E_NOMEM, "engine: device detection bookkeeping");
   }
-  /* The backend's buffers (pinned and device staging, about 2 x stage_bytes each side)
+  /* The backend's buffers (staging: stage_bytes pinned per slot, once on the device)
    * come with the first detection batch (dd_ensure): engines that only run raw tensors
    * (bench's network timing, infer) never hold them. */
   e->dd = 1;

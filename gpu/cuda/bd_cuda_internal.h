@@ -209,7 +209,6 @@ typedef struct bd_cuda_cplan {
 /* Device detection state of a backend (bd_cuda_detect.c), shared by its plans. */
 typedef struct bd_cuda_dd_slot {
   uint8_t *h_src; /* pinned staging, cfg.stage_bytes */
-  void *d_src;
   bd_cuda_prep_desc *h_prep, *d_prep; /* max_batch rows each */
   bd_cuda_post_desc *h_post, *d_post;
   float *h_dets; /* max_batch x out_cap x 6, pinned */
@@ -223,6 +222,11 @@ typedef struct bd_cuda_dd {
   int max_batch;
   cudaStream_t copy; /* host-to-device copies of staged slots */
   bd_cuda_dd_slot slot[BD_DD_SLOTS];
+  /* The device staging, cfg.stage_bytes, one for all slots: a batch's pixels are read
+   * only by its pre-processing, whose end each run records in `prepped` (an external
+   * event node in the graphs); the next upload waits for it. */
+  void *d_src;
+  cudaEvent_t prepped;
   float *d_dets; /* max_batch x out_cap x 6 */
   int *d_counts;
   void *ws; /* yolox decode workspace */

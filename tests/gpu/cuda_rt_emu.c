@@ -189,6 +189,15 @@ float *bd_emu_shadow(const void *p) {
   if (!r) abort(); /* a 16-bit view outside every device allocation: a backend bug */
   return r;
 }
+/* How many live allocations of exactly n bytes there are, pinned host (host 1) or
+ * device (0): lets a test see which buffers a backend holds once or per slot. */
+int bd_cuda_emu_live_allocs(size_t n, int host) {
+  int k = 0;
+  pthread_mutex_lock(&emu_mu);
+  for (int i = 0; i < emu_n_allocs; ++i) k += emu_allocs[i].n == n && emu_allocs[i].host == host;
+  pthread_mutex_unlock(&emu_mu);
+  return k;
+}
 cudaError_t cudaMallocHost(void **p, size_t n) { return emu_malloc(p, n, 1); }
 cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
 /* A device fault ($BD_EMU_DEVICE_FAULT=N): the Nth cudaEventSynchronize (a detection
@@ -381,6 +390,8 @@ typedef struct emu_event {
   int captured;
 } emu_event;
 atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
+/* Replays of external event record nodes (cudaEventRecordExternal in a capture). */
+atomic_int bd_cuda_emu_external_records;
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
   emu_event *ev = calloc(1, sizeof(*ev));
   *e = (cudaEvent_t)ev;
@@ -401,6 +412,23 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   ev->t = atomic_load(&bd_cuda_emu_launches);
   bd_cuda_emu_event_records++;
   return cudaSuccess;
+}
+/* An external record node: each replay of its graph records the event, with the time
+ * of that replay, as cudaEventRecord would there. */
+static void run_record(void *ctx) {
+  emu_event *ev = ctx;
+  ev->captured = 0;
+  ev->t = atomic_load(&bd_cuda_emu_launches);
+  bd_cuda_emu_external_records++;
+}
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned flags) {
+  emu_stream *es = (emu_stream *)s;
+  if (flags & ~(unsigned)cudaEventRecordExternal) return cudaErrorInvalidValue;
+  if (!(flags & cudaEventRecordExternal)) return cudaEventRecord(e, s);
+  /* The flag is only valid while capturing. */
+  if (!es || !es->capture) return cudaErrorInvalidValue;
+  bd_cuda_emu_event_records++;
+  return bd_emu_submit(s, run_record, e, NULL);
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   (void)e;

@@ -35,6 +35,8 @@ extern int bd_cuda_emu_shadows;
 float *bd_emu_shadow(const void *p);
 /* One step of the emulated device clock (a kernel launch or a device copy). */
 void bd_emu_tick(void);
+/* Live allocations of exactly n bytes: pinned host (host 1) or device (host 0). */
+int bd_cuda_emu_live_allocs(size_t n, int host);
 
 #ifdef __cplusplus
 }

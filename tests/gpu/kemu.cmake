@@ -51,6 +51,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                      Threads::Threads m LABELS engine TIMEOUT ${K_TIMEOUT})
     target_include_directories(${NAME} PRIVATE ${_kemu_dir} ${_kemu_cu} ${CUDAToolkit_INCLUDE_DIRS})
     target_compile_options(${NAME} PRIVATE -UBD_HAVE_CUDNN)
+    # A test may check the emulation's own counters (graphs replayed, events recorded).
+    target_compile_definitions(${NAME} PRIVATE BD_KEMU=1)
     if(BATCHDET_CUDA_BF16)
       target_compile_definitions(${NAME} PRIVATE BD_CUDA_BF16=1)
     endif()

@@ -33,9 +33,16 @@
 
 #ifdef TEST_DETECT_EMU
 #include <stdatomic.h>
-extern atomic_int bd_cuda_emu_post_calls, bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
+extern atomic_int bd_cuda_emu_post_calls;
 #else
 #include "test_cuda_common.h"
+#endif
+#if defined(TEST_DETECT_EMU) || defined(BD_KEMU) /* an emulated device: its counters */
+#define EMU_COUNTERS 1
+#include <stdatomic.h>
+extern atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits,
+    bd_cuda_emu_external_records;
+int bd_cuda_emu_live_allocs(size_t n, int host);
 #endif
 
 #ifdef TEST_DETECT_EMU
@@ -189,6 +196,12 @@ static void test_host_prepost(void **s) {
 static void test_async(void **s) {
   (void)s;
   if (getenv("BD_DETECT_QUICK")) skip();
+#ifdef EMU_COUNTERS
+  int ch, h, w;
+  bd_engine_input_chw(dev, &ch, &h, &w); /* other engines (dev) hold their own staging */
+  const size_t stage = (size_t)MAX_BATCH * (size_t)h * (size_t)w * 3 * 2;
+  const int pinned0 = bd_cuda_emu_live_allocs(stage, 1), device0 = bd_cuda_emu_live_allocs(stage, 0);
+#endif
   bd_engine *e = load("cuda:0", 0); /* its own: it is destroyed with a batch in flight */
   bd_detections a[MAX_BATCH], b[MAX_BATCH], x[MAX_BATCH], alone[2 * MAX_BATCH];
   bd_status sa[MAX_BATCH], sb[MAX_BATCH], sx[MAX_BATCH];
@@ -198,8 +211,9 @@ static void test_async(void **s) {
   assert_true(n2 >= 1);
   detect(e, n1, ptrs, params, alone, NULL);
   detect(e, n2, ptrs + n1, params + n1, alone + n1, NULL);
-#ifdef TEST_DETECT_EMU
-  int rec0 = bd_cuda_emu_event_records, wait0 = bd_cuda_emu_event_waits;
+#ifdef EMU_COUNTERS
+  int rec0 = bd_cuda_emu_event_records + bd_cuda_emu_external_records;
+  int wait0 = bd_cuda_emu_event_waits, ext0 = bd_cuda_emu_external_records;
 #endif
   assert_int_equal(bd_engine_detect_begin(e, n1, ptrs, params, a, sa, &t1, &err), BD_OK);
   assert_int_equal(bd_engine_detect_begin(e, n2, ptrs + n1, params + n1, b, sb, &t2, &err), BD_OK);
@@ -207,10 +221,26 @@ static void test_async(void **s) {
   assert_int_equal(bd_engine_detect_end(e, t2, &err), BD_OK);
   assert_int_equal(bd_engine_detect_end(e, t1, &err), BD_OK);
   assert_int_equal(bd_engine_detect_end(e, t1, &err), BD_E_INVALID); /* ended already */
-#ifdef TEST_DETECT_EMU
-  /* Each launch records 'copied' and 'done'; each end waits for 'done'. */
-  assert_true(bd_cuda_emu_event_records - rec0 >= 4);
+#ifdef EMU_COUNTERS
+  /* Each launch records 'copied', 'prepped' (after the pre-processing: the shared device
+   * staging is free) and 'done'; each end waits for 'done'. */
+  assert_true(bd_cuda_emu_event_records + bd_cuda_emu_external_records - rec0 >= 6);
   assert_true(bd_cuda_emu_event_waits - wait0 >= 2);
+#ifdef BD_KEMU
+  /* There the launches replay graphs: 'prepped' is their external record node. */
+  assert_true(bd_cuda_emu_external_records - ext0 >= 2);
+#else
+  (void)ext0;
+#endif
+  /* The pixels are staged in pinned memory per slot, on the device once for both slots
+   * (bd_engine.c sizes a slot's staging at max_batch x 2 network inputs of RGB8). The
+   * counts go by size, and at 64x64 the detections (max_batch x 1024 x 6 floats: per
+   * slot pinned, once on the device) have that size too: pinned, twice the device's. */
+  const int pinned = bd_cuda_emu_live_allocs(stage, 1) - pinned0;
+  const int device = bd_cuda_emu_live_allocs(stage, 0) - device0;
+  printf("staging-sized buffers: %d pinned, %d on the device\n", pinned, device);
+  assert_true(pinned >= 2);
+  assert_int_equal(pinned, 2 * device);
 #endif
   for (int i = 0; i < n1 + n2; i++) {
     const bd_detections *g = i < n1 ? &a[i] : &b[i - n1];

@@ -197,6 +197,9 @@ typedef struct bd_cuda_cplan {
   /* Device detection (bd_cuda_detect.c): one graph per slot, pre-processing from the
    * slot's staging -> network -> post-processing into the backend's detection buffers. */
   int dd_ready;
+  /* 1: detection pre-processing writes the input's 16-bit NHWC copy itself and the runs
+   * start after the plan's first action (that copy's conversion from FP32). */
+  int dd_h16_in;
   cudaGraph_t dd_graph[BD_DD_SLOTS];
   cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
   char dd_graph_err[BD_ERR_MSG_MAX];

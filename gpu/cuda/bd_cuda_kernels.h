@@ -141,6 +141,11 @@ typedef struct bd_cuda_prep_desc {
 cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
                                   int out_w, int out_h, int bgr, float pad, float *dst,
                                   cudaStream_t stream);
+/* The same pixels as 16-bit NHWC [n][out_h][out_w][3] (the storage type of the build):
+ * the form a first convolution reads, written directly by device detection. */
+cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
+                                      int out_w, int out_h, int bgr, float pad, void *dst,
+                                      cudaStream_t stream);
 
 #ifdef __cplusplus
 }

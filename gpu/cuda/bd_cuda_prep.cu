@@ -1,7 +1,9 @@
 // Pre-processing on the GPU (issue 6, first part): uint8 RGB images -> resized (OpenCV
 // INTER_LINEAR fixed-point arithmetic, bit-identical to bd_family_resize_u8 and so to
-// cv2.resize) -> FP32 NCHW network input, letterbox padding or stretch, RGB or BGR
-// planes. One thread per output pixel, all three channels; rows of a batch are
+// cv2.resize) -> the network input, letterbox padding or stretch, RGB or BGR order:
+// FP32 NCHW, or 16-bit NHWC (the form the first convolution reads, so that device
+// detection needs no conversion pass; pixel levels are integers <= 255, exact in both
+// 16-bit types). One thread per output pixel, all three channels; rows of a batch are
 // described by bd_cuda_prep_desc so that one launch serves a batch of mixed sizes.
 #include "bd_cuda_common.cuh"
 #include "bd_cuda_kernels.h"
@@ -29,8 +31,25 @@ __device__ __forceinline__ void coord(int d, double scale, int slen, bool clamp_
   *w1 = cv_coef(__fmul_rn(f, 2048.f));
 }
 
+// The three channels of pixel p of image b: FP32 planes, or 16-bit NHWC.
+__device__ __forceinline__ void put(float *dst, int64_t plane, int b, int64_t p, float c0,
+                                    float c1, float c2) {
+  float *o = dst + (int64_t)b * 3 * plane + p;
+  o[0] = c0;
+  o[plane] = c1;
+  o[2 * plane] = c2;
+}
+__device__ __forceinline__ void put(bd_h16 *dst, int64_t plane, int b, int64_t p, float c0,
+                                    float c1, float c2) {
+  bd_h16 *o = dst + ((int64_t)b * plane + p) * 3;
+  o[0] = (bd_h16)c0;
+  o[1] = (bd_h16)c1;
+  o[2] = (bd_h16)c2;
+}
+
+template <typename T>
 __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc *__restrict__ d,
-                       int n, int out_w, int out_h, int bgr, float pad, float *__restrict__ dst) {
+                       int n, int out_w, int out_h, int bgr, float pad, T *__restrict__ dst) {
   int64_t plane = (int64_t)out_w * out_h, total = plane * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -38,11 +57,8 @@ __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc 
     int64_t p = i - (int64_t)b * plane;
     int y = (int)(p / out_w), x = (int)(p - (int64_t)y * out_w);
     const bd_cuda_prep_desc &D = d[b];
-    float *o = dst + (int64_t)b * 3 * plane + p;
     if (x >= D.rw || y >= D.rh) {
-      o[0] = pad;
-      o[plane] = pad;
-      o[2 * plane] = pad;
+      put(dst, plane, b, p, pad, pad, pad);
       continue;
     }
     const uint8_t *S = src + D.offset;
@@ -66,7 +82,10 @@ __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc 
         v[c] = t < 0 ? 0 : (t > 255 ? 255 : t);
       }
     }
-    for (int c = 0; c < 3; ++c) o[c * plane] = (float)v[bgr ? 2 - c : c];
+    if (bgr)
+      put(dst, plane, b, p, (float)v[2], (float)v[1], (float)v[0]);
+    else
+      put(dst, plane, b, p, (float)v[0], (float)v[1], (float)v[2]);
   }
 }
 
@@ -77,6 +96,18 @@ extern "C" cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_p
                                              float *dst, cudaStream_t s) {
   if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
   int64_t total = (int64_t)n * out_w * out_h;
-  BD_LAUNCH(k_prep, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad, dst);
+  BD_LAUNCH(k_prep<float>, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad,
+            dst);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src,
+                                                 const bd_cuda_prep_desc *descs, int n,
+                                                 int out_w, int out_h, int bgr, float pad,
+                                                 void *dst, cudaStream_t s) {
+  if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
+  int64_t total = (int64_t)n * out_w * out_h;
+  BD_LAUNCH(k_prep<bd_h16>, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad,
+            (bd_h16 *)dst);
   return cudaGetLastError();
 }

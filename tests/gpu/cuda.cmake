@@ -173,6 +173,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_detect_emu_damo PROPERTIES
                        ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir}"
                        LABELS engine TIMEOUT 600)
+  # The damoyolo path with pre-processing into the FP32 input (BATCHDET_CUDA_PREP16=0):
+  # the plan's own conversion runs again; the boxes are the same.
+  add_test(NAME test_cuda_detect_emu_damo_prep32 COMMAND test_cuda_detect_emu)
+  set_tests_properties(test_cuda_detect_emu_damo_prep32 PROPERTIES FIXTURES_REQUIRED tiny_damo
+                       SKIP_RETURN_CODE 77 LABELS engine TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir};BATCHDET_CUDA_PREP16=0")
 endif()
 if(TARGET test_cuda_emu AND BATCHDET_CUDA_BF16)
   target_compile_definitions(test_cuda_emu PRIVATE BD_CUDA_BF16=1)

@@ -324,11 +324,11 @@ cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, c
 
 /* ---- device detection: the pre- and post-processing launchers ---- */
 /* Pre-processing through the CPU family code (bd_family_resize_u8, the function the
- * kernel is tested bit-exact against on a GPU), planes written here. */
-cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
-                                  int out_w, int out_h, int bgr, float pad, float *dst,
-                                  cudaStream_t s) {
-  (void)s;
+ * kernel is tested bit-exact against on a GPU); planes (FP32) or NHWC 16-bit shadows
+ * (h16: pixel levels are exact there) written here. */
+atomic_int bd_cuda_emu_prep_h16_calls;
+static cudaError_t emu_prep(const uint8_t *src, const bd_cuda_prep_desc *descs, int n, int out_w,
+                            int out_h, int bgr, float pad, float *dst, int h16) {
   if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
   const size_t plane = (size_t)out_w * out_h;
   for (int b = 0; b < n; ++b) {
@@ -346,11 +346,25 @@ cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *d
         for (int x = 0; x < out_w; ++x) {
           int sc = bgr ? 2 - c : c;
           float v = (x < d->rw && y < d->rh) ? (float)rs[((size_t)y * d->rw + x) * 3 + sc] : pad;
-          dst[((size_t)b * 3 + c) * plane + (size_t)y * out_w + x] = v;
+          size_t p = (size_t)y * out_w + x;
+          dst[h16 ? ((size_t)b * plane + p) * 3 + c : ((size_t)b * 3 + c) * plane + p] = v;
         }
     free(rs);
   }
   return cudaSuccess;
+}
+cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
+                                  int out_w, int out_h, int bgr, float pad, float *dst,
+                                  cudaStream_t s) {
+  (void)s;
+  return emu_prep(src, descs, n, out_w, out_h, bgr, pad, dst, 0);
+}
+cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
+                                      int out_w, int out_h, int bgr, float pad, void *dst,
+                                      cudaStream_t s) {
+  (void)s;
+  bd_cuda_emu_prep_h16_calls++;
+  return emu_prep(src, descs, n, out_w, out_h, bgr, pad, bd_emu_shadow(dst), 1);
 }
 
 /* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against

@@ -125,6 +125,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # End to end (decoded images in, boxes out: device pre/post-processing).
   step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
     --iters 10 --warmup 3 --end-to-end
+  # The same with pre-processing into the FP32 input and the plan's conversion (before
+  # pre-processing wrote the first conv's 16-bit input itself).
+  BATCHDET_CUDA_PREP16=0 step bench-e2e-damoT-b32-prep32 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 10 --warmup 3 --end-to-end
   for bb in 1 32; do
     step bench-e2e-b$bb 60 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 20 \
       --warmup 3 --end-to-end
@@ -160,7 +164,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
-    bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 bench-cpu-b1; do
+    bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
+    bench-e2e-damoT-b32-prep32 bench-cpu-b1; do
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true

@@ -33,7 +33,7 @@
 
 #ifdef TEST_DETECT_EMU
 #include <stdatomic.h>
-extern atomic_int bd_cuda_emu_post_calls;
+extern atomic_int bd_cuda_emu_post_calls, bd_cuda_emu_prep_h16_calls;
 #else
 #include "test_cuda_common.h"
 #endif
@@ -143,13 +143,21 @@ static void test_vs_cpu(void **s) {
   bd_engine *e = dev;
   assert_int_equal(bd_engine_device_prepost(e), 1);
 #ifdef TEST_DETECT_EMU
-  int calls = bd_cuda_emu_post_calls;
+  int calls = bd_cuda_emu_post_calls, h16 = bd_cuda_emu_prep_h16_calls;
 #endif
   bd_detections got[MAXIMG];
   bd_status st[MAXIMG];
   detect(e, nimg, ptrs, params, got, st);
 #ifdef TEST_DETECT_EMU
   assert_true(bd_cuda_emu_post_calls > calls); /* the device post-processing ran */
+  /* Pre-processing wrote the first conv's 16-bit input itself where only convs read the
+   * network input (DAMO-YOLO), the FP32 input where slices do (YOLOX's Focus stem);
+   * BATCHDET_CUDA_PREP16=0: always the FP32 input. */
+  const char *p16 = getenv("BATCHDET_CUDA_PREP16");
+  int want_h16 = bd_engine_family(e)->family == BD_FAMILY_DAMOYOLO && !(p16 && !strcmp(p16, "0"));
+  printf("pre-processing into 16-bit NHWC: %d calls (expected: %s)\n",
+         bd_cuda_emu_prep_h16_calls - h16, want_h16 ? "some" : "none");
+  assert_int_equal(bd_cuda_emu_prep_h16_calls > h16, want_h16);
 #endif
   for (int i = 0; i < nimg; i++) assert_int_equal(st[i], ref_st[i]);
   assert_int_equal(st[nimg - 1], BD_E_INVALID);

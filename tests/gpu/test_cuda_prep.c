@@ -1,5 +1,6 @@
-/* GPU pre-processing (bd_cuda_preprocess_u8) against the CPU family code
- * (bd_family_resize_u8 + plane packing written here): bit-identical FP32 outputs on
+/* GPU pre-processing (bd_cuda_preprocess_u8, and _h16: the same pixels as 16-bit NHWC)
+ * against the CPU family code (bd_family_resize_u8 + plane packing written here):
+ * bit-identical FP32 (and 16-bit) outputs on
  * random images of mixed sizes (down-, up-scaling, the copy case), letterbox with 114
  * padding in BGR and stretch in RGB, and on the shipped photos ($BD_TEST_PPM_DIR). Output
  * poisoned before each run. Skips (exit 77)
@@ -61,6 +62,21 @@ static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_ima
   assert_int_equal(cudaMemcpy(got, dout, (size_t)n * 3 * OW * OH * 4, cudaMemcpyDeviceToHost),
                    cudaSuccess);
   assert_int_equal(tc_compare("prep", got, want, (size_t)n * 3 * OW * OH, 0, 0), 0);
+  /* 16-bit NHWC: the same levels (integers, exact in 16 bits), pixel-major. */
+  const size_t elems = (size_t)n * 3 * OW * OH;
+  void *dout16 = tc_dev_poisoned(elems * 2);
+  uint16_t *got16 = malloc(elems * 2);
+  assert_non_null(got16);
+  assert_int_equal(bd_cuda_preprocess_u8_h16(dsrc, ddesc, n, OW, OH, letterbox, 114.f, dout16, 0),
+                   cudaSuccess);
+  assert_int_equal(cudaMemcpy(got16, dout16, elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < elems; ++i) { /* NHWC element i back in NCHW order */
+    size_t c = i % 3, px = i / 3, b = px / ((size_t)OW * OH), p = px % ((size_t)OW * OH);
+    got[(b * 3 + c) * OW * OH + p] = tc_h162f(got16[i]);
+  }
+  assert_int_equal(tc_compare("prep h16", got, want, elems, 0, 0), 0);
+  cudaFree(dout16);
+  free(got16);
   cudaFree(dsrc);
   cudaFree(ddesc);
   cudaFree(dout);

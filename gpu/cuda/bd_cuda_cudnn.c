@@ -121,6 +121,49 @@ static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) 
          a->pad_l == b->pad_l && a->group == b->group;
 }
 
+/* Process-wide memory of per-shape decisions, so that every engine of the process runs
+ * a layer shape the same way (engines on one GPU give identical results) and the pool's
+ * instances load without measuring again. Two kinds: cuDNN's algorithm for a convolution
+ * (key: the shape; act and res do not change what cuDNN runs) and, under
+ * BATCHDET_CUDA_CONV=auto, our kernel on a tile or cuDNN (key: the shape with its
+ * activation and residual, what cuDNN can fuse; pitches are not part of it: the plan
+ * decides them after this choice, from it). Entries never change once written. */
+enum { MEMO_ALGO, MEMO_CHOICE };
+typedef struct shape_memo {
+  int kind, device;
+  bd_cuda_conv_shape shape;
+  int direct, algo, math; /* MEMO_ALGO: cuDNN's algorithm and math type, as ints */
+  size_t ws;
+  int tile; /* MEMO_CHOICE: ours on this block tile, -1: cuDNN */
+} shape_memo;
+#define SHAPE_MEMO_MAX 8192
+static shape_memo memo[SHAPE_MEMO_MAX];
+static int n_memo;
+static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* 1 and *out the entry when (kind, device, p) is known. */
+static int memo_get(int kind, int device, const bd_cuda_conv_shape *p, shape_memo *out) {
+  int found = 0;
+  pthread_mutex_lock(&memo_mu);
+  for (int i = 0; i < n_memo && !found; ++i) {
+    const shape_memo *m = &memo[i];
+    if (m->kind == kind && m->device == device && same_shape(&m->shape, p) &&
+        (kind == MEMO_ALGO || (m->shape.act == p->act && m->shape.res == p->res))) {
+      *out = *m;
+      found = 1;
+    }
+  }
+  pthread_mutex_unlock(&memo_mu);
+  return found;
+}
+
+/* A full memo only means measuring again: the decision is not kept. */
+static void memo_put(const shape_memo *m) {
+  pthread_mutex_lock(&memo_mu);
+  if (n_memo < SHAPE_MEMO_MAX) memo[n_memo++] = *m;
+  pthread_mutex_unlock(&memo_mu);
+}
+
 #ifdef BD_HAVE_CUDNN
 /* Measures the algorithms and keeps the fastest that succeeded within the workspace
  * limit; sets l->direct when none did. The first search only warms up: with lazy
@@ -130,58 +173,18 @@ static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) 
  * kept when within 10% of the fastest: timing noise must not pick FFT/Winograd paths
  * that convert layouts internally; then, within 5% of the kept one's time, the smallest
  * workspace. */
-/* Process-wide memory of the choices: every engine of the process runs a layer shape
- * with the algorithm the first one measured, so engines on one GPU give identical
- * results (and the pool's instances load without measuring again). */
-typedef struct algo_memo {
-  int device;
-  bd_cuda_conv_shape shape;
-  int direct;
-  cudnnConvolutionFwdAlgo_t algo;
-  cudnnMathType_t math;
-  size_t ws;
-} algo_memo;
-#define ALGO_MEMO_MAX 4096
-static algo_memo memo[ALGO_MEMO_MAX];
-static int n_memo;
-static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static const algo_memo *memo_find(int device, const bd_cuda_conv_shape *p) {
-  const algo_memo *r = NULL;
-  pthread_mutex_lock(&memo_mu);
-  for (int i = 0; i < n_memo && !r; ++i)
-    if (memo[i].device == device && same_shape(&memo[i].shape, p)) r = &memo[i];
-  pthread_mutex_unlock(&memo_mu);
-  return r; /* entries are never changed once written */
-}
-
-static void memo_add(int device, const bd_cuda_conv_layer *l) {
-  pthread_mutex_lock(&memo_mu);
-  if (n_memo < ALGO_MEMO_MAX) {
-    algo_memo *m = &memo[n_memo];
-    m->device = device;
-    m->shape = l->q;
-    m->direct = l->direct;
-    m->algo = l->algo;
-    m->math = l->math;
-    m->ws = l->ws;
-    n_memo++;
-  }
-  pthread_mutex_unlock(&memo_mu);
-}
-
 static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, void *w, void *y,
                              void *probe, size_t probe_bytes, bd_err *err) {
   bd_status st = BD_OK;
   int device = 0;
   void *own = NULL; /* set before any jump to out */
   BD_CU(cudaGetDevice(&device));
-  const algo_memo *known = memo_find(device, &l->q);
-  if (known) {
-    l->direct = known->direct;
-    l->algo = known->algo;
-    l->math = known->math;
-    l->ws = known->ws;
+  shape_memo known;
+  if (memo_get(MEMO_ALGO, device, &l->q, &known)) {
+    l->direct = known.direct;
+    l->algo = (cudnnConvolutionFwdAlgo_t)known.algo;
+    l->math = (cudnnMathType_t)known.math;
+    l->ws = known.ws;
     if (!l->direct) BD_DNN(cudnnSetConvolutionMathType(l->cd, l->math));
     return BD_OK;
   }
@@ -227,7 +230,9 @@ static bd_status choose_algo(cudnnHandle_t h, bd_cuda_conv_layer *l, void *x, vo
     l->direct = 0;
     BD_DNN(cudnnSetConvolutionMathType(l->cd, perf[best].mathType));
   }
-  memo_add(device, l);
+  memo_put(&(shape_memo){.kind = MEMO_ALGO, .device = device, .shape = l->q,
+                         .direct = l->direct, .algo = (int)l->algo, .math = (int)l->math,
+                         .ws = l->ws});
 out:
   if (own) cudaFree(own);
   return st;
@@ -593,48 +598,19 @@ out:
 
 /* ---- Our tensor-core kernel or cuDNN, per layer shape (BATCHDET_CUDA_CONV=auto) ---- */
 
-/* Process-wide, like the algorithm memo: every engine on a GPU runs a shape the same way
- * (identical results), and the pool's instances load without measuring again. The key
- * is the shape with its activation and residual (what cuDNN can fuse); pitches are not
- * part of it (the plan decides them after this choice, from it). */
-typedef struct choice_memo {
-  int device;
-  bd_cuda_conv_shape shape;
-  int tile; /* ours on this block tile, -1: cuDNN */
-} choice_memo;
-#define CHOICE_MEMO_MAX 4096
-static choice_memo choices[CHOICE_MEMO_MAX];
-static int n_choices;
-static pthread_mutex_t choice_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* 1 when shape p is decided on the current GPU: *tile our kernel's block tile, -1 for
- * cuDNN (or our direct kernel where cuDNN does not take the layer). */
+/* 1 when shape p is decided on the current GPU (the shape memo, MEMO_CHOICE): *tile
+ * our kernel's block tile, -1 for cuDNN (or our direct kernel where cuDNN does not take
+ * the layer). */
 static int choice_find(const bd_cuda_conv_shape *p, int *tile) {
-  int device = 0, found = 0;
+  int device = 0;
+  shape_memo m;
   if (cudaGetDevice(&device) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
-  pthread_mutex_lock(&choice_mu);
-  for (int i = 0; i < n_choices && !found; ++i)
-    if (choices[i].device == device && same_shape(&choices[i].shape, p) &&
-        choices[i].shape.act == p->act && choices[i].shape.res == p->res) {
-      *tile = choices[i].tile;
-      found = 1;
-    }
-  pthread_mutex_unlock(&choice_mu);
-  return found;
-}
-
-static void choice_add(int device, const bd_cuda_conv_shape *p, int tile) {
-  pthread_mutex_lock(&choice_mu);
-  if (n_choices < CHOICE_MEMO_MAX) {
-    choices[n_choices].device = device;
-    choices[n_choices].shape = *p;
-    choices[n_choices].tile = tile;
-    n_choices++;
-  }
-  pthread_mutex_unlock(&choice_mu);
+  if (!memo_get(MEMO_CHOICE, device, p, &m)) return 0;
+  *tile = m.tile;
+  return 1;
 }
 
 int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p) {
@@ -760,7 +736,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     if (agree[k] && t[k] < t_lib && (best < 0 || t[k] < t[best])) best = k;
   }
   if (st != BD_OK) goto out;
-  choice_add(device, &p, best);
+  memo_put(&(shape_memo){.kind = MEMO_CHOICE, .device = device, .shape = p, .tile = best});
   const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
   if (n_bad || (log && strcmp(log, "0") != 0)) {
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;

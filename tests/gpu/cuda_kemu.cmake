@@ -2,7 +2,10 @@
 # capture recording and graph launches replaying as on a GPU: the GPU tests of the model
 # (captured graph vs the cpu backend, vs the same work uncaptured, replayed twice), of
 # device detection (pre-processing, network, decode and NMS in one graph per slot, two
-# batches in flight) and of the pool's cuda instances, unchanged. Models: yolox_nano and
+# batches in flight) and of the pool's cuda instances, unchanged; those two with the
+# runtime's async mode (BD_EMU_ASYNC=1, cuda_rt_emu.c: work queued per stream and run in
+# an adversarial order that keeps only stream order and event waits), so that a missing
+# wait between the copy and compute streams gives wrong boxes here as it would on a GPU. Models: yolox_nano and
 # DAMO-YOLO-T at 96x96 for the network (also on our tensor-core conv), the tiny damoyolo-contract model for detection
 # and the pool, yolox_nano once more for detection on one photo.
 if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
@@ -20,14 +23,14 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma")
   bd_kemu_test(test_cuda_detect_kemu SOURCES ${_cuda_dir}/test_cuda_detect.c TIMEOUT 900)
   set_tests_properties(test_cuda_detect_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo
-                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir}")
+                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir};BD_EMU_ASYNC=1")
   add_test(NAME test_cuda_detect_kemu_yolox COMMAND test_cuda_detect_kemu)
   set_tests_properties(test_cuda_detect_kemu_yolox PROPERTIES LABELS engine TIMEOUT 900
-                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_QUICK=1;BD_TEST_PPM=${_ppm_dir}/dog.ppm")
+                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_QUICK=1;BD_TEST_PPM=${_ppm_dir}/dog.ppm;BD_EMU_ASYNC=1")
   bd_kemu_test(test_pool_kemu SOURCES ${_cuda_dir}/test_pool.c)
   target_compile_definitions(test_pool_kemu PRIVATE TEST_POOL_EMU=1)
   set_tests_properties(test_pool_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77
-                       ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny}")
+                       ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny};BD_EMU_ASYNC=1")
   if(EXISTS ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm)
     set_property(TEST test_cuda_model_kemu test_cuda_model_kemu_damoT test_cuda_model_kemu_damoT_mma APPEND PROPERTY
                  ENVIRONMENT "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")

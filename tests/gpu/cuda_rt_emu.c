@@ -2,7 +2,16 @@
  * cuda_rt_emu.h): memory, copies, streams, events, and stream capture into graphs that
  * a launch replays. Device work runs when submitted on a stream that is not capturing;
  * work submitted on a capturing stream is recorded, not run, as on a GPU, so that a
- * captured plan that only works because its capture also ran is caught. */
+ * captured plan that only works because its capture also ran is caught.
+ *
+ * $BD_EMU_ASYNC=1 (the real kernels' emulation only: the twins run when called): device
+ * work is queued per stream instead, and runs when the host synchronises (an event, a
+ * stream, the device, a blocking copy or free), in an adversarial order that respects
+ * only what CUDA guarantees - each stream in order, cudaStreamWaitEvent - and otherwise
+ * runs the work submitted last first. Work on one stream that relies on another
+ * stream's work without an event between them then sees it too late or too early (a
+ * copy stream overwriting staging that a kernel has not read yet, say): the wrong
+ * results show what a GPU would do some of the time. */
 #include "cuda_rt_emu.h"
 
 #include <pthread.h>
@@ -61,9 +70,24 @@ typedef struct emu_graph {
   emu_node *node;
   int n, cap, refs;
 } emu_graph;
+/* Async mode: a queued piece of device work, or a wait for another stream's record. */
+struct emu_stream;
+typedef struct emu_item {
+  void (*run)(void *); /* NULL: a wait */
+  void *ctx;
+  void (*drop)(void *);
+  long long seq;          /* process-wide submission order */
+  struct emu_stream *ws;  /* a wait: the stream of the awaited record ... */
+  long long widx;         /* ... and that record's index among its items */
+} emu_item;
 typedef struct emu_stream {
   emu_graph *capture; /* the graph being captured, NULL when not capturing */
   int invalid;        /* the capture saw an illegal call: EndCapture fails */
+  /* async mode: items q[head..n) pending; items submitted and run, ever */
+  emu_item *q;
+  int head, n, cap;
+  long long n_sub, n_done;
+  struct emu_stream *next; /* every stream, for the scheduler (destroyed ones too) */
 } emu_stream;
 /* The stream this thread is capturing (the mode is relaxed: only the capturing thread's
  * own calls are checked). */
@@ -82,12 +106,111 @@ static int emu_refused(const char *what) {
   return 1;
 }
 
+static void emu_sync_all(void);
 static void graph_unref(emu_graph *g) {
   if (!g || --g->refs > 0) return;
+  emu_sync_all(); /* queued launches of it run its nodes */
   for (int i = 0; i < g->n; ++i)
     if (g->node[i].drop) g->node[i].drop(g->node[i].ctx);
   free(g->node);
   free(g);
+}
+
+/* ---- async mode ---- */
+static int emu_async = -1;
+static pthread_mutex_t emu_q_mu = PTHREAD_MUTEX_INITIALIZER; /* queues and the scheduler */
+static emu_stream *emu_streams;                              /* every stream ever made */
+static long long emu_seq;
+static int emu_async_on(void) {
+  if (emu_async < 0) {
+    const char *e = getenv("BD_EMU_ASYNC");
+    /* Only where every piece of device work is submitted (the real kernels' emulation,
+     * which captures graphs): the twins run when called. */
+    emu_async = e && atoi(e) != 0 && bd_cuda_emu_graphs;
+  }
+  return emu_async;
+}
+/* Appends an item to es's queue (a wait when run is NULL); its index among es's items
+ * in *idx when idx is given. */
+static cudaError_t emu_enqueue(emu_stream *es, void (*run)(void *), void *ctx,
+                               void (*drop)(void *), emu_stream *ws, long long widx) {
+  pthread_mutex_lock(&emu_q_mu);
+  if (es->n == es->cap) {
+    if (es->head > 0) { /* reuse the run part */
+      memmove(es->q, es->q + es->head, sizeof(*es->q) * (size_t)(es->n - es->head));
+      es->n -= es->head;
+      es->head = 0;
+    }
+    if (es->n == es->cap) {
+      int cap = es->cap ? es->cap * 2 : 256;
+      emu_item *nq = realloc(es->q, sizeof(*nq) * (size_t)cap);
+      if (!nq) {
+        pthread_mutex_unlock(&emu_q_mu);
+        if (drop) drop(ctx);
+        return cudaErrorMemoryAllocation;
+      }
+      es->q = nq;
+      es->cap = cap;
+    }
+  }
+  es->q[es->n++] = (emu_item){run, ctx, drop, ++emu_seq, ws, widx};
+  es->n_sub++;
+  pthread_mutex_unlock(&emu_q_mu);
+  return cudaSuccess;
+}
+/* Runs queued items (emu_q_mu held) until item tidx of ts has run; ts NULL: until every
+ * queue is empty. Each step runs, of the streams whose next item may run (not a wait for
+ * a record still queued), the one whose next item was submitted last. */
+static void emu_pump(emu_stream *ts, long long tidx) {
+  for (;;) { /* each turn runs one queued item, or returns, or aborts */
+    if (ts ? ts->n_done > tidx : 0) return;
+    emu_stream *pick = NULL;
+    int pending = 0;
+    for (emu_stream *s = emu_streams; s; s = s->next) {
+      if (s->head == s->n) continue;
+      pending = 1;
+      const emu_item *h = &s->q[s->head];
+      if (h->ws && h->ws->n_done <= h->widx) continue;
+      if (!pick || h->seq > pick->q[pick->head].seq) pick = s;
+    }
+    if (!pending && !ts) return;
+    if (!pick) {
+      fprintf(stderr, "cuda emulation: queued work can never run (a wait for a record "
+                      "that never comes)\n");
+      abort();
+    }
+    emu_item it = pick->q[pick->head++];
+    if (it.run) {
+      pthread_mutex_lock(&emu_dev_mu);
+      it.run(it.ctx);
+      pthread_mutex_unlock(&emu_dev_mu);
+    }
+    if (it.drop) it.drop(it.ctx);
+    pick->n_done++;
+  }
+}
+/* Synchronisation points: until item idx of es has run / all work has. */
+static void emu_sync_item(emu_stream *es, long long idx) {
+  if (!emu_async_on() || !es || idx < 0) return;
+  pthread_mutex_lock(&emu_q_mu);
+  emu_pump(es, idx);
+  pthread_mutex_unlock(&emu_q_mu);
+}
+static void emu_sync_all(void) {
+  if (!emu_async_on()) return;
+  pthread_mutex_lock(&emu_q_mu);
+  emu_pump(NULL, 0);
+  pthread_mutex_unlock(&emu_q_mu);
+}
+/* Streams stay allocated once made (a record or wait may name a destroyed one): freed at
+ * exit. */
+__attribute__((destructor)) static void emu_streams_free(void) {
+  while (emu_streams) {
+    emu_stream *s = emu_streams;
+    emu_streams = s->next;
+    free(s->q);
+    free(s);
+  }
 }
 
 cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (*drop)(void *)) {
@@ -108,6 +231,7 @@ cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (
     g->node[g->n++] = (emu_node){run, ctx, drop};
     return cudaSuccess;
   }
+  if (emu_async_on() && es) return emu_enqueue(es, run, ctx, drop, NULL, 0);
   pthread_mutex_lock(&emu_dev_mu);
   run(ctx);
   pthread_mutex_unlock(&emu_dev_mu);
@@ -148,6 +272,7 @@ static cudaError_t emu_malloc(void **p, size_t n, int host) {
 cudaError_t cudaMalloc(void **p, size_t n) { return emu_malloc(p, n, 0); }
 cudaError_t cudaFree(void *p) {
   if (emu_refused("cudaFree")) return cudaErrorStreamCaptureUnsupported;
+  emu_sync_all(); /* cudaFree synchronises the device */
   pthread_mutex_lock(&emu_mu);
   for (int i = 0; i < emu_n_allocs; ++i)
     if (emu_allocs[i].p == p) {
@@ -213,6 +338,7 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) 
   (void)k;
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   if (emu_refused("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
+  emu_sync_all();
   memmove(d, s, n);
   return cudaSuccess;
 }
@@ -261,6 +387,7 @@ static void emu_memset(void *d, int v, size_t n) {
 }
 cudaError_t cudaMemset(void *d, int v, size_t n) {
   if (emu_refused("cudaMemset")) return cudaErrorStreamCaptureUnsupported;
+  emu_sync_all();
   emu_memset(d, v, n);
   return cudaSuccess;
 }
@@ -284,23 +411,39 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) {
   (void)f;
   emu_stream *es = calloc(1, sizeof(*es));
   *s = (cudaStream_t)es;
-  return es ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!es) return cudaErrorMemoryAllocation;
+  if (emu_async_on()) {
+    pthread_mutex_lock(&emu_q_mu);
+    es->next = emu_streams;
+    emu_streams = es;
+    pthread_mutex_unlock(&emu_q_mu);
+  }
+  return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   emu_stream *es = (emu_stream *)s;
   if (es && es->capture) return cudaErrorStreamCaptureUnsupported;
+  if (es && emu_async_on()) { /* its work completes; records of it stay answerable */
+    emu_sync_item(es, es->n_sub - 1);
+    return cudaSuccess;
+  }
   free(es);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  (void)s;
+  emu_stream *es = (emu_stream *)s;
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
-  return emu_refused("cudaStreamSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+  if (emu_refused("cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
+  if (es) emu_sync_item(es, es->n_sub - 1);
+  else emu_sync_all(); /* the legacy default stream waits for the others */
+  return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
-  return emu_refused("cudaDeviceSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+  if (emu_refused("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
+  emu_sync_all();
+  return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
 cudaError_t cudaGetDevice(int *d) {
@@ -357,12 +500,22 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
   *e = (cudaGraphExec_t)g;
   return cudaSuccess;
 }
+static void run_record(void *ctx);
+static void emu_event_mark(void *ev, emu_stream *es);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   emu_stream *es = (emu_stream *)s;
   if (!e) return cudaErrorInvalidValue;
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   if (es && es->capture) return cudaErrorStreamCaptureUnsupported; /* not a child graph here */
   const emu_graph *g = (const emu_graph *)e;
+  if (emu_async_on() && es) { /* its nodes join the stream's queue (the graph owns them) */
+    for (int i = 0; i < g->n; ++i) {
+      if (g->node[i].run == run_record) emu_event_mark(g->node[i].ctx, es);
+      cudaError_t r = emu_enqueue(es, g->node[i].run, g->node[i].ctx, NULL, NULL, 0);
+      if (r != cudaSuccess) return r;
+    }
+    return cudaSuccess;
+  }
   pthread_mutex_lock(&emu_dev_mu);
   for (int i = 0; i < g->n; ++i) g->node[i].run(g->node[i].ctx);
   pthread_mutex_unlock(&emu_dev_mu);
@@ -388,7 +541,18 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
 typedef struct emu_event {
   long long t;
   int captured;
+  /* async mode: the record last made of it, its stream and index there (none: NULL) */
+  emu_stream *rs;
+  long long ridx;
 } emu_event;
+/* Async mode: the event's next record is the item about to be queued on es. */
+static void emu_event_mark(void *ev, emu_stream *es) {
+  emu_event *e = ev;
+  pthread_mutex_lock(&emu_q_mu);
+  e->rs = es;
+  e->ridx = es->n_sub;
+  pthread_mutex_unlock(&emu_q_mu);
+}
 atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
 /* Replays of external event record nodes (cudaEventRecordExternal in a capture). */
 atomic_int bd_cuda_emu_external_records;
@@ -402,15 +566,24 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
   return cudaEventCreate(e);
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  emu_sync_all(); /* async mode: queued records of it run first */
   free(e);
   return cudaSuccess;
+}
+static void run_stamp(void *ctx) {
+  emu_event *ev = ctx;
+  ev->t = atomic_load(&bd_cuda_emu_launches);
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   emu_stream *es = (emu_stream *)s;
   emu_event *ev = (emu_event *)e;
   ev->captured = es && es->capture;
-  ev->t = atomic_load(&bd_cuda_emu_launches);
   bd_cuda_emu_event_records++;
+  if (emu_async_on() && es && !es->capture) { /* stamped when the stream gets there */
+    emu_event_mark(ev, es);
+    return emu_enqueue(es, run_stamp, ev, NULL, NULL, 0);
+  }
+  ev->t = atomic_load(&bd_cuda_emu_launches);
   return cudaSuccess;
 }
 /* An external record node: each replay of its graph records the event, with the time
@@ -418,6 +591,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 static void run_record(void *ctx) {
   emu_event *ev = ctx;
   ev->captured = 0;
+  /* (async mode: the launch that queued this node marked it as the event's record) */
   ev->t = atomic_load(&bd_cuda_emu_launches);
   bd_cuda_emu_external_records++;
 }
@@ -431,22 +605,28 @@ cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned fla
   return bd_emu_submit(s, run_record, e, NULL);
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  (void)e;
   if (emu_refused("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
   const int at = emu_fault_at();
   if (at > 0 && atomic_fetch_add(&emu_event_syncs, 1) + 1 >= at) atomic_store(&emu_faulted, 1);
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
+  const emu_event *ev = (const emu_event *)e;
+  emu_sync_item(ev->rs, ev->ridx);
   bd_cuda_emu_event_waits++;
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
-  (void)s;
-  (void)e;
+  emu_stream *es = (emu_stream *)s;
+  const emu_event *ev = (const emu_event *)e;
   (void)f;
+  /* Async mode: later work of s waits for the event's last record (none: nothing). */
+  if (emu_async_on() && es && !es->capture && ev->rs)
+    return emu_enqueue(es, NULL, NULL, NULL, ev->rs, ev->ridx);
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   const emu_event *ea = (const emu_event *)a, *eb = (const emu_event *)b;
+  emu_sync_item(ea->rs, ea->ridx);
+  emu_sync_item(eb->rs, eb->ridx);
   if (ea->captured || eb->captured) return cudaErrorInvalidResourceHandle;
   *ms = (float)(eb->t - ea->t) * 1e-3f;
   return cudaSuccess;

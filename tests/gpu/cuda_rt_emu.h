@@ -7,7 +7,9 @@
  *   whose launches go through bd_emu_submit, so that stream capture records them and a
  *   graph launch replays them (bd_cuda_emu_graphs = 1).
  * Memory is host memory, copies are memcpy, and device work runs when it is submitted on
- * a stream that is not capturing (one piece of device work at a time, process-wide). */
+ * a stream that is not capturing (one piece of device work at a time, process-wide);
+ * with $BD_EMU_ASYNC=1 (real kernels only) it is queued per stream and runs at the host's
+ * synchronisation points in an adversarial order (cuda_rt_emu.c). */
 #ifndef CUDA_RT_EMU_H
 #define CUDA_RT_EMU_H
 

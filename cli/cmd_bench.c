@@ -168,7 +168,8 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
   /* What a cuda instance holds at this batch (host-side plan, no GPU), and for reference
    * bd_plan's FP32-sized arena (one per plan before the cuda backend sized its own). */
   bd_engine_plan_mem pm;
-  double stage = 2.0 * 2.0 * cb.in_bytes; /* 2 slots x (pixels up to 2x the input), u8 */
+  /* Device detection staging: one for both slots, pixels up to 2x the input, u8. */
+  double stage = 2.0 * cb.in_bytes;
   bd_err merr;
   bd_err_clear(&merr);
   int have_mem = bd_engine_cuda_plan_memory(g, pb, &pm, &merr) == BD_OK;

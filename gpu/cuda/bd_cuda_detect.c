@@ -8,9 +8,10 @@
  *  - shared: the device staging (one for both slots) and its `prepped` event, device
  *    detections and counts, the yolox decode workspace, a copy stream.
  * Per plan and slot, dd_prepare captures: bd_cuda_preprocess_u8 (device staging ->
- * the plan's FP32 input; or _h16 -> the input's 16-bit NHWC copy, when only convs read
- * the input, as in DAMO-YOLO: the plan's conversion of it is skipped) -> an external
- * record of `prepped` -> the network (the plan's actions, no host copies) ->
+ * the plan's FP32 input; or _h16 -> the 16-bit tensor the network's first layers make of
+ * the input, when bd_cuda_prep_direct finds one: the input's 16-bit copy, or a Focus
+ * stem's Concat as in YOLOX and DAMO-YOLO; the actions making it are left out) -> an
+ * external record of `prepped` -> the network (the plan's actions, no host copies) ->
  * bd_cuda_post_yolox / _damo (-> shared device detections). The graph always covers the plan's whole batch: rows past n get an empty
  * descriptor (all padding in, nothing out).
  *
@@ -134,30 +135,6 @@ out:
   return st;
 }
 
-/* 1 when the plan's first action converts the network input to its 16-bit NHWC copy and
- * nothing else reads the input: only convs, max-pools and resizes (which read that
- * copy), no views of it. Pre-processing can then write the copy itself: at batch 32 and
- * 640x640, 157 MB of FP32 written and read back per batch saved. */
-static int input_h16_only(const bd_cuda_be *b, const bd_cuda_cplan *cp) {
-  const bd_graph *g = b->base.graph;
-  const int v = g->inputs[0];
-  const bd_cuda_action *a = &cp->acts[0];
-  if (cp->n_acts < 2 || a->kind != BD_A_CONVERT || a->value != v || a->rep != BD_REP_H16 ||
-      cp->vkind[v] != 0 || cp->alias[v] >= 0 || cp->pad_to[v] || !cp->buf[v][BD_REP_H16] ||
-      g->values[v].is_output || cp->plan->rank[v] != 4 || cp->plan->dims[v][1] != 3)
-    return 0;
-  for (int n = 0; n < g->n_nodes; ++n) {
-    const bd_node *nd = &g->nodes[n];
-    for (int k = 0; k < nd->n_in; ++k) {
-      if (nd->in[k] != v) continue;
-      int conv_in = nd->op == BD_OP_CONV && (k == 0 || k == 3);
-      int first_in = (nd->op == BD_OP_MAXPOOL || nd->op == BD_OP_RESIZE) && k == 0;
-      if (!conv_in && !first_in) return 0;
-    }
-  }
-  return 1;
-}
-
 /* On unless BATCHDET_CUDA_PREP16=0 (pre-processing then always writes the FP32 input,
  * which the plan converts): for a side-by-side check on a GPU. */
 static int prep16_enabled(void) {
@@ -173,10 +150,9 @@ static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err
   const bd_cuda_dd_slot *sl = &d->slot[s];
   bd_status st = BD_OK;
   enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  const int in = b->base.graph->inputs[0];
-  if (cp->dd_h16_in)
-    BD_CU(bd_cuda_preprocess_u8_h16(d->d_src, sl->d_prep, cp->batch, c->in_w, c->in_h,
-                                    c->yolox, 114.f, cp->buf[in][BD_REP_H16], b->stream));
+  if (cp->dd_direct)
+    BD_CU(bd_cuda_preprocess_u8_h16(d->d_src, sl->d_prep, cp->batch, c->yolox, 114.f,
+                                    &cp->dd_lo, cp->dd_dst, b->stream));
   else
     BD_CU(bd_cuda_preprocess_u8(d->d_src, sl->d_prep, cp->batch, c->in_w, c->in_h, c->yolox,
                                 114.f, cp->d_in[0], b->stream));
@@ -186,8 +162,9 @@ static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err
   BD_CU(cs == cudaStreamCaptureStatusNone
             ? cudaEventRecord(d->prepped, b->stream)
             : cudaEventRecordWithFlags(d->prepped, b->stream, cudaEventRecordExternal));
-  for (int i = cp->dd_h16_in ? 1 : 0; i < cp->n_acts; ++i)
-    if ((st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
+  for (int i = 0; i < cp->n_acts; ++i)
+    if (!(cp->dd_direct && cp->dd_skip[i]) && (st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK)
+      goto out;
   if (c->yolox)
     BD_CU(bd_cuda_post_yolox(cp->d_out[c->out_main], cp->batch, c->in_h, c->in_w, c->num_classes,
                              sl->d_post, c->topk, c->out_cap, d->ws, d->d_dets, d->d_counts,
@@ -210,7 +187,11 @@ bd_status bd_cuda_dd_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   if (cp->batch > b->dd->max_batch || be->graph->n_inputs != 1)
     return bd_err_set(err, BD_E_INVALID, "cuda detect: plan batch %d over the set-up %d rows",
                       cp->batch, b->dd->max_batch);
-  cp->dd_h16_in = input_h16_only(b, cp) && prep16_enabled();
+  free(cp->dd_skip);
+  cp->dd_skip = calloc((size_t)cp->n_acts + 1, 1);
+  if (!cp->dd_skip) return bd_err_set(err, BD_E_NOMEM, "cuda detect: out of memory");
+  cp->dd_direct =
+      prep16_enabled() && bd_cuda_prep_direct(b, cp, &cp->dd_lo, &cp->dd_dst, cp->dd_skip);
   bd_cuda_capture_lock();
   BD_CU(cudaSetDevice(b->device));
   /* One direct run first (lazy module loading of the pre- and post-processing kernels

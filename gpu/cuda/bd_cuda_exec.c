@@ -1265,3 +1265,154 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err)
 out:
   return st;
 }
+
+/* ---- Device detection: pre-processing straight into the network's first 16-bit tensor ---- */
+
+/* 1 when the 16-bit buffer of w may be written before the first step: no other arena
+ * item sharing its bytes is live before w's own first step (the FP32 input, which the
+ * detection runs then never write, aside). */
+static int written_early_ok(const bd_cuda_cplan *cp, int w, int in) {
+  const int i = cp->item[w][BD_REP_H16];
+  if (i < 0 || !cp->arena) return 1; /* its own allocation */
+  const bd_pack_item *a = &cp->items[i];
+  for (int j = 0; j < cp->n_items; ++j) {
+    const bd_pack_item *o = &cp->items[j];
+    if (j == i || j == cp->item[in][BD_REP_F32] || o->def >= a->def) continue;
+    if (o->off < a->off + a->size && a->off < o->off + o->size) return 0;
+  }
+  return 1;
+}
+
+/* The action of kind on value v (BD_A_CONVERT, BD_A_ZERO) or node n (BD_A_OP); -1: none. */
+static int find_action(const bd_cuda_cplan *cp, int kind, int v, int n) {
+  for (int i = 0; i < cp->n_acts; ++i)
+    if (cp->acts[i].kind == kind &&
+        (kind == BD_A_OP ? cp->acts[i].node == n : cp->acts[i].value == v))
+      return i;
+  return -1;
+}
+
+/* The input's own 16-bit NHWC copy, when only convs, max-pools and resizes read the
+ * input (they read that copy): its conversion is left out. */
+static int direct_plain(const bd_graph *g, const bd_cuda_cplan *cp, int v,
+                        bd_cuda_prep_layout *lo, void **dst, unsigned char *skip) {
+  const int64_t *d = cp->plan->dims[v];
+  const int ai = find_action(cp, BD_A_CONVERT, v, -1);
+  if (ai < 0 || cp->acts[ai].rep != BD_REP_H16 || cp->vkind[v] != 0 || cp->alias[v] >= 0 ||
+      cp->pad_to[v] || !cp->buf[v][BD_REP_H16] || !written_early_ok(cp, v, v))
+    return 0;
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    for (int k = 0; k < nd->n_in; ++k) {
+      if (nd->in[k] != v) continue;
+      int conv_in = nd->op == BD_OP_CONV && (k == 0 || k == 3);
+      int first_in = (nd->op == BD_OP_MAXPOOL || nd->op == BD_OP_RESIZE) && k == 0;
+      if (!conv_in && !first_in) return 0;
+    }
+  }
+  *lo = (bd_cuda_prep_layout){.stride = 1, .out_w = (int)d[3], .out_h = (int)d[2], .pitch = 3,
+                              .n_pieces = 1};
+  lo->piece[0].nc = 3;
+  *dst = cp->buf[v][BD_REP_H16];
+  skip[ai] = 1;
+  return 1;
+}
+
+/* A Focus stem's space-to-depth Concat: the input read only through Slices (strided
+ * views of it, then Slices written in place as the pieces of one Concat, which has no
+ * other inputs). Each piece's element map over the FP32 NCHW input, as run_slice reads
+ * it, must be channels c0.., rows oy + S i, columns ox + S j. Left out: the pieces'
+ * Slices and the Concat's zeroing (the layout writes its padding channels). */
+static int direct_focus(const bd_graph *g, const bd_cuda_cplan *cp, int v,
+                        bd_cuda_prep_layout *lo, void **dst, unsigned char *skip) {
+  const int64_t H = cp->plan->dims[v][2], W = cp->plan->dims[v][3], HW = H * W;
+  int seen[64], n_seen = 0, pieces[BD_PREP_MAX_PIECES], n_pieces = 0, u = -1;
+  seen[n_seen++] = v;
+  for (int s = 0; s < n_seen; ++s) { /* v and its strided views: every reader a Slice */
+    const int x = seen[s];
+    if (g->values[x].is_output || find_action(cp, BD_A_CONVERT, x, -1) >= 0) return 0;
+    for (int n = 0; n < g->n_nodes; ++n) {
+      const bd_node *nd = &g->nodes[n];
+      for (int k = 0; k < nd->n_in; ++k) {
+        if (nd->in[k] != x) continue;
+        const int y = nd->out[0];
+        if (nd->op != BD_OP_SLICE || k != 0 || g->values[y].is_output) return 0;
+        if (cp->vkind[y] == 2) {
+          if (n_seen == 64) return 0;
+          seen[n_seen++] = y;
+        } else if (cp->alias[y] >= 0 && (u < 0 || cp->alias[y] == u) &&
+                   cp->prim[y] == BD_REP_H16 && n_pieces < BD_PREP_MAX_PIECES) {
+          u = cp->alias[y];
+          pieces[n_pieces++] = n;
+        } else {
+          return 0;
+        }
+      }
+    }
+  }
+  if (u < 0 || g->values[u].producer < 0 || !cp->buf[u][BD_REP_H16] ||
+      !written_early_ok(cp, u, v))
+    return 0;
+  const bd_node *cat = &g->nodes[g->values[u].producer];
+  if (cat->op != BD_OP_CONCAT || cat->n_in != n_pieces || cp->plan->rank[u] != 4) return 0;
+  for (int k = 0; k < n_pieces; ++k) { /* in the Concat's order */
+    int j = k;
+    while (j < n_pieces && g->nodes[pieces[j]].out[0] != cat->in[k]) ++j;
+    if (j == n_pieces) return 0;
+    int t = pieces[k];
+    pieces[k] = pieces[j];
+    pieces[j] = t;
+  }
+  const int64_t *ud = cp->plan->dims[u];
+  *lo = (bd_cuda_prep_layout){.out_w = (int)ud[3], .out_h = (int)ud[2],
+                              .pitch = (int)planned_pitch(cp, cat->in[0]),
+                              .n_pieces = n_pieces};
+  for (int k = 0; k < n_pieces; ++k) {
+    const bd_node *nd = &g->nodes[pieces[k]];
+    const int y = nd->out[0];
+    const int64_t *yd = cp->plan->dims[y];
+    bd_cuda_view vi;
+    int64_t off = 0;
+    view_any(cp, nd->in[0], &vi);
+    if (cat->in[k] != y || cp->pad_to[y] || vi.dtype != BD_CT_F32 || vi.rank != 4 ||
+        !slice_strides(nd, &vi, &off) || (char *)vi.base < (char *)cp->buf[v][BD_REP_F32])
+      return 0;
+    off += ((char *)vi.base - (char *)cp->buf[v][BD_REP_F32]) / 4;
+    const int64_t S = vi.strides[3], c0 = off / HW, oy = off % HW / W, ox = off % W;
+    if (S < 1 || S > 8 || vi.strides[2] != S * W || vi.strides[1] != HW ||
+        vi.strides[0] != 3 * HW || yd[2] != ud[2] || yd[3] != ud[3] || c0 + yd[1] > 3 ||
+        oy + S * (yd[2] - 1) >= H || ox + S * (yd[3] - 1) >= W || (k && S != lo->stride) ||
+        planned_pitch(cp, y) != lo->pitch)
+      return 0;
+    lo->stride = (int)S;
+    lo->piece[k].oy = (int)oy;
+    lo->piece[k].ox = (int)ox;
+    lo->piece[k].c0 = (int)c0;
+    lo->piece[k].nc = (int)yd[1];
+    lo->piece[k].ch = (int)cp->alias_ch[y];
+  }
+  if (!bd_cuda_prep_layout_ok(lo)) return 0;
+  for (int k = 0; k < n_pieces; ++k) {
+    int ai = find_action(cp, BD_A_OP, -1, pieces[k]);
+    if (ai < 0) return 0;
+    skip[ai] = 1;
+  }
+  const int zi = find_action(cp, BD_A_ZERO, u, -1);
+  if (zi >= 0) skip[zi] = 1;
+  *dst = cp->buf[u][BD_REP_H16];
+  return 1;
+}
+
+int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,
+                        void **dst, unsigned char *skip) {
+  const bd_graph *g = b->base.graph;
+  if (g->n_inputs != 1) return 0;
+  const int v = g->inputs[0];
+  if (cp->plan->rank[v] != 4 || cp->plan->dims[v][1] != 3 || g->values[v].is_output) return 0;
+  memset(skip, 0, (size_t)cp->n_acts);
+  if (direct_plain(g, cp, v, lo, dst, skip)) return 1;
+  memset(skip, 0, (size_t)cp->n_acts);
+  if (direct_focus(g, cp, v, lo, dst, skip)) return 1;
+  memset(skip, 0, (size_t)cp->n_acts);
+  return 0;
+}

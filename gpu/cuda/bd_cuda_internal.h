@@ -197,9 +197,13 @@ typedef struct bd_cuda_cplan {
   /* Device detection (bd_cuda_detect.c): one graph per slot, pre-processing from the
    * slot's staging -> network -> post-processing into the backend's detection buffers. */
   int dd_ready;
-  /* 1: detection pre-processing writes the input's 16-bit NHWC copy itself and the runs
-   * start after the plan's first action (that copy's conversion from FP32). */
-  int dd_h16_in;
+  /* Detection pre-processing straight into the network's first 16-bit tensor
+   * (bd_cuda_prep_direct): dd_direct 1, the tensor at dd_dst in layout dd_lo, and the
+   * actions that made it from the FP32 input flagged in dd_skip (n_acts entries). */
+  int dd_direct;
+  bd_cuda_prep_layout dd_lo;
+  void *dd_dst;
+  unsigned char *dd_skip;
   cudaGraph_t dd_graph[BD_DD_SLOTS];
   cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
   char dd_graph_err[BD_ERR_MSG_MAX];
@@ -300,6 +304,14 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err)
 /* Enqueues action i of cp (0 <= i < cp->n_acts) on b->stream: bd_cuda_enqueue's loop
  * body, also run one action at a time by the per-action profile (bd_cuda_bench.c). */
 bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err *err);
+/* Device detection: whether pre-processing can write the 16-bit tensor the network's
+ * first layers make of its input - the input's own 16-bit copy (only convs, max-pools
+ * and resizes read the input) or a Focus stem's space-to-depth Concat (the input read
+ * only through Slices written in place as that Concat's pieces) - so that the actions
+ * making it from the FP32 input are left out of the detection runs. 1 with *lo, *dst
+ * and skip[i] = 1 for each action left out (skip: cp->n_acts entries); 0: neither. */
+int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,
+                        void **dst, unsigned char *skip);
 /* The representation in which layout-agnostic ops read value v (its primary when it
  * has a buffer, else whichever exists); for the profile's byte estimate. */
 int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v);

@@ -141,11 +141,40 @@ typedef struct bd_cuda_prep_desc {
 cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
                                   int out_w, int out_h, int bgr, float pad, float *dst,
                                   cudaStream_t stream);
-/* The same pixels as 16-bit NHWC [n][out_h][out_w][3] (the storage type of the build):
- * the form a first convolution reads, written directly by device detection. */
+/* Where the 16-bit NHWC tensor that the network's first layers make of its input goes:
+ * output pixel (i, j) of each image, `pitch` values, holds for each piece k the channels
+ * c0 .. c0 + nc - 1 (network order) of input pixel (oy + stride i, ox + stride j) at
+ * channels ch .. ch + nc - 1; every other channel is 0. The input itself: stride 1, one
+ * piece (0, 0, 0, 3, 0), pitch 3; a Focus stem's Concat (YOLOX, DAMO-YOLO): stride 2,
+ * four pieces, pitch 16 (12 channels, zero-padded). */
+#define BD_PREP_MAX_PIECES 8
+#define BD_PREP_MAX_PITCH 32
+typedef struct bd_cuda_prep_layout {
+  int stride, out_w, out_h, pitch, n_pieces;
+  struct {
+    int oy, ox, c0, nc, ch;
+  } piece[BD_PREP_MAX_PIECES];
+} bd_cuda_prep_layout;
+/* 1 when lo is well formed: pieces within the pitch and the 3 input channels. (Whether
+ * the pixels read lie inside the network input is the caller's: it derives lo from the
+ * plan.) */
+static inline int bd_cuda_prep_layout_ok(const bd_cuda_prep_layout *lo) {
+  if (!lo || lo->stride < 1 || lo->stride > 8 || lo->out_w < 1 || lo->out_h < 1 ||
+      lo->pitch < 1 || lo->pitch > BD_PREP_MAX_PITCH || lo->n_pieces < 1 ||
+      lo->n_pieces > BD_PREP_MAX_PIECES)
+    return 0;
+  for (int k = 0; k < lo->n_pieces; ++k)
+    if (lo->piece[k].oy < 0 || lo->piece[k].ox < 0 || lo->piece[k].c0 < 0 ||
+        lo->piece[k].nc < 1 || lo->piece[k].c0 + lo->piece[k].nc > 3 || lo->piece[k].ch < 0 ||
+        lo->piece[k].ch + lo->piece[k].nc > lo->pitch)
+      return 0;
+  return 1;
+}
+/* The same pixels as 16-bit NHWC through layout lo (the storage type of the build): the
+ * tensor the network's first layers read, written directly by device detection. */
 cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
-                                      int out_w, int out_h, int bgr, float pad, void *dst,
-                                      cudaStream_t stream);
+                                      int bgr, float pad, const bd_cuda_prep_layout *lo,
+                                      void *dst, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,12 @@
 // Pre-processing on the GPU (issue 6, first part): uint8 RGB images -> resized (OpenCV
 // INTER_LINEAR fixed-point arithmetic, bit-identical to bd_family_resize_u8 and so to
 // cv2.resize) -> the network input, letterbox padding or stretch, RGB or BGR order:
-// FP32 NCHW, or 16-bit NHWC (the form the first convolution reads, so that device
-// detection needs no conversion pass; pixel levels are integers <= 255, exact in both
-// 16-bit types). One thread per output pixel, all three channels; rows of a batch are
-// described by bd_cuda_prep_desc so that one launch serves a batch of mixed sizes.
+// FP32 NCHW, or the 16-bit NHWC tensor the network's first layers make of the input
+// (bd_cuda_prep_layout: the input itself, or a Focus stem's space-to-depth Concat with
+// its zero padding), so that device detection needs no conversion pass (pixel levels
+// are integers <= 255, exact in both 16-bit types). One thread per output pixel; rows of
+// a batch are described by bd_cuda_prep_desc so that one launch serves a batch of mixed
+// sizes.
 #include "bd_cuda_common.cuh"
 #include "bd_cuda_kernels.h"
 
@@ -31,25 +33,34 @@ __device__ __forceinline__ void coord(int d, double scale, int slen, bool clamp_
   *w1 = cv_coef(__fmul_rn(f, 2048.f));
 }
 
-// The three channels of pixel p of image b: FP32 planes, or 16-bit NHWC.
-__device__ __forceinline__ void put(float *dst, int64_t plane, int b, int64_t p, float c0,
-                                    float c1, float c2) {
-  float *o = dst + (int64_t)b * 3 * plane + p;
-  o[0] = c0;
-  o[plane] = c1;
-  o[2 * plane] = c2;
-}
-__device__ __forceinline__ void put(bd_h16 *dst, int64_t plane, int b, int64_t p, float c0,
-                                    float c1, float c2) {
-  bd_h16 *o = dst + ((int64_t)b * plane + p) * 3;
-  o[0] = (bd_h16)c0;
-  o[1] = (bd_h16)c1;
-  o[2] = (bd_h16)c2;
+// Pixel (x, y) of the network input of image D (inside its resized part): its three
+// levels in source order.
+__device__ __forceinline__ void src_pixel(const uint8_t *src, const bd_cuda_prep_desc &D, int x,
+                                          int y, int v[3]) {
+  const uint8_t *S = src + D.offset;
+  if (D.rw == D.sw && D.rh == D.sh) { // cv::resize copies
+    const uint8_t *q = S + ((int64_t)y * D.sw + x) * 3;
+    v[0] = q[0];
+    v[1] = q[1];
+    v[2] = q[2];
+    return;
+  }
+  int sx, a0, a1, sy, b0, b1;
+  coord(x, D.scale_x, D.sw, true, &sx, &a0, &a1);
+  coord(y, D.scale_y, D.sh, false, &sy, &b0, &b1);
+  int y0 = sy < 0 ? 0 : (sy >= D.sh ? D.sh - 1 : sy);
+  int y1 = sy + 1 < 0 ? 0 : (sy + 1 >= D.sh ? D.sh - 1 : sy + 1);
+  const uint8_t *r0 = S + ((int64_t)y0 * D.sw + sx) * 3, *r1 = S + ((int64_t)y1 * D.sw + sx) * 3;
+  for (int c = 0; c < 3; ++c) {
+    int h0 = a1 ? r0[c] * a0 + r0[c + 3] * a1 : r0[c] * a0;
+    int h1 = a1 ? r1[c] * a0 + r1[c + 3] * a1 : r1[c] * a0;
+    int t = ((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2;
+    v[c] = t < 0 ? 0 : (t > 255 ? 255 : t);
+  }
 }
 
-template <typename T>
 __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc *__restrict__ d,
-                       int n, int out_w, int out_h, int bgr, float pad, T *__restrict__ dst) {
+                       int n, int out_w, int out_h, int bgr, float pad, float *__restrict__ dst) {
   int64_t plane = (int64_t)out_w * out_h, total = plane * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -57,35 +68,49 @@ __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc 
     int64_t p = i - (int64_t)b * plane;
     int y = (int)(p / out_w), x = (int)(p - (int64_t)y * out_w);
     const bd_cuda_prep_desc &D = d[b];
+    float *o = dst + (int64_t)b * 3 * plane + p;
     if (x >= D.rw || y >= D.rh) {
-      put(dst, plane, b, p, pad, pad, pad);
+      o[0] = o[plane] = o[2 * plane] = pad;
       continue;
     }
-    const uint8_t *S = src + D.offset;
     int v[3];
-    if (D.rw == D.sw && D.rh == D.sh) { // cv::resize copies
-      const uint8_t *q = S + ((int64_t)y * D.sw + x) * 3;
-      v[0] = q[0];
-      v[1] = q[1];
-      v[2] = q[2];
-    } else {
-      int sx, a0, a1, sy, b0, b1;
-      coord(x, D.scale_x, D.sw, true, &sx, &a0, &a1);
-      coord(y, D.scale_y, D.sh, false, &sy, &b0, &b1);
-      int y0 = sy < 0 ? 0 : (sy >= D.sh ? D.sh - 1 : sy);
-      int y1 = sy + 1 < 0 ? 0 : (sy + 1 >= D.sh ? D.sh - 1 : sy + 1);
-      const uint8_t *r0 = S + ((int64_t)y0 * D.sw + sx) * 3, *r1 = S + ((int64_t)y1 * D.sw + sx) * 3;
-      for (int c = 0; c < 3; ++c) {
-        int h0 = a1 ? r0[c] * a0 + r0[c + 3] * a1 : r0[c] * a0;
-        int h1 = a1 ? r1[c] * a0 + r1[c + 3] * a1 : r1[c] * a0;
-        int t = ((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2;
-        v[c] = t < 0 ? 0 : (t > 255 ? 255 : t);
+    src_pixel(src, D, x, y, v);
+    for (int c = 0; c < 3; ++c) o[c * plane] = (float)v[bgr ? 2 - c : c];
+  }
+}
+
+// 16-bit NHWC through a layout (bd_cuda_prep_layout): one thread per output pixel, all
+// its `pitch` values (pieces' channels, zeros elsewhere) built in registers and stored
+// 16 bytes at a time where the pitch allows.
+__global__ void k_prep_h16(const uint8_t *__restrict__ src,
+                           const bd_cuda_prep_desc *__restrict__ d, int n, int bgr, float pad,
+                           bd_cuda_prep_layout lo, int vec, bd_h16 *__restrict__ dst) {
+  int64_t plane = (int64_t)lo.out_w * lo.out_h, total = plane * n;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int b = (int)(i / plane);
+    int64_t p = i - (int64_t)b * plane;
+    int oy = (int)(p / lo.out_w), ox = (int)(p - (int64_t)oy * lo.out_w);
+    const bd_cuda_prep_desc &D = d[b];
+    __align__(16) bd_h16 px[BD_PREP_MAX_PITCH];
+    for (int c = 0; c < lo.pitch; ++c) px[c] = (bd_h16)0.f;
+    for (int k = 0; k < lo.n_pieces; ++k) {
+      const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
+      int v[3] = {0, 0, 0};
+      const bool in = x < D.rw && y < D.rh;
+      if (in) src_pixel(src, D, x, y, v);
+      for (int c = 0; c < lo.piece[k].nc; ++c) {
+        int sc = lo.piece[k].c0 + c;
+        px[lo.piece[k].ch + c] = (bd_h16)(in ? (float)v[bgr ? 2 - sc : sc] : pad);
       }
     }
-    if (bgr)
-      put(dst, plane, b, p, (float)v[2], (float)v[1], (float)v[0]);
-    else
-      put(dst, plane, b, p, (float)v[0], (float)v[1], (float)v[2]);
+    bd_h16 *o = dst + i * lo.pitch;
+    if (vec) {
+      for (int c = 0; c < lo.pitch; c += 8)
+        *reinterpret_cast<uint4 *>(o + c) = *reinterpret_cast<const uint4 *>(px + c);
+    } else {
+      for (int c = 0; c < lo.pitch; ++c) o[c] = px[c];
+    }
   }
 }
 
@@ -96,18 +121,18 @@ extern "C" cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_p
                                              float *dst, cudaStream_t s) {
   if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
   int64_t total = (int64_t)n * out_w * out_h;
-  BD_LAUNCH(k_prep<float>, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad,
-            dst);
+  BD_LAUNCH(k_prep, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad, dst);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src,
-                                                 const bd_cuda_prep_desc *descs, int n,
-                                                 int out_w, int out_h, int bgr, float pad,
+                                                 const bd_cuda_prep_desc *descs, int n, int bgr,
+                                                 float pad, const bd_cuda_prep_layout *lo,
                                                  void *dst, cudaStream_t s) {
-  if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
-  int64_t total = (int64_t)n * out_w * out_h;
-  BD_LAUNCH(k_prep<bd_h16>, bd_grid(total, 256), 256, s, src, descs, n, out_w, out_h, bgr, pad,
+  if (n < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
+  int64_t total = (int64_t)n * lo->out_w * lo->out_h;
+  int vec = lo->pitch % 8 == 0 && (uintptr_t)dst % 16 == 0; /* 16-byte stores */
+  BD_LAUNCH(k_prep_h16, bd_grid(total, 256), 256, s, src, descs, n, bgr, pad, *lo, vec,
             (bd_h16 *)dst);
   return cudaGetLastError();
 }

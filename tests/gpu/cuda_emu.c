@@ -324,47 +324,70 @@ cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, c
 
 /* ---- device detection: the pre- and post-processing launchers ---- */
 /* Pre-processing through the CPU family code (bd_family_resize_u8, the function the
- * kernel is tested bit-exact against on a GPU); planes (FP32) or NHWC 16-bit shadows
- * (h16: pixel levels are exact there) written here. */
+ * kernel is tested bit-exact against on a GPU): FP32 planes, or through a layout the
+ * 16-bit NHWC shadows (pixel levels are exact there) written here. */
 atomic_int bd_cuda_emu_prep_h16_calls;
-static cudaError_t emu_prep(const uint8_t *src, const bd_cuda_prep_desc *descs, int n, int out_w,
-                            int out_h, int bgr, float pad, float *dst, int h16) {
-  if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
-  const size_t plane = (size_t)out_w * out_h;
-  for (int b = 0; b < n; ++b) {
-    const bd_cuda_prep_desc *d = &descs[b];
-    uint8_t *rs = NULL;
-    if (d->rw > 0 && d->rh > 0) {
-      rs = malloc((size_t)d->rw * d->rh * 3);
-      if (!rs || bd_family_resize_u8(src + d->offset, d->sw, d->sh, 3, rs, d->rw, d->rh, NULL)) {
-        free(rs);
-        return cudaErrorInvalidValue;
-      }
+/* Image d resized (NULL when it has no resized part; *bad on failure). */
+static uint8_t *emu_resized(const uint8_t *src, const bd_cuda_prep_desc *d, int *bad) {
+  uint8_t *rs = NULL;
+  if (d->rw > 0 && d->rh > 0) {
+    rs = malloc((size_t)d->rw * d->rh * 3);
+    if (!rs || bd_family_resize_u8(src + d->offset, d->sw, d->sh, 3, rs, d->rw, d->rh, NULL)) {
+      free(rs);
+      *bad = 1;
+      return NULL;
     }
-    for (int c = 0; c < 3; ++c)
-      for (int y = 0; y < out_h; ++y)
-        for (int x = 0; x < out_w; ++x) {
-          int sc = bgr ? 2 - c : c;
-          float v = (x < d->rw && y < d->rh) ? (float)rs[((size_t)y * d->rw + x) * 3 + sc] : pad;
-          size_t p = (size_t)y * out_w + x;
-          dst[h16 ? ((size_t)b * plane + p) * 3 + c : ((size_t)b * 3 + c) * plane + p] = v;
-        }
-    free(rs);
   }
-  return cudaSuccess;
+  return rs;
+}
+/* Channel c (network order) of network-input pixel (x, y) of image d. */
+static float emu_level(const bd_cuda_prep_desc *d, const uint8_t *rs, int x, int y, int bgr,
+                       float pad, int c) {
+  if (x >= d->rw || y >= d->rh) return pad;
+  return (float)rs[((size_t)y * d->rw + x) * 3 + (bgr ? 2 - c : c)];
 }
 cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
                                   int out_w, int out_h, int bgr, float pad, float *dst,
                                   cudaStream_t s) {
   (void)s;
-  return emu_prep(src, descs, n, out_w, out_h, bgr, pad, dst, 0);
+  if (n < 1 || out_w < 1 || out_h < 1) return cudaErrorInvalidValue;
+  const size_t plane = (size_t)out_w * out_h;
+  for (int b = 0; b < n; ++b) {
+    int bad = 0;
+    uint8_t *rs = emu_resized(src, &descs[b], &bad);
+    if (bad) return cudaErrorInvalidValue;
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < out_h; ++y)
+        for (int x = 0; x < out_w; ++x)
+          dst[((size_t)b * 3 + c) * plane + (size_t)y * out_w + x] =
+              emu_level(&descs[b], rs, x, y, bgr, pad, c);
+    free(rs);
+  }
+  return cudaSuccess;
 }
 cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,
-                                      int out_w, int out_h, int bgr, float pad, void *dst,
-                                      cudaStream_t s) {
+                                      int bgr, float pad, const bd_cuda_prep_layout *lo,
+                                      void *dst, cudaStream_t s) {
   (void)s;
+  if (n < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
   bd_cuda_emu_prep_h16_calls++;
-  return emu_prep(src, descs, n, out_w, out_h, bgr, pad, bd_emu_shadow(dst), 1);
+  float *o = bd_emu_shadow(dst);
+  const size_t plane = (size_t)lo->out_w * lo->out_h;
+  memset(o, 0, (size_t)n * plane * lo->pitch * sizeof(float));
+  for (int b = 0; b < n; ++b) {
+    int bad = 0;
+    uint8_t *rs = emu_resized(src, &descs[b], &bad);
+    if (bad) return cudaErrorInvalidValue;
+    for (int i = 0; i < lo->out_h; ++i)
+      for (int j = 0; j < lo->out_w; ++j)
+        for (int k = 0; k < lo->n_pieces; ++k)
+          for (int c = 0; c < lo->piece[k].nc; ++c)
+            o[((size_t)b * plane + (size_t)i * lo->out_w + j) * lo->pitch + lo->piece[k].ch + c] =
+                emu_level(&descs[b], rs, lo->piece[k].ox + lo->stride * j,
+                          lo->piece[k].oy + lo->stride * i, bgr, pad, lo->piece[k].c0 + c);
+    free(rs);
+  }
+  return cudaSuccess;
 }
 
 /* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against

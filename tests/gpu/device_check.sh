@@ -125,8 +125,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # End to end (decoded images in, boxes out: device pre/post-processing).
   step bench-e2e-damoT-b32 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 \
     --iters 10 --warmup 3 --end-to-end
-  # The same with pre-processing into the FP32 input and the plan's conversion (before
-  # pre-processing wrote the first conv's 16-bit input itself).
+  # The same with pre-processing into the FP32 input and the plan's Focus slices (before
+  # pre-processing wrote the stem's 16-bit Concat itself).
   BATCHDET_CUDA_PREP16=0 step bench-e2e-damoT-b32-prep32 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 10 --warmup 3 --end-to-end
   for bb in 1 32; do

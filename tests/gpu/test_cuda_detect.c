@@ -150,11 +150,11 @@ static void test_vs_cpu(void **s) {
   detect(e, nimg, ptrs, params, got, st);
 #ifdef TEST_DETECT_EMU
   assert_true(bd_cuda_emu_post_calls > calls); /* the device post-processing ran */
-  /* Pre-processing wrote the first conv's 16-bit input itself where only convs read the
-   * network input (DAMO-YOLO), the FP32 input where slices do (YOLOX's Focus stem);
-   * BATCHDET_CUDA_PREP16=0: always the FP32 input. */
+  /* Pre-processing wrote the network's first 16-bit tensor itself (the first conv's
+   * input, or YOLOX's and DAMO-YOLO's Focus Concat), skipping the plan's conversions;
+   * BATCHDET_CUDA_PREP16=0: the FP32 input. */
   const char *p16 = getenv("BATCHDET_CUDA_PREP16");
-  int want_h16 = bd_engine_family(e)->family == BD_FAMILY_DAMOYOLO && !(p16 && !strcmp(p16, "0"));
+  int want_h16 = !(p16 && !strcmp(p16, "0"));
   printf("pre-processing into 16-bit NHWC: %d calls (expected: %s)\n",
          bd_cuda_emu_prep_h16_calls - h16, want_h16 ? "some" : "none");
   assert_int_equal(bd_cuda_emu_prep_h16_calls > h16, want_h16);

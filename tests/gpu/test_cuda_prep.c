@@ -1,6 +1,7 @@
-/* GPU pre-processing (bd_cuda_preprocess_u8, and _h16: the same pixels as 16-bit NHWC)
- * against the CPU family code (bd_family_resize_u8 + plane packing written here):
- * bit-identical FP32 (and 16-bit) outputs on
+/* GPU pre-processing (bd_cuda_preprocess_u8, and _h16: the same pixels as 16-bit NHWC,
+ * plain or as a Focus stem's space-to-depth Concat) against the CPU family code
+ * (bd_family_resize_u8 + plane packing and gathering written here): bit-identical FP32
+ * (and 16-bit) outputs on
  * random images of mixed sizes (down-, up-scaling, the copy case), letterbox with 114
  * padding in BGR and stretch in RGB, and on the shipped photos ($BD_TEST_PPM_DIR). Output
  * poisoned before each run. Skips (exit 77)
@@ -62,21 +63,55 @@ static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_ima
   assert_int_equal(cudaMemcpy(got, dout, (size_t)n * 3 * OW * OH * 4, cudaMemcpyDeviceToHost),
                    cudaSuccess);
   assert_int_equal(tc_compare("prep", got, want, (size_t)n * 3 * OW * OH, 0, 0), 0);
-  /* 16-bit NHWC: the same levels (integers, exact in 16 bits), pixel-major. */
-  const size_t elems = (size_t)n * 3 * OW * OH;
-  void *dout16 = tc_dev_poisoned(elems * 2);
-  uint16_t *got16 = malloc(elems * 2);
-  assert_non_null(got16);
-  assert_int_equal(bd_cuda_preprocess_u8_h16(dsrc, ddesc, n, OW, OH, letterbox, 114.f, dout16, 0),
-                   cudaSuccess);
-  assert_int_equal(cudaMemcpy(got16, dout16, elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (size_t i = 0; i < elems; ++i) { /* NHWC element i back in NCHW order */
-    size_t c = i % 3, px = i / 3, b = px / ((size_t)OW * OH), p = px % ((size_t)OW * OH);
-    got[(b * 3 + c) * OW * OH + p] = tc_h162f(got16[i]);
+  /* 16-bit NHWC through the two layouts detection uses: the input itself (pitch 3), and
+   * a Focus stem's Concat (YOLOX's slice order, 12 channels padded to 16): the same
+   * levels (integers, exact in 16 bits), zeros in the padding. */
+  bd_cuda_prep_layout plain = {.stride = 1, .out_w = OW, .out_h = OH, .pitch = 3, .n_pieces = 1};
+  plain.piece[0].nc = 3;
+  bd_cuda_prep_layout focus = {.stride = 2, .out_w = OW / 2, .out_h = OH / 2, .pitch = 16,
+                               .n_pieces = 4};
+  static const int fo[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}}; /* (oy, ox) per piece */
+  for (int k = 0; k < 4; ++k) {
+    focus.piece[k].oy = fo[k][0];
+    focus.piece[k].ox = fo[k][1];
+    focus.piece[k].nc = 3;
+    focus.piece[k].ch = 3 * k;
   }
-  assert_int_equal(tc_compare("prep h16", got, want, elems, 0, 0), 0);
-  cudaFree(dout16);
-  free(got16);
+  const bd_cuda_prep_layout *los[2] = {&plain, &focus};
+  for (int l = 0; l < 2; ++l) {
+    const bd_cuda_prep_layout *lo = los[l];
+    const size_t px = (size_t)n * lo->out_w * lo->out_h, vals = px * lo->pitch;
+    void *dout16 = tc_dev_poisoned(vals * 2);
+    uint16_t *got16 = malloc(vals * 2);
+    float *got_l = malloc(vals * sizeof(float)), *want_l = calloc(vals, sizeof(float));
+    assert_non_null(got16);
+    assert_non_null(got_l);
+    assert_non_null(want_l);
+    for (size_t q = 0; q < px; ++q) { /* the FP32 planes above, gathered by the layout */
+      size_t b = q / ((size_t)lo->out_w * lo->out_h), r = q % ((size_t)lo->out_w * lo->out_h);
+      int i = (int)(r / lo->out_w), j = (int)(r % lo->out_w);
+      for (int k = 0; k < lo->n_pieces; ++k)
+        for (int c = 0; c < lo->piece[k].nc; ++c) {
+          int y = lo->piece[k].oy + lo->stride * i, x = lo->piece[k].ox + lo->stride * j;
+          want_l[q * lo->pitch + lo->piece[k].ch + c] =
+              want[((b * 3 + lo->piece[k].c0 + c) * OH + y) * OW + x];
+        }
+    }
+    assert_int_equal(bd_cuda_preprocess_u8_h16(dsrc, ddesc, n, letterbox, 114.f, lo, dout16, 0),
+                     cudaSuccess);
+    assert_int_equal(cudaMemcpy(got16, dout16, vals * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t q = 0; q < vals; ++q) got_l[q] = tc_h162f(got16[q]);
+    assert_int_equal(tc_compare(l ? "prep h16 focus" : "prep h16", got_l, want_l, vals, 0, 0), 0);
+    cudaFree(dout16);
+    free(got16);
+    free(got_l);
+    free(want_l);
+  }
+  /* A layout outside the pitch or the 3 channels is refused. */
+  bd_cuda_prep_layout bad = focus;
+  bad.piece[3].ch = 14;
+  assert_int_not_equal(bd_cuda_preprocess_u8_h16(dsrc, ddesc, n, letterbox, 114.f, &bad, NULL, 0),
+                       cudaSuccess);
   cudaFree(dsrc);
   cudaFree(ddesc);
   cudaFree(dout);

@@ -12,8 +12,8 @@
  * the input, when bd_cuda_prep_direct finds one: the input's 16-bit copy, or a Focus
  * stem's Concat as in YOLOX and DAMO-YOLO; the actions making it are left out) -> an
  * external record of `prepped` -> the network (the plan's actions, no host copies) ->
- * bd_cuda_post_yolox / _damo (-> shared device detections). The graph always covers the plan's whole batch: rows past n get an empty
- * descriptor (all padding in, nothing out).
+ * bd_cuda_post_yolox / _damo (-> shared device detections). The graph always covers the
+ * plan's whole batch: rows past n get an empty descriptor (all padding in, nothing out).
  *
  * A launch: the copy stream waits for the slot's previous batch (its descriptors are
  * free again) and for `prepped` as last recorded (the previous batch's pixels are read:
@@ -162,9 +162,8 @@ static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err
   BD_CU(cs == cudaStreamCaptureStatusNone
             ? cudaEventRecord(d->prepped, b->stream)
             : cudaEventRecordWithFlags(d->prepped, b->stream, cudaEventRecordExternal));
-  for (int i = 0; i < cp->n_acts; ++i)
-    if (!(cp->dd_direct && cp->dd_skip[i]) && (st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK)
-      goto out;
+  for (int i = 0; i < cp->n_acts; ++i) /* dd_skip is all 0 unless dd_direct */
+    if (!cp->dd_skip[i] && (st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
   if (c->yolox)
     BD_CU(bd_cuda_post_yolox(cp->d_out[c->out_main], cp->batch, c->in_h, c->in_w, c->num_classes,
                              sl->d_post, c->topk, c->out_cap, d->ws, d->d_dets, d->d_counts,

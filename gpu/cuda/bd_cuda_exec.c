@@ -1410,9 +1410,8 @@ int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_pr
   const int v = g->inputs[0];
   if (cp->plan->rank[v] != 4 || cp->plan->dims[v][1] != 3 || g->values[v].is_output) return 0;
   memset(skip, 0, (size_t)cp->n_acts);
-  if (direct_plain(g, cp, v, lo, dst, skip)) return 1;
-  memset(skip, 0, (size_t)cp->n_acts);
-  if (direct_focus(g, cp, v, lo, dst, skip)) return 1;
+  /* direct_plain marks skip only when it succeeds; direct_focus may fail after marking. */
+  if (direct_plain(g, cp, v, lo, dst, skip) || direct_focus(g, cp, v, lo, dst, skip)) return 1;
   memset(skip, 0, (size_t)cp->n_acts);
   return 0;
 }

@@ -133,7 +133,8 @@ static int emu_async_on(void) {
 /* Appends an item to es's queue (a wait when run is NULL); its index among es's items
  * in *idx when idx is given. */
 static cudaError_t emu_enqueue(emu_stream *es, void (*run)(void *), void *ctx,
-                               void (*drop)(void *), emu_stream *ws, long long widx) {
+                               void (*drop)(void *), emu_stream *ws, long long widx,
+                               long long *idx) {
   pthread_mutex_lock(&emu_q_mu);
   if (es->n == es->cap) {
     if (es->head > 0) { /* reuse the run part */
@@ -154,6 +155,7 @@ static cudaError_t emu_enqueue(emu_stream *es, void (*run)(void *), void *ctx,
     }
   }
   es->q[es->n++] = (emu_item){run, ctx, drop, ++emu_seq, ws, widx};
+  if (idx) *idx = es->n_sub;
   es->n_sub++;
   pthread_mutex_unlock(&emu_q_mu);
   return cudaSuccess;
@@ -231,7 +233,7 @@ cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (
     g->node[g->n++] = (emu_node){run, ctx, drop};
     return cudaSuccess;
   }
-  if (emu_async_on() && es) return emu_enqueue(es, run, ctx, drop, NULL, 0);
+  if (emu_async_on() && es) return emu_enqueue(es, run, ctx, drop, NULL, 0, NULL);
   pthread_mutex_lock(&emu_dev_mu);
   run(ctx);
   pthread_mutex_unlock(&emu_dev_mu);
@@ -501,7 +503,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
   return cudaSuccess;
 }
 static void run_record(void *ctx);
-static void emu_event_mark(void *ev, emu_stream *es);
+static void emu_event_queued(void *ev, emu_stream *es, long long idx);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   emu_stream *es = (emu_stream *)s;
   if (!e) return cudaErrorInvalidValue;
@@ -510,9 +512,10 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   const emu_graph *g = (const emu_graph *)e;
   if (emu_async_on() && es) { /* its nodes join the stream's queue (the graph owns them) */
     for (int i = 0; i < g->n; ++i) {
-      if (g->node[i].run == run_record) emu_event_mark(g->node[i].ctx, es);
-      cudaError_t r = emu_enqueue(es, g->node[i].run, g->node[i].ctx, NULL, NULL, 0);
+      long long idx;
+      cudaError_t r = emu_enqueue(es, g->node[i].run, g->node[i].ctx, NULL, NULL, 0, &idx);
       if (r != cudaSuccess) return r;
+      if (g->node[i].run == run_record) emu_event_queued(g->node[i].ctx, es, idx);
     }
     return cudaSuccess;
   }
@@ -545,13 +548,11 @@ typedef struct emu_event {
   emu_stream *rs;
   long long ridx;
 } emu_event;
-/* Async mode: the event's next record is the item about to be queued on es. */
-static void emu_event_mark(void *ev, emu_stream *es) {
+/* Async mode: the event's last record is item idx of es. */
+static void emu_event_queued(void *ev, emu_stream *es, long long idx) {
   emu_event *e = ev;
-  pthread_mutex_lock(&emu_q_mu);
   e->rs = es;
-  e->ridx = es->n_sub;
-  pthread_mutex_unlock(&emu_q_mu);
+  e->ridx = idx;
 }
 atomic_int bd_cuda_emu_event_records, bd_cuda_emu_event_waits;
 /* Replays of external event record nodes (cudaEventRecordExternal in a capture). */
@@ -580,8 +581,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   ev->captured = es && es->capture;
   bd_cuda_emu_event_records++;
   if (emu_async_on() && es && !es->capture) { /* stamped when the stream gets there */
-    emu_event_mark(ev, es);
-    return emu_enqueue(es, run_stamp, ev, NULL, NULL, 0);
+    long long idx;
+    cudaError_t r = emu_enqueue(es, run_stamp, ev, NULL, NULL, 0, &idx);
+    if (r == cudaSuccess) emu_event_queued(ev, es, idx);
+    return r;
   }
   ev->t = atomic_load(&bd_cuda_emu_launches);
   return cudaSuccess;
@@ -620,7 +623,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
   (void)f;
   /* Async mode: later work of s waits for the event's last record (none: nothing). */
   if (emu_async_on() && es && !es->capture && ev->rs)
-    return emu_enqueue(es, NULL, NULL, NULL, ev->rs, ev->ridx);
+    return emu_enqueue(es, NULL, NULL, NULL, ev->rs, ev->ridx, NULL);
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {

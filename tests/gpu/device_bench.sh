@@ -47,6 +47,7 @@ left() { echo $((DEADLINE - $(date +%s))); }
 
 STEP_RESERVE=15 STEP_TAIL=8 STEP_W=18
 . "$ROOT/tests/gpu/device_step.sh"
+trap "pack_logs device-bench-logs" EXIT
 
 note_cell() { # MODEL BATCH IMPL TEXT: a cell that has no measurement, with the reason
   printf '{"model":"%s","batch":%d,"impl":"%s","err":"%s"}\n' "$1" "$2" "$3" "$4" >>"$CELLS"

@@ -31,6 +31,7 @@ BUDGET=${BD_CHECK_BUDGET:-600}
 DEADLINE=$((T0 + BUDGET))
 
 . "$ROOT/tests/gpu/device_step.sh"
+trap "pack_logs device-check-logs" EXIT
 
 # ---- cuDNN and NCCL from the Python wheels, LD_LIBRARY_PATH, NVCC, SAN, CMAKE_DNN, PKG ----
 . "$ROOT/tests/gpu/device_env.sh"

@@ -35,6 +35,7 @@ T0=$(date +%s)
 SUMMARY=()
 STEP_TAIL=12 STEP_LOG=post-steps.log
 . "$ROOT/tests/gpu/device_step.sh"
+trap "pack_logs device-post-logs" EXIT
 
 # Runtime libraries: the toolkit's, and every nvidia wheel folder (cuDNN, NCCL).
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)

@@ -35,3 +35,16 @@ step() {
   tail -n "$STEP_TAIL" "$OUT/$name.log"
   return $rc
 }
+
+# pack_logs NAME: the device tool brings back at most 8 files from $OUT, so the scripts
+# pack their per-step logs (and env.txt) into $OUT/NAME.tgz when they end (trap EXIT);
+# BD_PACK_LOGS=0 leaves them loose (runs on a development machine).
+pack_logs() {
+  [ "${BD_PACK_LOGS:-1}" = 1 ] || return 0
+  local name=$1
+  (
+    cd "$OUT" || exit 0
+    set -- $(ls ./*.log ./env.txt 2>/dev/null)
+    [ $# -gt 0 ] && tar czf "$name.tgz" --remove-files "$@" 2>/dev/null
+  ) || true
+}

@@ -21,7 +21,7 @@
 
 #define MAX_BUCKETS 8
 #define MAX_OUTPUTS 8
-#define DD_TOPK 1000     /* candidates per image entering device NMS */
+#define DD_TOPK 1024     /* candidates per device NMS round (its sort size) */
 #define DD_OUT_CAP 1024  /* device detections per image */
 #define DD_FULL_MAX 4    /* images up to 4x the network input are staged as decoded */
 

@@ -1,6 +1,6 @@
 // Detection post-processing on the GPU (issue 6): yolox grid decode, candidate
-// selection (score filter, capped to the topk best by a total order), per-class greedy
-// NMS, max_det, mapping to original pixels and clipping. Semantics and the CPU twins:
+// selection (score filter, then rounds of the topk best by a total order), per-class
+// greedy NMS, max_det, mapping to original pixels and clipping. Semantics and the CPU twins:
 // bd_cuda_post.h / bd_cuda_post_ref.c. Arithmetic that decides a comparison (boxes,
 // IoU, mapping) uses the _rn intrinsics so that nvcc cannot contract it into FMAs the
 // CPU does not do.
@@ -110,6 +110,13 @@ __device__ int block_scan(int v, int *sw, int *total) {
 
 // One block per image. yolox: S = decoded scores [n][A], boxes [n][A][4] and cls [n][A]
 // by anchor; damoyolo: S = scores [n][A*C], boxes [n][A][4] by anchor = index / C.
+// The candidates are taken in rounds of at most topk, in the total order (score desc,
+// index asc): each round selects the topk first candidates after the previous round's
+// last one, sorts them, drops those a box kept in an earlier round suppresses, and runs
+// the greedy NMS over the rest. Kept boxes go straight to the image's output rows
+// (network-input pixels until the final mapping), where later rounds read them. Greedy
+// NMS decides each box from better boxes only, so the rounds give the CPU's result for
+// any number of candidates; an image with at most topk candidates takes one round.
 __global__ void __launch_bounds__(kThreads)
     k_select_nms(const float *__restrict__ S_all, const float *__restrict__ boxes_all,
                  const int *__restrict__ cls_all, int yolox, int A, int C,
@@ -119,7 +126,6 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float4 sbox[kSort];
   __shared__ int scls[kSort];
   __shared__ unsigned char ssup[kSort];
-  __shared__ short skeep[BD_CUDA_POST_MAX_DET];
   __shared__ int shist[256];
   __shared__ int sw[kThreads / 32 + 1];
   __shared__ int sdig[2];
@@ -129,155 +135,191 @@ __global__ void __launch_bounds__(kThreads)
   const int M = yolox ? A : A * C, strict = !yolox;
   const float *S = S_all + (int64_t)b * M;
   const float thr = D.score_thr;
-
-  // 1. How many candidates. Each thread takes kItems consecutive scores per chunk, so
-  // that thread order is index order (the compaction below relies on it) and a chunk of
-  // kThreads * kItems costs one block scan.
-  int total = 0;
-  for (int base = 0; base < M; base += kChunk) {
-    const int i0 = base + tid * kItems;
-    int cnt = 0;
-    for (int u = 0; u < kItems; ++u) cnt += i0 + u < M && is_cand(S[i0 + u], thr, strict);
-    int t;
-    block_scan(cnt, sw, &t);
-    total += t;
-  }
-  const bool select = total > topk;
-  const int want = select ? topk : total;
-
-  // 2. Too many: radix select (8-bit digits, most significant first) of the topk-th
-  // largest key T; need_eq = how many candidates equal to T make the cut.
-  uint32_t T = 0;
-  int need_eq = 0;
-  if (select) {
-    uint32_t prefix = 0, mask = 0;
-    int k = topk;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int j = tid; j < 256; j += kThreads) shist[j] = 0;
-      __syncthreads();
-      for (int i = tid; i < M; i += kThreads) {
-        const float s = S[i];
-        if (!is_cand(s, thr, strict)) continue;
-        const uint32_t key = score_key(s);
-        if ((key & mask) == prefix) atomicAdd(&shist[(key >> shift) & 255u], 1);
-      }
-      __syncthreads();
-      if (tid == 0) {
-        int acc = 0, d = 255;
-        for (; d > 0; --d) {
-          if (acc + shist[d] >= k) break;
-          acc += shist[d];
-        }
-        sdig[0] = d;
-        sdig[1] = k - acc;
-      }
-      __syncthreads();
-      prefix |= (uint32_t)sdig[0] << shift;
-      mask |= 0xFFu << shift;
-      k = sdig[1];
-      __syncthreads();
-    }
-    T = prefix;
-    need_eq = k;
-  }
-
-  // 3. Ordered compaction of the chosen candidates (equal keys: lowest indices first),
-  // as sort keys: (~score key, index) ascending = score descending, index ascending.
-  int n_c = 0, eq_seen = 0;
-  for (int base = 0; base < M && n_c < want; base += kChunk) {
-    const int i0 = base + tid * kItems;
-    uint32_t key[kItems];
-    bool c[kItems];
-    int n_eq = 0;
-    for (int u = 0; u < kItems; ++u) {
-      const float s = i0 + u < M ? S[i0 + u] : 0.f;
-      c[u] = i0 + u < M && is_cand(s, thr, strict);
-      key[u] = score_key(s);
-      n_eq += c[u] && select && key[u] == T;
-    }
-    int eq_rank = 0, eq_tot = 0;
-    if (select) eq_rank = eq_seen + block_scan(n_eq, sw, &eq_tot);
-    int n_take = 0;
-    for (int u = 0; u < kItems; ++u) {
-      bool take = c[u];
-      if (select) {
-        const bool eq = c[u] && key[u] == T;
-        take = c[u] && (key[u] > T || (eq && eq_rank < need_eq));
-        eq_rank += eq;
-        c[u] = take;
-      }
-      n_take += take;
-    }
-    int taken;
-    int pos = n_c + block_scan(n_take, sw, &taken);
-    for (int u = 0; u < kItems; ++u)
-      if (c[u]) skey[pos++] = ((unsigned long long)(~key[u]) << 32) | (uint32_t)(i0 + u);
-    n_c += taken;
-    eq_seen += eq_tot;
-  }
-  for (int j = n_c + tid; j < kSort; j += kThreads) skey[j] = ~0ull;
-  __syncthreads();
-
-  // 4. Bitonic sort of the kSort keys, one compare pair per thread and step.
-  for (int k = 2; k <= kSort; k <<= 1)
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      const int i = 2 * tid - (tid & (j - 1)), ij = i + j;
-      const bool up = (i & k) == 0;
-      const unsigned long long x = skey[i], y = skey[ij];
-      if ((x > y) == up) {
-        skey[i] = y;
-        skey[ij] = x;
-      }
-      __syncthreads();
-    }
-
-  for (int p = tid; p < n_c; p += kThreads) {
-    const int idx = (int)(uint32_t)skey[p];
-    if (yolox) {
-      sbox[p] = reinterpret_cast<const float4 *>(boxes_all)[(int64_t)b * A + idx];
-      scls[p] = cls_all[(int64_t)b * A + idx];
-    } else {
-      const float *q = boxes_all + ((int64_t)b * A + idx / C) * 4;
-      sbox[p] = make_float4(q[0], q[1], q[2], q[3]);
-      scls[p] = idx % C;
-    }
-    ssup[p] = 0;
-  }
-  __syncthreads();
-
-  // 5. Greedy NMS in sorted order: every thread walks the list (uniform decisions read
-  // from shared memory after a barrier), the kept box suppresses later ones in parallel.
+  float *out = dets + (int64_t)b * out_cap * 6;
   const int max_det = D.max_det < out_cap ? D.max_det : out_cap;
+
+  // Candidates after the boundary (the last one of the previous round: key bkey, index
+  // bidx) in the total order; in the first round, every candidate.
+  bool after = false;
+  uint32_t bkey = 0;
+  int bidx = -1;
+  auto eligible = [&](int i, float s, uint32_t key) {
+    return is_cand(s, thr, strict) && (!after || key < bkey || (key == bkey && i > bidx));
+  };
+
   int kept = 0;
-  for (int i = 0; i < n_c && kept < max_det; ++i) {
-    if (ssup[i]) continue;
-    if (tid == 0) skeep[kept] = (short)i;
-    ++kept;
-    const float4 bi = sbox[i];
-    const int ci = scls[i];
-    for (int j = i + 1 + tid; j < n_c; j += kThreads)
-      if (!ssup[j] && scls[j] == ci && box_iou(bi, sbox[j]) > D.iou_thr) ssup[j] = 1;
+  while (kept < max_det) {
+    // 1. How many candidates are left. Each thread takes kItems consecutive scores per
+    // chunk, so that thread order is index order (the compaction below relies on it)
+    // and a chunk of kThreads * kItems costs one block scan.
+    int total = 0;
+    for (int base = 0; base < M; base += kChunk) {
+      const int i0 = base + tid * kItems;
+      int cnt = 0;
+      for (int u = 0; u < kItems; ++u)
+        if (i0 + u < M) {
+          const float s = S[i0 + u];
+          cnt += eligible(i0 + u, s, score_key(s));
+        }
+      int t;
+      block_scan(cnt, sw, &t);
+      total += t;
+    }
+    if (total == 0) break;
+    const bool select = total > topk;
+    const int want = select ? topk : total;
+
+    // 2. Too many: radix select (8-bit digits, most significant first) of the topk-th
+    // largest key T; need_eq = how many candidates equal to T make the cut.
+    uint32_t T = 0;
+    int need_eq = 0;
+    if (select) {
+      uint32_t prefix = 0, mask = 0;
+      int k = topk;
+      for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int j = tid; j < 256; j += kThreads) shist[j] = 0;
+        __syncthreads();
+        for (int i = tid; i < M; i += kThreads) {
+          const float s = S[i];
+          const uint32_t key = score_key(s);
+          if (!eligible(i, s, key)) continue;
+          if ((key & mask) == prefix) atomicAdd(&shist[(key >> shift) & 255u], 1);
+        }
+        __syncthreads();
+        if (tid == 0) {
+          int acc = 0, d = 255;
+          for (; d > 0; --d) {
+            if (acc + shist[d] >= k) break;
+            acc += shist[d];
+          }
+          sdig[0] = d;
+          sdig[1] = k - acc;
+        }
+        __syncthreads();
+        prefix |= (uint32_t)sdig[0] << shift;
+        mask |= 0xFFu << shift;
+        k = sdig[1];
+        __syncthreads();
+      }
+      T = prefix;
+      need_eq = k;
+    }
+
+    // 3. Ordered compaction of the chosen candidates (equal keys: lowest indices first),
+    // as sort keys: (~score key, index) ascending = score descending, index ascending.
+    int n_c = 0, eq_seen = 0;
+    for (int base = 0; base < M && n_c < want; base += kChunk) {
+      const int i0 = base + tid * kItems;
+      uint32_t key[kItems];
+      bool c[kItems];
+      int n_eq = 0;
+      for (int u = 0; u < kItems; ++u) {
+        const float s = i0 + u < M ? S[i0 + u] : 0.f;
+        key[u] = score_key(s);
+        c[u] = i0 + u < M && eligible(i0 + u, s, key[u]);
+        n_eq += c[u] && select && key[u] == T;
+      }
+      int eq_rank = 0, eq_tot = 0;
+      if (select) eq_rank = eq_seen + block_scan(n_eq, sw, &eq_tot);
+      int n_take = 0;
+      for (int u = 0; u < kItems; ++u) {
+        bool take = c[u];
+        if (select) {
+          const bool eq = c[u] && key[u] == T;
+          take = c[u] && (key[u] > T || (eq && eq_rank < need_eq));
+          eq_rank += eq;
+          c[u] = take;
+        }
+        n_take += take;
+      }
+      int taken;
+      int pos = n_c + block_scan(n_take, sw, &taken);
+      for (int u = 0; u < kItems; ++u)
+        if (c[u]) skey[pos++] = ((unsigned long long)(~key[u]) << 32) | (uint32_t)(i0 + u);
+      n_c += taken;
+      eq_seen += eq_tot;
+    }
+    for (int j = n_c + tid; j < kSort; j += kThreads) skey[j] = ~0ull;
     __syncthreads();
+
+    // 4. Bitonic sort of the kSort keys, one compare pair per thread and step.
+    for (int k = 2; k <= kSort; k <<= 1)
+      for (int j = k >> 1; j > 0; j >>= 1) {
+        const int i = 2 * tid - (tid & (j - 1)), ij = i + j;
+        const bool up = (i & k) == 0;
+        const unsigned long long x = skey[i], y = skey[ij];
+        if ((x > y) == up) {
+          skey[i] = y;
+          skey[ij] = x;
+        }
+        __syncthreads();
+      }
+
+    // 5. The round's boxes; those a box kept in an earlier round suppresses (its rows
+    // hold network-input boxes until step 7) start suppressed.
+    for (int p = tid; p < n_c; p += kThreads) {
+      const int idx = (int)(uint32_t)skey[p];
+      float4 bx;
+      int cl;
+      if (yolox) {
+        bx = reinterpret_cast<const float4 *>(boxes_all)[(int64_t)b * A + idx];
+        cl = cls_all[(int64_t)b * A + idx];
+      } else {
+        const float *q = boxes_all + ((int64_t)b * A + idx / C) * 4;
+        bx = make_float4(q[0], q[1], q[2], q[3]);
+        cl = idx % C;
+      }
+      unsigned char sup = 0;
+      for (int k = 0; k < kept && !sup; ++k) {
+        const float *o = out + (int64_t)k * 6;
+        if ((int)o[5] == cl && box_iou(make_float4(o[0], o[1], o[2], o[3]), bx) > D.iou_thr)
+          sup = 1;
+      }
+      sbox[p] = bx;
+      scls[p] = cl;
+      ssup[p] = sup;
+    }
+    __syncthreads();
+
+    // 6. Greedy NMS in sorted order: every thread walks the list (uniform decisions read
+    // from shared memory after a barrier), the kept box suppresses later ones in
+    // parallel; thread 0 writes it to the next output row.
+    for (int i = 0; i < n_c && kept < max_det; ++i) {
+      if (ssup[i]) continue;
+      const float4 bi = sbox[i];
+      const int ci = scls[i];
+      if (tid == 0) {
+        float *o = out + (int64_t)kept * 6;
+        o[0] = bi.x, o[1] = bi.y, o[2] = bi.z, o[3] = bi.w;
+        o[4] = S[(uint32_t)skey[i]];
+        o[5] = (float)ci;
+      }
+      ++kept;
+      for (int j = i + 1 + tid; j < n_c; j += kThreads)
+        if (!ssup[j] && scls[j] == ci && box_iou(bi, sbox[j]) > D.iou_thr) ssup[j] = 1;
+      __syncthreads();
+    }
+    if (!select) break;  // every candidate has had its turn
+    const unsigned long long last = skey[n_c - 1];
+    after = true;
+    bkey = ~(uint32_t)(last >> 32);
+    bidx = (int)(uint32_t)last;
+    __syncthreads();  // skey, sbox and the output rows are rewritten by the next round
   }
   __syncthreads();
 
-  // 6. Map to original pixels, clip, write max_det rows (zeros past the count).
+  // 7. Map the kept rows to original pixels and clip; zeros past the count.
   const float fw = (float)D.orig_w, fh = (float)D.orig_h;
   for (int k = tid; k < out_cap; k += kThreads) {
-    float *o = dets + ((int64_t)b * out_cap + k) * 6;
+    float *o = out + (int64_t)k * 6;
     if (k >= kept) {
       for (int j = 0; j < 6; ++j) o[j] = 0.f;
       continue;
     }
-    const int p = skeep[k];
-    const float4 q = sbox[p];
-    float v[4] = {q.x, q.y, q.z, q.w};
     for (int j = 0; j < 4; ++j) {
-      float t = yolox ? __fdiv_rn(v[j], D.ratio) : __fmul_rn(v[j], (j & 1) ? D.scale_y : D.scale_x);
+      float t = yolox ? __fdiv_rn(o[j], D.ratio) : __fmul_rn(o[j], (j & 1) ? D.scale_y : D.scale_x);
       o[j] = clampf(t, 0.f, (j & 1) ? fh : fw);
     }
-    o[4] = S[(uint32_t)skey[p]];
-    o[5] = (float)scls[p];
   }
   if (tid == 0) counts[b] = kept;
 }

@@ -5,24 +5,28 @@
  *    candidate when score >= score_thr;
  *  - damoyolo: scores [N,A,C] + boxes [N,A,4], every (anchor, class) with score >
  *    score_thr (strictly) is a candidate (multi-label);
- *  - candidates are capped per image to the best `topk` (<= BD_CUDA_POST_MAX_TOPK) by
- *    (score desc, candidate index asc), the index being the CPU's push order (anchor for
- *    yolox, anchor * C + class for damoyolo); then greedy per-class NMS in that order
- *    (IoU > iou_thr suppresses, continuous coordinates), at most max_det survivors;
+ *  - candidates are ordered by (score desc, candidate index asc), the index being the
+ *    CPU's push order (anchor for yolox, anchor * C + class for damoyolo); then greedy
+ *    per-class NMS in that order (IoU > iou_thr suppresses, continuous coordinates), at
+ *    most max_det survivors. The kernel takes the ordered list in rounds of `topk`
+ *    (<= BD_CUDA_POST_MAX_TOPK, its shared-memory sort) until max_det boxes are kept or
+ *    no candidate is left; a round's candidates start suppressed by the boxes earlier
+ *    rounds kept. An image with at most topk candidates costs one round; one with many
+ *    more (a low threshold, a crowded or untrained model) costs a pass over its scores
+ *    per round;
  *  - survivors mapped to original pixels (yolox: / r; damoyolo: * sx, * sy) and clipped
  *    to the image, written to dets[N][out_cap][6] = x1, y1, x2, y2, score, class, in
  *    descending score order; counts[N] their number; rows past the count are zeroed.
- * With no more than topk candidates in an image the result is that of the CPU
- * (bd_family_postprocess) exactly, up to the device expf in the yolox decode (2 ulp).
- * With more, it equals the CPU run on the topk best candidates: greedy NMS decides each
- * box from better boxes only, so the first topk decisions are the CPU's and only
- * survivors beyond the cap can be lost (the "nms_pre" cap of mmdet/YOLOX deployments).
+ * The result is that of the CPU (bd_family_postprocess) exactly, for any number of
+ * candidates, up to the device expf in the yolox decode (2 ulp): greedy NMS decides each
+ * box from better boxes only, so splitting the ordered list into rounds changes no
+ * decision. Nothing is dropped before NMS (no "nms_pre" cap).
  *
  * Capture-safe: every launcher only enqueues kernels on `stream`; no allocation, no host
  * synchronisation, no host-read results. Descriptors live in device memory, workspace
- * is the caller's (bd_cuda_post_workspace_bytes). One block per image does the
- * selection (count, radix select of the topk-th key, ordered compaction), a bitonic
- * sort and the NMS in shared memory.
+ * is the caller's (bd_cuda_post_workspace_bytes). One block per image does, per round,
+ * the selection (count, radix select of the topk-th key, ordered compaction), a bitonic
+ * sort and the NMS in shared memory; kept boxes wait in the image's output rows.
  *
  * The CPU twins (bd_cuda_post_ref_*, host pointers, plain C in bd_cuda_post_ref.c)
  * run the same algorithm step for step; tests compare kernel vs twin vs the family code.
@@ -39,7 +43,7 @@
 extern "C" {
 #endif
 
-#define BD_CUDA_POST_MAX_TOPK 1024 /* shared-memory sort size of the per-image block */
+#define BD_CUDA_POST_MAX_TOPK 1024 /* round size limit: the per-image block's sort */
 #define BD_CUDA_POST_DEFAULT_TOPK 1000
 #define BD_CUDA_POST_MAX_DET 1024 /* out_cap limit */
 #define BD_CUDA_POST_MAX_CLASSES 4096

@@ -1,7 +1,9 @@
 /* bd_cuda_post_ref: the CPU twins of the bd_cuda_post kernels (see bd_cuda_post.h). They
- * follow the kernels' steps (decode, candidate predicate, topk by a total order, greedy
+ * follow the kernels' arithmetic (decode, candidate predicate, the total order, greedy
  * per-class NMS over the sorted list, map and clip) in plain C, so that a kernel can be
- * compared with them bit for bit and they with bd_family_postprocess. */
+ * compared with them bit for bit and they with bd_family_postprocess. The kernels take
+ * the sorted list in rounds of topk; the twins sort it whole, which decides every box
+ * the same way (greedy NMS looks only at better boxes), so topk is only checked here. */
 #include "bd_cuda_post.h"
 
 #include <math.h>
@@ -100,7 +102,7 @@ static int one_image(const img_src *src, const bd_cuda_post_desc *d, int topk, i
     n++;
   }
   qsort(cv, (size_t)n, sizeof *cv, cand_cmp);
-  if (n > topk) n = topk;
+  (void)topk;
   int max_det = d->max_det < out_cap ? d->max_det : out_cap, kept = 0;
   for (int i = 0; i < n && kept < max_det; i++) {
     const int idx = cv[i].idx;

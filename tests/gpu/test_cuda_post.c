@@ -2,14 +2,14 @@
  * bd_nms), the independent reference. Run as `test_cuda_post ref` it checks the CPU
  * twins (bit-exact: same arithmetic); without an argument it checks the kernels
  * (same detections, boxes within 1e-3, scores within 1e-5) and skips with exit 77 when
- * there is no GPU. The candidate cap (topk) is checked by disabling, in the family's
- * input, every candidate outside the topk best (ordered here by score desc, index asc):
- * the family must then give what the capped pipeline gives. Built with TEST_POST_EMU
+ * there is no GPU. The kernels take the candidates in rounds of topk: with more than
+ * topk candidates (many rounds here: small topk, low thresholds, ties at the round
+ * edges) they must still give the family's result, every box of it. Built with TEST_POST_EMU
  * (test_cuda_post_emu) it runs the kernels' code on the host emulation of the kernels
  * (tests/gpu/kemu.cmake), bit-exact against the family like the twins; with the argument
  * `gpu` (test_cuda_post_kemu) it takes the GPU path over the emulated runtime instead
  * (device buffers, a captured graph launched).
- * Inputs: uniform random outputs (many candidates, the cap bites), clustered boxes with
+ * Inputs: uniform random outputs (many candidates, many rounds), clustered boxes with
  * sigmoid-like scores (an NMS workload), score ties, and yolox_nano's real outputs on a
  * photo (BD_TEST_PPM, else a synthetic picture) run by the cpu engine. */
 #include <math.h>
@@ -31,29 +31,13 @@
 enum { M_REF, M_EMU, M_GPU };
 static int mode;
 
-/* ---- the capped reference: family code on inputs whose surplus candidates are NaN ---- */
+/* ---- the reference: the family code ---- */
 
-typedef struct {
-  float s;
-  int i;
-} sc_idx;
-
-static int sc_cmp(const void *pa, const void *pb) {
-  const sc_idx *a = pa, *b = pb;
-  if (a->s != b->s) return a->s > b->s ? -1 : 1;
-  return (a->i > b->i) - (a->i < b->i);
-}
-
-/* Returns a list of the candidate indices of one image NOT among the topk best. */
-static int surplus(const float *s, int m, float thr, int strict, int topk, int *out) {
-  sc_idx *v = malloc((size_t)m * sizeof *v);
-  int n = 0, k = 0;
-  for (int i = 0; i < m; i++)
-    if (strict ? s[i] > thr : s[i] >= thr) v[n++] = (sc_idx){s[i], i};
-  qsort(v, (size_t)n, sizeof *v, sc_cmp);
-  for (int j = topk; j < n; j++) out[k++] = v[j].i;
-  free(v);
-  return k;
+/* How many candidates an image has (a round holds topk of them). */
+static int n_cands(const float *s, int m, float thr, int strict) {
+  int n = 0;
+  for (int i = 0; i < m; i++) n += strict ? s[i] > thr : s[i] >= thr;
+  return n;
 }
 
 static void yolox_scores(const float *raw, int A, int C, float *s) {
@@ -190,22 +174,20 @@ static bd_cuda_post_desc desc_for(float thr, float iou, int max_det, int ow, int
   return d;
 }
 
-/* Checks n yolox images of raw [n][A][5+C] (modified in place by the cap) . */
-static void check_yolox(float *raw, int n, int H, int W, int C, const bd_cuda_post_desc *d,
+/* Checks n yolox images of raw [n][A][5+C] against the family code. */
+static void check_yolox(const float *raw, int n, int H, int W, int C, const bd_cuda_post_desc *d,
                         int topk, int cap) {
   const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
   float *dets = malloc((size_t)n * cap * 6 * 4);
   int *counts = malloc((size_t)n * sizeof *counts);
   run_yolox(raw, n, H, W, C, d, topk, cap, dets, counts);
   float *s = malloc((size_t)A * 4);
-  int *sur = malloc((size_t)A * sizeof *sur);
   bd_family_info fi = {BD_FAMILY_YOLOX, H, W, C, A, 0, -1, -1};
   int bad = 0;
   for (int b = 0; b < n; b++) {
-    float *row = raw + (size_t)b * A * (5 + C);
+    const float *row = raw + (size_t)b * A * (5 + C);
     yolox_scores(row, A, C, s);
-    int ns = surplus(s, A, d[b].score_thr, 0, topk, sur);
-    for (int k = 0; k < ns; k++) row[(size_t)sur[k] * (5 + C) + 4] = NAN;
+    const int nc = n_cands(s, A, d[b].score_thr, 0);
     bd_prep_info pi = {.orig_w = d[b].orig_w, .orig_h = d[b].orig_h, .ratio = d[b].ratio};
     bd_detect_params p = {d[b].score_thr, d[b].iou_thr, d[b].max_det < cap ? d[b].max_det : cap};
     bd_detections want = {0};
@@ -213,14 +195,15 @@ static void check_yolox(float *raw, int n, int H, int W, int C, const bd_cuda_po
     bd_err err;
     assert_int_equal(bd_family_postprocess(&fi, outs, &pi, &p, &want, &err), BD_OK);
     char what[64];
-    snprintf(what, sizeof what, "yolox img %d (%d capped)", b, ns);
+    snprintf(what, sizeof what, "yolox img %d (%d candidates, up to %d rounds)", b, nc,
+             (nc + topk - 1) / topk);
     printf("%s: %d detections\n", what, want.n);
     bad += cmp_dets(what, dets + (size_t)b * cap * 6, counts[b], &want, box_tol(), score_tol());
     for (int k = counts[b] * 6; k < cap * 6; k++) bad += dets[(size_t)b * cap * 6 + k] != 0.f;
     bd_detections_free(&want);
   }
   assert_int_equal(bad, 0);
-  free(s), free(sur), free(dets), free(counts);
+  free(s), free(dets), free(counts);
 }
 
 static void fill_yolox_random(float *raw, int A, int C, float obj_hi) {
@@ -238,7 +221,7 @@ static void test_yolox_random(void **state) {
   enum { H = 256, W = 320, C = 80, N = 3 };
   const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
   float *raw = malloc((size_t)N * A * (5 + C) * 4);
-  /* image 0: nearly every anchor a candidate (cap bites); 1: few; 2: ties of scores. */
+  /* image 0: nearly every anchor a candidate (many rounds); 1: few; 2: ties of scores. */
   fill_yolox_random(raw, A, C, 1.f);
   fill_yolox_random(raw + (size_t)A * (5 + C), A, C, 0.4f);
   fill_yolox_random(raw + (size_t)2 * A * (5 + C), A, C, 1.f);
@@ -279,7 +262,7 @@ static void test_yolox_real(void **state) {
   float *outs[1] = {raw};
   assert_int_equal(bd_engine_run_raw(e, 1, in, outs, &err), BD_OK);
   memcpy(raw + (size_t)A * (5 + C), raw, (size_t)A * (5 + C) * 4);
-  /* The family defaults, and a low threshold with a small cap so that the cap bites. */
+  /* The family defaults, and a low threshold with small rounds (many of them). */
   bd_cuda_post_desc d[2] = {desc_for(0.3f, 0.45f, 100, im.w, im.h, pi.ratio, 0, 0),
                             desc_for(0.001f, 0.45f, 100, im.w, im.h, pi.ratio, 0, 0)};
   check_yolox(raw, 2, H, W, C, d, 200, 100);
@@ -290,18 +273,16 @@ static void test_yolox_real(void **state) {
 
 /* ---- damoyolo ---- */
 
-static void check_damo(float *scores, const float *boxes, int n, int A, int C,
+static void check_damo(const float *scores, const float *boxes, int n, int A, int C,
                        const bd_cuda_post_desc *d, int topk, int cap) {
   float *dets = malloc((size_t)n * cap * 6 * 4);
   int *counts = malloc((size_t)n * sizeof *counts);
   run_damo(scores, boxes, n, A, C, d, topk, cap, dets, counts);
-  int *sur = malloc((size_t)A * C * sizeof *sur);
   bd_family_info fi = {BD_FAMILY_DAMOYOLO, 64, 64, C, A, -1, 0, 1};
   int bad = 0;
   for (int b = 0; b < n; b++) {
-    float *srow = scores + (size_t)b * A * C;
-    int ns = surplus(srow, A * C, d[b].score_thr, 1, topk, sur);
-    for (int k = 0; k < ns; k++) srow[sur[k]] = NAN;
+    const float *srow = scores + (size_t)b * A * C;
+    const int nc = n_cands(srow, A * C, d[b].score_thr, 1);
     bd_prep_info pi = {.orig_w = d[b].orig_w,
                        .orig_h = d[b].orig_h,
                        .scale_x = d[b].scale_x,
@@ -312,13 +293,14 @@ static void check_damo(float *scores, const float *boxes, int n, int A, int C,
     bd_err err;
     assert_int_equal(bd_family_postprocess(&fi, outs, &pi, &p, &want, &err), BD_OK);
     char what[64];
-    snprintf(what, sizeof what, "damo img %d (%d capped)", b, ns);
+    snprintf(what, sizeof what, "damo img %d (%d candidates, up to %d rounds)", b, nc,
+             (nc + topk - 1) / topk);
     printf("%s: %d detections\n", what, want.n);
     bad += cmp_dets(what, dets + (size_t)b * cap * 6, counts[b], &want, box_tol(), score_tol());
     bd_detections_free(&want);
   }
   assert_int_equal(bad, 0);
-  free(sur), free(dets), free(counts);
+  free(dets), free(counts);
 }
 
 /* Clusters: a few objects, each seen by many anchors as jittered boxes with scores that
@@ -348,7 +330,7 @@ static void test_damo(void **state) {
   enum { A = 2100, C = 80, N = 3 };
   float *scores = malloc((size_t)N * A * C * 4), *boxes = malloc((size_t)N * A * 16);
   fill_damo(scores, boxes, A, C, 12, 0);                                /* NMS workload */
-  fill_damo(scores + (size_t)A * C, boxes + (size_t)A * 4, A, C, 5, 1); /* cap bites */
+  fill_damo(scores + (size_t)A * C, boxes + (size_t)A * 4, A, C, 5, 1); /* many rounds */
   fill_damo(scores + (size_t)2 * A * C, boxes + (size_t)2 * A * 4, A, C, 20, 0);
   for (int i = 0; i < A * C; i += 3) scores[(size_t)2 * A * C + i] = 0.5f; /* ties */
   bd_cuda_post_desc d[N] = {desc_for(0.05f, 0.7f, 100, 810, 1080, 0, 810.f / 640, 1080.f / 640),
@@ -358,10 +340,10 @@ static void test_damo(void **state) {
   free(scores), free(boxes);
 }
 
-/* The cap with exact ties at its edge, and NMS walking the whole capped list (disjoint
- * boxes, max_det above topk): the topk kept must be exactly the lowest indices among the
- * equal scores, no more, no fewer. */
-static void test_ties_at_cap(void **state) {
+/* Rounds with exact ties at their edges, and NMS walking every round (disjoint boxes,
+ * max_det above topk): each round must continue exactly after the previous one's last
+ * (score, index), none skipped, none taken twice. */
+static void test_ties_at_rounds(void **state) {
   (void)state;
   enum { A = 300, C = 4, TOPK = 64 };
   float *scores = malloc((size_t)A * C * 4), *boxes = malloc((size_t)A * 16);
@@ -389,6 +371,21 @@ static void test_ties_at_cap(void **state) {
   bd_cuda_post_desc yd[1] = {desc_for(0.3f, 0.45f, 200, 64, 64, 1.0, 0, 0)};
   check_yolox(raw, 1, H, W, YC, yd, 20, 200);
   free(raw);
+}
+
+/* Rounds that must see the boxes kept before them: clustered boxes (an NMS workload),
+ * small rounds and max_det above the survivors, so that every round runs and most of a
+ * later round's candidates are suppressed by boxes kept in an earlier one. */
+static void test_rounds_suppress(void **state) {
+  (void)state;
+  enum { A = 2100, C = 80, N = 2 };
+  float *scores = malloc((size_t)N * A * C * 4), *boxes = malloc((size_t)N * A * 16);
+  fill_damo(scores, boxes, A, C, 12, 0);
+  fill_damo(scores + (size_t)A * C, boxes + (size_t)A * 4, A, C, 3, 0);
+  bd_cuda_post_desc d[N] = {desc_for(0.05f, 0.6f, 1000, 640, 640, 0, 1.f, 1.f),
+                            desc_for(0.2f, 0.5f, 1000, 320, 200, 0, 0.5f, 0.3125f)};
+  check_damo(scores, boxes, N, A, C, d, 64, 1000);
+  free(scores), free(boxes);
 }
 
 static void test_args(void **state) {
@@ -425,6 +422,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_args),
                                      cmocka_unit_test(test_yolox_random),
                                      cmocka_unit_test(test_yolox_real), cmocka_unit_test(test_damo),
-                                     cmocka_unit_test(test_ties_at_cap)};
+                                     cmocka_unit_test(test_ties_at_rounds),
+                                     cmocka_unit_test(test_rounds_suppress)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,9 @@
 // position walks the (ky, kx, c) order by additions: no division per load. The
 // accumulators go through shared memory to the epilogue, which writes 8 channels per
 // 16-byte store. x and y may be channel slices of wider tensors (ldx, ldy: multiples of
-// 8).
+// 8). Split tiles (split-K): blockIdx.z takes one part of the k range (whole 32-slices),
+// its block writes FP32 partial sums to the workspace instead of the epilogue, and
+// k_splitk_epilogue adds the parts in order and runs the epilogue.
 //
 // tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: fibers
 // and barriers stand in for a block, BD_LAUNCH for <<<>>>; cuda_mma_emu.h: nvcuda::wmma
@@ -98,7 +100,7 @@ template <int BM, int BN>
 __global__ void __launch_bounds__(THREADS)
     k_conv_mma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
                const float *__restrict__ bias, const bd_h16 *__restrict__ r,
-               bd_h16 *__restrict__ y) {
+               bd_h16 *__restrict__ y, float *__restrict__ part, int kper) {
   static_assert((BM / 32) * (BN / 32) == THREADS / 32, "one 32x32 warp tile per warp");
   static_assert(sizeof(Smem<BM, BN>) <= 48 * 1024, "static shared memory");
   // Loader chunks (16 bytes: 8 k of one row) per thread; every chunk of a thread has the
@@ -111,11 +113,15 @@ __global__ void __launch_bounds__(THREADS)
   const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
   const int64_t m0 = (int64_t)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
+  // This block's k range: all of it, or part blockIdx.z of a split (kper: a multiple of
+  // BK, so no slice crosses into the next part).
+  const int kb = part ? (int)blockIdx.z * kper : 0;
+  const int ke = part && kb + kper < k_tot ? kb + kper : k_tot;
   ARow ar[AC];
 #pragma unroll
   for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * THREADS) / 4, n_pix, ldx);
   KPos q = {0, 0, 0, 0};
-  k_advance(p, q, kc);
+  k_advance(p, q, kb + kc);
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -135,9 +141,9 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
   for (int i = 0; i < AC; ++i) ra[i] = load_a(p, ar[i], q, k_tot, ldx);
 #pragma unroll
-  for (int i = 0; i < BC; ++i) rb[i] = load_b(i, 0);
+  for (int i = 0; i < BC; ++i) rb[i] = load_b(i, kb);
   int buf = 0;
-  for (int k0 = 0; k0 < k_tot; k0 += BK, buf ^= 1) {
+  for (int k0 = kb; k0 < ke; k0 += BK, buf ^= 1) {
     bd_h16 *sa = sm.in.a[buf], *sb = sm.in.b[buf];
 #pragma unroll
     for (int i = 0; i < AC; ++i)
@@ -150,7 +156,7 @@ __global__ void __launch_bounds__(THREADS)
     // (multiplied in the previous slice), which the next slice's stores overwrite.
     __syncthreads();
     const int k1 = k0 + BK; // prefetch the next slice while this one is multiplied
-    if (k1 < k_tot) {
+    if (k1 < ke) {
       k_advance(p, q, BK);
 #pragma unroll
       for (int i = 0; i < AC; ++i) ra[i] = load_a(p, ar[i], q, k_tot, ldx);
@@ -185,6 +191,13 @@ __global__ void __launch_bounds__(THREADS)
     const int64_t pix = m0 + row;
     const int oc = n0 + col;
     if (pix >= n_pix || oc >= p.m) continue; // M % 8 == 0: 8 channels all in or all out
+    if (part) { // split: this part's sums, [z][pixel][channel]
+      const float *cr = &sm.c[row * LDC + col];
+      float4 *o = reinterpret_cast<float4 *>(part + ((int64_t)blockIdx.z * n_pix + pix) * p.m + oc);
+      o[0] = make_float4(cr[0], cr[1], cr[2], cr[3]);
+      o[1] = make_float4(cr[4], cr[5], cr[6], cr[7]);
+      continue;
+    }
     const int64_t o = pix * p.m + oc; // packed (r); y's pixels are ldy apart
     uint4 rv = make_uint4(0, 0, 0, 0), out;
     if (r) rv = *reinterpret_cast<const uint4 *>(r + o);
@@ -202,16 +215,63 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
+// Split-K, second step: per 8 channels of one output pixel, the parts' sums added in part
+// order (FP32), then bias, activation and residual as in k_conv_mma's epilogue.
+__global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict__ part,
+                                  int splits, const float *__restrict__ bias,
+                                  const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
+  const int64_t n_pix = (int64_t)p.n * p.oh * p.ow, groups = n_pix * (p.m / 8);
+  const int64_t stride = n_pix * p.m;
+  for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < groups;
+       g += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t pix = g / (p.m / 8);
+    const int oc = (int)(g % (p.m / 8)) * 8;
+    const int64_t o = pix * p.m + oc;
+    float acc[8];
+    {
+      const float4 *q = reinterpret_cast<const float4 *>(part + o);
+      const float4 a = q[0], b = q[1];
+      acc[0] = a.x, acc[1] = a.y, acc[2] = a.z, acc[3] = a.w;
+      acc[4] = b.x, acc[5] = b.y, acc[6] = b.z, acc[7] = b.w;
+    }
+    for (int z = 1; z < splits; ++z) {
+      const float4 *q = reinterpret_cast<const float4 *>(part + z * stride + o);
+      const float4 a = q[0], b = q[1];
+      acc[0] += a.x, acc[1] += a.y, acc[2] += a.z, acc[3] += a.w;
+      acc[4] += b.x, acc[5] += b.y, acc[6] += b.z, acc[7] += b.w;
+    }
+    uint4 rv = make_uint4(0, 0, 0, 0), out;
+    if (r) rv = *reinterpret_cast<const uint4 *>(r + o);
+    const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
+    bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
+#pragma unroll
+    for (int q2 = 0; q2 < 4; ++q2) {
+      const float2 fr = bd_h16x2_ld(hr[q2]);
+      const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
+      ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, p.act, p.res),
+                           bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, p.act, p.res));
+    }
+    *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
+  }
+}
+
 template <int BM, int BN>
 cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, const float *bias,
-                   const void *r, void *y, cudaStream_t s) {
+                   const void *r, void *y, int splits, void *ws, cudaStream_t s) {
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   if (n_pix == 0) return cudaSuccess;
   const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
   if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
-  dim3 grid((unsigned)gx, (unsigned)gy);
+  const int k_tot = p->kh * p->kw * p->c, slices = (k_tot + BK - 1) / BK;
+  const int kper = splits > 1 ? (slices + splits - 1) / splits * BK : 0;
+  dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)(splits > 1 ? splits : 1));
+  float *part = splits > 1 ? (float *)ws : nullptr;
   BD_LAUNCH(BD_K(k_conv_mma<BM, BN>), grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w,
-            bias, (const bd_h16 *)r, (bd_h16 *)y);
+            bias, (const bd_h16 *)r, (bd_h16 *)y, part, kper);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || splits < 2) return e;
+  BD_LAUNCH(k_splitk_epilogue, bd_grid(n_pix * (p->m / 8), 256), 256, s, *p,
+            (const float *)part, splits, bias, (const bd_h16 *)r, (bd_h16 *)y);
   return cudaGetLastError();
 }
 
@@ -219,22 +279,29 @@ cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, co
 
 extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile,
                                               const void *x, const void *w, const float *bias,
-                                              const void *r, void *y, cudaStream_t s) {
+                                              const void *r, void *y, void *ws, size_t ws_bytes,
+                                              cudaStream_t s) {
   if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
       p->ldy % 8 || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
       (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
       ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
       tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
+  const int splits = tile < 0 ? 1 : bd_cuda_conv_mma_splits(p, tile);
+  if (splits < 1 || (splits > 1 && (!ws || ((uintptr_t)ws & 15u) ||
+                                    ws_bytes < bd_cuda_conv_mma_ws_bytes(p, tile))))
+    return cudaErrorInvalidValue;
   switch (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) {
-  case 1: return launch<256, 32>(p, x, w, bias, r, y, s);
-  case 2: return launch<64, 128>(p, x, w, bias, r, y, s);
-  default: return launch<128, 64>(p, x, w, bias, r, y, s);
+  case 1: return launch<256, 32>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
+  case 4: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s);
+  default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }
 
 extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                         const float *bias, const void *r, void *y,
                                         cudaStream_t s) {
-  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, s);
+  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, nullptr, 0, s);
 }

@@ -55,7 +55,7 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
 /* BATCHDET_CUDA_CONV: who runs a dense conv whose channels are multiples of 8 - our
  * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
  * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
- * direct kernel runs them), "mma" always ours, "cudnn" never ours. Read at each use, so
+ * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "cudnn" never ours. Read at each use, so
  * a test can switch it between engines; anything else is refused at prepare. */
 typedef enum { CONV_AUTO, CONV_MMA, CONV_LIB, CONV_BAD } conv_mode;
 
@@ -88,7 +88,10 @@ static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
   int tile = -1;
   if (!mma_fits(p)) return -1;
   switch (conv_mode_now()) {
-  case CONV_MMA: return bd_cuda_conv_mma_default_tile(p->m);
+  case CONV_MMA: { /* unmeasured: split the reduction where the output is small */
+    const int split = p->m >= 128 ? 3 : 4;
+    return bd_cuda_conv_mma_splits(p, split) > 1 ? split : bd_cuda_conv_mma_default_tile(p->m);
+  }
   case CONV_AUTO: return cudnn && choice_find(p, &tile) ? tile : -1;
   default: return -1;
   }
@@ -387,6 +390,7 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
     l->mma = 1;
     l->tile = pp.tile;
     l->direct = 0;
+    l->ws = bd_cuda_conv_mma_ws_bytes(p, pp.tile); /* split-K partials */
     goto out;
   }
   if (pp.padded || pp.ybuf || pp.xcopy) {
@@ -552,7 +556,7 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
   const bd_cuda_conv_shape *p = &l->p, *q = &l->q;
   void *cy = l->ypad ? l->ypad : y; /* where the convolution writes */
   if (l->mma) {
-    BD_CU(bd_cuda_conv_mma_tiled(p, l->tile, x, w, bias, r, y, stream));
+    BD_CU(bd_cuda_conv_mma_tiled(p, l->tile, x, w, bias, r, y, ws, ws_bytes, stream));
     return BD_OK;
   }
   if (l->wpad) w = l->wpad;
@@ -669,7 +673,7 @@ static bd_status time_side(void *cudnn_handle, const bd_cuda_conv_layer *lib, in
   for (int i = 0; i < warm + CHOICE_REPS && st == BD_OK; ++i) {
     if (i == warm) BD_CU(cudaEventRecord(ev[0], stream));
     if (tile >= 0)
-      BD_CU(bd_cuda_conv_mma_tiled(p, tile, sc->x, w, bias, r, y, stream));
+      BD_CU(bd_cuda_conv_mma_tiled(p, tile, sc->x, w, bias, r, y, sc->ws, sc->ws_bytes, stream));
     else
       st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, y, sc->ws, sc->ws_bytes,
                                   stream, err);
@@ -693,7 +697,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   size_t ws = 0;
   float t_lib = 0, t[BD_CONV_MMA_TILES] = {0};
   double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
-  int agree[BD_CONV_MMA_TILES] = {0}, ran[BD_CONV_MMA_TILES] = {0};
+  int agree[BD_CONV_MMA_TILES] = {0}, ran[BD_CONV_MMA_TILES] = {0}, na[BD_CONV_MMA_TILES] = {0};
   bd_cuda_conv_shape p = *shape;
   p.ldx = p.ldy = 0; /* measured packed: the plan decides pitches after this */
   p.xzero = 0;
@@ -719,9 +723,16 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
    * epilogue differs by the values themselves. */
   for (int k = 0; k < BD_CONV_MMA_TILES && st == BD_OK; ++k) {
     int bad = 0;
+    /* A split tile that does not apply to this shape (or whose partials pass the scratch
+     * workspace) is not tried. */
+    if (bd_cuda_conv_mma_splits(&p, k) < 1 || bd_cuda_conv_mma_ws_bytes(&p, k) > sc->ws_bytes) {
+      na[k] = 1;
+      continue;
+    }
     /* A tile this GPU cannot launch (resources) is not an error: it is not used. This
      * trial run is also the tile's untimed one. */
-    cudaError_t e = bd_cuda_conv_mma_tiled(&p, k, sc->x, w, bias, r, sc->y1, stream);
+    cudaError_t e =
+        bd_cuda_conv_mma_tiled(&p, k, sc->x, w, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
@@ -743,12 +754,16 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;
     for (int k = 0; k < BD_CONV_MMA_TILES && shown < 0; ++k)
       if (ran[k]) shown = k; /* the diff shown: the kept tile's, else the first that ran */
-    char ours[256];
+    char ours[512];
     size_t o = 0;
     for (int k = 0; k < BD_CONV_MMA_TILES && o < sizeof ours; ++k)
-      o += (size_t)snprintf(ours + o, sizeof ours - o, "%s%s %.1f us%s", k ? ", " : "",
-                            bd_cuda_conv_mma_tile_name(k), t[k] * 1e3 / CHOICE_REPS,
-                            !ran[k] ? " (launch failed)" : agree[k] ? "" : " (WRONG)");
+      if (na[k])
+        o += (size_t)snprintf(ours + o, sizeof ours - o, "%s%s n/a", k ? ", " : "",
+                              bd_cuda_conv_mma_tile_name(k));
+      else
+        o += (size_t)snprintf(ours + o, sizeof ours - o, "%s%s %.1f us%s", k ? ", " : "",
+                              bd_cuda_conv_mma_tile_name(k), t[k] * 1e3 / CHOICE_REPS,
+                              !ran[k] ? " (launch failed)" : agree[k] ? "" : " (WRONG)");
     fprintf(stderr,
             "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us; "
             "ours %s; max diff %.3g of %.3g -> %s%s\n",

@@ -81,16 +81,56 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);
 /* The same on block tile `tile` (0: 128 pixels x 64 channels, 1: 256 x 32, 2: 64 x 128;
- * -1: bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). */
-#define BD_CONV_MMA_TILES 3
+ * 3: 64 x 128 and 4: 128 x 64 with the reduction split over blockIdx.z ("split-K", for
+ * outputs too small to fill the GPU: batch 1, deep low-resolution layers); -1:
+ * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
+ * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
+ * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
+ * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
+#define BD_CONV_MMA_TILES 5
+#define BD_CONV_MMA_SPLIT_TILE0 3
+#define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
+#define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
                                    const void *w, const float *bias, const void *r, void *y,
-                                   cudaStream_t stream);
+                                   void *ws, size_t ws_bytes, cudaStream_t stream);
 /* Without a measurement: wide pixel tiles for few output channels, wide channel tiles for
  * many. */
 static inline int bd_cuda_conv_mma_default_tile(int m) { return m <= 32 ? 1 : m >= 128 ? 2 : 0; }
 static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
-  return tile == 0 ? "128x64" : tile == 1 ? "256x32" : tile == 2 ? "64x128" : "?";
+  return tile == 0   ? "128x64"
+         : tile == 1 ? "256x32"
+         : tile == 2 ? "64x128"
+         : tile == 3 ? "64x128 split-K"
+         : tile == 4 ? "128x64 split-K"
+                     : "?";
+}
+/* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for
+ * a split tile the count that brings the grid near BD_CONV_SPLIT_BLOCKS with at least 4
+ * k-slices of 32 per part (at most 16 parts), or 0 where splitting does not apply (the
+ * grid is already that large, the reduction is short, or the partials would pass
+ * BD_CONV_SPLIT_MAX_WS). A pure function of the shape: plan sizing and launch agree. */
+static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
+  if (tile < BD_CONV_MMA_SPLIT_TILE0) return 1;
+  const int bm = tile == 3 ? 64 : 128, bn = tile == 3 ? 128 : 64;
+  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
+  const int64_t blocks = ((n_pix + bm - 1) / bm) * ((p->m + bn - 1) / bn);
+  const int64_t slices = ((int64_t)p->kh * p->kw * p->c + 31) / 32;
+  if (n_pix < 1 || blocks >= BD_CONV_SPLIT_BLOCKS / 2 || slices < 8) return 0;
+  int64_t s = (BD_CONV_SPLIT_BLOCKS + blocks - 1) / blocks;
+  if (s > slices / 4) s = slices / 4;
+  if (s > 16) s = 16;
+  if (s < 2) return 0;
+  const int64_t per = (slices + s - 1) / s; /* k-slices per part; no part left empty */
+  s = (slices + per - 1) / per;
+  if (s < 2 || (size_t)s * (size_t)n_pix * (size_t)p->m * sizeof(float) > BD_CONV_SPLIT_MAX_WS)
+    return 0;
+  return (int)s;
+}
+/* Workspace bytes tile needs for shape p (0 for the unsplit tiles). */
+static inline size_t bd_cuda_conv_mma_ws_bytes(const bd_cuda_conv_shape *p, int tile) {
+  const int s = bd_cuda_conv_mma_splits(p, tile);
+  return s > 1 ? (size_t)s * (size_t)p->n * p->oh * p->ow * p->m * sizeof(float) : 0;
 }
 
 /* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r] (packed y

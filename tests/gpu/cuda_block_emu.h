@@ -183,41 +183,43 @@ inline void emu_run_block(unsigned block) {
       }
     }
     if (!released) {
-      fprintf(stderr, "cuda emulation: block (%u,%u) deadlocked: %u of %u live threads at "
+      fprintf(stderr, "cuda emulation: block (%u,%u,%u) deadlocked: %u of %u live threads at "
                       "__syncthreads, the others at warp barriers of partial warps\n",
-              emu_bid.x, emu_bid.y, at_block, live);
+              emu_bid.x, emu_bid.y, emu_bid.z, at_block, live);
       abort();
     }
   }
 }
 
-// Runs a gx x gy grid of `block` threads (<= 1024), one block at a time.
+// Runs a gx x gy x gz grid of `block` threads (<= 1024), one block at a time.
 template <typename F>
-void emu_launch2(unsigned gx, unsigned gy, unsigned block, F f) {
-  emu_gdim = {gx, gy, 1};
+void emu_launch2(unsigned gx, unsigned gy, unsigned gz, unsigned block, F f) {
+  emu_gdim = {gx, gy, gz};
   emu_bdim = {block, 1, 1};
   std::function<void()> body = [&f] { f(); };
   emu_body = &body;
-  for (unsigned by = 0; by < gy; ++by)
-    for (unsigned bx = 0; bx < gx; ++bx) {
-      emu_bid = {bx, by, 0};
-      emu_run_block(block);
-    }
+  for (unsigned bz = 0; bz < gz; ++bz)
+    for (unsigned by = 0; by < gy; ++by)
+      for (unsigned bx = 0; bx < gx; ++bx) {
+        emu_bid = {bx, by, bz};
+        emu_run_block(block);
+      }
   emu_body = nullptr;
 }
 
 // The same grid with every thread run in turn on the calling thread (no cooperation).
 template <typename F>
-void emu_serial2(unsigned gx, unsigned gy, unsigned block, F f) {
-  emu_gdim = {gx, gy, 1};
+void emu_serial2(unsigned gx, unsigned gy, unsigned gz, unsigned block, F f) {
+  emu_gdim = {gx, gy, gz};
   emu_bdim = {block, 1, 1};
-  for (unsigned by = 0; by < gy; ++by)
-    for (unsigned bx = 0; bx < gx; ++bx)
-      for (unsigned t = 0; t < block; ++t) {
-        emu_bid = {bx, by, 0};
-        emu_tid = {t, 0, 0};
-        f();
-      }
+  for (unsigned bz = 0; bz < gz; ++bz)
+    for (unsigned by = 0; by < gy; ++by)
+      for (unsigned bx = 0; bx < gx; ++bx)
+        for (unsigned t = 0; t < block; ++t) {
+          emu_bid = {bx, by, bz};
+          emu_tid = {t, 0, 0};
+          f();
+        }
 }
 
 // Linked in, the kernels are real device work submitted to the runtime, so stream capture
@@ -249,7 +251,7 @@ inline void emu_work_drop(void *p) {
 template <typename K, typename... A>
 void emu_kernel(cudaStream_t s, dim3 grid, dim3 block, K k, A... a) {
   if (block.x < 1 || block.x > 1024 || block.y != 1 || block.z != 1 || grid.x < 1 ||
-      grid.y < 1 || grid.y > 65535 || grid.z != 1) {
+      grid.y < 1 || grid.y > 65535 || grid.z < 1 || grid.z > 65535) {
     fprintf(stderr, "cuda emulation: invalid launch configuration (%u,%u,%u) x %u\n", grid.x,
             grid.y, grid.z, block.x);
     emu_last_error = cudaErrorInvalidConfiguration;
@@ -259,9 +261,9 @@ void emu_kernel(cudaStream_t s, dim3 grid, dim3 block, K k, A... a) {
     bd_emu_tick();
     auto body = [&] { k(a...); };
     if (BD_KEMU_THREADED)
-      emu_launch2(grid.x, grid.y, block.x, body);
+      emu_launch2(grid.x, grid.y, grid.z, block.x, body);
     else
-      emu_serial2(grid.x, grid.y, block.x, body);
+      emu_serial2(grid.x, grid.y, grid.z, block.x, body);
   }};
   cudaError_t e = bd_emu_submit(s, emu_work_run, w, emu_work_drop);
   if (e != cudaSuccess) emu_last_error = e;

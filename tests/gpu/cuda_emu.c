@@ -182,14 +182,18 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
  * resources than a GPU has would): auto must go on without that tile. */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t s) {
-  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, s);
+  return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, NULL, 0, s);
 }
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
                                    const void *w, const float *bias, const void *r, void *y,
-                                   cudaStream_t s) {
+                                   void *ws, size_t ws_bytes, cudaStream_t s) {
   if (p->group != 1 || p->c % 8 || p->m % 8 || p->ldx % 8 || p->ldy % 8 ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
       tile >= BD_CONV_MMA_TILES)
+    return cudaErrorInvalidValue;
+  /* The split tiles' contract (their sums are the direct kernel's here). */
+  const int splits = tile < 0 ? 1 : bd_cuda_conv_mma_splits(p, tile);
+  if (splits < 1 || (splits > 1 && (!ws || ws_bytes < bd_cuda_conv_mma_ws_bytes(p, tile))))
     return cudaErrorInvalidValue;
   const char *fault = getenv("BD_EMU_MMA_FAULT");
   if (fault && strcmp(fault, "launch0") == 0 &&

@@ -60,11 +60,29 @@ static void run_case(const conv_case *k, int tile) {
   }
   memset(y, 0xFF, ny * 2); /* NaN in both 16-bit formats: an unwritten output shows */
   for (int g = 0; g < GUARD; ++g) y[ny + g] = (uint16_t)(0x1234 + g);
+  /* Split tiles: partials in a workspace of exactly the size asked for, poisoned (NaN),
+   * guarded; a shape they do not apply to, or a smaller workspace, is refused. */
+  const int splits = tile < 0 ? 1 : bd_cuda_conv_mma_splits(&p, tile);
+  const size_t wsb = tile < 0 ? 0 : bd_cuda_conv_mma_ws_bytes(&p, tile);
+  float *ws = malloc(wsb + GUARD * sizeof(float));
+  assert_non_null(ws);
+  memset(ws, 0xFF, wsb);
+  for (int g = 0; g < GUARD; ++g) ws[wsb / sizeof(float) + g] = (float)g;
+  if (splits < 1) {
+    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, x, w, bias, r, y, ws, wsb, 0),
+                     cudaErrorInvalidValue);
+    free(x), free(w), free(r), free(y), free(bias), free(ws);
+    return;
+  }
+  if (splits > 1)
+    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, x, w, bias, r, y, ws, wsb - 16, 0),
+                     cudaErrorInvalidValue);
   if (tile < 0)
     assert_int_equal(bd_cuda_conv_mma(&p, x, w, bias, r, y, 0), cudaSuccess);
   else
-    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, x, w, bias, r, y, 0), cudaSuccess);
+    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, x, w, bias, r, y, ws, wsb, 0), cudaSuccess);
   for (int g = 0; g < GUARD; ++g) assert_int_equal(y[ny + g], (uint16_t)(0x1234 + g));
+  for (int g = 0; g < GUARD; ++g) assert_true(ws[wsb / sizeof(float) + g] == (float)g);
   for (size_t i = 0; i < npix; ++i) /* the other channels of y's rows: never written */
     for (int c = p.m; c < ldy; ++c) assert_int_equal(y[i * ldy + c], 0xFFFF);
   double worst = 0;
@@ -101,10 +119,12 @@ static void run_case(const conv_case *k, int tile) {
           if (err > worst) worst = err;
         }
   printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d ldx%d ldy%d "
-         "-> %dx%d, tile %s: max abs err %.2e\n",
+         "-> %dx%d, tile %s (%d parts): max abs err %.2e\n",
          p.n, p.h, p.w, p.c, p.m, p.kh, p.kw, k->s, k->d, k->pad_t, k->pad_l, k->pad_b, k->pad_r,
          p.act, p.res, k->bias, k->ldx, k->ldy, p.oh, p.ow,
-         bd_cuda_conv_mma_tile_name(tile < 0 ? bd_cuda_conv_mma_default_tile(p.m) : tile), worst);
+         bd_cuda_conv_mma_tile_name(tile < 0 ? bd_cuda_conv_mma_default_tile(p.m) : tile), splits,
+         worst);
+  free(ws);
   free(x);
   free(w);
   free(r);
@@ -127,6 +147,10 @@ static void test_shapes(void **s) {
       {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 0, 1, 24, 0},
       /* more than one block of every tile: 320 pixels, 136 channels */
       {1, 20, 16, 16, 136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0},
+      /* split-K (tiles 3, 4): deep reductions on small outputs; k = 576 in 4 parts with a
+       * residual and y a slice; k = 360 (not a multiple of 32) in 3 parts, stride 2 */
+      {1, 6, 6, 64, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 48},
+      {2, 7, 7, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 3, 2, 1, 48, 0},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)
@@ -151,9 +175,11 @@ static void test_refuses(void **s) {
   p.ldy = 0, p.ldx = 12;
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   p.ldx = 0; /* a valid shape on a tile that does not exist */
-  assert_int_equal(bd_cuda_conv_mma_tiled(&p, BD_CONV_MMA_TILES, b, b, NULL, NULL, b, 0),
+  assert_int_equal(
+      bd_cuda_conv_mma_tiled(&p, BD_CONV_MMA_TILES, b, b, NULL, NULL, b, NULL, 0, 0),
+      cudaErrorInvalidValue);
+  assert_int_equal(bd_cuda_conv_mma_tiled(&p, -2, b, b, NULL, NULL, b, NULL, 0, 0),
                    cudaErrorInvalidValue);
-  assert_int_equal(bd_cuda_conv_mma_tiled(&p, -2, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   free(b);
 }
 

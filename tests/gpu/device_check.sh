@@ -178,7 +178,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
     bench-e2e-damoT-b32-dense bench-e2e-damoT-b32-prep32 bench-cpu-b1; do
-    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph|pipelined)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
   for f in bench-damoT-b1 bench-damoT-b32; do

@@ -44,6 +44,9 @@ for name, model, size in (("network", TINY, ["--batch", "2", "--iters", "2", "--
         continue
     check(r.get("graph_captured") is True, f"{name}: captured graphs ({r.get('graph_error')})")
     check(r.get("img_s", 0) > 0, f"{name}: img/s {r.get('img_s')}")
+    if name == "end-to-end":  # the pass with two batches in flight (begin/end) ran
+        check((r.get("pipelined_img_s") or 0) > 0 and r.get("inflight") == 2,
+              f"{name}: pipelined img/s {r.get('pipelined_img_s')}, {r.get('inflight')} in flight")
 
 r = bench(TINY, "--pool", "--device", "cuda", "--instances-per-gpu", "2", "--batch", "2",
           "--iters", "4", "--warmup", "1")

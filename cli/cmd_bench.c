@@ -213,6 +213,32 @@ out:
   bd_graph_destroy(g);
   return rc;
 }
+/* One batch of iw x ih images (pixels not set), their pointers and detections; 0, or -1
+ * when out of memory (what was allocated is left for image_set_free). */
+static int image_set(int batch, int iw, int ih, bd_image **imgs, const bd_image ***ptrs,
+                     bd_detections **dets) {
+  *imgs = calloc((size_t)batch, sizeof **imgs);
+  *ptrs = calloc((size_t)batch, sizeof **ptrs);
+  *dets = calloc((size_t)batch, sizeof **dets);
+  if (!*imgs || !*ptrs || !*dets) return -1;
+  for (int b = 0; b < batch; b++) {
+    (*imgs)[b].w = iw;
+    (*imgs)[b].h = ih;
+    if (!((*imgs)[b].data = malloc((size_t)iw * ih * 3))) return -1;
+    (*ptrs)[b] = &(*imgs)[b];
+  }
+  return 0;
+}
+
+static void image_set_free(int batch, bd_image *imgs, const bd_image **ptrs,
+                           bd_detections *dets) {
+  if (imgs)
+    for (int b = 0; b < batch; b++) bd_image_free(&imgs[b]);
+  free(imgs);
+  free(ptrs);
+  free(dets);
+}
+
 /* --end-to-end on cuda, second pass: `iters` batches with BD_ENGINE_MAX_INFLIGHT begun
  * before the oldest is ended (bd_engine_detect_begin/_end), as the worker drives an
  * engine, so that the host's staging of the next batch overlaps the device's run of the
@@ -402,28 +428,9 @@ int bd_cmd_bench(int argc, char **argv) {
       if (!(outs[i] = malloc((size_t)batch * bd_engine_output_row_numel(e, i) * sizeof(float))))
         goto nomem;
   } else {
-    imgs = calloc((size_t)batch, sizeof *imgs);
-    ptrs = calloc((size_t)batch, sizeof *ptrs);
-    dets = calloc((size_t)batch, sizeof *dets);
-    if (!imgs || !ptrs || !dets) goto nomem;
-    for (int b = 0; b < batch; b++) {
-      imgs[b].w = iw;
-      imgs[b].h = ih;
-      if (!(imgs[b].data = malloc((size_t)iw * ih * 3))) goto nomem;
-      ptrs[b] = &imgs[b];
-    }
-    if (is_cuda) { /* the second image set of the pipelined pass */
-      imgs2 = calloc((size_t)batch, sizeof *imgs2);
-      ptrs2 = calloc((size_t)batch, sizeof *ptrs2);
-      dets2 = calloc((size_t)batch, sizeof *dets2);
-      if (!imgs2 || !ptrs2 || !dets2) goto nomem;
-      for (int b = 0; b < batch; b++) {
-        imgs2[b].w = iw;
-        imgs2[b].h = ih;
-        if (!(imgs2[b].data = malloc((size_t)iw * ih * 3))) goto nomem;
-        ptrs2[b] = &imgs2[b];
-      }
-    }
+    if (image_set(batch, iw, ih, &imgs, &ptrs, &dets)) goto nomem;
+    /* the second image set of the pipelined pass */
+    if (is_cuda && image_set(batch, iw, ih, &imgs2, &ptrs2, &dets2)) goto nomem;
   }
   for (int it = -warmup; it < iters; it++) {
     /* Fresh uint8-valued data every iteration, generated outside the timed region. */
@@ -567,16 +574,8 @@ out:
   free(lat);
   free(glat);
   free(prof);
-  if (imgs)
-    for (int b = 0; b < batch; b++) bd_image_free(&imgs[b]);
-  free(imgs);
-  free(ptrs);
-  free(dets);
-  if (imgs2)
-    for (int b = 0; b < batch; b++) bd_image_free(&imgs2[b]);
-  free(imgs2);
-  free(ptrs2);
-  free(dets2);
+  image_set_free(batch, imgs, ptrs, dets);
+  image_set_free(batch, imgs2, ptrs2, dets2);
   bd_engine_destroy(e);
   return rc;
 }

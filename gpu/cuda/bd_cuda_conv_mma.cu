@@ -96,6 +96,26 @@ __device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const ARow 
   return *reinterpret_cast<const uint4 *>(r.img + ((int64_t)iy * p.w + ix) * ldx + q.c);
 }
 
+// The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
+// activation, residual (r packed like the output), one 16-byte store (y's pixels are ldy
+// apart).
+__device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
+                                      const float *__restrict__ bias, const bd_h16 *__restrict__ r,
+                                      bd_h16 *__restrict__ y, int64_t pix, int oc) {
+  uint4 rv = make_uint4(0, 0, 0, 0), out;
+  if (r) rv = *reinterpret_cast<const uint4 *>(r + pix * p.m + oc);
+  const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
+  bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
+#pragma unroll
+  for (int q2 = 0; q2 < 4; ++q2) {
+    const float2 fr = bd_h16x2_ld(hr[q2]);
+    const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
+    ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, p.act, p.res),
+                         bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, p.act, p.res));
+  }
+  *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
+}
+
 template <int BM, int BN>
 __global__ void __launch_bounds__(THREADS)
     k_conv_mma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
@@ -198,20 +218,7 @@ __global__ void __launch_bounds__(THREADS)
       o[1] = make_float4(cr[4], cr[5], cr[6], cr[7]);
       continue;
     }
-    const int64_t o = pix * p.m + oc; // packed (r); y's pixels are ldy apart
-    uint4 rv = make_uint4(0, 0, 0, 0), out;
-    if (r) rv = *reinterpret_cast<const uint4 *>(r + o);
-    const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
-    bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
-    const float *cr = &sm.c[row * LDC + col];
-#pragma unroll
-    for (int q2 = 0; q2 < 4; ++q2) {
-      const float2 fr = bd_h16x2_ld(hr[q2]);
-      const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
-      ho[q2] = bd_h16x2_st(bd_conv_epilogue(cr[2 * q2], b0, fr.x, p.act, p.res),
-                           bd_conv_epilogue(cr[2 * q2 + 1], b1, fr.y, p.act, p.res));
-    }
-    *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
+    store8(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
   }
 }
 
@@ -240,18 +247,7 @@ __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict_
       acc[0] += a.x, acc[1] += a.y, acc[2] += a.z, acc[3] += a.w;
       acc[4] += b.x, acc[5] += b.y, acc[6] += b.z, acc[7] += b.w;
     }
-    uint4 rv = make_uint4(0, 0, 0, 0), out;
-    if (r) rv = *reinterpret_cast<const uint4 *>(r + o);
-    const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
-    bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
-#pragma unroll
-    for (int q2 = 0; q2 < 4; ++q2) {
-      const float2 fr = bd_h16x2_ld(hr[q2]);
-      const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
-      ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, p.act, p.res),
-                           bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, p.act, p.res));
-    }
-    *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
+    store8(p, acc, bias, r, y, pix, oc);
   }
 }
 

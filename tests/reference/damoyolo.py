@@ -662,7 +662,7 @@ def export(name, form, size, batch, seed, out, cls_bias=0.0):
     parity of the network's outputs, but detections are then decided by rounding. A
     negative bias makes the seeded model sparse like a trained detector, for end-to-end
     detection tests (-9: none to a few hundred candidates per photo; the device's
-    detections then match the cpu engine's on the shared photos, 431 of 440 boxes over
+    detections then match the cpu engine's on the shared photos, 362 of 371 boxes over
     the emulated device; synthetic flat pictures still give near-tied runs)."""
     if size % 32 != 0:
         raise ValueError('size must be a multiple of 32')

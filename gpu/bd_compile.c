@@ -545,6 +545,61 @@ static void fuse_silu(ctx_t *c, int *count) {
   }
 }
 
+/* ---------- SPP: max pools chained ---------- */
+
+/* A stride-1 MaxPool whose -inf padding keeps the size ("same": odd kernel, k/2 on each
+ * side); its kernel in *kh, *kw. */
+static int same_pool(const bd_node *nd, int *kh, int *kw) {
+  const bd_pool_params *p = &nd->p.pool;
+  if (nd->dead || nd->op != BD_OP_MAXPOOL || p->sh != 1 || p->sw != 1 || !(p->kh & 1) ||
+      !(p->kw & 1) || p->pad_t != p->kh / 2 || p->pad_b != p->kh / 2 || p->pad_l != p->kw / 2 ||
+      p->pad_r != p->kw / 2)
+    return 0;
+  *kh = p->kh, *kw = p->kw;
+  return 1;
+}
+
+/* YOLOX's SPP and DAMO-YOLO's SPP pool one tensor with kernels 5, 9 and 13. With -inf
+ * padding and stride 1, max over a (ka + kb - 1) window = max over a ka window of the
+ * kb-window maxima, exactly (at the borders too: the clipped windows compose). So a pool
+ * P of x with kernel kp becomes a pool with kernel kp - kq + 1 of the output of an
+ * earlier pool Q of the same x with the largest kq < kp: 5, 9, 13 read 25 + 25 + 25 input
+ * pixels per output instead of 25 + 81 + 169. Only over earlier nodes (node order is the
+ * plan's step order), and inputs compared as they were before any rewrite. */
+static int chain_pools(ctx_t *c) {
+  bd_graph *g = c->g;
+  int count = 0;
+  /* per node: its input and, for a same pool, its kernel (0: not one), as written */
+  int *orig = malloc(sizeof(int) * 3 * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (!orig) return 0; /* an optimisation: skipped when memory is short */
+  for (int i = 0; i < g->n_nodes; i++) {
+    int *o = orig + 3 * i;
+    o[0] = g->nodes[i].n_in ? g->nodes[i].in[0] : -1;
+    if (!same_pool(&g->nodes[i], &o[1], &o[2])) o[1] = o[2] = 0;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    const int kh = orig[3 * i + 1], kw = orig[3 * i + 2];
+    int best = -1, bh = 0, bw = 0;
+    if (!kh) continue;
+    for (int j = 0; j < i; j++) {
+      const int qh = orig[3 * j + 1], qw = orig[3 * j + 2];
+      if (!qh || orig[3 * j] != orig[3 * i]) continue;
+      if (qh > kh || qw > kw || (qh == kh && qw == kw)) continue;
+      if (best < 0 || qh * qw > bh * bw) best = j, bh = qh, bw = qw;
+    }
+    if (best < 0) continue;
+    bd_pool_params *p = &g->nodes[i].p.pool;
+    p->kh = kh - bh + 1, p->kw = kw - bw + 1;
+    p->pad_t = p->pad_b = p->kh / 2;
+    p->pad_l = p->pad_r = p->kw / 2;
+    g->nodes[i].in[0] = g->nodes[best].out[0];
+    count++;
+  }
+  free(orig);
+  if (count) recount(c);
+  return count;
+}
+
 /* ---------- dead nodes and compaction ---------- */
 static int remove_dead(bd_graph *g) {
   uint8_t *need = calloc((size_t)g->n_values, 1);
@@ -671,6 +726,7 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
   if (!opts || !opts->no_fusion) {
     fuse_conv(&c, &r.fused_act, &r.fused_residual);
     fuse_silu(&c, &r.fused_act);
+    r.chained_pools = chain_pools(&c);
   }
   r.removed += remove_dead(g);
   if ((st = compact(g, err))) goto out;

@@ -29,6 +29,7 @@ typedef struct bd_compile_report {
   int merged_repconv;
   int fused_act;
   int fused_residual;
+  int chained_pools; /* MaxPools of an SPP rewritten over a smaller one's output */
   int removed; /* identity / no-op / dead nodes */
 } bd_compile_report;
 

@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include "bd_compile.h"
 #include "test_cpu_util.h"
 
 /* ---- unary ---- */
@@ -209,6 +210,73 @@ static void test_concat_large(void **state) {
 }
 
 /* ---- MaxPool ---- */
+/* Brute-force max pool, stride 1, "same" -inf padding (k/2 each side), one plane. */
+static void pool_same_ref(const float *x, int H, int W, int kh, int kw, float *y) {
+  for (int oh = 0; oh < H; oh++)
+    for (int ow = 0; ow < W; ow++) {
+      float m = -INFINITY;
+      for (int i = -kh / 2; i <= kh / 2; i++)
+        for (int j = -kw / 2; j <= kw / 2; j++) {
+          int ih = oh + i, iw = ow + j;
+          if (ih >= 0 && ih < H && iw >= 0 && iw < W && x[ih * W + iw] > m) m = x[ih * W + iw];
+        }
+      y[oh * W + ow] = m;
+    }
+}
+
+/* An SPP (pools of one tensor, kernels 5, 9, 13 and a rectangular 9x7 with a 5x3) into a
+ * Concat: bd_compile rewrites the larger pools over the smaller ones' outputs
+ * (chain_pools), and the result is still every window's exact maximum (borders
+ * included), against the brute-force pools of the input. */
+static void test_spp_chained(void **state) {
+  (void)state;
+  enum { N = 2, C = 3, H = 13, W = 12, P = 5 };
+  const int ks[P][2] = {{5, 5}, {9, 9}, {13, 13}, {5, 3}, {9, 7}};
+  int64_t xd[4] = {N, C, H, W}, pd[4] = {N, C, H, W}, yd[4] = {N, C * P, H, W};
+  tu_seed(77);
+  float *x = tu_randv(tu_numel(4, xd), 5.f);
+  float *ref = malloc(sizeof(float) * (size_t)tu_numel(4, yd));
+  assert_non_null(ref);
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < P; k++)
+      for (int c = 0; c < C; c++)
+        pool_same_ref(x + ((size_t)n * C + c) * H * W, H, W, ks[k][0], ks[k][1],
+                      ref + (((size_t)n * P + k) * C + c) * H * W);
+  bd_graph *g = tu_graph();
+  int xv = tu_input(g, 4, xd), pv[P];
+  for (int k = 0; k < P; k++) {
+    pv[k] = tu_val(g, BD_DT_F32, 4, pd);
+    tu_node(g, BD_OP_MAXPOOL, 1, &xv, pv[k])->p.pool =
+        (bd_pool_params){.kh = ks[k][0], .kw = ks[k][1], .sh = 1, .sw = 1,
+                         .pad_t = ks[k][0] / 2, .pad_l = ks[k][1] / 2,
+                         .pad_b = ks[k][0] / 2, .pad_r = ks[k][1] / 2};
+  }
+  int yv = tu_output(g, BD_DT_F32, 4, yd);
+  tu_node(g, BD_OP_CONCAT, P, pv, yv)->p.concat.axis = 1;
+  const float *ins[1] = {x};
+  tu_check(g, ins, ref, 0.f, "spp as written");
+  bd_compile_report rep;
+  bd_err err;
+  assert_int_equal(bd_compile(g, NULL, &rep, &err), BD_OK);
+  /* 9x9 -> 5x5 over the 5x5's output, 13x13 -> 5x5 over the 9x9's, 9x7 -> 5x3 over the
+   * 5x5's (the largest earlier pool no larger on either axis); 5x3 stays. */
+  assert_int_equal(rep.chained_pools, 3);
+  int n5 = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i].op == BD_OP_MAXPOOL) {
+      const bd_pool_params *q = &g->nodes[i].p.pool;
+      assert_true(q->kh <= 5 && q->kw <= 5);
+      assert_int_equal(q->pad_t, q->kh / 2);
+      assert_int_equal(q->pad_r, q->kw / 2);
+      n5 += q->kh == 5 && q->kw == 5;
+    }
+  assert_true(n5 >= 3);
+  tu_check(g, ins, ref, 0.f, "spp chained");
+  bd_graph_destroy(g);
+  free(x);
+  free(ref);
+}
+
 static void test_maxpool(void **state) {
   (void)state;
   const int cs[][8] = {/* kh kw sh sw pt pl pb pr */
@@ -614,7 +682,7 @@ int main(void) {
       cmocka_unit_test(test_unary),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_int64_chain), cmocka_unit_test(test_concat),
       cmocka_unit_test(test_concat_large),
-      cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_resize),
+      cmocka_unit_test(test_maxpool), cmocka_unit_test(test_spp_chained),   cmocka_unit_test(test_resize),
       cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
       cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),

@@ -134,6 +134,10 @@ static void test_yolox_compile(void **state) {
   assert_int_equal(rep.nodes_in, 369);
   assert_int_equal(rep.nodes_out, g->n_nodes);
   assert_true(rep.fused_act >= silu_pairs);
+  /* YOLOX's SPP (5, 9, 13 of one tensor): 9 and 13 become 5s over the previous pool */
+  assert_int_equal(rep.chained_pools, 2);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i].op == BD_OP_MAXPOOL) assert_int_equal(g->nodes[i].p.pool.kh, 5);
   static const int batches[3] = {1, 4, 32};
   for (int bi = 0; bi < 3; bi++) {
     int n = batches[bi];

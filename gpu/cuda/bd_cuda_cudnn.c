@@ -55,8 +55,10 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
 /* BATCHDET_CUDA_CONV: who runs a dense conv whose channels are multiples of 8 - our
  * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
  * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
- * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "cudnn" never ours. Read at each use, so
- * a test can switch it between engines; anything else is refused at prepare. */
+ * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where
+ * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "cudnn" never
+ * ours. Read at each use, so a test can switch it between engines; anything else is
+ * refused at prepare. */
 typedef enum { CONV_AUTO, CONV_MMA, CONV_LIB, CONV_BAD } conv_mode;
 
 static conv_mode conv_mode_now(void) {

@@ -244,6 +244,16 @@ static void image_set_free(int batch, bd_image *imgs, const bd_image **ptrs,
  * engine, so that the host's staging of the next batch overlaps the device's run of the
  * previous one. The batches alternate between two pre-generated image sets (each in use
  * until its batch ends). *ms: wall time of the whole pass after one warm-up round. */
+/* Ends *ticket's batch (none: BD_OK) and frees its detections; *ticket = -1. */
+static bd_status end_batch(bd_engine *e, int *ticket, bd_detections *dets, int batch,
+                           bd_err *err) {
+  if (*ticket < 0) return BD_OK;
+  bd_status st = bd_engine_detect_end(e, *ticket, err);
+  *ticket = -1;
+  for (int b = 0; b < batch; b++) bd_detections_free(&dets[b]);
+  return st;
+}
+
 static bd_status e2e_pipelined(bd_engine *e, int batch, int iters, const bd_image **sets[2],
                                bd_detections *dets[2], double *ms, bd_err *err) {
   int ticket[2] = {-1, -1};
@@ -252,31 +262,19 @@ static bd_status e2e_pipelined(bd_engine *e, int batch, int iters, const bd_imag
   for (int it = -2; it < iters && st == BD_OK; it++) {
     const int k = it & 1;
     if (it == 0) { /* warm-up round done: drain it, then time */
-      for (int j = 0; j < 2 && st == BD_OK; j++)
-        if (ticket[j] >= 0) {
-          st = bd_engine_detect_end(e, ticket[j], err);
-          ticket[j] = -1;
-          for (int b = 0; b < batch; b++) bd_detections_free(&dets[j][b]);
-        }
+      for (int j = 0; j < 2 && st == BD_OK; j++) st = end_batch(e, &ticket[j], dets[j], batch, err);
       t0 = now_ms();
       if (st != BD_OK) break;
     }
-    if (ticket[k] >= 0) {
-      st = bd_engine_detect_end(e, ticket[k], err);
-      ticket[k] = -1;
-      for (int b = 0; b < batch; b++) bd_detections_free(&dets[k][b]);
-      if (st != BD_OK) break;
-    }
+    if ((st = end_batch(e, &ticket[k], dets[k], batch, err)) != BD_OK) break;
     st = bd_engine_detect_begin(e, batch, sets[k], NULL, dets[k], NULL, &ticket[k], err);
   }
-  for (int j = 0; j < 2; j++) /* the last two, oldest first (also after an error) */
-    if (ticket[(iters + j) & 1] >= 0) {
-      const int k = (iters + j) & 1;
-      bd_err e2 = {0};
-      bd_status s2 = bd_engine_detect_end(e, ticket[k], st == BD_OK ? err : &e2);
-      if (st == BD_OK) st = s2;
-      for (int b = 0; b < batch; b++) bd_detections_free(&dets[k][b]);
-    }
+  for (int j = 0; j < 2; j++) { /* the last two, oldest first (also after an error) */
+    const int k = (iters + j) & 1;
+    bd_err e2 = {0};
+    bd_status s2 = end_batch(e, &ticket[k], dets[k], batch, st == BD_OK ? err : &e2);
+    if (st == BD_OK) st = s2;
+  }
   *ms = now_ms() - t0;
   return st;
 }

@@ -283,10 +283,8 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
       ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
       tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
-  const int splits = tile < 0 ? 1 : bd_cuda_conv_mma_splits(p, tile);
-  if (splits < 1 || (splits > 1 && (!ws || ((uintptr_t)ws & 15u) ||
-                                    ws_bytes < bd_cuda_conv_mma_ws_bytes(p, tile))))
-    return cudaErrorInvalidValue;
+  const int splits = bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes);
+  if (splits < 1) return cudaErrorInvalidValue;
   switch (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) {
   case 1: return launch<256, 32>(p, x, w, bias, r, y, 1, nullptr, s);
   case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);

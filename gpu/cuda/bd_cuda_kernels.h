@@ -132,6 +132,16 @@ static inline size_t bd_cuda_conv_mma_ws_bytes(const bd_cuda_conv_shape *p, int 
   const int s = bd_cuda_conv_mma_splits(p, tile);
   return s > 1 ? (size_t)s * (size_t)p->n * p->oh * p->ow * p->m * sizeof(float) : 0;
 }
+/* The parts tile (-1: the default, unsplit) runs shape p in with workspace ws of ws_bytes
+ * (16-byte aligned, at least bd_cuda_conv_mma_ws_bytes, for a split), or 0 when it
+ * cannot: bd_cuda_conv_mma_tiled's workspace contract. */
+static inline int bd_cuda_conv_mma_parts(const bd_cuda_conv_shape *p, int tile, const void *ws,
+                                         size_t ws_bytes) {
+  const int s = tile < 0 ? 1 : bd_cuda_conv_mma_splits(p, tile);
+  if (s > 1 && (!ws || ((uintptr_t)ws & 15u) || ws_bytes < bd_cuda_conv_mma_ws_bytes(p, tile)))
+    return 0;
+  return s;
+}
 
 /* In-place epilogue after a cuDNN convolution: y = act(y + bias [+ r]) [+ r] (packed y
  * only: ldy must be 0 or m). */

@@ -91,8 +91,8 @@ typedef struct {
   int yolox;
 } img_src;
 
-static int one_image(const img_src *src, const bd_cuda_post_desc *d, int topk, int out_cap,
-                     float *dets, int *count, cand *cv, float *kb, int *kc) {
+static int one_image(const img_src *src, const bd_cuda_post_desc *d, int out_cap, float *dets,
+                     int *count, cand *cv, float *kb, int *kc) {
   int n = 0;
   for (int i = 0; i < src->M; i++) {
     float s = src->S[i];
@@ -102,7 +102,6 @@ static int one_image(const img_src *src, const bd_cuda_post_desc *d, int topk, i
     n++;
   }
   qsort(cv, (size_t)n, sizeof *cv, cand_cmp);
-  (void)topk;
   int max_det = d->max_det < out_cap ? d->max_det : out_cap, kept = 0;
   for (int i = 0; i < n && kept < max_det; i++) {
     const int idx = cv[i].idx;
@@ -157,7 +156,7 @@ int bd_cuda_post_ref_yolox(const float *raw, int n, int in_h, int in_w, int num_
   for (int b = 0; b < n; b++) {
     img_src s = {score + (size_t)b * A, A,           0, box + (size_t)b * A * 4,
                  cls + (size_t)b * A,   num_classes, 1};
-    one_image(&s, &descs[b], topk, out_cap, dets + (size_t)b * out_cap * 6, &counts[b], cv, kb, kc);
+    one_image(&s, &descs[b], out_cap, dets + (size_t)b * out_cap * 6, &counts[b], cv, kb, kc);
   }
   rc = 0;
 out:
@@ -186,7 +185,7 @@ int bd_cuda_post_ref_damo(const float *scores, const float *boxes, int n, int nu
   if (!cv || !kb || !kc) goto out;
   for (int b = 0; b < n; b++) {
     img_src s = {scores + (size_t)b * M, M, 1, boxes + (size_t)b * A * 4, NULL, C, 0};
-    one_image(&s, &descs[b], topk, out_cap, dets + (size_t)b * out_cap * 6, &counts[b], cv, kb, kc);
+    one_image(&s, &descs[b], out_cap, dets + (size_t)b * out_cap * 6, &counts[b], cv, kb, kc);
   }
   rc = 0;
 out:

@@ -192,9 +192,7 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
       tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
-  const int splits = tile < 0 ? 1 : bd_cuda_conv_mma_splits(p, tile);
-  if (splits < 1 || (splits > 1 && (!ws || ws_bytes < bd_cuda_conv_mma_ws_bytes(p, tile))))
-    return cudaErrorInvalidValue;
+  if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;
   const char *fault = getenv("BD_EMU_MMA_FAULT");
   if (fault && strcmp(fault, "launch0") == 0 &&
       (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) == 0)

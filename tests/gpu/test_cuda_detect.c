@@ -17,9 +17,10 @@
  * photos (issue 6's acceptance), and over every picture with the shared trained model
  * (with another model, e.g. a seeded random DAMO-YOLO, the synthetic pictures' share is
  * printed only: flat blocks of a 7x5 picture scaled to 640 give a random network long
- * runs of near-equal scores, whose order 16-bit storage decides), per image status equal; the device path really ran; two batches in flight ended in
- * either order give the batch run alone; a second engine on the same device gives the
- * same boxes; a batch split over calls gives the same boxes as one call. */
+ * runs of near-equal scores, whose order 16-bit storage decides), per image status
+ * equal; the device path really ran; two batches in flight ended in either order give the
+ * batch run alone; a second engine on the same device gives the same boxes; a batch split
+ * over calls gives the same boxes as one call. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -6,7 +6,8 @@
  * training-form merge (parallel 3x3 + 1x1 convs [+ identity BN] summed -> one 3x3),
  * constant scale folding (Conv -> Mul by a scalar or per-channel constant),
  * Conv + bias + activation fusion (Relu, Sigmoid, SiLU written as x*sigmoid(x)), Conv +
- * residual Add fusion, Identity/no-op Cast/no-op Slice removal, dead-node removal,
+ * residual Add fusion, SPP pool chaining, DFL integrals (Softmax, moves, MatMul by a
+ * constant [R,1]) fused into SoftmaxDot, Identity/no-op Cast/no-op Slice removal, dead-node removal,
  * and compaction (node and value indices change). After it, every remaining node is
  * executable by every backend.
  *
@@ -30,6 +31,7 @@ typedef struct bd_compile_report {
   int fused_act;
   int fused_residual;
   int chained_pools; /* MaxPools of an SPP rewritten over a smaller one's output */
+  int fused_dfl;     /* Softmax .. MatMul-by-constant box integrals -> SoftmaxDot */
   int removed; /* identity / no-op / dead nodes */
 } bd_compile_report;
 

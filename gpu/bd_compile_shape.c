@@ -111,7 +111,7 @@ bd_status bd_resolve_params(bd_graph *g, bd_node *nd, int *pending, bd_err *err)
     case BD_OP_CONCAT:
       if (norm_axis(nd->p.concat.axis, r, &nd->p.concat.axis)) return fail(err, nd, "%s", "axis out of range");
       break;
-    case BD_OP_SOFTMAX:
+    case BD_OP_SOFTMAX: case BD_OP_SOFTMAX_DOT:
       if (norm_axis(nd->p.softmax.axis, r, &nd->p.softmax.axis)) return fail(err, nd, "%s", "axis out of range");
       break;
     case BD_OP_GATHER:
@@ -317,6 +317,15 @@ static bd_status infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_
     case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: case BD_OP_CAST:
     case BD_OP_IDENTITY: case BD_OP_SOFTMAX:
       return BD_OK;
+    case BD_OP_SOFTMAX_DOT: {
+      int a = nd->p.softmax.axis;
+      if (nd->n_in != 2 || a < 0 || a >= x->rank) return fail(err, nd, "%s", "needs X, P and an axis of X");
+      int64_t np = 1;
+      for (int i = 0; i < ins[1].rank; i++) np *= ins[1].d[i];
+      if (ins[1].rank < 1 || np != x->d[a]) return fail(err, nd, "%s", "P's length differs from the axis");
+      out->d[a] = 1;
+      return BD_OK;
+    }
     case BD_OP_ADD: case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV:
       return bd_broadcast(&ins[0], &ins[1], out, nd, err);
     case BD_OP_CONCAT: {

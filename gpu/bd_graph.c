@@ -41,6 +41,7 @@ static const char *const op_names[BD_OP__COUNT] = {
     [BD_OP_UNSQUEEZE] = "Unsqueeze", [BD_OP_SQUEEZE] = "Squeeze",
     [BD_OP_CAST] = "Cast",         [BD_OP_SHAPE] = "Shape",
     [BD_OP_CONSTANT] = "Constant", [BD_OP_IDENTITY] = "Identity",
+    [BD_OP_SOFTMAX_DOT] = "SoftmaxDot",
 };
 
 const char *bd_op_name(bd_op op) {

@@ -79,6 +79,9 @@ typedef enum {
   BD_OP_SHAPE,
   BD_OP_CONSTANT,  /* removed at import: becomes a constant value */
   BD_OP_IDENTITY,
+  BD_OP_SOFTMAX_DOT, /* in: X, P[R] (constant); created by fusion only: Softmax over axis
+                        softmax.axis (length R) followed by the dot with P, that axis kept
+                        with size 1 (a DFL box head's integral) */
   BD_OP__COUNT
 } bd_op;
 

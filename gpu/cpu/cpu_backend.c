@@ -42,6 +42,7 @@ static bd_cpu_op_fn op_fn(bd_op op) {
     case BD_OP_IDENTITY: return bd_cpu_op_copy;
     case BD_OP_TRANSPOSE: return bd_cpu_op_transpose;
     case BD_OP_SOFTMAX: return bd_cpu_op_softmax;
+    case BD_OP_SOFTMAX_DOT: return bd_cpu_op_softmax_dot;
     case BD_OP_MATMUL: return bd_cpu_op_matmul;
     case BD_OP_SLICE: return bd_cpu_op_slice;
     case BD_OP_GATHER: return bd_cpu_op_gather;
@@ -60,6 +61,7 @@ static int op_min_inputs(bd_op op) {
     case BD_OP_MUL:
     case BD_OP_DIV:
     case BD_OP_MATMUL:
+    case BD_OP_SOFTMAX_DOT:
     case BD_OP_GATHER:
     case BD_OP_CONV: return 2;
     default: return 1;

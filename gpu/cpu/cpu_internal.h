@@ -121,6 +121,7 @@ bd_status bd_cpu_op_concat(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err
 bd_status bd_cpu_op_maxpool(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_resize(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_softmax(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
+bd_status bd_cpu_op_softmax_dot(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_copy(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_transpose(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_matmul(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);

@@ -543,3 +543,42 @@ bd_status bd_cpu_op_softmax(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_er
   bd_cpu_pool_for(c->pool, outer * k.inner, sm_task, &k);
   return BD_OK;
 }
+
+/* ---------------- SoftmaxDot (fused DFL integral) ---------------- */
+typedef struct {
+  const float *x, *w;
+  float *y;
+  int64_t len, inner; /* len bins at stride inner -> one value */
+} sd_ctx;
+
+static void sd_task(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const sd_ctx *k = arg;
+  for (int64_t u = b; u < e; u++) {
+    int64_t o = u / k->inner, in = u % k->inner;
+    const float *x = k->x + o * k->len * k->inner + in;
+    float m = -INFINITY;
+    for (int64_t i = 0; i < k->len; i++) m = x[i * k->inner] > m ? x[i * k->inner] : m;
+    double s = 0, d = 0;
+    for (int64_t i = 0; i < k->len; i++) {
+      float v = expf(x[i * k->inner] - m);
+      s += v;
+      d += (double)v * k->w[i];
+    }
+    k->y[u] = (float)(d / s);
+  }
+}
+
+bd_status bd_cpu_op_softmax_dot(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
+  int xv = n->in[0], r = p->rank[xv], axis = n->p.softmax.axis;
+  if (n->n_in != 2 || r < 1 || axis < 0 || axis >= r ||
+      c->base.graph->values[xv].dtype != BD_DT_F32 || !c->base.graph->values[n->in[1]].data)
+    return bd_err_set(err, BD_E_INVALID, "SoftmaxDot '%s': axis %d of rank %d", n->name, axis, r);
+  sd_ctx k = {c->ptr[xv], c->ptr[n->in[1]], c->ptr[n->out[0]], p->dims[xv][axis], 1};
+  int64_t outer = 1;
+  for (int d = 0; d < axis; d++) outer *= p->dims[xv][d];
+  for (int d = axis + 1; d < r; d++) k.inner *= p->dims[xv][d];
+  if (k.len == 0) return BD_OK;
+  bd_cpu_pool_for(c->pool, outer * k.inner, sd_task, &k);
+  return BD_OK;
+}

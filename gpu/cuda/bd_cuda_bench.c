@@ -102,6 +102,8 @@ static double op_bytes(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_no
     return 2 * numel_of(g, p, y) * 4; /* a copy (in-place ones are views, above) */
   case BD_OP_SOFTMAX:
     return numel_of(g, p, x) * 4 + out;
+  case BD_OP_SOFTMAX_DOT: /* the logits in their own representation (a 16-bit view) */
+    return numel_of(g, p, x) * rep_size(bd_cuda_rep_read(cp, x)) + out;
   case BD_OP_GATHER:
     return 2 * out;
   case BD_OP_MATMUL:

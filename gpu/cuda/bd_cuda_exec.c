@@ -955,6 +955,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
   case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: case BD_OP_ADD:
   case BD_OP_SUB: case BD_OP_MUL: case BD_OP_DIV: case BD_OP_CONCAT: case BD_OP_SLICE:
   case BD_OP_TRANSPOSE:
+  case BD_OP_SOFTMAX_DOT: /* reads its input through any view: no FP32 copy of the logits */
     break;
   default:
     return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': op %s is not supported by the cuda backend",
@@ -1198,6 +1199,13 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
       inner = prod(p->dims[x], a + 1, r);
     }
     BD_CU(bd_cuda_softmax_f32(outer, len, inner, cp->buf[x][BD_REP_F32], vo.base, s));
+    break;
+  }
+  case BD_OP_SOFTMAX_DOT: {
+    const float *w = nd->n_in > 1 && nd->in[1] >= 0 ? b->cdev[nd->in[1]] : NULL;
+    if (!w) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': P is not a constant", nd->name);
+    view_any(cp, x, &va);
+    BD_CU(bd_cuda_softmax_dot(&vo, &va, nd->p.softmax.axis, w, s));
     break;
   }
   case BD_OP_MATMUL:

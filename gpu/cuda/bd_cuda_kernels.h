@@ -171,6 +171,12 @@ cudaError_t bd_cuda_resize_nhwc(int n, int h, int w, int c, int oh, int ow, int 
 cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const float *x,
                                 float *y, cudaStream_t stream);
 
+/* SoftmaxDot: y[i] = sum_k softmax(x[i, k]) * w[k] over axis `axis` of view x (FP32 or
+ * 16-bit, any strides; the bins need not be contiguous); y is an FP32 view with x's dims
+ * but 1 on that axis. w: the axis' length of FP32 weights on the device. FP32 math. */
+cudaError_t bd_cuda_softmax_dot(const bd_cuda_view *y, const bd_cuda_view *x, int axis,
+                                const float *w, cudaStream_t stream);
+
 /* Batched FP32 matmul: y[b] = a[b] (MxK) * bm[b] (KxN); a batch stride of 0 broadcasts. */
 cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n,
                                const float *a, int64_t a_bstride, const float *bm,

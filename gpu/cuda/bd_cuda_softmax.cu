@@ -28,3 +28,72 @@ extern "C" cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t i
   BD_LAUNCH(k_softmax, bd_grid(outer * inner, 128), 128, s, outer, len, inner, x, y);
   return cudaGetLastError();
 }
+
+// SoftmaxDot (a DFL box head's integral, fused by bd_compile): one thread per output
+// value reads its R bins straight from the producer's buffer through a strided view
+// (16-bit NHWC conv output or FP32), so neither the FP32 copy of the logits nor the
+// probabilities exist. Threads are ordered by the input's strides (smallest innermost):
+// a warp reads neighbouring bins groups of neighbouring pixels.
+namespace {
+struct SdGeo {
+  int rank;
+  int64_t dims[BD_CUDA_MAX_RANK];
+  int64_t xs[BD_CUDA_MAX_RANK]; // input strides per output dim
+  int64_t ys[BD_CUDA_MAX_RANK]; // output strides
+  int64_t len, step;            // bins and their input stride
+};
+
+template <typename T>
+__global__ void k_softmax_dot(SdGeo g, int64_t total, const T *__restrict__ x,
+                              const float *__restrict__ w, float *__restrict__ y) {
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = t, xo = 0, yo = 0;
+    for (int d = g.rank - 1; d >= 0; --d) {
+      int64_t i = r % g.dims[d];
+      r /= g.dims[d];
+      xo += i * g.xs[d];
+      yo += i * g.ys[d];
+    }
+    const T *xp = x + xo;
+    float m = -INFINITY;
+    for (int64_t k = 0; k < g.len; ++k) m = fmaxf(m, bd_ld(xp[k * g.step]));
+    float s = 0.0f, d = 0.0f;
+    for (int64_t k = 0; k < g.len; ++k) {
+      float e = expf(bd_ld(xp[k * g.step]) - m);
+      s += e;
+      d += e * w[k];
+    }
+    y[yo] = d / s;
+  }
+}
+} // namespace
+
+extern "C" cudaError_t bd_cuda_softmax_dot(const bd_cuda_view *y, const bd_cuda_view *x, int axis,
+                                           const float *w, cudaStream_t s) {
+  if (x->rank != y->rank || axis < 0 || axis >= x->rank || y->dtype != BD_CT_F32)
+    return cudaErrorInvalidValue;
+  SdGeo g = {};
+  int64_t total = 1;
+  g.len = x->dims[axis];
+  g.step = x->strides[axis];
+  for (int d = 0; d < x->rank; ++d) {
+    if (d == axis || x->dims[d] == 1) continue;
+    int j = g.rank++; // insertion by descending input stride: the smallest innermost
+    while (j > 0 && g.xs[j - 1] < x->strides[d]) {
+      g.dims[j] = g.dims[j - 1], g.xs[j] = g.xs[j - 1], g.ys[j] = g.ys[j - 1];
+      --j;
+    }
+    g.dims[j] = x->dims[d], g.xs[j] = x->strides[d], g.ys[j] = y->strides[d];
+    total *= x->dims[d];
+  }
+  if (total == 0 || g.len == 0) return cudaSuccess;
+  if (g.rank == 0) g.rank = 1, g.dims[0] = 1;
+  if (x->dtype == BD_CT_H16)
+    BD_LAUNCH(k_softmax_dot<bd_h16>, bd_grid(total, 128), 128, s, g, total,
+              (const bd_h16 *)x->base, w, (float *)y->base);
+  else
+    BD_LAUNCH(k_softmax_dot<float>, bd_grid(total, 128), 128, s, g, total,
+              (const float *)x->base, w, (float *)y->base);
+  return cudaGetLastError();
+}

@@ -310,6 +310,29 @@ cudaError_t bd_cuda_softmax_f32(int64_t outer, int64_t len, int64_t inner, const
   return cudaSuccess;
 }
 
+cudaError_t bd_cuda_softmax_dot(const bd_cuda_view *y, const bd_cuda_view *x, int axis,
+                                const float *w, cudaStream_t s) {
+  (void)s;
+  if (x->rank != y->rank || axis < 0 || axis >= x->rank || y->dtype != BD_CT_F32)
+    return cudaErrorInvalidValue;
+  const bd_cuda_view *vs[2] = {y, x};
+  int64_t n = numel_v(y), o[2], len = x->dims[axis], step = x->strides[axis];
+  void *xb = eb(x->base, x->dtype);
+  bd_emu_tick();
+  for (int64_t i = 0; i < n; ++i) {
+    offs(y, i, vs, 2, o);
+    float m = -INFINITY, sum = 0, dot = 0;
+    for (int64_t k = 0; k < len; ++k) m = fmaxf(m, ld(xb, x->dtype, o[1] + k * step));
+    for (int64_t k = 0; k < len; ++k) {
+      float e = expf(ld(xb, x->dtype, o[1] + k * step) - m);
+      sum += e;
+      dot += e * w[k];
+    }
+    st(y->base, BD_CT_F32, o[0], dot / sum);
+  }
+  return cudaSuccess;
+}
+
 cudaError_t bd_cuda_matmul_f32(int64_t batch, int64_t m, int64_t k, int64_t n, const float *a,
                                int64_t as, const float *b, int64_t bs, float *y, cudaStream_t s) {
   (void)s;

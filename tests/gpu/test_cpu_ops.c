@@ -471,6 +471,113 @@ static void test_softmax(void **state) {
   }
 }
 
+/* ---- DFL integral (bd_compile's fuse_dfl) ----
+ * A two-level DAMO-like box head built by hand: per level Reshape [N,4,R,H,W], the
+ * exporter's Transpose - Softmax(last) - Transpose, Reshape [N,4,R,HW], Transpose
+ * [N,HW,4,R]; the levels concatenated, Reshape [N*A*4,R], MatMul by the bins' constant,
+ * Reshape [N,A,4]. Against the integral computed here from the input: as written, then
+ * compiled (Softmax + MatMul -> SoftmaxDot, moves on size-1 bins), for a [R,1] and an
+ * [R] constant; and left alone when a moved value has a second reader. */
+static int dfl_head(bd_graph *g, int xv, int lvl, int64_t h, int64_t w, int64_t R) {
+  const int64_t N = 2;
+  int64_t s5[5] = {N, 4, R, h, w}, t5[5] = {N, 4, h, w, R}, s4[4] = {N, 4, R, h * w},
+          y4[4] = {N, h * w, 4, R}, five = 5, four = 4;
+  int64_t shp1[5] = {N, 4, R, h, w}, shp2[4] = {N, 4, R, -1};
+  int c1 = tu_const(g, BD_DT_I64, 1, &five, shp1), c2 = tu_const(g, BD_DT_I64, 1, &four, shp2);
+  int a = tu_val(g, BD_DT_F32, 5, s5), b = tu_val(g, BD_DT_F32, 5, t5),
+      c = tu_val(g, BD_DT_F32, 5, t5), d = tu_val(g, BD_DT_F32, 5, s5),
+      e = tu_val(g, BD_DT_F32, 4, s4), f = tu_val(g, BD_DT_F32, 4, y4);
+  int in[2] = {xv, c1};
+  tu_node(g, BD_OP_RESHAPE, 2, in, a);
+  bd_node *nd = tu_node(g, BD_OP_TRANSPOSE, 1, &a, b);
+  nd->p.transpose.n = 5;
+  memcpy(nd->p.transpose.perm, (int[5]){0, 1, 3, 4, 2}, sizeof(int) * 5);
+  nd = tu_node(g, BD_OP_SOFTMAX, 1, &b, c);
+  nd->p.softmax.axis = -1, nd->p.softmax.opset = lvl ? 11 : 13;
+  nd = tu_node(g, BD_OP_TRANSPOSE, 1, &c, d);
+  nd->p.transpose.n = 5;
+  memcpy(nd->p.transpose.perm, (int[5]){0, 1, 4, 2, 3}, sizeof(int) * 5);
+  in[0] = d, in[1] = c2;
+  tu_node(g, BD_OP_RESHAPE, 2, in, e);
+  nd = tu_node(g, BD_OP_TRANSPOSE, 1, &e, f);
+  nd->p.transpose.n = 4;
+  memcpy(nd->p.transpose.perm, (int[4]){0, 3, 1, 2}, sizeof(int) * 4);
+  return f;
+}
+
+static void test_dfl_fused(void **state) {
+  (void)state;
+  enum { N = 2, R = 5, H = 4, W = 3, H2 = 2 };
+  const int64_t A = H * W + H2 * W;
+  int64_t xd[4] = {N, 4 * R, H, W}, x2d[4] = {N, 4 * R, H2, W};
+  tu_seed(123);
+  float *x = tu_randv(tu_numel(4, xd), 3.f), pw[R], *ref = malloc(sizeof(float) * N * A * 4);
+  assert_non_null(ref);
+  for (int k = 0; k < R; k++) pw[k] = 0.5f * (float)k + 0.25f * (float)(k % 2);
+  for (int n = 0; n < N; n++)
+    for (int64_t a = 0; a < A; a++)
+      for (int j = 0; j < 4; j++) {
+        /* level 1 is the first H2 rows of the input (a Slice) */
+        int64_t hw = a < H * W ? a : a - H * W, y = hw / W, xx = hw % W;
+        double m = -INFINITY, s = 0, dot = 0;
+        for (int k = 0; k < R; k++) m = fmax(m, x[(((int64_t)n * 4 * R + j * R + k) * H + y) * W + xx]);
+        for (int k = 0; k < R; k++) {
+          double e = exp(x[(((int64_t)n * 4 * R + j * R + k) * H + y) * W + xx] - m);
+          s += e, dot += e * pw[k];
+        }
+        ref[((int64_t)n * A + a) * 4 + j] = (float)(dot / s);
+      }
+  for (int variant = 0; variant < 3; variant++) {
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd), x2 = tu_val(g, BD_DT_F32, 4, x2d);
+    bd_node *nd = tu_node(g, BD_OP_SLICE, 1, &xv, x2);
+    nd->p.slice = (bd_slice_params){.n = 1, .axes = {2}, .starts = {0}, .ends = {H2}, .steps = {1}};
+    int lv[2] = {dfl_head(g, xv, 0, H, W, R), dfl_head(g, x2, 1, H2, W, R)};
+    int64_t cd[4] = {N, A, 4, R}, fd[2] = {N * A * 4, R}, md[2] = {N * A * 4, 1}, two = 2,
+            three = 3, pd2[2] = {R, 1}, pd1[1] = {R}, od[3] = {N, A, 4};
+    int64_t shp_f[2] = {N * A * 4, R}, shp_o[3] = {N, A, 4};
+    int cat = variant == 2 ? tu_output(g, BD_DT_F32, 4, cd) : tu_val(g, BD_DT_F32, 4, cd);
+    tu_node(g, BD_OP_CONCAT, 2, lv, cat)->p.concat.axis = 1;
+    int flat = tu_val(g, BD_DT_F32, 2, fd), in[2] = {cat, tu_const(g, BD_DT_I64, 1, &two, shp_f)};
+    tu_node(g, BD_OP_RESHAPE, 2, in, flat);
+    int mm = tu_val(g, BD_DT_F32, variant == 1 ? 1 : 2, md);
+    in[0] = flat, in[1] = variant == 1 ? tu_const(g, BD_DT_F32, 1, pd1, pw)
+                                       : tu_const(g, BD_DT_F32, 2, pd2, pw);
+    tu_node(g, BD_OP_MATMUL, 2, in, mm);
+    int yv = tu_output(g, BD_DT_F32, 3, od);
+    in[0] = mm, in[1] = tu_const(g, BD_DT_I64, 1, &three, shp_o);
+    tu_node(g, BD_OP_RESHAPE, 2, in, yv);
+    const float *ins[1] = {x};
+    if (variant < 2) tu_check(g, ins, ref, 1e-5f, "dfl head as written");
+    bd_compile_report rep;
+    bd_err err;
+    assert_int_equal(bd_compile(g, NULL, &rep, &err), BD_OK);
+    int soft = 0, dots = 0, mats = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      soft += g->nodes[i].op == BD_OP_SOFTMAX;
+      dots += g->nodes[i].op == BD_OP_SOFTMAX_DOT;
+      mats += g->nodes[i].op == BD_OP_MATMUL;
+    }
+    if (variant == 2) { /* the probabilities are an output: nothing to fuse */
+      assert_int_equal(rep.fused_dfl, 0);
+      assert_int_equal(soft, 2);
+      assert_int_equal(mats, 1);
+    } else {
+      assert_int_equal(rep.fused_dfl, 1);
+      assert_int_equal(dots, 2);
+      assert_int_equal(soft + mats, 0);
+      /* the moved values downstream carry 1 bin, not R: the Concat's output */
+      for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == BD_OP_CONCAT)
+          assert_int_equal(bd_value_numel(&g->values[g->nodes[i].out[0]]), N * A * 4);
+      tu_check(g, ins, ref, 1e-5f, "dfl head fused");
+    }
+    bd_graph_destroy(g);
+  }
+  free(x);
+  free(ref);
+}
+
 /* ---- MatMul ---- */
 static void test_matmul(void **state) {
   (void)state;
@@ -685,6 +792,7 @@ int main(void) {
       cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_spp_chained),
       cmocka_unit_test(test_resize),
       cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
+      cmocka_unit_test(test_dfl_fused),
       cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
       cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),
   };

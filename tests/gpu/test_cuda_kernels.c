@@ -341,6 +341,61 @@ static void test_softmax(void **state) {
   cudaFree(dy);
 }
 
+/* SoftmaxDot (the fused DFL integral): the bins read in place from a 16-bit NHWC conv
+ * output [N][H][W][4*17] through DAMO's [N,4,H,W,17] view (threads ordered by input
+ * stride), and from FP32 with the bins on a middle axis (stride 4). */
+static void test_softmax_dot(void **state) {
+  (void)state;
+  enum { N = 2, H = 5, W = 3, R = 17, C = 4 * R, NY = N * 4 * H * W };
+  uint16_t bits[N * H * W * C];
+  float vals[N * H * W * C], p[R], got[NY], want[NY];
+  rand_h16(N * H * W * C, -12.0f, 12.0f, bits, vals);
+  for (int k = 0; k < R; ++k) p[k] = (float)k + tc_uniform(-0.25f, 0.25f);
+  void *dx = tc_dev_copy(bits, sizeof(bits)), *dp = tc_dev_copy(p, sizeof(p));
+  void *dy = tc_dev_poisoned(sizeof(got));
+  bd_cuda_view vx = {dx, BD_CT_H16, 5, {N, 4, H, W, R}, {H * W * C, R, W * C, C, 1}};
+  bd_cuda_view vy = {dy, BD_CT_F32, 5, {N, 4, H, W, 1}, {4 * H * W, H * W, W, 1, 1}};
+  assert_int_equal(bd_cuda_softmax_dot(&vy, &vx, 4, dp, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int b = 0; b < N; ++b)
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < H; ++h)
+        for (int w = 0; w < W; ++w) {
+          const float *xp = vals + ((b * H + h) * W + w) * C + j * R;
+          double m = -1e30, s = 0, d = 0;
+          for (int k = 0; k < R; ++k) m = fmax(m, xp[k]);
+          for (int k = 0; k < R; ++k) s += exp(xp[k] - m), d += exp(xp[k] - m) * p[k];
+          want[((b * 4 + j) * H + h) * W + w] = (float)(d / s);
+        }
+  assert_int_equal(tc_compare("softmax_dot h16 view", got, want, NY, 1e-5f, 1e-5f), 0);
+  cudaFree(dx);
+  cudaFree(dy);
+  /* FP32 [3, 17, 4], bins on axis 1 */
+  enum { O = 3, I = 4 };
+  float x[O * R * I], g2[O * I], w2[O * I];
+  for (int i = 0; i < O * R * I; ++i) x[i] = tc_uniform(-20, 20);
+  dx = tc_dev_copy(x, sizeof(x));
+  dy = tc_dev_poisoned(sizeof(g2));
+  bd_cuda_view fx = {dx, BD_CT_F32, 3, {O, R, I}, {R * I, I, 1}};
+  bd_cuda_view fy = {dy, BD_CT_F32, 3, {O, 1, I}, {I, I, 1}};
+  assert_int_equal(bd_cuda_softmax_dot(&fy, &fx, 1, dp, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(g2, dy, sizeof(g2), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int o = 0; o < O; ++o)
+    for (int in = 0; in < I; ++in) {
+      double m = -1e30, s = 0, d = 0;
+      for (int k = 0; k < R; ++k) m = fmax(m, x[(o * R + k) * I + in]);
+      for (int k = 0; k < R; ++k) {
+        double e = exp(x[(o * R + k) * I + in] - m);
+        s += e, d += e * p[k];
+      }
+      w2[o * I + in] = (float)(d / s);
+    }
+  assert_int_equal(tc_compare("softmax_dot f32", g2, w2, O * I, 1e-5f, 1e-5f), 0);
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dp);
+}
+
 /* Batched matmul with B broadcast over the batch (DAMO's integral: [..,17] x [17,1]). */
 static void test_matmul(void **state) {
   (void)state;
@@ -372,6 +427,7 @@ int main(void) {
       cmocka_unit_test(test_binary),           cmocka_unit_test(test_maxpool),
       cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul),           cmocka_unit_test(test_channel_rows),
+      cmocka_unit_test(test_softmax_dot),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

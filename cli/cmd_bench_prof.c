@@ -21,6 +21,8 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
     snprintf(buf, n, "to FP32 output");
   } else if (r->kind == BD_PROF_ZERO) {
     snprintf(buf, n, "memset, channels padded");
+  } else if (r->kind == BD_PROF_LAYOUT) {
+    snprintf(buf, n, "input to 16-bit layout");
   } else if (r->conv_algo == BD_PROF_NOT_CONV) {
     snprintf(buf, n, "%s", r->rep16 ? "16-bit NHWC" : "FP32");
   } else {
@@ -37,7 +39,7 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
 /* The summary group of a row: convs by how they run, then by kind of work. */
 static void prof_category(const bd_prof_row *r, char *buf, size_t n) {
   char how[48];
-  if (r->kind == BD_PROF_CONVERT) {
+  if (r->kind == BD_PROF_CONVERT || r->kind == BD_PROF_LAYOUT) {
     snprintf(buf, n, "conversions");
   } else if (r->kind == BD_PROF_OUTPUT) {
     snprintf(buf, n, "output copies");
@@ -61,6 +63,7 @@ static const char *prof_op(const bd_prof_row *r) {
   if (r->kind == BD_PROF_CONVERT) return "Convert";
   if (r->kind == BD_PROF_OUTPUT) return "Output";
   if (r->kind == BD_PROF_ZERO) return "Zero";
+  if (r->kind == BD_PROF_LAYOUT) return "Layout";
   return bd_op_name((bd_op)r->op);
 }
 

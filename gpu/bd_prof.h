@@ -11,7 +11,9 @@ typedef enum bd_prof_kind {
   BD_PROF_OP = 0,  /* a graph node's work */
   BD_PROF_CONVERT, /* a value converted to the other representation before a reader */
   BD_PROF_OUTPUT,  /* a graph output copied into its FP32 output buffer */
-  BD_PROF_ZERO     /* a channel-padded value's buffer zeroed before its first writer */
+  BD_PROF_ZERO,    /* a channel-padded value's buffer zeroed before its first writer */
+  BD_PROF_LAYOUT   /* the FP32 input written as the network's first 16-bit tensor (a Focus
+                      stem's space-to-depth Concat, or the input's own copy) in one pass */
 } bd_prof_kind;
 
 /* How a Conv node runs (conv_algo): >= 0 a cuDNN algorithm (cudnnConvolutionFwdAlgo_t),

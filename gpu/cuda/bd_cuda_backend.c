@@ -281,6 +281,7 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     if (st != BD_OK) goto out;
   }
   bd_cuda_bind_outputs(g, cp);
+  if ((st = bd_cuda_raw_direct(b, cp, err)) != BD_OK) goto out;
   if (cp->probe) {
     cudaFree(cp->probe);
     cp->probe = NULL;

@@ -69,7 +69,8 @@ out:
 /* ---- per-action profile ---- */
 
 _Static_assert(BD_A_OP == (int)BD_PROF_OP && BD_A_CONVERT == (int)BD_PROF_CONVERT &&
-                   BD_A_OUTPUT == (int)BD_PROF_OUTPUT && BD_A_ZERO == (int)BD_PROF_ZERO,
+                   BD_A_OUTPUT == (int)BD_PROF_OUTPUT && BD_A_ZERO == (int)BD_PROF_ZERO &&
+                   BD_A_LAYOUT == (int)BD_PROF_LAYOUT,
                "action kinds and profile row kinds agree");
 
 static double numel_of(const bd_graph *g, const bd_plan *p, int v) {
@@ -151,6 +152,14 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
   }
   if (a->kind == BD_A_OUTPUT) {
     r->bytes = n * rep_size(bd_cuda_rep_read(cp, a->value)) + n * 4;
+    return;
+  }
+  if (a->kind == BD_A_LAYOUT) { /* the FP32 input read once, the 16-bit tensor written */
+    r->name = "input layout";
+    r->rank = 4;
+    r->dims[0] = p->batch, r->dims[1] = cp->rd_lo.pitch, r->dims[2] = cp->rd_lo.out_h;
+    r->dims[3] = cp->rd_lo.out_w;
+    r->bytes = n * 4 + (double)p->batch * cp->rd_lo.out_h * cp->rd_lo.out_w * cp->rd_lo.pitch * 2;
     return;
   }
   if (a->kind == BD_A_ZERO) { /* written once, channels padded */

@@ -135,13 +135,6 @@ out:
   return st;
 }
 
-/* On unless BATCHDET_CUDA_PREP16=0 (pre-processing then always writes the FP32 input,
- * which the plan converts): for a side-by-side check on a GPU. */
-static int prep16_enabled(void) {
-  const char *e = getenv("BATCHDET_CUDA_PREP16");
-  return !e || strcmp(e, "0") != 0;
-}
-
 /* Pre-processing -> network -> post-processing of cp's whole batch from slot s, on
  * b->stream (directly, or under capture). */
 static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err) {
@@ -189,8 +182,15 @@ bd_status bd_cuda_dd_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   free(cp->dd_skip);
   cp->dd_skip = calloc((size_t)cp->n_acts + 1, 1);
   if (!cp->dd_skip) return bd_err_set(err, BD_E_NOMEM, "cuda detect: out of memory");
-  cp->dd_direct =
-      prep16_enabled() && bd_cuda_prep_direct(b, cp, &cp->dd_lo, &cp->dd_dst, cp->dd_skip);
+  if (cp->rd_direct) { /* the raw path's layout action: pre-processing does its work */
+    cp->dd_direct = 1;
+    cp->dd_lo = cp->rd_lo;
+    cp->dd_dst = cp->rd_dst;
+    cp->dd_skip[0] = 1;
+  } else {
+    cp->dd_direct = bd_cuda_prep16_enabled() &&
+                    bd_cuda_prep_direct(b, cp, &cp->dd_lo, &cp->dd_dst, cp->dd_skip);
+  }
   bd_cuda_capture_lock();
   BD_CU(cudaSetDevice(b->device));
   /* One direct run first (lazy module loading of the pre- and post-processing kernels

@@ -1244,6 +1244,12 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
     view_of(cp, a->value, a->rep, &dst);
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
     break;
+  case BD_A_LAYOUT: {
+    const int64_t *d = cp->plan->dims[a->value];
+    BD_CU(bd_cuda_layout_f32_h16(cp->buf[a->value][BD_REP_F32], (int)d[0], (int)d[2], (int)d[3],
+                                 &cp->rd_lo, cp->rd_dst, b->stream));
+    break;
+  }
   case BD_A_ZERO:
     BD_CU(cudaMemsetAsync(cp->buf[a->value][a->rep], 0, bd_cuda_rep_bytes(cp, a->value, a->rep),
                           b->stream));
@@ -1409,6 +1415,44 @@ static int direct_focus(const bd_graph *g, const bd_cuda_cplan *cp, int v,
   if (zi >= 0) skip[zi] = 1;
   *dst = cp->buf[u][BD_REP_H16];
   return 1;
+}
+
+/* On unless BATCHDET_CUDA_PREP16=0: the network's first 16-bit tensor written straight
+ * from the input (detection's pre-processing, the raw path's layout action). */
+int bd_cuda_prep16_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_PREP16");
+  return !e || strcmp(e, "0") != 0;
+}
+
+bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  const bd_graph *g = b->base.graph;
+  bd_cuda_prep_layout lo;
+  void *dst = NULL;
+  cp->rd_direct = 0;
+  if (!bd_cuda_prep16_enabled() || cp->n_acts < 1) return BD_OK;
+  unsigned char *skip = calloc((size_t)cp->n_acts + 1, 1);
+  if (!skip) return bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
+  if (bd_cuda_prep_direct(b, cp, &lo, &dst, skip)) {
+    const int v = g->inputs[0];
+    const int64_t *d = cp->plan->dims[v];
+    const char *in = cp->buf[v][BD_REP_F32], *o = dst;
+    const size_t in_bytes = (size_t)numel_of(cp->plan, v) * 4;
+    const size_t o_bytes = (size_t)d[0] * lo.out_h * lo.out_w * lo.pitch * 2;
+    /* the kernel reads the input while it writes: the two must not share a byte */
+    if (in && o && (o + o_bytes <= in || in + in_bytes <= o)) {
+      int w = 0; /* at least one action goes: the layout action fits */
+      for (int i = 0; i < cp->n_acts; ++i)
+        if (!skip[i]) cp->acts[w++] = cp->acts[i];
+      memmove(cp->acts + 1, cp->acts, sizeof(*cp->acts) * (size_t)w);
+      cp->n_acts = w + 1;
+      cp->acts[0] = (bd_cuda_action){BD_A_LAYOUT, -1, v, BD_REP_H16, -1};
+      cp->rd_direct = 1;
+      cp->rd_lo = lo;
+      cp->rd_dst = dst;
+    }
+  }
+  free(skip);
+  return BD_OK;
 }
 
 int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,

@@ -133,11 +133,12 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 
 /* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */
 enum { BD_REP_F32 = 0, BD_REP_H16 = 1 };
-enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT, BD_A_ZERO };
+enum { BD_A_OP = 0, BD_A_CONVERT, BD_A_OUTPUT, BD_A_ZERO, BD_A_LAYOUT };
 
 /* One step of a prepared run: an op, a representation conversion, the copy of a graph
- * output into its FP32 device output buffer, or the zeroing of a channel-padded value's
- * buffer before its first writer. */
+ * output into its FP32 device output buffer, the zeroing of a channel-padded value's
+ * buffer before its first writer, or (first, in place of the actions it replaces:
+ * bd_cuda_raw_direct) the FP32 input written as the network's first 16-bit tensor. */
 typedef struct bd_cuda_action {
   int kind, node, value, rep, out_index;
 } bd_cuda_action;
@@ -204,6 +205,12 @@ typedef struct bd_cuda_cplan {
   bd_cuda_prep_layout dd_lo;
   void *dd_dst;
   unsigned char *dd_skip;
+  /* The raw network path's first action, when it is a BD_A_LAYOUT (bd_cuda_raw_direct):
+   * the FP32 input in layout rd_lo at rd_dst. Detection then pre-processes straight into
+   * rd_dst and leaves that action out. */
+  int rd_direct;
+  bd_cuda_prep_layout rd_lo;
+  void *rd_dst;
   cudaGraph_t dd_graph[BD_DD_SLOTS];
   cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
   char dd_graph_err[BD_ERR_MSG_MAX];
@@ -310,6 +317,11 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
  * only through Slices written in place as that Concat's pieces) - so that the actions
  * making it from the FP32 input are left out of the detection runs. 1 with *lo, *dst
  * and skip[i] = 1 for each action left out (skip: cp->n_acts entries); 0: neither. */
+/* The raw network path's input layout (after planning, before the first run): when
+ * bd_cuda_prep_direct finds one (and BATCHDET_CUDA_PREP16 is not 0), the actions it
+ * replaces go and one BD_A_LAYOUT action comes first (cp->rd_*). */
+int bd_cuda_prep16_enabled(void);
+bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
 int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,
                         void **dst, unsigned char *skip);
 /* The representation in which layout-agnostic ops read value v (its primary when it

@@ -226,6 +226,11 @@ static inline int bd_cuda_prep_layout_ok(const bd_cuda_prep_layout *lo) {
       return 0;
   return 1;
 }
+/* The network's FP32 NCHW input [n][3][in_h][in_w] as 16-bit NHWC through layout lo
+ * (16-bit rounding to nearest even; zeros in the channels no piece writes): the raw
+ * network path's first action when the plan has such a layout (bd_cuda_raw_direct). */
+cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
+                                   const bd_cuda_prep_layout *lo, void *dst, cudaStream_t stream);
 /* The same pixels as 16-bit NHWC through layout lo (the storage type of the build): the
  * tensor the network's first layers read, written directly by device detection. */
 cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_desc *descs, int n,

@@ -114,7 +114,51 @@ __global__ void k_prep_h16(const uint8_t *__restrict__ src,
   }
 }
 
+// The same layout from the network's FP32 NCHW input (the raw network path: `bench`, the
+// engine's run): a Focus stem's four strided Slices, their zeroed padding channels and
+// Concat, or the input's 16-bit copy, in one pass; reads are float loads of neighbouring
+// pixels, each output pixel's `pitch` values one or two 16-byte stores.
+__global__ void k_layout_f32(const float *__restrict__ src, int n, int in_h, int in_w,
+                             bd_cuda_prep_layout lo, int vec, bd_h16 *__restrict__ dst) {
+  int64_t plane = (int64_t)lo.out_w * lo.out_h, total = plane * n, in_plane = (int64_t)in_h * in_w;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int b = (int)(i / plane);
+    int64_t p = i - (int64_t)b * plane;
+    int oy = (int)(p / lo.out_w), ox = (int)(p - (int64_t)oy * lo.out_w);
+    __align__(16) bd_h16 px[BD_PREP_MAX_PITCH];
+    for (int c = 0; c < lo.pitch; ++c) px[c] = (bd_h16)0.f;
+    for (int k = 0; k < lo.n_pieces; ++k) {
+      const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
+      const float *s = src + ((int64_t)b * 3 + lo.piece[k].c0) * in_plane + (int64_t)y * in_w + x;
+      for (int c = 0; c < lo.piece[k].nc; ++c) px[lo.piece[k].ch + c] = bd_st<bd_h16>(s[c * in_plane]);
+    }
+    bd_h16 *o = dst + i * lo.pitch;
+    if (vec) {
+      for (int c = 0; c < lo.pitch; c += 8)
+        *reinterpret_cast<uint4 *>(o + c) = *reinterpret_cast<const uint4 *>(px + c);
+    } else {
+      for (int c = 0; c < lo.pitch; ++c) o[c] = px[c];
+    }
+  }
+}
+
 } // namespace
+
+extern "C" cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
+                                              const bd_cuda_prep_layout *lo, void *dst,
+                                              cudaStream_t s) {
+  if (n < 1 || in_h < 1 || in_w < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
+  for (int k = 0; k < lo->n_pieces; ++k) /* every pixel read inside the input */
+    if (lo->piece[k].oy + (int64_t)lo->stride * (lo->out_h - 1) >= in_h ||
+        lo->piece[k].ox + (int64_t)lo->stride * (lo->out_w - 1) >= in_w)
+      return cudaErrorInvalidValue;
+  int64_t total = (int64_t)n * lo->out_w * lo->out_h;
+  int vec = lo->pitch % 8 == 0 && (uintptr_t)dst % 16 == 0;
+  BD_LAUNCH(k_layout_f32, bd_grid(total, 256), 256, s, src, n, in_h, in_w, *lo, vec,
+            (bd_h16 *)dst);
+  return cudaGetLastError();
+}
 
 extern "C" cudaError_t bd_cuda_preprocess_u8(const uint8_t *src, const bd_cuda_prep_desc *descs,
                                              int n, int out_w, int out_h, int bgr, float pad,

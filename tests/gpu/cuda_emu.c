@@ -415,6 +415,29 @@ cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_des
   return cudaSuccess;
 }
 
+cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
+                                   const bd_cuda_prep_layout *lo, void *dst, cudaStream_t s) {
+  (void)s;
+  if (n < 1 || in_h < 1 || in_w < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
+  for (int k = 0; k < lo->n_pieces; ++k)
+    if (lo->piece[k].oy + (int64_t)lo->stride * (lo->out_h - 1) >= in_h ||
+        lo->piece[k].ox + (int64_t)lo->stride * (lo->out_w - 1) >= in_w)
+      return cudaErrorInvalidValue;
+  bd_emu_tick();
+  float *o = bd_emu_shadow(dst);
+  const size_t plane = (size_t)lo->out_w * lo->out_h, in_plane = (size_t)in_h * in_w;
+  memset(o, 0, (size_t)n * plane * lo->pitch * sizeof(float));
+  for (int b = 0; b < n; ++b)
+    for (int i = 0; i < lo->out_h; ++i)
+      for (int j = 0; j < lo->out_w; ++j)
+        for (int k = 0; k < lo->n_pieces; ++k)
+          for (int c = 0; c < lo->piece[k].nc; ++c)
+            st(o, BD_CT_H16, (int64_t)(((size_t)b * plane + (size_t)i * lo->out_w + j) * lo->pitch) + lo->piece[k].ch + c,
+               src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
+                   (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox + lo->stride * j]);
+  return cudaSuccess;
+}
+
 /* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against
  * the kernels on a GPU by test_cuda_post and against the family code everywhere). */
 atomic_int bd_cuda_emu_post_calls;

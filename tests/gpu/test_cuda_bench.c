@@ -100,7 +100,7 @@ static void test_profile(void **state) {
   int *seen = calloc((size_t)g->n_nodes, sizeof(int));
   assert_non_null(seen);
   double sum_ms = 0, conv_flops = 0;
-  int n_conv = 0, n_ops = 0, n_conversions = 0, n_outputs = 0, n_zero = 0, n_mma = 0;
+  int n_conv = 0, n_ops = 0, n_conversions = 0, n_outputs = 0, n_zero = 0, n_mma = 0, n_layout = 0;
   const char *mode = getenv("BATCHDET_CUDA_CONV");
   int mma = mode && !strcmp(mode, "mma");
   for (int i = 0; i < n_rows; ++i) {
@@ -122,6 +122,11 @@ static void test_profile(void **state) {
       n_conversions += r->kind == BD_PROF_CONVERT;
       n_outputs += r->kind == BD_PROF_OUTPUT;
       n_zero += r->kind == BD_PROF_ZERO;
+      if (r->kind == BD_PROF_LAYOUT) { /* first, from the graph input */
+        assert_int_equal(i, 0);
+        assert_int_equal(r->value, g->inputs[0]);
+        ++n_layout;
+      }
       continue;
     }
     ++n_ops;
@@ -162,10 +167,24 @@ static void test_profile(void **state) {
     assert_true(close_to(r->flops, flops, 1e-12));
     conv_flops += r->flops;
   }
-  /* Every step of the plan once; all actions accounted for. */
-  assert_int_equal(n_ops, plan->n_steps);
-  for (int s = 0; s < plan->n_steps; ++s) assert_int_equal(seen[plan->steps[s]], 1);
-  assert_int_equal(n_ops + n_conversions + n_outputs + n_zero, n_rows);
+  /* Every step of the plan once, but the Focus stem's Slices, which the layout action
+   * (yolox_nano: first, one pass from the FP32 input) replaces; all actions accounted
+   * for. */
+  assert_int_equal(n_layout, cp->rd_direct);
+  assert_int_equal(n_layout, 1);
+  int n_replaced = 0;
+  for (int s = 0; s < plan->n_steps; ++s) {
+    const bd_node *nd = &g->nodes[plan->steps[s]];
+    if (!seen[plan->steps[s]]) {
+      assert_int_equal(nd->op, BD_OP_SLICE);
+      ++n_replaced;
+    } else {
+      assert_int_equal(seen[plan->steps[s]], 1);
+    }
+  }
+  assert_int_equal(n_replaced, 4);
+  assert_int_equal(n_ops + n_replaced, plan->n_steps);
+  assert_int_equal(n_ops + n_conversions + n_outputs + n_zero + n_layout, n_rows);
   /* yolox_nano's head reshapes its 16-bit NHWC maps in place (views: no work, no bytes)
    * instead of converting them to FP32 first. */
   int n_views = 0;

@@ -120,6 +120,63 @@ static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_ima
   free(got);
 }
 
+/* The raw network path's layout action (bd_cuda_layout_f32_h16): an FP32 NCHW input with
+ * fractional values through the plain and the Focus layout (odd sizes: the last row and
+ * column unread by stride 2), each value the 16-bit rounding of its input value, zeros
+ * in the padding; a layout reading past the input is refused. */
+static void test_layout_f32(void **state) {
+  (void)state;
+  enum { N = 2, H = 37, W = 29 };
+  const size_t nin = (size_t)N * 3 * H * W;
+  float *x = malloc(nin * sizeof(float));
+  assert_non_null(x);
+  for (size_t i = 0; i < nin; ++i) x[i] = tc_uniform(-3.0f, 300.0f);
+  void *dx = tc_dev_copy(x, nin * sizeof(float));
+  bd_cuda_prep_layout plain = {.stride = 1, .out_w = W, .out_h = H, .pitch = 3, .n_pieces = 1};
+  plain.piece[0].nc = 3;
+  bd_cuda_prep_layout focus = {.stride = 2, .out_w = W / 2, .out_h = H / 2, .pitch = 16,
+                               .n_pieces = 4};
+  static const int fo[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+  for (int k = 0; k < 4; ++k) {
+    focus.piece[k].oy = fo[k][0];
+    focus.piece[k].ox = fo[k][1];
+    focus.piece[k].nc = 3;
+    focus.piece[k].ch = 3 * k;
+  }
+  const bd_cuda_prep_layout *los[2] = {&plain, &focus};
+  for (int l = 0; l < 2; ++l) {
+    const bd_cuda_prep_layout *lo = los[l];
+    const size_t px = (size_t)N * lo->out_w * lo->out_h, vals = px * lo->pitch;
+    void *d = tc_dev_poisoned(vals * 2);
+    uint16_t *g16 = malloc(vals * 2);
+    float *got = malloc(vals * sizeof(float)), *want = calloc(vals, sizeof(float));
+    assert_true(g16 && got && want);
+    for (size_t q = 0; q < px; ++q) {
+      size_t b = q / ((size_t)lo->out_w * lo->out_h), r = q % ((size_t)lo->out_w * lo->out_h);
+      int i = (int)(r / lo->out_w), j = (int)(r % lo->out_w);
+      for (int k = 0; k < lo->n_pieces; ++k)
+        for (int c = 0; c < lo->piece[k].nc; ++c) {
+          int y = lo->piece[k].oy + lo->stride * i, xx = lo->piece[k].ox + lo->stride * j;
+          want[q * lo->pitch + lo->piece[k].ch + c] =
+              tc_h162f(tc_f2h16(x[((b * 3 + lo->piece[k].c0 + c) * H + y) * W + xx]));
+        }
+    }
+    assert_int_equal(bd_cuda_layout_f32_h16(dx, N, H, W, lo, d, 0), cudaSuccess);
+    assert_int_equal(cudaMemcpy(g16, d, vals * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t q = 0; q < vals; ++q) got[q] = tc_h162f(g16[q]);
+    assert_int_equal(tc_compare(l ? "layout f32 focus" : "layout f32", got, want, vals, 0, 0), 0);
+    cudaFree(d);
+    free(g16);
+    free(got);
+    free(want);
+  }
+  bd_cuda_prep_layout past = focus;
+  past.out_h = H / 2 + 1; /* row oy + 2 * (out_h - 1) = 37: outside */
+  assert_int_not_equal(bd_cuda_layout_f32_h16(dx, N, H, W, &past, NULL, 0), cudaSuccess);
+  cudaFree(dx);
+  free(x);
+}
+
 static void run(int letterbox) {
   static const int sizes[5][2] = {{640, 480}, {300, 500}, {416, 416}, {7, 5}, {1023, 97}};
   run_images(letterbox, 5, sizes, NULL);
@@ -154,6 +211,7 @@ int main(void) {
   tc_seed();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_letterbox_bgr),
                                      cmocka_unit_test(test_stretch_rgb),
-                                     cmocka_unit_test(test_photos)};
+                                     cmocka_unit_test(test_photos),
+                                     cmocka_unit_test(test_layout_f32)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

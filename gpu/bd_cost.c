@@ -74,9 +74,11 @@ bd_status bd_cost_of(const bd_graph *g, const bd_plan *p, bd_cost *c, bd_err *er
   }
   for (int s = 0; s < p->n_steps; s++) {
     const bd_node *nd = &g->nodes[p->steps[s]];
-    int weighted = nd->op == BD_OP_CONV || nd->op == BD_OP_MATMUL;
+    int weighted = nd->op == BD_OP_CONV || nd->op == BD_OP_MATMUL || nd->op == BD_OP_SOFTMAX_DOT;
     if (nd->op == BD_OP_CONV && (st = conv_cost(g, p, nd, c, err)) != BD_OK) goto out;
     if (nd->op == BD_OP_MATMUL && (st = matmul_cost(g, p, nd, c, err)) != BD_OK) goto out;
+    if (nd->op == BD_OP_SOFTMAX_DOT) /* a fused DFL integral: the MatMul's dot products */
+      c->matmul_macs += plan_numel(p, nd->out[0]) * (double)p->dims[nd->in[0]][nd->p.softmax.axis];
     for (int i = 0; i < nd->n_in; i++) {
       int v = nd->in[i];
       if (v < 0 || v >= g->n_values || !g->values[v].data || seen[v]) continue;

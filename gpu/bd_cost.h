@@ -29,8 +29,8 @@ typedef struct bd_cost {
   int n_conv, n_conv_grouped, n_matmul;
   double conv_macs;         /* all convs, whole batch */
   double conv_grouped_macs; /* the part in grouped / depthwise convs */
-  double matmul_macs;
-  double weight_values;     /* Conv/MatMul constant inputs (weights + biases) */
+  double matmul_macs;       /* MatMuls and fused DFL integrals' dots (SoftmaxDot) */
+  double weight_values;     /* Conv/MatMul/SoftmaxDot constant inputs (weights + biases) */
   double weight_bytes;      /* at 2 bytes each */
   double other_const_bytes; /* other float constants on the batch path, 4 bytes each */
   double in_bytes;          /* graph inputs as uint8, whole batch */

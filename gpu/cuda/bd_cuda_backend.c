@@ -453,6 +453,13 @@ bd_status bd_cuda_backend_new_shared(const bd_graph *g, int device, bd_cuda_weig
   }
   BD_CU(cudaSetDevice(device));
   BD_CU(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+  {
+    int major = 0;
+    const char *e = getenv("BATCHDET_CUDA_PDL");
+    BD_CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    if (major < 9) bd_cuda_pdl = 0; /* any older device in the process: off for all */
+    else if (e && !strcmp(e, "1")) bd_cuda_pdl = 1;
+  }
 #ifdef BD_HAVE_CUDNN
   {
     cudnnHandle_t h = NULL;

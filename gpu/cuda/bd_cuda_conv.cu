@@ -14,6 +14,7 @@ __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x
                               const float *__restrict__ bias,
                               const bd_h16 *__restrict__ r,
                               bd_h16 *__restrict__ y, int64_t total) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   const int cg = p.c / p.group, mg = p.m / p.group;
   const int ldx = p.ldx ? p.ldx : p.c, ldy = p.ldy ? p.ldy : p.m;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
@@ -49,6 +50,7 @@ __global__ void k_conv_direct(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x
 __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
                            const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                            const uint4 *__restrict__ r, uint4 *__restrict__ y, int64_t total8) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   const int c8 = p.c / 8, khw = p.kh * p.kw;
   const int ldx8 = (p.ldx ? p.ldx : p.c) / 8, ldy8 = (p.ldy ? p.ldy : p.m) / 8;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
@@ -96,6 +98,7 @@ __global__ void k_conv_dw8(bd_cuda_conv_shape p, const uint4 *__restrict__ x,
 __global__ void k_epilogue(int m, int act, int res, const float *__restrict__ bias,
                            const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                            int64_t total) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int c = (int)(i % m);
@@ -108,6 +111,7 @@ __global__ void k_epilogue_from(int m, int src_c, int ldy, int act, int res,
                                 const bd_h16 *__restrict__ src, const float *__restrict__ bias,
                                 const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                                 int64_t total) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int c = (int)(i % m);
@@ -121,6 +125,7 @@ __global__ void k_epilogue_from(int m, int src_c, int ldy, int act, int res,
 // 8 channels per thread with 16-byte accesses (M % 8 == 0, the common case).
 __global__ void k_epilogue8(int m, int act, int res, const float *__restrict__ bias,
                             const uint4 *__restrict__ r, uint4 *__restrict__ y, int64_t n8) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
     int c0 = (int)((i * 8) % m);

@@ -121,6 +121,7 @@ __global__ void __launch_bounds__(THREADS)
     k_conv_mma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
                const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                bd_h16 *__restrict__ y, float *__restrict__ part, int kper) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   static_assert((BM / 32) * (BN / 32) == THREADS / 32, "one 32x32 warp tile per warp");
   static_assert(sizeof(Smem<BM, BN>) <= 48 * 1024, "static shared memory");
   // Loader chunks (16 bytes: 8 k of one row) per thread; every chunk of a thread has the
@@ -227,6 +228,7 @@ __global__ void __launch_bounds__(THREADS)
 __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict__ part,
                                   int splits, const float *__restrict__ bias,
                                   const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow, groups = n_pix * (p.m / 8);
   const int64_t stride = n_pix * p.m;
   for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < groups;

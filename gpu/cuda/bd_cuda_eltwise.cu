@@ -6,6 +6,13 @@
 #include "bd_cuda_common.cuh"
 #include "bd_cuda_kernels.h"
 
+// bd_cuda_kernels.h: the launches' programmatic-dependent-launch switch (every kernel
+// file's BD_LAUNCH reads it; defined with the element-wise family, which every build of
+// the kernels has; tests/gpu/cuda_emu.c defines its own).
+extern "C" {
+int bd_cuda_pdl = 0;
+}
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -80,6 +87,7 @@ __device__ __forceinline__ float binop(float a, float b, int op) {
 
 template <typename TI, typename TO, typename IDX>
 __global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, IDX n, int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (IDX i = blockIdx.x * (IDX)blockDim.x + threadIdx.x; i < n;
        i += (IDX)gridDim.x * blockDim.x) {
     IDX r = i, oi = 0, ii = 0;
@@ -97,6 +105,7 @@ __global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, ID
 // 8 16-bit values per thread through 16-byte loads and stores (contiguous, same layout).
 __global__ void k_map_h16x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
                              int64_t n8, int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
     uint4 v = in[i];
@@ -115,6 +124,7 @@ __global__ void k_map_h16x8(const uint4 *__restrict__ in, uint4 *__restrict__ ou
 __global__ void k_map_rows_x8(const uint4 *__restrict__ in, uint4 *__restrict__ out,
                               int64_t rows, int64_t cols8, int64_t in_s8, int64_t out_s8,
                               int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t n8 = rows * cols8;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -135,6 +145,7 @@ __global__ void k_map_rows_x8(const uint4 *__restrict__ in, uint4 *__restrict__ 
 template <typename TA, typename TB, typename TO, typename IDX>
 __global__ void k_bin(const TA *__restrict__ a, const TB *__restrict__ b, TO *__restrict__ out,
                       Geo g, IDX n, int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (IDX i = blockIdx.x * (IDX)blockDim.x + threadIdx.x; i < n;
        i += (IDX)gridDim.x * blockDim.x) {
     IDX r = i, oi = 0, ai = 0, bi = 0;
@@ -152,6 +163,7 @@ __global__ void k_bin(const TA *__restrict__ a, const TB *__restrict__ b, TO *__
 
 __global__ void k_bin_h16x8(const uint4 *__restrict__ a, const uint4 *__restrict__ b,
                              uint4 *__restrict__ out, int64_t n8, int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
        i += (int64_t)gridDim.x * blockDim.x) {
     uint4 va = a[i], vb = b[i], vo;

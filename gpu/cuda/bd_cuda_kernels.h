@@ -17,6 +17,11 @@ extern "C" {
 
 #define BD_CUDA_MAX_RANK 6
 
+/* 1: our kernels launch with programmatic stream serialization (bd_cuda_common.cuh,
+ * bd_pdl_wait); set by the backend (BATCHDET_CUDA_PDL=1, devices of compute capability
+ * 9.0 and later only). Process-wide; read at each launch (and so at graph capture). */
+extern int bd_cuda_pdl;
+
 /* BD_CT_H16 is the backend's 16-bit storage type: IEEE half, or bfloat16 in builds with
  * BD_CUDA_BF16 (see bd_cuda_common.cuh for why half is the default). */
 typedef enum { BD_CT_F32 = 0, BD_CT_H16 = 1 } bd_cuda_dtype;

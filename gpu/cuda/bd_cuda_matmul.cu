@@ -8,6 +8,7 @@ namespace {
 __global__ void k_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
                          const float *__restrict__ a, int64_t as, const float *__restrict__ b,
                          int64_t bs, float *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t total = batch * m * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {

@@ -10,6 +10,7 @@ namespace {
 __global__ void k_maxpool(int h, int w, int c, int oh, int ow, int kh, int kw, int sh, int sw,
                           int pt, int pl, int xp, int yp, const bd_h16 *__restrict__ x,
                           bd_h16 *__restrict__ y, int64_t total) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int ch = (int)(i % c);
@@ -37,6 +38,7 @@ __global__ void k_maxpool(int h, int w, int c, int oh, int ow, int kh, int kw, i
 __global__ void k_maxpool8(int h, int w, int c8, int oh, int ow, int kh, int kw, int sh, int sw,
                            int pt, int pl, int xp8, int yp8, const uint4 *__restrict__ x,
                            uint4 *__restrict__ y, int64_t total8) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
        i += (int64_t)gridDim.x * blockDim.x) {
     int cg = (int)(i % c8);

@@ -51,6 +51,7 @@ __device__ __forceinline__ float box_iou(float4 a, float4 b) {
 __global__ void k_yolox_decode(const float *__restrict__ raw, int n, int in_h, int in_w, int C,
                                int A, float *__restrict__ score, float *__restrict__ box,
                                int *__restrict__ cls) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   const int a0 = (in_h / 8) * (in_w / 8), a1 = (in_h / 16) * (in_w / 16);
   const int64_t total = (int64_t)n * A;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
@@ -122,6 +123,7 @@ __global__ void __launch_bounds__(kThreads)
                  const int *__restrict__ cls_all, int yolox, int A, int C,
                  const bd_cuda_post_desc *__restrict__ descs, int topk, int out_cap,
                  float *__restrict__ dets, int *__restrict__ counts) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   __shared__ unsigned long long skey[kSort];
   __shared__ float4 sbox[kSort];
   __shared__ int scls[kSort];

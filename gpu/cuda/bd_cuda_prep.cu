@@ -61,6 +61,7 @@ __device__ __forceinline__ void src_pixel(const uint8_t *src, const bd_cuda_prep
 
 __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc *__restrict__ d,
                        int n, int out_w, int out_h, int bgr, float pad, float *__restrict__ dst) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t plane = (int64_t)out_w * out_h, total = plane * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -85,6 +86,7 @@ __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc 
 __global__ void k_prep_h16(const uint8_t *__restrict__ src,
                            const bd_cuda_prep_desc *__restrict__ d, int n, int bgr, float pad,
                            bd_cuda_prep_layout lo, int vec, bd_h16 *__restrict__ dst) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t plane = (int64_t)lo.out_w * lo.out_h, total = plane * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -120,6 +122,7 @@ __global__ void k_prep_h16(const uint8_t *__restrict__ src,
 // pixels, each output pixel's `pitch` values one or two 16-byte stores.
 __global__ void k_layout_f32(const float *__restrict__ src, int n, int in_h, int in_w,
                              bd_cuda_prep_layout lo, int vec, bd_h16 *__restrict__ dst) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t plane = (int64_t)lo.out_w * lo.out_h, total = plane * n, in_plane = (int64_t)in_h * in_w;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {

@@ -31,6 +31,7 @@ __device__ __forceinline__ int nearest_index(float x, int mode, int len) {
 __global__ void k_resize(int h, int w, int c, int oh, int ow, int mode, int coord, int nearest,
                          float sh, float sw, int xp, int yp, const bd_h16 *__restrict__ x,
                          bd_h16 *__restrict__ y, int64_t total) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int ch = (int)(i % c);
@@ -64,6 +65,7 @@ __global__ void k_resize_nearest8(int h, int w, int c8, int oh, int ow, int coor
                                   float sh, float sw, int xp8, int yp8,
                                   const uint4 *__restrict__ x, uint4 *__restrict__ y,
                                   int64_t total8) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
        i += (int64_t)gridDim.x * blockDim.x) {
     int cg = (int)(i % c8);

@@ -6,6 +6,7 @@
 namespace {
 __global__ void k_softmax(int64_t outer, int64_t len, int64_t inner,
                           const float *__restrict__ x, float *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   int64_t rows = outer * inner;
   for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows;
        r += (int64_t)gridDim.x * blockDim.x) {
@@ -46,6 +47,7 @@ struct SdGeo {
 template <typename T>
 __global__ void k_softmax_dot(SdGeo g, int64_t total, const T *__restrict__ x,
                               const float *__restrict__ w, float *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = t, xo = 0, yo = 0;

@@ -89,6 +89,9 @@ static void offs(const bd_cuda_view *o, int64_t i, const bd_cuda_view *const *vs
   }
 }
 
+/* bd_cuda_kernels.h's launch switch: nothing launches here (CPU twins). */
+int bd_cuda_pdl;
+
 cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op, cudaStream_t s) {
   (void)s;
   if (in->rank != out->rank) return cudaErrorInvalidValue;

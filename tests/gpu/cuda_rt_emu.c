@@ -453,6 +453,12 @@ cudaError_t cudaGetDevice(int *d) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+/* The emulated device answers as an sm_80 (no programmatic dependent launch). */
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int device) {
+  (void)device;
+  *v = a == cudaDevAttrComputeCapabilityMajor ? 8 : 0;
+  return cudaSuccess;
+}
 /* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
 int bd_cuda_device_count(void) { return 1; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }

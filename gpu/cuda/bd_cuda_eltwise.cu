@@ -142,6 +142,32 @@ __global__ void k_map_rows_x8(const uint4 *__restrict__ in, uint4 *__restrict__ 
   }
 }
 
+// 16-bit rows to FP32 rows (an FP32 Concat of 16-bit maps: YOLOX's and DAMO-YOLO's
+// score outputs), 8 values per thread: one 16-byte load, two 16-byte stores. Row strides
+// in elements: in_s8 in 8-value units, out_s4 in 4-float units.
+__global__ void k_map_rows_h16_f32x8(const uint4 *__restrict__ in, float4 *__restrict__ out,
+                                     int64_t rows, int64_t cols8, int64_t in_s8, int64_t out_s4,
+                                     int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+  int64_t n8 = rows * cols8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / cols8, c = i - r * cols8;
+    uint4 v = in[r * in_s8 + c];
+    const bd_h16x2 *h = reinterpret_cast<const bd_h16x2 *>(&v);
+    float f[8];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float2 t = bd_h16x2_ld(h[k]);
+      f[2 * k] = unop(t.x, op);
+      f[2 * k + 1] = unop(t.y, op);
+    }
+    float4 *o = out + r * out_s4 + 2 * c;
+    o[0] = make_float4(f[0], f[1], f[2], f[3]);
+    o[1] = make_float4(f[4], f[5], f[6], f[7]);
+  }
+}
+
 template <typename TA, typename TB, typename TO, typename IDX>
 __global__ void k_bin(const TA *__restrict__ a, const TB *__restrict__ b, TO *__restrict__ out,
                       Geo g, IDX n, int op) {
@@ -271,6 +297,17 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
     int64_t n8 = n / 8;
     BD_LAUNCH(k_map_rows_x8, bd_grid(n8, kThreads), kThreads, s, (const uint4 *)in->base,
               (uint4 *)out->base, g.dims[0], g.dims[1] / 8, g.s[1][0] / 8, g.s[0][0] / 8, op);
+    return cudaGetLastError();
+  }
+  if (in->dtype == BD_CT_H16 && out->dtype == BD_CT_F32 && g.rank <= 2 &&
+      g.s[0][g.rank - 1] == 1 && g.s[1][g.rank - 1] == 1 && g.dims[g.rank - 1] % 8 == 0 &&
+      (g.rank == 1 || (g.s[1][0] % 8 == 0 && g.s[0][0] % 4 == 0)) && aligned16(in->base) &&
+      aligned16(out->base)) {
+    int64_t rows = g.rank == 2 ? g.dims[0] : 1, cols = g.dims[g.rank - 1];
+    int64_t in_s = g.rank == 2 ? g.s[1][0] : cols, out_s = g.rank == 2 ? g.s[0][0] : cols;
+    BD_LAUNCH(k_map_rows_h16_f32x8, bd_grid(n / 8, kThreads), kThreads, s,
+              (const uint4 *)in->base, (float4 *)out->base, rows, cols / 8, in_s / 8, out_s / 4,
+              op);
     return cudaGetLastError();
   }
   if (in->dtype == BD_CT_H16) {

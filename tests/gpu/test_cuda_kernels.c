@@ -85,6 +85,51 @@ static void test_channel_rows(void **state) {
   free(want);
 }
 
+/* 16-bit rows into FP32 (the score Concat's pieces: [N][HW][80] 16-bit maps into
+ * [N][A][80] FP32, second level at row offset HW0): the 16-byte row path, exact; then a
+ * flat run with sigmoid, and a piece whose rows are not a multiple of 8 values (the
+ * generic path); the rest of the buffer stays poisoned. */
+static void test_rows_h16_f32(void **state) {
+  (void)state;
+  enum { N = 2, HW0 = 6, HW1 = 5, A = HW0 + HW1 + 3, C = 80 };
+  const int n1 = N * HW1 * C, n = N * A * C;
+  uint16_t *bits = malloc(n1 * 2);
+  float *x = malloc(n1 * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+  assert_non_null(want);
+  rand_h16(n1, -6.0f, 6.0f, bits, x);
+  void *dx = tc_dev_copy(bits, n1 * 2), *dy = tc_dev_poisoned(n * 4);
+  bd_cuda_view vx = {dx, BD_CT_H16, 3, {N, HW1, C}, {HW1 * C, C, 1}};
+  bd_cuda_view vy = {(float *)dy + HW0 * C, BD_CT_F32, 3, {N, HW1, C}, {A * C, C, 1}};
+  assert_int_equal(bd_cuda_map(&vy, &vx, BD_UN_ID, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int b = 0; b < N; ++b)
+    for (int a = 0; a < A; ++a)
+      for (int c = 0; c < C; ++c)
+        want[(b * A + a) * C + c] = a >= HW0 && a < HW0 + HW1 ? x[(b * HW1 + a - HW0) * C + c] : NAN;
+  int bad = 0;
+  for (int i = 0; i < n; ++i)
+    if (!(got[i] == want[i] || (isnan(got[i]) && isnan(want[i])))) ++bad;
+  assert_int_equal(bad, 0);
+  bd_cuda_view fx = {dx, BD_CT_H16, 1, {n1}, {1}}, fy = {dy, BD_CT_F32, 1, {n1}, {1}};
+  assert_int_equal(bd_cuda_map(&fy, &fx, BD_UN_SIGMOID, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, n1 * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < n1; ++i) want[i] = 1.0f / (1.0f + expf(-x[i]));
+  assert_int_equal(tc_compare("sigmoid h16 -> f32", got, want, n1, 1e-6f, 1e-5f), 0);
+  bd_cuda_view ox = {dx, BD_CT_H16, 2, {N * HW1, 12}, {C, 1}}; /* 12 of each 80 */
+  bd_cuda_view oy = {dy, BD_CT_F32, 2, {N * HW1, 12}, {12, 1}};
+  assert_int_equal(bd_cuda_map(&oy, &ox, BD_UN_ID, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, N * HW1 * 12 * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int r = 0; r < N * HW1; ++r)
+    for (int c = 0; c < 12; ++c) want[r * 12 + c] = x[r * C + c];
+  assert_int_equal(tc_compare("rows of 12", got, want, N * HW1 * 12, 0.0f, 0.0f), 0);
+  cudaFree(dx);
+  cudaFree(dy);
+  free(bits);
+  free(x);
+  free(got);
+  free(want);
+}
+
 /* NCHW FP32 -> NHWC 16-bit -> NCHW FP32: exact (both sides round to nearest even). */
 static void test_layout_roundtrip(void **state) {
   (void)state;
@@ -427,7 +472,7 @@ int main(void) {
       cmocka_unit_test(test_binary),           cmocka_unit_test(test_maxpool),
       cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul),           cmocka_unit_test(test_channel_rows),
-      cmocka_unit_test(test_softmax_dot),
+      cmocka_unit_test(test_softmax_dot),      cmocka_unit_test(test_rows_h16_f32),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,25 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # Issue 7: our tensor-core convolution on every layer it takes (BATCHDET_CUDA_CONV=mma;
   # the default, auto, picks it per layer where it is faster and agrees with cuDNN), on the
   # same layers and models; timed against cuDNN below.
+  # Programmatic dependent launch (BATCHDET_CUDA_PDL=1, off by default): the whole
+  # model and detection tests with it on, then b1 / b32 timed with it on beside off.
+  BATCHDET_CUDA_PDL=1 step test_cuda_kernels-pdl 60 "$B/test_cuda_kernels"
+  BATCHDET_CUDA_PDL=1 BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    step test_cuda_model-damoT-pdl 90 "$B/test_cuda_model"
+  BATCHDET_CUDA_PDL=1 step test_cuda_detect-pdl 120 "$B/test_cuda_detect"
+  BATCHDET_CUDA_PDL=1 BD_DETECT_MODEL=$DAMO/Tsparse/model.onnx step test_cuda_detect-damoT-pdl 120 \
+    "$B/test_cuda_detect"
+  BATCHDET_CUDA_PDL=1 step test_pool-pdl 120 "$B/test_pool"
+  for bb in 1 32; do
+    BATCHDET_CUDA_PDL=1 step bench-damoT-b$bb-pdl 60 "$BD" bench --model "$DAMO/T/model.onnx" \
+      --device cuda --batch $bb --iters 20 --warmup 3
+    step bench-damoT-b$bb-nopdl 60 "$BD" bench --model "$DAMO/T/model.onnx" \
+      --device cuda --batch $bb --iters 20 --warmup 3
+  done
+  BATCHDET_CUDA_PDL=1 step bench-cuda-b1-pdl 45 "$BD" bench --model "$MODEL" --device cuda \
+    --batch 1 --iters 30 --warmup 5
+  step prof-damoT-b1 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 1 \
+    --iters 20 --warmup 3 --profile --profile-top 0
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
@@ -174,6 +193,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
+    bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
@@ -187,7 +207,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
       "$(grep -c -- '-> cuDNN' "$OUT/$f.log" 2>/dev/null)" \
       "$(grep -c 'WARNING (our tensor-core' "$OUT"/*.log 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')"
   done
-  for f in prof-nano-b32 prof-nano-b32-cudnn prof-damoT-b32 prof-damoT-b32-cudnn; do
+  for f in prof-nano-b32 prof-nano-b32-cudnn prof-damoT-b32 prof-damoT-b32-cudnn prof-damoT-b1; do
     [ -f "$OUT/$f.log" ] || continue
     printf -- '-- %s: %s\n' "$f" "$(grep -E '^(sum of medians|graph replay|graph - sum)' \
       "$OUT/$f.log" | cut -d: -f1 | tr -s ' ' | paste -sd ';')"

@@ -223,6 +223,147 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
+// ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128) ----
+// The same GEMM, tiles, warp layout and epilogue, but the k-slices reach shared memory
+// through cp.async (sm_80+: global -> shared without registers, zero-filled for padding
+// and edges) in a STAGES-deep ring: while one slice is multiplied the next STAGES-1 are
+// in flight, where k_conv_mma has one slice staged in registers. For the 3x3 layers
+// where ours trails cuDNN (first H100 run: 2x slower at 40x40x152 -> 192); chosen per
+// layer only where measured faster (bd_cuda_conv_choose).
+constexpr int STAGES = 3;
+
+template <int BM, int BN> struct SmemAsync {
+  static constexpr int LDC = BN + 4;
+  union {
+    struct {
+      bd_h16 a[STAGES][BM * LDS];
+      bd_h16 b[STAGES][BN * LDS];
+    } in;
+    float c[BM * LDC];
+  };
+};
+
+// 16 bytes global -> shared, or 16 zero bytes (ok false: g is not read).
+__device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 *g, bool ok) {
+#if defined(BD_KERNEL_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
+  *reinterpret_cast<uint4 *>(s) = ok ? *reinterpret_cast<const uint4 *>(g) : make_uint4(0, 0, 0, 0);
+#else
+  const unsigned sa = (unsigned)__cvta_generic_to_shared(s);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
+               "r"(ok ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if !defined(BD_KERNEL_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+#if !defined(BD_KERNEL_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+template <int BM, int BN>
+__global__ void __launch_bounds__(THREADS)
+    k_conv_mma_async(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
+                     const bd_h16 *__restrict__ w, const float *__restrict__ bias,
+                     const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+  static_assert((BM / 32) * (BN / 32) == THREADS / 32, "one 32x32 warp tile per warp");
+  static_assert(sizeof(SmemAsync<BM, BN>) <= 48 * 1024, "static shared memory");
+  constexpr int AC = BM * BK / 8 / THREADS, BC = (BN * BK / 8 + THREADS - 1) / THREADS;
+  constexpr int LDC = SmemAsync<BM, BN>::LDC;
+  __shared__ __align__(16) SmemAsync<BM, BN> sm;
+  const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
+  const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
+  const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
+  const int slices = (k_tot + BK - 1) / BK;
+  const int64_t m0 = (int64_t)blockIdx.x * BM;
+  const int n0 = blockIdx.y * BN;
+  ARow ar[AC];
+#pragma unroll
+  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * THREADS) / 4, n_pix, ldx);
+  KPos q = {0, 0, 0, 0}; // this thread's position in the next slice to issue: k = ki + kc
+  k_advance(p, q, kc);
+  int ki = 0;
+  // Slice at ki (this thread's chunks) into ring stage st, then the position moves on.
+  auto issue = [&](int st) {
+    bd_h16 *sa = sm.in.a[st], *sb = sm.in.b[st];
+#pragma unroll
+    for (int i = 0; i < AC; ++i) {
+      const bd_h16 *g = x;
+      bool ok = false;
+      if (ar[i].img && q.k < k_tot) {
+        const int iy = ar[i].iy0 + q.ky * p.dh, ix = ar[i].ix0 + q.kx * p.dw;
+        if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
+          g = ar[i].img + ((int64_t)iy * p.w + ix) * ldx + q.c;
+          ok = true;
+        }
+      }
+      cp16(&sa[((tid + i * THREADS) / 4) * LDS + kc], g, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < BC; ++i) {
+      const int idx = tid + i * THREADS, m = n0 + idx / 4;
+      if (idx >= BN * 4) continue;
+      const bool ok = m < p.m && ki + kc < k_tot;
+      cp16(&sb[(idx / 4) * LDS + kc], ok ? w + (int64_t)m * k_tot + ki + kc : w, ok);
+    }
+    ki += BK;
+    k_advance(p, q, BK);
+  };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < slices) issue(st);
+    cp_commit(); // one group per slice, empty or not: wait_group counts stay uniform
+  }
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
+  for (int t = 0; t < slices; ++t) {
+    // Slice t has landed (this thread's copies; the barrier: everyone's), and every warp
+    // is done with slice t - 1, whose stage the issue below refills.
+    cp_wait<STAGES - 2>();
+    __syncthreads();
+    if (t + STAGES - 1 < slices) issue((t + STAGES - 1) % STAGES);
+    cp_commit();
+    const bd_h16 *sa = sm.in.a[t % STAGES], *sb = sm.in.b[t % STAGES];
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+  }
+  cp_wait<0>();    // no copy may land in the ring that sm.c overlays
+  __syncthreads(); // and every warp is done with it
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * LDC + wn + 16 * j], acc[i][j], LDC,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < BM * BN / 8; e += THREADS) {
+    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
+    const int64_t pix = m0 + row;
+    const int oc = n0 + col;
+    if (pix >= n_pix || oc >= p.m) continue;
+    store8(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+  }
+}
+
 // Split-K, second step: per 8 channels of one output pixel, the parts' sums added in part
 // order (FP32), then bias, activation and residual as in k_conv_mma's epilogue.
 __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict__ part,
@@ -273,6 +414,18 @@ cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, co
   return cudaGetLastError();
 }
 
+template <int BM, int BN>
+cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                         const float *bias, const void *r, void *y, cudaStream_t s) {
+  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
+  if (n_pix == 0) return cudaSuccess;
+  const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
+  if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
+  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN>), dim3((unsigned)gx, (unsigned)gy), THREADS, s, *p,
+            (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y);
+  return cudaGetLastError();
+}
+
 } // namespace
 
 extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile,
@@ -292,6 +445,8 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);
   case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
   case 4: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s);
+  case 5: return launch_async<128, 64>(p, x, w, bias, r, y, s);
+  case 6: return launch_async<64, 128>(p, x, w, bias, r, y, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }

@@ -87,13 +87,13 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
                              const float *bias, const void *r, void *y, cudaStream_t stream);
 /* The same on block tile `tile` (0: 128 pixels x 64 channels, 1: 256 x 32, 2: 64 x 128;
  * 3: 64 x 128 and 4: 128 x 64 with the reduction split over blockIdx.z ("split-K", for
- * outputs too small to fill the GPU: batch 1, deep low-resolution layers); -1:
+ * outputs too small to fill the GPU: batch 1, deep low-resolution layers); 5: 128 x 64
+ * and 6: 64 x 128 with k-slices through a 3-deep cp.async ring ("async"); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 5
-#define BD_CONV_MMA_SPLIT_TILE0 3
+#define BD_CONV_MMA_TILES 7
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -108,6 +108,8 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
          : tile == 2 ? "64x128"
          : tile == 3 ? "64x128 split-K"
          : tile == 4 ? "128x64 split-K"
+         : tile == 5 ? "128x64 async"
+         : tile == 6 ? "64x128 async"
                      : "?";
 }
 /* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for
@@ -116,7 +118,7 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
  * grid is already that large, the reduction is short, or the partials would pass
  * BD_CONV_SPLIT_MAX_WS). A pure function of the shape: plan sizing and launch agree. */
 static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
-  if (tile < BD_CONV_MMA_SPLIT_TILE0) return 1;
+  if (tile != 3 && tile != 4) return 1;
   const int bm = tile == 3 ? 64 : 128, bn = tile == 3 ? 128 : 64;
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   const int64_t blocks = ((n_pix + bm - 1) / bm) * ((p->m + bn - 1) / bn);

@@ -29,6 +29,8 @@ static float act_f(double v, int act) {
   }
 }
 
+/* use_direct: 1 our direct kernel, 0 the layer (cuDNN or ours as the mode decides),
+ * 2 + t our tensor-core kernel on block tile t (bd_cuda_conv_mma_tiled). */
 static void run_case(const conv_case *cc, int use_direct) {
   const int N = 2, cg = cc->c / cc->group, mg = cc->m / cc->group;
   const int OH = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
@@ -76,7 +78,14 @@ static void run_case(const conv_case *cc, int use_direct) {
   bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
                           cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx, cc->ldy, cc->xzero};
   const void *rr = cc->res ? dr : NULL;
-  if (use_direct) {
+  if (use_direct >= 2) {
+    const int tile = use_direct - 2;
+    const size_t wsb = bd_cuda_conv_mma_ws_bytes(&p, tile);
+    if (wsb) assert_int_equal(cudaMalloc(&ws, wsb), cudaSuccess);
+    assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, dx, dw, dbias, rr, dy, ws, wsb, 0),
+                     cudaSuccess);
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+  } else if (use_direct) {
     assert_int_equal(bd_cuda_conv_direct(&p, dx, dw, dbias, rr, dy, 0), cudaSuccess);
   } else {
     void *h = NULL;
@@ -119,7 +128,9 @@ static void run_case(const conv_case *cc, int use_direct) {
       if (c < cc->m) got[i * cc->m + c] = tc_h162f(yb[i * ldy + c]);
       else assert_int_equal(yb[i * ldy + c], 0xFFFF);
     }
-  assert_int_equal(tc_compare(use_direct ? "direct" : "layer", got, want, ny, 2e-2f, 1e-2f), 0);
+  assert_int_equal(tc_compare(use_direct >= 2 ? bd_cuda_conv_mma_tile_name(use_direct - 2)
+                              : use_direct ? "direct" : "layer",
+                              got, want, ny, 2e-2f, 1e-2f), 0);
   cudaFree(dx);
   cudaFree(dw);
   cudaFree(dr);
@@ -165,6 +176,33 @@ static void test_conv_direct(void **state) {
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) run_case(&cases[i], 1);
 }
 
+/* Every block tile of our tensor-core kernel on the dense cases it takes (channels
+ * multiples of 8), plus deep reductions (18 and 54 k-slices: the async tiles' ring wraps
+ * many times; split tiles get several parts): against the same double reference. */
+static void test_conv_tiles(void **state) {
+  (void)state;
+  static const conv_case deep[] = {
+      {64, 96, 20, 18, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_POST_ACT, 0, 0, 0},
+      {192, 40, 6, 5, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 48, 0},
+  };
+  int ran = 0;
+  for (int t = 0; t < BD_CONV_MMA_TILES; ++t) {
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 2; ++i) {
+      const conv_case *cc = i < sizeof(cases) / sizeof(cases[0]) ? &cases[i] : &deep[i - sizeof(cases) / sizeof(cases[0])];
+      if (cc->group != 1 || cc->c % 8 || cc->m % 8 || cc->ldx % 8 || cc->ldy % 8) continue;
+      const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
+      const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
+      bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
+                              1, 1, cc->pt, cc->pl, 1, cc->act, cc->res, cc->ldx, cc->ldy, 0};
+      if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split tile that does not apply */
+      run_case(cc, 2 + t);
+      ++ran;
+    }
+  }
+  printf("%d tile runs\n", ran);
+  assert_true(ran >= 2 * BD_CONV_MMA_TILES);
+}
+
 static void test_conv_layer(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) run_case(&cases[i], 0);
@@ -174,6 +212,7 @@ int main(void) {
   TC_SKIP_IF_NO_DEVICE();
   tc_seed();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_conv_direct),
+                                     cmocka_unit_test(test_conv_tiles),
                                      cmocka_unit_test(test_conv_layer)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

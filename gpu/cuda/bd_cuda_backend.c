@@ -92,6 +92,10 @@ bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
                           bd_status (*enqueue)(bd_cuda_be *, bd_cuda_cplan *, int, bd_err *),
                           int arg, cudaGraph_t *graph, cudaGraphExec_t *exec, bd_err *err) {
   bd_status st = BD_OK;
+  /* The launches captured here carry programmatic dependent launch when this plan's
+   * batch wants it (the caller holds the capture lock: no other capture sees the
+   * switch; a launch outside a capture reads it 0 or 1, both correct). */
+  __atomic_store_n(&bd_cuda_pdl, cp->batch <= b->pdl_max_batch, __ATOMIC_RELAXED);
   for (int attempt = 0; attempt < 2; ++attempt) {
     cudaGraph_t g = NULL;
     /* Relaxed: a library call that queries the device during capture (cuDNN may) must
@@ -108,7 +112,7 @@ bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
     cudaError_t ie = cudaGraphInstantiate(exec, g, 0);
     if (ie == cudaSuccess) {
       *graph = g;
-      return BD_OK;
+      goto out;
     }
     cudaGraphDestroy(g);
     *exec = NULL;
@@ -117,6 +121,7 @@ bd_status bd_cuda_capture(bd_cuda_be *b, bd_cuda_cplan *cp,
       BD_CU(ie);
   }
 out:
+  __atomic_store_n(&bd_cuda_pdl, 0, __ATOMIC_RELAXED);
   return st;
 }
 
@@ -457,8 +462,10 @@ bd_status bd_cuda_backend_new_shared(const bd_graph *g, int device, bd_cuda_weig
     int major = 0;
     const char *e = getenv("BATCHDET_CUDA_PDL");
     BD_CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    if (major < 9) bd_cuda_pdl = 0; /* any older device in the process: off for all */
-    else if (e && !strcmp(e, "1")) bd_cuda_pdl = 1;
+    b->pdl_max_batch = major < 9                ? 0
+                       : !e || !strcmp(e, "auto") ? BD_CUDA_PDL_AUTO_BATCH
+                       : !strcmp(e, "1")          ? 1 << 30
+                                                  : 0;
   }
 #ifdef BD_HAVE_CUDNN
   {

@@ -9,7 +9,8 @@
 
 #include "bd_cuda_kernels.h"
 
-// Programmatic dependent launch (Hopper and later; bd_cuda_pdl, BATCHDET_CUDA_PDL=1):
+// Programmatic dependent launch (Hopper and later; bd_cuda_pdl, set per captured plan:
+// BATCHDET_CUDA_PDL, bd_cuda_internal.h):
 // every kernel of ours waits here, first, for the grids before it on the stream to end
 // and their writes to be visible; a launch with the attribute may then be scheduled
 // while its predecessor still runs, so the gap between two small kernels (b1: ~140 per
@@ -29,7 +30,7 @@ __device__ __forceinline__ void bd_pdl_wait() {
 template <typename... K, typename... A>
 static inline void bd_launch(void (*kernel)(K...), dim3 grid, dim3 block, cudaStream_t s,
                              A... args) {
-  if (!bd_cuda_pdl) {
+  if (!__atomic_load_n(&bd_cuda_pdl, __ATOMIC_RELAXED)) {
     kernel<<<grid, block, 0, s>>>(args...);
     return;
   }

@@ -18,8 +18,9 @@ extern "C" {
 #define BD_CUDA_MAX_RANK 6
 
 /* 1: our kernels launch with programmatic stream serialization (bd_cuda_common.cuh,
- * bd_pdl_wait); set by the backend (BATCHDET_CUDA_PDL=1, devices of compute capability
- * 9.0 and later only). Process-wide; read at each launch (and so at graph capture). */
+ * bd_pdl_wait). Process-wide, read at each launch (atomically); the backend sets it
+ * around each graph capture under the capture lock, by the plan's batch
+ * (BATCHDET_CUDA_PDL, compute capability 9.0+), and leaves it 0 otherwise. */
 extern int bd_cuda_pdl;
 
 /* BD_CT_H16 is the backend's 16-bit storage type: IEEE half, or bfloat16 in builds with

@@ -116,6 +116,35 @@ __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float 
   *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
 }
 
+// One warp's 32x32 of a k-slice (BK) from the shared tiles: 2x2 WMMA fragments, FP32.
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+__device__ __forceinline__ void mma_slice(Acc (&acc)[2][2], const bd_h16 *sa, const bd_h16 *sb,
+                                          int wm, int wn) {
+#pragma unroll
+  for (int kk = 0; kk < BK; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+  }
+}
+
+// One warp's accumulators into the shared FP32 tile c (ldc floats a row).
+__device__ __forceinline__ void store_acc(Acc (&acc)[2][2], float *c, int ldc, int wm, int wn) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&c[(wm + 16 * i) * ldc + wn + 16 * j], acc[i][j], ldc,
+                              wmma::mem_row_major);
+}
+
 template <int BM, int BN>
 __global__ void __launch_bounds__(THREADS)
     k_conv_mma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
@@ -144,7 +173,7 @@ __global__ void __launch_bounds__(THREADS)
   KPos q = {0, 0, 0, 0};
   k_advance(p, q, kb + kc);
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  Acc acc[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -184,28 +213,11 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
       for (int i = 0; i < BC; ++i) rb[i] = load_b(i, k1);
     }
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
+    mma_slice(acc, sa, sb, wm, wn);
   }
   __syncthreads(); // every warp is done with the input tiles that sm.c overlays
   // Accumulators -> shared -> epilogue, 8 channels a store.
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * LDC + wn + 16 * j], acc[i][j], LDC,
-                              wmma::mem_row_major);
+  store_acc(acc, sm.c, LDC, wm, wn);
   __syncthreads();
   for (int e = tid; e < BM * BN / 8; e += THREADS) {
     const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
@@ -318,7 +330,7 @@ __global__ void __launch_bounds__(THREADS)
     if (st < slices) issue(st);
     cp_commit(); // one group per slice, empty or not: wait_group counts stay uniform
   }
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  Acc acc[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -332,28 +344,11 @@ __global__ void __launch_bounds__(THREADS)
     if (t + STAGES - 1 < slices) issue((t + STAGES - 1) % STAGES);
     cp_commit();
     const bd_h16 *sa = sm.in.a[t % STAGES], *sb = sm.in.b[t % STAGES];
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
+    mma_slice(acc, sa, sb, wm, wn);
   }
   cp_wait<0>();    // no copy may land in the ring that sm.c overlays
   __syncthreads(); // and every warp is done with it
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * LDC + wn + 16 * j], acc[i][j], LDC,
-                              wmma::mem_row_major);
+  store_acc(acc, sm.c, LDC, wm, wn);
   __syncthreads();
   for (int e = tid; e < BM * BN / 8; e += THREADS) {
     const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;

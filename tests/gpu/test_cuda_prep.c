@@ -20,6 +20,26 @@
 
 enum { OW = 416, OH = 416, MAXIMG = 16 };
 
+/* The two layouts detection uses: the input itself (pitch 3), and a Focus stem's Concat
+ * of a w x h input (YOLOX's slice order, 12 channels padded to 16). */
+static bd_cuda_prep_layout plain_layout(int w, int h) {
+  bd_cuda_prep_layout lo = {.stride = 1, .out_w = w, .out_h = h, .pitch = 3, .n_pieces = 1};
+  lo.piece[0].nc = 3;
+  return lo;
+}
+static bd_cuda_prep_layout focus_layout(int w, int h) {
+  bd_cuda_prep_layout lo = {.stride = 2, .out_w = w / 2, .out_h = h / 2, .pitch = 16,
+                            .n_pieces = 4};
+  static const int fo[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}}; /* (oy, ox) per piece */
+  for (int k = 0; k < 4; ++k) {
+    lo.piece[k].oy = fo[k][0];
+    lo.piece[k].ox = fo[k][1];
+    lo.piece[k].nc = 3;
+    lo.piece[k].ch = 3 * k;
+  }
+  return lo;
+}
+
 /* n images: sizes[i] = {w, h}; pixels from photos[i] when given, else random. */
 static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_image *photos) {
   bd_cuda_prep_desc desc[MAXIMG];
@@ -66,17 +86,7 @@ static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_ima
   /* 16-bit NHWC through the two layouts detection uses: the input itself (pitch 3), and
    * a Focus stem's Concat (YOLOX's slice order, 12 channels padded to 16): the same
    * levels (integers, exact in 16 bits), zeros in the padding. */
-  bd_cuda_prep_layout plain = {.stride = 1, .out_w = OW, .out_h = OH, .pitch = 3, .n_pieces = 1};
-  plain.piece[0].nc = 3;
-  bd_cuda_prep_layout focus = {.stride = 2, .out_w = OW / 2, .out_h = OH / 2, .pitch = 16,
-                               .n_pieces = 4};
-  static const int fo[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}}; /* (oy, ox) per piece */
-  for (int k = 0; k < 4; ++k) {
-    focus.piece[k].oy = fo[k][0];
-    focus.piece[k].ox = fo[k][1];
-    focus.piece[k].nc = 3;
-    focus.piece[k].ch = 3 * k;
-  }
+  bd_cuda_prep_layout plain = plain_layout(OW, OH), focus = focus_layout(OW, OH);
   const bd_cuda_prep_layout *los[2] = {&plain, &focus};
   for (int l = 0; l < 2; ++l) {
     const bd_cuda_prep_layout *lo = los[l];
@@ -132,17 +142,7 @@ static void test_layout_f32(void **state) {
   assert_non_null(x);
   for (size_t i = 0; i < nin; ++i) x[i] = tc_uniform(-3.0f, 300.0f);
   void *dx = tc_dev_copy(x, nin * sizeof(float));
-  bd_cuda_prep_layout plain = {.stride = 1, .out_w = W, .out_h = H, .pitch = 3, .n_pieces = 1};
-  plain.piece[0].nc = 3;
-  bd_cuda_prep_layout focus = {.stride = 2, .out_w = W / 2, .out_h = H / 2, .pitch = 16,
-                               .n_pieces = 4};
-  static const int fo[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
-  for (int k = 0; k < 4; ++k) {
-    focus.piece[k].oy = fo[k][0];
-    focus.piece[k].ox = fo[k][1];
-    focus.piece[k].nc = 3;
-    focus.piece[k].ch = 3 * k;
-  }
+  bd_cuda_prep_layout plain = plain_layout(W, H), focus = focus_layout(W, H);
   const bd_cuda_prep_layout *los[2] = {&plain, &focus};
   for (int l = 0; l < 2; ++l) {
     const bd_cuda_prep_layout *lo = los[l];

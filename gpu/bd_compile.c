@@ -670,6 +670,8 @@ static int dfl_walk(const ctx_t *c, int v, int a, int64_t R, dfl_set *s, int dep
     return dfl_walk(c, x, src, R, s, depth + 1);
   }
   case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE: {
+    /* a Squeeze of "all 1s" that found none would, re-resolved, drop the size-1 bins */
+    if (nd->op == BD_OP_SQUEEZE && nd->p.unsq.n == 0) return 0;
     int ia = reshape_axis_back(xv->dims, xv->rank, val->dims, a);
     if (ia < 0) return 0;
     if (nd->op == BD_OP_RESHAPE) {

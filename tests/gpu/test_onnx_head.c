@@ -1,6 +1,7 @@
 /* A generated DAMO-like head (tests/gpu/models/gen_head.py, B0 = 2, opset 11 and 13):
- * Shape-built Reshape targets fold, the no-op Cast goes, the integral fuses (fuse_dfl), baked-B0
- * Reshape targets and the B0-row stride constant re-batch. Expected shapes follow from the generator. */
+ * Shape-built Reshape targets fold, the no-op Cast goes, the integral fuses (fuse_dfl),
+ * baked-B0 Reshape targets and the B0-row stride constant re-batch. Expected shapes
+ * follow from the generator. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

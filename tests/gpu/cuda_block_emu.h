@@ -246,10 +246,18 @@ inline void emu_work_drop(void *p) {
   delete static_cast<emu_work *>(p);
 }
 
+// Launches made while the backend's programmatic-dependent-launch switch was on
+// (bd_cuda_kernels.h; cuda_rt_emu.c counts them): the attribute means nothing here, but
+// which graphs would carry it is the backend's policy, and tests check it.
+extern "C" int bd_cuda_pdl;
+extern "C" long bd_emu_pdl_launches;
+
 // One launch of kernel k: the configuration checked as the GPU would, the arguments
 // copied now, the grid run as device work on stream s.
 template <typename K, typename... A>
 void emu_kernel(cudaStream_t s, dim3 grid, dim3 block, K k, A... a) {
+  if (__atomic_load_n(&bd_cuda_pdl, __ATOMIC_RELAXED))
+    __atomic_add_fetch(&bd_emu_pdl_launches, 1, __ATOMIC_RELAXED);
   if (block.x < 1 || block.x > 1024 || block.y != 1 || block.z != 1 || grid.x < 1 ||
       grid.y < 1 || grid.y > 65535 || grid.z < 1 || grid.z > 65535) {
     fprintf(stderr, "cuda emulation: invalid launch configuration (%u,%u,%u) x %u\n", grid.x,

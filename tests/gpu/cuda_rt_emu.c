@@ -453,12 +453,16 @@ cudaError_t cudaGetDevice(int *d) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
-/* The emulated device answers as an sm_80 (no programmatic dependent launch). */
+/* The emulated device answers as an sm_80 (no programmatic dependent launch), or as
+ * $BD_EMU_SM (90: a Hopper, for the backend's launch policy; nothing else changes). */
 cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int device) {
   (void)device;
-  *v = a == cudaDevAttrComputeCapabilityMajor ? 8 : 0;
+  const char *sm = getenv("BD_EMU_SM");
+  *v = a == cudaDevAttrComputeCapabilityMajor ? (sm && atoi(sm) > 0 ? atoi(sm) / 10 : 8) : 0;
   return cudaSuccess;
 }
+/* Kernel launches made with bd_cuda_pdl on (cuda_block_emu.h). */
+long bd_emu_pdl_launches;
 /* bd_cuda_probe's count, which bd_pool asks: the one emulated GPU. */
 int bd_cuda_device_count(void) { return 1; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }

@@ -155,18 +155,37 @@ static void test_batch8(void **state) {
   run_batch(b && atoi(b) > 0 ? atoi(b) : 8);
 }
 
-/* Two plans on one instance: each keeps its own captured graph and arena. */
+/* Over the kernel emulation (cuda_rt_emu.c), launches made with programmatic dependent
+ * launch on; absent elsewhere (weak). */
+extern long bd_emu_pdl_launches __attribute__((weak));
+
+/* Two plans on one instance: each keeps its own captured graph and arena. The second
+ * plan's batch is $BD_CUDA_PLAN2 (default 2). With $BD_EXPECT_PDL_MAX over the kernel
+ * emulation (answering as a Hopper, BD_EMU_SM=90): the graphs of plans up to that batch
+ * are captured with programmatic dependent launch, the others without. */
 static void test_two_plans(void **state) {
   (void)state;
   if (getenv("BD_CUDA_INPUT")) skip();
   bd_err err = {0};
   bd_plan *p1 = NULL, *p2 = NULL;
   bd_backend *gpu = NULL;
+  const char *b2 = getenv("BD_CUDA_PLAN2"), *pm = getenv("BD_EXPECT_PDL_MAX");
+  const int batch2 = b2 && atoi(b2) > 0 ? atoi(b2) : 2;
   check(bd_plan_new(g_graph, 1, &p1, &err), &err, "plan 1");
-  check(bd_plan_new(g_graph, 2, &p2, &err), &err, "plan 2");
+  check(bd_plan_new(g_graph, batch2, &p2, &err), &err, "plan 2");
   check(bd_cuda_backend_new(g_graph, 0, &gpu, &err), &err, "cuda backend");
+  long l0 = &bd_emu_pdl_launches ? bd_emu_pdl_launches : 0;
   check(bd_backend_prepare(gpu, p1, &err), &err, "prepare 1");
+  long l1 = &bd_emu_pdl_launches ? bd_emu_pdl_launches : 0;
   check(bd_backend_prepare(gpu, p2, &err), &err, "prepare 2");
+  long l2 = &bd_emu_pdl_launches ? bd_emu_pdl_launches : 0;
+  if (pm) {
+    if (!&bd_emu_pdl_launches) fail_msg("BD_EXPECT_PDL_MAX needs the kernel emulation");
+    printf("PDL launches: batch 1 plan %ld, batch %d plan %ld (expected on up to batch %s)\n",
+           l1 - l0, batch2, l2 - l1, pm);
+    assert_int_equal(l1 - l0 > 0, 1 <= atoi(pm));
+    assert_int_equal(l2 - l1 > 0, batch2 <= atoi(pm));
+  }
   check(bd_backend_prepare(gpu, p1, &err), &err, "prepare 1 again");
   int v = g_graph->inputs[0], o = g_graph->outputs[0];
   float *in2 = calloc((size_t)numel(p2, v), 4), *out2 = malloc((size_t)numel(p2, o) * 4);

@@ -131,17 +131,23 @@ static int is_f32_const(const bd_graph *g, int v) {
   return v >= 0 && g->values[v].data && g->values[v].dtype == BD_DT_F32;
 }
 
-/* A new constant value (copy of data); returns index or -1. Invalidates value pointers. */
-static int new_const(bd_graph *g, const char *base, int rank, const int64_t *dims, float *data) {
+/* A new constant value of type dt that takes data (malloc'd; freed here on failure);
+ * returns its index or -1. Invalidates value pointers. */
+static int new_const_of(bd_graph *g, const char *base, bd_dtype dt, int rank, const int64_t *dims,
+                        void *data) {
   char name[300];
   snprintf(name, sizeof name, "%s#c%d", base, g->n_values);
-  int v = bd_graph_add_value(g, name, BD_DT_F32, rank, dims);
+  int v = bd_graph_add_value(g, name, dt, rank, dims);
   if (v < 0) {
     free(data);
     return -1;
   }
   g->values[v].data = data;
   return v;
+}
+
+static int new_const(bd_graph *g, const char *base, int rank, const int64_t *dims, float *data) {
+  return new_const_of(g, base, BD_DT_F32, rank, dims, data);
 }
 
 static bd_status set_wb(ctx_t *c, int p, float *w, float *b, bd_err *err);
@@ -697,13 +703,11 @@ static bd_status dfl_rewrite(ctx_t *c, int m, const dfl_set *s, int *done, bd_er
     bd_node *nd = &g->nodes[s->node[i]];
     if (nd->op != BD_OP_RESHAPE) continue;
     const bd_value *t = &g->values[nd->in[1]];
-    int n = (int)t->dims[0];
-    int64_t dims[1] = {n};
-    char name[300];
-    size_t es = bd_dtype_size(t->dtype);
-    void *d = malloc(es * (size_t)n);
+    const int64_t dims[1] = {t->dims[0]};
+    const size_t bytes = bd_dtype_size(t->dtype) * (size_t)dims[0];
+    void *d = malloc(bytes);
     if (!d) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    memcpy(d, t->data, es * (size_t)n);
+    memcpy(d, t->data, bytes);
     if (t->dtype == BD_DT_I64) {
       int64_t *q = d;
       if (q[s->axis[i]] > 0) q[s->axis[i]] = 1;
@@ -711,14 +715,8 @@ static bd_status dfl_rewrite(ctx_t *c, int m, const dfl_set *s, int *done, bd_er
       int32_t *q = d;
       if (q[s->axis[i]] > 0) q[s->axis[i]] = 1;
     }
-    snprintf(name, sizeof name, "%s#dfl%d", t->name, g->n_values);
-    bd_dtype dt = t->dtype;
-    int v = bd_graph_add_value(g, name, dt, 1, dims);
-    if (v < 0) {
-      free(d);
-      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    }
-    g->values[v].data = d;
+    int v = new_const_of(g, t->name, t->dtype, 1, dims, d);
+    if (v < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
     g->nodes[s->node[i]].in[1] = v;
   }
   bd_node *mm = &g->nodes[m];
@@ -768,8 +766,7 @@ static bd_status fuse_dfl(ctx_t *c, int *count, bd_err *err) {
     dfl_set s = {0};
     if (!dfl_walk(c, nd->in[0], av->rank - 1, R, &s, 0)) continue;
     if ((st = dfl_rewrite(c, i, &s, &done, err))) break;
-    if ((st = grow_book(c, err))) break;
-    recount(c);
+    if ((st = grow_book(c, err))) break; /* new constants; recounts */
   }
   if (st == BD_OK && done) st = forward(g, 0, NULL, err);
   *count = done;

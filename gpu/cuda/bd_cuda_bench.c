@@ -159,7 +159,7 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
     r->rank = 4;
     r->dims[0] = p->batch, r->dims[1] = cp->rd_lo.pitch, r->dims[2] = cp->rd_lo.out_h;
     r->dims[3] = cp->rd_lo.out_w;
-    r->bytes = n * 4 + (double)p->batch * cp->rd_lo.out_h * cp->rd_lo.out_w * cp->rd_lo.pitch * 2;
+    r->bytes = n * 4 + (double)bd_cuda_prep_layout_bytes(&cp->rd_lo, p->batch);
     return;
   }
   if (a->kind == BD_A_ZERO) { /* written once, channels padded */

@@ -85,15 +85,29 @@ __device__ __forceinline__ void k_advance(const bd_cuda_conv_shape &p, KPos &q, 
   }
 }
 
-// The 16 bytes of A (8 channels of one input pixel) for row r at position q (c a
-// multiple of 8), or zeros (past the last pixel or k, or padding).
+// Where the 16 bytes of A (8 channels of one input pixel) for row r at position q (c a
+// multiple of 8) are, or nullptr where they are zeros (past the last pixel or k, or
+// padding).
+__device__ __forceinline__ const bd_h16 *a_src(const bd_cuda_conv_shape &p, const ARow &r,
+                                               const KPos &q, int k_tot, int ldx) {
+  if (!r.img || q.k >= k_tot) return nullptr;
+  const int iy = r.iy0 + q.ky * p.dh, ix = r.ix0 + q.kx * p.dw;
+  if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) return nullptr;
+  return r.img + ((int64_t)iy * p.w + ix) * ldx + q.c;
+}
+
+// Those 16 bytes (a_src), zeros where it gives none.
 __device__ __forceinline__ uint4 load_a(const bd_cuda_conv_shape &p, const ARow &r, const KPos &q,
                                         int k_tot, int ldx) {
-  uint4 v = make_uint4(0, 0, 0, 0);
-  if (!r.img || q.k >= k_tot) return v;
-  const int iy = r.iy0 + q.ky * p.dh, ix = r.ix0 + q.kx * p.dw;
-  if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) return v;
-  return *reinterpret_cast<const uint4 *>(r.img + ((int64_t)iy * p.w + ix) * ldx + q.c);
+  const bd_h16 *s = a_src(p, r, q, k_tot, ldx);
+  return s ? *reinterpret_cast<const uint4 *>(s) : make_uint4(0, 0, 0, 0);
+}
+
+// The 16 bytes of B (8 reduction positions of output channel m's weight row) at
+// position k, or nullptr where they are zeros (past the last channel or k).
+__device__ __forceinline__ const bd_h16 *b_src(const bd_cuda_conv_shape &p, const bd_h16 *w,
+                                               int m, int k, int k_tot) {
+  return m < p.m && k < k_tot ? w + (int64_t)m * k_tot + k : nullptr;
 }
 
 // The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
@@ -135,6 +149,13 @@ __device__ __forceinline__ void mma_slice(Acc (&acc)[2][2], const bd_h16 *sa, co
   }
 }
 
+__device__ __forceinline__ void zero_acc(Acc (&acc)[2][2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+}
+
 // One warp's accumulators into the shared FP32 tile c (ldc floats a row).
 __device__ __forceinline__ void store_acc(Acc (&acc)[2][2], float *c, int ldc, int wm, int wn) {
 #pragma unroll
@@ -174,19 +195,15 @@ __global__ void __launch_bounds__(THREADS)
   k_advance(p, q, kb + kc);
 
   Acc acc[2][2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  zero_acc(acc);
   const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32; // this warp's 32x32
 
   uint4 ra[AC], rb[BC];
   // B chunk i: weight row n0 + (tid + i*THREADS)/4 (a channel) at k + kc, or zeros.
   auto load_b = [&](int i, int k) {
-    const int idx = tid + i * THREADS, m = n0 + idx / 4;
-    return idx < BN * 4 && m < p.m && k + kc < k_tot
-               ? *reinterpret_cast<const uint4 *>(w + (int64_t)m * k_tot + k + kc)
-               : make_uint4(0, 0, 0, 0);
+    const int idx = tid + i * THREADS;
+    const bd_h16 *s = idx < BN * 4 ? b_src(p, w, n0 + idx / 4, k + kc, k_tot) : nullptr;
+    return s ? *reinterpret_cast<const uint4 *>(s) : make_uint4(0, 0, 0, 0);
   };
 #pragma unroll
   for (int i = 0; i < AC; ++i) ra[i] = load_a(p, ar[i], q, k_tot, ldx);
@@ -304,23 +321,15 @@ __global__ void __launch_bounds__(THREADS)
     bd_h16 *sa = sm.in.a[st], *sb = sm.in.b[st];
 #pragma unroll
     for (int i = 0; i < AC; ++i) {
-      const bd_h16 *g = x;
-      bool ok = false;
-      if (ar[i].img && q.k < k_tot) {
-        const int iy = ar[i].iy0 + q.ky * p.dh, ix = ar[i].ix0 + q.kx * p.dw;
-        if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
-          g = ar[i].img + ((int64_t)iy * p.w + ix) * ldx + q.c;
-          ok = true;
-        }
-      }
-      cp16(&sa[((tid + i * THREADS) / 4) * LDS + kc], g, ok);
+      const bd_h16 *g = a_src(p, ar[i], q, k_tot, ldx);
+      cp16(&sa[((tid + i * THREADS) / 4) * LDS + kc], g ? g : x, g != nullptr);
     }
 #pragma unroll
     for (int i = 0; i < BC; ++i) {
-      const int idx = tid + i * THREADS, m = n0 + idx / 4;
+      const int idx = tid + i * THREADS;
       if (idx >= BN * 4) continue;
-      const bool ok = m < p.m && ki + kc < k_tot;
-      cp16(&sb[(idx / 4) * LDS + kc], ok ? w + (int64_t)m * k_tot + ki + kc : w, ok);
+      const bd_h16 *g = b_src(p, w, n0 + idx / 4, ki + kc, k_tot);
+      cp16(&sb[(idx / 4) * LDS + kc], g ? g : w, g != nullptr);
     }
     ki += BK;
     k_advance(p, q, BK);
@@ -331,10 +340,7 @@ __global__ void __launch_bounds__(THREADS)
     cp_commit(); // one group per slice, empty or not: wait_group counts stay uniform
   }
   Acc acc[2][2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  zero_acc(acc);
   const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
   for (int t = 0; t < slices; ++t) {
     // Slice t has landed (this thread's copies; the barrier: everyone's), and every warp

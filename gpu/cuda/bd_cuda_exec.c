@@ -1395,8 +1395,7 @@ static int direct_focus(const bd_graph *g, const bd_cuda_cplan *cp, int v,
     const int64_t S = vi.strides[3], c0 = off / HW, oy = off % HW / W, ox = off % W;
     if (S < 1 || S > 8 || vi.strides[2] != S * W || vi.strides[1] != HW ||
         vi.strides[0] != 3 * HW || yd[2] != ud[2] || yd[3] != ud[3] || c0 + yd[1] > 3 ||
-        oy + S * (yd[2] - 1) >= H || ox + S * (yd[3] - 1) >= W || (k && S != lo->stride) ||
-        planned_pitch(cp, y) != lo->pitch)
+        (k && S != lo->stride) || planned_pitch(cp, y) != lo->pitch)
       return 0;
     lo->stride = (int)S;
     lo->piece[k].oy = (int)oy;
@@ -1405,7 +1404,7 @@ static int direct_focus(const bd_graph *g, const bd_cuda_cplan *cp, int v,
     lo->piece[k].nc = (int)yd[1];
     lo->piece[k].ch = (int)cp->alias_ch[y];
   }
-  if (!bd_cuda_prep_layout_ok(lo)) return 0;
+  if (!bd_cuda_prep_layout_ok(lo) || !bd_cuda_prep_layout_inside(lo, (int)H, (int)W)) return 0;
   for (int k = 0; k < n_pieces; ++k) {
     int ai = find_action(cp, BD_A_OP, -1, pieces[k]);
     if (ai < 0) return 0;
@@ -1437,7 +1436,7 @@ bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err
     const int64_t *d = cp->plan->dims[v];
     const char *in = cp->buf[v][BD_REP_F32], *o = dst;
     const size_t in_bytes = (size_t)numel_of(cp->plan, v) * 4;
-    const size_t o_bytes = (size_t)d[0] * lo.out_h * lo.out_w * lo.pitch * 2;
+    const size_t o_bytes = bd_cuda_prep_layout_bytes(&lo, d[0]);
     /* the kernel reads the input while it writes: the two must not share a byte */
     if (in && o && (o + o_bytes <= in || in + in_bytes <= o)) {
       int w = 0; /* at least one action goes: the layout action fits */

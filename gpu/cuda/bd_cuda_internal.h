@@ -324,13 +324,15 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
  * only through Slices written in place as that Concat's pieces) - so that the actions
  * making it from the FP32 input are left out of the detection runs. 1 with *lo, *dst
  * and skip[i] = 1 for each action left out (skip: cp->n_acts entries); 0: neither. */
+int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,
+                        void **dst, unsigned char *skip);
+/* On unless BATCHDET_CUDA_PREP16=0 (detection's pre-processing and the raw path's layout
+ * action then leave the plan's actions as they are). */
+int bd_cuda_prep16_enabled(void);
 /* The raw network path's input layout (after planning, before the first run): when
  * bd_cuda_prep_direct finds one (and BATCHDET_CUDA_PREP16 is not 0), the actions it
  * replaces go and one BD_A_LAYOUT action comes first (cp->rd_*). */
-int bd_cuda_prep16_enabled(void);
 bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
-int bd_cuda_prep_direct(const bd_cuda_be *b, const bd_cuda_cplan *cp, bd_cuda_prep_layout *lo,
-                        void **dst, unsigned char *skip);
 /* The representation in which layout-agnostic ops read value v (its primary when it
  * has a buffer, else whichever exists); for the profile's byte estimate. */
 int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v);

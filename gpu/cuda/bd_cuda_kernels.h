@@ -234,6 +234,19 @@ static inline int bd_cuda_prep_layout_ok(const bd_cuda_prep_layout *lo) {
       return 0;
   return 1;
 }
+/* 1 when every pixel a well-formed layout lo reads lies inside an in_h x in_w input. */
+static inline int bd_cuda_prep_layout_inside(const bd_cuda_prep_layout *lo, int in_h, int in_w) {
+  if (in_h < 1 || in_w < 1) return 0;
+  for (int k = 0; k < lo->n_pieces; ++k)
+    if (lo->piece[k].oy + (int64_t)lo->stride * (lo->out_h - 1) >= in_h ||
+        lo->piece[k].ox + (int64_t)lo->stride * (lo->out_w - 1) >= in_w)
+      return 0;
+  return 1;
+}
+/* The bytes layout lo writes for n images. */
+static inline size_t bd_cuda_prep_layout_bytes(const bd_cuda_prep_layout *lo, int64_t n) {
+  return (size_t)n * lo->out_h * lo->out_w * lo->pitch * 2;
+}
 /* The network's FP32 NCHW input [n][3][in_h][in_w] as 16-bit NHWC through layout lo
  * (16-bit rounding to nearest even; zeros in the channels no piece writes): the raw
  * network path's first action when the plan has such a layout (bd_cuda_raw_direct). */

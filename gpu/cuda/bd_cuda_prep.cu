@@ -151,11 +151,8 @@ __global__ void k_layout_f32(const float *__restrict__ src, int n, int in_h, int
 extern "C" cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
                                               const bd_cuda_prep_layout *lo, void *dst,
                                               cudaStream_t s) {
-  if (n < 1 || in_h < 1 || in_w < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
-  for (int k = 0; k < lo->n_pieces; ++k) /* every pixel read inside the input */
-    if (lo->piece[k].oy + (int64_t)lo->stride * (lo->out_h - 1) >= in_h ||
-        lo->piece[k].ox + (int64_t)lo->stride * (lo->out_w - 1) >= in_w)
-      return cudaErrorInvalidValue;
+  if (n < 1 || !bd_cuda_prep_layout_ok(lo) || !bd_cuda_prep_layout_inside(lo, in_h, in_w))
+    return cudaErrorInvalidValue;
   int64_t total = (int64_t)n * lo->out_w * lo->out_h;
   int vec = lo->pitch % 8 == 0 && (uintptr_t)dst % 16 == 0;
   BD_LAUNCH(k_layout_f32, bd_grid(total, 256), 256, s, src, n, in_h, in_w, *lo, vec,

@@ -421,11 +421,8 @@ cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_des
 cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
                                    const bd_cuda_prep_layout *lo, void *dst, cudaStream_t s) {
   (void)s;
-  if (n < 1 || in_h < 1 || in_w < 1 || !bd_cuda_prep_layout_ok(lo)) return cudaErrorInvalidValue;
-  for (int k = 0; k < lo->n_pieces; ++k)
-    if (lo->piece[k].oy + (int64_t)lo->stride * (lo->out_h - 1) >= in_h ||
-        lo->piece[k].ox + (int64_t)lo->stride * (lo->out_w - 1) >= in_w)
-      return cudaErrorInvalidValue;
+  if (n < 1 || !bd_cuda_prep_layout_ok(lo) || !bd_cuda_prep_layout_inside(lo, in_h, in_w))
+    return cudaErrorInvalidValue;
   bd_emu_tick();
   float *o = bd_emu_shadow(dst);
   const size_t plane = (size_t)lo->out_w * lo->out_h, in_plane = (size_t)in_h * in_w;

@@ -15,7 +15,7 @@
 // per k-slice suffices. A thread's A rows (output pixels) are decomposed once and its k
 // position walks the (ky, kx, c) order by additions: no division per load. The
 // accumulators go through shared memory to the epilogue, which writes 8 channels per
-// 16-byte store. x and y may be channel slices of wider tensors (ldx, ldy: multiples of
+// 16-byte store (one channel a store where M % 8 != 0: store_tail). x and y may be channel slices of wider tensors (ldx, ldy: multiples of
 // 8). Split tiles (split-K): blockIdx.z takes one part of the k range (whole 32-slices),
 // its block writes FP32 partial sums to the workspace instead of the epilogue, and
 // k_splitk_epilogue adds the parts in order and runs the epilogue.
@@ -130,6 +130,34 @@ __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float 
   *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
 }
 
+// The same for the last channels of a layer whose M is not a multiple of 8 (the 68
+// regression channels of DAMO-YOLO's head, yolox's 1- and 4-channel predictions): the up
+// to 8 channels oc.. that exist, one 16-bit store each (y, r need no 16-byte alignment;
+// ldy is any pitch >= M).
+__device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const float *acc,
+                                           const float *__restrict__ bias,
+                                           const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
+                                           int64_t pix, int oc) {
+  const int n = p.m - oc < 8 ? p.m - oc : 8;
+  bd_h16 *o = y + pix * (p.ldy ? p.ldy : p.m) + oc;
+  for (int j = 0; j < n; ++j) {
+    const float rv = r ? bd_ld(r[pix * p.m + oc + j]) : 0.0f;
+    o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
+  }
+}
+
+// An epilogue group: store8 where M is a multiple of 8 (uniform over the launch), else
+// store_tail.
+__device__ __forceinline__ void store_group(const bd_cuda_conv_shape &p, const float *acc,
+                                            const float *__restrict__ bias,
+                                            const bd_h16 *__restrict__ r,
+                                            bd_h16 *__restrict__ y, int64_t pix, int oc) {
+  if (p.m % 8 == 0)
+    store8(p, acc, bias, r, y, pix, oc);
+  else
+    store_tail(p, acc, bias, r, y, pix, oc);
+}
+
 // One warp's 32x32 of a k-slice (BK) from the shared tiles: 2x2 WMMA fragments, FP32.
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
 __device__ __forceinline__ void mma_slice(Acc (&acc)[2][2], const bd_h16 *sa, const bd_h16 *sb,
@@ -240,15 +268,16 @@ __global__ void __launch_bounds__(THREADS)
     const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
     const int64_t pix = m0 + row;
     const int oc = n0 + col;
-    if (pix >= n_pix || oc >= p.m) continue; // M % 8 == 0: 8 channels all in or all out
-    if (part) { // split: this part's sums, [z][pixel][channel]
+    if (pix >= n_pix || oc >= p.m) continue; // the last group may be partial (store_group)
+    if (part) { // split: this part's sums, [z][pixel][channel], M rounded up to 8
       const float *cr = &sm.c[row * LDC + col];
-      float4 *o = reinterpret_cast<float4 *>(part + ((int64_t)blockIdx.z * n_pix + pix) * p.m + oc);
+      const int m8 = (p.m + 7) & ~7;
+      float4 *o = reinterpret_cast<float4 *>(part + ((int64_t)blockIdx.z * n_pix + pix) * m8 + oc);
       o[0] = make_float4(cr[0], cr[1], cr[2], cr[3]);
       o[1] = make_float4(cr[4], cr[5], cr[6], cr[7]);
       continue;
     }
-    store8(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+    store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
   }
 }
 
@@ -361,7 +390,7 @@ __global__ void __launch_bounds__(THREADS)
     const int64_t pix = m0 + row;
     const int oc = n0 + col;
     if (pix >= n_pix || oc >= p.m) continue;
-    store8(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+    store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
   }
 }
 
@@ -371,13 +400,14 @@ __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict_
                                   int splits, const float *__restrict__ bias,
                                   const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
-  const int64_t n_pix = (int64_t)p.n * p.oh * p.ow, groups = n_pix * (p.m / 8);
-  const int64_t stride = n_pix * p.m;
+  const int m8 = (p.m + 7) & ~7; // the partials' channels a pixel
+  const int64_t n_pix = (int64_t)p.n * p.oh * p.ow, groups = n_pix * (m8 / 8);
+  const int64_t stride = n_pix * m8;
   for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < groups;
        g += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t pix = g / (p.m / 8);
-    const int oc = (int)(g % (p.m / 8)) * 8;
-    const int64_t o = pix * p.m + oc;
+    const int64_t pix = g / (m8 / 8);
+    const int oc = (int)(g % (m8 / 8)) * 8;
+    const int64_t o = pix * m8 + oc;
     float acc[8];
     {
       const float4 *q = reinterpret_cast<const float4 *>(part + o);
@@ -391,7 +421,7 @@ __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict_
       acc[0] += a.x, acc[1] += a.y, acc[2] += a.z, acc[3] += a.w;
       acc[4] += b.x, acc[5] += b.y, acc[6] += b.z, acc[7] += b.w;
     }
-    store8(p, acc, bias, r, y, pix, oc);
+    store_group(p, acc, bias, r, y, pix, oc);
   }
 }
 
@@ -410,7 +440,7 @@ cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, co
             bias, (const bd_h16 *)r, (bd_h16 *)y, part, kper);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess || splits < 2) return e;
-  BD_LAUNCH(k_splitk_epilogue, bd_grid(n_pix * (p->m / 8), 256), 256, s, *p,
+  BD_LAUNCH(k_splitk_epilogue, bd_grid(n_pix * ((p->m + 7) / 8), 256), 256, s, *p,
             (const float *)part, splits, bias, (const bd_h16 *)r, (bd_h16 *)y);
   return cudaGetLastError();
 }
@@ -433,11 +463,14 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
                                               const void *x, const void *w, const float *bias,
                                               const void *r, void *y, void *ws, size_t ws_bytes,
                                               cudaStream_t s) {
-  if (p->group != 1 || p->c % 8 || p->m % 8 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
-      p->ldy % 8 || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
+  /* M % 8 == 0: y's pitch a multiple of 8 and y, r 16-byte aligned (8 channels a store);
+   * otherwise any pitch >= M (one channel a store) */
+  const int vec = p->m % 8 == 0;
+  if (p->group != 1 || p->c % 8 || p->m < 1 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
+      (vec && p->ldy % 8) || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
       (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
-      ((uintptr_t)w & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
-      tile >= BD_CONV_MMA_TILES)
+      ((uintptr_t)w & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
+      ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
   const int splits = bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes);
   if (splits < 1) return cudaErrorInvalidValue;

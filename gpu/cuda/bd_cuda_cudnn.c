@@ -4,9 +4,10 @@
  * legacy fused call (cudnnConvolutionBiasActivationForward) offers neither SiLU nor a
  * post-activation residual. The algorithm is chosen once per layer at prepare by
  * measuring the candidates on the real buffers. Depthwise convolutions and asymmetric
- * padding go to our direct kernel. Dense convs whose channels are multiples of 8 may run
- * on our tensor-core kernel instead (bd_cuda_conv_mma, epilogue fused), decided per shape
- * by BATCHDET_CUDA_CONV (auto: measured against cuDNN, bd_cuda_conv_choose at the end).
+ * padding go to our direct kernel. Dense convs may run on our tensor-core kernel instead
+ * (bd_cuda_conv_mma, epilogue fused, any M; C padded as below where it is not a multiple
+ * of 8), decided per shape by BATCHDET_CUDA_CONV (auto: measured against cuDNN,
+ * bd_cuda_conv_choose at the end).
  *
  * Tensor cores want channel counts that are multiples of 8 (16-byte rows): cuDNN runs
  * other dense convs (the 12-channel Focus stem, 1- and 4-channel prediction convs, 68
@@ -16,7 +17,10 @@
  * [N][OH][OW][M8], from which the epilogue writes the M real channels. The input and
  * output copies are scratch the plan lends from its arena (they live for this layer's
  * step only; the input's pad channels are zeroed on each run, since the arena holds
- * other values' bytes in between), or the layer's own (pad channels zeroed once). */
+ * other values' bytes in between), or the layer's own (pad channels zeroed once). On our
+ * tensor-core kernel only C is padded (weights [M][kh][kw][C8], the input copy unless
+ * the plan stores the input padded and zeroed, shape.xzero): its epilogue writes the M
+ * real channels at any pitch itself, with no separate output. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -52,7 +56,7 @@ struct bd_cuda_conv_layer {
 
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->direct : 1; }
 
-/* BATCHDET_CUDA_CONV: who runs a dense conv whose channels are multiples of 8 - our
+/* BATCHDET_CUDA_CONV: who runs a dense conv (group 1, any channel counts) - our
  * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
  * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
  * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where
@@ -76,10 +80,14 @@ bd_status bd_cuda_conv_mode_check(bd_err *err) {
                     getenv("BATCHDET_CUDA_CONV"));
 }
 
-/* Shapes our tensor-core kernel takes (bd_cuda_conv_mma's own checks, less pitches). */
+static int round8(int v) { return (v + 7) / 8 * 8; }
+
+/* Shapes a layer runs on our tensor-core kernel (bd_cuda_conv_mma's own checks, less
+ * pitches): dense, any M; C not a multiple of 8 through zero-padded weights and input
+ * (plan_pads). */
 static int mma_fits(const bd_cuda_conv_shape *p) {
-  return p->group == 1 && p->c % 8 == 0 && p->m % 8 == 0 && p->c >= 8 &&
-         (int64_t)p->kh * p->kw * p->c < (1 << 30);
+  return p->group == 1 && p->c >= 1 && p->m >= 1 &&
+         (int64_t)p->kh * p->kw * round8(p->c) < (1 << 30);
 }
 
 static int choice_find(const bd_cuda_conv_shape *p, int *tile);
@@ -244,8 +252,6 @@ out:
 }
 #endif
 
-static int round8(int v) { return (v + 7) / 8 * 8; }
-
 /* A 4-D NHWC 16-bit view of [n][h][w][c real channels] in rows of cs channels. */
 static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
   bd_cuda_view v = {base, BD_CT_H16, 4, {n, h, w, c},
@@ -253,12 +259,13 @@ static bd_cuda_view nhwc_view(void *base, int n, int h, int w, int c, int cs) {
   return v;
 }
 
-/* How a layer of shape p arranges its channels (see the top of the file): mma (our
- * tensor-core kernel takes everything as is), else the channels the convolution itself
- * runs (qc, qm: padded to multiples of 8 for dense layers), whether the input needs a
- * padded copy, and whether the convolution writes a separate packed buffer that the
- * epilogue reads (padded output channels, or a pitched output - a Concat piece - that
- * cuDNN cannot write). cudnn: a cuDNN handle exists. */
+/* How a layer of shape p arranges its channels (see the top of the file): the channels
+ * the convolution itself runs (qc, qm: padded to multiples of 8 for dense layers),
+ * whether the input needs a padded copy, and whether the convolution writes a separate
+ * packed buffer that the epilogue reads (padded output channels, or a pitched output - a
+ * Concat piece - that cuDNN cannot write). On our tensor-core kernel (mma) only C is
+ * padded (its epilogue writes any M and pitch) and there is no separate output. cudnn: a
+ * cuDNN handle exists. */
 typedef struct pad_plan {
   int mma, tile, padded, xcopy, ybuf, qc, qm;
 } pad_plan;
@@ -268,6 +275,9 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
   pad_plan r = {0, -1, 0, 0, 0, p->c, p->m};
   if (allow_mma && (r.tile = mma_tile(p, cudnn)) >= 0) {
     r.mma = 1;
+    r.padded = p->c % 8 != 0; /* weights [M][kh][kw][C8], input C8 channels */
+    r.qc = round8(p->c);
+    r.xcopy = r.qc != p->c && !(p->xzero && p->ldx == r.qc);
     return r;
   }
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
@@ -287,7 +297,9 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
 int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                    int may_fuse) {
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn, 1);
-  if (pp.mma) return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_ALIGN8;
+  if (pp.mma)
+    return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_ALIGN8 |
+           (pp.padded ? BD_CONV_PITCH_XZERO : 0);
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
   int on_cudnn = cudnn && !depthwise && sym;
@@ -324,7 +336,7 @@ static bd_status pad_layer(bd_cuda_conv_layer *l, const void *w, const pad_plan 
     q->res = BD_RES_NONE;
     q->ldy = 0;
   }
-  if (pp->padded) {
+  if (pp->padded && !pp->mma) { /* cuDNN's padded output: the epilogue runs from ypad */
     q->act = BD_ACT_NONE;
     q->res = BD_RES_NONE;
   }
@@ -392,7 +404,8 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
     l->mma = 1;
     l->tile = pp.tile;
     l->direct = 0;
-    l->ws = bd_cuda_conv_mma_ws_bytes(p, pp.tile); /* split-K partials */
+    if (pp.padded && (st = pad_layer(l, w, &pp, xpad, ypad, err)) != BD_OK) goto out;
+    l->ws = bd_cuda_conv_mma_ws_bytes(&l->q, pp.tile); /* split-K partials */
     goto out;
   }
   if (pp.padded || pp.ybuf || pp.xcopy) {
@@ -557,10 +570,6 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
   bd_status st = BD_OK;
   const bd_cuda_conv_shape *p = &l->p, *q = &l->q;
   void *cy = l->ypad ? l->ypad : y; /* where the convolution writes */
-  if (l->mma) {
-    BD_CU(bd_cuda_conv_mma_tiled(p, l->tile, x, w, bias, r, y, ws, ws_bytes, stream));
-    return BD_OK;
-  }
   if (l->wpad) w = l->wpad;
   if (l->xpad) {
     bd_cuda_view src = nhwc_view((void *)x, p->n, p->h, p->w, p->c, p->ldx ? p->ldx : p->c);
@@ -569,6 +578,10 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
       BD_CU(cudaMemsetAsync(l->xpad, 0, (size_t)p->n * p->h * p->w * q->c * 2, stream));
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, stream));
     x = l->xpad;
+  }
+  if (l->mma) { /* q: p with C padded where it is not a multiple of 8 */
+    BD_CU(bd_cuda_conv_mma_tiled(q, l->tile, x, w, bias, r, y, ws, ws_bytes, stream));
+    return BD_OK;
   }
   if (l->direct) {
     if (!l->wpad && !l->ypad) { /* our kernel takes the pitches and the epilogue itself */
@@ -665,19 +678,20 @@ out:
 }
 
 #define CHOICE_REPS 5
-/* Times CHOICE_REPS runs of the layer (ours on `tile` when tile >= 0, else lib) on the
- * scratch, after `warm` untimed runs; *ms: their total. */
+/* Times CHOICE_REPS runs of the layer (ours on `tile` when tile >= 0, of shape p on x
+ * and w, else lib on the scratch and w) after `warm` untimed runs; *ms: their total. */
 static bd_status time_side(void *cudnn_handle, const bd_cuda_conv_layer *lib, int tile,
-                           const bd_cuda_conv_shape *p, const void *w, const float *bias,
-                           const void *r, void *y, const bd_cuda_conv_scratch *sc, int warm,
-                           cudaEvent_t ev[2], cudaStream_t stream, float *ms, bd_err *err) {
+                           const bd_cuda_conv_shape *p, const void *x, const void *w,
+                           const float *bias, const void *r, void *y,
+                           const bd_cuda_conv_scratch *sc, int warm, cudaEvent_t ev[2],
+                           cudaStream_t stream, float *ms, bd_err *err) {
   bd_status st = BD_OK;
   for (int i = 0; i < warm + CHOICE_REPS && st == BD_OK; ++i) {
     if (i == warm) BD_CU(cudaEventRecord(ev[0], stream));
     if (tile >= 0)
-      BD_CU(bd_cuda_conv_mma_tiled(p, tile, sc->x, w, bias, r, y, sc->ws, sc->ws_bytes, stream));
+      BD_CU(bd_cuda_conv_mma_tiled(p, tile, x, w, bias, r, y, sc->ws, sc->ws_bytes, stream));
     else
-      st = bd_cuda_conv_layer_run(cudnn_handle, lib, sc->x, w, bias, r, y, sc->ws, sc->ws_bytes,
+      st = bd_cuda_conv_layer_run(cudnn_handle, lib, x, w, bias, r, y, sc->ws, sc->ws_bytes,
                                   stream, err);
   }
   if (st != BD_OK) goto out;
@@ -718,7 +732,21 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     goto out;
   }
   for (int i = 0; i < 2; ++i) BD_CU(cudaEventCreate(&ev[i]));
-  st = time_side(cudnn_handle, lib, -1, &p, w, bias, r, sc->y0, sc, 1, ev, stream, &t_lib, err);
+  st = time_side(cudnn_handle, lib, -1, &p, sc->x, w, bias, r, sc->y0, sc, 1, ev, stream, &t_lib,
+                 err);
+  /* Ours reads what the channel-padded cuDNN layer reads where C is not a multiple of 8:
+   * its zero-padded input copy (filled by the runs above) and weights, as a layer of ours
+   * would (plan_pads). cuDNN's time includes that copy, which a plan storing the input
+   * padded (a Focus stem's) does not make: a bias towards ours of one pass over the input.
+   * Without them (asymmetric padding: our direct kernel) ours is not tried. */
+  bd_cuda_conv_shape o = p;
+  const void *ox = sc->x, *ow = w;
+  const int pads_ok = p.c % 8 == 0 || (lib->xpad && lib->wpad);
+  if (p.c % 8 && pads_ok) {
+    o.c = round8(p.c);
+    ox = lib->xpad;
+    ow = lib->wpad;
+  }
   /* Each of our tiles, its output checked against cuDNN's. Both are FP32 sums of the same
    * 16-bit products stored in 16 bits: they differ by the summation order and one
    * rounding (~1e-3 of the output's range). A wrong fragment layout, tile edge or
@@ -727,14 +755,15 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     int bad = 0;
     /* A split tile that does not apply to this shape (or whose partials pass the scratch
      * workspace) is not tried. */
-    if (bd_cuda_conv_mma_splits(&p, k) < 1 || bd_cuda_conv_mma_ws_bytes(&p, k) > sc->ws_bytes) {
+    if (!pads_ok || bd_cuda_conv_mma_splits(&o, k) < 1 ||
+        bd_cuda_conv_mma_ws_bytes(&o, k) > sc->ws_bytes) {
       na[k] = 1;
       continue;
     }
     /* A tile this GPU cannot launch (resources) is not an error: it is not used. This
      * trial run is also the tile's untimed one. */
     cudaError_t e =
-        bd_cuda_conv_mma_tiled(&p, k, sc->x, w, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
+        bd_cuda_conv_mma_tiled(&o, k, ox, ow, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
@@ -742,7 +771,8 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       continue;
     }
     ran[k] = 1;
-    st = time_side(cudnn_handle, lib, k, &p, w, bias, r, sc->y1, sc, 0, ev, stream, &t[k], err);
+    st = time_side(cudnn_handle, lib, k, &o, ox, ow, bias, r, sc->y1, sc, 0, ev, stream, &t[k],
+                   err);
     if (st == BD_OK)
       st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &diff[k], &ref, &bad, err);
     agree[k] = st == BD_OK && !bad && diff[k] <= 2e-2 * ref + 1e-3;

@@ -81,8 +81,10 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
                                 cudaStream_t stream);
 
 /* Tensor-core implicit-GEMM convolution (WMMA, FP32 accumulate) with the same fused
- * epilogue and contract as bd_cuda_conv_direct, for group == 1, C % 8 == 0, M % 8 == 0
- * and 16-byte aligned x, w, y, r (cudaErrorInvalidValue otherwise). Summation order
+ * epilogue and contract as bd_cuda_conv_direct, for group == 1, C % 8 == 0, 16-byte
+ * aligned x and w, and either M % 8 == 0 with 16-byte aligned y, r and ldy % 8 == 0, or
+ * any other M with any ldy >= M (cudaErrorInvalidValue otherwise; a layer whose C is
+ * not a multiple of 8 runs on zero-padded weights and input, bd_cuda_cudnn.c). Summation order
  * differs from the direct kernel (results equal up to FP32 rounding). */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);
@@ -117,7 +119,7 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
  * a split tile the count that brings the grid near BD_CONV_SPLIT_BLOCKS with at least 4
  * k-slices of 32 per part (at most 16 parts), or 0 where splitting does not apply (the
  * grid is already that large, the reduction is short, or the partials would pass
- * BD_CONV_SPLIT_MAX_WS). A pure function of the shape: plan sizing and launch agree. */
+ * BD_CONV_SPLIT_MAX_WS; they hold M rounded up to 8 channels a pixel). A pure function of the shape: plan sizing and launch agree. */
 static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
   if (tile != 3 && tile != 4) return 1;
   const int bm = tile == 3 ? 64 : 128, bn = tile == 3 ? 128 : 64;
@@ -131,14 +133,16 @@ static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile)
   if (s < 2) return 0;
   const int64_t per = (slices + s - 1) / s; /* k-slices per part; no part left empty */
   s = (slices + per - 1) / per;
-  if (s < 2 || (size_t)s * (size_t)n_pix * (size_t)p->m * sizeof(float) > BD_CONV_SPLIT_MAX_WS)
+  if (s < 2 || (size_t)s * (size_t)n_pix * (size_t)((p->m + 7) / 8 * 8) * sizeof(float) >
+                   BD_CONV_SPLIT_MAX_WS)
     return 0;
   return (int)s;
 }
 /* Workspace bytes tile needs for shape p (0 for the unsplit tiles). */
 static inline size_t bd_cuda_conv_mma_ws_bytes(const bd_cuda_conv_shape *p, int tile) {
   const int s = bd_cuda_conv_mma_splits(p, tile);
-  return s > 1 ? (size_t)s * (size_t)p->n * p->oh * p->ow * p->m * sizeof(float) : 0;
+  return s > 1 ? (size_t)s * (size_t)p->n * p->oh * p->ow * ((p->m + 7) / 8 * 8) * sizeof(float)
+               : 0;
 }
 /* The parts tile (-1: the default, unsplit) runs shape p in with workspace ws of ws_bytes
  * (16-byte aligned, at least bd_cuda_conv_mma_ws_bytes, for a split), or 0 when it

@@ -190,9 +190,10 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
                                    const void *w, const float *bias, const void *r, void *y,
                                    void *ws, size_t ws_bytes, cudaStream_t s) {
-  if (p->group != 1 || p->c % 8 || p->m % 8 || p->ldx % 8 || p->ldy % 8 ||
-      ((uintptr_t)x & 15u) || ((uintptr_t)y & 15u) || ((uintptr_t)r & 15u) || tile < -1 ||
-      tile >= BD_CONV_MMA_TILES)
+  const int vec = p->m % 8 == 0; /* the kernel's contract (bd_cuda_kernels.h) */
+  if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 || (vec && p->ldy % 8) ||
+      ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
+      ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;

@@ -15,8 +15,9 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_cuda_model_kemu_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2")
-  # Our tensor-core convolution on every layer it takes, through the whole model (73 of
-  # DAMO-YOLO-T's 77 convs: pitched inputs and Concat pieces, residuals, the head).
+  # Our tensor-core convolution on every layer it takes, through the whole model (all 77
+  # of DAMO-YOLO-T's convs: pitched inputs and Concat pieces, residuals, the head, the
+  # Focus stem's 12 channels on zero-padded weights, the 68 regression channels).
   add_test(NAME test_cuda_model_kemu_damoT_mma COMMAND test_cuda_model_kemu)
   set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600

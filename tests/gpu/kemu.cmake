@@ -66,4 +66,9 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   foreach(_t test_cuda_kernels test_cuda_conv test_cuda_prep)
     bd_kemu_test(${_t}_kemu SOURCES ${_kemu_dir}/${_t}.c)
   endforeach()
+  # The conv layers on our tensor-core kernel (BATCHDET_CUDA_CONV=mma), channel-padded
+  # ones included: as test_cuda_conv_mma on a GPU.
+  add_test(NAME test_cuda_conv_kemu_mma COMMAND test_cuda_conv_kemu)
+  set_tests_properties(test_cuda_conv_kemu_mma PROPERTIES LABELS engine TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=mma")
 endif()

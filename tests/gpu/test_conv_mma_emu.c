@@ -2,7 +2,7 @@
  * of WMMA (cuda_mma_emu.cc), against a CPU convolution written here (double sums of the
  * same 16-bit inputs, then the epilogue): partial pixel, channel and k tiles, 1x1, 3x3,
  * 5x5 dilated, stride 2 with asymmetric padding, batch 2, several blocks, every
- * activation and residual mode, no bias. Outputs are poisoned first and a guard after
+ * activation and residual mode, no bias, output channels that are not multiples of 8. Outputs are poisoned first and a guard after
  * the output must stay untouched. Runs on every machine; the same kernel on a GPU is
  * checked by test_cuda_conv_mma / test_cuda_model_mma. */
 #include <math.h>
@@ -151,6 +151,14 @@ static void test_shapes(void **s) {
        * residual and y a slice; k = 360 (not a multiple of 32) in 3 parts, stride 2 */
       {1, 6, 6, 64, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 48},
       {2, 7, 7, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 3, 2, 1, 48, 0},
+      /* M not a multiple of 8 (one channel a store): DAMO-YOLO's 68 regression channels
+       * (a last group of 4, two channel blocks of tile 1) with a residual; yolox's 4 and 1
+       * prediction channels; 13 channels at an odd pitch of 15 after a deep reduction
+       * that the split tiles take (partials of 16 channels a pixel) */
+      {1, 10, 9, 64, 68, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0},
+      {2, 5, 6, 16, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0},
+      {1, 7, 5, 24, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 0, 1, 0, 0},
+      {1, 6, 6, 64, 13, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, 1, 0, 15},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)
@@ -162,9 +170,12 @@ static void test_refuses(void **s) {
   bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
   uint16_t *b = h16_random(4096, 0.f, 0.f);
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* C%8 */
-  p.c = 16, p.m = 12;
-  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* M%8 */
-  p.m = 16, p.group = 2;
+  p.c = 16, p.m = 12; /* M % 8: any pitch >= M, 2-byte alignment (test_shapes: no split) */
+  p.ldy = 11;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldy = 13;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, (char *)b + 1, 0), cudaErrorInvalidValue);
+  p.ldy = 0, p.m = 16, p.group = 2;
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   p.group = 1;
   assert_int_equal(bd_cuda_conv_mma(&p, b + 1, b, NULL, NULL, b, 0), cudaErrorInvalidValue);

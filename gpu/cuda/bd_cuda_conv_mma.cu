@@ -158,38 +158,42 @@ __device__ __forceinline__ void store_group(const bd_cuda_conv_shape &p, const f
     store_tail(p, acc, bias, r, y, pix, oc);
 }
 
-// One warp's 32x32 of a k-slice (BK) from the shared tiles: 2x2 WMMA fragments, FP32.
+// One warp's FM*16 x FN*16 (32x32 in k_conv_mma) of a k-slice (BK) from the shared
+// tiles: FM x FN WMMA fragments, FP32.
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
-__device__ __forceinline__ void mma_slice(Acc (&acc)[2][2], const bd_h16 *sa, const bd_h16 *sb,
+template <int FM, int FN>
+__device__ __forceinline__ void mma_slice(Acc (&acc)[FM][FN], const bd_h16 *sa, const bd_h16 *sb,
                                           int wm, int wn) {
 #pragma unroll
   for (int kk = 0; kk < BK; kk += 16) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[2];
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[2];
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[FM];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[FN];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
+    for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
+    for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < FM; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
   }
 }
 
-__device__ __forceinline__ void zero_acc(Acc (&acc)[2][2]) {
+template <int FM, int FN> __device__ __forceinline__ void zero_acc(Acc (&acc)[FM][FN]) {
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 }
 
-// One warp's accumulators into the shared FP32 tile c (ldc floats a row).
-__device__ __forceinline__ void store_acc(Acc (&acc)[2][2], float *c, int ldc, int wm, int wn) {
+// One warp's accumulators into the shared FP32 tile c (ldc floats a row; the warp's
+// first row is row wm of c).
+template <int FM, int FN>
+__device__ __forceinline__ void store_acc(Acc (&acc)[FM][FN], float *c, int ldc, int wm, int wn) {
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
+    for (int j = 0; j < FN; ++j)
       wmma::store_matrix_sync(&c[(wm + 16 * i) * ldc + wn + 16 * j], acc[i][j], ldc,
                               wmma::mem_row_major);
 }
@@ -281,34 +285,51 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
-// ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128) ----
-// The same GEMM, tiles, warp layout and epilogue, but the k-slices reach shared memory
-// through cp.async (sm_80+: global -> shared without registers, zero-filled for padding
-// and edges) in a STAGES-deep ring: while one slice is multiplied the next STAGES-1 are
-// in flight, where k_conv_mma has one slice staged in registers. For the 3x3 layers
-// where ours trails cuDNN (first H100 run: 2x slower at 40x40x152 -> 192); chosen per
-// layer only where measured faster (bd_cuda_conv_choose).
-constexpr int STAGES = 3;
+// ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128; 7-9 below) ----
+// The same GEMM and epilogue, but the k-slices reach shared memory through cp.async
+// (sm_80+: global -> shared without registers, zero-filled for padding and edges) in an
+// ST-deep ring: while one slice is multiplied the next ST-1 are in flight, where
+// k_conv_mma has one slice staged in registers. For the 3x3 layers where ours trails
+// cuDNN (first H100 run: 2x slower at 40x40x152 -> 192); chosen per layer only where
+// measured faster (bd_cuda_conv_choose).
+//
+// Tiles 7-9 (second H100 profile: tiles 5/6 run DAMO-T's compute-bound 3x3 layers at
+// 95-120 TFLOP/s where cuDNN's fused ones reach 300-370, and each 128x64 block of a
+// 192-channel 3x3 layer pulls ~660 KB from L2 for 28 MFLOP): 7 is 128x128 with 64x32 warp
+// tiles (twice the work per byte brought in and per fragment loaded; 2 stages to stay in
+// 48 KB, the accumulators staged in two halves; at most 128 registers for 2 blocks an
+// SM), 8 and 9 are tiles 5 and 6 with A's copies cached in L1 (cp.async.ca): a 3x3
+// window re-reads each input pixel up to 9 times within a block, which .cg (L2 only)
+// fetches from L2 each time. Unmeasured when written: the choice at load keeps them only
+// where they are faster.
 
-template <int BM, int BN> struct SmemAsync {
+// Shared memory of an async tile: the ring, overlaid by the FP32 accumulator tile for the
+// epilogue, CROWS rows at a time (all BM where that fits the 48 KB of static shared
+// memory, else half).
+template <int BM, int BN, int ST> struct SmemAsync {
   static constexpr int LDC = BN + 4;
+  static constexpr int CROWS = BM * LDC * 4 <= 48 * 1024 ? BM : BM / 2;
   union {
     struct {
-      bd_h16 a[STAGES][BM * LDS];
-      bd_h16 b[STAGES][BN * LDS];
+      bd_h16 a[ST][BM * LDS];
+      bd_h16 b[ST][BN * LDS];
     } in;
-    float c[BM * LDC];
+    float c[CROWS * LDC];
   };
 };
 
-// 16 bytes global -> shared, or 16 zero bytes (ok false: g is not read).
-__device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 *g, bool ok) {
+// 16 bytes global -> shared, or 16 zero bytes (ok false: g is not read); CA: through L1.
+template <bool CA> __device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 *g, bool ok) {
 #if defined(BD_KERNEL_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
   *reinterpret_cast<uint4 *>(s) = ok ? *reinterpret_cast<const uint4 *>(g) : make_uint4(0, 0, 0, 0);
 #else
   const unsigned sa = (unsigned)__cvta_generic_to_shared(s);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
-               "r"(ok ? 16 : 0));
+  if (CA)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
+                 "r"(ok ? 16 : 0));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
+                 "r"(ok ? 16 : 0));
 #endif
 }
 __device__ __forceinline__ void cp_commit() {
@@ -322,17 +343,21 @@ template <int N> __device__ __forceinline__ void cp_wait() {
 #endif
 }
 
-template <int BM, int BN>
-__global__ void __launch_bounds__(THREADS)
+// BM x BN block tile of WM x WN warp tiles (8 warps), ST ring stages, A through L1 (CA);
+// MINB: blocks an SM must hold (the register budget).
+template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
+__global__ void __launch_bounds__(THREADS, MINB)
     k_conv_mma_async(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                      const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                      const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
-  static_assert((BM / 32) * (BN / 32) == THREADS / 32, "one 32x32 warp tile per warp");
-  static_assert(sizeof(SmemAsync<BM, BN>) <= 48 * 1024, "static shared memory");
+  typedef SmemAsync<BM, BN, ST> Sm;
+  static_assert((BM / WM) * (BN / WN) == THREADS / 32, "one warp tile per warp");
+  static_assert(sizeof(Sm) <= 48 * 1024, "static shared memory");
+  static_assert(Sm::CROWS % WM == 0, "a warp's rows in one epilogue pass");
   constexpr int AC = BM * BK / 8 / THREADS, BC = (BN * BK / 8 + THREADS - 1) / THREADS;
-  constexpr int LDC = SmemAsync<BM, BN>::LDC;
-  __shared__ __align__(16) SmemAsync<BM, BN> sm;
+  constexpr int LDC = Sm::LDC, CROWS = Sm::CROWS, FM = WM / 16, FN = WN / 16;
+  __shared__ __align__(16) Sm sm;
   const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
   const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
@@ -351,46 +376,50 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int i = 0; i < AC; ++i) {
       const bd_h16 *g = a_src(p, ar[i], q, k_tot, ldx);
-      cp16(&sa[((tid + i * THREADS) / 4) * LDS + kc], g ? g : x, g != nullptr);
+      cp16<CA>(&sa[((tid + i * THREADS) / 4) * LDS + kc], g ? g : x, g != nullptr);
     }
 #pragma unroll
     for (int i = 0; i < BC; ++i) {
       const int idx = tid + i * THREADS;
       if (idx >= BN * 4) continue;
       const bd_h16 *g = b_src(p, w, n0 + idx / 4, ki + kc, k_tot);
-      cp16(&sb[(idx / 4) * LDS + kc], g ? g : w, g != nullptr);
+      cp16<false>(&sb[(idx / 4) * LDS + kc], g ? g : w, g != nullptr);
     }
     ki += BK;
     k_advance(p, q, BK);
   };
 #pragma unroll
-  for (int st = 0; st < STAGES - 1; ++st) {
+  for (int st = 0; st < ST - 1; ++st) {
     if (st < slices) issue(st);
     cp_commit(); // one group per slice, empty or not: wait_group counts stay uniform
   }
-  Acc acc[2][2];
+  Acc acc[FM][FN];
   zero_acc(acc);
-  const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
+  const int wm = (warp / (BN / WN)) * WM, wn = (warp % (BN / WN)) * WN;
   for (int t = 0; t < slices; ++t) {
     // Slice t has landed (this thread's copies; the barrier: everyone's), and every warp
     // is done with slice t - 1, whose stage the issue below refills.
-    cp_wait<STAGES - 2>();
+    cp_wait<ST - 2>();
     __syncthreads();
-    if (t + STAGES - 1 < slices) issue((t + STAGES - 1) % STAGES);
+    if (t + ST - 1 < slices) issue((t + ST - 1) % ST);
     cp_commit();
-    const bd_h16 *sa = sm.in.a[t % STAGES], *sb = sm.in.b[t % STAGES];
+    const bd_h16 *sa = sm.in.a[t % ST], *sb = sm.in.b[t % ST];
     mma_slice(acc, sa, sb, wm, wn);
   }
-  cp_wait<0>();    // no copy may land in the ring that sm.c overlays
-  __syncthreads(); // and every warp is done with it
-  store_acc(acc, sm.c, LDC, wm, wn);
-  __syncthreads();
-  for (int e = tid; e < BM * BN / 8; e += THREADS) {
-    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
-    const int64_t pix = m0 + row;
-    const int oc = n0 + col;
-    if (pix >= n_pix || oc >= p.m) continue;
-    store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+  cp_wait<0>(); // no copy may land in the ring that sm.c overlays
+  // Accumulators -> shared -> epilogue, CROWS rows a pass (one pass where they all fit).
+#pragma unroll
+  for (int r0 = 0; r0 < BM; r0 += CROWS) {
+    __syncthreads(); // every warp is done with the ring (or the previous pass's rows)
+    if (wm >= r0 && wm < r0 + CROWS) store_acc(acc, sm.c, LDC, wm - r0, wn);
+    __syncthreads();
+    for (int e = tid; e < CROWS * BN / 8; e += THREADS) {
+      const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
+      const int64_t pix = m0 + r0 + row;
+      const int oc = n0 + col;
+      if (pix >= n_pix || oc >= p.m) continue;
+      store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+    }
   }
 }
 
@@ -445,15 +474,16 @@ cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, co
   return cudaGetLastError();
 }
 
-template <int BM, int BN>
+template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
 cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void *w,
                          const float *bias, const void *r, void *y, cudaStream_t s) {
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   if (n_pix == 0) return cudaSuccess;
   const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
   if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
-  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN>), dim3((unsigned)gx, (unsigned)gy), THREADS, s, *p,
-            (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y);
+  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>),
+            dim3((unsigned)gx, (unsigned)gy), THREADS, s, *p, (const bd_h16 *)x,
+            (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y);
   return cudaGetLastError();
 }
 
@@ -479,8 +509,11 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);
   case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
   case 4: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s);
-  case 5: return launch_async<128, 64>(p, x, w, bias, r, y, s);
-  case 6: return launch_async<64, 128>(p, x, w, bias, r, y, s);
+  case 5: return launch_async<128, 64, 32, 32, 3, false, 3>(p, x, w, bias, r, y, s);
+  case 6: return launch_async<64, 128, 32, 32, 3, false, 3>(p, x, w, bias, r, y, s);
+  case 7: return launch_async<128, 128, 64, 32, 2, true, 2>(p, x, w, bias, r, y, s);
+  case 8: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, s);
+  case 9: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }

@@ -8,17 +8,19 @@
 // k = (ky*KW + kx)*C + c over KH*KW*C, so that the weight row of channel m is the KRSC
 // row w[m*K .. m*K+K) and a run of 8 consecutive k (C % 8 == 0) is 8 consecutive
 // channels of one input pixel: one 16-byte load, zero when the pixel is padding.
-// Block tiles (BD_CONV_MMA_TILES): 128 pixels x 64 channels, 256 x 32 (layers with few
-// output channels), 64 x 128 (many), each x 32 k, 8 warps of 32x32 (2x2 WMMA 16x16x16
-// fragments, FP32 accumulate). The next k-slice is loaded into registers while the
-// current one is multiplied, and the shared tiles are double-buffered, so one barrier
-// per k-slice suffices. A thread's A rows (output pixels) are decomposed once and its k
-// position walks the (ky, kx, c) order by additions: no division per load. The
-// accumulators go through shared memory to the epilogue, which writes 8 channels per
-// 16-byte store (one channel a store where M % 8 != 0: store_tail). x and y may be channel slices of wider tensors (ldx, ldy: multiples of
-// 8). Split tiles (split-K): blockIdx.z takes one part of the k range (whole 32-slices),
-// its block writes FP32 partial sums to the workspace instead of the epilogue, and
-// k_splitk_epilogue adds the parts in order and runs the epilogue.
+// Block tiles (BD_CONV_MMA_TILES, listed in bd_cuda_kernels.h) of k_conv_mma: 128 pixels
+// x 64 channels, 256 x 32 (layers with few output channels), 64 x 128 (many), each x 32
+// k, 8 warps of 32x32 (2x2 WMMA 16x16x16 fragments, FP32 accumulate). The next k-slice is
+// loaded into registers while the current one is multiplied, and the shared tiles are
+// double-buffered, so one barrier per k-slice suffices; k_conv_mma_async (below) brings
+// the slices in through cp.async instead. A thread's A rows (output pixels) are
+// decomposed once and its k position walks the (ky, kx, c) order by additions: no
+// division per load. The accumulators go through shared memory to the epilogue, which
+// writes 8 channels per 16-byte store (one channel a store where M % 8 != 0:
+// store_tail). x and y may be channel slices of wider tensors (ldx, ldy). Split tiles
+// (split-K): blockIdx.z takes one part of the k range (whole 32-slices), its block writes
+// FP32 partial sums to the workspace instead of the epilogue, and k_splitk_epilogue adds
+// the parts in order and runs the epilogue.
 //
 // tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: fibers
 // and barriers stand in for a block, BD_LAUNCH for <<<>>>; cuda_mma_emu.h: nvcuda::wmma
@@ -158,6 +160,24 @@ __device__ __forceinline__ void store_group(const bd_cuda_conv_shape &p, const f
     store_tail(p, acc, bias, r, y, pix, oc);
 }
 
+// What a block does with the FP32 sums cr of 8 channels oc.. of pixel pix: the epilogue
+// (store_group), or for part z of a split its partial sums ([z][pixel][channel], M
+// rounded up to 8 channels a pixel) for k_splitk_epilogue.
+__device__ __forceinline__ void out_group(const bd_cuda_conv_shape &p, const float *cr,
+                                          float *__restrict__ part, int64_t n_pix,
+                                          const float *__restrict__ bias,
+                                          const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
+                                          int64_t pix, int oc) {
+  if (part) {
+    const int m8 = (p.m + 7) & ~7;
+    float4 *o = reinterpret_cast<float4 *>(part + ((int64_t)blockIdx.z * n_pix + pix) * m8 + oc);
+    o[0] = make_float4(cr[0], cr[1], cr[2], cr[3]);
+    o[1] = make_float4(cr[4], cr[5], cr[6], cr[7]);
+    return;
+  }
+  store_group(p, cr, bias, r, y, pix, oc);
+}
+
 // One warp's FM*16 x FN*16 (32x32 in k_conv_mma) of a k-slice (BK) from the shared
 // tiles: FM x FN WMMA fragments, FP32.
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
@@ -273,15 +293,7 @@ __global__ void __launch_bounds__(THREADS)
     const int64_t pix = m0 + row;
     const int oc = n0 + col;
     if (pix >= n_pix || oc >= p.m) continue; // the last group may be partial (store_group)
-    if (part) { // split: this part's sums, [z][pixel][channel], M rounded up to 8
-      const float *cr = &sm.c[row * LDC + col];
-      const int m8 = (p.m + 7) & ~7;
-      float4 *o = reinterpret_cast<float4 *>(part + ((int64_t)blockIdx.z * n_pix + pix) * m8 + oc);
-      o[0] = make_float4(cr[0], cr[1], cr[2], cr[3]);
-      o[1] = make_float4(cr[4], cr[5], cr[6], cr[7]);
-      continue;
-    }
-    store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+    out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
   }
 }
 
@@ -293,7 +305,7 @@ __global__ void __launch_bounds__(THREADS)
 // cuDNN (first H100 run: 2x slower at 40x40x152 -> 192); chosen per layer only where
 // measured faster (bd_cuda_conv_choose).
 //
-// Tiles 7-9 (second H100 profile: tiles 5/6 run DAMO-T's compute-bound 3x3 layers at
+// Tiles 7-11 (second H100 profile: tiles 5/6 run DAMO-T's compute-bound 3x3 layers at
 // 95-120 TFLOP/s where cuDNN's fused ones reach 300-370, and each 128x64 block of a
 // 192-channel 3x3 layer pulls ~660 KB from L2 for 28 MFLOP): 7 is 128x128 with 64x32 warp
 // tiles (twice the work per byte brought in and per fragment loaded; 2 stages to stay in
@@ -301,7 +313,8 @@ __global__ void __launch_bounds__(THREADS)
 // SM), 8 and 9 are tiles 5 and 6 with A's copies cached in L1 (cp.async.ca): a 3x3
 // window re-reads each input pixel up to 9 times within a block, which .cg (L2 only)
 // fetches from L2 each time. Unmeasured when written: the choice at load keeps them only
-// where they are faster.
+// where they are faster. 10 and 11 split tiles 8 and 9 as 4 and 3 split k_conv_mma's
+// (batch 1, where 46 of DAMO-T's layers ran the register-staged split tiles).
 
 // Shared memory of an async tile: the ring, overlaid by the FP32 accumulator tile for the
 // epilogue, CROWS rows at a time (all BM where that fits the 48 KB of static shared
@@ -349,7 +362,8 @@ template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
 __global__ void __launch_bounds__(THREADS, MINB)
     k_conv_mma_async(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                      const bd_h16 *__restrict__ w, const float *__restrict__ bias,
-                     const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
+                     const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
+                     float *__restrict__ part, int kper) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   typedef SmemAsync<BM, BN, ST> Sm;
   static_assert((BM / WM) * (BN / WN) == THREADS / 32, "one warp tile per warp");
@@ -361,15 +375,18 @@ __global__ void __launch_bounds__(THREADS, MINB)
   const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
   const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
-  const int slices = (k_tot + BK - 1) / BK;
+  // This block's k range, as in k_conv_mma: all of it, or part blockIdx.z of a split.
+  const int kb = part ? (int)blockIdx.z * kper : 0;
+  const int ke = part && kb + kper < k_tot ? kb + kper : k_tot;
+  const int slices = (ke - kb + BK - 1) / BK;
   const int64_t m0 = (int64_t)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
   ARow ar[AC];
 #pragma unroll
   for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * THREADS) / 4, n_pix, ldx);
   KPos q = {0, 0, 0, 0}; // this thread's position in the next slice to issue: k = ki + kc
-  k_advance(p, q, kc);
-  int ki = 0;
+  k_advance(p, q, kb + kc);
+  int ki = kb;
   // Slice at ki (this thread's chunks) into ring stage st, then the position moves on.
   auto issue = [&](int st) {
     bd_h16 *sa = sm.in.a[st], *sb = sm.in.b[st];
@@ -418,7 +435,7 @@ __global__ void __launch_bounds__(THREADS, MINB)
       const int64_t pix = m0 + r0 + row;
       const int oc = n0 + col;
       if (pix >= n_pix || oc >= p.m) continue;
-      store_group(p, &sm.c[row * LDC + col], bias, r, y, pix, oc);
+      out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
     }
   }
 }
@@ -454,37 +471,56 @@ __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict_
   }
 }
 
+// The grid of a BM x BN tile over shape p with `splits` parts (one: unsplit) and its
+// parts' k range; false when it passes the grid limits.
+template <int BM, int BN>
+bool tile_grid(const bd_cuda_conv_shape *p, int splits, dim3 *grid, int *kper) {
+  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
+  const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
+  if (gx > 0x7fffffff || gy > 65535) return false;
+  const int k_tot = p->kh * p->kw * p->c, slices = (k_tot + BK - 1) / BK;
+  *kper = splits > 1 ? (slices + splits - 1) / splits * BK : 0;
+  *grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)(splits > 1 ? splits : 1));
+  return true;
+}
+
+// After a split tile: the parts added and the epilogue (k_splitk_epilogue).
+cudaError_t split_sum(const bd_cuda_conv_shape *p, int splits, const float *part,
+                      const float *bias, const void *r, void *y, cudaStream_t s) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || splits < 2) return e;
+  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
+  BD_LAUNCH(k_splitk_epilogue, bd_grid(n_pix * ((p->m + 7) / 8), 256), 256, s, *p, part, splits,
+            bias, (const bd_h16 *)r, (bd_h16 *)y);
+  return cudaGetLastError();
+}
+
 template <int BM, int BN>
 cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, const float *bias,
                    const void *r, void *y, int splits, void *ws, cudaStream_t s) {
-  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
-  if (n_pix == 0) return cudaSuccess;
-  const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
-  if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
-  const int k_tot = p->kh * p->kw * p->c, slices = (k_tot + BK - 1) / BK;
-  const int kper = splits > 1 ? (slices + splits - 1) / splits * BK : 0;
-  dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)(splits > 1 ? splits : 1));
+  dim3 grid;
+  int kper = 0;
+  if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
+  if (!tile_grid<BM, BN>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
   float *part = splits > 1 ? (float *)ws : nullptr;
   BD_LAUNCH(BD_K(k_conv_mma<BM, BN>), grid, THREADS, s, *p, (const bd_h16 *)x, (const bd_h16 *)w,
             bias, (const bd_h16 *)r, (bd_h16 *)y, part, kper);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess || splits < 2) return e;
-  BD_LAUNCH(k_splitk_epilogue, bd_grid(n_pix * ((p->m + 7) / 8), 256), 256, s, *p,
-            (const float *)part, splits, bias, (const bd_h16 *)r, (bd_h16 *)y);
-  return cudaGetLastError();
+  return split_sum(p, splits, part, bias, r, y, s);
 }
 
 template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
 cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void *w,
-                         const float *bias, const void *r, void *y, cudaStream_t s) {
-  const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
-  if (n_pix == 0) return cudaSuccess;
-  const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
-  if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
-  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>),
-            dim3((unsigned)gx, (unsigned)gy), THREADS, s, *p, (const bd_h16 *)x,
-            (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y);
-  return cudaGetLastError();
+                         const float *bias, const void *r, void *y, int splits, void *ws,
+                         cudaStream_t s) {
+  dim3 grid;
+  int kper = 0;
+  if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
+  if (!tile_grid<BM, BN>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
+  float *part = splits > 1 ? (float *)ws : nullptr;
+  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>), grid, THREADS, s, *p,
+            (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y, part,
+            kper);
+  return split_sum(p, splits, part, bias, r, y, s);
 }
 
 } // namespace
@@ -509,11 +545,13 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);
   case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
   case 4: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s);
-  case 5: return launch_async<128, 64, 32, 32, 3, false, 3>(p, x, w, bias, r, y, s);
-  case 6: return launch_async<64, 128, 32, 32, 3, false, 3>(p, x, w, bias, r, y, s);
-  case 7: return launch_async<128, 128, 64, 32, 2, true, 2>(p, x, w, bias, r, y, s);
-  case 8: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, s);
-  case 9: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, s);
+  case 5: return launch_async<128, 64, 32, 32, 3, false, 3>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 6: return launch_async<64, 128, 32, 32, 3, false, 3>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 7: return launch_async<128, 128, 64, 32, 2, true, 2>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 8: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 9: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 10: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 11: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }

@@ -93,12 +93,12 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * outputs too small to fill the GPU: batch 1, deep low-resolution layers); 5: 128 x 64
  * and 6: 64 x 128 with k-slices through a 3-deep cp.async ring ("async"); 7: 128 x 128
  * (64 x 32 per warp, a 2-deep ring), 8 and 9: tiles 5 and 6, all three with the input's
- * copies through L1 ("async L1"); -1:
+ * copies through L1 ("async L1"); 10 and 11: tiles 8 and 9 split like 4 and 3; -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 10
+#define BD_CONV_MMA_TILES 12
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -118,6 +118,8 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
          : tile == 7 ? "128x128 async L1"
          : tile == 8 ? "128x64 async L1"
          : tile == 9 ? "64x128 async L1"
+         : tile == 10 ? "128x64 async L1 split-K"
+         : tile == 11 ? "64x128 async L1 split-K"
                      : "?";
 }
 /* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for
@@ -126,8 +128,9 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
  * grid is already that large, the reduction is short, or the partials would pass
  * BD_CONV_SPLIT_MAX_WS; they hold M rounded up to 8 channels a pixel). A pure function of the shape: plan sizing and launch agree. */
 static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
-  if (tile != 3 && tile != 4) return 1;
-  const int bm = tile == 3 ? 64 : 128, bn = tile == 3 ? 128 : 64;
+  if (tile != 3 && tile != 4 && tile != 10 && tile != 11) return 1;
+  const int narrow = tile == 3 || tile == 11; /* 64 pixels x 128 channels */
+  const int bm = narrow ? 64 : 128, bn = narrow ? 128 : 64;
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   const int64_t blocks = ((n_pix + bm - 1) / bm) * ((p->m + bn - 1) / bn);
   const int64_t slices = ((int64_t)p->kh * p->kw * p->c + 31) / 32;

@@ -786,7 +786,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;
     for (int k = 0; k < BD_CONV_MMA_TILES && shown < 0; ++k)
       if (ran[k]) shown = k; /* the diff shown: the kept tile's, else the first that ran */
-    char ours[512];
+    char ours[1024];
     size_t o = 0;
     for (int k = 0; k < BD_CONV_MMA_TILES && o < sizeof ours; ++k)
       if (na[k])

@@ -314,7 +314,10 @@ __global__ void __launch_bounds__(THREADS)
 // window re-reads each input pixel up to 9 times within a block, which .cg (L2 only)
 // fetches from L2 each time. Unmeasured when written: the choice at load keeps them only
 // where they are faster. 10 and 11 split tiles 8 and 9 as 4 and 3 split k_conv_mma's
-// (batch 1, where 46 of DAMO-T's layers ran the register-staged split tiles).
+// (batch 1, where 46 of DAMO-T's layers ran the register-staged split tiles). 12 is 128 x
+// 32 on 4 warps (38 KB, 94 registers: 5 blocks an SM) for the 24- and 32-channel layers
+// on large images, which the 256x32 register-staged tile (2 blocks an SM) ran at 0.5-1.7
+// TB/s and 47-74 TFLOP/s: latency-bound, neither memory- nor compute-bound.
 
 // Shared memory of an async tile: the ring, overlaid by the FP32 accumulator tile for the
 // epilogue, CROWS rows at a time (all BM where that fits the 48 KB of static shared
@@ -356,20 +359,21 @@ template <int N> __device__ __forceinline__ void cp_wait() {
 #endif
 }
 
-// BM x BN block tile of WM x WN warp tiles (8 warps), ST ring stages, A through L1 (CA);
-// MINB: blocks an SM must hold (the register budget).
+// BM x BN block tile of WM x WN warp tiles (one warp each), ST ring stages, A through L1
+// (CA); MINB: blocks an SM must hold (the register budget).
 template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
-__global__ void __launch_bounds__(THREADS, MINB)
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
     k_conv_mma_async(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                      const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                      const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                      float *__restrict__ part, int kper) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   typedef SmemAsync<BM, BN, ST> Sm;
-  static_assert((BM / WM) * (BN / WN) == THREADS / 32, "one warp tile per warp");
+  constexpr int NT = (BM / WM) * (BN / WN) * 32; // threads: one warp per warp tile
+  static_assert(NT % 128 == 0 && BM * BK / 8 % NT == 0, "whole loader chunks per thread");
   static_assert(sizeof(Sm) <= 48 * 1024, "static shared memory");
   static_assert(Sm::CROWS % WM == 0, "a warp's rows in one epilogue pass");
-  constexpr int AC = BM * BK / 8 / THREADS, BC = (BN * BK / 8 + THREADS - 1) / THREADS;
+  constexpr int AC = BM * BK / 8 / NT, BC = (BN * BK / 8 + NT - 1) / NT;
   constexpr int LDC = Sm::LDC, CROWS = Sm::CROWS, FM = WM / 16, FN = WN / 16;
   __shared__ __align__(16) Sm sm;
   const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
@@ -383,7 +387,7 @@ __global__ void __launch_bounds__(THREADS, MINB)
   const int n0 = blockIdx.y * BN;
   ARow ar[AC];
 #pragma unroll
-  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * THREADS) / 4, n_pix, ldx);
+  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * NT) / 4, n_pix, ldx);
   KPos q = {0, 0, 0, 0}; // this thread's position in the next slice to issue: k = ki + kc
   k_advance(p, q, kb + kc);
   int ki = kb;
@@ -393,11 +397,11 @@ __global__ void __launch_bounds__(THREADS, MINB)
 #pragma unroll
     for (int i = 0; i < AC; ++i) {
       const bd_h16 *g = a_src(p, ar[i], q, k_tot, ldx);
-      cp16<CA>(&sa[((tid + i * THREADS) / 4) * LDS + kc], g ? g : x, g != nullptr);
+      cp16<CA>(&sa[((tid + i * NT) / 4) * LDS + kc], g ? g : x, g != nullptr);
     }
 #pragma unroll
     for (int i = 0; i < BC; ++i) {
-      const int idx = tid + i * THREADS;
+      const int idx = tid + i * NT;
       if (idx >= BN * 4) continue;
       const bd_h16 *g = b_src(p, w, n0 + idx / 4, ki + kc, k_tot);
       cp16<false>(&sb[(idx / 4) * LDS + kc], g ? g : w, g != nullptr);
@@ -430,7 +434,7 @@ __global__ void __launch_bounds__(THREADS, MINB)
     __syncthreads(); // every warp is done with the ring (or the previous pass's rows)
     if (wm >= r0 && wm < r0 + CROWS) store_acc(acc, sm.c, LDC, wm - r0, wn);
     __syncthreads();
-    for (int e = tid; e < CROWS * BN / 8; e += THREADS) {
+    for (int e = tid; e < CROWS * BN / 8; e += NT) {
       const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
       const int64_t pix = m0 + r0 + row;
       const int oc = n0 + col;
@@ -517,7 +521,8 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
   if (!tile_grid<BM, BN>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
   float *part = splits > 1 ? (float *)ws : nullptr;
-  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>), grid, THREADS, s, *p,
+  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>), grid,
+            (BM / WM) * (BN / WN) * 32, s, *p,
             (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y, part,
             kper);
   return split_sum(p, splits, part, bias, r, y, s);
@@ -552,6 +557,7 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 9: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, 1, nullptr, s);
   case 10: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
   case 11: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 12: return launch_async<128, 32, 32, 32, 3, true, 5>(p, x, w, bias, r, y, 1, nullptr, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }

@@ -80,9 +80,45 @@ __global__ void k_prep(const uint8_t *__restrict__ src, const bd_cuda_prep_desc 
   }
 }
 
-// 16-bit NHWC through a layout (bd_cuda_prep_layout): one thread per output pixel, all
-// its `pitch` values (pieces' channels, zeros elsewhere) built in registers and stored
-// 16 bytes at a time where the pitch allows.
+// Output pixel o of a layout (bd_cuda_prep_layout) from each piece's values v[k][i]
+// (channel c0 + i of its input pixel): all `pitch` values, zeros where no piece writes,
+// stored 16 bytes at a time where the pitch allows (vec). Every index is a compile-time
+// one (unrolled loops, runtime bounds as breaks and selects), so the pixel is assembled
+// in registers: an array indexed by the pieces' channel offsets lived in local memory
+// (ptxas: a 64/80-byte stack frame in each kernel).
+__device__ __forceinline__ void layout_store(const bd_cuda_prep_layout &lo,
+                                             const float (&v)[BD_PREP_MAX_PIECES][3], int vec,
+                                             bd_h16 *__restrict__ o) {
+#pragma unroll
+  for (int c0 = 0; c0 < BD_PREP_MAX_PITCH; c0 += 8) {
+    if (c0 >= lo.pitch) break;
+    uint4 out;
+    bd_h16x2 *h = reinterpret_cast<bd_h16x2 *>(&out);
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      float a = 0.f, b = 0.f;
+#pragma unroll
+      for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
+        if (k >= lo.n_pieces) break;
+        const int ra = c0 + j - lo.piece[k].ch, rb = ra + 1, nc = lo.piece[k].nc;
+        if (ra >= 0 && ra < nc) a = ra == 0 ? v[k][0] : ra == 1 ? v[k][1] : v[k][2];
+        if (rb >= 0 && rb < nc) b = rb == 0 ? v[k][0] : rb == 1 ? v[k][1] : v[k][2];
+      }
+      h[j / 2] = bd_h16x2_st(a, b);
+    }
+    if (vec) {
+      *reinterpret_cast<uint4 *>(o + c0) = out;
+    } else {
+      const bd_h16 *e = reinterpret_cast<const bd_h16 *>(&out);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (c0 + j < lo.pitch) o[c0 + j] = e[j];
+    }
+  }
+}
+
+// 16-bit NHWC through a layout (bd_cuda_prep_layout): one thread per output pixel, its
+// pieces' input pixels resized, then layout_store.
 __global__ void k_prep_h16(const uint8_t *__restrict__ src,
                            const bd_cuda_prep_desc *__restrict__ d, int n, int bgr, float pad,
                            bd_cuda_prep_layout lo, int vec, bd_h16 *__restrict__ dst) {
@@ -94,25 +130,21 @@ __global__ void k_prep_h16(const uint8_t *__restrict__ src,
     int64_t p = i - (int64_t)b * plane;
     int oy = (int)(p / lo.out_w), ox = (int)(p - (int64_t)oy * lo.out_w);
     const bd_cuda_prep_desc &D = d[b];
-    __align__(16) bd_h16 px[BD_PREP_MAX_PITCH];
-    for (int c = 0; c < lo.pitch; ++c) px[c] = (bd_h16)0.f;
-    for (int k = 0; k < lo.n_pieces; ++k) {
+    float v[BD_PREP_MAX_PIECES][3];
+#pragma unroll
+    for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
+      if (k >= lo.n_pieces) break;
       const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
-      int v[3] = {0, 0, 0};
+      int px[3] = {0, 0, 0};
       const bool in = x < D.rw && y < D.rh;
-      if (in) src_pixel(src, D, x, y, v);
-      for (int c = 0; c < lo.piece[k].nc; ++c) {
-        int sc = lo.piece[k].c0 + c;
-        px[lo.piece[k].ch + c] = (bd_h16)(in ? (float)v[bgr ? 2 - sc : sc] : pad);
+      if (in) src_pixel(src, D, x, y, px);
+#pragma unroll
+      for (int c = 0; c < 3; ++c) { // source channel c0 + c, in network order
+        const int sc = lo.piece[k].c0 + c, q = bgr ? 2 - sc : sc;
+        v[k][c] = in ? (float)(q == 0 ? px[0] : q == 1 ? px[1] : px[2]) : pad;
       }
     }
-    bd_h16 *o = dst + i * lo.pitch;
-    if (vec) {
-      for (int c = 0; c < lo.pitch; c += 8)
-        *reinterpret_cast<uint4 *>(o + c) = *reinterpret_cast<const uint4 *>(px + c);
-    } else {
-      for (int c = 0; c < lo.pitch; ++c) o[c] = px[c];
-    }
+    layout_store(lo, v, vec, dst + i * lo.pitch);
   }
 }
 
@@ -129,20 +161,16 @@ __global__ void k_layout_f32(const float *__restrict__ src, int n, int in_h, int
     int b = (int)(i / plane);
     int64_t p = i - (int64_t)b * plane;
     int oy = (int)(p / lo.out_w), ox = (int)(p - (int64_t)oy * lo.out_w);
-    __align__(16) bd_h16 px[BD_PREP_MAX_PITCH];
-    for (int c = 0; c < lo.pitch; ++c) px[c] = (bd_h16)0.f;
-    for (int k = 0; k < lo.n_pieces; ++k) {
+    float v[BD_PREP_MAX_PIECES][3];
+#pragma unroll
+    for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
+      if (k >= lo.n_pieces) break;
       const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
       const float *s = src + ((int64_t)b * 3 + lo.piece[k].c0) * in_plane + (int64_t)y * in_w + x;
-      for (int c = 0; c < lo.piece[k].nc; ++c) px[lo.piece[k].ch + c] = bd_st<bd_h16>(s[c * in_plane]);
+#pragma unroll
+      for (int c = 0; c < 3; ++c) v[k][c] = c < lo.piece[k].nc ? s[c * in_plane] : 0.f;
     }
-    bd_h16 *o = dst + i * lo.pitch;
-    if (vec) {
-      for (int c = 0; c < lo.pitch; c += 8)
-        *reinterpret_cast<uint4 *>(o + c) = *reinterpret_cast<const uint4 *>(px + c);
-    } else {
-      for (int c = 0; c < lo.pitch; ++c) o[c] = px[c];
-    }
+    layout_store(lo, v, vec, dst + i * lo.pitch);
   }
 }
 

@@ -113,13 +113,12 @@ __device__ __forceinline__ const bd_h16 *b_src(const bd_cuda_conv_shape &p, cons
 }
 
 // The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
-// activation, residual (r packed like the output), one 16-byte store (y's pixels are ldy
-// apart).
+// activation, residual, one 16-byte store (y's pixels are ldy apart, r's ldr).
 __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
                                       const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                                       bd_h16 *__restrict__ y, int64_t pix, int oc) {
   uint4 rv = make_uint4(0, 0, 0, 0), out;
-  if (r) rv = *reinterpret_cast<const uint4 *>(r + pix * p.m + oc);
+  if (r) rv = *reinterpret_cast<const uint4 *>(r + pix * (p.ldr ? p.ldr : p.m) + oc);
   const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
   bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
 #pragma unroll
@@ -143,7 +142,7 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
   const int n = p.m - oc < 8 ? p.m - oc : 8;
   bd_h16 *o = y + pix * (p.ldy ? p.ldy : p.m) + oc;
   for (int j = 0; j < n; ++j) {
-    const float rv = r ? bd_ld(r[pix * p.m + oc + j]) : 0.0f;
+    const float rv = r ? bd_ld(r[pix * (p.ldr ? p.ldr : p.m) + oc + j]) : 0.0f;
     o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
   }
 }
@@ -538,7 +537,8 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
    * otherwise any pitch >= M (one channel a store) */
   const int vec = p->m % 8 == 0;
   if (p->group != 1 || p->c % 8 || p->m < 1 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
-      (vec && p->ldy % 8) || (p->ldx && p->ldx < p->c) || (p->ldy && p->ldy < p->m) ||
+      (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldx && p->ldx < p->c) ||
+      (p->ldy && p->ldy < p->m) || (p->ldr && p->ldr < p->m) ||
       (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
       ((uintptr_t)w & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
       ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)

@@ -298,7 +298,7 @@ int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pa
                                    int may_fuse) {
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn, 1);
   if (pp.mma)
-    return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_ALIGN8 |
+    return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_R | BD_CONV_PITCH_ALIGN8 |
            (pp.padded ? BD_CONV_PITCH_XZERO : 0);
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
@@ -715,7 +715,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
   int agree[BD_CONV_MMA_TILES] = {0}, ran[BD_CONV_MMA_TILES] = {0}, na[BD_CONV_MMA_TILES] = {0};
   bd_cuda_conv_shape p = *shape;
-  p.ldx = p.ldy = 0; /* measured packed: the plan decides pitches after this */
+  p.ldx = p.ldy = p.ldr = 0; /* measured packed: the plan decides pitches after this */
   p.xzero = 0;
   if (!bd_cuda_conv_undecided(cudnn_handle, &p)) return BD_OK;
   BD_CU(cudaGetDevice(&device));

@@ -289,6 +289,7 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->ldx = (int)planned_pitch(cp, nd->in[0]);
   s->ldy = (int)planned_pitch(cp, nd->out[0]);
   s->xzero = cp->pad_to[nd->in[0]] != 0;
+  s->ldr = nd->n_in > 3 ? (int)planned_pitch(cp, nd->in[3]) : 0;
 }
 
 /* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
@@ -411,14 +412,15 @@ static int writes_pitched(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd
 }
 
 /* Whether input k of node nd can be such a slice: everything reading through views,
- * pitch arguments or a conversion step (which reads a view); a conv's input when its
- * layer allows it, never its residual. */
+ * pitch arguments or a conversion step (which reads a view); a conv's input or residual
+ * when its layer allows it. */
 static int reads_pitched(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd, int k,
                          int64_t ch, int64_t width) {
   if (nd->op != BD_OP_CONV) return 1;
-  if (k != 0) return 0;
+  if (k != 0 && k != 3) return 0;
   int c = conv_caps(b, cp, nd);
-  return (c & BD_CONV_PITCH_X) && (!(c & BD_CONV_PITCH_ALIGN8) || (ch % 8 == 0 && width % 8 == 0));
+  return (c & (k ? BD_CONV_PITCH_R : BD_CONV_PITCH_X)) &&
+         (!(c & BD_CONV_PITCH_ALIGN8) || (ch % 8 == 0 && width % 8 == 0));
 }
 
 static int alias_enabled(void) {
@@ -997,7 +999,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     size_t ws = 0;
     void *pad[2] = {NULL, NULL};
     conv_shape(cp, nd, &s);
-    if (nd->n_in > 3 && nd->in[3] >= 0 && planned_pitch(cp, nd->in[3]))
+    if (nd->n_in > 3 && nd->in[3] >= 0 && planned_pitch(cp, nd->in[3]) &&
+        !(conv_caps(b, cp, nd) & BD_CONV_PITCH_R))
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv residual in a Concat's buffer",
                         name);
     for (int k = 0; k < 2 && cp->arena; ++k)

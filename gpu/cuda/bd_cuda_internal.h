@@ -64,8 +64,15 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
  * (may_fuse: the layer would try to fuse); BD_CONV_PITCH_ALIGN8: the pitches and channel
  * offsets must be multiples of 8 (the tensor-core kernel); BD_CONV_PITCH_XZERO: it pads
  * its input channels to 8 and can read an input stored that way with zero pad channels
- * (shape.xzero) instead of copying it. */
-enum { BD_CONV_PITCH_X = 1, BD_CONV_PITCH_Y = 2, BD_CONV_PITCH_ALIGN8 = 4, BD_CONV_PITCH_XZERO = 8 };
+ * (shape.xzero) instead of copying it; BD_CONV_PITCH_R read a pitched residual
+ * (shape.ldr: our tensor-core kernel). */
+enum {
+  BD_CONV_PITCH_X = 1,
+  BD_CONV_PITCH_Y = 2,
+  BD_CONV_PITCH_ALIGN8 = 4,
+  BD_CONV_PITCH_XZERO = 8,
+  BD_CONV_PITCH_R = 16
+};
 int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                   int may_fuse);
 /* 1 when a layer of shape p runs on a channel-padded copy of its input and/or writes a

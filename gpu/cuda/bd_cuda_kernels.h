@@ -57,11 +57,12 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int uno
 cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a,
                            const bd_cuda_view *b, int binop, cudaStream_t stream);
 
-/* Convolution geometry, NHWC activations, KRSC weights ([M][kh][kw][C/group]). ldx, ldy:
- * channels between consecutive pixels of x and y when they are channel slices of wider
- * tensors (Concat pieces read or written in place); 0 = packed (c, m). The residual r is
- * always packed like a packed y. cuDNN runs only packed tensors: the layer code routes a
- * pitched output through a packed copy and the epilogue. */
+/* Convolution geometry, NHWC activations, KRSC weights ([M][kh][kw][C/group]). ldx, ldy,
+ * ldr: channels between consecutive pixels of x, y and the residual r when they are
+ * channel slices of wider tensors (Concat pieces read or written in place); 0 = packed
+ * (c, m, m). A pitched residual is taken by our tensor-core kernel only (the others
+ * refuse it). cuDNN runs only packed tensors: the layer code routes a pitched output
+ * through a packed copy and the epilogue. */
 typedef struct bd_cuda_conv_shape {
   int n, h, w, c;   /* input */
   int oh, ow, m;    /* output */
@@ -71,6 +72,7 @@ typedef struct bd_cuda_conv_shape {
   int ldx, ldy;     /* pixel pitches, 0 = packed */
   int xzero;        /* 1: x's channels c..ldx-1 are zeros (a channel-padded layer reads x
                        as its padded input, no copy) */
+  int ldr;          /* residual pixel pitch, 0 = packed */
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and
@@ -82,9 +84,9 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
 
 /* Tensor-core implicit-GEMM convolution (WMMA, FP32 accumulate) with the same fused
  * epilogue and contract as bd_cuda_conv_direct, for group == 1, C % 8 == 0, 16-byte
- * aligned x and w, and either M % 8 == 0 with 16-byte aligned y, r and ldy % 8 == 0, or
- * any other M with any ldy >= M (cudaErrorInvalidValue otherwise; a layer whose C is
- * not a multiple of 8 runs on zero-padded weights and input, bd_cuda_cudnn.c). Summation order
+ * aligned x and w, and either M % 8 == 0 with 16-byte aligned y, r and ldy, ldr % 8 == 0,
+ * or any other M with any ldy, ldr >= M (cudaErrorInvalidValue otherwise; a layer whose
+ * C is not a multiple of 8 runs on zero-padded weights and input, bd_cuda_cudnn.c). Summation order
  * differs from the direct kernel (results equal up to FP32 rounding). */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);

@@ -136,10 +136,12 @@ static float epi(float acc, float b, float r, int a, int res) {
   return acc;
 }
 
-cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
-                                const float *bias, const void *r, void *y, cudaStream_t s) {
-  (void)s;
+/* The convolution both kernels compute, a pitched residual included (ldr; the direct
+ * kernel refuses one, as on a GPU). */
+static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                            const float *bias, const void *r, void *y) {
   int cg = p->c / p->group, mg = p->m / p->group;
+  const int64_t ldr = p->ldr ? p->ldr : p->m;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
   x = bd_emu_shadow(x);
@@ -168,13 +170,20 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
             }
           }
           int64_t i = (((int64_t)n * p->oh + oy) * p->ow + ox) * p->m + m;
-          float rv = r ? ld(r, BD_CT_H16, i) : 0;
+          float rv = r ? ld(r, BD_CT_H16, i / p->m * ldr + m) : 0;
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
           st(y, BD_CT_H16, (i / p->m) * ldy + m, epi(acc, bias ? bias[m] : 0, rv, p->act, p->res));
         }
   return cudaSuccess;
+}
+
+cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                                const float *bias, const void *r, void *y, cudaStream_t s) {
+  (void)s;
+  if (p->ldr && p->ldr != p->m) return cudaErrorInvalidValue;
+  return conv_ref(p, x, w, bias, r, y);
 }
 
 /* The tensor-core kernel computes what the direct kernel does on every tile (FP32
@@ -191,7 +200,8 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
                                    const void *w, const float *bias, const void *r, void *y,
                                    void *ws, size_t ws_bytes, cudaStream_t s) {
   const int vec = p->m % 8 == 0; /* the kernel's contract (bd_cuda_kernels.h) */
-  if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 || (vec && p->ldy % 8) ||
+  if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 ||
+      (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldr && p->ldr < p->m) ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
       ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
@@ -201,7 +211,8 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
   if (fault && strcmp(fault, "launch0") == 0 &&
       (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) == 0)
     return cudaErrorLaunchOutOfResources;
-  cudaError_t e = bd_cuda_conv_direct(p, x, w, bias, r, y, s);
+  (void)s;
+  cudaError_t e = conv_ref(p, x, w, bias, r, y);
   if (e == cudaSuccess && fault && strcmp(fault, "1") == 0) {
     float *ys = bd_emu_shadow(y);
     const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;
@@ -217,7 +228,7 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
                                   void *y, cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
-  if (p->ldy && p->ldy != p->m) return cudaErrorInvalidValue;
+  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
@@ -235,7 +246,7 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
   const int ldy = p->ldy ? p->ldy : p->m;
-  if (src_c < p->m || ldy < p->m) return cudaErrorInvalidValue;
+  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
   src = bd_emu_shadow(src);
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);

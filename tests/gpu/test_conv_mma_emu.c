@@ -24,6 +24,7 @@ enum { GUARD = 64 };
 typedef struct conv_case {
   int n, h, w, c, m, kh, kw, s, d, pad_t, pad_l, pad_b, pad_r, act, res, bias;
   int ldx, ldy; /* pixel pitches of x and y (0: packed): Concat pieces in place */
+  int ldr;      /* and of the residual */
 } conv_case;
 
 static float act_ref(float x, int a) {
@@ -43,15 +44,18 @@ static void run_case(const conv_case *k, int tile) {
   p.sh = p.sw = k->s, p.dh = p.dw = k->d, p.pad_t = k->pad_t, p.pad_l = k->pad_l, p.group = 1;
   p.oh = (k->h + k->pad_t + k->pad_b - k->d * (k->kh - 1) - 1) / k->s + 1;
   p.ow = (k->w + k->pad_l + k->pad_r - k->d * (k->kw - 1) - 1) / k->s + 1;
-  p.act = k->act, p.res = k->res, p.ldx = k->ldx, p.ldy = k->ldy;
+  p.act = k->act, p.res = k->res, p.ldx = k->ldx, p.ldy = k->ldy, p.ldr = k->ldr;
   const int ldx = k->ldx ? k->ldx : p.c, ldy = k->ldy ? k->ldy : p.m;
+  const int ldr = k->ldr ? k->ldr : p.m;
   const size_t nx = (size_t)p.n * p.h * p.w * ldx, nw = (size_t)p.m * p.kh * p.kw * p.c;
-  const size_t npix = (size_t)p.n * p.oh * p.ow, ny = npix * ldy, nr = npix * p.m;
+  const size_t npix = (size_t)p.n * p.oh * p.ow, ny = npix * ldy, nr = npix * ldr;
   uint16_t *x = h16_random(nx, -1.f, 1.f), *w = h16_random(nw, -0.5f, 0.5f);
   uint16_t *r = k->res ? h16_random(nr, -1.f, 1.f) : NULL;
   uint16_t *y = h16_random(ny + GUARD, 0.f, 0.f);
   for (size_t i = 0; i < (size_t)p.n * p.h * p.w; ++i) /* channels past c: never read */
     for (int c = p.c; c < ldx; ++c) x[i * ldx + c] = 0x7E00;
+  for (size_t i = 0; r && i < npix; ++i) /* nor r's past m */
+    for (int c = p.m; c < ldr; ++c) r[i * ldr + c] = 0x7E00;
   float *bias = NULL;
   if (k->bias) {
     bias = malloc(sizeof(float) * (size_t)p.m);
@@ -103,7 +107,7 @@ static void run_case(const conv_case *k, int tile) {
             }
           }
           size_t pix = ((size_t)n * p.oh + oy) * p.ow + ox, o = pix * ldy + m;
-          float v = (float)acc + (bias ? bias[m] : 0.f), rv = r ? tc_h162f(r[pix * p.m + m]) : 0.f;
+          float v = (float)acc + (bias ? bias[m] : 0.f), rv = r ? tc_h162f(r[pix * ldr + m]) : 0.f;
           if (p.res == 1) v += rv;
           v = act_ref(v, p.act);
           if (p.res == 2) v += rv;
@@ -119,9 +123,9 @@ static void run_case(const conv_case *k, int tile) {
           if (err > worst) worst = err;
         }
   printf("conv n%d %dx%d c%d m%d k%dx%d s%d d%d pad %d,%d,%d,%d act%d res%d bias%d ldx%d ldy%d "
-         "-> %dx%d, tile %s (%d parts): max abs err %.2e\n",
+         "ldr%d -> %dx%d, tile %s (%d parts): max abs err %.2e\n",
          p.n, p.h, p.w, p.c, p.m, p.kh, p.kw, k->s, k->d, k->pad_t, k->pad_l, k->pad_b, k->pad_r,
-         p.act, p.res, k->bias, k->ldx, k->ldy, p.oh, p.ow,
+         p.act, p.res, k->bias, k->ldx, k->ldy, k->ldr, p.oh, p.ow,
          bd_cuda_conv_mma_tile_name(tile < 0 ? bd_cuda_conv_mma_default_tile(p.m) : tile), splits,
          worst);
   free(ws);
@@ -136,29 +140,32 @@ static void test_shapes(void **s) {
   (void)s;
   static const conv_case cases[] = {
       /* n  h   w   c   m  kh kw s  d  pt pl pb pr act res bias ldx ldy */
-      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 0, 0},  /* partial tiles in all three */
-      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0},   /* 1x1, batch 2, two channel tiles */
-      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 2, 1, 0, 0},  /* stride 2, asymmetric padding */
-      {1, 12, 12, 24, 8, 5, 5, 1, 2, 4, 4, 4, 4, 0, 0, 0, 0, 0},  /* 5x5 dilated, no bias */
-      {1, 16, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 0}, /* two pixel blocks */
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 0, 0, 0},  /* partial tiles in all three */
+      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0},   /* 1x1, batch 2, two channel tiles */
+      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 2, 1, 0, 0, 0},  /* stride 2, asymmetric padding */
+      {1, 12, 12, 24, 8, 5, 5, 1, 2, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0},  /* 5x5 dilated, no bias */
+      {1, 16, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 0, 0}, /* two pixel blocks */
       /* Concat pieces in place: x a slice of a 40-channel tensor, y of a 96-channel one */
-      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 40, 96},
-      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 32},
-      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 0, 1, 24, 0},
+      {2, 9, 7, 32, 72, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 40, 96, 0},
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 2, 1, 0, 32, 0},
+      {1, 17, 13, 8, 16, 3, 3, 2, 1, 0, 1, 1, 0, 2, 0, 1, 24, 0, 0},
       /* more than one block of every tile: 320 pixels, 136 channels */
-      {1, 20, 16, 16, 136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0},
+      {1, 20, 16, 16, 136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0, 0},
       /* split-K (tiles 3, 4): deep reductions on small outputs; k = 576 in 4 parts with a
        * residual and y a slice; k = 360 (not a multiple of 32) in 3 parts, stride 2 */
-      {1, 6, 6, 64, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 48},
-      {2, 7, 7, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 3, 2, 1, 48, 0},
+      {1, 6, 6, 64, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 48, 0},
+      {2, 7, 7, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 3, 2, 1, 48, 0, 0},
       /* M not a multiple of 8 (one channel a store): DAMO-YOLO's 68 regression channels
        * (a last group of 4, two channel blocks of tile 1) with a residual; yolox's 4 and 1
        * prediction channels; 13 channels at an odd pitch of 15 after a deep reduction
        * that the split tiles take (partials of 16 channels a pixel) */
-      {1, 10, 9, 64, 68, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0},
-      {2, 5, 6, 16, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0},
-      {1, 7, 5, 24, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 0, 1, 0, 0},
-      {1, 6, 6, 64, 13, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, 1, 0, 15},
+      {1, 10, 9, 64, 68, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 0, 0, 0},
+      {2, 5, 6, 16, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
+      {1, 7, 5, 24, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0},
+      {1, 6, 6, 64, 13, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, 1, 0, 15, 0},
+      /* the residual a Concat piece (ldr): 8 channels a load, and one at a time */
+      {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 32, 40},
+      {2, 5, 6, 16, 12, 1, 1, 1, 1, 0, 0, 0, 0, 3, 2, 1, 0, 0, 13},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)
@@ -167,7 +174,7 @@ static void test_shapes(void **s) {
 
 static void test_refuses(void **s) {
   (void)s;
-  bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
+  bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
   uint16_t *b = h16_random(4096, 0.f, 0.f);
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* C%8 */
   p.c = 16, p.m = 12; /* M % 8: any pitch >= M, 2-byte alignment (test_shapes: no split) */
@@ -185,6 +192,11 @@ static void test_refuses(void **s) {
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
   p.ldy = 0, p.ldx = 12;
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue);
+  p.ldx = 0, p.ldr = 12; /* the residual's pitch: a multiple of 8 too, at least M */
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, b, b, 0), cudaErrorInvalidValue);
+  p.ldr = 8;
+  assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, b, b, 0), cudaErrorInvalidValue);
+  p.ldr = 0;
   p.ldx = 0; /* a valid shape on a tile that does not exist */
   assert_int_equal(
       bd_cuda_conv_mma_tiled(&p, BD_CONV_MMA_TILES, b, b, NULL, NULL, b, NULL, 0, 0),

@@ -316,7 +316,9 @@ __global__ void __launch_bounds__(THREADS)
 // (batch 1, where 46 of DAMO-T's layers ran the register-staged split tiles). 12 is 128 x
 // 32 on 4 warps (38 KB, 94 registers: 5 blocks an SM) for the 24- and 32-channel layers
 // on large images, which the 256x32 register-staged tile (2 blocks an SM) ran at 0.5-1.7
-// TB/s and 47-74 TFLOP/s: latency-bound, neither memory- nor compute-bound.
+// TB/s and 47-74 TFLOP/s: latency-bound, neither memory- nor compute-bound; 13 is 64 x
+// 64 the same way for the 48-64-channel ones (cuDNN's fused 160x160x24 -> 64 3x3 ran at
+// 114 TFLOP/s and 1.3 TB/s, the 128x64 tiles' 40x40x64 layers at ~96 TFLOP/s).
 
 // Shared memory of an async tile: the ring, overlaid by the FP32 accumulator tile for the
 // epilogue, CROWS rows at a time (all BM where that fits the 48 KB of static shared
@@ -558,6 +560,7 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 10: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
   case 11: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
   case 12: return launch_async<128, 32, 32, 32, 3, true, 5>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 13: return launch_async<64, 64, 32, 32, 3, true, 5>(p, x, w, bias, r, y, 1, nullptr, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
   }
 }

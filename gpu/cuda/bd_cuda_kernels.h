@@ -95,13 +95,13 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * outputs too small to fill the GPU: batch 1, deep low-resolution layers); 5: 128 x 64
  * and 6: 64 x 128 with k-slices through a 3-deep cp.async ring ("async"); 7: 128 x 128
  * (64 x 32 per warp, a 2-deep ring), 8 and 9: tiles 5 and 6, all three with the input's
- * copies through L1 ("async L1"); 10 and 11: tiles 8 and 9 split like 4 and 3; 12: 128
- * x 32 async L1 on 4 warps; -1:
+ * copies through L1 ("async L1"); 10 and 11: tiles 8 and 9 split like 4 and 3; 12 and
+ * 13: 128 x 32 and 64 x 64 async L1 on 4 warps; -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 13
+#define BD_CONV_MMA_TILES 14
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -124,6 +124,7 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
          : tile == 10 ? "128x64 async L1 split-K"
          : tile == 11 ? "64x128 async L1 split-K"
          : tile == 12 ? "128x32 async L1"
+         : tile == 13 ? "64x64 async L1"
                      : "?";
 }
 /* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for

@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
-// ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128; 7-9 below) ----
+// ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128; 7-13 below) ----
 // The same GEMM and epilogue, but the k-slices reach shared memory through cp.async
 // (sm_80+: global -> shared without registers, zero-filled for padding and edges) in an
 // ST-deep ring: while one slice is multiplied the next ST-1 are in flight, where
@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(THREADS)
 // cuDNN (first H100 run: 2x slower at 40x40x152 -> 192); chosen per layer only where
 // measured faster (bd_cuda_conv_choose).
 //
-// Tiles 7-11 (second H100 profile: tiles 5/6 run DAMO-T's compute-bound 3x3 layers at
+// Tiles 7-13 (second H100 profile: tiles 5/6 run DAMO-T's compute-bound 3x3 layers at
 // 95-120 TFLOP/s where cuDNN's fused ones reach 300-370, and each 128x64 block of a
 // 192-channel 3x3 layer pulls ~660 KB from L2 for 28 MFLOP): 7 is 128x128 with 64x32 warp
 // tiles (twice the work per byte brought in and per fragment loaded; 2 stages to stay in

@@ -206,6 +206,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
       "$(grep -c -- '-> ours' "$OUT/$f.log" 2>/dev/null)" \
       "$(grep -c -- '-> cuDNN' "$OUT/$f.log" 2>/dev/null)" \
       "$(grep -c 'WARNING (our tensor-core' "$OUT"/*.log 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')"
+    # Which of our block tiles won how many layers (the ones never kept can go).
+    printf 'tiles kept %s: %s\n' "$f" "$(grep -ho -- '-> ours .*$' "$OUT/$f.log" 2>/dev/null |
+      sed 's/^-> ours //' | sort | uniq -c | sort -rn |
+      awk '{c = $1; $1 = ""; printf "%s%s x%d", (NR > 1 ? ", " : ""), substr($0, 2), c}')"
   done
   for f in prof-nano-b32 prof-nano-b32-cudnn prof-damoT-b32 prof-damoT-b32-cudnn prof-damoT-b1; do
     [ -f "$OUT/$f.log" ] || continue

@@ -547,21 +547,21 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
     return cudaErrorInvalidValue;
   const int splits = bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes);
   if (splits < 1) return cudaErrorInvalidValue;
+  // Whether a tile splits (splits > 1) is bd_cuda_conv_mma_tile_info's; the geometry here
+  // is the same table's.
   switch (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) {
-  case 1: return launch<256, 32>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 2: return launch<64, 128>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
-  case 4: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s);
-  case 5: return launch_async<128, 64, 32, 32, 3, false, 3>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 6: return launch_async<64, 128, 32, 32, 3, false, 3>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 7: return launch_async<128, 128, 64, 32, 2, true, 2>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 8: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 9: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 10: return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
-  case 11: return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
-  case 12: return launch_async<128, 32, 32, 32, 3, true, 5>(p, x, w, bias, r, y, 1, nullptr, s);
-  case 13: return launch_async<64, 64, 32, 32, 3, true, 5>(p, x, w, bias, r, y, 1, nullptr, s);
-  default: return launch<128, 64>(p, x, w, bias, r, y, 1, nullptr, s);
+  case 1: return launch<256, 32>(p, x, w, bias, r, y, splits, ws, s);
+  case 2: case 3: return launch<64, 128>(p, x, w, bias, r, y, splits, ws, s);
+  case 5: return launch_async<128, 64, 32, 32, 3, false, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 6: return launch_async<64, 128, 32, 32, 3, false, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 7: return launch_async<128, 128, 64, 32, 2, true, 2>(p, x, w, bias, r, y, splits, ws, s);
+  case 8: case 10:
+    return launch_async<128, 64, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 9: case 11:
+    return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
+  case 12: return launch_async<128, 32, 32, 32, 3, true, 5>(p, x, w, bias, r, y, splits, ws, s);
+  case 13: return launch_async<64, 64, 32, 32, 3, true, 5>(p, x, w, bias, r, y, splits, ws, s);
+  default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }
 

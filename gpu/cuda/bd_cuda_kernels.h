@@ -86,8 +86,8 @@ cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, cons
  * epilogue and contract as bd_cuda_conv_direct, for group == 1, C % 8 == 0, 16-byte
  * aligned x and w, and either M % 8 == 0 with 16-byte aligned y, r and ldy, ldr % 8 == 0,
  * or any other M with any ldy, ldr >= M (cudaErrorInvalidValue otherwise; a layer whose
- * C is not a multiple of 8 runs on zero-padded weights and input, bd_cuda_cudnn.c). Summation order
- * differs from the direct kernel (results equal up to FP32 rounding). */
+ * C is not a multiple of 8 runs on zero-padded weights and input, bd_cuda_cudnn.c).
+ * Summation order differs from the direct kernel (results equal up to FP32 rounding). */
 cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const void *w,
                              const float *bias, const void *r, void *y, cudaStream_t stream);
 /* The same on block tile `tile` (0: 128 pixels x 64 channels, 1: 256 x 32, 2: 64 x 128;
@@ -96,7 +96,7 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * and 6: 64 x 128 with k-slices through a 3-deep cp.async ring ("async"); 7: 128 x 128
  * (64 x 32 per warp, a 2-deep ring), 8 and 9: tiles 5 and 6, all three with the input's
  * copies through L1 ("async L1"); 10 and 11: tiles 8 and 9 split like 4 and 3; 12 and
- * 13: 128 x 32 and 64 x 64 async L1 on 4 warps; -1:
+ * 13: 128 x 32 and 64 x 64 async L1 on 4 warps (bd_cuda_conv_mma_tile_info); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
@@ -110,32 +110,45 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
 /* Without a measurement: wide pixel tiles for few output channels, wide channel tiles for
  * many. */
 static inline int bd_cuda_conv_mma_default_tile(int m) { return m <= 32 ? 1 : m >= 128 ? 2 : 0; }
+/* Each block tile's name, pixels x channels and whether it splits the reduction (the
+ * launch in bd_cuda_conv_mma.cu instantiates the same geometry per tile). */
+typedef struct bd_conv_mma_tile_info {
+  const char *name;
+  int bm, bn, split;
+} bd_conv_mma_tile_info;
+static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) {
+  static const bd_conv_mma_tile_info t[BD_CONV_MMA_TILES] = {
+      {"128x64", 128, 64, 0},
+      {"256x32", 256, 32, 0},
+      {"64x128", 64, 128, 0},
+      {"64x128 split-K", 64, 128, 1},
+      {"128x64 split-K", 128, 64, 1},
+      {"128x64 async", 128, 64, 0},
+      {"64x128 async", 64, 128, 0},
+      {"128x128 async L1", 128, 128, 0},
+      {"128x64 async L1", 128, 64, 0},
+      {"64x128 async L1", 64, 128, 0},
+      {"128x64 async L1 split-K", 128, 64, 1},
+      {"64x128 async L1 split-K", 64, 128, 1},
+      {"128x32 async L1", 128, 32, 0},
+      {"64x64 async L1", 64, 64, 0},
+  };
+  return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
+}
 static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
-  return tile == 0   ? "128x64"
-         : tile == 1 ? "256x32"
-         : tile == 2 ? "64x128"
-         : tile == 3 ? "64x128 split-K"
-         : tile == 4 ? "128x64 split-K"
-         : tile == 5 ? "128x64 async"
-         : tile == 6 ? "64x128 async"
-         : tile == 7 ? "128x128 async L1"
-         : tile == 8 ? "128x64 async L1"
-         : tile == 9 ? "64x128 async L1"
-         : tile == 10 ? "128x64 async L1 split-K"
-         : tile == 11 ? "64x128 async L1 split-K"
-         : tile == 12 ? "128x32 async L1"
-         : tile == 13 ? "64x64 async L1"
-                     : "?";
+  const bd_conv_mma_tile_info *t = bd_cuda_conv_mma_tile_info(tile);
+  return t ? t->name : "?";
 }
 /* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for
  * a split tile the count that brings the grid near BD_CONV_SPLIT_BLOCKS with at least 4
  * k-slices of 32 per part (at most 16 parts), or 0 where splitting does not apply (the
  * grid is already that large, the reduction is short, or the partials would pass
- * BD_CONV_SPLIT_MAX_WS; they hold M rounded up to 8 channels a pixel). A pure function of the shape: plan sizing and launch agree. */
+ * BD_CONV_SPLIT_MAX_WS; they hold M rounded up to 8 channels a pixel). A pure function of
+ * the shape: plan sizing and launch agree. */
 static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
-  if (tile != 3 && tile != 4 && tile != 10 && tile != 11) return 1;
-  const int narrow = tile == 3 || tile == 11; /* 64 pixels x 128 channels */
-  const int bm = narrow ? 64 : 128, bn = narrow ? 128 : 64;
+  const bd_conv_mma_tile_info *t = bd_cuda_conv_mma_tile_info(tile);
+  if (!t || !t->split) return 1;
+  const int bm = t->bm, bn = t->bn;
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   const int64_t blocks = ((n_pix + bm - 1) / bm) * ((p->m + bn - 1) / bn);
   const int64_t slices = ((int64_t)p->kh * p->kw * p->c + 31) / 32;

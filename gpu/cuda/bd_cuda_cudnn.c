@@ -740,11 +740,11 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
    * would (plan_pads). cuDNN's time includes that copy, which a plan storing the input
    * padded (a Focus stem's) does not make: a bias towards ours of one pass over the input.
    * Without them (asymmetric padding: our direct kernel) ours is not tried. */
-  bd_cuda_conv_shape o = p;
+  bd_cuda_conv_shape q = p; /* the shape ours runs */
   const void *ox = sc->x, *ow = w;
   const int pads_ok = p.c % 8 == 0 || (lib->xpad && lib->wpad);
   if (p.c % 8 && pads_ok) {
-    o.c = round8(p.c);
+    q.c = round8(p.c);
     ox = lib->xpad;
     ow = lib->wpad;
   }
@@ -757,15 +757,15 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     int bad = 0;
     /* A split tile that does not apply to this shape (or whose partials pass the scratch
      * workspace) is not tried. */
-    if (!pads_ok || bd_cuda_conv_mma_splits(&o, k) < 1 ||
-        bd_cuda_conv_mma_ws_bytes(&o, k) > sc->ws_bytes) {
+    if (!pads_ok || bd_cuda_conv_mma_splits(&q, k) < 1 ||
+        bd_cuda_conv_mma_ws_bytes(&q, k) > sc->ws_bytes) {
       na[k] = 1;
       continue;
     }
     /* A tile this GPU cannot launch (resources) is not an error: it is not used. This
      * trial run is also the tile's untimed one. */
     cudaError_t e =
-        bd_cuda_conv_mma_tiled(&o, k, ox, ow, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
+        bd_cuda_conv_mma_tiled(&q, k, ox, ow, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
@@ -773,7 +773,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       continue;
     }
     ran[k] = 1;
-    st = time_side(cudnn_handle, lib, k, &o, ox, ow, bias, r, sc->y1, sc, 0, ev, stream, &t[k],
+    st = time_side(cudnn_handle, lib, k, &q, ox, ow, bias, r, sc->y1, sc, 0, ev, stream, &t[k],
                    err);
     /* Only a tile that would be kept (faster than cuDNN and every tile kept so far) has
      * its output compared: the copy back and the comparison cost more than the timing,

@@ -185,16 +185,12 @@ static const conv_case cases[] = {
 
 static void test_conv_direct(void **state) {
   (void)state;
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
-    if (cases[i].ldr) { /* refused before anything is read */
-      bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
-                              0, 0, 0, 24};
-      assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0),
-                       cudaErrorInvalidValue);
-      continue;
-    }
-    run_case(&cases[i], 1);
-  }
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i)
+    if (!cases[i].ldr) run_case(&cases[i], 1);
+  /* a pitched residual is our tensor-core kernel's only: refused before anything is read */
+  bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
+                          0, 0, 0, 24};
+  assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
 }
 
 /* Every block tile of our tensor-core kernel on the dense cases it takes (input channels

@@ -89,8 +89,9 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # Issue 7: our tensor-core convolution on every layer it takes (BATCHDET_CUDA_CONV=mma;
   # the default, auto, picks it per layer where it is faster and agrees with cuDNN), on the
   # same layers and models; timed against cuDNN below.
-  # Programmatic dependent launch (BATCHDET_CUDA_PDL=1, off by default): the whole
-  # model and detection tests with it on, then b1 / b32 timed with it on beside off.
+  # Programmatic dependent launch (BATCHDET_CUDA_PDL: auto by default, on for plans up to
+  # batch 4): the whole model and detection tests with it on for every plan, then b1 /
+  # b32 timed with it on beside off (=0; the default's choice is the auto rows elsewhere).
   BATCHDET_CUDA_PDL=1 step test_cuda_kernels-pdl 60 "$B/test_cuda_kernels"
   BATCHDET_CUDA_PDL=1 BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     step test_cuda_model-damoT-pdl 90 "$B/test_cuda_model"
@@ -101,7 +102,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   for bb in 1 32; do
     BATCHDET_CUDA_PDL=1 step bench-damoT-b$bb-pdl 60 "$BD" bench --model "$DAMO/T/model.onnx" \
       --device cuda --batch $bb --iters 20 --warmup 3
-    step bench-damoT-b$bb-nopdl 60 "$BD" bench --model "$DAMO/T/model.onnx" \
+    BATCHDET_CUDA_PDL=0 step bench-damoT-b$bb-nopdl 60 "$BD" bench --model "$DAMO/T/model.onnx" \
       --device cuda --batch $bb --iters 20 --warmup 3
   done
   BATCHDET_CUDA_PDL=1 step bench-cuda-b1-pdl 45 "$BD" bench --model "$MODEL" --device cuda \

@@ -155,10 +155,11 @@ static void run_batch(int batch, double bound) {
  * (the input's copy, the convolution, the epilogue from the padded output). So ours must
  * be chosen exactly for the dense layers (group 1: read from the plan here) that the same
  * plan with BATCHDET_CUDA_CONV=cudnn runs unfused with channels multiples of 8, or on
- * padded copies (a tie keeps cuDNN: an asymmetric layer with other channel counts runs
- * on the direct kernel, and ours is not tried where its input would need the copy), on
- * its first block tile (ties again); with $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with
- * $BD_EMU_MMA_FAULT=launch0 (tile 0 fails to launch) for the same layers on tile 1.
+ * padded copies (an asymmetric layer with other channel counts runs on the direct
+ * kernel: one launch, a tie that keeps it, or with C not a multiple of 8 no padded copy
+ * for ours to read, so ours is not tried), on its first block tile (ties again); with
+ * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with $BD_EMU_MMA_FAULT=launch0
+ * (tile 0 fails to launch) for the same layers on tile 1.
  * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV is refused at prepare. */
 static void test_conv_auto(void **state) {
   (void)state;

@@ -28,10 +28,10 @@ __device__ __forceinline__ void bd_pdl_wait() {
 // into a captured graph. BD_K protects a template kernel's commas: BD_K(k<A, B>).
 #ifndef BD_LAUNCH
 template <typename... K, typename... A>
-static inline void bd_launch(void (*kernel)(K...), dim3 grid, dim3 block, cudaStream_t s,
-                             A... args) {
+static inline void bd_launch(void (*kernel)(K...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A... args) {
   if (!__atomic_load_n(&bd_cuda_pdl, __ATOMIC_RELAXED)) {
-    kernel<<<grid, block, 0, s>>>(args...);
+    kernel<<<grid, block, smem, s>>>(args...);
     return;
   }
   cudaLaunchConfig_t cfg = {};
@@ -40,14 +40,18 @@ static inline void bd_launch(void (*kernel)(K...), dim3 grid, dim3 block, cudaSt
   at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = at;
   cfg.numAttrs = 1;
   (void)cudaLaunchKernelEx(&cfg, kernel, args...); /* the launcher reads cudaGetLastError */
 }
 #define BD_LAUNCH(kernel, grid, block, stream, ...) \
-  bd_launch(kernel, (grid), (block), (stream), __VA_ARGS__)
+  bd_launch(kernel, (grid), (block), 0, (stream), __VA_ARGS__)
+// With `smem` bytes of dynamic shared memory (the kernel's attribute raised first where
+// it passes 48 KB: cudaFuncAttributeMaxDynamicSharedMemorySize).
+#define BD_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  bd_launch(kernel, (grid), (block), (smem), (stream), __VA_ARGS__)
 #endif
 #define BD_K(...) __VA_ARGS__
 

@@ -78,7 +78,7 @@ struct KPos {
 __device__ __forceinline__ void k_advance(const bd_cuda_conv_shape &p, KPos &q, int by) {
   q.k += by;
   q.c += by;
-  while (q.c >= p.c) { // by <= BK and C >= 8: a few steps at most
+  while (q.c >= p.c) { // by <= 64 and C >= 8: a few steps at most
     q.c -= p.c;
     if (++q.kx == p.kw) {
       q.kx = 0;
@@ -177,20 +177,21 @@ __device__ __forceinline__ void out_group(const bd_cuda_conv_shape &p, const flo
   store_group(p, cr, bias, r, y, pix, oc);
 }
 
-// One warp's FM*16 x FN*16 (32x32 in k_conv_mma) of a k-slice (BK) from the shared
-// tiles: FM x FN WMMA fragments, FP32.
+// One warp's FM*16 x FN*16 (32x32 in k_conv_mma) of a k-slice (BKT deep, rows BKT + 8
+// apart) from the shared tiles: FM x FN WMMA fragments, FP32.
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
-template <int FM, int FN>
+template <int FM, int FN, int BKT = BK>
 __device__ __forceinline__ void mma_slice(Acc (&acc)[FM][FN], const bd_h16 *sa, const bd_h16 *sb,
                                           int wm, int wn) {
+  constexpr int LDK = BKT + 8;
 #pragma unroll
-  for (int kk = 0; kk < BK; kk += 16) {
+  for (int kk = 0; kk < BKT; kk += 16) {
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bd_h16, wmma::row_major> fa[FM];
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bd_h16, wmma::col_major> fb[FN];
 #pragma unroll
-    for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDS + kk], LDS);
+    for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &sa[(wm + 16 * i) * LDK + kk], LDK);
 #pragma unroll
-    for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDS + kk], LDS);
+    for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &sb[(wn + 16 * j) * LDK + kk], LDK);
 #pragma unroll
     for (int i = 0; i < FM; ++i)
 #pragma unroll
@@ -319,21 +320,50 @@ __global__ void __launch_bounds__(THREADS)
 // TB/s and 47-74 TFLOP/s: latency-bound, neither memory- nor compute-bound; 13 is 64 x
 // 64 the same way for the 48-64-channel ones (cuDNN's fused 160x160x24 -> 64 3x3 ran at
 // 114 TFLOP/s and 1.3 TB/s, the 128x64 tiles' 40x40x64 layers at ~96 TFLOP/s).
+//
+// Tiles 14-16 (unmeasured when written) take the 48 KB limit off: the ring lives in
+// dynamic shared memory (DYN), so warp tiles can be 64 wide with 3-4 stages, the shape
+// CUTLASS's sm_80 f16 GEMMs use (128x128x64, 64x64 warps, 3 stages). The H100 log has
+// cuDNN's fused 3x3 layers 1.3-2.3x faster than tiles 5/6 (40x40x152 -> 192: 89 vs 205
+// us), while ours wins every 1x1 layer; a 32x32 warp tile loads 4 fragments per 4 MMAs
+// from shared memory, a 64x64 one 8 per 16, and 64-deep slices halve the barriers a
+// k-range. 14: 128x128 of 64x64 warps (4 warps), 64-deep slices, 3 stages, 110.6 KB;
+// 15: tile 7's 128x128 of 64x32 warps with 4 stages (81.9 KB); 16: 256x64 of 64x64 warps
+// for 64-channel layers on large images, 4 stages (102.4 KB). ptxas (sm_90a): 252, 126,
+// 254 registers, no spills; 2 blocks an SM.
 
 // Shared memory of an async tile: the ring, overlaid by the FP32 accumulator tile for the
 // epilogue, CROWS rows at a time (all BM where that fits the 48 KB of static shared
 // memory, else half).
-template <int BM, int BN, int ST> struct SmemAsync {
+template <int BM, int BN, int ST, int BKT = BK, bool DYN = false> struct SmemAsync {
+  static constexpr int LDSK = BKT + 8; // 16-bit elements a ring row: BKT k and 8 of skew
   static constexpr int LDC = BN + 4;
-  static constexpr int CROWS = BM * LDC * 4 <= 48 * 1024 ? BM : BM / 2;
+  static constexpr int CROWS = DYN || BM * LDC * 4 <= 48 * 1024 ? BM : BM / 2;
   union {
     struct {
-      bd_h16 a[ST][BM * LDS];
-      bd_h16 b[ST][BN * LDS];
+      bd_h16 a[ST][BM * LDSK];
+      bd_h16 b[ST][BN * LDSK];
     } in;
     float c[CROWS * LDC];
   };
 };
+
+// An async tile's shared memory: static (at most 48 KB), or the launch's dynamic shared
+// memory (DYN; the emulation, which runs one block at a time, keeps a static either way).
+template <typename Sm, bool DYN> __device__ __forceinline__ Sm &async_smem() {
+#ifdef BD_KERNEL_EMU
+  __shared__ __align__(16) Sm sm;
+  return sm;
+#else
+  if constexpr (DYN) {
+    extern __shared__ __align__(16) unsigned char bd_conv_dyn_smem[];
+    return *reinterpret_cast<Sm *>(bd_conv_dyn_smem);
+  } else {
+    __shared__ __align__(16) Sm sm;
+    return sm;
+  }
+#endif
+}
 
 // 16 bytes global -> shared, or 16 zero bytes (ok false: g is not read); CA: through L1.
 template <bool CA> __device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 *g, bool ok) {
@@ -360,35 +390,39 @@ template <int N> __device__ __forceinline__ void cp_wait() {
 #endif
 }
 
-// BM x BN block tile of WM x WN warp tiles (one warp each), ST ring stages, A through L1
-// (CA); MINB: blocks an SM must hold (the register budget).
-template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
+// BM x BN block tile of WM x WN warp tiles (one warp each), ST ring stages of BKT-deep
+// k-slices, A through L1 (CA); MINB: blocks an SM must hold (the register budget); DYN:
+// the ring in dynamic shared memory (past 48 KB).
+template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB, int BKT = BK,
+          bool DYN = false>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
     k_conv_mma_async(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                      const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                      const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                      float *__restrict__ part, int kper) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
-  typedef SmemAsync<BM, BN, ST> Sm;
+  typedef SmemAsync<BM, BN, ST, BKT, DYN> Sm;
   constexpr int NT = (BM / WM) * (BN / WN) * 32; // threads: one warp per warp tile
-  static_assert(NT % 128 == 0 && BM * BK / 8 % NT == 0, "whole loader chunks per thread");
-  static_assert(sizeof(Sm) <= 48 * 1024, "static shared memory");
+  constexpr int RC = BKT / 8;                      // loader chunks (16 bytes) a ring row
+  static_assert(BKT % 16 == 0 && NT % 128 == 0 && NT % RC == 0 && BM * RC % NT == 0,
+                "whole loader chunks per thread, all at one k offset");
+  static_assert(DYN || sizeof(Sm) <= 48 * 1024, "static shared memory");
   static_assert(Sm::CROWS % WM == 0, "a warp's rows in one epilogue pass");
-  constexpr int AC = BM * BK / 8 / NT, BC = (BN * BK / 8 + NT - 1) / NT;
+  constexpr int AC = BM * RC / NT, BC = (BN * RC + NT - 1) / NT, LDK = Sm::LDSK;
   constexpr int LDC = Sm::LDC, CROWS = Sm::CROWS, FM = WM / 16, FN = WN / 16;
-  __shared__ __align__(16) Sm sm;
-  const int tid = threadIdx.x, warp = tid / 32, kc = (tid % 4) * 8;
+  Sm &sm = async_smem<Sm, DYN>();
+  const int tid = threadIdx.x, warp = tid / 32, kc = (tid % RC) * 8;
   const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
   const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
   // This block's k range, as in k_conv_mma: all of it, or part blockIdx.z of a split.
   const int kb = part ? (int)blockIdx.z * kper : 0;
   const int ke = part && kb + kper < k_tot ? kb + kper : k_tot;
-  const int slices = (ke - kb + BK - 1) / BK;
+  const int slices = (ke - kb + BKT - 1) / BKT;
   const int64_t m0 = (int64_t)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
   ARow ar[AC];
 #pragma unroll
-  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * NT) / 4, n_pix, ldx);
+  for (int i = 0; i < AC; ++i) ar[i] = a_row(p, x, m0 + (tid + i * NT) / RC, n_pix, ldx);
   KPos q = {0, 0, 0, 0}; // this thread's position in the next slice to issue: k = ki + kc
   k_advance(p, q, kb + kc);
   int ki = kb;
@@ -398,17 +432,17 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
 #pragma unroll
     for (int i = 0; i < AC; ++i) {
       const bd_h16 *g = a_src(p, ar[i], q, k_tot, ldx);
-      cp16<CA>(&sa[((tid + i * NT) / 4) * LDS + kc], g ? g : x, g != nullptr);
+      cp16<CA>(&sa[((tid + i * NT) / RC) * LDK + kc], g ? g : x, g != nullptr);
     }
 #pragma unroll
     for (int i = 0; i < BC; ++i) {
       const int idx = tid + i * NT;
-      if (idx >= BN * 4) continue;
-      const bd_h16 *g = b_src(p, w, n0 + idx / 4, ki + kc, k_tot);
-      cp16<false>(&sb[(idx / 4) * LDS + kc], g ? g : w, g != nullptr);
+      if (idx >= BN * RC) continue;
+      const bd_h16 *g = b_src(p, w, n0 + idx / RC, ki + kc, k_tot);
+      cp16<false>(&sb[(idx / RC) * LDK + kc], g ? g : w, g != nullptr);
     }
-    ki += BK;
-    k_advance(p, q, BK);
+    ki += BKT;
+    k_advance(p, q, BKT);
   };
 #pragma unroll
   for (int st = 0; st < ST - 1; ++st) {
@@ -426,7 +460,7 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
     if (t + ST - 1 < slices) issue((t + ST - 1) % ST);
     cp_commit();
     const bd_h16 *sa = sm.in.a[t % ST], *sb = sm.in.b[t % ST];
-    mma_slice(acc, sa, sb, wm, wn);
+    mma_slice<FM, FN, BKT>(acc, sa, sb, wm, wn);
   }
   cp_wait<0>(); // no copy may land in the ring that sm.c overlays
   // Accumulators -> shared -> epilogue, CROWS rows a pass (one pass where they all fit).
@@ -478,13 +512,13 @@ __global__ void k_splitk_epilogue(bd_cuda_conv_shape p, const float *__restrict_
 
 // The grid of a BM x BN tile over shape p with `splits` parts (one: unsplit) and its
 // parts' k range; false when it passes the grid limits.
-template <int BM, int BN>
+template <int BM, int BN, int BKT = BK>
 bool tile_grid(const bd_cuda_conv_shape *p, int splits, dim3 *grid, int *kper) {
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;
   const int64_t gx = (n_pix + BM - 1) / BM, gy = (p->m + BN - 1) / BN;
   if (gx > 0x7fffffff || gy > 65535) return false;
-  const int k_tot = p->kh * p->kw * p->c, slices = (k_tot + BK - 1) / BK;
-  *kper = splits > 1 ? (slices + splits - 1) / splits * BK : 0;
+  const int k_tot = p->kh * p->kw * p->c, slices = (k_tot + BKT - 1) / BKT;
+  *kper = splits > 1 ? (slices + splits - 1) / splits * BKT : 0;
   *grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)(splits > 1 ? splits : 1));
   return true;
 }
@@ -513,19 +547,35 @@ cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, co
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
-template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB>
+template <int BM, int BN, int WM, int WN, int ST, bool CA, int MINB, int BKT = BK,
+          bool DYN = false>
 cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void *w,
                          const float *bias, const void *r, void *y, int splits, void *ws,
                          cudaStream_t s) {
   dim3 grid;
   int kper = 0;
   if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
-  if (!tile_grid<BM, BN>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
+  if (!tile_grid<BM, BN, BKT>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
   float *part = splits > 1 ? (float *)ws : nullptr;
-  BD_LAUNCH(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB>), grid,
-            (BM / WM) * (BN / WN) * 32, s, *p,
-            (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y, part,
-            kper);
+  constexpr size_t smem = DYN ? sizeof(SmemAsync<BM, BN, ST, BKT, DYN>) : 0;
+#ifndef BD_KERNEL_EMU
+  if (DYN) { // raised once per tile (a host-side attribute, legal while a graph captures)
+    static int raised; // 0 not yet, 1 done, else the error it gave
+    int st = __atomic_load_n(&raised, __ATOMIC_ACQUIRE);
+    if (!st) {
+      const cudaError_t e = cudaFuncSetAttribute(
+          k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>,
+          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      st = e == cudaSuccess ? 1 : (int)e;
+      __atomic_store_n(&raised, st, __ATOMIC_RELEASE);
+    }
+    if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
+  }
+#endif
+  (void)smem; // the emulation's BD_LAUNCH_SMEM has no use for it
+  BD_LAUNCH_SMEM(BD_K(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>), grid,
+                 (BM / WM) * (BN / WN) * 32, smem, s, *p, (const bd_h16 *)x, (const bd_h16 *)w,
+                 bias, (const bd_h16 *)r, (bd_h16 *)y, part, kper);
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
@@ -561,6 +611,15 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
     return launch_async<64, 128, 32, 32, 3, true, 3>(p, x, w, bias, r, y, splits, ws, s);
   case 12: return launch_async<128, 32, 32, 32, 3, true, 5>(p, x, w, bias, r, y, splits, ws, s);
   case 13: return launch_async<64, 64, 32, 32, 3, true, 5>(p, x, w, bias, r, y, splits, ws, s);
+  case 14: // 110.6 KB of dynamic shared memory
+    return launch_async<128, 128, 64, 64, 3, true, 2, 64, true>(p, x, w, bias, r, y, splits, ws,
+                                                                s);
+  case 15: // 81.9 KB
+    return launch_async<128, 128, 64, 32, 4, true, 2, 32, true>(p, x, w, bias, r, y, splits, ws,
+                                                                s);
+  case 16: // 102.4 KB
+    return launch_async<256, 64, 64, 64, 4, true, 2, 32, true>(p, x, w, bias, r, y, splits, ws,
+                                                               s);
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

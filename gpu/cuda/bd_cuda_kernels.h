@@ -96,12 +96,16 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * and 6: 64 x 128 with k-slices through a 3-deep cp.async ring ("async"); 7: 128 x 128
  * (64 x 32 per warp, a 2-deep ring), 8 and 9: tiles 5 and 6, all three with the input's
  * copies through L1 ("async L1"); 10 and 11: tiles 8 and 9 split like 4 and 3; 12 and
- * 13: 128 x 32 and 64 x 64 async L1 on 4 warps (bd_cuda_conv_mma_tile_info); -1:
+ * 13: 128 x 32 and 64 x 64 async L1 on 4 warps; 14-16: async L1 in dynamic shared
+ * memory with 64-wide warp tiles and deeper rings: 128 x 128 of 64 x 64 warp tiles with
+ * 64-deep k-slices, 3 stages; 128 x 128 of 64 x 32, 4 stages; 256 x 64 of 64 x 64, 4
+ * stages (bd_cuda_conv_mma_tile_info; a GPU without that much shared memory a block
+ * refuses them at launch); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 14
+#define BD_CONV_MMA_TILES 17
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -132,6 +136,9 @@ static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) 
       {"64x128 async L1 split-K", 64, 128, 1},
       {"128x32 async L1", 128, 32, 0},
       {"64x64 async L1", 64, 64, 0},
+      {"128x128 w64x64 k64 x3", 128, 128, 0},
+      {"128x128 w64x32 x4", 128, 128, 0},
+      {"256x64 w64x64 x4", 256, 64, 0},
   };
   return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
 }

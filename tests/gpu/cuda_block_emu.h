@@ -328,6 +328,10 @@ inline float __expf(float x) {
 
 #define BD_LAUNCH(kernel, grid, block, stream, ...) \
   emu_kernel((stream), dim3(grid), dim3(block), kernel, __VA_ARGS__)
+// Dynamic shared memory: the kernel files declare it as a static of the block's size in
+// the emulation (BD_KERNEL_EMU), so the byte count has nothing to size.
+#define BD_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  emu_kernel((stream), dim3(grid), dim3(block), kernel, __VA_ARGS__)
 #define threadIdx emu_tid
 #define blockIdx emu_bid
 #define blockDim emu_bdim

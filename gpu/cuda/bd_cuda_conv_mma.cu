@@ -559,15 +559,17 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   float *part = splits > 1 ? (float *)ws : nullptr;
   constexpr size_t smem = DYN ? sizeof(SmemAsync<BM, BN, ST, BKT, DYN>) : 0;
 #ifndef BD_KERNEL_EMU
-  if (DYN) { // raised once per tile (a host-side attribute, legal while a graph captures)
-    static int raised; // 0 not yet, 1 done, else the error it gave
-    int st = __atomic_load_n(&raised, __ATOMIC_ACQUIRE);
-    if (!st) {
-      const cudaError_t e = cudaFuncSetAttribute(
-          k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>,
-          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (DYN) { // raised once per tile and GPU (a host-side attribute, legal while capturing)
+    static int raised[64]; // per device: 0 not yet, 1 done, else the error it gave
+    int dev = 0, st;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+    if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
+      e = cudaFuncSetAttribute(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
       st = e == cudaSuccess ? 1 : (int)e;
-      __atomic_store_n(&raised, st, __ATOMIC_RELEASE);
+      __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
     }
     if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
   }

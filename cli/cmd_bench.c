@@ -559,6 +559,8 @@ int bd_cmd_bench(int argc, char **argv) {
         printf("graph      NOT captured, runs op by op on the stream: %s\n", gerr);
       else
         printf("graph      captured: each batch is one CUDA graph replay\n");
+      const char *shape = bd_engine_graph_shape(e, batch);
+      if (shape) printf("branches   %s\n", shape);
     }
     if (profile && bd_bench_prof_print(&pa) != BD_EXIT_OK) goto out;
   }

@@ -829,6 +829,16 @@ bd_status bd_engine_cuda_plan_memory(const bd_graph *g, const bd_plan *p, bd_eng
 #endif
 }
 
+const char *bd_engine_graph_shape(bd_engine *e, int n) {
+  int bi;
+  if (exact_cuda_bucket(e, n, "graph shape", &bi, NULL) != BD_OK) return NULL;
+#ifdef BD_ENGINE_CUDA
+  return bd_cuda_backend_graph_shape(e->be, e->plans[bi]);
+#else
+  return NULL;
+#endif
+}
+
 const char *bd_engine_graph_status(bd_engine *e, int n, int dd) {
   int bi;
   if (exact_cuda_bucket(e, n, "graph status", &bi, NULL) != BD_OK)

@@ -143,6 +143,9 @@ bd_status bd_engine_device_mem_used(const char *device, size_t *used, bd_err *er
  * NULL when it does (dd: its device-detection graphs, else the raw-run graph), else why
  * not ("not a cuda engine", "no prepared plan", or the capture's error). */
 const char *bd_engine_graph_status(bd_engine *e, int n, int dd);
+/* How the cuda plan for exactly n rows orders its actions (bd_cuda_backend_graph_shape);
+ * NULL for other engines. */
+const char *bd_engine_graph_shape(bd_engine *e, int n);
 
 /* The device memory a cuda instance would hold for plan p of compiled graph g, computed
  * on the host (no GPU needed; see bd_cuda_plan_memory): weights (the model's blob, one

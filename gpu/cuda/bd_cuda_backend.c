@@ -58,6 +58,9 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   for (int i = 0; i < cp->n_extra; ++i) cudaFree(cp->extra[i]);
   for (int i = 0; i < cp->n_own_host; ++i) cudaFreeHost(cp->own_host[i]);
   if (cp->probe) cudaFree(cp->probe);
+  free(cp->pred_at);
+  free(cp->pred);
+  free(cp->ws_slot);
   free(cp->item);
   free(cp->scratch);
   free(cp->alias);
@@ -234,6 +237,14 @@ static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
     if ((st = bd_cuda_plan_node(b, cp, p->steps[s], err)) != BD_OK) goto out;
   }
   bd_cuda_bind_outputs(g, cp);
+  /* Room for parallel branches (bd_cuda_dag.c): in a small batch's plan no buffer is
+   * reused until BD_CUDA_BRANCH_PAD steps after its last reader, so that the actions of
+   * nearby branches do not wait for each other over reused bytes. */
+  for (int i = 0; bd_cuda_branch_room(cp) && i < cp->n_items; ++i)
+    if (cp->items[i].last < p->n_steps)
+      cp->items[i].last = cp->items[i].last + BD_CUDA_BRANCH_PAD < p->n_steps
+                              ? cp->items[i].last + BD_CUDA_BRANCH_PAD
+                              : p->n_steps;
   st = bd_pack(cp->items, cp->n_items, 256, &cp->arena_bytes, err);
 out:
   cp->sizing = 0;
@@ -291,9 +302,14 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     cudaFree(cp->probe);
     cp->probe = NULL;
   }
-  if (cp->ws_bytes &&
-      (st = shared_buf(b, cp, &b->sh.ws, &b->sh.ws_bytes, cp->ws_bytes, 0, &cp->ws, err)) != BD_OK)
+  /* The conv workspace: one, or BD_CUDA_BRANCH_WS slots side by side where branches
+   * have room (bd_cuda_plan_dag gives each conv that uses it a slot) */
+  cp->n_ws = bd_cuda_branch_room(cp) ? BD_CUDA_BRANCH_WS : 1;
+  cp->ws_stride = (cp->ws_bytes + 255) / 256 * 256;
+  if (cp->ws_bytes && (st = shared_buf(b, cp, &b->sh.ws, &b->sh.ws_bytes,
+                                       cp->ws_stride * (size_t)cp->n_ws, 0, &cp->ws, err)) != BD_OK)
     goto out;
+  if ((st = bd_cuda_plan_dag(b, cp, err)) != BD_OK) goto out; /* every buffer placed */
   /* One direct run first: lazy module loading and cuDNN's first-call setup happen
    * outside the capture. */
   st = bd_cuda_enqueue(b, cp, 1, err);
@@ -373,6 +389,11 @@ const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p) {
   bd_cuda_cplan *cp = bd_cuda_find_plan((bd_cuda_be *)be, p);
   if (!cp) return "plan not prepared";
   return cp->exec ? NULL : cp->graph_err;
+}
+
+const char *bd_cuda_backend_graph_shape(bd_backend *be, const bd_plan *p) {
+  bd_cuda_cplan *cp = bd_cuda_find_plan((bd_cuda_be *)be, p);
+  return cp ? cp->dag_info : "plan not prepared";
 }
 
 static const bd_backend_vtbl cuda_vtbl = {.name = "cuda",

@@ -70,6 +70,9 @@ bd_status bd_cuda_device_mem_used(int device, size_t *used, size_t *total, bd_er
  * those are not prepared). */
 const char *bd_cuda_backend_graph_error(bd_backend *be, const bd_plan *p);
 const char *bd_cuda_backend_dd_graph_error(bd_backend *be, const bd_plan *p);
+/* How prepared plan p's actions are ordered in its graphs: in order, or as a DAG whose
+ * independent branches run side by side (its longest chain and widest level). */
+const char *bd_cuda_backend_graph_shape(bd_backend *be, const bd_plan *p);
 
 /* The device memory one instance holds for plan p of compiled graph g, computed on the
  * host by prepare's own sizing pass and packer (no GPU needed): the weights blob (one per

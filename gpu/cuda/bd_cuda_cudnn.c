@@ -552,6 +552,11 @@ int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l) { return l && l->bi
 
 int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l) { return l && l->mma ? l->tile : -1; }
 
+size_t bd_cuda_conv_layer_ws(const bd_cuda_conv_layer *l) {
+  if (!l || l->direct) return 0;
+  return l->mma ? bd_cuda_conv_mma_ws_bytes(&l->q, l->tile) : l->ws;
+}
+
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded) {
   *padded = l && l->wpad;
   if (l && l->mma) return -2;

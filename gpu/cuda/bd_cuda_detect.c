@@ -155,8 +155,8 @@ static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err
   BD_CU(cs == cudaStreamCaptureStatusNone
             ? cudaEventRecord(d->prepped, b->stream)
             : cudaEventRecordWithFlags(d->prepped, b->stream, cudaEventRecordExternal));
-  for (int i = 0; i < cp->n_acts; ++i) /* dd_skip is all 0 unless dd_direct */
-    if (!cp->dd_skip[i] && (st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
+  /* dd_skip is all 0 unless dd_direct */
+  if ((st = bd_cuda_enqueue_actions(b, cp, cp->dd_skip, err)) != BD_OK) goto out;
   if (c->yolox)
     BD_CU(bd_cuda_post_yolox(cp->d_out[c->out_main], cp->batch, c->in_h, c->in_w, c->num_classes,
                              sl->d_post, c->topk, c->out_cap, d->ws, d->d_dets, d->d_counts,

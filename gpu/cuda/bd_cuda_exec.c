@@ -1094,7 +1094,8 @@ out:
   return st;
 }
 
-static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
+/* Node n's work (action i). */
+static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, int i, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_node *nd = &g->nodes[n];
   const bd_plan *p = cp->plan;
@@ -1113,8 +1114,9 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err) {
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
     }
     if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16];
+    void *ws = cp->ws ? (char *)cp->ws + (cp->ws_slot ? cp->ws_slot[i] : 0) * cp->ws_stride : NULL;
     return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_H16], b->wbf[n],
-                                  bias, r, cp->buf[y][BD_REP_H16], cp->ws, cp->ws_bytes, s, err);
+                                  bias, r, cp->buf[y][BD_REP_H16], ws, cp->ws_bytes, s, err);
   }
   case BD_OP_RELU: case BD_OP_SIGMOID: case BD_OP_SILU: case BD_OP_EXP: {
     int u = nd->op == BD_OP_RELU ? BD_UN_RELU
@@ -1234,7 +1236,7 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
   bd_cuda_view src, dst;
   switch (a->kind) {
   case BD_A_OP:
-    st = run_op(b, cp, a->node, err);
+    st = run_op(b, cp, a->node, i, err);
     if (st != BD_OK)
       bd_err_prefix(err, "node '%s' (%s)", g->nodes[a->node].name,
                     bd_op_name(g->nodes[a->node].op));
@@ -1268,14 +1270,113 @@ out:
   return st;
 }
 
+/* ---- What each action reads and writes (bd_cuda_dag.c orders the actions by it) ---- */
+
+/* The bytes view v covers: its lowest to its highest element; a 16-bit NHWC view whose
+ * pixels are further apart than its channels (a Concat piece, a channel-padded value)
+ * as a channel slice: span bytes (its channels, rounded up to 8: a padded conv reads the
+ * zeroed pad channels too) at the start of every pitch. */
+static void fp_view(const bd_cuda_view *v, int write, bd_cuda_fp *f) {
+  const int64_t es = (int64_t)esize(v);
+  int64_t lo = 0, hi = 0;
+  memset(f, 0, sizeof(*f));
+  f->write = write;
+  for (int d = 0; d < v->rank; ++d) {
+    if (v->dims[d] <= 0) return; /* empty: lo == hi, no bytes */
+    const int64_t e = (v->dims[d] - 1) * v->strides[d];
+    if (e < 0) lo += e;
+    else hi += e;
+  }
+  f->lo = (uintptr_t)v->base + (uintptr_t)(lo * es);
+  f->hi = (uintptr_t)v->base + (uintptr_t)((hi + 1) * es);
+  if (v->dtype == BD_CT_H16 && v->rank == 4 && v->strides[1] == 1 &&
+      v->strides[3] > v->dims[1] && v->strides[2] == v->dims[3] * v->strides[3] &&
+      v->strides[0] == v->dims[2] * v->strides[2]) {
+    const int64_t span = (v->dims[1] + 7) / 8 * 8;
+    if (span < v->strides[3]) {
+      f->pitch = v->strides[3] * es;
+      f->span = span * es;
+    }
+  }
+}
+
+static void fp_bytes(const void *p, size_t n, int write, bd_cuda_fp *f) {
+  memset(f, 0, sizeof(*f));
+  f->lo = (uintptr_t)p;
+  f->hi = (uintptr_t)p + n;
+  f->write = write;
+}
+
+/* Every buffer value v is read from: each representation it has, and the buffer a
+ * strided view reads. */
+static int fp_value_reads(const bd_cuda_cplan *cp, int v, bd_cuda_fp *f) {
+  bd_cuda_view t;
+  int n = 0;
+  for (int rep = 0; rep < 2; ++rep)
+    if (cp->buf[v][rep]) {
+      view_of(cp, v, rep, &t);
+      fp_view(&t, 0, &f[n++]);
+    }
+  if (cp->vkind[v] == 2) {
+    view_src(cp, v, &t);
+    if (t.base) fp_view(&t, 0, &f[n++]);
+  }
+  return n;
+}
+
+int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_cuda_fp *f,
+                       int cap) {
+  const bd_graph *g = b->base.graph;
+  const bd_cuda_action *a = &cp->acts[i];
+  bd_cuda_view t;
+  int n = 0;
+  switch (a->kind) {
+  case BD_A_OP: {
+    const bd_node *nd = &g->nodes[a->node];
+    const int y = nd->out[0];
+    if (cp->vkind[y]) return 0; /* a view: nothing runs */
+    if (cap < 3 * nd->n_in + 4) return -1;
+    for (int k = 0; k < nd->n_in; ++k)
+      if (nd->in[k] >= 0 && !host_input(nd->op, k)) n += fp_value_reads(cp, nd->in[k], &f[n]);
+    view_of(cp, y, cp->prim[y], &t);
+    fp_view(&t, 1, &f[n++]);
+    /* a padded conv's copies (its workspace slot: bd_cuda_plan_dag) */
+    for (int k = 0; nd->op == BD_OP_CONV && k < 2 && cp->arena; ++k)
+      if (cp->scratch[a->node][k] >= 0) {
+        const bd_pack_item *it = &cp->items[cp->scratch[a->node][k]];
+        fp_bytes((char *)cp->arena + it->off, it->size, 1, &f[n++]);
+      }
+    return n;
+  }
+  case BD_A_CONVERT:
+    if (cap < 2) return -1;
+    if (cp->vkind[a->value] == 2) view_src(cp, a->value, &t);
+    else view_of(cp, a->value, cp->prim[a->value], &t);
+    fp_view(&t, 0, &f[n++]);
+    view_of(cp, a->value, a->rep, &t);
+    fp_view(&t, 1, &f[n++]);
+    return n;
+  case BD_A_ZERO:
+    if (cap < 1) return -1;
+    fp_bytes(cp->buf[a->value][a->rep], bd_cuda_rep_bytes(cp, a->value, a->rep), 1, &f[n++]);
+    return n;
+  case BD_A_OUTPUT:
+    if (cap < 4) return -1;
+    n = fp_value_reads(cp, a->value, f);
+    fp_bytes(cp->d_out[a->out_index], cp->out_bytes[a->out_index], 1, &f[n++]);
+    return n;
+  default: /* BD_A_LAYOUT (the first action): everything after it follows it */
+    return -1;
+  }
+}
+
 bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err) {
   const bd_graph *g = b->base.graph;
   bd_status st = BD_OK;
   for (int i = 0; io && i < g->n_inputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
                           b->stream));
-  for (int i = 0; i < cp->n_acts; ++i)
-    if ((st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
+  if ((st = bd_cuda_enqueue_actions(b, cp, NULL, err)) != BD_OK) goto out;
   for (int i = 0; io && i < g->n_outputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->h_out[i], cp->d_out[i], cp->out_bytes[i], cudaMemcpyDeviceToHost,
                           b->stream));

@@ -99,6 +99,8 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
                                   bd_err *err);
 /* 1 when the layer runs fused in cuDNN. */
 int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l);
+/* The workspace bytes a run of the layer uses (0: it leaves the workspace alone). */
+size_t bd_cuda_conv_layer_ws(const bd_cuda_conv_layer *l);
 /* The block tile of a layer on our tensor-core kernel (bd_cuda_conv_mma_tiled), else -1. */
 int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
@@ -150,6 +152,14 @@ typedef struct bd_cuda_action {
   int kind, node, value, rep, out_index;
 } bd_cuda_action;
 
+/* Bytes an action reads or writes (bd_cuda_action_fps): [lo, hi), or where pitch is not
+ * 0 only the first span bytes of every pitch bytes from lo (a channel slice of a 16-bit
+ * NHWC buffer: a Concat piece written or read in place). */
+typedef struct bd_cuda_fp {
+  uintptr_t lo, hi;
+  int64_t pitch, span;
+  int write;
+} bd_cuda_fp;
 typedef struct bd_cuda_cplan {
   const bd_plan *plan;
   int batch, n_steps;
@@ -188,8 +198,12 @@ typedef struct bd_cuda_cplan {
   bd_cuda_action *acts;
   int n_acts;
   bd_cuda_conv_layer **layer; /* per node */
+  /* The conv workspace: n_ws slots of ws_bytes, ws_stride apart from ws; the slot each
+   * action's conv uses (ws_slot[i]; NULL: slot 0), given by bd_cuda_plan_dag */
   void *ws;
-  size_t ws_bytes;
+  size_t ws_bytes, ws_stride;
+  int n_ws;
+  int *ws_slot;
   void *probe; /* algorithm-search workspace, only during prepare */
   size_t probe_bytes;
   /* The network's FP32 input and outputs on the device: places in the arena (or, for an
@@ -199,6 +213,11 @@ typedef struct bd_cuda_cplan {
   void *d_out[8], *h_out[8];
   size_t out_bytes[8];
   int out_item[8]; /* the arena item of an output converted there at the end, -1 none */
+  /* The actions' order as a DAG (bd_cuda_plan_dag): action i must follow the actions
+   * pred[pred_at[i] .. pred_at[i + 1]) (all earlier), because it touches bytes they
+   * touch and one of them writes; the others may run beside it. NULL: in order. */
+  int *pred_at, *pred;
+  char dag_info[128]; /* its shape in words (bd_cuda_backend_graph_shape) */
   cudaGraph_t graph;
   cudaGraphExec_t exec; /* NULL: capture failed, runs go directly on the stream */
   char graph_err[BD_ERR_MSG_MAX];
@@ -301,6 +320,32 @@ bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err);
 /* The bytes of value v's buffer in representation rep (16-bit: channels padded where the
  * plan pads them). */
 size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep);
+/* The bytes action i of cp reads and writes, at most cap entries into f: their count, or
+ * -1 where they are not known (the action must follow, and precede, every other). */
+int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_cuda_fp *f,
+                       int cap);
+/* Plans of batch <= BD_CUDA_BRANCH_BATCH (when branches are on) are laid out for them:
+ * no arena bytes reused within BD_CUDA_BRANCH_PAD steps of their last reader, and
+ * BD_CUDA_BRANCH_WS conv workspaces (from a DAMO-T batch-1 profile: the ideal critical
+ * path of its actions 1.38 -> 1.03 ms with both, 1.20 with the padding alone). Larger
+ * batches fill the GPU with one kernel and keep their memory. */
+#define BD_CUDA_BRANCH_BATCH 4
+#define BD_CUDA_BRANCH_PAD 8
+#define BD_CUDA_BRANCH_WS 3
+/* 1 unless BATCHDET_CUDA_BRANCHES=0. */
+int bd_cuda_branches_enabled(void);
+/* 1 when cp's memory is laid out for branches (above). */
+int bd_cuda_branch_room(const bd_cuda_cplan *cp);
+/* Orders cp's actions as a DAG (cp->pred_at, cp->pred, and each conv's workspace slot
+ * cp->ws_slot; after the buffers and the workspace are placed) unless
+ * BATCHDET_CUDA_BRANCHES=0. */
+bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
+/* Enqueues cp's actions (those skip marks aside; skip may be NULL) on b->stream: in
+ * order, or, while the stream captures a graph and cp has a DAG, each action's work
+ * depending only on the work of the actions it must follow (independent branches of the
+ * network become parallel branches of the graph), all of it joined at the end. */
+bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsigned char *skip,
+                                  bd_err *err);
 /* Decides which Concat inputs are written straight into their slice of the Concat's
  * buffer (cp->alias; before the sizing pass). BATCHDET_CUDA_ALIAS=0 turns it off. */
 void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp);

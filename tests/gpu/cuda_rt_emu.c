@@ -60,15 +60,19 @@ int bd_cuda_emu_shadows = 1;
 size_t bd_cuda_emu_device_bytes, bd_cuda_emu_device_peak;
 
 /* ---- streams and capture ---- */
+/* A captured node and the nodes it depends on (indices of earlier nodes). */
 typedef struct emu_node {
   void (*run)(void *);
   void *ctx;
   void (*drop)(void *);
+  int *dep, n_dep;
 } emu_node;
-/* A captured graph; its instantiations share it (refs: the graph and each exec). */
+/* A captured graph; its instantiations share it (refs: the graph and each exec). order:
+ * the order a launch runs its nodes in (emu_graph_order), made at the first launch. */
 typedef struct emu_graph {
   emu_node *node;
   int n, cap, refs;
+  int *order;
 } emu_graph;
 /* Async mode: a queued piece of device work, or a wait for another stream's record. */
 struct emu_stream;
@@ -83,6 +87,11 @@ typedef struct emu_item {
 typedef struct emu_stream {
   emu_graph *capture; /* the graph being captured, NULL when not capturing */
   int invalid;        /* the capture saw an illegal call: EndCapture fails */
+  /* capturing: what the next node will depend on (node indices), and the last answer of
+   * cudaStreamGetCaptureInfo (node handles: index + 1) */
+  int *cdep, n_cdep, cap_cdep;
+  cudaGraphNode_t *cinfo;
+  int cap_cinfo;
   /* async mode: items q[head..n) pending; items submitted and run, ever */
   emu_item *q;
   int head, n, cap;
@@ -110,10 +119,45 @@ static void emu_sync_all(void);
 static void graph_unref(emu_graph *g) {
   if (!g || --g->refs > 0) return;
   emu_sync_all(); /* queued launches of it run its nodes */
-  for (int i = 0; i < g->n; ++i)
+  for (int i = 0; i < g->n; ++i) {
     if (g->node[i].drop) g->node[i].drop(g->node[i].ctx);
+    free(g->node[i].dep);
+  }
   free(g->node);
+  free(g->order);
   free(g);
+}
+
+/* The order a launch of g runs its nodes in: each node after the nodes it depends on,
+ * and otherwise as far from the capture order as that allows - of the nodes whose
+ * dependencies have run, the one captured last runs first. A graph captured as a chain
+ * runs as captured; in one with parallel branches, a node that reads what a node beside
+ * it (no edge between them) writes sees the wrong bytes, as a GPU would some of the
+ * time. 0 on an allocation failure. */
+static int emu_graph_order(emu_graph *g) {
+  if (g->order || g->n == 0) return 1;
+  int *left = calloc((size_t)g->n, sizeof(int)), *order = malloc(sizeof(int) * (size_t)g->n);
+  char *done = calloc((size_t)g->n, 1);
+  if (!left || !order || !done) {
+    free(left), free(order), free(done);
+    return 0;
+  }
+  for (int i = 0; i < g->n; ++i) left[i] = g->node[i].n_dep;
+  for (int k = 0; k < g->n; ++k) {
+    int pick = -1;
+    for (int i = g->n - 1; i >= 0 && pick < 0; --i)
+      if (!done[i] && left[i] == 0) pick = i;
+    if (pick < 0) abort(); /* a cycle: cannot be captured */
+    done[pick] = 1;
+    order[k] = pick;
+    for (int i = pick + 1; i < g->n; ++i)
+      for (int d = 0; d < g->node[i].n_dep; ++d)
+        if (g->node[i].dep[d] == pick) left[i]--;
+  }
+  free(left);
+  free(done);
+  g->order = order;
+  return 1;
 }
 
 /* ---- async mode ---- */
@@ -211,6 +255,8 @@ __attribute__((destructor)) static void emu_streams_free(void) {
     emu_stream *s = emu_streams;
     emu_streams = s->next;
     free(s->q);
+    free(s->cdep);
+    free(s->cinfo);
     free(s);
   }
 }
@@ -230,7 +276,26 @@ cudaError_t bd_emu_submit(cudaStream_t s, void (*run)(void *), void *ctx, void (
       g->node = nn;
       g->cap = cap;
     }
-    g->node[g->n++] = (emu_node){run, ctx, drop};
+    /* it depends on the stream's capture dependencies, and becomes them */
+    int *dep = es->n_cdep ? malloc(sizeof(int) * (size_t)es->n_cdep) : NULL;
+    if (es->n_cdep && !dep) {
+      if (drop) drop(ctx);
+      es->invalid = 1;
+      return cudaErrorMemoryAllocation;
+    }
+    if (es->n_cdep) memcpy(dep, es->cdep, sizeof(int) * (size_t)es->n_cdep);
+    g->node[g->n] = (emu_node){run, ctx, drop, dep, es->n_cdep};
+    if (es->cap_cdep < 1) {
+      int *c = realloc(es->cdep, sizeof(int) * 16);
+      if (!c) {
+        es->invalid = 1;
+        return cudaErrorMemoryAllocation;
+      }
+      es->cdep = c;
+      es->cap_cdep = 16;
+    }
+    es->cdep[0] = g->n++;
+    es->n_cdep = 1;
     return cudaSuccess;
   }
   if (emu_async_on() && es) return emu_enqueue(es, run, ctx, drop, NULL, 0, NULL);
@@ -430,6 +495,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     emu_sync_item(es, es->n_sub - 1);
     return cudaSuccess;
   }
+  if (es) {
+    free(es->cdep);
+    free(es->cinfo);
+  }
   free(es);
   return cudaSuccess;
 }
@@ -481,7 +550,57 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m)
   if (!es->capture) return cudaErrorMemoryAllocation;
   es->capture->refs = 1;
   es->invalid = 0;
+  es->n_cdep = 0;
   emu_capturing = es;
+  return cudaSuccess;
+}
+/* The capture's status and its current dependencies (the handle of node i is i + 1). */
+cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, enum cudaStreamCaptureStatus *st,
+                                     unsigned long long *id, cudaGraph_t *graph,
+                                     const cudaGraphNode_t **deps,
+                                     const cudaGraphEdgeData **edges, size_t *n_deps) {
+  emu_stream *es = (emu_stream *)s;
+  if (!es || !st) return cudaErrorInvalidValue;
+  *st = es->capture ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  if (id) *id = 0;
+  if (graph) *graph = es->capture ? (cudaGraph_t)es->capture : NULL;
+  if (edges) *edges = NULL; /* every edge a plain one */
+  if (es->capture && es->cap_cinfo < es->n_cdep) {
+    cudaGraphNode_t *c = realloc(es->cinfo, sizeof(*c) * (size_t)es->n_cdep);
+    if (!c) return cudaErrorMemoryAllocation;
+    es->cinfo = c;
+    es->cap_cinfo = es->n_cdep;
+  }
+  for (int i = 0; es->capture && i < es->n_cdep; ++i)
+    es->cinfo[i] = (cudaGraphNode_t)(uintptr_t)(es->cdep[i] + 1);
+  if (deps) *deps = es->capture ? es->cinfo : NULL;
+  if (n_deps) *n_deps = es->capture ? (size_t)es->n_cdep : 0;
+  return cudaSuccess;
+}
+/* Sets (or adds to) the nodes the capture's next node depends on: nodes of this capture,
+ * no edge data (plain edges only), no node twice. */
+cudaError_t cudaStreamUpdateCaptureDependencies(cudaStream_t s, cudaGraphNode_t *deps,
+                                                const cudaGraphEdgeData *data, size_t n,
+                                                unsigned int flags) {
+  emu_stream *es = (emu_stream *)s;
+  if (!es || !es->capture || (n && !deps) || data ||
+      (flags != cudaStreamSetCaptureDependencies && flags != cudaStreamAddCaptureDependencies))
+    return cudaErrorInvalidValue;
+  const int keep = flags == cudaStreamAddCaptureDependencies ? es->n_cdep : 0;
+  if ((size_t)es->cap_cdep < keep + n) {
+    int *c = realloc(es->cdep, sizeof(int) * (keep + n));
+    if (!c) return cudaErrorMemoryAllocation;
+    es->cdep = c;
+    es->cap_cdep = (int)(keep + n);
+  }
+  es->n_cdep = keep;
+  for (size_t i = 0; i < n; ++i) {
+    const uintptr_t h = (uintptr_t)deps[i];
+    if (h < 1 || h > (uintptr_t)es->capture->n) return cudaErrorInvalidValue;
+    for (int k = 0; k < es->n_cdep; ++k)
+      if (es->cdep[k] == (int)(h - 1)) return cudaErrorInvalidValue;
+    es->cdep[es->n_cdep++] = (int)(h - 1);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
@@ -508,6 +627,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
   (void)f;
   *e = NULL;
   if (!g) return cudaErrorInvalidValue;
+  if (!emu_graph_order((emu_graph *)g)) return cudaErrorMemoryAllocation;
   ((emu_graph *)g)->refs++;
   *e = (cudaGraphExec_t)g;
   return cudaSuccess;
@@ -519,9 +639,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   if (!e) return cudaErrorInvalidValue;
   if (atomic_load(&emu_faulted)) return cudaErrorIllegalAddress;
   if (es && es->capture) return cudaErrorStreamCaptureUnsupported; /* not a child graph here */
-  const emu_graph *g = (const emu_graph *)e;
+  emu_graph *g = (emu_graph *)e;
+  if (!emu_graph_order(g)) return cudaErrorMemoryAllocation;
   if (emu_async_on() && es) { /* its nodes join the stream's queue (the graph owns them) */
-    for (int i = 0; i < g->n; ++i) {
+    for (int k = 0; k < g->n; ++k) {
+      const int i = g->order[k];
       long long idx;
       cudaError_t r = emu_enqueue(es, g->node[i].run, g->node[i].ctx, NULL, NULL, 0, &idx);
       if (r != cudaSuccess) return r;
@@ -530,7 +652,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
     return cudaSuccess;
   }
   pthread_mutex_lock(&emu_dev_mu);
-  for (int i = 0; i < g->n; ++i) g->node[i].run(g->node[i].ctx);
+  for (int k = 0; k < g->n; ++k) g->node[g->order[k]].run(g->node[g->order[k]].ctx);
   pthread_mutex_unlock(&emu_dev_mu);
   return cudaSuccess;
 }

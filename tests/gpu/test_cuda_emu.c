@@ -14,6 +14,7 @@
  * With $BD_CUDA_MODEL and $BD_CUDA_INPUT (raw float32 batch-1 input, e.g. damoyolo.py
  * export's input.f32) only that model runs, batch $BD_CUDA_BATCH (default 1), every
  * output <= $BD_CUDA_TOL (default 2e-2). */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,10 +316,11 @@ static void test_time_device(void **state) {
  * the intermediate values' buffers pack into at most 60% of bd_plan's FP32-sized arena
  * (which holds the same values), the smaller plan computes
  * the same as the cpu backend while sharing, and destroying the backend returns every
- * byte. */
+ * byte. The tight layout: without room for parallel branches (test_branch_room). */
 static void test_plan_memory(void **state) {
   (void)state;
   if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  setenv("BATCHDET_CUDA_BRANCHES", "0", 1);
   bd_cuda_emu_half = 1;
   bd_err err = {0};
   bd_plan *p2 = NULL, *p1 = NULL;
@@ -407,9 +409,84 @@ static void test_plan_memory(void **state) {
     free(ref[i]);
     free(got[i]);
   }
+  unsetenv("BATCHDET_CUDA_BRANCHES");
 }
 
 /* $BD_CUDA_MODEL on $BD_CUDA_INPUT with the storage the backend is built for. */
+/* A small batch's plan laid out for parallel branches (bd_cuda_dag.c) against the same
+ * plan without them: its arena larger (buffers reused only BD_CUDA_BRANCH_PAD steps after
+ * their last reader) but bounded, BD_CUDA_BRANCH_WS conv workspace slots, each conv's
+ * slot among them, the actions a DAG whose predecessors are earlier actions, and both
+ * computing the same as the cpu backend (the twins run each plan in order: the order a
+ * graph replays it in is the kernel emulation's, test_cuda_model_kemu*). */
+static void test_branch_room(void **state) {
+  (void)state;
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  bd_cuda_emu_half = 1;
+  bd_err err = {0};
+  bd_plan *p = NULL;
+  bd_backend *be[2] = {NULL, NULL}, *cpu = NULL;
+  const bd_graph *g = g_graph;
+  size_t arena[2];
+  check(bd_plan_new(g, 2, &p, &err), &err, "bd_plan_new 2");
+  const int v = g->inputs[0], nout = g->n_outputs;
+  float *in = malloc((size_t)numel(p, v) * 4), *ref[8] = {0}, *got[8] = {0};
+  assert_non_null(in);
+  fill_input(p, v, in);
+  for (int i = 0; i < nout; ++i) {
+    ref[i] = malloc((size_t)numel(p, g->outputs[i]) * 4);
+    got[i] = malloc((size_t)numel(p, g->outputs[i]) * 4);
+    assert_true(ref[i] && got[i]);
+  }
+  check(bd_cpu_backend_new(g, 2, &cpu, &err), &err, "cpu backend");
+  check(bd_backend_prepare(cpu, p, &err), &err, "cpu prepare");
+  check(bd_backend_run(cpu, p, (const float *const *)&in, ref, &err), &err, "cpu run");
+  for (int k = 0; k < 2; ++k) { /* 0: branches off, 1: on (the default) */
+    if (k == 0) setenv("BATCHDET_CUDA_BRANCHES", "0", 1);
+    else unsetenv("BATCHDET_CUDA_BRANCHES");
+    check(bd_cuda_backend_new(g, 0, &be[k], &err), &err, "cuda backend (emulated)");
+    check(bd_backend_prepare(be[k], p, &err), &err, "cuda prepare batch 2");
+    const bd_cuda_cplan *c = bd_cuda_backend_plan((bd_cuda_be *)be[k], p);
+    assert_non_null(c);
+    arena[k] = c->arena_bytes;
+    const char *shape = bd_cuda_backend_graph_shape(be[k], p);
+    printf("branches %s: arena %zu bytes, %d workspace slot(s) of %zu bytes; %s\n",
+           k ? "on" : "off", c->arena_bytes, c->n_ws, c->ws_bytes, shape);
+    assert_int_equal(c->n_ws, k ? BD_CUDA_BRANCH_WS : 1);
+    assert_int_equal(!!c->pred_at, k);
+    assert_non_null(strstr(shape, k ? "as a DAG" : "in order"));
+    int used[BD_CUDA_BRANCH_WS] = {0};
+    for (int i = 0; k && i < c->n_acts; ++i) {
+      assert_true(c->ws_slot[i] >= 0 && c->ws_slot[i] < c->n_ws);
+      used[c->ws_slot[i]]++;
+      for (int e = c->pred_at[i]; e < c->pred_at[i + 1]; ++e)
+        assert_true(c->pred[e] >= 0 && c->pred[e] < i);
+    }
+    if (k) printf("actions on workspace slots 0/1/2: %d/%d/%d\n", used[0], used[1], used[2]);
+    for (int i = 0; i < nout; ++i) memset(got[i], 0xFF, (size_t)numel(p, g->outputs[i]) * 4);
+    check(bd_backend_run(be[k], p, (const float *const *)&in, got, &err), &err, "cuda run");
+    for (int i = 0; i < nout; ++i) {
+      const int64_t n = numel(p, g->outputs[i]);
+      double num = 0, den = 0;
+      for (int64_t e = 0; e < n; ++e) {
+        const double d = (double)got[i][e] - ref[i][e];
+        num += d * d;
+        den += (double)ref[i][e] * ref[i][e];
+      }
+      assert_true(sqrt(num / (den > 0 ? den : 1)) <= 2e-2);
+    }
+  }
+  assert_true(arena[1] >= arena[0] && arena[1] <= 3 * arena[0]);
+  for (int k = 0; k < 2; ++k) bd_backend_destroy(be[k]);
+  bd_backend_destroy(cpu);
+  for (int i = 0; i < nout; ++i) {
+    free(ref[i]);
+    free(got[i]);
+  }
+  free(in);
+  bd_plan_destroy(p);
+}
+
 static void test_env_model(void **state) {
   (void)state;
   if (!getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
@@ -430,6 +507,7 @@ int main(void) {
                                      cmocka_unit_test(test_bf16_batch1),
                                      cmocka_unit_test(test_time_device),
                                      cmocka_unit_test(test_plan_memory),
+                                     cmocka_unit_test(test_branch_room),
                                      cmocka_unit_test(test_env_model),
                                      cmocka_unit_test(test_conv_auto)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

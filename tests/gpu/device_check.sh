@@ -107,6 +107,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   done
   BATCHDET_CUDA_PDL=1 step bench-cuda-b1-pdl 45 "$BD" bench --model "$MODEL" --device cuda \
     --batch 1 --iters 30 --warmup 5
+  # Parallel branches in the graphs (bd_cuda_dag.c, on by default; the model tests above
+  # compare their replays with the uncaptured run bit for bit): chains beside them.
+  for bb in 1 32; do
+    BATCHDET_CUDA_BRANCHES=0 step bench-damoT-b$bb-chain 60 "$BD" bench \
+      --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3
+  done
   step prof-damoT-b1 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 1 \
     --iters 20 --warmup 3 --profile --profile-top 0
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
@@ -195,11 +201,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
+    bench-damoT-b1-chain bench-damoT-b32-chain \
     bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
     bench-e2e-damoT-b32-dense bench-e2e-damoT-b32-prep32 bench-cpu-b1; do
-    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph|pipelined)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+    printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph|branches|pipelined)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
   for f in bench-damoT-b1 bench-damoT-b32; do

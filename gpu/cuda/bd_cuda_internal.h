@@ -327,7 +327,7 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
 /* Plans of batch <= BD_CUDA_BRANCH_BATCH (when branches are on) are laid out for them:
  * no arena bytes reused within BD_CUDA_BRANCH_PAD steps of their last reader, and
  * BD_CUDA_BRANCH_WS conv workspaces (from a DAMO-T batch-1 profile: the ideal critical
- * path of its actions 1.38 -> 1.03 ms with both, 1.20 with the padding alone). Larger
+ * path of its actions 1.38 -> 1.03 ms with both, 1.20 with one workspace). Larger
  * batches fill the GPU with one kernel and keep their memory. */
 #define BD_CUDA_BRANCH_BATCH 4
 #define BD_CUDA_BRANCH_PAD 8

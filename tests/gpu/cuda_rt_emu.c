@@ -2,7 +2,10 @@
  * cuda_rt_emu.h): memory, copies, streams, events, and stream capture into graphs that
  * a launch replays. Device work runs when submitted on a stream that is not capturing;
  * work submitted on a capturing stream is recorded, not run, as on a GPU, so that a
- * captured plan that only works because its capture also ran is caught.
+ * captured plan that only works because its capture also ran is caught. A captured node
+ * depends on the stream's capture dependencies (the node before it, or the set
+ * cudaStreamUpdateCaptureDependencies gave), and a launch runs a graph's nodes in the
+ * order furthest from the capture's that those edges allow (emu_graph_order).
  *
  * $BD_EMU_ASYNC=1 (the real kernels' emulation only: the twins run when called): device
  * work is queued per stream instead, and runs when the host synchronises (an event, a
@@ -68,7 +71,7 @@ typedef struct emu_node {
   int *dep, n_dep;
 } emu_node;
 /* A captured graph; its instantiations share it (refs: the graph and each exec). order:
- * the order a launch runs its nodes in (emu_graph_order), made at the first launch. */
+ * the order a launch runs its nodes in (emu_graph_order), made at its instantiation. */
 typedef struct emu_graph {
   emu_node *node;
   int n, cap, refs;

@@ -530,6 +530,9 @@ int bd_cmd_bench(int argc, char **argv) {
     if (is_cuda) {
       printf(",\"graph_captured\":%s,\"graph_error\":\"", gerr ? "false" : "true");
       bd_bench_json_chars(gerr ? gerr : "");
+      const char *shape = bd_engine_graph_shape(e, batch);
+      printf("\",\"graph_shape\":\"");
+      bd_bench_json_chars(shape ? shape : "");
       printf("\"");
     }
     if (profile && bd_bench_prof_print(&pa) != BD_EXIT_OK) goto out;

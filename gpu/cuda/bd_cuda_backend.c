@@ -306,6 +306,10 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
    * have room (bd_cuda_plan_dag gives each conv that uses it a slot) */
   cp->n_ws = bd_cuda_branch_room(cp) ? BD_CUDA_BRANCH_WS : 1;
   cp->ws_stride = (cp->ws_bytes + 255) / 256 * 256;
+  /* a later plan takes no more slots than the shared workspace holds (the first, largest
+   * plan sized it), so that slots never add an allocation of their own */
+  if (b->n_plans > 0 && cp->ws_stride && b->sh.ws_bytes / cp->ws_stride < (size_t)cp->n_ws)
+    cp->n_ws = b->sh.ws_bytes / cp->ws_stride >= 1 ? (int)(b->sh.ws_bytes / cp->ws_stride) : 1;
   if (cp->ws_bytes && (st = shared_buf(b, cp, &b->sh.ws, &b->sh.ws_bytes,
                                        cp->ws_stride * (size_t)cp->n_ws, 0, &cp->ws, err)) != BD_OK)
     goto out;

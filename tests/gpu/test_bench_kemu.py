@@ -43,6 +43,8 @@ for name, model, size in (("network", TINY, ["--batch", "2", "--iters", "2", "--
     if r is None:
         continue
     check(r.get("graph_captured") is True, f"{name}: captured graphs ({r.get('graph_error')})")
+    check("as a DAG: longest chain" in (r.get("graph_shape") or ""),
+          f"{name}: graph with branches ({r.get('graph_shape')})")
     check(r.get("img_s", 0) > 0, f"{name}: img/s {r.get('img_s')}")
     if name == "end-to-end":  # the pass with two batches in flight (begin/end) ran
         check((r.get("pipelined_img_s") or 0) > 0 and r.get("inflight") == 2,

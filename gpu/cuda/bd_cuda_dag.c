@@ -17,7 +17,8 @@
  *
  * tests/gpu/cuda_rt_emu.c replays a captured graph in an order as far from the capture
  * order as its edges allow, so a missing edge shows as wrong outputs in the emulated
- * model tests. BATCHDET_CUDA_BRANCHES=0 keeps every graph a chain. */
+ * model tests. BATCHDET_CUDA_BRANCHES: auto (the default) for plans up to batch
+ * BD_CUDA_BRANCH_BATCH, 1 for every plan, 0 for none (chains, as before). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,13 +37,15 @@ static int fp_conflict(const bd_cuda_fp *a, const bd_cuda_fp *b) {
   return d < a->span || d + b->span > a->pitch;
 }
 
-int bd_cuda_branches_enabled(void) {
+int bd_cuda_branches(const bd_cuda_cplan *cp) {
   const char *e = getenv("BATCHDET_CUDA_BRANCHES");
-  return !(e && strcmp(e, "0") == 0);
+  if (e && strcmp(e, "0") == 0) return 0;
+  if (e && strcmp(e, "1") == 0) return 1;
+  return cp->batch <= BD_CUDA_BRANCH_BATCH; /* auto (unset, or anything else) */
 }
 
 int bd_cuda_branch_room(const bd_cuda_cplan *cp) {
-  return bd_cuda_branches_enabled() && cp->batch <= BD_CUDA_BRANCH_BATCH;
+  return bd_cuda_branches(cp) && cp->batch <= BD_CUDA_BRANCH_BATCH;
 }
 
 /* 1 when action i is a conv that uses the workspace. */
@@ -79,9 +82,9 @@ bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) 
   free(cp->pred);
   free(cp->ws_slot);
   cp->pred_at = cp->pred = cp->ws_slot = NULL;
-  snprintf(cp->dag_info, sizeof(cp->dag_info), "%d actions in order%s", n,
-           bd_cuda_branches_enabled() ? "" : " (BATCHDET_CUDA_BRANCHES=0)");
-  if (!bd_cuda_branches_enabled() || n < 2) return BD_OK;
+  snprintf(cp->dag_info, sizeof(cp->dag_info), "%d actions in order (BATCHDET_CUDA_BRANCHES)",
+           n);
+  if (!bd_cuda_branches(cp) || n < 2) return BD_OK;
   bd_cuda_fp *fp = malloc(sizeof(*fp) * (size_t)n * (size_t)cap);
   int *fp_at = malloc(sizeof(int) * ((size_t)n + 1)), *all = calloc((size_t)n, sizeof(int));
   uint64_t *anc = calloc((size_t)n * (size_t)words, sizeof(uint64_t));

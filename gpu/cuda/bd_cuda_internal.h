@@ -324,21 +324,23 @@ size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep);
  * -1 where they are not known (the action must follow, and precede, every other). */
 int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_cuda_fp *f,
                        int cap);
-/* Plans of batch <= BD_CUDA_BRANCH_BATCH (when branches are on) are laid out for them:
- * no arena bytes reused within BD_CUDA_BRANCH_PAD steps of their last reader, and
- * BD_CUDA_BRANCH_WS conv workspaces (from a DAMO-T batch-1 profile: the ideal critical
- * path of its actions 1.38 -> 1.03 ms with both, 1.20 with one workspace). Larger
- * batches fill the GPU with one kernel and keep their memory. */
+/* Graphs with parallel branches (bd_cuda_dag.c), BATCHDET_CUDA_BRANCHES: auto (default)
+ * for plans up to batch BD_CUDA_BRANCH_BATCH, whose kernels each fill a fraction of the
+ * GPU; 1 for every plan; 0 for none. Plans of batch <= BD_CUDA_BRANCH_BATCH with
+ * branches are laid out for them: no arena bytes reused within BD_CUDA_BRANCH_PAD steps
+ * of their last reader, and BD_CUDA_BRANCH_WS conv workspaces (from a DAMO-T batch-1
+ * profile: the ideal critical path of its actions 1.38 -> 1.03 ms with both, 1.20 with
+ * one workspace). Larger batches keep their memory (unmeasured: whether branches help
+ * them, hence not by default). */
 #define BD_CUDA_BRANCH_BATCH 4
 #define BD_CUDA_BRANCH_PAD 8
 #define BD_CUDA_BRANCH_WS 3
-/* 1 unless BATCHDET_CUDA_BRANCHES=0. */
-int bd_cuda_branches_enabled(void);
+/* 1 when cp's graphs get parallel branches (BATCHDET_CUDA_BRANCHES, above). */
+int bd_cuda_branches(const bd_cuda_cplan *cp);
 /* 1 when cp's memory is laid out for branches (above). */
 int bd_cuda_branch_room(const bd_cuda_cplan *cp);
 /* Orders cp's actions as a DAG (cp->pred_at, cp->pred, and each conv's workspace slot
- * cp->ws_slot; after the buffers and the workspace are placed) unless
- * BATCHDET_CUDA_BRANCHES=0. */
+ * cp->ws_slot; after the buffers and the workspace are placed) where bd_cuda_branches. */
 bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err);
 /* Enqueues cp's actions (those skip marks aside; skip may be NULL) on b->stream: in
  * order, or, while the stream captures a graph and cp has a DAG, each action's work

@@ -34,11 +34,19 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
                          LABELS engine TIMEOUT 600
                          ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};BD_CUDA_BIG_BATCH=2;BD_EMU_SM=90;BD_CUDA_PLAN2=5;BATCHDET_CUDA_PDL=${_mode};BD_EXPECT_PDL_MAX=${_max}")
   endforeach()
-  # The graphs captured as chains (BATCHDET_CUDA_BRANCHES=0), as before parallel branches.
-  add_test(NAME test_cuda_model_kemu_chain COMMAND test_cuda_model_kemu)
-  set_tests_properties(test_cuda_model_kemu_chain PROPERTIES FIXTURES_REQUIRED tiny_damo
-                       LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_BRANCHES=0")
+  # The graphs captured as chains (BATCHDET_CUDA_BRANCHES=0), as before parallel
+  # branches; and with branches in a batch-5 plan too (=1; auto stops at batch 4), whose
+  # memory is not laid out for them.
+  foreach(_br chain:0:2 branches:1:5)
+    string(REPLACE ":" ";" _bv ${_br})
+    list(GET _bv 0 _name)
+    list(GET _bv 1 _mode)
+    list(GET _bv 2 _big)
+    add_test(NAME test_cuda_model_kemu_${_name} COMMAND test_cuda_model_kemu)
+    set_tests_properties(test_cuda_model_kemu_${_name} PROPERTIES FIXTURES_REQUIRED tiny_damo
+                         LABELS engine TIMEOUT 600
+                         ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};BD_CUDA_BIG_BATCH=${_big};BATCHDET_CUDA_BRANCHES=${_mode}")
+  endforeach()
   bd_kemu_test(test_cuda_detect_kemu SOURCES ${_cuda_dir}/test_cuda_detect.c TIMEOUT 900)
   set_tests_properties(test_cuda_detect_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo
                        ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir};BD_EMU_ASYNC=1")

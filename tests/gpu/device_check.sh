@@ -107,12 +107,15 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   done
   BATCHDET_CUDA_PDL=1 step bench-cuda-b1-pdl 45 "$BD" bench --model "$MODEL" --device cuda \
     --batch 1 --iters 30 --warmup 5
-  # Parallel branches in the graphs (bd_cuda_dag.c, on by default; the model tests above
-  # compare their replays with the uncaptured run bit for bit): chains beside them.
-  for bb in 1 32; do
-    BATCHDET_CUDA_BRANCHES=0 step bench-damoT-b$bb-chain 60 "$BD" bench \
-      --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3
-  done
+  # Parallel branches in the graphs (bd_cuda_dag.c; the model tests above compare their
+  # replays with the uncaptured run bit for bit): on by default up to batch 4, so b1 as
+  # chains (=0) and b32 with branches (=1) beside the defaults; then the model test with
+  # branches in every plan (its batch 8 too).
+  BATCHDET_CUDA_BRANCHES=0 step bench-damoT-b1-chain 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 1 --iters 20 --warmup 3
+  BATCHDET_CUDA_BRANCHES=1 step bench-damoT-b32-branches 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_CUDA_BRANCHES=1 step test_cuda_model-branches 120 "$B/test_cuda_model"
   step prof-damoT-b1 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 1 \
     --iters 20 --warmup 3 --profile --profile-top 0
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
@@ -201,7 +204,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
-    bench-damoT-b1-chain bench-damoT-b32-chain \
+    bench-damoT-b1-chain bench-damoT-b32-branches \
     bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \

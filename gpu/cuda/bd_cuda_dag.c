@@ -199,12 +199,26 @@ static int nl_union(node_list *l, size_t s0, size_t from, size_t to) {
   return 1;
 }
 
-/* Appends the capturing stream's current dependencies to l. */
+/* 1 when l's ranges [a0, a1) and [b0, b1) hold the same nodes. */
+static int nl_same(const node_list *l, size_t a0, size_t a1, size_t b0, size_t b1) {
+  if (a1 - a0 != b1 - b0) return 0;
+  for (size_t i = a0; i < a1; ++i) {
+    int found = 0;
+    for (size_t k = b0; k < b1 && !found; ++k) found = l->v[i] == l->v[k];
+    if (!found) return 0;
+  }
+  return 1;
+}
+
+/* Appends the capturing stream's current dependencies to l. Their edge data is asked for
+ * (without it a programmatic edge would make the query fail as lossy) and dropped: the
+ * edges made from them later are plain ones, a full dependency, never weaker. */
 static cudaError_t nl_take_deps(cudaStream_t s, node_list *l) {
   enum cudaStreamCaptureStatus cs;
   const cudaGraphNode_t *d = NULL;
+  const cudaGraphEdgeData *ed = NULL;
   size_t nd = 0;
-  cudaError_t e = cudaStreamGetCaptureInfo(s, &cs, NULL, NULL, &d, NULL, &nd);
+  cudaError_t e = cudaStreamGetCaptureInfo(s, &cs, NULL, NULL, &d, &ed, &nd);
   if (e != cudaSuccess) return e;
   for (size_t i = 0; i < nd; ++i)
     if (!nl_push(l, d[i])) return cudaErrorMemoryAllocation;
@@ -233,6 +247,7 @@ bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsign
   }
   BD_CU(nl_take_deps(b->stream, &l)); /* the root: what came before the network */
   const size_t root_end = l.n;
+  size_t cur0 = 0, cur1 = root_end; /* the stream's dependencies now */
   for (int i = 0; i < n; ++i) {
     const size_t s0 = l.n;
     int ok = 1;
@@ -246,13 +261,17 @@ bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsign
       st = bd_err_set(err, BD_E_NOMEM, "cuda: out of memory capturing %d actions", n);
       goto out;
     }
-    BD_CU(cudaStreamUpdateCaptureDependencies(b->stream, l.v + s0, NULL, l.n - s0,
-                                              cudaStreamSetCaptureDependencies));
+    /* Set only where they differ (a fork or a join): along a chain the stream's own edges
+     * stay, and with them programmatic dependent launch's (a set made here has plain
+     * edges). */
+    if (!nl_same(&l, s0, l.n, cur0, cur1))
+      BD_CU(cudaStreamUpdateCaptureDependencies(b->stream, l.v + s0, NULL, l.n - s0,
+                                                cudaStreamSetCaptureDependencies));
     if ((!skip || !skip[i]) && (st = bd_cuda_enqueue_action(b, cp, i, err)) != BD_OK) goto out;
     l.n = s0; /* the gathered set was only the argument; the tail replaces it */
     BD_CU(nl_take_deps(b->stream, &l));
-    tail[2 * i] = s0;
-    tail[2 * i + 1] = l.n;
+    tail[2 * i] = cur0 = s0;
+    tail[2 * i + 1] = cur1 = l.n;
   }
   { /* join: what follows depends on every action without a successor */
     const size_t s0 = l.n;

@@ -964,6 +964,21 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
                       name, bd_op_name(nd->op));
   }
   if (st != BD_OK) return st;
+  if (is_view(nd->op) && cp->vkind[nd->in[0]] == 2 && cp->alias[y] < 0 &&
+      !g->values[y].is_output) {
+    /* A reshape of a strided view it cannot address in place (DAMO-YOLO's DFL output, H
+     * and W transposed, then flattened): the conversion above materialises x in ONNX
+     * order, and y is that buffer, reshaped - not a copy of it. */
+    const int x = nd->in[0];
+    cp->same[y] = x;
+    cp->vkind[y] = 1;
+    cp->prim[y] = BD_REP_F32;
+    cp->voff[y] = 0;
+    cp->buf[y][BD_REP_F32] = cp->buf[x][BD_REP_F32]; /* NULL in the sizing pass */
+    if (cp->sizing) bd_cuda_extend_items(cp, x, cp->cur_step);
+    else push(cp, BD_A_OP, n, y, BD_REP_F32);
+    return BD_OK;
+  }
   if (nd->op == BD_OP_GATHER) {
     const bd_value *iv = &g->values[nd->in[1]];
     if (!iv->data || (iv->dtype != BD_DT_I64 && iv->dtype != BD_DT_I32) ||

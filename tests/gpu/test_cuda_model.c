@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -113,6 +114,12 @@ static void run_batch(int batch) {
   const int dag = br && !strcmp(br, "0") ? 0 : br && !strcmp(br, "1") ? 1 : batch <= 4;
   printf("batch %d graph: %s\n", batch, shape);
   assert_non_null(strstr(shape, dag ? "as a DAG" : "in order"));
+  int n_acts = 0, chain = 0, widest = 0;
+  if (dag) { /* real branches: the longest chain shorter than the actions */
+    assert_int_equal(sscanf(shape, "%d actions as a DAG: longest chain %d, widest level %d",
+                            &n_acts, &chain, &widest), 3);
+    assert_true(chain >= 1 && chain < n_acts && widest >= 2);
+  }
   for (int i = 0; i < nout; ++i) memset(got[i], 0xFF, (size_t)numel(plan, g->outputs[i]) * 4);
   check(bd_backend_run(gpu, plan, (const float *const *)in, got, &err), &err, "cuda run");
   for (int i = 0; i < nout; ++i) {

@@ -14,14 +14,14 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   add_test(NAME test_cuda_model_kemu_damoT COMMAND test_cuda_model_kemu)
   set_tests_properties(test_cuda_model_kemu_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2")
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BD_EXPECT_BRANCHES=1")
   # Our tensor-core convolution on every layer it takes, through the whole model (all 77
   # of DAMO-YOLO-T's convs: pitched inputs and Concat pieces, residuals, the head, the
   # Focus stem's 12 channels on zero-padded weights, the 68 regression channels).
   add_test(NAME test_cuda_model_kemu_damoT_mma COMMAND test_cuda_model_kemu)
   set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma")
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma;BD_EXPECT_BRANCHES=1")
   # Programmatic dependent launch's policy (auto: graphs of plans up to batch 4 on a
   # Hopper): the emulated device answers sm_90, the tiny model's batch-1 plan is captured
   # with it, a batch-5 plan without; BATCHDET_CUDA_PDL=0 and =1 the same way.

@@ -115,6 +115,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     --model "$DAMO/T/model.onnx" --device cuda --batch 1 --iters 20 --warmup 3
   BATCHDET_CUDA_BRANCHES=1 step bench-damoT-b32-branches 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_CUDA_BRANCHES=1 BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    BD_EXPECT_BRANCHES=1 step test_cuda_model-damoT-branches 90 "$B/test_cuda_model"
   BATCHDET_CUDA_BRANCHES=1 step test_cuda_model-branches 120 "$B/test_cuda_model"
   step prof-damoT-b1 60 "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 1 \
     --iters 20 --warmup 3 --profile --profile-top 0

@@ -115,7 +115,9 @@ static void run_batch(int batch) {
   printf("batch %d graph: %s\n", batch, shape);
   assert_non_null(strstr(shape, dag ? "as a DAG" : "in order"));
   int n_acts = 0, chain = 0, widest = 0;
-  if (dag) { /* real branches: the longest chain shorter than the actions */
+  if (dag && getenv("BD_EXPECT_BRANCHES")) {
+    /* a model with independent branches (DAMO-YOLO's merges and head levels) gets them:
+     * the longest chain shorter than the actions (a plain chain of layers would not) */
     assert_int_equal(sscanf(shape, "%d actions as a DAG: longest chain %d, widest level %d",
                             &n_acts, &chain, &widest), 3);
     assert_true(chain >= 1 && chain < n_acts && widest >= 2);

@@ -240,11 +240,10 @@ static bd_status plan_memory(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   /* Room for parallel branches (bd_cuda_dag.c): in a small batch's plan no buffer is
    * reused until BD_CUDA_BRANCH_PAD steps after its last reader, so that the actions of
    * nearby branches do not wait for each other over reused bytes. */
-  for (int i = 0; bd_cuda_branch_room(cp) && i < cp->n_items; ++i)
-    if (cp->items[i].last < p->n_steps)
-      cp->items[i].last = cp->items[i].last + BD_CUDA_BRANCH_PAD < p->n_steps
-                              ? cp->items[i].last + BD_CUDA_BRANCH_PAD
-                              : p->n_steps;
+  for (int i = 0; bd_cuda_branch_room(cp) && i < cp->n_items; ++i) {
+    const int last = cp->items[i].last + BD_CUDA_BRANCH_PAD;
+    if (cp->items[i].last < p->n_steps) cp->items[i].last = last < p->n_steps ? last : p->n_steps;
+  }
   st = bd_pack(cp->items, cp->n_items, 256, &cp->arena_bytes, err);
 out:
   cp->sizing = 0;
@@ -308,8 +307,10 @@ static bd_status cuda_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   cp->ws_stride = (cp->ws_bytes + 255) / 256 * 256;
   /* a later plan takes no more slots than the shared workspace holds (the first, largest
    * plan sized it), so that slots never add an allocation of their own */
-  if (b->n_plans > 0 && cp->ws_stride && b->sh.ws_bytes / cp->ws_stride < (size_t)cp->n_ws)
-    cp->n_ws = b->sh.ws_bytes / cp->ws_stride >= 1 ? (int)(b->sh.ws_bytes / cp->ws_stride) : 1;
+  if (b->n_plans > 0 && cp->ws_stride) {
+    const size_t fit = b->sh.ws_bytes / cp->ws_stride;
+    if (fit < (size_t)cp->n_ws) cp->n_ws = fit > 1 ? (int)fit : 1;
+  }
   if (cp->ws_bytes && (st = shared_buf(b, cp, &b->sh.ws, &b->sh.ws_bytes,
                                        cp->ws_stride * (size_t)cp->n_ws, 0, &cp->ws, err)) != BD_OK)
     goto out;

@@ -94,10 +94,7 @@ bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) 
   for (int s = 0; s < BD_CUDA_BRANCH_WS; ++s) last_user[s] = -1;
   size_t pred_cap = (size_t)n * 2;
   pred = malloc(sizeof(int) * pred_cap);
-  if (!fp || !fp_at || !all || !anc || !pred_at || !pred || !slot) {
-    st = bd_err_set(err, BD_E_NOMEM, "cuda plan: out of memory ordering %d actions", n);
-    goto out;
-  }
+  if (!fp || !fp_at || !all || !anc || !pred_at || !pred || !slot) goto nomem;
   for (int i = 0; i < n; ++i) {
     fp_at[i] = n_fp;
     const int k = bd_cuda_action_fps(b, cp, i, &fp[n_fp], cap);
@@ -241,10 +238,7 @@ bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsign
   }
   tail = malloc(sizeof(size_t) * 2 * ((size_t)n + 1));
   succ = calloc((size_t)n + 1, 1);
-  if (!tail || !succ) {
-    st = bd_err_set(err, BD_E_NOMEM, "cuda: out of memory capturing %d actions", n);
-    goto out;
-  }
+  if (!tail || !succ) goto nomem;
   BD_CU(nl_take_deps(b->stream, &l)); /* the root: what came before the network */
   const size_t root_end = l.n;
   size_t cur0 = 0, cur1 = root_end; /* the stream's dependencies now */
@@ -257,10 +251,7 @@ bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsign
       succ[j] = 1;
       ok = nl_union(&l, s0, tail[2 * j], tail[2 * j + 1]);
     }
-    if (!ok) {
-      st = bd_err_set(err, BD_E_NOMEM, "cuda: out of memory capturing %d actions", n);
-      goto out;
-    }
+    if (!ok) goto nomem;
     /* Set only where they differ (a fork or a join): along a chain the stream's own edges
      * stay, and with them programmatic dependent launch's (a set made here has plain
      * edges). */
@@ -273,19 +264,18 @@ bd_status bd_cuda_enqueue_actions(bd_cuda_be *b, bd_cuda_cplan *cp, const unsign
     tail[2 * i] = cur0 = s0;
     tail[2 * i + 1] = cur1 = l.n;
   }
-  { /* join: what follows depends on every action without a successor */
+  { /* join: what follows depends on every action without a successor (a DAG has >= 2) */
     const size_t s0 = l.n;
     int ok = 1;
     for (int i = 0; i < n && ok; ++i)
       if (!succ[i]) ok = nl_union(&l, s0, tail[2 * i], tail[2 * i + 1]);
-    if (n == 0 && ok) ok = nl_union(&l, s0, 0, root_end);
-    if (!ok) {
-      st = bd_err_set(err, BD_E_NOMEM, "cuda: out of memory capturing %d actions", n);
-      goto out;
-    }
+    if (!ok) goto nomem;
     BD_CU(cudaStreamUpdateCaptureDependencies(b->stream, l.v + s0, NULL, l.n - s0,
                                               cudaStreamSetCaptureDependencies));
   }
+  goto out;
+nomem:
+  st = bd_err_set(err, BD_E_NOMEM, "cuda: out of memory capturing %d actions", n);
 out:
   free(l.v);
   free(tail);

@@ -1244,6 +1244,15 @@ int bd_cuda_rep_read(const bd_cuda_cplan *cp, int v) {
   return r >= 0 ? r : cp->prim[v];
 }
 
+/* What a conversion of v reads: its primary representation, or for a strided view
+ * materialised for a buffer reader, the view. */
+static void convert_src(const bd_cuda_cplan *cp, int v, bd_cuda_view *o) {
+  if (cp->vkind[v] == 2)
+    view_src(cp, v, o);
+  else
+    view_of(cp, v, cp->prim[v], o);
+}
+
 bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_cuda_action *a = &cp->acts[i];
@@ -1257,10 +1266,7 @@ bd_status bd_cuda_enqueue_action(bd_cuda_be *b, bd_cuda_cplan *cp, int i, bd_err
                     bd_op_name(g->nodes[a->node].op));
     break;
   case BD_A_CONVERT:
-    if (cp->vkind[a->value] == 2) /* a strided view materialised for a buffer reader */
-      view_src(cp, a->value, &src);
-    else
-      view_of(cp, a->value, cp->prim[a->value], &src);
+    convert_src(cp, a->value, &src);
     view_of(cp, a->value, a->rep, &dst);
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
     break;
@@ -1365,8 +1371,7 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
   }
   case BD_A_CONVERT:
     if (cap < 2) return -1;
-    if (cp->vkind[a->value] == 2) view_src(cp, a->value, &t);
-    else view_of(cp, a->value, cp->prim[a->value], &t);
+    convert_src(cp, a->value, &t);
     fp_view(&t, 0, &f[n++]);
     view_of(cp, a->value, a->rep, &t);
     fp_view(&t, 1, &f[n++]);

@@ -22,6 +22,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma;BD_EXPECT_BRANCHES=1")
+  # test_cuda_model_kemu_NAME: the model test on the tiny model with more environment ENV.
+  function(bd_kemu_tiny_model NAME ENV)
+    add_test(NAME test_cuda_model_kemu_${NAME} COMMAND test_cuda_model_kemu)
+    set_tests_properties(test_cuda_model_kemu_${NAME} PROPERTIES FIXTURES_REQUIRED tiny_damo
+                         LABELS engine TIMEOUT 600
+                         ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};${ENV}")
+  endfunction()
   # Programmatic dependent launch's policy (auto: graphs of plans up to batch 4 on a
   # Hopper): the emulated device answers sm_90, the tiny model's batch-1 plan is captured
   # with it, a batch-5 plan without; BATCHDET_CUDA_PDL=0 and =1 the same way.
@@ -29,24 +36,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
     string(REPLACE ":" ";" _pv ${_pdl})
     list(GET _pv 0 _mode)
     list(GET _pv 1 _max)
-    add_test(NAME test_cuda_model_kemu_pdl_${_mode} COMMAND test_cuda_model_kemu)
-    set_tests_properties(test_cuda_model_kemu_pdl_${_mode} PROPERTIES FIXTURES_REQUIRED tiny_damo
-                         LABELS engine TIMEOUT 600
-                         ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};BD_CUDA_BIG_BATCH=2;BD_EMU_SM=90;BD_CUDA_PLAN2=5;BATCHDET_CUDA_PDL=${_mode};BD_EXPECT_PDL_MAX=${_max}")
+    bd_kemu_tiny_model(pdl_${_mode} "BD_CUDA_BIG_BATCH=2;BD_EMU_SM=90;BD_CUDA_PLAN2=5;BATCHDET_CUDA_PDL=${_mode};BD_EXPECT_PDL_MAX=${_max}")
   endforeach()
   # The graphs captured as chains (BATCHDET_CUDA_BRANCHES=0), as before parallel
   # branches; and with branches in a batch-5 plan too (=1; auto stops at batch 4), whose
   # memory is not laid out for them.
-  foreach(_br chain:0:2 branches:1:5)
-    string(REPLACE ":" ";" _bv ${_br})
-    list(GET _bv 0 _name)
-    list(GET _bv 1 _mode)
-    list(GET _bv 2 _big)
-    add_test(NAME test_cuda_model_kemu_${_name} COMMAND test_cuda_model_kemu)
-    set_tests_properties(test_cuda_model_kemu_${_name} PROPERTIES FIXTURES_REQUIRED tiny_damo
-                         LABELS engine TIMEOUT 600
-                         ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_tiny};BD_CUDA_BIG_BATCH=${_big};BATCHDET_CUDA_BRANCHES=${_mode}")
-  endforeach()
+  bd_kemu_tiny_model(chain "BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_BRANCHES=0")
+  bd_kemu_tiny_model(branches "BD_CUDA_BIG_BATCH=5;BATCHDET_CUDA_BRANCHES=1")
   bd_kemu_test(test_cuda_detect_kemu SOURCES ${_cuda_dir}/test_cuda_detect.c TIMEOUT 900)
   set_tests_properties(test_cuda_detect_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo
                        ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_MODEL=${_tiny};BD_TEST_PPM_DIR=${_ppm_dir};BD_EMU_ASYNC=1")

@@ -581,6 +581,205 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
+// ---- Tile 17 ("patch"): whole input patches in shared memory ----
+// For layers with few channels at high resolution (a Focus stem, the first stages of
+// DAMO-YOLO and YOLOX), where the implicit-GEMM tiles above fetch each input pixel KH*KW
+// times and their 32-deep k-slices of a 16- or 24-channel tap are partly padding. A block
+// takes 16 x TH output pixels of one image (bd_cuda_conv_patch_geo), copies the input
+// patch they read into shared memory once (cp.async; zeros where the window passes the
+// image and in channels C..C16), and each warp multiplies TH/8 rows of 16 pixels by all
+// M8 output channels with mma.sync m16n8k16 fragments read straight from the patch:
+// im2col by addressing (A's row = an output pixel, a 16-deep k step = 16 channels of one
+// tap). Blocks are persistent (a grid of what the GPU holds at once walks the tiles), so
+// each loads the weights [M8][KH][KW][C16] once. The accumulators reach the epilogue
+// through shared memory, as in the tiles above.
+
+__device__ __forceinline__ bd_h16 *patch_smem() {
+#ifdef BD_KERNEL_EMU
+  __shared__ __align__(16) bd_h16 sm[BD_CONV_PATCH_SMEM_MAX / 2];
+  return sm;
+#else
+  extern __shared__ __align__(16) unsigned char bd_conv_dyn_smem[];
+  return reinterpret_cast<bd_h16 *>(bd_conv_dyn_smem);
+#endif
+}
+
+__device__ __forceinline__ uint32_t ld32(const bd_h16 *q) {
+  return *reinterpret_cast<const uint32_t *>(q);
+}
+
+// d += a * b over one m16n8k16 step (16-bit inputs, FP32 accumulate), the fragments in
+// PTX's layout: lane l = 4g + t holds A (16 x 16, row-major) rows g and g + 8 at columns
+// 2t, 2t + 1 and those + 8 (a0: row g, a1: row g + 8, a2 and a3 the same 8 columns on),
+// B (16 x 8) column g at rows 2t, 2t + 1 (b0) and + 8 (b1), D rows g (d0, d1) and g + 8
+// (d2, d3) at columns 2t, 2t + 1.
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[2]) {
+#ifdef BD_KERNEL_EMU
+  emu_mma_m16n8k16<bd_h16>(d, a, b);
+#else
+#ifdef BD_CUDA_BF16
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+               "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+               "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+#endif
+}
+
+// NT: output channel groups of 8 (M8 / 8). A warp's rows of 16 pixels: g.mt (1 or 2; TH =
+// 8 g.mt).
+template <int NT>
+__global__ void __launch_bounds__(256, 2)
+    k_conv_patch(bd_cuda_conv_shape p, bd_conv_patch_geo g, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
+                 const float *__restrict__ bias, const bd_h16 *__restrict__ r,
+                 bd_h16 *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+  bd_h16 *sp = patch_smem(), *sw = sp + g.w_off;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gi = lane >> 2, ti = lane & 3;
+  const int ldx = p.ldx ? p.ldx : p.c, s = p.sh, taps = p.kh * p.kw, mt = g.mt;
+  constexpr int LDC = BD_CONV_PATCH_LDC(NT); // floats a staging row (a pixel)
+  // The weights, once: row m of sw is w's row m with each tap's C channels padded to C16
+  // (zeros there and in rows M..M8).
+  const int wch = g.k / 8; // 16-byte chunks a row
+  for (int i = tid; i < NT * 8 * wch; i += 256) {
+    const int m = i / wch, kk = (i - m * wch) * 8, tap = kk / g.c16, c = kk - tap * g.c16;
+    const bool ok = m < p.m && c < p.c;
+    cp16<false>(&sw[m * g.ks + kk], ok ? w + ((int64_t)m * taps + tap) * p.c + c : w, ok);
+  }
+  const int pch = g.c16 / 8, chunks = g.ph * g.pw * pch, rs = 8 * s * g.ps;
+  for (long long tile = blockIdx.x; tile < g.n_tiles; tile += gridDim.x) {
+    const int tx = (int)(tile % g.tiles_x);
+    const long long t2 = tile / g.tiles_x;
+    const int ty = (int)(t2 % g.tiles_y), n = (int)(t2 / g.tiles_y);
+    const int oy0 = ty * g.th, ox0 = tx * BD_CONV_PATCH_TW;
+    const int iy0 = oy0 * s - p.pad_t, ix0 = ox0 * s - p.pad_l;
+    const bd_h16 *xn = x + (int64_t)n * p.h * p.w * ldx;
+    for (int i = tid; i < chunks; i += 256) { // consecutive threads: one pixel's chunks, then x
+      const int q = i / pch, c = (i - q * pch) * 8, py = q / g.pw, px = q - py * g.pw;
+      const int iy = iy0 + py, ix = ix0 + px;
+      const bool ok = c < p.c && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+      cp16<true>(&sp[q * g.ps + c], ok ? xn + ((int64_t)iy * p.w + ix) * ldx + c : x, ok);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads(); // the patch (and, the first time, the weights) is everyone's
+    float acc[2][NT][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    for (int ky = 0; ky < p.kh; ++ky)
+      for (int kx = 0; kx < p.kw; ++kx)
+        for (int cb = 0; cb < g.c16; cb += 16) {
+          const int k0 = (ky * p.kw + kx) * g.c16 + cb;
+          uint32_t b[NT][2];
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            const bd_h16 *q = sw + (j * 8 + gi) * g.ks + k0 + 2 * ti;
+            b[j][0] = ld32(q);
+            b[j][1] = ld32(q + 8);
+          }
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            if (i >= mt) break;
+            const int row = warp * mt + i; // output row of the tile; its pixels gi, gi + 8
+            const bd_h16 *q = sp + ((row * s + ky) * g.pw + kx + gi * s) * g.ps + cb + 2 * ti;
+            const uint32_t a[4] = {ld32(q), ld32(q + rs), ld32(q + 8), ld32(q + rs + 8)};
+#pragma unroll
+            for (int j = 0; j < NT; ++j) mma16816(acc[i][j], a, b[j]);
+          }
+        }
+    // The epilogue, a row of 16 pixels at a time through the warp's FP32 staging rows
+    // (over the patch, which every warp is done with after this barrier): each lane then
+    // takes whole groups of 8 channels (store_group: one 16-byte store where M % 8 == 0).
+    // One copy of the epilogue code a row, not one per register (cicc spent minutes on
+    // an unrolled per-register version).
+    __syncthreads();
+    float *st = reinterpret_cast<float *>(sp) + warp * 16 * LDC;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if (i >= mt) break;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        float *o = st + gi * LDC + j * 8 + 2 * ti;
+        o[0] = acc[i][j][0];
+        o[1] = acc[i][j][1];
+        o[8 * LDC] = acc[i][j][2];
+        o[8 * LDC + 1] = acc[i][j][3];
+      }
+      __syncwarp();
+      const int oy = oy0 + warp * mt + i;
+      for (int e = lane; e < 16 * NT && oy < p.oh; e += 32) {
+        const int px = e / NT, oc = (e - px * NT) * 8, ox = ox0 + px;
+        if (ox < p.ow && oc < p.m)
+          store_group(p, st + px * LDC + oc, bias, r, y, ((int64_t)n * p.oh + oy) * p.ow + ox, oc);
+      }
+      __syncwarp(); // the staging rows are free for the next row
+    }
+    __syncthreads(); // every warp is done with the patch the next tile's copies overwrite
+  }
+}
+
+template <int NT>
+cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g, const void *x,
+                         const void *w, const float *bias, const void *r, void *y,
+                         cudaStream_t s) {
+  long long blocks = g.n_tiles;
+#ifdef BD_KERNEL_EMU
+  if (blocks > 3) blocks = 3; // the emulation: a few blocks walk several tiles each
+#else
+  // What the GPU holds at once (persistent blocks), the shared-memory attribute raised
+  // once per GPU to the most any shape asks.
+  static int raised[64]; // per device: 0 not yet, 1 done, else the error it gave
+  int dev = 0, st, sms = 0, per = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
+    e = cudaFuncSetAttribute(k_conv_patch<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             BD_CONV_PATCH_SMEM_MAX);
+    st = e == cudaSuccess ? 1 : (int)e;
+    __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
+  }
+  if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
+  if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess ||
+      (e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_conv_patch<NT>, 256,
+                                                         (size_t)g.smem)) != cudaSuccess)
+    return e;
+  if (per < 1) return cudaErrorLaunchOutOfResources;
+  if (blocks > (long long)per * sms) blocks = (long long)per * sms;
+#endif
+  BD_LAUNCH_SMEM(BD_K(k_conv_patch<NT>), dim3((unsigned)blocks), 256, (size_t)g.smem, s, *p,
+                 g, (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r,
+                 (bd_h16 *)y);
+  return cudaGetLastError();
+}
+
+cudaError_t conv_patch(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                       const float *bias, const void *r, void *y, cudaStream_t s) {
+  bd_conv_patch_geo g;
+  if (!bd_cuda_conv_patch_geo(p, &g)) return cudaErrorInvalidValue;
+  switch (g.nt) {
+  case 1: return launch_patch<1>(p, g, x, w, bias, r, y, s);
+  case 2: return launch_patch<2>(p, g, x, w, bias, r, y, s);
+  case 3: return launch_patch<3>(p, g, x, w, bias, r, y, s);
+  case 4: return launch_patch<4>(p, g, x, w, bias, r, y, s);
+  case 5: return launch_patch<5>(p, g, x, w, bias, r, y, s);
+  case 6: return launch_patch<6>(p, g, x, w, bias, r, y, s);
+  case 7: return launch_patch<7>(p, g, x, w, bias, r, y, s);
+  case 8: return launch_patch<8>(p, g, x, w, bias, r, y, s);
+  default: return cudaErrorInvalidValue;
+  }
+}
+
 } // namespace
 
 extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile,
@@ -622,6 +821,7 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 16: // 102.4 KB
     return launch_async<256, 64, 64, 64, 4, true, 2, 32, true>(p, x, w, bias, r, y, splits, ws,
                                                                s);
+  case 17: return conv_patch(p, x, w, bias, r, y, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

@@ -60,15 +60,17 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
  * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
  * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
  * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where
- * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "cudnn" never
+ * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "patch" as mma
+ * but on the patch tile (BD_CONV_PATCH_TILE) wherever it takes the layer, "cudnn" never
  * ours. Read at each use, so a test can switch it between engines; anything else is
  * refused at prepare. */
-typedef enum { CONV_AUTO, CONV_MMA, CONV_LIB, CONV_BAD } conv_mode;
+typedef enum { CONV_AUTO, CONV_MMA, CONV_PATCH, CONV_LIB, CONV_BAD } conv_mode;
 
 static conv_mode conv_mode_now(void) {
   const char *e = getenv("BATCHDET_CUDA_CONV");
   if (!e || !*e || strcmp(e, "auto") == 0) return CONV_AUTO;
   if (strcmp(e, "mma") == 0) return CONV_MMA;
+  if (strcmp(e, "patch") == 0) return CONV_PATCH;
   if (strcmp(e, "cudnn") == 0) return CONV_LIB;
   return CONV_BAD;
 }
@@ -76,7 +78,7 @@ static conv_mode conv_mode_now(void) {
 bd_status bd_cuda_conv_mode_check(bd_err *err) {
   if (conv_mode_now() != CONV_BAD) return BD_OK;
   return bd_err_set(err, BD_E_INVALID,
-                    "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma or cudnn",
+                    "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma, patch or cudnn",
                     getenv("BATCHDET_CUDA_CONV"));
 }
 
@@ -98,6 +100,12 @@ static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
   int tile = -1;
   if (!mma_fits(p)) return -1;
   switch (conv_mode_now()) {
+  case CONV_PATCH: { /* the shape the kernel runs: C padded to 8 (plan_pads) */
+    bd_cuda_conv_shape q = *p;
+    q.c = round8(q.c);
+    if (bd_cuda_conv_mma_splits(&q, BD_CONV_PATCH_TILE) == 1) return BD_CONV_PATCH_TILE;
+  } /* the others as with mma */
+  /* fall through */
   case CONV_MMA: { /* unmeasured: split the reduction where the output is small */
     const int split = p->m >= 128 ? 3 : 4;
     return bd_cuda_conv_mma_splits(p, split) > 1 ? split : bd_cuda_conv_mma_default_tile(p->m);

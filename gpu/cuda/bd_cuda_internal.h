@@ -106,7 +106,8 @@ int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
  * kernel, -2 on our tensor-core kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
-/* BD_E_INVALID when BATCHDET_CUDA_CONV is set to something other than auto, mma, cudnn. */
+/* BD_E_INVALID when BATCHDET_CUDA_CONV is set to something other than auto, mma, patch,
+ * cudnn. */
 bd_status bd_cuda_conv_mode_check(bd_err *err);
 /* 1 when a layer of shape p (pitches ignored) waits for bd_cuda_conv_choose: auto mode
  * (the default) with a cuDNN handle, a shape our tensor-core kernel takes, not decided

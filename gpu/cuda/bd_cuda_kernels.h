@@ -100,12 +100,13 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * memory with 64-wide warp tiles and deeper rings: 128 x 128 of 64 x 64 warp tiles with
  * 64-deep k-slices, 3 stages; 128 x 128 of 64 x 32, 4 stages; 256 x 64 of 64 x 64, 4
  * stages (bd_cuda_conv_mma_tile_info; a GPU without that much shared memory a block
- * refuses them at launch); -1:
+ * refuses them at launch); 17: "patch", whole input patches in shared memory for layers
+ * with few channels (bd_cuda_conv_patch_geo says which: it refuses the others); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 17
+#define BD_CONV_MMA_TILES 18
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -119,26 +120,28 @@ static inline int bd_cuda_conv_mma_default_tile(int m) { return m <= 32 ? 1 : m 
 typedef struct bd_conv_mma_tile_info {
   const char *name;
   int bm, bn, split;
+  int patch; /* 1: tile 17, which only takes the shapes bd_cuda_conv_patch_geo accepts */
 } bd_conv_mma_tile_info;
 static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) {
   static const bd_conv_mma_tile_info t[BD_CONV_MMA_TILES] = {
-      {"128x64", 128, 64, 0},
-      {"256x32", 256, 32, 0},
-      {"64x128", 64, 128, 0},
-      {"64x128 split-K", 64, 128, 1},
-      {"128x64 split-K", 128, 64, 1},
-      {"128x64 async", 128, 64, 0},
-      {"64x128 async", 64, 128, 0},
-      {"128x128 async L1", 128, 128, 0},
-      {"128x64 async L1", 128, 64, 0},
-      {"64x128 async L1", 64, 128, 0},
-      {"128x64 async L1 split-K", 128, 64, 1},
-      {"64x128 async L1 split-K", 64, 128, 1},
-      {"128x32 async L1", 128, 32, 0},
-      {"64x64 async L1", 64, 64, 0},
-      {"128x128 w64x64 k64 x3", 128, 128, 0},
-      {"128x128 w64x32 x4", 128, 128, 0},
-      {"256x64 w64x64 x4", 256, 64, 0},
+      {"128x64", 128, 64, 0, 0},
+      {"256x32", 256, 32, 0, 0},
+      {"64x128", 64, 128, 0, 0},
+      {"64x128 split-K", 64, 128, 1, 0},
+      {"128x64 split-K", 128, 64, 1, 0},
+      {"128x64 async", 128, 64, 0, 0},
+      {"64x128 async", 64, 128, 0, 0},
+      {"128x128 async L1", 128, 128, 0, 0},
+      {"128x64 async L1", 128, 64, 0, 0},
+      {"64x128 async L1", 64, 128, 0, 0},
+      {"128x64 async L1 split-K", 128, 64, 1, 0},
+      {"64x128 async L1 split-K", 64, 128, 1, 0},
+      {"128x32 async L1", 128, 32, 0, 0},
+      {"64x64 async L1", 64, 64, 0, 0},
+      {"128x128 w64x64 k64 x3", 128, 128, 0, 0},
+      {"128x128 w64x32 x4", 128, 128, 0, 0},
+      {"256x64 w64x64 x4", 256, 64, 0, 0},
+      {"patch", 256, 64, 0, 1},
   };
   return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
 }
@@ -146,7 +149,65 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
   const bd_conv_mma_tile_info *t = bd_cuda_conv_mma_tile_info(tile);
   return t ? t->name : "?";
 }
-/* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles; for
+/* Tile 17 ("patch", k_conv_patch in bd_cuda_conv_mma.cu): a block takes 16 x th output
+ * pixels of one image (th = 16, or 8 where the patch would pass BD_CONV_PATCH_SMEM_SOFT
+ * or the image is at most 8 rows high) and holds, in dynamic shared memory, the input
+ * patch they read (ph x pw pixels, each of c16 = C rounded up to 16 channels, zeros past
+ * C, pixels ps = c16 + 8 halves apart: conflict-free fragment reads at stride 1) and the
+ * weights [M8][KH][KW][C16] (rows ks = k + 8 halves apart, k = KH*KW*C16); the
+ * accumulators go to the epilogue through FP32 rows over the patch (8 warps x 16 pixels x
+ * BD_CONV_PATCH_LDC floats). For layers
+ * with few channels: dense, undilated, equal strides 1 or 2, C % 8 == 0 with 8 <= C <= 64,
+ * M <= 64, k <= 288, the shared bytes within BD_CONV_PATCH_SMEM_MAX. A pure function of
+ * the shape (0: the tile does not take it), so the choice, the launch and the tests agree. */
+#define BD_CONV_PATCH_TILE 17
+#define BD_CONV_PATCH_TW 16
+#define BD_CONV_PATCH_MAX_K 288
+#define BD_CONV_PATCH_SMEM_SOFT (64 * 1024) /* 3 blocks an SM of an H100 */
+#define BD_CONV_PATCH_SMEM_MAX (96 * 1024)  /* 2 */
+#define BD_CONV_PATCH_LDC(nt) ((nt) * 8 + 4) /* floats a pixel in the epilogue's staging */
+typedef struct bd_conv_patch_geo {
+  int c16, ps, th, mt, ph, pw, k, ks, nt;
+  int tiles_x, tiles_y;
+  long long n_tiles;
+  int w_off;   /* the weights' first half in shared memory */
+  int smem;    /* bytes */
+} bd_conv_patch_geo;
+static inline int bd_cuda_conv_patch_geo(const bd_cuda_conv_shape *p, bd_conv_patch_geo *g) {
+  bd_conv_patch_geo r;
+  const int s = p->sh;
+  if (p->group != 1 || p->dh != 1 || p->dw != 1 || p->sw != s || (s != 1 && s != 2) ||
+      p->c < 8 || p->c > 64 || p->c % 8 || p->m < 1 || p->m > 64 || p->kh < 1 || p->kw < 1 ||
+      p->kh > 7 || p->kw > 7 || p->n < 1 || p->oh < 1 || p->ow < 1 || p->pad_t < 0 ||
+      p->pad_l < 0)
+    return 0;
+  r.c16 = (p->c + 15) / 16 * 16;
+  r.ps = r.c16 + 8;
+  r.k = p->kh * p->kw * r.c16;
+  r.ks = r.k + 8;
+  r.nt = (p->m + 7) / 8;
+  if (r.k > BD_CONV_PATCH_MAX_K) return 0;
+  const int wbytes = r.nt * 8 * r.ks * 2;
+  for (r.mt = p->oh > 8 ? 2 : 1; r.mt >= 1; --r.mt) {
+    r.th = 8 * r.mt;
+    r.ph = (r.th - 1) * s + p->kh;
+    r.pw = (BD_CONV_PATCH_TW - 1) * s + p->kw;
+    const int pbytes = (r.ph * r.pw * r.ps * 2 + 15) / 16 * 16;
+    const int sbytes = 8 * 16 * BD_CONV_PATCH_LDC(r.nt) * 4; /* the staging overlays it */
+    r.w_off = (pbytes > sbytes ? pbytes : sbytes) / 2;
+    r.smem = r.w_off * 2 + wbytes;
+    if (r.smem <= (r.mt > 1 ? BD_CONV_PATCH_SMEM_SOFT : BD_CONV_PATCH_SMEM_MAX)) break;
+  }
+  if (r.mt < 1) return 0;
+  r.tiles_x = (p->ow + BD_CONV_PATCH_TW - 1) / BD_CONV_PATCH_TW;
+  r.tiles_y = (p->oh + r.th - 1) / r.th;
+  r.n_tiles = (long long)p->n * r.tiles_x * r.tiles_y;
+  if (g) *g = r;
+  return 1;
+}
+
+/* How many parts a tile splits the reduction of shape p into: 1 for the unsplit tiles (tile
+ * 17: 1 where bd_cuda_conv_patch_geo takes the shape, else 0); for
  * a split tile the count that brings the grid near BD_CONV_SPLIT_BLOCKS with at least 4
  * k-slices of 32 per part (at most 16 parts), or 0 where splitting does not apply (the
  * grid is already that large, the reduction is short, or the partials would pass
@@ -154,6 +215,7 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
  * the shape: plan sizing and launch agree. */
 static inline int bd_cuda_conv_mma_splits(const bd_cuda_conv_shape *p, int tile) {
   const bd_conv_mma_tile_info *t = bd_cuda_conv_mma_tile_info(tile);
+  if (t && t->patch) return bd_cuda_conv_patch_geo(p, 0);
   if (!t || !t->split) return 1;
   const int bm = t->bm, bn = t->bn;
   const int64_t n_pix = (int64_t)p->n * p->oh * p->ow;

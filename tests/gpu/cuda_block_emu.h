@@ -118,6 +118,9 @@ inline void __syncthreads() {
 inline void emu_warp_sync() {
   emu_yield(EMU_WARP_BAR);
 }
+inline void __syncwarp(unsigned = 0xFFFFFFFFu) {
+  emu_warp_sync();
+}
 
 // From the scheduler into fiber t until it yields or ends (a function of its own: the
 // caller's variables are not live across the switch).

@@ -22,6 +22,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma;BD_EXPECT_BRANCHES=1")
+  # The same with the patch tile (k_conv_patch) on every layer it takes: the stem on its
+  # stored zero-padded input, the first stages' 24/64-channel convs, strides 1 and 2.
+  add_test(NAME test_cuda_model_kemu_damoT_patch COMMAND test_cuda_model_kemu)
+  set_tests_properties(test_cuda_model_kemu_damoT_patch PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=patch;BD_EXPECT_PATCH=1")
   # test_cuda_model_kemu_NAME: the model test on the tiny model with more environment ENV.
   function(bd_kemu_tiny_model NAME ENV)
     add_test(NAME test_cuda_model_kemu_${NAME} COMMAND test_cuda_model_kemu)

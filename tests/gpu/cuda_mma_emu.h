@@ -79,4 +79,39 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 }  // namespace wmma
 }  // namespace nvcuda
 
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16} (bd_cuda_conv_mma.cu's mma16816), T the
+// 16-bit type, by PTX's documented fragment layout: lane l = 4g + t holds A rows g (a0,
+// a2) and g + 8 (a1, a3) at columns 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 (a2, a3), the
+// lower column in the lower half of each register; B column g at rows 2t, 2t + 1 (b0) and
+// 2t + 8, 2t + 9 (b1); D rows g (d0, d1) and g + 8 (d2, d3) at columns 2t, 2t + 1. Each
+// lane posts its registers, the warp meets, each lane sums its four outputs (FP32, k in
+// order), and the warp meets again before the next call reuses the exchange.
+static uint32_t emu_mma_a[32][32][4], emu_mma_b[32][32][2];
+template <typename T>
+inline float emu_mma_el(uint32_t v, int hi) {
+  const uint16_t h = (uint16_t)(hi ? v >> 16 : v & 0xFFFFu);
+  T t;
+  memcpy(static_cast<void *>(&t), &h, 2);
+  return nvcuda::wmma::emu_f(t);
+}
+template <typename T>
+inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const unsigned lane = emu_tid.x & 31, w = emu_tid.x >> 5;
+  memcpy(emu_mma_a[w][lane], a, sizeof a);
+  memcpy(emu_mma_b[w][lane], b, sizeof b);
+  emu_warp_sync();
+  const int g = (int)lane >> 2, t = (int)lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    float s = d[i];
+    for (int k = 0; k < 16; ++k) {
+      const int al = (row % 8) * 4 + (k % 8) / 2, ar = (row >= 8) + 2 * (k >= 8);
+      const int bl = col * 4 + (k % 8) / 2, br = k >= 8;
+      s += emu_mma_el<T>(emu_mma_a[w][al][ar], k & 1) * emu_mma_el<T>(emu_mma_b[w][bl][br], k & 1);
+    }
+    d[i] = s;
+  }
+  emu_warp_sync();
+}
+
 #endif

@@ -166,6 +166,17 @@ static void test_shapes(void **s) {
       /* the residual a Concat piece (ldr): 8 channels a load, and one at a time */
       {1, 8, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 32, 40},
       {2, 5, 6, 16, 12, 1, 1, 1, 1, 0, 0, 0, 0, 3, 2, 1, 0, 0, 13},
+      /* tile 17 (patch; the others take them too): a Focus-like stem over several tiles
+       * of 16 x 16 in both directions, batch 2 (blocks walking more than one tile); stride
+       * 2 with 24 channels padded to 32 in shared memory, TH 8; 1x1 with x and r slices
+       * and an odd y pitch (one 16-bit store a channel); 8 channels padded to 16 and 4
+       * outputs; a 1x3 kernel with asymmetric padding */
+      {2, 20, 36, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 0, 0, 0},
+      {1, 35, 34, 24, 64, 3, 3, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0},
+      {1, 9, 18, 64, 13, 1, 1, 1, 1, 0, 0, 0, 0, 3, 1, 1, 72, 15, 16},
+      {1, 17, 19, 64, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1, 2, 1, 0, 0, 40},
+      {2, 6, 7, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
+      {1, 18, 17, 32, 40, 1, 3, 1, 1, 0, 1, 0, 2, 3, 1, 1, 0, 0, 0},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)

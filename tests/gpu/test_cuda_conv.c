@@ -218,7 +218,7 @@ static void test_conv_tiles(void **state) {
       bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
                               1, 1, cc->pt, cc->pl, 1, cc->act, cc->res, cc->ldx, cc->ldy, 0,
                               cc->ldr};
-      if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split tile that does not apply */
+      if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split or patch tile refusing it */
       run_case(cc, 2 + t);
       ++ran;
     }

@@ -102,7 +102,11 @@ static void run_batch(int batch) {
   check(bd_backend_run(cpu, plan, (const float *const *)in, ref, &err), &err, "cpu run");
   check(bd_cuda_backend_new(g, 0, &gpu, &err), &err, "cuda backend");
   check(bd_backend_prepare(gpu, plan, &err), &err, "cuda prepare");
-  print_layers(gpu, plan);
+  const layer_counts lc = print_layers(gpu, plan);
+  /* BATCHDET_CUDA_CONV=patch on a model with few-channel layers (DAMO-YOLO's stem and
+   * first stages): the patch tile runs some of them (a plan that never picked it would
+   * leave the tile untested here) */
+  if (getenv("BD_EXPECT_PATCH")) assert_true(lc.tile[BD_CONV_PATCH_TILE] >= 3);
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);
   assert_null(gerr);

@@ -124,6 +124,11 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
+  # Conv tile 17 (patch: whole input patches in shared memory) on every DAMO-T layer it
+  # takes (the stem, the first stages), through the whole model; its times per layer are
+  # in bench-damoT-b32.log's choice lines.
+  BATCHDET_CUDA_CONV=patch BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    BD_EXPECT_PATCH=1 step test_cuda_model-damoT-patch 90 "$B/test_cuda_model"
   # Issue 7, in priority order (the deadline may cut the tail): the batches the targets
   # name, where the time goes (bench --profile: every action alone between CUDA events),
   # A/B rows (our tensor-core conv, Concat pieces in place), end to end, the rest.

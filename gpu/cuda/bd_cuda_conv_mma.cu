@@ -633,7 +633,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
 }
 
 // NT: output channel groups of 8 (M8 / 8). A warp's rows of 16 pixels: g.mt (1 or 2; TH =
-// 8 g.mt).
+// 8 g.mt; 1 where NT > 8).
 template <int NT>
 __global__ void __launch_bounds__(256, 2)
     k_conv_patch(bd_cuda_conv_shape p, bd_conv_patch_geo g, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
@@ -644,6 +644,7 @@ __global__ void __launch_bounds__(256, 2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gi = lane >> 2, ti = lane & 3;
   const int ldx = p.ldx ? p.ldx : p.c, s = p.sh, taps = p.kh * p.kw, mt = g.mt;
   constexpr int LDC = BD_CONV_PATCH_LDC(NT); // floats a staging row (a pixel)
+  constexpr int MTX = NT > 8 ? 1 : 2;        // rows a warp at most (g.mt <= MTX): registers
   // The weights, once: row m of sw is w's row m with each tap's C channels padded to C16
   // (zeros there and in rows M..M8).
   const int wch = g.k / 8; // 16-byte chunks a row
@@ -669,9 +670,9 @@ __global__ void __launch_bounds__(256, 2)
     cp_commit();
     cp_wait<0>();
     __syncthreads(); // the patch (and, the first time, the weights) is everyone's
-    float acc[2][NT][4];
+    float acc[MTX][NT][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MTX; ++i)
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -688,7 +689,7 @@ __global__ void __launch_bounds__(256, 2)
             b[j][1] = ld32(q + 8);
           }
 #pragma unroll
-          for (int i = 0; i < 2; ++i) {
+          for (int i = 0; i < MTX; ++i) {
             if (i >= mt) break;
             const int row = warp * mt + i; // output row of the tile; its pixels gi, gi + 8
             const bd_h16 *q = sp + ((row * s + ky) * g.pw + kx + gi * s) * g.ps + cb + 2 * ti;
@@ -697,32 +698,34 @@ __global__ void __launch_bounds__(256, 2)
             for (int j = 0; j < NT; ++j) mma16816(acc[i][j], a, b[j]);
           }
         }
-    // The epilogue, a row of 16 pixels at a time through the warp's FP32 staging rows
-    // (over the patch, which every warp is done with after this barrier): each lane then
-    // takes whole groups of 8 channels (store_group: one 16-byte store where M % 8 == 0).
-    // One copy of the epilogue code a row, not one per register (cicc spent minutes on
+    // The epilogue, 8 pixels at a time through the warp's FP32 staging rows (over the
+    // patch, which every warp is done with after this barrier): each lane then takes
+    // whole groups of 8 channels (store_group: one 16-byte store where M % 8 == 0). One
+    // copy of the epilogue code a half row, not one per register (cicc spent minutes on
     // an unrolled per-register version).
     __syncthreads();
-    float *st = reinterpret_cast<float *>(sp) + warp * 16 * LDC;
+    float *st = reinterpret_cast<float *>(sp) + warp * 8 * LDC;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < MTX; ++i) {
       if (i >= mt) break;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        float *o = st + gi * LDC + j * 8 + 2 * ti;
-        o[0] = acc[i][j][0];
-        o[1] = acc[i][j][1];
-        o[8 * LDC] = acc[i][j][2];
-        o[8 * LDC + 1] = acc[i][j][3];
-      }
-      __syncwarp();
       const int oy = oy0 + warp * mt + i;
-      for (int e = lane; e < 16 * NT && oy < p.oh; e += 32) {
-        const int px = e / NT, oc = (e - px * NT) * 8, ox = ox0 + px;
-        if (ox < p.ow && oc < p.m)
-          store_group(p, st + px * LDC + oc, bias, r, y, ((int64_t)n * p.oh + oy) * p.ow + ox, oc);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          float *o = st + gi * LDC + j * 8 + 2 * ti;
+          o[0] = acc[i][j][2 * h];
+          o[1] = acc[i][j][2 * h + 1];
+        }
+        __syncwarp();
+        for (int e = lane; e < 8 * NT && oy < p.oh; e += 32) {
+          const int px = e / NT, oc = (e - px * NT) * 8, ox = ox0 + 8 * h + px;
+          if (ox < p.ow && oc < p.m)
+            store_group(p, st + px * LDC + oc, bias, r, y, ((int64_t)n * p.oh + oy) * p.ow + ox,
+                        oc);
+        }
+        __syncwarp(); // the staging rows are free for the next pixels
       }
-      __syncwarp(); // the staging rows are free for the next row
     }
     __syncthreads(); // every warp is done with the patch the next tile's copies overwrite
   }
@@ -776,6 +779,10 @@ cudaError_t conv_patch(const bd_cuda_conv_shape *p, const void *x, const void *w
   case 6: return launch_patch<6>(p, g, x, w, bias, r, y, s);
   case 7: return launch_patch<7>(p, g, x, w, bias, r, y, s);
   case 8: return launch_patch<8>(p, g, x, w, bias, r, y, s);
+  case 9: return launch_patch<9>(p, g, x, w, bias, r, y, s);
+  case 10: return launch_patch<10>(p, g, x, w, bias, r, y, s);
+  case 11: return launch_patch<11>(p, g, x, w, bias, r, y, s);
+  case 12: return launch_patch<12>(p, g, x, w, bias, r, y, s);
   default: return cudaErrorInvalidValue;
   }
 }

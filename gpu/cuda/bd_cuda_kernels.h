@@ -150,21 +150,22 @@ static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
   return t ? t->name : "?";
 }
 /* Tile 17 ("patch", k_conv_patch in bd_cuda_conv_mma.cu): a block takes 16 x th output
- * pixels of one image (th = 16, or 8 where the patch would pass BD_CONV_PATCH_SMEM_SOFT
- * or the image is at most 8 rows high) and holds, in dynamic shared memory, the input
+ * pixels of one image (th = 16, or 8 where that would pass BD_CONV_PATCH_SMEM_SOFT, the
+ * image is at most 8 rows high or M > 64) and holds, in dynamic shared memory, the input
  * patch they read (ph x pw pixels, each of c16 = C rounded up to 16 channels, zeros past
  * C, pixels ps = c16 + 8 halves apart: conflict-free fragment reads at stride 1) and the
  * weights [M8][KH][KW][C16] (rows ks = k + 8 halves apart, k = KH*KW*C16); the
- * accumulators go to the epilogue through FP32 rows over the patch (8 warps x 16 pixels x
- * BD_CONV_PATCH_LDC floats). For layers
- * with few channels: dense, undilated, equal strides 1 or 2, C % 8 == 0 with 8 <= C <= 64,
- * M <= 64, k <= 288, the shared bytes within BD_CONV_PATCH_SMEM_MAX. A pure function of
- * the shape (0: the tile does not take it), so the choice, the launch and the tests agree. */
+ * accumulators go to the epilogue through FP32 rows over the patch (8 warps x 8 pixels x
+ * BD_CONV_PATCH_LDC floats). For layers with few channels: dense, undilated, equal
+ * strides 1 or 2, C % 8 == 0 with 8 <= C <= 64, M <= 96, k <= 576, the shared bytes within
+ * BD_CONV_PATCH_SMEM_MAX. A pure function of the shape (0: the tile does not take it), so
+ * the choice, the launch and the tests agree. */
 #define BD_CONV_PATCH_TILE 17
 #define BD_CONV_PATCH_TW 16
-#define BD_CONV_PATCH_MAX_K 288
+#define BD_CONV_PATCH_MAX_K 576
+#define BD_CONV_PATCH_MAX_M 96
 #define BD_CONV_PATCH_SMEM_SOFT (64 * 1024) /* 3 blocks an SM of an H100 */
-#define BD_CONV_PATCH_SMEM_MAX (96 * 1024)  /* 2 */
+#define BD_CONV_PATCH_SMEM_MAX (112 * 1024) /* 2 */
 #define BD_CONV_PATCH_LDC(nt) ((nt) * 8 + 4) /* floats a pixel in the epilogue's staging */
 typedef struct bd_conv_patch_geo {
   int c16, ps, th, mt, ph, pw, k, ks, nt;
@@ -177,9 +178,9 @@ static inline int bd_cuda_conv_patch_geo(const bd_cuda_conv_shape *p, bd_conv_pa
   bd_conv_patch_geo r;
   const int s = p->sh;
   if (p->group != 1 || p->dh != 1 || p->dw != 1 || p->sw != s || (s != 1 && s != 2) ||
-      p->c < 8 || p->c > 64 || p->c % 8 || p->m < 1 || p->m > 64 || p->kh < 1 || p->kw < 1 ||
-      p->kh > 7 || p->kw > 7 || p->n < 1 || p->oh < 1 || p->ow < 1 || p->pad_t < 0 ||
-      p->pad_l < 0)
+      p->c < 8 || p->c > 64 || p->c % 8 || p->m < 1 || p->m > BD_CONV_PATCH_MAX_M ||
+      p->kh < 1 || p->kw < 1 || p->kh > 7 || p->kw > 7 || p->n < 1 || p->oh < 1 || p->ow < 1 ||
+      p->pad_t < 0 || p->pad_l < 0)
     return 0;
   r.c16 = (p->c + 15) / 16 * 16;
   r.ps = r.c16 + 8;
@@ -188,12 +189,12 @@ static inline int bd_cuda_conv_patch_geo(const bd_cuda_conv_shape *p, bd_conv_pa
   r.nt = (p->m + 7) / 8;
   if (r.k > BD_CONV_PATCH_MAX_K) return 0;
   const int wbytes = r.nt * 8 * r.ks * 2;
-  for (r.mt = p->oh > 8 ? 2 : 1; r.mt >= 1; --r.mt) {
+  for (r.mt = p->oh > 8 && r.nt <= 8 ? 2 : 1; r.mt >= 1; --r.mt) {
     r.th = 8 * r.mt;
     r.ph = (r.th - 1) * s + p->kh;
     r.pw = (BD_CONV_PATCH_TW - 1) * s + p->kw;
     const int pbytes = (r.ph * r.pw * r.ps * 2 + 15) / 16 * 16;
-    const int sbytes = 8 * 16 * BD_CONV_PATCH_LDC(r.nt) * 4; /* the staging overlays it */
+    const int sbytes = 8 * 8 * BD_CONV_PATCH_LDC(r.nt) * 4; /* the staging overlays it */
     r.w_off = (pbytes > sbytes ? pbytes : sbytes) / 2;
     r.smem = r.w_off * 2 + wbytes;
     if (r.smem <= (r.mt > 1 ? BD_CONV_PATCH_SMEM_SOFT : BD_CONV_PATCH_SMEM_MAX)) break;

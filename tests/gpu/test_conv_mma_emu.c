@@ -170,13 +170,20 @@ static void test_shapes(void **s) {
        * of 16 x 16 in both directions, batch 2 (blocks walking more than one tile); stride
        * 2 with 24 channels padded to 32 in shared memory, TH 8; 1x1 with x and r slices
        * and an odd y pitch (one 16-bit store a channel); 8 channels padded to 16 and 4
-       * outputs; a 1x3 kernel with asymmetric padding */
+       * outputs; a 1x3 kernel with asymmetric padding. DAMO-YOLO's 68 regression channels
+       * above: 9 groups, the last partial */
       {2, 20, 36, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 0, 0, 0},
       {1, 35, 34, 24, 64, 3, 3, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0},
       {1, 9, 18, 64, 13, 1, 1, 1, 1, 0, 0, 0, 0, 3, 1, 1, 72, 15, 16},
       {1, 17, 19, 64, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1, 2, 1, 0, 0, 40},
       {2, 6, 7, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
       {1, 18, 17, 32, 40, 1, 3, 1, 1, 0, 1, 0, 2, 3, 1, 1, 0, 0, 0},
+      /* the patch tile's widest: 10 groups of 8 outputs (k = 432), 12 groups (48 -> 96),
+       * one row of 16 pixels a warp; a head's 3x3 64 -> 80 (k = 576) it refuses (119 KB of
+       * shared memory) */
+      {1, 12, 20, 40, 80, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
+      {1, 12, 20, 64, 80, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
+      {1, 11, 21, 48, 96, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, 1, 0, 0, 0},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)
@@ -217,8 +224,42 @@ static void test_refuses(void **s) {
   free(b);
 }
 
+/* Which shapes the patch tile takes (bd_cuda_conv_patch_geo): DAMO-YOLO-T's at 640, batch
+ * 32 - the stem (its 12 channels padded to 16), the first stages' 24/64-channel convs,
+ * the neck's 3x3 32 -> 32 and 64 -> 64 - and not the head's 3x3 64 -> 80 (shared
+ * memory), more than 64 input or 96 output channels, dilation, stride 3, C % 8. */
+static void test_patch_takes(void **s) {
+  (void)s;
+  static const struct {
+    int h, c, m, k, st, d, takes;
+  } t[] = {
+      {320, 16, 24, 3, 1, 1, 1}, {320, 24, 24, 1, 1, 1, 1}, {320, 24, 64, 3, 2, 1, 1},
+      {160, 64, 24, 1, 1, 1, 1}, {160, 24, 64, 3, 1, 1, 1}, {80, 32, 32, 3, 1, 1, 1},
+      {40, 64, 64, 3, 1, 1, 1},  {80, 64, 80, 3, 1, 1, 0},  {40, 72, 64, 1, 1, 1, 0},
+      {40, 64, 104, 1, 1, 1, 0}, {40, 32, 32, 3, 1, 2, 0},  {40, 32, 32, 3, 3, 1, 0},
+      {40, 12, 32, 3, 1, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof *t; ++i) {
+    const int pad = t[i].d * (t[i].k / 2), oh = (t[i].h + 2 * pad - t[i].d * (t[i].k - 1) - 1) / t[i].st + 1;
+    const bd_cuda_conv_shape p = {.n = 32, .h = t[i].h, .w = t[i].h, .c = t[i].c, .oh = oh,
+                                  .ow = oh, .m = t[i].m, .kh = t[i].k, .kw = t[i].k,
+                                  .sh = t[i].st, .sw = t[i].st, .dh = t[i].d, .dw = t[i].d,
+                                  .pad_t = pad, .pad_l = pad, .group = 1};
+    bd_conv_patch_geo g;
+    const int takes = bd_cuda_conv_patch_geo(&p, &g);
+    printf("patch tile, %dx%d c%d m%d k%d s%d d%d: %s", t[i].h, t[i].h, t[i].c, t[i].m, t[i].k,
+           t[i].st, t[i].d, takes ? "takes it" : "refuses it\n");
+    if (takes)
+      printf(" (16 x %d pixels a block, %d bytes of shared memory)\n", g.th, g.smem);
+    assert_int_equal(takes, t[i].takes);
+    assert_int_equal(bd_cuda_conv_mma_splits(&p, BD_CONV_PATCH_TILE), t[i].takes);
+    if (takes) assert_true(g.smem <= BD_CONV_PATCH_SMEM_MAX && g.th == 8 * g.mt);
+  }
+}
+
 int main(void) {
   tc_seed();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_shapes), cmocka_unit_test(test_refuses)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_shapes), cmocka_unit_test(test_refuses),
+                                     cmocka_unit_test(test_patch_takes)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,7 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->alias_ch);
   free(cp->pad_to);
   free(cp->dd_skip);
+  free(cp->rd_skip);
   free(cp->zeroed);
   free(cp->same);
   free(cp->vkind);

@@ -634,11 +634,15 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
 
 // NT: output channel groups of 8 (M8 / 8). A warp's rows of 16 pixels: g.mt (1 or 2; TH =
 // 8 g.mt; 1 where NT > 8).
-template <int NT>
+// LAY: the input is the network's FP32 NCHW input src (in_h x in_w) seen through layout lo
+// (a Focus stem's space-to-depth, bd_cuda_conv_patch_layout): the patch is filled from it
+// with the 16-bit rounding the layout kernel applies (k_layout_f32), and x is not read.
+template <int NT, bool LAY>
 __global__ void __launch_bounds__(256, 2)
-    k_conv_patch(bd_cuda_conv_shape p, bd_conv_patch_geo g, const bd_h16 *__restrict__ x, const bd_h16 *__restrict__ w,
-                 const float *__restrict__ bias, const bd_h16 *__restrict__ r,
-                 bd_h16 *__restrict__ y) {
+    k_conv_patch(bd_cuda_conv_shape p, bd_conv_patch_geo g, const bd_h16 *__restrict__ x,
+                 const bd_h16 *__restrict__ w, const float *__restrict__ bias,
+                 const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
+                 const float *__restrict__ src, int in_h, int in_w, bd_cuda_prep_layout lo) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   bd_h16 *sp = patch_smem(), *sw = sp + g.w_off;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gi = lane >> 2, ti = lane & 3;
@@ -660,12 +664,33 @@ __global__ void __launch_bounds__(256, 2)
     const int ty = (int)(t2 % g.tiles_y), n = (int)(t2 / g.tiles_y);
     const int oy0 = ty * g.th, ox0 = tx * BD_CONV_PATCH_TW;
     const int iy0 = oy0 * s - p.pad_t, ix0 = ox0 * s - p.pad_l;
-    const bd_h16 *xn = x + (int64_t)n * p.h * p.w * ldx;
-    for (int i = tid; i < chunks; i += 256) { // consecutive threads: one pixel's chunks, then x
-      const int q = i / pch, c = (i - q * pch) * 8, py = q / g.pw, px = q - py * g.pw;
-      const int iy = iy0 + py, ix = ix0 + px;
-      const bool ok = c < p.c && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
-      cp16<true>(&sp[q * g.ps + c], ok ? xn + ((int64_t)iy * p.w + ix) * ldx + c : x, ok);
+    if (LAY) { // a thread a patch pixel: zeros, then each piece's channels
+      const int64_t plane = (int64_t)in_h * in_w;
+      for (int q = tid; q < g.ph * g.pw; q += 256) {
+        const int py = q / g.pw, px = q - py * g.pw, iy = iy0 + py, ix = ix0 + px;
+        bd_h16 *d = &sp[q * g.ps];
+        for (int c = 0; c < g.c16; c += 8)
+          *reinterpret_cast<uint4 *>(d + c) = make_uint4(0, 0, 0, 0);
+        if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+#pragma unroll
+        for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
+          if (k >= lo.n_pieces) break;
+          const float *sk = src + ((int64_t)n * 3 + lo.piece[k].c0) * plane +
+                            (int64_t)(lo.piece[k].oy + lo.stride * iy) * in_w + lo.piece[k].ox +
+                            (int64_t)lo.stride * ix;
+#pragma unroll
+          for (int c = 0; c < 3; ++c)
+            if (c < lo.piece[k].nc) d[lo.piece[k].ch + c] = bd_st<bd_h16>(sk[c * plane]);
+        }
+      }
+    } else {
+      const bd_h16 *xn = x + (int64_t)n * p.h * p.w * ldx;
+      for (int i = tid; i < chunks; i += 256) { // consecutive threads: a pixel's chunks, then x
+        const int q = i / pch, c = (i - q * pch) * 8, py = q / g.pw, px = q - py * g.pw;
+        const int iy = iy0 + py, ix = ix0 + px;
+        const bool ok = c < p.c && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+        cp16<true>(&sp[q * g.ps + c], ok ? xn + ((int64_t)iy * p.w + ix) * ldx + c : x, ok);
+      }
     }
     cp_commit();
     cp_wait<0>();
@@ -731,10 +756,12 @@ __global__ void __launch_bounds__(256, 2)
   }
 }
 
-template <int NT>
+template <int NT, bool LAY = false>
 cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g, const void *x,
                          const void *w, const float *bias, const void *r, void *y,
-                         cudaStream_t s) {
+                         cudaStream_t s, const float *src = nullptr, int in_h = 0, int in_w = 0,
+                         const bd_cuda_prep_layout *lo = nullptr) {
+  const bd_cuda_prep_layout none = {};
   long long blocks = g.n_tiles;
 #ifdef BD_KERNEL_EMU
   if (blocks > 3) blocks = 3; // the emulation: a few blocks walk several tiles each
@@ -747,22 +774,22 @@ cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g
   if (e != cudaSuccess) return e;
   if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
   if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
-    e = cudaFuncSetAttribute(k_conv_patch<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    e = cudaFuncSetAttribute(k_conv_patch<NT, LAY>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              BD_CONV_PATCH_SMEM_MAX);
     st = e == cudaSuccess ? 1 : (int)e;
     __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
   }
   if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
   if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess ||
-      (e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_conv_patch<NT>, 256,
+      (e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_conv_patch<NT, LAY>, 256,
                                                          (size_t)g.smem)) != cudaSuccess)
     return e;
   if (per < 1) return cudaErrorLaunchOutOfResources;
   if (blocks > (long long)per * sms) blocks = (long long)per * sms;
 #endif
-  BD_LAUNCH_SMEM(BD_K(k_conv_patch<NT>), dim3((unsigned)blocks), 256, (size_t)g.smem, s, *p,
+  BD_LAUNCH_SMEM(BD_K(k_conv_patch<NT, LAY>), dim3((unsigned)blocks), 256, (size_t)g.smem, s, *p,
                  g, (const bd_h16 *)x, (const bd_h16 *)w, bias, (const bd_h16 *)r,
-                 (bd_h16 *)y);
+                 (bd_h16 *)y, src, in_h, in_w, lo ? *lo : none);
   return cudaGetLastError();
 }
 
@@ -783,6 +810,25 @@ cudaError_t conv_patch(const bd_cuda_conv_shape *p, const void *x, const void *w
   case 10: return launch_patch<10>(p, g, x, w, bias, r, y, s);
   case 11: return launch_patch<11>(p, g, x, w, bias, r, y, s);
   case 12: return launch_patch<12>(p, g, x, w, bias, r, y, s);
+  default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int in_h, int in_w,
+                              const bd_cuda_prep_layout *lo, const void *w, const float *bias,
+                              const void *r, void *y, cudaStream_t s) {
+  bd_conv_patch_geo g;
+  if (!bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w) || !bd_cuda_conv_patch_geo(p, &g))
+    return cudaErrorInvalidValue;
+  switch (g.nt) {
+  case 1: return launch_patch<1, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 2: return launch_patch<2, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 3: return launch_patch<3, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 4: return launch_patch<4, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 5: return launch_patch<5, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 6: return launch_patch<6, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 7: return launch_patch<7, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
+  case 8: return launch_patch<8, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
   default: return cudaErrorInvalidValue;
   }
 }
@@ -837,4 +883,17 @@ extern "C" cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void 
                                         const float *bias, const void *r, void *y,
                                         cudaStream_t s) {
   return bd_cuda_conv_mma_tiled(p, -1, x, w, bias, r, y, nullptr, 0, s);
+}
+
+extern "C" cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *src,
+                                                 int in_h, int in_w,
+                                                 const bd_cuda_prep_layout *lo, const void *w,
+                                                 const float *bias, const void *r, void *y,
+                                                 cudaStream_t s) {
+  const int vec = p->m % 8 == 0; // the epilogue's stores, as bd_cuda_conv_mma_tiled's
+  if (!src || !w || !y || (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldy && p->ldy < p->m) ||
+      (p->ldr && p->ldr < p->m) || ((uintptr_t)w & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
+      ((uintptr_t)r & (vec ? 15u : 1u)))
+    return cudaErrorInvalidValue;
+  return conv_patch_layout(p, src, in_h, in_w, lo, w, bias, r, y, s);
 }

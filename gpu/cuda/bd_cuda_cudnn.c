@@ -560,6 +560,26 @@ int bd_cuda_conv_layer_is_fused(const bd_cuda_conv_layer *l) { return l && l->bi
 
 int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l) { return l && l->mma ? l->tile : -1; }
 
+int bd_cuda_conv_layer_takes_layout(const bd_cuda_conv_layer *l, const bd_cuda_prep_layout *lo,
+                                    int in_h, int in_w) {
+  return l && l->mma && l->tile == BD_CONV_PATCH_TILE &&
+         bd_cuda_conv_patch_layout_ok(&l->q, lo, in_h, in_w);
+}
+
+bd_status bd_cuda_conv_layer_run_layout(const bd_cuda_conv_layer *l, const float *src, int in_h,
+                                        int in_w, const bd_cuda_prep_layout *lo, const void *w,
+                                        const float *bias, const void *r, void *y,
+                                        cudaStream_t stream, bd_err *err) {
+  bd_status st = BD_OK;
+  if (!bd_cuda_conv_layer_takes_layout(l, lo, in_h, in_w))
+    return bd_err_set(err, BD_E_INTERNAL, "conv: the layer cannot read the input's layout");
+  /* q: the shape the kernel runs (C padded to 8 on the layer's padded weights) */
+  BD_CU(bd_cuda_conv_patch_layout(&l->q, src, in_h, in_w, lo, l->wpad ? l->wpad : w, bias, r, y,
+                                  stream));
+out:
+  return st;
+}
+
 size_t bd_cuda_conv_layer_ws(const bd_cuda_conv_layer *l) {
   if (!l || l->direct) return 0;
   return l->mma ? bd_cuda_conv_mma_ws_bytes(&l->q, l->tile) : l->ws;

@@ -1129,6 +1129,13 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, int i, bd_err *
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
     }
     if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16];
+    if (cp->rd_fusing && i == cp->rd_fuse) { /* the input's layout read by the conv itself */
+      const int v = g->inputs[0];
+      const int64_t *d = p->dims[v];
+      return bd_cuda_conv_layer_run_layout(cp->layer[n], cp->buf[v][BD_REP_F32], (int)d[2],
+                                           (int)d[3], &cp->rd_lo, b->wbf[n], bias, r,
+                                           cp->buf[y][BD_REP_H16], s, err);
+    }
     void *ws = cp->ws ? (char *)cp->ws + (cp->ws_slot ? cp->ws_slot[i] : 0) * cp->ws_stride : NULL;
     return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_H16], b->wbf[n],
                                   bias, r, cp->buf[y][BD_REP_H16], ws, cp->ws_bytes, s, err);
@@ -1356,11 +1363,15 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
     const bd_node *nd = &g->nodes[a->node];
     const int y = nd->out[0];
     if (cp->vkind[y]) return 0; /* a view: nothing runs */
-    if (cap < 3 * nd->n_in + 4) return -1;
+    if (cap < 3 * nd->n_in + 5) return -1;
     for (int k = 0; k < nd->n_in; ++k)
       if (nd->in[k] >= 0 && !host_input(nd->op, k)) n += fp_value_reads(cp, nd->in[k], &f[n]);
     view_of(cp, y, cp->prim[y], &t);
     fp_view(&t, 1, &f[n++]);
+    if (i == cp->rd_fuse && cp->rd_fuse > 0) { /* and the FP32 input, where it reads that */
+      const int v = g->inputs[0];
+      fp_bytes(cp->buf[v][BD_REP_F32], (size_t)numel_of(cp->plan, v) * 4, 0, &f[n++]);
+    }
     /* a padded conv's copies (its workspace slot: bd_cuda_plan_dag) */
     for (int k = 0; nd->op == BD_OP_CONV && k < 2 && cp->arena; ++k)
       if (cp->scratch[a->node][k] >= 0) {
@@ -1396,7 +1407,11 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err)
   for (int i = 0; io && i < g->n_inputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
                           b->stream));
-  if ((st = bd_cuda_enqueue_actions(b, cp, NULL, err)) != BD_OK) goto out;
+  /* the layout read by its conv (rd_fuse): the layout action left out */
+  cp->rd_fusing = cp->rd_fuse > 0 && cp->rd_skip;
+  st = bd_cuda_enqueue_actions(b, cp, cp->rd_fusing ? cp->rd_skip : NULL, err);
+  cp->rd_fusing = 0;
+  if (st != BD_OK) goto out;
   for (int i = 0; io && i < g->n_outputs; ++i)
     BD_CU(cudaMemcpyAsync(cp->h_out[i], cp->d_out[i], cp->out_bytes[i], cudaMemcpyDeviceToHost,
                           b->stream));
@@ -1547,11 +1562,74 @@ int bd_cuda_prep16_enabled(void) {
   return !e || strcmp(e, "0") != 0;
 }
 
+/* Whether action a is a Concat whose pieces were all written in place (it runs nothing). */
+static int concat_in_place(const bd_graph *g, const bd_cuda_cplan *cp, const bd_cuda_action *a) {
+  if (a->kind != BD_A_OP || g->nodes[a->node].op != BD_OP_CONCAT) return 0;
+  const bd_node *nd = &g->nodes[a->node];
+  for (int k = 0; k < nd->n_in; ++k)
+    if (cp->alias[nd->in[k]] != nd->out[0]) return 0;
+  return 1;
+}
+
+static int spans_meet(const char *a, size_t na, const char *b, size_t nb) {
+  return a < b + nb && b < a + na;
+}
+
+/* After bd_cuda_raw_direct placed the layout action (action 0, writing o_bytes at
+ * cp->rd_dst from the FP32 input at in): where exactly one action reads any of those
+ * bytes before another writes some, and it is a conv whose layer can read the input
+ * through the layout itself (bd_cuda_conv_layer_takes_layout: the patch tile) and whose
+ * output does not meet the input, the raw path runs that conv from the input and leaves
+ * the layout action out (cp->rd_fuse, rd_skip). Off with BATCHDET_CUDA_FUSE_LAYOUT=0. No
+ * memory is freed: the tensor stays in the plan for detection, whose pre-processing
+ * writes it. */
+static void fuse_layout(const bd_cuda_be *b, bd_cuda_cplan *cp, const char *in, size_t in_bytes,
+                        size_t o_bytes) {
+  const bd_graph *g = b->base.graph;
+  const char *o = cp->rd_dst, *e = getenv("BATCHDET_CUDA_FUSE_LAYOUT");
+  int reader = -1, cap = 8;
+  if ((e && strcmp(e, "0") == 0) || cp->n_acts < 2) return;
+  for (int i = 0; i < g->n_nodes; ++i) /* as bd_cuda_plan_dag sizes it */
+    if (3 * g->nodes[i].n_in + 8 > cap) cap = 3 * g->nodes[i].n_in + 8;
+  bd_cuda_fp *f = malloc(sizeof(*f) * (size_t)cap);
+  if (!f) return; /* runs unfused */
+  /* Readers of the bytes until an action writes some of them (the tensor is dead by
+   * then: the arena reuses bytes only after their value's last reader). */
+  for (int i = 1, done = 0; i < cp->n_acts && reader != -2 && !done; ++i) {
+    if (concat_in_place(g, cp, &cp->acts[i])) continue; /* runs nothing */
+    const int k = bd_cuda_action_fps(b, cp, i, f, cap);
+    if (k < 0) reader = -2; /* cannot tell what it reads */
+    for (int j = 0; j < k && reader != -2; ++j) {
+      if (!spans_meet((const char *)f[j].lo, f[j].hi - f[j].lo, o, o_bytes)) continue;
+      if (f[j].write)
+        done = 1;
+      else
+        reader = reader >= 0 && reader != i ? -2 : i; /* -2: a second reader */
+    }
+  }
+  free(f);
+  if (reader < 0 || cp->acts[reader].kind != BD_A_OP) return;
+  const int n = cp->acts[reader].node;
+  const bd_node *nd = &g->nodes[n];
+  if (nd->op != BD_OP_CONV || cp->buf[nd->in[0]][BD_REP_H16] != cp->rd_dst) return;
+  const int64_t *d = cp->plan->dims[g->inputs[0]];
+  const char *y = cp->buf[nd->out[0]][BD_REP_H16];
+  if (!bd_cuda_conv_layer_takes_layout(cp->layer[n], &cp->rd_lo, (int)d[2], (int)d[3]) || !y ||
+      spans_meet(y, bd_cuda_rep_bytes(cp, nd->out[0], BD_REP_H16), in, in_bytes))
+    return;
+  if (!(cp->rd_skip = calloc((size_t)cp->n_acts + 1, 1))) return; /* runs unfused */
+  cp->rd_skip[0] = 1;
+  cp->rd_fuse = reader;
+}
+
 bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   bd_cuda_prep_layout lo;
   void *dst = NULL;
   cp->rd_direct = 0;
+  cp->rd_fuse = -1;
+  free(cp->rd_skip);
+  cp->rd_skip = NULL;
   if (!bd_cuda_prep16_enabled() || cp->n_acts < 1) return BD_OK;
   unsigned char *skip = calloc((size_t)cp->n_acts + 1, 1);
   if (!skip) return bd_err_set(err, BD_E_NOMEM, "cuda prepare: out of memory");
@@ -1572,6 +1650,7 @@ bd_status bd_cuda_raw_direct(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err
       cp->rd_direct = 1;
       cp->rd_lo = lo;
       cp->rd_dst = dst;
+      fuse_layout(b, cp, in, in_bytes, o_bytes);
     }
   }
   free(skip);

@@ -90,6 +90,17 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
                                  const void *x, const void *w, const float *bias,
                                  const void *r, void *y, void *ws, size_t ws_bytes,
                                  cudaStream_t stream, bd_err *err);
+/* 1 when layer l can read its input as the FP32 NCHW network input (in_h x in_w) through
+ * layout lo instead of the 16-bit tensor that layout writes: it runs on the patch tile
+ * (BD_CONV_PATCH_TILE) and bd_cuda_conv_patch_layout_ok takes the shape it runs. */
+int bd_cuda_conv_layer_takes_layout(const bd_cuda_conv_layer *l, const bd_cuda_prep_layout *lo,
+                                    int in_h, int in_w);
+/* bd_cuda_conv_layer_run for such a layer, reading src through lo (bd_cuda_conv_patch_layout:
+ * the layout and the conv in one kernel). */
+bd_status bd_cuda_conv_layer_run_layout(const bd_cuda_conv_layer *l, const float *src, int in_h,
+                                        int in_w, const bd_cuda_prep_layout *lo, const void *w,
+                                        const float *bias, const void *r, void *y,
+                                        cudaStream_t stream, bd_err *err);
 /* Switches a cuDNN layer to cudnnConvolutionBiasActivationForward (bias, ReLU or
  * identity, pre-activation residual in one kernel) when its epilogue allows it and a
  * trial call on the real buffers (ws: at least the layer's workspace) succeeds; other
@@ -238,6 +249,13 @@ typedef struct bd_cuda_cplan {
   int rd_direct;
   bd_cuda_prep_layout rd_lo;
   void *rd_dst;
+  /* And where that tensor's one reader is a conv on the patch tile that can read the FP32
+   * input through rd_lo itself (bd_cuda_conv_layer_takes_layout; BATCHDET_CUDA_FUSE_LAYOUT
+   * not 0): rd_fuse is its action, and the raw path's enqueue (rd_fusing set meanwhile)
+   * leaves the layout action out (rd_skip) and runs the conv from the input. Detection,
+   * whose pre-processing writes the tensor, runs the conv as usual. -1: none. */
+  int rd_fuse, rd_fusing;
+  unsigned char *rd_skip;
   cudaGraph_t dd_graph[BD_DD_SLOTS];
   cudaGraphExec_t dd_exec[BD_DD_SLOTS]; /* NULL: runs go directly on the stream */
   char dd_graph_err[BD_ERR_MSG_MAX];

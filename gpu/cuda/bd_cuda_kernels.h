@@ -347,6 +347,29 @@ static inline int bd_cuda_prep_layout_inside(const bd_cuda_prep_layout *lo, int 
 static inline size_t bd_cuda_prep_layout_bytes(const bd_cuda_prep_layout *lo, int64_t n) {
   return (size_t)n * lo->out_h * lo->out_w * lo->pitch * 2;
 }
+/* Whether the patch tile (bd_cuda_conv_patch_geo, with at most 64 output channels) can
+ * read conv shape p's input as the FP32 NCHW input [n][3][in_h][in_w] seen through
+ * layout lo (bd_cuda_conv_patch_layout): lo well formed and inside the input, its output
+ * p's input (h x w), its pieces within p's C channels (the others are zeros, as the layout
+ * writes them). */
+static inline int bd_cuda_conv_patch_layout_ok(const bd_cuda_conv_shape *p,
+                                               const bd_cuda_prep_layout *lo, int in_h,
+                                               int in_w) {
+  bd_conv_patch_geo g;
+  if (!lo || !bd_cuda_prep_layout_ok(lo) || !bd_cuda_prep_layout_inside(lo, in_h, in_w) ||
+      lo->out_h != p->h || lo->out_w != p->w || !bd_cuda_conv_patch_geo(p, &g) || g.nt > 8)
+    return 0;
+  for (int k = 0; k < lo->n_pieces; ++k)
+    if (lo->piece[k].ch + lo->piece[k].nc > p->c) return 0;
+  return 1;
+}
+/* The patch tile's convolution (bd_cuda_conv_mma_tiled's tile 17 and contract for w, bias,
+ * r, y) of that input: the layout and the conv in one kernel, no 16-bit input tensor
+ * (cudaErrorInvalidValue where bd_cuda_conv_patch_layout_ok says no). */
+cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int in_h,
+                                      int in_w, const bd_cuda_prep_layout *lo, const void *w,
+                                      const float *bias, const void *r, void *y,
+                                      cudaStream_t stream);
 /* The network's FP32 NCHW input [n][3][in_h][in_w] as 16-bit NHWC through layout lo
  * (16-bit rounding to nearest even; zeros in the channels no piece writes): the raw
  * network path's first action when the plan has such a layout (bd_cuda_raw_direct). */

@@ -138,16 +138,20 @@ static float epi(float acc, float b, float r, int a, int res) {
 
 /* The convolution both kernels compute, a pitched residual included (ldr; the direct
  * kernel refuses one, as on a GPU). */
+static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                               const float *bias, const void *r, void *y);
 static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const void *w,
                             const float *bias, const void *r, void *y) {
+  return conv_ref_sh(p, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
+                     bd_emu_shadow(y));
+}
+/* The same on the shadows (FP32 arrays holding the 16-bit values) of x, w, r and y. */
+static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                               const float *bias, const void *r, void *y) {
   int cg = p->c / p->group, mg = p->m / p->group;
   const int64_t ldr = p->ldr ? p->ldr : p->m;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
-  x = bd_emu_shadow(x);
-  w = bd_emu_shadow(w);
-  r = bd_emu_shadow(r);
-  y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
   bd_emu_tick();
   emu_config();
@@ -448,6 +452,39 @@ cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
                src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
                    (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox + lo->stride * j]);
   return cudaSuccess;
+}
+
+/* The patch tile reading the FP32 input through a layout: the layout's 16-bit tensor (as
+ * bd_cuda_layout_f32_h16 writes it, packed to the conv's C channels) in host memory, then
+ * the conv on it. Counted as the conv's layer and as a fused layout
+ * (bd_cuda_emu_layout_fused). */
+atomic_int bd_cuda_emu_layout_fused;
+cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int in_h,
+                                      int in_w, const bd_cuda_prep_layout *lo, const void *w,
+                                      const float *bias, const void *r, void *y,
+                                      cudaStream_t s) {
+  (void)s;
+  if (!src || !w || !y || !bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w))
+    return cudaErrorInvalidValue;
+  const size_t plane = (size_t)p->w * p->h, in_plane = (size_t)in_h * in_w;
+  float *x = calloc((size_t)p->n * plane * (size_t)p->c, sizeof(float));
+  if (!x) return cudaErrorMemoryAllocation;
+  for (int b = 0; b < p->n; ++b)
+    for (int i = 0; i < p->h; ++i)
+      for (int j = 0; j < p->w; ++j)
+        for (int k = 0; k < lo->n_pieces; ++k)
+          for (int c = 0; c < lo->piece[k].nc; ++c)
+            st(x, BD_CT_H16,
+               (int64_t)(((size_t)b * plane + (size_t)i * p->w + j) * p->c) + lo->piece[k].ch + c,
+               src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
+                   (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox +
+                   lo->stride * j]);
+  bd_cuda_conv_shape q = *p;
+  q.ldx = 0;
+  bd_cuda_emu_layout_fused++;
+  cudaError_t e = conv_ref_sh(&q, x, bd_emu_shadow(w), bias, bd_emu_shadow(r), bd_emu_shadow(y));
+  free(x);
+  return e;
 }
 
 /* Post-processing through the kernels' CPU twins (bd_cuda_post_ref.c, checked against

@@ -129,6 +129,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # in bench-damoT-b32.log's choice lines.
   BATCHDET_CUDA_CONV=patch BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     BD_EXPECT_PATCH=1 step test_cuda_model-damoT-patch 90 "$B/test_cuda_model"
+  # The stem reading the FP32 input through the layout (default where the stem is on the
+  # patch tile) against the separate layout kernel.
+  BATCHDET_CUDA_FUSE_LAYOUT=0 step bench-damoT-b32-nofuse 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   # Issue 7, in priority order (the deadline may cut the tail): the batches the targets
   # name, where the time goes (bench --profile: every action alone between CUDA events),
   # A/B rows (our tensor-core conv, Concat pieces in place), end to end, the rest.

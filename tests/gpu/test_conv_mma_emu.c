@@ -240,7 +240,8 @@ static void test_patch_takes(void **s) {
       {40, 12, 32, 3, 1, 1, 0},
   };
   for (size_t i = 0; i < sizeof t / sizeof *t; ++i) {
-    const int pad = t[i].d * (t[i].k / 2), oh = (t[i].h + 2 * pad - t[i].d * (t[i].k - 1) - 1) / t[i].st + 1;
+    const int pad = t[i].d * (t[i].k / 2);
+    const int oh = (t[i].h + 2 * pad - t[i].d * (t[i].k - 1) - 1) / t[i].st + 1;
     const bd_cuda_conv_shape p = {.n = 32, .h = t[i].h, .w = t[i].h, .c = t[i].c, .oh = oh,
                                   .ow = oh, .m = t[i].m, .kh = t[i].k, .kw = t[i].k,
                                   .sh = t[i].st, .sw = t[i].st, .dh = t[i].d, .dw = t[i].d,

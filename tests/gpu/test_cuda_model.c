@@ -106,7 +106,18 @@ static void run_batch(int batch) {
   /* BATCHDET_CUDA_CONV=patch on a model with few-channel layers (DAMO-YOLO's stem and
    * first stages): the patch tile runs some of them (a plan that never picked it would
    * leave the tile untested here) */
-  if (getenv("BD_EXPECT_PATCH")) assert_true(lc.tile[BD_CONV_PATCH_TILE] >= 3);
+  if (getenv("BD_EXPECT_PATCH")) {
+    assert_true(lc.tile[BD_CONV_PATCH_TILE] >= 3);
+    /* and a Focus stem on it reads the FP32 input through the layout itself (the layout
+     * action left out of the raw path: bd_cuda_raw_direct's fuse_layout) */
+    const bd_cuda_cplan *cp = bd_cuda_backend_plan((bd_cuda_be *)gpu, plan);
+    assert_non_null(cp);
+    printf("batch %d: input layout %s\n", batch,
+           !cp->rd_direct ? "none" : cp->rd_fuse > 0 ? "read by the stem conv" : "an action");
+    if (cp->rd_direct && !(getenv("BATCHDET_CUDA_FUSE_LAYOUT") &&
+                           !strcmp(getenv("BATCHDET_CUDA_FUSE_LAYOUT"), "0")))
+      assert_true(cp->rd_fuse > 0);
+  }
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);
   assert_null(gerr);

@@ -78,6 +78,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   target_compile_options(test_cuda_detect_emu PRIVATE -UBD_HAVE_CUDNN)
   target_compile_definitions(test_cuda_detect_emu PRIVATE TEST_DETECT_EMU=1)
   set_source_files_properties(${_cuda_dir}/cuda_emu.c PROPERTIES COMPILE_OPTIONS "-O2")
+  # With the patch tile on the layers it takes (BATCHDET_CUDA_CONV=patch): yolox's Focus
+  # stem reads the 16-bit tensor detection's pre-processing writes, while the raw path's
+  # plan of the same engine has it read the FP32 input through the layout itself
+  # (bd_cuda_raw_direct's fuse_layout).
+  add_test(NAME test_cuda_detect_emu_patch COMMAND test_cuda_detect_emu)
+  set_tests_properties(test_cuda_detect_emu_patch PROPERTIES TIMEOUT 900
+                       ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=patch")
   # The shared photos as PPM (djpeg at configure time) for the GPU run; the emulated run
   # takes the first.
   find_program(BD_DJPEG djpeg)
@@ -97,8 +104,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     endforeach()
     set_property(TEST test_cuda_detect test_cuda_prep APPEND PROPERTY ENVIRONMENT
                  "BD_TEST_PPM_DIR=${_ppm_dir}")
-    set_property(TEST test_cuda_detect_emu APPEND PROPERTY ENVIRONMENT
-                 "BD_TEST_PPM=${_ppm_dir}/dog.ppm")
+    set_property(TEST test_cuda_detect_emu test_cuda_detect_emu_patch APPEND PROPERTY
+                 ENVIRONMENT "BD_TEST_PPM=${_ppm_dir}/dog.ppm")
   endif()
 endif()
 # A tiny damoyolo-contract model (64x64, a few convs; tests/cli/test_detect_damo.py

@@ -55,12 +55,6 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   add_test(NAME test_cuda_detect_kemu_yolox COMMAND test_cuda_detect_kemu)
   set_tests_properties(test_cuda_detect_kemu_yolox PROPERTIES LABELS engine TIMEOUT 900
                        ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_QUICK=1;BD_TEST_PPM=${_ppm_dir}/dog.ppm;BD_EMU_ASYNC=1")
-  # The same with the patch tile on the layers it takes: yolox's Focus stem reads the
-  # 16-bit tensor pre-processing writes, while the raw path's plan has that conv read the
-  # FP32 input through the layout itself (bd_cuda_raw_direct's fuse_layout).
-  add_test(NAME test_cuda_detect_kemu_yolox_patch COMMAND test_cuda_detect_kemu)
-  set_tests_properties(test_cuda_detect_kemu_yolox_patch PROPERTIES LABELS engine TIMEOUT 900
-                       ENVIRONMENT "${BD_TEST_ENV};BD_DETECT_QUICK=1;BD_TEST_PPM=${_ppm_dir}/dog.ppm;BD_EMU_ASYNC=1;BATCHDET_CUDA_CONV=patch")
   bd_kemu_test(test_pool_kemu SOURCES ${_cuda_dir}/test_pool.c)
   target_compile_definitions(test_pool_kemu PRIVATE TEST_POOL_EMU=1)
   set_tests_properties(test_pool_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77

@@ -756,11 +756,11 @@ __global__ void __launch_bounds__(256, 2)
   }
 }
 
-template <int NT, bool LAY = false>
+template <int NT, bool LAY>
 cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g, const void *x,
                          const void *w, const float *bias, const void *r, void *y,
-                         cudaStream_t s, const float *src = nullptr, int in_h = 0, int in_w = 0,
-                         const bd_cuda_prep_layout *lo = nullptr) {
+                         cudaStream_t s, const float *src, int in_h, int in_w,
+                         const bd_cuda_prep_layout *lo) {
   const bd_cuda_prep_layout none = {};
   long long blocks = g.n_tiles;
 #ifdef BD_KERNEL_EMU
@@ -793,25 +793,28 @@ cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g
   return cudaGetLastError();
 }
 
+// launch_patch on the kernel of g.nt channel groups (LAY: at most 8, the ones instantiated).
+template <bool LAY>
+cudaError_t patch_nt(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g, const void *x,
+                     const void *w, const float *bias, const void *r, void *y, cudaStream_t s,
+                     const float *src, int in_h, int in_w, const bd_cuda_prep_layout *lo) {
+#define BD_PATCH_NT(NT)                                                                      \
+  case NT:                                                                                   \
+    if constexpr (LAY && NT > 8) return cudaErrorInvalidValue;                               \
+    else return launch_patch<NT, LAY>(p, g, x, w, bias, r, y, s, src, in_h, in_w, lo);
+  switch (g.nt) {
+    BD_PATCH_NT(1) BD_PATCH_NT(2) BD_PATCH_NT(3) BD_PATCH_NT(4) BD_PATCH_NT(5) BD_PATCH_NT(6)
+    BD_PATCH_NT(7) BD_PATCH_NT(8) BD_PATCH_NT(9) BD_PATCH_NT(10) BD_PATCH_NT(11) BD_PATCH_NT(12)
+  default: return cudaErrorInvalidValue;
+  }
+#undef BD_PATCH_NT
+}
+
 cudaError_t conv_patch(const bd_cuda_conv_shape *p, const void *x, const void *w,
                        const float *bias, const void *r, void *y, cudaStream_t s) {
   bd_conv_patch_geo g;
   if (!bd_cuda_conv_patch_geo(p, &g)) return cudaErrorInvalidValue;
-  switch (g.nt) {
-  case 1: return launch_patch<1>(p, g, x, w, bias, r, y, s);
-  case 2: return launch_patch<2>(p, g, x, w, bias, r, y, s);
-  case 3: return launch_patch<3>(p, g, x, w, bias, r, y, s);
-  case 4: return launch_patch<4>(p, g, x, w, bias, r, y, s);
-  case 5: return launch_patch<5>(p, g, x, w, bias, r, y, s);
-  case 6: return launch_patch<6>(p, g, x, w, bias, r, y, s);
-  case 7: return launch_patch<7>(p, g, x, w, bias, r, y, s);
-  case 8: return launch_patch<8>(p, g, x, w, bias, r, y, s);
-  case 9: return launch_patch<9>(p, g, x, w, bias, r, y, s);
-  case 10: return launch_patch<10>(p, g, x, w, bias, r, y, s);
-  case 11: return launch_patch<11>(p, g, x, w, bias, r, y, s);
-  case 12: return launch_patch<12>(p, g, x, w, bias, r, y, s);
-  default: return cudaErrorInvalidValue;
-  }
+  return patch_nt<false>(p, g, x, w, bias, r, y, s, nullptr, 0, 0, nullptr);
 }
 
 cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int in_h, int in_w,
@@ -820,17 +823,7 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
   bd_conv_patch_geo g;
   if (!bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w) || !bd_cuda_conv_patch_geo(p, &g))
     return cudaErrorInvalidValue;
-  switch (g.nt) {
-  case 1: return launch_patch<1, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 2: return launch_patch<2, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 3: return launch_patch<3, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 4: return launch_patch<4, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 5: return launch_patch<5, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 6: return launch_patch<6, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 7: return launch_patch<7, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  case 8: return launch_patch<8, true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
-  default: return cudaErrorInvalidValue;
-  }
+  return patch_nt<true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
 }
 
 } // namespace

@@ -221,7 +221,7 @@ bd_status bd_cuda_backend_profile(bd_backend *be, const bd_plan *p, int reps, bd
     for (int i = 0; i < n; ++i) {
       BD_CU(cudaEventRecord(ev[2 * i], b->stream));
       /* as the captured graph runs them: a layout its conv reads itself left out */
-      cp->rd_fusing = cp->rd_fuse > 0 && cp->rd_skip;
+      cp->rd_fusing = cp->rd_skip != NULL; /* set with rd_fuse */
       if (!(cp->rd_fusing && cp->rd_skip[i])) st = bd_cuda_enqueue_action(b, cp, i, err);
       cp->rd_fusing = 0;
       if (st != BD_OK) goto out;

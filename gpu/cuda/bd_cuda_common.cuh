@@ -109,6 +109,24 @@ __device__ __forceinline__ float bd_conv_epilogue(float acc, float bias, float r
   return acc;
 }
 
+// Pixel (ox, oy) of layout lo (bd_cuda_prep_layout) from image b of the network's FP32
+// NCHW input (planes of in_plane values, rows of in_w): v[k][c] is piece k's channel c (0
+// past its nc). The raw path's layout kernel (k_layout_f32) and the patch conv reading the
+// input through the layout (k_conv_patch) read it the same way.
+__device__ __forceinline__ void layout_pixel_f32(const float *__restrict__ src, int b,
+                                                 int64_t in_plane, int in_w,
+                                                 const bd_cuda_prep_layout &lo, int ox, int oy,
+                                                 float (&v)[BD_PREP_MAX_PIECES][3]) {
+#pragma unroll
+  for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
+    if (k >= lo.n_pieces) break;
+    const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
+    const float *s = src + ((int64_t)b * 3 + lo.piece[k].c0) * in_plane + (int64_t)y * in_w + x;
+#pragma unroll
+    for (int c = 0; c < 3; ++c) v[k][c] = c < lo.piece[k].nc ? s[c * in_plane] : 0.f;
+  }
+}
+
 // Grid for a grid-stride loop over n items: enough blocks to fill the GPU, capped so
 // that huge tensors loop instead of launching millions of blocks.
 static inline unsigned bd_grid(int64_t n, int threads) {

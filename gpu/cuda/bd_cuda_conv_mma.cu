@@ -672,15 +672,14 @@ __global__ void __launch_bounds__(256, 2)
         for (int c = 0; c < g.c16; c += 8)
           *reinterpret_cast<uint4 *>(d + c) = make_uint4(0, 0, 0, 0);
         if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+        float v[BD_PREP_MAX_PIECES][3];
+        layout_pixel_f32(src, n, plane, in_w, lo, ix, iy, v);
 #pragma unroll
         for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
           if (k >= lo.n_pieces) break;
-          const float *sk = src + ((int64_t)n * 3 + lo.piece[k].c0) * plane +
-                            (int64_t)(lo.piece[k].oy + lo.stride * iy) * in_w + lo.piece[k].ox +
-                            (int64_t)lo.stride * ix;
 #pragma unroll
           for (int c = 0; c < 3; ++c)
-            if (c < lo.piece[k].nc) d[lo.piece[k].ch + c] = bd_st<bd_h16>(sk[c * plane]);
+            if (c < lo.piece[k].nc) d[lo.piece[k].ch + c] = bd_st<bd_h16>(v[k][c]);
         }
       }
     } else {
@@ -826,21 +825,26 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
   return patch_nt<true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
 }
 
+// The output arguments' contract (bd_cuda_kernels.h) of every tile: M % 8 == 0: y's and
+// r's pitches multiples of 8 and y, r 16-byte aligned (8 channels a store); otherwise any
+// pitch >= M (one channel a store); w 16-byte aligned.
+bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, const void *y) {
+  const int vec = p->m % 8 == 0;
+  return !((vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldy && p->ldy < p->m) ||
+           (p->ldr && p->ldr < p->m) || ((uintptr_t)w & 15u) ||
+           ((uintptr_t)y & (vec ? 15u : 1u)) || ((uintptr_t)r & (vec ? 15u : 1u)));
+}
+
 } // namespace
 
 extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile,
                                               const void *x, const void *w, const float *bias,
                                               const void *r, void *y, void *ws, size_t ws_bytes,
                                               cudaStream_t s) {
-  /* M % 8 == 0: y's pitch a multiple of 8 and y, r 16-byte aligned (8 channels a store);
-   * otherwise any pitch >= M (one channel a store) */
-  const int vec = p->m % 8 == 0;
   if (p->group != 1 || p->c % 8 || p->m < 1 || p->c < 8 || p->n < 1 || p->ldx % 8 ||
-      (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldx && p->ldx < p->c) ||
-      (p->ldy && p->ldy < p->m) || (p->ldr && p->ldr < p->m) ||
-      (int64_t)p->kh * p->kw * p->c >= (1 << 30) || ((uintptr_t)x & 15u) ||
-      ((uintptr_t)w & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
-      ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)
+      (p->ldx && p->ldx < p->c) || (int64_t)p->kh * p->kw * p->c >= (1 << 30) ||
+      ((uintptr_t)x & 15u) || !out_args_ok(p, w, r, y) || tile < -1 ||
+      tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
   const int splits = bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes);
   if (splits < 1) return cudaErrorInvalidValue;
@@ -883,10 +887,6 @@ extern "C" cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, co
                                                  const bd_cuda_prep_layout *lo, const void *w,
                                                  const float *bias, const void *r, void *y,
                                                  cudaStream_t s) {
-  const int vec = p->m % 8 == 0; // the epilogue's stores, as bd_cuda_conv_mma_tiled's
-  if (!src || !w || !y || (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldy && p->ldy < p->m) ||
-      (p->ldr && p->ldr < p->m) || ((uintptr_t)w & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
-      ((uintptr_t)r & (vec ? 15u : 1u)))
-    return cudaErrorInvalidValue;
+  if (!src || !w || !y || !out_args_ok(p, w, r, y)) return cudaErrorInvalidValue;
   return conv_patch_layout(p, src, in_h, in_w, lo, w, bias, r, y, s);
 }

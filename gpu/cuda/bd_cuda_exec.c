@@ -1408,7 +1408,7 @@ bd_status bd_cuda_enqueue(bd_cuda_be *b, bd_cuda_cplan *cp, int io, bd_err *err)
     BD_CU(cudaMemcpyAsync(cp->d_in[i], cp->h_in[i], cp->in_bytes[i], cudaMemcpyHostToDevice,
                           b->stream));
   /* the layout read by its conv (rd_fuse): the layout action left out */
-  cp->rd_fusing = cp->rd_fuse > 0 && cp->rd_skip;
+  cp->rd_fusing = cp->rd_skip != NULL; /* set with rd_fuse */
   st = bd_cuda_enqueue_actions(b, cp, cp->rd_fusing ? cp->rd_skip : NULL, err);
   cp->rd_fusing = 0;
   if (st != BD_OK) goto out;

@@ -162,14 +162,7 @@ __global__ void k_layout_f32(const float *__restrict__ src, int n, int in_h, int
     int64_t p = i - (int64_t)b * plane;
     int oy = (int)(p / lo.out_w), ox = (int)(p - (int64_t)oy * lo.out_w);
     float v[BD_PREP_MAX_PIECES][3];
-#pragma unroll
-    for (int k = 0; k < BD_PREP_MAX_PIECES; ++k) {
-      if (k >= lo.n_pieces) break;
-      const int x = lo.piece[k].ox + lo.stride * ox, y = lo.piece[k].oy + lo.stride * oy;
-      const float *s = src + ((int64_t)b * 3 + lo.piece[k].c0) * in_plane + (int64_t)y * in_w + x;
-#pragma unroll
-      for (int c = 0; c < 3; ++c) v[k][c] = c < lo.piece[k].nc ? s[c * in_plane] : 0.f;
-    }
+    layout_pixel_f32(src, b, in_plane, in_w, lo, ox, oy, v);
     layout_store(lo, v, vec, dst + i * lo.pitch);
   }
 }

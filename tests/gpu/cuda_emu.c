@@ -434,23 +434,29 @@ cudaError_t bd_cuda_preprocess_u8_h16(const uint8_t *src, const bd_cuda_prep_des
   return cudaSuccess;
 }
 
+/* Layout lo of n images of the FP32 input into o (a shadow: 16-bit values as floats),
+ * pitch values a pixel, zeros where no piece writes. */
+static void layout_fill(const float *src, int n, int in_h, int in_w,
+                        const bd_cuda_prep_layout *lo, int pitch, float *o) {
+  const size_t plane = (size_t)lo->out_w * lo->out_h, in_plane = (size_t)in_h * in_w;
+  memset(o, 0, (size_t)n * plane * pitch * sizeof(float));
+  for (int b = 0; b < n; ++b)
+    for (int i = 0; i < lo->out_h; ++i)
+      for (int j = 0; j < lo->out_w; ++j)
+        for (int k = 0; k < lo->n_pieces; ++k)
+          for (int c = 0; c < lo->piece[k].nc; ++c)
+            st(o, BD_CT_H16, (int64_t)(((size_t)b * plane + (size_t)i * lo->out_w + j) * pitch) + lo->piece[k].ch + c,
+               src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
+                   (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox + lo->stride * j]);
+}
+
 cudaError_t bd_cuda_layout_f32_h16(const float *src, int n, int in_h, int in_w,
                                    const bd_cuda_prep_layout *lo, void *dst, cudaStream_t s) {
   (void)s;
   if (n < 1 || !bd_cuda_prep_layout_ok(lo) || !bd_cuda_prep_layout_inside(lo, in_h, in_w))
     return cudaErrorInvalidValue;
   bd_emu_tick();
-  float *o = bd_emu_shadow(dst);
-  const size_t plane = (size_t)lo->out_w * lo->out_h, in_plane = (size_t)in_h * in_w;
-  memset(o, 0, (size_t)n * plane * lo->pitch * sizeof(float));
-  for (int b = 0; b < n; ++b)
-    for (int i = 0; i < lo->out_h; ++i)
-      for (int j = 0; j < lo->out_w; ++j)
-        for (int k = 0; k < lo->n_pieces; ++k)
-          for (int c = 0; c < lo->piece[k].nc; ++c)
-            st(o, BD_CT_H16, (int64_t)(((size_t)b * plane + (size_t)i * lo->out_w + j) * lo->pitch) + lo->piece[k].ch + c,
-               src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
-                   (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox + lo->stride * j]);
+  layout_fill(src, n, in_h, in_w, lo, lo->pitch, bd_emu_shadow(dst));
   return cudaSuccess;
 }
 
@@ -466,19 +472,9 @@ cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *
   (void)s;
   if (!src || !w || !y || !bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w))
     return cudaErrorInvalidValue;
-  const size_t plane = (size_t)p->w * p->h, in_plane = (size_t)in_h * in_w;
-  float *x = calloc((size_t)p->n * plane * (size_t)p->c, sizeof(float));
+  float *x = malloc((size_t)p->n * p->h * p->w * (size_t)p->c * sizeof(float));
   if (!x) return cudaErrorMemoryAllocation;
-  for (int b = 0; b < p->n; ++b)
-    for (int i = 0; i < p->h; ++i)
-      for (int j = 0; j < p->w; ++j)
-        for (int k = 0; k < lo->n_pieces; ++k)
-          for (int c = 0; c < lo->piece[k].nc; ++c)
-            st(x, BD_CT_H16,
-               (int64_t)(((size_t)b * plane + (size_t)i * p->w + j) * p->c) + lo->piece[k].ch + c,
-               src[((size_t)b * 3 + lo->piece[k].c0 + c) * in_plane +
-                   (size_t)(lo->piece[k].oy + lo->stride * i) * in_w + lo->piece[k].ox +
-                   lo->stride * j]);
+  layout_fill(src, p->n, in_h, in_w, lo, p->c, x); /* lo's output is p's input (checked) */
   bd_cuda_conv_shape q = *p;
   q.ldx = 0;
   bd_cuda_emu_layout_fused++;

@@ -11,23 +11,25 @@
 if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   bd_kemu_test(test_cuda_model_kemu SOURCES ${_cuda_dir}/test_cuda_model.c TIMEOUT 900)
   set_tests_properties(test_cuda_model_kemu PROPERTIES ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_BIG_BATCH=2")
-  add_test(NAME test_cuda_model_kemu_damoT COMMAND test_cuda_model_kemu)
-  set_tests_properties(test_cuda_model_kemu_damoT PROPERTIES FIXTURES_REQUIRED damoT96
-                       LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BD_EXPECT_BRANCHES=1")
+  # test_cuda_model_kemu_NAME: the model test on DAMO-YOLO-T 96 (independent branches
+  # expected) with more environment ENV.
+  function(bd_kemu_damo_model NAME ENV)
+    set(_env "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BD_EXPECT_BRANCHES=1")
+    if(ENV)
+      list(APPEND _env ${ENV})
+    endif()
+    add_test(NAME test_cuda_model_kemu_${NAME} COMMAND test_cuda_model_kemu)
+    set_tests_properties(test_cuda_model_kemu_${NAME} PROPERTIES FIXTURES_REQUIRED damoT96
+                         LABELS engine TIMEOUT 600 ENVIRONMENT "${_env}")
+  endfunction()
+  bd_kemu_damo_model(damoT "")
   # Our tensor-core convolution on every layer it takes, through the whole model (all 77
   # of DAMO-YOLO-T's convs: pitched inputs and Concat pieces, residuals, the head, the
   # Focus stem's 12 channels on zero-padded weights, the 68 regression channels).
-  add_test(NAME test_cuda_model_kemu_damoT_mma COMMAND test_cuda_model_kemu)
-  set_tests_properties(test_cuda_model_kemu_damoT_mma PROPERTIES FIXTURES_REQUIRED damoT96
-                       LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=mma;BD_EXPECT_BRANCHES=1")
+  bd_kemu_damo_model(damoT_mma "BATCHDET_CUDA_CONV=mma")
   # The same with the patch tile (k_conv_patch) on every layer it takes: the stem on its
   # stored zero-padded input, the first stages' 24/64-channel convs, strides 1 and 2.
-  add_test(NAME test_cuda_model_kemu_damoT_patch COMMAND test_cuda_model_kemu)
-  set_tests_properties(test_cuda_model_kemu_damoT_patch PROPERTIES FIXTURES_REQUIRED damoT96
-                       LABELS engine TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_BIG_BATCH=2;BATCHDET_CUDA_CONV=patch;BD_EXPECT_PATCH=1")
+  bd_kemu_damo_model(damoT_patch "BATCHDET_CUDA_CONV=patch;BD_EXPECT_PATCH=1")
   # test_cuda_model_kemu_NAME: the model test on the tiny model with more environment ENV.
   function(bd_kemu_tiny_model NAME ENV)
     add_test(NAME test_cuda_model_kemu_${NAME} COMMAND test_cuda_model_kemu)

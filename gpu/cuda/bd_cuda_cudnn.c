@@ -711,27 +711,44 @@ out:
 }
 
 #define CHOICE_REPS 5
-/* Times CHOICE_REPS runs of the layer (ours on `tile` when tile >= 0, of shape p on x
- * and w, else lib on the scratch and w) after `warm` untimed runs; *ms: their total. */
-static bd_status time_side(void *cudnn_handle, const bd_cuda_conv_layer *lib, int tile,
-                           const bd_cuda_conv_shape *p, const void *x, const void *w,
-                           const float *bias, const void *r, void *y,
-                           const bd_cuda_conv_scratch *sc, int warm, cudaEvent_t ev[2],
-                           cudaStream_t stream, float *ms, bd_err *err) {
+/* One run of a side of the choice: ours on `tile` (>= 0) of shape p on x and w, else
+ * lib on the scratch and w. */
+typedef struct choice_run {
+  void *cudnn_handle;
+  const bd_cuda_conv_layer *lib;
+  int tile;
+  const bd_cuda_conv_shape *p;
+  const void *x, *w, *r;
+  const float *bias;
+  void *y;
+  const bd_cuda_conv_scratch *sc;
+} choice_run;
+
+static bd_status choice_run_one(void *ctx, cudaStream_t stream, bd_err *err) {
+  const choice_run *c = ctx;
   bd_status st = BD_OK;
-  for (int i = 0; i < warm + CHOICE_REPS && st == BD_OK; ++i) {
-    if (i == warm) BD_CU(cudaEventRecord(ev[0], stream));
-    if (tile >= 0)
-      BD_CU(bd_cuda_conv_mma_tiled(p, tile, x, w, bias, r, y, sc->ws, sc->ws_bytes, stream));
-    else
-      st = bd_cuda_conv_layer_run(cudnn_handle, lib, x, w, bias, r, y, sc->ws, sc->ws_bytes,
-                                  stream, err);
-  }
-  if (st != BD_OK) goto out;
-  BD_CU(cudaEventRecord(ev[1], stream));
-  BD_CU(cudaEventSynchronize(ev[1]));
-  BD_CU(cudaEventElapsedTime(ms, ev[0], ev[1]));
+  if (c->tile >= 0)
+    BD_CU(bd_cuda_conv_mma_tiled(c->p, c->tile, c->x, c->w, c->bias, c->r, c->y, c->sc->ws,
+                                 c->sc->ws_bytes, stream));
+  else
+    st = bd_cuda_conv_layer_run(c->cudnn_handle, c->lib, c->x, c->w, c->bias, c->r, c->y,
+                                c->sc->ws, c->sc->ws_bytes, stream, err);
 out:
+  return st;
+}
+
+/* Times a side of the choice (choice_run) as the plan's graph replays it, after `warm`
+ * untimed runs (bd_cuda_time_replayed); *ms: the time of CHOICE_REPS runs. *captured
+ * cleared when it ran uncaptured. */
+static bd_status time_side(const choice_run *c, int warm, cudaStream_t stream, float *ms,
+                           int *captured, bd_err *err) {
+  bd_status st = BD_OK;
+  int cap = 0;
+  for (int i = 0; i < warm && st == BD_OK; ++i) st = choice_run_one((void *)c, stream, err);
+  if (st == BD_OK)
+    st = bd_cuda_time_replayed(stream, choice_run_one, (void *)c, CHOICE_REPS, ms, &cap, err);
+  *ms *= CHOICE_REPS;
+  if (!cap) *captured = 0;
   return st;
 }
 
@@ -741,8 +758,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
                               bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_conv_layer *lib = NULL;
-  cudaEvent_t ev[2] = {NULL, NULL};
-  int device = 0, best = -1, n_bad = 0;
+  int device = 0, best = -1, n_bad = 0, captured = 1;
   size_t ws = 0;
   float t_lib = 0, t[BD_CONV_MMA_TILES] = {0};
   double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
@@ -765,9 +781,8 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     st = bd_err_set(err, BD_E_INTERNAL, "conv choice: workspace %zu > %zu", ws, sc->ws_bytes);
     goto out;
   }
-  for (int i = 0; i < 2; ++i) BD_CU(cudaEventCreate(&ev[i]));
-  st = time_side(cudnn_handle, lib, -1, &p, sc->x, w, bias, r, sc->y0, sc, 1, ev, stream, &t_lib,
-                 err);
+  choice_run side = {cudnn_handle, lib, -1, &p, sc->x, w, r, bias, sc->y0, sc};
+  st = time_side(&side, 1, stream, &t_lib, &captured, err);
   /* Ours reads what the channel-padded cuDNN layer reads where C is not a multiple of 8:
    * its zero-padded input copy (filled by the runs above) and weights, as a layer of ours
    * would (plan_pads). cuDNN's time includes that copy, which a plan storing the input
@@ -806,8 +821,8 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       continue;
     }
     ran[k] = 1;
-    st = time_side(cudnn_handle, lib, k, &q, ox, ow, bias, r, sc->y1, sc, 0, ev, stream, &t[k],
-                   err);
+    side = (choice_run){cudnn_handle, lib, k, &q, ox, ow, r, bias, sc->y1, sc};
+    st = time_side(&side, 0, stream, &t[k], &captured, err);
     /* Only a tile that would be kept (faster than cuDNN and every tile kept so far) has
      * its output compared: the copy back and the comparison cost more than the timing,
      * and a tile that is not kept never runs. */
@@ -839,18 +854,17 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
                                                          : "");
     fprintf(stderr,
             "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us; "
-            "ours %s; max diff %.3g of %.3g -> %s%s\n",
+            "ours %s; max diff %.3g of %.3g -> %s%s%s\n",
             n_bad ? "WARNING (our tensor-core kernel failed or disagrees with cuDNN, not used "
                     "there) "
                   : "",
             p.n, p.h, p.w, p.c, p.oh, p.ow, p.m, p.kh, p.kw, p.sh, p.act, p.res,
             algo >= 0 ? "" : " (direct kernel)", bd_cuda_conv_layer_is_fused(lib) ? " fused" : "",
             t_lib * 1e3 / CHOICE_REPS, ours, shown >= 0 ? diff[shown] : 0.0, ref,
-            best >= 0 ? "ours " : "cuDNN", best >= 0 ? bd_cuda_conv_mma_tile_name(best) : "");
+            best >= 0 ? "ours " : "cuDNN", best >= 0 ? bd_cuda_conv_mma_tile_name(best) : "",
+            captured ? "" : " (timed uncaptured: host gaps included)");
   }
 out:
-  for (int i = 0; i < 2; ++i)
-    if (ev[i]) cudaEventDestroy(ev[i]);
   bd_cuda_conv_layer_destroy(lib);
   return st;
 }

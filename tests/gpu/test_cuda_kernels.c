@@ -1,16 +1,22 @@
 /* Each own CUDA kernel against a CPU twin written here, on fresh random inputs, with
  * 16-bit tolerances; output buffers are poisoned (NaN) before every launch. Skips (exit
  * 77) without a GPU. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
 #include "bd_cuda_internal.h"
 #include "bd_graph.h"
 #include "test_cuda_common.h"
+#ifdef BD_KEMU
+#include "cuda_rt_emu.h" /* bd_cuda_emu_graphs */
+#endif
 
 /* Random 16-bit tensor: host 16-bit storage bits and their float values. */
 static void rand_h16(size_t n, float lo, float hi, uint16_t *bits, float *vals) {
@@ -464,6 +470,77 @@ static void test_matmul(void **state) {
   cudaFree(dy);
 }
 
+/* bd_cuda_time_replayed (the conv choice's timing): the work fn enqueues, captured once
+ * and replayed, really runs (its output is checked), fn is called exactly `reps` times,
+ * and a failing fn is an error that leaves the stream usable. On the kernel emulation,
+ * whose clock runs 1 us per launch, the time per call is exact: 3 launches, 3 us; with
+ * capture refused (bd_cuda_emu_graphs 0) the same work runs uncaptured, also 3 us. */
+typedef struct timed_ctx {
+  bd_cuda_view y, x;
+  int calls, fail;
+} timed_ctx;
+static bd_status timed_relu(void *ctx, cudaStream_t s, bd_err *err) {
+  timed_ctx *c = ctx;
+  c->calls++;
+  if (c->fail) return bd_err_set(err, BD_E_INTERNAL, "timed fn fails");
+  for (int i = 0; i < 3; ++i)
+    if (bd_cuda_map(&c->y, &c->x, BD_UN_RELU, s) != cudaSuccess)
+      return bd_err_set(err, BD_E_INTERNAL, "timed fn: launch");
+  return BD_OK;
+}
+static void test_time_replayed(void **state) {
+  (void)state;
+  const int n = 4096, reps = 4;
+  uint16_t *bits = malloc(n * 2);
+  float *x = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+  assert_true(bits && x && got && want);
+  rand_h16(n, -4.0f, 4.0f, bits, x);
+  for (int i = 0; i < n; ++i) want[i] = cpu_unary(x[i], BD_UN_RELU);
+  void *dx = tc_dev_copy(bits, n * 2), *dy = tc_dev_poisoned(n * 2);
+  cudaStream_t s = NULL;
+  assert_int_equal(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  timed_ctx c = {{dy, BD_CT_H16, 1, {n}, {1}}, {dx, BD_CT_H16, 1, {n}, {1}}, 0, 0};
+  bd_err err = {0};
+  float ms = -1;
+  int captured = -1;
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err), BD_OK);
+  printf("replayed: %.4f ms a call, captured %d, %d calls\n", ms, captured, c.calls);
+  assert_int_equal(captured, 1);
+  assert_int_equal(c.calls, reps);
+  assert_true(ms > 0);
+  fetch_h16(dy, n, got);
+  assert_int_equal(tc_compare("replayed relu", got, want, n, 1e-3f, 1e-2f), 0);
+#ifdef BD_KEMU
+  assert_true(fabsf(ms - 3e-3f) < 1e-6f);
+  bd_cuda_emu_graphs = 0;
+  c.calls = 0;
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err), BD_OK);
+  bd_cuda_emu_graphs = 1;
+  assert_int_equal(captured, 0);
+  assert_int_equal(c.calls, reps);
+  assert_true(fabsf(ms - 3e-3f) < 1e-6f);
+#endif
+  c.fail = 1;
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err),
+                   BD_E_INTERNAL);
+  assert_non_null(strstr(err.msg, "timed fn fails"));
+  enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusActive;
+  assert_int_equal(cudaStreamIsCapturing(s, &cs), cudaSuccess);
+  assert_int_equal(cs, cudaStreamCaptureStatusNone);
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 0, &ms, &captured, &err),
+                   BD_E_INVALID);
+  c.fail = 0;
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 1, &ms, &captured, &err), BD_OK);
+  assert_int_equal(captured, 1);
+  assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
+  cudaFree(dx);
+  cudaFree(dy);
+  free(bits);
+  free(x);
+  free(got);
+  free(want);
+}
+
 int main(void) {
   TC_SKIP_IF_NO_DEVICE();
   tc_seed();
@@ -473,6 +550,7 @@ int main(void) {
       cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul),           cmocka_unit_test(test_channel_rows),
       cmocka_unit_test(test_softmax_dot),      cmocka_unit_test(test_rows_h16_f32),
+      cmocka_unit_test(test_time_replayed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -737,16 +737,17 @@ out:
   return st;
 }
 
-/* Times a side of the choice (choice_run) as the plan's graph replays it, after `warm`
- * untimed runs (bd_cuda_time_replayed); *ms: the time of CHOICE_REPS runs. *captured
- * cleared when it ran uncaptured. */
-static bd_status time_side(const choice_run *c, int warm, cudaStream_t stream, float *ms,
-                           int *captured, bd_err *err) {
+/* Times a side of the choice (choice_run) as the plan's graph replays it (capture 1),
+ * or uncaptured (0), after `warm` untimed runs (bd_cuda_time_replayed); *ms: the time of
+ * CHOICE_REPS runs. *captured cleared when it ran uncaptured. */
+static bd_status time_side(const choice_run *c, int warm, int capture, cudaStream_t stream,
+                           float *ms, int *captured, bd_err *err) {
   bd_status st = BD_OK;
   int cap = 0;
   for (int i = 0; i < warm && st == BD_OK; ++i) st = choice_run_one((void *)c, stream, err);
   if (st == BD_OK)
-    st = bd_cuda_time_replayed(stream, choice_run_one, (void *)c, CHOICE_REPS, ms, &cap, err);
+    st = bd_cuda_time_replayed(stream, choice_run_one, (void *)c, CHOICE_REPS, capture, ms,
+                               &cap, err);
   *ms *= CHOICE_REPS;
   if (!cap) *captured = 0;
   return st;
@@ -760,7 +761,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   bd_cuda_conv_layer *lib = NULL;
   int device = 0, best = -1, n_bad = 0, captured = 1;
   size_t ws = 0;
-  float t_lib = 0, t[BD_CONV_MMA_TILES] = {0};
+  float t_lib = 0, t_lib_host = 0, t[BD_CONV_MMA_TILES] = {0};
   double diff[BD_CONV_MMA_TILES] = {0}, ref = 0;
   int agree[BD_CONV_MMA_TILES] = {0}, ran[BD_CONV_MMA_TILES] = {0}, na[BD_CONV_MMA_TILES] = {0};
   int checked[BD_CONV_MMA_TILES] = {0};
@@ -782,7 +783,13 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     goto out;
   }
   choice_run side = {cudnn_handle, lib, -1, &p, sc->x, w, r, bias, sc->y0, sc};
-  st = time_side(&side, 1, stream, &t_lib, &captured, err);
+  st = time_side(&side, 1, 1, stream, &t_lib, &captured, err);
+  /* Logged: cuDNN also as the choice timed it before (uncaptured), to see what the
+   * host's side of each call costs. */
+  const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
+  const int logging = log && strcmp(log, "0") != 0;
+  int ignored = 1;
+  if (st == BD_OK && logging) st = time_side(&side, 0, 0, stream, &t_lib_host, &ignored, err);
   /* Ours reads what the channel-padded cuDNN layer reads where C is not a multiple of 8:
    * its zero-padded input copy (filled by the runs above) and weights, as a layer of ours
    * would (plan_pads). cuDNN's time includes that copy, which a plan storing the input
@@ -822,7 +829,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     }
     ran[k] = 1;
     side = (choice_run){cudnn_handle, lib, k, &q, ox, ow, r, bias, sc->y1, sc};
-    st = time_side(&side, 0, stream, &t[k], &captured, err);
+    st = time_side(&side, 0, 1, stream, &t[k], &captured, err);
     /* Only a tile that would be kept (faster than cuDNN and every tile kept so far) has
      * its output compared: the copy back and the comparison cost more than the timing,
      * and a tile that is not kept never runs. */
@@ -835,12 +842,13 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   }
   if (st != BD_OK) goto out;
   memo_put(&(shape_memo){.kind = MEMO_CHOICE, .device = device, .shape = p, .tile = best});
-  const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
-  if (n_bad || (log && strcmp(log, "0") != 0)) {
+  if (n_bad || logging) {
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;
     for (int k = 0; k < BD_CONV_MMA_TILES && shown < 0; ++k)
       if (checked[k]) shown = k; /* the diff shown: the kept tile's, else the first compared */
-    char ours[1024];
+    char ours[1024], host[64] = "";
+    if (logging)
+      snprintf(host, sizeof host, " (%.1f us uncaptured)", t_lib_host * 1e3 / CHOICE_REPS);
     size_t o = 0;
     for (int k = 0; k < BD_CONV_MMA_TILES && o < sizeof ours; ++k)
       if (na[k])
@@ -853,14 +861,14 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
                               : checked[k] && !agree[k] ? " (WRONG)"
                                                          : "");
     fprintf(stderr,
-            "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us; "
+            "batchdet: conv %s%dx%dx%dx%d -> %dx%dx%d k%dx%d s%d act %d res %d: cuDNN%s%s %.1f us%s; "
             "ours %s; max diff %.3g of %.3g -> %s%s%s\n",
             n_bad ? "WARNING (our tensor-core kernel failed or disagrees with cuDNN, not used "
                     "there) "
                   : "",
             p.n, p.h, p.w, p.c, p.oh, p.ow, p.m, p.kh, p.kw, p.sh, p.act, p.res,
             algo >= 0 ? "" : " (direct kernel)", bd_cuda_conv_layer_is_fused(lib) ? " fused" : "",
-            t_lib * 1e3 / CHOICE_REPS, ours, shown >= 0 ? diff[shown] : 0.0, ref,
+            t_lib * 1e3 / CHOICE_REPS, host, ours, shown >= 0 ? diff[shown] : 0.0, ref,
             best >= 0 ? "ours " : "cuDNN", best >= 0 ? bd_cuda_conv_mma_tile_name(best) : "",
             captured ? "" : " (timed uncaptured: host gaps included)");
   }

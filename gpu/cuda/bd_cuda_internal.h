@@ -427,14 +427,14 @@ typedef bd_status (*bd_cuda_timed_fn)(void *ctx, cudaStream_t s, bd_err *err);
 /* Times fn as a replayed graph runs it: `reps` calls (1..1000) captured into one graph
  * (relaxed mode), launched once untimed and then three times, each between two events;
  * *ms: the median launch over reps, *captured 1. Uncaptured, calls run back to back
- * only as fast as the host issues them: cuDNN's host side (~60 us a call on the second
- * H100 session) hid its 15-40 us kernels and made our kernels look faster than they
- * are in the replayed plan. Where the stream does not capture, a call fails captured or
- * the graph does not instantiate, the reps run uncaptured between two events instead
- * (*captured 0; warm the work up first either way). Holds no lock: the caller does not
- * capture on s meanwhile. */
+ * only as fast as the host issues them: on the second H100 session the conv choice
+ * measured cuDNN's 3x3s at 58-93 us that took 36-46 us in the plan, and made our
+ * kernels look faster than they are in the replayed plan. With capture 0, or where the
+ * stream does not capture, a call fails captured or the graph does not instantiate, the
+ * reps run uncaptured between two events instead (*captured 0; warm the work up first
+ * either way). Holds no lock: the caller does not capture on s meanwhile. */
 bd_status bd_cuda_time_replayed(cudaStream_t s, bd_cuda_timed_fn fn, void *ctx, int reps,
-                                float *ms, int *captured, bd_err *err);
+                                int capture, float *ms, int *captured, bd_err *err);
 
 /* Device detection entry points (bd_backend_vtbl's dd_*), and the teardown. */
 bd_status bd_cuda_dd_setup(bd_backend *be, const bd_dd_config *cfg, int max_batch, bd_err *err);

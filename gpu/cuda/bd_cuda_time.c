@@ -4,7 +4,7 @@
 
 #define REPLAY_TIMED 3 /* timed launches of the graph; the median is kept */
 bd_status bd_cuda_time_replayed(cudaStream_t s, bd_cuda_timed_fn fn, void *ctx, int reps,
-                                float *ms, int *captured, bd_err *err) {
+                                int capture, float *ms, int *captured, bd_err *err) {
   bd_status st = BD_OK;
   cudaEvent_t ev[REPLAY_TIMED + 1] = {NULL};
   cudaGraph_t g = NULL;
@@ -18,7 +18,7 @@ bd_status bd_cuda_time_replayed(cudaStream_t s, bd_cuda_timed_fn fn, void *ctx, 
   /* Relaxed, as the plan's own capture (bd_cuda_capture): cuDNN may query the device. A
    * stream that does not capture (or a call that fails while captured, or a graph that
    * does not instantiate) falls back to the uncaptured runs below. */
-  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
+  if (capture && cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
     bd_status cs = BD_OK;
     bd_err cerr = {0};
     for (int i = 0; i < reps && cs == BD_OK; ++i) cs = fn(ctx, s, &cerr);

@@ -472,7 +472,8 @@ static void test_matmul(void **state) {
 
 /* bd_cuda_time_replayed (the conv choice's timing): the work fn enqueues, captured once
  * and replayed, really runs (its output is checked), fn is called exactly `reps` times,
- * and a failing fn is an error that leaves the stream usable. On the kernel emulation,
+ * and a failing fn is an error that leaves the stream usable; asked uncaptured, it runs
+ * uncaptured. On the kernel emulation,
  * whose clock runs 1 us per launch, the time per call is exact: 3 launches, 3 us; with
  * capture refused (bd_cuda_emu_graphs 0) the same work runs uncaptured, also 3 us. */
 typedef struct timed_ctx {
@@ -503,7 +504,7 @@ static void test_time_replayed(void **state) {
   bd_err err = {0};
   float ms = -1;
   int captured = -1;
-  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err), BD_OK);
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, 1, &ms, &captured, &err), BD_OK);
   printf("replayed: %.4f ms a call, captured %d, %d calls\n", ms, captured, c.calls);
   assert_int_equal(captured, 1);
   assert_int_equal(c.calls, reps);
@@ -514,24 +515,29 @@ static void test_time_replayed(void **state) {
   assert_true(fabsf(ms - 3e-3f) < 1e-6f);
   bd_cuda_emu_graphs = 0;
   c.calls = 0;
-  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err), BD_OK);
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, 1, &ms, &captured, &err), BD_OK);
   bd_cuda_emu_graphs = 1;
   assert_int_equal(captured, 0);
   assert_int_equal(c.calls, reps);
   assert_true(fabsf(ms - 3e-3f) < 1e-6f);
 #endif
   c.fail = 1;
-  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, &ms, &captured, &err),
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, 1, &ms, &captured, &err),
                    BD_E_INTERNAL);
   assert_non_null(strstr(err.msg, "timed fn fails"));
   enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusActive;
   assert_int_equal(cudaStreamIsCapturing(s, &cs), cudaSuccess);
   assert_int_equal(cs, cudaStreamCaptureStatusNone);
-  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 0, &ms, &captured, &err),
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 0, 1, &ms, &captured, &err),
                    BD_E_INVALID);
   c.fail = 0;
-  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 1, &ms, &captured, &err), BD_OK);
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, 1, 1, &ms, &captured, &err), BD_OK);
   assert_int_equal(captured, 1);
+  c.calls = 0; /* asked uncaptured */
+  assert_int_equal(bd_cuda_time_replayed(s, timed_relu, &c, reps, 0, &ms, &captured, &err), BD_OK);
+  assert_int_equal(captured, 0);
+  assert_int_equal(c.calls, reps);
+  assert_true(ms > 0);
   assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
   cudaFree(dx);
   cudaFree(dy);

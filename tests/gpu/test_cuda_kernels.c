@@ -275,8 +275,10 @@ static void *dev_pitched(const uint16_t *xb, int64_t pix, int c, int xp) {
  * are channel slices of wider tensors (Concat pieces in place). */
 static void maxpool_case(int C, int XP, int YP) {
   const int N = 2, H = 9, W = 11;
-  const int cfg[2][3] = {{3, 2, 1}, {5, 1, 2}}; /* k, stride, pad */
-  for (int t = 0; t < 2; ++t) {
+  /* k, stride, pad: the unrolled square windows (2, 3, 5, 9, 13: taps outside the image
+   * read clamped; 9 and 13 wider than the 9 x 11 image) and the runtime loop (7) */
+  const int cfg[7][3] = {{3, 2, 1}, {5, 1, 2}, {2, 2, 0}, {9, 1, 4}, {13, 1, 6}, {7, 1, 3}, {3, 1, 1}};
+  for (int t = 0; t < 7; ++t) {
     int k = cfg[t][0], s = cfg[t][1], p = cfg[t][2];
     int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1, n = N * H * W * C, on = N * OH * OW * C;
     uint16_t *xb = malloc(n * 2);

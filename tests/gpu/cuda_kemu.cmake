@@ -62,7 +62,8 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   set_tests_properties(test_pool_kemu PROPERTIES FIXTURES_REQUIRED tiny_damo SKIP_RETURN_CODE 77
                        ENVIRONMENT "${BD_TEST_ENV};BD_POOL_MODEL=${_tiny};BD_EMU_ASYNC=1")
   if(EXISTS ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm)
-    set_property(TEST test_cuda_model_kemu test_cuda_model_kemu_damoT test_cuda_model_kemu_damoT_mma APPEND PROPERTY
+    set_property(TEST test_cuda_model_kemu test_cuda_model_kemu_damoT test_cuda_model_kemu_damoT_mma
+                 test_cuda_model_kemu_damoT_patch APPEND PROPERTY
                  ENVIRONMENT "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
   endif()
   set_property(TEST test_cuda_prep_kemu APPEND PROPERTY ENVIRONMENT "BD_TEST_PPM_DIR=${_ppm_dir}")

@@ -3,6 +3,8 @@
 // Views are canonicalised on the host side of the launcher (size-1 dims dropped, dims
 // sorted by output stride, contiguous runs merged) so that same-layout work becomes one
 // flat dimension and takes the 16-byte vector path.
+#include <cstring>
+
 #include "bd_cuda_common.cuh"
 #include "bd_cuda_kernels.h"
 
@@ -97,6 +99,35 @@ __global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, ID
       r = q;
       oi += c * (IDX)g.s[0][d];
       ii += c * (IDX)g.s[1][d];
+    }
+    out[oi] = bd_st<TO>(unop(bd_ld(in[ii]), op));
+  }
+}
+
+// bd_cuda_map_multi's maps: piece blockIdx.y of k_map_multi.
+struct MultiMap {
+  Geo g[BD_CUDA_MAP_MULTI];
+  const void *in[BD_CUDA_MAP_MULTI];
+  void *out[BD_CUDA_MAP_MULTI];
+  int64_t n[BD_CUDA_MAP_MULTI];
+};
+
+// k_map for piece blockIdx.y of mm (read in place from the parameters: __grid_constant__).
+template <typename TI, typename TO>
+__global__ void k_map_multi(const __grid_constant__ MultiMap mm, int op) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+  const int k = blockIdx.y;
+  const Geo &g = mm.g[k];
+  const TI *__restrict__ in = static_cast<const TI *>(mm.in[k]);
+  TO *__restrict__ out = static_cast<TO *>(mm.out[k]);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < mm.n[k];
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i, oi = 0, ii = 0;
+    for (int d = g.rank - 1; d >= 0; --d) {
+      const int64_t dim = g.dims[d], q = r / dim, c = r - q * dim;
+      r = q;
+      oi += c * g.s[0][d];
+      ii += c * g.s[1][d];
     }
     out[oi] = bd_st<TO>(unop(bd_ld(in[ii]), op));
   }
@@ -321,6 +352,47 @@ extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *
     else
       launch_map<float, float>(g, in->base, out->base, op, s);
   }
+  return cudaGetLastError();
+}
+
+namespace {
+template <typename TI, typename TO>
+void launch_map_multi(const MultiMap &mm, int n, int64_t most, int op, cudaStream_t s) {
+  BD_LAUNCH(BD_K(k_map_multi<TI, TO>), dim3(bd_grid(most, kThreads), (unsigned)n), kThreads, s,
+            mm, op);
+}
+} // namespace
+
+extern "C" cudaError_t bd_cuda_map_multi(int n, const bd_cuda_view *outs, const bd_cuda_view *ins,
+                                         int op, cudaStream_t s) {
+  if (n < 1 || n > BD_CUDA_MAP_MULTI) return cudaErrorInvalidValue;
+  MultiMap mm;
+  memset(&mm, 0, sizeof mm);
+  int64_t most = 0;
+  for (int k = 0; k < n; ++k) {
+    const bd_cuda_view *out = &outs[k], *in = &ins[k];
+    if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || in->rank != out->rank ||
+        in->dtype != ins[0].dtype || out->dtype != outs[0].dtype)
+      return cudaErrorInvalidValue;
+    Geo &g = mm.g[k];
+    g.rank = out->rank;
+    for (int d = 0; d < g.rank; ++d) {
+      g.dims[d] = out->dims[d];
+      g.s[0][d] = out->strides[d];
+      g.s[1][d] = in->strides[d];
+    }
+    canon(&g, 2);
+    mm.n[k] = numel(g);
+    mm.in[k] = in->base;
+    mm.out[k] = out->base;
+    most = mm.n[k] > most ? mm.n[k] : most;
+  }
+  if (most == 0) return cudaSuccess;
+  const bool hi = ins[0].dtype == BD_CT_H16, ho = outs[0].dtype == BD_CT_H16;
+  if (hi && ho) launch_map_multi<bd_h16, bd_h16>(mm, n, most, op, s);
+  else if (hi) launch_map_multi<bd_h16, float>(mm, n, most, op, s);
+  else if (ho) launch_map_multi<float, bd_h16>(mm, n, most, op, s);
+  else launch_map_multi<float, float>(mm, n, most, op, s);
   return cudaGetLastError();
 }
 

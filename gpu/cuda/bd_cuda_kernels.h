@@ -52,6 +52,14 @@ typedef enum { BD_BIN_ADD = 0, BD_BIN_SUB, BD_BIN_MUL, BD_BIN_DIV } bd_cuda_bino
  * slice, concat pieces and the unary activations. FP32 math, 16-bit stores round to nearest even. */
 cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int unop,
                         cudaStream_t stream);
+/* n (1..BD_CUDA_MAP_MULTI) such maps in one launch (blockIdx.y picks one), each as
+ * bd_cuda_map's generic strided path (no 16-byte vector paths): for a Concat of small
+ * pieces, where each launch costs more than its copy (DAMO-T's box Concats at batch 1:
+ * 10-11 us for three launches on the H100). Every in of one dtype, every out of one
+ * dtype; cudaErrorInvalidValue otherwise. */
+#define BD_CUDA_MAP_MULTI 8
+cudaError_t bd_cuda_map_multi(int n, const bd_cuda_view *outs, const bd_cuda_view *ins,
+                              int unop, cudaStream_t stream);
 
 /* out[i] = a[i] op b[i] over out's dims (numpy broadcasting through 0-strides). */
 cudaError_t bd_cuda_binary(const bd_cuda_view *out, const bd_cuda_view *a,

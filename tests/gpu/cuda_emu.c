@@ -92,14 +92,10 @@ static void offs(const bd_cuda_view *o, int64_t i, const bd_cuda_view *const *vs
 /* bd_cuda_kernels.h's launch switch: nothing launches here (CPU twins). */
 int bd_cuda_pdl;
 
-cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op, cudaStream_t s) {
-  (void)s;
-  if (in->rank != out->rank) return cudaErrorInvalidValue;
+static void map_one(const bd_cuda_view *out, const bd_cuda_view *in, int op) {
   const bd_cuda_view *vs[2] = {out, in};
   int64_t n = numel_v(out), o[2];
   void *ib = eb(in->base, in->dtype), *ob = eb(out->base, out->dtype);
-  ++bd_cuda_emu_layer;
-  bd_emu_tick();
   for (int64_t i = 0; i < n; ++i) {
     offs(out, i, vs, 2, o);
     float x = ld(ib, in->dtype, o[1]);
@@ -107,6 +103,27 @@ cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
               : op == BD_UN_SILU ? x * sigm(x) : op == BD_UN_EXP ? expf(x) : x;
     st(ob, out->dtype, o[0], y);
   }
+}
+cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op, cudaStream_t s) {
+  (void)s;
+  if (in->rank != out->rank) return cudaErrorInvalidValue;
+  ++bd_cuda_emu_layer;
+  bd_emu_tick();
+  map_one(out, in, op);
+  return cudaSuccess;
+}
+/* One launch (one tick) for all n maps, as the kernel. */
+cudaError_t bd_cuda_map_multi(int n, const bd_cuda_view *outs, const bd_cuda_view *ins, int op,
+                              cudaStream_t s) {
+  (void)s;
+  if (n < 1 || n > BD_CUDA_MAP_MULTI) return cudaErrorInvalidValue;
+  for (int k = 0; k < n; ++k)
+    if (ins[k].rank != outs[k].rank || ins[k].dtype != ins[0].dtype ||
+        outs[k].dtype != outs[0].dtype)
+      return cudaErrorInvalidValue;
+  ++bd_cuda_emu_layer;
+  bd_emu_tick();
+  for (int k = 0; k < n; ++k) map_one(&outs[k], &ins[k], op);
   return cudaSuccess;
 }
 

@@ -472,6 +472,69 @@ static void test_matmul(void **state) {
   cudaFree(dy);
 }
 
+/* bd_cuda_map_multi: a head-style Concat of three FP32 levels [N][4][A_k] transposed
+ * into [N][A][4] in one launch, and 16-bit pieces into FP32 with ReLU, against the CPU;
+ * refusals: no piece, more than BD_CUDA_MAP_MULTI, mixed input dtypes. */
+static void test_map_multi(void **state) {
+  (void)state;
+  enum { N = 2, L = 3, A = 64 + 16 + 4 };
+  const int an[L] = {64, 16, 4};
+  float *src[L], *want = malloc(sizeof(float) * N * A * 4), *got = malloc(sizeof(float) * N * A * 4);
+  void *dsrc[L], *dout = tc_dev_poisoned(sizeof(float) * N * A * 4);
+  bd_cuda_view outs[BD_CUDA_MAP_MULTI + 1], ins[BD_CUDA_MAP_MULTI + 1];
+  int off = 0;
+  for (int l = 0; l < L; ++l) {
+    const int n = N * 4 * an[l];
+    src[l] = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; ++i) src[l][i] = tc_uniform(-5, 5);
+    dsrc[l] = tc_dev_copy(src[l], sizeof(float) * n);
+    /* out[b][off + a][j] = src[b][j][a] */
+    ins[l] = (bd_cuda_view){dsrc[l], BD_CT_F32, 3, {N, an[l], 4}, {4 * an[l], 1, an[l]}};
+    outs[l] = (bd_cuda_view){(float *)dout + off * 4, BD_CT_F32, 3, {N, an[l], 4}, {A * 4, 4, 1}};
+    for (int b = 0; b < N; ++b)
+      for (int a = 0; a < an[l]; ++a)
+        for (int j = 0; j < 4; ++j) want[(b * A + off + a) * 4 + j] = src[l][(b * 4 + j) * an[l] + a];
+    off += an[l];
+  }
+  assert_int_equal(bd_cuda_map_multi(L, outs, ins, BD_UN_ID, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dout, sizeof(float) * N * A * 4, cudaMemcpyDeviceToHost),
+                   cudaSuccess);
+  assert_int_equal(tc_compare("map_multi f32", got, want, N * A * 4, 0, 0), 0);
+  /* 16-bit pieces of 40, 24 and 8 channels (NHWC slices) into one FP32 [N][72] with ReLU */
+  enum { P = 5, C = 72 };
+  const int cn[3] = {40, 24, 8};
+  uint16_t *bits = malloc(2 * P * C);
+  float *x = malloc(sizeof(float) * P * C);
+  rand_h16(P * C, -3, 3, bits, x);
+  void *dx = tc_dev_copy(bits, 2 * P * C), *dy = tc_dev_poisoned(sizeof(float) * P * C);
+  off = 0;
+  for (int l = 0; l < 3; ++l) {
+    ins[l] = (bd_cuda_view){(uint16_t *)dx + off, BD_CT_H16, 2, {P, cn[l]}, {C, 1}};
+    outs[l] = (bd_cuda_view){(float *)dy + off, BD_CT_F32, 2, {P, cn[l]}, {C, 1}};
+    off += cn[l];
+  }
+  assert_int_equal(bd_cuda_map_multi(3, outs, ins, BD_UN_RELU, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * P * C, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < P * C; ++i) want[i] = x[i] > 0 ? x[i] : 0;
+  assert_int_equal(tc_compare("map_multi h16", got, want, P * C, 0, 0), 0);
+  assert_int_equal(bd_cuda_map_multi(0, outs, ins, BD_UN_ID, 0), cudaErrorInvalidValue);
+  assert_int_equal(bd_cuda_map_multi(BD_CUDA_MAP_MULTI + 1, outs, ins, BD_UN_ID, 0),
+                   cudaErrorInvalidValue);
+  ins[1].dtype = BD_CT_F32;
+  assert_int_equal(bd_cuda_map_multi(3, outs, ins, BD_UN_ID, 0), cudaErrorInvalidValue);
+  for (int l = 0; l < L; ++l) {
+    cudaFree(dsrc[l]);
+    free(src[l]);
+  }
+  cudaFree(dout);
+  cudaFree(dx);
+  cudaFree(dy);
+  free(bits);
+  free(x);
+  free(want);
+  free(got);
+}
+
 /* bd_cuda_time_replayed (the conv choice's timing): the work fn enqueues, captured once
  * and replayed, really runs (its output is checked), fn is called exactly `reps` times,
  * and a failing fn is an error that leaves the stream usable; asked uncaptured, it runs
@@ -558,7 +621,7 @@ int main(void) {
       cmocka_unit_test(test_resize),           cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul),           cmocka_unit_test(test_channel_rows),
       cmocka_unit_test(test_softmax_dot),      cmocka_unit_test(test_rows_h16_f32),
-      cmocka_unit_test(test_time_replayed),
+      cmocka_unit_test(test_time_replayed),    cmocka_unit_test(test_map_multi),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

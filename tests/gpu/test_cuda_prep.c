@@ -132,11 +132,12 @@ static void run_images(int letterbox, int n, const int (*sizes)[2], const bd_ima
 
 /* The raw network path's layout action (bd_cuda_layout_f32_h16): an FP32 NCHW input with
  * fractional values through the plain and the Focus layout (odd sizes: the last row and
- * column unread by stride 2), each value the 16-bit rounding of its input value, zeros
- * in the padding; a layout reading past the input is refused. */
-static void test_layout_f32(void **state) {
-  (void)state;
-  enum { N = 2, H = 37, W = 29 };
+ * column unread by stride 2; a width of 28 for the staged rows' 16-byte loads, 29 for
+ * their scalar loads; 2100 for the per-pixel kernel, whose rows pass the staging's 48 KB
+ * at stride 2), each value the 16-bit rounding of its input value, zeros in the padding;
+ * a layout reading past the input is refused. */
+static void layout_f32_case(int H, int W) {
+  enum { N = 2 };
   const size_t nin = (size_t)N * 3 * H * W;
   float *x = malloc(nin * sizeof(float));
   assert_non_null(x);
@@ -175,6 +176,13 @@ static void test_layout_f32(void **state) {
   assert_int_not_equal(bd_cuda_layout_f32_h16(dx, N, H, W, &past, NULL, 0), cudaSuccess);
   cudaFree(dx);
   free(x);
+}
+
+static void test_layout_f32(void **state) {
+  (void)state;
+  layout_f32_case(37, 29);
+  layout_f32_case(37, 28);
+  layout_f32_case(5, 2100);
 }
 
 static void run(int letterbox) {

@@ -87,19 +87,28 @@ __device__ __forceinline__ float binop(float a, float b, int op) {
   }
 }
 
+// Element i of a map's output: its offsets in out (*oi) and in (*ii).
+template <typename IDX>
+__device__ __forceinline__ void map_offsets(const Geo &g, IDX i, IDX *oi, IDX *ii) {
+  IDX r = i, o = 0, n = 0;
+  for (int d = g.rank - 1; d >= 0; --d) {
+    IDX dim = (IDX)g.dims[d];
+    IDX q = r / dim, c = r - q * dim;
+    r = q;
+    o += c * (IDX)g.s[0][d];
+    n += c * (IDX)g.s[1][d];
+  }
+  *oi = o;
+  *ii = n;
+}
+
 template <typename TI, typename TO, typename IDX>
 __global__ void k_map(const TI *__restrict__ in, TO *__restrict__ out, Geo g, IDX n, int op) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (IDX i = blockIdx.x * (IDX)blockDim.x + threadIdx.x; i < n;
        i += (IDX)gridDim.x * blockDim.x) {
-    IDX r = i, oi = 0, ii = 0;
-    for (int d = g.rank - 1; d >= 0; --d) {
-      IDX dim = (IDX)g.dims[d];
-      IDX q = r / dim, c = r - q * dim;
-      r = q;
-      oi += c * (IDX)g.s[0][d];
-      ii += c * (IDX)g.s[1][d];
-    }
+    IDX oi, ii;
+    map_offsets(g, i, &oi, &ii);
     out[oi] = bd_st<TO>(unop(bd_ld(in[ii]), op));
   }
 }
@@ -122,13 +131,8 @@ __global__ void k_map_multi(const __grid_constant__ MultiMap mm, int op) {
   TO *__restrict__ out = static_cast<TO *>(mm.out[k]);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < mm.n[k];
        i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i, oi = 0, ii = 0;
-    for (int d = g.rank - 1; d >= 0; --d) {
-      const int64_t dim = g.dims[d], q = r / dim, c = r - q * dim;
-      r = q;
-      oi += c * g.s[0][d];
-      ii += c * g.s[1][d];
-    }
+    int64_t oi, ii;
+    map_offsets(g, i, &oi, &ii);
     out[oi] = bd_st<TO>(unop(bd_ld(in[ii]), op));
   }
 }
@@ -302,18 +306,25 @@ void launch_bin_b(const Geo &g, const void *a, const void *b, int dtb, void *out
 
 } // namespace
 
+namespace {
+// A map's canonical geometry (canon); false where the ranks do not fit.
+bool map_geo(const bd_cuda_view *out, const bd_cuda_view *in, Geo *g) {
+  if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || in->rank != out->rank) return false;
+  g->rank = out->rank;
+  for (int d = 0; d < g->rank; ++d) {
+    g->dims[d] = out->dims[d];
+    g->s[0][d] = out->strides[d];
+    g->s[1][d] = in->strides[d];
+  }
+  canon(g, 2);
+  return true;
+}
+} // namespace
+
 extern "C" cudaError_t bd_cuda_map(const bd_cuda_view *out, const bd_cuda_view *in, int op,
                                    cudaStream_t s) {
-  if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || in->rank != out->rank)
-    return cudaErrorInvalidValue;
   Geo g;
-  g.rank = out->rank;
-  for (int d = 0; d < g.rank; ++d) {
-    g.dims[d] = out->dims[d];
-    g.s[0][d] = out->strides[d];
-    g.s[1][d] = in->strides[d];
-  }
-  canon(&g, 2);
+  if (!map_geo(out, in, &g)) return cudaErrorInvalidValue;
   int64_t n = numel(g);
   if (n == 0) return cudaSuccess;
   if (g.rank == 1 && g.s[0][0] == 1 && g.s[1][0] == 1 && in->dtype == BD_CT_H16 &&
@@ -371,18 +382,9 @@ extern "C" cudaError_t bd_cuda_map_multi(int n, const bd_cuda_view *outs, const 
   int64_t most = 0;
   for (int k = 0; k < n; ++k) {
     const bd_cuda_view *out = &outs[k], *in = &ins[k];
-    if (out->rank < 1 || out->rank > BD_CUDA_MAX_RANK || in->rank != out->rank ||
-        in->dtype != ins[0].dtype || out->dtype != outs[0].dtype)
+    if (in->dtype != ins[0].dtype || out->dtype != outs[0].dtype || !map_geo(out, in, &mm.g[k]))
       return cudaErrorInvalidValue;
-    Geo &g = mm.g[k];
-    g.rank = out->rank;
-    for (int d = 0; d < g.rank; ++d) {
-      g.dims[d] = out->dims[d];
-      g.s[0][d] = out->strides[d];
-      g.s[1][d] = in->strides[d];
-    }
-    canon(&g, 2);
-    mm.n[k] = numel(g);
+    mm.n[k] = numel(mm.g[k]);
     mm.in[k] = in->base;
     mm.out[k] = out->base;
     most = mm.n[k] > most ? mm.n[k] : most;

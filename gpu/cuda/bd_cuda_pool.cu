@@ -10,18 +10,27 @@
 namespace {
 __device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+// Output element i of an NHWC grid of c elements a pixel: its element in the pixel (*e),
+// column, row and image.
+__device__ __forceinline__ void nhwc_pos(int64_t i, int c, int ow, int oh, int *e, int *ox,
+                                         int *oy, int64_t *n) {
+  *e = (int)(i % c);
+  int64_t t = i / c;
+  *ox = (int)(t % ow);
+  t /= ow;
+  *oy = (int)(t % oh);
+  *n = t / oh;
+}
+
 __global__ void k_maxpool(int h, int w, int c, int oh, int ow, int kh, int kw, int sh, int sw,
                           int pt, int pl, int xp, int yp, const bd_h16 *__restrict__ x,
                           bd_h16 *__restrict__ y, int64_t total) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    int ch = (int)(i % c);
-    int64_t t = i / c;
-    int ox = (int)(t % ow);
-    t /= ow;
-    int oy = (int)(t % oh);
-    int64_t n = t / oh;
+    int ch, ox, oy;
+    int64_t n;
+    nhwc_pos(i, c, ow, oh, &ch, &ox, &oy, &n);
     float m = -INFINITY;
     for (int ky = 0; ky < kh; ++ky) {
       int iy = oy * sh - pt + ky;
@@ -44,12 +53,9 @@ __global__ void k_maxpool8(int h, int w, int c8, int oh, int ow, int kh, int kw,
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
        i += (int64_t)gridDim.x * blockDim.x) {
-    int cg = (int)(i % c8);
-    int64_t t = i / c8;
-    int ox = (int)(t % ow);
-    t /= ow;
-    int oy = (int)(t % oh);
-    int64_t n = t / oh;
+    int cg, ox, oy;
+    int64_t n;
+    nhwc_pos(i, c8, ow, oh, &cg, &ox, &oy, &n);
     float m[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) m[k] = -INFINITY;
@@ -90,12 +96,9 @@ __global__ void k_maxpool8k(int h, int w, int c8, int oh, int ow, int sh, int sw
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total8;
        i += (int64_t)gridDim.x * blockDim.x) {
-    int cg = (int)(i % c8);
-    int64_t t = i / c8;
-    int ox = (int)(t % ow);
-    t /= ow;
-    int oy = (int)(t % oh);
-    int64_t n = t / oh;
+    int cg, ox, oy;
+    int64_t n;
+    nhwc_pos(i, c8, ow, oh, &cg, &ox, &oy, &n);
     const int y0 = oy * sh - pt, x0 = ox * sw - pl;
     const int ylo = y0 > 0 ? y0 : 0, yhi = y0 + K - 1 < h - 1 ? y0 + K - 1 : h - 1;
     const int xlo = x0 > 0 ? x0 : 0, xhi = x0 + K - 1 < w - 1 ? x0 + K - 1 : w - 1;

@@ -105,7 +105,7 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
   int n = a->n_rows, ng = 0, rc = BD_EXIT_FAIL;
   int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
   prof_group *grp = calloc((size_t)(n ? n : 1), sizeof *grp);
-  double sum = 0;
+  double sum = 0, sum_replay = 0;
   char how[48], cat[64], shape[96];
   if (!order || !grp) {
     fprintf(stderr, "batchdet bench: out of memory\n");
@@ -115,6 +115,7 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
     const bd_prof_row *r = &a->rows[i];
     order[i] = i;
     sum += r->ms_median;
+    sum_replay += r->ms_replay;
     prof_category(r, cat, sizeof cat);
     int k = 0;
     while (k < ng && strcmp(grp[k].name, cat)) k++;
@@ -141,8 +142,10 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
       for (int d = 0; d < r->rank; d++) printf("%s%lld", d ? "," : "", (long long)r->dims[d]);
       printf(
           "],\"how\":\"%s\",\"category\":\"%s\",\"conv_algo\":%d,\"us\":%.3f,\"us_min\":%.3f,"
-          "\"pct\":%.3f,\"bytes\":%.0f,\"gflop\":%.6f,\"gb_s\":%.2f,\"tflop_s\":%.4f}",
-          how, cat, r->conv_algo, r->ms_median * 1e3, r->ms_min * 1e3, r->ms_median * pct_of,
+          "\"us_replay\":%.3f,\"pct\":%.3f,\"bytes\":%.0f,\"gflop\":%.6f,\"gb_s\":%.2f,"
+          "\"tflop_s\":%.4f}",
+          how, cat, r->conv_algo, r->ms_median * 1e3, r->ms_min * 1e3, r->ms_replay * 1e3,
+          r->ms_median * pct_of,
           r->bytes, r->flops / 1e9, gbs(r->bytes, r->ms_median), tflops(r->flops, r->ms_median));
     }
     printf("],\"summary\":[");
@@ -152,7 +155,7 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
           "\"gflop\":%.6f,\"gb_s\":%.2f}",
           k ? "," : "", grp[k].name, grp[k].count, grp[k].ms * 1e3, grp[k].ms * pct_of,
           grp[k].bytes, grp[k].flops / 1e9, gbs(grp[k].bytes, grp[k].ms));
-    printf("],\"sum_ms\":%.5f", sum);
+    printf("],\"sum_ms\":%.5f,\"sum_replay_ms\":%.5f", sum, sum_replay);
     if (a->graph_ms > 0)
       printf(",\"graph_ms\":%.5f,\"overhead_ms\":%.5f}", a->graph_ms, a->graph_ms - sum);
     else
@@ -162,10 +165,11 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
   }
   printf(
       "\nprofile    batch %d: each of the %d actions alone between CUDA events (uncaptured), "
-      "median of %d reps after 1 warm-up; top %d by time\n",
+      "median of %d reps after 1 warm-up; replay: the action alone as a replayed graph runs "
+      "it; top %d by time\n",
       a->batch, n, a->reps, top);
-  printf("rank  step   us/run      %%  %-*s %-10s %-16s %-22s %9s %8s %8s %7s\n", PROF_NAME_COLS,
-         "node", "op", "output", "how", "MB", "GFLOP", "GB/s", "TFLOP/s");
+  printf("rank  step   us/run   replay      %%  %-*s %-10s %-16s %-22s %9s %8s %8s %7s\n",
+         PROF_NAME_COLS, "node", "op", "output", "how", "MB", "GFLOP", "GB/s", "TFLOP/s");
   for (int i = 0; i < top; i++) {
     const bd_prof_row *r = &a->rows[order[i]];
     size_t len = strlen(r->name);
@@ -173,8 +177,9 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
     const char *name = len > PROF_NAME_COLS ? r->name + len - (PROF_NAME_COLS - 2) : r->name;
     prof_how(r, how, sizeof how);
     prof_shape(r, shape, sizeof shape);
-    printf("%4d %5d %8.1f %6.2f  %s%-*s %-10s %-16s %-22s %9.3f %8.3f %8.1f %7.2f\n", i + 1,
-           r->step, r->ms_median * 1e3, r->ms_median * pct_of, len > PROF_NAME_COLS ? ".." : "",
+    printf("%4d %5d %8.1f %8.1f %6.2f  %s%-*s %-10s %-16s %-22s %9.3f %8.3f %8.1f %7.2f\n",
+           i + 1, r->step, r->ms_median * 1e3, r->ms_replay * 1e3, r->ms_median * pct_of,
+           len > PROF_NAME_COLS ? ".." : "",
            len > PROF_NAME_COLS ? PROF_NAME_COLS - 2 : PROF_NAME_COLS, name, prof_op(r), shape, how,
            r->bytes / 1e6, r->flops / 1e9, gbs(r->bytes, r->ms_median),
            tflops(r->flops, r->ms_median));
@@ -185,6 +190,8 @@ int bd_bench_prof_print(const bd_bench_prof_args *a) {
            grp[k].ms * 1e3, grp[k].ms * pct_of, grp[k].bytes / 1e9, gbs(grp[k].bytes, grp[k].ms),
            tflops(grp[k].flops, grp[k].ms));
   printf("sum of medians %10.3f ms: the %d actions one by one\n", sum, n);
+  printf("sum of replays %10.3f ms: the same, each action as a replayed graph (no host gaps)\n",
+         sum_replay);
   if (a->graph_ms > 0) {
     double d = a->graph_ms - sum;
     printf(

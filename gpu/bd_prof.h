@@ -38,6 +38,11 @@ typedef struct bd_prof_row {
   const char *conv_tile; /* BD_PROF_MMA: our kernel's block tile ("128x64"), else NULL */
   double ms_median; /* device time of the action, median over the reps */
   double ms_min;
+  /* The action alone as a graph replays it: reps runs captured into one graph, the
+   * median launch over the runs (no host gaps between its kernels; its inputs warm in
+   * L2 after the first run). Uncaptured where the backend cannot capture; 0 for an
+   * action left out of the run. */
+  double ms_replay;
   /* Estimates, not measurements: every device input read once and the output written
    * once at the size of the representation read / written (16-bit: 2 bytes, FP32: 4),
    * Conv weights (16-bit) and biases (FP32) once; Slice and Gather read only what they

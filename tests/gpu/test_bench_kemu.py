@@ -7,7 +7,8 @@ model, argv[3] the shared yolox_nano.onnx.
 Checks, each through --json: the network bench and the end-to-end bench (pre-processing,
 network, decode and NMS on the device) say their batches ran as captured CUDA graphs,
 with a positive rate; yolox_nano's network bench does too (the letterbox family, its
-Focus stem, concats written in place); the pool bench over two instances on the one
+Focus stem, concats written in place); the profile's per-action replayed times equal its
+uncaptured ones on the emulated clock; the pool bench over two instances on the one
 emulated GPU fails no batch and accounts for every batch it timed. Exit 1 on any
 failure."""
 import json
@@ -49,6 +50,16 @@ for name, model, size in (("network", TINY, ["--batch", "2", "--iters", "2", "--
     if name == "end-to-end":  # the pass with two batches in flight (begin/end) ran
         check((r.get("pipelined_img_s") or 0) > 0 and r.get("inflight") == 2,
               f"{name}: pipelined img/s {r.get('pipelined_img_s')}, {r.get('inflight')} in flight")
+
+# The profile's replayed column over the real capture: each action captured alone and
+# replayed costs its launches on the emulated clock, as its uncaptured median does.
+r = bench(TINY, "--device", "cuda", "--batch", "2", "--iters", "2", "--warmup", "0", "--profile")
+check(r is not None, "profile: bench ran")
+if r is not None:
+    rows = r.get("profile", {}).get("rows", [])
+    check(len(rows) > 10 and all(abs(x["us_replay"] - x["us"]) < 1e-3 for x in rows),
+          f"profile: replayed time = median for each of {len(rows)} actions")
+    check(sum(x["us_replay"] for x in rows) > 0, "profile: replayed times measured")
 
 r = bench(TINY, "--pool", "--device", "cuda", "--instances-per-gpu", "2", "--batch", "2",
           "--iters", "4", "--warmup", "1")

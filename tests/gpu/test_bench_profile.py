@@ -62,6 +62,10 @@ check(p.get("reps") == 2, f"reps = --iters ({p.get('reps')})")
 check(sorted(r["step"] for r in rows) == list(range(n)), "steps 0..n-1, each once")
 us = [r["us"] for r in rows]
 check(us == sorted(us, reverse=True), "rows sorted by median time, longest first")
+check(all(near(r["us_replay"], r["us"], 1e-3) for r in rows),
+      "each action's replayed time: its launches, as its median (the emulated clock)")
+check(near(p.get("sum_replay_ms", -1), sum(r["us_replay"] for r in rows) / 1e3, 1e-4),
+      "replayed rows add up to sum_replay_ms")
 sum_ms = p.get("sum_ms", -1)
 check(near(sum(us) / 1e3, sum_ms, 1e-4), f"rows add up to sum_ms ({sum(us) / 1e3} vs {sum_ms})")
 check(near(sum(r["pct"] for r in rows), 100, 0.1), "percentages add up to 100")
@@ -104,6 +108,7 @@ except StopIteration:
 check([int(l.split()[0]) for l in table] == [1, 2, 3, 4, 5], f"top 5 rows ({len(table)})")
 check(any(l.startswith("kind conv direct") for l in text), "summary lists the convs")
 check(any(l.startswith("sum of medians") for l in text) and
+      any(l.startswith("sum of replays") for l in text) and
       any(l.startswith("graph replay") for l in text), "sum vs graph lines")
 
 # 3. Refusals.

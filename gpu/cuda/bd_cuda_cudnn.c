@@ -75,7 +75,21 @@ static conv_mode conv_mode_now(void) {
   return CONV_BAD;
 }
 
+/* How the choice times each side, BATCHDET_CUDA_CHOICE_TIMING: 1 "replay" (the default:
+ * as the plan's graph replays it, bd_cuda_time_replayed), 0 "host" (uncaptured, calls
+ * back to back: the timing before, kept as the A/B for a device check), -1 anything else
+ * (refused at prepare). */
+static int choice_replayed(void) {
+  const char *e = getenv("BATCHDET_CUDA_CHOICE_TIMING");
+  if (!e || !*e || strcmp(e, "replay") == 0) return 1;
+  return strcmp(e, "host") == 0 ? 0 : -1;
+}
+
 bd_status bd_cuda_conv_mode_check(bd_err *err) {
+  if (choice_replayed() < 0)
+    return bd_err_set(err, BD_E_INVALID,
+                      "BATCHDET_CUDA_CHOICE_TIMING='%s': expected replay (the default) or host",
+                      getenv("BATCHDET_CUDA_CHOICE_TIMING"));
   if (conv_mode_now() != CONV_BAD) return BD_OK;
   return bd_err_set(err, BD_E_INVALID,
                     "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma, patch or cudnn",
@@ -782,8 +796,9 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     st = bd_err_set(err, BD_E_INTERNAL, "conv choice: workspace %zu > %zu", ws, sc->ws_bytes);
     goto out;
   }
+  const int replay = choice_replayed() > 0;
   choice_run side = {cudnn_handle, lib, -1, &p, sc->x, w, r, bias, sc->y0, sc};
-  st = time_side(&side, 1, 1, stream, &t_lib, &captured, err);
+  st = time_side(&side, 1, replay, stream, &t_lib, &captured, err);
   /* Logged: cuDNN also as the choice timed it before (uncaptured), to see what the
    * host's side of each call costs. */
   const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
@@ -829,7 +844,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     }
     ran[k] = 1;
     side = (choice_run){cudnn_handle, lib, k, &q, ox, ow, r, bias, sc->y1, sc};
-    st = time_side(&side, 0, 1, stream, &t[k], &captured, err);
+    st = time_side(&side, 0, replay, stream, &t[k], &captured, err);
     /* Only a tile that would be kept (faster than cuDNN and every tile kept so far) has
      * its output compared: the copy back and the comparison cost more than the timing,
      * and a tile that is not kept never runs. */

@@ -133,6 +133,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # patch tile) against the separate layout kernel.
   BATCHDET_CUDA_FUSE_LAYOUT=0 step bench-damoT-b32-nofuse 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  # The conv choice timed as before (uncaptured: cuDNN's host side counted) against the
+  # default (each side as a replayed graph); its choice lines say what each layer got.
+  BATCHDET_CUDA_CHOICE_TIMING=host BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b32-hosttimed 60 \
+    "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   # Issue 7, in priority order (the deadline may cut the tail): the batches the targets
   # name, where the time goes (bench --profile: every action alone between CUDA events),
   # A/B rows (our tensor-core conv, Concat pieces in place), end to end, the rest.
@@ -215,7 +219,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
-    bench-damoT-b1-chain bench-damoT-b32-branches \
+    bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
     bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
@@ -223,7 +227,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph|branches|pipelined)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
-  for f in bench-damoT-b1 bench-damoT-b32; do
+  for f in bench-damoT-b1 bench-damoT-b32 bench-damoT-b32-hosttimed; do
     printf 'conv choices %s: ours %s, cuDNN %s, disagreeing %s\n' "$f" \
       "$(grep -c -- '-> ours' "$OUT/$f.log" 2>/dev/null)" \
       "$(grep -c -- '-> cuDNN' "$OUT/$f.log" 2>/dev/null)" \

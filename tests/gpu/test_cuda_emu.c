@@ -161,7 +161,8 @@ static void run_batch(int batch, double bound) {
  * for ours to read, so ours is not tried), on its first block tile (ties again); with
  * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with $BD_EMU_MMA_FAULT=launch0
  * (tile 0 fails to launch) for the same layers on tile 1.
- * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV is refused at prepare. */
+ * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV or BATCHDET_CUDA_CHOICE_TIMING
+ * is refused at prepare. */
 static void test_conv_auto(void **state) {
   (void)state;
   if (!getenv("BD_TEST_CONV_AUTO")) skip();
@@ -224,6 +225,13 @@ static void test_conv_auto(void **state) {
   printf("bad mode: %s\n", err.msg);
   assert_non_null(strstr(err.msg, "BATCHDET_CUDA_CONV='fast'"));
   unsetenv("BATCHDET_CUDA_CONV");
+  bd_backend_destroy(bad);
+  setenv("BATCHDET_CUDA_CHOICE_TIMING", "graph", 1); /* replay or host */
+  check(bd_cuda_backend_new(g, 0, &bad, &err), &err, "cuda backend, bad timing");
+  assert_int_equal(bd_backend_prepare(bad, plan, &err), BD_E_INVALID);
+  printf("bad timing: %s\n", err.msg);
+  assert_non_null(strstr(err.msg, "BATCHDET_CUDA_CHOICE_TIMING='graph'"));
+  unsetenv("BATCHDET_CUDA_CHOICE_TIMING");
   bd_backend_destroy(bad);
   bd_backend_destroy(aut);
   bd_backend_destroy(lib);

@@ -239,7 +239,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   done
   for f in prof-nano-b32 prof-nano-b32-cudnn prof-damoT-b32 prof-damoT-b32-cudnn prof-damoT-b1; do
     [ -f "$OUT/$f.log" ] || continue
-    printf -- '-- %s: %s\n' "$f" "$(grep -E '^(sum of medians|graph replay|graph - sum)' \
+    printf -- '-- %s: %s\n' "$f" "$(grep -E '^(sum of medians|sum of replays|graph replay|graph - sum)' \
       "$OUT/$f.log" | cut -d: -f1 | tr -s ' ' | paste -sd ';')"
     sed -n "/^rank /,+4p" "$OUT/$f.log"
     grep -E '^kind ' "$OUT/$f.log" | head -n 6

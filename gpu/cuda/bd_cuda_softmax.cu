@@ -69,6 +69,55 @@ __global__ void k_softmax_dot(SdGeo g, int64_t total, const T *__restrict__ x,
     y[yo] = d / s;
   }
 }
+
+// The same with the bin count L known (the DFL heads: 17 bins in GFL / DAMO-YOLO, 16 in
+// YOLOv8-style ones): the bins read once into registers, their loads independent. The
+// runtime loops above wait for each load before the next: on the H100 DAMO-T's three
+// SoftmaxDots took 7.4, 6.3 and 6.1 us at b1 (latency), on its box branch. The same
+// operations in the same order: results equal to the loops'.
+template <typename T, int L>
+__global__ void k_softmax_dot_n(SdGeo g, int64_t total, const T *__restrict__ x,
+                                const float *__restrict__ w, float *__restrict__ y) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = t, xo = 0, yo = 0;
+    for (int d = g.rank - 1; d >= 0; --d) {
+      int64_t i = r % g.dims[d];
+      r /= g.dims[d];
+      xo += i * g.xs[d];
+      yo += i * g.ys[d];
+    }
+    const T *xp = x + xo;
+    float v[L];
+#pragma unroll
+    for (int k = 0; k < L; ++k) v[k] = bd_ld(xp[k * g.step]);
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < L; ++k) m = fmaxf(m, v[k]);
+    float s = 0.0f, d = 0.0f;
+#pragma unroll
+    for (int k = 0; k < L; ++k) {
+      float e = expf(v[k] - m);
+      s += e;
+      d += e * w[k];
+    }
+    y[yo] = d / s;
+  }
+}
+
+template <typename T>
+void launch_softmax_dot(const SdGeo &g, int64_t total, const void *x, const float *w, void *y,
+                        cudaStream_t s) {
+  const T *xt = static_cast<const T *>(x);
+  float *yf = static_cast<float *>(y);
+  if (g.len == 17)
+    BD_LAUNCH(BD_K(k_softmax_dot_n<T, 17>), bd_grid(total, 128), 128, s, g, total, xt, w, yf);
+  else if (g.len == 16)
+    BD_LAUNCH(BD_K(k_softmax_dot_n<T, 16>), bd_grid(total, 128), 128, s, g, total, xt, w, yf);
+  else
+    BD_LAUNCH(k_softmax_dot<T>, bd_grid(total, 128), 128, s, g, total, xt, w, yf);
+}
 } // namespace
 
 extern "C" cudaError_t bd_cuda_softmax_dot(const bd_cuda_view *y, const bd_cuda_view *x, int axis,
@@ -92,10 +141,8 @@ extern "C" cudaError_t bd_cuda_softmax_dot(const bd_cuda_view *y, const bd_cuda_
   if (total == 0 || g.len == 0) return cudaSuccess;
   if (g.rank == 0) g.rank = 1, g.dims[0] = 1;
   if (x->dtype == BD_CT_H16)
-    BD_LAUNCH(k_softmax_dot<bd_h16>, bd_grid(total, 128), 128, s, g, total,
-              (const bd_h16 *)x->base, w, (float *)y->base);
+    launch_softmax_dot<bd_h16>(g, total, x->base, w, y->base, s);
   else
-    BD_LAUNCH(k_softmax_dot<float>, bd_grid(total, 128), 128, s, g, total,
-              (const float *)x->base, w, (float *)y->base);
+    launch_softmax_dot<float>(g, total, x->base, w, y->base, s);
   return cudaGetLastError();
 }

@@ -447,6 +447,41 @@ static void test_softmax_dot(void **state) {
   cudaFree(dx);
   cudaFree(dy);
   cudaFree(dp);
+  /* 16 bins (the other unrolled count) and 7 (the runtime loops), 16-bit NHWC views */
+  const int lens[2] = {16, 7};
+  for (int li = 0; li < 2; ++li) {
+    const int L = lens[li], CL = 4 * L, n = N * H * W * CL;
+    uint16_t *b16 = malloc(sizeof(uint16_t) * n);
+    float *vs = malloc(sizeof(float) * n), gl[NY], wl[NY], pl[R];
+    assert_true(b16 && vs);
+    rand_h16(n, -12.0f, 12.0f, b16, vs);
+    for (int k = 0; k < L; ++k) pl[k] = (float)k + tc_uniform(-0.25f, 0.25f);
+    dx = tc_dev_copy(b16, sizeof(uint16_t) * n);
+    dp = tc_dev_copy(pl, sizeof(float) * L);
+    dy = tc_dev_poisoned(sizeof(gl));
+    bd_cuda_view lx = {dx, BD_CT_H16, 5, {N, 4, H, W, L}, {H * W * CL, L, W * CL, CL, 1}};
+    vy.base = dy; /* the same output view, on this case's buffer */
+    assert_int_equal(bd_cuda_softmax_dot(&vy, &lx, 4, dp, 0), cudaSuccess);
+    assert_int_equal(cudaMemcpy(gl, dy, sizeof(gl), cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int b = 0; b < N; ++b)
+      for (int j = 0; j < 4; ++j)
+        for (int h = 0; h < H; ++h)
+          for (int w = 0; w < W; ++w) {
+            const float *xp = vs + ((b * H + h) * W + w) * CL + j * L;
+            double m = -1e30, sm = 0, d = 0;
+            for (int k = 0; k < L; ++k) m = fmax(m, xp[k]);
+            for (int k = 0; k < L; ++k) sm += exp(xp[k] - m), d += exp(xp[k] - m) * pl[k];
+            wl[((b * 4 + j) * H + h) * W + w] = (float)(d / sm);
+          }
+    assert_int_equal(tc_compare(L == 16 ? "softmax_dot 16 bins" : "softmax_dot 7 bins", gl, wl,
+                                NY, 1e-5f, 1e-5f),
+                     0);
+    cudaFree(dx);
+    cudaFree(dy);
+    cudaFree(dp);
+    free(b16);
+    free(vs);
+  }
 }
 
 /* Batched matmul with B broadcast over the batch (DAMO's integral: [..,17] x [17,1]). */

@@ -44,19 +44,28 @@ struct SdGeo {
   int64_t len, step;            // bins and their input stride
 };
 
+// Output t's first bin in x (*xo) and its place in y (*yo).
+__device__ __forceinline__ void sd_offsets(const SdGeo &g, int64_t t, int64_t *xo,
+                                           int64_t *yo) {
+  int64_t r = t, a = 0, b = 0;
+  for (int d = g.rank - 1; d >= 0; --d) {
+    int64_t i = r % g.dims[d];
+    r /= g.dims[d];
+    a += i * g.xs[d];
+    b += i * g.ys[d];
+  }
+  *xo = a;
+  *yo = b;
+}
+
 template <typename T>
 __global__ void k_softmax_dot(SdGeo g, int64_t total, const T *__restrict__ x,
                               const float *__restrict__ w, float *__restrict__ y) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = t, xo = 0, yo = 0;
-    for (int d = g.rank - 1; d >= 0; --d) {
-      int64_t i = r % g.dims[d];
-      r /= g.dims[d];
-      xo += i * g.xs[d];
-      yo += i * g.ys[d];
-    }
+    int64_t xo, yo;
+    sd_offsets(g, t, &xo, &yo);
     const T *xp = x + xo;
     float m = -INFINITY;
     for (int64_t k = 0; k < g.len; ++k) m = fmaxf(m, bd_ld(xp[k * g.step]));
@@ -81,13 +90,8 @@ __global__ void k_softmax_dot_n(SdGeo g, int64_t total, const T *__restrict__ x,
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = t, xo = 0, yo = 0;
-    for (int d = g.rank - 1; d >= 0; --d) {
-      int64_t i = r % g.dims[d];
-      r /= g.dims[d];
-      xo += i * g.xs[d];
-      yo += i * g.ys[d];
-    }
+    int64_t xo, yo;
+    sd_offsets(g, t, &xo, &yo);
     const T *xp = x + xo;
     float v[L];
 #pragma unroll

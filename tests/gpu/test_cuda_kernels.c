@@ -397,16 +397,19 @@ static void test_softmax(void **state) {
 /* SoftmaxDot (the fused DFL integral): the bins read in place from a 16-bit NHWC conv
  * output [N][H][W][4*17] through DAMO's [N,4,H,W,17] view (threads ordered by input
  * stride), and from FP32 with the bins on a middle axis (stride 4). */
-static void test_softmax_dot(void **state) {
-  (void)state;
-  enum { N = 2, H = 5, W = 3, R = 17, C = 4 * R, NY = N * 4 * H * W };
-  uint16_t bits[N * H * W * C];
-  float vals[N * H * W * C], p[R], got[NY], want[NY];
-  rand_h16(N * H * W * C, -12.0f, 12.0f, bits, vals);
-  for (int k = 0; k < R; ++k) p[k] = (float)k + tc_uniform(-0.25f, 0.25f);
-  void *dx = tc_dev_copy(bits, sizeof(bits)), *dp = tc_dev_copy(p, sizeof(p));
+/* The DFL head's view: 16-bit NHWC [N][H][W][4 * L] read as [N, 4, H, W, L], bins on
+ * axis 4, FP32 [N, 4, H, W, 1] out, against a double reference. */
+static void softmax_dot_h16_case(int L) {
+  enum { N = 2, H = 5, W = 3, NY = N * 4 * H * W, LMAX = 17 };
+  const int CL = 4 * L, n = N * H * W * CL;
+  uint16_t *bits = malloc(sizeof(uint16_t) * n);
+  float *vals = malloc(sizeof(float) * n), p[LMAX], got[NY], want[NY];
+  assert_true(bits && vals && L <= LMAX);
+  rand_h16(n, -12.0f, 12.0f, bits, vals);
+  for (int k = 0; k < L; ++k) p[k] = (float)k + tc_uniform(-0.25f, 0.25f);
+  void *dx = tc_dev_copy(bits, sizeof(uint16_t) * n), *dp = tc_dev_copy(p, sizeof(float) * L);
   void *dy = tc_dev_poisoned(sizeof(got));
-  bd_cuda_view vx = {dx, BD_CT_H16, 5, {N, 4, H, W, R}, {H * W * C, R, W * C, C, 1}};
+  bd_cuda_view vx = {dx, BD_CT_H16, 5, {N, 4, H, W, L}, {H * W * CL, L, W * CL, CL, 1}};
   bd_cuda_view vy = {dy, BD_CT_F32, 5, {N, 4, H, W, 1}, {4 * H * W, H * W, W, 1, 1}};
   assert_int_equal(bd_cuda_softmax_dot(&vy, &vx, 4, dp, 0), cudaSuccess);
   assert_int_equal(cudaMemcpy(got, dy, sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -414,21 +417,35 @@ static void test_softmax_dot(void **state) {
     for (int j = 0; j < 4; ++j)
       for (int h = 0; h < H; ++h)
         for (int w = 0; w < W; ++w) {
-          const float *xp = vals + ((b * H + h) * W + w) * C + j * R;
+          const float *xp = vals + ((b * H + h) * W + w) * CL + j * L;
           double m = -1e30, s = 0, d = 0;
-          for (int k = 0; k < R; ++k) m = fmax(m, xp[k]);
-          for (int k = 0; k < R; ++k) s += exp(xp[k] - m), d += exp(xp[k] - m) * p[k];
+          for (int k = 0; k < L; ++k) m = fmax(m, xp[k]);
+          for (int k = 0; k < L; ++k) s += exp(xp[k] - m), d += exp(xp[k] - m) * p[k];
           want[((b * 4 + j) * H + h) * W + w] = (float)(d / s);
         }
-  assert_int_equal(tc_compare("softmax_dot h16 view", got, want, NY, 1e-5f, 1e-5f), 0);
+  char what[48];
+  snprintf(what, sizeof what, "softmax_dot h16 view, %d bins", L);
+  assert_int_equal(tc_compare(what, got, want, NY, 1e-5f, 1e-5f), 0);
   cudaFree(dx);
   cudaFree(dy);
+  cudaFree(dp);
+  free(bits);
+  free(vals);
+}
+
+static void test_softmax_dot(void **state) {
+  (void)state;
+  /* 17 and 16 bins (the unrolled kernels), 7 (the runtime loops) */
+  softmax_dot_h16_case(17);
+  softmax_dot_h16_case(16);
+  softmax_dot_h16_case(7);
   /* FP32 [3, 17, 4], bins on axis 1 */
-  enum { O = 3, I = 4 };
-  float x[O * R * I], g2[O * I], w2[O * I];
+  enum { R = 17, O = 3, I = 4 };
+  float x[O * R * I], p[R], g2[O * I], w2[O * I];
   for (int i = 0; i < O * R * I; ++i) x[i] = tc_uniform(-20, 20);
-  dx = tc_dev_copy(x, sizeof(x));
-  dy = tc_dev_poisoned(sizeof(g2));
+  for (int k = 0; k < R; ++k) p[k] = (float)k + tc_uniform(-0.25f, 0.25f);
+  void *dx = tc_dev_copy(x, sizeof(x)), *dp = tc_dev_copy(p, sizeof(p));
+  void *dy = tc_dev_poisoned(sizeof(g2));
   bd_cuda_view fx = {dx, BD_CT_F32, 3, {O, R, I}, {R * I, I, 1}};
   bd_cuda_view fy = {dy, BD_CT_F32, 3, {O, 1, I}, {I, I, 1}};
   assert_int_equal(bd_cuda_softmax_dot(&fy, &fx, 1, dp, 0), cudaSuccess);
@@ -447,41 +464,6 @@ static void test_softmax_dot(void **state) {
   cudaFree(dx);
   cudaFree(dy);
   cudaFree(dp);
-  /* 16 bins (the other unrolled count) and 7 (the runtime loops), 16-bit NHWC views */
-  const int lens[2] = {16, 7};
-  for (int li = 0; li < 2; ++li) {
-    const int L = lens[li], CL = 4 * L, n = N * H * W * CL;
-    uint16_t *b16 = malloc(sizeof(uint16_t) * n);
-    float *vs = malloc(sizeof(float) * n), gl[NY], wl[NY], pl[R];
-    assert_true(b16 && vs);
-    rand_h16(n, -12.0f, 12.0f, b16, vs);
-    for (int k = 0; k < L; ++k) pl[k] = (float)k + tc_uniform(-0.25f, 0.25f);
-    dx = tc_dev_copy(b16, sizeof(uint16_t) * n);
-    dp = tc_dev_copy(pl, sizeof(float) * L);
-    dy = tc_dev_poisoned(sizeof(gl));
-    bd_cuda_view lx = {dx, BD_CT_H16, 5, {N, 4, H, W, L}, {H * W * CL, L, W * CL, CL, 1}};
-    vy.base = dy; /* the same output view, on this case's buffer */
-    assert_int_equal(bd_cuda_softmax_dot(&vy, &lx, 4, dp, 0), cudaSuccess);
-    assert_int_equal(cudaMemcpy(gl, dy, sizeof(gl), cudaMemcpyDeviceToHost), cudaSuccess);
-    for (int b = 0; b < N; ++b)
-      for (int j = 0; j < 4; ++j)
-        for (int h = 0; h < H; ++h)
-          for (int w = 0; w < W; ++w) {
-            const float *xp = vs + ((b * H + h) * W + w) * CL + j * L;
-            double m = -1e30, sm = 0, d = 0;
-            for (int k = 0; k < L; ++k) m = fmax(m, xp[k]);
-            for (int k = 0; k < L; ++k) sm += exp(xp[k] - m), d += exp(xp[k] - m) * pl[k];
-            wl[((b * 4 + j) * H + h) * W + w] = (float)(d / sm);
-          }
-    assert_int_equal(tc_compare(L == 16 ? "softmax_dot 16 bins" : "softmax_dot 7 bins", gl, wl,
-                                NY, 1e-5f, 1e-5f),
-                     0);
-    cudaFree(dx);
-    cudaFree(dy);
-    cudaFree(dp);
-    free(b16);
-    free(vs);
-  }
 }
 
 /* Batched matmul with B broadcast over the batch (DAMO's integral: [..,17] x [17,1]). */

@@ -773,6 +773,161 @@ static bd_status fuse_dfl(ctx_t *c, int *count, bd_err *err) {
   return st;
 }
 
+/* ---------- Transposes sunk into the ops before them ---------- */
+/* A Transpose whose input it alone reads moves up through the op that made that input
+ * when that op does not care how its axes are ordered: a SoftmaxDot (its bin axis
+ * renumbered) or a Concat (each piece transposed instead, its axis renumbered). Two
+ * Transposes in a row then become one, and one that leaves every axis in place goes.
+ * Exporters write Transpose - Softmax - Transpose around a DFL integral (DAMO-YOLO's GFL
+ * head: after fuse_dfl the two cancel and the SoftmaxDot reads the conv's output as it
+ * lies) and Concat - Transpose at the end of a head (YOLOX: the pieces' transposes are
+ * views of the conv outputs on the CUDA backend, so the output is written by one copy
+ * in memory order instead of a transposing Concat and a transposing Transpose). */
+#define SINK_MAX_PIECES 64
+
+/* Moves the node just appended (index n_nodes - 1) to index pos, shifting the ones from
+ * pos on up by one (their outputs' producers follow). */
+static void move_last_to(bd_graph *g, int pos) {
+  int last = g->n_nodes - 1;
+  bd_node t = g->nodes[last];
+  memmove(&g->nodes[pos + 1], &g->nodes[pos], sizeof(bd_node) * (size_t)(last - pos));
+  g->nodes[pos] = t;
+  for (int i = pos; i <= last; i++)
+    for (int k = 0; k < g->nodes[i].n_out; k++)
+      if (g->nodes[i].out[k] >= 0) g->values[g->nodes[i].out[k]].producer = i;
+}
+
+static int perm_is_identity(const int *perm, int r) {
+  for (int i = 0; i < r; i++)
+    if (perm[i] != i) return 0;
+  return 1;
+}
+
+/* The axis of a Transpose's output that its input axis a becomes. */
+static int perm_where(const int *perm, int r, int a) {
+  for (int i = 0; i < r; i++)
+    if (perm[i] == a) return i;
+  return -1;
+}
+
+/* Transpose t (reading x, x read by it alone, made by SoftmaxDot s) and s trade places:
+ * the Transpose at s's index now permutes s's input into x, s at t's index writes t's
+ * output, its bin axis renumbered. */
+static void sink_through_dot(bd_graph *g, int s, int t) {
+  bd_node sn = g->nodes[s], tn = g->nodes[t];
+  const int r = tn.p.transpose.n, x = sn.out[0], y = tn.out[0];
+  sn.p.softmax.axis = perm_where(tn.p.transpose.perm, r, sn.p.softmax.axis);
+  tn.in[0] = sn.in[0];
+  tn.out[0] = x;
+  sn.in[0] = x;
+  sn.out[0] = y;
+  g->nodes[s] = tn;
+  g->nodes[t] = sn;
+  g->values[x].producer = s;
+  g->values[y].producer = t;
+}
+
+/* Transpose t reads Concat k's output alone: each piece gets its own Transpose (inserted
+ * before k), the Concat joins those along its renumbered axis and writes t's output. */
+static bd_status sink_through_concat(ctx_t *c, int k, int t, bd_err *err) {
+  bd_graph *g = c->g;
+  const int n_in = g->nodes[k].n_in, r = g->nodes[t].p.transpose.n;
+  int perm[BD_MAX_RANK];
+  memcpy(perm, g->nodes[t].p.transpose.perm, sizeof(int) * (size_t)r);
+  for (int i = 0; i < n_in; i++) {
+    const int x = g->nodes[k].in[i];
+    int64_t d[BD_MAX_RANK];
+    for (int a = 0; a < r; a++) d[a] = g->values[x].dims[perm[a]];
+    char name[160];
+    snprintf(name, sizeof name, "%.140s/piece%d", NAME(&g->nodes[t]), i);
+    const int v = bd_graph_add_value(g, name, g->values[x].dtype, r, d);
+    if (v < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    g->values[v].batch_dep = g->values[x].batch_dep;
+    const int nn = bd_graph_add_node(g, BD_OP_TRANSPOSE, name, 1, &x, 1, &v);
+    if (nn < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    g->nodes[nn].p.transpose.n = r;
+    memcpy(g->nodes[nn].p.transpose.perm, perm, sizeof(int) * (size_t)r);
+    move_last_to(g, k); /* before the Concat, which moves up one */
+    ++k, ++t;
+    g->nodes[k].in[i] = v;
+  }
+  bd_node *cn = &g->nodes[k];
+  cn->p.concat.axis = perm_where(perm, r, cn->p.concat.axis);
+  set_out(g, k, g->nodes[t].out[0]);
+  g->nodes[t].dead = 1;
+  return grow_book(c, err); /* new values; recounts */
+}
+
+/* Transpose t reading a Transpose's output alone: one Transpose of the first's input
+ * (the first goes); one that keeps every axis in place goes too (its readers read its
+ * input). Returns 1 when t changed. */
+static int merge_transposes(ctx_t *c, int t) {
+  bd_graph *g = c->g;
+  bd_node *tn = &g->nodes[t];
+  const int r = tn->p.transpose.n;
+  int z = tn->in[0], u = producer(c, z, BD_OP_TRANSPOSE), changed = 0;
+  if (u >= 0 && sole(c, z) == t && g->nodes[u].p.transpose.n == r) {
+    int q[BD_MAX_RANK];
+    for (int d = 0; d < r; d++) q[d] = g->nodes[u].p.transpose.perm[tn->p.transpose.perm[d]];
+    memcpy(tn->p.transpose.perm, q, sizeof(int) * (size_t)r);
+    tn->in[0] = g->nodes[u].in[0];
+    g->nodes[u].dead = 1;
+    changed = 1;
+  }
+  const int x = tn->in[0], y = tn->out[0];
+  if (perm_is_identity(tn->p.transpose.perm, r)) {
+    if (!g->values[y].is_output) {
+      replace_uses(g, y, x);
+      tn->dead = 1;
+      changed = 1;
+    } else if (g->values[x].producer >= 0 && !g->values[x].is_output &&
+               !g->values[x].is_input) {
+      recount(c);
+      if (sole(c, x) == t) {
+        set_out(g, g->values[x].producer, y);
+        tn->dead = 1;
+        changed = 1;
+      }
+    }
+  }
+  if (changed) recount(c);
+  return changed;
+}
+
+static bd_status sink_transposes(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  bd_status st = BD_OK;
+  int done = 0;
+  recount(c);
+  for (int t = 0; t < g->n_nodes; t++) {
+    if (g->nodes[t].dead || g->nodes[t].op != BD_OP_TRANSPOSE) continue;
+    const int x = g->nodes[t].in[0], r = g->nodes[t].p.transpose.n;
+    const int s = g->values[x].producer;
+    if (s < 0 || g->nodes[s].dead || sole(c, x) != t || r != g->values[x].rank) continue;
+    if (g->nodes[s].op == BD_OP_SOFTMAX_DOT) {
+      sink_through_dot(g, s, t);
+      recount(c);
+      merge_transposes(c, s);
+      done++;
+    } else if (g->nodes[s].op == BD_OP_CONCAT && g->nodes[s].n_in <= SINK_MAX_PIECES) {
+      const int n_in = g->nodes[s].n_in;
+      int computed = 1; /* a constant piece would be transposed at run time: left alone */
+      for (int i = 0; i < n_in; i++) {
+        const int v = g->nodes[s].in[i];
+        computed &= v >= 0 && !g->values[v].data && g->values[v].rank == r;
+      }
+      if (!computed) continue;
+      if ((st = sink_through_concat(c, s, t, err))) break;
+      for (int i = 0; i < n_in; i++) merge_transposes(c, s + i);
+      t += n_in; /* the nodes moved up by the inserted Transposes */
+      done++;
+    }
+  }
+  if (st == BD_OK && done) st = forward(g, 0, NULL, err);
+  *count = done;
+  return st;
+}
+
 /* ---------- dead nodes and compaction ---------- */
 static int remove_dead(bd_graph *g) {
   uint8_t *need = calloc((size_t)g->n_values, 1);
@@ -901,6 +1056,7 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
     fuse_silu(&c, &r.fused_act);
     r.chained_pools = chain_pools(&c);
     if ((st = fuse_dfl(&c, &r.fused_dfl, err))) goto out;
+    if ((st = sink_transposes(&c, &r.sunk_transposes, err))) goto out;
   }
   r.removed += remove_dead(g);
   if ((st = compact(g, err))) goto out;

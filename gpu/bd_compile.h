@@ -32,6 +32,7 @@ typedef struct bd_compile_report {
   int fused_residual;
   int chained_pools; /* MaxPools of an SPP rewritten over a smaller one's output */
   int fused_dfl;     /* Softmax .. MatMul-by-constant box integrals -> SoftmaxDot */
+  int sunk_transposes; /* Transposes moved up through a SoftmaxDot or a Concat */
   int removed; /* identity / no-op / dead nodes */
 } bd_compile_report;
 

@@ -551,7 +551,7 @@ static void test_dfl_fused(void **state) {
     if (variant < 2) tu_check(g, ins, ref, 1e-5f, "dfl head as written");
     bd_compile_report rep;
     bd_err err;
-    assert_int_equal(bd_compile(g, NULL, &rep, &err), BD_OK);
+    if (bd_compile(g, NULL, &rep, &err)) fail_msg("compile: %s", err.msg);
     int soft = 0, dots = 0, mats = 0;
     for (int i = 0; i < g->n_nodes; i++) {
       soft += g->nodes[i].op == BD_OP_SOFTMAX;
@@ -566,6 +566,19 @@ static void test_dfl_fused(void **state) {
       assert_int_equal(rep.fused_dfl, 1);
       assert_int_equal(dots, 2);
       assert_int_equal(soft + mats, 0);
+      /* the Transposes around each Softmax cancel (sink_transposes): the SoftmaxDot reads
+       * the Reshape as it lies, bins on axis 2; each level keeps its last Transpose */
+      int transposes = 0;
+      for (int i = 0; i < g->n_nodes; i++) {
+        transposes += g->nodes[i].op == BD_OP_TRANSPOSE;
+        if (g->nodes[i].op == BD_OP_SOFTMAX_DOT) {
+          assert_int_equal(g->nodes[i].p.softmax.axis, 2);
+          const int p = g->values[g->nodes[i].in[0]].producer;
+          assert_true(p >= 0 && g->nodes[p].op == BD_OP_RESHAPE);
+        }
+      }
+      assert_int_equal(transposes, 2);
+      assert_int_equal(rep.sunk_transposes, 2);
       /* the moved values downstream carry 1 bin, not R: the Concat's output */
       for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i].op == BD_OP_CONCAT)
@@ -574,6 +587,77 @@ static void test_dfl_fused(void **state) {
     }
     bd_graph_destroy(g);
   }
+  free(x);
+  free(ref);
+}
+
+/* ---- A Transpose after a Concat (YOLOX's head: levels joined on the anchor axis, then
+ * moved to [N, A, C]) ----
+ * bd_compile moves the Transpose onto each piece and renumbers the Concat's axis. Against
+ * the Transpose of the Concat computed here, as written and compiled. Piece 0 is the
+ * input, piece 1 also a graph output, piece 2 a Transpose of a Transpose (the second and
+ * the sunk one cancel). */
+static void test_concat_transpose_sunk(void **state) {
+  (void)state;
+  enum { N = 2, C = 5, A0 = 6, A1 = 3, A2 = 4 };
+  const int64_t A = A0 + A1 + A2;
+  int64_t xd[3] = {N, C, A0}, pd1[3] = {N, C, A1}, pd2[3] = {N, C, A2}, td2[3] = {N, A2, C},
+          cd[3] = {N, C, A}, yd[3] = {N, A, C};
+  tu_seed(321);
+  float *x = tu_randv(N * C * A0, 1.f), *ref = malloc(sizeof(float) * N * A * C);
+  assert_non_null(ref);
+  /* y[n, a, c] = cat(x, exp(x[:, :, :A1]), x[:, :, :A2])[n, c, a] */
+  for (int n = 0; n < N; n++)
+    for (int64_t a = 0; a < A; a++)
+      for (int c = 0; c < C; c++) {
+        const int64_t j = a < A0 ? a : a < A0 + A1 ? a - A0 : a - A0 - A1;
+        const float v = x[((int64_t)n * C + c) * A0 + j];
+        ref[((int64_t)n * A + a) * C + c] = a >= A0 && a < A0 + A1 ? expf(v) : v;
+      }
+  bd_graph *g = tu_graph();
+  int xv = tu_input(g, 3, xd), yv = tu_output(g, BD_DT_F32, 3, yd);
+  int sl1 = tu_val(g, BD_DT_F32, 3, pd1), ev = tu_output(g, BD_DT_F32, 3, pd1);
+  int sl2 = tu_val(g, BD_DT_F32, 3, pd2), t2 = tu_val(g, BD_DT_F32, 3, td2);
+  int p2 = tu_val(g, BD_DT_F32, 3, pd2), cat = tu_val(g, BD_DT_F32, 3, cd);
+  bd_node *nd = tu_node(g, BD_OP_SLICE, 1, &xv, sl1);
+  nd->p.slice = (bd_slice_params){.n = 1, .axes = {2}, .starts = {0}, .ends = {A1}, .steps = {1}};
+  tu_node(g, BD_OP_EXP, 1, &sl1, ev);
+  nd = tu_node(g, BD_OP_SLICE, 1, &xv, sl2);
+  nd->p.slice = (bd_slice_params){.n = 1, .axes = {2}, .starts = {0}, .ends = {A2}, .steps = {1}};
+  int from[3] = {sl2, t2, cat}, to[3] = {t2, p2, yv};
+  for (int k = 0; k < 3; k++) {
+    if (k == 2) {
+      int pieces[3] = {xv, ev, p2};
+      tu_node(g, BD_OP_CONCAT, 3, pieces, cat)->p.concat.axis = 2;
+    }
+    nd = tu_node(g, BD_OP_TRANSPOSE, 1, &from[k], to[k]);
+    nd->p.transpose.n = 3;
+    memcpy(nd->p.transpose.perm, (int[3]){0, 2, 1}, sizeof(int) * 3);
+  }
+  const float *ins[1] = {x};
+  tu_check(g, ins, ref, 0.f, "concat + transpose as written");
+  bd_compile_report rep;
+  bd_err err;
+  if (bd_compile(g, NULL, &rep, &err)) fail_msg("compile: %s", err.msg);
+  assert_int_equal(rep.sunk_transposes, 1);
+  int transposes = 0, concats = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const bd_node *q = &g->nodes[i];
+    if (q->op == BD_OP_CONCAT) {
+      assert_int_equal(q->p.concat.axis, 1); /* the anchor axis of [N, A, C] */
+      assert_int_equal(q->out[0], g->outputs[0]);
+      concats++;
+    }
+    if (q->op != BD_OP_TRANSPOSE) continue;
+    transposes++;
+    const int p = g->values[q->in[0]].producer; /* Transposes in a row merged */
+    assert_true(p < 0 || g->nodes[p].op != BD_OP_TRANSPOSE);
+  }
+  assert_int_equal(concats, 1);
+  /* x's and exp's pieces, and piece 2's first: its second and the sunk one cancelled */
+  assert_int_equal(transposes, 3);
+  tu_check(g, ins, ref, 0.f, "concat + transpose compiled");
+  bd_graph_destroy(g);
   free(x);
   free(ref);
 }
@@ -792,7 +876,7 @@ int main(void) {
       cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_spp_chained),
       cmocka_unit_test(test_resize),
       cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
-      cmocka_unit_test(test_dfl_fused),
+      cmocka_unit_test(test_dfl_fused), cmocka_unit_test(test_concat_transpose_sunk),
       cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
       cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),
   };

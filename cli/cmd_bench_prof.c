@@ -25,8 +25,10 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
     snprintf(buf, n, "input to 16-bit layout");
   } else if (r->conv_algo == BD_PROF_NOT_CONV) {
     snprintf(buf, n, "%s", r->rep16 ? "16-bit NHWC" : "FP32");
+  } else if (r->conv_twin == 2) {
+    snprintf(buf, n, "in its twin's launch");
   } else {
-    const char *pad = r->conv_padded ? " padded" : "";
+    const char *pad = r->conv_twin ? " twins" : r->conv_padded ? " padded" : "";
     if (r->conv_algo == BD_PROF_MMA)
       snprintf(buf, n, "mma%s%s%s", r->conv_tile ? " " : "", r->conv_tile ? r->conv_tile : "", pad);
     else if (r->conv_algo == BD_PROF_DIRECT)

@@ -36,6 +36,8 @@ typedef struct bd_prof_row {
   int conv_padded;  /* runs on channel-padded copies of its input and/or output */
   int conv_fused;   /* bias + activation (+ residual) fused in the cuDNN call */
   const char *conv_tile; /* BD_PROF_MMA: our kernel's block tile ("128x64"), else NULL */
+  int conv_twin;    /* twin convs in one launch: 1 the first (its row times and counts
+                       both), 2 the second (nothing of its own runs), 0 neither */
   double ms_median; /* device time of the action, median over the reps */
   double ms_min;
   /* The action alone as a graph replays it: reps runs captured into one graph, the

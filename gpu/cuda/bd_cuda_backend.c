@@ -73,6 +73,7 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->vkind);
   free(cp->vview);
   free(cp->voff);
+  free(cp->twin_on);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -155,9 +156,10 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->vkind = calloc((size_t)g->n_values, 1);
   cp->vview = calloc((size_t)g->n_values, sizeof(*cp->vview));
   cp->voff = calloc((size_t)g->n_values, sizeof(*cp->voff));
+  cp->twin_on = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
       !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pad_to ||
-      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff) {
+      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff || !cp->twin_on) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }
@@ -380,6 +382,8 @@ static void cuda_destroy(bd_backend *be) {
   bd_cuda_weights_release(b->w); /* cdev / wbf point into its blob */
   free(b->cdev);
   free(b->wbf);
+  free(b->tbias);
+  free(b->twin);
 #ifdef BD_HAVE_CUDNN
   if (b->dnn) cudnnDestroy((cudnnHandle_t)b->dnn);
 #endif
@@ -479,10 +483,13 @@ bd_status bd_cuda_backend_new_shared(const bd_graph *g, int device, bd_cuda_weig
   b->use_graphs = 1;
   b->cdev = calloc((size_t)g->n_values, sizeof(void *));
   b->wbf = calloc((size_t)g->n_nodes, sizeof(void *));
-  if (!b->cdev || !b->wbf) {
+  b->tbias = calloc((size_t)g->n_nodes, sizeof(void *));
+  b->twin = malloc(sizeof(int) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (!b->cdev || !b->wbf || !b->tbias || !b->twin) {
     st = bd_err_set(err, BD_E_NOMEM, "cuda backend: out of memory");
     goto out;
   }
+  bd_cuda_conv_twins(g, b->twin);
   BD_CU(cudaSetDevice(device));
   BD_CU(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
   {

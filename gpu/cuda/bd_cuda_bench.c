@@ -177,6 +177,13 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
     int grp = c->group > 0 ? c->group : 1;
     r->flops = 2.0 * (double)y[0] * (double)y[1] * (double)y[2] * (double)y[3] *
                (double)(x[1] / grp) * c->kh * c->kw;
+    r->conv_twin = cp->twin_on[a->node];
+    if (r->conv_twin == 1) { /* the launch computes both convs: their FLOPs and bytes */
+      const bd_node *t = &g->nodes[b->twin[a->node]];
+      r->flops = r->flops / (double)y[1] * (double)(y[1] + p->dims[t->out[0]][1]);
+      r->bytes += op_bytes(b, cp, t) - numel_of(g, p, t->in[0]) * 2; /* one input read */
+    } else if (r->conv_twin == 2)
+      r->flops = r->bytes = 0;
     r->conv_algo = bd_cuda_conv_layer_algo(cp->layer[a->node], &r->conv_padded);
     r->conv_fused = bd_cuda_conv_layer_is_fused(cp->layer[a->node]);
     int tile = bd_cuda_conv_layer_tile(cp->layer[a->node]);

@@ -150,8 +150,9 @@ __global__ void k_epilogue8(int m, int act, int res, const float *__restrict__ b
 extern "C" cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x,
                                            const void *w, const float *bias, const void *r,
                                            void *y, cudaStream_t s) {
-  if (p->group < 1 || p->c % p->group || p->m % p->group || (p->ldr && p->ldr != p->m))
-    return cudaErrorInvalidValue; /* a pitched residual: bd_cuda_conv_mma only */
+  if (p->group < 1 || p->c % p->group || p->m % p->group || (p->ldr && p->ldr != p->m) ||
+      p->m1)
+    return cudaErrorInvalidValue; /* a pitched residual, twins: bd_cuda_conv_mma only */
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;

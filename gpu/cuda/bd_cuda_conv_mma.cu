@@ -114,6 +114,14 @@ __device__ __forceinline__ const bd_h16 *b_src(const bd_cuda_conv_shape &p, cons
 
 // The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
 // activation, residual, one 16-byte store (y's pixels are ldy apart, r's ldr).
+// Where output channel oc of pixel pix goes: y at pitch ldy (M when 0), or for a twin's
+// second output (oc >= m1) y2 at pitch ldy2, its channels from 0.
+__device__ __forceinline__ bd_h16 *out_at(const bd_cuda_conv_shape &p, bd_h16 *y, int64_t pix,
+                                         int oc) {
+  if (p.m1 && oc >= p.m1) return static_cast<bd_h16 *>(p.y2) + pix * p.ldy2 + (oc - p.m1);
+  return y + pix * (p.ldy ? p.ldy : p.m) + oc;
+}
+
 __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
                                       const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                                       bd_h16 *__restrict__ y, int64_t pix, int oc) {
@@ -128,7 +136,7 @@ __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float 
     ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, p.act, p.res),
                          bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, p.act, p.res));
   }
-  *reinterpret_cast<uint4 *>(y + pix * (p.ldy ? p.ldy : p.m) + oc) = out;
+  *reinterpret_cast<uint4 *>(out_at(p, y, pix, oc)) = out;
 }
 
 // The same for the last channels of a layer whose M is not a multiple of 8 (the 68
@@ -140,7 +148,7 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
                                            const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                                            int64_t pix, int oc) {
   const int n = p.m - oc < 8 ? p.m - oc : 8;
-  bd_h16 *o = y + pix * (p.ldy ? p.ldy : p.m) + oc;
+  bd_h16 *o = out_at(p, y, pix, oc); // a twin's m1 is a multiple of 8: no group straddles
   for (int j = 0; j < n; ++j) {
     const float rv = r ? bd_ld(r[pix * (p.ldr ? p.ldr : p.m) + oc + j]) : 0.0f;
     o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
@@ -830,6 +838,11 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
 // pitch >= M (one channel a store); w 16-byte aligned.
 bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, const void *y) {
   const int vec = p->m % 8 == 0;
+  if (p->m1) // twins (bd_cuda_kernels.h): each output's own pitch, no residual
+    return p->m1 > 0 && p->m1 < p->m && vec && p->m1 % 8 == 0 && p->ldy >= p->m1 &&
+           p->ldy % 8 == 0 && p->ldy2 >= p->m - p->m1 && p->ldy2 % 8 == 0 && p->y2 &&
+           !((uintptr_t)p->y2 & 15u) && !((uintptr_t)y & 15u) && !((uintptr_t)w & 15u) &&
+           !r && p->res == 0; // BD_RES_NONE
   return !((vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldy && p->ldy < p->m) ||
            (p->ldr && p->ldr < p->m) || ((uintptr_t)w & 15u) ||
            ((uintptr_t)y & (vec ? 15u : 1u)) || ((uintptr_t)r & (vec ? 15u : 1u)));

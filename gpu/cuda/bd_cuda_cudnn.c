@@ -422,6 +422,11 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
   l->q = *p;
   l->direct = 1;
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL, allow_mma);
+  if (p->m1 && (!pp.mma || pp.padded)) { /* twins: bd_cuda_plan_twins decides them so */
+    st = bd_err_set(err, BD_E_INTERNAL,
+                    "conv: twin outputs need the tensor-core kernel on unpadded channels");
+    goto out;
+  }
   if (pp.mma) {
     l->mma = 1;
     l->tile = pp.tile;

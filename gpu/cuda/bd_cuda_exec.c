@@ -290,6 +290,42 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->ldy = (int)planned_pitch(cp, nd->out[0]);
   s->xzero = cp->pad_to[nd->in[0]] != 0;
   s->ldr = nd->n_in > 3 ? (int)planned_pitch(cp, nd->in[3]) : 0;
+  s->m1 = s->ldy2 = 0;
+  s->y2 = NULL;
+}
+
+static int twins_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_TWINS");
+  return !e || strcmp(e, "0") != 0;
+}
+
+/* The stacked shape of twin convs a (the first) and b->twin[a]: both outputs' channels,
+ * one packed output (what the conv choice measures). */
+static void twin_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int a,
+                       bd_cuda_conv_shape *s) {
+  const bd_graph *g = b->base.graph;
+  conv_shape(cp, &g->nodes[a], s);
+  s->m += (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
+  s->ldy = 0;
+}
+
+/* The shape conv node n runs: its own, or for the first of twins this plan runs as one
+ * launch the stacked one with both outputs (y2: the second's buffer, NULL while sizing). */
+static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
+                       bd_cuda_conv_shape *s) {
+  const bd_graph *g = b->base.graph;
+  if (cp->twin_on[n] != 1) {
+    conv_shape(cp, &g->nodes[n], s);
+    return;
+  }
+  const int y = g->nodes[n].out[0], y2 = g->nodes[b->twin[n]].out[0];
+  twin_shape(b, cp, n, s);
+  s->m1 = (int)cp->plan->dims[y][1];
+  s->ldy = (int)planned_pitch(cp, y);
+  s->ldy2 = (int)planned_pitch(cp, y2);
+  if (!s->ldy) s->ldy = s->m1;
+  if (!s->ldy2) s->ldy2 = s->m - s->m1;
+  s->y2 = cp->buf[y2][BD_REP_H16];
 }
 
 /* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
@@ -306,12 +342,42 @@ static int conv_may_fuse(const bd_cuda_be *b, const bd_node *nd, const bd_cuda_c
          (s->act == BD_ACT_RELU || s->act == BD_ACT_NONE);
 }
 
-/* The pitch capabilities of conv node nd (bd_cuda_conv_layer_pitch_caps). */
+/* The pitch capabilities of conv node nd (bd_cuda_conv_layer_pitch_caps); twins in one
+ * launch: their stacked shape's. */
 static int conv_caps(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node *nd) {
   bd_cuda_conv_shape s;
-  conv_shape(cp, nd, &s);
+  const int n = (int)(nd - b->base.graph->nodes);
+  if (cp->twin_on[n]) {
+    const int a = cp->twin_on[n] == 1 ? n : b->twin[n];
+    nd = &b->base.graph->nodes[a];
+    twin_shape(b, cp, a, &s);
+  } else {
+    conv_shape(cp, nd, &s);
+  }
   return bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
                                        conv_may_fuse(b, nd, &s));
+}
+
+/* Which twin convs this plan runs as one launch (cp->twin_on): those whose stacked shape
+ * the conv choice (or BATCHDET_CUDA_CONV) puts on our tensor-core kernel without channel
+ * padding. After the choices, before the aliases. */
+static void plan_twins(const bd_cuda_be *b, bd_cuda_cplan *cp) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  memset(cp->twin_on, 0, (size_t)g->n_nodes);
+  if (!twins_enabled()) return;
+  for (int k = 0; k < p->n_steps; ++k) {
+    const int n = p->steps[k], t = b->twin[n];
+    const bd_node *nd = &g->nodes[n];
+    if (t <= n || !b->tbias[n] || !b->wbf[n] || p->rank[nd->in[0]] != 4) continue;
+    bd_cuda_conv_shape s;
+    twin_shape(b, cp, n, &s);
+    const int caps = bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r,
+                                                   b->dnn != NULL, conv_may_fuse(b, nd, &s));
+    if (!(caps & BD_CONV_PITCH_ALIGN8) || (caps & BD_CONV_PITCH_XZERO)) continue;
+    cp->twin_on[n] = 1;
+    cp->twin_on[t] = 2;
+  }
 }
 
 /* Fills n bytes of 16-bit device memory with pseudo-random values in [-1, 1) (a fixed
@@ -340,23 +406,37 @@ out:
   return st;
 }
 
-bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+/* The shape the conv choice measures for step k's node: t 0 its own, t 1 the stacked
+ * shape of the twins it is the first of (0 returned where it is none). */
+static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int t,
+                        bd_cuda_conv_shape *s) {
+  const bd_graph *g = b->base.graph;
+  const int n = cp->plan->steps[k];
+  const bd_node *nd = &g->nodes[n];
+  if (nd->op != BD_OP_CONV || cp->plan->rank[nd->in[0]] != 4) return 0;
+  if (!t) {
+    conv_shape(cp, nd, s);
+    return 1;
+  }
+  if (!twins_enabled() || b->twin[n] <= n || !b->tbias[n]) return 0;
+  twin_shape(b, cp, n, s);
+  return 1;
+}
+
+static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
-  bd_status st = bd_cuda_conv_mode_check(err);
+  bd_status st = BD_OK;
   bd_cuda_conv_scratch sc = {0};
   size_t xb = 0, yb = 0;
-  if (st != BD_OK || !b->dnn) return st;
-  for (int k = 0; k < p->n_steps; ++k) {
-    const bd_node *nd = &g->nodes[p->steps[k]];
-    bd_cuda_conv_shape s;
-    if (nd->op != BD_OP_CONV || p->rank[nd->in[0]] != 4) continue;
-    conv_shape(cp, nd, &s);
-    if (!bd_cuda_conv_undecided(b->dnn, &s)) continue;
-    size_t x = (size_t)s.n * s.h * s.w * s.c * 2, y = (size_t)s.n * s.oh * s.ow * s.m * 2;
-    xb = x > xb ? x : xb;
-    yb = y > yb ? y : yb;
-  }
+  for (int k = 0; k < p->n_steps; ++k)
+    for (int t = 0; t < 2; ++t) {
+      bd_cuda_conv_shape s;
+      if (!choice_shape(b, cp, k, t, &s) || !bd_cuda_conv_undecided(b->dnn, &s)) continue;
+      size_t x = (size_t)s.n * s.h * s.w * s.c * 2, y = (size_t)s.n * s.oh * s.ow * s.m * 2;
+      xb = x > xb ? x : xb;
+      yb = y > yb ? y : yb;
+    }
   if (!xb) return BD_OK;
   /* Scratch for the measurement; without the memory the layers stay on cuDNN. */
   if (cudaMalloc(&sc.x, xb) != cudaSuccess || cudaMalloc(&sc.r, yb) != cudaSuccess ||
@@ -373,22 +453,33 @@ bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *er
   if (!cp->probe) cp->probe_bytes = bd_cuda_probe_ws_alloc(&cp->probe);
   sc.ws = cp->probe;
   sc.ws_bytes = cp->probe_bytes;
-  for (int k = 0; k < p->n_steps && st == BD_OK; ++k) {
-    const bd_node *nd = &g->nodes[p->steps[k]];
-    bd_cuda_conv_shape s;
-    if (nd->op != BD_OP_CONV || p->rank[nd->in[0]] != 4) continue;
-    conv_shape(cp, nd, &s);
-    const float *bias = nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]] : NULL;
-    st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[p->steps[k]],
-                             bias, conv_may_fuse(b, nd, &s), &sc, b->stream, err);
-    if (st != BD_OK) bd_err_prefix(err, "node '%s'", nd->name ? nd->name : "");
-  }
+  for (int k = 0; k < p->n_steps && st == BD_OK; ++k)
+    for (int t = 0; t < 2 && st == BD_OK; ++t) {
+      const int n = p->steps[k];
+      const bd_node *nd = &g->nodes[n];
+      bd_cuda_conv_shape s;
+      if (!choice_shape(b, cp, k, t, &s)) continue;
+      const float *bias = t                                ? (const float *)b->tbias[n]
+                          : nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]]
+                                                           : NULL;
+      st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[n], bias,
+                               conv_may_fuse(b, nd, &s), &sc, b->stream, err);
+      if (st != BD_OK)
+        bd_err_prefix(err, "node '%s'%s", nd->name ? nd->name : "", t ? " (with its twin)" : "");
+    }
 out:
   cudaFree(sc.x);
   cudaFree(sc.r);
   cudaFree(sc.y0);
   cudaFree(sc.y1);
   cudaFree(sc.tmp);
+  return st;
+}
+
+bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
+  bd_status st = bd_cuda_conv_mode_check(err);
+  if (st == BD_OK && b->dnn) st = conv_choices(b, cp, err);
+  if (st == BD_OK) plan_twins(b, cp);
   return st;
 }
 
@@ -507,39 +598,102 @@ struct bd_cuda_weights {
   size_t bytes;
   int n_values, n_nodes;
   int64_t *voff, *noff; /* per value / node: offset in the blob, -1 none */
+  int64_t *toff;        /* per node, first of twin convs: their stacked biases, -1 none */
   atomic_int refs;
 };
 
 #define W_ALIGN 256
 
-static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff, size_t *bytes,
-                                bd_err *err) {
+/* Whether convs a and b can run as twins (bd_cuda_conv_twins). */
+static int twins_ok(const bd_graph *g, int a, int b) {
+  const bd_node *x = &g->nodes[a], *y = &g->nodes[b];
+  if (x->op != BD_OP_CONV || y->op != BD_OP_CONV || x->n_in < 2 || y->n_in < 2 ||
+      x->in[0] != y->in[0] || x->n_out < 1 || y->n_out < 1 ||
+      (x->n_in > 3 && x->in[3] >= 0) || (y->n_in > 3 && y->in[3] >= 0))
+    return 0;
+  const bd_conv_params *p = &x->p.conv, *q = &y->p.conv;
+  if (p->kh != q->kh || p->kw != q->kw || p->sh != q->sh || p->sw != q->sw || p->dh != q->dh ||
+      p->dw != q->dw || p->pad_t != q->pad_t || p->pad_l != q->pad_l || p->pad_b != q->pad_b ||
+      p->pad_r != q->pad_r || p->group != 1 || q->group != 1 || p->act != q->act ||
+      p->res != BD_RES_NONE || q->res != BD_RES_NONE)
+    return 0;
+  const bd_value *wa = &g->values[x->in[1]], *wb = &g->values[y->in[1]];
+  if (!wa->data || !wb->data || wa->rank != 4 || wb->rank != 4 || wa->dims[1] != wb->dims[1] ||
+      wa->dims[2] != wb->dims[2] || wa->dims[3] != wb->dims[3] || wa->dims[1] % 8 ||
+      wa->dims[0] % 8 || wb->dims[0] % 8 || wa->dims[0] < 8 || wb->dims[0] < 8)
+    return 0;
+  for (int k = 2; k < 3; ++k) /* biases, where present, float constants of M values */
+    for (int t = 0; t < 2; ++t) {
+      const bd_node *nd = t ? y : x;
+      if (nd->n_in <= k || nd->in[k] < 0) continue;
+      const bd_value *bv = &g->values[nd->in[k]];
+      if (!bv->data || bv->dtype != BD_DT_F32 || bd_value_numel(bv) != g->values[nd->in[1]].dims[0])
+        return 0;
+    }
+  return !g->values[x->out[0]].is_output && !g->values[y->out[0]].is_output;
+}
+
+void bd_cuda_conv_twins(const bd_graph *g, int *twin) {
+  for (int n = 0; n < g->n_nodes; ++n) twin[n] = -1;
+  for (int a = 0; a < g->n_nodes; ++a) {
+    if (g->nodes[a].op != BD_OP_CONV || twin[a] >= 0) continue;
+    for (int b = a + 1; b < g->n_nodes; ++b)
+      if (twin[b] < 0 && twins_ok(g, a, b)) {
+        twin[a] = b;
+        twin[b] = a;
+        break;
+      }
+  }
+}
+
+static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff, int64_t *toff,
+                                size_t *bytes, bd_err *err) {
   size_t at = 0;
+  int *twin = malloc(sizeof(int) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+  if (!twin) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
+  bd_cuda_conv_twins(g, twin);
   for (int v = 0; v < g->n_values; ++v) voff[v] = -1;
+  for (int n = 0; n < g->n_nodes; ++n) noff[n] = toff[n] = -1;
   for (int n = 0; n < g->n_nodes; ++n) {
     const bd_node *nd = &g->nodes[n];
-    noff[n] = -1;
     for (int k = 0; k < nd->n_in; ++k) {
       int v = nd->in[k];
       if (v < 0 || !g->values[v].data || voff[v] >= 0 || host_input(nd->op, k)) continue;
       const bd_value *cv = &g->values[v];
-      if (cv->dtype != BD_DT_F32)
+      if (cv->dtype != BD_DT_F32) {
+        free(twin);
         return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): constant '%s' is %s, not float",
                           nd->name, bd_op_name(nd->op), cv->name, bd_dtype_name(cv->dtype));
+      }
       int64_t ne = bd_value_numel(cv);
-      if (ne < 0) return bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
+      if (ne < 0) {
+        free(twin);
+        return bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
+      }
       voff[v] = (int64_t)at;
       at += ((size_t)(ne ? ne : 1) * sizeof(float) + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
-    if (nd->op == BD_OP_CONV) {
+    if (nd->op == BD_OP_CONV && noff[n] < 0) { /* a second twin is placed with its first */
       const bd_value *w = &g->values[nd->in[1]];
-      if (!w->data || w->rank != 4)
+      if (!w->data || w->rank != 4) {
+        free(twin);
         return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
                           nd->name);
+      }
+      size_t wb = (size_t)bd_value_numel(w) * 2;
       noff[n] = (int64_t)at;
-      at += ((size_t)bd_value_numel(w) * 2 + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
+      if (twin[n] > n) { /* its twin's weights right after (M % 8 == 0: 16-byte aligned) */
+        const bd_value *w2 = &g->values[g->nodes[twin[n]].in[1]];
+        noff[twin[n]] = (int64_t)(at + wb);
+        wb += (size_t)bd_value_numel(w2) * 2;
+        at += (wb + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
+        toff[n] = (int64_t)at; /* and the two biases, stacked */
+        wb = (size_t)(w->dims[0] + w2->dims[0]) * sizeof(float);
+      }
+      at += (wb + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
   }
+  free(twin);
   *bytes = at ? at : W_ALIGN;
   return BD_OK;
 }
@@ -555,6 +709,7 @@ void bd_cuda_weights_release(bd_cuda_weights *w) {
   }
   free(w->voff);
   free(w->noff);
+  free(w->toff);
   free(w);
 }
 
@@ -578,7 +733,8 @@ static bd_cuda_weights *weights_alloc(int device, int n_values, int n_nodes) {
   w->n_nodes = n_nodes;
   w->voff = malloc(sizeof(int64_t) * (size_t)(n_values ? n_values : 1));
   w->noff = malloc(sizeof(int64_t) * (size_t)(n_nodes ? n_nodes : 1));
-  if (!w->voff || !w->noff) {
+  w->toff = malloc(sizeof(int64_t) * (size_t)(n_nodes ? n_nodes : 1));
+  if (!w->voff || !w->noff || !w->toff) {
     bd_cuda_weights_release(w);
     return NULL;
   }
@@ -589,7 +745,7 @@ static bd_cuda_weights *weights_alloc(int device, int n_values, int n_nodes) {
 static bd_status weights_new(const bd_graph *g, int device, bd_cuda_weights **out, bd_err *err) {
   bd_cuda_weights *w = weights_alloc(device, g->n_values, g->n_nodes);
   if (!w) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
-  bd_status st = weights_layout(g, w->voff, w->noff, &w->bytes, err);
+  bd_status st = weights_layout(g, w->voff, w->noff, w->toff, &w->bytes, err);
   if (st != BD_OK) {
     bd_cuda_weights_release(w);
     return st;
@@ -614,8 +770,10 @@ static void weights_bind(bd_cuda_be *b, const bd_cuda_weights *w) {
   const bd_graph *g = b->base.graph;
   for (int v = 0; v < g->n_values; ++v)
     b->cdev[v] = w->voff[v] >= 0 ? (char *)w->blob + w->voff[v] : NULL;
-  for (int n = 0; n < g->n_nodes; ++n)
+  for (int n = 0; n < g->n_nodes; ++n) {
     b->wbf[n] = w->noff[n] >= 0 ? (char *)w->blob + w->noff[n] : NULL;
+    b->tbias[n] = w->toff[n] >= 0 ? (char *)w->blob + w->toff[n] : NULL;
+  }
 }
 
 bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
@@ -651,6 +809,22 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
     bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
   }
+  /* Twin convs' stacked biases (zeros for a conv without one). */
+  for (int n = 0; n < g->n_nodes; ++n) {
+    if (!b->tbias[n]) continue;
+    const int pair[2] = {n, b->twin[n]};
+    size_t at = 0;
+    for (int t = 0; t < 2; ++t) {
+      const bd_node *nd = &g->nodes[pair[t]];
+      const size_t m = (size_t)g->values[nd->in[1]].dims[0] * sizeof(float);
+      char *d = (char *)b->tbias[n] + at;
+      if (nd->n_in > 2 && nd->in[2] >= 0)
+        BD_CU(cudaMemcpyAsync(d, g->values[nd->in[2]].data, m, cudaMemcpyHostToDevice, b->stream));
+      else
+        BD_CU(cudaMemsetAsync(d, 0, m, b->stream));
+      at += m;
+    }
+  }
   BD_CU(cudaStreamSynchronize(b->stream));
 out:
   if (tmp) {
@@ -671,7 +845,8 @@ bd_status bd_cuda_use_weights(bd_cuda_be *b, bd_cuda_weights *w, bd_err *err) {
   if ((st = weights_new(g, b->device, &mine, err)) != BD_OK) return st;
   int same = mine->bytes == w->bytes && w->n_values == g->n_values && w->n_nodes == g->n_nodes &&
              !memcmp(mine->voff, w->voff, sizeof(int64_t) * (size_t)g->n_values) &&
-             !memcmp(mine->noff, w->noff, sizeof(int64_t) * (size_t)g->n_nodes);
+             !memcmp(mine->noff, w->noff, sizeof(int64_t) * (size_t)g->n_nodes) &&
+             !memcmp(mine->toff, w->toff, sizeof(int64_t) * (size_t)g->n_nodes);
   bd_cuda_weights_release(mine);
   if (!same)
     return bd_err_set(err, BD_E_INVALID, "cuda weights: made for another model");
@@ -713,6 +888,7 @@ bd_status bd_cuda_weights_broadcast(bd_cuda_weights *src, int n, const int *devi
     }
     memcpy(made[k]->voff, src->voff, sizeof(int64_t) * (size_t)src->n_values);
     memcpy(made[k]->noff, src->noff, sizeof(int64_t) * (size_t)src->n_nodes);
+    memcpy(made[k]->toff, src->toff, sizeof(int64_t) * (size_t)src->n_nodes);
     made[k]->bytes = src->bytes;
     made[k]->blob = dst[k];
     dst[k] = NULL;
@@ -928,6 +1104,11 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': input '%s' is not computed yet", name,
                         g->values[v].name);
   }
+  if (nd->op == BD_OP_CONV && cp->twin_on[n] == 2) {
+    /* Its twin's launch (an earlier step) writes its output; its step does nothing. */
+    if (!cp->sizing) push(cp, BD_A_OP, n, y, cp->prim[y]);
+    return BD_OK;
+  }
   if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE || nd->op == BD_OP_GATHER ||
        (nd->op == BD_OP_SLICE && cp->alias[y] < 0 && !cp->pad_to[y])) &&
       !g->values[y].is_output && try_view(g, cp, nd)) {
@@ -987,6 +1168,13 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
                         "node '%s' (Gather): indices must be a small int constant", name);
   }
   st = assign_out(b, cp, y, value_h16(g, p, y) ? BD_REP_H16 : BD_REP_F32, err);
+  if (st == BD_OK && nd->op == BD_OP_CONV && cp->twin_on[n] == 1) {
+    /* the first of twins in one launch writes its twin's output too: from this step on */
+    const int y2 = g->nodes[b->twin[n]].out[0];
+    if (!value_h16(g, p, y) || !value_h16(g, p, y2))
+      return bd_err_set(err, BD_E_INTERNAL, "node '%s': twin conv outputs not 16-bit", name);
+    st = assign_out(b, cp, y2, BD_REP_H16, err);
+  }
   if (st != BD_OK) return st;
   if (cp->sizing) {
     /* every buffer this node reads lives until now; a channel-padded conv's copies live
@@ -996,7 +1184,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     if (nd->op == BD_OP_CONV) {
       bd_cuda_conv_shape s;
       size_t pad[2];
-      conv_shape(cp, nd, &s);
+      node_shape(b, cp, n, &s);
       if (bd_cuda_conv_layer_pad_bytes(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
                                        &pad[0], &pad[1]))
         for (int k = 0; k < 2; ++k)
@@ -1013,7 +1201,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     bd_cuda_conv_shape s;
     size_t ws = 0;
     void *pad[2] = {NULL, NULL};
-    conv_shape(cp, nd, &s);
+    node_shape(b, cp, n, &s);
     if (nd->n_in > 3 && nd->in[3] >= 0 && planned_pitch(cp, nd->in[3]) &&
         !(conv_caps(b, cp, nd) & BD_CONV_PITCH_R))
       return bd_err_set(err, BD_E_INTERNAL, "node '%s': conv residual in a Concat's buffer",
@@ -1025,7 +1213,8 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
                                 cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],
                                 cp->buf[y][BD_REP_H16], pad[0], pad[1], cp->probe,
                                 cp->probe_bytes, &cp->layer[n], &ws, err);
-    if (st == BD_OK && b->dnn && nd->n_in > 2 && nd->in[2] >= 0 && fuse_enabled())
+    if (st == BD_OK && b->dnn && nd->n_in > 2 && nd->in[2] >= 0 && fuse_enabled() &&
+        !cp->twin_on[n])
       st = bd_cuda_conv_layer_fuse(b->dnn, cp->layer[n], b->cdev[nd->in[2]],
                                    cp->buf[nd->in[0]][BD_REP_H16], b->wbf[n],
                                    cp->buf[y][BD_REP_H16], cp->probe, cp->probe_bytes, err);
@@ -1142,6 +1331,13 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, int i, bd_err *
   case BD_OP_CONV: {
     const float *bias = NULL;
     const void *r = NULL;
+    if (cp->twin_on[n] == 2) return BD_OK; /* its twin's launch wrote y */
+    if (cp->twin_on[n] == 1) { /* both twins: stacked weights and biases, no residual */
+      void *ws = cp->ws ? (char *)cp->ws + (cp->ws_slot ? cp->ws_slot[i] : 0) * cp->ws_stride : NULL;
+      return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_H16], b->wbf[n],
+                                    (const float *)b->tbias[n], NULL, cp->buf[y][BD_REP_H16], ws,
+                                    cp->ws_bytes, s, err);
+    }
     if (nd->n_in > 2 && nd->in[2] >= 0) {
       bias = b->cdev[nd->in[2]];
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
@@ -1392,11 +1588,17 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
     const bd_node *nd = &g->nodes[a->node];
     const int y = nd->out[0];
     if (cp->vkind[y]) return 0; /* a view: nothing runs */
-    if (cap < 3 * nd->n_in + 5) return -1;
+    if (nd->op == BD_OP_CONV && cp->twin_on[a->node] == 2) return 0; /* its twin's launch */
+    if (cap < 3 * nd->n_in + 6) return -1;
     for (int k = 0; k < nd->n_in; ++k)
       if (nd->in[k] >= 0 && !host_input(nd->op, k)) n += fp_value_reads(cp, nd->in[k], &f[n]);
     view_of(cp, y, cp->prim[y], &t);
     fp_view(&t, 1, &f[n++]);
+    if (nd->op == BD_OP_CONV && cp->twin_on[a->node] == 1) { /* and its twin's output */
+      const int y2 = g->nodes[b->twin[a->node]].out[0];
+      view_of(cp, y2, BD_REP_H16, &t);
+      fp_view(&t, 1, &f[n++]);
+    }
     if (i == cp->rd_fuse && cp->rd_fuse > 0) { /* and the FP32 input, where it reads that */
       const int v = g->inputs[0];
       fp_bytes(cp->buf[v][BD_REP_F32], (size_t)numel_of(cp->plan, v) * 4, 0, &f[n++]);
@@ -1640,7 +1842,8 @@ static void fuse_layout(const bd_cuda_be *b, bd_cuda_cplan *cp, const char *in, 
   if (reader < 0 || cp->acts[reader].kind != BD_A_OP) return;
   const int n = cp->acts[reader].node;
   const bd_node *nd = &g->nodes[n];
-  if (nd->op != BD_OP_CONV || cp->buf[nd->in[0]][BD_REP_H16] != cp->rd_dst) return;
+  if (nd->op != BD_OP_CONV || cp->twin_on[n] || cp->buf[nd->in[0]][BD_REP_H16] != cp->rd_dst)
+    return; /* twins read the tensor both: their one launch reads it as it lies */
   const int64_t *d = cp->plan->dims[g->inputs[0]];
   const char *y = cp->buf[nd->out[0]][BD_REP_H16];
   if (!bd_cuda_conv_layer_takes_layout(cp->layer[n], &cp->rd_lo, (int)d[2], (int)d[3]) || !y ||

@@ -198,6 +198,9 @@ typedef struct bd_cuda_cplan {
   char *vkind;
   bd_cuda_view *vview;
   int64_t *voff; /* vkind 2: elements from the source chain's buffer to the view's first */
+  /* Twin convs (bd_cuda_conv_twins) this plan runs as one launch: per node 1 for the
+   * first (it writes both outputs), 2 for the second (nothing left to run), 0 none. */
+  signed char *twin_on;
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;
@@ -313,6 +316,9 @@ typedef struct bd_cuda_be {
   void *dnn;   /* cudnnHandle_t, NULL without cuDNN */
   void **cdev; /* per value: FP32 device copy of a float constant */
   void **wbf;  /* per node: 16-bit KRSC conv weights */
+  void **tbias; /* per node, first of twin convs: both biases stacked, FP32 (zeros where
+                   a conv has none); NULL for the others */
+  int *twin;    /* per node: its twin conv (bd_cuda_conv_twins), -1 none */
   bd_cuda_cplan **plans;
   int n_plans;
   int use_graphs;
@@ -327,6 +333,14 @@ typedef struct bd_cuda_be {
  * 640) it took batch 1 from 0.880 to 0.797 ms and batch 32 from 4.90 to 5.06 ms. */
 #define BD_CUDA_PDL_AUTO_BATCH 4
 
+/* Twin convs: pairs of convs of g reading one input with the same geometry and
+ * activation, no residual, channel counts multiples of 8, neither a graph output (in
+ * node order, each with the nearest later one that is free). Fills twin[n] (n_nodes
+ * entries) with n's partner, -1 for none. Their weights lie back to back in the weights
+ * blob, and a plan whose conv choice puts the stacked shape on our tensor-core kernel
+ * runs each pair as one launch (bd_cuda_kernels.h's m1; BATCHDET_CUDA_TWINS=0: never):
+ * the input is read once and the GEMM is twice as wide. */
+void bd_cuda_conv_twins(const bd_graph *g, int *twin);
 /* The size of g's weights blob; with cdev (n_values entries), cdev[v] = marker for
  * every value the blob holds, NULL for the others (a host-only view of the layout). */
 bd_status bd_cuda_weights_bytes(const bd_graph *g, size_t *bytes, void **cdev, void *marker,

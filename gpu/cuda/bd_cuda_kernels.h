@@ -81,6 +81,14 @@ typedef struct bd_cuda_conv_shape {
   int xzero;        /* 1: x's channels c..ldx-1 are zeros (a channel-padded layer reads x
                        as its padded input, no copy) */
   int ldr;          /* residual pixel pitch, 0 = packed */
+  /* Twin outputs (our tensor-core kernel only, bd_cuda_conv_mma_tiled): m1 > 0 sends
+   * output channels [0, m1) to y (pitch ldy) and [m1, m) to y2 (pitch ldy2, its channel
+   * 0 first): two convs of one input with the same geometry, activation and no residual
+   * (DAMO-YOLO's and YOLOX's CSP stages: 1x1 conv1 and conv2) run as one, their weights
+   * and biases stacked, the input read once. m1, m - m1, ldy and ldy2 multiples of 8, y2
+   * 16-byte aligned, res BD_RES_NONE. 0: one output. */
+  int m1, ldy2;
+  void *y2;
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and

@@ -156,19 +156,22 @@ static float epi(float acc, float b, float r, int a, int res) {
 /* The convolution both kernels compute, a pitched residual included (ldr; the direct
  * kernel refuses one, as on a GPU). */
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
-                               const float *bias, const void *r, void *y);
+                               const float *bias, const void *r, void *y, void *y2);
 static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const void *w,
                             const float *bias, const void *r, void *y) {
   return conv_ref_sh(p, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
-                     bd_emu_shadow(y));
+                     bd_emu_shadow(y), p->m1 ? bd_emu_shadow(p->y2) : NULL);
 }
-/* The same on the shadows (FP32 arrays holding the 16-bit values) of x, w, r and y. */
+/* The same on the shadows (FP32 arrays holding the 16-bit values) of x, w, r, y and a
+ * twin's second output y2 (channels m1.. of the conv, bd_cuda_kernels.h). */
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
-                               const float *bias, const void *r, void *y) {
+                               const float *bias, const void *r, void *y, void *y2) {
   int cg = p->c / p->group, mg = p->m / p->group;
   const int64_t ldr = p->ldr ? p->ldr : p->m;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
-  if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
+  if (ldx < p->c || (!p->m1 && ldy < p->m) ||
+      (p->m1 && (!y2 || p->m1 >= p->m || ldy < p->m1 || p->ldy2 < p->m - p->m1 || r)))
+    return cudaErrorInvalidValue;
   ++bd_cuda_emu_layer;
   bd_emu_tick();
   emu_config();
@@ -195,7 +198,11 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
-          st(y, BD_CT_H16, (i / p->m) * ldy + m, epi(acc, bias ? bias[m] : 0, rv, p->act, p->res));
+          const float o = epi(acc, bias ? bias[m] : 0, rv, p->act, p->res);
+          if (p->m1 && m >= p->m1)
+            st(y2, BD_CT_H16, (i / p->m) * p->ldy2 + (m - p->m1), o);
+          else
+            st(y, BD_CT_H16, (i / p->m) * ldy + m, o);
         }
   return cudaSuccess;
 }
@@ -203,7 +210,7 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
 cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                 const float *bias, const void *r, void *y, cudaStream_t s) {
   (void)s;
-  if (p->ldr && p->ldr != p->m) return cudaErrorInvalidValue;
+  if ((p->ldr && p->ldr != p->m) || p->m1) return cudaErrorInvalidValue;
   return conv_ref(p, x, w, bias, r, y);
 }
 
@@ -224,7 +231,9 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
   if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 ||
       (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldr && p->ldr < p->m) ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
-      ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES)
+      ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES ||
+      (p->m1 && (!vec || p->m1 % 8 || p->ldy % 8 || !p->ldy || p->ldy2 % 8 ||
+                 ((uintptr_t)p->y2 & 15u) || p->res)))
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;
@@ -238,7 +247,7 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
     float *ys = bd_emu_shadow(y);
     const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;
     for (int64_t i = 0; i < pix; ++i)
-      for (int m = 0; m < p->m; ++m) {
+      for (int m = 0; m < (p->m1 ? p->m1 : p->m); ++m) { /* a twin: its first output */
         const int64_t o = i * ldy + m;
         st(ys, BD_CT_H16, o, -ld(ys, BD_CT_H16, o) - 1);
       }
@@ -495,7 +504,8 @@ cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *
   bd_cuda_conv_shape q = *p;
   q.ldx = 0;
   bd_cuda_emu_layout_fused++;
-  cudaError_t e = conv_ref_sh(&q, x, bd_emu_shadow(w), bias, bd_emu_shadow(r), bd_emu_shadow(y));
+  cudaError_t e = conv_ref_sh(&q, x, bd_emu_shadow(w), bias, bd_emu_shadow(r), bd_emu_shadow(y),
+                              q.m1 ? bd_emu_shadow(q.y2) : NULL);
   free(x);
   return e;
 }

@@ -123,7 +123,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
-    step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
+    BD_EXPECT_TWINS=5 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
   # Conv tile 17 (patch: whole input patches in shared memory) on every DAMO-T layer it
   # takes (the stem, the first stages), through the whole model; its times per layer are
   # in bench-damoT-b32.log's choice lines.
@@ -137,6 +137,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # default (each side as a replayed graph); its choice lines say what each layer got.
   BATCHDET_CUDA_CHOICE_TIMING=host BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b32-hosttimed 60 \
     "$BD" bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  # Twin convs (bd_cuda_conv_twins: a CSP stage's conv1 and conv2 in one launch; on by
+  # default where the stacked shape runs on our kernel) against one launch each.
+  BATCHDET_CUDA_TWINS=0 step bench-damoT-b32-notwins 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_CUDA_TWINS=0 step bench-cuda-b32-notwins 45 "$BD" bench --model "$MODEL" \
+    --device cuda --batch 32 --iters 30 --warmup 5
   # Issue 7, in priority order (the deadline may cut the tail): the batches the targets
   # name, where the time goes (bench --profile: every action alone between CUDA events),
   # A/B rows (our tensor-core conv, Concat pieces in place), end to end, the rest.
@@ -220,7 +226,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
-    bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
+    bench-damoT-b32-notwins bench-cuda-b32-notwins bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
     bench-e2e-damoT-b32-dense bench-e2e-damoT-b32-prep32 bench-cpu-b1; do
@@ -244,7 +250,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     sed -n "/^rank /,+4p" "$OUT/$f.log"
     grep -E '^kind ' "$OUT/$f.log" | head -n 6
   done
-  grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|PASSED|FAILED" \
+  grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|twin conv|PASSED|FAILED" \
     "$OUT"/test_cuda_*.log "$OUT"/test_pool.log 2>/dev/null |
     sed "s|$OUT/||" | head -n 60
   grep -HE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" \

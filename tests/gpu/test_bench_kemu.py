@@ -8,10 +8,12 @@ Checks, each through --json: the network bench and the end-to-end bench (pre-pro
 network, decode and NMS on the device) say their batches ran as captured CUDA graphs,
 with a positive rate; yolox_nano's network bench does too (the letterbox family, its
 Focus stem, concats written in place); the profile's per-action replayed times equal its
-uncaptured ones on the emulated clock; the pool bench over two instances on the one
+uncaptured ones on the emulated clock; with every conv on our kernel yolox_nano's CSP
+pairs run as twin convs (one launch each), and none with BATCHDET_CUDA_TWINS=0; the pool bench over two instances on the one
 emulated GPU fails no batch and accounts for every batch it timed. Exit 1 on any
 failure."""
 import json
+import os
 import subprocess
 import sys
 
@@ -60,6 +62,24 @@ if r is not None:
     check(len(rows) > 10 and all(abs(x["us_replay"] - x["us"]) < 1e-3 for x in rows),
           f"profile: replayed time = median for each of {len(rows)} actions")
     check(sum(x["us_replay"] for x in rows) > 0, "profile: replayed times measured")
+
+# Twin convs on yolox_nano, all convs on our kernel: its CSP layers' 1x1 conv1/conv2 pairs
+# (8 with channel counts that are multiples of 8) each one launch, the second's row empty;
+# and none with BATCHDET_CUDA_TWINS=0.
+for twins, want in (("1", 8), ("0", 0)):
+    p = subprocess.run([EXE, "bench", "--model", YOLOX, "--json", "--device", "cuda", "--batch", "1",
+                        "--iters", "1", "--warmup", "0", "--profile"], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "BATCHDET_CUDA_CONV": "mma",
+                                         "BATCHDET_CUDA_TWINS": twins})
+    check(p.returncode == 0, f"twins={twins}: profile ran ({p.stderr.strip()[-200:]})")
+    if p.returncode != 0:
+        continue
+    rows = json.loads(p.stdout).get("profile", {}).get("rows", [])
+    firsts = [x for x in rows if x.get("how", "").endswith(" twins")]
+    seconds = [x for x in rows if x.get("how") == "in its twin's launch"]
+    check(len(firsts) == want and len(seconds) == want,
+          f"twins={twins}: {len(firsts)} launches for {len(seconds)} twin convs (want {want})")
+    check(all(x.get("gflop") == 0 for x in seconds), f"twins={twins}: the seconds' rows count no work")
 
 r = bench(TINY, "--pool", "--device", "cuda", "--instances-per-gpu", "2", "--batch", "2",
           "--iters", "4", "--warmup", "1")

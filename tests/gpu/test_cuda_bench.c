@@ -102,7 +102,8 @@ static void test_profile(void **state) {
   int *seen = calloc((size_t)g->n_nodes, sizeof(int));
   assert_non_null(seen);
   double sum_ms = 0, conv_flops = 0;
-  int n_conv = 0, n_ops = 0, n_conversions = 0, n_outputs = 0, n_zero = 0, n_mma = 0, n_layout = 0;
+  int n_conv = 0, n_ops = 0, n_conversions = 0, n_outputs = 0, n_zero = 0, n_mma = 0, n_layout = 0,
+      n_twins = 0;
   const char *mode = getenv("BATCHDET_CUDA_CONV");
   int mma = mode && !strcmp(mode, "mma");
   for (int i = 0; i < n_rows; ++i) {
@@ -147,6 +148,13 @@ static void test_profile(void **state) {
       continue;
     }
     ++n_conv;
+    if (cp->twin_on[r->node] == 2) { /* its twin's row counts it: nothing of its own runs */
+      assert_int_equal(r->conv_twin, 2);
+      assert_true(r->bytes == 0 && r->flops == 0 && r->ms_median == 0);
+      ++n_twins;
+      continue;
+    }
+    assert_int_equal(r->conv_twin, cp->twin_on[r->node]);
     int pad = -1, algo = bd_cuda_conv_layer_algo(cp->layer[r->node], &pad);
     assert_int_equal(r->conv_algo, algo);
     assert_int_equal(r->conv_padded, pad);
@@ -166,6 +174,14 @@ static void test_profile(void **state) {
     const int64_t *yd = plan->dims[nd->out[0]];
     assert_int_equal(w->dims[0], yd[1]);
     double flops = 2.0 * (double)yd[0] * (double)yd[2] * (double)yd[3] * wn;
+    if (cp->twin_on[r->node] == 1) { /* one launch of both: the twin's work too, one input */
+      const bd_node *t = &g->nodes[((bd_cuda_be *)be)->twin[r->node]];
+      const double tn = (double)bd_value_numel(&g->values[t->in[1]]);
+      assert_int_equal(t->in[0], nd->in[0]);
+      bytes += (numel(plan, t->out[0]) + tn) * 2;
+      if (t->n_in > 2 && t->in[2] >= 0) bytes += (double)bd_value_numel(&g->values[t->in[2]]) * 4;
+      flops += 2.0 * (double)yd[0] * (double)yd[2] * (double)yd[3] * tn;
+    }
     assert_true(close_to(r->bytes, bytes, 1e-12));
     assert_true(close_to(r->flops, flops, 1e-12));
     conv_flops += r->flops;
@@ -202,6 +218,10 @@ static void test_profile(void **state) {
   check(bd_cost_of(g, plan, &cost, &err), &err, "bd_cost_of");
   assert_int_equal(n_conv, cost.n_conv);
   assert_true(mma ? n_mma > 0 : n_mma == 0);
+  /* With every conv on our kernel, yolox_nano's 8 CSP pairs (1x1 conv1 + conv2) run as
+   * twins unless BATCHDET_CUDA_TWINS=0; never on the direct kernel. */
+  const char *tw = getenv("BATCHDET_CUDA_TWINS");
+  assert_int_equal(n_twins, mma && !(tw && !strcmp(tw, "0")) ? 8 : 0);
   assert_true(close_to(conv_flops, 2 * cost.conv_macs, 1e-12));
   /* The brackets split one run's launches exactly: none outside, none twice. */
   assert_true(close_to(sum_ms, (double)run_launches * 1e-3, 1e-6));

@@ -83,7 +83,7 @@ static void run_case(const conv_case *cc, int use_direct) {
   void *dy = tc_dev_poisoned(npy * ldy * 2), *ws = NULL;
   bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
                           cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx, cc->ldy, cc->xzero,
-                          cc->ldr};
+                          cc->ldr, 0, 0, NULL};
   const void *rr = cc->res ? dr : NULL;
   if (use_direct >= 2) {
     const int tile = use_direct - 2;
@@ -189,7 +189,7 @@ static void test_conv_direct(void **state) {
     if (!cases[i].ldr) run_case(&cases[i], 1);
   /* a pitched residual is our tensor-core kernel's only: refused before anything is read */
   bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
-                          0, 0, 0, 24};
+                          0, 0, 0, 24, 0, 0, NULL};
   assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
 }
 
@@ -217,7 +217,7 @@ static void test_conv_tiles(void **state) {
       const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
       bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
                               1, 1, cc->pt, cc->pl, 1, cc->act, cc->res, cc->ldx, cc->ldy, 0,
-                              cc->ldr};
+                              cc->ldr, 0, 0, NULL};
       if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split or patch tile refusing it */
       run_case(cc, 2 + t);
       ++ran;
@@ -245,7 +245,7 @@ static void test_conv_layer(void **state) {
       const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
       bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
                               1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx,
-                              cc->ldy, cc->xzero, cc->ldr};
+                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL};
       ldr_cases++;
       if (!(bd_cuda_conv_layer_pitch_caps(&p, cc->pb, cc->pr, cudnn, 1) & BD_CONV_PITCH_R))
         continue;
@@ -258,11 +258,94 @@ static void test_conv_layer(void **state) {
   if (mode && strcmp(mode, "mma") == 0) assert_int_equal(ldr_ran, ldr_cases);
 }
 
+/* Twin outputs (bd_cuda_kernels.h's m1): one launch of a stacked conv sends channels
+ * [0, m1) to y and the rest to y2, each at its own pitch (Concat slices), on every tile
+ * that takes the shape, against the double reference of the stacked conv; the channels
+ * around both outputs stay poisoned. The direct kernel and malformed twins are refused. */
+static void run_twin(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int tile) {
+  const int N = 2, H = 7, W = 9, pad = k / 2, m = m1 + m2;
+  const size_t nx = (size_t)N * H * W * c, nw = (size_t)m * k * k * c, npy = (size_t)N * H * W;
+  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *yb = malloc(npy * ldy * 2),
+           *y2b = malloc(npy * ldy2 * 2);
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *bias = malloc(m * 4);
+  float *got = malloc(npy * m * 4), *want = malloc(npy * m * 4);
+  assert_non_null(want);
+  assert_non_null(y2b);
+  for (size_t i = 0; i < nx; ++i) x[i] = tc_h162f(xb[i] = tc_f2h16(tc_uniform(-2, 2)));
+  for (size_t i = 0; i < nw; ++i) w[i] = tc_h162f(wb[i] = tc_f2h16(tc_uniform(-0.5f, 0.5f)));
+  for (int i = 0; i < m; ++i) bias[i] = tc_uniform(-1, 1);
+  for (size_t q = 0; q < npy; ++q)
+    for (int o = 0; o < m; ++o) {
+      const int oy = (int)(q / W % H), ox = (int)(q % W);
+      const size_t b = q / ((size_t)H * W);
+      double acc = bias[o];
+      for (int ky = 0; ky < k; ++ky)
+        for (int kx = 0; kx < k; ++kx) {
+          const int iy = oy - pad + ky, ix = ox - pad + kx;
+          if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+          for (int ci = 0; ci < c; ++ci)
+            acc += (double)x[((b * H + iy) * W + ix) * c + ci] * w[(((size_t)o * k + ky) * k + kx) * c + ci];
+        }
+      want[q * m + o] = act_f(acc, act);
+    }
+  void *dx = tc_dev_copy(xb, nx * 2), *dw = tc_dev_copy(wb, nw * 2), *ws = NULL;
+  float *dbias = tc_dev_copy(bias, m * 4);
+  void *dy = tc_dev_poisoned(npy * ldy * 2), *dy2 = tc_dev_poisoned(npy * ldy2 * 2);
+  bd_cuda_conv_shape p = {N, H, W, c, H, W, m, k, k, 1, 1, 1, 1, pad, pad, 1, act, BD_RES_NONE,
+                          0, ldy, 0, 0, m1, ldy2, dy2};
+  if (bd_cuda_conv_mma_splits(&p, tile) < 1) goto done; /* a tile refusing the shape */
+  const size_t wsb = bd_cuda_conv_mma_ws_bytes(&p, tile);
+  if (wsb) assert_int_equal(cudaMalloc(&ws, wsb), cudaSuccess);
+  assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, dx, dw, dbias, NULL, dy, ws, wsb, 0),
+                   cudaSuccess);
+  assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+  assert_int_equal(cudaMemcpy(yb, dy, npy * ldy * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  assert_int_equal(cudaMemcpy(y2b, dy2, npy * ldy2 * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t q = 0; q < npy; ++q) {
+    for (int o = 0; o < ldy; ++o) {
+      if (o < m1) got[q * m + o] = tc_h162f(yb[q * ldy + o]);
+      else assert_int_equal(yb[q * ldy + o], 0xFFFF);
+    }
+    for (int o = 0; o < ldy2; ++o) {
+      if (o < m2) got[q * m + m1 + o] = tc_h162f(y2b[q * ldy2 + o]);
+      else assert_int_equal(y2b[q * ldy2 + o], 0xFFFF);
+    }
+  }
+  assert_int_equal(tc_compare(bd_cuda_conv_mma_tile_name(tile), got, want, npy * m, 2e-2f, 1e-2f), 0);
+  /* the direct kernel and twins that break the contract: refused */
+  assert_int_equal(bd_cuda_conv_direct(&p, dx, dw, dbias, NULL, dy, 0), cudaErrorInvalidValue);
+  bd_cuda_conv_shape bad = p;
+  bad.m1 = m1 + 4; /* not a multiple of 8 */
+  assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, NULL, dy, ws, wsb, 0),
+                   cudaErrorInvalidValue);
+  bad = p;
+  bad.res = BD_RES_PRE_ACT; /* a residual */
+  assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, dy2, dy, ws, wsb, 0),
+                   cudaErrorInvalidValue);
+done:
+  cudaFree(dx);
+  cudaFree(dw);
+  cudaFree(dbias);
+  cudaFree(dy);
+  cudaFree(dy2);
+  cudaFree(ws);
+  free(xb); free(wb); free(yb); free(y2b); free(x); free(w); free(bias); free(got); free(want);
+}
+
+static void test_conv_twins(void **state) {
+  (void)state;
+  for (int t = 0; t < BD_CONV_MMA_TILES; ++t) {
+    run_twin(1, 24, 16, 24, 16, 32, BD_ACT_RELU, t); /* a CSP stage's 1x1 conv1 + conv2 */
+    run_twin(3, 16, 8, 40, 24, 40, BD_ACT_SILU, t);  /* 3x3, y a Concat slice */
+  }
+}
+
 int main(void) {
   TC_SKIP_IF_NO_DEVICE();
   tc_seed();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_conv_direct),
                                      cmocka_unit_test(test_conv_tiles),
-                                     cmocka_unit_test(test_conv_layer)};
+                                     cmocka_unit_test(test_conv_layer),
+                                     cmocka_unit_test(test_conv_twins)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -203,8 +203,10 @@ static void test_conv_auto(void **state) {
   printf("%d dense convs, %d of them unfused or channel-padded in cuDNN\n", n_fits, n_want);
   assert_true(n_want > 0);
   setenv("BATCHDET_CUDA_CONV", "auto", 1);
+  setenv("BATCHDET_CUDA_TWINS", "0", 1); /* each conv its own launch: the choice per layer */
   check(bd_cuda_backend_new(g, 0, &aut, &err), &err, "cuda backend, auto");
   check(bd_backend_prepare(aut, plan, &err), &err, "prepare, auto");
+  unsetenv("BATCHDET_CUDA_TWINS");
   layer_counts ca = print_layers(aut, plan);
   const bd_cuda_cplan *ap = bd_cuda_backend_plan((bd_cuda_be *)aut, plan);
   assert_non_null(ap);
@@ -219,6 +221,26 @@ static void test_conv_auto(void **state) {
   assert_int_equal(ca.mma, faulty ? 0 : n_want);
   check_vs_cpu(lib, plan, bound);
   check_vs_cpu(aut, plan, bound);
+  /* Twin convs (the default): the choice measures each pair's stacked shape too. On
+   * yolox_nano its 8 CSP pairs have SiLU, which cuDNN does not fuse (two launches against
+   * our one), so each pair runs as one launch of ours, unless ours is faulty. */
+  bd_backend *tw = NULL;
+  check(bd_cuda_backend_new(g, 0, &tw, &err), &err, "cuda backend, auto, twins");
+  check(bd_backend_prepare(tw, plan, &err), &err, "prepare, auto, twins");
+  const bd_cuda_cplan *tp = bd_cuda_backend_plan((bd_cuda_be *)tw, plan);
+  assert_non_null(tp);
+  int firsts = 0, seconds = 0;
+  for (int n = 0; n < g->n_nodes; ++n) {
+    firsts += tp->twin_on[n] == 1;
+    seconds += tp->twin_on[n] == 2;
+    if (tp->twin_on[n] == 1)
+      assert_int_equal(bd_cuda_conv_layer_algo(tp->layer[n], &(int){0}), -2);
+  }
+  printf("auto with twins: %d pairs in one launch each\n", firsts);
+  assert_int_equal(firsts, seconds);
+  if (!getenv("BD_CUDA_INPUT")) assert_int_equal(firsts, faulty ? 0 : 8);
+  check_vs_cpu(tw, plan, bound);
+  bd_backend_destroy(tw);
   setenv("BATCHDET_CUDA_CONV", "fast", 1);
   check(bd_cuda_backend_new(g, 0, &bad, &err), &err, "cuda backend, bad mode");
   assert_int_equal(bd_backend_prepare(bad, plan, &err), BD_E_INVALID);

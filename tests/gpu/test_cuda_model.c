@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -117,6 +118,20 @@ static void run_batch(int batch) {
     if (cp->rd_direct && !(getenv("BATCHDET_CUDA_FUSE_LAYOUT") &&
                            !strcmp(getenv("BATCHDET_CUDA_FUSE_LAYOUT"), "0")))
       assert_true(cp->rd_fuse > 0);
+  }
+  if (getenv("BD_EXPECT_TWINS")) {
+    /* DAMO-YOLO's CSP stages (merge_3..7: 1x1 conv1 and conv2 of one input) on our
+     * tensor-core kernel: each pair one launch writing both outputs */
+    const bd_cuda_cplan *cp = bd_cuda_backend_plan((bd_cuda_be *)gpu, plan);
+    assert_non_null(cp);
+    int firsts = 0, seconds = 0;
+    for (int i = 0; i < g->n_nodes; ++i) {
+      firsts += cp->twin_on[i] == 1;
+      seconds += cp->twin_on[i] == 2;
+    }
+    printf("batch %d: %d twin conv pairs in one launch each\n", batch, firsts);
+    assert_int_equal(firsts, seconds);
+    assert_true(firsts >= atoi(getenv("BD_EXPECT_TWINS")));
   }
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);

@@ -1,7 +1,9 @@
 /* bd_compile: the backend-independent passes, in order: shape inference with constant
- * folding (one forward pass at B0), no-op removal, BatchNorm folding, RepConv merge,
- * Conv activation/residual fusion, standalone SiLU, dead-node removal, compaction.
- * Patterns are matched by structure and shapes only, never by names. */
+ * folding (one forward pass at B0), no-op removal, BatchNorm folding, constant scale
+ * folding, RepConv merge, Conv activation/residual fusion, standalone SiLU, SPP pool
+ * chaining, the DFL integral (SoftmaxDot), Transposes sunk, per-coordinate box decodes
+ * folded, Muls by constants merged, dead-node removal, compaction. Patterns are matched
+ * by structure and shapes only, never by names. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -928,6 +930,220 @@ static bd_status sink_transposes(ctx_t *c, int *count, bd_err *err) {
   return st;
 }
 
+/* ---------- A Concat of +-constant Gathers: one Mul and one Add ---------- */
+/* A box decode written per coordinate (DAMO-YOLO's and other GFL heads' distance2bbox):
+ * the coordinates of M are gathered one by one along an axis, each is subtracted from or
+ * added to a constant (the anchor points), and the results are unsqueezed and joined
+ * along that same axis in gather order. That is Add(K, Mul(M, S)): S the signs (-1 where
+ * the piece is constant - gather), K the constants stacked along the axis (negated where
+ * the piece is gather - constant). The Gathers, the k element-wise ops, the Unsqueezes
+ * and the Concat become two element-wise ops (DAMO-T: 6 kernels of the box branch, the
+ * last ones before its output, become 2). Matched by structure and shapes. */
+#define GC_MAX_PIECES 16
+
+/* The pieces' parts: element-wise node, its constant input, the sign of M in it. */
+typedef struct {
+  int ew, konst, sign;
+} gc_piece;
+
+/* Whether Concat node k is such a join; fills the pieces and M, the axis, on success. */
+static int gc_match(const ctx_t *c, int k, gc_piece *pc, int *m_out, int *axis_out) {
+  const bd_graph *g = c->g;
+  const bd_node *cn = &g->nodes[k];
+  const int y = cn->out[0], r = g->values[y].rank, a = cn->p.concat.axis, n = cn->n_in;
+  int m = -1;
+  if (n < 2 || n > GC_MAX_PIECES || r < 1 || a < 0 || a >= r || g->values[y].dims[a] != n)
+    return 0;
+  for (int j = 0; j < n; j++) {
+    const int u = cn->in[j], un = u >= 0 ? g->values[u].producer : -1;
+    if (un < 0 || sole(c, u) != k) return 0;
+    const bd_node *us = &g->nodes[un];
+    if (us->dead || us->op != BD_OP_UNSQUEEZE || us->p.unsq.n != 1 || us->p.unsq.axes[0] != a)
+      return 0;
+    const int e = us->in[0], en = e >= 0 ? g->values[e].producer : -1;
+    if (en < 0 || sole(c, e) != un) return 0;
+    const bd_node *es = &g->nodes[en];
+    if (es->dead || (es->op != BD_OP_ADD && es->op != BD_OP_SUB) || es->n_in != 2) return 0;
+    int side = -1; /* the input that is the Gather */
+    for (int t = 0; t < 2; t++) {
+      const int gv = es->in[t], gn = gv >= 0 ? g->values[gv].producer : -1;
+      if (gn < 0 || g->nodes[gn].dead || g->nodes[gn].op != BD_OP_GATHER) continue;
+      const bd_node *gs = &g->nodes[gn];
+      const bd_value *iv = &g->values[gs->in[1]];
+      if (!iv->data || iv->rank != 0 || (iv->dtype != BD_DT_I64 && iv->dtype != BD_DT_I32))
+        continue;
+      int64_t ix = iv->dtype == BD_DT_I64 ? *(const int64_t *)iv->data : *(const int32_t *)iv->data;
+      const bd_value *mv = &g->values[gs->in[0]];
+      if (gs->p.gather.axis != a || mv->rank != r || mv->dims[a] != n) continue;
+      if (ix < 0) ix += n;
+      if (ix != j || (m >= 0 && gs->in[0] != m)) continue;
+      side = t;
+      m = gs->in[0];
+      break;
+    }
+    if (side < 0) return 0;
+    const int kv = es->in[1 - side];
+    const bd_value *kc = &g->values[kv];
+    if (!is_f32_const(g, kv) || kc->rank > r - 1) return 0;
+    pc[j].ew = en;
+    pc[j].konst = kv;
+    pc[j].sign = es->op == BD_OP_SUB && side == 1 ? -1 : 1;
+  }
+  /* M's shape is the Concat's: the constants broadcast against the rest */
+  for (int d = 0; d < r; d++)
+    if (g->values[m].dims[d] != g->values[y].dims[d]) return 0;
+  *m_out = m;
+  *axis_out = a;
+  return 1;
+}
+
+/* The rewrite of a matched Concat k: K and S built, the first piece's element-wise node
+ * becomes Mul(M, S), the Concat becomes Add(that, K). */
+static bd_status gc_rewrite(ctx_t *c, int k, const gc_piece *pc, int m, int a, bd_err *err) {
+  bd_graph *g = c->g;
+  const int r = g->values[g->nodes[k].out[0]].rank, n = g->nodes[k].n_in;
+  int64_t kd[BD_MAX_RANK], sd[BD_MAX_RANK];
+  /* K's dims: per axis of the Concat, the constants' (right-aligned over the rank without
+   * the axis, then the axis put back), which must agree where they are not 1 */
+  for (int d = 0; d < r; d++) kd[d] = 1, sd[d] = 1;
+  kd[a] = sd[a] = n;
+  for (int j = 0; j < n; j++) {
+    const bd_value *kc = &g->values[pc[j].konst];
+    for (int i = 0; i < kc->rank; i++) {
+      int d = r - 1 - kc->rank + i; /* its place in the rank without the axis */
+      if (d >= a) d++;
+      const int64_t v = kc->dims[i];
+      if (v == 1) continue;
+      if (kd[d] != 1 && kd[d] != v) return BD_E_UNSUPPORTED; /* do not rewrite */
+      kd[d] = v;
+    }
+  }
+  int64_t kn = 1;
+  for (int d = 0; d < r; d++) kn *= kd[d];
+  if (kn > ((int64_t)1 << 24)) return BD_E_UNSUPPORTED;
+  float *kb = malloc(sizeof(float) * (size_t)kn), *sb = malloc(sizeof(float) * (size_t)n);
+  if (!kb || !sb) {
+    free(kb);
+    free(sb);
+    return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  }
+  for (int64_t i = 0; i < kn; i++) { /* element i of K: its piece j, then K_j's element */
+    int64_t t = i, off = 0, stride = 1, coord[BD_MAX_RANK];
+    for (int d = r - 1; d >= 0; d--) coord[d] = t % kd[d], t /= kd[d];
+    const int j = (int)coord[a];
+    const bd_value *kc = &g->values[pc[j].konst];
+    for (int q = kc->rank - 1; q >= 0; q--) {
+      int d = r - 1 - kc->rank + q;
+      if (d >= a) d++;
+      if (kc->dims[q] != 1) off += coord[d] * stride;
+      stride *= kc->dims[q];
+    }
+    const float v = ((const float *)kc->data)[off];
+    kb[i] = pc[j].sign < 0 || g->nodes[pc[j].ew].op == BD_OP_ADD ? v : -v;
+  }
+  for (int j = 0; j < n; j++) sb[j] = (float)pc[j].sign;
+  const int kv = new_const(g, "box_decode_K", r, kd, kb);
+  const int sv = kv >= 0 ? new_const(g, "box_decode_S", r, sd, sb) : -1;
+  if (kv < 0) free(sb);
+  if (kv < 0 || sv < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  bd_node *mul = &g->nodes[pc[0].ew];
+  mul->op = BD_OP_MUL;
+  mul->in[0] = m;
+  mul->in[1] = sv;
+  bd_node *add = &g->nodes[k];
+  int *in = realloc(add->in, sizeof(int) * 2);
+  if (!in) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  add->in = in;
+  add->n_in = 2;
+  add->op = BD_OP_ADD;
+  add->in[0] = mul->out[0];
+  add->in[1] = kv;
+  return BD_OK;
+}
+
+static bd_status fold_gather_concats(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  int done = 0;
+  recount(c);
+  for (int k = 0; k < g->n_nodes; k++) {
+    gc_piece pc[GC_MAX_PIECES];
+    int m = -1, a = -1;
+    if (g->nodes[k].dead || g->nodes[k].op != BD_OP_CONCAT || !gc_match(c, k, pc, &m, &a))
+      continue;
+    bd_status st = gc_rewrite(c, k, pc, m, a, err);
+    if (st == BD_E_UNSUPPORTED) continue; /* constants that do not stack: left alone */
+    if (st != BD_OK) return st;
+    if ((st = grow_book(c, err))) return st; /* new constants; recounts */
+    done++;
+  }
+  *count = done;
+  return done ? forward(g, 0, NULL, err) : BD_OK;
+}
+
+/* ---------- Mul by a constant, then by another: one Mul ---------- */
+/* (x * c1) * c2 = x * (c1 * c2) with numpy broadcasting, the product computed here (the
+ * DFL integral's stride scale, then fold_gather_concats' signs: one kernel fewer). The
+ * result may differ from the two products in the last bit. */
+static bd_status fold_const_muls(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  int done = 0;
+  recount(c);
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead || nd->op != BD_OP_MUL || nd->n_in != 2) continue;
+    const int kq = is_f32_const(g, nd->in[1]) ? 1 : is_f32_const(g, nd->in[0]) ? 0 : -1;
+    if (kq < 0) continue;
+    const int y = nd->in[1 - kq], p = producer(c, y, BD_OP_MUL);
+    if (p < 0 || sole(c, y) != i || g->nodes[p].n_in != 2) continue;
+    const bd_node *pn = &g->nodes[p];
+    const int kp = is_f32_const(g, pn->in[1]) ? 1 : is_f32_const(g, pn->in[0]) ? 0 : -1;
+    if (kp < 0) continue;
+    const bd_value *a = &g->values[pn->in[kp]], *b = &g->values[nd->in[kq]];
+    const int r = a->rank > b->rank ? a->rank : b->rank;
+    int64_t d[BD_MAX_RANK], n = 1;
+    int ok = 1;
+    for (int q = 0; q < r; q++) { /* right-aligned broadcast of the two constants */
+      const int qa = q - (r - a->rank), qb = q - (r - b->rank);
+      const int64_t da = qa >= 0 ? a->dims[qa] : 1, db = qb >= 0 ? b->dims[qb] : 1;
+      if (da != db && da != 1 && db != 1) ok = 0;
+      d[q] = da > db ? da : db;
+      n *= d[q];
+    }
+    if (!ok || n > ((int64_t)1 << 24)) continue;
+    float *prod = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!prod) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    for (int64_t e = 0; e < n; e++) {
+      int64_t t = e, oa = 0, ob = 0, sa = 1, sb = 1;
+      for (int q = r - 1; q >= 0; q--) {
+        const int64_t x = t % d[q];
+        t /= d[q];
+        const int qa = q - (r - a->rank), qb = q - (r - b->rank);
+        if (qa >= 0) {
+          if (a->dims[qa] != 1) oa += x * sa;
+          sa *= a->dims[qa];
+        }
+        if (qb >= 0) {
+          if (b->dims[qb] != 1) ob += x * sb;
+          sb *= b->dims[qb];
+        }
+      }
+      prod[e] = ((const float *)a->data)[oa] * ((const float *)b->data)[ob];
+    }
+    const int x = pn->in[1 - kp];
+    const int v = new_const(g, "product", r, d, prod);
+    if (v < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    nd = &g->nodes[i];
+    nd->in[1 - kq] = x;
+    nd->in[kq] = v;
+    g->nodes[p].dead = 1;
+    bd_status st = grow_book(c, err); /* the new constant; recounts */
+    if (st) return st;
+    done++;
+  }
+  *count = done;
+  return done ? forward(g, 0, NULL, err) : BD_OK;
+}
+
 /* ---------- dead nodes and compaction ---------- */
 static int remove_dead(bd_graph *g) {
   uint8_t *need = calloc((size_t)g->n_values, 1);
@@ -1057,6 +1273,9 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
     r.chained_pools = chain_pools(&c);
     if ((st = fuse_dfl(&c, &r.fused_dfl, err))) goto out;
     if ((st = sink_transposes(&c, &r.sunk_transposes, err))) goto out;
+    if ((st = fold_gather_concats(&c, &r.folded_gather_concats, err))) goto out;
+    r.removed += remove_dead(g); /* the replaced pieces: their Gathers no longer read M */
+    if ((st = fold_const_muls(&c, &r.folded_muls, err))) goto out;
   }
   r.removed += remove_dead(g);
   if ((st = compact(g, err))) goto out;

@@ -33,6 +33,8 @@ typedef struct bd_compile_report {
   int chained_pools; /* MaxPools of an SPP rewritten over a smaller one's output */
   int fused_dfl;     /* Softmax .. MatMul-by-constant box integrals -> SoftmaxDot */
   int sunk_transposes; /* Transposes moved up through a SoftmaxDot or a Concat */
+  int folded_gather_concats; /* Concats of +-constant Gathers -> Mul and Add (box decode) */
+  int folded_muls;  /* Mul by a constant of a Mul by a constant -> one Mul */
   int removed; /* identity / no-op / dead nodes */
 } bd_compile_report;
 

@@ -662,6 +662,70 @@ static void test_concat_transpose_sunk(void **state) {
   free(ref);
 }
 
+/* ---- A box decode per coordinate (distance2bbox) ----
+ * M = X * stride ([N, A, 4], a stride per anchor) gathered per coordinate on axis 2, each
+ * subtracted from or added to an anchor constant [A] (one of them gather - constant),
+ * unsqueezed and joined on axis 2: bd_compile makes it Add(K, Mul(M, S)), then the two
+ * Muls by constants one. Against the formula computed here, as written and compiled;
+ * with two coordinates gathered out of order nothing is rewritten. */
+static void test_box_decode_folded(void **state) {
+  (void)state;
+  enum { N = 2, A = 5 };
+  int64_t md[3] = {N, A, 4}, ed[2] = {N, A}, ud[3] = {N, A, 1}, ad = A;
+  tu_seed(77);
+  float *m = tu_randv(N * A * 4, 3.f), *k = tu_randv(4 * A, 10.f), ref[N * A * 4], st[A];
+  for (int a = 0; a < A; a++) st[a] = (float)(8 << (a % 3));
+  for (int order = 0; order < 2; order++) {
+    const int idx[4] = {order ? 1 : 0, order ? 0 : 1, 2, 3};
+    for (int n = 0; n < N; n++)
+      for (int a = 0; a < A; a++)
+        for (int j = 0; j < 4; j++) {
+          const float g = m[((int64_t)n * A + a) * 4 + idx[j]] * st[a], c = k[j * A + a];
+          ref[((int64_t)n * A + a) * 4 + j] = j < 2 ? c - g : j == 2 ? c + g : g - c;
+        }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 3, md), yv = tu_output(g, BD_DT_F32, 3, md), pieces[4];
+    int64_t sd[2] = {A, 1};
+    int mv = tu_val(g, BD_DT_F32, 3, md), sin[2] = {xv, tu_const(g, BD_DT_F32, 2, sd, st)};
+    tu_node(g, BD_OP_MUL, 2, sin, mv);
+    for (int j = 0; j < 4; j++) {
+      const int64_t ix = idx[j];
+      int gv = tu_val(g, BD_DT_F32, 2, ed), ev = tu_val(g, BD_DT_F32, 2, ed);
+      int in[2] = {mv, tu_const(g, BD_DT_I64, 0, NULL, &ix)};
+      tu_node(g, BD_OP_GATHER, 2, in, gv)->p.gather.axis = 2;
+      const int kv = tu_const(g, BD_DT_F32, 1, &ad, k + j * A);
+      in[0] = j == 3 ? gv : kv, in[1] = j == 3 ? kv : gv;
+      tu_node(g, j == 2 ? BD_OP_ADD : BD_OP_SUB, 2, in, ev);
+      pieces[j] = tu_val(g, BD_DT_F32, 3, ud);
+      bd_node *u = tu_node(g, BD_OP_UNSQUEEZE, 1, &ev, pieces[j]);
+      u->p.unsq.n = 1, u->p.unsq.axes[0] = -1;
+    }
+    tu_node(g, BD_OP_CONCAT, 4, pieces, yv)->p.concat.axis = -1;
+    const float *ins[1] = {m};
+    tu_check(g, ins, ref, 1e-6f, "box decode as written");
+    bd_compile_report rep;
+    bd_err err;
+    if (bd_compile(g, NULL, &rep, &err)) fail_msg("compile: %s", err.msg);
+    int ops[BD_OP__COUNT] = {0};
+    for (int i = 0; i < g->n_nodes; i++) ops[g->nodes[i].op]++;
+    if (order == 0) { /* Mul by stride x sign, Add of the stacked anchors: nothing else */
+      assert_int_equal(rep.folded_gather_concats, 1);
+      assert_int_equal(rep.folded_muls, 1);
+      assert_int_equal(g->n_nodes, 2);
+      assert_int_equal(ops[BD_OP_MUL], 1);
+      assert_int_equal(ops[BD_OP_ADD], 1);
+    } else {
+      assert_int_equal(rep.folded_gather_concats, 0);
+      assert_int_equal(rep.folded_muls, 0);
+      assert_int_equal(ops[BD_OP_CONCAT], 1);
+    }
+    tu_check(g, ins, ref, 1e-6f, order ? "box decode, out of order" : "box decode folded");
+    bd_graph_destroy(g);
+  }
+  free(m);
+  free(k);
+}
+
 /* ---- MatMul ---- */
 static void test_matmul(void **state) {
   (void)state;
@@ -877,6 +941,7 @@ int main(void) {
       cmocka_unit_test(test_resize),
       cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_dfl_fused), cmocka_unit_test(test_concat_transpose_sunk),
+      cmocka_unit_test(test_box_decode_folded),
       cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
       cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),
   };

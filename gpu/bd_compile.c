@@ -1081,8 +1081,9 @@ static bd_status fold_gather_concats(ctx_t *c, int *count, bd_err *err) {
 }
 
 /* ---------- Mul by a constant, then by another: one Mul ---------- */
-/* (x * c1) * c2 = x * (c1 * c2) with numpy broadcasting, the product computed here (the
- * DFL integral's stride scale, then fold_gather_concats' signs: one kernel fewer). The
+/* (x * c1) * c2 = x * (c1 * c2) with numpy broadcasting (the DFL integral's stride scale,
+ * then fold_gather_concats' signs: one kernel fewer). The first Mul becomes c1 * c2, the
+ * second x times that, and the forward pass folds the product like any constant Mul. The
  * result may differ from the two products in the last bit. */
 static bd_status fold_const_muls(ctx_t *c, int *count, bd_err *err) {
   bd_graph *g = c->g;
@@ -1095,53 +1096,22 @@ static bd_status fold_const_muls(ctx_t *c, int *count, bd_err *err) {
     if (kq < 0) continue;
     const int y = nd->in[1 - kq], p = producer(c, y, BD_OP_MUL);
     if (p < 0 || sole(c, y) != i || g->nodes[p].n_in != 2) continue;
-    const bd_node *pn = &g->nodes[p];
+    bd_node *pn = &g->nodes[p];
     const int kp = is_f32_const(g, pn->in[1]) ? 1 : is_f32_const(g, pn->in[0]) ? 0 : -1;
     if (kp < 0) continue;
-    const bd_value *a = &g->values[pn->in[kp]], *b = &g->values[nd->in[kq]];
-    const int r = a->rank > b->rank ? a->rank : b->rank;
-    int64_t d[BD_MAX_RANK], n = 1;
-    int ok = 1;
-    for (int q = 0; q < r; q++) { /* right-aligned broadcast of the two constants */
-      const int qa = q - (r - a->rank), qb = q - (r - b->rank);
-      const int64_t da = qa >= 0 ? a->dims[qa] : 1, db = qb >= 0 ? b->dims[qb] : 1;
-      if (da != db && da != 1 && db != 1) ok = 0;
-      d[q] = da > db ? da : db;
-      n *= d[q];
-    }
-    if (!ok || n > ((int64_t)1 << 24)) continue;
-    float *prod = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!prod) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    for (int64_t e = 0; e < n; e++) {
-      int64_t t = e, oa = 0, ob = 0, sa = 1, sb = 1;
-      for (int q = r - 1; q >= 0; q--) {
-        const int64_t x = t % d[q];
-        t /= d[q];
-        const int qa = q - (r - a->rank), qb = q - (r - b->rank);
-        if (qa >= 0) {
-          if (a->dims[qa] != 1) oa += x * sa;
-          sa *= a->dims[qa];
-        }
-        if (qb >= 0) {
-          if (b->dims[qb] != 1) ob += x * sb;
-          sb *= b->dims[qb];
-        }
-      }
-      prod[e] = ((const float *)a->data)[oa] * ((const float *)b->data)[ob];
-    }
+    bd_shape sa = vshape(&g->values[pn->in[kp]]), sb = vshape(&g->values[nd->in[kq]]), so;
+    bd_err scratch;
+    if (bd_broadcast(&sa, &sb, &so, nd, &scratch) != BD_OK ||
+        bd_shape_numel(&so) > ((int64_t)1 << 24))
+      continue; /* constants that do not broadcast together, or a large product */
     const int x = pn->in[1 - kp];
-    const int v = new_const(g, "product", r, d, prod);
-    if (v < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
-    nd = &g->nodes[i];
-    nd->in[1 - kq] = x;
-    nd->in[kq] = v;
-    g->nodes[p].dead = 1;
-    bd_status st = grow_book(c, err); /* the new constant; recounts */
-    if (st) return st;
+    pn->in[1 - kp] = nd->in[kq]; /* p: c1 * c2 */
+    nd->in[kq] = x;              /* i: x * (c1 * c2) */
     done++;
   }
   *count = done;
-  return done ? forward(g, 0, NULL, err) : BD_OK;
+  recount(c);
+  return done ? forward(g, 1, NULL, err) : BD_OK;
 }
 
 /* ---------- dead nodes and compaction ---------- */

@@ -622,14 +622,13 @@ static int twins_ok(const bd_graph *g, int a, int b) {
       wa->dims[2] != wb->dims[2] || wa->dims[3] != wb->dims[3] || wa->dims[1] % 8 ||
       wa->dims[0] % 8 || wb->dims[0] % 8 || wa->dims[0] < 8 || wb->dims[0] < 8)
     return 0;
-  for (int k = 2; k < 3; ++k) /* biases, where present, float constants of M values */
-    for (int t = 0; t < 2; ++t) {
-      const bd_node *nd = t ? y : x;
-      if (nd->n_in <= k || nd->in[k] < 0) continue;
-      const bd_value *bv = &g->values[nd->in[k]];
-      if (!bv->data || bv->dtype != BD_DT_F32 || bd_value_numel(bv) != g->values[nd->in[1]].dims[0])
-        return 0;
-    }
+  for (int t = 0; t < 2; ++t) { /* biases, where present, float constants of M values */
+    const bd_node *nd = t ? y : x;
+    if (nd->n_in <= 2 || nd->in[2] < 0) continue;
+    const bd_value *bv = &g->values[nd->in[2]];
+    if (!bv->data || bv->dtype != BD_DT_F32 || bd_value_numel(bv) != g->values[nd->in[1]].dims[0])
+      return 0;
+  }
   return !g->values[x->out[0]].is_output && !g->values[y->out[0]].is_output;
 }
 
@@ -648,6 +647,7 @@ void bd_cuda_conv_twins(const bd_graph *g, int *twin) {
 
 static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff, int64_t *toff,
                                 size_t *bytes, bd_err *err) {
+  bd_status st = BD_OK;
   size_t at = 0;
   int *twin = malloc(sizeof(int) * (size_t)(g->n_nodes ? g->n_nodes : 1));
   if (!twin) return bd_err_set(err, BD_E_NOMEM, "cuda weights: out of memory");
@@ -661,14 +661,14 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
       if (v < 0 || !g->values[v].data || voff[v] >= 0 || host_input(nd->op, k)) continue;
       const bd_value *cv = &g->values[v];
       if (cv->dtype != BD_DT_F32) {
-        free(twin);
-        return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): constant '%s' is %s, not float",
-                          nd->name, bd_op_name(nd->op), cv->name, bd_dtype_name(cv->dtype));
+        st = bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): constant '%s' is %s, not float",
+                        nd->name, bd_op_name(nd->op), cv->name, bd_dtype_name(cv->dtype));
+        goto out;
       }
       int64_t ne = bd_value_numel(cv);
       if (ne < 0) {
-        free(twin);
-        return bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
+        st = bd_err_set(err, BD_E_INVALID, "constant '%s': unknown dims", cv->name);
+        goto out;
       }
       voff[v] = (int64_t)at;
       at += ((size_t)(ne ? ne : 1) * sizeof(float) + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
@@ -676,9 +676,9 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
     if (nd->op == BD_OP_CONV && noff[n] < 0) { /* a second twin is placed with its first */
       const bd_value *w = &g->values[nd->in[1]];
       if (!w->data || w->rank != 4) {
-        free(twin);
-        return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
-                          nd->name);
+        st = bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': conv weights must be a 4-D constant",
+                        nd->name);
+        goto out;
       }
       size_t wb = (size_t)bd_value_numel(w) * 2;
       noff[n] = (int64_t)at;
@@ -693,9 +693,10 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
       at += (wb + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
   }
-  free(twin);
   *bytes = at ? at : W_ALIGN;
-  return BD_OK;
+out:
+  free(twin);
+  return st;
 }
 
 void bd_cuda_weights_release(bd_cuda_weights *w) {
@@ -1333,16 +1334,12 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, int i, bd_err *
     const void *r = NULL;
     if (cp->twin_on[n] == 2) return BD_OK; /* its twin's launch wrote y */
     if (cp->twin_on[n] == 1) { /* both twins: stacked weights and biases, no residual */
-      void *ws = cp->ws ? (char *)cp->ws + (cp->ws_slot ? cp->ws_slot[i] : 0) * cp->ws_stride : NULL;
-      return bd_cuda_conv_layer_run(b->dnn, cp->layer[n], cp->buf[x][BD_REP_H16], b->wbf[n],
-                                    (const float *)b->tbias[n], NULL, cp->buf[y][BD_REP_H16], ws,
-                                    cp->ws_bytes, s, err);
-    }
-    if (nd->n_in > 2 && nd->in[2] >= 0) {
+      bias = (const float *)b->tbias[n];
+    } else if (nd->n_in > 2 && nd->in[2] >= 0) {
       bias = b->cdev[nd->in[2]];
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
     }
-    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16];
+    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16]; /* not twins */
     if (cp->rd_fusing && i == cp->rd_fuse) { /* the input's layout read by the conv itself */
       const int v = g->inputs[0];
       const int64_t *d = p->dims[v];

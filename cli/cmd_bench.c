@@ -131,7 +131,9 @@ static int bench_count(const char *model, int batch, double bw, double tflops, i
   bd_cost c1, cb;
   bd_err err;
   bd_err_clear(&err);
-  if (bd_onnx_load_file(model, &g, &err) != BD_OK || bd_compile(g, NULL, NULL, &err) != BD_OK ||
+  /* the model's own arithmetic: its upsampled Concat pieces not split (bd_compile_opts) */
+  const bd_compile_opts co = {.keep_upsampled = 1};
+  if (bd_onnx_load_file(model, &g, &err) != BD_OK || bd_compile(g, &co, NULL, &err) != BD_OK ||
       bd_plan_new(g, 1, &p1, &err) != BD_OK || bd_plan_new(g, batch, &pb, &err) != BD_OK ||
       bd_cost_of(g, p1, &c1, &err) != BD_OK || bd_cost_of(g, pb, &cb, &err) != BD_OK) {
     fprintf(stderr, "batchdet bench --count: %s\n", err.msg);

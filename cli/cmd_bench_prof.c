@@ -23,12 +23,17 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
     snprintf(buf, n, "memset, channels padded");
   } else if (r->kind == BD_PROF_LAYOUT) {
     snprintf(buf, n, "input to 16-bit layout");
+  } else if (r->upsampled_read) {
+    snprintf(buf, n, "read upsampled by its convs");
   } else if (r->conv_algo == BD_PROF_NOT_CONV) {
     snprintf(buf, n, "%s", r->rep16 ? "16-bit NHWC" : "FP32");
   } else if (r->conv_twin == 2) {
     snprintf(buf, n, "in its twin's launch");
   } else {
-    const char *pad = r->conv_twin ? " twins" : r->conv_padded ? " padded" : "";
+    const char *pad = r->conv_twin     ? " twins"
+                      : r->conv_padded ? " padded"
+                      : r->conv_upres  ? " +upsampled"
+                                       : "";
     if (r->conv_algo == BD_PROF_MMA)
       snprintf(buf, n, "mma%s%s%s", r->conv_tile ? " " : "", r->conv_tile ? r->conv_tile : "", pad);
     else if (r->conv_algo == BD_PROF_DIRECT)

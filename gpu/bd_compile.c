@@ -1114,6 +1114,187 @@ static bd_status fold_const_muls(ctx_t *c, int *count, bd_err *err) {
   return done ? forward(g, 1, NULL, err) : BD_OK;
 }
 
+/* ---------- upsampled Concat pieces through 1x1 convs ---------- */
+/* A 1x1 conv (stride 1, no padding, no residual) of Concat(.., Resize(x), ..) on the
+ * channel axis splits by linearity: W [y; up(x)] + b = W_y y + b + up(W_x x), and a Resize
+ * (nearest or linear: each output pixel a fixed combination of input pixels) commutes with
+ * a per-pixel linear map. So the conv becomes Conv(rest, W_y, b, act, residual up(z)
+ * before the activation) with z = Conv(x, W_x) computed at the low resolution: the
+ * upsampled tensor (every FPN/PAN's top-down path: DAMO-YOLO's merge_4/5, YOLOX's two C3
+ * inputs) is neither written at full size nor read by the conv, the Resize moves the
+ * conv's few output channels instead of x's many, and W_x's share of the FLOPs drops by
+ * the scale's square. Done only where every reader of the Concat takes the rewrite, so
+ * the Concat with the upsampled piece goes (its other pieces joined in a smaller one). The
+ * partial sums round differently (z is stored in 16 bits on the CUDA backend). */
+#define UPC_MAX_READERS 8
+
+static int upc_conv_ok(const bd_graph *g, const bd_node *cv, int y) {
+  const bd_conv_params *p = &cv->p.conv;
+  return !cv->dead && cv->op == BD_OP_CONV && cv->n_in >= 2 && cv->in[0] == y &&
+         cv->in[1] != y && (cv->n_in < 3 || cv->in[2] != y) && (cv->n_in < 4 || cv->in[3] < 0) &&
+         p->res == BD_RES_NONE && p->group == 1 && is_k(p, 1, 0) && p->sh == 1 && p->sw == 1 &&
+         is_f32_const(g, cv->in[1]) && g->values[cv->in[1]].rank == 4;
+}
+
+/* Concat k's upsampled piece j (its Resize node *rz) and readers (*nr of them in rd) when
+ * the rewrite applies; else 0. */
+static int upc_match(const ctx_t *c, int k, int *j_out, int *rz, int *rd, int *nr) {
+  const bd_graph *g = c->g;
+  const bd_node *cn = &g->nodes[k];
+  const int y = cn->out[0];
+  const bd_value *yv = &g->values[y];
+  if (cn->p.concat.axis != 1 || cn->n_in < 2 || yv->rank != 4 || yv->is_output ||
+      yv->dtype != BD_DT_F32 || c->uses[y] < 1 || c->uses[y] > UPC_MAX_READERS)
+    return 0;
+  int j = -1;
+  for (int i = 0; i < cn->n_in && j < 0; i++) {
+    const int u = cn->in[i], p = producer(c, u, BD_OP_RESIZE);
+    if (p < 0 || g->values[g->nodes[p].in[0]].rank != 4 || g->nodes[p].n_in != 1) continue;
+    int twice = 0; /* the same upsampled tensor twice in the Concat: left alone */
+    for (int q = 0; q < cn->n_in; q++) twice += q != i && cn->in[q] == u;
+    if (!twice) j = i, *rz = p;
+  }
+  if (j < 0) return 0;
+  int n = 0;
+  for (int i = k + 1; i < g->n_nodes && n <= c->uses[y]; i++) {
+    const bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    int reads = 0;
+    for (int q = 0; q < nd->n_in; q++) reads += nd->in[q] == y;
+    if (!reads) continue;
+    if (reads != 1 || !upc_conv_ok(g, nd, y) || n == UPC_MAX_READERS) return 0;
+    const bd_value *w = &g->values[nd->in[1]];
+    if (w->dims[1] != yv->dims[1]) return 0;
+    rd[n++] = i;
+  }
+  if (n != c->uses[y]) return 0;
+  *j_out = j;
+  *nr = n;
+  return 1;
+}
+
+/* Appends node `op` reading `in` (n_in of them) and writing a new value shaped like value
+ * `like` with ch channels (shapes are inferred again after the pass), moves it to index
+ * pos; returns the value or -1. */
+static int upc_node(bd_graph *g, bd_op op, const char *name, int n_in, const int *in, int like,
+                    int64_t ch, int pos) {
+  const bd_value *l = &g->values[like];
+  const int64_t d[4] = {l->dims[0], ch, l->dims[2], l->dims[3]};
+  const uint8_t bdep = l->batch_dep;
+  const int v = bd_graph_add_value(g, name, BD_DT_F32, 4, d);
+  if (v < 0) return -1;
+  g->values[v].batch_dep = bdep;
+  const int nn = bd_graph_add_node(g, op, name, n_in, in, 1, &v);
+  if (nn < 0) return -1;
+  move_last_to(g, pos);
+  return v;
+}
+
+/* The rewrite of Concat k (upc_match's j, rz, rd, nr): new nodes go before k, the
+ * readers (all after k) follow their shift. */
+static bd_status upc_rewrite(ctx_t *c, int k, int j, int rz, int *rd, int nr, bd_err *err) {
+  bd_graph *g = c->g;
+  const int n_in = g->nodes[k].n_in, x = g->nodes[rz].in[0], up = g->nodes[k].in[j];
+  const bd_resize_params rp = g->nodes[rz].p.resize;
+  int64_t off = 0, cx = g->values[g->nodes[k].in[j]].dims[1];
+  for (int i = 0; i < j; i++) off += g->values[g->nodes[k].in[i]].dims[1];
+  const int64_t ctot = g->values[g->nodes[k].out[0]].dims[1];
+  char name[200];
+  int rest;
+  if (n_in == 2) {
+    rest = g->nodes[k].in[1 - j];
+  } else { /* the other pieces, joined */
+    int pieces[64], np = 0;
+    if (n_in - 1 > 64) return BD_E_UNSUPPORTED;
+    for (int i = 0; i < n_in; i++)
+      if (i != j) pieces[np++] = g->nodes[k].in[i];
+    snprintf(name, sizeof name, "%.160s/rest", NAME(&g->nodes[k]));
+    rest = upc_node(g, BD_OP_CONCAT, name, np, pieces, g->nodes[k].out[0], ctot - cx, k);
+    if (rest < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    g->nodes[k].p = g->nodes[k + 1].p; /* the new Concat (now at k): axis 1 */
+    k++;
+    for (int i = 0; i < nr; i++) rd[i]++;
+  }
+  for (int i = 0; i < nr; i++) {
+    bd_node *cv = &g->nodes[rd[i]];
+    const bd_value *wv = &g->values[cv->in[1]];
+    const int64_t m = wv->dims[0];
+    float *wz = malloc(sizeof(float) * (size_t)(m * cx)),
+          *wy = malloc(sizeof(float) * (size_t)(m * (ctot - cx)));
+    if (!wz || !wy) {
+      free(wz);
+      free(wy);
+      return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    }
+    const float *w = wv->data;
+    for (int64_t o = 0; o < m; o++)
+      for (int64_t q = 0, a = 0; q < ctot; q++) {
+        if (q >= off && q < off + cx)
+          wz[o * cx + q - off] = w[o * ctot + q];
+        else
+          wy[o * (ctot - cx) + a++] = w[o * ctot + q];
+      }
+    char base[200];
+    snprintf(base, sizeof base, "%.180s", NAME(cv));
+    int64_t dz[4] = {m, cx, 1, 1}, dy[4] = {m, ctot - cx, 1, 1};
+    const int vz = new_const(g, base, 4, dz, wz);
+    const int vy = vz >= 0 ? new_const(g, base, 4, dy, wy) : -1;
+    if (vz < 0) free(wy);
+    if (vz < 0 || vy < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    bd_conv_params zp = g->nodes[rd[i]].p.conv;
+    zp.act = BD_ACT_NONE;
+    zp.res = BD_RES_NONE;
+    int zin[2] = {x, vz};
+    snprintf(name, sizeof name, "%.160s/low", base);
+    const int z = upc_node(g, BD_OP_CONV, name, 2, zin, x, m, k);
+    if (z < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    g->nodes[k].p.conv = zp;
+    k++;
+    snprintf(name, sizeof name, "%.160s/up", base);
+    const int u = upc_node(g, BD_OP_RESIZE, name, 1, &z, up, m, k);
+    if (u < 0) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+    g->nodes[k].p.resize = rp;
+    k++;
+    for (int q = 0; q < nr; q++) rd[q] += 2;
+    cv = &g->nodes[rd[i]];
+    if (cv->n_in < 4) {
+      int *ni = realloc(cv->in, sizeof(int) * 4);
+      if (!ni) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+      cv->in = ni;
+      if (cv->n_in < 3) cv->in[2] = -1;
+      cv->n_in = 4;
+    }
+    cv->in[0] = rest;
+    cv->in[1] = vy;
+    cv->in[3] = u;
+    cv->p.conv.res = BD_RES_PRE_ACT;
+  }
+  g->nodes[k].dead = 1; /* the Concat; its Resize goes with dead-node removal if unread */
+  return grow_book(c, err);
+}
+
+static bd_status split_upsampled_concats(ctx_t *c, int *count, bd_err *err) {
+  bd_graph *g = c->g;
+  int done = 0;
+  const char *e = getenv("BATCHDET_SPLIT_UPSAMPLED"); /* 0: off (device A/B runs) */
+  *count = 0;
+  if (e && strcmp(e, "0") == 0) return BD_OK;
+  recount(c);
+  for (int k = 0; k < g->n_nodes; k++) {
+    int j, rz, rd[UPC_MAX_READERS], nr;
+    if (g->nodes[k].dead || g->nodes[k].op != BD_OP_CONCAT || !upc_match(c, k, &j, &rz, rd, &nr))
+      continue;
+    const int before = g->n_nodes;
+    bd_status st = upc_rewrite(c, k, j, rz, rd, nr, err);
+    if (st == BD_E_UNSUPPORTED) continue;
+    if (st != BD_OK) return st;
+    k += g->n_nodes - before; /* past the Concat, now further down */
+    done++;
+  }
+  *count = done;
+  return done ? forward(g, 0, NULL, err) : BD_OK;
+}
+
 /* ---------- dead nodes and compaction ---------- */
 static int remove_dead(bd_graph *g) {
   uint8_t *need = calloc((size_t)g->n_values, 1);
@@ -1241,6 +1422,9 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
     fuse_conv(&c, &r.fused_act, &r.fused_residual);
     fuse_silu(&c, &r.fused_act);
     r.chained_pools = chain_pools(&c);
+    if ((!opts || !opts->keep_upsampled) &&
+        (st = split_upsampled_concats(&c, &r.split_upsampled, err)))
+      goto out;
     if ((st = fuse_dfl(&c, &r.fused_dfl, err))) goto out;
     if ((st = sink_transposes(&c, &r.sunk_transposes, err))) goto out;
     if ((st = fold_gather_concats(&c, &r.folded_gather_concats, err))) goto out;

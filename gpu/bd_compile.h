@@ -34,12 +34,15 @@ typedef struct bd_compile_report {
   int fused_dfl;     /* Softmax .. MatMul-by-constant box integrals -> SoftmaxDot */
   int sunk_transposes; /* Transposes moved up through a SoftmaxDot or a Concat */
   int folded_gather_concats; /* Concats of +-constant Gathers -> Mul and Add (box decode) */
+  int split_upsampled; /* Concats with a Resize piece read by 1x1 convs: z = W_x x at the low
+                          resolution, the convs add Resize(z) (split_upsampled_concats) */
   int folded_muls;  /* Mul by a constant of a Mul by a constant -> one Mul */
   int removed; /* identity / no-op / dead nodes */
 } bd_compile_report;
 
 typedef struct bd_compile_opts {
   int no_fusion; /* 1: keep activations and residual adds as separate nodes (tests) */
+  int keep_upsampled; /* 1: no split_upsampled_concats (the model's own FLOPs: bench --count) */
 } bd_compile_opts;
 
 /* opts and rep may be NULL. */

@@ -38,6 +38,10 @@ typedef struct bd_prof_row {
   const char *conv_tile; /* BD_PROF_MMA: our kernel's block tile ("128x64"), else NULL */
   int conv_twin;    /* twin convs in one launch: 1 the first (its row times and counts
                        both), 2 the second (nothing of its own runs), 0 neither */
+  int conv_upres;   /* reads its residual upsampled from a Resize's input (the Resize is
+                       left to it: bd_cuda_conv_shape.rup) */
+  int upsampled_read; /* a Resize whose conv readers read its input upsampled: nothing of
+                         its own runs */
   double ms_median; /* device time of the action, median over the reps */
   double ms_min;
   /* The action alone as a graph replays it: reps runs captured into one graph, the

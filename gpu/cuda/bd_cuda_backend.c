@@ -74,6 +74,7 @@ static void bd_cuda_cplan_free(bd_cuda_cplan *cp, int n_nodes) {
   free(cp->vview);
   free(cp->voff);
   free(cp->twin_on);
+  free(cp->upsrc);
   free(cp->items);
   free(cp->layer);
   free(cp->extra);
@@ -157,14 +158,17 @@ static bd_cuda_cplan *cplan_new(const bd_graph *g, const bd_plan *p) {
   cp->vview = calloc((size_t)g->n_values, sizeof(*cp->vview));
   cp->voff = calloc((size_t)g->n_values, sizeof(*cp->voff));
   cp->twin_on = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+  cp->upsrc = malloc(sizeof(*cp->upsrc) * (size_t)(g->n_values ? g->n_values : 1));
   if (!cp->buf || !cp->prim || !cp->extra || !cp->acts || !cp->layer || !cp->item ||
       !cp->scratch || !cp->items || !cp->alias || !cp->alias_ch || !cp->pad_to ||
-      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff || !cp->twin_on) {
+      !cp->zeroed || !cp->same || !cp->vkind || !cp->vview || !cp->voff || !cp->twin_on ||
+      !cp->upsrc) {
     bd_cuda_cplan_free(cp, g->n_nodes);
     return NULL;
   }
   memset(cp->alias, -1, sizeof(*cp->alias) * (size_t)g->n_values);
   memset(cp->same, -1, sizeof(*cp->same) * (size_t)g->n_values);
+  memset(cp->upsrc, -1, sizeof(*cp->upsrc) * (size_t)(g->n_values ? g->n_values : 1));
   memset(cp->item, -1, sizeof(*cp->item) * (size_t)g->n_values);
   memset(cp->scratch, -1, sizeof(*cp->scratch) * (size_t)(g->n_nodes ? g->n_nodes : 1));
   return cp;

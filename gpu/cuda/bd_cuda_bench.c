@@ -94,7 +94,10 @@ static double op_bytes(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_no
   case BD_OP_CONV:
     in = numel_of(g, p, x) * 2 + numel_of(g, p, nd->in[1]) * 2; /* 16-bit KRSC weights */
     if (nd->n_in > 2 && nd->in[2] >= 0) in += numel_of(g, p, nd->in[2]) * 4;
-    if (nd->n_in > 3 && nd->in[3] >= 0) in += numel_of(g, p, nd->in[3]) * 2;
+    if (nd->n_in > 3 && nd->in[3] >= 0) { /* or what it reads upsampled */
+      const int r = nd->in[3];
+      in += numel_of(g, p, cp->upsrc[r] >= 0 ? cp->upsrc[r] : r) * 2;
+    }
     return in + out;
   case BD_OP_MAXPOOL: case BD_OP_RESIZE:
     return numel_of(g, p, x) * 2 + out;
@@ -171,7 +174,9 @@ static void describe(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_pro
   r->op = nd->op;
   r->name = nd->name ? nd->name : "";
   r->bytes = op_bytes(b, cp, nd);
+  r->upsampled_read = nd->op == BD_OP_RESIZE && cp->upsrc[nd->out[0]] >= 0;
   if (nd->op == BD_OP_CONV) {
+    r->conv_upres = nd->n_in > 3 && nd->in[3] >= 0 && cp->upsrc[nd->in[3]] >= 0;
     const int64_t *x = p->dims[nd->in[0]], *y = p->dims[nd->out[0]];
     const bd_conv_params *c = &nd->p.conv;
     int grp = c->group > 0 ? c->group : 1;

@@ -151,8 +151,8 @@ extern "C" cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const vo
                                            const void *w, const float *bias, const void *r,
                                            void *y, cudaStream_t s) {
   if (p->group < 1 || p->c % p->group || p->m % p->group || (p->ldr && p->ldr != p->m) ||
-      p->m1)
-    return cudaErrorInvalidValue; /* a pitched residual, twins: bd_cuda_conv_mma only */
+      p->m1 || p->rup > 1)
+    return cudaErrorInvalidValue; /* a pitched or upsampled residual, twins: conv_mma only */
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || ldy < p->m) return cudaErrorInvalidValue;
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
@@ -173,7 +173,8 @@ extern "C" cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, c
                                                   void *y, cudaStream_t s) {
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
   const int ldy = p->ldy ? p->ldy : p->m;
-  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
+  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m) || p->rup > 1)
+    return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
   BD_LAUNCH(k_epilogue_from, bd_grid(total, kThreads), kThreads, s, p->m, src_c, ldy, p->act,
             p->res, (const bd_h16 *)src, bias, (const bd_h16 *)r, (bd_h16 *)y, total);
@@ -183,7 +184,8 @@ extern "C" cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, c
 extern "C" cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias,
                                              const void *r, void *y, cudaStream_t s) {
   int64_t total = (int64_t)p->n * p->oh * p->ow * p->m;
-  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
+  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m) || p->rup > 1)
+    return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
   if (p->m % 8 == 0 && ((uintptr_t)y & 15u) == 0 && ((uintptr_t)r & 15u) == 0) {
     BD_LAUNCH(k_epilogue8, bd_grid(total / 8, kThreads), kThreads, s, p->m, p->act, p->res, bias,

@@ -122,11 +122,24 @@ __device__ __forceinline__ bd_h16 *out_at(const bd_cuda_conv_shape &p, bd_h16 *y
   return y + pix * (p.ldy ? p.ldy : p.m) + oc;
 }
 
+// Where residual channel oc of output pixel pix is: r at pitch ldr (M when 0), at the
+// output's pixel, or where the residual is read upsampled (rup > 1, bd_cuda_kernels.h) at
+// pixel (oy / rup, ox / rup) of its oh/rup x ow/rup grid (32-bit: n*oh*ow < 2^31).
+__device__ __forceinline__ const bd_h16 *res_at(const bd_cuda_conv_shape &p, const bd_h16 *r,
+                                                int64_t pix, int oc) {
+  if (p.rup > 1) {
+    const unsigned u = (unsigned)pix, ow = (unsigned)p.ow, oh = (unsigned)p.oh,
+                   f = (unsigned)p.rup, t = u / ow, ox = u - t * ow, n = t / oh, oy = t - n * oh;
+    pix = (int64_t)((n * (oh / f) + oy / f) * (ow / f) + ox / f);
+  }
+  return r + pix * (p.ldr ? p.ldr : p.m) + oc;
+}
+
 __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
                                       const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                                       bd_h16 *__restrict__ y, int64_t pix, int oc) {
   uint4 rv = make_uint4(0, 0, 0, 0), out;
-  if (r) rv = *reinterpret_cast<const uint4 *>(r + pix * (p.ldr ? p.ldr : p.m) + oc);
+  if (r) rv = *reinterpret_cast<const uint4 *>(res_at(p, r, pix, oc));
   const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
   bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
 #pragma unroll
@@ -150,7 +163,7 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
   const int n = p.m - oc < 8 ? p.m - oc : 8;
   bd_h16 *o = out_at(p, y, pix, oc); // a twin's m1 is a multiple of 8: no group straddles
   for (int j = 0; j < n; ++j) {
-    const float rv = r ? bd_ld(r[pix * (p.ldr ? p.ldr : p.m) + oc + j]) : 0.0f;
+    const float rv = r ? bd_ld(res_at(p, r, pix, oc)[j]) : 0.0f;
     o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
   }
 }
@@ -838,6 +851,9 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
 // pitch >= M (one channel a store); w 16-byte aligned.
 bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, const void *y) {
   const int vec = p->m % 8 == 0;
+  if (p->rup > 1 && (!r || p->res == 0 || p->m1 || p->oh % p->rup || p->ow % p->rup ||
+                     (int64_t)p->n * p->oh * p->ow >= ((int64_t)1 << 31)))
+    return false; // an upsampled residual (bd_cuda_kernels.h)
   if (p->m1) // twins (bd_cuda_kernels.h): each output's own pitch, no residual
     return p->m1 > 0 && p->m1 < p->m && vec && p->m1 % 8 == 0 && p->ldy >= p->m1 &&
            p->ldy % 8 == 0 && p->ldy2 >= p->m - p->m1 && p->ldy2 % 8 == 0 && p->y2 &&

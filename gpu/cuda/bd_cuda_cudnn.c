@@ -422,9 +422,9 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
   l->q = *p;
   l->direct = 1;
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn_handle != NULL, allow_mma);
-  if (p->m1 && (!pp.mma || pp.padded)) { /* twins: bd_cuda_plan_twins decides them so */
-    st = bd_err_set(err, BD_E_INTERNAL,
-                    "conv: twin outputs need the tensor-core kernel on unpadded channels");
+  if ((p->m1 || p->rup > 1) && (!pp.mma || pp.padded)) { /* the plan decides them so */
+    st = bd_err_set(err, BD_E_INTERNAL, "conv: %s needs the tensor-core kernel on unpadded "
+                    "channels", p->m1 ? "twin outputs" : "an upsampled residual");
     goto out;
   }
   if (pp.mma) {
@@ -786,6 +786,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   int checked[BD_CONV_MMA_TILES] = {0};
   bd_cuda_conv_shape p = *shape;
   p.ldx = p.ldy = p.ldr = 0; /* measured packed: the plan decides pitches after this */
+  p.rup = 0;                 /* and whether the residual is read upsampled */
   p.xzero = 0;
   if (!bd_cuda_conv_undecided(cudnn_handle, &p)) return BD_OK;
   BD_CU(cudaGetDevice(&device));

@@ -1,5 +1,6 @@
 /* The cuda backend's per-op work: constant upload, the prepare-time choice of each
  * value's representation and buffer, and the enqueueing of a prepared run. */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,7 +290,9 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->ldx = (int)planned_pitch(cp, nd->in[0]);
   s->ldy = (int)planned_pitch(cp, nd->out[0]);
   s->xzero = cp->pad_to[nd->in[0]] != 0;
-  s->ldr = nd->n_in > 3 ? (int)planned_pitch(cp, nd->in[3]) : 0;
+  const int r = nd->n_in > 3 ? nd->in[3] : -1, rs = r >= 0 && cp->upsrc[r] >= 0 ? cp->upsrc[r] : r;
+  s->ldr = rs >= 0 ? (int)planned_pitch(cp, rs) : 0;
+  s->rup = rs != r ? (int)(p->dims[r][2] / p->dims[rs][2]) : 0; /* read upsampled */
   s->m1 = s->ldy2 = 0;
   s->y2 = NULL;
 }
@@ -377,6 +380,84 @@ static void plan_twins(const bd_cuda_be *b, bd_cuda_cplan *cp) {
     if (!(caps & BD_CONV_PITCH_ALIGN8) || (caps & BD_CONV_PITCH_XZERO)) continue;
     cp->twin_on[n] = 1;
     cp->twin_on[t] = 2;
+  }
+}
+
+static int upres_enabled(void) {
+  const char *e = getenv("BATCHDET_CUDA_UPRES");
+  return !e || strcmp(e, "0") != 0;
+}
+
+/* The factor f > 1 by which Resize node rz upsamples on both axes when its nearest output
+ * pixel (oy, ox) is exactly input pixel (oy / f, ox / f) under its coordinate and
+ * rounding modes (the ONNX formulas in FP32, as bd_cuda_resize.cu computes them), else 0. */
+static int resize_factor(const bd_node *rz, const int64_t *x, const int64_t *y) {
+  const bd_resize_params *rp = &rz->p.resize;
+  if (rz->op != BD_OP_RESIZE || rp->mode != BD_RESIZE_NEAREST || x[2] < 1 || x[3] < 1 ||
+      y[2] % x[2] || y[3] % x[3] || y[2] / x[2] != y[3] / x[3] || y[2] / x[2] < 2 ||
+      y[2] > 65536 || y[3] > 65536)
+    return 0;
+  const int f = (int)(y[2] / x[2]);
+  for (int ax = 0; ax < 2; ++ax) {
+    const int in = (int)x[2 + ax], out = (int)y[2 + ax];
+    const float sc = ax ? rp->scale_w : rp->scale_h;
+    for (int o = 0; o < out; ++o) {
+      float c;
+      switch (rp->coord) {
+      case BD_COORD_HALF_PIXEL: c = ((float)o + 0.5f) / sc - 0.5f; break;
+      case BD_COORD_PYTORCH_HALF_PIXEL: c = out > 1 ? ((float)o + 0.5f) / sc - 0.5f : 0.0f; break;
+      case BD_COORD_ALIGN_CORNERS:
+        c = out > 1 ? (float)o * (float)(in - 1) / (float)(out - 1) : 0.0f;
+        break;
+      default: c = (float)o / sc; break;
+      }
+      int i;
+      switch (rp->nearest) {
+      case BD_NEAREST_ROUND_PREFER_FLOOR: i = (int)ceilf(c - 0.5f); break;
+      case BD_NEAREST_ROUND_PREFER_CEIL: i = (int)floorf(c + 0.5f); break;
+      case BD_NEAREST_CEIL: i = (int)ceilf(c); break;
+      default: i = (int)floorf(c); break;
+      }
+      i = i < 0 ? 0 : i >= in ? in - 1 : i;
+      if (i != o / f) return 0;
+    }
+  }
+  return f;
+}
+
+/* Which Resizes this plan leaves to their readers (cp->upsrc): a nearest upsample by an
+ * integer factor (resize_factor) of a 16-bit tensor whose every reader is a conv taking it
+ * as its residual only, on our tensor-core kernel without channel padding (bd_compile's
+ * split_upsampled_concats makes such pairs: the FPN top-down path's Resize moves a conv's
+ * few channels, and is then read by the next conv's epilogue instead of being written).
+ * After the choices and twins, before the aliases. BATCHDET_CUDA_UPRES=0 turns it off. */
+static void plan_upres(const bd_cuda_be *b, bd_cuda_cplan *cp) {
+  const bd_graph *g = b->base.graph;
+  const bd_plan *p = cp->plan;
+  for (int v = 0; v < g->n_values; ++v) cp->upsrc[v] = -1;
+  if (!upres_enabled()) return;
+  for (int k = 0; k < p->n_steps; ++k) {
+    const bd_node *rz = &g->nodes[p->steps[k]];
+    const int u = rz->out[0], z = rz->in[0];
+    if (rz->op != BD_OP_RESIZE || g->values[u].is_output || !value_h16(g, p, u) ||
+        !value_h16(g, p, z) || !resize_factor(rz, p->dims[z], p->dims[u]) ||
+        p->dims[u][0] * p->dims[u][2] * p->dims[u][3] >= ((int64_t)1 << 31))
+      continue;
+    int readers = 0, ok = 1;
+    for (int n = 0; n < g->n_nodes && ok; ++n) {
+      const bd_node *nd = &g->nodes[n];
+      for (int j = 0; j < nd->n_in && ok; ++j) {
+        if (nd->in[j] != u) continue;
+        readers++;
+        ok = nd->op == BD_OP_CONV && j == 3 && nd->p.conv.res != BD_RES_NONE &&
+             !cp->twin_on[n] && nd->in[0] != u;
+        if (ok) {
+          const int c = conv_caps(b, cp, nd);
+          ok = (c & BD_CONV_PITCH_ALIGN8) && !(c & BD_CONV_PITCH_XZERO);
+        }
+      }
+    }
+    if (ok && readers) cp->upsrc[u] = z;
   }
 }
 
@@ -480,6 +561,7 @@ bd_status bd_cuda_plan_conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *er
   bd_status st = bd_cuda_conv_mode_check(err);
   if (st == BD_OK && b->dnn) st = conv_choices(b, cp, err);
   if (st == BD_OK) plan_twins(b, cp);
+  if (st == BD_OK) plan_upres(b, cp);
   return st;
 }
 
@@ -1110,6 +1192,16 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
     if (!cp->sizing) push(cp, BD_A_OP, n, y, cp->prim[y]);
     return BD_OK;
   }
+  if (nd->op == BD_OP_RESIZE && cp->upsrc[y] >= 0) {
+    /* Read upsampled by its convs (plan_upres): y is a view of its input, nothing runs. */
+    const int x = nd->in[0];
+    cp->same[y] = x;
+    cp->vkind[y] = 3;
+    cp->prim[y] = BD_REP_H16;
+    cp->buf[y][BD_REP_H16] = cp->buf[x][BD_REP_H16]; /* NULL in the sizing pass */
+    if (!cp->sizing) push(cp, BD_A_OP, n, y, BD_REP_H16);
+    return BD_OK;
+  }
   if ((is_view(nd->op) || nd->op == BD_OP_TRANSPOSE || nd->op == BD_OP_GATHER ||
        (nd->op == BD_OP_SLICE && cp->alias[y] < 0 && !cp->pad_to[y])) &&
       !g->values[y].is_output && try_view(g, cp, nd)) {
@@ -1125,8 +1217,10 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): only 4-D tensors", name,
                         bd_op_name(nd->op));
     st = need(cp, nd->in[0], BD_REP_H16, name, err);
-    if (st == BD_OK && nd->op == BD_OP_CONV && nd->n_in > 3 && nd->in[3] >= 0)
-      st = need(cp, nd->in[3], BD_REP_H16, name, err);
+    if (st == BD_OK && nd->op == BD_OP_CONV && nd->n_in > 3 && nd->in[3] >= 0) {
+      const int r = nd->in[3]; /* or what it upsamples, where the conv reads that */
+      st = need(cp, cp->upsrc[r] >= 0 ? cp->upsrc[r] : r, BD_REP_H16, name, err);
+    }
     break;
   case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
   case BD_OP_IDENTITY: case BD_OP_CAST: case BD_OP_SOFTMAX: case BD_OP_GATHER:
@@ -1562,6 +1656,7 @@ static void fp_bytes(const void *p, size_t n, int write, bd_cuda_fp *f) {
 static int fp_value_reads(const bd_cuda_cplan *cp, int v, bd_cuda_fp *f) {
   bd_cuda_view t;
   int n = 0;
+  if (cp->vkind[v] == 3) return fp_value_reads(cp, cp->same[v], f); /* read upsampled */
   for (int rep = 0; rep < 2; ++rep)
     if (cp->buf[v][rep]) {
       view_of(cp, v, rep, &t);

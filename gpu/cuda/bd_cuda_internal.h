@@ -201,6 +201,11 @@ typedef struct bd_cuda_cplan {
   /* Twin convs (bd_cuda_conv_twins) this plan runs as one launch: per node 1 for the
    * first (it writes both outputs), 2 for the second (nothing left to run), 0 none. */
   signed char *twin_on;
+  /* Resizes read upsampled by their convs (plan_upres): per value, for a Resize output
+   * every reader of which is a conv taking it as its residual through the epilogue
+   * (bd_cuda_conv_shape.rup), the value it upsamples; -1 none. Such an output is a view of
+   * that value (vkind 3): nothing runs for the Resize, no buffer of its own. */
+  int *upsrc;
   bd_pack_item *items;
   int n_items;
   int sizing, cur_step;

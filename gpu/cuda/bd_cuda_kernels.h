@@ -89,6 +89,12 @@ typedef struct bd_cuda_conv_shape {
    * 16-byte aligned, res BD_RES_NONE. 0: one output. */
   int m1, ldy2;
   void *y2;
+  /* Residual read upsampled (our tensor-core kernel only): rup > 1 makes r a tensor of
+   * oh/rup x ow/rup pixels (pitch ldr) that output pixel (oy, ox) reads at (oy/rup,
+   * ox/rup): a nearest Resize by an integer factor fused into its reader (FPN top-down
+   * paths after bd_compile's split_upsampled_concats). oh, ow multiples of rup, a
+   * residual, no twin, n*oh*ow < 2^31. 0 or 1: r has the output's pixels. */
+  int rup;
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and

@@ -194,7 +194,10 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
             }
           }
           int64_t i = (((int64_t)n * p->oh + oy) * p->ow + ox) * p->m + m;
-          float rv = r ? ld(r, BD_CT_H16, i / p->m * ldr + m) : 0;
+          int64_t rpix = i / p->m; /* an upsampled residual: its pixel (oy/f, ox/f) */
+          if (p->rup > 1)
+            rpix = ((int64_t)n * (p->oh / p->rup) + oy / p->rup) * (p->ow / p->rup) + ox / p->rup;
+          float rv = r ? ld(r, BD_CT_H16, rpix * ldr + m) : 0;
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
@@ -210,7 +213,7 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
 cudaError_t bd_cuda_conv_direct(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                 const float *bias, const void *r, void *y, cudaStream_t s) {
   (void)s;
-  if ((p->ldr && p->ldr != p->m) || p->m1) return cudaErrorInvalidValue;
+  if ((p->ldr && p->ldr != p->m) || p->m1 || p->rup > 1) return cudaErrorInvalidValue;
   return conv_ref(p, x, w, bias, r, y);
 }
 
@@ -233,7 +236,8 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
       ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
       ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES ||
       (p->m1 && (!vec || p->m1 % 8 || p->ldy % 8 || !p->ldy || p->ldy2 % 8 ||
-                 ((uintptr_t)p->y2 & 15u) || p->res)))
+                 ((uintptr_t)p->y2 & 15u) || p->res)) ||
+      (p->rup > 1 && (!r || !p->res || p->m1 || p->oh % p->rup || p->ow % p->rup)))
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;
@@ -258,7 +262,7 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
                                   void *y, cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
-  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
+  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m) || p->rup > 1) return cudaErrorInvalidValue;
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
@@ -276,7 +280,7 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
   const int ldy = p->ldy ? p->ldy : p->m;
-  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m)) return cudaErrorInvalidValue;
+  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m) || p->rup > 1) return cudaErrorInvalidValue;
   src = bd_emu_shadow(src);
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);

@@ -123,7 +123,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
-    BD_EXPECT_TWINS=5 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
+    BD_EXPECT_TWINS=5 BD_EXPECT_UPRES=4 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
   # Conv tile 17 (patch: whole input patches in shared memory) on every DAMO-T layer it
   # takes (the stem, the first stages), through the whole model; its times per layer are
   # in bench-damoT-b32.log's choice lines.
@@ -153,6 +153,15 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b$bb 60 "$BD" bench --model "$DAMO/T/model.onnx" \
       --device cuda --batch $bb --iters 20 --warmup 3
   done
+  # The FPN's upsampled Concat pieces: 1x1 convs split at the low resolution (bd_compile)
+  # with their Resize read upsampled by the next conv's epilogue, against the split alone
+  # (BATCHDET_CUDA_UPRES=0: Resizes run) and neither (BATCHDET_SPLIT_UPSAMPLED=0).
+  BATCHDET_CUDA_UPRES=0 step bench-damoT-b32-noupres 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_SPLIT_UPSAMPLED=0 step bench-damoT-b32-nosplit 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  BATCHDET_SPLIT_UPSAMPLED=0 step bench-damoT-b1-nosplit 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 1 --iters 20 --warmup 3
   for m in damoT nano; do
     pm=$MODEL
     [ $m = damoT ] && pm=$DAMO/T/model.onnx
@@ -226,7 +235,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
-    bench-damoT-b32-notwins bench-cuda-b32-notwins bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
+    bench-damoT-b32-notwins bench-cuda-b32-notwins bench-damoT-b32-noupres bench-damoT-b32-nosplit \
+    bench-damoT-b1-nosplit bench-cuda-b32-cudnn bench-damoT-b1-cudnn bench-damoT-b32-cudnn bench-damoT-b32-mma \
     bench-cuda-b32-noalias \
     bench-damoT-b32-noalias bench-e2e-b1 bench-e2e-b32 bench-e2e-damoT-b32 \
     bench-e2e-damoT-b32-dense bench-e2e-damoT-b32-prep32 bench-cpu-b1; do

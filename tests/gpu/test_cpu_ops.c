@@ -393,6 +393,142 @@ static void test_resize(void **state) {
   }
 }
 
+/* ---- 1x1 convs of a Concat with an upsampled piece ----
+ * I [N, C, H, W]; up = Resize(MaxPool2x2(I)) x2 (nearest, or linear half-pixel); cat =
+ * Concat(I, up) or Concat(I, up, Sigmoid(I)); out = Relu(Conv1x1(cat, Wa, ba)) *
+ * Conv1x1(cat, Wb). bd_compile splits each conv into one at the low resolution plus its
+ * Resize, added before the activation (split_upsampled_concats); a third reader that is a
+ * 3x3 conv keeps the Concat. Against the graph's formula evaluated here, as written and
+ * compiled. */
+static void test_upsampled_concat_split(void **state) {
+  (void)state;
+  enum { N = 2, C = 8, H = 6, W = 6, M = 4, L = 3 };
+  for (int variant = 0; variant < 4; variant++) {
+    /* 0: nearest, two pieces; 1: linear, two; 2: nearest, three (up in the middle);
+     * 3: as 0 with a 3x3 reader too (no rewrite) */
+    const int three = variant == 2, linear = variant == 1, extra = variant == 3;
+    const int CT = three ? 3 * C : 2 * C;
+    int64_t xd[4] = {N, C, H, W}, pd[4] = {N, C, L, L}, cd[4] = {N, CT, H, W},
+            od[4] = {N, M, H, W}, wd[4] = {M, CT, 1, 1}, w3d[4] = {M, CT, 3, 3}, bd[1] = {M};
+    tu_seed(700 + variant);
+    float *x = tu_randv(N * C * H * W, 1.f), *wa = tu_randv(M * CT, 0.5f),
+          *wb = tu_randv(M * CT, 0.5f), *ba = tu_randv(M, 0.5f), *w3 = tu_randv(M * CT * 9, 0.2f);
+    double *cat = malloc(sizeof(double) * N * CT * H * W);
+    float *ref = malloc(sizeof(float) * N * M * H * W);
+    assert_true(cat && ref);
+    for (int n = 0; n < N; n++) /* cat as the graph computes it */
+      for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+          for (int w = 0; w < W; w++) {
+            const float *xc = x + ((int64_t)n * C + c) * H * W;
+            double pool[L * L], v;
+            for (int i = 0; i < L * L; i++) {
+              const int ph = i / L * 2, pw = i % L * 2;
+              pool[i] = fmax(fmax(xc[ph * W + pw], xc[ph * W + pw + 1]),
+                             fmax(xc[(ph + 1) * W + pw], xc[(ph + 1) * W + pw + 1]));
+            }
+            if (!linear) {
+              v = pool[h / 2 * L + w / 2];
+            } else {
+              double yc = (h + 0.5) / 2 - 0.5, xq = (w + 0.5) / 2 - 0.5;
+              yc = yc < 0 ? 0 : yc > L - 1 ? L - 1 : yc;
+              xq = xq < 0 ? 0 : xq > L - 1 ? L - 1 : xq;
+              const int y0 = (int)yc, x0 = (int)xq, y1 = y0 + 1 < L ? y0 + 1 : L - 1,
+                        x1 = x0 + 1 < L ? x0 + 1 : L - 1;
+              const double ly = yc - y0, lx = xq - x0;
+              v = (1 - ly) * ((1 - lx) * pool[y0 * L + x0] + lx * pool[y0 * L + x1]) +
+                  ly * ((1 - lx) * pool[y1 * L + x0] + lx * pool[y1 * L + x1]);
+            }
+            const int64_t px = (int64_t)h * W + w;
+            cat[((int64_t)n * CT + c) * H * W + px] = xc[px];
+            cat[((int64_t)n * CT + C + c) * H * W + px] = v;
+            if (three) cat[((int64_t)n * CT + 2 * C + c) * H * W + px] = 1 / (1 + exp(-xc[px]));
+          }
+    for (int n = 0; n < N; n++)
+      for (int m = 0; m < M; m++)
+        for (int h = 0; h < H; h++)
+          for (int w = 0; w < W; w++) {
+            double a = ba[m], b = 0, t = 0;
+            for (int c = 0; c < CT; c++) {
+              const double v = cat[((int64_t)n * CT + c) * H * W + h * W + w];
+              a += wa[m * CT + c] * v;
+              b += wb[m * CT + c] * v;
+              for (int i = 0; extra && i < 9; i++) {
+                const int yy = h + i / 3 - 1, xx = w + i % 3 - 1;
+                if (yy >= 0 && yy < H && xx >= 0 && xx < W)
+                  t += w3[(m * CT + c) * 9 + i] * cat[((int64_t)n * CT + c) * H * W + yy * W + xx];
+              }
+            }
+            const double o = (a > 0 ? a : 0) * b;
+            ref[(((int64_t)n * M + m) * H + h) * W + w] = (float)(extra ? o * t : o);
+          }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd), yv = tu_output(g, BD_DT_F32, 4, od);
+    int pv = tu_val(g, BD_DT_F32, 4, pd), uv = tu_val(g, BD_DT_F32, 4, xd);
+    int cv = tu_val(g, BD_DT_F32, 4, cd), sv = tu_val(g, BD_DT_F32, 4, xd);
+    bd_node *nd = tu_node(g, BD_OP_MAXPOOL, 1, &xv, pv);
+    nd->p.pool = (bd_pool_params){.kh = 2, .kw = 2, .sh = 2, .sw = 2};
+    tu_node(g, BD_OP_RESIZE, 1, &pv, uv)->p.resize = (bd_resize_params){
+        .mode = linear ? BD_RESIZE_LINEAR : BD_RESIZE_NEAREST,
+        .coord = linear ? BD_COORD_HALF_PIXEL : BD_COORD_ASYMMETRIC, .scale_h = 2, .scale_w = 2};
+    if (three) tu_node(g, BD_OP_SIGMOID, 1, &xv, sv);
+    int pieces[3] = {xv, uv, sv};
+    tu_node(g, BD_OP_CONCAT, three ? 3 : 2, pieces, cv)->p.concat.axis = 1;
+    int av = tu_val(g, BD_DT_F32, 4, od), rv = tu_val(g, BD_DT_F32, 4, od);
+    int bv = tu_val(g, BD_DT_F32, 4, od), mv = extra ? tu_val(g, BD_DT_F32, 4, od) : yv;
+    int ain[3] = {cv, tu_const(g, BD_DT_F32, 4, wd, wa), tu_const(g, BD_DT_F32, 1, bd, ba)};
+    nd = tu_node(g, BD_OP_CONV, 3, ain, av);
+    nd->p.conv = (bd_conv_params){.kh = 1, .kw = 1, .sh = 1, .sw = 1, .dh = 1, .dw = 1, .group = 1};
+    tu_node(g, BD_OP_RELU, 1, &av, rv);
+    int bin[2] = {cv, tu_const(g, BD_DT_F32, 4, wd, wb)};
+    nd = tu_node(g, BD_OP_CONV, 2, bin, bv);
+    nd->p.conv = (bd_conv_params){.kh = 1, .kw = 1, .sh = 1, .sw = 1, .dh = 1, .dw = 1, .group = 1};
+    int min[2] = {rv, bv};
+    tu_node(g, BD_OP_MUL, 2, min, mv);
+    if (extra) {
+      int tv = tu_val(g, BD_DT_F32, 4, od), tin[2] = {cv, tu_const(g, BD_DT_F32, 4, w3d, w3)};
+      nd = tu_node(g, BD_OP_CONV, 2, tin, tv);
+      nd->p.conv = (bd_conv_params){.kh = 3, .kw = 3, .sh = 1, .sw = 1, .dh = 1, .dw = 1,
+                                    .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .group = 1};
+      int xin[2] = {mv, tv};
+      tu_node(g, BD_OP_MUL, 2, xin, yv);
+    }
+    const float *ins[1] = {x};
+    char what[64];
+    snprintf(what, sizeof what, "upsampled concat variant %d as written", variant);
+    tu_check(g, ins, ref, 1e-4f, what);
+    bd_compile_report rep;
+    bd_err err;
+    if (bd_compile(g, NULL, &rep, &err)) fail_msg("compile: %s", err.msg);
+    assert_int_equal(rep.split_upsampled, extra ? 0 : 1);
+    int resizes = 0, concats = 0, convs = 0, low = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      const bd_node *q = &g->nodes[i];
+      resizes += q->op == BD_OP_RESIZE;
+      concats += q->op == BD_OP_CONCAT;
+      if (q->op != BD_OP_CONV) continue;
+      convs++;
+      if (g->values[q->in[0]].dims[2] == L) { /* at the low resolution, reading the pool */
+        low++;
+        assert_int_equal(g->nodes[g->values[q->in[0]].producer].op, BD_OP_MAXPOOL);
+        assert_int_equal(q->p.conv.act, BD_ACT_NONE);
+      } else if (!extra) { /* reading I (or the rest's Concat), the Resize before the act */
+        assert_int_equal(g->values[q->in[0]].dims[1], CT - C);
+        assert_int_equal(q->p.conv.res, BD_RES_PRE_ACT);
+        assert_int_equal(g->nodes[g->values[q->in[3]].producer].op, BD_OP_RESIZE);
+      }
+    }
+    assert_int_equal(convs, extra ? 3 : 4);
+    assert_int_equal(low, extra ? 0 : 2);
+    assert_int_equal(resizes, extra ? 1 : 2);  /* one per conv: the pool's went */
+    assert_int_equal(concats, three || extra ? 1 : 0);
+    snprintf(what, sizeof what, "upsampled concat variant %d compiled", variant);
+    tu_check(g, ins, ref, 1e-4f, what);
+    bd_graph_destroy(g);
+    free(x), free(wa), free(wb), free(ba), free(w3), free(cat), free(ref);
+  }
+}
+
 /* ---- Transpose ---- */
 static void test_transpose(void **state) {
   (void)state;
@@ -938,7 +1074,7 @@ int main(void) {
       cmocka_unit_test(test_int64_chain), cmocka_unit_test(test_concat),
       cmocka_unit_test(test_concat_large),
       cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_spp_chained),
-      cmocka_unit_test(test_resize),
+      cmocka_unit_test(test_resize),     cmocka_unit_test(test_upsampled_concat_split),
       cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_dfl_fused), cmocka_unit_test(test_concat_transpose_sunk),
       cmocka_unit_test(test_box_decode_folded),

@@ -103,7 +103,7 @@ static void test_profile(void **state) {
   assert_non_null(seen);
   double sum_ms = 0, conv_flops = 0;
   int n_conv = 0, n_ops = 0, n_conversions = 0, n_outputs = 0, n_zero = 0, n_mma = 0, n_layout = 0,
-      n_twins = 0;
+      n_twins = 0, n_upres = 0;
   const char *mode = getenv("BATCHDET_CUDA_CONV");
   int mma = mode && !strcmp(mode, "mma");
   for (int i = 0; i < n_rows; ++i) {
@@ -145,6 +145,10 @@ static void test_profile(void **state) {
     if (nd->op != BD_OP_CONV) {
       assert_int_equal(r->conv_algo, BD_PROF_NOT_CONV);
       assert_true(r->flops == 0);
+      /* a Resize its convs read upsampled (plan_upres): nothing of its own runs */
+      assert_int_equal(r->upsampled_read, nd->op == BD_OP_RESIZE && cp->upsrc[nd->out[0]] >= 0);
+      if (r->upsampled_read) assert_true(r->bytes == 0 && r->ms_median == 0);
+      n_upres += r->upsampled_read;
       continue;
     }
     ++n_conv;
@@ -170,7 +174,13 @@ static void test_profile(void **state) {
     double wn = (double)bd_value_numel(w);
     double bytes = (numel(plan, nd->in[0]) + numel(plan, nd->out[0]) + wn) * 2;
     if (nd->n_in > 2 && nd->in[2] >= 0) bytes += (double)bd_value_numel(&g->values[nd->in[2]]) * 4;
-    if (nd->n_in > 3 && nd->in[3] >= 0) bytes += numel(plan, nd->in[3]) * 2;
+    if (nd->n_in > 3 && nd->in[3] >= 0) { /* read upsampled: the Resize's input */
+      const int rv = nd->in[3], up = cp->upsrc[rv] >= 0;
+      const bd_node *rz = &g->nodes[g->values[rv].producer];
+      assert_int_equal(r->conv_upres, up);
+      if (up) assert_int_equal(rz->op, BD_OP_RESIZE);
+      bytes += numel(plan, up ? rz->in[0] : rv) * 2;
+    }
     const int64_t *yd = plan->dims[nd->out[0]];
     assert_int_equal(w->dims[0], yd[1]);
     double flops = 2.0 * (double)yd[0] * (double)yd[2] * (double)yd[3] * wn;
@@ -222,6 +232,10 @@ static void test_profile(void **state) {
    * twins unless BATCHDET_CUDA_TWINS=0; never on the direct kernel. */
   const char *tw = getenv("BATCHDET_CUDA_TWINS");
   assert_int_equal(n_twins, mma && !(tw && !strcmp(tw, "0")) ? 8 : 0);
+  /* Its two FPN upsamples, split by bd_compile into one per C3 conv1/conv2 reading them,
+   * are read upsampled by those convs on our kernel (plan_upres); the direct kernel runs
+   * them. */
+  assert_int_equal(n_upres, mma ? 4 : 0);
   assert_true(close_to(conv_flops, 2 * cost.conv_macs, 1e-12));
   /* The brackets split one run's launches exactly: none outside, none twice. */
   assert_true(close_to(sum_ms, (double)run_launches * 1e-3, 1e-6));

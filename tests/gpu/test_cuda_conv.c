@@ -21,6 +21,7 @@ typedef struct {
   int ldx, ldy; /* pixel pitches of x and y, 0 = packed (Concat pieces in place) */
   int xzero;    /* x's channels c..ldx-1 hold zeros the layer may rely on (no copy) */
   int ldr;      /* pixel pitch of the residual (a Concat piece), 0 = packed */
+  int rup;      /* > 1: the residual read upsampled (OH/rup x OW/rup pixels) */
 } conv_case;
 
 static float act_f(double v, int act) {
@@ -41,16 +42,18 @@ static void run_case(const conv_case *cc, int use_direct) {
   size_t nx = (size_t)N * cc->h * cc->w * cc->c, nw = (size_t)cc->m * cc->k * cc->k * cg;
   size_t ny = (size_t)N * OH * OW * cc->m;
   const int ldx = cc->ldx ? cc->ldx : cc->c, ldy = cc->ldy ? cc->ldy : cc->m;
-  const int ldr = cc->ldr ? cc->ldr : cc->m;
+  const int ldr = cc->ldr ? cc->ldr : cc->m, f = cc->rup > 1 ? cc->rup : 1;
+  const int RH = OH / f, RW = OW / f; /* the residual's grid */
   const size_t npx = (size_t)N * cc->h * cc->w, npy = (size_t)N * OH * OW;
-  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *rb = malloc(ny * 2);
-  uint16_t *yb = malloc(npy * ldy * 2), *xpb = malloc(npx * ldx * 2), *rpb = malloc(npy * ldr * 2);
-  float *x = malloc(nx * 4), *w = malloc(nw * 4), *r = malloc(ny * 4), *bias = malloc(cc->m * 4);
+  const size_t npr = (size_t)N * RH * RW, nr = npr * cc->m;
+  uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *rb = malloc(nr * 2);
+  uint16_t *yb = malloc(npy * ldy * 2), *xpb = malloc(npx * ldx * 2), *rpb = malloc(npr * ldr * 2);
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *r = malloc(nr * 4), *bias = malloc(cc->m * 4);
   float *got = malloc(ny * 4), *want = malloc(ny * 4);
   assert_non_null(want);
   for (size_t i = 0; i < nx; ++i) x[i] = tc_h162f(xb[i] = tc_f2h16(tc_uniform(-2, 2)));
   for (size_t i = 0; i < nw; ++i) w[i] = tc_h162f(wb[i] = tc_f2h16(tc_uniform(-0.5f, 0.5f)));
-  for (size_t i = 0; i < ny; ++i) r[i] = tc_h162f(rb[i] = tc_f2h16(tc_uniform(-1, 1)));
+  for (size_t i = 0; i < nr; ++i) r[i] = tc_h162f(rb[i] = tc_f2h16(tc_uniform(-1, 1)));
   for (int i = 0; i < cc->m; ++i) bias[i] = tc_uniform(-1, 1);
   for (int b = 0; b < N; ++b)
     for (int oy = 0; oy < OH; ++oy)
@@ -67,23 +70,24 @@ static void run_case(const conv_case *cc, int use_direct) {
                        w[((size_t)(m * cc->k + ky) * cc->k + kx) * cg + ci];
             }
           size_t o = ((size_t)(b * OH + oy) * OW + ox) * cc->m + m;
-          if (cc->res == BD_RES_PRE_ACT) acc += r[o];
+          size_t ro = ((size_t)(b * RH + oy / f) * RW + ox / f) * cc->m + m;
+          if (cc->res == BD_RES_PRE_ACT) acc += r[ro];
           float v = act_f(acc, cc->act);
-          if (cc->res == BD_RES_POST_ACT) v += r[o];
+          if (cc->res == BD_RES_POST_ACT) v += r[ro];
           want[o] = v;
         }
   for (size_t i = 0; i < npx; ++i) /* x at its pitch, NaN in the channels it must not read */
     for (int c = 0; c < ldx; ++c)
       xpb[i * ldx + c] = c < cc->c ? xb[i * cc->c + c] : cc->xzero ? 0 : 0x7E00;
-  for (size_t i = 0; i < npy; ++i) /* r at its pitch, NaN in the channels it must not read */
+  for (size_t i = 0; i < npr; ++i) /* r at its pitch, NaN in the channels it must not read */
     for (int c = 0; c < ldr; ++c) rpb[i * ldr + c] = c < cc->m ? rb[i * cc->m + c] : 0x7E00;
   void *dx = tc_dev_copy(xpb, npx * ldx * 2), *dw = tc_dev_copy(wb, nw * 2);
-  void *dr = tc_dev_copy(rpb, npy * ldr * 2);
+  void *dr = tc_dev_copy(rpb, npr * ldr * 2);
   float *dbias = tc_dev_copy(bias, cc->m * 4);
   void *dy = tc_dev_poisoned(npy * ldy * 2), *ws = NULL;
   bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
                           cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx, cc->ldy, cc->xzero,
-                          cc->ldr, 0, 0, NULL};
+                          cc->ldr, 0, 0, NULL, cc->rup};
   const void *rr = cc->res ? dr : NULL;
   if (use_direct >= 2) {
     const int tile = use_direct - 2;
@@ -148,48 +152,57 @@ static void run_case(const conv_case *cc, int use_direct) {
 }
 
 static const conv_case cases[] = {
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0},       /* dense 3x3 */
-    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0, 0},       /* asymmetric pad */
-    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0, 0},   /* depthwise */
-    {24, 24, 11, 9, 5, 2, 24, 2, 2, 2, 2, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0},       /* dw 5x5 s2 */
-    {12, 12, 7, 7, 3, 1, 12, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT, 0, 0, 0, 0},    /* dw, C % 8 */
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT, 0, 0, 0, 0}, /* 1x1 */
-    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0},       /* Focus-like stem */
-    {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0},         /* grouped */
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0, 0},       /* dense 3x3 */
+    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0, 0, 0},       /* asymmetric pad */
+    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0, 0, 0},   /* depthwise */
+    {24, 24, 11, 9, 5, 2, 24, 2, 2, 2, 2, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0, 0},       /* dw 5x5 s2 */
+    {12, 12, 7, 7, 3, 1, 12, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT, 0, 0, 0, 0, 0},    /* dw, C % 8 */
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_POST_ACT, 0, 0, 0, 0, 0}, /* 1x1 */
+    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0, 0},       /* Focus-like stem */
+    {16, 32, 9, 9, 3, 1, 4, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0, 0},         /* grouped */
     /* channel counts that are not multiples of 8: zero-padded copies in the layer */
-    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0},         /* yolox reg preds */
-    {16, 1, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_NONE, 0, 0, 0, 0},      /* yolox obj preds */
-    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 0, 0, 0, 0},  /* both padded */
-    {3, 16, 12, 12, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0},       /* RGB stem */
+    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0, 0},         /* yolox reg preds */
+    {16, 1, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SIGMOID, BD_RES_NONE, 0, 0, 0, 0, 0},      /* yolox obj preds */
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 0, 0, 0, 0, 0},  /* both padded */
+    {3, 16, 12, 12, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 0, 0, 0, 0},       /* RGB stem */
     /* cuDNN's fused bias + ReLU / identity (+ residual before the activation) */
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0, 0},
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0},
-    {64, 32, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0, 0},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 0, 0, 0, 0},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0, 0},
+    {64, 32, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_NONE, 0, 0, 0, 0, 0},
     /* Concat pieces in place: pitched input and/or output (cuDNN writes a packed copy
      * that the epilogue spreads; our kernels and the padded copy take the pitches) */
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 40, 0, 0},
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 32, 0, 0},
-    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 24, 24, 0, 0},
-    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 24, 40, 0, 0},
-    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 20, 80, 0, 0},
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 24, 0, 0},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 0, 40, 0, 0, 0},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 32, 0, 0, 0},
+    {16, 16, 13, 11, 3, 1, 16, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 24, 24, 0, 0, 0},
+    {16, 32, 13, 11, 3, 2, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_NONE, 24, 40, 0, 0, 0},
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 20, 80, 0, 0, 0},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_NONE, 0, 24, 0, 0, 0},
     /* a Focus stem's input stored padded to 16 zeroed channels: read without a copy */
-    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 16, 0, 1, 0},
-    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 16, 80, 1, 0},
+    {12, 16, 10, 10, 3, 2, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_NONE, 16, 0, 1, 0, 0},
+    {12, 68, 10, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 16, 80, 1, 0, 0},
     /* the residual a Concat piece too (our tensor-core kernel only: the other paths
      * refuse it, test_conv_direct; the layer test runs these where the layer is ours) */
-    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 32, 0, 40},
-    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SILU, BD_RES_POST_ACT, 0, 0, 0, 24},
-    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_POST_ACT, 0, 0, 0, 13},
+    {16, 24, 13, 11, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 32, 0, 40, 0},
+    {32, 16, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SILU, BD_RES_POST_ACT, 0, 0, 0, 24, 0},
+    {16, 4, 9, 9, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_POST_ACT, 0, 0, 0, 13, 0},
+    /* the residual read upsampled (a nearest Resize left to its conv: rup; ours only) */
+    {16, 24, 12, 10, 1, 1, 1, 0, 0, 0, 0, BD_ACT_SILU, BD_RES_PRE_ACT, 0, 0, 0, 0, 2},
+    {24, 16, 12, 18, 1, 1, 1, 0, 0, 0, 0, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 40, 0, 32, 2},
+    {16, 4, 9, 12, 1, 1, 1, 0, 0, 0, 0, BD_ACT_NONE, BD_RES_PRE_ACT, 0, 0, 0, 13, 3},
+    {16, 24, 12, 10, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_POST_ACT, 0, 0, 0, 0, 2},
 };
 
 static void test_conv_direct(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i)
-    if (!cases[i].ldr) run_case(&cases[i], 1);
+    if (!cases[i].ldr && !cases[i].rup) run_case(&cases[i], 1);
   /* a pitched residual is our tensor-core kernel's only: refused before anything is read */
   bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
-                          0, 0, 0, 24, 0, 0, NULL};
+                          0, 0, 0, 24, 0, 0, NULL, 0};
+  assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
+  p.ldr = 0; /* and so is an upsampled one */
+  p.rup = 3;
+  p.oh = p.ow = p.h = p.w = 9;
   assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
 }
 
@@ -201,9 +214,9 @@ static void test_conv_direct(void **state) {
 static void test_conv_tiles(void **state) {
   (void)state;
   static const conv_case deep[] = {
-      {64, 96, 20, 18, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_POST_ACT, 0, 0, 0, 0},
-      {192, 40, 6, 5, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 48, 0, 0},
-      {64, 68, 20, 18, 3, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0},
+      {64, 96, 20, 18, 3, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_POST_ACT, 0, 0, 0, 0, 0},
+      {192, 40, 6, 5, 3, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 0, 48, 0, 0, 0},
+      {64, 68, 20, 18, 3, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_NONE, 0, 0, 0, 0, 0},
   };
   const size_t n_cases = sizeof(cases) / sizeof(cases[0]), n_deep = sizeof(deep) / sizeof(deep[0]);
   int ran = 0;
@@ -217,7 +230,7 @@ static void test_conv_tiles(void **state) {
       const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
       bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
                               1, 1, cc->pt, cc->pl, 1, cc->act, cc->res, cc->ldx, cc->ldy, 0,
-                              cc->ldr, 0, 0, NULL};
+                              cc->ldr, 0, 0, NULL, cc->rup};
       if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split or patch tile refusing it */
       run_case(cc, 2 + t);
       ++ran;
@@ -237,7 +250,7 @@ static void test_conv_layer(void **state) {
 #else
   const int cudnn = 0;
 #endif
-  int ldr_ran = 0, ldr_cases = 0;
+  int ldr_ran = 0, ldr_cases = 0, up_ran = 0;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
     const conv_case *cc = &cases[i];
     if (cc->ldr) {
@@ -245,17 +258,29 @@ static void test_conv_layer(void **state) {
       const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
       bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
                               1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx,
-                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL};
+                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup};
       ldr_cases++;
       if (!(bd_cuda_conv_layer_pitch_caps(&p, cc->pb, cc->pr, cudnn, 1) & BD_CONV_PITCH_R))
         continue;
       ldr_ran++;
     }
+    if (cc->rup) { /* where the layer is ours on unpadded channels, as the plan asks */
+      const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
+      const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
+      bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
+                              1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx,
+                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup};
+      const int c = bd_cuda_conv_layer_pitch_caps(&p, cc->pb, cc->pr, cudnn, 1);
+      if (!(c & BD_CONV_PITCH_ALIGN8) || (c & BD_CONV_PITCH_XZERO)) continue;
+      up_ran++;
+    }
     run_case(cc, 0);
   }
   const char *mode = getenv("BATCHDET_CUDA_CONV");
-  printf("%d of %d pitched-residual cases on the layer\n", ldr_ran, ldr_cases);
+  printf("%d of %d pitched-residual cases on the layer, %d upsampled\n", ldr_ran, ldr_cases,
+         up_ran);
   if (mode && strcmp(mode, "mma") == 0) assert_int_equal(ldr_ran, ldr_cases);
+  if (mode && strcmp(mode, "mma") == 0) assert_int_equal(up_ran, 4);
 }
 
 /* Twin outputs (bd_cuda_kernels.h's m1): one launch of a stacked conv sends channels
@@ -292,7 +317,7 @@ static void run_twin(int k, int c, int m1, int m2, int ldy, int ldy2, int act, i
   float *dbias = tc_dev_copy(bias, m * 4);
   void *dy = tc_dev_poisoned(npy * ldy * 2), *dy2 = tc_dev_poisoned(npy * ldy2 * 2);
   bd_cuda_conv_shape p = {N, H, W, c, H, W, m, k, k, 1, 1, 1, 1, pad, pad, 1, act, BD_RES_NONE,
-                          0, ldy, 0, 0, m1, ldy2, dy2};
+                          0, ldy, 0, 0, m1, ldy2, dy2, 0};
   if (bd_cuda_conv_mma_splits(&p, tile) < 1) goto done; /* a tile refusing the shape */
   const size_t wsb = bd_cuda_conv_mma_ws_bytes(&p, tile);
   if (wsb) assert_int_equal(cudaMalloc(&ws, wsb), cudaSuccess);

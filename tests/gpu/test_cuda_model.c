@@ -133,6 +133,20 @@ static void run_batch(int batch) {
     assert_int_equal(firsts, seconds);
     assert_true(firsts >= atoi(getenv("BD_EXPECT_TWINS")));
   }
+  if (getenv("BD_EXPECT_UPRES")) {
+    /* The FPN top-down Resizes after bd_compile's split (DAMO-YOLO's merge_4/5: one per
+     * conv reading them) read upsampled by their convs' epilogues: no Resize runs */
+    const bd_cuda_cplan *cp = bd_cuda_backend_plan((bd_cuda_be *)gpu, plan);
+    assert_non_null(cp);
+    int fused = 0, resizes = 0;
+    for (int i = 0; i < g->n_nodes; ++i) {
+      if (g->nodes[i].op != BD_OP_RESIZE) continue;
+      resizes++;
+      fused += cp->upsrc[g->nodes[i].out[0]] >= 0;
+    }
+    printf("batch %d: %d of %d Resizes read upsampled by their convs\n", batch, fused, resizes);
+    assert_int_equal(fused, atoi(getenv("BD_EXPECT_UPRES")));
+  }
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);
   assert_null(gerr);

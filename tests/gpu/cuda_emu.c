@@ -262,7 +262,8 @@ cudaError_t bd_cuda_conv_epilogue(const bd_cuda_conv_shape *p, const float *bias
                                   void *y, cudaStream_t s) {
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
-  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m) || p->rup > 1) return cudaErrorInvalidValue;
+  if ((p->ldy && p->ldy != p->m) || (p->ldr && p->ldr != p->m) || p->rup > 1)
+    return cudaErrorInvalidValue;
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);
   ++bd_cuda_emu_layer;
@@ -280,7 +281,8 @@ cudaError_t bd_cuda_conv_epilogue_from(const bd_cuda_conv_shape *p, const void *
   (void)s;
   int64_t n = (int64_t)p->n * p->oh * p->ow * p->m;
   const int ldy = p->ldy ? p->ldy : p->m;
-  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m) || p->rup > 1) return cudaErrorInvalidValue;
+  if (src_c < p->m || ldy < p->m || (p->ldr && p->ldr != p->m) || p->rup > 1)
+    return cudaErrorInvalidValue;
   src = bd_emu_shadow(src);
   r = bd_emu_shadow(r);
   y = bd_emu_shadow(y);

@@ -33,6 +33,15 @@ static float act_f(double v, int act) {
   }
 }
 
+/* The layer shape of case cc at batch 2 (run_case's N). */
+static bd_cuda_conv_shape case_shape(const conv_case *cc) {
+  const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
+  const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
+  return (bd_cuda_conv_shape){2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s,
+                              cc->s, 1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res,
+                              cc->ldx, cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup};
+}
+
 /* use_direct: 1 our direct kernel, 0 the layer (cuDNN or ours as the mode decides),
  * 2 + t our tensor-core kernel on block tile t (bd_cuda_conv_mma_tiled). */
 static void run_case(const conv_case *cc, int use_direct) {
@@ -85,9 +94,7 @@ static void run_case(const conv_case *cc, int use_direct) {
   void *dr = tc_dev_copy(rpb, npr * ldr * 2);
   float *dbias = tc_dev_copy(bias, cc->m * 4);
   void *dy = tc_dev_poisoned(npy * ldy * 2), *ws = NULL;
-  bd_cuda_conv_shape p = {N, cc->h, cc->w, cc->c, OH, OW, cc->m, cc->k, cc->k, cc->s, cc->s, 1, 1,
-                          cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx, cc->ldy, cc->xzero,
-                          cc->ldr, 0, 0, NULL, cc->rup};
+  bd_cuda_conv_shape p = case_shape(cc); /* batch N = 2 */
   const void *rr = cc->res ? dr : NULL;
   if (use_direct >= 2) {
     const int tile = use_direct - 2;
@@ -226,11 +233,7 @@ static void test_conv_tiles(void **state) {
       if (cc->group != 1 || cc->c % 8 || cc->ldx % 8 ||
           (cc->m % 8 == 0 && (cc->ldy % 8 || cc->ldr % 8)))
         continue;
-      const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
-      const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
-      bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
-                              1, 1, cc->pt, cc->pl, 1, cc->act, cc->res, cc->ldx, cc->ldy, 0,
-                              cc->ldr, 0, 0, NULL, cc->rup};
+      const bd_cuda_conv_shape p = case_shape(cc);
       if (bd_cuda_conv_mma_splits(&p, t) < 1) continue; /* a split or patch tile refusing it */
       run_case(cc, 2 + t);
       ++ran;
@@ -254,22 +257,14 @@ static void test_conv_layer(void **state) {
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
     const conv_case *cc = &cases[i];
     if (cc->ldr) {
-      const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
-      const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
-      bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
-                              1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx,
-                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup};
+      const bd_cuda_conv_shape p = case_shape(cc);
       ldr_cases++;
       if (!(bd_cuda_conv_layer_pitch_caps(&p, cc->pb, cc->pr, cudnn, 1) & BD_CONV_PITCH_R))
         continue;
       ldr_ran++;
     }
     if (cc->rup) { /* where the layer is ours on unpadded channels, as the plan asks */
-      const int oh = (cc->h + cc->pt + cc->pb - cc->k) / cc->s + 1;
-      const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
-      bd_cuda_conv_shape p = {2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s, cc->s,
-                              1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res, cc->ldx,
-                              cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup};
+      const bd_cuda_conv_shape p = case_shape(cc);
       const int c = bd_cuda_conv_layer_pitch_caps(&p, cc->pb, cc->pr, cudnn, 1);
       if (!(c & BD_CONV_PITCH_ALIGN8) || (c & BD_CONV_PITCH_XZERO)) continue;
       up_ran++;

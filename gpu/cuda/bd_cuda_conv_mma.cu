@@ -125,21 +125,29 @@ __device__ __forceinline__ bd_h16 *out_at(const bd_cuda_conv_shape &p, bd_h16 *y
 // Where residual channel oc of output pixel pix is: r at pitch ldr (M when 0), at the
 // output's pixel, or where the residual is read upsampled (rup > 1, bd_cuda_kernels.h) at
 // pixel (oy / rup, ox / rup) of its oh/rup x ow/rup grid (32-bit: n*oh*ow < 2^31).
+// A twin's second output (oc >= m1) reads its own residual r2 (pitch ldr2, channels from 0).
+// ROUTE false: neither (the patch tile, which refuses both: its registers stay as they were).
+template <bool ROUTE>
 __device__ __forceinline__ const bd_h16 *res_at(const bd_cuda_conv_shape &p, const bd_h16 *r,
                                                 int64_t pix, int oc) {
+  if (!ROUTE) return r + pix * (p.ldr ? p.ldr : p.m) + oc;
   if (p.rup > 1) {
     const unsigned u = (unsigned)pix, ow = (unsigned)p.ow, oh = (unsigned)p.oh,
                    f = (unsigned)p.rup, t = u / ow, ox = u - t * ow, n = t / oh, oy = t - n * oh;
     pix = (int64_t)((n * (oh / f) + oy / f) * (ow / f) + ox / f);
   }
-  return r + pix * (p.ldr ? p.ldr : p.m) + oc;
+  if (p.m1 && oc >= p.m1)
+    return static_cast<const bd_h16 *>(p.r2) + pix * (p.ldr2 ? p.ldr2 : p.m - p.m1) +
+           (oc - p.m1);
+  return r + pix * (p.ldr ? p.ldr : (p.m1 ? p.m1 : p.m)) + oc;
 }
 
+template <bool ROUTE>
 __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
                                       const float *__restrict__ bias, const bd_h16 *__restrict__ r,
                                       bd_h16 *__restrict__ y, int64_t pix, int oc) {
   uint4 rv = make_uint4(0, 0, 0, 0), out;
-  if (r) rv = *reinterpret_cast<const uint4 *>(res_at(p, r, pix, oc));
+  if (r) rv = *reinterpret_cast<const uint4 *>(res_at<ROUTE>(p, r, pix, oc));
   const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
   bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
 #pragma unroll
@@ -156,6 +164,7 @@ __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float 
 // regression channels of DAMO-YOLO's head, yolox's 1- and 4-channel predictions): the up
 // to 8 channels oc.. that exist, one 16-bit store each (y, r need no 16-byte alignment;
 // ldy is any pitch >= M).
+template <bool ROUTE>
 __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const float *acc,
                                            const float *__restrict__ bias,
                                            const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
@@ -163,21 +172,22 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
   const int n = p.m - oc < 8 ? p.m - oc : 8;
   bd_h16 *o = out_at(p, y, pix, oc); // a twin's m1 is a multiple of 8: no group straddles
   for (int j = 0; j < n; ++j) {
-    const float rv = r ? bd_ld(res_at(p, r, pix, oc)[j]) : 0.0f;
+    const float rv = r ? bd_ld(res_at<ROUTE>(p, r, pix, oc)[j]) : 0.0f;
     o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
   }
 }
 
 // An epilogue group: store8 where M is a multiple of 8 (uniform over the launch), else
 // store_tail.
+template <bool ROUTE = true>
 __device__ __forceinline__ void store_group(const bd_cuda_conv_shape &p, const float *acc,
                                             const float *__restrict__ bias,
                                             const bd_h16 *__restrict__ r,
                                             bd_h16 *__restrict__ y, int64_t pix, int oc) {
   if (p.m % 8 == 0)
-    store8(p, acc, bias, r, y, pix, oc);
+    store8<ROUTE>(p, acc, bias, r, y, pix, oc);
   else
-    store_tail(p, acc, bias, r, y, pix, oc);
+    store_tail<ROUTE>(p, acc, bias, r, y, pix, oc);
 }
 
 // What a block does with the FP32 sums cr of 8 channels oc.. of pixel pix: the epilogue
@@ -766,8 +776,8 @@ __global__ void __launch_bounds__(256, 2)
         for (int e = lane; e < 8 * NT && oy < p.oh; e += 32) {
           const int px = e / NT, oc = (e - px * NT) * 8, ox = ox0 + 8 * h + px;
           if (ox < p.ow && oc < p.m)
-            store_group(p, st + px * LDC + oc, bias, r, y, ((int64_t)n * p.oh + oy) * p.ow + ox,
-                        oc);
+            store_group<false>(p, st + px * LDC + oc, bias, r, y,
+                               ((int64_t)n * p.oh + oy) * p.ow + ox, oc);
         }
         __syncwarp(); // the staging rows are free for the next pixels
       }
@@ -830,10 +840,13 @@ cudaError_t patch_nt(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g, co
 #undef BD_PATCH_NT
 }
 
+// The patch tile takes no upsampled residual and no twins' residuals (store_group<false>;
+// the plan asks neither of it: BD_CONV_PITCH_ROUTE).
 cudaError_t conv_patch(const bd_cuda_conv_shape *p, const void *x, const void *w,
                        const float *bias, const void *r, void *y, cudaStream_t s) {
   bd_conv_patch_geo g;
-  if (!bd_cuda_conv_patch_geo(p, &g)) return cudaErrorInvalidValue;
+  if (!bd_cuda_conv_patch_geo(p, &g) || p->rup > 1 || (p->m1 && p->res))
+    return cudaErrorInvalidValue;
   return patch_nt<false>(p, g, x, w, bias, r, y, s, nullptr, 0, 0, nullptr);
 }
 
@@ -841,7 +854,8 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
                               const bd_cuda_prep_layout *lo, const void *w, const float *bias,
                               const void *r, void *y, cudaStream_t s) {
   bd_conv_patch_geo g;
-  if (!bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w) || !bd_cuda_conv_patch_geo(p, &g))
+  if (!bd_cuda_conv_patch_layout_ok(p, lo, in_h, in_w) || !bd_cuda_conv_patch_geo(p, &g) ||
+      p->rup > 1 || (p->m1 && p->res))
     return cudaErrorInvalidValue;
   return patch_nt<true>(p, g, nullptr, w, bias, r, y, s, src, in_h, in_w, lo);
 }
@@ -851,14 +865,18 @@ cudaError_t conv_patch_layout(const bd_cuda_conv_shape *p, const float *src, int
 // pitch >= M (one channel a store); w 16-byte aligned.
 bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, const void *y) {
   const int vec = p->m % 8 == 0;
-  if (p->rup > 1 && (!r || p->res == 0 || p->m1 || p->oh % p->rup || p->ow % p->rup ||
+  if (p->rup > 1 && (!r || p->res == 0 || p->oh % p->rup || p->ow % p->rup ||
                      (int64_t)p->n * p->oh * p->ow >= ((int64_t)1 << 31)))
     return false; // an upsampled residual (bd_cuda_kernels.h)
-  if (p->m1) // twins (bd_cuda_kernels.h): each output's own pitch, no residual
+  if (p->m1) // twins (bd_cuda_kernels.h): each output's own pitch, and residual if any
     return p->m1 > 0 && p->m1 < p->m && vec && p->m1 % 8 == 0 && p->ldy >= p->m1 &&
            p->ldy % 8 == 0 && p->ldy2 >= p->m - p->m1 && p->ldy2 % 8 == 0 && p->y2 &&
            !((uintptr_t)p->y2 & 15u) && !((uintptr_t)y & 15u) && !((uintptr_t)w & 15u) &&
-           !r && p->res == 0; // BD_RES_NONE
+           (p->res == 0 // BD_RES_NONE
+                ? !r && !p->r2
+                : r && p->r2 && !((uintptr_t)r & 15u) && !((uintptr_t)p->r2 & 15u) &&
+                      p->ldr % 8 == 0 && p->ldr2 % 8 == 0 && (!p->ldr || p->ldr >= p->m1) &&
+                      (!p->ldr2 || p->ldr2 >= p->m - p->m1));
   return !((vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldy && p->ldy < p->m) ||
            (p->ldr && p->ldr < p->m) || ((uintptr_t)w & 15u) ||
            ((uintptr_t)y & (vec ? 15u : 1u)) || ((uintptr_t)r & (vec ? 15u : 1u)));

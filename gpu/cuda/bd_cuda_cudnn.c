@@ -321,7 +321,8 @@ int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pa
   pad_plan pp = plan_pads(p, pad_b, pad_r, cudnn, 1);
   if (pp.mma)
     return BD_CONV_PITCH_X | BD_CONV_PITCH_Y | BD_CONV_PITCH_R | BD_CONV_PITCH_ALIGN8 |
-           (pp.padded ? BD_CONV_PITCH_XZERO : 0);
+           (pp.padded ? BD_CONV_PITCH_XZERO : 0) |
+           (pp.tile != BD_CONV_PATCH_TILE ? BD_CONV_PITCH_ROUTE : 0);
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
   int on_cudnn = cudnn && !depthwise && sym;

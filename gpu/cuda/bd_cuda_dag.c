@@ -77,7 +77,7 @@ bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) 
   bd_status st = BD_OK;
   int cap = 8, n_fp = 0, n_pred = 0;
   for (int i = 0; i < g->n_nodes; ++i)
-    if (3 * g->nodes[i].n_in + 8 > cap) cap = 3 * g->nodes[i].n_in + 8;
+    if (3 * g->nodes[i].n_in + 12 > cap) cap = 3 * g->nodes[i].n_in + 12;
   free(cp->pred_at);
   free(cp->pred);
   free(cp->ws_slot);

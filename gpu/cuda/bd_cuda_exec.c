@@ -290,11 +290,13 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->ldx = (int)planned_pitch(cp, nd->in[0]);
   s->ldy = (int)planned_pitch(cp, nd->out[0]);
   s->xzero = cp->pad_to[nd->in[0]] != 0;
-  const int r = nd->n_in > 3 ? nd->in[3] : -1, rs = r >= 0 && cp->upsrc[r] >= 0 ? cp->upsrc[r] : r;
+  const int r = nd->n_in > 3 ? nd->in[3] : -1;
+  const int rs = r >= 0 && cp->upsrc[r] >= 0 ? cp->upsrc[r] : r;
   s->ldr = rs >= 0 ? (int)planned_pitch(cp, rs) : 0;
   s->rup = rs != r ? (int)(p->dims[r][2] / p->dims[rs][2]) : 0; /* read upsampled */
-  s->m1 = s->ldy2 = 0;
+  s->m1 = s->ldy2 = s->ldr2 = 0;
   s->y2 = NULL;
+  s->r2 = NULL;
 }
 
 static int twins_enabled(void) {
@@ -329,6 +331,12 @@ static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
   if (!s->ldy) s->ldy = s->m1;
   if (!s->ldy2) s->ldy2 = s->m - s->m1;
   s->y2 = cp->buf[y2][BD_REP_H16];
+  const bd_node *t = &g->nodes[b->twin[n]]; /* its residual, or what that upsamples */
+  if (t->n_in > 3 && t->in[3] >= 0) {
+    const int r2 = cp->upsrc[t->in[3]] >= 0 ? cp->upsrc[t->in[3]] : t->in[3];
+    s->r2 = cp->buf[r2][BD_REP_H16];
+    s->ldr2 = (int)planned_pitch(cp, r2);
+  }
 }
 
 /* cuDNN's fused bias + activation is on unless BATCHDET_CUDA_FUSE=0: a switch to rule
@@ -377,7 +385,9 @@ static void plan_twins(const bd_cuda_be *b, bd_cuda_cplan *cp) {
     twin_shape(b, cp, n, &s);
     const int caps = bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r,
                                                    b->dnn != NULL, conv_may_fuse(b, nd, &s));
-    if (!(caps & BD_CONV_PITCH_ALIGN8) || (caps & BD_CONV_PITCH_XZERO)) continue;
+    if (!(caps & BD_CONV_PITCH_ALIGN8) || (caps & BD_CONV_PITCH_XZERO) ||
+        (s.res != BD_RES_NONE && !(caps & BD_CONV_PITCH_ROUTE)))
+      continue; /* twins with residuals: each read its own (not on the patch tile) */
     cp->twin_on[n] = 1;
     cp->twin_on[t] = 2;
   }
@@ -449,15 +459,27 @@ static void plan_upres(const bd_cuda_be *b, bd_cuda_cplan *cp) {
       for (int j = 0; j < nd->n_in && ok; ++j) {
         if (nd->in[j] != u) continue;
         readers++;
-        ok = nd->op == BD_OP_CONV && j == 3 && nd->p.conv.res != BD_RES_NONE &&
-             !cp->twin_on[n] && nd->in[0] != u;
+        ok = nd->op == BD_OP_CONV && j == 3 && nd->p.conv.res != BD_RES_NONE && nd->in[0] != u;
         if (ok) {
           const int c = conv_caps(b, cp, nd);
-          ok = (c & BD_CONV_PITCH_ALIGN8) && !(c & BD_CONV_PITCH_XZERO);
+          ok = (c & BD_CONV_PITCH_ROUTE) && !(c & BD_CONV_PITCH_XZERO);
         }
       }
     }
     if (ok && readers) cp->upsrc[u] = z;
+  }
+  /* Twins in one launch read both residuals alike (one rup): where they would not, both
+   * their Resizes run. */
+  for (int n = 0; n < g->n_nodes; ++n) {
+    if (cp->twin_on[n] != 1) continue;
+    const bd_node *a = &g->nodes[n], *t = &g->nodes[b->twin[n]];
+    if (a->n_in < 4 || a->in[3] < 0 || t->n_in < 4 || t->in[3] < 0) continue;
+    const int ua = a->in[3], ut = t->in[3];
+    if ((cp->upsrc[ua] < 0) != (cp->upsrc[ut] < 0) ||
+        (cp->upsrc[ua] >= 0 &&
+         (p->dims[ua][2] != p->dims[ut][2] ||
+          p->dims[cp->upsrc[ua]][2] != p->dims[cp->upsrc[ut]][2])))
+      cp->upsrc[ua] = cp->upsrc[ut] = -1;
   }
 }
 
@@ -690,14 +712,19 @@ struct bd_cuda_weights {
 static int twins_ok(const bd_graph *g, int a, int b) {
   const bd_node *x = &g->nodes[a], *y = &g->nodes[b];
   if (x->op != BD_OP_CONV || y->op != BD_OP_CONV || x->n_in < 2 || y->n_in < 2 ||
-      x->in[0] != y->in[0] || x->n_out < 1 || y->n_out < 1 ||
-      (x->n_in > 3 && x->in[3] >= 0) || (y->n_in > 3 && y->in[3] >= 0))
+      x->in[0] != y->in[0] || x->n_out < 1 || y->n_out < 1)
     return 0;
   const bd_conv_params *p = &x->p.conv, *q = &y->p.conv;
   if (p->kh != q->kh || p->kw != q->kw || p->sh != q->sh || p->sw != q->sw || p->dh != q->dh ||
       p->dw != q->dw || p->pad_t != q->pad_t || p->pad_l != q->pad_l || p->pad_b != q->pad_b ||
       p->pad_r != q->pad_r || p->group != 1 || q->group != 1 || p->act != q->act ||
-      p->res != BD_RES_NONE || q->res != BD_RES_NONE)
+      p->res != q->res)
+    return 0;
+  /* Residuals: both (of one mode) or neither; the second's computed before the first
+   * runs, since the one launch at the first's step reads it. */
+  const int rx = x->n_in > 3 ? x->in[3] : -1, ry = y->n_in > 3 ? y->in[3] : -1;
+  if ((p->res != BD_RES_NONE) != (rx >= 0) || (q->res != BD_RES_NONE) != (ry >= 0) ||
+      (ry >= 0 && (ry == x->out[0] || g->values[ry].producer >= a)))
     return 0;
   const bd_value *wa = &g->values[x->in[1]], *wb = &g->values[y->in[1]];
   if (!wa->data || !wb->data || wa->rank != 4 || wb->rank != 4 || wa->dims[1] != wb->dims[1] ||
@@ -1217,8 +1244,13 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): only 4-D tensors", name,
                         bd_op_name(nd->op));
     st = need(cp, nd->in[0], BD_REP_H16, name, err);
-    if (st == BD_OK && nd->op == BD_OP_CONV && nd->n_in > 3 && nd->in[3] >= 0) {
-      const int r = nd->in[3]; /* or what it upsamples, where the conv reads that */
+    for (int t = 0; t < 2 && st == BD_OK && nd->op == BD_OP_CONV; ++t) {
+      /* its residual (or what that upsamples, where the conv reads that), and where it
+       * runs its twin too, the twin's */
+      if (t && cp->twin_on[n] != 1) continue;
+      const bd_node *c = t ? &g->nodes[b->twin[n]] : nd;
+      if (c->n_in < 4 || c->in[3] < 0) continue;
+      const int r = c->in[3];
       st = need(cp, cp->upsrc[r] >= 0 ? cp->upsrc[r] : r, BD_REP_H16, name, err);
     }
     break;
@@ -1276,6 +1308,10 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
      * for this step only */
     for (int k = 0; k < nd->n_in; ++k)
       if (nd->in[k] >= 0 && !host_input(nd->op, k)) bd_cuda_extend_items(cp, nd->in[k], cp->cur_step);
+    if (nd->op == BD_OP_CONV && cp->twin_on[n] == 1) { /* the launch reads its twin's residual */
+      const bd_node *t = &g->nodes[b->twin[n]];
+      if (t->n_in > 3 && t->in[3] >= 0) bd_cuda_extend_items(cp, t->in[3], cp->cur_step);
+    }
     if (nd->op == BD_OP_CONV) {
       bd_cuda_conv_shape s;
       size_t pad[2];
@@ -1427,13 +1463,13 @@ static bd_status run_op(bd_cuda_be *b, bd_cuda_cplan *cp, int n, int i, bd_err *
     const float *bias = NULL;
     const void *r = NULL;
     if (cp->twin_on[n] == 2) return BD_OK; /* its twin's launch wrote y */
-    if (cp->twin_on[n] == 1) { /* both twins: stacked weights and biases, no residual */
+    if (cp->twin_on[n] == 1) { /* both twins: stacked weights and biases (residuals: shape) */
       bias = (const float *)b->tbias[n];
     } else if (nd->n_in > 2 && nd->in[2] >= 0) {
       bias = b->cdev[nd->in[2]];
       if (!bias) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s': bias is not a constant", nd->name);
     }
-    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16]; /* not twins */
+    if (nd->n_in > 3 && nd->in[3] >= 0) r = cp->buf[nd->in[3]][BD_REP_H16]; /* the first's */
     if (cp->rd_fusing && i == cp->rd_fuse) { /* the input's layout read by the conv itself */
       const int v = g->inputs[0];
       const int64_t *d = p->dims[v];
@@ -1681,15 +1717,19 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
     const int y = nd->out[0];
     if (cp->vkind[y]) return 0; /* a view: nothing runs */
     if (nd->op == BD_OP_CONV && cp->twin_on[a->node] == 2) return 0; /* its twin's launch */
-    if (cap < 3 * nd->n_in + 6) return -1;
+    /* per input up to 3 ranges; the output, a twin's output and residual (3), the FP32
+     * input, two scratch copies */
+    if (cap < 3 * nd->n_in + 9) return -1;
     for (int k = 0; k < nd->n_in; ++k)
       if (nd->in[k] >= 0 && !host_input(nd->op, k)) n += fp_value_reads(cp, nd->in[k], &f[n]);
     view_of(cp, y, cp->prim[y], &t);
     fp_view(&t, 1, &f[n++]);
     if (nd->op == BD_OP_CONV && cp->twin_on[a->node] == 1) { /* and its twin's output */
-      const int y2 = g->nodes[b->twin[a->node]].out[0];
-      view_of(cp, y2, BD_REP_H16, &t);
+      const bd_node *tw = &g->nodes[b->twin[a->node]];
+      view_of(cp, tw->out[0], BD_REP_H16, &t);
       fp_view(&t, 1, &f[n++]);
+      if (tw->n_in > 3 && tw->in[3] >= 0) /* and residual */
+        n += fp_value_reads(cp, tw->in[3], &f[n]);
     }
     if (i == cp->rd_fuse && cp->rd_fuse > 0) { /* and the FP32 input, where it reads that */
       const int v = g->inputs[0];
@@ -1913,7 +1953,7 @@ static void fuse_layout(const bd_cuda_be *b, bd_cuda_cplan *cp, const char *in, 
   int reader = -1, cap = 8;
   if ((e && strcmp(e, "0") == 0) || cp->n_acts < 2) return;
   for (int i = 0; i < g->n_nodes; ++i) /* as bd_cuda_plan_dag sizes it */
-    if (3 * g->nodes[i].n_in + 8 > cap) cap = 3 * g->nodes[i].n_in + 8;
+    if (3 * g->nodes[i].n_in + 12 > cap) cap = 3 * g->nodes[i].n_in + 12;
   bd_cuda_fp *f = malloc(sizeof(*f) * (size_t)cap);
   if (!f) return; /* runs unfused */
   /* Readers of the bytes until an action writes some of them (the tensor is dead by

@@ -65,13 +65,16 @@ bd_status bd_cuda_conv_layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p
  * offsets must be multiples of 8 (the tensor-core kernel); BD_CONV_PITCH_XZERO: it pads
  * its input channels to 8 and can read an input stored that way with zero pad channels
  * (shape.xzero) instead of copying it; BD_CONV_PITCH_R read a pitched residual
- * (shape.ldr: our tensor-core kernel). */
+ * (shape.ldr: our tensor-core kernel); BD_CONV_PITCH_ROUTE read its residual upsampled
+ * (shape.rup) or as twins each its own (shape.r2): our tensor-core kernel on a tile other
+ * than the patch tile. */
 enum {
   BD_CONV_PITCH_X = 1,
   BD_CONV_PITCH_Y = 2,
   BD_CONV_PITCH_ALIGN8 = 4,
   BD_CONV_PITCH_XZERO = 8,
-  BD_CONV_PITCH_R = 16
+  BD_CONV_PITCH_R = 16,
+  BD_CONV_PITCH_ROUTE = 32
 };
 int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int cudnn,
                                   int may_fuse);

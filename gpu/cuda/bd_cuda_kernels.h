@@ -86,7 +86,9 @@ typedef struct bd_cuda_conv_shape {
    * 0 first): two convs of one input with the same geometry, activation and no residual
    * (DAMO-YOLO's and YOLOX's CSP stages: 1x1 conv1 and conv2) run as one, their weights
    * and biases stacked, the input read once. m1, m - m1, ldy and ldy2 multiples of 8, y2
-   * 16-byte aligned, res BD_RES_NONE. 0: one output. */
+   * 16-byte aligned. 0: one output. With a residual (both twins' of one mode: the split
+   * FPN convs after bd_compile's split_upsampled_concats) channels [m1, m) read theirs
+   * from r2 at pitch ldr2 (M - m1 when 0; a multiple of 8, r2 16-byte aligned). */
   int m1, ldy2;
   void *y2;
   /* Residual read upsampled (our tensor-core kernel only): rup > 1 makes r a tensor of
@@ -95,6 +97,8 @@ typedef struct bd_cuda_conv_shape {
    * paths after bd_compile's split_upsampled_concats). oh, ow multiples of rup, a
    * residual, no twin, n*oh*ow < 2^31. 0 or 1: r has the output's pixels. */
   int rup;
+  const void *r2; /* twins with a residual: the second's (see m1 above) */
+  int ldr2;
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and

@@ -159,18 +159,23 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
                                const float *bias, const void *r, void *y, void *y2);
 static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const void *w,
                             const float *bias, const void *r, void *y) {
-  return conv_ref_sh(p, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
+  bd_cuda_conv_shape q = *p; /* a twin's second residual read through its shadow too */
+  if (q.r2) q.r2 = bd_emu_shadow(q.r2);
+  return conv_ref_sh(&q, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
                      bd_emu_shadow(y), p->m1 ? bd_emu_shadow(p->y2) : NULL);
 }
 /* The same on the shadows (FP32 arrays holding the 16-bit values) of x, w, r, y and a
- * twin's second output y2 (channels m1.. of the conv, bd_cuda_kernels.h). */
+ * twin's second output y2 and residual p->r2 (channels m1.. of the conv,
+ * bd_cuda_kernels.h). */
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                const float *bias, const void *r, void *y, void *y2) {
   int cg = p->c / p->group, mg = p->m / p->group;
-  const int64_t ldr = p->ldr ? p->ldr : p->m;
+  const int64_t ldr = p->ldr ? p->ldr : p->m1 ? p->m1 : p->m;
+  const int64_t ldr2 = p->ldr2 ? p->ldr2 : p->m - p->m1;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || (!p->m1 && ldy < p->m) ||
-      (p->m1 && (!y2 || p->m1 >= p->m || ldy < p->m1 || p->ldy2 < p->m - p->m1 || r)))
+      (p->m1 && (!y2 || p->m1 >= p->m || ldy < p->m1 || p->ldy2 < p->m - p->m1 ||
+                 (p->res ? !r || !p->r2 : r || p->r2))))
     return cudaErrorInvalidValue;
   ++bd_cuda_emu_layer;
   bd_emu_tick();
@@ -197,7 +202,9 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
           int64_t rpix = i / p->m; /* an upsampled residual: its pixel (oy/f, ox/f) */
           if (p->rup > 1)
             rpix = ((int64_t)n * (p->oh / p->rup) + oy / p->rup) * (p->ow / p->rup) + ox / p->rup;
-          float rv = r ? ld(r, BD_CT_H16, rpix * ldr + m) : 0;
+          float rv = !r                   ? 0
+                     : p->m1 && m >= p->m1 ? ld(p->r2, BD_CT_H16, rpix * ldr2 + m - p->m1)
+                                           : ld(r, BD_CT_H16, rpix * ldr + m);
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
@@ -232,12 +239,13 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
                                    void *ws, size_t ws_bytes, cudaStream_t s) {
   const int vec = p->m % 8 == 0; /* the kernel's contract (bd_cuda_kernels.h) */
   if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 ||
-      (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldr && p->ldr < p->m) ||
+      (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldr && p->ldr < (p->m1 ? p->m1 : p->m)) ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
       ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES ||
       (p->m1 && (!vec || p->m1 % 8 || p->ldy % 8 || !p->ldy || p->ldy2 % 8 ||
-                 ((uintptr_t)p->y2 & 15u) || p->res)) ||
-      (p->rup > 1 && (!r || !p->res || p->m1 || p->oh % p->rup || p->ow % p->rup)))
+                 ((uintptr_t)p->y2 & 15u) ||
+                 (p->res && (!p->r2 || p->ldr2 % 8 || ((uintptr_t)p->r2 & 15u))))) ||
+      (p->rup > 1 && (!r || !p->res || p->oh % p->rup || p->ow % p->rup)))
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;

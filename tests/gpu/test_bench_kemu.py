@@ -66,7 +66,7 @@ if r is not None:
 # Twin convs on yolox_nano, all convs on our kernel: its CSP layers' 1x1 conv1/conv2 pairs
 # (8 with channel counts that are multiples of 8) each one launch, the second's row empty;
 # and none with BATCHDET_CUDA_TWINS=0.
-for twins, want in (("1", 8), ("0", 0)):
+for twins, want in (("1", 10), ("0", 0)):
     p = subprocess.run([EXE, "bench", "--model", YOLOX, "--json", "--device", "cuda", "--batch", "1",
                         "--iters", "1", "--warmup", "0", "--profile"], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "BATCHDET_CUDA_CONV": "mma",

@@ -94,10 +94,8 @@ static double op_bytes(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_no
   case BD_OP_CONV:
     in = numel_of(g, p, x) * 2 + numel_of(g, p, nd->in[1]) * 2; /* 16-bit KRSC weights */
     if (nd->n_in > 2 && nd->in[2] >= 0) in += numel_of(g, p, nd->in[2]) * 4;
-    if (nd->n_in > 3 && nd->in[3] >= 0) { /* or what it reads upsampled */
-      const int r = nd->in[3];
-      in += numel_of(g, p, cp->upsrc[r] >= 0 ? cp->upsrc[r] : r) * 2;
-    }
+    if (nd->n_in > 3 && nd->in[3] >= 0) /* or what it reads upsampled */
+      in += numel_of(g, p, bd_cuda_res_src(cp, nd->in[3])) * 2;
     return in + out;
   case BD_OP_MAXPOOL: case BD_OP_RESIZE:
     return numel_of(g, p, x) * 2 + out;

@@ -75,9 +75,8 @@ bd_status bd_cuda_plan_dag(const bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) 
   const bd_graph *g = b->base.graph;
   const int n = cp->n_acts, words = (n + 63) / 64;
   bd_status st = BD_OK;
-  int cap = 8, n_fp = 0, n_pred = 0;
-  for (int i = 0; i < g->n_nodes; ++i)
-    if (3 * g->nodes[i].n_in + 12 > cap) cap = 3 * g->nodes[i].n_in + 12;
+  const int cap = bd_cuda_action_fps_cap(g);
+  int n_fp = 0, n_pred = 0;
   free(cp->pred_at);
   free(cp->pred);
   free(cp->ws_slot);

@@ -290,8 +290,7 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->ldx = (int)planned_pitch(cp, nd->in[0]);
   s->ldy = (int)planned_pitch(cp, nd->out[0]);
   s->xzero = cp->pad_to[nd->in[0]] != 0;
-  const int r = nd->n_in > 3 ? nd->in[3] : -1;
-  const int rs = r >= 0 && cp->upsrc[r] >= 0 ? cp->upsrc[r] : r;
+  const int r = nd->n_in > 3 ? nd->in[3] : -1, rs = bd_cuda_res_src(cp, r);
   s->ldr = rs >= 0 ? (int)planned_pitch(cp, rs) : 0;
   s->rup = rs != r ? (int)(p->dims[r][2] / p->dims[rs][2]) : 0; /* read upsampled */
   s->m1 = s->ldy2 = s->ldr2 = 0;
@@ -333,7 +332,7 @@ static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
   s->y2 = cp->buf[y2][BD_REP_H16];
   const bd_node *t = &g->nodes[b->twin[n]]; /* its residual, or what that upsamples */
   if (t->n_in > 3 && t->in[3] >= 0) {
-    const int r2 = cp->upsrc[t->in[3]] >= 0 ? cp->upsrc[t->in[3]] : t->in[3];
+    const int r2 = bd_cuda_res_src(cp, t->in[3]);
     s->r2 = cp->buf[r2][BD_REP_H16];
     s->ldr2 = (int)planned_pitch(cp, r2);
   }
@@ -1250,8 +1249,7 @@ bd_status bd_cuda_plan_node(bd_cuda_be *b, bd_cuda_cplan *cp, int n, bd_err *err
       if (t && cp->twin_on[n] != 1) continue;
       const bd_node *c = t ? &g->nodes[b->twin[n]] : nd;
       if (c->n_in < 4 || c->in[3] < 0) continue;
-      const int r = c->in[3];
-      st = need(cp, cp->upsrc[r] >= 0 ? cp->upsrc[r] : r, BD_REP_H16, name, err);
+      st = need(cp, bd_cuda_res_src(cp, c->in[3]), BD_REP_H16, name, err);
     }
     break;
   case BD_OP_RESHAPE: case BD_OP_FLATTEN: case BD_OP_SQUEEZE: case BD_OP_UNSQUEEZE:
@@ -1705,6 +1703,17 @@ static int fp_value_reads(const bd_cuda_cplan *cp, int v, bd_cuda_fp *f) {
   return n;
 }
 
+/* The ranges an op action of node nd may give: per input up to 3 (fp_value_reads); the
+ * output, a twin's output and residual (up to 3), the FP32 input, two scratch copies. */
+static int op_fps_max(const bd_node *nd) { return 3 * nd->n_in + 8; }
+
+int bd_cuda_action_fps_cap(const bd_graph *g) {
+  int cap = 8; /* and the other actions' at most 4 */
+  for (int i = 0; i < g->n_nodes; ++i)
+    if (op_fps_max(&g->nodes[i]) > cap) cap = op_fps_max(&g->nodes[i]);
+  return cap;
+}
+
 int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_cuda_fp *f,
                        int cap) {
   const bd_graph *g = b->base.graph;
@@ -1717,9 +1726,7 @@ int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_c
     const int y = nd->out[0];
     if (cp->vkind[y]) return 0; /* a view: nothing runs */
     if (nd->op == BD_OP_CONV && cp->twin_on[a->node] == 2) return 0; /* its twin's launch */
-    /* per input up to 3 ranges; the output, a twin's output and residual (3), the FP32
-     * input, two scratch copies */
-    if (cap < 3 * nd->n_in + 9) return -1;
+    if (cap < op_fps_max(nd)) return -1;
     for (int k = 0; k < nd->n_in; ++k)
       if (nd->in[k] >= 0 && !host_input(nd->op, k)) n += fp_value_reads(cp, nd->in[k], &f[n]);
     view_of(cp, y, cp->prim[y], &t);
@@ -1950,10 +1957,9 @@ static void fuse_layout(const bd_cuda_be *b, bd_cuda_cplan *cp, const char *in, 
                         size_t o_bytes) {
   const bd_graph *g = b->base.graph;
   const char *o = cp->rd_dst, *e = getenv("BATCHDET_CUDA_FUSE_LAYOUT");
-  int reader = -1, cap = 8;
+  int reader = -1;
+  const int cap = bd_cuda_action_fps_cap(g);
   if ((e && strcmp(e, "0") == 0) || cp->n_acts < 2) return;
-  for (int i = 0; i < g->n_nodes; ++i) /* as bd_cuda_plan_dag sizes it */
-    if (3 * g->nodes[i].n_in + 12 > cap) cap = 3 * g->nodes[i].n_in + 12;
   bd_cuda_fp *f = malloc(sizeof(*f) * (size_t)cap);
   if (!f) return; /* runs unfused */
   /* Readers of the bytes until an action writes some of them (the tensor is dead by

@@ -365,6 +365,13 @@ size_t bd_cuda_rep_bytes(const bd_cuda_cplan *cp, int v, int rep);
  * -1 where they are not known (the action must follow, and precede, every other). */
 int bd_cuda_action_fps(const bd_cuda_be *b, const bd_cuda_cplan *cp, int i, bd_cuda_fp *f,
                        int cap);
+/* A cap that bd_cuda_action_fps never finds too small for any action of graph g. */
+int bd_cuda_action_fps_cap(const bd_graph *g);
+/* The value a conv reads as residual v: v, or the input of the Resize that made v where
+ * the plan leaves that Resize to its readers (cp->upsrc). */
+static inline int bd_cuda_res_src(const bd_cuda_cplan *cp, int v) {
+  return v >= 0 && cp->upsrc[v] >= 0 ? cp->upsrc[v] : v;
+}
 /* Graphs with parallel branches (bd_cuda_dag.c), BATCHDET_CUDA_BRANCHES: auto (default)
  * for plans up to batch BD_CUDA_BRANCH_BATCH, whose kernels each fill a fraction of the
  * GPU; 1 for every plan; 0 for none. Plans of batch <= BD_CUDA_BRANCH_BATCH with

@@ -398,7 +398,9 @@ template <typename Sm, bool DYN> __device__ __forceinline__ Sm &async_smem() {
 
 // 16 bytes global -> shared, or 16 zero bytes (ok false: g is not read); CA: through L1.
 template <bool CA> __device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 *g, bool ok) {
-#if defined(BD_KERNEL_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
+#if defined(BD_KERNEL_EMU)
+  emu_cp_async16(s, g, ok); // lands at this thread's cp_wait (cuda_block_emu.h)
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   *reinterpret_cast<uint4 *>(s) = ok ? *reinterpret_cast<const uint4 *>(g) : make_uint4(0, 0, 0, 0);
 #else
   const unsigned sa = (unsigned)__cvta_generic_to_shared(s);
@@ -411,12 +413,16 @@ template <bool CA> __device__ __forceinline__ void cp16(bd_h16 *s, const bd_h16 
 #endif
 }
 __device__ __forceinline__ void cp_commit() {
-#if !defined(BD_KERNEL_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+#if defined(BD_KERNEL_EMU)
+  emu_cp_commit();
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 template <int N> __device__ __forceinline__ void cp_wait() {
-#if !defined(BD_KERNEL_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+#if defined(BD_KERNEL_EMU)
+  emu_cp_wait(N);
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }

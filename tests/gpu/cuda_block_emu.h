@@ -75,10 +75,20 @@ extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const voi
 #endif
 
 enum emu_wait { EMU_RUN, EMU_BLOCK_BAR, EMU_WARP_BAR, EMU_DONE };
+// One cp.async in flight: its 16 bytes (read at the issue: sources are inputs no kernel
+// writes while it runs), where they land, and its group (the thread's commits before it).
+struct emu_cp {
+  unsigned char *dst;
+  unsigned char data[16];
+  unsigned group;
+};
+constexpr unsigned EMU_CP_MAX = 256; // copies a thread may have in flight
 struct emu_fiber {
   ucontext_t ctx;
   char *stack;
   emu_wait wait;
+  emu_cp cp[EMU_CP_MAX]; // in issue order
+  unsigned n_cp, groups; // copies in flight; groups committed
 };
 constexpr size_t EMU_STACK = (size_t)256 << 10; // ASan's redzones need room
 emu_fiber emu_fibers[1024];
@@ -106,11 +116,56 @@ inline void emu_yield(emu_wait w) {
 #endif
 }
 
+// ---- cp.async (bd_cuda_conv_mma.cu's cp16, cp_commit, cp_wait) ----
+// A copy lands only when its thread waits for its group (cp.async.wait_group N: every
+// committed group but the N newest), or when the thread ends (a copy nobody waited for
+// lands as late as it can); until then its destination holds 0xFF bytes (NaN in FP16 and
+// BF16). So a stage read before its wait and barrier, a wait count one too lax, or a
+// stage refilled while another warp still reads it gives wrong results here, as it may
+// on a GPU, instead of the copies' data being there already.
+inline void emu_cp_land(emu_fiber &f, unsigned below) {
+  unsigned k = 0;
+  for (unsigned i = 0; i < f.n_cp; ++i) {
+    if (f.cp[i].group < below)
+      memcpy(f.cp[i].dst, f.cp[i].data, 16);
+    else
+      f.cp[k++] = f.cp[i];
+  }
+  f.n_cp = k;
+}
+// 16 bytes from src to dst (shared), or 16 zeros where !ok (src is not read).
+inline void emu_cp_async16(void *dst, const void *src, bool ok) {
+  if (!BD_KEMU_THREADED) {
+    ok ? memcpy(dst, src, 16) : memset(dst, 0, 16);
+    return;
+  }
+  emu_fiber &f = emu_fibers[emu_cur];
+  if (f.n_cp == EMU_CP_MAX) {
+    fprintf(stderr, "cuda emulation: thread %u has %u cp.async in flight\n", emu_cur,
+            EMU_CP_MAX);
+    abort();
+  }
+  emu_cp &c = f.cp[f.n_cp++];
+  c.dst = static_cast<unsigned char *>(dst);
+  ok ? memcpy(c.data, src, 16) : memset(c.data, 0, 16);
+  c.group = f.groups;
+  memset(dst, 0xFF, 16);
+}
+inline void emu_cp_commit() {
+  if (BD_KEMU_THREADED) ++emu_fibers[emu_cur].groups;
+}
+inline void emu_cp_wait(unsigned n) {
+  if (!BD_KEMU_THREADED) return;
+  emu_fiber &f = emu_fibers[emu_cur];
+  if (f.groups > n) emu_cp_land(f, f.groups - n);
+}
+
 inline void emu_fiber_entry() {
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &emu_sched_bottom, &emu_sched_size);
 #endif
   (*emu_body)();
+  emu_cp_land(emu_fibers[emu_cur], ~0u);
   emu_yield(EMU_DONE);
 }
 
@@ -150,15 +205,61 @@ __attribute__((noinline)) inline void emu_fiber_init(unsigned t) {
   f.ctx.uc_link = &emu_sched_ctx;
   makecontext(&f.ctx, emu_fiber_entry, 0);
   f.wait = EMU_RUN;
+  f.n_cp = f.groups = 0;
+}
+
+// The order a block's runnable threads run in, between two barriers: BD_KEMU_ORDER
+// forward, reverse, or shuffle (the default: a fresh permutation every round, seeded by
+// the block and the round, so runs repeat). A GPU runs them in no order; a kernel that
+// reads another thread's shared memory without a barrier between gets what it wrote
+// before or not depending on the order, so a race shows as a wrong result in some order.
+enum emu_order_mode { EMU_ORDER_SHUFFLE, EMU_ORDER_FORWARD, EMU_ORDER_REVERSE };
+inline emu_order_mode emu_order_mode_get() {
+  static int m = -1;
+  if (m < 0) {
+    const char *e = getenv("BD_KEMU_ORDER");
+    m = !e || !strcmp(e, "shuffle") ? EMU_ORDER_SHUFFLE
+        : !strcmp(e, "forward")    ? EMU_ORDER_FORWARD
+        : !strcmp(e, "reverse")    ? EMU_ORDER_REVERSE
+                                   : -2;
+    if (m == -2) {
+      fprintf(stderr, "cuda emulation: BD_KEMU_ORDER=%s: expected forward, reverse or "
+                      "shuffle\n", e);
+      abort();
+    }
+  }
+  return (emu_order_mode)m;
+}
+inline uint64_t emu_mix(uint64_t x) { // splitmix64's finaliser
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+inline void emu_order(unsigned *ord, unsigned block, uint64_t seed) {
+  const emu_order_mode m = emu_order_mode_get();
+  for (unsigned t = 0; t < block; ++t) ord[t] = m == EMU_ORDER_REVERSE ? block - 1 - t : t;
+  if (m != EMU_ORDER_SHUFFLE) return;
+  uint64_t s = emu_mix(seed) | 1;
+  for (unsigned t = block - 1; t > 0; --t) { // Fisher-Yates over xorshift64*
+    s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
+    const unsigned j = (unsigned)((s * 0x2545F4914F6CDD1Dull >> 33) % (t + 1));
+    const unsigned x = ord[t];
+    ord[t] = ord[j], ord[j] = x;
+  }
 }
 
 // Runs one block of `block` fibers to the end.
 inline void emu_run_block(unsigned block) {
   for (unsigned t = 0; t < block; ++t) emu_fiber_init(t);
   const unsigned warps = (block + 31) / 32;
-  for (;;) {
+  static unsigned ord[1024];
+  const uint64_t bid = ((uint64_t)emu_bid.z << 42) ^ ((uint64_t)emu_bid.y << 21) ^ emu_bid.x;
+  for (uint64_t round = 0;; ++round) {
     unsigned live = 0;
-    for (unsigned t = 0; t < block; ++t) {
+    emu_order(ord, block, bid * 1000003u + round);
+    for (unsigned i = 0; i < block; ++i) {
+      const unsigned t = ord[i];
       emu_fiber &f = emu_fibers[t];
       if (f.wait != EMU_RUN) continue;
       emu_resume(t);
@@ -175,17 +276,28 @@ inline void emu_run_block(unsigned block) {
         if (emu_fibers[t].wait == EMU_BLOCK_BAR) emu_fibers[t].wait = EMU_RUN;
       continue;
     }
+    // The warps whose live threads all wait at a warp barrier go on: all of them, or
+    // when shuffling a random non-empty subset, so that warps drift apart as on a GPU (one
+    // may run on to the next __syncthreads while another is still between warp barriers:
+    // a shared buffer reused without a block barrier gets overwritten under its reader).
+    static unsigned ready[32];
+    unsigned n_ready = 0;
     for (unsigned w = 0; w < warps; ++w) {
       unsigned lo = 32 * w, hi = lo + 32 < block ? lo + 32 : block, n_live = 0, n_wait = 0;
       for (unsigned t = lo; t < hi; ++t) {
         n_live += emu_fibers[t].wait != EMU_DONE;
         n_wait += emu_fibers[t].wait == EMU_WARP_BAR;
       }
-      if (n_wait && n_wait == n_live) {
-        for (unsigned t = lo; t < hi; ++t)
-          if (emu_fibers[t].wait == EMU_WARP_BAR) emu_fibers[t].wait = EMU_RUN;
-        released = 1;
-      }
+      if (n_wait && n_wait == n_live) ready[n_ready++] = w;
+    }
+    const bool subset = n_ready > 1 && emu_order_mode_get() == EMU_ORDER_SHUFFLE;
+    const uint64_t pick = subset ? emu_mix(~(bid * 1000003u + round)) : ~0ull;
+    for (unsigned i = 0; i < n_ready; ++i) {
+      if (subset && !(pick >> (i % 64) & 1) && i != (unsigned)(pick % n_ready)) continue;
+      const unsigned lo = 32 * ready[i], hi = lo + 32 < block ? lo + 32 : block;
+      for (unsigned t = lo; t < hi; ++t)
+        if (emu_fibers[t].wait == EMU_WARP_BAR) emu_fibers[t].wait = EMU_RUN;
+      released = 1;
     }
     if (!released) {
       fprintf(stderr, "cuda emulation: block (%u,%u,%u) deadlocked: %u of %u live threads at "

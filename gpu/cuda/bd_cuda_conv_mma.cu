@@ -112,13 +112,18 @@ __device__ __forceinline__ const bd_h16 *b_src(const bd_cuda_conv_shape &p, cons
   return m < p.m && k < k_tot ? w + (int64_t)m * k_tot + k : nullptr;
 }
 
-// The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
-// activation, residual, one 16-byte store (y's pixels are ldy apart, r's ldr).
+// Where a twin's second output starts in the stacked channels: m1 rounded up to 8
+// (ragged twins, bd_cuda_kernels.h; m1 itself for even ones).
+__device__ __forceinline__ int m1s_of(const bd_cuda_conv_shape &p) {
+  return (p.m1 + 7) & ~7;
+}
+
 // Where output channel oc of pixel pix goes: y at pitch ldy (M when 0), or for a twin's
-// second output (oc >= m1) y2 at pitch ldy2, its channels from 0.
+// second output (oc >= m1s) y2 at pitch ldy2, its channels from 0.
 __device__ __forceinline__ bd_h16 *out_at(const bd_cuda_conv_shape &p, bd_h16 *y, int64_t pix,
                                          int oc) {
-  if (p.m1 && oc >= p.m1) return static_cast<bd_h16 *>(p.y2) + pix * p.ldy2 + (oc - p.m1);
+  if (p.m1 && oc >= m1s_of(p))
+    return static_cast<bd_h16 *>(p.y2) + pix * p.ldy2 + (oc - m1s_of(p));
   return y + pix * (p.ldy ? p.ldy : p.m) + oc;
 }
 
@@ -142,6 +147,14 @@ __device__ __forceinline__ const bd_h16 *res_at(const bd_cuda_conv_shape &p, con
   return r + pix * (p.ldr ? p.ldr : (p.m1 ? p.m1 : p.m)) + oc;
 }
 
+// The activation of output channel oc: act, or for a twin's second output (oc >= m1s)
+// act2 where set (bd_cuda_kernels.h).
+__device__ __forceinline__ int act_at(const bd_cuda_conv_shape &p, int oc) {
+  return p.m1 && oc >= m1s_of(p) && p.act2 ? p.act2 - 1 : p.act;
+}
+
+// The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
+// activation, residual, one 16-byte store (y's pixels are ldy apart, r's ldr).
 template <bool ROUTE>
 __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float *acc,
                                       const float *__restrict__ bias, const bd_h16 *__restrict__ r,
@@ -150,41 +163,55 @@ __device__ __forceinline__ void store8(const bd_cuda_conv_shape &p, const float 
   if (r) rv = *reinterpret_cast<const uint4 *>(res_at<ROUTE>(p, r, pix, oc));
   const bd_h16x2 *hr = reinterpret_cast<const bd_h16x2 *>(&rv);
   bd_h16x2 *ho = reinterpret_cast<bd_h16x2 *>(&out);
+  const int act = act_at(p, oc); // even twins: no group straddles m1
 #pragma unroll
   for (int q2 = 0; q2 < 4; ++q2) {
     const float2 fr = bd_h16x2_ld(hr[q2]);
     const float b0 = bias ? bias[oc + 2 * q2] : 0.0f, b1 = bias ? bias[oc + 2 * q2 + 1] : 0.0f;
-    ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, p.act, p.res),
-                         bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, p.act, p.res));
+    ho[q2] = bd_h16x2_st(bd_conv_epilogue(acc[2 * q2], b0, fr.x, act, p.res),
+                         bd_conv_epilogue(acc[2 * q2 + 1], b1, fr.y, act, p.res));
   }
   *reinterpret_cast<uint4 *>(out_at(p, y, pix, oc)) = out;
 }
 
-// The same for the last channels of a layer whose M is not a multiple of 8 (the 68
-// regression channels of DAMO-YOLO's head, yolox's 1- and 4-channel predictions): the up
-// to 8 channels oc.. that exist, one 16-bit store each (y, r need no 16-byte alignment;
-// ldy is any pitch >= M).
+// The same where M is not a multiple of 8 (the 68 regression channels of DAMO-YOLO's
+// head, yolox's 1- and 4-channel predictions) or ragged twins' m1 is not (the head's box
+// and class convs as twins): the up to 8 channels oc.. that exist, one 16-bit store each
+// (y, r need no 16-byte alignment; ldy is any pitch >= M), ragged twins' channels
+// [m1, m1s) not at all.
 template <bool ROUTE>
 __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const float *acc,
                                            const float *__restrict__ bias,
                                            const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y,
                                            int64_t pix, int oc) {
   const int n = p.m - oc < 8 ? p.m - oc : 8;
-  bd_h16 *o = out_at(p, y, pix, oc); // a twin's m1 is a multiple of 8: no group straddles
   for (int j = 0; j < n; ++j) {
-    const float rv = r ? bd_ld(res_at<ROUTE>(p, r, pix, oc)[j]) : 0.0f;
-    o[j] = bd_st<bd_h16>(bd_conv_epilogue(acc[j], bias ? bias[oc + j] : 0.0f, rv, p.act, p.res));
+    const int c = oc + j;
+    if (p.m1 && c >= p.m1 && c < m1s_of(p)) break; // the first's last group: its padding
+    const float rv = r ? bd_ld(*res_at<ROUTE>(p, r, pix, c)) : 0.0f;
+    *out_at(p, y, pix, c) = bd_st<bd_h16>(
+        bd_conv_epilogue(acc[j], bias ? bias[c] : 0.0f, rv, act_at(p, c), p.res));
   }
 }
 
-// An epilogue group: store8 where M is a multiple of 8 (uniform over the launch), else
-// store_tail.
+// Whether 8 channels oc.. of a ragged twins' launch (no residual) go out in one 16-byte
+// store: the group whole in its output, whose pitch and base are 16-byte multiples (the
+// class scores of a head whose box convs come first, say).
+__device__ __forceinline__ bool ragged_vec(const bd_cuda_conv_shape &p, const bd_h16 *y,
+                                           int oc) {
+  const int m1s = m1s_of(p);
+  if (oc < m1s) return oc + 8 <= p.m1 && p.ldy % 8 == 0 && !((uintptr_t)y & 15u);
+  return oc + 8 <= p.m && p.ldy2 % 8 == 0 && !((uintptr_t)p.y2 & 15u);
+}
+
+// An epilogue group: store8 where M (and a twin's m1) is a multiple of 8 (uniform over
+// the launch) or a ragged twins' group can (ragged_vec), else store_tail.
 template <bool ROUTE = true>
 __device__ __forceinline__ void store_group(const bd_cuda_conv_shape &p, const float *acc,
                                             const float *__restrict__ bias,
                                             const bd_h16 *__restrict__ r,
                                             bd_h16 *__restrict__ y, int64_t pix, int oc) {
-  if (p.m % 8 == 0)
+  if ((p.m % 8 == 0 && p.m1 % 8 == 0) || (p.m1 && ragged_vec(p, y, oc)))
     store8<ROUTE>(p, acc, bias, r, y, pix, oc);
   else
     store_tail<ROUTE>(p, acc, bias, r, y, pix, oc);
@@ -874,7 +901,12 @@ bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, cons
   if (p->rup > 1 && (!r || p->res == 0 || p->oh % p->rup || p->ow % p->rup ||
                      (int64_t)p->n * p->oh * p->ow >= ((int64_t)1 << 31)))
     return false; // an upsampled residual (bd_cuda_kernels.h)
-  if (p->m1) // twins (bd_cuda_kernels.h): each output's own pitch, and residual if any
+  if (p->act2 < 0 || p->act2 > 4 || (p->act2 && !p->m1)) return false; // bd_act + 1: SiLU 3
+  if (p->m1 && (!vec || p->m1 % 8)) // ragged twins: no residual, any pitches
+    return p->m1 > 0 && (p->m1 + 7) / 8 * 8 < p->m && p->res == 0 && !r && !p->r2 &&
+           p->ldy >= p->m1 && p->ldy2 >= p->m - (p->m1 + 7) / 8 * 8 && p->y2 &&
+           !((uintptr_t)p->y2 & 1u) && !((uintptr_t)y & 1u) && !((uintptr_t)w & 15u);
+  if (p->m1) // even twins (bd_cuda_kernels.h): each output's own pitch, and residual if any
     return p->m1 > 0 && p->m1 < p->m && vec && p->m1 % 8 == 0 && p->ldy >= p->m1 &&
            p->ldy % 8 == 0 && p->ldy2 >= p->m - p->m1 && p->ldy2 % 8 == 0 && p->y2 &&
            !((uintptr_t)p->y2 & 15u) && !((uintptr_t)y & 15u) && !((uintptr_t)w & 15u) &&

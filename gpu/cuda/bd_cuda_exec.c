@@ -9,6 +9,11 @@
 #include "bd_cuda_internal.h"
 #include "bd_cuda_nccl.h"
 
+/* n rounded up to a multiple of 8 (where a twin's second output starts, bd_cuda_kernels.h). */
+static int round8_int(int n) {
+  return (n + 7) / 8 * 8;
+}
+
 static int64_t numel_of(const bd_plan *p, int v) {
   int64_t n = 1;
   for (int d = 0; d < p->rank[v]; ++d) n *= p->dims[v][d];
@@ -293,23 +298,33 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   const int r = nd->n_in > 3 ? nd->in[3] : -1, rs = bd_cuda_res_src(cp, r);
   s->ldr = rs >= 0 ? (int)planned_pitch(cp, rs) : 0;
   s->rup = rs != r ? (int)(p->dims[r][2] / p->dims[rs][2]) : 0; /* read upsampled */
-  s->m1 = s->ldy2 = s->ldr2 = 0;
+  s->m1 = s->ldy2 = s->ldr2 = s->act2 = 0;
   s->y2 = NULL;
   s->r2 = NULL;
 }
 
-static int twins_enabled(void) {
+/* Whether twin convs a (the first) and b->twin[a] may run as one launch:
+ * BATCHDET_CUDA_TWINS unset or 1 every pair, "even" only pairs of one activation with
+ * channel counts multiples of 8 (the A/B for ragged twins), 0 none. */
+static int twins_allowed(const bd_cuda_be *b, int a) {
   const char *e = getenv("BATCHDET_CUDA_TWINS");
-  return !e || strcmp(e, "0") != 0;
+  if (b->twin[a] <= a || (e && !strcmp(e, "0"))) return 0;
+  if (!e || strcmp(e, "even") != 0) return 1;
+  const bd_graph *g = b->base.graph;
+  const bd_node *x = &g->nodes[a], *y = &g->nodes[b->twin[a]];
+  return x->p.conv.act == y->p.conv.act && g->values[x->in[1]].dims[0] % 8 == 0 &&
+         g->values[y->in[1]].dims[0] % 8 == 0;
 }
 
-/* The stacked shape of twin convs a (the first) and b->twin[a]: both outputs' channels,
- * one packed output (what the conv choice measures). */
+/* The stacked shape of twin convs a (the first) and b->twin[a]: both outputs' channels
+ * (the second's from the first's rounded up to 8, bd_cuda_kernels.h), one packed output,
+ * the first's activation for all (what the conv choice measures: its sides are compared,
+ * and cuDNN runs one activation). */
 static void twin_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int a,
                        bd_cuda_conv_shape *s) {
   const bd_graph *g = b->base.graph;
   conv_shape(cp, &g->nodes[a], s);
-  s->m += (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
+  s->m = round8_int(s->m) + (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
   s->ldy = 0;
 }
 
@@ -328,9 +343,10 @@ static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
   s->ldy = (int)planned_pitch(cp, y);
   s->ldy2 = (int)planned_pitch(cp, y2);
   if (!s->ldy) s->ldy = s->m1;
-  if (!s->ldy2) s->ldy2 = s->m - s->m1;
+  if (!s->ldy2) s->ldy2 = s->m - round8_int(s->m1);
   s->y2 = cp->buf[y2][BD_REP_H16];
   const bd_node *t = &g->nodes[b->twin[n]]; /* its residual, or what that upsamples */
+  s->act2 = t->p.conv.act + 1;
   if (t->n_in > 3 && t->in[3] >= 0) {
     const int r2 = bd_cuda_res_src(cp, t->in[3]);
     s->r2 = cp->buf[r2][BD_REP_H16];
@@ -375,11 +391,11 @@ static void plan_twins(const bd_cuda_be *b, bd_cuda_cplan *cp) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
   memset(cp->twin_on, 0, (size_t)g->n_nodes);
-  if (!twins_enabled()) return;
   for (int k = 0; k < p->n_steps; ++k) {
     const int n = p->steps[k], t = b->twin[n];
     const bd_node *nd = &g->nodes[n];
-    if (t <= n || !b->tbias[n] || !b->wbf[n] || p->rank[nd->in[0]] != 4) continue;
+    if (!twins_allowed(b, n) || !b->tbias[n] || !b->wbf[n] || p->rank[nd->in[0]] != 4)
+      continue;
     bd_cuda_conv_shape s;
     twin_shape(b, cp, n, &s);
     const int caps = bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r,
@@ -520,7 +536,7 @@ static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int
     conv_shape(cp, nd, s);
     return 1;
   }
-  if (!twins_enabled() || b->twin[n] <= n || !b->tbias[n]) return 0;
+  if (!twins_allowed(b, n) || !b->tbias[n]) return 0;
   twin_shape(b, cp, n, s);
   return 1;
 }
@@ -716,8 +732,7 @@ static int twins_ok(const bd_graph *g, int a, int b) {
   const bd_conv_params *p = &x->p.conv, *q = &y->p.conv;
   if (p->kh != q->kh || p->kw != q->kw || p->sh != q->sh || p->sw != q->sw || p->dh != q->dh ||
       p->dw != q->dw || p->pad_t != q->pad_t || p->pad_l != q->pad_l || p->pad_b != q->pad_b ||
-      p->pad_r != q->pad_r || p->group != 1 || q->group != 1 || p->act != q->act ||
-      p->res != q->res)
+      p->pad_r != q->pad_r || p->group != 1 || q->group != 1 || p->res != q->res)
     return 0;
   /* Residuals: both (of one mode) or neither; the second's computed before the first
    * runs, since the one launch at the first's step reads it. */
@@ -725,10 +740,13 @@ static int twins_ok(const bd_graph *g, int a, int b) {
   if ((p->res != BD_RES_NONE) != (rx >= 0) || (q->res != BD_RES_NONE) != (ry >= 0) ||
       (ry >= 0 && (ry == x->out[0] || g->values[ry].producer >= a)))
     return 0;
+  /* Each its own activation (shape.act2); output channels any count but with residuals
+   * (ragged twins, bd_cuda_kernels.h: a head's 68 box and 80 class channels). */
   const bd_value *wa = &g->values[x->in[1]], *wb = &g->values[y->in[1]];
   if (!wa->data || !wb->data || wa->rank != 4 || wb->rank != 4 || wa->dims[1] != wb->dims[1] ||
       wa->dims[2] != wb->dims[2] || wa->dims[3] != wb->dims[3] || wa->dims[1] % 8 ||
-      wa->dims[0] % 8 || wb->dims[0] % 8 || wa->dims[0] < 8 || wb->dims[0] < 8)
+      wa->dims[0] < 1 || wb->dims[0] < 1 ||
+      ((wa->dims[0] % 8 || wb->dims[0] % 8) && p->res != BD_RES_NONE))
     return 0;
   for (int t = 0; t < 2; ++t) { /* biases, where present, float constants of M values */
     const bd_node *nd = t ? y : x;
@@ -790,13 +808,16 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
       }
       size_t wb = (size_t)bd_value_numel(w) * 2;
       noff[n] = (int64_t)at;
-      if (twin[n] > n) { /* its twin's weights right after (M % 8 == 0: 16-byte aligned) */
+      if (twin[n] > n) { /* its twin's weights from row round8(M) on (the blob's zeros
+                          * between; C % 8 == 0: 16-byte aligned) */
         const bd_value *w2 = &g->values[g->nodes[twin[n]].in[1]];
+        const int64_t m8 = round8_int((int)w->dims[0]);
+        wb = wb / (size_t)w->dims[0] * (size_t)m8;
         noff[twin[n]] = (int64_t)(at + wb);
         wb += (size_t)bd_value_numel(w2) * 2;
         at += (wb + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
-        toff[n] = (int64_t)at; /* and the two biases, stacked */
-        wb = (size_t)(w->dims[0] + w2->dims[0]) * sizeof(float);
+        toff[n] = (int64_t)at; /* and the two biases, stacked the same way */
+        wb = (size_t)(m8 + w2->dims[0]) * sizeof(float);
       }
       at += (wb + W_ALIGN - 1) / W_ALIGN * W_ALIGN;
     }
@@ -892,6 +913,8 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
   void *tmp = NULL;
   size_t tmp_bytes = 0;
   BD_CU(cudaMalloc(&b->w->blob, b->w->bytes));
+  /* zeros where nothing is copied: the rows and biases between twin convs' stacked ones */
+  BD_CU(cudaMemsetAsync(b->w->blob, 0, b->w->bytes, b->stream));
   weights_bind(b, b->w);
   for (int v = 0; v < g->n_values; ++v)
     if (b->cdev[v]) /* on b->stream: the weight conversion below runs there, after it */
@@ -918,20 +941,22 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
     bd_cuda_view dst = {b->wbf[n], BD_CT_H16, 4, {m, cg, kh, kw}, {kh * kw * cg, 1, kw * cg, cg}};
     BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, b->stream));
   }
-  /* Twin convs' stacked biases (zeros for a conv without one). */
+  /* Twin convs' stacked biases (zeros for a conv without one; the second's from the
+   * first's M rounded up to 8, the blob's zeros between). */
   for (int n = 0; n < g->n_nodes; ++n) {
     if (!b->tbias[n]) continue;
     const int pair[2] = {n, b->twin[n]};
     size_t at = 0;
     for (int t = 0; t < 2; ++t) {
       const bd_node *nd = &g->nodes[pair[t]];
-      const size_t m = (size_t)g->values[nd->in[1]].dims[0] * sizeof(float);
+      const int64_t mt = g->values[nd->in[1]].dims[0];
+      const size_t m = (size_t)mt * sizeof(float);
       char *d = (char *)b->tbias[n] + at;
       if (nd->n_in > 2 && nd->in[2] >= 0)
         BD_CU(cudaMemcpyAsync(d, g->values[nd->in[2]].data, m, cudaMemcpyHostToDevice, b->stream));
       else
         BD_CU(cudaMemsetAsync(d, 0, m, b->stream));
-      at += m;
+      at += (size_t)round8_int((int)mt) * sizeof(float);
     }
   }
   BD_CU(cudaStreamSynchronize(b->stream));

@@ -341,9 +341,10 @@ typedef struct bd_cuda_be {
  * 640) it took batch 1 from 0.880 to 0.797 ms and batch 32 from 4.90 to 5.06 ms. */
 #define BD_CUDA_PDL_AUTO_BATCH 4
 
-/* Twin convs: pairs of convs of g reading one input with the same geometry and
- * activation, no residual, channel counts multiples of 8, neither a graph output (in
- * node order, each with the nearest later one that is free). Fills twin[n] (n_nodes
+/* Twin convs: pairs of convs of g reading one input with the same geometry, input
+ * channels a multiple of 8, residuals of one mode or none (with residuals: output channels
+ * multiples of 8), neither a graph output; each its own activation (in node order, each
+ * with the nearest later one that is free). Fills twin[n] (n_nodes
  * entries) with n's partner, -1 for none. Their weights lie back to back in the weights
  * blob, and a plan whose conv choice puts the stacked shape on our tensor-core kernel
  * runs each pair as one launch (bd_cuda_kernels.h's m1; BATCHDET_CUDA_TWINS=0: never):

@@ -83,12 +83,19 @@ typedef struct bd_cuda_conv_shape {
   int ldr;          /* residual pixel pitch, 0 = packed */
   /* Twin outputs (our tensor-core kernel only, bd_cuda_conv_mma_tiled): m1 > 0 sends
    * output channels [0, m1) to y (pitch ldy) and [m1, m) to y2 (pitch ldy2, its channel
-   * 0 first): two convs of one input with the same geometry, activation and no residual
-   * (DAMO-YOLO's and YOLOX's CSP stages: 1x1 conv1 and conv2) run as one, their weights
-   * and biases stacked, the input read once. m1, m - m1, ldy and ldy2 multiples of 8, y2
-   * 16-byte aligned. 0: one output. With a residual (both twins' of one mode: the split
-   * FPN convs after bd_compile's split_upsampled_concats) channels [m1, m) read theirs
-   * from r2 at pitch ldr2 (M - m1 when 0; a multiple of 8, r2 16-byte aligned). */
+   * 0 first): two convs of one input with the same geometry (DAMO-YOLO's and YOLOX's CSP
+   * stages: 1x1 conv1 and conv2) run as one, their weights and biases stacked, the input
+   * read once. Even twins (m1 and m multiples of 8): ldy and ldy2 multiples of 8, y and
+   * y2 16-byte aligned (8 channels a store). With a residual (both twins' of one mode:
+   * the split FPN convs after bd_compile's split_upsampled_concats; even twins only)
+   * channels [m1, m) read theirs from r2 at pitch ldr2 (M - m1 when 0; a multiple of 8,
+   * r2 16-byte aligned). Ragged twins (m1 or m not a multiple of 8: a detection head's
+   * box and class convs, 68 + 80 channels) have no residual and any pitches; the second
+   * output's channels start at m1 rounded up to 8 (m1s; [m1, m1s) are computed from the
+   * weights there, zeros in the backend's blob, and never stored), so ldy >= m1, ldy2 >=
+   * m - m1s, and an 8-channel group lies in one output: stored in one 16-byte store where
+   * it is whole and its output's pitch and base allow, else channel by channel. 0: one
+   * output. act2 (below) is the second's activation. */
   int m1, ldy2;
   void *y2;
   /* Residual read upsampled (our tensor-core kernel only): rup > 1 makes r a tensor of
@@ -99,6 +106,7 @@ typedef struct bd_cuda_conv_shape {
   int rup;
   const void *r2; /* twins with a residual: the second's (see m1 above) */
   int ldr2;
+  int act2; /* twins: channels [m1, m)'s activation as bd_act + 1; 0: act, as the first's */
 } bd_cuda_conv_shape;
 
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and

@@ -170,11 +170,12 @@ static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const vo
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                const float *bias, const void *r, void *y, void *y2) {
   int cg = p->c / p->group, mg = p->m / p->group;
+  const int m1s = (p->m1 + 7) / 8 * 8; /* a twin's second output starts there */
   const int64_t ldr = p->ldr ? p->ldr : p->m1 ? p->m1 : p->m;
   const int64_t ldr2 = p->ldr2 ? p->ldr2 : p->m - p->m1;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;
   if (ldx < p->c || (!p->m1 && ldy < p->m) ||
-      (p->m1 && (!y2 || p->m1 >= p->m || ldy < p->m1 || p->ldy2 < p->m - p->m1 ||
+      (p->m1 && (!y2 || m1s >= p->m || ldy < p->m1 || p->ldy2 < p->m - m1s ||
                  (p->res ? !r || !p->r2 : r || p->r2))))
     return cudaErrorInvalidValue;
   ++bd_cuda_emu_layer;
@@ -184,6 +185,7 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
     for (int oy = 0; oy < p->oh; ++oy)
       for (int ox = 0; ox < p->ow; ++ox)
         for (int m = 0; m < p->m; ++m) {
+          if (p->m1 && m >= p->m1 && m < m1s) continue; /* ragged twins: never stored */
           int g = m / mg;
           float acc = 0;
           for (int ky = 0; ky < p->kh; ++ky) {
@@ -208,9 +210,10 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
           /* What cuDNN followed by our epilogue does: the pre-bias sum is stored in
            * 16 bits first (cuDNN's output), then read back by the epilogue. */
           if (emu_cudnn_round && !(p->group > 1 && p->group == p->c)) acc = emu_round(acc);
-          const float o = epi(acc, bias ? bias[m] : 0, rv, p->act, p->res);
-          if (p->m1 && m >= p->m1)
-            st(y2, BD_CT_H16, (i / p->m) * p->ldy2 + (m - p->m1), o);
+          const int a = p->m1 && m >= m1s && p->act2 ? p->act2 - 1 : p->act;
+          const float o = epi(acc, bias ? bias[m] : 0, rv, a, p->res);
+          if (p->m1 && m >= m1s)
+            st(y2, BD_CT_H16, (i / p->m) * p->ldy2 + (m - m1s), o);
           else
             st(y, BD_CT_H16, (i / p->m) * ldy + m, o);
         }
@@ -237,14 +240,18 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
                                    const void *w, const float *bias, const void *r, void *y,
                                    void *ws, size_t ws_bytes, cudaStream_t s) {
-  const int vec = p->m % 8 == 0; /* the kernel's contract (bd_cuda_kernels.h) */
+  /* the kernel's contract (bd_cuda_kernels.h): ragged twins (m1 or M not a multiple of
+   * 8) take no residual and store channel by channel; the others as one output */
+  const int ragged = p->m1 && (p->m % 8 || p->m1 % 8), vec = p->m % 8 == 0 && !ragged;
   if (p->group != 1 || p->c % 8 || p->m < 1 || p->ldx % 8 ||
       (vec && (p->ldy % 8 || p->ldr % 8)) || (p->ldr && p->ldr < (p->m1 ? p->m1 : p->m)) ||
       ((uintptr_t)x & 15u) || ((uintptr_t)y & (vec ? 15u : 1u)) ||
       ((uintptr_t)r & (vec ? 15u : 1u)) || tile < -1 || tile >= BD_CONV_MMA_TILES ||
-      (p->m1 && (!vec || p->m1 % 8 || p->ldy % 8 || !p->ldy || p->ldy2 % 8 ||
-                 ((uintptr_t)p->y2 & 15u) ||
-                 (p->res && (!p->r2 || p->ldr2 % 8 || ((uintptr_t)p->r2 & 15u))))) ||
+      p->act2 < 0 || p->act2 > BD_ACT_SILU + 1 || (p->act2 && !p->m1) ||
+      (ragged && (p->res || r || p->r2 || !p->ldy || ((uintptr_t)p->y2 & 1u))) ||
+      (p->m1 && !ragged &&
+       (p->ldy % 8 || !p->ldy || p->ldy2 % 8 || ((uintptr_t)p->y2 & 15u) ||
+        (p->res && (!p->r2 || p->ldr2 % 8 || ((uintptr_t)p->r2 & 15u))))) ||
       (p->rup > 1 && (!r || !p->res || p->oh % p->rup || p->ow % p->rup)))
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */

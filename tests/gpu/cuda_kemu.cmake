@@ -28,8 +28,9 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   # Focus stem's 12 channels on zero-padded weights, the 68 regression channels).
   # Its CSP stages' twin 1x1 convs (merge_3..7) each in one launch (bd_cuda_conv_twins),
   # merge_4/5 as split by bd_compile (a pair at the low resolution, a pair with residuals
-  # read upsampled: 7 pairs, 4 Resizes in the convs' epilogues).
-  bd_kemu_damo_model(damoT_mma "BATCHDET_CUDA_CONV=mma;BD_EXPECT_TWINS=7;BD_EXPECT_UPRES=4")
+  # read upsampled: 7 pairs, 4 Resizes in the convs' epilogues), and the head's box (68
+  # channels) and class (80, sigmoid) 3x3 convs at each level as ragged twins: 10 pairs.
+  bd_kemu_damo_model(damoT_mma "BATCHDET_CUDA_CONV=mma;BD_EXPECT_TWINS=10;BD_EXPECT_UPRES=4")
   # The same with the patch tile (k_conv_patch) on every layer it takes: the stem on its
   # stored zero-padded input, the first stages' 24/64-channel convs, strides 1 and 2.
   bd_kemu_damo_model(damoT_patch "BATCHDET_CUDA_CONV=patch;BD_EXPECT_PATCH=1")

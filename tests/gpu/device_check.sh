@@ -123,7 +123,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
-    BD_EXPECT_TWINS=7 BD_EXPECT_UPRES=4 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
+    BD_EXPECT_TWINS=10 BD_EXPECT_UPRES=4 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
   # Conv tile 17 (patch: whole input patches in shared memory) on every DAMO-T layer it
   # takes (the stem, the first stages), through the whole model; its times per layer are
   # in bench-damoT-b32.log's choice lines.
@@ -140,6 +140,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # Twin convs (bd_cuda_conv_twins: a CSP stage's conv1 and conv2 in one launch; on by
   # default where the stacked shape runs on our kernel) against one launch each.
   BATCHDET_CUDA_TWINS=0 step bench-damoT-b32-notwins 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  # Ragged twins (the head's box and class 3x3 convs of each level in one launch) against
+  # twins of one activation and whole 8-channel groups only, as before them.
+  BATCHDET_CUDA_TWINS=even step bench-damoT-b32-eventwins 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   BATCHDET_CUDA_TWINS=0 step bench-cuda-b32-notwins 45 "$BD" bench --model "$MODEL" \
     --device cuda --batch 32 --iters 30 --warmup 5

@@ -64,9 +64,10 @@ if r is not None:
     check(sum(x["us_replay"] for x in rows) > 0, "profile: replayed times measured")
 
 # Twin convs on yolox_nano, all convs on our kernel: its CSP layers' 1x1 conv1/conv2 pairs
-# (8 with channel counts that are multiples of 8) each one launch, the second's row empty;
-# and none with BATCHDET_CUDA_TWINS=0.
-for twins, want in (("1", 10), ("0", 0)):
+# (8, and the split pair of each of its 2 upsampled Concats) and its head's box +
+# objectness convs (3 ragged pairs) each one launch, the second's row empty; without the
+# ragged ones with BATCHDET_CUDA_TWINS=even; none with 0.
+for twins, want in (("1", 13), ("even", 10), ("0", 0)):
     p = subprocess.run([EXE, "bench", "--model", YOLOX, "--json", "--device", "cuda", "--batch", "1",
                         "--iters", "1", "--warmup", "0", "--profile"], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "BATCHDET_CUDA_CONV": "mma",

@@ -39,7 +39,7 @@ static bd_cuda_conv_shape case_shape(const conv_case *cc) {
   const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
   return (bd_cuda_conv_shape){2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s,
                               cc->s, 1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res,
-                              cc->ldx, cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup, NULL, 0};
+                              cc->ldx, cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup, NULL, 0, 0};
 }
 
 /* use_direct: 1 our direct kernel, 0 the layer (cuDNN or ours as the mode decides),
@@ -205,7 +205,7 @@ static void test_conv_direct(void **state) {
     if (!cases[i].ldr && !cases[i].rup) run_case(&cases[i], 1);
   /* a pitched residual is our tensor-core kernel's only: refused before anything is read */
   bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
-                          0, 0, 0, 24, 0, 0, NULL, 0, NULL, 0};
+                          0, 0, 0, 24, 0, 0, NULL, 0, NULL, 0, 0};
   assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
   p.ldr = 0; /* and so is an upsampled one */
   p.rup = 3;
@@ -283,31 +283,35 @@ static void test_conv_layer(void **state) {
  * [0, m1) to y and the rest to y2, each at its own pitch (Concat slices), on every tile
  * that takes the shape, against the double reference of the stacked conv; the channels
  * around both outputs stay poisoned. The direct kernel and malformed twins are refused. */
-static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int tile,
-                         int res, int ldr1, int ldr2, int rup);
+static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int act2,
+                         int tile, int res, int ldr1, int ldr2, int rup);
 static void run_twin(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int tile) {
-  run_twin_res(k, c, m1, m2, ldy, ldy2, act, tile, BD_RES_NONE, 0, 0, 1);
+  run_twin_res(k, c, m1, m2, ldy, ldy2, act, -1, tile, BD_RES_NONE, 0, 0, 1);
 }
 
 /* The same with residuals (res): the first output's at pitch ldr1, the second's (r2) at
- * ldr2, NaN in the channels between, read upsampled by rup (> 1: bd_cuda_kernels.h). */
-static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int tile,
-                         int res, int ldr1, int ldr2, int rup) {
+ * ldr2, NaN in the channels between, read upsampled by rup (> 1: bd_cuda_kernels.h).
+ * act2 >= 0: the second's activation (shape.act2 = act2 + 1), else act as the first's.
+ * Ragged twins (m1 or m1 + m2 not a multiple of 8): the second's weights from row m1s =
+ * round8(m1), random ones between (computed, never stored: the poison around the outputs
+ * stays). */
+static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int act, int act2,
+                         int tile, int res, int ldr1, int ldr2, int rup) {
   const int N = 2, H = rup > 1 ? 4 * rup : 7, W = rup > 1 ? 3 * rup : 9, pad = k / 2, m = m1 + m2;
-  const int RH = H / rup, RW = W / rup;
-  const size_t nx = (size_t)N * H * W * c, nw = (size_t)m * k * k * c, npy = (size_t)N * H * W;
+  const int RH = H / rup, RW = W / rup, m1s = (m1 + 7) / 8 * 8, ms = m1s + m2;
+  const size_t nx = (size_t)N * H * W * c, nw = (size_t)ms * k * k * c, npy = (size_t)N * H * W;
   const size_t npr = (size_t)N * RH * RW;
   uint16_t *xb = malloc(nx * 2), *wb = malloc(nw * 2), *yb = malloc(npy * ldy * 2),
            *y2b = malloc(npy * ldy2 * 2), *r1b = malloc(npr * (ldr1 ? ldr1 : 1) * 2),
            *r2b = malloc(npr * (ldr2 ? ldr2 : 1) * 2);
-  float *x = malloc(nx * 4), *w = malloc(nw * 4), *bias = malloc(m * 4);
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *bias = malloc(ms * 4);
   float *got = malloc(npy * m * 4), *want = malloc(npy * m * 4);
   assert_non_null(want);
   assert_non_null(y2b);
   assert_true(r1b && r2b);
   for (size_t i = 0; i < nx; ++i) x[i] = tc_h162f(xb[i] = tc_f2h16(tc_uniform(-2, 2)));
   for (size_t i = 0; i < nw; ++i) w[i] = tc_h162f(wb[i] = tc_f2h16(tc_uniform(-0.5f, 0.5f)));
-  for (int i = 0; i < m; ++i) bias[i] = tc_uniform(-1, 1);
+  for (int i = 0; i < ms; ++i) bias[i] = tc_uniform(-1, 1);
   for (size_t i = 0; res && i < npr; ++i) { /* residuals: NaN beyond each one's channels */
     for (int o = 0; o < ldr1; ++o)
       r1b[i * ldr1 + o] = o < m1 ? tc_f2h16(tc_uniform(-1, 1)) : 0x7E00;
@@ -321,23 +325,27 @@ static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int ac
       const float rv = !res     ? 0
                        : o < m1 ? tc_h162f(r1b[rq * ldr1 + o])
                                 : tc_h162f(r2b[rq * ldr2 + o - m1]);
-      double acc = bias[o] + (res == BD_RES_PRE_ACT ? rv : 0);
+      const int wo = o < m1 ? o : m1s + o - m1; /* its weights' row */
+      double acc = bias[wo] + (res == BD_RES_PRE_ACT ? rv : 0);
       for (int ky = 0; ky < k; ++ky)
         for (int kx = 0; kx < k; ++kx) {
           const int iy = oy - pad + ky, ix = ox - pad + kx;
           if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
           for (int ci = 0; ci < c; ++ci)
-            acc += (double)x[((b * H + iy) * W + ix) * c + ci] * w[(((size_t)o * k + ky) * k + kx) * c + ci];
+            acc += (double)x[((b * H + iy) * W + ix) * c + ci] * w[(((size_t)wo * k + ky) * k + kx) * c + ci];
         }
-      want[q * m + o] = act_f(acc, act) + (res == BD_RES_POST_ACT ? rv : 0);
+      want[q * m + o] =
+          act_f(acc, o >= m1 && act2 >= 0 ? act2 : act) + (res == BD_RES_POST_ACT ? rv : 0);
     }
   void *dx = tc_dev_copy(xb, nx * 2), *dw = tc_dev_copy(wb, nw * 2), *ws = NULL;
   void *dr1 = res ? tc_dev_copy(r1b, npr * ldr1 * 2) : NULL;
   void *dr2 = res ? tc_dev_copy(r2b, npr * ldr2 * 2) : NULL;
-  float *dbias = tc_dev_copy(bias, m * 4);
+  float *dbias = tc_dev_copy(bias, ms * 4);
   void *dy = tc_dev_poisoned(npy * ldy * 2), *dy2 = tc_dev_poisoned(npy * ldy2 * 2);
-  bd_cuda_conv_shape p = {N, H, W, c, H, W, m, k, k, 1, 1, 1, 1, pad, pad, 1, act, res,
-                          0, ldy, 0, ldr1, m1, ldy2, dy2, rup > 1 ? rup : 0, dr2, ldr2};
+  bd_cuda_conv_shape p = {N, H, W, c, H, W, ms, k, k, 1, 1, 1, 1, pad, pad, 1, act, res,
+                          0, ldy, 0, ldr1, m1, ldy2, dy2, rup > 1 ? rup : 0, dr2, ldr2,
+                          act2 >= 0 ? act2 + 1 : 0};
+  const int ragged = m1 % 8 || ms % 8;
   if (bd_cuda_conv_mma_splits(&p, tile) < 1) goto done; /* a tile refusing the shape */
   if (tile == BD_CONV_PATCH_TILE && res) { /* twins' residuals: not on the patch tile */
     assert_int_equal(bd_cuda_conv_mma_tiled(&p, tile, dx, dw, dbias, dr1, dy, NULL, 0, 0),
@@ -365,10 +373,21 @@ static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int ac
   /* the direct kernel and twins that break the contract: refused */
   assert_int_equal(bd_cuda_conv_direct(&p, dx, dw, dbias, NULL, dy, 0), cudaErrorInvalidValue);
   bd_cuda_conv_shape bad = p;
-  bad.m1 = m1 + 4; /* not a multiple of 8 */
-  assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, NULL, dy, ws, wsb, 0),
+  bad.act2 = BD_ACT_SILU + 2; /* no activation */
+  assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, dr1, dy, ws, wsb, 0),
                    cudaErrorInvalidValue);
   bad = p;
+  if (ragged) { /* ragged twins take no residual */
+    bad.res = BD_RES_PRE_ACT;
+    bad.r2 = dy2;
+    assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, dy2, dy, ws, wsb, 0),
+                     cudaErrorInvalidValue);
+  } else if (res) { /* nor m1 off the 8-channel groups with one */
+    bad.m1 = m1 + 4;
+    assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, dr1, dy, ws, wsb, 0),
+                     cudaErrorInvalidValue);
+    bad = p;
+  }
   if (!res) { /* a residual without the second's */
     bad.res = BD_RES_PRE_ACT;
     assert_int_equal(bd_cuda_conv_mma_tiled(&bad, tile, dx, dw, dbias, dy2, dy, ws, wsb, 0),
@@ -397,8 +416,18 @@ static void test_conv_twins(void **state) {
     run_twin(1, 24, 16, 24, 16, 32, BD_ACT_RELU, t); /* a CSP stage's 1x1 conv1 + conv2 */
     run_twin(3, 16, 8, 40, 24, 40, BD_ACT_SILU, t);  /* 3x3, y a Concat slice */
     /* with residuals: the split FPN convs (1x1, read upsampled by 2), pitched ones */
-    run_twin_res(1, 16, 16, 8, 16, 8, BD_ACT_RELU, t, BD_RES_PRE_ACT, 16, 8, 2);
-    run_twin_res(3, 24, 8, 16, 24, 16, BD_ACT_SILU, t, BD_RES_POST_ACT, 16, 24, 1);
+    run_twin_res(1, 16, 16, 8, 16, 8, BD_ACT_RELU, -1, t, BD_RES_PRE_ACT, 16, 8, 2);
+    run_twin_res(3, 24, 8, 16, 24, 16, BD_ACT_SILU, -1, t, BD_RES_POST_ACT, 16, 24, 1);
+    /* activations of their own; ragged twins (whole aligned groups in 16-byte stores,
+     * the others channel by channel): DAMO-YOLO's head (box logits 68, class scores 80
+     * through a sigmoid, 3x3), YOLOX's box (4) and objectness (1) into a Concat's slice,
+     * odd pitches and tails on either side */
+    run_twin_res(3, 16, 68, 80, 68, 80, BD_ACT_NONE, BD_ACT_SIGMOID, t, 0, 0, 0, 1);
+    run_twin_res(1, 16, 4, 1, 85, 5, BD_ACT_NONE, BD_ACT_NONE, t, 0, 0, 0, 1);
+    run_twin_res(1, 24, 12, 21, 13, 24, BD_ACT_SILU, BD_ACT_RELU, t, 0, 0, 0, 1);
+    run_twin_res(1, 16, 16, 5, 24, 5, BD_ACT_SILU, BD_ACT_NONE, t, 0, 0, 0, 1);
+    run_twin_res(1, 16, 16, 24, 16, 24, BD_ACT_RELU, BD_ACT_SIGMOID, t, BD_RES_PRE_ACT, 16,
+                 24, 1); /* even twins: any two activations, residuals too */
   }
 }
 

@@ -112,18 +112,12 @@ __device__ __forceinline__ const bd_h16 *b_src(const bd_cuda_conv_shape &p, cons
   return m < p.m && k < k_tot ? w + (int64_t)m * k_tot + k : nullptr;
 }
 
-// Where a twin's second output starts in the stacked channels: m1 rounded up to 8
-// (ragged twins, bd_cuda_kernels.h; m1 itself for even ones).
-__device__ __forceinline__ int m1s_of(const bd_cuda_conv_shape &p) {
-  return (p.m1 + 7) & ~7;
-}
-
 // Where output channel oc of pixel pix goes: y at pitch ldy (M when 0), or for a twin's
 // second output (oc >= m1s) y2 at pitch ldy2, its channels from 0.
 __device__ __forceinline__ bd_h16 *out_at(const bd_cuda_conv_shape &p, bd_h16 *y, int64_t pix,
                                          int oc) {
-  if (p.m1 && oc >= m1s_of(p))
-    return static_cast<bd_h16 *>(p.y2) + pix * p.ldy2 + (oc - m1s_of(p));
+  if (p.m1 && oc >= bd_cuda_twin_m1s(p.m1))
+    return static_cast<bd_h16 *>(p.y2) + pix * p.ldy2 + (oc - bd_cuda_twin_m1s(p.m1));
   return y + pix * (p.ldy ? p.ldy : p.m) + oc;
 }
 
@@ -150,7 +144,7 @@ __device__ __forceinline__ const bd_h16 *res_at(const bd_cuda_conv_shape &p, con
 // The activation of output channel oc: act, or for a twin's second output (oc >= m1s)
 // act2 where set (bd_cuda_kernels.h).
 __device__ __forceinline__ int act_at(const bd_cuda_conv_shape &p, int oc) {
-  return p.m1 && oc >= m1s_of(p) && p.act2 ? p.act2 - 1 : p.act;
+  return p.m1 && oc >= bd_cuda_twin_m1s(p.m1) && p.act2 ? p.act2 - 1 : p.act;
 }
 
 // The epilogue of 8 channels oc.. of output pixel pix from their FP32 sums: bias,
@@ -187,7 +181,7 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
   const int n = p.m - oc < 8 ? p.m - oc : 8;
   for (int j = 0; j < n; ++j) {
     const int c = oc + j;
-    if (p.m1 && c >= p.m1 && c < m1s_of(p)) break; // the first's last group: its padding
+    if (p.m1 && c >= p.m1 && c < bd_cuda_twin_m1s(p.m1)) break; // the first's padding
     const float rv = r ? bd_ld(*res_at<ROUTE>(p, r, pix, c)) : 0.0f;
     *out_at(p, y, pix, c) = bd_st<bd_h16>(
         bd_conv_epilogue(acc[j], bias ? bias[c] : 0.0f, rv, act_at(p, c), p.res));
@@ -199,7 +193,7 @@ __device__ __forceinline__ void store_tail(const bd_cuda_conv_shape &p, const fl
 // class scores of a head whose box convs come first, say).
 __device__ __forceinline__ bool ragged_vec(const bd_cuda_conv_shape &p, const bd_h16 *y,
                                            int oc) {
-  const int m1s = m1s_of(p);
+  const int m1s = bd_cuda_twin_m1s(p.m1);
   if (oc < m1s) return oc + 8 <= p.m1 && p.ldy % 8 == 0 && !((uintptr_t)y & 15u);
   return oc + 8 <= p.m && p.ldy2 % 8 == 0 && !((uintptr_t)p.y2 & 15u);
 }
@@ -903,8 +897,8 @@ bool out_args_ok(const bd_cuda_conv_shape *p, const void *w, const void *r, cons
     return false; // an upsampled residual (bd_cuda_kernels.h)
   if (p->act2 < 0 || p->act2 > 4 || (p->act2 && !p->m1)) return false; // bd_act + 1: SiLU 3
   if (p->m1 && (!vec || p->m1 % 8)) // ragged twins: no residual, any pitches
-    return p->m1 > 0 && (p->m1 + 7) / 8 * 8 < p->m && p->res == 0 && !r && !p->r2 &&
-           p->ldy >= p->m1 && p->ldy2 >= p->m - (p->m1 + 7) / 8 * 8 && p->y2 &&
+    return p->m1 > 0 && bd_cuda_twin_m1s(p->m1) < p->m && p->res == 0 && !r && !p->r2 &&
+           p->ldy >= p->m1 && p->ldy2 >= p->m - bd_cuda_twin_m1s(p->m1) && p->y2 &&
            !((uintptr_t)p->y2 & 1u) && !((uintptr_t)y & 1u) && !((uintptr_t)w & 15u);
   if (p->m1) // even twins (bd_cuda_kernels.h): each output's own pitch, and residual if any
     return p->m1 > 0 && p->m1 < p->m && vec && p->m1 % 8 == 0 && p->ldy >= p->m1 &&

@@ -9,11 +9,6 @@
 #include "bd_cuda_internal.h"
 #include "bd_cuda_nccl.h"
 
-/* n rounded up to a multiple of 8 (where a twin's second output starts, bd_cuda_kernels.h). */
-static int round8_int(int n) {
-  return (n + 7) / 8 * 8;
-}
-
 static int64_t numel_of(const bd_plan *p, int v) {
   int64_t n = 1;
   for (int d = 0; d < p->rank[v]; ++d) n *= p->dims[v][d];
@@ -324,7 +319,7 @@ static void twin_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int a,
                        bd_cuda_conv_shape *s) {
   const bd_graph *g = b->base.graph;
   conv_shape(cp, &g->nodes[a], s);
-  s->m = round8_int(s->m) + (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
+  s->m = bd_cuda_twin_m1s(s->m) + (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
   s->ldy = 0;
 }
 
@@ -343,7 +338,7 @@ static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
   s->ldy = (int)planned_pitch(cp, y);
   s->ldy2 = (int)planned_pitch(cp, y2);
   if (!s->ldy) s->ldy = s->m1;
-  if (!s->ldy2) s->ldy2 = s->m - round8_int(s->m1);
+  if (!s->ldy2) s->ldy2 = s->m - bd_cuda_twin_m1s(s->m1);
   s->y2 = cp->buf[y2][BD_REP_H16];
   const bd_node *t = &g->nodes[b->twin[n]]; /* its residual, or what that upsamples */
   s->act2 = t->p.conv.act + 1;
@@ -811,7 +806,7 @@ static bd_status weights_layout(const bd_graph *g, int64_t *voff, int64_t *noff,
       if (twin[n] > n) { /* its twin's weights from row round8(M) on (the blob's zeros
                           * between; C % 8 == 0: 16-byte aligned) */
         const bd_value *w2 = &g->values[g->nodes[twin[n]].in[1]];
-        const int64_t m8 = round8_int((int)w->dims[0]);
+        const int64_t m8 = bd_cuda_twin_m1s((int)w->dims[0]);
         wb = wb / (size_t)w->dims[0] * (size_t)m8;
         noff[twin[n]] = (int64_t)(at + wb);
         wb += (size_t)bd_value_numel(w2) * 2;
@@ -956,7 +951,7 @@ bd_status bd_cuda_upload_constants(bd_cuda_be *b, bd_err *err) {
         BD_CU(cudaMemcpyAsync(d, g->values[nd->in[2]].data, m, cudaMemcpyHostToDevice, b->stream));
       else
         BD_CU(cudaMemsetAsync(d, 0, m, b->stream));
-      at += (size_t)round8_int((int)mt) * sizeof(float);
+      at += (size_t)bd_cuda_twin_m1s((int)mt) * sizeof(float);
     }
   }
   BD_CU(cudaStreamSynchronize(b->stream));

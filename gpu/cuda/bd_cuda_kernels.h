@@ -109,6 +109,15 @@ typedef struct bd_cuda_conv_shape {
   int act2; /* twins: channels [m1, m)'s activation as bd_act + 1; 0: act, as the first's */
 } bd_cuda_conv_shape;
 
+/* Where a twin's second output starts in the stacked channels (and weights and biases):
+ * m1 rounded up to 8 (ragged twins; m1 itself for even ones). */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int bd_cuda_twin_m1s(int m1) {
+  return (m1 + 7) / 8 * 8;
+}
+
 /* Direct convolution with the fused epilogue (bias, activation, residual), 16-bit in and
  * out, FP32 accumulate. Used for depthwise convs and whenever cuDNN has no algorithm.
  * bias (FP32, M) and r (16-bit NHWC like y) may be NULL. */

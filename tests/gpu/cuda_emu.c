@@ -170,7 +170,7 @@ static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const vo
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                const float *bias, const void *r, void *y, void *y2) {
   int cg = p->c / p->group, mg = p->m / p->group;
-  const int m1s = (p->m1 + 7) / 8 * 8; /* a twin's second output starts there */
+  const int m1s = bd_cuda_twin_m1s(p->m1); /* a twin's second output starts there */
   const int64_t ldr = p->ldr ? p->ldr : p->m1 ? p->m1 : p->m;
   const int64_t ldr2 = p->ldr2 ? p->ldr2 : p->m - p->m1;
   const int ldx = p->ldx ? p->ldx : p->c, ldy = p->ldy ? p->ldy : p->m;

@@ -639,6 +639,302 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
+// ---- Tiles 18 and 19: Hopper warpgroup MMA (wgmma) ----
+// The tiles above multiply with mma.sync (through WMMA or directly), which on an H100
+// issues a warp's 16x8x16 products one instruction at a time and feeds them from
+// registers loaded out of shared memory; the second H100 profile has them at ~100
+// TFLOP/s where cuDNN's Hopper kernels reach 194-370 on the same 3x3 layers. wgmma (sm_90a)
+// has a warpgroup (4 warps) multiply a 64 x N x 16 step with both operands read straight
+// from shared memory by descriptors, asynchronously: the next k-slices' copies and the
+// current slice's products overlap without register staging. Same implicit GEMM, loaders
+// (a_src, b_src: cp.async, zero-filled padding) and epilogue (out_group) as the async
+// tiles; 128 pixels a block (two warpgroups of 64 rows), N = BN output channels (128:
+// tile 18, 64: tile 19), 64-deep k-slices in an ST-deep ring in dynamic shared memory,
+// ST - 2 slices' copies in flight and one slice's wgmma still running while the next is
+// issued.
+//
+// Shared layout of a slice ("K-major, no swizzle"): core matrices of 8 rows x 8 k (16
+// bytes a row, 128 contiguous bytes), element (row, k) of a slice at
+// ((row / 8) * 8 + k / 8) * 64 + (row % 8) * 8 + k % 8; so along k core matrices are 128
+// bytes apart (the descriptor's leading byte offset) and along rows 1024 (its stride
+// byte offset). A loader chunk (16 bytes: 8 k of one row) is one core-matrix row: thread
+// tid's chunk i is chunk index tid + 256 i of that order, so a warp's copies fill 512
+// contiguous bytes and every chunk of a thread has the same k offset ((tid / 8) % 8) * 8.
+//
+// Only on an sm_90 GPU (sm_90a code) and with BATCHDET_CUDA_WGMMA=1
+// (bd_cuda_conv_wgmma_ready): written without a Hopper to run it on, so it stays out of
+// the conv choice until a device run has checked it; the choice then compares its output
+// with cuDNN's as for every tile. The kernel emulation runs it by the PTX ISA's
+// descriptor and fragment rules (cuda_mma_emu.h: emu_wgmma).
+#if defined(BD_KERNEL_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define BD_WGMMA 1 // this compilation runs wgmma
+#else
+#define BD_WGMMA 0
+#endif
+#ifdef BD_CUDA_BF16
+#define BD_WG_T "bf16"
+#else
+#define BD_WG_T "f16"
+#endif
+constexpr int WG_BM = 128, WG_BK = 64, WG_NT = 256;
+
+template <int BN, int ST> struct SmemWg {
+  static constexpr int LDC = BN + 4;
+  union {
+    struct {
+      bd_h16 a[ST][WG_BM * WG_BK]; // core-matrix order (above)
+      bd_h16 b[ST][BN * WG_BK];
+    } in;
+    float c[WG_BM * LDC];
+  };
+};
+
+#if BD_WGMMA
+// The shared-window address of p (what a wgmma descriptor holds).
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+#ifdef BD_KERNEL_EMU
+  return emu_smem_u32(p);
+#else
+  return (uint32_t)__cvta_generic_to_shared(p);
+#endif
+}
+
+// The descriptor of a K-major, unswizzled operand whose first core matrix is at s: start
+// address, leading byte offset 128 (the next 8 k), stride byte offset 1024 (the next 8
+// rows), base offset 0, swizzle mode 0 (the 14-bit fields hold bytes / 16).
+__device__ __forceinline__ uint64_t wg_desc(const bd_h16 *s) {
+  return (uint64_t)((smem_u32(s) & 0x3FFFFu) >> 4) | ((uint64_t)(128 >> 4) << 16) |
+         ((uint64_t)(1024 >> 4) << 32);
+}
+
+__device__ __forceinline__ void wg_fence() { // before a batch: registers and shared written
+#if defined(BD_KERNEL_EMU)
+#else
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#if defined(BD_KERNEL_EMU)
+  emu_wg_commit();
+#else
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void wg_wait() {
+#if defined(BD_KERNEL_EMU)
+  emu_wg_wait(N);
+#else
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// This thread's cp.async (generic proxy) writes to shared memory ordered before the wgmma
+// reads (async proxy) that follow the next barrier.
+__device__ __forceinline__ void proxy_fence() {
+#ifndef BD_KERNEL_EMU
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// The accumulators as operands of nothing: the compiler may not move their reads or
+// writes across this point (wgmma writes them behind its back until the wait).
+template <int N> __device__ __forceinline__ void acc_fence(float (&d)[N]) {
+#ifndef BD_KERNEL_EMU
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+#else
+  (void)d;
+#endif
+}
+
+// d (this thread's BN / 2 accumulators of its warpgroup's 64 x BN tile) += A (64 x 16 at
+// descriptor da) * B (BN x 16 at db)^T: wgmma.mma_async m64nBNk16, FP32 accumulate, both
+// operands K-major (no transpose). d's layout: thread l of warp q (of the warpgroup) holds
+// rows 16 q + l / 4 (d[4 j], d[4 j + 1]) and that + 8 (d[4 j + 2], d[4 j + 3]) at columns
+// 8 j + 2 (l % 4) and + 1.
+template <int BN>
+__device__ __forceinline__ void wgmma_k16(float (&d)[BN / 2], uint64_t da, uint64_t db);
+#if defined(BD_KERNEL_EMU)
+template <int BN>
+__device__ __forceinline__ void wgmma_k16(float (&d)[BN / 2], uint64_t da, uint64_t db) {
+  emu_wgmma<bd_h16>(d, BN, da, db);
+}
+#else
+template <>
+__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." BD_WG_T "." BD_WG_T " "
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+               "%64, %65, 1, 1, 1, 0, 0;\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+                 "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+                 "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(da), "l"(db));
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<64>(float (&d)[32], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." BD_WG_T "." BD_WG_T " "
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+               "%32, %33, 1, 1, 1, 0, 0;\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db));
+}
+#endif
+#endif // BD_WGMMA
+
+template <int BN, int ST>
+__global__ void __launch_bounds__(WG_NT, BN <= 64 ? 2 : 1)
+    k_conv_wgmma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
+                 const bd_h16 *__restrict__ w, const float *__restrict__ bias,
+                 const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y, float *__restrict__ part,
+                 int kper) {
+  bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
+#if BD_WGMMA
+  typedef SmemWg<BN, ST> Sm;
+  constexpr int NACC = BN / 2, LA = ST - 2; // slices whose copies are in flight
+  constexpr int AC = WG_BM * 8 / WG_NT, BC = (BN * 8 + WG_NT - 1) / WG_NT, LDC = Sm::LDC;
+  static_assert(ST >= 3 && AC * WG_NT == WG_BM * 8, "ring and loader");
+  Sm &sm = async_smem<Sm, true>();
+#ifdef BD_KERNEL_EMU
+  emu_wg_begin(&sm, sizeof sm);
+#endif
+  const int tid = threadIdx.x, kc = ((tid / 8) % 8) * 8, wg = tid / 128;
+  const int64_t n_pix = (int64_t)p.n * p.oh * p.ow;
+  const int k_tot = p.kh * p.kw * p.c, ldx = p.ldx ? p.ldx : p.c;
+  const int kb = part ? (int)blockIdx.z * kper : 0; // as in k_conv_mma
+  const int ke = part && kb + kper < k_tot ? kb + kper : k_tot;
+  const int slices = (ke - kb + WG_BK - 1) / WG_BK;
+  const int64_t m0 = (int64_t)blockIdx.x * WG_BM;
+  const int n0 = blockIdx.y * BN;
+  // Chunk i of this thread: index c = tid + 256 i of the core-matrix order, row
+  // (c / 64) * 8 + c % 8 of the tile, k offset kc.
+  ARow ar[AC];
+#pragma unroll
+  for (int i = 0; i < AC; ++i) {
+    const int c = tid + i * WG_NT;
+    ar[i] = a_row(p, x, m0 + (c / 64) * 8 + c % 8, n_pix, ldx);
+  }
+  KPos q = {0, 0, 0, 0};
+  k_advance(p, q, kb + kc);
+  int ki = kb;
+  auto issue = [&](int st) {
+    bd_h16 *sa = sm.in.a[st], *sb = sm.in.b[st];
+#pragma unroll
+    for (int i = 0; i < AC; ++i) {
+      const int c = tid + i * WG_NT;
+      const bd_h16 *g = a_src(p, ar[i], q, k_tot, ldx);
+      cp16<true>(&sa[c * 8], g ? g : x, g != nullptr);
+    }
+#pragma unroll
+    for (int i = 0; i < BC; ++i) {
+      const int c = tid + i * WG_NT;
+      if (c >= BN * 8) continue;
+      const bd_h16 *g = b_src(p, w, n0 + (c / 64) * 8 + c % 8, ki + kc, k_tot);
+      cp16<false>(&sb[c * 8], g ? g : w, g != nullptr);
+    }
+    ki += WG_BK;
+    k_advance(p, q, WG_BK);
+  };
+#pragma unroll
+  for (int s = 0; s < LA; ++s) {
+    if (s < slices) issue(s);
+    cp_commit(); // one group per slice, empty or not
+  }
+  float acc[NACC];
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) acc[i] = 0.0f;
+  for (int t = 0; t < slices; ++t) {
+    // Slice t has landed (this thread's copies, made visible to wgmma's reads; the
+    // barrier: everyone's), and every warpgroup's wgmma of slice t - 2 is done (the wait
+    // below, one slice back), whose stage the issue refills.
+    cp_wait<LA - 1>();
+    proxy_fence();
+    __syncthreads();
+    if (t + LA < slices) issue((t + LA) % ST);
+    cp_commit();
+    const bd_h16 *sa = sm.in.a[t % ST] + wg * 64 * WG_BK, *sb = sm.in.b[t % ST];
+    acc_fence(acc);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < WG_BK / 16; ++kk) // 16 k = two core matrices on: 128 elements
+      wgmma_k16<BN>(acc, wg_desc(sa + kk * 128), wg_desc(sb + kk * 128));
+    wg_commit();
+    wg_wait<1>(); // slice t - 1's products are done; slice t's may still run
+    acc_fence(acc);
+  }
+  wg_wait<0>();
+  acc_fence(acc);
+  cp_wait<0>(); // no copy may land in the ring that sm.c overlays
+  __syncthreads(); // every warpgroup is done reading the ring
+  {
+    const int lane = tid % 32, r0 = wg * 64 + ((tid % 128) / 32) * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int c = j * 8 + (lane % 4) * 2;
+      sm.c[r0 * LDC + c] = acc[4 * j];
+      sm.c[r0 * LDC + c + 1] = acc[4 * j + 1];
+      sm.c[(r0 + 8) * LDC + c] = acc[4 * j + 2];
+      sm.c[(r0 + 8) * LDC + c + 1] = acc[4 * j + 3];
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < WG_BM * BN / 8; e += WG_NT) {
+    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
+    const int64_t pix = m0 + row;
+    const int oc = n0 + col;
+    if (pix >= n_pix || oc >= p.m) continue;
+    out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
+  }
+#else
+  (void)p, (void)x, (void)w, (void)bias, (void)r, (void)y, (void)part, (void)kper;
+#endif
+}
+
+template <int BN, int ST>
+cudaError_t launch_wgmma(const bd_cuda_conv_shape *p, const void *x, const void *w,
+                         const float *bias, const void *r, void *y, int splits, void *ws,
+                         cudaStream_t s) {
+  dim3 grid;
+  int kper = 0;
+  if (!bd_cuda_conv_wgmma_ready()) return cudaErrorNotSupported;
+  if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
+  if (!tile_grid<WG_BM, BN, WG_BK>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
+  float *part = splits > 1 ? (float *)ws : nullptr;
+  constexpr size_t smem = sizeof(SmemWg<BN, ST>);
+#ifndef BD_KERNEL_EMU
+  static int raised[64]; // as in launch_async
+  int dev = 0, st;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
+    e = cudaFuncSetAttribute(k_conv_wgmma<BN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)smem);
+    st = e == cudaSuccess ? 1 : (int)e;
+    __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
+  }
+  if (st != 1) return (cudaError_t)st;
+#endif
+  (void)smem;
+  BD_LAUNCH_SMEM(BD_K(k_conv_wgmma<BN, ST>), grid, WG_NT, smem, s, *p, (const bd_h16 *)x,
+                 (const bd_h16 *)w, bias, (const bd_h16 *)r, (bd_h16 *)y, part, kper);
+  return split_sum(p, splits, part, bias, r, y, s);
+}
+
 // ---- Tile 17 ("patch"): whole input patches in shared memory ----
 // For layers with few channels at high resolution (a Focus stem, the first stages of
 // DAMO-YOLO and YOLOX), where the implicit-GEMM tiles above fetch each input pixel KH*KW
@@ -951,6 +1247,8 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
     return launch_async<256, 64, 64, 64, 4, true, 2, 32, true>(p, x, w, bias, r, y, splits, ws,
                                                                s);
   case 17: return conv_patch(p, x, w, bias, r, y, s);
+  case 18: return launch_wgmma<128, 4>(p, x, w, bias, r, y, splits, ws, s); // 132 KB
+  case 19: return launch_wgmma<64, 4>(p, x, w, bias, r, y, splits, ws, s);  // 98 KB
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

@@ -833,9 +833,10 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   for (int k = 0; k < BD_CONV_MMA_TILES && st == BD_OK; ++k) {
     int bad = 0;
     /* A split tile that does not apply to this shape (or whose partials pass the scratch
-     * workspace) is not tried. */
+     * workspace), or a wgmma tile where it may not run (bd_cuda_conv_wgmma_ready), is not
+     * tried. */
     if (!pads_ok || bd_cuda_conv_mma_splits(&q, k) < 1 ||
-        bd_cuda_conv_mma_ws_bytes(&q, k) > sc->ws_bytes) {
+        bd_cuda_conv_mma_ws_bytes(&q, k) > sc->ws_bytes || !bd_cuda_conv_tile_ready(k)) {
       na[k] = 1;
       continue;
     }

@@ -8,6 +8,8 @@
 #define BD_CUDA_KERNELS_H
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cuda_runtime.h>
 
@@ -144,12 +146,14 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * 64-deep k-slices, 3 stages; 128 x 128 of 64 x 32, 4 stages; 256 x 64 of 64 x 64, 4
  * stages (bd_cuda_conv_mma_tile_info; a GPU without that much shared memory a block
  * refuses them at launch); 17: "patch", whole input patches in shared memory for layers
- * with few channels (bd_cuda_conv_patch_geo says which: it refuses the others); -1:
+ * with few channels (bd_cuda_conv_patch_geo says which: it refuses the others); 18 and
+ * 19: Hopper warpgroup MMA (wgmma), 128 x 128 and 128 x 64, 64-deep k-slices in a 4-deep
+ * ring, only where bd_cuda_conv_wgmma_ready (cudaErrorNotSupported elsewhere); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 18
+#define BD_CONV_MMA_TILES 20
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -164,29 +168,49 @@ typedef struct bd_conv_mma_tile_info {
   const char *name;
   int bm, bn, split;
   int patch; /* 1: tile 17, which only takes the shapes bd_cuda_conv_patch_geo accepts */
+  int wgmma; /* 1: tiles 18 and 19, which run only where bd_cuda_conv_wgmma_ready */
 } bd_conv_mma_tile_info;
 static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) {
   static const bd_conv_mma_tile_info t[BD_CONV_MMA_TILES] = {
-      {"128x64", 128, 64, 0, 0},
-      {"256x32", 256, 32, 0, 0},
-      {"64x128", 64, 128, 0, 0},
-      {"64x128 split-K", 64, 128, 1, 0},
-      {"128x64 split-K", 128, 64, 1, 0},
-      {"128x64 async", 128, 64, 0, 0},
-      {"64x128 async", 64, 128, 0, 0},
-      {"128x128 async L1", 128, 128, 0, 0},
-      {"128x64 async L1", 128, 64, 0, 0},
-      {"64x128 async L1", 64, 128, 0, 0},
-      {"128x64 async L1 split-K", 128, 64, 1, 0},
-      {"64x128 async L1 split-K", 64, 128, 1, 0},
-      {"128x32 async L1", 128, 32, 0, 0},
-      {"64x64 async L1", 64, 64, 0, 0},
-      {"128x128 w64x64 k64 x3", 128, 128, 0, 0},
-      {"128x128 w64x32 x4", 128, 128, 0, 0},
-      {"256x64 w64x64 x4", 256, 64, 0, 0},
-      {"patch", 256, 64, 0, 1},
+      {"128x64", 128, 64, 0, 0, 0},
+      {"256x32", 256, 32, 0, 0, 0},
+      {"64x128", 64, 128, 0, 0, 0},
+      {"64x128 split-K", 64, 128, 1, 0, 0},
+      {"128x64 split-K", 128, 64, 1, 0, 0},
+      {"128x64 async", 128, 64, 0, 0, 0},
+      {"64x128 async", 64, 128, 0, 0, 0},
+      {"128x128 async L1", 128, 128, 0, 0, 0},
+      {"128x64 async L1", 128, 64, 0, 0, 0},
+      {"64x128 async L1", 64, 128, 0, 0, 0},
+      {"128x64 async L1 split-K", 128, 64, 1, 0, 0},
+      {"64x128 async L1 split-K", 64, 128, 1, 0, 0},
+      {"128x32 async L1", 128, 32, 0, 0, 0},
+      {"64x64 async L1", 64, 64, 0, 0, 0},
+      {"128x128 w64x64 k64 x3", 128, 128, 0, 0, 0},
+      {"128x128 w64x32 x4", 128, 128, 0, 0, 0},
+      {"256x64 w64x64 x4", 256, 64, 0, 0, 0},
+      {"patch", 256, 64, 0, 1, 0},
+      {"128x128 wgmma x4", 128, 128, 0, 0, 1},
+      {"128x64 wgmma x4", 128, 64, 0, 0, 1},
   };
   return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
+}
+/* Whether the wgmma tiles (18, 19) may run: BATCHDET_CUDA_WGMMA=1 and the current GPU
+ * an sm_90 (their sm_90a code runs there only). Off by default: they were written without
+ * a Hopper to check them on (bd_cuda_conv_mma.cu). Read at each use. */
+static inline int bd_cuda_conv_wgmma_ready(void) {
+  const char *e = getenv("BATCHDET_CUDA_WGMMA");
+  int dev = 0, major = 0, minor = 0;
+  if (!e || strcmp(e, "1") != 0 || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return 0;
+  return major == 9 && minor == 0;
+}
+/* Whether tile t may run here (the wgmma tiles only where bd_cuda_conv_wgmma_ready). */
+static inline int bd_cuda_conv_tile_ready(int t) {
+  const bd_conv_mma_tile_info *i = bd_cuda_conv_mma_tile_info(t);
+  return i && (!i->wgmma || bd_cuda_conv_wgmma_ready());
 }
 static inline const char *bd_cuda_conv_mma_tile_name(int tile) {
   const bd_conv_mma_tile_info *t = bd_cuda_conv_mma_tile_info(tile);

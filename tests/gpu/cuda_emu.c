@@ -256,6 +256,7 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
     return cudaErrorInvalidValue;
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;
+  if (tile >= 0 && !bd_cuda_conv_tile_ready(tile)) return cudaErrorNotSupported; /* wgmma */
   const char *fault = getenv("BD_EMU_MMA_FAULT");
   if (fault && strcmp(fault, "launch0") == 0 &&
       (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) == 0)

@@ -114,4 +114,119 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
   emu_warp_sync();
 }
 
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16} with both operands in shared
+// memory (bd_cuda_conv_mma.cu's tiles 18, 19), by the PTX ISA's rules: a descriptor holds
+// the operand's start address, leading byte offset (LBO: between core matrices adjacent
+// in k) and stride byte offset (SBO: between core matrices adjacent in rows), each in 16
+// bytes, bits 0-13, 16-29 and 32-45; base offset bits 49-51 and swizzle mode bits 62-63
+// (only 0, no swizzle, is emulated: anything else aborts). A core matrix is 8 rows of 16
+// bytes (8 k), 128 contiguous bytes, so element (row, k) of a K-major operand is at start
+// + (row / 8) SBO + (k / 8) LBO + (row % 8) 16 + (k % 8) 2. Thread l of warp q of the
+// warpgroup accumulates rows 16 q + l / 4 and + 8 at columns 8 j + 2 (l % 4) and + 1
+// (d[4 j .. 4 j + 3]). The operation is asynchronous: its products are computed at the
+// issue and again when the thread's wait_group retires its group, and the two must be
+// equal (the shared operands must not change while a wgmma may read them: a stage
+// refilled too early aborts), and they reach d only then (reading the accumulators before
+// the wait sees them without). Shared addresses are offsets in the kernel's shared block
+// (emu_wg_begin) plus 1024.
+struct emu_wg_op {
+  float *d;
+  uint64_t da, db;
+  int n;
+  unsigned group;
+  void (*products)(uint64_t, uint64_t, int, float *); // emu_wg_products of its type
+  float sum[128];
+};
+constexpr unsigned EMU_WG_MAX = 32; // wgmma a thread may have in flight
+struct emu_wg_thread {
+  emu_wg_op op[EMU_WG_MAX];
+  unsigned n_op, groups;
+};
+static emu_wg_thread emu_wg[1024];
+static const unsigned char *emu_smem_origin;
+static size_t emu_smem_bytes;
+inline void emu_wg_fail(const char *what) {
+  fprintf(stderr, "cuda emulation: wgmma, block (%u,%u,%u) thread %u: %s\n", emu_bid.x, emu_bid.y,
+          emu_bid.z, emu_tid.x, what);
+  abort();
+}
+// The kernel's shared block (one per kernel: the operands' addresses are offsets in it);
+// a thread starts with nothing in flight.
+inline void emu_wg_begin(const void *smem, size_t bytes) {
+  emu_wg_thread &t = emu_wg[emu_tid.x];
+  emu_smem_origin = static_cast<const unsigned char *>(smem);
+  emu_smem_bytes = bytes;
+  t.n_op = 0;
+  t.groups = 0;
+}
+inline uint32_t emu_smem_u32(const void *p) {
+  const unsigned char *c = static_cast<const unsigned char *>(p);
+  if (!emu_smem_origin || c < emu_smem_origin || c >= emu_smem_origin + emu_smem_bytes)
+    emu_wg_fail("a shared address outside the kernel's shared block");
+  return (uint32_t)(c - emu_smem_origin) + 1024u;
+}
+// Row `row` of a K-major operand at descriptor desc: its 16 k as floats.
+template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[16]) {
+  if (desc >> 62 || (desc >> 49 & 7u)) emu_wg_fail("a swizzled or based descriptor");
+  const uint64_t start = (desc & 0x3FFFu) << 4, lbo = (desc >> 16 & 0x3FFFu) << 4,
+                 sbo = (desc >> 32 & 0x3FFFu) << 4;
+  for (int k = 0; k < 16; ++k) {
+    const uint64_t at = start + (uint64_t)(row / 8) * sbo + (uint64_t)(k / 8) * lbo +
+                        (uint64_t)(row % 8) * 16 + (uint64_t)(k % 8) * 2;
+    if (at < 1024 || at - 1024 + 2 > emu_smem_bytes)
+      emu_wg_fail("an operand outside shared memory");
+    uint16_t h;
+    memcpy(&h, emu_smem_origin + (at - 1024), 2);
+    v[k] = emu_mma_el<T>(h, 0);
+  }
+}
+// This thread's products of the 64 x n x 16 step: sum[4 j + i] as d[4 j + i] (above).
+template <typename T> inline void emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
+  const int lane = (int)(emu_tid.x % 32), q = (int)(emu_tid.x % 128 / 32);
+  float a[2][16], b[16];
+  emu_wg_row<T>(da, 16 * q + lane / 4, a[0]);
+  emu_wg_row<T>(da, 16 * q + lane / 4 + 8, a[1]);
+  for (int j = 0; j < n / 8; ++j)
+    for (int c = 0; c < 2; ++c) {
+      emu_wg_row<T>(db, 8 * j + 2 * (lane % 4) + c, b);
+      for (int h = 0; h < 2; ++h) {
+        float s = 0.0f;
+        for (int k = 0; k < 16; ++k) s += a[h][k] * b[k];
+        sum[4 * j + 2 * h + c] = s;
+      }
+    }
+}
+template <typename T> inline void emu_wgmma(float *d, int n, uint64_t da, uint64_t db) {
+  emu_wg_thread &t = emu_wg[emu_tid.x];
+  if (n < 8 || n > 256 || n % 8) emu_wg_fail("N not a multiple of 8 in 8..256");
+  if (t.n_op == EMU_WG_MAX) emu_wg_fail("too many in flight");
+  emu_wg_op &o = t.op[t.n_op++];
+  o.d = d, o.da = da, o.db = db, o.n = n, o.group = t.groups;
+  o.products = emu_wg_products<T>;
+  o.products(da, db, n, o.sum);
+}
+inline void emu_wg_commit() {
+  ++emu_wg[emu_tid.x].groups;
+}
+// wgmma.wait_group N: every committed group but the N newest retires, in issue order.
+inline void emu_wg_wait(unsigned n) {
+  emu_wg_thread &t = emu_wg[emu_tid.x];
+  if (t.groups <= n) return;
+  const unsigned below = t.groups - n;
+  unsigned k = 0;
+  for (unsigned i = 0; i < t.n_op; ++i) {
+    emu_wg_op &o = t.op[i];
+    if (o.group >= below) {
+      t.op[k++] = o;
+      continue;
+    }
+    float again[128];
+    o.products(o.da, o.db, o.n, again);
+    if (memcmp(again, o.sum, sizeof(float) * (size_t)(o.n / 2)) != 0)
+      emu_wg_fail("its shared operands changed between the issue and the wait");
+    for (int j = 0; j < o.n / 2; ++j) o.d[j] += o.sum[j];
+  }
+  t.n_op = k;
+}
+
 #endif

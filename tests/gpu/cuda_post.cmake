@@ -40,4 +40,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   bd_kemu_test(test_conv_mma_emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_conv_mma_emu.c
                TIMEOUT 300)
   target_include_directories(test_conv_mma_emu PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  # The wgmma tiles too: the emulated GPU answers as an sm_90 (cuda_rt_emu.c).
+  set_property(TEST test_conv_mma_emu APPEND PROPERTY ENVIRONMENT
+               "BATCHDET_CUDA_WGMMA=1;BD_EMU_SM=90")
 endif()

@@ -69,6 +69,10 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   endforeach()
   # The conv layers on our tensor-core kernel (BATCHDET_CUDA_CONV=mma), channel-padded
   # ones included: as test_cuda_conv_mma on a GPU.
+  # test_cuda_conv_kemu runs the wgmma tiles as on an sm_90 (the emulated GPU answers as
+  # one); test_cuda_conv_kemu_mma checks that they refuse where not enabled.
+  set_property(TEST test_cuda_conv_kemu APPEND PROPERTY ENVIRONMENT
+               "BATCHDET_CUDA_WGMMA=1;BD_EMU_SM=90")
   add_test(NAME test_cuda_conv_kemu_mma COMMAND test_cuda_conv_kemu)
   set_tests_properties(test_cuda_conv_kemu_mma PROPERTIES LABELS engine TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=mma")

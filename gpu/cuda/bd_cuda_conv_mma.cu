@@ -639,7 +639,7 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
-// ---- Tiles 18 and 19: Hopper warpgroup MMA (wgmma) ----
+// ---- Tiles 18-20: Hopper warpgroup MMA (wgmma) ----
 // The tiles above multiply with mma.sync (through WMMA or directly), which on an H100
 // issues a warp's 16x8x16 products one instruction at a time and feeds them from
 // registers loaded out of shared memory; the second H100 profile has them at ~100
@@ -649,9 +649,9 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
 // current slice's products overlap without register staging. Same implicit GEMM, loaders
 // (a_src, b_src: cp.async, zero-filled padding) and epilogue (out_group) as the async
 // tiles; 128 pixels a block (two warpgroups of 64 rows), N = BN output channels (128:
-// tile 18, 64: tile 19), 64-deep k-slices in an ST-deep ring in dynamic shared memory,
-// ST - 2 slices' copies in flight and one slice's wgmma still running while the next is
-// issued.
+// tile 18, 64: tile 19; 20: 19 split-K), 64-deep k-slices in an ST-deep ring in dynamic
+// shared memory, ST - 2 slices' copies in flight and one slice's wgmma still running while
+// the next is issued.
 //
 // Shared layout of a slice ("K-major, no swizzle"): core matrices of 8 rows x 8 k (16
 // bytes a row, 128 contiguous bytes), element (row, k) of a slice at
@@ -910,7 +910,6 @@ cudaError_t launch_wgmma(const bd_cuda_conv_shape *p, const void *x, const void 
                          cudaStream_t s) {
   dim3 grid;
   int kper = 0;
-  if (!bd_cuda_conv_wgmma_ready()) return cudaErrorNotSupported;
   if ((int64_t)p->n * p->oh * p->ow == 0) return cudaSuccess;
   if (!tile_grid<WG_BM, BN, WG_BK>(p, splits, &grid, &kper)) return cudaErrorInvalidValue;
   float *part = splits > 1 ? (float *)ws : nullptr;
@@ -1221,6 +1220,7 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
       ((uintptr_t)x & 15u) || !out_args_ok(p, w, r, y) || tile < -1 ||
       tile >= BD_CONV_MMA_TILES)
     return cudaErrorInvalidValue;
+  if (tile >= 0 && !bd_cuda_conv_tile_ready(tile)) return cudaErrorNotSupported; // wgmma
   const int splits = bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes);
   if (splits < 1) return cudaErrorInvalidValue;
   // Whether a tile splits (splits > 1) is bd_cuda_conv_mma_tile_info's; the geometry here
@@ -1248,7 +1248,8 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
                                                                s);
   case 17: return conv_patch(p, x, w, bias, r, y, s);
   case 18: return launch_wgmma<128, 4>(p, x, w, bias, r, y, splits, ws, s); // 132 KB
-  case 19: return launch_wgmma<64, 4>(p, x, w, bias, r, y, splits, ws, s);  // 98 KB
+  case 19: case 20: // 98 KB
+    return launch_wgmma<64, 4>(p, x, w, bias, r, y, splits, ws, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

@@ -153,6 +153,83 @@ static float epi(float acc, float b, float r, int a, int res) {
   return acc;
 }
 
+/* ---- Convolutions computed once for identical calls ----
+ * The conv choice (bd_cuda_conv_choose) runs each layer shape ~21 times on cuDNN and on
+ * each of our tiles, all on the same inputs into the same output: here each run is a
+ * CPU convolution (test_cuda_emu_dnn_auto spent ~5 minutes in them). A call whose
+ * shape, flags, input contents (x, w, bias, residuals) and output pointers equal an
+ * earlier one's, and whose outputs still hold what that call stored (content hashes),
+ * would store the same values again: it is skipped, exactly, its side effects (launch
+ * count, layer counter) kept. Per thread (pool tests run engines on threads). */
+typedef struct {
+  uint64_t key, out; /* the call; its outputs' hash after it */
+} emu_memo_ent;
+enum { EMU_MEMO_N = 16 };
+static _Thread_local emu_memo_ent emu_memo[EMU_MEMO_N];
+static _Thread_local unsigned emu_memo_next;
+
+static uint64_t memo_mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+  return h * 0xFF51AFD7ED558CCDull;
+}
+/* rows of `width` floats `pitch` apart from a (none where a is NULL). */
+static uint64_t memo_rows(uint64_t h, const float *a, int64_t rows, int64_t width, int64_t pitch) {
+  h = memo_mix(h, a ? (uint64_t)(rows * 131 + width) : 7);
+  if (!a || rows < 1 || width < 1) return h;
+  const uint32_t *u = (const uint32_t *)a;
+  const int64_t n = (rows - 1) * pitch + width; /* the last row ends at its width */
+  uint64_t acc = h;
+  for (int64_t i = 0; i < n; ++i) acc = (acc ^ u[i]) * 0x100000001B3ull;
+  return memo_mix(h, acc);
+}
+/* The residual's rows (an upsampled one: its own grid). */
+static int64_t memo_res_rows(const bd_cuda_conv_shape *p) {
+  return p->rup > 1 ? (int64_t)p->n * (p->oh / p->rup) * (p->ow / p->rup)
+                    : (int64_t)p->n * p->oh * p->ow;
+}
+/* The call: shape, tag (what runs: 0 the convolution, 1 it made wrong), 16-bit rounding
+ * mode, the inputs' contents (shadows), the outputs' pointers. */
+static uint64_t memo_key(const bd_cuda_conv_shape *p, int tag, int exact, const float *x,
+                         const float *w, const float *bias, const float *r, const float *r2,
+                         const void *y, const void *y2) {
+  uint64_t h = memo_mix((uint64_t)tag, (uint64_t)(emu_half() * 4 + exact * 2 + emu_cudnn_round));
+  const int ints[] = {p->n, p->h, p->w, p->c, p->oh, p->ow, p->m, p->kh, p->kw, p->sh,
+                      p->sw, p->dh, p->dw, p->pad_t, p->pad_l, p->group, p->act, p->res,
+                      p->ldx, p->ldy, p->ldr, p->m1, p->ldy2, p->ldr2, p->rup, p->act2};
+  for (size_t i = 0; i < sizeof ints / sizeof *ints; ++i) h = memo_mix(h, (uint64_t)ints[i]);
+  h = memo_mix(memo_mix(h, (uint64_t)(uintptr_t)y), (uint64_t)(uintptr_t)y2);
+  const int cg = p->c / (p->group > 0 ? p->group : 1), m1 = p->m1 ? p->m1 : p->m;
+  h = memo_rows(h, x, (int64_t)p->n * p->h * p->w, p->c, p->ldx ? p->ldx : p->c);
+  h = memo_rows(h, w, p->m, (int64_t)p->kh * p->kw * cg, (int64_t)p->kh * p->kw * cg);
+  h = memo_rows(h, bias, 1, p->m, p->m);
+  h = memo_rows(h, r, memo_res_rows(p), m1, p->ldr ? p->ldr : m1);
+  return memo_rows(h, r2, memo_res_rows(p), p->m - m1, p->ldr2 ? p->ldr2 : p->m - m1);
+}
+/* What the call's outputs hold now. */
+static uint64_t memo_out(const bd_cuda_conv_shape *p, const float *y, const float *y2) {
+  const int64_t rows = (int64_t)p->n * p->oh * p->ow, m1 = p->m1 ? p->m1 : p->m;
+  const uint64_t h = memo_rows(1, y, rows, m1, p->ldy ? p->ldy : p->m);
+  return p->m1 ? memo_rows(h, y2, rows, p->m - bd_cuda_twin_m1s(p->m1), p->ldy2) : h;
+}
+static int memo_hit(uint64_t key, uint64_t out) {
+  for (int i = 0; i < EMU_MEMO_N; ++i)
+    if (emu_memo[i].key == key && emu_memo[i].out == out) return 1;
+  return 0;
+}
+static void memo_put(uint64_t key, uint64_t out) {
+  for (int i = 0; i < EMU_MEMO_N; ++i)
+    if (emu_memo[i].key == key) {
+      emu_memo[i].out = out;
+      return;
+    }
+  emu_memo[emu_memo_next++ % EMU_MEMO_N] = (emu_memo_ent){key, out};
+}
+/* Whether this launch's 16-bit stores are exact (BD_EMU_EXACT_LO/HI), as emu_round sees. */
+static int memo_exact(void) {
+  emu_config();
+  return bd_cuda_emu_layer >= emu_lo && bd_cuda_emu_layer < emu_hi;
+}
+
 /* The convolution both kernels compute, a pitched residual included (ldr; the direct
  * kernel refuses one, as on a GPU). */
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
@@ -181,6 +258,8 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
   ++bd_cuda_emu_layer;
   bd_emu_tick();
   emu_config();
+  const uint64_t key = memo_key(p, 0, memo_exact(), x, w, bias, r, p->r2, y, y2);
+  if (memo_hit(key, memo_out(p, y, y2))) return cudaSuccess; /* y holds it already */
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
       for (int ox = 0; ox < p->ow; ++ox)
@@ -217,6 +296,7 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
           else
             st(y, BD_CT_H16, (i / p->m) * ldy + m, o);
         }
+  memo_put(key, memo_out(p, y, y2));
   return cudaSuccess;
 }
 
@@ -254,16 +334,30 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
         (p->res && (!p->r2 || p->ldr2 % 8 || ((uintptr_t)p->r2 & 15u))))) ||
       (p->rup > 1 && (!r || !p->res || p->oh % p->rup || p->ow % p->rup)))
     return cudaErrorInvalidValue;
+  if (tile >= 0 && !bd_cuda_conv_tile_ready(tile)) return cudaErrorNotSupported; /* wgmma */
   /* The split tiles' contract (their sums are the direct kernel's here). */
   if (bd_cuda_conv_mma_parts(p, tile, ws, ws_bytes) < 1) return cudaErrorInvalidValue;
-  if (tile >= 0 && !bd_cuda_conv_tile_ready(tile)) return cudaErrorNotSupported; /* wgmma */
   const char *fault = getenv("BD_EMU_MMA_FAULT");
   if (fault && strcmp(fault, "launch0") == 0 &&
       (tile < 0 ? bd_cuda_conv_mma_default_tile(p->m) : tile) == 0)
     return cudaErrorLaunchOutOfResources;
   (void)s;
+  const int wrong = fault && strcmp(fault, "1") == 0;
+  uint64_t key = 0;
+  if (wrong) { /* the wrong result is remembered as a call of its own (conv_ref's memo) */
+    emu_config(); /* conv_ref's stores and the ones below see the layer counter + 1 */
+    const int exact = bd_cuda_emu_layer + 1 >= emu_lo && bd_cuda_emu_layer + 1 < emu_hi;
+    key = memo_key(p, 1, exact, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
+                   p->r2 ? bd_emu_shadow(p->r2) : NULL, bd_emu_shadow(y),
+                   p->m1 ? bd_emu_shadow(p->y2) : NULL);
+    if (memo_hit(key, memo_out(p, bd_emu_shadow(y), p->m1 ? bd_emu_shadow(p->y2) : NULL))) {
+      ++bd_cuda_emu_layer; /* conv_ref's side effects */
+      bd_emu_tick();
+      return cudaSuccess;
+    }
+  }
   cudaError_t e = conv_ref(p, x, w, bias, r, y);
-  if (e == cudaSuccess && fault && strcmp(fault, "1") == 0) {
+  if (e == cudaSuccess && wrong) {
     float *ys = bd_emu_shadow(y);
     const int64_t ldy = p->ldy ? p->ldy : p->m, pix = (int64_t)p->n * p->oh * p->ow;
     for (int64_t i = 0; i < pix; ++i)
@@ -271,6 +365,7 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
         const int64_t o = i * ldy + m;
         st(ys, BD_CT_H16, o, -ld(ys, BD_CT_H16, o) - 1);
       }
+    memo_put(key, memo_out(p, ys, p->m1 ? bd_emu_shadow(p->y2) : NULL));
   }
   return e;
 }

@@ -86,7 +86,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   step damo-export-T-sparse 60 python3 "$ROOT/tests/reference/damoyolo.py" export --model T \
     --form deploy --size 640 --batch 1 --seed 0 --cls-bias -9 --out "$DAMO/Tsparse"
   BD_DETECT_MODEL=$DAMO/Tsparse/model.onnx step test_cuda_detect-damoT 240 "$B/test_cuda_detect"
-  # Conv tiles 18 and 19 (Hopper wgmma, written without a device: off by default,
+  # Conv tiles 18-20 (Hopper wgmma, written without a device: off by default,
   # BATCHDET_CUDA_WGMMA=1 lets them run): every conv case on them against the double
   # reference (outputs poisoned around), DAMO-T b32 and b1 with them in the choice (the
   # choice lines give their time per layer beside cuDNN's and the other tiles', WRONG
@@ -278,7 +278,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     sed -n "/^rank /,+4p" "$OUT/$f.log"
     grep -E '^kind ' "$OUT/$f.log" | head -n 6
   done
-  grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|twin conv|PASSED|FAILED" \
+  grep -HE "boxes matched|tag .* on cuda|rel L2|batch 1 vs|capture failed|conv layers|twin conv|probes on|, probe [0-9]: [0-9]+ of|PASSED|FAILED" \
     "$OUT"/test_cuda_*.log "$OUT"/test_pool.log 2>/dev/null |
     sed "s|$OUT/||" | head -n 60
   grep -HE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" \

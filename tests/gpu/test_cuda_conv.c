@@ -229,6 +229,59 @@ static int tile_ready(int t) {
   return 0;
 }
 
+/* Where a tile's products come from, so that a layout bug on a GPU says what it is (the
+ * wgmma tiles were written without one to run them on): a 1x1 conv of 16 x 16 pixels, 64
+ * channels in and out, no bias, with small integers that 16-bit floats hold exactly.
+ * Probe 0: x[p][c] = c, w = identity: y[p][m] = m (a wrong k order shows as the channel
+ * that came instead); 1: x[p][0] = p, the rest 0, w[m][0] = 1: y[p][m] = p (a wrong row
+ * order: the pixel that came); 2: x[p][0] = 1, w[m][0] = m: y[p][m] = m (a wrong order of
+ * B's rows). The first mismatches are printed with what came; returns their count. */
+static int probe_tile(int t, int probe) {
+  enum { P = 256, C = 64 };
+  static uint16_t xb[P * C], wb[C * C], yb[P * C];
+  bd_cuda_conv_shape p = {1, 16, 16, C, 16, 16, C, 1, 1, 1, 1, 1, 1, 0,
+                          0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+  for (int i = 0; i < P; ++i)
+    for (int c = 0; c < C; ++c)
+      xb[i * C + c] = tc_f2h16(probe == 0 ? (float)c : c == 0 ? (probe == 1 ? (float)i : 1.f) : 0.f);
+  for (int m = 0; m < C; ++m)
+    for (int c = 0; c < C; ++c)
+      wb[m * C + c] = tc_f2h16(probe == 0 ? (float)(c == m) : c ? 0.f : probe == 1 ? 1.f : (float)m);
+  void *dx = tc_dev_copy(xb, sizeof xb), *dw = tc_dev_copy(wb, sizeof wb);
+  void *dy = tc_dev_poisoned(sizeof yb);
+  assert_int_equal(bd_cuda_conv_mma_tiled(&p, t, dx, dw, NULL, NULL, dy, NULL, 0, 0), cudaSuccess);
+  assert_int_equal(cudaMemcpy(yb, dy, sizeof yb, cudaMemcpyDeviceToHost), cudaSuccess);
+  int bad = 0;
+  for (int i = 0; i < P; ++i)
+    for (int m = 0; m < C; ++m) {
+      const float got = tc_h162f(yb[i * C + m]), want = (float)(probe == 1 ? i : m);
+      if (got == want) continue;
+      if (bad++ < 8)
+        printf("tile %s, probe %d: y[pixel %d][channel %d] = %g, want %g\n",
+               bd_cuda_conv_mma_tile_name(t), probe, i, m, got, want);
+    }
+  if (bad) printf("tile %s, probe %d: %d of %d wrong\n", bd_cuda_conv_mma_tile_name(t), probe, bad, P * C);
+  cudaFree(dx);
+  cudaFree(dw);
+  cudaFree(dy);
+  return bad;
+}
+
+static void test_conv_probe(void **state) {
+  (void)state;
+  int bad = 0, ran = 0;
+  const bd_cuda_conv_shape p = {1, 16, 16, 64, 16, 16, 64, 1, 1, 1, 1, 1, 1, 0,
+                                0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+  for (int t = 0; t < BD_CONV_MMA_TILES; ++t) {
+    if (!tile_ready(t) || bd_cuda_conv_mma_splits(&p, t) != 1) continue; /* unsplit ones */
+    for (int k = 0; k < 3; ++k) bad += probe_tile(t, k);
+    ++ran;
+  }
+  printf("probes on %d tiles: %d wrong values\n", ran, bad);
+  assert_int_equal(bad, 0);
+  assert_true(ran >= 10);
+}
+
 /* Every block tile of our tensor-core kernel on the dense cases it takes (input channels
  * multiples of 8; any output channels, at any pitch where they are not), plus deep
  * reductions (18 and 54 k-slices: the async tiles' ring wraps many times; split tiles get
@@ -259,7 +312,7 @@ static void test_conv_tiles(void **state) {
     }
   }
   printf("%d tile runs on %d tiles\n", ran, ready);
-  assert_true(ready >= BD_CONV_MMA_TILES - 2 && ran >= 2 * ready);
+  assert_true(ready >= BD_CONV_MMA_TILES - 3 && ran >= 2 * ready);
 }
 
 /* Every case through the layer (cuDNN or ours as BATCHDET_CUDA_CONV decides); a pitched
@@ -454,6 +507,7 @@ int main(void) {
   TC_SKIP_IF_NO_DEVICE();
   tc_seed();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_conv_direct),
+                                     cmocka_unit_test(test_conv_probe),
                                      cmocka_unit_test(test_conv_tiles),
                                      cmocka_unit_test(test_conv_layer),
                                      cmocka_unit_test(test_conv_twins)};

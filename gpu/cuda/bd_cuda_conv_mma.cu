@@ -592,6 +592,26 @@ cudaError_t split_sum(const bd_cuda_conv_shape *p, int splits, const float *part
   return cudaGetLastError();
 }
 
+#ifndef BD_KERNEL_EMU
+// Kernel k's dynamic shared memory limit raised to `bytes` once per GPU (a host-side
+// attribute, legal while capturing). raised: the kernel's own record per device (0 not
+// yet, 1 done, else the error it gave); *dev: the current device. An error where the GPU
+// has less: the choice skips the tile.
+template <typename K>
+cudaError_t raise_dyn_smem(K k, size_t bytes, int (&raised)[64], int *dev) {
+  int st;
+  cudaError_t e = cudaGetDevice(dev);
+  if (e != cudaSuccess) return e;
+  if (*dev < 0 || *dev >= 64) return cudaErrorInvalidDevice;
+  if (!(st = __atomic_load_n(&raised[*dev], __ATOMIC_ACQUIRE))) {
+    e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    st = e == cudaSuccess ? 1 : (int)e;
+    __atomic_store_n(&raised[*dev], st, __ATOMIC_RELEASE);
+  }
+  return st == 1 ? cudaSuccess : (cudaError_t)st;
+}
+#endif
+
 template <int BM, int BN>
 cudaError_t launch(const bd_cuda_conv_shape *p, const void *x, const void *w, const float *bias,
                    const void *r, void *y, int splits, void *ws, cudaStream_t s) {
@@ -617,19 +637,12 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   float *part = splits > 1 ? (float *)ws : nullptr;
   constexpr size_t smem = DYN ? sizeof(SmemAsync<BM, BN, ST, BKT, DYN>) : 0;
 #ifndef BD_KERNEL_EMU
-  if (DYN) { // raised once per tile and GPU (a host-side attribute, legal while capturing)
-    static int raised[64]; // per device: 0 not yet, 1 done, else the error it gave
-    int dev = 0, st;
-    cudaError_t e = cudaGetDevice(&dev);
+  if (DYN) {
+    static int raised[64];
+    int dev = 0;
+    const cudaError_t e = raise_dyn_smem(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>,
+                                         smem, raised, &dev);
     if (e != cudaSuccess) return e;
-    if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
-    if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
-      e = cudaFuncSetAttribute(k_conv_mma_async<BM, BN, WM, WN, ST, CA, MINB, BKT, DYN>,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-      st = e == cudaSuccess ? 1 : (int)e;
-      __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
-    }
-    if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
   }
 #endif
   (void)smem; // the emulation's BD_LAUNCH_SMEM has no use for it
@@ -915,18 +928,10 @@ cudaError_t launch_wgmma(const bd_cuda_conv_shape *p, const void *x, const void 
   float *part = splits > 1 ? (float *)ws : nullptr;
   constexpr size_t smem = sizeof(SmemWg<BN, ST>);
 #ifndef BD_KERNEL_EMU
-  static int raised[64]; // as in launch_async
-  int dev = 0, st;
-  cudaError_t e = cudaGetDevice(&dev);
+  static int raised[64];
+  int dev = 0;
+  const cudaError_t e = raise_dyn_smem(k_conv_wgmma<BN, ST>, smem, raised, &dev);
   if (e != cudaSuccess) return e;
-  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
-  if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
-    e = cudaFuncSetAttribute(k_conv_wgmma<BN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)smem);
-    st = e == cudaSuccess ? 1 : (int)e;
-    __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
-  }
-  if (st != 1) return (cudaError_t)st;
 #endif
   (void)smem;
   BD_LAUNCH_SMEM(BD_K(k_conv_wgmma<BN, ST>), grid, WG_NT, smem, s, *p, (const bd_h16 *)x,
@@ -1120,18 +1125,10 @@ cudaError_t launch_patch(const bd_cuda_conv_shape *p, const bd_conv_patch_geo &g
 #else
   // What the GPU holds at once (persistent blocks), the shared-memory attribute raised
   // once per GPU to the most any shape asks.
-  static int raised[64]; // per device: 0 not yet, 1 done, else the error it gave
-  int dev = 0, st, sms = 0, per = 0;
-  cudaError_t e = cudaGetDevice(&dev);
+  static int raised[64];
+  int dev = 0, sms = 0, per = 0;
+  cudaError_t e = raise_dyn_smem(k_conv_patch<NT, LAY>, BD_CONV_PATCH_SMEM_MAX, raised, &dev);
   if (e != cudaSuccess) return e;
-  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
-  if (!(st = __atomic_load_n(&raised[dev], __ATOMIC_ACQUIRE))) {
-    e = cudaFuncSetAttribute(k_conv_patch<NT, LAY>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             BD_CONV_PATCH_SMEM_MAX);
-    st = e == cudaSuccess ? 1 : (int)e;
-    __atomic_store_n(&raised[dev], st, __ATOMIC_RELEASE);
-  }
-  if (st != 1) return (cudaError_t)st; // more than this GPU has: the choice skips the tile
   if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess ||
       (e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_conv_patch<NT, LAY>, 256,
                                                          (size_t)g.smem)) != cudaSuccess)

@@ -524,6 +524,45 @@ static void test_branch_room(void **state) {
   bd_plan_destroy(p);
 }
 
+/* Which twin convs a plan runs as one launch under each BATCHDET_CUDA_TWINS mode, every
+ * conv on our kernel (test_cuda_emu_mma), yolox_nano: its 8 CSP conv1/conv2 pairs and
+ * the split pair of each of its 2 upsampled Concats (one activation, channel counts
+ * multiples of 8), and its head's box (4) + objectness (1) convs at 3 levels (ragged):
+ * 13 by default, 10 with "even", none with "0". The plan alone: nothing runs. */
+static void test_twin_modes(void **state) {
+  (void)state;
+  const char *conv = getenv("BATCHDET_CUDA_CONV");
+  if (getenv("BD_CUDA_INPUT") || !conv || strcmp(conv, "mma") != 0) skip();
+  static const struct {
+    const char *mode;
+    int want;
+  } modes[] = {{NULL, 13}, {"1", 13}, {"even", 10}, {"0", 0}};
+  for (size_t k = 0; k < sizeof modes / sizeof *modes; ++k) {
+    bd_err err = {0};
+    bd_plan *plan = NULL;
+    bd_backend *be = NULL;
+    if (modes[k].mode) setenv("BATCHDET_CUDA_TWINS", modes[k].mode, 1);
+    else unsetenv("BATCHDET_CUDA_TWINS");
+    check(bd_plan_new(g_graph, 1, &plan, &err), &err, "bd_plan_new");
+    check(bd_cuda_backend_new(g_graph, 0, &be, &err), &err, "cuda backend");
+    check(bd_backend_prepare(be, plan, &err), &err, "prepare");
+    const bd_cuda_cplan *cp = bd_cuda_backend_plan((bd_cuda_be *)be, plan);
+    assert_non_null(cp);
+    int firsts = 0, seconds = 0;
+    for (int n = 0; n < g_graph->n_nodes; ++n) {
+      firsts += cp->twin_on[n] == 1;
+      seconds += cp->twin_on[n] == 2;
+    }
+    printf("BATCHDET_CUDA_TWINS=%s: %d pairs (want %d)\n", modes[k].mode ? modes[k].mode : "unset",
+           firsts, modes[k].want);
+    assert_int_equal(firsts, modes[k].want);
+    assert_int_equal(seconds, modes[k].want);
+    bd_backend_destroy(be);
+    bd_plan_destroy(plan);
+  }
+  unsetenv("BATCHDET_CUDA_TWINS");
+}
+
 static void test_env_model(void **state) {
   (void)state;
   if (!getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
@@ -546,6 +585,7 @@ int main(void) {
                                      cmocka_unit_test(test_plan_memory),
                                      cmocka_unit_test(test_branch_room),
                                      cmocka_unit_test(test_env_model),
+                                     cmocka_unit_test(test_twin_modes),
                                      cmocka_unit_test(test_conv_auto)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);

@@ -229,6 +229,24 @@ __device__ __forceinline__ void out_group(const bd_cuda_conv_shape &p, const flo
   store_group(p, cr, bias, r, y, pix, oc);
 }
 
+// A block's output from its FP32 tile c (ldc floats a row): `rows` rows of pixels m0..
+// and BN channels n0.., 8 channels a group (out_group), spread over the block's NT
+// threads; pixels and channels past the layer's are skipped (the last group may be
+// partial: store_group).
+template <int BN, int NT>
+__device__ __forceinline__ void out_tile(const bd_cuda_conv_shape &p, const float *c, int ldc,
+                                         int rows, int64_t m0, int n0, int64_t n_pix,
+                                         float *__restrict__ part, const float *__restrict__ bias,
+                                         const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y) {
+  for (int e = threadIdx.x; e < rows * BN / 8; e += NT) {
+    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
+    const int64_t pix = m0 + row;
+    const int oc = n0 + col;
+    if (pix >= n_pix || oc >= p.m) continue;
+    out_group(p, &c[row * ldc + col], part, n_pix, bias, r, y, pix, oc);
+  }
+}
+
 // One warp's FM*16 x FN*16 (32x32 in k_conv_mma) of a k-slice (BKT deep, rows BKT + 8
 // apart) from the shared tiles: FM x FN WMMA fragments, FP32.
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
@@ -340,13 +358,7 @@ __global__ void __launch_bounds__(THREADS)
   // Accumulators -> shared -> epilogue, 8 channels a store.
   store_acc(acc, sm.c, LDC, wm, wn);
   __syncthreads();
-  for (int e = tid; e < BM * BN / 8; e += THREADS) {
-    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
-    const int64_t pix = m0 + row;
-    const int oc = n0 + col;
-    if (pix >= n_pix || oc >= p.m) continue; // the last group may be partial (store_group)
-    out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
-  }
+  out_tile<BN, THREADS>(p, sm.c, LDC, BM, m0, n0, n_pix, part, bias, r, y);
 }
 
 // ---- Asynchronous-copy tiles (5: 128x64, 6: 64x128; 7-13 below) ----
@@ -527,13 +539,7 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
     __syncthreads(); // every warp is done with the ring (or the previous pass's rows)
     if (wm >= r0 && wm < r0 + CROWS) store_acc(acc, sm.c, LDC, wm - r0, wn);
     __syncthreads();
-    for (int e = tid; e < CROWS * BN / 8; e += NT) {
-      const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
-      const int64_t pix = m0 + r0 + row;
-      const int oc = n0 + col;
-      if (pix >= n_pix || oc >= p.m) continue;
-      out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
-    }
+    out_tile<BN, NT>(p, sm.c, LDC, CROWS, m0 + r0, n0, n_pix, part, bias, r, y);
   }
 }
 
@@ -905,13 +911,7 @@ __global__ void __launch_bounds__(WG_NT, BN <= 64 ? 2 : 1)
     }
   }
   __syncthreads();
-  for (int e = tid; e < WG_BM * BN / 8; e += WG_NT) {
-    const int row = e / (BN / 8), col = (e % (BN / 8)) * 8;
-    const int64_t pix = m0 + row;
-    const int oc = n0 + col;
-    if (pix >= n_pix || oc >= p.m) continue;
-    out_group(p, &sm.c[row * LDC + col], part, n_pix, bias, r, y, pix, oc);
-  }
+  out_tile<BN, WG_NT>(p, sm.c, LDC, WG_BM, m0, n0, n_pix, part, bias, r, y);
 #else
   (void)p, (void)x, (void)w, (void)bias, (void)r, (void)y, (void)part, (void)kper;
 #endif

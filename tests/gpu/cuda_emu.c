@@ -224,10 +224,11 @@ static void memo_put(uint64_t key, uint64_t out) {
     }
   emu_memo[emu_memo_next++ % EMU_MEMO_N] = (emu_memo_ent){key, out};
 }
-/* Whether this launch's 16-bit stores are exact (BD_EMU_EXACT_LO/HI), as emu_round sees. */
-static int memo_exact(void) {
+/* Whether the 16-bit stores of launch `layer` are exact (BD_EMU_EXACT_LO/HI), as
+ * emu_round sees them. */
+static int memo_exact(int layer) {
   emu_config();
-  return bd_cuda_emu_layer >= emu_lo && bd_cuda_emu_layer < emu_hi;
+  return layer >= emu_lo && layer < emu_hi;
 }
 
 /* The convolution both kernels compute, a pitched residual included (ldr; the direct
@@ -258,7 +259,7 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
   ++bd_cuda_emu_layer;
   bd_emu_tick();
   emu_config();
-  const uint64_t key = memo_key(p, 0, memo_exact(), x, w, bias, r, p->r2, y, y2);
+  const uint64_t key = memo_key(p, 0, memo_exact(bd_cuda_emu_layer), x, w, bias, r, p->r2, y, y2);
   if (memo_hit(key, memo_out(p, y, y2))) return cudaSuccess; /* y holds it already */
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
@@ -345,9 +346,8 @@ cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const 
   const int wrong = fault && strcmp(fault, "1") == 0;
   uint64_t key = 0;
   if (wrong) { /* the wrong result is remembered as a call of its own (conv_ref's memo) */
-    emu_config(); /* conv_ref's stores and the ones below see the layer counter + 1 */
-    const int exact = bd_cuda_emu_layer + 1 >= emu_lo && bd_cuda_emu_layer + 1 < emu_hi;
-    key = memo_key(p, 1, exact, bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
+    /* conv_ref's stores and the ones below see the layer counter + 1 */
+    key = memo_key(p, 1, memo_exact(bd_cuda_emu_layer + 1), bd_emu_shadow(x), bd_emu_shadow(w), bias, bd_emu_shadow(r),
                    p->r2 ? bd_emu_shadow(p->r2) : NULL, bd_emu_shadow(y),
                    p->m1 ? bd_emu_shadow(p->y2) : NULL);
     if (memo_hit(key, memo_out(p, bd_emu_shadow(y), p->m1 ? bd_emu_shadow(p->y2) : NULL))) {

@@ -236,11 +236,13 @@ static int tile_ready(int t) {
  * that came instead); 1: x[p][0] = p, the rest 0, w[m][0] = 1: y[p][m] = p (a wrong row
  * order: the pixel that came); 2: x[p][0] = 1, w[m][0] = m: y[p][m] = m (a wrong order of
  * B's rows). The first mismatches are printed with what came; returns their count. */
+static const bd_cuda_conv_shape probe_shape = {1, 16, 16, 64, 16, 16, 64, 1, 1, 1, 1, 1, 1, 0,
+                                              0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+
 static int probe_tile(int t, int probe) {
-  enum { P = 256, C = 64 };
+  enum { P = 256, C = 64 }; /* probe_shape's pixels and channels */
   static uint16_t xb[P * C], wb[C * C], yb[P * C];
-  bd_cuda_conv_shape p = {1, 16, 16, C, 16, 16, C, 1, 1, 1, 1, 1, 1, 0,
-                          0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+  bd_cuda_conv_shape p = probe_shape;
   for (int i = 0; i < P; ++i)
     for (int c = 0; c < C; ++c)
       xb[i * C + c] = tc_f2h16(probe == 0 ? (float)c : c == 0 ? (probe == 1 ? (float)i : 1.f) : 0.f);
@@ -270,10 +272,8 @@ static int probe_tile(int t, int probe) {
 static void test_conv_probe(void **state) {
   (void)state;
   int bad = 0, ran = 0;
-  const bd_cuda_conv_shape p = {1, 16, 16, 64, 16, 16, 64, 1, 1, 1, 1, 1, 1, 0,
-                                0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
   for (int t = 0; t < BD_CONV_MMA_TILES; ++t) {
-    if (!tile_ready(t) || bd_cuda_conv_mma_splits(&p, t) != 1) continue; /* unsplit ones */
+    if (!tile_ready(t) || bd_cuda_conv_mma_splits(&probe_shape, t) != 1) continue; /* unsplit */
     for (int k = 0; k < 3; ++k) bad += probe_tile(t, k);
     ++ran;
   }

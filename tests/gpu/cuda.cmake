@@ -65,7 +65,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
 endif()
 # Device detection through bd_engine (test_cuda_detect.c): on a GPU, and over the same
 # emulation. The emulated network is slow (naive loops): cuda_emu.c is optimised even
-# in Debug builds and the emulated run takes fewer pictures.
+# in Debug builds (kemu.cmake) and the emulated run takes fewer pictures.
 if(BD_HAVE_CUDA AND TARGET bd_cuda)
   bd_add_unit_test(test_cuda_detect SOURCES ${_cuda_dir}/test_cuda_detect.c LIBS bd_gpu bd_cuda
                    LABELS cuda TIMEOUT 600)
@@ -77,7 +77,6 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                              ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(test_cuda_detect_emu PRIVATE -UBD_HAVE_CUDNN)
   target_compile_definitions(test_cuda_detect_emu PRIVATE TEST_DETECT_EMU=1)
-  set_source_files_properties(${_cuda_dir}/cuda_emu.c PROPERTIES COMPILE_OPTIONS "-O2")
   # With the patch tile on the layers it takes (BATCHDET_CUDA_CONV=patch): yolox's Focus
   # stem reads the 16-bit tensor detection's pre-processing writes, while the raw path's
   # plan of the same engine has it read the FP32 input through the layout itself

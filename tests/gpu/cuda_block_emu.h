@@ -72,6 +72,30 @@ extern "C" void __sanitizer_start_switch_fiber(void **fake_stack_save, const voi
                                                size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
                                                 size_t *size_old);
+extern "C" void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#endif
+
+// Switching stacks. On x86-64 a switch of our own (emu_ctx_switch): the callee-saved
+// registers, MXCSR and the x87 control word pushed on the stack being left, its stack
+// pointer stored, the other's loaded and popped; no system call. swapcontext saves and
+// restores the signal mask with one on every switch, and under ASan its interceptor also
+// clears the shadow of the target's whole stack (2 x 32 KB for a 256 KB stack): together
+// over half of a model test's time over this emulation. Elsewhere, swapcontext. The
+// switches are announced to ASan (emu_resume, emu_yield). A fiber's frames below its
+// entry function all return before it ends; the entry's and emu_yield's, which do not,
+// lie in the stack's top EMU_TOP bytes (checked as the fiber ends), whose shadow is
+// cleared before the next block reuses the stack.
+#if defined(__x86_64__)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_ctx_switch(void **save_sp, void *to_sp);
+// Weak: every object over this header defines the same code; the link keeps one.
+asm(".text\n.weak emu_ctx_switch\n.type emu_ctx_switch,@function\nemu_ctx_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n  ret\n"
+    ".size emu_ctx_switch, .-emu_ctx_switch\n");
 #endif
 
 enum emu_wait { EMU_RUN, EMU_BLOCK_BAR, EMU_WARP_BAR, EMU_DONE };
@@ -84,15 +108,25 @@ struct emu_cp {
 };
 constexpr unsigned EMU_CP_MAX = 256; // copies a thread may have in flight
 struct emu_fiber {
+#ifdef EMU_FAST_SWITCH
+  void *sp; // where its stack pointer was left
+#else
   ucontext_t ctx;
+#endif
   char *stack;
   emu_wait wait;
   emu_cp cp[EMU_CP_MAX]; // in issue order
   unsigned n_cp, groups; // copies in flight; groups committed
+  unsigned n_mma;        // mma.sync calls made (cuda_mma_emu.h)
 };
 constexpr size_t EMU_STACK = (size_t)256 << 10; // ASan's redzones need room
+constexpr size_t EMU_TOP = 8192; // the frames left behind as a fiber ends (EMU_FAST_SWITCH)
 emu_fiber emu_fibers[1024];
+#ifdef EMU_FAST_SWITCH
+void *emu_sched_sp;
+#else
 ucontext_t emu_sched_ctx;
+#endif
 #ifdef EMU_ASAN
 const void *emu_sched_bottom; // the scheduler's stack, for the switches back
 size_t emu_sched_size;
@@ -109,8 +143,16 @@ inline void emu_yield(emu_wait w) {
   __sanitizer_start_switch_fiber(w == EMU_DONE ? nullptr : &fake, emu_sched_bottom,
                                  emu_sched_size);
 #endif
+#ifdef EMU_FAST_SWITCH
+  if (w == EMU_DONE && static_cast<char *>(__builtin_frame_address(0)) < f.stack + EMU_STACK - EMU_TOP) {
+    fprintf(stderr, "cuda emulation: a fiber ends deeper than its stack's top %zu bytes\n", EMU_TOP);
+    abort();
+  }
+  emu_ctx_switch(&f.sp, emu_sched_sp); // once done, never resumed
+#else
   if (w == EMU_DONE) return; // the entry function returns to uc_link
   swapcontext(&f.ctx, &emu_sched_ctx);
+#endif
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -189,7 +231,11 @@ __attribute__((noinline)) inline void emu_resume(unsigned t) {
   void *fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, EMU_STACK);
 #endif
+#ifdef EMU_FAST_SWITCH
+  emu_ctx_switch(&emu_sched_sp, f.sp);
+#else
   swapcontext(&emu_sched_ctx, &f.ctx);
+#endif
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -199,13 +245,33 @@ __attribute__((noinline)) inline void emu_resume(unsigned t) {
 __attribute__((noinline)) inline void emu_fiber_init(unsigned t) {
   emu_fiber &f = emu_fibers[t];
   if (!f.stack && !(f.stack = static_cast<char *>(malloc(EMU_STACK)))) __builtin_trap();
+#ifdef EMU_FAST_SWITCH
+  // The frame emu_ctx_switch pops to enter emu_fiber_entry as if called: MXCSR and the
+  // x87 control word as the scheduler's, six zero registers, the entry as the return
+  // address, then a zero return address of its own at a 16-byte boundary plus 8.
+  uint64_t *top = reinterpret_cast<uint64_t *>(
+      (reinterpret_cast<uintptr_t>(f.stack) + EMU_STACK) & ~(uintptr_t)15);
+#ifdef EMU_ASAN
+  __asan_unpoison_memory_region(f.stack + EMU_STACK - EMU_TOP, EMU_TOP);
+#endif
+  uint64_t *sp = top - 9;
+  uint32_t mx;
+  uint16_t cw;
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mx), "=m"(cw));
+  sp[0] = (uint64_t)mx | (uint64_t)cw << 32;
+  for (int i = 1; i <= 6; ++i) sp[i] = 0;
+  sp[7] = reinterpret_cast<uint64_t>(&emu_fiber_entry);
+  sp[8] = 0;
+  f.sp = sp;
+#else
   getcontext(&f.ctx);
   f.ctx.uc_stack.ss_sp = f.stack;
   f.ctx.uc_stack.ss_size = EMU_STACK;
   f.ctx.uc_link = &emu_sched_ctx;
   makecontext(&f.ctx, emu_fiber_entry, 0);
+#endif
   f.wait = EMU_RUN;
-  f.n_cp = f.groups = 0;
+  f.n_cp = f.groups = f.n_mma = 0;
 }
 
 // The order a block's runnable threads run in, between two barriers: BD_KEMU_ORDER

@@ -61,6 +61,48 @@ static float ld(const void *base, int dt, int64_t i) {
   (void)dt;
   return ((const float *)base)[i];
 }
+/* The sum of a conv's products for output (n, oy, ox, m) of group g over the shadows x
+ * (pixel pitch ldx) and w, in order. Under the sanitizers it runs uninstrumented (a
+ * check per load was most of a twin test's time) after conv_ranges_ok checked the whole
+ * extent of x and w once per call. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define EMU_RANGE_CHECK 1
+__attribute__((no_sanitize("address", "undefined")))
+#endif
+static float conv_sum(const bd_cuda_conv_shape *p, const float *x, const float *w, int ldx,
+                      int n, int oy, int ox, int m, int g) {
+  const int cg = p->c / p->group;
+  float acc = 0;
+  for (int ky = 0; ky < p->kh; ++ky) {
+    int iy = oy * p->sh - p->pad_t + ky * p->dh;
+    if (iy < 0 || iy >= p->h) continue;
+    for (int kx = 0; kx < p->kw; ++kx) {
+      int ix = ox * p->sw - p->pad_l + kx * p->dw;
+      if (ix < 0 || ix >= p->w) continue;
+      const float *xp = x + (((int64_t)n * p->h + iy) * p->w + ix) * ldx + g * cg;
+      const float *wp = w + (((int64_t)m * p->kh + ky) * p->kw + kx) * cg;
+      for (int ci = 0; ci < cg; ++ci) acc += xp[ci] * wp[ci];
+    }
+  }
+  return acc;
+}
+/* Every element conv_sum may read is addressable; else a checked load of the first that
+ * is not, which the sanitizer reports. */
+static void conv_ranges_ok(const bd_cuda_conv_shape *p, const float *x, const float *w, int ldx) {
+#ifdef EMU_RANGE_CHECK
+  const size_t nx = ((size_t)p->n * p->h * p->w - 1) * (size_t)ldx + (size_t)p->c;
+  const size_t nw = (size_t)p->m * p->kh * p->kw * (size_t)(p->c / p->group);
+  const void *bad = __asan_region_is_poisoned((void *)x, nx * 4);
+  if (!bad) bad = __asan_region_is_poisoned((void *)w, nw * 4);
+  if (bad) {
+    volatile float v = *(const float *)bad;
+    (void)v;
+  }
+#else
+  (void)p, (void)x, (void)w, (void)ldx;
+#endif
+}
 static void st(void *base, int dt, int64_t i, float v) {
   ((float *)base)[i] = dt == BD_CT_F32 ? v : emu_round(v);
 }
@@ -247,7 +289,7 @@ static cudaError_t conv_ref(const bd_cuda_conv_shape *p, const void *x, const vo
  * bd_cuda_kernels.h). */
 static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const void *w,
                                const float *bias, const void *r, void *y, void *y2) {
-  int cg = p->c / p->group, mg = p->m / p->group;
+  const int mg = p->m / p->group;
   const int m1s = bd_cuda_twin_m1s(p->m1); /* a twin's second output starts there */
   const int64_t ldr = p->ldr ? p->ldr : p->m1 ? p->m1 : p->m;
   const int64_t ldr2 = p->ldr2 ? p->ldr2 : p->m - p->m1;
@@ -261,25 +303,13 @@ static cudaError_t conv_ref_sh(const bd_cuda_conv_shape *p, const void *x, const
   emu_config();
   const uint64_t key = memo_key(p, 0, memo_exact(bd_cuda_emu_layer), x, w, bias, r, p->r2, y, y2);
   if (memo_hit(key, memo_out(p, y, y2))) return cudaSuccess; /* y holds it already */
+  conv_ranges_ok(p, x, w, ldx);
   for (int n = 0; n < p->n; ++n)
     for (int oy = 0; oy < p->oh; ++oy)
       for (int ox = 0; ox < p->ow; ++ox)
         for (int m = 0; m < p->m; ++m) {
           if (p->m1 && m >= p->m1 && m < m1s) continue; /* ragged twins: never stored */
-          int g = m / mg;
-          float acc = 0;
-          for (int ky = 0; ky < p->kh; ++ky) {
-            int iy = oy * p->sh - p->pad_t + ky * p->dh;
-            if (iy < 0 || iy >= p->h) continue;
-            for (int kx = 0; kx < p->kw; ++kx) {
-              int ix = ox * p->sw - p->pad_l + kx * p->dw;
-              if (ix < 0 || ix >= p->w) continue;
-              int64_t xo = (((int64_t)n * p->h + iy) * p->w + ix) * ldx + g * cg;
-              int64_t wo = (((int64_t)m * p->kh + ky) * p->kw + kx) * cg;
-              for (int ci = 0; ci < cg; ++ci)
-                acc += ld(x, BD_CT_H16, xo + ci) * ld(w, BD_CT_H16, wo + ci);
-            }
-          }
+          float acc = conv_sum(p, x, w, ldx, n, oy, ox, m, m / mg);
           int64_t i = (((int64_t)n * p->oh + oy) * p->ow + ox) * p->m + m;
           int64_t rpix = i / p->m; /* an upsampled residual: its pixel (oy/f, ox/f) */
           if (p->rup > 1)

@@ -85,8 +85,12 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 // lower column in the lower half of each register; B column g at rows 2t, 2t + 1 (b0) and
 // 2t + 8, 2t + 9 (b1); D rows g (d0, d1) and g + 8 (d2, d3) at columns 2t, 2t + 1. Each
 // lane posts its registers, the warp meets, each lane sums its four outputs (FP32, k in
-// order), and the warp meets again before the next call reuses the exchange.
-static uint32_t emu_mma_a[32][32][4], emu_mma_b[32][32][2];
+// order). Calls alternate between two exchanges (the fiber's count of calls), so the warp
+// need not meet again after summing: a lane reaching the next call writes the other one,
+// and one two calls on first waits at that next call's meeting for every lane, which by
+// then has read this one. Lanes that make different numbers of calls (mma.sync must be
+// made by the whole warp, converged) meet wrong partners and get wrong sums.
+static uint32_t emu_mma_a[2][32][32][4], emu_mma_b[2][32][32][2];
 template <typename T>
 inline float emu_mma_el(uint32_t v, int hi) {
   const uint16_t h = (uint16_t)(hi ? v >> 16 : v & 0xFFFFu);
@@ -96,9 +100,11 @@ inline float emu_mma_el(uint32_t v, int hi) {
 }
 template <typename T>
 inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  const unsigned lane = emu_tid.x & 31, w = emu_tid.x >> 5;
-  memcpy(emu_mma_a[w][lane], a, sizeof a);
-  memcpy(emu_mma_b[w][lane], b, sizeof b);
+  const unsigned lane = emu_tid.x & 31, w = emu_tid.x >> 5,
+                 x = emu_fibers[emu_cur].n_mma++ & 1;
+  uint32_t(&ea)[32][4] = emu_mma_a[x][w], (&eb)[32][2] = emu_mma_b[x][w];
+  memcpy(ea[lane], a, sizeof a);
+  memcpy(eb[lane], b, sizeof b);
   emu_warp_sync();
   const int g = (int)lane >> 2, t = (int)lane & 3;
   for (int i = 0; i < 4; ++i) {
@@ -107,11 +113,10 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
     for (int k = 0; k < 16; ++k) {
       const int al = (row % 8) * 4 + (k % 8) / 2, ar = (row >= 8) + 2 * (k >= 8);
       const int bl = col * 4 + (k % 8) / 2, br = k >= 8;
-      s += emu_mma_el<T>(emu_mma_a[w][al][ar], k & 1) * emu_mma_el<T>(emu_mma_b[w][bl][br], k & 1);
+      s += emu_mma_el<T>(ea[al][ar], k & 1) * emu_mma_el<T>(eb[bl][br], k & 1);
     }
     d[i] = s;
   }
-  emu_warp_sync();
 }
 
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16} with both operands in shared
@@ -151,9 +156,12 @@ inline void emu_wg_fail(const char *what) {
   abort();
 }
 // The kernel's shared block (one per kernel: the operands' addresses are offsets in it);
-// a thread starts with nothing in flight.
+// a thread starts with nothing in flight. One left in flight by this thread's previous
+// block was never waited for: on a GPU its accumulators would be read unfinished or lost.
 inline void emu_wg_begin(const void *smem, size_t bytes) {
   emu_wg_thread &t = emu_wg[emu_tid.x];
+  if (t.n_op)
+    emu_wg_fail("the previous block of this thread ended with wgmma in flight (no wait<0>)");
   emu_smem_origin = static_cast<const unsigned char *>(smem);
   emu_smem_bytes = bytes;
   t.n_op = 0;

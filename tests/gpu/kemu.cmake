@@ -28,6 +28,11 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     # 16-byte vectors as 16-bit pairs, which CUDA allows: no strict-aliasing optimisation.
     target_compile_options(bd_kemu_${_k} PRIVATE -O2 -fno-strict-aliasing -Wno-unknown-pragmas
                            -Wno-unused-parameter)
+    # Under ASan, out-of-bounds accesses stay checked but not the scope of every
+    # temporary: the 16-bit loads' temporaries were poisoned and unpoisoned per MAC.
+    if(BATCHDET_SANITIZE)
+      target_compile_options(bd_kemu_${_k} PRIVATE -fno-sanitize-address-use-after-scope)
+    endif()
     list(APPEND _kemu_objs $<TARGET_OBJECTS:bd_kemu_${_k}>)
   endforeach()
   # The backend's host code, compiled into every test over an emulated device (here
@@ -41,6 +46,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   # The CPU twins' emulation (cuda.cmake, cuda_bench.cmake) on the same runtime.
   set(BD_TWIN_EMU_SOURCES ${_kemu_dir}/cuda_emu.c ${_kemu_dir}/cuda_rt_emu.c
       ${BD_CUDA_HOST_SOURCES})
+  # The twins' reference loops optimised in every build too (a conv is a seven-deep loop
+  # nest over 16-bit loads): in Debug they were most of a twin test's time.
+  set(_emu_opt -O2)
+  if(BATCHDET_SANITIZE)
+    list(APPEND _emu_opt -fno-sanitize-address-use-after-scope)
+  endif()
+  set_source_files_properties(${_kemu_dir}/cuda_emu.c PROPERTIES COMPILE_OPTIONS "${_emu_opt}")
   find_package(Threads REQUIRED)
   # bd_kemu_test(NAME SOURCES ... [LIBS ...] [TIMEOUT s]): a test over the kernel emulation.
   function(bd_kemu_test NAME)
@@ -60,6 +72,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     # The C++ runtime of the kernel objects.
     set_target_properties(${NAME} PROPERTIES LINKER_LANGUAGE CXX)
   endfunction()
+  # The emulation's cooperating blocks alone: barriers in every order, each fiber's own
+  # stack and floating-point state, ASan reporting a kernel's bad access on a fiber.
+  bd_add_unit_test(test_block_emu SOURCES ${_kemu_dir}/test_block_emu.cc ${_kemu_dir}/cuda_rt_emu.c
+                   LIBS Threads::Threads LABELS engine TIMEOUT 120)
+  target_include_directories(test_block_emu PRIVATE ${_kemu_dir} ${_kemu_cu} ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(test_block_emu PRIVATE -Wno-unknown-pragmas)
 endif()
 
 # The GPU tests of the kernels, layers and pre-processing, unchanged, over bd_kemu.

@@ -61,16 +61,18 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
  * shape by measurement (bd_cuda_conv_choose; without cuDNN nothing is measured and our
  * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where
  * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "patch" as mma
- * but on the patch tile (BD_CONV_PATCH_TILE) wherever it takes the layer, "cudnn" never
- * ours. Read at each use, so a test can switch it between engines; anything else is
- * refused at prepare. */
-typedef enum { CONV_AUTO, CONV_MMA, CONV_PATCH, CONV_LIB, CONV_BAD } conv_mode;
+ * but on the patch tile (BD_CONV_PATCH_TILE) wherever it takes the layer, "wgmma" as mma
+ * but on the Hopper warpgroup tiles (18 for M > 64, else 19; 20 where mma would split),
+ * only where bd_cuda_conv_wgmma_ready, "cudnn" never ours. Read at each use, so a test
+ * can switch it between engines; anything else is refused at prepare. */
+typedef enum { CONV_AUTO, CONV_MMA, CONV_PATCH, CONV_WGMMA, CONV_LIB, CONV_BAD } conv_mode;
 
 static conv_mode conv_mode_now(void) {
   const char *e = getenv("BATCHDET_CUDA_CONV");
   if (!e || !*e || strcmp(e, "auto") == 0) return CONV_AUTO;
   if (strcmp(e, "mma") == 0) return CONV_MMA;
   if (strcmp(e, "patch") == 0) return CONV_PATCH;
+  if (strcmp(e, "wgmma") == 0) return CONV_WGMMA;
   if (strcmp(e, "cudnn") == 0) return CONV_LIB;
   return CONV_BAD;
 }
@@ -90,9 +92,15 @@ bd_status bd_cuda_conv_mode_check(bd_err *err) {
     return bd_err_set(err, BD_E_INVALID,
                       "BATCHDET_CUDA_CHOICE_TIMING='%s': expected replay (the default) or host",
                       getenv("BATCHDET_CUDA_CHOICE_TIMING"));
-  if (conv_mode_now() != CONV_BAD) return BD_OK;
+  const conv_mode m = conv_mode_now();
+  if (m == CONV_WGMMA && !bd_cuda_conv_wgmma_ready())
+    return bd_err_set(err, BD_E_INVALID,
+                      "BATCHDET_CUDA_CONV=wgmma: the wgmma tiles run only on a Hopper GPU "
+                      "(sm_90) with BATCHDET_CUDA_WGMMA=1");
+  if (m != CONV_BAD) return BD_OK;
   return bd_err_set(err, BD_E_INVALID,
-                    "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma, patch or cudnn",
+                    "BATCHDET_CUDA_CONV='%s': expected auto (the default), mma, patch, wgmma "
+                    "or cudnn",
                     getenv("BATCHDET_CUDA_CONV"));
 }
 
@@ -124,6 +132,8 @@ static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
     const int split = p->m >= 128 ? 3 : 4;
     return bd_cuda_conv_mma_splits(p, split) > 1 ? split : bd_cuda_conv_mma_default_tile(p->m);
   }
+  case CONV_WGMMA: /* the shapes mma splits (few output blocks) on the split wgmma tile */
+    return bd_cuda_conv_mma_splits(p, 20) > 1 ? 20 : p->m > 64 ? 18 : 19;
   case CONV_AUTO: return cudnn && choice_find(p, &tile) ? tile : -1;
   default: return -1;
   }

@@ -129,9 +129,9 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
 // + (row / 8) SBO + (k / 8) LBO + (row % 8) 16 + (k % 8) 2. Thread l of warp q of the
 // warpgroup accumulates rows 16 q + l / 4 and + 8 at columns 8 j + 2 (l % 4) and + 1
 // (d[4 j .. 4 j + 3]). The operation is asynchronous: its products are computed at the
-// issue and again when the thread's wait_group retires its group, and the two must be
-// equal (the shared operands must not change while a wgmma may read them: a stage
-// refilled too early aborts), and they reach d only then (reading the accumulators before
+// issue, the operands they read are read again when the thread's wait_group retires its
+// group and must hash the same (they must not change while a wgmma may read them: a
+// stage refilled too early aborts), and the products reach d only then (reading the accumulators before
 // the wait sees them without). Shared addresses are offsets in the kernel's shared block
 // (emu_wg_begin) plus 1024.
 struct emu_wg_op {
@@ -139,7 +139,8 @@ struct emu_wg_op {
   uint64_t da, db;
   int n;
   unsigned group;
-  void (*products)(uint64_t, uint64_t, int, float *); // emu_wg_products of its type
+  uint64_t (*products)(uint64_t, uint64_t, int, float *); // emu_wg_products of its type
+  uint64_t operands;                                       // their hash at the issue
   float sum[128];
 };
 constexpr unsigned EMU_WG_MAX = 32; // wgmma a thread may have in flight
@@ -188,21 +189,33 @@ template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[
     v[k] = emu_mma_el<T>(h, 0);
   }
 }
-// This thread's products of the 64 x n x 16 step: sum[4 j + i] as d[4 j + i] (above).
-template <typename T> inline void emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
+// FNV-1a over the bits of v[16], continuing h.
+inline uint64_t emu_wg_hash(uint64_t h, const float (&v)[16]) {
+  uint32_t u[16];
+  memcpy(u, v, sizeof u);
+  for (int k = 0; k < 16; ++k) h = (h ^ u[k]) * 0x100000001B3ull;
+  return h;
+}
+// This thread's products of the 64 x n x 16 step: sum[4 j + i] as d[4 j + i] (above);
+// with sum null only the operands are read. Returns a hash of the operands read.
+template <typename T> inline uint64_t emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
   const int lane = (int)(emu_tid.x % 32), q = (int)(emu_tid.x % 128 / 32);
   float a[2][16], b[16];
   emu_wg_row<T>(da, 16 * q + lane / 4, a[0]);
   emu_wg_row<T>(da, 16 * q + lane / 4 + 8, a[1]);
+  uint64_t h = emu_wg_hash(emu_wg_hash(0xCBF29CE484222325ull, a[0]), a[1]);
   for (int j = 0; j < n / 8; ++j)
     for (int c = 0; c < 2; ++c) {
       emu_wg_row<T>(db, 8 * j + 2 * (lane % 4) + c, b);
-      for (int h = 0; h < 2; ++h) {
+      h = emu_wg_hash(h, b);
+      if (!sum) continue;
+      for (int hh = 0; hh < 2; ++hh) {
         float s = 0.0f;
-        for (int k = 0; k < 16; ++k) s += a[h][k] * b[k];
-        sum[4 * j + 2 * h + c] = s;
+        for (int k = 0; k < 16; ++k) s += a[hh][k] * b[k];
+        sum[4 * j + 2 * hh + c] = s;
       }
     }
+  return h;
 }
 template <typename T> inline void emu_wgmma(float *d, int n, uint64_t da, uint64_t db) {
   emu_wg_thread &t = emu_wg[emu_tid.x];
@@ -211,7 +224,7 @@ template <typename T> inline void emu_wgmma(float *d, int n, uint64_t da, uint64
   emu_wg_op &o = t.op[t.n_op++];
   o.d = d, o.da = da, o.db = db, o.n = n, o.group = t.groups;
   o.products = emu_wg_products<T>;
-  o.products(da, db, n, o.sum);
+  o.operands = o.products(da, db, n, o.sum);
 }
 inline void emu_wg_commit() {
   ++emu_wg[emu_tid.x].groups;
@@ -228,9 +241,7 @@ inline void emu_wg_wait(unsigned n) {
       t.op[k++] = o;
       continue;
     }
-    float again[128];
-    o.products(o.da, o.db, o.n, again);
-    if (memcmp(again, o.sum, sizeof(float) * (size_t)(o.n / 2)) != 0)
+    if (o.products(o.da, o.db, o.n, nullptr) != o.operands)
       emu_wg_fail("its shared operands changed between the issue and the wait");
     for (int j = 0; j < o.n / 2; ++j) o.d[j] += o.sum[j];
   }

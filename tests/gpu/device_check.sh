@@ -98,6 +98,13 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   done
   BATCHDET_CUDA_WGMMA=1 BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     step test_cuda_model-damoT-wgmma 90 "$B/test_cuda_model"
+  # and forced on every conv of ours (BATCHDET_CUDA_CONV=wgmma: twins, Concat pieces,
+  # residuals read upsampled, split-K at batch 1), whether or not they would win: the
+  # whole model against the cpu backend, then b32 timed that way (the tiles' own speed).
+  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma BD_EXPECT_WGMMA=1 BD_CUDA_MODEL=$DAMO/T/model.onnx \
+    BD_CUDA_INPUT=$DAMO/T/input.f32 step test_cuda_model-damoT-wgmma-all 90 "$B/test_cuda_model"
+  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma step bench-damoT-b32-wgmma-all 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   # Issue 7: our tensor-core convolution on every layer it takes (BATCHDET_CUDA_CONV=mma;
   # the default, auto, picks it per layer where it is faster and agrees with cuDNN), on the
   # same layers and models; timed against cuDNN below.
@@ -249,7 +256,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
-    bench-damoT-b32-wgmma bench-damoT-b1-wgmma \
+    bench-damoT-b32-wgmma bench-damoT-b1-wgmma bench-damoT-b32-wgmma-all \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
     bench-damoT-b32-notwins bench-cuda-b32-notwins bench-damoT-b32-noupres bench-damoT-b32-nosplit \

@@ -253,6 +253,14 @@ static void test_conv_auto(void **state) {
   assert_int_equal(bd_backend_prepare(bad, plan, &err), BD_E_INVALID);
   printf("bad mode: %s\n", err.msg);
   assert_non_null(strstr(err.msg, "BATCHDET_CUDA_CONV='fast'"));
+  bd_backend_destroy(bad);
+  /* the wgmma tiles forced where they may not run (BATCHDET_CUDA_WGMMA unset) */
+  setenv("BATCHDET_CUDA_CONV", "wgmma", 1);
+  unsetenv("BATCHDET_CUDA_WGMMA");
+  check(bd_cuda_backend_new(g, 0, &bad, &err), &err, "cuda backend, wgmma mode");
+  assert_int_equal(bd_backend_prepare(bad, plan, &err), BD_E_INVALID);
+  printf("wgmma mode here: %s\n", err.msg);
+  assert_non_null(strstr(err.msg, "BATCHDET_CUDA_CONV=wgmma"));
   unsetenv("BATCHDET_CUDA_CONV");
   bd_backend_destroy(bad);
   setenv("BATCHDET_CUDA_CHOICE_TIMING", "graph", 1); /* replay or host */

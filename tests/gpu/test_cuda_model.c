@@ -119,6 +119,16 @@ static void run_batch(int batch) {
                            !strcmp(getenv("BATCHDET_CUDA_FUSE_LAYOUT"), "0")))
       assert_true(cp->rd_fuse > 0);
   }
+  if (getenv("BD_EXPECT_WGMMA")) {
+    /* BATCHDET_CUDA_CONV=wgmma: every layer on our kernel is on a wgmma tile (18-20), the
+     * split one among them where batch 1 leaves few output blocks */
+    int wg = 0;
+    for (int t = 0; t < BD_CONV_MMA_TILES; ++t)
+      if (bd_cuda_conv_mma_tile_info(t)->wgmma) wg += lc.tile[t];
+    assert_true(lc.mma > 0);
+    assert_int_equal(wg, lc.mma);
+    if (batch == 1) assert_true(lc.tile[20] > 0);
+  }
   if (getenv("BD_EXPECT_TWINS")) {
     /* DAMO-YOLO's CSP stages (merge_3..7: 1x1 conv1 and conv2 of one input) on our
      * tensor-core kernel: each pair one launch writing both outputs */

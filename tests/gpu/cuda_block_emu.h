@@ -144,8 +144,9 @@ inline void emu_yield(emu_wait w) {
                                  emu_sched_size);
 #endif
 #ifdef EMU_FAST_SWITCH
-  if (w == EMU_DONE && static_cast<char *>(__builtin_frame_address(0)) < f.stack + EMU_STACK - EMU_TOP) {
-    fprintf(stderr, "cuda emulation: a fiber ends deeper than its stack's top %zu bytes\n", EMU_TOP);
+  if (w == EMU_DONE &&
+      static_cast<char *>(__builtin_frame_address(0)) < f.stack + EMU_STACK - EMU_TOP) {
+    fprintf(stderr, "cuda emulation: a fiber ends below its stack's top %zu bytes\n", EMU_TOP);
     abort();
   }
   emu_ctx_switch(&f.sp, emu_sched_sp); // once done, never resumed

@@ -131,9 +131,9 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
 // (d[4 j .. 4 j + 3]). The operation is asynchronous: its products are computed at the
 // issue, the operands they read are read again when the thread's wait_group retires its
 // group and must hash the same (they must not change while a wgmma may read them: a
-// stage refilled too early aborts), and the products reach d only then (reading the accumulators before
-// the wait sees them without). Shared addresses are offsets in the kernel's shared block
-// (emu_wg_begin) plus 1024.
+// stage refilled too early aborts), and the products reach d only then (reading the
+// accumulators before the wait sees them without). Shared addresses are offsets in the
+// kernel's shared block (emu_wg_begin) plus 1024.
 struct emu_wg_op {
   float *d;
   uint64_t da, db;

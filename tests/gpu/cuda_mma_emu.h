@@ -87,8 +87,8 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 // lane posts its registers, the warp meets, each lane sums its four outputs (FP32, k in
 // order). Calls alternate between two exchanges (the fiber's count of calls), so the warp
 // need not meet again after summing: a lane reaching the next call writes the other one,
-// and one two calls on first waits at that next call's meeting for every lane, which by
-// then has read this one. Lanes that make different numbers of calls (mma.sync must be
+// and it can write this one again only after that next call's meeting, which every lane
+// reaches only once it has read this one. Lanes that make different numbers of calls (mma.sync must be
 // made by the whole warp, converged) meet wrong partners and get wrong sums.
 static uint32_t emu_mma_a[2][32][32][4], emu_mma_b[2][32][32][2];
 template <typename T>

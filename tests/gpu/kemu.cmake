@@ -8,6 +8,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set(_kemu_dir ${CMAKE_CURRENT_LIST_DIR})
   set(_kemu_cu ${CMAKE_SOURCE_DIR}/gpu/cuda)
   set(_kemu_objs)
+  # The emulation's code (the kernels, the CPU twins below) under ASan: out-of-bounds
+  # accesses stay checked but not the scope of every temporary (the 16-bit loads'
+  # temporaries were poisoned and unpoisoned per multiply-add).
+  set(_emu_san)
+  if(BATCHDET_SANITIZE)
+    set(_emu_san -fno-sanitize-address-use-after-scope)
+  endif()
   foreach(_k eltwise conv pool resize prep softmax matmul post conv_mma)
     add_library(bd_kemu_${_k} OBJECT ${_kemu_dir}/cuda_kernel_emu.cc)
     target_compile_definitions(bd_kemu_${_k} PRIVATE "BD_KEMU_SRC=\"${_kemu_cu}/bd_cuda_${_k}.cu\"")
@@ -28,11 +35,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     # 16-byte vectors as 16-bit pairs, which CUDA allows: no strict-aliasing optimisation.
     target_compile_options(bd_kemu_${_k} PRIVATE -O2 -fno-strict-aliasing -Wno-unknown-pragmas
                            -Wno-unused-parameter)
-    # Under ASan, out-of-bounds accesses stay checked but not the scope of every
-    # temporary: the 16-bit loads' temporaries were poisoned and unpoisoned per MAC.
-    if(BATCHDET_SANITIZE)
-      target_compile_options(bd_kemu_${_k} PRIVATE -fno-sanitize-address-use-after-scope)
-    endif()
+    target_compile_options(bd_kemu_${_k} PRIVATE ${_emu_san})
     list(APPEND _kemu_objs $<TARGET_OBJECTS:bd_kemu_${_k}>)
   endforeach()
   # The backend's host code, compiled into every test over an emulated device (here
@@ -48,10 +51,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
       ${BD_CUDA_HOST_SOURCES})
   # The twins' reference loops optimised in every build too (a conv is a seven-deep loop
   # nest over 16-bit loads): in Debug they were most of a twin test's time.
-  set(_emu_opt -O2)
-  if(BATCHDET_SANITIZE)
-    list(APPEND _emu_opt -fno-sanitize-address-use-after-scope)
-  endif()
+  set(_emu_opt -O2 ${_emu_san})
   set_source_files_properties(${_kemu_dir}/cuda_emu.c PROPERTIES COMPILE_OPTIONS "${_emu_opt}")
   find_package(Threads REQUIRED)
   # bd_kemu_test(NAME SOURCES ... [LIBS ...] [TIMEOUT s]): a test over the kernel emulation.

@@ -658,7 +658,7 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
   return split_sum(p, splits, part, bias, r, y, s);
 }
 
-// ---- Tiles 18-20: Hopper warpgroup MMA (wgmma) ----
+// ---- Tiles 18-23: Hopper warpgroup MMA (wgmma) ----
 // The tiles above multiply with mma.sync (through WMMA or directly), which on an H100
 // issues a warp's 16x8x16 products one instruction at a time and feeds them from
 // registers loaded out of shared memory; the second H100 profile has them at ~100
@@ -668,9 +668,11 @@ cudaError_t launch_async(const bd_cuda_conv_shape *p, const void *x, const void 
 // current slice's products overlap without register staging. Same implicit GEMM, loaders
 // (a_src, b_src: cp.async, zero-filled padding) and epilogue (out_group) as the async
 // tiles; 128 pixels a block (two warpgroups of 64 rows), N = BN output channels (128:
-// tile 18, 64: tile 19; 20: 19 split-K), 64-deep k-slices in an ST-deep ring in dynamic
-// shared memory, ST - 2 slices' copies in flight and one slice's wgmma still running while
-// the next is issued.
+// tile 18, 64: tile 19, 192: 21, 96: 22; 20 and 23: 19 and 22 split-K; the 96- and
+// 192-wide ones because 96 and 192 channels are half of DAMO-YOLO's arithmetic, which
+// 64- or 128-wide tiles run with a quarter of their products thrown away), 64-deep
+// k-slices in an ST-deep ring in dynamic shared memory, ST - 2 slices' copies in flight
+// and one slice's wgmma still running while the next is issued.
 //
 // Shared layout of a slice ("K-major, no swizzle"): core matrices of 8 rows x 8 k (16
 // bytes a row, 128 contiguous bytes), element (row, k) of a slice at
@@ -777,46 +779,52 @@ __device__ __forceinline__ void wgmma_k16(float (&d)[BN / 2], uint64_t da, uint6
   emu_wgmma<bd_h16>(d, BN, da, db);
 }
 #else
-template <>
-__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." BD_WG_T "." BD_WG_T " "
-               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-               "%64, %65, 1, 1, 1, 0, 0;\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                 "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                 "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                 "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-               : "l"(da), "l"(db));
-}
+// One wgmma.mma_async m64nNk16 per specialization: the accumulator operands %0..%(N/2 - 1)
+// in chunks of 8 (WG_R, WG_D), then the two descriptors. Scale-d 1 (accumulate), scales
+// of A and B 1, neither transposed (both K-major).
+#define WG_R(a, b, c, d, e, f, g, h) \
+  "%" #a ", %" #b ", %" #c ", %" #d ", %" #e ", %" #f ", %" #g ", %" #h
+#define WG_D(i)                                                                          \
+  "+f"(d[8 * (i)]), "+f"(d[8 * (i) + 1]), "+f"(d[8 * (i) + 2]), "+f"(d[8 * (i) + 3]),     \
+      "+f"(d[8 * (i) + 4]), "+f"(d[8 * (i) + 5]), "+f"(d[8 * (i) + 6]), "+f"(d[8 * (i) + 7])
+#define WG_R32                                                                           \
+  WG_R(0, 1, 2, 3, 4, 5, 6, 7) ", " WG_R(8, 9, 10, 11, 12, 13, 14, 15) ", "             \
+      WG_R(16, 17, 18, 19, 20, 21, 22, 23) ", " WG_R(24, 25, 26, 27, 28, 29, 30, 31)
+#define WG_R48 WG_R32 ", " WG_R(32, 33, 34, 35, 36, 37, 38, 39) ", " WG_R(40, 41, 42, 43, 44, 45, 46, 47)
+#define WG_R64 WG_R48 ", " WG_R(48, 49, 50, 51, 52, 53, 54, 55) ", " WG_R(56, 57, 58, 59, 60, 61, 62, 63)
+#define WG_R96                                                                           \
+  WG_R64 ", " WG_R(64, 65, 66, 67, 68, 69, 70, 71) ", " WG_R(72, 73, 74, 75, 76, 77, 78, 79) \
+      ", " WG_R(80, 81, 82, 83, 84, 85, 86, 87) ", " WG_R(88, 89, 90, 91, 92, 93, 94, 95)
+#define WG_D32 WG_D(0), WG_D(1), WG_D(2), WG_D(3)
+#define WG_D48 WG_D32, WG_D(4), WG_D(5)
+#define WG_D64 WG_D48, WG_D(6), WG_D(7)
+#define WG_D96 WG_D64, WG_D(8), WG_D(9), WG_D(10), WG_D(11)
+#define WG_MMA(N, REGS, DA, DB, OUTS)                                                       \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." BD_WG_T "." BD_WG_T " {" REGS \
+               "}, " DA ", " DB ", 1, 1, 1, 0, 0;\n"                                       \
+               : OUTS                                                                     \
+               : "l"(da), "l"(db))
 template <>
 __device__ __forceinline__ void wgmma_k16<64>(float (&d)[32], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." BD_WG_T "." BD_WG_T " "
-               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-               "%32, %33, 1, 1, 1, 0, 0;\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                 "+f"(d[30]), "+f"(d[31])
-               : "l"(da), "l"(db));
+  WG_MMA(64, WG_R32, "%32", "%33", WG_D32);
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<96>(float (&d)[48], uint64_t da, uint64_t db) {
+  WG_MMA(96, WG_R48, "%48", "%49", WG_D48);
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint64_t db) {
+  WG_MMA(128, WG_R64, "%64", "%65", WG_D64);
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<192>(float (&d)[96], uint64_t da, uint64_t db) {
+  WG_MMA(192, WG_R96, "%96", "%97", WG_D96);
 }
 #endif
 #endif // BD_WGMMA
 
 template <int BN, int ST>
-__global__ void __launch_bounds__(WG_NT, BN <= 64 ? 2 : 1)
+__global__ void __launch_bounds__(WG_NT, BN <= 96 ? 2 : 1)
     k_conv_wgmma(bd_cuda_conv_shape p, const bd_h16 *__restrict__ x,
                  const bd_h16 *__restrict__ w, const float *__restrict__ bias,
                  const bd_h16 *__restrict__ r, bd_h16 *__restrict__ y, float *__restrict__ part,
@@ -1247,6 +1255,9 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 18: return launch_wgmma<128, 4>(p, x, w, bias, r, y, splits, ws, s); // 132 KB
   case 19: case 20: // 98 KB
     return launch_wgmma<64, 4>(p, x, w, bias, r, y, splits, ws, s);
+  case 21: return launch_wgmma<192, 4>(p, x, w, bias, r, y, splits, ws, s); // 160 KB
+  case 22: case 23: // 112 KB: two blocks an SM on an H100 (2 x (112 + 1) of 228 KB)
+    return launch_wgmma<96, 4>(p, x, w, bias, r, y, splits, ws, s);
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

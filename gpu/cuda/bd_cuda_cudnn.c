@@ -23,6 +23,7 @@
  * real channels at any pitch itself, with no separate output. */
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,8 +63,8 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
  * direct kernel runs them), "mma" always ours (the default tile, or a split-K tile where
  * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "patch" as mma
  * but on the patch tile (BD_CONV_PATCH_TILE) wherever it takes the layer, "wgmma" as mma
- * but on the Hopper warpgroup tiles (18 for M > 64, else 19; 20 where mma would split),
- * only where bd_cuda_conv_wgmma_ready, "cudnn" never ours. Read at each use, so a test
+ * but on the Hopper warpgroup tiles (wgmma_tile: the width that wastes the fewest
+ * channels; 20 or 23 where mma would split), only where bd_cuda_conv_wgmma_ready, "cudnn" never ours. Read at each use, so a test
  * can switch it between engines; anything else is refused at prepare. */
 typedef enum { CONV_AUTO, CONV_MMA, CONV_PATCH, CONV_WGMMA, CONV_LIB, CONV_BAD } conv_mode;
 
@@ -116,6 +117,24 @@ static int mma_fits(const bd_cuda_conv_shape *p) {
 
 static int choice_find(const bd_cuda_conv_shape *p, int *tile);
 
+/* BATCHDET_CUDA_CONV=wgmma's tile for shape p: a split one (20, 23) where mma would split
+ * (few output blocks), else 18, 19, 21 or 22; among those the one whose channel width
+ * wastes the fewest output channels, the widest of equals. */
+static int wgmma_tile(const bd_cuda_conv_shape *p) {
+  static const int whole[] = {21, 18, 22, 19}, split[] = {23, 20}; /* widest first */
+  const int splits = bd_cuda_conv_mma_splits(p, 20) > 1;
+  const int *c = splits ? split : whole, n = splits ? 2 : 4;
+  int best = splits ? 20 : c[0];
+  int64_t best_m = INT64_MAX;
+  for (int i = 0; i < n; ++i) {
+    if (splits && bd_cuda_conv_mma_splits(p, c[i]) < 2) continue; /* e.g. past the ws cap */
+    const int bn = bd_cuda_conv_mma_tile_info(c[i])->bn;
+    const int64_t padded = ((int64_t)p->m + bn - 1) / bn * bn;
+    if (padded < best_m) best = c[i], best_m = padded;
+  }
+  return best;
+}
+
 /* The block tile our tensor-core kernel runs a layer of shape p on, -1 when the layer
  * does not run on it (cudnn: a handle exists). */
 static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
@@ -132,8 +151,7 @@ static int mma_tile(const bd_cuda_conv_shape *p, int cudnn) {
     const int split = p->m >= 128 ? 3 : 4;
     return bd_cuda_conv_mma_splits(p, split) > 1 ? split : bd_cuda_conv_mma_default_tile(p->m);
   }
-  case CONV_WGMMA: /* the shapes mma splits (few output blocks) on the split wgmma tile */
-    return bd_cuda_conv_mma_splits(p, 20) > 1 ? 20 : p->m > 64 ? 18 : 19;
+  case CONV_WGMMA: return wgmma_tile(p);
   case CONV_AUTO: return cudnn && choice_find(p, &tile) ? tile : -1;
   default: return -1;
   }

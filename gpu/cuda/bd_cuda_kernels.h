@@ -148,13 +148,15 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * refuses them at launch); 17: "patch", whole input patches in shared memory for layers
  * with few channels (bd_cuda_conv_patch_geo says which: it refuses the others); 18 and
  * 19: Hopper warpgroup MMA (wgmma), 128 x 128 and 128 x 64, 64-deep k-slices in a 4-deep
- * ring, 20: tile 19 split like 4, all three only where bd_cuda_conv_wgmma_ready
+ * ring, 20: tile 19 split like 4; 21 and 22: the same at 128 x 192 and 128 x 96 (no
+ * channels wasted on 96- and 192-channel layers, half of DAMO-YOLO's arithmetic), 23: tile
+ * 22 split like 4; the wgmma tiles only where bd_cuda_conv_wgmma_ready
  * (cudaErrorNotSupported elsewhere); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 21
+#define BD_CONV_MMA_TILES 24
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -169,7 +171,7 @@ typedef struct bd_conv_mma_tile_info {
   const char *name;
   int bm, bn, split;
   int patch; /* 1: tile 17, which only takes the shapes bd_cuda_conv_patch_geo accepts */
-  int wgmma; /* 1: tiles 18-20, which run only where bd_cuda_conv_wgmma_ready */
+  int wgmma; /* 1: tiles 18-23, which run only where bd_cuda_conv_wgmma_ready */
 } bd_conv_mma_tile_info;
 static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) {
   static const bd_conv_mma_tile_info t[BD_CONV_MMA_TILES] = {
@@ -194,10 +196,13 @@ static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) 
       {"128x128 wgmma x4", 128, 128, 0, 0, 1},
       {"128x64 wgmma x4", 128, 64, 0, 0, 1},
       {"128x64 wgmma x4 split-K", 128, 64, 1, 0, 1},
+      {"128x192 wgmma x4", 128, 192, 0, 0, 1},
+      {"128x96 wgmma x4", 128, 96, 0, 0, 1},
+      {"128x96 wgmma x4 split-K", 128, 96, 1, 0, 1},
   };
   return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
 }
-/* Whether the wgmma tiles (18-20) may run: BATCHDET_CUDA_WGMMA=1 and the current GPU
+/* Whether the wgmma tiles (18-23) may run: BATCHDET_CUDA_WGMMA=1 and the current GPU
  * an sm_90 (their sm_90a code runs there only). Off by default: they were written without
  * a Hopper to check them on (bd_cuda_conv_mma.cu). Read at each use. */
 static inline int bd_cuda_conv_wgmma_ready(void) {

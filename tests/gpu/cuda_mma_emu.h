@@ -120,7 +120,7 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
 }
 
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16} with both operands in shared
-// memory (bd_cuda_conv_mma.cu's tiles 18-20), by the PTX ISA's rules: a descriptor holds
+// memory (bd_cuda_conv_mma.cu's tiles 18-23), by the PTX ISA's rules: a descriptor holds
 // the operand's start address, leading byte offset (LBO: between core matrices adjacent
 // in k) and stride byte offset (SBO: between core matrices adjacent in rows), each in 16
 // bytes, bits 0-13, 16-29 and 32-45; base offset bits 49-51 and swizzle mode bits 62-63

@@ -86,7 +86,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   step damo-export-T-sparse 60 python3 "$ROOT/tests/reference/damoyolo.py" export --model T \
     --form deploy --size 640 --batch 1 --seed 0 --cls-bias -9 --out "$DAMO/Tsparse"
   BD_DETECT_MODEL=$DAMO/Tsparse/model.onnx step test_cuda_detect-damoT 240 "$B/test_cuda_detect"
-  # Conv tiles 18-20 (Hopper wgmma, written without a device: off by default,
+  # Conv tiles 18-23 (Hopper wgmma, written without a device: off by default,
   # BATCHDET_CUDA_WGMMA=1 lets them run): every conv case on them against the double
   # reference (outputs poisoned around), DAMO-T b32 and b1 with them in the choice (the
   # choice lines give their time per layer beside cuDNN's and the other tiles', WRONG
@@ -101,7 +101,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # and forced on every conv of ours (BATCHDET_CUDA_CONV=wgmma: twins, Concat pieces,
   # residuals read upsampled, split-K at batch 1), whether or not they would win: the
   # whole model against the cpu backend, then b32 timed that way (the tiles' own speed).
-  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma BD_EXPECT_WGMMA=1 BD_CUDA_MODEL=$DAMO/T/model.onnx \
+  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma BD_EXPECT_WGMMA=20,23 BD_CUDA_MODEL=$DAMO/T/model.onnx \
     BD_CUDA_INPUT=$DAMO/T/input.f32 step test_cuda_model-damoT-wgmma-all 90 "$B/test_cuda_model"
   BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma step bench-damoT-b32-wgmma-all 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3

@@ -191,6 +191,8 @@ static void test_shapes(void **s) {
       {1, 12, 20, 40, 80, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
       {1, 12, 20, 64, 80, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 1, 0, 0, 0},
       {1, 11, 21, 48, 96, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, 1, 0, 0, 0},
+      /* every column of the 192-wide wgmma tile (21) and a second block of 8 */
+      {1, 9, 10, 32, 200, 1, 1, 1, 1, 0, 0, 0, 0, 3, 1, 1, 0, 0, 0},
   };
   /* Every block tile, and the default one (-1) */
   for (int tile = -1; tile < BD_CONV_MMA_TILES; ++tile)

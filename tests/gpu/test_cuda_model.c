@@ -120,14 +120,22 @@ static void run_batch(int batch) {
       assert_true(cp->rd_fuse > 0);
   }
   if (getenv("BD_EXPECT_WGMMA")) {
-    /* BATCHDET_CUDA_CONV=wgmma: every layer on our kernel is on a wgmma tile (18-20), the
-     * split one among them where batch 1 leaves few output blocks */
+    /* BATCHDET_CUDA_CONV=wgmma: every layer on our kernel is on a wgmma tile (18-23), the
+     * split ones among them where batch 1 leaves few output blocks; BD_EXPECT_WGMMA lists
+     * tiles that must each run some (DAMO-YOLO's 96-channel layers on the 96-wide ones) */
     int wg = 0;
     for (int t = 0; t < BD_CONV_MMA_TILES; ++t)
       if (bd_cuda_conv_mma_tile_info(t)->wgmma) wg += lc.tile[t];
     assert_true(lc.mma > 0);
     assert_int_equal(wg, lc.mma);
-    if (batch == 1) assert_true(lc.tile[20] > 0);
+    if (batch == 1) assert_true(lc.tile[20] + lc.tile[23] > 0);
+    for (const char *e = getenv("BD_EXPECT_WGMMA"); *e;) {
+      char *end;
+      const long t = strtol(e, &end, 10);
+      assert_true(end != e && t >= 0 && t < BD_CONV_MMA_TILES);
+      assert_true(bd_cuda_conv_mma_tile_info((int)t)->wgmma && lc.tile[t] > 0);
+      e = *end == ',' ? end + 1 : end;
+    }
   }
   if (getenv("BD_EXPECT_TWINS")) {
     /* DAMO-YOLO's CSP stages (merge_3..7: 1x1 conv1 and conv2 of one input) on our

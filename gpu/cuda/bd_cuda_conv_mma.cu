@@ -799,27 +799,20 @@ __device__ __forceinline__ void wgmma_k16(float (&d)[BN / 2], uint64_t da, uint6
 #define WG_D48 WG_D32, WG_D(4), WG_D(5)
 #define WG_D64 WG_D48, WG_D(6), WG_D(7)
 #define WG_D96 WG_D64, WG_D(8), WG_D(9), WG_D(10), WG_D(11)
-#define WG_MMA(N, REGS, DA, DB, OUTS)                                                       \
-  asm volatile("wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." BD_WG_T "." BD_WG_T " {" REGS \
-               "}, " DA ", " DB ", 1, 1, 1, 0, 0;\n"                                       \
-               : OUTS                                                                     \
-               : "l"(da), "l"(db))
-template <>
-__device__ __forceinline__ void wgmma_k16<64>(float (&d)[32], uint64_t da, uint64_t db) {
-  WG_MMA(64, WG_R32, "%32", "%33", WG_D32);
-}
-template <>
-__device__ __forceinline__ void wgmma_k16<96>(float (&d)[48], uint64_t da, uint64_t db) {
-  WG_MMA(96, WG_R48, "%48", "%49", WG_D48);
-}
-template <>
-__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint64_t db) {
-  WG_MMA(128, WG_R64, "%64", "%65", WG_D64);
-}
-template <>
-__device__ __forceinline__ void wgmma_k16<192>(float (&d)[96], uint64_t da, uint64_t db) {
-  WG_MMA(192, WG_R96, "%96", "%97", WG_D96);
-}
+// The specialization of wgmma_k16 for N (N / 2 accumulators %0..%(N/2 - 1), then the
+// descriptors DA and DB).
+#define WG_K16(N, REGS, DA, DB, OUTS)                                                       \
+  template <>                                                                              \
+  __device__ __forceinline__ void wgmma_k16<N>(float (&d)[N / 2], uint64_t da, uint64_t db) { \
+    asm volatile("wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." BD_WG_T "." BD_WG_T      \
+                 " {" REGS "}, " DA ", " DB ", 1, 1, 1, 0, 0;\n"                           \
+                 : OUTS                                                                   \
+                 : "l"(da), "l"(db));                                                     \
+  }
+WG_K16(64, WG_R32, "%32", "%33", WG_D32)
+WG_K16(96, WG_R48, "%48", "%49", WG_D48)
+WG_K16(128, WG_R64, "%64", "%65", WG_D64)
+WG_K16(192, WG_R96, "%96", "%97", WG_D96)
 #endif
 #endif // BD_WGMMA
 
@@ -1258,6 +1251,12 @@ extern "C" cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int t
   case 21: return launch_wgmma<192, 4>(p, x, w, bias, r, y, splits, ws, s); // 160 KB
   case 22: case 23: // 112 KB: two blocks an SM on an H100 (2 x (112 + 1) of 228 KB)
     return launch_wgmma<96, 4>(p, x, w, bias, r, y, splits, ws, s);
+  case 24: // 70 KB; 96 and 192 channels (below) without a wasted quarter, on any sm_80+
+    return launch_async<128, 96, 32, 48, 4, true, 2, 32, true>(p, x, w, bias, r, y, splits, ws,
+                                                               s);
+  case 25: // 100 KB, 16 warps
+    return launch_async<128, 192, 32, 48, 4, true, 1, 32, true>(p, x, w, bias, r, y, splits, ws,
+                                                                s);
   default: return launch<128, 64>(p, x, w, bias, r, y, splits, ws, s); // 0, 4
   }
 }

@@ -151,12 +151,14 @@ cudaError_t bd_cuda_conv_mma(const bd_cuda_conv_shape *p, const void *x, const v
  * ring, 20: tile 19 split like 4; 21 and 22: the same at 128 x 192 and 128 x 96 (no
  * channels wasted on 96- and 192-channel layers, half of DAMO-YOLO's arithmetic), 23: tile
  * 22 split like 4; the wgmma tiles only where bd_cuda_conv_wgmma_ready
- * (cudaErrorNotSupported elsewhere); -1:
+ * (cudaErrorNotSupported elsewhere); 24 and 25: async L1 in dynamic shared memory, 4
+ * stages, at the same widths on mma.sync (any sm_80+): 128 x 96 of 32 x 48 warp tiles,
+ * 128 x 192 of the same (16 warps); -1:
  * bd_cuda_conv_mma_default_tile(p->m), which bd_cuda_conv_mma uses). A split tile sums
  * FP32 partials in ws (bd_cuda_conv_mma_ws_bytes) and a second kernel adds them and runs
  * the epilogue; it refuses (cudaErrorInvalidValue) a shape bd_cuda_conv_mma_splits gives
  * 0 for, or a smaller ws. ws may be NULL for the other tiles. */
-#define BD_CONV_MMA_TILES 24
+#define BD_CONV_MMA_TILES 26
 #define BD_CONV_SPLIT_BLOCKS 264                     /* blocks aimed at: 2 per SM of an H100 */
 #define BD_CONV_SPLIT_MAX_WS ((size_t)16 << 20)       /* partials' bytes at most */
 cudaError_t bd_cuda_conv_mma_tiled(const bd_cuda_conv_shape *p, int tile, const void *x,
@@ -199,6 +201,8 @@ static inline const bd_conv_mma_tile_info *bd_cuda_conv_mma_tile_info(int tile) 
       {"128x192 wgmma x4", 128, 192, 0, 0, 1},
       {"128x96 wgmma x4", 128, 96, 0, 0, 1},
       {"128x96 wgmma x4 split-K", 128, 96, 1, 0, 1},
+      {"128x96 w32x48 x4", 128, 96, 0, 0, 0},
+      {"128x192 w32x48 x4", 128, 192, 0, 0, 0},
   };
   return tile >= 0 && tile < BD_CONV_MMA_TILES ? &t[tile] : (const bd_conv_mma_tile_info *)0;
 }

@@ -178,6 +178,13 @@ inline void emu_cp_land(emu_fiber &f, unsigned below) {
 }
 // 16 bytes from src to dst (shared), or 16 zeros where !ok (src is not read).
 inline void emu_cp_async16(void *dst, const void *src, bool ok) {
+  // The hardware faults ("misaligned address") unless both addresses of a 16-byte
+  // cp.async are 16-byte aligned, whether or not it reads (src-size 0).
+  if (((uintptr_t)dst | (uintptr_t)src) & 15u) {
+    fprintf(stderr, "cuda emulation: cp.async of 16 bytes from %p to %p: misaligned address\n",
+            src, dst);
+    abort();
+  }
   if (!BD_KEMU_THREADED) {
     ok ? memcpy(dst, src, 16) : memset(dst, 0, 16);
     return;

@@ -1,8 +1,9 @@
 // The kernel emulation's cooperating blocks (cuda_block_emu.h) on their own: every kemu
 // test rests on them. A block's threads are fibers switched by emu_ctx_switch on x86-64
 // (swapcontext elsewhere): barriers must hold in every order the scheduler picks, each
-// fiber must keep its own stack and floating-point state across switches, and
-// AddressSanitizer must still see a kernel's bad accesses on a fiber's stack.
+// fiber must keep its own stack and floating-point state across switches,
+// AddressSanitizer must still see a kernel's bad accesses on a fiber's stack, and a
+// misaligned cp.async must stop the run as the GPU's fault would.
 #define BD_KEMU_THREADED 1
 #include "cuda_block_emu.h"
 
@@ -78,10 +79,8 @@ void test_fiber_state(void **) {
   assert_int_equal(bad_round, 0);
 }
 
-#ifdef EMU_ASAN
-// Under ASan a read past a local array of a kernel running on a fiber is reported (the
-// child process dies with the report; ASan's default exit status 1).
-void test_asan_on_fibers(void **) {
+// Runs f in a child process and checks that the child fails with `says` on its stderr.
+template <typename F> void child_fails_saying(F f, const char *says) {
   int fds[2];
   assert_int_equal(pipe(fds), 0);
   const pid_t pid = fork();
@@ -89,15 +88,7 @@ void test_asan_on_fibers(void **) {
   if (pid == 0) {
     dup2(fds[1], 2);
     close(fds[0]);
-    emu_launch2(3, 1, 1, 64, [] {
-      int local[8];
-      for (int i = 0; i < 8; ++i) local[i] = i;
-      __syncthreads();
-      volatile int at = emu_bid.x == 2 && emu_tid.x == 40 ? 8 : (int)emu_tid.x % 8;
-      int *const base = local; // through a pointer: UBSan's bounds check knows no bound
-      volatile int v = base[at];
-      (void)v;
-    });
+    f();
     _exit(0);
   }
   close(fds[1]);
@@ -107,12 +98,64 @@ void test_asan_on_fibers(void **) {
   while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
     got += (size_t)r;
   buf[got] = 0;
-  if (!strstr(buf, "stack-buffer-overflow")) fprintf(stderr, "the child said:\n%s\n", buf);
+  if (!strstr(buf, says)) fprintf(stderr, "the child said:\n%s\n", buf);
   close(fds[0]);
   int status = 0;
   assert_int_equal(waitpid(pid, &status, 0), pid);
   assert_true(!WIFEXITED(status) || WEXITSTATUS(status) != 0);
-  assert_non_null(strstr(buf, "stack-buffer-overflow"));
+  assert_non_null(strstr(buf, says));
+}
+
+// A 16-byte cp.async from or to an address that is not 16-byte aligned stops the run, as
+// the GPU's fault would (the kernels' vector paths rely on their arguments' alignment
+// contract); aligned ones, zero-filled or read, land at the wait.
+void test_cp_async_alignment(void **) {
+  alignas(16) static unsigned char src[64], dst[64];
+  for (int i = 0; i < 64; ++i) src[i] = (unsigned char)(i + 1);
+  emu_launch2(1, 1, 1, 32, [] {
+    const unsigned t = emu_tid.x;
+    if (t < 4) emu_cp_async16(dst + 16 * t, src + 16 * t, t != 2);
+    emu_cp_commit();
+    emu_cp_wait(0);
+  });
+  for (int i = 0; i < 64; ++i) assert_int_equal(dst[i], i / 16 == 2 ? 0 : i + 1);
+  child_fails_saying(
+      [] {
+        emu_launch2(1, 1, 1, 32, [] {
+          emu_cp_async16(dst, src + (emu_tid.x == 7 ? 8 : 0), true);
+          emu_cp_commit();
+          emu_cp_wait(0);
+        });
+      },
+      "misaligned address");
+  child_fails_saying(
+      [] {
+        emu_launch2(1, 1, 1, 32, [] {
+          emu_cp_async16(dst + (emu_tid.x == 3 ? 2 : 0), src, false);
+          emu_cp_commit();
+          emu_cp_wait(0);
+        });
+      },
+      "misaligned address");
+}
+
+#ifdef EMU_ASAN
+// Under ASan a read past a local array of a kernel running on a fiber is reported (the
+// child process dies with the report; ASan's default exit status 1).
+void test_asan_on_fibers(void **) {
+  child_fails_saying(
+      [] {
+        emu_launch2(3, 1, 1, 64, [] {
+          int local[8];
+          for (int i = 0; i < 8; ++i) local[i] = i;
+          __syncthreads();
+          volatile int at = emu_bid.x == 2 && emu_tid.x == 40 ? 8 : (int)emu_tid.x % 8;
+          int *const base = local; // through a pointer: UBSan's bounds check knows no bound
+          volatile int v = base[at];
+          (void)v;
+        });
+      },
+      "stack-buffer-overflow");
 }
 #endif
 
@@ -122,6 +165,7 @@ int main() {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_barriers),
       cmocka_unit_test(test_fiber_state),
+      cmocka_unit_test(test_cp_async_alignment),
 #ifdef EMU_ASAN
       cmocka_unit_test(test_asan_on_fibers),
 #endif

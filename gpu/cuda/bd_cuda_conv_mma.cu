@@ -751,7 +751,9 @@ template <int N> __device__ __forceinline__ void wg_wait() {
 // This thread's cp.async (generic proxy) writes to shared memory ordered before the wgmma
 // reads (async proxy) that follow the next barrier.
 __device__ __forceinline__ void proxy_fence() {
-#ifndef BD_KERNEL_EMU
+#ifdef BD_KERNEL_EMU
+  emu_px_fence(); // the emulation checks that wgmma reads no unfenced copy
+#else
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }

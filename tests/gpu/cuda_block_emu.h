@@ -118,6 +118,8 @@ struct emu_fiber {
   emu_cp cp[EMU_CP_MAX]; // in issue order
   unsigned n_cp, groups; // copies in flight; groups committed
   unsigned n_mma;        // mma.sync calls made (cuda_mma_emu.h)
+  unsigned n_px;         // entries of px: units it wrote and has not fenced (emu_px_*)
+  uint32_t px[EMU_CP_MAX];
 };
 constexpr size_t EMU_STACK = (size_t)256 << 10; // ASan's redzones need room
 constexpr size_t EMU_TOP = 8192; // the frames left behind as a fiber ends (EMU_FAST_SWITCH)
@@ -159,6 +161,57 @@ inline void emu_yield(emu_wait w) {
 #endif
 }
 
+// ---- the async proxy's view of shared memory (fence.proxy.async) ----
+// wgmma reads its shared operands through the async proxy; cp.async (like a plain store)
+// writes through the generic one, so a thread's landed copies must be followed by its
+// fence.proxy.async (then the barrier) before a wgmma reads them. In the shared block a
+// wgmma kernel watches (emu_px_watch, from cuda_mma_emu.h's emu_wg_begin) every 16 bytes
+// hold a tag while they hold a copy landed but not yet fenced by the thread that landed
+// it: (the block's epoch << 16) | (thread + 1), 0 or an older epoch when fenced. A wgmma
+// operand read on a unit tagged in this block aborts (cuda_mma_emu.h). Plain stores are
+// not seen; the wgmma tiles write their operands by cp.async only.
+static unsigned char *emu_px_origin;
+static size_t emu_px_units;
+static uint64_t *emu_px_tag, emu_px_epoch; // emu_px_epoch: one per block run
+inline void emu_px_watch(const void *smem, size_t bytes) {
+  unsigned char *o = static_cast<unsigned char *>(const_cast<void *>(smem));
+  if (o != emu_px_origin || (bytes + 15) / 16 != emu_px_units) {
+    free(emu_px_tag);
+    emu_px_units = (bytes + 15) / 16;
+    if (!(emu_px_tag = static_cast<uint64_t *>(calloc(emu_px_units, sizeof(uint64_t)))))
+      __builtin_trap();
+    emu_px_origin = o;
+  }
+}
+inline uint64_t emu_px_self() { return emu_px_epoch << 16 | (emu_cur + 1); }
+// The copy of fiber f landed at dst: tagged until f fences.
+inline void emu_px_landed(emu_fiber &f, const unsigned char *dst) {
+  if (!emu_px_origin || dst < emu_px_origin || dst >= emu_px_origin + emu_px_units * 16) return;
+  const uint32_t u = (uint32_t)((dst - emu_px_origin) / 16);
+  emu_px_tag[u] = emu_px_epoch << 16 | ((uint64_t)(&f - emu_fibers) + 1);
+  if (f.n_px == EMU_CP_MAX) {
+    fprintf(stderr, "cuda emulation: thread %u landed %u copies without fence.proxy.async\n",
+            (unsigned)(&f - emu_fibers), EMU_CP_MAX);
+    abort();
+  }
+  f.px[f.n_px++] = u;
+}
+// fence.proxy.async by the running thread: its landed copies are visible to the async
+// proxy (after the barrier that follows).
+inline void emu_px_fence() {
+  emu_fiber &f = emu_fibers[emu_cur];
+  for (unsigned i = 0; i < f.n_px; ++i)
+    if (emu_px_tag[f.px[i]] == emu_px_self()) emu_px_tag[f.px[i]] = 0;
+  f.n_px = 0;
+}
+// The thread whose landed copy at p is not yet fenced (in this block), or -1.
+inline int emu_px_unfenced(const void *p) {
+  const unsigned char *c = static_cast<const unsigned char *>(p);
+  if (!emu_px_origin || c < emu_px_origin || c >= emu_px_origin + emu_px_units * 16) return -1;
+  const uint64_t t = emu_px_tag[(c - emu_px_origin) / 16];
+  return t && t >> 16 == emu_px_epoch ? (int)(t & 0xFFFFu) - 1 : -1;
+}
+
 // ---- cp.async (bd_cuda_conv_mma.cu's cp16, cp_commit, cp_wait) ----
 // A copy lands only when its thread waits for its group (cp.async.wait_group N: every
 // committed group but the N newest), or when the thread ends (a copy nobody waited for
@@ -169,9 +222,10 @@ inline void emu_yield(emu_wait w) {
 inline void emu_cp_land(emu_fiber &f, unsigned below) {
   unsigned k = 0;
   for (unsigned i = 0; i < f.n_cp; ++i) {
-    if (f.cp[i].group < below)
+    if (f.cp[i].group < below) {
       memcpy(f.cp[i].dst, f.cp[i].data, 16);
-    else
+      emu_px_landed(f, f.cp[i].dst);
+    } else
       f.cp[k++] = f.cp[i];
   }
   f.n_cp = k;
@@ -279,7 +333,7 @@ __attribute__((noinline)) inline void emu_fiber_init(unsigned t) {
   makecontext(&f.ctx, emu_fiber_entry, 0);
 #endif
   f.wait = EMU_RUN;
-  f.n_cp = f.groups = f.n_mma = 0;
+  f.n_cp = f.groups = f.n_mma = f.n_px = 0;
 }
 
 // The order a block's runnable threads run in, between two barriers: BD_KEMU_ORDER
@@ -325,6 +379,7 @@ inline void emu_order(unsigned *ord, unsigned block, uint64_t seed) {
 
 // Runs one block of `block` fibers to the end.
 inline void emu_run_block(unsigned block) {
+  ++emu_px_epoch; // the previous block's unfenced copies are no concern of this one
   for (unsigned t = 0; t < block; ++t) emu_fiber_init(t);
   const unsigned warps = (block + 31) / 32;
   static unsigned ord[1024];

@@ -133,7 +133,9 @@ inline void emu_mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
 // group and must hash the same (they must not change while a wgmma may read them: a
 // stage refilled too early aborts), and the products reach d only then (reading the
 // accumulators before the wait sees them without). Shared addresses are offsets in the
-// kernel's shared block (emu_wg_begin) plus 1024.
+// kernel's shared block (emu_wg_begin) plus 1024. An operand byte that a thread's
+// cp.async landed and that thread has not yet fenced (fence.proxy.async) aborts
+// (cuda_block_emu.h: emu_px_*).
 struct emu_wg_op {
   float *d;
   uint64_t da, db;
@@ -165,6 +167,7 @@ inline void emu_wg_begin(const void *smem, size_t bytes) {
     emu_wg_fail("the previous block of this thread ended with wgmma in flight (no wait<0>)");
   emu_smem_origin = static_cast<const unsigned char *>(smem);
   emu_smem_bytes = bytes;
+  emu_px_watch(smem, bytes);
   t.n_op = 0;
   t.groups = 0;
 }
@@ -185,6 +188,15 @@ template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[
     if (at < 1024 || at - 1024 + 2 > emu_smem_bytes)
       emu_wg_fail("an operand outside shared memory");
     uint16_t h;
+    const int unfenced = emu_px_unfenced(emu_smem_origin + (at - 1024));
+    if (unfenced >= 0) {
+      char what[128];
+      snprintf(what, sizeof what,
+               "reads shared memory thread %d's cp.async wrote, not yet fenced "
+               "(fence.proxy.async)",
+               unfenced);
+      emu_wg_fail(what);
+    }
     memcpy(&h, emu_smem_origin + (at - 1024), 2);
     v[k] = emu_mma_el<T>(h, 0);
   }

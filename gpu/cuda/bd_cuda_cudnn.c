@@ -64,8 +64,9 @@ int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->di
  * bd_cuda_conv_mma_splits says the output is too small to fill the GPU), "patch" as mma
  * but on the patch tile (BD_CONV_PATCH_TILE) wherever it takes the layer, "wgmma" as mma
  * but on the Hopper warpgroup tiles (wgmma_tile: the width that wastes the fewest
- * channels; 20 or 23 where mma would split), only where bd_cuda_conv_wgmma_ready, "cudnn" never ours. Read at each use, so a test
- * can switch it between engines; anything else is refused at prepare. */
+ * channels; 20 or 23 where mma would split), only where bd_cuda_conv_wgmma_ready,
+ * "cudnn" never ours. Read at each use, so a test can switch it between engines;
+ * anything else is refused at prepare. */
 typedef enum { CONV_AUTO, CONV_MMA, CONV_PATCH, CONV_WGMMA, CONV_LIB, CONV_BAD } conv_mode;
 
 static conv_mode conv_mode_now(void) {

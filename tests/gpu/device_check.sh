@@ -101,8 +101,9 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # and forced on every conv of ours (BATCHDET_CUDA_CONV=wgmma: twins, Concat pieces,
   # residuals read upsampled, split-K at batch 1), whether or not they would win: the
   # whole model against the cpu backend, then b32 timed that way (the tiles' own speed).
-  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma BD_EXPECT_WGMMA=20,23 BD_CUDA_MODEL=$DAMO/T/model.onnx \
-    BD_CUDA_INPUT=$DAMO/T/input.f32 step test_cuda_model-damoT-wgmma-all 90 "$B/test_cuda_model"
+  BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma BD_EXPECT_WGMMA=20,23 \
+    BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    step test_cuda_model-damoT-wgmma-all 90 "$B/test_cuda_model"
   BATCHDET_CUDA_WGMMA=1 BATCHDET_CUDA_CONV=wgmma step bench-damoT-b32-wgmma-all 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   # Issue 7: our tensor-core convolution on every layer it takes (BATCHDET_CUDA_CONV=mma;

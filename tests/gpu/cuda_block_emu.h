@@ -183,32 +183,39 @@ inline void emu_px_watch(const void *smem, size_t bytes) {
     emu_px_origin = o;
   }
 }
-inline uint64_t emu_px_self() { return emu_px_epoch << 16 | (emu_cur + 1); }
+// The tag of thread t's unfenced copies in this block.
+inline uint64_t emu_px_tag_of(unsigned t) { return emu_px_epoch << 16 | (t + 1); }
+// The watched unit holding p, or -1 outside the watched block.
+inline int64_t emu_px_unit(const void *p) {
+  const unsigned char *c = static_cast<const unsigned char *>(p);
+  if (!emu_px_origin || c < emu_px_origin || c >= emu_px_origin + emu_px_units * 16) return -1;
+  return (c - emu_px_origin) / 16;
+}
 // The copy of fiber f landed at dst: tagged until f fences.
 inline void emu_px_landed(emu_fiber &f, const unsigned char *dst) {
-  if (!emu_px_origin || dst < emu_px_origin || dst >= emu_px_origin + emu_px_units * 16) return;
-  const uint32_t u = (uint32_t)((dst - emu_px_origin) / 16);
-  emu_px_tag[u] = emu_px_epoch << 16 | ((uint64_t)(&f - emu_fibers) + 1);
+  const int64_t u = emu_px_unit(dst);
+  if (u < 0) return;
+  const unsigned t = (unsigned)(&f - emu_fibers);
+  emu_px_tag[u] = emu_px_tag_of(t);
   if (f.n_px == EMU_CP_MAX) {
     fprintf(stderr, "cuda emulation: thread %u landed %u copies without fence.proxy.async\n",
-            (unsigned)(&f - emu_fibers), EMU_CP_MAX);
+            t, EMU_CP_MAX);
     abort();
   }
-  f.px[f.n_px++] = u;
+  f.px[f.n_px++] = (uint32_t)u;
 }
 // fence.proxy.async by the running thread: its landed copies are visible to the async
 // proxy (after the barrier that follows).
 inline void emu_px_fence() {
   emu_fiber &f = emu_fibers[emu_cur];
   for (unsigned i = 0; i < f.n_px; ++i)
-    if (emu_px_tag[f.px[i]] == emu_px_self()) emu_px_tag[f.px[i]] = 0;
+    if (emu_px_tag[f.px[i]] == emu_px_tag_of(emu_cur)) emu_px_tag[f.px[i]] = 0;
   f.n_px = 0;
 }
-// The thread whose landed copy at p is not yet fenced (in this block), or -1.
+// The thread whose landed copy in p's 16 bytes is not yet fenced (in this block), or -1.
 inline int emu_px_unfenced(const void *p) {
-  const unsigned char *c = static_cast<const unsigned char *>(p);
-  if (!emu_px_origin || c < emu_px_origin || c >= emu_px_origin + emu_px_units * 16) return -1;
-  const uint64_t t = emu_px_tag[(c - emu_px_origin) / 16];
+  const int64_t u = emu_px_unit(p);
+  const uint64_t t = u < 0 ? 0 : emu_px_tag[u];
   return t && t >> 16 == emu_px_epoch ? (int)(t & 0xFFFFu) - 1 : -1;
 }
 

@@ -188,7 +188,8 @@ template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[
     if (at < 1024 || at - 1024 + 2 > emu_smem_bytes)
       emu_wg_fail("an operand outside shared memory");
     uint16_t h;
-    const int unfenced = emu_px_unfenced(emu_smem_origin + (at - 1024));
+    // k 0-7 and 8-15 are one core-matrix row each: 16 bytes, one unit of emu_px
+    const int unfenced = k % 8 ? -1 : emu_px_unfenced(emu_smem_origin + (at - 1024));
     if (unfenced >= 0) {
       char what[128];
       snprintf(what, sizeof what,

@@ -38,6 +38,8 @@ static void prof_how(const bd_prof_row *r, char *buf, size_t n) {
       snprintf(buf, n, "mma%s%s%s", r->conv_tile ? " " : "", r->conv_tile ? r->conv_tile : "", pad);
     else if (r->conv_algo == BD_PROF_DIRECT)
       snprintf(buf, n, "direct%s", pad);
+    else if (r->conv_algo == BD_PROF_GRAPH)
+      snprintf(buf, n, "cudnn graph%s%s", r->conv_fused ? " fused" : "", pad);
     else
       snprintf(buf, n, "cudnn algo %d%s%s", r->conv_algo, r->conv_fused ? " fused" : "", pad);
   }

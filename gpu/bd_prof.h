@@ -17,9 +17,9 @@ typedef enum bd_prof_kind {
 } bd_prof_kind;
 
 /* How a Conv node runs (conv_algo): >= 0 a cuDNN algorithm (cudnnConvolutionFwdAlgo_t),
- * BD_PROF_DIRECT our direct kernel, BD_PROF_MMA our tensor-core kernel; BD_PROF_NOT_CONV
- * for every other row. */
-enum { BD_PROF_NOT_CONV = -3, BD_PROF_MMA = -2, BD_PROF_DIRECT = -1 };
+ * BD_PROF_DIRECT our direct kernel, BD_PROF_MMA our tensor-core kernel, BD_PROF_GRAPH a cuDNN
+ * graph-API plan; BD_PROF_NOT_CONV for every other row. */
+enum { BD_PROF_GRAPH = -4, BD_PROF_NOT_CONV = -3, BD_PROF_MMA = -2, BD_PROF_DIRECT = -1 };
 
 typedef struct bd_prof_row {
   int step;         /* index of the action in the run, execution order */

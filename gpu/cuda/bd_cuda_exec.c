@@ -356,11 +356,12 @@ static int fuse_enabled(void) {
   return !e || strcmp(e, "0") != 0;
 }
 
-/* Whether conv node nd of shape s would try cuDNN's fused bias + activation. */
+/* Whether conv node nd of shape s would try cuDNN's fused epilogue (which activations and
+ * residuals each of cuDNN's paths fuses is bd_cuda_cudnn.c's to say). */
 static int conv_may_fuse(const bd_cuda_be *b, const bd_node *nd, const bd_cuda_conv_shape *s) {
   int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
-  return b->dnn && has_bias && fuse_enabled() && s->res != BD_RES_POST_ACT &&
-         (s->act == BD_ACT_RELU || s->act == BD_ACT_NONE);
+  (void)s;
+  return b->dnn && has_bias && fuse_enabled();
 }
 
 /* The pitch capabilities of conv node nd (bd_cuda_conv_layer_pitch_caps); twins in one

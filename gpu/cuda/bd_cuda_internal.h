@@ -118,8 +118,12 @@ size_t bd_cuda_conv_layer_ws(const bd_cuda_conv_layer *l);
 /* The block tile of a layer on our tensor-core kernel (bd_cuda_conv_mma_tiled), else -1. */
 int bd_cuda_conv_layer_tile(const bd_cuda_conv_layer *l);
 /* The cuDNN algorithm (cudnnConvolutionFwdAlgo_t) the layer runs, -1 on our direct
- * kernel, -2 on our tensor-core kernel; *padded set to 1 when it runs on channel-padded copies (diagnostics). */
+ * kernel, -2 on our tensor-core kernel, -4 (BD_PROF_GRAPH) on a cuDNN graph-API plan
+ * (bd_cuda_conv_layer_graph_cfg: which configuration); *padded set to 1 when it runs on
+ * channel-padded copies (diagnostics). */
 int bd_cuda_conv_layer_algo(const bd_cuda_conv_layer *l, int *padded);
+/* The heuristics' configuration number of a layer on a cuDNN graph-API plan, else -1. */
+int bd_cuda_conv_layer_graph_cfg(const bd_cuda_conv_layer *l);
 /* BD_E_INVALID when BATCHDET_CUDA_CONV is set to something other than auto, mma, patch,
  * cudnn. */
 bd_status bd_cuda_conv_mode_check(bd_err *err);
@@ -154,6 +158,34 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, i
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 
+#ifdef BD_HAVE_CUDNN
+/* A convolution as a cuDNN graph-API execution plan (bd_cuda_dnn_graph.c; the graph and
+ * which engine configurations it keeps out are described there). */
+typedef struct bd_cuda_dnn_graph bd_cuda_dnn_graph;
+/* A run's operands: 16-bit NHWC x, w, y (and r, the residual), FP32 bias; workspace. */
+typedef struct bd_cuda_dnn_args {
+  const void *x, *w;
+  const float *bias;
+  const void *r;
+  void *y, *ws;
+  size_t ws_bytes;
+} bd_cuda_dnn_args;
+/* Builds the convolution q (fused: with q's bias, activation and residual, written in 16
+ * bits once; else the pre-bias sum) and picks its engine configuration: number cfg of the
+ * heuristics' list (cfg >= 0, a memo's; it runs once on a), else each eligible one run on
+ * a and timed (replay: as a replayed CUDA graph, where it must also run captured), the
+ * fastest kept. *out NULL when no configuration runs it: not an error. */
+bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, int fused, int cfg,
+                                const bd_cuda_dnn_args *a, int replay, bd_cuda_dnn_graph **out,
+                                bd_err *err);
+/* Enqueues a run on the handle's stream. */
+cudnnStatus_t bd_cuda_dnn_graph_run(cudnnHandle_t h, const bd_cuda_dnn_graph *g,
+                                    const bd_cuda_dnn_args *a);
+int bd_cuda_dnn_graph_cfg(const bd_cuda_dnn_graph *g);
+size_t bd_cuda_dnn_graph_ws(const bd_cuda_dnn_graph *g);
+int bd_cuda_dnn_graph_fused(const bd_cuda_dnn_graph *g);
+void bd_cuda_dnn_graph_destroy(bd_cuda_dnn_graph *g);
+#endif
 
 /* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */
 enum { BD_REP_F32 = 0, BD_REP_H16 = 1 };

@@ -45,6 +45,11 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
                        ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_AUTO=1")
   set_tests_properties(test_cuda_emu_dnn_auto_fault PROPERTIES TIMEOUT 600
                        ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_AUTO=1;BD_EMU_MMA_FAULT=1")
+  # cuDNN's graph API (bd_cuda_dnn_graph.c) over the emulated one: forced
+  # (BATCHDET_CUDA_CONV=cudnn-graph) and as the choice's third side.
+  add_test(NAME test_cuda_emu_dnn_graph COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_graph PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_GRAPH=1")
   # The backend's wiring of the tensor-core convolution (no channel padding, the layer
   # run) over the emulation.
   add_test(NAME test_cuda_emu_mma COMMAND test_cuda_emu)
@@ -57,7 +62,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     execute_process(COMMAND ${BD_DJPEG} -pnm ${BD_TEST_DATA}/images/dog.jpg
                     OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dog.ppm RESULT_VARIABLE _djpeg_rc)
     if(_djpeg_rc EQUAL 0)
-      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_emu_dnn test_cuda_emu_dnn_auto test_cuda_emu_dnn_auto_fault test_cuda_model test_cuda_model_mma APPEND
+      set_property(TEST test_cuda_emu test_cuda_emu_mma test_cuda_emu_dnn test_cuda_emu_dnn_auto test_cuda_emu_dnn_auto_fault test_cuda_emu_dnn_graph test_cuda_model test_cuda_model_mma APPEND
                    PROPERTY ENVIRONMENT
                    "BD_TEST_PPM=${CMAKE_CURRENT_BINARY_DIR}/dog.ppm")
     endif()
@@ -148,6 +153,10 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1")
+  add_test(NAME test_cuda_emu_dnn_graph_damoT COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_graph_damoT PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_GRAPH=1")
   # The same with our first block tile failing to launch: load goes on without it.
   add_test(NAME test_cuda_emu_dnn_auto_damoT_launchfail COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT_launchfail PROPERTIES

@@ -9,7 +9,9 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -882,6 +884,418 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(
   emu_cudnn_round = keep;
   free(b32);
   ++bd_cuda_emu_dnn_fused;
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t *s) {
+  *s = h->stream;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- cuDNN's graph API (bd_cuda_dnn_graph.c) ----
+ * Descriptors hold their attributes as set; Finalize checks what cuDNN would refuse of
+ * the graphs the backend builds (missing attributes, tensors not NHWC, unique ids used
+ * twice, operations not chained, post paddings unlike pre ones, setting a finalized
+ * descriptor) and reads the operation graph as one convolution followed by pointwise
+ * steps: + bias ([1][M][1][1] FP32), + residual, activation, + residual. The heuristics
+ * list four engine configurations, in order: one that compiles at run time and one that is
+ * nondeterministic (the backend must keep both out: running either aborts), one needing
+ * EMU_GRAPH_WS bytes of workspace, one needing none. A plan runs as the direct twin, as
+ * the legacy calls do: the plain convolution rounds its pre-bias sum to 16 bits, the
+ * fused graph rounds once after the whole epilogue. $BD_EMU_DNN_GRAPH=slow makes each run
+ * cost one emulated launch more (the choice then keeps the legacy calls), =none makes the
+ * heuristics return nothing. */
+#define EMU_ATTRS 16
+#define EMU_GRAPH_WS 4096
+enum { EMU_ENG_RTC, EMU_ENG_NONDET, EMU_ENG_WS, EMU_ENG_PLAIN, EMU_ENGINES };
+typedef struct emu_attr {
+  cudnnBackendAttributeName_t name;
+  cudnnBackendAttributeType_t type;
+  int64_t n;
+  unsigned char v[64];
+} emu_attr;
+/* what a finalized operation graph computes */
+typedef struct emu_gspec {
+  bd_cuda_conv_shape p;                      /* act, res: the fused steps */
+  int64_t uid_x, uid_w, uid_y, uid_b, uid_r; /* uid_b, uid_r 0: absent */
+} emu_gspec;
+typedef struct emu_bdesc {
+  cudnnBackendDescriptorType_t type;
+  int final;
+  emu_attr a[EMU_ATTRS];
+  int na;
+  int engine;     /* ENGINECFG, ENGINE, EXECUTION_PLAN: which emulated engine */
+  emu_gspec spec; /* OPERATIONGRAPH, and what a config or plan runs */
+} emu_bdesc;
+int bd_cuda_emu_dnn_graph_runs; /* plans executed so far */
+
+static size_t emu_attr_size(cudnnBackendAttributeType_t t) {
+  switch (t) {
+    case CUDNN_TYPE_BACKEND_DESCRIPTOR:
+    case CUDNN_TYPE_HANDLE:
+    case CUDNN_TYPE_VOID_PTR:
+      return sizeof(void *);
+    case CUDNN_TYPE_INT64:
+      return 8;
+    case CUDNN_TYPE_FLOAT:
+      return 4;
+    case CUDNN_TYPE_DOUBLE:
+      return 8;
+    case CUDNN_TYPE_BOOLEAN:
+      return sizeof(bool);
+    default:
+      return sizeof(int); /* the enums */
+  }
+}
+
+static const emu_attr *emu_get(const emu_bdesc *d, cudnnBackendAttributeName_t name,
+                               cudnnBackendAttributeType_t type, int64_t n) {
+  for (int i = 0; i < d->na; ++i)
+    if (d->a[i].name == name)
+      return d->a[i].type == type && (n < 0 || d->a[i].n == n) ? &d->a[i] : NULL;
+  return NULL;
+}
+static int64_t emu_i64(const emu_bdesc *d, cudnnBackendAttributeName_t name, int k) {
+  const emu_attr *a = emu_get(d, name, CUDNN_TYPE_INT64, -1);
+  return a && k < a->n ? ((const int64_t *)a->v)[k] : -1;
+}
+static emu_bdesc *emu_ref(const emu_bdesc *d, cudnnBackendAttributeName_t name, int k) {
+  const emu_attr *a = emu_get(d, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, -1);
+  emu_bdesc *r = a && k < a->n ? ((emu_bdesc *const *)a->v)[k] : NULL;
+  return r && r->final ? r : NULL;
+}
+static int emu_enum(const emu_bdesc *d, cudnnBackendAttributeName_t name,
+                    cudnnBackendAttributeType_t type) {
+  const emu_attr *a = emu_get(d, name, type, 1);
+  return a ? *(const int *)a->v : -1;
+}
+
+cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type,
+                                           cudnnBackendDescriptor_t *d) {
+  emu_bdesc *b = calloc(1, sizeof(*b));
+  if (!b) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+  b->type = type;
+  b->engine = -1;
+  *d = b;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d) {
+  free(d);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                                       cudnnBackendAttributeType_t type, int64_t n, const void *v) {
+  emu_bdesc *b = d;
+  const size_t bytes = (size_t)n * emu_attr_size(type);
+  if (!b || b->final || n < 1 || bytes > sizeof(b->a[0].v) || !v) return CUDNN_STATUS_BAD_PARAM;
+  int i = 0;
+  while (i < b->na && b->a[i].name != name) ++i;
+  if (i == EMU_ATTRS) return CUDNN_STATUS_BAD_PARAM;
+  if (i == b->na) b->na++;
+  b->a[i].name = name;
+  b->a[i].type = type;
+  b->a[i].n = n;
+  memcpy(b->a[i].v, v, bytes);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* A 4-D NHWC 16-bit or FP32 tensor: dims [n][c][h][w], strides [h*w*ld][1][w*ld][ld]. */
+static int emu_tensor_ok(const emu_bdesc *t) {
+  const emu_attr *dims = emu_get(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4);
+  const emu_attr *str = emu_get(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4);
+  const int dt = emu_enum(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE);
+  if (!dims || !str || emu_i64(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0) < 0 ||
+      emu_i64(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 0) < 1 ||
+      (dt != CUDNN_DATA_FLOAT && dt != CUDNN_DATA_HALF && dt != CUDNN_DATA_BFLOAT16))
+    return 0;
+  const int64_t *d = (const int64_t *)dims->v, *s = (const int64_t *)str->v;
+  const int64_t ld = s[3];
+  for (int k = 0; k < 4; ++k)
+    if (d[k] < 1) return 0;
+  return s[1] == 1 && ld >= d[1] && s[2] == d[3] * ld && s[0] == d[2] * d[3] * ld;
+}
+static int emu_virtual(const emu_bdesc *t) {
+  const emu_attr *a = emu_get(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1);
+  return a && *(const bool *)a->v;
+}
+static int emu_dt(const emu_bdesc *t) {
+  return emu_enum(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE);
+}
+static int64_t emu_dim(const emu_bdesc *t, int k) {
+  return emu_i64(t, CUDNN_ATTR_TENSOR_DIMENSIONS, k);
+}
+static int emu_same_dims(const emu_bdesc *a, const emu_bdesc *b) {
+  for (int k = 0; k < 4; ++k)
+    if (emu_dim(a, k) != emu_dim(b, k)) return 0;
+  return 1;
+}
+
+/* Reads the operation graph (see the section's top) into g->spec; 0 when cuDNN would
+ * refuse it or it is not what the backend builds. */
+static int emu_opgraph(emu_bdesc *g) {
+  const emu_attr *ops =
+      emu_get(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, -1);
+  if (!ops || !emu_get(g, (cudnnBackendAttributeName_t)800, CUDNN_TYPE_HANDLE, 1)) return 0;
+  emu_bdesc *op[8], *seen[16];
+  int n_seen = 0;
+  const int n = (int)ops->n;
+  if (n > 8) return 0;
+  for (int i = 0; i < n; ++i)
+    if (!(op[i] = ((emu_bdesc *const *)ops->v)[i]) || !op[i]->final) return 0;
+  emu_bdesc *c = op[0];
+  if (c->type != CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR) return 0;
+  emu_bdesc *x = emu_ref(c, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, 0),
+            *w = emu_ref(c, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, 0),
+            *y = emu_ref(c, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, 0),
+            *cd = emu_ref(c, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, 0);
+  if (!x || !w || !y || !cd || emu_virtual(x) || emu_virtual(w) || emu_dt(x) == CUDNN_DATA_FLOAT ||
+      emu_dt(w) != emu_dt(x))
+    return 0;
+  emu_gspec *sp = &g->spec;
+  bd_cuda_conv_shape *p = &sp->p;
+  memset(sp, 0, sizeof(*sp));
+  p->n = (int)emu_dim(x, 0), p->c = (int)emu_dim(x, 1), p->h = (int)emu_dim(x, 2),
+  p->w = (int)emu_dim(x, 3);
+  p->m = (int)emu_dim(w, 0), p->kh = (int)emu_dim(w, 2), p->kw = (int)emu_dim(w, 3);
+  p->oh = (int)emu_dim(y, 2), p->ow = (int)emu_dim(y, 3);
+  p->group = 1;
+  p->sh = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, 0);
+  p->sw = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, 1);
+  p->dh = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_DILATIONS, 0);
+  p->dw = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_DILATIONS, 1);
+  p->pad_t = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, 0);
+  p->pad_l = (int)emu_i64(cd, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, 1);
+  const int64_t x_ld =
+      ((const int64_t *)emu_get(x, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4)->v)[3];
+  p->ldx = x_ld != p->c ? (int)x_ld : 0;
+  if (emu_dim(w, 1) != p->c || emu_dim(y, 0) != p->n || emu_dim(y, 1) != p->m ||
+      (p->h + 2 * p->pad_t - p->dh * (p->kh - 1) - 1) / p->sh + 1 != p->oh ||
+      (p->w + 2 * p->pad_l - p->dw * (p->kw - 1) - 1) / p->sw + 1 != p->ow)
+    return 0;
+  sp->uid_x = emu_i64(x, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+  sp->uid_w = emu_i64(w, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+  seen[n_seen++] = x;
+  seen[n_seen++] = w;
+  emu_bdesc *cur = y;
+  int after_act = 0;
+  for (int i = 1; i < n; ++i) { /* the pointwise chain */
+    emu_bdesc *o = op[i];
+    if (o->type != CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR) return 0;
+    emu_bdesc *pw = emu_ref(o, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, 0),
+              *in = emu_ref(o, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, 0),
+              *b = emu_ref(o, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, 0),
+              *out = emu_ref(o, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, 0);
+    if (!pw || in != cur || !out || !emu_virtual(cur) || emu_dt(cur) != CUDNN_DATA_FLOAT ||
+        !emu_same_dims(out, y))
+      return 0;
+    seen[n_seen++] = cur;
+    const int mode = emu_enum(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE);
+    if (mode == CUDNN_POINTWISE_ADD && i == 1) { /* the bias */
+      if (!b || emu_virtual(b) || emu_dt(b) != CUDNN_DATA_FLOAT || emu_dim(b, 0) != 1 ||
+          emu_dim(b, 1) != p->m || emu_dim(b, 2) != 1 || emu_dim(b, 3) != 1)
+        return 0;
+      sp->uid_b = emu_i64(b, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+      seen[n_seen++] = b;
+    } else if (mode == CUDNN_POINTWISE_ADD && sp->uid_b && !sp->uid_r) { /* the residual */
+      if (!b || emu_virtual(b) || emu_dt(b) != emu_dt(x) || !emu_same_dims(b, y)) return 0;
+      sp->uid_r = emu_i64(b, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+      p->res = after_act ? BD_RES_POST_ACT : BD_RES_PRE_ACT;
+      p->ldr = (int)emu_i64(b, CUDNN_ATTR_TENSOR_STRIDES, 3) != p->m
+                   ? (int)emu_i64(b, CUDNN_ATTR_TENSOR_STRIDES, 3)
+                   : 0;
+      seen[n_seen++] = b;
+    } else if (!b && sp->uid_b && !after_act &&
+               (mode == CUDNN_POINTWISE_RELU_FWD || mode == CUDNN_POINTWISE_SWISH_FWD ||
+                mode == CUDNN_POINTWISE_SIGMOID_FWD)) {
+      p->act = mode == CUDNN_POINTWISE_RELU_FWD    ? BD_ACT_RELU
+               : mode == CUDNN_POINTWISE_SWISH_FWD ? BD_ACT_SILU
+                                                   : BD_ACT_SIGMOID;
+      after_act = 1;
+    } else {
+      return 0;
+    }
+    cur = out;
+  }
+  /* the chain's end is the graph's only 16-bit output; every intermediate is virtual */
+  if (emu_virtual(cur) || emu_dt(cur) != emu_dt(x)) return 0;
+  sp->uid_y = emu_i64(cur, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+  p->ldy = emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3) != p->m
+               ? (int)emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3)
+               : 0;
+  seen[n_seen++] = cur;
+  for (int i = 0; i < n_seen; ++i)
+    for (int j = i + 1; j < n_seen; ++j)
+      if (emu_i64(seen[i], CUDNN_ATTR_TENSOR_UNIQUE_ID, 0) ==
+          emu_i64(seen[j], CUDNN_ATTR_TENSOR_UNIQUE_ID, 0))
+        return 0;
+  return 1;
+}
+
+static const char *emu_graph_env(void) {
+  const char *e = getenv("BD_EMU_DNN_GRAPH");
+  return e ? e : "";
+}
+
+cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t d) {
+  emu_bdesc *b = d;
+  int ok = 1;
+  if (!b || b->final) return CUDNN_STATUS_BAD_PARAM;
+  switch (b->type) {
+    case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
+      ok = emu_tensor_ok(b);
+      break;
+    case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR:
+      ok =
+          emu_enum(b, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE) == CUDNN_DATA_FLOAT &&
+          emu_enum(b, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE) ==
+              CUDNN_CROSS_CORRELATION &&
+          emu_i64(b, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, 0) == 2;
+      for (int k = 0; k < 2 && ok; ++k)
+        ok = emu_i64(b, CUDNN_ATTR_CONVOLUTION_DILATIONS, k) >= 1 &&
+             emu_i64(b, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, k) >= 1 &&
+             emu_i64(b, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, k) >= 0 &&
+             emu_i64(b, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, k) ==
+                 emu_i64(b, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, k);
+      break;
+    case CUDNN_BACKEND_POINTWISE_DESCRIPTOR:
+      ok = emu_enum(b, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE) >= 0 &&
+           emu_enum(b, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE) == CUDNN_DATA_FLOAT;
+      break;
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR: {
+      const emu_attr *al =
+          emu_get(b, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1);
+      const emu_attr *be =
+          emu_get(b, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1);
+      ok = al && be && *(const float *)al->v == 1.0f && *(const float *)be->v == 0.0f;
+      break;
+    }
+    case CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR:
+      break; /* read with the graph */
+    case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
+      ok = emu_opgraph(b);
+      break;
+    case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
+      ok = emu_ref(b, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, 0) &&
+           emu_enum(b, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE) >= 0;
+      break;
+    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
+      emu_bdesc *cfg = emu_ref(b, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, 0);
+      ok = cfg && cfg->engine >= 0 &&
+           emu_get(b, (cudnnBackendAttributeName_t)400, CUDNN_TYPE_HANDLE, 1);
+      if (ok) b->engine = cfg->engine, b->spec = cfg->spec;
+      break;
+    }
+    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: {
+      const emu_attr *u = emu_get(b, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, -1);
+      const emu_attr *ptr =
+          emu_get(b, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, -1);
+      ok = u && ptr && u->n == ptr->n &&
+           emu_get(b, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1);
+      break;
+    }
+    default:
+      ok = 0; /* nothing else is built by the backend (configs come from heuristics) */
+  }
+  if (!ok) return CUDNN_STATUS_BAD_PARAM;
+  b->final = 1;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
+                                       cudnnBackendAttributeName_t name,
+                                       cudnnBackendAttributeType_t type, int64_t req, int64_t *n,
+                                       void *v) {
+  emu_bdesc *b = d;
+  if (!b || !b->final || !n || !v || req < 1) return CUDNN_STATUS_BAD_PARAM;
+  if (b->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR && name == CUDNN_ATTR_ENGINEHEUR_RESULTS &&
+      type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
+    emu_bdesc *g = emu_ref(b, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, 0), **out = v;
+    *n = strcmp(emu_graph_env(), "none") == 0 ? 0 : req < EMU_ENGINES ? req : EMU_ENGINES;
+    for (int64_t i = 0; i < *n; ++i) {
+      if (!out[i] || out[i]->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)
+        return CUDNN_STATUS_BAD_PARAM;
+      out[i]->engine = (int)i;
+      out[i]->spec = g->spec;
+      out[i]->final = 1;
+    }
+    return CUDNN_STATUS_SUCCESS;
+  }
+  if (b->type == CUDNN_BACKEND_ENGINECFG_DESCRIPTOR && name == CUDNN_ATTR_ENGINECFG_ENGINE &&
+      type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
+    emu_bdesc *e = *(emu_bdesc **)v;
+    if (!e || e->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR) return CUDNN_STATUS_BAD_PARAM;
+    e->engine = b->engine;
+    e->final = 1;
+    *n = 1;
+    return CUDNN_STATUS_SUCCESS;
+  }
+  if (b->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR && name == CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE &&
+      type == CUDNN_TYPE_BEHAVIOR_NOTE) {
+    *n = b->engine == EMU_ENG_RTC;
+    if (*n) *(cudnnBackendBehaviorNote_t *)v = CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
+    return CUDNN_STATUS_SUCCESS;
+  }
+  if (b->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR && name == CUDNN_ATTR_ENGINE_NUMERICAL_NOTE &&
+      type == CUDNN_TYPE_NUMERICAL_NOTE) {
+    cudnnBackendNumericalNote_t *nn = v;
+    nn[0] = CUDNN_NUMERICAL_NOTE_TENSOR_CORE;
+    *n = 1;
+    if (b->engine == EMU_ENG_NONDET && req > 1) nn[(*n)++] = CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC;
+    return CUDNN_STATUS_SUCCESS;
+  }
+  if (b->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR &&
+      name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE && type == CUDNN_TYPE_INT64) {
+    *(int64_t *)v = b->engine == EMU_ENG_WS ? EMU_GRAPH_WS : 0;
+    *n = 1;
+    return CUDNN_STATUS_SUCCESS;
+  }
+  return CUDNN_STATUS_NOT_SUPPORTED;
+}
+
+static void *emu_vp_ptr(const emu_bdesc *vp, int64_t uid) {
+  const emu_attr *u = emu_get(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, -1);
+  const emu_attr *p = emu_get(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, -1);
+  for (int64_t i = 0; i < u->n; ++i)
+    if (((const int64_t *)u->v)[i] == uid) return ((void *const *)p->v)[i];
+  return NULL;
+}
+
+cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
+                                  cudnnBackendDescriptor_t pack) {
+  const emu_bdesc *pl = plan, *vp = pack;
+  if (!pl || !vp || !pl->final || !vp->final ||
+      pl->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
+      vp->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
+    return CUDNN_STATUS_BAD_PARAM;
+  if (pl->engine == EMU_ENG_RTC || pl->engine == EMU_ENG_NONDET) {
+    fprintf(stderr, "emulated cuDNN: engine %d (%s) ran; the backend must keep it out\n",
+            pl->engine, pl->engine == EMU_ENG_RTC ? "runtime compilation" : "nondeterministic");
+    abort();
+  }
+  const emu_gspec *sp = &pl->spec;
+  void *x = emu_vp_ptr(vp, sp->uid_x), *w = emu_vp_ptr(vp, sp->uid_w),
+       *y = emu_vp_ptr(vp, sp->uid_y);
+  void *b = sp->uid_b ? emu_vp_ptr(vp, sp->uid_b) : NULL,
+       *r = sp->uid_r ? emu_vp_ptr(vp, sp->uid_r) : NULL;
+  void *ws =
+      *(void *const *)emu_get(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1)->v;
+  if (!x || !w || !y || (sp->uid_b && !b) || (sp->uid_r && !r) || (pl->engine == EMU_ENG_WS && !ws))
+    return CUDNN_STATUS_BAD_PARAM;
+  bd_cuda_conv_shape p = sp->p;
+  cudaError_t e;
+  ++bd_cuda_emu_dnn_graph_runs;
+  if (!sp->uid_b) { /* the plain convolution: its pre-bias sum in 16 bits */
+    p.act = BD_ACT_NONE;
+    p.res = BD_RES_NONE;
+    e = bd_cuda_conv_direct(&p, x, w, NULL, NULL, y, h->stream);
+  } else { /* fused: one rounding after the whole epilogue */
+    emu_config();
+    int keep = emu_cudnn_round;
+    emu_cudnn_round = 0;
+    e = bd_cuda_conv_direct(&p, x, w, b, r, y, h->stream);
+    emu_cudnn_round = keep;
+  }
+  if (e == cudaSuccess && strcmp(emu_graph_env(), "slow") == 0) bd_emu_tick(); /* a launch more */
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
 #endif

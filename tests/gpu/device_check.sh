@@ -86,6 +86,20 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   step damo-export-T-sparse 60 python3 "$ROOT/tests/reference/damoyolo.py" export --model T \
     --form deploy --size 640 --batch 1 --seed 0 --cls-bias -9 --out "$DAMO/Tsparse"
   BD_DETECT_MODEL=$DAMO/Tsparse/model.onnx step test_cuda_detect-damoT 240 "$B/test_cuda_detect"
+  # cuDNN's graph API (bd_cuda_dnn_graph.c, written without a device; in the choice by
+  # default): forced on every layer cuDNN runs (BATCHDET_CUDA_CONV=cudnn-graph) against the
+  # cpu backend and timed so, then b32 and b1 in the choice (the log's "cuDNN graph" times
+  # per layer) beside the choice without it (BATCHDET_CUDA_DNN_GRAPH=0).
+  BATCHDET_CUDA_CONV=cudnn-graph BD_EXPECT_GRAPH=40 BD_CUDA_MODEL=$DAMO/T/model.onnx \
+    BD_CUDA_INPUT=$DAMO/T/input.f32 step test_cuda_model-damoT-graph 90 "$B/test_cuda_model"
+  BATCHDET_CUDA_CONV=cudnn-graph step bench-damoT-b32-graph-all 60 "$BD" bench \
+    --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
+  for bb in 32 1; do
+    BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b$bb-graph 60 "$BD" bench \
+      --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3
+    BATCHDET_CUDA_DNN_GRAPH=0 step bench-damoT-b$bb-nograph 60 "$BD" bench \
+      --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3
+  done
   # Conv tiles 18-23 (Hopper wgmma, written without a device: off by default,
   # BATCHDET_CUDA_WGMMA=1 lets them run): every conv case on them against the double
   # reference (outputs poisoned around), DAMO-T b32 and b1 with them in the choice (the
@@ -257,7 +271,8 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   echo "==== device check summary, prebuilt ($(($(date +%s) - T0))s total; logs in $OUT) ===="
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
-    bench-damoT-b32-wgmma bench-damoT-b1-wgmma bench-damoT-b32-wgmma-all \
+    bench-damoT-b32-graph bench-damoT-b32-nograph bench-damoT-b1-graph bench-damoT-b1-nograph \
+    bench-damoT-b32-graph-all bench-damoT-b32-wgmma bench-damoT-b1-wgmma bench-damoT-b32-wgmma-all \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
     bench-damoT-b32-notwins bench-cuda-b32-notwins bench-damoT-b32-noupres bench-damoT-b32-nosplit \
@@ -268,11 +283,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     printf '%-16s %s\n' "$f" "$(grep -E '^(img/s|batch p50|ms/img|gpu|graph|branches|pipelined)' "$OUT/$f.log" 2>/dev/null | tr -s ' ' | paste -sd ';')"
   done
   grep -h "^cuda mem" "$OUT/count-nano-b32.log" "$OUT/count-damoT-b32.log" 2>/dev/null || true
-  for f in bench-damoT-b1 bench-damoT-b32 bench-damoT-b32-hosttimed bench-damoT-b32-wgmma \
-    bench-damoT-b1-wgmma; do
-    printf 'conv choices %s: ours %s, cuDNN %s, disagreeing %s\n' "$f" \
+  for f in bench-damoT-b1 bench-damoT-b32 bench-damoT-b32-graph bench-damoT-b1-graph \
+    bench-damoT-b32-hosttimed bench-damoT-b32-wgmma bench-damoT-b1-wgmma; do
+    printf 'conv choices %s: ours %s, cuDNN %s, cuDNN graph %s, disagreeing %s\n' "$f" \
       "$(grep -c -- '-> ours' "$OUT/$f.log" 2>/dev/null)" \
-      "$(grep -c -- '-> cuDNN' "$OUT/$f.log" 2>/dev/null)" \
+      "$(grep -c -- '-> cuDNN$' "$OUT/$f.log" 2>/dev/null)" \
+      "$(grep -c -- '-> cuDNN graph' "$OUT/$f.log" 2>/dev/null)" \
       "$(grep -c 'WARNING (our tensor-core' "$OUT"/*.log 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')"
     # Which of our block tiles won how many layers (the ones never kept can go).
     printf 'tiles kept %s: %s\n' "$f" "$(grep -ho -- '-> ours .*$' "$OUT/$f.log" 2>/dev/null |

@@ -44,7 +44,7 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   # stop the test at start-up (cuda_rt_emu.c).
   set(BD_CUDA_HOST_SOURCES ${_kemu_cu}/bd_cuda_backend.c ${_kemu_cu}/bd_cuda_exec.c
       ${_kemu_cu}/bd_cuda_cudnn.c ${_kemu_cu}/bd_cuda_detect.c ${_kemu_cu}/bd_cuda_bench.c
-      ${_kemu_cu}/bd_cuda_dag.c ${_kemu_cu}/bd_cuda_time.c)
+      ${_kemu_cu}/bd_cuda_dag.c ${_kemu_cu}/bd_cuda_time.c ${_kemu_cu}/bd_cuda_dnn_graph.c)
   set(BD_KEMU_SOURCES ${_kemu_objs} ${_kemu_dir}/cuda_rt_emu.c ${BD_CUDA_HOST_SOURCES})
   # The CPU twins' emulation (cuda.cmake, cuda_bench.cmake) on the same runtime.
   set(BD_TWIN_EMU_SOURCES ${_kemu_dir}/cuda_emu.c ${_kemu_dir}/cuda_rt_emu.c

@@ -162,10 +162,13 @@ static void run_batch(int batch, double bound) {
  * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with $BD_EMU_MMA_FAULT=launch0
  * (tile 0 fails to launch) for the same layers on tile 1.
  * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV or BATCHDET_CUDA_CHOICE_TIMING
- * is refused at prepare. */
+ * is refused at prepare. cuDNN's graph API, the choice's third side, is timed on every
+ * layer but made a launch slower here ($BD_EMU_DNN_GRAPH=slow): never faster than the
+ * legacy calls, it must never be kept (test_conv_graph has it win). */
 static void test_conv_auto(void **state) {
   (void)state;
   if (!getenv("BD_TEST_CONV_AUTO")) skip();
+  setenv("BD_EMU_DNN_GRAPH", "slow", 1);
 #ifdef BD_CUDA_BF16
   bd_cuda_emu_half = 0;
 #else
@@ -211,6 +214,7 @@ static void test_conv_auto(void **state) {
   check(bd_backend_prepare(aut, plan, &err), &err, "prepare, auto");
   unsetenv("BATCHDET_CUDA_TWINS");
   layer_counts ca = print_layers(aut, plan);
+  assert_int_equal(ca.graph, 0);
   const bd_cuda_cplan *ap = bd_cuda_backend_plan((bd_cuda_be *)aut, plan);
   assert_non_null(ap);
   for (int n = 0; n < g->n_nodes; ++n) {
@@ -274,18 +278,130 @@ static void test_conv_auto(void **state) {
   bd_backend_destroy(lib);
   bd_plan_destroy(plan);
   free(want);
+  unsetenv("BD_EMU_DNN_GRAPH");
 }
+
+#ifdef BD_EMU_CUDNN
+extern int bd_cuda_emu_dnn_graph_runs; /* cuda_emu.c */
+
+/* 1 when node n of a prepared plan's conv layers runs with a separate epilogue launch: not
+ * fused and something to add (bias, activation or residual). */
+static int unfused_epilogue(const bd_graph *g, const bd_cuda_cplan *cp, int n) {
+  const bd_node *nd = &g->nodes[n];
+  const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
+  return epi && !bd_cuda_conv_layer_is_fused(cp->layer[n]);
+}
+
+/* cuDNN's graph API (bd_cuda_dnn_graph.c) over the emulated one ($BD_TEST_CONV_GRAPH=1; a
+ * process of its own: decisions are kept per process). BATCHDET_CUDA_CONV=cudnn-graph puts
+ * every dense layer with channels multiples of 8 on a graph-API plan, fused where the
+ * legacy call cannot fuse (yolox_nano's SiLU), on the first configuration that is neither
+ * runtime-compiled nor nondeterministic (the emulation aborts if either runs) and whose
+ * workspace the backend passes (2); it agrees with the cpu backend (DAMO-YOLO, with
+ * $BD_CUDA_MODEL: fused residuals). Then the choice
+ * (auto), where a plan costs what our tile costs (one launch when fused): the graph API
+ * is kept exactly where the legacy calls need a separate epilogue and the graph fuses (a
+ * launch less, and ours only ties it); ours nowhere else than before minus those. With
+ * BATCHDET_CUDA_DNN_GRAPH=0 the choice is test_conv_auto's. */
+static void test_conv_graph(void **state) {
+  (void)state;
+  if (!getenv("BD_TEST_CONV_GRAPH")) skip();
+  const bd_graph *g = g_graph;
+  const double bound = getenv("BD_CUDA_INPUT") ? 2e-2 : 1e-2;
+  bd_err err = {0};
+  bd_plan *plan = NULL;
+  bd_backend *lib = NULL, *gr = NULL, *aut = NULL;
+  check(bd_plan_new(g, 2, &plan, &err), &err, "bd_plan_new");
+  setenv("BATCHDET_CUDA_CONV", "cudnn", 1);
+  check(bd_cuda_backend_new(g, 0, &lib, &err), &err, "cuda backend, cudnn");
+  check(bd_backend_prepare(lib, plan, &err), &err, "prepare, cudnn");
+  assert_int_equal(print_layers(lib, plan).graph, 0);
+  setenv("BATCHDET_CUDA_CONV", "cudnn-graph", 1);
+  const int runs0 = bd_cuda_emu_dnn_graph_runs;
+  check(bd_cuda_backend_new(g, 0, &gr, &err), &err, "cuda backend, cudnn-graph");
+  check(bd_backend_prepare(gr, plan, &err), &err, "prepare, cudnn-graph");
+  layer_counts cg = print_layers(gr, plan);
+  const bd_cuda_cplan *lp = bd_cuda_backend_plan((bd_cuda_be *)lib, plan),
+                      *gp = bd_cuda_backend_plan((bd_cuda_be *)gr, plan);
+  assert_true(lp && gp);
+  int n_dense8 = 0, n_fused_silu = 0, n_fused_res = 0, n_want = 0;
+  int *want = calloc((size_t)g->n_nodes, sizeof(int));
+  assert_non_null(want);
+  for (int n = 0; n < g->n_nodes; ++n) {
+    const bd_node *nd = &g->nodes[n];
+    if (nd->op != BD_OP_CONV || nd->p.conv.group != 1) continue;
+    const int64_t c = plan->dims[nd->in[0]][1], m = plan->dims[nd->out[0]][1];
+    const int on_graph = bd_cuda_conv_layer_algo(gp->layer[n], &(int){0}) == BD_PROF_GRAPH;
+    if (c % 8 == 0 && m % 8 == 0) {
+      n_dense8++;
+      assert_true(on_graph);
+    }
+    if (!on_graph) continue;
+    assert_int_equal(bd_cuda_conv_layer_graph_cfg(gp->layer[n]), 2);
+    const int fused = bd_cuda_conv_layer_is_fused(gp->layer[n]);
+    n_fused_silu += fused && nd->p.conv.act == BD_ACT_SILU;
+    n_fused_res += fused && nd->p.conv.res != BD_RES_NONE;
+    /* the choice below: a launch less than the legacy calls */
+    want[n] = unfused_epilogue(g, lp, n) && !unfused_epilogue(g, gp, n);
+    n_want += want[n];
+  }
+  printf(
+      "cudnn-graph: %d of %d dense layers on 16-byte rows on plans, fused: %d with SiLU, "
+      "%d with a residual; %d plan runs\n",
+      cg.graph, n_dense8, n_fused_silu, n_fused_res, bd_cuda_emu_dnn_graph_runs - runs0);
+  assert_true(n_dense8 > 0 && cg.graph >= n_dense8);
+  /* yolox_nano: SiLU everywhere; DAMO-YOLO ($BD_CUDA_MODEL): ReLU, residuals */
+  assert_true(getenv("BD_CUDA_MODEL") ? n_fused_res > 0 : n_fused_silu > 0);
+  assert_true(bd_cuda_emu_dnn_graph_runs > runs0);
+  check_vs_cpu(lib, plan, bound);
+  check_vs_cpu(gr, plan, bound);
+  setenv("BATCHDET_CUDA_CONV", "auto", 1);
+  setenv("BATCHDET_CUDA_TWINS", "0", 1); /* the choice per layer */
+  check(bd_cuda_backend_new(g, 0, &aut, &err), &err, "cuda backend, auto");
+  check(bd_backend_prepare(aut, plan, &err), &err, "prepare, auto");
+  unsetenv("BATCHDET_CUDA_TWINS");
+  unsetenv("BATCHDET_CUDA_CONV");
+  layer_counts ca = print_layers(aut, plan);
+  const bd_cuda_cplan *ap = bd_cuda_backend_plan((bd_cuda_be *)aut, plan);
+  assert_non_null(ap);
+  for (int n = 0; n < g->n_nodes; ++n) {
+    if (g->nodes[n].op != BD_OP_CONV) continue;
+    const int a = bd_cuda_conv_layer_algo(ap->layer[n], &(int){0});
+    if ((a == BD_PROF_GRAPH) != want[n])
+      printf("node %s: graph %d, expected %d\n", g->nodes[n].name, a == BD_PROF_GRAPH, want[n]);
+    assert_int_equal(a == BD_PROF_GRAPH, want[n]);
+    if (want[n]) assert_true(bd_cuda_conv_layer_is_fused(ap->layer[n]));
+  }
+  printf("auto: %d layers on cuDNN's graph API (%d expected), %d on ours\n", ca.graph, n_want,
+         ca.mma);
+  if (!getenv("BD_CUDA_MODEL")) assert_true(n_want > 0); /* DAMO-YOLO's fuse in either */
+  assert_int_equal(ca.graph, n_want);
+  check_vs_cpu(aut, plan, bound);
+  free(want);
+  bd_backend_destroy(aut);
+  bd_backend_destroy(gr);
+  bd_backend_destroy(lib);
+  bd_plan_destroy(plan);
+}
+#else
+static void test_conv_graph(void **state) {
+  (void)state;
+  skip();
+}
+#endif
 
 static void test_half_batch2(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
   bd_cuda_emu_half = 1;
   run_batch(2, 1e-2);
 }
 
 static void test_bf16_batch1(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
   bd_cuda_emu_half = 0;
   run_batch(1, 5e-2);
 }
@@ -296,7 +412,8 @@ static void test_bf16_batch1(void **state) {
  * outputs (the no-copy flag does not stick). */
 static void test_time_device(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
   bd_cuda_emu_half = 1;
   bd_err err = {0};
   bd_plan *plan = NULL;
@@ -364,7 +481,8 @@ static void test_time_device(void **state) {
  * byte. The tight layout: without room for parallel branches (test_branch_room). */
 static void test_plan_memory(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
   setenv("BATCHDET_CUDA_BRANCHES", "0", 1);
   bd_cuda_emu_half = 1;
   bd_err err = {0};
@@ -466,7 +584,8 @@ static void test_plan_memory(void **state) {
  * graph replays it in is the kernel emulation's, test_cuda_model_kemu*). */
 static void test_branch_room(void **state) {
   (void)state;
-  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
   bd_cuda_emu_half = 1;
   bd_err err = {0};
   bd_plan *p = NULL;
@@ -573,7 +692,8 @@ static void test_twin_modes(void **state) {
 
 static void test_env_model(void **state) {
   (void)state;
-  if (!getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO")) skip();
+  if (!getenv("BD_CUDA_INPUT") || getenv("BD_TEST_CONV_AUTO") || getenv("BD_TEST_CONV_GRAPH"))
+    skip();
 #ifdef BD_CUDA_BF16
   bd_cuda_emu_half = 0;
 #else
@@ -587,14 +707,12 @@ static void test_env_model(void **state) {
 
 int main(void) {
   if (!(g_graph = tc_load_model(1))) return 1;
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_half_batch2),
-                                     cmocka_unit_test(test_bf16_batch1),
-                                     cmocka_unit_test(test_time_device),
-                                     cmocka_unit_test(test_plan_memory),
-                                     cmocka_unit_test(test_branch_room),
-                                     cmocka_unit_test(test_env_model),
-                                     cmocka_unit_test(test_twin_modes),
-                                     cmocka_unit_test(test_conv_auto)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_half_batch2), cmocka_unit_test(test_bf16_batch1),
+      cmocka_unit_test(test_time_device), cmocka_unit_test(test_plan_memory),
+      cmocka_unit_test(test_branch_room), cmocka_unit_test(test_env_model),
+      cmocka_unit_test(test_twin_modes),  cmocka_unit_test(test_conv_auto),
+      cmocka_unit_test(test_conv_graph)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   bd_graph_destroy(g_graph);
   return rc;

@@ -9,6 +9,7 @@
 #include "bd_compile.h"
 #include "bd_cuda_internal.h"
 #include "bd_onnx.h"
+#include "bd_prof.h"
 
 /* The model a whole-model test runs, loaded and compiled: $BD_CUDA_MODEL (env_model 1),
  * else $BD_TEST_DATA/models/yolox_nano.onnx. NULL (reason printed) when it cannot be. */
@@ -32,7 +33,7 @@ static inline bd_graph *tc_load_model(int env_model) {
 
 /* How a prepared plan's conv layers run. */
 typedef struct layer_counts {
-  int direct, fused, padded, mma, algo[16], tile[BD_CONV_MMA_TILES];
+  int direct, fused, padded, mma, graph, algo[16], tile[BD_CONV_MMA_TILES];
 } layer_counts;
 
 static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
@@ -52,7 +53,9 @@ static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
       }
       c.padded += pad;
       c.fused += bd_cuda_conv_layer_is_fused(l);
-      if (a < 0)
+      if (a == BD_PROF_GRAPH)
+        ++c.graph;
+      else if (a < 0)
         ++c.direct;
       else
         ++c.algo[a & 15];
@@ -66,9 +69,10 @@ static inline layer_counts count_layers(bd_backend *be, const bd_plan *plan) {
  * channel-padded. */
 static inline layer_counts print_layers(bd_backend *be, const bd_plan *plan) {
   layer_counts c = count_layers(be, plan);
-  printf("batch %d conv layers: %d direct, %d tensor-core (mma), %d fused in cuDNN, %d "
-         "channel-padded; cuDNN algos:",
-         plan->batch, c.direct, c.mma, c.fused, c.padded);
+  printf(
+      "batch %d conv layers: %d direct, %d tensor-core (mma), %d fused in cuDNN, %d "
+      "channel-padded, %d on cuDNN's graph API; cuDNN algos:",
+      plan->batch, c.direct, c.mma, c.fused, c.padded, c.graph);
   for (int a = 0; a < 16; ++a)
     if (c.algo[a]) printf(" %d:%d", a, c.algo[a]);
   printf(" (1 = IMPLICIT_PRECOMP_GEMM); mma tiles:");

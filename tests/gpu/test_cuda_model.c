@@ -137,6 +137,13 @@ static void run_batch(int batch) {
       e = *end == ',' ? end + 1 : end;
     }
   }
+  if (getenv("BD_EXPECT_GRAPH")) {
+    /* BATCHDET_CUDA_CONV=cudnn-graph: at least this many layers on cuDNN's graph API (a
+     * cuDNN whose graph API takes none of them leaves them all on its legacy calls) */
+    printf("batch %d: %d conv layers on cuDNN's graph API (%d fused in cuDNN)\n", batch, lc.graph,
+           lc.fused);
+    assert_true(lc.graph >= atoi(getenv("BD_EXPECT_GRAPH")));
+  }
   if (getenv("BD_EXPECT_TWINS")) {
     /* DAMO-YOLO's CSP stages (merge_3..7: 1x1 conv1 and conv2 of one input) on our
      * tensor-core kernel: each pair one launch writing both outputs */

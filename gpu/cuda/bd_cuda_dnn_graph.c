@@ -1,0 +1,393 @@
+/* A convolution layer as a cuDNN graph-API execution plan (the backend descriptors of
+ * cudnn_graph.h), the alternative to the legacy calls in bd_cuda_cudnn.c.
+ *
+ * Why: cuDNN 9 implements its legacy convolution calls over a fixed engine per algorithm
+ * enum; the graph API offers the whole engine list for an operation graph (on Hopper the
+ * engines built on its own tensor-core instructions among them), each configuration to
+ * be timed, and fusions the legacy call lacks: SiLU, sigmoid, a residual added after the
+ * activation. What PyTorch runs for its convolutions comes from the same list.
+ *
+ * The graph: NHWC 16-bit X [N][H][W][C] and W [M][kh][kw][C] -> convolution in FP32 ->
+ * (fused) + bias (FP32, [1][M][1][1]) [+ residual R before the activation] [activation]
+ * [+ R after it] -> 16-bit Y [N][OH][OW][M]; unfused, the convolution writes Y (the
+ * pre-bias sum, as the legacy call does) and the caller's epilogue follows. Tensors by
+ * unique id: X 1, W 2, Y 3, bias 4, R 5, intermediates (virtual, FP32) from 100.
+ *
+ * The configurations are heuristics mode A's, in its order (a memo's cfg number names one
+ * of them again: the same cuDNN on the same GPU lists them the same way). Kept out: those
+ * that compile at run time (NVRTC: seconds per layer at load, and a library that may be
+ * missing), nondeterministic ones (split reductions with atomics: two instances must give
+ * identical results), those needing more workspace than the caller has, those that fail
+ * to finalize or to run, and, where the caller times as the plan's graph replays
+ * (replay), those that do not run captured. Each error of cuDNN here only removes a
+ * configuration or the whole graph: the legacy path stays. */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_cuda_internal.h"
+
+#ifdef BD_HAVE_CUDNN
+
+#define GRAPH_DESCS 24 /* descriptors of one operation graph */
+#define GRAPH_CFGS 16  /* configurations asked of the heuristics */
+#define GRAPH_REPS 3   /* runs per timing */
+/* The handle attributes, deprecated in cuDNN 9.19 (still honoured) and required before: by
+ * number, so that headers of either age compile without a deprecation warning. */
+#define ATTR_OPGRAPH_HANDLE ((cudnnBackendAttributeName_t)800)
+#define ATTR_PLAN_HANDLE ((cudnnBackendAttributeName_t)400)
+
+enum { UID_X = 1, UID_W = 2, UID_Y = 3, UID_B = 4, UID_R = 5, UID_TMP = 100 };
+
+struct bd_cuda_dnn_graph {
+  cudnnBackendDescriptor_t d[GRAPH_DESCS]; /* tensors, ops, the operation graph */
+  int n_d;
+  cudnnBackendDescriptor_t opgraph, plan;
+  int fused, has_r, cfg;
+  size_t ws;
+};
+
+typedef cudnnBackendDescriptor_t desc;
+
+/* A new descriptor kept in g (destroyed with it); NULL when cuDNN refuses or g is full. */
+static desc g_new(bd_cuda_dnn_graph *g, cudnnBackendDescriptorType_t type) {
+  desc d = NULL;
+  if (g->n_d >= GRAPH_DESCS || cudnnBackendCreateDescriptor(type, &d) != CUDNN_STATUS_SUCCESS)
+    return NULL;
+  g->d[g->n_d++] = d;
+  return d;
+}
+
+static int set(desc d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+               int64_t n, const void *v) {
+  return d && cudnnBackendSetAttribute(d, name, type, n, v) == CUDNN_STATUS_SUCCESS;
+}
+
+/* An NHWC tensor [n][c][h][w] in cuDNN's dimension order, rows of ld channels (16-bit
+ * or FP32); virtual ones are the graph's intermediates. */
+static desc g_tensor(bd_cuda_dnn_graph *g, int64_t uid, cudnnDataType_t type, int64_t n, int64_t c,
+                     int64_t h, int64_t w, int64_t ld, int virt) {
+  desc t = g_new(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const int64_t dims[4] = {n, c, h, w}, strides[4] = {h * w * ld, 1, w * ld, ld};
+  const int64_t align = 16;
+  const bool v = virt != 0;
+  if (!set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type) ||
+      !set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims) ||
+      !set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides) ||
+      !set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) ||
+      !set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) ||
+      (v && !set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v)) ||
+      cudnnBackendFinalize(t) != CUDNN_STATUS_SUCCESS)
+    return NULL;
+  return t;
+}
+
+/* The operation y = mode(x[, b]) in FP32. */
+static desc g_pointwise(bd_cuda_dnn_graph *g, cudnnPointwiseMode_t mode, desc x, desc b, desc y) {
+  desc pw = g_new(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+  const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+  if (!set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode) ||
+      !set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec) ||
+      cudnnBackendFinalize(pw) != CUDNN_STATUS_SUCCESS)
+    return NULL;
+  desc op = g_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  if (!x || !y ||
+      !set(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+           &pw) ||
+      !set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x) ||
+      (b && !set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b)) ||
+      !set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y) ||
+      cudnnBackendFinalize(op) != CUDNN_STATUS_SUCCESS)
+    return NULL;
+  return op;
+}
+
+/* The operation graph of q (see the top); 0 when cuDNN refuses any part of it. */
+static int g_ops(bd_cuda_dnn_graph *g, cudnnHandle_t h, const bd_cuda_conv_shape *q) {
+  const cudnnDataType_t f32 = CUDNN_DATA_FLOAT, h16 = BD_DNN_H16;
+  desc ops[5];
+  int n_ops = 0, tmp = UID_TMP;
+  const int act = g->fused && q->act != BD_ACT_NONE;
+  const int pre = g->fused && q->res == BD_RES_PRE_ACT,
+            post = g->fused && q->res == BD_RES_POST_ACT;
+  const int last = !g->fused ? 0 : 1 + pre + act + post; /* pointwise steps after the conv */
+  desc x = g_tensor(g, UID_X, h16, q->n, q->c, q->h, q->w, q->ldx ? q->ldx : q->c, 0);
+  desc w = g_tensor(g, UID_W, h16, q->m, q->c, q->kh, q->kw, q->c, 0);
+  desc y = g_tensor(g, UID_Y, h16, q->n, q->m, q->oh, q->ow, q->ldy ? q->ldy : q->m, 0);
+  desc r = pre || post
+               ? g_tensor(g, UID_R, h16, q->n, q->m, q->oh, q->ow, q->ldr ? q->ldr : q->m, 0)
+               : NULL;
+  desc b = g->fused ? g_tensor(g, UID_B, f32, 1, q->m, 1, 1, q->m, 0) : NULL;
+  if (!x || !w || !y || ((pre || post) && !r) || (g->fused && !b)) return 0;
+    /* Each step's output: Y for the last, else a new FP32 intermediate. */
+#define STEP_OUT(k) ((k) == last ? y : g_tensor(g, tmp++, f32, q->n, q->m, q->oh, q->ow, q->m, 1))
+  desc cur = STEP_OUT(0);
+  desc conv = g_new(g, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const int64_t dims = 2, pad[2] = {q->pad_t, q->pad_l}, stride[2] = {q->sh, q->sw},
+                dil[2] = {q->dh, q->dw};
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  if (!cur || !set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dil) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad) ||
+      !set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad) ||
+      cudnnBackendFinalize(conv) != CUDNN_STATUS_SUCCESS)
+    return 0;
+  desc op = g_new(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  const float one = 1.0f, zero = 0.0f;
+  if (!set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x) ||
+      !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w) ||
+      !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+           &cur) ||
+      !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+           &conv) ||
+      !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &one) ||
+      !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &zero) ||
+      cudnnBackendFinalize(op) != CUDNN_STATUS_SUCCESS)
+    return 0;
+  ops[n_ops++] = op;
+  static const cudnnPointwiseMode_t act_mode[] = {[BD_ACT_RELU] = CUDNN_POINTWISE_RELU_FWD,
+                                                  [BD_ACT_SIGMOID] = CUDNN_POINTWISE_SIGMOID_FWD,
+                                                  [BD_ACT_SILU] = CUDNN_POINTWISE_SWISH_FWD};
+  for (int k = 1; k <= last; ++k) { /* bias, [R], [act], [R] */
+    desc out = STEP_OUT(k);
+    const int is_act = act && k == 2 + pre;
+    const cudnnPointwiseMode_t m = is_act ? act_mode[q->act] : CUDNN_POINTWISE_ADD;
+    desc other = k == 1 ? b : is_act ? NULL : r;
+    if (!out || !(op = g_pointwise(g, m, cur, other, out))) return 0;
+    ops[n_ops++] = op;
+    cur = out;
+  }
+#undef STEP_OUT
+  g->opgraph = g_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  return set(g->opgraph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n_ops,
+             ops) &&
+         set(g->opgraph, ATTR_OPGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
+         cudnnBackendFinalize(g->opgraph) == CUDNN_STATUS_SUCCESS;
+}
+
+/* 1 when configuration cfg's engine carries a note that keeps it out (see the top). */
+static int excluded(desc cfg) {
+  desc eng = NULL;
+  int64_t n = 0;
+  int out = 1;
+  cudnnBackendBehaviorNote_t bn[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+  cudnnBackendNumericalNote_t nn[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng) != CUDNN_STATUS_SUCCESS)
+    return 1;
+  if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &n, &eng) != CUDNN_STATUS_SUCCESS ||
+      n != 1)
+    goto done;
+  if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &n, bn) != CUDNN_STATUS_SUCCESS)
+    goto done;
+  for (int64_t i = 0; i < n && i < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; ++i)
+    if (bn[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) goto done;
+  if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, nn) != CUDNN_STATUS_SUCCESS)
+    goto done;
+  for (int64_t i = 0; i < n && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; ++i)
+    if (nn[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) goto done;
+  out = 0;
+done:
+  cudnnBackendDestroyDescriptor(eng);
+  return out;
+}
+
+/* An execution plan of configuration cfg, its workspace in *ws; NULL when it does not
+ * finalize. */
+static desc make_plan(cudnnHandle_t h, desc cfg, size_t *ws) {
+  desc plan = NULL;
+  int64_t bytes = 0, n = 0;
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
+      CUDNN_STATUS_SUCCESS)
+    return NULL;
+  if (!set(plan, ATTR_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) ||
+      !set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ||
+      cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS ||
+      cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                               &n, &bytes) != CUDNN_STATUS_SUCCESS ||
+      n != 1 || bytes < 0) {
+    cudnnBackendDestroyDescriptor(plan);
+    return NULL;
+  }
+  *ws = (size_t)bytes;
+  return plan;
+}
+
+static int aligned16(const void *p) {
+  return ((uintptr_t)p & 15) == 0;
+}
+
+cudnnStatus_t bd_cuda_dnn_graph_run(cudnnHandle_t h, const bd_cuda_dnn_graph *g,
+                                    const bd_cuda_dnn_args *a) {
+  int64_t uids[5] = {UID_X, UID_W, UID_Y, UID_B, UID_R};
+  void *ptrs[5] = {(void *)a->x, (void *)a->w, a->y, (void *)a->bias, (void *)a->r};
+  const int64_t n = !g->fused ? 3 : g->has_r ? 5 : 4;
+  desc vp = NULL;
+  cudnnStatus_t st = CUDNN_STATUS_BAD_PARAM;
+  /* the tensors' declared alignment; a missing operand */
+  for (int64_t i = 0; i < n; ++i)
+    if (!ptrs[i] || !aligned16(ptrs[i])) return CUDNN_STATUS_BAD_PARAM;
+  if (g->ws > a->ws_bytes || (g->ws && !a->ws)) return CUDNN_STATUS_BAD_PARAM;
+  if ((st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp)) !=
+      CUDNN_STATUS_SUCCESS)
+    return st;
+  void *ws = a->ws;
+  if ((st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n,
+                                     uids)) == CUDNN_STATUS_SUCCESS &&
+      (st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+                                     n, ptrs)) == CUDNN_STATUS_SUCCESS &&
+      (st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
+                                     &ws)) == CUDNN_STATUS_SUCCESS &&
+      (st = cudnnBackendFinalize(vp)) == CUDNN_STATUS_SUCCESS)
+    st = cudnnBackendExecute(h, g->plan, vp);
+  cudnnBackendDestroyDescriptor(vp);
+  return st;
+}
+
+typedef struct timed_run {
+  cudnnHandle_t h;
+  const bd_cuda_dnn_graph *g;
+  const bd_cuda_dnn_args *a;
+} timed_run;
+
+static bd_status run_timed(void *ctx, cudaStream_t s, bd_err *err) {
+  const timed_run *t = ctx;
+  (void)s;
+  cudnnStatus_t e = bd_cuda_dnn_graph_run(t->h, t->g, t->a);
+  if (e == CUDNN_STATUS_SUCCESS) return BD_OK;
+  return bd_err_set(err, BD_E_DEVICE, "cudnnBackendExecute: %s", cudnnGetErrorString(e));
+}
+
+/* 1 when stream s captures at all (an empty capture): where it does not, nothing of a plan
+ * is captured, and a configuration need not be either. */
+static int stream_captures(cudaStream_t s) {
+  cudaGraph_t cg = NULL;
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  const cudaError_t e = cudaStreamEndCapture(s, &cg);
+  if (cg) cudaGraphDestroy(cg);
+  (void)cudaGetLastError();
+  return e == cudaSuccess;
+}
+
+/* Whether the current configuration (g->plan) runs - one untimed run, which also loads its
+ * kernels - and then, when ms, its time: GRAPH_REPS runs as the plan's graph replays them
+ * (replay) or back to back. 0: it failed, or did not run captured where replay asks and
+ * the stream captures. */
+static int try_plan(cudnnHandle_t h, const bd_cuda_dnn_graph *g, const bd_cuda_dnn_args *a,
+                    int replay, float *ms) {
+  cudaStream_t s = NULL;
+  bd_err err = {0};
+  int captured = 0;
+  timed_run t = {h, g, a};
+  if (cudnnGetStream(h, &s) != CUDNN_STATUS_SUCCESS) return 0;
+  replay = replay && stream_captures(s);
+  if (run_timed(&t, s, &err) != BD_OK || cudaStreamSynchronize(s) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (!ms) return 1;
+  if (bd_cuda_time_replayed(s, run_timed, &t, GRAPH_REPS, replay, ms, &captured, &err) != BD_OK ||
+      (replay && !captured)) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return 1;
+}
+
+void bd_cuda_dnn_graph_destroy(bd_cuda_dnn_graph *g) {
+  if (!g) return;
+  if (g->plan) cudnnBackendDestroyDescriptor(g->plan);
+  for (int i = g->n_d - 1; i >= 0; --i) cudnnBackendDestroyDescriptor(g->d[i]);
+  free(g);
+}
+
+bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, int fused, int cfg,
+                                const bd_cuda_dnn_args *a, int replay, bd_cuda_dnn_graph **out,
+                                bd_err *err) {
+  bd_status st = BD_OK;
+  desc heur = NULL, cfgs[GRAPH_CFGS] = {NULL};
+  int64_t got = 0;
+  float best_ms = 0;
+  *out = NULL;
+  if (q->group != 1 || q->c % 8 || q->m % 8 ||
+      (fused && (q->act < BD_ACT_NONE || q->act > BD_ACT_SILU)))
+    return BD_OK; /* dense layers on 16-byte rows only (tensor-core engines) */
+  bd_cuda_dnn_graph *g = calloc(1, sizeof(*g));
+  if (!g) return bd_err_set(err, BD_E_NOMEM, "cuDNN graph: out of memory");
+  g->fused = fused;
+  g->has_r = fused && q->res != BD_RES_NONE;
+  g->cfg = -1;
+  const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+  if (!g_ops(g, h, q) ||
+      cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur) !=
+          CUDNN_STATUS_SUCCESS ||
+      !set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+           &g->opgraph) ||
+      !set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ||
+      cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS)
+    goto out; /* this cuDNN does not take the graph */
+  for (int i = 0; i < GRAPH_CFGS; ++i)
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]) !=
+        CUDNN_STATUS_SUCCESS) {
+      cfgs[i] = NULL;
+      goto out;
+    }
+  if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                               GRAPH_CFGS, &got, cfgs) != CUDNN_STATUS_SUCCESS)
+    got = 0;
+  for (int i = 0; i < got && i < GRAPH_CFGS; ++i) {
+    if (cfg >= 0 && i != cfg) continue;
+    size_t ws = 0;
+    float ms = 0;
+    if (excluded(cfgs[i])) continue;
+    desc plan = make_plan(h, cfgs[i], &ws);
+    if (!plan) continue;
+    desc keep = g->plan;
+    const size_t keep_ws = g->ws;
+    g->plan = plan;
+    g->ws = ws;
+    /* A memo's cfg only runs once (it was timed when chosen). */
+    if (ws <= a->ws_bytes && try_plan(h, g, a, replay, cfg >= 0 ? NULL : &ms) &&
+        (!keep || ms < best_ms)) {
+      if (keep) cudnnBackendDestroyDescriptor(keep);
+      g->cfg = i;
+      best_ms = ms;
+      continue;
+    }
+    g->plan = keep;
+    g->ws = keep_ws;
+    cudnnBackendDestroyDescriptor(plan);
+  }
+out:
+  (void)cudaGetLastError(); /* a refused configuration is not the caller's error */
+  for (int i = 0; i < GRAPH_CFGS; ++i)
+    if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]);
+  if (heur) cudnnBackendDestroyDescriptor(heur);
+  if (g->plan) {
+    *out = g;
+    g = NULL;
+  }
+  bd_cuda_dnn_graph_destroy(g);
+  return st;
+}
+
+int bd_cuda_dnn_graph_cfg(const bd_cuda_dnn_graph *g) {
+  return g ? g->cfg : -1;
+}
+size_t bd_cuda_dnn_graph_ws(const bd_cuda_dnn_graph *g) {
+  return g ? g->ws : 0;
+}
+int bd_cuda_dnn_graph_fused(const bd_cuda_dnn_graph *g) {
+  return g && g->fused;
+}
+
+#endif

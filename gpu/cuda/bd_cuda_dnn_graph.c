@@ -33,6 +33,9 @@
 #define GRAPH_DESCS 24 /* descriptors of one operation graph */
 #define GRAPH_CFGS 16  /* configurations asked of the heuristics */
 #define GRAPH_REPS 3   /* runs per timing */
+/* Configurations timed per graph at most, the heuristics' first eligible ones: each costs a
+ * plan, a capture and four launches at load, for every layer shape. */
+#define GRAPH_TIMED 6
 /* The handle attributes, deprecated in cuDNN 9.19 (still honoured) and required before: by
  * number, so that headers of either age compile without a deprecation warning. */
 #define ATTR_OPGRAPH_HANDLE ((cudnnBackendAttributeName_t)800)
@@ -316,6 +319,7 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
   bd_status st = BD_OK;
   desc heur = NULL, cfgs[GRAPH_CFGS] = {NULL};
   int64_t got = 0;
+  int timed = 0;
   float best_ms = 0;
   *out = NULL;
   if (q->group != 1 || q->c % 8 || q->m % 8 ||
@@ -344,7 +348,7 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
   if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                GRAPH_CFGS, &got, cfgs) != CUDNN_STATUS_SUCCESS)
     got = 0;
-  for (int i = 0; i < got && i < GRAPH_CFGS; ++i) {
+  for (int i = 0; i < got && i < GRAPH_CFGS && timed < GRAPH_TIMED; ++i) {
     if (cfg >= 0 && i != cfg) continue;
     size_t ws = 0;
     float ms = 0;
@@ -356,8 +360,9 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
     g->plan = plan;
     g->ws = ws;
     /* A memo's cfg only runs once (it was timed when chosen). */
-    if (ws <= a->ws_bytes && try_plan(h, g, a, replay, cfg >= 0 ? NULL : &ms) &&
-        (!keep || ms < best_ms)) {
+    const int ran = ws <= a->ws_bytes && try_plan(h, g, a, replay, cfg >= 0 ? NULL : &ms);
+    timed += ran;
+    if (ran && (!keep || ms < best_ms)) {
       if (keep) cudnnBackendDestroyDescriptor(keep);
       g->cfg = i;
       best_ms = ms;

@@ -16,7 +16,7 @@
  * The configurations are heuristics mode A's, in its order (a memo's cfg number names one
  * of them again: the same cuDNN on the same GPU lists them the same way). Kept out: those
  * that compile at run time (NVRTC: seconds per layer at load, and a library that may be
- * missing), nondeterministic ones (split reductions with atomics: two instances must give
+ * missing; BATCHDET_CUDA_DNN_RTC=1 lets them in), nondeterministic ones (split reductions with atomics: two instances must give
  * identical results), those needing more workspace than the caller has, those that fail
  * to finalize or to run, and, where the caller times as the plan's graph replays
  * (replay), those that do not run captured. Each error of cuDNN here only removes a
@@ -172,6 +172,13 @@ static int g_ops(bd_cuda_dnn_graph *g, cudnnHandle_t h, const bd_cuda_conv_shape
          cudnnBackendFinalize(g->opgraph) == CUDNN_STATUS_SUCCESS;
 }
 
+/* BATCHDET_CUDA_DNN_RTC=1 lets configurations that compile at run time in (NVRTC, which the
+ * process must find; each compiles at load, per layer shape). */
+static int rtc_allowed(void) {
+  const char *e = getenv("BATCHDET_CUDA_DNN_RTC");
+  return e && strcmp(e, "1") == 0;
+}
+
 /* 1 when configuration cfg's engine carries a note that keeps it out (see the top). */
 static int excluded(desc cfg) {
   desc eng = NULL;
@@ -189,7 +196,7 @@ static int excluded(desc cfg) {
                                CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &n, bn) != CUDNN_STATUS_SUCCESS)
     goto done;
   for (int64_t i = 0; i < n && i < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; ++i)
-    if (bn[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) goto done;
+    if (bn[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION && !rtc_allowed()) goto done;
   if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, nn) != CUDNN_STATUS_SUCCESS)
     goto done;

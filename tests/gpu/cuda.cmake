@@ -153,6 +153,10 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1")
+  add_test(NAME test_cuda_emu_dnn_graph_rtc COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_graph_rtc PROPERTIES FIXTURES_REQUIRED damoT96
+                       LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_GRAPH=1;BATCHDET_CUDA_DNN_RTC=1")
   add_test(NAME test_cuda_emu_dnn_graph_damoT COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_graph_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300

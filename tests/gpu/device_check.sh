@@ -246,6 +246,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     step bench-cuda-b$bb 45 "$BD" bench --model "$MODEL" --device cuda --batch $bb --iters 30 --warmup 5
   done
   step bench-cpu-b1 30 "$BD" bench --model "$MODEL" --device cpu --threads 16 --batch 1 --iters 10 --warmup 2
+  # cuDNN's graph API with its runtime-compiled engines let in (NVRTC at load, per shape:
+  # the load may take minutes; last, so that it cuts nothing else).
+  BATCHDET_CUDA_DNN_RTC=1 BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b32-graph-rtc 150 "$BD" \
+    bench --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   if [ -n "${BD_PROFILE:-}" ]; then
     # Optional (BD_PROFILE=1, ~30-90 s more): per-kernel GPU time of yolox_nano at batch 32,
     # graph kernels traced one by one; only the text summary goes to $OUT.
@@ -272,7 +276,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -m1 -E "NVIDIA (H|A)[0-9]+" "$OUT/nvidia-smi.log" 2>/dev/null | sed 's/|//g;s/  */ /g' || true
   for f in bench-cuda-b1 bench-cuda-b8 bench-cuda-b32 bench-cuda-b64 bench-damoT-b1 bench-damoT-b32 \
     bench-damoT-b32-graph bench-damoT-b32-nograph bench-damoT-b1-graph bench-damoT-b1-nograph \
-    bench-damoT-b32-graph-all bench-damoT-b32-wgmma bench-damoT-b1-wgmma bench-damoT-b32-wgmma-all \
+    bench-damoT-b32-graph-all bench-damoT-b32-graph-rtc bench-damoT-b32-wgmma bench-damoT-b1-wgmma bench-damoT-b32-wgmma-all \
     bench-damoT-b1-pdl bench-damoT-b1-nopdl bench-damoT-b32-pdl bench-damoT-b32-nopdl bench-cuda-b1-pdl \
     bench-damoT-b1-chain bench-damoT-b32-branches bench-damoT-b32-nofuse bench-damoT-b32-hosttimed \
     bench-damoT-b32-notwins bench-cuda-b32-notwins bench-damoT-b32-noupres bench-damoT-b32-nosplit \

@@ -225,22 +225,34 @@ typedef struct shape_memo {
   int direct, algo, math; /* MEMO_ALGO: cuDNN's algorithm and math type, as ints;
                              MEMO_GRAPH*: algo the configuration number, -1 none */
   size_t ws;
-  int tile; /* MEMO_CHOICE: ours on this block tile, else CHOICE_LIB or CHOICE_GRAPH */
+  int tile;  /* MEMO_CHOICE: ours on this block tile, else CHOICE_LIB or CHOICE_GRAPH */
+  int fused; /* MEMO_CHOICE: the kept side ran fused (bias, activation, residual) */
 } shape_memo;
 #define SHAPE_MEMO_MAX 8192
 static shape_memo memo[SHAPE_MEMO_MAX];
 static int n_memo;
 static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* 1 and *out the entry when (kind, device, p) is known. */
+/* A pitch as the tensor's own width where packed (0). */
+static int pitch_of(int ld, int width) {
+  return ld ? ld : width;
+}
+
+/* 1 and *out the entry when (kind, device, p) is known. A graph-API plan's entries also
+ * key on the pitches: strided tensors are another operation graph, with engines of its
+ * own. */
 static int memo_get(int kind, int device, const bd_cuda_conv_shape *p, shape_memo *out) {
   int found = 0;
   pthread_mutex_lock(&memo_mu);
   for (int i = 0; i < n_memo && !found; ++i) {
     const shape_memo *m = &memo[i];
-    if (m->kind == kind && m->device == device && same_shape(&m->shape, p) &&
-        (kind == MEMO_ALGO || kind == MEMO_GRAPH ||
-         (m->shape.act == p->act && m->shape.res == p->res))) {
+    const bd_cuda_conv_shape *k = &m->shape;
+    const int graph = kind == MEMO_GRAPH || kind == MEMO_GRAPH_FUSED;
+    if (m->kind == kind && m->device == device && same_shape(k, p) &&
+        (kind == MEMO_ALGO || kind == MEMO_GRAPH || (k->act == p->act && k->res == p->res)) &&
+        (!graph || (pitch_of(k->ldx, k->c) == pitch_of(p->ldx, p->c) &&
+                    pitch_of(k->ldy, k->m) == pitch_of(p->ldy, p->m) &&
+                    pitch_of(k->ldr, k->m) == pitch_of(p->ldr, p->m)))) {
       *out = *m;
       found = 1;
     }
@@ -254,6 +266,23 @@ static void memo_put(const shape_memo *m) {
   pthread_mutex_lock(&memo_mu);
   if (n_memo < SHAPE_MEMO_MAX) memo[n_memo++] = *m;
   pthread_mutex_unlock(&memo_mu);
+}
+
+/* How the choice (auto) runs a layer of shape p on cuDNN's graph API: 0 not (or not decided
+ * yet), 1 its plain convolution and our epilogue, 2 fused. Decided before the plan's
+ * pitches (bd_cuda_plan_conv_choices) and never changed, so that the pitch capabilities,
+ * the buffer sizes and the layer agree: a fused plan reads its input and writes its output
+ * as Concat pieces itself (strided tensors), a plain one reads its input so. */
+static int graph_decision(const bd_cuda_conv_shape *p) {
+  int device = 0;
+  shape_memo m;
+  if (conv_mode_now() != CONV_AUTO || p->group != 1 || p->c % 8 || p->m % 8) return 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (!memo_get(MEMO_CHOICE, device, p, &m) || m.tile != CHOICE_GRAPH) return 0;
+  return m.fused ? 2 : 1;
 }
 
 #ifdef BD_HAVE_CUDNN
@@ -403,6 +432,8 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
   int pitched_y = p->ldy && p->ldy != p->m;
+  /* a fused graph-API plan writes the pitched output itself */
+  const int graph_y = cudnn && sym && graph_decision(p) == 2;
   r.padded = p->group == 1 && (p->c % 8 || p->m % 8) && sym;
   if (r.padded) {
     r.qc = round8(p->c);
@@ -410,7 +441,7 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
   }
   /* An input already padded with zero channels (xzero) is the padded input itself. */
   r.xcopy = r.qc != p->c && !(p->xzero && p->ldx == r.qc);
-  r.ybuf = r.qm != p->m || (pitched_y && (r.padded || (cudnn && sym && !depthwise)));
+  r.ybuf = r.qm != p->m || (pitched_y && !graph_y && (r.padded || (cudnn && sym && !depthwise)));
   return r;
 }
 
@@ -436,6 +467,11 @@ int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pa
   int depthwise = p->group > 1 && p->group == p->c;
   int on_cudnn = cudnn && !depthwise && sym;
   int caps = 0;
+  /* On cuDNN's graph API (strided tensors): the input as a Concat piece, the output too
+   * where the plan runs fused (else none: its epilogue would refuse it). */
+  const int gd = on_cudnn ? graph_decision(p) : 0;
+  if (gd)
+    return BD_CONV_PITCH_X | BD_CONV_PITCH_ALIGN8 | (gd == 2 && may_fuse ? BD_CONV_PITCH_Y : 0);
   if (!on_cudnn || pp.xcopy) caps |= BD_CONV_PITCH_X;
   if (pp.padded && pp.qc != p->c) caps |= BD_CONV_PITCH_XZERO;
   if (!on_cudnn || pp.padded || !may_fuse || !lib_fuses(p)) caps |= BD_CONV_PITCH_Y;
@@ -556,9 +592,12 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
   }
 #ifdef BD_HAVE_CUDNN
   int depthwise = p->group > 1 && p->group == p->c;
-  /* cuDNN reads packed inputs only: a pitched one (a Concat piece) goes to our kernel. */
+  /* cuDNN's legacy calls read packed inputs only: a pitched one (a Concat piece) goes to our
+   * kernel, or to its graph API (strided tensors; the output too where it fuses). */
   int pitched_x = p->ldx && p->ldx != p->c;
-  if (cudnn_handle && !depthwise && !pitched_x && p->pad_t == pad_b && p->pad_l == pad_r) {
+  const int strided = pitched_x || (p->ldy && p->ldy != p->m);
+  if (cudnn_handle && !depthwise && (!pitched_x || graph) && p->pad_t == pad_b &&
+      p->pad_l == pad_r) {
     cudnnHandle_t h = (cudnnHandle_t)cudnn_handle;
     BD_DNN(cudnnCreateTensorDescriptor(&l->xd));
     BD_DNN(cudnnCreateTensorDescriptor(&l->yd));
@@ -583,8 +622,13 @@ static bd_status layer_new(void *cudnn_handle, const bd_cuda_conv_shape *p, int 
       goto out;
     }
     if (graph) st = graph_layer(h, l, 0, x, w, NULL, NULL, y, probe, probe_bytes, err);
-    if (st == BD_OK && !l->g) st = choose_algo(h, l, x, w, y, probe, probe_bytes, err);
+    if (st == BD_OK && !l->g && !strided) st = choose_algo(h, l, x, w, y, probe, probe_bytes, err);
     if (st != BD_OK) goto out;
+    if (!l->g && strided) /* planned for the graph API, which has no plan for it now */
+      fprintf(stderr,
+              "batchdet: conv %dx%dx%dx%d -> %d k%dx%d: cuDNN's graph API has no plan "
+              "for its Concat pieces here; our direct kernel runs it\n",
+              p->n, p->h, p->w, p->c, p->m, p->kh, p->kw);
   }
 #else
   (void)graph;
@@ -647,8 +691,21 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
   const bd_cuda_conv_shape *p = &l->p;
   if (l->g) { /* the graph API fuses any activation and residual, where an engine does */
     if (!cudnn_handle || l->wpad || l->ypad || !bias || bd_cuda_dnn_graph_fused(l->g)) return BD_OK;
-    return graph_layer((cudnnHandle_t)cudnn_handle, l, 1, x, w, bias, p->res ? y : NULL, y, ws,
-                       ws_bytes, err);
+    st = graph_layer((cudnnHandle_t)cudnn_handle, l, 1, x, w, bias, p->res ? y : NULL, y, ws,
+                     ws_bytes, err);
+    if (st == BD_OK && !bd_cuda_dnn_graph_fused(l->g) && p->ldy && p->ldy != p->m) {
+      /* planned to write its Concat piece fused, which this cuDNN no longer does here: our
+       * direct kernel writes it (epilogue included) */
+      fprintf(stderr,
+              "batchdet: conv %dx%dx%dx%d -> %d k%dx%d: cuDNN's graph API does not fuse "
+              "it here; our direct kernel runs it\n",
+              p->n, p->h, p->w, p->c, p->m, p->kh, p->kw);
+      bd_cuda_dnn_graph_destroy(l->g);
+      l->g = NULL;
+      l->direct = 1;
+      l->ws = 0;
+    }
+    return st;
   }
   /* cuDNN's fused activations are ReLU and identity (identity only on the implicit
    * precomputed GEMM); its z input is added before the activation. */
@@ -1045,7 +1102,8 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
                          .shape = p,
                          .tile = best >= 0    ? best
                                  : graph_kept ? CHOICE_GRAPH
-                                              : CHOICE_LIB});
+                                              : CHOICE_LIB,
+                         .fused = bd_cuda_conv_layer_is_fused(graph_kept ? glib : lib)});
   if (n_bad || logging) {
     int padded = 0, algo = bd_cuda_conv_layer_algo(lib, &padded), shown = best;
     for (int k = 0; k < BD_CONV_MMA_TILES && shown < 0; ++k)

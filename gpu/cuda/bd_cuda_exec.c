@@ -537,6 +537,23 @@ static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int
   return 1;
 }
 
+static int alias_enabled(void);
+
+/* 1 when value v is read only by one channel Concat (not a network output): the plan stores
+ * it as that Concat's piece where its producer can write one (bd_cuda_plan_aliases), else
+ * the Concat copies it. */
+static int concat_piece(const bd_graph *g, int v) {
+  int readers = 0, concat = 0;
+  if (v < 0 || g->values[v].is_output || !alias_enabled()) return 0;
+  for (int r = 0; r < g->n_nodes; ++r)
+    for (int j = 0; j < g->nodes[r].n_in; ++j)
+      if (g->nodes[r].in[j] == v) {
+        readers++;
+        concat = g->nodes[r].op == BD_OP_CONCAT && g->nodes[r].p.concat.axis == 1;
+      }
+  return readers == 1 && concat;
+}
+
 static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
@@ -577,7 +594,8 @@ static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
                           : nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]]
                                                            : NULL;
       st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[n], bias,
-                               conv_may_fuse(b, nd, &s), &sc, b->stream, err);
+                               conv_may_fuse(b, nd, &s), !t && concat_piece(g, nd->out[0]), &sc,
+                               b->stream, err);
       if (st != BD_OK)
         bd_err_prefix(err, "node '%s'%s", nd->name ? nd->name : "", t ? " (with its twin)" : "");
     }

@@ -156,19 +156,31 @@ def damoyolo_export(name, form, size, batch, seed):
     with open(os.path.join(HERE, 'damoyolo.py'), 'rb') as f:
         sha = hashlib.sha1(f.read()).hexdigest()
     d = os.path.join(cache_root(), 'damoyolo_%s_%s_%d_b%d_s%d' % (name, form, size, batch, seed))
-    try:
-        with open(os.path.join(d, 'meta.json')) as f:
-            if json.load(f).get('source_sha1') == sha:
-                return d
-    except (OSError, ValueError):
-        pass
+
+    def current():
+        try:
+            with open(os.path.join(d, 'meta.json')) as f:
+                return json.load(f).get('source_sha1') == sha
+        except (OSError, ValueError):
+            return False
+
+    if current():
+        return d
     sys.path.insert(0, HERE)
     import damoyolo
+    import shutil
     tmp = d + '.tmp%d' % os.getpid()
     damoyolo.export(name, form, size, batch, seed, tmp)
-    import shutil
-    if os.path.isdir(d):
-        shutil.rmtree(d, ignore_errors=True)
+    # A current export is never removed: a parallel test may be reading it (removing it
+    # and renaming ours in left a window where its files were missing). A stale one (an
+    # older damoyolo.py) is moved aside in one rename first.
+    if not current() and os.path.isdir(d):
+        old = d + '.old%d' % os.getpid()
+        try:
+            os.rename(d, old)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     try:
         os.rename(tmp, d)
     except OSError:     # a parallel test exported the same key first: use theirs

@@ -16,14 +16,15 @@
  * The configurations are heuristics mode A's, in its order (a memo's cfg number names one
  * of them again: the same cuDNN on the same GPU lists them the same way). Kept out: those
  * that compile at run time (NVRTC: seconds per layer at load, and a library that may be
- * missing; BATCHDET_CUDA_DNN_RTC=1 lets them in), nondeterministic ones (split reductions with atomics: two instances must give
- * identical results), those needing more workspace than the caller has, those that fail
- * to finalize or to run, and, where the caller times as the plan's graph replays
- * (replay), those that do not run captured. Each error of cuDNN here only removes a
+ * missing; BATCHDET_CUDA_DNN_RTC=1 lets them in), nondeterministic ones (split reductions with
+ * atomics: two instances must give identical results), those needing more workspace than the caller
+ * has, those that fail to finalize or to run, and, where the caller times as the plan's graph
+ * replays (replay), those that do not run captured. Each error of cuDNN here only removes a
  * configuration or the whole graph: the legacy path stays. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "bd_cuda_internal.h"
@@ -62,9 +63,35 @@ static desc g_new(bd_cuda_dnn_graph *g, cudnnBackendDescriptorType_t type) {
   return d;
 }
 
+/* BATCHDET_CUDA_DNN_GRAPH_LOG=1: every refusal on the way to a plan (the step, cuDNN's
+ * status and its last error message), each configuration's fate and time, to stderr: what
+ * a first run against a new cuDNN needs to see. */
+static int graph_log(void) {
+  const char *e = getenv("BATCHDET_CUDA_DNN_GRAPH_LOG");
+  return e && strcmp(e, "0") != 0;
+}
+
+static void log_refusal(const char *what, long what_n, cudnnStatus_t st) {
+  char msg[512] = "";
+  if (!graph_log()) return;
+  cudnnGetLastErrorString(msg, sizeof msg);
+  fprintf(stderr, "batchdet: cuDNN graph:   %s %ld: %s%s%s\n", what, what_n,
+          cudnnGetErrorString(st), msg[0] ? ": " : "", msg);
+}
+
 static int set(desc d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
                int64_t n, const void *v) {
-  return d && cudnnBackendSetAttribute(d, name, type, n, v) == CUDNN_STATUS_SUCCESS;
+  if (!d) return 0;
+  const cudnnStatus_t st = cudnnBackendSetAttribute(d, name, type, n, v);
+  if (st != CUDNN_STATUS_SUCCESS) log_refusal("set attribute", (long)name, st);
+  return st == CUDNN_STATUS_SUCCESS;
+}
+
+/* Finalizes d (what: its descriptor type, for the log). */
+static int fin(desc d, cudnnBackendDescriptorType_t what) {
+  const cudnnStatus_t st = cudnnBackendFinalize(d);
+  if (st != CUDNN_STATUS_SUCCESS) log_refusal("finalize descriptor type", (long)what, st);
+  return st == CUDNN_STATUS_SUCCESS;
 }
 
 /* An NHWC tensor [n][c][h][w] in cuDNN's dimension order, rows of ld channels (16-bit
@@ -81,7 +108,7 @@ static desc g_tensor(bd_cuda_dnn_graph *g, int64_t uid, cudnnDataType_t type, in
       !set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) ||
       !set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) ||
       (v && !set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v)) ||
-      cudnnBackendFinalize(t) != CUDNN_STATUS_SUCCESS)
+      !fin(t, CUDNN_BACKEND_TENSOR_DESCRIPTOR))
     return NULL;
   return t;
 }
@@ -92,7 +119,7 @@ static desc g_pointwise(bd_cuda_dnn_graph *g, cudnnPointwiseMode_t mode, desc x,
   const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
   if (!set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode) ||
       !set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec) ||
-      cudnnBackendFinalize(pw) != CUDNN_STATUS_SUCCESS)
+      !fin(pw, CUDNN_BACKEND_POINTWISE_DESCRIPTOR))
     return NULL;
   desc op = g_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
   if (!x || !y ||
@@ -101,7 +128,7 @@ static desc g_pointwise(bd_cuda_dnn_graph *g, cudnnPointwiseMode_t mode, desc x,
       !set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x) ||
       (b && !set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b)) ||
       !set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y) ||
-      cudnnBackendFinalize(op) != CUDNN_STATUS_SUCCESS)
+      !fin(op, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR))
     return NULL;
   return op;
 }
@@ -137,7 +164,7 @@ static int g_ops(bd_cuda_dnn_graph *g, cudnnHandle_t h, const bd_cuda_conv_shape
       !set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride) ||
       !set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad) ||
       !set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad) ||
-      cudnnBackendFinalize(conv) != CUDNN_STATUS_SUCCESS)
+      !fin(conv, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR))
     return 0;
   desc op = g_new(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
   const float one = 1.0f, zero = 0.0f;
@@ -149,7 +176,7 @@ static int g_ops(bd_cuda_dnn_graph *g, cudnnHandle_t h, const bd_cuda_conv_shape
            &conv) ||
       !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &one) ||
       !set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &zero) ||
-      cudnnBackendFinalize(op) != CUDNN_STATUS_SUCCESS)
+      !fin(op, CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR))
     return 0;
   ops[n_ops++] = op;
   static const cudnnPointwiseMode_t act_mode[] = {[BD_ACT_RELU] = CUDNN_POINTWISE_RELU_FWD,
@@ -169,7 +196,7 @@ static int g_ops(bd_cuda_dnn_graph *g, cudnnHandle_t h, const bd_cuda_conv_shape
   return set(g->opgraph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n_ops,
              ops) &&
          set(g->opgraph, ATTR_OPGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
-         cudnnBackendFinalize(g->opgraph) == CUDNN_STATUS_SUCCESS;
+         fin(g->opgraph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
 }
 
 /* BATCHDET_CUDA_DNN_RTC=1 lets configurations that compile at run time in (NVRTC, which the
@@ -218,7 +245,7 @@ static desc make_plan(cudnnHandle_t h, desc cfg, size_t *ws) {
     return NULL;
   if (!set(plan, ATTR_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) ||
       !set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ||
-      cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS ||
+      !fin(plan, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR) ||
       cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
                                &n, &bytes) != CUDNN_STATUS_SUCCESS ||
       n != 1 || bytes < 0) {
@@ -300,13 +327,20 @@ static int try_plan(cudnnHandle_t h, const bd_cuda_dnn_graph *g, const bd_cuda_d
   timed_run t = {h, g, a};
   if (cudnnGetStream(h, &s) != CUDNN_STATUS_SUCCESS) return 0;
   replay = replay && stream_captures(s);
-  if (run_timed(&t, s, &err) != BD_OK || cudaStreamSynchronize(s) != cudaSuccess) {
+  cudaError_t e = cudaSuccess;
+  if (run_timed(&t, s, &err) != BD_OK || (e = cudaStreamSynchronize(s)) != cudaSuccess) {
+    if (graph_log())
+      fprintf(stderr, "batchdet: cuDNN graph:   it did not run: %s\n",
+              e != cudaSuccess ? cudaGetErrorString(e) : err.msg);
     (void)cudaGetLastError();
     return 0;
   }
   if (!ms) return 1;
   if (bd_cuda_time_replayed(s, run_timed, &t, GRAPH_REPS, replay, ms, &captured, &err) != BD_OK ||
       (replay && !captured)) {
+    if (graph_log())
+      fprintf(stderr, "batchdet: cuDNN graph:   it did not run %s: %s\n",
+              replay && !captured ? "captured" : "timed", err.msg);
     (void)cudaGetLastError();
     return 0;
   }
@@ -344,7 +378,7 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
       !set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
            &g->opgraph) ||
       !set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ||
-      cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS)
+      !fin(heur, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR))
     goto out; /* this cuDNN does not take the graph */
   for (int i = 0; i < GRAPH_CFGS; ++i)
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]) !=
@@ -355,13 +389,25 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
   if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                GRAPH_CFGS, &got, cfgs) != CUDNN_STATUS_SUCCESS)
     got = 0;
+  if (graph_log())
+    fprintf(stderr,
+            "batchdet: cuDNN graph: conv %dx%dx%dx%d -> %d k%dx%d s%d act %d res %d pitches "
+            "%d/%d%s: %lld configurations%s\n",
+            q->n, q->h, q->w, q->c, q->m, q->kh, q->kw, q->sh, q->act, q->res, q->ldx, q->ldy,
+            fused ? " fused" : "", (long long)got, cfg >= 0 ? " (the memo's)" : "");
   for (int i = 0; i < got && i < GRAPH_CFGS && timed < GRAPH_TIMED; ++i) {
     if (cfg >= 0 && i != cfg) continue;
     size_t ws = 0;
     float ms = 0;
-    if (excluded(cfgs[i])) continue;
+    if (excluded(cfgs[i])) {
+      if (graph_log()) fprintf(stderr, "batchdet: cuDNN graph:   cfg %d: kept out (notes)\n", i);
+      continue;
+    }
     desc plan = make_plan(h, cfgs[i], &ws);
     if (!plan) continue;
+    if (graph_log())
+      fprintf(stderr, "batchdet: cuDNN graph:   cfg %d: workspace %zu of %zu\n", i, ws,
+              a->ws_bytes);
     desc keep = g->plan;
     const size_t keep_ws = g->ws;
     g->plan = plan;
@@ -369,6 +415,8 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
     /* A memo's cfg only runs once (it was timed when chosen). */
     const int ran = ws <= a->ws_bytes && try_plan(h, g, a, replay, cfg >= 0 ? NULL : &ms);
     timed += ran;
+    if (ran && cfg < 0 && graph_log())
+      fprintf(stderr, "batchdet: cuDNN graph:   cfg %d: %.1f us\n", i, ms * 1e3);
     if (ran && (!keep || ms < best_ms)) {
       if (keep) cudnnBackendDestroyDescriptor(keep);
       g->cfg = i;

@@ -90,12 +90,15 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # default): forced on every layer cuDNN runs (BATCHDET_CUDA_CONV=cudnn-graph) against the
   # cpu backend and timed so, then b32 and b1 in the choice (the log's "cuDNN graph" times
   # per layer) beside the choice without it (BATCHDET_CUDA_DNN_GRAPH=0).
-  BATCHDET_CUDA_CONV=cudnn-graph BD_EXPECT_GRAPH=40 BD_CUDA_MODEL=$DAMO/T/model.onnx \
-    BD_CUDA_INPUT=$DAMO/T/input.f32 step test_cuda_model-damoT-graph 90 "$B/test_cuda_model"
+  # (BATCHDET_CUDA_DNN_GRAPH_LOG=1: every refusal with cuDNN's own message, each
+  # configuration's time.)
+  BATCHDET_CUDA_CONV=cudnn-graph BATCHDET_CUDA_DNN_GRAPH_LOG=1 BD_EXPECT_GRAPH=40 \
+    BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
+    step test_cuda_model-damoT-graph 90 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=cudnn-graph step bench-damoT-b32-graph-all 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   for bb in 32 1; do
-    BATCHDET_CUDA_CONV_LOG=1 step bench-damoT-b$bb-graph 60 "$BD" bench \
+    BATCHDET_CUDA_CONV_LOG=1 BATCHDET_CUDA_DNN_GRAPH_LOG=1 step bench-damoT-b$bb-graph 60 "$BD" bench \
       --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3
     BATCHDET_CUDA_DNN_GRAPH=0 step bench-damoT-b$bb-nograph 60 "$BD" bench \
       --model "$DAMO/T/model.onnx" --device cuda --batch $bb --iters 20 --warmup 3

@@ -212,10 +212,10 @@ static int same_shape(const bd_cuda_conv_shape *a, const bd_cuda_conv_shape *b) 
  * instances load without measuring again. Two kinds: cuDNN's algorithm for a convolution
  * (key: the shape; act and res do not change what cuDNN runs) and, under
  * BATCHDET_CUDA_CONV=auto, our kernel on a tile or cuDNN (key: the shape with its
- * activation and residual, what cuDNN can fuse; pitches are not part of it: the plan
- * decides them after this choice, from it). Entries never change once written. Two
- * more for cuDNN's graph API: the configuration of the plain convolution (MEMO_GRAPH, keyed
- * as MEMO_ALGO) and of the fused one (MEMO_GRAPH_FUSED, keyed as MEMO_CHOICE). */
+ * activation and residual, what cuDNN can fuse, and whether the output is a Concat piece; pitches
+ * are not part of it: the plan decides them after this choice, from it). Entries never change once
+ * written. Two more for cuDNN's graph API: the configuration of the plain convolution (MEMO_GRAPH,
+ * keyed as MEMO_ALGO) and of the fused one (MEMO_GRAPH_FUSED, keyed as MEMO_CHOICE). */
 enum { MEMO_ALGO, MEMO_CHOICE, MEMO_GRAPH, MEMO_GRAPH_FUSED };
 /* MEMO_CHOICE's tile for cuDNN's legacy calls and for its graph API. */
 enum { CHOICE_LIB = -1, CHOICE_GRAPH = -2 };
@@ -250,6 +250,7 @@ static int memo_get(int kind, int device, const bd_cuda_conv_shape *p, shape_mem
     const int graph = kind == MEMO_GRAPH || kind == MEMO_GRAPH_FUSED;
     if (m->kind == kind && m->device == device && same_shape(k, p) &&
         (kind == MEMO_ALGO || kind == MEMO_GRAPH || (k->act == p->act && k->res == p->res)) &&
+        (kind != MEMO_CHOICE || k->piece == p->piece) &&
         (!graph || (pitch_of(k->ldx, k->c) == pitch_of(p->ldx, p->c) &&
                     pitch_of(k->ldy, k->m) == pitch_of(p->ldy, p->m) &&
                     pitch_of(k->ldr, k->m) == pitch_of(p->ldr, p->m)))) {
@@ -991,7 +992,7 @@ out:
 }
 
 bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shape, int pad_b,
-                              int pad_r, const void *w, const float *bias, int may_fuse, int piece,
+                              int pad_r, const void *w, const float *bias, int may_fuse,
                               const bd_cuda_conv_scratch *sc, cudaStream_t stream, bd_err *err) {
   bd_status st = BD_OK;
   bd_cuda_conv_layer *lib = NULL, *glib = NULL;
@@ -1029,7 +1030,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   float t_copy = 0;
   int lib_padded = 0;
   (void)bd_cuda_conv_layer_algo(lib, &lib_padded);
-  if (st == BD_OK && piece && !lib->direct && !lib_padded && may_fuse && bias && lib_fuses(&p)) {
+  if (st == BD_OK && p.piece && !lib->direct && !lib_padded && may_fuse && bias && lib_fuses(&p)) {
     copy_run cr = {sc, yn};
     int ccap = 0;
     st = copy_run_one(&cr, stream, err); /* untimed */

@@ -265,7 +265,10 @@ static int is_view(bd_op op) {
          op == BD_OP_UNSQUEEZE || op == BD_OP_IDENTITY || op == BD_OP_CAST;
 }
 
-static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_shape *s) {
+static int concat_piece(const bd_graph *g, int v);
+
+static void conv_shape(const bd_graph *g, const bd_cuda_cplan *cp, const bd_node *nd,
+                       bd_cuda_conv_shape *s) {
   const bd_plan *p = cp->plan;
   const int64_t *x = p->dims[nd->in[0]], *y = p->dims[nd->out[0]];
   const bd_conv_params *c = &nd->p.conv;
@@ -296,6 +299,7 @@ static void conv_shape(const bd_cuda_cplan *cp, const bd_node *nd, bd_cuda_conv_
   s->m1 = s->ldy2 = s->ldr2 = s->act2 = 0;
   s->y2 = NULL;
   s->r2 = NULL;
+  s->piece = concat_piece(g, nd->out[0]);
 }
 
 /* Whether twin convs a (the first) and b->twin[a] may run as one launch:
@@ -318,9 +322,10 @@ static int twins_allowed(const bd_cuda_be *b, int a) {
 static void twin_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int a,
                        bd_cuda_conv_shape *s) {
   const bd_graph *g = b->base.graph;
-  conv_shape(cp, &g->nodes[a], s);
+  conv_shape(g, cp, &g->nodes[a], s);
   s->m = bd_cuda_twin_m1s(s->m) + (int)cp->plan->dims[g->nodes[b->twin[a]].out[0]][1];
   s->ldy = 0;
+  s->piece = 0; /* two outputs: each its own */
 }
 
 /* The shape conv node n runs: its own, or for the first of twins this plan runs as one
@@ -329,7 +334,7 @@ static void node_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int n,
                        bd_cuda_conv_shape *s) {
   const bd_graph *g = b->base.graph;
   if (cp->twin_on[n] != 1) {
-    conv_shape(cp, &g->nodes[n], s);
+    conv_shape(g, cp, &g->nodes[n], s);
     return;
   }
   const int y = g->nodes[n].out[0], y2 = g->nodes[b->twin[n]].out[0];
@@ -374,7 +379,7 @@ static int conv_caps(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node
     nd = &b->base.graph->nodes[a];
     twin_shape(b, cp, a, &s);
   } else {
-    conv_shape(cp, nd, &s);
+    conv_shape(b->base.graph, cp, nd, &s);
   }
   return bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
                                        conv_may_fuse(b, nd, &s));
@@ -529,7 +534,7 @@ static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int
   const bd_node *nd = &g->nodes[n];
   if (nd->op != BD_OP_CONV || cp->plan->rank[nd->in[0]] != 4) return 0;
   if (!t) {
-    conv_shape(cp, nd, s);
+    conv_shape(g, cp, nd, s);
     return 1;
   }
   if (!twins_allowed(b, n) || !b->tbias[n]) return 0;
@@ -594,8 +599,7 @@ static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
                           : nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]]
                                                            : NULL;
       st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[n], bias,
-                               conv_may_fuse(b, nd, &s), !t && concat_piece(g, nd->out[0]), &sc,
-                               b->stream, err);
+                               conv_may_fuse(b, nd, &s), &sc, b->stream, err);
       if (st != BD_OK)
         bd_err_prefix(err, "node '%s'%s", nd->name ? nd->name : "", t ? " (with its twin)" : "");
     }

@@ -149,12 +149,12 @@ typedef struct bd_cuda_conv_scratch {
  * of ours is kept only when it is the fastest of all and its output agrees with cuDNN's
  * (sampled; a tile that disagrees or fails to launch is never used, and a warning goes to
  * stderr). Later layers of the shape follow the decision (bd_cuda_conv_layer_new and the
- * pitch/pad queries). piece: the layer's output is a Concat's piece, which every side
- * but cuDNN's fused legacy call writes in place; that side is charged the Concat's copy
- * (timed: a copy of the output).
+ * pitch/pad queries). Where the output is a Concat's piece (p->piece; decided apart from
+ * other layers of the shape), which every side but cuDNN's fused legacy call writes in
+ * place, that side is charged the Concat's copy (timed: a copy of the output).
  * BATCHDET_CUDA_CONV_LOG=1 prints every decision with both times. */
 bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, int pad_b, int pad_r,
-                              const void *w, const float *bias, int may_fuse, int piece,
+                              const void *w, const float *bias, int may_fuse,
                               const bd_cuda_conv_scratch *sc, cudaStream_t stream, bd_err *err);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);

@@ -109,6 +109,10 @@ typedef struct bd_cuda_conv_shape {
   const void *r2; /* twins with a residual: the second's (see m1 above) */
   int ldr2;
   int act2; /* twins: channels [m1, m)'s activation as bd_act + 1; 0: act, as the first's */
+  /* Planning only (the kernels ignore it): 1 when the output's only reader is a channel
+   * Concat, whose piece it becomes where the layer can write one; the conv choice decides
+   * such layers apart from others of their shape (bd_cuda_conv_choose). */
+  int piece;
 } bd_cuda_conv_shape;
 
 /* Where a twin's second output starts in the stacked channels (and weights and biases):

@@ -202,7 +202,7 @@ static void test_shapes(void **s) {
 static void test_refuses(void **s) {
   (void)s;
   bd_cuda_conv_shape p = {1, 4, 4, 12, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1,
-                          1, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+                          1, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0, 0};
   uint16_t *b = h16_random(4096, 0.f, 0.f);
   assert_int_equal(bd_cuda_conv_mma(&p, b, b, NULL, NULL, b, 0), cudaErrorInvalidValue); /* C%8 */
   p.c = 16, p.m = 12; /* M % 8: any pitch >= M, 2-byte alignment (test_shapes: no split) */

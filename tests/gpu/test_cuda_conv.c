@@ -39,7 +39,7 @@ static bd_cuda_conv_shape case_shape(const conv_case *cc) {
   const int ow = (cc->w + cc->pl + cc->pr - cc->k) / cc->s + 1;
   return (bd_cuda_conv_shape){2, cc->h, cc->w, cc->c, oh, ow, cc->m, cc->k, cc->k, cc->s,
                               cc->s, 1, 1, cc->pt, cc->pl, cc->group, cc->act, cc->res,
-                              cc->ldx, cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup, NULL, 0, 0};
+                              cc->ldx, cc->ldy, cc->xzero, cc->ldr, 0, 0, NULL, cc->rup, NULL, 0, 0, 0};
 }
 
 /* use_direct: 1 our direct kernel, 0 the layer (cuDNN or ours as the mode decides),
@@ -205,7 +205,7 @@ static void test_conv_direct(void **state) {
     if (!cases[i].ldr && !cases[i].rup) run_case(&cases[i], 1);
   /* a pitched residual is our tensor-core kernel's only: refused before anything is read */
   bd_cuda_conv_shape p = {2, 9, 9, 16, 9, 9, 16, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, BD_RES_PRE_ACT,
-                          0, 0, 0, 24, 0, 0, NULL, 0, NULL, 0, 0};
+                          0, 0, 0, 24, 0, 0, NULL, 0, NULL, 0, 0, 0};
   assert_int_equal(bd_cuda_conv_direct(&p, NULL, NULL, NULL, NULL, NULL, 0), cudaErrorInvalidValue);
   p.ldr = 0; /* and so is an upsampled one */
   p.rup = 3;
@@ -219,7 +219,7 @@ static void test_conv_direct(void **state) {
 static int tile_ready(int t) {
   if (bd_cuda_conv_tile_ready(t)) return 1;
   bd_cuda_conv_shape p = {1, 8, 8, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1,
-                          1, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+                          1, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0, 0};
   void *b = tc_dev_poisoned(8 * 8 * 16 * 9 * 2);
   assert_int_equal(bd_cuda_conv_mma_tiled(&p, t, b, b, NULL, NULL, b, NULL, 0, 0),
                    cudaErrorNotSupported);
@@ -237,7 +237,7 @@ static int tile_ready(int t) {
  * order: the pixel that came); 2: x[p][0] = 1, w[m][0] = m: y[p][m] = m (a wrong order of
  * B's rows). The first mismatches are printed with what came; returns their count. */
 static const bd_cuda_conv_shape probe_shape = {1, 16, 16, 64, 16, 16, 64, 1, 1, 1, 1, 1, 1, 0,
-                                              0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0};
+                                              0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0, 0};
 
 static int probe_tile(int t, int probe) {
   enum { P = 256, C = 64 }; /* probe_shape's pixels and channels */
@@ -420,7 +420,7 @@ static void run_twin_res(int k, int c, int m1, int m2, int ldy, int ldy2, int ac
   void *dy = tc_dev_poisoned(npy * ldy * 2), *dy2 = tc_dev_poisoned(npy * ldy2 * 2);
   bd_cuda_conv_shape p = {N, H, W, c, H, W, ms, k, k, 1, 1, 1, 1, pad, pad, 1, act, res,
                           0, ldy, 0, ldr1, m1, ldy2, dy2, rup > 1 ? rup : 0, dr2, ldr2,
-                          act2 >= 0 ? act2 + 1 : 0};
+                          act2 >= 0 ? act2 + 1 : 0, 0};
   const int ragged = m1 % 8 || ms % 8;
   if (bd_cuda_conv_mma_splits(&p, tile) < 1) goto done; /* a tile refusing the shape */
   if (tile == BD_CONV_PATCH_TILE && res) { /* twins' residuals: not on the patch tile */

@@ -164,27 +164,6 @@ static int concat_piece(const bd_graph *g, int v) {
   return readers == 1 && concat;
 }
 
-/* Whether conv node n's output counts as a Concat piece in the choice: decisions are kept
- * per layer shape (with activation and residual), made by the first conv of that shape in
- * the plan's order, so that node's output decides for every conv of its shape. */
-static int choice_piece(const bd_graph *g, const bd_plan *plan, int n) {
-  const bd_node *a = &g->nodes[n];
-  for (int k = 0; k < plan->n_steps; ++k) {
-    const bd_node *b = &g->nodes[plan->steps[k]];
-    if (b->op != BD_OP_CONV) continue;
-    const bd_conv_params *pa = &a->p.conv, *pb = &b->p.conv;
-    int same = pa->kh == pb->kh && pa->kw == pb->kw && pa->sh == pb->sh && pa->sw == pb->sw &&
-               pa->dh == pb->dh && pa->dw == pb->dw && pa->pad_t == pb->pad_t &&
-               pa->pad_l == pb->pad_l && pa->group == pb->group && pa->act == pb->act &&
-               pa->res == pb->res;
-    for (int d = 0; d < 4 && same; ++d)
-      same = plan->dims[a->in[0]][d] == plan->dims[b->in[0]][d] &&
-             plan->dims[a->out[0]][d] == plan->dims[b->out[0]][d];
-    if (same) return concat_piece(g, b->out[0]);
-  }
-  return 0;
-}
-
 /* BATCHDET_CUDA_CONV=auto (the default) over the emulated cuDNN, whose clock runs 1 us
  * per launch ($BD_TEST_CONV_AUTO=1; a process of its own, since decisions are kept per
  * process). Our tensor-core kernel is one launch; cuDNN is one when it fuses bias +
@@ -195,7 +174,8 @@ static int choice_piece(const bd_graph *g, const bd_plan *plan, int n) {
  * padded copies (an asymmetric layer with other channel counts runs on the direct
  * kernel: one launch, a tie that keeps it, or with C not a multiple of 8 no padded copy
  * for ours to read, so ours is not tried), or fused with its output a Concat's piece
- * (the Concat's copy charged: two; choice_piece), on its first block tile (ties again); with
+ * (the Concat's copy charged: two; decided apart from the shape's other layers), on its
+ * first block tile (ties again); with
  * $BD_EMU_MMA_FAULT=1 (its outputs wrong) for none, with $BD_EMU_MMA_FAULT=launch0
  * (tile 0 fails to launch) for the same layers on tile 1.
  * Both agree with the cpu backend. A bad BATCHDET_CUDA_CONV or BATCHDET_CUDA_CHOICE_TIMING
@@ -241,7 +221,7 @@ static void test_conv_auto(void **state) {
      * the low resolution of bd_compile's split_upsampled_concats) is one launch too */
     const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
     const int fused = bd_cuda_conv_layer_is_fused(cl->layer[n]);
-    want[n] = c % 8 || m % 8 ? padded : (!fused && epi) || (fused && choice_piece(g, plan, n));
+    want[n] = c % 8 || m % 8 ? padded : (!fused && epi) || (fused && concat_piece(g, nd->out[0]));
     n_want += want[n];
   }
   printf("%d dense convs, %d of them unfused, channel-padded or a fused Concat piece in cuDNN\n",
@@ -385,7 +365,7 @@ static void test_conv_graph(void **state) {
     n_fused_res += fused && nd->p.conv.res != BD_RES_NONE;
     /* the choice below: a launch less than the legacy calls (their separate epilogue, or
      * the Concat's copy of a fused one's output) */
-    const int piece = bd_cuda_conv_layer_is_fused(lp->layer[n]) && choice_piece(g, plan, n);
+    const int piece = bd_cuda_conv_layer_is_fused(lp->layer[n]) && concat_piece(g, nd->out[0]);
     want[n] = (unfused_epilogue(g, lp, n) || piece) && !unfused_epilogue(g, gp, n);
     n_want += want[n];
   }

@@ -265,8 +265,6 @@ static int is_view(bd_op op) {
          op == BD_OP_UNSQUEEZE || op == BD_OP_IDENTITY || op == BD_OP_CAST;
 }
 
-static int concat_piece(const bd_graph *g, int v);
-
 static void conv_shape(const bd_graph *g, const bd_cuda_cplan *cp, const bd_node *nd,
                        bd_cuda_conv_shape *s) {
   const bd_plan *p = cp->plan;
@@ -299,7 +297,7 @@ static void conv_shape(const bd_graph *g, const bd_cuda_cplan *cp, const bd_node
   s->m1 = s->ldy2 = s->ldr2 = s->act2 = 0;
   s->y2 = NULL;
   s->r2 = NULL;
-  s->piece = concat_piece(g, nd->out[0]);
+  s->piece = bd_cuda_concat_piece(g, nd->out[0]);
 }
 
 /* Whether twin convs a (the first) and b->twin[a] may run as one launch:
@@ -544,10 +542,7 @@ static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int
 
 static int alias_enabled(void);
 
-/* 1 when value v is read only by one channel Concat (not a network output): the plan stores
- * it as that Concat's piece where its producer can write one (bd_cuda_plan_aliases), else
- * the Concat copies it. */
-static int concat_piece(const bd_graph *g, int v) {
+int bd_cuda_concat_piece(const bd_graph *g, int v) {
   int readers = 0, concat = 0;
   if (v < 0 || g->values[v].is_output || !alias_enabled()) return 0;
   for (int r = 0; r < g->n_nodes; ++r)

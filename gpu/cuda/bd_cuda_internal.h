@@ -158,6 +158,10 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, i
                               const bd_cuda_conv_scratch *sc, cudaStream_t stream, bd_err *err);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
+/* 1 when value v is read only by one channel Concat (not a network output): the plan stores
+ * it as that Concat's piece where its producer can write one (bd_cuda_plan_aliases), else
+ * the Concat copies it (bd_cuda_conv_shape.piece). */
+int bd_cuda_concat_piece(const bd_graph *g, int v);
 void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 
 #ifdef BD_HAVE_CUDNN

@@ -149,21 +149,6 @@ static void run_batch(int batch, double bound) {
   bd_plan_destroy(plan);
 }
 
-/* 1 when value v's only reader is a channel Concat and v is not a network output: a piece
- * the plan writes in place where its producer can, else the Concat copies it (one more
- * launch, which the choice charges to cuDNN's fused legacy call). */
-static int concat_piece(const bd_graph *g, int v) {
-  int readers = 0, concat = 0;
-  if (g->values[v].is_output) return 0;
-  for (int r = 0; r < g->n_nodes; ++r)
-    for (int j = 0; j < g->nodes[r].n_in; ++j)
-      if (g->nodes[r].in[j] == v) {
-        readers++;
-        concat = g->nodes[r].op == BD_OP_CONCAT && g->nodes[r].p.concat.axis == 1;
-      }
-  return readers == 1 && concat;
-}
-
 /* BATCHDET_CUDA_CONV=auto (the default) over the emulated cuDNN, whose clock runs 1 us
  * per launch ($BD_TEST_CONV_AUTO=1; a process of its own, since decisions are kept per
  * process). Our tensor-core kernel is one launch; cuDNN is one when it fuses bias +
@@ -221,7 +206,8 @@ static void test_conv_auto(void **state) {
      * the low resolution of bd_compile's split_upsampled_concats) is one launch too */
     const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
     const int fused = bd_cuda_conv_layer_is_fused(cl->layer[n]);
-    want[n] = c % 8 || m % 8 ? padded : (!fused && epi) || (fused && concat_piece(g, nd->out[0]));
+    want[n] =
+        c % 8 || m % 8 ? padded : (!fused && epi) || (fused && bd_cuda_concat_piece(g, nd->out[0]));
     n_want += want[n];
   }
   printf("%d dense convs, %d of them unfused, channel-padded or a fused Concat piece in cuDNN\n",
@@ -365,7 +351,8 @@ static void test_conv_graph(void **state) {
     n_fused_res += fused && nd->p.conv.res != BD_RES_NONE;
     /* the choice below: a launch less than the legacy calls (their separate epilogue, or
      * the Concat's copy of a fused one's output) */
-    const int piece = bd_cuda_conv_layer_is_fused(lp->layer[n]) && concat_piece(g, nd->out[0]);
+    const int piece =
+        bd_cuda_conv_layer_is_fused(lp->layer[n]) && bd_cuda_concat_piece(g, nd->out[0]);
     want[n] = (unfused_epilogue(g, lp, n) || piece) && !unfused_epilogue(g, gp, n);
     n_want += want[n];
   }

@@ -359,11 +359,10 @@ static int fuse_enabled(void) {
   return !e || strcmp(e, "0") != 0;
 }
 
-/* Whether conv node nd of shape s would try cuDNN's fused epilogue (which activations and
- * residuals each of cuDNN's paths fuses is bd_cuda_cudnn.c's to say). */
-static int conv_may_fuse(const bd_cuda_be *b, const bd_node *nd, const bd_cuda_conv_shape *s) {
+/* Whether conv node nd would try cuDNN's fused epilogue (which activations and residuals
+ * each of cuDNN's paths fuses is bd_cuda_cudnn.c's to say). */
+static int conv_may_fuse(const bd_cuda_be *b, const bd_node *nd) {
   int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
-  (void)s;
   return b->dnn && has_bias && fuse_enabled();
 }
 
@@ -380,7 +379,7 @@ static int conv_caps(const bd_cuda_be *b, const bd_cuda_cplan *cp, const bd_node
     conv_shape(b->base.graph, cp, nd, &s);
   }
   return bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->dnn != NULL,
-                                       conv_may_fuse(b, nd, &s));
+                                       conv_may_fuse(b, nd));
 }
 
 /* Which twin convs this plan runs as one launch (cp->twin_on): those whose stacked shape
@@ -398,7 +397,7 @@ static void plan_twins(const bd_cuda_be *b, bd_cuda_cplan *cp) {
     bd_cuda_conv_shape s;
     twin_shape(b, cp, n, &s);
     const int caps = bd_cuda_conv_layer_pitch_caps(&s, nd->p.conv.pad_b, nd->p.conv.pad_r,
-                                                   b->dnn != NULL, conv_may_fuse(b, nd, &s));
+                                                   b->dnn != NULL, conv_may_fuse(b, nd));
     if (!(caps & BD_CONV_PITCH_ALIGN8) || (caps & BD_CONV_PITCH_XZERO) ||
         (s.res != BD_RES_NONE && !(caps & BD_CONV_PITCH_ROUTE)))
       continue; /* twins with residuals: each read its own (not on the patch tile) */
@@ -594,7 +593,7 @@ static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
                           : nd->n_in > 2 && nd->in[2] >= 0 ? (const float *)b->cdev[nd->in[2]]
                                                            : NULL;
       st = bd_cuda_conv_choose(b->dnn, &s, nd->p.conv.pad_b, nd->p.conv.pad_r, b->wbf[n], bias,
-                               conv_may_fuse(b, nd, &s), &sc, b->stream, err);
+                               conv_may_fuse(b, nd), &sc, b->stream, err);
       if (st != BD_OK)
         bd_err_prefix(err, "node '%s'%s", nd->name ? nd->name : "", t ? " (with its twin)" : "");
     }

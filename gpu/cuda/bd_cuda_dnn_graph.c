@@ -317,8 +317,8 @@ static int stream_captures(cudaStream_t s) {
 
 /* Whether the current configuration (g->plan) runs - one untimed run, which also loads its
  * kernels - and then, when ms, its time: GRAPH_REPS runs as the plan's graph replays them
- * (replay) or back to back. 0: it failed, or did not run captured where replay asks and
- * the stream captures. */
+ * (replay: the stream captures) or back to back. 0: it failed, or did not run captured
+ * where replay asks. */
 static int try_plan(cudnnHandle_t h, const bd_cuda_dnn_graph *g, const bd_cuda_dnn_args *a,
                     int replay, float *ms) {
   cudaStream_t s = NULL;
@@ -326,7 +326,6 @@ static int try_plan(cudnnHandle_t h, const bd_cuda_dnn_graph *g, const bd_cuda_d
   int captured = 0;
   timed_run t = {h, g, a};
   if (cudnnGetStream(h, &s) != CUDNN_STATUS_SUCCESS) return 0;
-  replay = replay && stream_captures(s);
   cudaError_t e = cudaSuccess;
   if (run_timed(&t, s, &err) != BD_OK || (e = cudaStreamSynchronize(s)) != cudaSuccess) {
     if (graph_log())
@@ -389,6 +388,9 @@ bd_status bd_cuda_dnn_graph_new(cudnnHandle_t h, const bd_cuda_conv_shape *q, in
   if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                GRAPH_CFGS, &got, cfgs) != CUDNN_STATUS_SUCCESS)
     got = 0;
+  cudaStream_t stream = NULL;
+  if (replay && cfg < 0) /* a stream that does not capture times every configuration uncaptured */
+    replay = cudnnGetStream(h, &stream) == CUDNN_STATUS_SUCCESS && stream_captures(stream);
   if (graph_log())
     fprintf(stderr,
             "batchdet: cuDNN graph: conv %dx%dx%dx%d -> %d k%dx%d s%d act %d res %d pitches "

@@ -149,6 +149,14 @@ static void run_batch(int batch, double bound) {
   bd_plan_destroy(plan);
 }
 
+/* 1 when node n of a prepared plan's conv layers runs with a separate epilogue launch: not
+ * fused and something to add (bias, activation or residual). */
+static int unfused_epilogue(const bd_graph *g, const bd_cuda_cplan *cp, int n) {
+  const bd_node *nd = &g->nodes[n];
+  const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
+  return epi && !bd_cuda_conv_layer_is_fused(cp->layer[n]);
+}
+
 /* BATCHDET_CUDA_CONV=auto (the default) over the emulated cuDNN, whose clock runs 1 us
  * per launch ($BD_TEST_CONV_AUTO=1; a process of its own, since decisions are kept per
  * process). Our tensor-core kernel is one launch; cuDNN is one when it fuses bias +
@@ -204,10 +212,10 @@ static void test_conv_auto(void **state) {
     (void)bd_cuda_conv_layer_algo(cl->layer[n], &padded);
     /* an unfused layer with nothing to add (no bias, activation or residual: a conv at
      * the low resolution of bd_compile's split_upsampled_concats) is one launch too */
-    const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
     const int fused = bd_cuda_conv_layer_is_fused(cl->layer[n]);
-    want[n] =
-        c % 8 || m % 8 ? padded : (!fused && epi) || (fused && bd_cuda_concat_piece(g, nd->out[0]));
+    want[n] = c % 8 || m % 8
+                  ? padded
+                  : unfused_epilogue(g, cl, n) || (fused && bd_cuda_concat_piece(g, nd->out[0]));
     n_want += want[n];
   }
   printf("%d dense convs, %d of them unfused, channel-padded or a fused Concat piece in cuDNN\n",
@@ -288,14 +296,6 @@ static void test_conv_auto(void **state) {
 
 #ifdef BD_EMU_CUDNN
 extern int bd_cuda_emu_dnn_graph_runs; /* cuda_emu.c */
-
-/* 1 when node n of a prepared plan's conv layers runs with a separate epilogue launch: not
- * fused and something to add (bias, activation or residual). */
-static int unfused_epilogue(const bd_graph *g, const bd_cuda_cplan *cp, int n) {
-  const bd_node *nd = &g->nodes[n];
-  const int epi = (nd->n_in > 2 && nd->in[2] >= 0) || nd->p.conv.act || nd->p.conv.res;
-  return epi && !bd_cuda_conv_layer_is_fused(cp->layer[n]);
-}
 
 /* cuDNN's graph API (bd_cuda_dnn_graph.c) over the emulated one ($BD_TEST_CONV_GRAPH=1; a
  * process of its own: decisions are kept per process). BATCHDET_CUDA_CONV=cudnn-graph puts

@@ -908,8 +908,7 @@ cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t *s) {
  * EMU_GRAPH_WS bytes of workspace, one needing none. A plan runs as the direct twin, as
  * the legacy calls do: the plain convolution rounds its pre-bias sum to 16 bits, the
  * fused graph rounds once after the whole epilogue. $BD_EMU_DNN_GRAPH=slow makes each run
- * cost one emulated launch more (the choice then keeps the legacy calls), =none makes the
- * heuristics return nothing. */
+ * cost one emulated launch more (the choice then keeps the legacy calls). */
 #define EMU_ATTRS 16
 #define EMU_GRAPH_WS 4096
 enum { EMU_ENG_RTC, EMU_ENG_NONDET, EMU_ENG_WS, EMU_ENG_PLAIN, EMU_ENGINES };
@@ -1215,7 +1214,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
   if (b->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR && name == CUDNN_ATTR_ENGINEHEUR_RESULTS &&
       type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
     emu_bdesc *g = emu_ref(b, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, 0), **out = v;
-    *n = strcmp(emu_graph_env(), "none") == 0 ? 0 : req < EMU_ENGINES ? req : EMU_ENGINES;
+    *n = req < EMU_ENGINES ? req : EMU_ENGINES;
     for (int64_t i = 0; i < *n; ++i) {
       if (!out[i] || out[i]->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)
         return CUDNN_STATUS_BAD_PARAM;

@@ -52,12 +52,16 @@ struct bd_cuda_conv_layer {
   cudnnActivationDescriptor_t ad; /* fused path only */
   cudnnTensorDescriptor_t bd;
   bd_cuda_dnn_graph *g; /* non-NULL: the convolution runs as this graph-API plan */
+  void *gbias16;        /* the bias in 16 bits for g fused (cuDNN's engines take no other) */
 #endif
   void *bias16; /* the bias in 16 bits for the fused call; NULL: not fused */
   size_t ws;
 };
 
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l) { return l ? l->direct : 1; }
+const bd_cuda_conv_shape *bd_cuda_conv_layer_shape(const bd_cuda_conv_layer *l) {
+  return &l->p;
+}
 
 /* BATCHDET_CUDA_CONV: who runs a dense conv (group 1, any channel counts) - our
  * tensor-core kernel (bd_cuda_conv_mma) or cuDNN. "auto" (the default) decides per layer
@@ -189,6 +193,7 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l) {
   if (l->ad) cudnnDestroyActivationDescriptor(l->ad);
   if (l->bd) cudnnDestroyTensorDescriptor(l->bd);
   bd_cuda_dnn_graph_destroy(l->g);
+  cudaFree(l->gbias16);
 #endif
   cudaFree(l->bias16);
   if (!l->lent) {
@@ -274,6 +279,14 @@ static void memo_put(const shape_memo *m) {
  * pitches (bd_cuda_plan_conv_choices) and never changed, so that the pitch capabilities,
  * the buffer sizes and the layer agree: a fused plan reads its input and writes its output
  * as Concat pieces itself (strided tensors), a plain one reads its input so. */
+/* Whether a graph-API plan of shape p writes its output as a Concat piece (strided) itself:
+ * fused (else our epilogue, which refuses the pitch, follows), and without a residual
+ * (cuDNN's precompiled engines want the residual strided as the output, and the plan gives
+ * the residual none). Else the Concat copies the output. */
+static int graph_writes_piece(const bd_cuda_conv_shape *p, int fused) {
+  return fused && p->res == BD_RES_NONE;
+}
+
 static int graph_decision(const bd_cuda_conv_shape *p) {
   int device = 0;
   shape_memo m;
@@ -365,7 +378,7 @@ out:
  * chose for the shape before, else the fastest, timed on these buffers. Leaves l as it is
  * when there is none. */
 static bd_status graph_layer(cudnnHandle_t h, bd_cuda_conv_layer *l, int fused, const void *x,
-                             const void *w, const float *bias, const void *r, void *y, void *probe,
+                             const void *w, const void *bias16, const void *r, void *y, void *probe,
                              size_t probe_bytes, bd_err *err) {
   bd_status st = BD_OK;
   int device = 0;
@@ -380,7 +393,7 @@ static bd_status graph_layer(cudnnHandle_t h, bd_cuda_conv_layer *l, int fused, 
     probe_bytes = bd_cuda_probe_ws_alloc(&own);
     probe = own;
   }
-  const bd_cuda_dnn_args a = {x, w, fused ? bias : NULL, fused ? r : NULL, y, probe, probe_bytes};
+  const bd_cuda_dnn_args a = {x, w, fused ? bias16 : NULL, fused ? r : NULL, y, probe, probe_bytes};
   st = bd_cuda_dnn_graph_new(h, &l->q, fused, memo ? known.algo : -1, &a, choice_replayed() > 0, &g,
                              err);
   if (st != BD_OK) goto out;
@@ -434,7 +447,7 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
   int depthwise = p->group > 1 && p->group == p->c;
   int pitched_y = p->ldy && p->ldy != p->m;
   /* a fused graph-API plan writes the pitched output itself */
-  const int graph_y = cudnn && sym && graph_decision(p) == 2;
+  const int graph_y = cudnn && sym && graph_writes_piece(p, graph_decision(p) == 2);
   r.padded = p->group == 1 && (p->c % 8 || p->m % 8) && sym;
   if (r.padded) {
     r.qc = round8(p->c);
@@ -474,10 +487,11 @@ int bd_cuda_conv_layer_pitch_caps(const bd_cuda_conv_shape *p, int pad_b, int pa
   int on_cudnn = cudnn && !depthwise && sym;
   int caps = 0;
   /* On cuDNN's graph API (strided tensors): the input as a Concat piece, the output too
-   * where the plan runs fused (else none: its epilogue would refuse it). */
+   * where graph_writes_piece. */
   const int gd = on_cudnn ? graph_decision(p) : 0;
   if (gd)
-    return BD_CONV_PITCH_X | BD_CONV_PITCH_ALIGN8 | (gd == 2 && may_fuse ? BD_CONV_PITCH_Y : 0);
+    return BD_CONV_PITCH_X | BD_CONV_PITCH_ALIGN8 |
+           (may_fuse && graph_writes_piece(p, gd == 2) ? BD_CONV_PITCH_Y : 0);
   if (!on_cudnn || pp.xcopy) caps |= BD_CONV_PITCH_X;
   if (pp.padded && pp.qc != p->c) caps |= BD_CONV_PITCH_XZERO;
   if (!on_cudnn || pp.padded || !may_fuse || !lib_fuses(p)) caps |= BD_CONV_PITCH_Y;
@@ -693,8 +707,19 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
   const bd_cuda_conv_shape *p = &l->p;
   if (l->g) { /* the graph API fuses any activation and residual, where an engine does */
     if (!cudnn_handle || l->wpad || l->ypad || !bias || bd_cuda_dnn_graph_fused(l->g)) return BD_OK;
-    st = graph_layer((cudnnHandle_t)cudnn_handle, l, 1, x, w, bias, p->res ? y : NULL, y, ws,
+    if (!l->gbias16) {
+      BD_CU(cudaMalloc(&l->gbias16, (size_t)p->m * 2));
+      bd_cuda_view src = {(void *)bias, BD_CT_F32, 1, {p->m}, {1}};
+      bd_cuda_view dst = {l->gbias16, BD_CT_H16, 1, {p->m}, {1}};
+      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
+      BD_CU(cudaDeviceSynchronize()); /* before the handle's stream reads it */
+    }
+    st = graph_layer((cudnnHandle_t)cudnn_handle, l, 1, x, w, l->gbias16, p->res ? y : NULL, y, ws,
                      ws_bytes, err);
+    if (st == BD_OK && !bd_cuda_dnn_graph_fused(l->g)) { /* no engine fuses it */
+      cudaFree(l->gbias16);
+      l->gbias16 = NULL;
+    }
     if (st == BD_OK && !bd_cuda_dnn_graph_fused(l->g) && p->ldy && p->ldy != p->m) {
       /* planned to write its Concat piece fused, which this cuDNN no longer does here: our
        * direct kernel writes it (epilogue included) */
@@ -848,7 +873,8 @@ bd_status bd_cuda_conv_layer_run(void *cudnn_handle, const bd_cuda_conv_layer *l
     if (l->g) {
       const int fused = bd_cuda_dnn_graph_fused(l->g);
       const bd_cuda_dnn_args a = {
-          x, w, fused ? bias : NULL, fused && p->res ? r : NULL, fused ? y : cy, ws, ws_bytes};
+          x,  w,       fused ? l->gbias16 : NULL, fused && p->res ? r : NULL, fused ? y : cy,
+          ws, ws_bytes};
       BD_DNN(bd_cuda_dnn_graph_run((cudnnHandle_t)cudnn_handle, l->g, &a));
       if (fused) return BD_OK;
     } else {
@@ -1035,11 +1061,15 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
   const int lib_captured = captured;
   /* Where the output is a Concat's piece and the legacy side would run fused (its pitch
    * capabilities then refuse the piece: bd_cuda_conv_layer_pitch_caps), the Concat copies
-   * it: charged to that side. Every other side writes the piece in place. */
+   * it: charged to that side; so where the graph API's side does not write the piece
+   * (graph_writes_piece). Our tiles write it in place. Timed here, before any side writes
+   * y1 (the copy's destination). */
   float t_copy = 0;
   int lib_padded = 0;
   (void)bd_cuda_conv_layer_algo(lib, &lib_padded);
-  if (st == BD_OK && p.piece && !lib->direct && !lib_padded && may_fuse && bias && lib_fuses(&p)) {
+  const int lib_copies =
+      p.piece && !lib->direct && !lib_padded && may_fuse && bias && lib_fuses(&p);
+  if (st == BD_OK && p.piece && may_fuse && bias && (lib_copies || dnn_graph_on())) {
     copy_run cr = {sc, yn};
     int ccap = 0;
     st = copy_run_one(&cr, stream, err); /* untimed */
@@ -1048,7 +1078,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
                                  err);
     t_copy *= CHOICE_REPS;
   }
-  const float t_lib_all = t_lib + t_copy;
+  const float t_lib_all = t_lib + (lib_copies ? t_copy : 0);
   /* Logged: cuDNN also as the choice timed it before (uncaptured), to see what the
    * host's side of each call costs. */
   const char *log = getenv("BATCHDET_CUDA_CONV_LOG");
@@ -1077,6 +1107,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       graph_ran = time_side(&gs, 1, replay, stream, &t_graph, &gcap, &gerr) == BD_OK &&
                   (gcap || !replay || !lib_captured);
       (void)cudaGetLastError();
+      if (p.piece && !graph_writes_piece(&p, bd_cuda_conv_layer_is_fused(glib))) t_graph += t_copy;
       if (graph_ran && t_graph < t_lib_all * 0.97f) {
         st = compare_outputs(sc->y0, sc->y1, yn, sc->tmp, stream, &graph_diff, &graph_ref, &bad,
                              err);

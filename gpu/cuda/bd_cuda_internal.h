@@ -158,6 +158,8 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *p, i
                               const bd_cuda_conv_scratch *sc, cudaStream_t stream, bd_err *err);
 /* 1 when the layer runs on our direct kernel. */
 int bd_cuda_conv_layer_is_direct(const bd_cuda_conv_layer *l);
+/* The shape layer l was made for (its act and res: what the plan fused into it). */
+const bd_cuda_conv_shape *bd_cuda_conv_layer_shape(const bd_cuda_conv_layer *l);
 /* 1 when value v is read only by one channel Concat (not a network output): the plan stores
  * it as that Concat's piece where its producer can write one (bd_cuda_plan_aliases), else
  * the Concat copies it (bd_cuda_conv_shape.piece). */
@@ -168,10 +170,10 @@ void bd_cuda_conv_layer_destroy(bd_cuda_conv_layer *l);
 /* A convolution as a cuDNN graph-API execution plan (bd_cuda_dnn_graph.c; the graph and
  * which engine configurations it keeps out are described there). */
 typedef struct bd_cuda_dnn_graph bd_cuda_dnn_graph;
-/* A run's operands: 16-bit NHWC x, w, y (and r, the residual), FP32 bias; workspace. */
+/* A run's operands: 16-bit NHWC x, w, y (and r, the residual), 16-bit bias; workspace. */
 typedef struct bd_cuda_dnn_args {
   const void *x, *w;
-  const float *bias;
+  const void *bias;
   const void *r;
   void *y, *ws;
   size_t ws_bytes;
@@ -191,6 +193,33 @@ int bd_cuda_dnn_graph_cfg(const bd_cuda_dnn_graph *g);
 size_t bd_cuda_dnn_graph_ws(const bd_cuda_dnn_graph *g);
 int bd_cuda_dnn_graph_fused(const bd_cuda_dnn_graph *g);
 void bd_cuda_dnn_graph_destroy(bd_cuda_dnn_graph *g);
+
+/* Without a GPU (cuDNN 9.8 and later): what this cuDNN makes of the graph of q (fused or
+ * not) for the GPU whose properties devprop_json holds (cuDNN's JSON of them, from
+ * bd_cuda_dnn_devprop_json on that GPU). The graph, the heuristics' list, the notes that
+ * keep configurations out and the execution plans are all cuDNN's own; nothing runs. */
+typedef struct bd_cuda_dnn_survey {
+  int taken;        /* q is a graph bd_cuda_dnn_graph_new builds (dense, 16-byte rows) */
+  int graph;        /* cuDNN finalized its operation graph */
+  int listed;       /* configurations listed (at most the 16 bd_cuda_dnn_graph_new asks) */
+  int rtc, nondet;  /* of them, kept out: compiled at run time; nondeterministic */
+  int unplanned;    /* eligible by their notes, but no plan finalized */
+  int over_ws;      /* planned, but needing more than ws_cap bytes of workspace */
+  int eligible;     /* the rest: what bd_cuda_dnn_graph_new would time */
+  int first;        /* the first eligible's number in the list, -1 none */
+  long long engine; /* its engine's global index, -1 none or unread */
+  size_t ws;        /* its workspace */
+  int cluster;      /* its engine tiles thread-block clusters (Hopper's kind): 1, 0, -1 unread */
+  long long top_engine; /* the list's first configuration's engine, -1 none */
+} bd_cuda_dnn_survey;
+/* Numbers per line of BATCHDET_CUDA_DNN_GRAPH_SHAPES's file (bd_cuda_dnn_graph.c): n h w c
+ * oh ow m kh kw sh sw dh dw pad_t pad_l group act res ldx ldy ldr fused. */
+#define BD_CUDA_DNN_SHAPE_FIELDS 22
+#define BD_CUDA_DNN_DEVPROP_MAX 65536 /* bytes of device-properties JSON at most */
+bd_status bd_cuda_dnn_graph_survey(const char *devprop_json, const bd_cuda_conv_shape *q, int fused,
+                                   size_t ws_cap, bd_cuda_dnn_survey *sv, bd_err *err);
+/* GPU device's properties as cuDNN's JSON (needs that GPU), NUL-terminated in buf. */
+bd_status bd_cuda_dnn_devprop_json(int device, char *buf, size_t cap, bd_err *err);
 #endif
 
 /* ---- plan state shared by bd_cuda_backend.c and bd_cuda_exec.c ---- */

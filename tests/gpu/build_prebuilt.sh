@@ -15,7 +15,7 @@ cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DBATCHDET_ENGINE_ONLY=ON \
   exit 1
 }
 TARGETS=(batchdet test_cuda_kernels test_cuda_conv test_cuda_model test_cuda_prep test_cuda_detect
-  test_cuda_post test_cuda_nccl test_pool)
+  test_cuda_post test_cuda_nccl test_pool test_cuda_dnn_survey)
 cmake --build "$B" -j"${BD_JOBS:-2}" --target "${TARGETS[@]}"
 mkdir -p "$PRE"
 cp "$B/cli/batchdet" "$PRE/"

@@ -17,6 +17,13 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
     set_tests_properties(${t}_mma PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda TIMEOUT 600
                          ENVIRONMENT "${BD_TEST_ENV};BATCHDET_CUDA_CONV=mma")
   endforeach()
+  # The real cuDNN's answer, without a GPU, on the graphs bd_cuda_dnn_graph.c builds (see
+  # test_cuda_dnn_survey.c and the survey tests below).
+  if(CUDNN_LIB)
+    add_executable(test_cuda_dnn_survey ${_cuda_dir}/test_cuda_dnn_survey.c)
+    target_link_libraries(test_cuda_dnn_survey PRIVATE bd_cuda bd_common)
+    target_include_directories(test_cuda_dnn_survey PRIVATE ${CMAKE_SOURCE_DIR}/gpu/cuda)
+  endif()
 endif()
 
 # The backend's host code over a host emulation of the device (no GPU needed): the
@@ -49,7 +56,12 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   # (BATCHDET_CUDA_CONV=cudnn-graph) and as the choice's third side.
   add_test(NAME test_cuda_emu_dnn_graph COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_graph PROPERTIES TIMEOUT 600
-                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_GRAPH=1")
+                       FIXTURES_SETUP graph_shapes_yolox
+                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_GRAPH=1;BATCHDET_CUDA_DNN_GRAPH_SHAPES=${CMAKE_CURRENT_BINARY_DIR}/graph_shapes_yolox.txt")
+  # The same with engines compiled at run time let in: yolox_nano's SiLU layers fuse.
+  add_test(NAME test_cuda_emu_dnn_graph_rtc COMMAND test_cuda_emu_dnn)
+  set_tests_properties(test_cuda_emu_dnn_graph_rtc PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "${BD_TEST_ENV};BD_TEST_CONV_GRAPH=1;BATCHDET_CUDA_DNN_RTC=1")
   # The backend's wiring of the tensor-core convolution (no channel padding, the layer
   # run) over the emulation.
   add_test(NAME test_cuda_emu_mma COMMAND test_cuda_emu)
@@ -153,14 +165,37 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT PROPERTIES FIXTURES_REQUIRED damoT96
                        LABELS engine TIMEOUT 300
                        ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_AUTO=1")
-  add_test(NAME test_cuda_emu_dnn_graph_rtc COMMAND test_cuda_emu_dnn)
-  set_tests_properties(test_cuda_emu_dnn_graph_rtc PROPERTIES FIXTURES_REQUIRED damoT96
-                       LABELS engine TIMEOUT 300
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_GRAPH=1;BATCHDET_CUDA_DNN_RTC=1")
+
   add_test(NAME test_cuda_emu_dnn_graph_damoT COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_graph_damoT PROPERTIES FIXTURES_REQUIRED damoT96
-                       LABELS engine TIMEOUT 300
-                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_GRAPH=1")
+                       FIXTURES_SETUP graph_shapes_damoT LABELS engine TIMEOUT 300
+                       ENVIRONMENT "${BD_TEST_ENV};BD_CUDA_MODEL=${_damo96}/model.onnx;BD_CUDA_INPUT=${_damo96}/input.f32;BD_TEST_CONV_GRAPH=1;BATCHDET_CUDA_DNN_GRAPH_SHAPES=${CMAKE_CURRENT_BINARY_DIR}/graph_shapes_damoT96.txt")
+  # The real cuDNN (no GPU: deviceless plans, cuDNN 9.8 and later) on the graphs that test
+  # asked the emulated one for, scaled to DAMO-T 640 at batch 32 and 1, for an H100 (SXM):
+  # every operation graph must finalize, and every graph the emulation gives a precompiled
+  # engine must keep one the backend would time (test_cuda_dnn_survey.c). devprop/h100_sxm.json
+  # is cuDNN's device-properties JSON with an H100 SXM's published figures, written without
+  # one; device_check.sh writes the device's own to $OUT/cudnn_devprop.json. Leaks are not
+  # checked: cuDNN keeps allocations of its engines' finalization for the process.
+  if(TARGET test_cuda_dnn_survey)
+    set(_survey_env "ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=0")
+    foreach(_b 32 1)
+      add_test(NAME test_cuda_dnn_survey_damoT_b${_b}
+               COMMAND test_cuda_dnn_survey --devprop ${_cuda_dir}/devprop/h100_sxm.json
+                       --shapes ${CMAKE_CURRENT_BINARY_DIR}/graph_shapes_damoT96.txt
+                       --from 96 --to 640 --batch ${_b} --require-graphs --require-model)
+      set_tests_properties(test_cuda_dnn_survey_damoT_b${_b} PROPERTIES
+                           FIXTURES_REQUIRED graph_shapes_damoT SKIP_RETURN_CODE 77
+                           LABELS cuda TIMEOUT 120 ENVIRONMENT "${_survey_env}")
+    endforeach()
+    add_test(NAME test_cuda_dnn_survey_yolox_b32
+             COMMAND test_cuda_dnn_survey --devprop ${_cuda_dir}/devprop/h100_sxm.json
+                     --shapes ${CMAKE_CURRENT_BINARY_DIR}/graph_shapes_yolox.txt
+                     --batch 32 --require-graphs --require-model)
+    set_tests_properties(test_cuda_dnn_survey_yolox_b32 PROPERTIES
+                         FIXTURES_REQUIRED graph_shapes_yolox SKIP_RETURN_CODE 77
+                         LABELS cuda TIMEOUT 120 ENVIRONMENT "${_survey_env}")
+  endif()
   # The same with our first block tile failing to launch: load goes on without it.
   add_test(NAME test_cuda_emu_dnn_auto_damoT_launchfail COMMAND test_cuda_emu_dnn)
   set_tests_properties(test_cuda_emu_dnn_auto_damoT_launchfail PROPERTIES

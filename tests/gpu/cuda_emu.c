@@ -901,11 +901,14 @@ cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t *s) {
  * the graphs the backend builds (missing attributes, tensors not NHWC, unique ids used
  * twice, operations not chained, post paddings unlike pre ones, setting a finalized
  * descriptor) and reads the operation graph as one convolution followed by pointwise
- * steps: + bias ([1][M][1][1] FP32), + residual, activation, + residual. The heuristics
- * list four engine configurations, in order: one that compiles at run time and one that is
- * nondeterministic (the backend must keep both out: running either aborts; the first may
- * run under BATCHDET_CUDA_DNN_RTC=1), one needing
- * EMU_GRAPH_WS bytes of workspace, one needing none. A plan runs as the direct twin, as
+ * steps: [+ residual], + bias ([1][M][1][1]), [+ residual], [activation], [+ residual]
+ * (one residual). The heuristics list four engine configurations, in order: one that
+ * compiles at run time and one that is nondeterministic (the backend must keep both out:
+ * running either aborts; the first may run under BATCHDET_CUDA_DNN_RTC=1), one needing
+ * EMU_GRAPH_WS bytes of workspace, one needing none. As the real cuDNN 9.19 does for an
+ * H100 (test_cuda_dnn_survey asks it), a fused graph with an FP32 bias, SiLU or sigmoid, a
+ * residual after the activation or after the bias, or a residual strided unlike the
+ * output gets the runtime-compiled one only. A plan runs as the direct twin, as
  * the legacy calls do: the plain convolution rounds its pre-bias sum to 16 bits, the
  * fused graph rounds once after the whole epilogue. $BD_EMU_DNN_GRAPH=slow makes each run
  * cost one emulated launch more (the choice then keeps the legacy calls). */
@@ -922,6 +925,8 @@ typedef struct emu_attr {
 typedef struct emu_gspec {
   bd_cuda_conv_shape p;                      /* act, res: the fused steps */
   int64_t uid_x, uid_w, uid_y, uid_b, uid_r; /* uid_b, uid_r 0: absent */
+  int rtc_only; /* only an engine compiled at run time takes it (see the top) */
+  int bias_f32; /* the bias is FP32 (else 16-bit) */
 } emu_gspec;
 typedef struct emu_bdesc {
   cudnnBackendDescriptorType_t type;
@@ -1081,7 +1086,8 @@ static int emu_opgraph(emu_bdesc *g) {
   seen[n_seen++] = x;
   seen[n_seen++] = w;
   emu_bdesc *cur = y;
-  int after_act = 0;
+  int after_act = 0, b32 = 0, r_first = 0;
+  int64_t r_ld = 0;
   for (int i = 1; i < n; ++i) { /* the pointwise chain */
     emu_bdesc *o = op[i];
     if (o->type != CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR) return 0;
@@ -1094,19 +1100,21 @@ static int emu_opgraph(emu_bdesc *g) {
       return 0;
     seen[n_seen++] = cur;
     const int mode = emu_enum(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE);
-    if (mode == CUDNN_POINTWISE_ADD && i == 1) { /* the bias */
-      if (!b || emu_virtual(b) || emu_dt(b) != CUDNN_DATA_FLOAT || emu_dim(b, 0) != 1 ||
-          emu_dim(b, 1) != p->m || emu_dim(b, 2) != 1 || emu_dim(b, 3) != 1)
-        return 0;
+    const int bias_shaped = b && emu_dim(b, 0) == 1 && emu_dim(b, 1) == p->m &&
+                            emu_dim(b, 2) == 1 && emu_dim(b, 3) == 1;
+    if (mode == CUDNN_POINTWISE_ADD && !sp->uid_b && !after_act && bias_shaped) { /* the bias */
+      if (emu_virtual(b) || (emu_dt(b) != CUDNN_DATA_FLOAT && emu_dt(b) != emu_dt(x))) return 0;
       sp->uid_b = emu_i64(b, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
+      b32 = emu_dt(b) == CUDNN_DATA_FLOAT;
       seen[n_seen++] = b;
-    } else if (mode == CUDNN_POINTWISE_ADD && sp->uid_b && !sp->uid_r) { /* the residual */
-      if (!b || emu_virtual(b) || emu_dt(b) != emu_dt(x) || !emu_same_dims(b, y)) return 0;
+    } else if (mode == CUDNN_POINTWISE_ADD && !sp->uid_r && b && emu_same_dims(b, y)) {
+      /* the residual: before the bias, after it or after the activation */
+      if (emu_virtual(b) || emu_dt(b) != emu_dt(x)) return 0;
       sp->uid_r = emu_i64(b, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
       p->res = after_act ? BD_RES_POST_ACT : BD_RES_PRE_ACT;
-      p->ldr = (int)emu_i64(b, CUDNN_ATTR_TENSOR_STRIDES, 3) != p->m
-                   ? (int)emu_i64(b, CUDNN_ATTR_TENSOR_STRIDES, 3)
-                   : 0;
+      r_first = !sp->uid_b;
+      r_ld = emu_i64(b, CUDNN_ATTR_TENSOR_STRIDES, 3);
+      p->ldr = r_ld != p->m ? (int)r_ld : 0;
       seen[n_seen++] = b;
     } else if (!b && sp->uid_b && !after_act &&
                (mode == CUDNN_POINTWISE_RELU_FWD || mode == CUDNN_POINTWISE_SWISH_FWD ||
@@ -1120,12 +1128,18 @@ static int emu_opgraph(emu_bdesc *g) {
     }
     cur = out;
   }
-  /* the chain's end is the graph's only 16-bit output; every intermediate is virtual */
-  if (emu_virtual(cur) || emu_dt(cur) != emu_dt(x)) return 0;
+  /* the chain's end is the graph's only 16-bit output; every intermediate is virtual; a
+   * residual alone is no epilogue the backend builds */
+  if (emu_virtual(cur) || emu_dt(cur) != emu_dt(x) || (sp->uid_r && !sp->uid_b)) return 0;
   sp->uid_y = emu_i64(cur, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
-  p->ldy = emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3) != p->m
-               ? (int)emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3)
-               : 0;
+  const int64_t y_ld = emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3);
+  p->ldy = y_ld != p->m ? (int)y_ld : 0;
+  /* cuDNN 9.19's precompiled engines (test_cuda_dnn_survey, for an H100): bias 16-bit,
+   * ReLU or no activation, a residual only before it, added first, strided as Y */
+  sp->bias_f32 = b32;
+  sp->rtc_only =
+      sp->uid_b && (b32 || (p->act != BD_ACT_NONE && p->act != BD_ACT_RELU) ||
+                    (sp->uid_r && (p->res == BD_RES_POST_ACT || !r_first || r_ld != y_ld)));
   seen[n_seen++] = cur;
   for (int i = 0; i < n_seen; ++i)
     for (int j = i + 1; j < n_seen; ++j)
@@ -1214,7 +1228,8 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
   if (b->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR && name == CUDNN_ATTR_ENGINEHEUR_RESULTS &&
       type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
     emu_bdesc *g = emu_ref(b, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, 0), **out = v;
-    *n = req < EMU_ENGINES ? req : EMU_ENGINES;
+    const int listed = g->spec.rtc_only ? 1 : EMU_ENGINES; /* EMU_ENG_RTC first */
+    *n = req < listed ? req : listed;
     for (int64_t i = 0; i < *n; ++i) {
       if (!out[i] || out[i]->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)
         return CUDNN_STATUS_BAD_PARAM;
@@ -1295,11 +1310,16 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
     p.res = BD_RES_NONE;
     e = bd_cuda_conv_direct(&p, x, w, NULL, NULL, y, h->stream);
   } else { /* fused: one rounding after the whole epilogue */
+    float *b32 = malloc(sizeof(float) * (size_t)p.m);
+    if (!b32) return CUDNN_STATUS_ALLOC_FAILED;
+    const float *bs = sp->bias_f32 ? b : bd_emu_shadow(b); /* 16-bit: its emulated values */
+    for (int i = 0; i < p.m; ++i) b32[i] = bs[i];
     emu_config();
     int keep = emu_cudnn_round;
     emu_cudnn_round = 0;
-    e = bd_cuda_conv_direct(&p, x, w, b, r, y, h->stream);
+    e = bd_cuda_conv_direct(&p, x, w, b32, r, y, h->stream);
     emu_cudnn_round = keep;
+    free(b32);
   }
   if (e == cudaSuccess && strcmp(emu_graph_env(), "slow") == 0) bd_emu_tick(); /* a launch more */
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;

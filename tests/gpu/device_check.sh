@@ -93,8 +93,18 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   # (BATCHDET_CUDA_DNN_GRAPH_LOG=1: every refusal with cuDNN's own message, each
   # configuration's time.)
   BATCHDET_CUDA_CONV=cudnn-graph BATCHDET_CUDA_DNN_GRAPH_LOG=1 BD_EXPECT_GRAPH=40 \
+    BATCHDET_CUDA_DNN_GRAPH_SHAPES=$OUT/graph_shapes_damoT640.txt \
     BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
     step test_cuda_model-damoT-graph 90 "$B/test_cuda_model"
+  # This GPU's properties as cuDNN writes them (cudnn_devprop.json: what the deviceless
+  # survey tests read, tests/gpu/devprop/), and the survey on this cuDNN of the graphs the
+  # step above asked for, at b32: what its heuristics list for each, engines compiled at run
+  # time included (this machine has the driver they need).
+  if [ -x "$B/test_cuda_dnn_survey" ]; then
+    step cudnn-devprop 20 "$B/test_cuda_dnn_survey" --dump-devprop "$OUT/cudnn_devprop.json"
+    step cudnn-survey-damoT-b32 60 "$B/test_cuda_dnn_survey" --devprop "$OUT/cudnn_devprop.json" \
+      --shapes "$OUT/graph_shapes_damoT640.txt" --batch 32 --require-graphs --require-model
+  fi
   BATCHDET_CUDA_CONV=cudnn-graph step bench-damoT-b32-graph-all 60 "$BD" bench \
     --model "$DAMO/T/model.onnx" --device cuda --batch 32 --iters 20 --warmup 3
   for bb in 32 1; do

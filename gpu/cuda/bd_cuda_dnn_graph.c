@@ -558,10 +558,11 @@ static desc devprop_from_json(const char *json, bd_err *err) {
 
 bd_status bd_cuda_dnn_devprop_json(int device, char *buf, size_t cap, bd_err *err) {
   desc d = NULL;
-  int64_t id = device, n = 0;
+  const int32_t id = device; /* cuDNN 9.19 takes the id as INT32 only */
+  int64_t n = 0;
   cudnnStatus_t e = cudnnBackendCreateDescriptor(DESC_DEVICEPROP, &d);
   if (e == CUDNN_STATUS_SUCCESS &&
-      (e = cudnnBackendSetAttribute(d, ATTR_DEVICEPROP_DEVICE_ID, CUDNN_TYPE_INT64, 1, &id)) ==
+      (e = cudnnBackendSetAttribute(d, ATTR_DEVICEPROP_DEVICE_ID, CUDNN_TYPE_INT32, 1, &id)) ==
           CUDNN_STATUS_SUCCESS &&
       (e = cudnnBackendFinalize(d)) == CUDNN_STATUS_SUCCESS)
     e = cudnnBackendGetAttribute(d, ATTR_DEVICEPROP_JSON, CUDNN_TYPE_CHAR, (int64_t)cap - 1, &n,

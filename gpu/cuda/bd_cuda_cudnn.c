@@ -274,11 +274,6 @@ static void memo_put(const shape_memo *m) {
   pthread_mutex_unlock(&memo_mu);
 }
 
-/* How the choice (auto) runs a layer of shape p on cuDNN's graph API: 0 not (or not decided
- * yet), 1 its plain convolution and our epilogue, 2 fused. Decided before the plan's
- * pitches (bd_cuda_plan_conv_choices) and never changed, so that the pitch capabilities,
- * the buffer sizes and the layer agree: a fused plan reads its input and writes its output
- * as Concat pieces itself (strided tensors), a plain one reads its input so. */
 /* Whether a graph-API plan of shape p writes its output as a Concat piece (strided) itself:
  * fused (else our epilogue, which refuses the pitch, follows), and without a residual
  * (cuDNN's precompiled engines want the residual strided as the output, and the plan gives
@@ -287,6 +282,12 @@ static int graph_writes_piece(const bd_cuda_conv_shape *p, int fused) {
   return fused && p->res == BD_RES_NONE;
 }
 
+/* How the choice (auto) runs a layer of shape p on cuDNN's graph API: 0 not (or not decided
+ * yet), 1 its plain convolution and our epilogue, 2 fused. Decided before the plan's
+ * pitches (bd_cuda_plan_conv_choices) and never changed, so that the pitch capabilities,
+ * the buffer sizes and the layer agree: a fused plan reads its input and (graph_writes_piece)
+ * writes its output as Concat pieces itself (strided tensors), a plain one reads its input
+ * so. */
 static int graph_decision(const bd_cuda_conv_shape *p) {
   int device = 0;
   shape_memo m;
@@ -446,7 +447,7 @@ static pad_plan plan_pads(const bd_cuda_conv_shape *p, int pad_b, int pad_r, int
   int sym = p->pad_t == pad_b && p->pad_l == pad_r;
   int depthwise = p->group > 1 && p->group == p->c;
   int pitched_y = p->ldy && p->ldy != p->m;
-  /* a fused graph-API plan writes the pitched output itself */
+  /* a fused graph-API plan without a residual writes the pitched output itself */
   const int graph_y = cudnn && sym && graph_writes_piece(p, graph_decision(p) == 2);
   r.padded = p->group == 1 && (p->c % 8 || p->m % 8) && sym;
   if (r.padded) {

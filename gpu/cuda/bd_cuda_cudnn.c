@@ -923,6 +923,13 @@ int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p) {
  * 16-bit device tensors of n values (converted to FP32 on the device through tmp): a
  * fragment layout or tiling error shows in any tile, an edge error in the last ones.
  * *bad set when b has a NaN or infinity where a has none. */
+/* y1 filled with NaN (0xffff in half and in BF16) before a side writes it, so that what the
+ * comparison samples is that side's output and nothing left there before (the Concat copy
+ * the choice times writes y0's values into it). */
+static cudaError_t poison(void *y1, int64_t n, cudaStream_t s) {
+  return cudaMemsetAsync(y1, 0xff, (size_t)n * 2, s);
+}
+
 static bd_status compare_outputs(const void *a, const void *b, int64_t n, float *tmp,
                                  cudaStream_t s, double *diff, double *ref, int *bad,
                                  bd_err *err) {
@@ -1105,6 +1112,7 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
       int gcap = 1, bad = 0;
       bd_err gerr = {0};
       choice_run gs = {cudnn_handle, glib, -1, &p, sc->x, w, r, bias, sc->y1, sc};
+      BD_CU(poison(sc->y1, yn, stream));
       graph_ran = time_side(&gs, 1, replay, stream, &t_graph, &gcap, &gerr) == BD_OK &&
                   (gcap || !replay || !lib_captured);
       (void)cudaGetLastError();
@@ -1149,8 +1157,9 @@ bd_status bd_cuda_conv_choose(void *cudnn_handle, const bd_cuda_conv_shape *shap
     }
     /* A tile this GPU cannot launch (resources) is not an error: it is not used. This
      * trial run is also the tile's untimed one. */
-    cudaError_t e =
-        bd_cuda_conv_mma_tiled(&q, k, ox, ow, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
+    cudaError_t e = poison(sc->y1, yn, stream);
+    if (e == cudaSuccess)
+      e = bd_cuda_conv_mma_tiled(&q, k, ox, ow, bias, r, sc->y1, sc->ws, sc->ws_bytes, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();

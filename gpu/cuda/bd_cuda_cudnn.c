@@ -700,6 +700,20 @@ static cudnnStatus_t fused_call(cudnnHandle_t h, const bd_cuda_conv_layer *l, co
 }
 #endif
 
+#ifdef BD_HAVE_CUDNN
+/* The FP32 device bias of m channels in 16 bits, in a new buffer (*out): what cuDNN's fused
+ * calls and graph engines take. Done on the legacy default stream and waited for, before
+ * the handle's stream reads it. */
+static cudaError_t bias_h16(const float *bias, int m, void **out) {
+  cudaError_t e = cudaMalloc(out, (size_t)m * 2);
+  if (e != cudaSuccess) return e;
+  bd_cuda_view src = {(void *)bias, BD_CT_F32, 1, {m}, {1}};
+  bd_cuda_view dst = {*out, BD_CT_H16, 1, {m}, {1}};
+  e = bd_cuda_map(&dst, &src, BD_UN_ID, 0);
+  return e == cudaSuccess ? cudaDeviceSynchronize() : e;
+}
+#endif
+
 bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, const float *bias,
                                   void *x, void *w, void *y, void *ws, size_t ws_bytes,
                                   bd_err *err) {
@@ -708,13 +722,7 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
   const bd_cuda_conv_shape *p = &l->p;
   if (l->g) { /* the graph API fuses any activation and residual, where an engine does */
     if (!cudnn_handle || l->wpad || l->ypad || !bias || bd_cuda_dnn_graph_fused(l->g)) return BD_OK;
-    if (!l->gbias16) {
-      BD_CU(cudaMalloc(&l->gbias16, (size_t)p->m * 2));
-      bd_cuda_view src = {(void *)bias, BD_CT_F32, 1, {p->m}, {1}};
-      bd_cuda_view dst = {l->gbias16, BD_CT_H16, 1, {p->m}, {1}};
-      BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
-      BD_CU(cudaDeviceSynchronize()); /* before the handle's stream reads it */
-    }
+    if (!l->gbias16) BD_CU(bias_h16(bias, p->m, &l->gbias16));
     st = graph_layer((cudnnHandle_t)cudnn_handle, l, 1, x, w, l->gbias16, p->res ? y : NULL, y, ws,
                      ws_bytes, err);
     if (st == BD_OK && !bd_cuda_dnn_graph_fused(l->g)) { /* no engine fuses it */
@@ -742,19 +750,13 @@ bd_status bd_cuda_conv_layer_fuse(void *cudnn_handle, bd_cuda_conv_layer *l, con
   if (!cudnn_handle || l->direct || l->mma || l->wpad || l->ypad || !bias || !act_ok || p->res == BD_RES_POST_ACT ||
       l->ws > ws_bytes)
     return BD_OK;
-  BD_CU(cudaMalloc(&l->bias16, (size_t)p->m * 2));
-  {
-    bd_cuda_view src = {(void *)bias, BD_CT_F32, 1, {p->m}, {1}};
-    bd_cuda_view dst = {l->bias16, BD_CT_H16, 1, {p->m}, {1}};
-    BD_CU(bd_cuda_map(&dst, &src, BD_UN_ID, 0));
-  }
+  BD_CU(bias_h16(bias, p->m, &l->bias16));
   BD_DNN(cudnnCreateActivationDescriptor(&l->ad));
   BD_DNN(cudnnSetActivationDescriptor(
       l->ad, p->act == BD_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
       CUDNN_NOT_PROPAGATE_NAN, 0.0));
   BD_DNN(cudnnCreateTensorDescriptor(&l->bd));
   BD_DNN(cudnnSetTensor4dDescriptor(l->bd, CUDNN_TENSOR_NHWC, BD_DNN_H16, 1, p->m, 1, 1));
-  BD_CU(cudaDeviceSynchronize());
   /* One trial on the real buffers (y as z): a configuration this cuDNN does not fuse
    * keeps the convolution + epilogue path. */
   if (fused_call((cudnnHandle_t)cudnn_handle, l, x, w, p->res ? y : NULL, y, ws) !=
@@ -919,10 +921,6 @@ int bd_cuda_conv_undecided(void *cudnn_handle, const bd_cuda_conv_shape *p) {
   return cudnn_handle && conv_mode_now() == CONV_AUTO && mma_fits(p) && !choice_find(p, &tile);
 }
 
-/* The largest |a - b| and |a| over the first and last BD_CONV_SAMPLE values of two
- * 16-bit device tensors of n values (converted to FP32 on the device through tmp): a
- * fragment layout or tiling error shows in any tile, an edge error in the last ones.
- * *bad set when b has a NaN or infinity where a has none. */
 /* y1 filled with NaN (0xffff in half and in BF16) before a side writes it, so that what the
  * comparison samples is that side's output and nothing left there before (the Concat copy
  * the choice times writes y0's values into it). */
@@ -930,6 +928,10 @@ static cudaError_t poison(void *y1, int64_t n, cudaStream_t s) {
   return cudaMemsetAsync(y1, 0xff, (size_t)n * 2, s);
 }
 
+/* The largest |a - b| and |a| over the first and last BD_CONV_SAMPLE values of two
+ * 16-bit device tensors of n values (converted to FP32 on the device through tmp): a
+ * fragment layout or tiling error shows in any tile, an edge error in the last ones.
+ * *bad set when b has a NaN or infinity where a has none. */
 static bd_status compare_outputs(const void *a, const void *b, int64_t n, float *tmp,
                                  cudaStream_t s, double *diff, double *ref, int *bad,
                                  bd_err *err) {

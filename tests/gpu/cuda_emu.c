@@ -20,6 +20,7 @@
 #include "bd_cuda_post.h"
 #include "bd_family.h"
 #include "bd_graph.h"
+#include "cudnn_model.h"
 #include "test_cuda_common.h"
 
 extern _Thread_local int bd_cuda_emu_layer; /* cuda_rt_emu.c */
@@ -1134,12 +1135,11 @@ static int emu_opgraph(emu_bdesc *g) {
   sp->uid_y = emu_i64(cur, CUDNN_ATTR_TENSOR_UNIQUE_ID, 0);
   const int64_t y_ld = emu_i64(cur, CUDNN_ATTR_TENSOR_STRIDES, 3);
   p->ldy = y_ld != p->m ? (int)y_ld : 0;
-  /* cuDNN 9.19's precompiled engines (test_cuda_dnn_survey, for an H100): bias 16-bit,
-   * ReLU or no activation, a residual only before it, added first, strided as Y */
+  /* cuDNN 9.19's precompiled engines (cudnn_model.h), for the form the backend builds: bias
+   * 16-bit, a residual added first */
   sp->bias_f32 = b32;
-  sp->rtc_only =
-      sp->uid_b && (b32 || (p->act != BD_ACT_NONE && p->act != BD_ACT_RELU) ||
-                    (sp->uid_r && (p->res == BD_RES_POST_ACT || !r_first || r_ld != y_ld)));
+  sp->rtc_only = sp->uid_b && (b32 || (sp->uid_r && !r_first) ||
+                               !cudnn_fused_precompiled(p->act, p->res, (int)r_ld, (int)y_ld));
   seen[n_seen++] = cur;
   for (int i = 0; i < n_seen; ++i)
     for (int j = i + 1; j < n_seen; ++j)

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "bd_cuda_internal.h"
+#include "cudnn_model.h"
 
 #define MAX_SHAPES 4096
 #define MAX_DIM (1 << 20) /* any one number of a shape line */
@@ -114,14 +115,11 @@ static int dump_devprop(const char *path) {
 
 static const char *const act_name[] = {"none", "relu", "sigmoid", "silu"};
 
-/* The emulated cuDNN's model (cuda_emu.c, rtc_only): whether q's graph has an engine that
- * is not compiled at run time. Fused: ReLU or no activation, a residual only before it and
- * strided as the output (bd_cuda_dnn_graph.c adds it before the bias, a 16-bit one). */
+/* The emulated cuDNN's model (cudnn_model.h): whether q's graph has an engine that is not
+ * compiled at run time. */
 static int modelled(const bd_cuda_conv_shape *q, int fused) {
-  const int ldy = q->ldy ? q->ldy : q->m, ldr = q->ldr ? q->ldr : q->m;
-  if (!fused) return 1;
-  if (q->act != BD_ACT_NONE && q->act != BD_ACT_RELU) return 0;
-  return q->res == BD_RES_NONE || (q->res == BD_RES_PRE_ACT && ldr == ldy);
+  return !fused ||
+         cudnn_fused_precompiled(q->act, q->res, q->ldr ? q->ldr : q->m, q->ldy ? q->ldy : q->m);
 }
 
 int main(int argc, char **argv) {

@@ -27,6 +27,7 @@
 #include "bd_cuda_backend.h"
 #include "bd_cuda_internal.h"
 #include "bd_onnx.h"
+#include "cudnn_model.h"
 #include "test_cuda_common.h"
 #include "test_cuda_layers.h"
 
@@ -353,7 +354,8 @@ static void test_conv_graph(void **state) {
     const bd_cuda_conv_shape *sh = bd_cuda_conv_layer_shape(gp->layer[n]);
     const int act = sh->act, res = sh->res; /* with what the plan fused into the conv */
     const int has_bias = nd->n_in > 2 && nd->in[2] >= 0;
-    const int precompiled = (act == BD_ACT_NONE || act == BD_ACT_RELU) && res != BD_RES_POST_ACT;
+    /* forced mode: residual and output packed alike */
+    const int precompiled = cudnn_fused_precompiled(act, res, sh->m, sh->m);
     const int want_fused = has_bias && !padded && (rtc || precompiled);
     if (fused != want_fused)
       printf("node %s (%dx%dx%dx%d -> %d k%dx%d): fused %d, act %d, res %d, bias %d\n", nd->name,

@@ -14,6 +14,9 @@ head's anchor grid cached instead of rebuilt with numpy on every call):
                   gpu_p50_ms (device time of the network alone, CUDA events, no host
                   copies) and dev_mem_mib; the host-clock p50 (with the FP32
                   host<->device copies) is in the note.
+  batchdet-tuned  the same with --batchdet-env's settings in its environment (e.g.
+                  BATCHDET_CUDA_WGMMA=1: what device_check.sh found faster in the same
+                  call); a second row, not a peer; the targets are printed for it too.
 Timing: W warm-up calls, then N calls, each on fresh random uint8-valued inputs made on
 the GPU outside the timed region; CUDA events around each call; the median is kept.
 Peak memory (MiB): torch rows: max_memory_reserved over the timed calls, after warm-up
@@ -27,7 +30,8 @@ peer; b1 latency <= 0.7x compile-bf16's; b32 peak memory <= 0.5x compile-bf16's.
 
   gpu_peers.py [--models T,S] [--batches 1,8,32,64] [--size 640] [--iters 30]
                [--warmup 5] [--impls LIST] [--compile-mode max-autotune]
-               [--batchdet PATH] [--onnx-dir DIR] [--save CELLS.jsonl]
+               [--batchdet PATH] [--batchdet-env 'NAME=VALUE ...']
+               [--onnx-dir DIR] [--save CELLS.jsonl]
   gpu_peers.py --table CELLS.jsonl [MORE.jsonl ...]     (no torch needed)
   gpu_peers.py --export-only --onnx-dir DIR [--models T,S] (FP32 ONNX for batchdet)
   gpu_peers.py --cpu-smoke [--batchdet PATH]            (no GPU: exercises the logic)
@@ -43,6 +47,7 @@ Exit 77 when torch is missing.
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -54,8 +59,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, 'tests', 'reference'))
 
-IMPLS = ['torch-fp32', 'torch-bf16', 'compile-bf16', 'ort-cuda-fp16', 'batchdet']
+IMPLS = ['torch-fp32', 'torch-bf16', 'compile-bf16', 'ort-cuda-fp16', 'batchdet',
+         'batchdet-tuned']
 OURS = 'batchdet'
+TUNED = 'batchdet-tuned'
+OUR_ROWS = (OURS, TUNED)
+ENV_NAME = re.compile(r'^[A-Z_][A-Z0-9_]{0,63}$')
+ENV_VALUE = re.compile(r'^[A-Za-z0-9_.,:+-]{0,64}$')
 COMPILE = 'compile-bf16'
 TARGET_MODEL = 'T'
 
@@ -345,15 +355,42 @@ def num(j, k):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def parse_env(text):
+    """'NAME=VALUE NAME2=VALUE2' -> dict, names and values checked; ValueError else."""
+    env = {}
+    for tok in text.split():
+        k, eq, v = tok.partition('=')
+        if not eq or not ENV_NAME.match(k) or not ENV_VALUE.match(v):
+            raise ValueError('not NAME=VALUE (A-Z0-9_ = A-Za-z0-9_.,:+-): %r' % tok)
+        env[k] = v
+    if not env:
+        raise ValueError('no NAME=VALUE in %r' % text)
+    return env
+
+
 def ours_cells(torch, dy, name, batches, args, cells, tmp, dev):
-    if OURS not in args.impls:
+    rows = [(OURS, {})] if OURS in args.impls else []
+    if TUNED in args.impls:
+        rows.append((TUNED, args.batchdet_env))
+    if not rows:
         return
     try:
         path = onnx_for(torch, dy, name, args.size, args.seed, args.onnx_dir, tmp)
     except Exception as e:  # noqa: BLE001
         for b in batches:
-            cells.put(name, b, OURS, err='export: %s' % first_line(e))
+            for impl, _ in rows:
+                cells.put(name, b, impl, err='export: %s' % first_line(e))
         return
+    for impl, extra in rows:
+        ours_rows(name, path, batches, args, cells, dev, impl, extra)
+
+
+def ours_rows(name, path, batches, args, cells, dev, impl, extra):
+    """One batchdet row: `batchdet bench --json` per batch, EXTRA added to its
+    environment (the tuned row; its note names them)."""
+    tag = ' '.join('%s=%s' % kv for kv in sorted(extra.items()))
+    base = dict(os.environ, **extra) if extra else None
+    kw = dict(env=tag) if tag else {}
     for b in batches:
         cmd = shlex.split(args.batchdet) + ['bench', '--device', dev, '--model', path,
                                             '--batch', str(b), '--iters', str(args.iters),
@@ -362,9 +399,12 @@ def ours_cells(torch, dy, name, batches, args, cells, tmp, dev):
             cmd += ['--threads', '2']
         t0 = time.time()
         try:
+            how = '%s, ' % tag if tag else ''
             try:
-                j, how = bench_json(cmd, None, args.bench_timeout), ''
+                j = bench_json(cmd, base, args.bench_timeout)
             except RuntimeError as e:
+                if extra:
+                    raise   # the tuned row is its settings or nothing
                 # cuDNN's graph API (in the conv choice by default) has not run on a GPU
                 # before: a failure there must not cost the row; the run again without it
                 # gives the number, and the note says which it is.
@@ -374,13 +414,13 @@ def ours_cells(torch, dy, name, batches, args, cells, tmp, dev):
             gpu, host = num(j, 'gpu_p50_ms'), num(j, 'p50_ms')
             note = ('host p50 %.3f ms incl. copies' % host if gpu is not None and host
                     else 'host clock (no gpu_p50_ms)')
-            cells.put(name, b, OURS, ms=gpu if gpu is not None else host,
+            cells.put(name, b, impl, ms=gpu if gpu is not None else host,
                       mib=num(j, 'dev_mem_mib'), host_ms=host, load_ms=num(j, 'load_ms'),
-                      note='%s%s, %.0f s' % (how, note, time.time() - t0))
+                      note='%s%s, %.0f s' % (how, note, time.time() - t0), **kw)
         except subprocess.TimeoutExpired:
-            cells.put(name, b, OURS, err='timeout after %d s' % args.bench_timeout)
+            cells.put(name, b, impl, err='timeout after %d s' % args.bench_timeout, **kw)
         except Exception as e:  # noqa: BLE001
-            cells.put(name, b, OURS, err=first_line(e))
+            cells.put(name, b, impl, err=first_line(e), **kw)
 
 
 def bench_json(cmd, env, timeout):
@@ -411,7 +451,7 @@ def best_peer(cells, model, b):
     best = None
     for impl in IMPLS:
         r = cells.d.get((model, b, impl))
-        if impl == OURS or not r or ips(r, b) is None:
+        if impl in OUR_ROWS or not r or ips(r, b) is None:
             continue
         if best is None or ips(r, b) > best[1]:
             best = (impl, ips(r, b))
@@ -423,10 +463,13 @@ def print_table(cells, title):
     print('\n== %s ==' % title)
     print('%-3s %5s  %-13s %10s %11s %9s  %s' % ('mdl', 'batch', 'impl', 'img/s', 'ms/batch',
                                                  'peak MiB', 'note'))
+    tuned = any(k[2] == TUNED for k in cells.d)
     for m in models:
         for b in sorted(set(k[1] for k in cells.d if k[0] == m)):
             bp = best_peer(cells, m, b)
             for impl in IMPLS:
+                if impl == TUNED and not tuned:
+                    continue   # not asked for in this run: no row of 'not run's
                 r = cells.d.get((m, b, impl))
                 if r is None:
                     print('%-3s %5d  %-13s %10s %11s %9s  %s' % (m, b, impl, 'n/a', 'n/a', 'n/a',
@@ -438,7 +481,7 @@ def print_table(cells, title):
                                                                  r.get('err', '')))
                     continue
                 note = r.get('note', '')
-                if impl == OURS:
+                if impl in OUR_ROWS:
                     note = ('%.2fx best peer (%s); %s' % (ips(r, b) / bp[1], bp[0], note)
                             if bp else 'no peer measured; ' + note)
                 mib = '%9.0f' % r['mib'] if r.get('mib') is not None else '%9s' % 'n/a'
@@ -448,14 +491,26 @@ def print_table(cells, title):
 
 
 def print_targets(cells, model=TARGET_MODEL):
-    """The issue's three targets as target/reached lines."""
-    print('\n== issue 7 targets, DAMO-%s ==' % model)
+    """The issue's three targets as target/reached lines: for the batchdet row, then for
+    the batchdet-tuned row when the cells have one."""
+    print_targets_of(cells, model, OURS)
+    if any(k[0] == model and k[2] == TUNED for k in cells.d):
+        print_targets_of(cells, model, TUNED)
+
+
+def print_targets_of(cells, model, ours):
     g = cells.d.get
+    if ours == OURS:
+        print('\n== issue 7 targets, DAMO-%s ==' % model)
+    else:
+        r = g((model, 32, ours)) or g((model, 1, ours)) or {}
+        print('\n== issue 7 targets, DAMO-%s, %s (%s) ==' % (model, ours,
+                                                            r.get('env', 'settings unknown')))
 
     def ok(x):
         return x is not None and 'ms' in x
 
-    o32, o1 = g((model, 32, OURS)), g((model, 1, OURS))
+    o32, o1 = g((model, 32, ours)), g((model, 1, ours))
     c32, c1 = g((model, 32, COMPILE)), g((model, 1, COMPILE))
     bp = best_peer(cells, model, 32)
 
@@ -475,7 +530,7 @@ def print_targets(cells, model=TARGET_MODEL):
               % (r, ips(o32, 32), bp[0], bp[1], 'MET' if r >= 1.5 else 'NOT MET'))
     else:
         print('b32 img/s vs best peer: target >= 1.50x; reached n/a (%s)'
-              % (why(('batchdet', o32)) or 'no peer measured'))
+              % (why((ours, o32)) or 'no peer measured'))
     # 2. batch-1 latency vs torch.compile
     if ok(o1) and ok(c1):
         r = o1['ms'] / c1['ms']
@@ -483,7 +538,7 @@ def print_targets(cells, model=TARGET_MODEL):
               '%s' % (r, o1['ms'], c1['ms'], 'MET' if r <= 0.7 else 'NOT MET', mode(c1)))
     else:
         print('b1 latency vs compile-bf16: target <= 0.70x; reached n/a (%s)'
-              % why(('batchdet', o1), ('compile-bf16', c1)))
+              % why((ours, o1), ('compile-bf16', c1)))
     # 3. peak memory at batch 32 vs torch.compile
     if ok(o32) and ok(c32) and o32.get('mib') is not None and c32.get('mib'):
         r = o32['mib'] / c32['mib']
@@ -491,7 +546,7 @@ def print_targets(cells, model=TARGET_MODEL):
               ' %s%s' % (r, o32['mib'], c32['mib'], 'MET' if r <= 0.5 else 'NOT MET', mode(c32)))
     else:
         print('b32 peak memory vs compile-bf16: target <= 0.50x; reached n/a (%s)'
-              % (why(('batchdet', o32), ('compile-bf16', c32)) or 'memory not reported'))
+              % (why((ours, o32), ('compile-bf16', c32)) or 'memory not reported'))
     sys.stdout.flush()
 
 
@@ -500,7 +555,8 @@ def print_targets(cells, model=TARGET_MODEL):
 def check_targets_logic():
     """The report's arithmetic on made-up cells whose answers are known: batchdet 2.00x
     the best peer at b32 (met), 0.50x compile's b1 latency (met), 0.67x its b32 memory
-    (not met). Returns the failures."""
+    (not met); a tuned row 2.50x / 0.45x / 0.60x that is no peer of the first. Returns
+    the failures."""
     import contextlib
     import io
     c = Cells()
@@ -509,6 +565,8 @@ def check_targets_logic():
         c.d[('T', 32, impl)] = dict(ms=ms32, mib=mib)
         c.d[('T', 1, impl)] = dict(ms=ms1, mib=mib)
     c.d[('T', 32, 'ort-cuda-fp16')] = dict(err='no CUDAExecutionProvider')
+    c.d[('T', 32, TUNED)] = dict(ms=8.0, mib=90.0, env='BATCHDET_CUDA_WGMMA=1')
+    c.d[('T', 1, TUNED)] = dict(ms=0.9, mib=90.0, env='BATCHDET_CUDA_WGMMA=1')
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         print_table(c, 'synthetic')
@@ -517,8 +575,17 @@ def check_targets_logic():
     want = ['reached 2.00x (3200 vs compile-bf16 1600 img/s) MET',
             'reached 0.50x (1.000 vs 2.000 ms) MET',
             'reached 0.67x (100 vs 150 MiB) NOT MET',
-            '2.00x best peer (compile-bf16)', 'no CUDAExecutionProvider']
-    return ['synthetic report lacks %r' % w for w in want if w not in out]
+            '2.00x best peer (compile-bf16)', 'no CUDAExecutionProvider',
+            'issue 7 targets, DAMO-T, batchdet-tuned (BATCHDET_CUDA_WGMMA=1)',
+            'reached 2.50x (4000 vs compile-bf16 1600 img/s) MET',
+            'reached 0.45x (0.900 vs 2.000 ms) MET',
+            'reached 0.60x (90 vs 150 MiB) NOT MET',
+            '2.50x best peer (compile-bf16)']
+    bad = ['synthetic report lacks %r' % w for w in want if w not in out]
+    # the tuned row's targets come after the default's
+    if out.find('reached 2.00x') > out.find('reached 2.50x'):
+        bad.append('tuned targets before the default ones')
+    return bad
 
 
 def cpu_smoke(args):
@@ -570,6 +637,24 @@ def cpu_smoke(args):
             print('fallback cell: %s' % r)
             if not r.get('ms') or 'graph API off' not in r.get('note', ''):
                 bad.append('fallback without the graph API: %s' % r)
+            # the tuned row: its settings reach batchdet's environment (the wrapper
+            # refuses without them), its cell and note name them, and a failure there is
+            # an error cell rather than the default's graph-API fallback
+            args.batchdet = ('sh -c \'[ "$BD_SMOKE_TUNED" = yes ] || '
+                             '{ echo no tuned env >&2; exit 3; }; exec "$0" "$@"\' ' +
+                             shlex.quote(real))
+            path = onnx_for(torch, dy, 'T', args.size, args.seed, args.onnx_dir, tmp)
+            tc = Cells()
+            ours_rows('T', path, [2], args, tc, 'cpu', TUNED, {'BD_SMOKE_TUNED': 'yes'})
+            ours_rows('T', path, [3], args, tc, 'cpu', TUNED, {'BD_SMOKE_TUNED': 'no'})
+            args.batchdet = real
+            r, r3 = tc.d.get(('T', 2, TUNED)) or {}, tc.d.get(('T', 3, TUNED)) or {}
+            print('tuned cells: %s / %s' % (r, r3))
+            if (not r.get('ms') or r.get('env') != 'BD_SMOKE_TUNED=yes' or
+                    not r.get('note', '').startswith('BD_SMOKE_TUNED=yes, ')):
+                bad.append('tuned cell: %s' % r)
+            if 'ms' in r3 or 'no tuned env' not in r3.get('err', ''):
+                bad.append('tuned cell without its settings: %s' % r3)
         back = Cells()
         back.load(save)
         print_table(back, 'gpu_peers --cpu-smoke (CPU, T %d px, batch 2, %d iterations)'
@@ -599,9 +684,12 @@ def main(argv):
     ap.add_argument('--iters', type=int, default=30)
     ap.add_argument('--warmup', type=int, default=5)
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--impls', default=','.join(IMPLS))
+    ap.add_argument('--impls', default=None,
+                    help='default: all but batchdet-tuned, which --batchdet-env adds')
     ap.add_argument('--compile-mode', default='max-autotune')
     ap.add_argument('--batchdet', default=None)
+    ap.add_argument('--batchdet-env', default=None, metavar="'NAME=VALUE ...'",
+                    help='settings for the batchdet-tuned row (e.g. BATCHDET_CUDA_WGMMA=1)')
     ap.add_argument('--bench-timeout', type=int, default=120)
     ap.add_argument('--onnx-dir', default=None, help='cache of the FP32 ONNX exports')
     ap.add_argument('--save', default=None, help='append one JSON line per cell')
@@ -609,10 +697,19 @@ def main(argv):
     ap.add_argument('--cpu-smoke', action='store_true')
     ap.add_argument('--export-only', action='store_true')
     args = ap.parse_args(argv)
+    if args.impls is None:
+        args.impls = ','.join(i for i in IMPLS if i != TUNED or args.batchdet_env)
     args.impls = set(i for i in args.impls.split(',') if i)
     unknown = args.impls - set(IMPLS)
     if unknown:
         ap.error('unknown impls %s (known: %s)' % (sorted(unknown), ','.join(IMPLS)))
+    if args.batchdet_env is not None:
+        try:
+            args.batchdet_env = parse_env(args.batchdet_env)
+        except ValueError as e:
+            ap.error('--batchdet-env: %s' % e)
+    elif TUNED in args.impls:
+        ap.error('%s needs --batchdet-env' % TUNED)
     args.batchdet_given = args.batchdet is not None or 'BATCHDET' in os.environ
     args.batchdet = (args.batchdet or os.environ.get('BATCHDET') or
                      os.path.join(SRC, 'build', 'cli', 'batchdet'))

@@ -13,3 +13,8 @@ bd_add_script_test(bench_cost_count
                    COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/bench/test_cost.py
                    TIMEOUT 180 LABELS bench)
 set_tests_properties(bench_gpu_peers_smoke bench_cost_count PROPERTIES SKIP_RETURN_CODE 77)
+# The device scripts' plumbing (device_step.sh's statuses and log packing, device_tuned.sh's
+# choice of the setting for the batchdet-tuned row) on made-up step logs.
+bd_add_script_test(test_device_tuned
+                   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/gpu/test_device_tuned.sh
+                   TIMEOUT 60 LABELS bench)

@@ -25,6 +25,12 @@
 # alone and the table had no compile cell; reduce-overhead compiled T b32 in ~25 s.
 # Cells never reached are listed as "not run" or with their timeout. Knobs:
 # BD_BENCH_ITERS (30), BD_BENCH_WARMUP (5).
+# A second batchdet row, batchdet-tuned, when there is a setting to time: BD_TUNED_ENV
+# ('NAME=VALUE ...'), else the first line of $OUT/tuned_env.txt, which device_check.sh
+# writes when one of our switches beat the default at DAMO-T b32 in the same call with its
+# outputs checked (tests/gpu/device_tuned.sh). Its T cells (b32, b1, b8, b64; cap 90 s)
+# come after compile T b1, its S cells (cap 70 s) after the S eager ones; the targets are
+# printed for it too.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -51,7 +57,7 @@ left() { echo $((DEADLINE - $(date +%s))); }
 
 STEP_RESERVE=15 STEP_TAIL=8 STEP_W=18
 . "$ROOT/tests/gpu/device_step.sh"
-trap "pack_logs device-bench-logs" EXIT
+trap "pack_logs device-bench-logs tuned_env.txt table.txt" EXIT
 
 note_cell() { # MODEL BATCH IMPL TEXT: a cell that has no measurement, with the reason
   printf '{"model":"%s","batch":%d,"impl":"%s","err":"%s"}\n' "$1" "$2" "$3" "$4" >>"$CELLS"
@@ -93,6 +99,17 @@ done
 PEERS=(python3 tests/bench/gpu_peers.py --size 640 --iters "$ITERS" --warmup "$WARMUP"
   --batchdet "$BD" --onnx-dir "$ONNX" --save "$CELLS" --bench-timeout 60)
 EAGER=batchdet,torch-fp32,torch-bf16,ort-cuda-fp16
+TUNED=${BD_TUNED_ENV:-}
+if [ -z "$TUNED" ] && [ -s "$OUT/tuned_env.txt" ]; then
+  TUNED=$(head -n 1 "$OUT/tuned_env.txt")
+fi
+echo "batchdet-tuned: ${TUNED:-none (no BD_TUNED_ENV, no tuned_env.txt from device_check.sh)}" |
+  tee -a "$OUT/steps.log"
+tuned_cells() { # MODEL CAP
+  [ -n "$TUNED" ] || return 0
+  step "tuned-$1" "$2" "${PEERS[@]}" --models "$1" --batches 32,1,8,64 \
+    --impls batchdet-tuned --batchdet-env "$TUNED"
+}
 
 CRC=0
 compile_cell() { # MODEL BATCH CAP
@@ -108,7 +125,9 @@ compile_cell() { # MODEL BATCH CAP
 step peers-T 140 "${PEERS[@]}" --models T --batches 1,8,32,64 --impls "$EAGER"
 compile_cell T 32 100
 compile_cell T 1 100
+tuned_cells T 90
 step peers-S 110 "${PEERS[@]}" --models S --batches 1,8,32,64 --impls "$EAGER"
+tuned_cells S 70
 for mb in T:8 T:64 S:32 S:1 S:8 S:64; do
   m=${mb%:*} b=${mb#*:}
   if [ "$(left)" -ge $((CMIN + 15)) ]; then

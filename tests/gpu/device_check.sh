@@ -31,6 +31,7 @@ BUDGET=${BD_CHECK_BUDGET:-600}
 DEADLINE=$((T0 + BUDGET))
 
 . "$ROOT/tests/gpu/device_step.sh"
+. "$ROOT/tests/gpu/device_tuned.sh"
 trap "pack_logs device-check-logs" EXIT
 
 # ---- cuDNN and NCCL from the Python wheels, LD_LIBRARY_PATH, NVCC, SAN, CMAKE_DNN, PKG ----
@@ -325,6 +326,10 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   grep -HE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/memcheck.log" "$OUT/detect-memcheck.log" \
     "$OUT/racecheck-mma.log" 2>/dev/null | sed "s|$OUT/||"
   grep -hE "^#[0-9]+ .* in " "$OUT/test_pool.log" 2>/dev/null | head -n 12
+  # Every switch's DAMO-T b32 time against the default; the fastest one with its outputs
+  # checked goes to tuned_env.txt, which device_bench.sh (same call) times as a second
+  # batchdet row beside the default one.
+  pick_tuned | tee "$OUT/tuned.log"
   printf '%s\n' "${SUMMARY[@]}"
   exit 0
 fi

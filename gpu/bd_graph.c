@@ -133,6 +133,17 @@ int64_t bd_value_numel(const bd_value *v) {
   return n;
 }
 
+int bd_graph_readers(const bd_graph *g, int v, int (*visit)(void *ctx, int n, int j), void *ctx) {
+  int reads = 0;
+  for (int n = 0; n < g->n_nodes; n++)
+    for (int j = 0; j < g->nodes[n].n_in; j++) {
+      if (g->nodes[n].in[j] != v) continue;
+      if (visit && !visit(ctx, n, j)) return -1;
+      reads++;
+    }
+  return reads;
+}
+
 void bd_plan_destroy(bd_plan *p) {
   if (!p) return;
   free(p->rank);

@@ -187,6 +187,10 @@ int bd_graph_add_value(bd_graph *g, const char *name, bd_dtype dt, int rank, con
 int bd_graph_add_node(bd_graph *g, bd_op op, const char *name, int n_in, const int *in, int n_out,
                       const int *out);
 int64_t bd_value_numel(const bd_value *v); /* -1 if any dim unknown */
+/* Visits every read of value v (node n's input slot j; nodes in order, a node reading v
+ * twice visited twice) until visit returns 0. Returns the number of reads, or -1 where
+ * visit refused one. visit NULL: counts them. */
+int bd_graph_readers(const bd_graph *g, int v, int (*visit)(void *ctx, int n, int j), void *ctx);
 
 /* ---- the batch-specialised plan ---- */
 typedef struct bd_plan {

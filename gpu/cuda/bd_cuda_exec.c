@@ -448,6 +448,25 @@ static int resize_factor(const bd_node *rz, const int64_t *x, const int64_t *y) 
   return f;
 }
 
+/* What a reader test of bd_graph_readers sees: the plan, the value read (v), the node
+ * that may read it whatever it is (skip), the Concat slice it would be (ch of width). */
+typedef struct {
+  const bd_cuda_be *b;
+  const bd_cuda_cplan *cp;
+  int v, skip;
+  int64_t ch, width;
+} rd_ctx;
+
+/* A conv's residual, read upsampled by its epilogue (and not also its input). */
+static int reads_upsampled(void *ctx, int n, int j) {
+  const rd_ctx *x = ctx;
+  const bd_node *nd = &x->b->base.graph->nodes[n];
+  if (nd->op != BD_OP_CONV || j != 3 || nd->p.conv.res == BD_RES_NONE || nd->in[0] == x->v)
+    return 0;
+  const int c = conv_caps(x->b, x->cp, nd);
+  return (c & BD_CONV_PITCH_ROUTE) && !(c & BD_CONV_PITCH_XZERO);
+}
+
 /* Which Resizes this plan leaves to their readers (cp->upsrc): a nearest upsample by an
  * integer factor (resize_factor) of a 16-bit tensor whose every reader is a conv taking it
  * as its residual only, on our tensor-core kernel without channel padding (bd_compile's
@@ -466,20 +485,8 @@ static void plan_upres(const bd_cuda_be *b, bd_cuda_cplan *cp) {
         !value_h16(g, p, z) || !resize_factor(rz, p->dims[z], p->dims[u]) ||
         p->dims[u][0] * p->dims[u][2] * p->dims[u][3] >= ((int64_t)1 << 31))
       continue;
-    int readers = 0, ok = 1;
-    for (int n = 0; n < g->n_nodes && ok; ++n) {
-      const bd_node *nd = &g->nodes[n];
-      for (int j = 0; j < nd->n_in && ok; ++j) {
-        if (nd->in[j] != u) continue;
-        readers++;
-        ok = nd->op == BD_OP_CONV && j == 3 && nd->p.conv.res != BD_RES_NONE && nd->in[0] != u;
-        if (ok) {
-          const int c = conv_caps(b, cp, nd);
-          ok = (c & BD_CONV_PITCH_ROUTE) && !(c & BD_CONV_PITCH_XZERO);
-        }
-      }
-    }
-    if (ok && readers) cp->upsrc[u] = z;
+    rd_ctx x = {b, cp, u, -1, 0, 0};
+    if (bd_graph_readers(g, u, reads_upsampled, &x) > 0) cp->upsrc[u] = z;
   }
   /* Twins in one launch read both residuals alike (one rup): where they would not, both
    * their Resizes run. */
@@ -541,16 +548,15 @@ static int choice_shape(const bd_cuda_be *b, const bd_cuda_cplan *cp, int k, int
 
 static int alias_enabled(void);
 
+static int is_channel_concat(void *ctx, int n, int j) {
+  const bd_node *nd = &((const bd_graph *)ctx)->nodes[n];
+  (void)j;
+  return nd->op == BD_OP_CONCAT && nd->p.concat.axis == 1;
+}
+
 int bd_cuda_concat_piece(const bd_graph *g, int v) {
-  int readers = 0, concat = 0;
   if (v < 0 || g->values[v].is_output || !alias_enabled()) return 0;
-  for (int r = 0; r < g->n_nodes; ++r)
-    for (int j = 0; j < g->nodes[r].n_in; ++j)
-      if (g->nodes[r].in[j] == v) {
-        readers++;
-        concat = g->nodes[r].op == BD_OP_CONCAT && g->nodes[r].p.concat.axis == 1;
-      }
-  return readers == 1 && concat;
+  return bd_graph_readers(g, v, is_channel_concat, (void *)g) == 1;
 }
 
 static bd_status conv_choices(bd_cuda_be *b, bd_cuda_cplan *cp, bd_err *err) {
@@ -650,6 +656,21 @@ static int alias_enabled(void) {
   return !e || strcmp(e, "0") != 0;
 }
 
+/* A conv's input read channel-padded (the pad zeroed). */
+static int reads_padded(void *ctx, int n, int j) {
+  const rd_ctx *x = ctx;
+  const bd_node *nd = &x->b->base.graph->nodes[n];
+  return nd->op == BD_OP_CONV && j == 0 && (conv_caps(x->b, x->cp, nd) & BD_CONV_PITCH_XZERO);
+}
+
+/* Input j of node n read as the slice x->ch of a Concat x->width wide (the Concat itself,
+ * x->skip, reads it so by construction). */
+static int reads_slice(void *ctx, int n, int j) {
+  const rd_ctx *x = ctx;
+  return n == x->skip ||
+         reads_pitched(x->b, x->cp, &x->b->base.graph->nodes[n], j, x->ch, x->width);
+}
+
 void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
   const bd_graph *g = b->base.graph;
   const bd_plan *p = cp->plan;
@@ -669,15 +690,10 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
       continue;
     int64_t w8 = (p->dims[v][1] + 7) / 8 * 8;
     const bd_node *pn = &g->nodes[val->producer];
-    int ok = pn->op == BD_OP_CONCAT || writes_pitched(b, cp, pn, 0, w8), readers = 0;
-    for (int r = 0; r < g->n_nodes && ok; ++r)
-      for (int j = 0; j < g->nodes[r].n_in && ok; ++j)
-        if (g->nodes[r].in[j] == v) {
-          readers++;
-          ok = g->nodes[r].op == BD_OP_CONV && j == 0 &&
-               (conv_caps(b, cp, &g->nodes[r]) & BD_CONV_PITCH_XZERO);
-        }
-    if (ok && readers) cp->pad_to[v] = w8;
+    rd_ctx x = {b, cp, v, -1, 0, w8};
+    if ((pn->op == BD_OP_CONCAT || writes_pitched(b, cp, pn, 0, w8)) &&
+        bd_graph_readers(g, v, reads_padded, &x) > 0)
+      cp->pad_to[v] = w8;
   }
   in_concat = calloc((size_t)g->n_values, sizeof(int)); /* times v is a Concat input */
   if (!in_concat) return; /* no aliasing: correct, only more memory */
@@ -699,12 +715,8 @@ void bd_cuda_plan_aliases(bd_cuda_be *b, bd_cuda_cplan *cp) {
           p->rank[v] != 4 || in_concat[v] != 1 || val->dtype != BD_DT_F32 ||
           !writes_pitched(b, cp, &g->nodes[val->producer], ch, width))
         continue;
-      int ok = 1;
-      for (int r = 0; r < g->n_nodes && ok; ++r)
-        for (int j = 0; j < g->nodes[r].n_in && ok; ++j)
-          if (g->nodes[r].in[j] == v && r != n)
-            ok = reads_pitched(b, cp, &g->nodes[r], j, ch, width);
-      if (!ok) continue;
+      rd_ctx x = {b, cp, v, n, ch, width};
+      if (bd_graph_readers(g, v, reads_slice, &x) < 0) continue;
       cp->alias[v] = y;
       cp->alias_ch[v] = ch;
     }

@@ -30,14 +30,14 @@ if(BD_HAVE_CUDA AND TARGET bd_cuda AND COMMAND bd_kemu_test)
   # merge_4/5 as split by bd_compile (a pair at the low resolution, a pair with residuals
   # read upsampled: 7 pairs, 4 Resizes in the convs' epilogues), and the head's box (68
   # channels) and class (80, sigmoid) 3x3 convs at each level as ragged twins: 10 pairs.
-  bd_kemu_damo_model(damoT_mma "BATCHDET_CUDA_CONV=mma;BD_EXPECT_TWINS=10;BD_EXPECT_UPRES=4")
+  bd_kemu_damo_model(damoT_mma "BATCHDET_CUDA_CONV=mma;BD_EXPECT_TWINS=10;BD_EXPECT_UPRES=4;BD_EXPECT_PIECES=16")
   # The same with the patch tile (k_conv_patch) on every layer it takes: the stem on its
   # stored zero-padded input, the first stages' 24/64-channel convs, strides 1 and 2.
   bd_kemu_damo_model(damoT_patch "BATCHDET_CUDA_CONV=patch;BD_EXPECT_PATCH=1")
   # The same on the Hopper warpgroup tiles (18-23; the emulated GPU answers as an sm_90)
   # on every layer: pitched inputs, Concat pieces, residuals (upsampled ones too), twins.
   bd_kemu_damo_model(damoT_wgmma
-    "BATCHDET_CUDA_CONV=wgmma;BATCHDET_CUDA_WGMMA=1;BD_EMU_SM=90;BD_EXPECT_WGMMA=19,20,21,22,23;BD_EXPECT_TWINS=10;BD_EXPECT_UPRES=4")
+    "BATCHDET_CUDA_CONV=wgmma;BATCHDET_CUDA_WGMMA=1;BD_EMU_SM=90;BD_EXPECT_WGMMA=19,20,21,22,23;BD_EXPECT_TWINS=10;BD_EXPECT_UPRES=4;BD_EXPECT_PIECES=16")
   # test_cuda_model_kemu_NAME: the model test on the tiny model with more environment ENV.
   function(bd_kemu_tiny_model NAME ENV)
     add_test(NAME test_cuda_model_kemu_${NAME} COMMAND test_cuda_model_kemu)

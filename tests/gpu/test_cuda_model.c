@@ -172,6 +172,34 @@ static void run_batch(int batch) {
     printf("batch %d: %d of %d Resizes read upsampled by their convs\n", batch, fused, resizes);
     assert_int_equal(fused, atoi(getenv("BD_EXPECT_UPRES")));
   }
+  if (getenv("BD_EXPECT_PIECES")) {
+    /* Every conv on our kernel (BATCHDET_CUDA_CONV=mma): each conv output that only a
+     * channel Concat reads is written in place as that Concat's slice (no copy), counted
+     * here from the graph alone */
+    const bd_cuda_cplan *cp = bd_cuda_backend_plan((bd_cuda_be *)gpu, plan);
+    assert_non_null(cp);
+    int want = 0, got = 0;
+    for (int i = 0; i < g->n_nodes; ++i) {
+      const int y = g->nodes[i].out[0];
+      if (g->nodes[i].op != BD_OP_CONV || g->values[y].is_output) continue;
+      int reads = 0, concat = -1;
+      for (int r = 0; r < g->n_nodes; ++r)
+        for (int j = 0; j < g->nodes[r].n_in; ++j)
+          if (g->nodes[r].in[j] == y) {
+            reads++;
+            concat = g->nodes[r].op == BD_OP_CONCAT && g->nodes[r].p.concat.axis == 1 ? r : -1;
+          }
+      if (reads != 1 || concat < 0) continue;
+      want++;
+      got += cp->alias[y] == g->nodes[concat].out[0];
+      if (cp->alias[y] != g->nodes[concat].out[0])
+        printf("conv %s: its output is not written into Concat %s\n", g->nodes[i].name,
+               g->nodes[concat].name);
+    }
+    printf("batch %d: %d of %d conv outputs written as Concat slices\n", batch, got, want);
+    assert_true(want >= atoi(getenv("BD_EXPECT_PIECES")));
+    assert_int_equal(got, want);
+  }
   const char *gerr = bd_cuda_backend_graph_error(gpu, plan);
   if (gerr) printf("CUDA graph capture failed: %s\n", gerr);
   assert_null(gerr);

@@ -171,7 +171,7 @@ if [ -n "${BD_PREBUILT:-}" ]; then
   BATCHDET_CUDA_CONV=mma step test_cuda_conv-mma 120 "$B/test_cuda_conv"
   BATCHDET_CUDA_CONV=mma step test_cuda_model-mma 120 "$B/test_cuda_model"
   BATCHDET_CUDA_CONV=mma BD_CUDA_MODEL=$DAMO/T/model.onnx BD_CUDA_INPUT=$DAMO/T/input.f32 \
-    BD_EXPECT_TWINS=10 BD_EXPECT_UPRES=4 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
+    BD_EXPECT_TWINS=10 BD_EXPECT_UPRES=4 BD_EXPECT_PIECES=16 step test_cuda_model-damoT-mma 90 "$B/test_cuda_model"
   # Conv tile 17 (patch: whole input patches in shared memory) on every DAMO-T layer it
   # takes (the stem, the first stages), through the whole model; its times per layer are
   # in bench-damoT-b32.log's choice lines.

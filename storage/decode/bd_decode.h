@@ -5,15 +5,21 @@
  * dimensions read from the header against a pixel limit and a per-side limit BEFORE
  * the pixel buffer is allocated, so a 60000x60000 "bomb" fails fast from its header.
  *
- * Strictness: libjpeg warnings (e.g. "Premature end of JPEG file") are errors, since
- * libjpeg pads a truncated image with gray and calls it decoded. PNG chunk CRC and
- * zlib errors are errors; ancillary-chunk warnings are ignored.
+ * Strictness: libjpeg warnings (e.g. "Premature end of JPEG file", or an unknown
+ * JFIF revision while reading the header) are errors, since libjpeg pads a truncated
+ * image with gray and calls it decoded; the message says "libjpeg warning treated as
+ * error". Valid JPEGs with sampling factors TurboJPEG's header call does not list
+ * (3x1, ...) are decoded. PNG chunk CRC and zlib errors are errors; ancillary-chunk
+ * warnings are ignored. A PNG chunk whose declared length runs past the end of the
+ * input fails before anything is allocated for it, and PNG ancillary chunks other
+ * than eXIf (text, ICC, ...) are skipped unread, so nothing is inflated for them.
  *
  * Colour: grayscale expands to R=G=B; CMYK/YCCK JPEGs are converted to RGB (Adobe
  * APP14 files store inverted CMYK, others are taken as plain CMYK); PNG palette and
- * low bit depths expand, 16-bit scales to 8, alpha is composited over black (that is,
- * RGB is premultiplied by alpha) because the colour under a transparent pixel is
- * arbitrary. No colour management (ICC profiles and gamma chunks are ignored).
+ * low bit depths expand, 16-bit scales to 8 (rounded), the alpha channel is dropped
+ * and tRNS ignored, the colour kept as stored (not composited): the pixels OpenCV's
+ * imread(IMREAD_COLOR) and PIL's convert('RGB'), which the models are matched
+ * against, give. No colour management (ICC profiles and gamma chunks are ignored).
  *
  * Orientation: the EXIF orientation (IFD0 tag 0x0112, JPEG APP1 or PNG eXIf) is
  * applied unless opts->ignore_orientation; info reports the stored and the oriented

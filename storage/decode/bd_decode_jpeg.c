@@ -20,23 +20,46 @@ void bd_decode_tj_free(void *tj) {
   if (tj) tjDestroy(tj);
 }
 
-/* Adobe APP14 marker seen before SOS? Adobe writers store CMYK inverted. */
-static int jpeg_has_adobe(const uint8_t *buf, size_t len) {
+/* The first marker segment before SOS for which match() is true: its payload (after
+ * the length field) and that payload's size; NULL when none. Every length is checked
+ * against the buffer. */
+static const uint8_t *jpeg_segment(const uint8_t *buf, size_t len,
+                                   int (*match)(uint8_t marker, const uint8_t *p, size_t n),
+                                   size_t *n_out) {
   size_t p = 2;
   while (p < len) {
-    if (buf[p] != 0xFF) return 0;
+    if (buf[p] != 0xFF) return NULL;
     while (p < len && buf[p] == 0xFF) p++;
-    if (p >= len) return 0;
+    if (p >= len) return NULL;
     uint8_t m = buf[p++];
-    if (m == 0xD9 || m == 0xDA) return 0;
+    if (m == 0xD9 || m == 0xDA) return NULL;
     if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
-    if (len - p < 2) return 0;
+    if (len - p < 2) return NULL;
     size_t seg = (size_t)buf[p] << 8 | buf[p + 1];
-    if (seg < 2 || seg > len - p) return 0;
-    if (m == 0xEE && seg >= 2 + 5 && memcmp(buf + p + 2, "Adobe", 5) == 0) return 1;
+    if (seg < 2 || seg > len - p) return NULL;
+    if (match(m, buf + p + 2, seg - 2)) {
+      *n_out = seg - 2;
+      return buf + p + 2;
+    }
     p += seg;
   }
-  return 0;
+  return NULL;
+}
+
+static int is_adobe(uint8_t m, const uint8_t *p, size_t n) {
+  return m == 0xEE && n >= 5 && memcmp(p, "Adobe", 5) == 0;
+}
+
+/* SOF0..SOF15 less DHT (C4), JPG (C8) and DAC (CC), long enough for its components */
+static int is_sof(uint8_t m, const uint8_t *p, size_t n) {
+  return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && n >= 6 &&
+         n >= 6 + 3 * (size_t)p[5];
+}
+
+/* Adobe APP14 marker seen before SOS? Adobe writers store CMYK inverted. */
+static int jpeg_has_adobe(const uint8_t *buf, size_t len) {
+  size_t n;
+  return jpeg_segment(buf, len, is_adobe, &n) != NULL;
 }
 
 /* The scaling factor: the largest reduction among 1/2, 1/4, 1/8 that keeps the
@@ -69,11 +92,39 @@ static tjscalingfactor pick_scale(int w, int h, int orientation, const bd_decode
 }
 
 static bd_status tj_fail(tjhandle tj, bd_err *err, const char *what) {
-  /* only the decode runs with STOPONWARNING; in the header call a warning flag may
-   * precede the fatal error that actually stopped it */
-  int warn = strcmp(what, "decode") == 0 && tjGetErrorCode(tj) == TJERR_WARNING;
+  /* TurboJPEG 2.1 stops the header call at the first libjpeg warning too (a fresh
+   * handle as well as one that ran a STOPONWARNING decode: test_jpeg_header_warning),
+   * so in either call a warning code means that warning is what stopped it */
+  int warn = tjGetErrorCode(tj) == TJERR_WARNING;
   return bd_err_set(err, BD_E_INVALID, "corrupt JPEG: %s%s: %s", what,
                     warn ? " (libjpeg warning treated as error)" : "", tjGetErrorStr2(tj));
+}
+
+/* tjDecompressHeader3 (TurboJPEG 2.x) refuses sampling factors outside its TJSAMP_*
+ * list (3x1, 1x3, 4x2, ...) although libjpeg, and so tjDecompress2, decodes them: take
+ * the size and component count from the frame header instead. */
+static bd_status header_from_sof(const uint8_t *buf, size_t len, int *w, int *h, int *cs,
+                                 bd_err *err) {
+  size_t n = 0;
+  const uint8_t *f = jpeg_segment(buf, len, is_sof, &n);
+  if (!f)
+    return bd_err_set(err, BD_E_INVALID,
+                      "corrupt JPEG: header: sampling factors TurboJPEG "
+                      "does not know, and no readable frame header");
+  *h = f[1] << 8 | f[2];
+  *w = f[3] << 8 | f[4];
+  const int nc = f[5];
+  char samp[40] = "";
+  for (int i = 0, k = 0; i < nc && i < 4 && k < (int)sizeof samp - 8; i++)
+    k += snprintf(samp + k, sizeof samp - (size_t)k, "%s%dx%d", i ? "," : "", f[6 + 3 * i + 1] >> 4,
+                  f[6 + 3 * i + 1] & 15);
+  if (nc != 1 && nc != 3 && nc != 4)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "unsupported JPEG: %d components (sampling %s)", nc,
+                      samp);
+  /* 3 components: YCbCr or RGB, both come out as RGB; 4: libjpeg tells CMYK from
+   * YCCK itself and TJPF_CMYK output is the same for both */
+  *cs = nc == 1 ? TJCS_GRAY : nc == 3 ? TJCS_YCbCr : TJCS_CMYK;
+  return BD_OK;
 }
 
 bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd_decode_lim *lim,
@@ -83,8 +134,16 @@ bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd
   uint8_t *cmyk = NULL;
   int w = 0, h = 0, subsamp = 0, cs = 0;
   if (len > ULONG_MAX) return bd_err_set(err, BD_E_LIMIT, "JPEG too large (%zu bytes)", len);
-  if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &cs) != 0)
-    return tj_fail(tj, err, "header");
+  if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &cs) != 0) {
+    if (tjGetErrorCode(tj) == TJERR_WARNING || !strstr(tjGetErrorStr2(tj), "subsampling"))
+      return tj_fail(tj, err, "header");
+    st = header_from_sof(buf, len, &w, &h, &cs, err);
+    if (st != BD_OK) return st;
+  } else if (w == 0 && h == 0) {
+    /* TurboJPEG reports success with no size when the data ends (or EOI comes)
+     * before a frame header: a tables-only or cut stream */
+    return bd_err_set(err, BD_E_INVALID, "corrupt JPEG: truncated before the frame header");
+  }
   info->orig_w = w;
   info->orig_h = h;
   st = bd_decode_check_size(w, h, lim, err);

@@ -40,6 +40,30 @@ static uint32_t be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Walks the chunk headers in buf (after the signature) up to IEND and fails when a
+ * declared length runs past the end of the input. libpng allocates some chunks (eXIf,
+ * tEXt, sPLT, ...) at their declared size before reading them, so a 44-byte file that
+ * declares 2 GB would otherwise cost 2 GB before "truncated file". */
+static bd_status check_chunk_lengths(const uint8_t *buf, size_t len, bd_err *err) {
+  size_t p = 8;
+  while (len - p >= 8) {
+    const uint32_t n = be32(buf + p);
+    const uint8_t *t = buf + p + 4;
+    if (n > PNG_UINT_31_MAX || n > len - p - 8 || len - p - 8 - n < 4) {
+      char name[5];
+      for (int i = 0; i < 4; i++)
+        name[i] = (t[i] >= 'A' && t[i] <= 'Z') || (t[i] >= 'a' && t[i] <= 'z') ? (char)t[i] : '?';
+      name[4] = '\0';
+      return bd_err_set(err, BD_E_INVALID,
+                        "corrupt PNG: truncated file (%s chunk declares %lu bytes, %zu left)", name,
+                        (unsigned long)n, len - p - 8);
+    }
+    if (memcmp(t, "IEND", 4) == 0) break;
+    p += 12 + (size_t)n;
+  }
+  return BD_OK;
+}
+
 static int exif_orientation(png_structp png, png_infop pi) {
 #ifdef PNG_eXIf_SUPPORTED
   png_bytep ex = NULL;
@@ -71,6 +95,8 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
     st = bd_decode_check_size(w, h, lim, err);
     if (st != BD_OK) return st;
   }
+  st = check_chunk_lengths(buf, len, err);
+  if (st != BD_OK) return st;
   png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, on_error, on_warning);
   if (!png) return bd_err_set(err, BD_E_NOMEM, "libpng: cannot create a read struct");
   pi = png_create_info_struct(png);
@@ -83,6 +109,15 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
     goto out;
   }
   png_set_user_limits(png, (png_uint_32)lim->max_side, (png_uint_32)lim->max_side);
+  /* What libpng may inflate or keep for one chunk: never more than the input. (libpng
+   * 1.6.39 does not check every chunk's length against it, e.g. eXIf's:
+   * check_chunk_lengths does that.) */
+  png_set_chunk_malloc_max(png, len);
+  /* Only the pixels, the palette and eXIf (orientation) are used: every other
+   * ancillary chunk (text, ICC, sPLT, ...) is skipped unread, so nothing inflates a
+   * zTXt/iTXt/iCCP bomb. */
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT, (png_const_bytep) "eXIf", 1);
   png_set_read_fn(png, &c, on_read);
   png_read_info(png, pi);
 
@@ -96,16 +131,19 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
     st = err ? err->code : BD_E_LIMIT;
     goto out;
   }
+  /* Alpha is dropped and tRNS ignored, colour kept as stored: what the pipelines the
+   * models are matched against feed them (OpenCV imread(IMREAD_COLOR) strips alpha and
+   * ignores tRNS; PIL convert('RGB') drops alpha and takes a palette entry's colour). */
   if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (png_get_valid(png, pi, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+  png_set_strip_alpha(png);
   if (depth == 16) png_set_scale_16(png); /* rounds, where strip_16 truncates */
   if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
   png_set_interlace_handling(png);
   png_read_update_info(png, pi);
 
   const int ch = png_get_channels(png, pi);
-  if ((ch != 3 && ch != 4) || png_get_rowbytes(png, pi) != (size_t)w * ch) {
+  if (ch != 3 || png_get_rowbytes(png, pi) != (size_t)w * ch) {
     st =
         bd_err_set(err, BD_E_INTERNAL, "PNG: unexpected layout after transforms (%d channels)", ch);
     goto out;
@@ -122,21 +160,6 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
   png_read_end(png, pi);
   info->orientation = lim->ignore_orientation ? 1 : exif_orientation(png, pi);
 
-  if (ch == 4) {
-    /* composite over black = premultiply; in place, since dst index <= src index */
-    const size_t n = (size_t)w * h;
-    for (size_t i = 0; i < n; i++) {
-      const uint8_t *s = c.pix + 4 * i;
-      unsigned a = s[3];
-      uint8_t r = (uint8_t)((s[0] * a + 127) / 255), g = (uint8_t)((s[1] * a + 127) / 255),
-              b = (uint8_t)((s[2] * a + 127) / 255);
-      c.pix[3 * i] = r;
-      c.pix[3 * i + 1] = g;
-      c.pix[3 * i + 2] = b;
-    }
-    uint8_t *shrunk = realloc(c.pix, n * 3);
-    if (shrunk) c.pix = shrunk;
-  }
   out->data = c.pix;
   out->w = (int)w;
   out->h = (int)h;

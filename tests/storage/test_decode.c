@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -27,6 +28,20 @@ static void data_path(char *out, size_t n, const char *rel) {
 static uint8_t *slurp(const char *rel, size_t *len) {
   char p[1200];
   data_path(p, sizeof p, rel);
+  FILE *f = fopen(p, "rb");
+  if (!f) fail_msg("cannot open %s", p);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return b;
+}
+
+static uint8_t *slurp_abs(const char *p, size_t *len) {
   FILE *f = fopen(p, "rb");
   if (!f) fail_msg("cannot open %s", p);
   fseek(f, 0, SEEK_END);
@@ -567,16 +582,202 @@ static void test_decoder_reuse(void **state) {
   bd_decoder_destroy(NULL);
 }
 
+/* ---- JPEG messages: cut before the frame header, sampling TurboJPEG's header call
+ * does not know, warnings in the header ---- */
+
+/* A small JPEG made here with TurboJPEG (4:2:0, JFIF APP0). */
+static unsigned char *small_jpeg(unsigned long *n) {
+  enum { W = 40, H = 24 };
+  uint8_t px[W * H * 3];
+  for (int i = 0; i < W * H * 3; i++) px[i] = (uint8_t)(i * 7 + i / 5);
+  tjhandle tj = tjInitCompress();
+  unsigned char *j = NULL;
+  *n = 0;
+  assert_int_equal(tjCompress2(tj, px, W, 0, H, TJPF_RGB, &j, n, TJSAMP_420, 90, 0), 0);
+  tjDestroy(tj);
+  return j;
+}
+
+static void test_jpeg_truncated_header(void **state) {
+  (void)state;
+  bd_image im;
+  bd_err e = {0};
+  bd_decode_info info;
+  const uint8_t soi[] = {0xFF, 0xD8, 0xFF};
+  assert_int_equal(bd_decode_image(soi, 3, NULL, &im, &info, &e), BD_E_INVALID);
+  print_message("SOI + 0xFF: %s\n", e.msg);
+  assert_string_equal(e.msg, "corrupt JPEG: truncated before the frame header");
+  assert_null(im.data);
+  assert_int_equal(info.format, BD_IMG_JPEG);
+  unsigned long n;
+  unsigned char *j = small_jpeg(&n);
+  size_t sof = 0;
+  for (size_t i = 2; i + 1 < n; i++)
+    if (j[i] == 0xFF && j[i + 1] == 0xC0) {
+      sof = i;
+      break;
+    }
+  assert_true(sof > 2);
+  /* cut just before SOF0 (after the quantisation tables), and a tables-only stream */
+  for (int eoi = 0; eoi <= 1; eoi++) {
+    uint8_t *b = malloc(sof + 2);
+    assert_non_null(b);
+    memcpy(b, j, sof);
+    b[sof] = 0xFF;
+    b[sof + 1] = 0xD9;
+    e.msg[0] = '\0';
+    assert_int_equal(bd_decode_image(b, sof + (eoi ? 2 : 0), NULL, &im, NULL, &e), BD_E_INVALID);
+    print_message("%s: %s\n", eoi ? "tables only + EOI" : "cut before SOF0", e.msg);
+    assert_string_equal(e.msg, "corrupt JPEG: truncated before the frame header");
+    assert_null(im.data);
+    free(b);
+  }
+  tjFree(j);
+}
+
+/* A JFIF APP0 with major revision 2: libjpeg warns while reading the header. Warnings
+ * are errors (as in the decode), with the same tag, whatever the decoder did before. */
+static void test_jpeg_header_warning(void **state) {
+  (void)state;
+  unsigned long n;
+  unsigned char *j = small_jpeg(&n);
+  assert_memory_equal(j + 6, "JFIF\0", 5);
+  uint8_t *bad = malloc(n);
+  assert_non_null(bad);
+  memcpy(bad, j, n);
+  bad[11] = 2; /* version 2.01 */
+  bd_image im;
+  bd_err e = {0}, e2 = {0};
+  assert_int_equal(bd_decode_image(bad, n, NULL, &im, NULL, &e), BD_E_INVALID);
+  print_message("JFIF 2.01, fresh decoder: %s\n", e.msg);
+  assert_non_null(strstr(e.msg, "corrupt JPEG: header (libjpeg warning treated as error): "));
+  assert_non_null(strstr(e.msg, "JFIF revision"));
+  assert_null(im.data);
+  /* the same decoder after a good decode, and after a decode-time warning */
+  bd_decoder *d = bd_decoder_new(&e2);
+  assert_non_null(d);
+  assert_int_equal(bd_decoder_decode(d, j, n, NULL, &im, NULL, &e2), BD_OK);
+  bd_image_free(&im);
+  assert_int_equal(bd_decoder_decode(d, bad, n, NULL, &im, NULL, &e2), BD_E_INVALID);
+  assert_string_equal(e2.msg, e.msg);
+  assert_int_equal(bd_decoder_decode(d, j, n - 40, NULL, &im, NULL, &e2), BD_E_INVALID);
+  assert_non_null(strstr(e2.msg, "decode (libjpeg warning treated as error)"));
+  assert_int_equal(bd_decoder_decode(d, bad, n, NULL, &im, NULL, &e2), BD_E_INVALID);
+  assert_string_equal(e2.msg, e.msg);
+  bd_decoder_destroy(d);
+  free(bad);
+  tjFree(j);
+}
+
+static int run_sh(const char *cmd) {
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static uint8_t *read_ppm(const char *path, int *w, int *h) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  int maxv = 0;
+  assert_int_equal(fscanf(f, "P6 %d %d %d", w, h, &maxv), 3);
+  assert_int_equal(maxv, 255);
+  fgetc(f);
+  size_t n = (size_t)*w * *h * 3;
+  uint8_t *b = malloc(n);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, n, f), n);
+  fclose(f);
+  return b;
+}
+
+/* Luma sampled 3x1 (cjpeg -sample 3x1): a valid file that tjDecompressHeader3 refuses
+ * ("Could not determine subsampling type"). It decodes, to djpeg's pixels. */
+static void test_jpeg_odd_subsampling(void **state) {
+  (void)state;
+  if (run_sh("command -v cjpeg >/dev/null 2>&1 && command -v djpeg >/dev/null 2>&1") != 0) {
+    print_message("SKIP: cjpeg/djpeg (libjpeg-turbo-progs) not installed\n");
+    skip();
+  }
+  char dir[] = "/tmp/bd_test_decode_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char src[64], jpg[64], ref[64], half[64], cmd[1024];
+  snprintf(src, sizeof src, "%s/src.ppm", dir);
+  snprintf(jpg, sizeof jpg, "%s/s31.jpg", dir);
+  snprintf(ref, sizeof ref, "%s/ref.ppm", dir);
+  snprintf(half, sizeof half, "%s/half.ppm", dir);
+  enum { W = 96, H = 40 };
+  uint8_t px[W * H * 3];
+  for (int y = 0; y < H; y++)
+    for (int x = 0; x < W; x++) {
+      uint8_t *p = px + (y * W + x) * 3;
+      p[0] = (uint8_t)(x * 2 + y);
+      p[1] = (uint8_t)(255 - x - y * 3);
+      p[2] = (uint8_t)((x / 8 + y / 8) % 2 ? 200 : 40);
+    }
+  FILE *f = fopen(src, "wb");
+  assert_non_null(f);
+  fprintf(f, "P6\n%d %d\n255\n", W, H);
+  assert_int_equal(fwrite(px, 1, sizeof px, f), sizeof px);
+  fclose(f);
+  snprintf(cmd, sizeof cmd,
+           "cjpeg -quality 95 -sample 3x1 %s > %s && djpeg -ppm %s > %s && "
+           "djpeg -ppm -scale 1/2 %s > %s",
+           src, jpg, jpg, ref, jpg, half);
+  assert_int_equal(run_sh(cmd), 0);
+  size_t n;
+  uint8_t *b = slurp_abs(jpg, &n);
+  int rw, rh;
+  uint8_t *rp = read_ppm(ref, &rw, &rh);
+  bd_image im;
+  bd_decode_info info;
+  bd_err e = {0};
+  bd_status st = bd_decode_image(b, n, NULL, &im, &info, &e);
+  if (st != BD_OK) fail_msg("3x1 JPEG: %s", e.msg);
+  assert_int_equal(im.w, W);
+  assert_int_equal(im.h, H);
+  assert_int_equal(rw, W);
+  assert_int_equal(info.components, 3);
+  assert_int_equal(info.orig_w, W);
+  assert_memory_equal(im.data, rp, sizeof px);
+  double d = 0;
+  for (size_t i = 0; i < sizeof px; i++) d += abs((int)im.data[i] - (int)px[i]);
+  print_message("3x1 JPEG: equal to djpeg; mean |diff| to the source %.2f\n", d / sizeof px);
+  assert_true(d / sizeof px < 16.0); /* garbage would be far over */
+  bd_image_free(&im);
+  free(rp);
+  /* the DCT-scaled path too: 1/2 as djpeg -scale 1/2 */
+  bd_decode_opts o = {.target_w = 40, .target_h = 16};
+  assert_int_equal(bd_decode_image(b, n, &o, &im, &info, &e), BD_OK);
+  assert_int_equal(info.scale_denom, 2);
+  rp = read_ppm(half, &rw, &rh);
+  assert_int_equal(im.w, rw);
+  assert_int_equal(im.h, rh);
+  assert_memory_equal(im.data, rp, (size_t)rw * rh * 3);
+  bd_image_free(&im);
+  free(rp);
+  free(b);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  run_sh(cmd);
+}
+
 int main(void) {
   const char *d = getenv("BD_TEST_DATA");
   snprintf(g_data, sizeof g_data, "%s", d ? d : "../shared/data");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_photo_sizes),   cmocka_unit_test(test_dog_equals_png),
-      cmocka_unit_test(test_gray),          cmocka_unit_test(test_progressive),
-      cmocka_unit_test(test_cmyk),          cmocka_unit_test(test_bad_expected),
-      cmocka_unit_test(test_misc_errors),   cmocka_unit_test(test_exif_orientation),
-      cmocka_unit_test(test_scaled_kite),   cmocka_unit_test(test_encode_roundtrip),
-      cmocka_unit_test(test_decoder_reuse), cmocka_unit_test(test_scaled_oriented),
+      cmocka_unit_test(test_photo_sizes),
+      cmocka_unit_test(test_dog_equals_png),
+      cmocka_unit_test(test_gray),
+      cmocka_unit_test(test_progressive),
+      cmocka_unit_test(test_cmyk),
+      cmocka_unit_test(test_bad_expected),
+      cmocka_unit_test(test_misc_errors),
+      cmocka_unit_test(test_exif_orientation),
+      cmocka_unit_test(test_scaled_kite),
+      cmocka_unit_test(test_encode_roundtrip),
+      cmocka_unit_test(test_decoder_reuse),
+      cmocka_unit_test(test_scaled_oriented),
+      cmocka_unit_test(test_jpeg_truncated_header),
+      cmocka_unit_test(test_jpeg_header_warning),
+      cmocka_unit_test(test_jpeg_odd_subsampling),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "bd_engine.h"
 #include "bd_fetch.h"
 #include "bd_labels.h"
+#include "bd_text.h"
 
 #define DETECT_MAX_FILES 10000000
 #define DETECT_MAX_DEPTH 64
@@ -46,6 +47,7 @@ typedef struct {
   const char *model, *device, *labels_path, *annotate, *dump, *format;
   bd_family family;
   int threads, batch, fast_decode;
+  int n_args; /* FILE|DIR|URL arguments given */
   bd_detect_params params;
 } detect_opts;
 
@@ -96,9 +98,13 @@ static void detect_usage(FILE *f) {
       "                    network sees (results then differ slightly from the reference)\n"
       "\n"
       "<base> is the file's base name with its extension (dog.jpg -> dog.jpg.f32), or its\n"
-      "path under the directory argument with '/' replaced by '_' (directory walks).\n"
+      "path under the directory argument with '/' replaced by '_' (directory walks); where\n"
+      "two inputs would share one, the later gets ~2, ~3, ... before its extension.\n"
+      "Directory walks follow symbolic links but enter each directory once. A file name\n"
+      "that is not UTF-8 is reported with U+FFFD for each byte that is not.\n"
       "Exit status: 0 the run completed (per-image errors are reported as lines), 1 the model\n"
-      "could not be loaded or run, or no image could be processed, 2 usage error.\n");
+      "could not be loaded or run, no image could be processed, or the results could not be\n"
+      "written, 2 usage error.\n");
 }
 
 /* ---------------------------------------------------------------- inputs */
@@ -135,8 +141,11 @@ static int push_entry(entry_list *l, const char *path, const char *name, int fro
   }
   entry *e = &l->v[l->n];
   e->path = strdup(path);
-  e->name = strdup(name);
-  e->stem = make_stem(name, from_dir);
+  /* reported in JSON, which must be UTF-8 */
+  e->name = bd_utf8_valid(name, strlen(name), NULL) ? strdup(name) : bd_utf8_sanitize(name);
+  e->stem = e->name ? make_stem(e->name, from_dir) : NULL;
+  if (e->name && strcmp(e->name, name))
+    fprintf(stderr, "batchdet detect: warning: file name is not UTF-8, reported as %s\n", e->name);
   if (!e->path || !e->name || !e->stem) {
     entry_free(e);
     return -1;
@@ -146,7 +155,8 @@ static int push_entry(entry_list *l, const char *path, const char *name, int fro
 }
 
 static int is_url(const char *s) {
-  return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "s3://", 5);
+  return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "s3://", 5) ||
+         !strncmp(s, "file://", 7);
 }
 
 static int has_image_ext(const char *n) {
@@ -158,11 +168,70 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Recursive sorted walk; rel is the path under the directory argument ("" at top). */
-static int walk(entry_list *l, const char *dir, const char *rel, int depth) {
-  if (depth > DETECT_MAX_DEPTH) return 0;
+/* An open-addressing set of (device, inode) pairs: the directories a walk has entered,
+ * so that a symbolic link back up the tree (or a second link to one directory) is not
+ * walked again. */
+typedef struct {
+  dev_t dev;
+  ino_t ino;
+} dir_id;
+
+typedef struct {
+  dir_id *v;
+  unsigned char *used;
+  size_t cap, n;
+} dir_set;
+
+static size_t dir_hash(dev_t dev, ino_t ino) {
+  uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4Full;
+  return (size_t)(h ^ h >> 29);
+}
+
+/* 1: added, 0: already there, -1: out of memory. */
+static int dir_set_add(dir_set *s, dev_t dev, ino_t ino) {
+  if (2 * (s->n + 1) > s->cap) {
+    dir_set g = {.cap = s->cap ? 2 * s->cap : 64};
+    g.v = malloc(g.cap * sizeof *g.v);
+    g.used = calloc(g.cap, 1);
+    if (!g.v || !g.used) {
+      free(g.v);
+      free(g.used);
+      return -1;
+    }
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->used[i]) dir_set_add(&g, s->v[i].dev, s->v[i].ino);
+    free(s->v);
+    free(s->used);
+    *s = g;
+  }
+  size_t i = dir_hash(dev, ino) & (s->cap - 1);
+  for (; s->used[i]; i = (i + 1) & (s->cap - 1))
+    if (s->v[i].dev == dev && s->v[i].ino == ino) return 0;
+  s->used[i] = 1;
+  s->v[i] = (dir_id){dev, ino};
+  s->n++;
+  return 1;
+}
+
+typedef struct {
+  entry_list *l;
+  dir_set seen;
+} walk_ctx;
+
+/* Recursive sorted walk of a directory not yet entered (w->seen); rel is the path under
+ * the directory argument ("" at top). A directory or entry that cannot be read is
+ * reported and skipped; -1 only when out of memory or past DETECT_MAX_FILES. */
+static int walk(walk_ctx *w, const char *dir, const char *rel, int depth) {
+  if (depth > DETECT_MAX_DEPTH) {
+    fprintf(stderr, "batchdet detect: %s: deeper than %d directories, skipped\n", dir,
+            DETECT_MAX_DEPTH);
+    return 0;
+  }
   DIR *d = opendir(dir);
-  if (!d) return 0;
+  if (!d) {
+    fprintf(stderr, "batchdet detect: %s: %s, skipped\n", dir, strerror(errno));
+    return 0;
+  }
   char **names = NULL;
   size_t n = 0, cap = 0;
   int rc = 0;
@@ -185,7 +254,7 @@ static int walk(entry_list *l, const char *dir, const char *rel, int depth) {
     }
     n++;
   }
-  qsort(names, n, sizeof *names, cmp_str);
+  if (n > 1) qsort(names, n, sizeof *names, cmp_str);
   for (size_t i = 0; i < n && rc == 0; i++) {
     size_t pl = strlen(dir) + strlen(names[i]) + 2, rl = strlen(rel) + strlen(names[i]) + 2;
     char *p = malloc(pl), *r = malloc(rl);
@@ -199,11 +268,19 @@ static int walk(entry_list *l, const char *dir, const char *rel, int depth) {
     snprintf(p, pl, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", names[i]);
     snprintf(r, rl, "%s%s%s", rel, *rel ? "/" : "", names[i]);
     struct stat sb;
-    if (stat(p, &sb) == 0) {
-      if (S_ISDIR(sb.st_mode))
-        rc = walk(l, p, r, depth + 1);
-      else if (S_ISREG(sb.st_mode) && has_image_ext(names[i]))
-        rc = push_entry(l, p, r, 1);
+    if (stat(p, &sb) != 0) {
+      if (has_image_ext(names[i]) || errno != ENOENT) /* ENOENT: a dangling link */
+        fprintf(stderr, "batchdet detect: %s: %s, skipped\n", p, strerror(errno));
+    } else if (S_ISDIR(sb.st_mode)) {
+      const int added = dir_set_add(&w->seen, sb.st_dev, sb.st_ino);
+      if (added < 0)
+        rc = -1;
+      else if (added)
+        rc = walk(w, p, r, depth + 1);
+      else
+        fprintf(stderr, "batchdet detect: %s: directory already walked (a link), skipped\n", p);
+    } else if (S_ISREG(sb.st_mode) && has_image_ext(names[i])) {
+      rc = push_entry(w->l, p, r, 1);
     }
     free(p);
     free(r);
@@ -229,14 +306,69 @@ static json_t *det_json(const bd_det *d, const bd_labels *labels) {
                    round_to(d->score, 1e-5), "box", box);
 }
 
-static void print_line(json_t *o) {
-  char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-  if (s) {
-    fputs(s, stdout);
-    fputc('\n', stdout);
-    free(s);
+/* One JSON line on stdout, flushed; -1 (errno set) when it could not be formatted or
+ * written (a full disk, a closed pipe): the results would be lost, so the run stops. */
+static int print_line(json_t *o) {
+  char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+  if (!s) {
+    errno = ENOMEM;
+    return -1;
   }
-  fflush(stdout);
+  int ok = fputs(s, stdout) >= 0 && fputc('\n', stdout) != EOF;
+  free(s);
+  return fflush(stdout) == 0 && ok && !ferror(stdout) ? 0 : -1;
+}
+
+/* FNV-1a */
+static size_t str_hash(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return (size_t)h;
+}
+
+/* Makes the stems of l's entries unique (the later of two equal ones gets ~2, ~3, ...
+ * before its extension), so that --annotate and --dump-input never overwrite one
+ * image's files with another's. -1 when out of memory. */
+static int unique_stems(entry_list *l) {
+  size_t cap = 64;
+  while (cap < 2 * l->n + 2) cap *= 2;
+  const char **set = calloc(cap, sizeof *set); /* the stems kept so far */
+  int *next = calloc(cap, sizeof *next);       /* at a stem's slot: its next ~k to try */
+  int rc = 0;
+  if (!set || !next) rc = -1;
+  for (size_t i = 0; i < l->n && rc == 0; i++) {
+    entry *e = &l->v[i];
+    size_t j = str_hash(e->stem) & (cap - 1);
+    while (set[j] && strcmp(set[j], e->stem)) j = (j + 1) & (cap - 1);
+    if (!set[j]) {
+      set[j] = e->stem;
+      continue;
+    }
+    const char *dot = strrchr(e->stem, '.');
+    const int pre = (int)(dot ? (size_t)(dot - e->stem) : strlen(e->stem));
+    for (int k = next[j] ? next[j] : 2;; k++) {
+      char *c = malloc(strlen(e->stem) + 16);
+      if (!c) {
+        rc = -1;
+        break;
+      }
+      snprintf(c, strlen(e->stem) + 16, "%.*s~%d%s", pre, e->stem, k, dot ? dot : "");
+      size_t q = str_hash(c) & (cap - 1);
+      while (set[q] && strcmp(set[q], c)) q = (q + 1) & (cap - 1);
+      if (set[q]) {
+        free(c);
+        continue;
+      }
+      next[j] = k + 1;
+      free(e->stem);
+      e->stem = c;
+      set[q] = c;
+      break;
+    }
+  }
+  free(set);
+  free(next);
+  return rc;
 }
 
 static int ensure_dir(const char *dir) {
@@ -347,6 +479,7 @@ static int fetch_batch(bd_fetch **f, const entry *en, int m, bd_fetch_result *bo
       bd_fetch_opts fo;
       bd_fetch_opts_default(&fo);
       fo.concurrency = 16;
+      fo.allow_file = 1; /* a local user could name the path itself */
       if (!(*f = bd_fetch_new(&fo, NULL, NULL, &e))) return -1;
     }
     if (bd_fetch_submit(*f, (uint64_t)k, en[k].path, NULL, -1, &e) != BD_OK)
@@ -448,7 +581,19 @@ static void decode_parallel(const decode_ctx *base, int m, int threads) {
 
 /* ---------------------------------------------------------------- main */
 
-static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, int *help) {
+/* A directory argument: walked unless an earlier one entered it. */
+static int walk_top(walk_ctx *w, const char *dir, const struct stat *sb) {
+  const int added = dir_set_add(&w->seen, sb->st_dev, sb->st_ino);
+  if (added <= 0) {
+    if (added == 0)
+      fprintf(stderr, "batchdet detect: %s: directory already walked, skipped\n", dir);
+    return added;
+  }
+  return walk(w, dir, "", 0);
+}
+
+static int parse_args_in(int argc, char **argv, detect_opts *o, walk_ctx *w, int *help) {
+  entry_list *files = w->l;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -460,17 +605,19 @@ static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, 
       continue;
     }
     if (!strcmp(a, "--")) {
-      for (i++; i < argc; i++)
+      for (i++; i < argc; i++, o->n_args++)
         if (push_entry(files, argv[i], argv[i], 0)) return -1;
       break;
     }
     if (a[0] != '-' || !a[1]) {
       struct stat sb;
+      o->n_args++;
       int rc = (!is_url(a) && stat(a, &sb) == 0 && S_ISDIR(sb.st_mode))
-                   ? walk(files, a, "", 0)
+                   ? walk_top(w, a, &sb)
                    : push_entry(files, a, a, 0);
       if (rc) {
-        fprintf(stderr, "batchdet detect: out of memory listing inputs\n");
+        fprintf(stderr, "batchdet detect: out of memory or more than %d files listing inputs\n",
+                DETECT_MAX_FILES);
         return -1;
       }
       continue;
@@ -506,7 +653,7 @@ static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, 
       long x = strtol(v, &end, 10);
       int lo = strcmp(a, "--threads") ? 1 : 0;
       int hi = !strcmp(a, "--batch")     ? BD_ENGINE_MAX_BATCH
-               : !strcmp(a, "--threads") ? 1024
+               : !strcmp(a, "--threads") ? BD_ENGINE_MAX_THREADS
                                          : 100000;
       if (!*v || *end || x < lo || x > hi) {
         fprintf(stderr, "batchdet detect: %s wants an integer in %d..%d\n", a, lo, hi);
@@ -534,6 +681,14 @@ static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, 
     }
   }
   return 0;
+}
+
+static int parse_args(int argc, char **argv, detect_opts *o, entry_list *files, int *help) {
+  walk_ctx w = {.l = files};
+  const int rc = parse_args_in(argc, argv, o, &w, help);
+  free(w.seen.v);
+  free(w.seen.used);
+  return rc;
 }
 
 int bd_cmd_detect(int argc, char **argv) {
@@ -581,10 +736,18 @@ int bd_cmd_detect(int argc, char **argv) {
     goto out;
   }
   if (files.n == 0) {
-    fprintf(stderr, "batchdet detect: no input images\n");
-    rc = argc > 1 ? BD_EXIT_FAIL : BD_EXIT_USAGE;
+    if (!o.n_args) {
+      fprintf(stderr, "batchdet detect: no input images: name files, directories or URLs\n");
+      detect_usage(stderr);
+      rc = BD_EXIT_USAGE;
+    } else {
+      fprintf(stderr,
+              "batchdet detect: no input images (no *.jpg, *.jpeg or *.png in the "
+              "directories given)\n");
+    }
     goto out;
   }
+  if ((o.annotate || o.dump) && unique_stems(&files)) goto nomem;
   if ((o.annotate && ensure_dir(o.annotate)) || (o.dump && ensure_dir(o.dump))) {
     fprintf(stderr, "batchdet detect: cannot create output directory %s\n",
             o.annotate && ensure_dir(o.annotate) ? o.annotate : o.dump);
@@ -663,15 +826,21 @@ int bd_cmd_detect(int argc, char **argv) {
       const entry *en = &files.v[i0 + k];
       if (!ptrs[k] || status[k] != BD_OK) {
         const char *msg = ptrs[k] ? bd_status_name(status[k]) : derr[k];
-        json_t *l = json_pack("{s:s,s:s}", "image", en->name, "error", msg);
+        /* library messages may quote bytes from outside (a file name, a server's text) */
+        char *safe = bd_utf8_sanitize(msg);
+        json_t *l = NULL;
+        int bad;
         if (coco_fmt)
-          json_array_append_new(c_errors,
-                                json_pack("{s:s,s:s}", "file_name", en->name, "error", msg));
-        else if (l)
-          print_line(l);
+          bad = !safe || json_array_append_new(c_errors, json_pack("{s:s,s:s}", "file_name",
+                                                                   en->name, "error", safe));
+        else
+          bad = !safe || !(l = json_pack("{s:s,s:s}", "image", en->name, "error", safe)) ||
+                print_line(l);
         json_decref(l);
+        free(safe);
         bd_image_free(&imgs[k]);
         bd_detections_free(&dets[k]);
+        if (bad) goto write_failed;
         continue;
       }
       n_ok++;
@@ -683,16 +852,17 @@ int bd_cmd_detect(int argc, char **argv) {
         b->x1 = (float)(b->x1 * sx), b->x2 = (float)(b->x2 * sx);
         b->y1 = (float)(b->y1 * sy), b->y2 = (float)(b->y2 * sy);
       }
+      int bad = 0;
       if (coco_fmt) {
         long id = (long)(i0 + k) + 1;
-        json_array_append_new(
+        bad |= json_array_append_new(
             c_images, json_pack("{s:I,s:s,s:i,s:i}", "id", (json_int_t)id, "file_name", en->name,
                                 "width", info[k].oriented_w, "height", info[k].oriented_h));
         for (int d = 0; d < dets[k].n; d++) {
           const bd_det *b = &dets[k].det[d];
           int cat = fi->num_classes == 80 ? bd_coco80_category_id(b->cls) : b->cls + 1;
           double w = b->x2 - b->x1, h = b->y2 - b->y1;
-          json_array_append_new(
+          bad |= json_array_append_new(
               c_anns, json_pack("{s:I,s:I,s:i,s:[ffff],s:f,s:f,s:i}", "id", (json_int_t)ann_id++,
                                 "image_id", (json_int_t)id, "category_id", cat, "bbox",
                                 round_to(b->x1, 0.01), round_to(b->y1, 0.01), round_to(w, 0.01),
@@ -702,11 +872,16 @@ int bd_cmd_detect(int argc, char **argv) {
       } else {
         json_t *arr = json_array();
         for (int d = 0; d < dets[k].n; d++)
-          json_array_append_new(arr, det_json(&dets[k].det[d], labels));
+          bad |= json_array_append_new(arr, det_json(&dets[k].det[d], labels));
         json_t *l = json_pack("{s:s,s:i,s:i,s:o}", "image", en->name, "width", info[k].oriented_w,
                               "height", info[k].oriented_h, "detections", arr);
-        if (l) print_line(l);
+        bad |= !l || print_line(l);
         json_decref(l);
+      }
+      if (bad) {
+        bd_image_free(&imgs[k]);
+        bd_detections_free(&dets[k]);
+        goto write_failed;
       }
       if (o.annotate) {
         bd_err ae;
@@ -731,7 +906,7 @@ int bd_cmd_detect(int argc, char **argv) {
     json_object_set_new(coco, "categories", cats);
     json_object_set_new(coco, "errors", c_errors);
     c_images = c_anns = c_errors = NULL;
-    print_line(coco);
+    if (print_line(coco)) goto write_failed;
   }
   clock_gettime(CLOCK_MONOTONIC, &t_end);
   {
@@ -747,6 +922,13 @@ int bd_cmd_detect(int argc, char **argv) {
   }
   if (n_ok == 0) fprintf(stderr, "batchdet detect: no image could be processed\n");
   rc = n_ok ? BD_EXIT_OK : BD_EXIT_FAIL;
+  goto out;
+write_failed:
+  fprintf(stderr, "batchdet detect: writing results to standard output: %s; stopped\n",
+          strerror(errno ? errno : EIO));
+  for (int k = 0; k < o.batch && imgs; k++) bd_image_free(&imgs[k]);
+  for (int k = 0; k < o.batch && dets; k++) bd_detections_free(&dets[k]);
+  rc = BD_EXIT_FAIL;
   goto out;
 nomem:
   fprintf(stderr, "batchdet detect: out of memory\n");

@@ -1,9 +1,12 @@
 /* batchdet: one executable, subcommands in the git/kubectl habit. This file only
  * dispatches; each subcommand lives in cmd_<name>.c. Subcommands that are not built
  * yet resolve to the weak stubs below and answer "not implemented yet" (exit 2). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bd_cli.h"
 #include "bd_log.h"
@@ -71,7 +74,37 @@ static void usage(FILE *f) {
           "(BATCHDET_LOG sets the log level).\n");
 }
 
+/* Standard streams that are closed at start are held by /dev/null opened read-only, so
+ * that no file this process opens lands on descriptor 1 or 2 and gets results or logs
+ * written into it; writes to them then fail, which the check below reports. */
+static void hold_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      int n = open("/dev/null", O_RDONLY);
+      if (n >= 0 && n != fd) {
+        dup2(n, fd);
+        close(n);
+      }
+    }
+}
+
+/* Results written to stdout that did not all reach it (a full disk, a closed stream):
+ * a command that returned success fails (one that failed has said why). */
+static int check_stdout(int rc) {
+  if ((fflush(stdout) == 0 && !ferror(stdout)) || rc != BD_EXIT_OK) return rc; /* else said */
+  fprintf(stderr, "batchdet: writing to standard output failed: %s\n",
+          errno ? strerror(errno) : "I/O error");
+  return BD_EXIT_FAIL;
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+  hold_std_fds();
+  return check_stdout(run(argc, argv));
+}
+
+static int run(int argc, char **argv) {
   const char *lvl = getenv("BATCHDET_LOG");
   int i = 1;
   for (; i < argc; i++) {

@@ -96,7 +96,9 @@ static inline void bd_backend_destroy(bd_backend *be) {
   if (be) be->vt->destroy(be);
 }
 
-/* The cpu backend (gpu/cpu/): FP32, `threads` worker threads (0 = all cores). */
+/* The cpu backend (gpu/cpu/): FP32, `threads` worker threads (0 = all cores, else at
+ * most BD_CPU_MAX_THREADS). */
+#define BD_CPU_MAX_THREADS 256
 bd_status bd_cpu_backend_new(const bd_graph *g, int threads, bd_backend **out, bd_err *err);
 
 #endif

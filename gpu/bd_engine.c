@@ -11,6 +11,8 @@
 #include "bd_compile.h"
 #include "bd_onnx.h"
 
+_Static_assert(BD_ENGINE_MAX_THREADS == BD_CPU_MAX_THREADS, "the cpu backend's thread limit");
+
 /* The CUDA engineer's backend plugs in through this header (same vtable as cpu). */
 #if defined(BD_HAVE_CUDA) && defined(__has_include)
 #if __has_include("cuda/bd_cuda_backend.h")

@@ -38,6 +38,7 @@
 #include "bd_status.h"
 
 #define BD_ENGINE_MAX_BATCH 1024
+#define BD_ENGINE_MAX_THREADS 256 /* cpu backend threads (bd_engine_opts.threads) */
 
 typedef struct bd_engine bd_engine;
 

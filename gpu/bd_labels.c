@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "bd_text.h"
 
 const char *const bd_coco80_names[80] = {"person",        "bicycle",      "car",
                                          "motorcycle",    "airplane",     "bus",
@@ -90,7 +93,13 @@ bd_status bd_labels_load(const char *path, bd_labels **out, bd_err *err) {
   char **names = NULL;
   int n = 0, blank_seen = 0;
   FILE *f = fopen(path, "rb");
+  struct stat sb;
   if (!f) return bd_err_set(err, BD_E_NOT_FOUND, "labels %s: cannot open", path);
+  if (fstat(fileno(f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    fclose(f);
+    return bd_err_set(err, BD_E_INVALID, "labels %s: not a regular file%s", path,
+                      S_ISDIR(sb.st_mode) ? " (a directory)" : "");
+  }
   buf = malloc(BD_LABELS_MAX_FILE_BYTES + 1);
   names = calloc(BD_LABELS_MAX, sizeof *names);
   if (!buf || !names) {
@@ -98,6 +107,10 @@ bd_status bd_labels_load(const char *path, bd_labels **out, bd_err *err) {
     goto out;
   }
   size_t len = fread(buf, 1, BD_LABELS_MAX_FILE_BYTES + 1, f);
+  if (ferror(f)) {
+    st = bd_err_set(err, BD_E_IO, "labels %s: read error", path);
+    goto out;
+  }
   if (len > BD_LABELS_MAX_FILE_BYTES) {
     st = bd_err_set(err, BD_E_LIMIT, "labels %s: larger than %d bytes", path,
                     BD_LABELS_MAX_FILE_BYTES);
@@ -122,6 +135,13 @@ bd_status bd_labels_load(const char *path, bd_labels **out, bd_err *err) {
       if (blank_seen) {
         st = bd_err_set(err, BD_E_INVALID, "labels %s: empty line %d inside the list", path,
                         blank_seen);
+        goto out;
+      }
+      size_t bad = 0;
+      if (!bd_utf8_valid(p, l, &bad)) {
+        /* names go into JSON results, which must be UTF-8 */
+        st = bd_err_set(err, BD_E_INVALID, "labels %s: line %d is not UTF-8 (byte %zu)", path, line,
+                        bad + 1);
         goto out;
       }
       if (n >= BD_LABELS_MAX) {

@@ -17,7 +17,7 @@
 #include <cblas.h>
 #endif
 
-#define CPU_MAX_THREADS 256
+#define CPU_MAX_THREADS BD_CPU_MAX_THREADS
 #define CPU_MAX_ARENA ((size_t)64 << 30)
 
 static bd_cpu_op_fn op_fn(bd_op op) {

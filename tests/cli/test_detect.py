@@ -279,5 +279,79 @@ check(rc == 1 and "tpu" in err, f"bench --pool rejects an unknown device (rc {rc
 rc, _, err = run("bench", "--model", model, "--pool", "--device", "cpu:x")
 check(rc == 2 and "cpu:x" in err, f"bench --pool rejects a bad cpu count (rc {rc}, {err.strip()[:120]})")
 
+# 9. Inputs and outputs that once lost results (found by a probe, 2026-11-29).
+dog = os.path.join(images, "dog.jpg")
+w = os.path.join(tmp, "walk")
+os.makedirs(os.path.join(w, "empty"))            # an empty directory: qsort(NULL, 0) once
+os.makedirs(os.path.join(w, "hidden"))
+open(os.path.join(w, "hidden", ".x.jpg"), "wb").close()
+os.makedirs(os.path.join(w, "sub"))
+os.symlink(dog, os.path.join(w, "sub", "d.jpg"))
+os.symlink(".", os.path.join(w, "sub", "self"))  # loops: each directory entered once
+os.symlink("..", os.path.join(w, "sub", "up"))
+os.symlink("sub", os.path.join(w, "again"))
+os.symlink("nowhere.jpg", os.path.join(w, "dangling.jpg"))
+p = subprocess.run([bd, "detect", "--model", model, w], capture_output=True, text=True,
+                   timeout=120)
+names = [json.loads(ln)["image"] for ln in p.stdout.splitlines()]
+# "again" (a link to sub) sorts first, so the image is reported under it
+check(p.returncode == 0 and names == ["again/d.jpg"],
+      f"walk with empty dirs and symlink loops: each image once ({names}, rc {p.returncode})")
+check("already walked" in p.stderr and "dangling.jpg" in p.stderr,
+      f"walk says what it skipped: {p.stderr.strip()[:300]}")
+
+bad_name = os.path.join(tmp, "bad\udcff.jpg")   # the byte 0xFF, not UTF-8
+os.symlink(dog, os.fsencode(bad_name))
+rc, out, err = run("detect", "--model", model, os.fsencode(bad_name).decode("utf-8", "surrogateescape"))
+rows = [json.loads(ln) for ln in out.splitlines()]
+check(rc == 0 and len(rows) == 1 and rows[0]["image"].endswith("bad\ufffd.jpg")
+      and rows[0]["detections"], f"a file name that is not UTF-8 keeps its line ({out[:120]}, rc {rc})")
+
+lab = os.path.join(tmp, "labels_bad.txt")
+with open(lab, "wb") as f:
+    f.write(b"person\nd\xffog\n")
+rc, out, err = run("detect", "--model", model, "--labels", lab, dog)
+check(rc == 1 and "line 2 is not UTF-8" in err, f"labels that are not UTF-8 refused (rc {rc}, {err.strip()[:160]})")
+rc, out, err = run("detect", "--model", model, "--labels", tmp, dog)
+check(rc == 1 and "directory" in err, f"--labels DIR refused as such (rc {rc}, {err.strip()[:160]})")
+
+valid = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "data", "valid.json")
+for args in (["detect", "--model", model, dog], ["manifest", "validate", valid], ["--version"]):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([bd, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    check(p.returncode == 1 and "No space left" in p.stderr,
+          f"{args[0]} {args[1] if len(args) > 1 else ''} to a full disk fails (rc {p.returncode}, {p.stderr.strip()[:160]})")
+p = subprocess.run([bd, "detect", "--model", model, dog], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, text=True, timeout=120,
+                   preexec_fn=lambda: os.close(1))
+check(p.returncode == 1, f"detect with stdout closed fails (rc {p.returncode}, {p.stderr.strip()[:160]})")
+
+c = os.path.join(tmp, "collide")
+for d in ("a", "b"):
+    os.makedirs(os.path.join(c, d))
+    os.symlink(dog, os.path.join(c, d, "x.jpg"))
+os.symlink(dog, os.path.join(c, "a_x.jpg"))       # the walk's stem of a/x.jpg too
+ann, dmp = os.path.join(tmp, "ann_c"), os.path.join(tmp, "dump_c")
+rc, out, err = run("detect", "--model", model, "--annotate", ann, "--dump-input", dmp,
+                   os.path.join(c, "a", "x.jpg"), os.path.join(c, "b", "x.jpg"), c)
+check(rc == 0 and sorted(os.listdir(ann)) == ["a_x.jpg", "a_x~2.jpg", "b_x.jpg", "x.jpg", "x~2.jpg"],
+      f"--annotate names never collide: {sorted(os.listdir(ann)) if os.path.isdir(ann) else None}")
+dumped = {}
+for fn in os.listdir(dmp) if os.path.isdir(dmp) else []:
+    if fn.endswith(".json"):
+        with open(os.path.join(dmp, fn)) as f:
+            dumped[fn] = json.load(f)["image"]
+check(len(dumped) == 5 and len(set(dumped.values())) == 5,
+      f"--dump-input: one file per image ({dumped})")
+
+rc, _, err = run("detect", "--model", model)
+check(rc == 2, f"detect without inputs is a usage error (rc {rc})")
+rc, _, err = run("detect", "--model", model, os.path.join(w, "empty"))
+check(rc == 1 and "no input images" in err, f"a directory without images: exit 1 (rc {rc}, {err.strip()[:120]})")
+rc, out, err = run("detect", "--model", model, "file://" + dog)
+check(rc == 0 and json.loads(out)["detections"], f"file:// URL (rc {rc}, {err.strip()[:160]})")
+rc, _, err = run("detect", "--model", model, "--threads", "300", dog)
+check(rc == 2 and "--threads" in err, f"--threads past the cpu backend's limit is a usage error (rc {rc})")
+
 print("FAILED: %d" % len(fails) if fails else "all passed")
 sys.exit(1 if fails else 0)

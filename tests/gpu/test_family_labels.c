@@ -62,8 +62,22 @@ static void test_file_errors(void **s) {
   assert_string_equal(bd_labels_name(l, 0), "cat");
   assert_string_equal(bd_labels_name(l, 1), "dog");
   bd_labels_destroy(l);
+  /* names go into JSON: a line that is not UTF-8 is refused with its number */
+  f = fopen(path, "w");
+  fputs("cat\nd\xffog\n", f);
+  fclose(f);
+  assert_int_equal(bd_labels_load(path, &l, &e), BD_E_INVALID);
+  assert_non_null(strstr(e.msg, "line 2 is not UTF-8"));
+  f = fopen(path, "w");
+  fputs("caf\xc3\xa9\n\xe7\x8a\xac\n", f); /* well-formed: kept */
+  fclose(f);
+  assert_int_equal(bd_labels_load(path, &l, &e), BD_OK);
+  assert_string_equal(bd_labels_name(l, 1), "\xe7\x8a\xac");
+  bd_labels_destroy(l);
   remove(path);
   assert_int_equal(bd_labels_load("/nonexistent/labels", &l, &e), BD_E_NOT_FOUND);
+  assert_int_equal(bd_labels_load("/tmp", &l, &e), BD_E_INVALID);
+  assert_non_null(strstr(e.msg, "a directory"));
 }
 
 int main(void) {

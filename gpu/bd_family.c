@@ -1,6 +1,7 @@
 /* bd_family: see bd_family.h. */
 #include "bd_family.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,7 +353,7 @@ bd_status bd_family_postprocess(const bd_family_info *fi, const float *const *ou
           for (int c = 1; c < C; c++)
             if (r[5 + c] > r[5 + best]) best = c;
           float score = r[4] * r[5 + best];
-          if (!(score >= p.score_thr)) continue;
+          if (!(score >= p.score_thr) || !(score <= FLT_MAX)) continue; /* NaN, +Inf: none */
           float cx = (r[0] + gx) * s, cy = (r[1] + gy) * s;
           float w = expf(r[2]) * s, h = expf(r[3]) * s;
           bd_det d = {cx - w * 0.5f, cy - h * 0.5f, cx + w * 0.5f, cy + h * 0.5f, score, best};
@@ -371,7 +372,7 @@ bd_status bd_family_postprocess(const bd_family_info *fi, const float *const *ou
     for (int a = 0; a < A; a++) {
       const float *r = sc + (size_t)a * C, *b = bx + (size_t)a * 4;
       for (int c = 0; c < C; c++) {
-        if (!(r[c] > p.score_thr)) continue;
+        if (!(r[c] > p.score_thr) || !(r[c] <= FLT_MAX)) continue;
         bd_det d = {b[0], b[1], b[2], b[3], r[c], c};
         if (cand_push(&cv, &d)) {
           st = bd_err_set(err, BD_E_NOMEM, "postprocess: candidates");

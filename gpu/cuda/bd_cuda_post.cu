@@ -8,6 +8,8 @@
 // tests/gpu/cuda_kernel_emu.cc compiles this file as host C++ (cuda_block_emu.h: threads
 // and barriers stand in for a block, BD_LAUNCH for <<<>>>) so that the kernels' block
 // algorithms are tested on machines without a GPU.
+#include <cfloat>
+
 #include "bd_cuda_common.cuh"
 #include "bd_cuda_post.h"
 
@@ -29,7 +31,8 @@ __device__ __forceinline__ uint32_t score_key(float s) {
 }
 
 __device__ __forceinline__ bool is_cand(float s, float thr, int strict) {
-  return strict ? s > thr : s >= thr;  // NaN never passes, as on the CPU
+  // NaN and +Inf (a broken model's) never pass, as on the CPU
+  return (strict ? s > thr : s >= thr) && s <= FLT_MAX;
 }
 
 __device__ __forceinline__ float clampf(float v, float lo, float hi) {

@@ -6,6 +6,7 @@
  * the same way (greedy NMS looks only at better boxes), so topk is only checked here. */
 #include "bd_cuda_post.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,7 @@ static int one_image(const img_src *src, const bd_cuda_post_desc *d, int out_cap
   int n = 0;
   for (int i = 0; i < src->M; i++) {
     float s = src->S[i];
-    if (!(src->strict ? s > d->score_thr : s >= d->score_thr)) continue;
+    if (!(src->strict ? s > d->score_thr : s >= d->score_thr) || !(s <= FLT_MAX)) continue;
     cv[n].score = s == 0.f ? 0.f : s;
     cv[n].idx = i;
     n++;

@@ -292,6 +292,7 @@ static void check_damo(const float *scores, const float *boxes, int n, int A, in
     const float *outs[2] = {srow, boxes + (size_t)b * A * 4};
     bd_err err;
     assert_int_equal(bd_family_postprocess(&fi, outs, &pi, &p, &want, &err), BD_OK);
+    for (int i = 0; i < want.n; i++) assert_true(isfinite(want.det[i].score));
     char what[64];
     snprintf(what, sizeof what, "damo img %d (%d candidates, up to %d rounds)", b, nc,
              (nc + topk - 1) / topk);
@@ -333,6 +334,9 @@ static void test_damo(void **state) {
   fill_damo(scores + (size_t)A * C, boxes + (size_t)A * 4, A, C, 5, 1); /* many rounds */
   fill_damo(scores + (size_t)2 * A * C, boxes + (size_t)2 * A * 4, A, C, 20, 0);
   for (int i = 0; i < A * C; i += 3) scores[(size_t)2 * A * C + i] = 0.5f; /* ties */
+  /* a broken model's scores: +Inf and NaN are no detections, on either side */
+  scores[5] = INFINITY, scores[17] = NAN, scores[(size_t)A * C + 40] = INFINITY;
+  scores[(size_t)2 * A * C + 3] = -INFINITY;
   bd_cuda_post_desc d[N] = {desc_for(0.05f, 0.7f, 100, 810, 1080, 0, 810.f / 640, 1080.f / 640),
                             desc_for(0.3f, 0.65f, 500, 640, 640, 0, 1.f, 1.f),
                             desc_for(0.3f, 0.7f, 50, 100, 90, 0, 100.f / 640, 90.f / 640)};

@@ -80,6 +80,16 @@ static void test_random_vs_bruteforce(void **s) {
     int n = 1 + (int)(frand() * 400);
     random_case(n, 1 + t % 5, 0.3f + 0.4f * frand(), 1 + (int)(frand() * 120), t % 7 == 0);
   }
+  /* thresholds of 1 and more (nothing suppressed; bd_nms skips the checks), class ids
+   * past bd_nms's per-class chains (one chain, classes compared), a class-agnostic run
+   * with them, and many classes of few boxes */
+  for (int t = 0; t < 12; t++) {
+    int n = 1 + (int)(frand() * 400);
+    random_case(n, 1 + t % 5, t % 2 ? 1.0f : 1.25f, 1 + (int)(frand() * 400), t % 3 == 0);
+    random_case(n, 200000, 0.3f + 0.4f * frand(), 1 + (int)(frand() * 120), 0);
+    random_case(n, 200000, 0.5f, n, 1);
+    random_case(n, 80, 0.5f, n, 0);
+  }
 }
 
 static void test_hand(void **s) {
@@ -109,6 +119,10 @@ static void test_hand(void **s) {
   assert_int_equal(bd_nms(c3, 2, 0.5f, 0, 0, out, &n, NULL), BD_OK);
   assert_int_equal(n, 0);
   assert_int_equal(bd_nms(c3, -1, 0.5f, 1, 0, out, &n, NULL), BD_E_LIMIT);
+  bd_det neg[2] = {{0, 0, 10, 10, 0.9f, 1}, {0, 0, 10, 10, 0.7f, -1}};
+  assert_int_equal(bd_nms(neg, 2, 0.5f, 10, 0, out, &n, NULL), BD_E_INVALID);
+  assert_int_equal(bd_nms(neg, 2, 0.5f, 10, 1, out, &n, NULL), BD_OK); /* agnostic: any class */
+  assert_int_equal(n, 1);
   bd_det z = {5, 5, 5, 5, 1, 0};
   assert_true(bd_box_iou(&z, &z) == 0.f); /* empty union */
 }

@@ -103,6 +103,13 @@ static double pct(const double *sorted, int n, double p) { /* nearest rank */
   return sorted[k - 1];
 }
 
+/* "WxH", each 1..16384, and nothing after (10x10x10 is no size); nonzero when not. */
+static int parse_size(const char *v, int *w, int *h) {
+  int used = -1;
+  return sscanf(v, "%dx%d%n", w, h, &used) != 2 || used != (int)strlen(v) || *w < 1 || *h < 1 ||
+         *w > 16384 || *h > 16384;
+}
+
 static int parse_int(const char *v, int lo, int hi, int *out) {
   char *end;
   long x = strtol(v, &end, 10);
@@ -341,7 +348,7 @@ int bd_cmd_bench(int argc, char **argv) {
     else if (!strcmp(a, "--instances-per-gpu"))
       bad = parse_int(v, 1, 16, &per_device), pool = 1;
     else if (!strcmp(a, "--image-size"))
-      bad = sscanf(v, "%dx%d", &iw, &ih) != 2 || iw < 1 || ih < 1 || iw > 16384 || ih > 16384;
+      bad = parse_size(v, &iw, &ih);
     else {
       fprintf(stderr, "batchdet bench: unknown argument '%s'\n", a);
       bench_usage(stderr);

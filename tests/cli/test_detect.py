@@ -274,6 +274,8 @@ if rc == 0:
     check(sum(i["images"] for i in inst) == (3 + 1) * 2 and sum(i["batches"] for i in inst) == 4,
           f"bench --pool instance counts add up: {inst}")
     check(b.get("img_s", 0) > 0 and b.get("failed_batches") == 0, f"bench --pool rate {b.get('img_s')}")
+rc, _, err = run("bench", "--model", model, "--image-size", "10x10x10", "--end-to-end")
+check(rc == 2 and "image-size" in err, f"bench --image-size 10x10x10 is a usage error (rc {rc})")
 rc, _, err = run("bench", "--model", model, "--pool", "--device", "tpu")
 check(rc == 1 and "tpu" in err, f"bench --pool rejects an unknown device (rc {rc}, {err.strip()[:120]})")
 rc, _, err = run("bench", "--model", model, "--pool", "--device", "cpu:x")

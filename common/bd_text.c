@@ -30,6 +30,10 @@ static size_t seq_len(const unsigned char *s, size_t n) {
   return len;
 }
 
+size_t bd_utf8_seq(const char *s, size_t n) {
+  return n ? seq_len((const unsigned char *)s, n) : 0;
+}
+
 int bd_utf8_valid(const char *s, size_t n, size_t *bad) {
   const unsigned char *u = (const unsigned char *)s;
   for (size_t i = 0; i < n;) {

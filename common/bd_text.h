@@ -12,6 +12,10 @@
  * first byte that is not. */
 int bd_utf8_valid(const char *s, size_t n, size_t *bad);
 
+/* The length of the well-formed sequence that starts s (at most n bytes): 1..4, or 0
+ * where none does. */
+size_t bd_utf8_seq(const char *s, size_t n);
+
 /* A malloc'd copy of NUL-terminated s with each byte that does not begin a well-formed
  * sequence replaced by U+FFFD (EF BF BD); NULL on allocation failure. */
 char *bd_utf8_sanitize(const char *s);

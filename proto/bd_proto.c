@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bd_proto_internal.h"
+#include "bd_text.h"
 
 /* ---- error list ---- */
 
@@ -312,11 +313,24 @@ void bd_jw_obj_end(bd_jw *w) { jw_close(w, "}"); }
 void bd_jw_arr_begin(bd_jw *w) { jw_open(w, "["); }
 void bd_jw_arr_end(bd_jw *w) { jw_close(w, "]"); }
 
+/* A JSON string of s; a byte that does not begin well-formed UTF-8 (a server's error
+ * text, a file name) is written as U+FFFD, so that the document stays JSON. */
 static void jw_quoted(bd_jw *w, const char *s) {
   jw_put(w, "\"", 1);
-  const char *run = s;
+  const char *run = s, *end = s + strlen(s);
   for (const char *p = s; *p; p++) {
     unsigned char c = (unsigned char)*p;
+    if (c >= 0x80) {
+      const size_t l = bd_utf8_seq(p, (size_t)(end - p));
+      if (l) {
+        p += l - 1;
+        continue;
+      }
+      jw_put(w, run, (size_t)(p - run));
+      jw_put(w, "\xEF\xBF\xBD", 3);
+      run = p + 1;
+      continue;
+    }
     if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) continue;
     jw_put(w, run, (size_t)(p - run));
     char esc[8];

@@ -73,6 +73,21 @@ static void test_result_round_trip(void **state) {
   bd_result_destroy(r);
   bd_result_destroy(r2);
 
+  /* text from outside that is not UTF-8 (a server's error body): U+FFFD per bad byte, the
+   * document still JSON (it reads back), well-formed sequences kept */
+  r = bd_result_new();
+  strcpy(r->image, "caf\xc3\xa9.jpg");
+  strcpy(r->error, "fetch: HTTP 500: \xff\xfe\xc3 body");
+  assert_int_equal(bd_result_encode(r, &out, NULL, &err), BD_OK);
+  assert_string_equal(out,
+                      "{\"image\":\"caf\xc3\xa9.jpg\",\"error\":\"fetch: HTTP 500: "
+                      "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd body\"}");
+  assert_int_equal(bd_result_decode(out, strlen(out), &r2, &errs), BD_OK);
+  assert_string_equal(r2->image, "caf\xc3\xa9.jpg");
+  free(out);
+  bd_result_destroy(r);
+  bd_result_destroy(r2);
+
   /* the builder */
   r = bd_result_new();
   strcpy(r->image, "a.jpg");

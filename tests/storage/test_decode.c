@@ -25,9 +25,7 @@ static void data_path(char *out, size_t n, const char *rel) {
   if (k < 0 || (size_t)k >= n) fail_msg("path too long: %s/%s", g_data, rel);
 }
 
-static uint8_t *slurp(const char *rel, size_t *len) {
-  char p[1200];
-  data_path(p, sizeof p, rel);
+static uint8_t *slurp_abs(const char *p, size_t *len) {
   FILE *f = fopen(p, "rb");
   if (!f) fail_msg("cannot open %s", p);
   fseek(f, 0, SEEK_END);
@@ -41,18 +39,10 @@ static uint8_t *slurp(const char *rel, size_t *len) {
   return b;
 }
 
-static uint8_t *slurp_abs(const char *p, size_t *len) {
-  FILE *f = fopen(p, "rb");
-  if (!f) fail_msg("cannot open %s", p);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *len = (size_t)n;
-  return b;
+static uint8_t *slurp(const char *rel, size_t *len) {
+  char p[1200];
+  data_path(p, sizeof p, rel);
+  return slurp_abs(p, len);
 }
 
 static bd_status decode_rel(const char *rel, const bd_decode_opts *o, bd_image *im,

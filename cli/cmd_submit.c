@@ -18,8 +18,10 @@ static void usage(FILE *f) {
           "                       [--incremental --since-job PREV [--model-hash H]]\n"
           "\n"
           "Sources: --list: one URL (or absolute path) per line, or 'id,url' CSV; ids derived\n"
-          "from the URL path when absent. --dir: recursive, sorted, as file:// URLs (the\n"
-          "worker needs --allow-file). --s3-prefix: every object under the prefix.\n"
+          "from the URL path when absent; a list without images is an error. --dir: recursive,\n"
+          "sorted, as percent-encoded file:// URLs (the worker needs --allow-file); hidden\n"
+          "names, dangling links and non-files are left out and counted. --s3-prefix: every\n"
+          "object under the prefix.\n"
           "--ext filters --dir and --s3-prefix (default jpg,jpeg,png).\n"
           "Shards of --shard-size images (default 256) go to --topic (batchdet.jobs) with key\n"
           "'JOB:SHARD'. An existing job id is refused unless --force, which deletes the\n"
@@ -144,8 +146,9 @@ int bd_cmd_submit(int argc, char **argv) {
   if (s.removed_keys)
     printf("removed %lld keys of the previous job %s (--force)\n", s.removed_keys, o.job);
   if (s.skipped_ext || s.skipped_badkey)
-    printf("ignored: %zu not matching --ext, %zu with unusable names\n", s.skipped_ext,
-           s.skipped_badkey);
+    printf("ignored: %zu not matching --ext, %zu %s\n", s.skipped_ext, s.skipped_badkey,
+           o.dir ? "hidden (name starts with '.'), dangling links or not files"
+                 : "with unusable names");
   if (o.since_job) {
     printf("incremental since %s: %zu listed, %zu skipped (unchanged)", o.since_job, s.listed,
            s.inc[BD_INC_UNCHANGED]);

@@ -144,10 +144,18 @@ static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, 
     fwrite(val, 1, vlen, x->out);
     fputc('\n', x->out);
     json_t *o = json_loadb(val, vlen, 0, NULL);
-    if (json_is_object(o) && json_object_get(o, "error"))
+    if (json_is_object(o) && json_object_get(o, "error")) {
       x->sum->errors++;
-    else
+    } else {
       x->sum->images++;
+      /* Counted as coco and yolo count them, so the three summaries agree. */
+      json_t *dets = json_object_get(o, "detections");
+      for (size_t i = 0; i < json_array_size(dets); i++) {
+        int cls;
+        double score, b[4];
+        if (!read_box(json_array_get(dets, i), &cls, &score, b)) x->sum->annotations++;
+      }
+    }
     json_decref(o);
     return;
   }
@@ -304,6 +312,16 @@ bd_status bd_export_run(const char *redis_url, const char *job, bd_export_format
   redisReply *rep = NULL;
   x.rd = bd_sredis_new(redis_url, err);
   if (!x.rd) return err ? err->code : BD_E_UNAVAILABLE;
+  /* The job record decides whether the job exists, as for status and resubmit; checked
+   * before -o is created, so a typo leaves no empty file behind. */
+  st = bd_sredis_cmd(x.rd, &rep, err, "EXISTS job:%s", job);
+  if (st != BD_OK) goto out;
+  long long exists = bd_sredis_reply_ll(rep, 0);
+  freeReplyObject(rep);
+  if (exists <= 0) {
+    st = bd_err_set(err, BD_E_NOT_FOUND, "job %s: no such job", job);
+    goto out;
+  }
   st = bd_sredis_cmd(x.rd, &rep, err, "HGET job:%s total", job);
   if (st != BD_OK) goto out;
   sum->total = bd_sredis_reply_ll(rep, -1);

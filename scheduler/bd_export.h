@@ -19,6 +19,10 @@
  *    Standard YOLO label files have these 5 columns, so the score is NOT written;
  *    use jsonl or coco to keep scores. An image without detections gets an empty file.
  *
+ * A job without a record (job:{job}) is BD_E_NOT_FOUND ("job X: no such job"), found
+ * before PATH is created. Every format counts detections the same way (boxes it can
+ * read), so the summaries agree.
+ *
  * Thread safety: one call at a time per handle (no shared state). */
 #ifndef BD_EXPORT_H
 #define BD_EXPORT_H

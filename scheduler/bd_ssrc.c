@@ -14,6 +14,7 @@
 
 #include "bd_proto.h"
 #include "bd_s3.h"
+#include "bd_url.h"
 
 #define MAX_DEPTH 64
 
@@ -128,8 +129,9 @@ int bd_ssrc_ext_match(const char *name, const char *exts) {
   return 0;
 }
 
-/* A manifest URL may hold no whitespace or control characters (and we do not rewrite
- * names, since the fetcher takes file paths and S3 keys literally). */
+/* A manifest URL may hold no whitespace or control characters. Local paths become
+ * percent-encoded file:// URLs (curl decodes them back); S3 keys are not rewritten,
+ * since the fetcher signs and sends them literally. */
 static int url_usable(const char *s) {
   for (; *s; s++)
     if ((unsigned char)*s <= 0x20 || *s == 0x7f) return 0;
@@ -144,6 +146,21 @@ static char *trim(char *s) {
   while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
     s[--n] = '\0';
   return s;
+}
+
+/* file:// URL of an absolute path: every byte but RFC 3986 unreserved ones and '/' as
+ * %XX, so that ' ', '#', '?', '%', newlines and non-ASCII names reach the file itself. */
+static bd_status file_url(const char *abs, char **url, bd_err *err) {
+  char *enc = bd_url_encode(abs, 1);
+  *url = NULL;
+  if (!enc) return bd_err_set(err, BD_E_LIMIT, "path too long or out of memory: %.80s", abs);
+  if (asprintf(url, "file://%s", enc) < 0) {
+    *url = NULL;
+    free(enc);
+    return bd_err_set(err, BD_E_NOMEM, "out of memory");
+  }
+  free(enc);
+  return BD_OK;
 }
 
 bd_status bd_ssrc_from_list(bd_ssrc *s, const char *path, bd_err *err) {
@@ -163,7 +180,10 @@ bd_status bd_ssrc_from_list(bd_ssrc *s, const char *path, bd_err *err) {
                       BD_SSRC_MAX_LINE);
       goto out;
     }
-    char *t = trim(line);
+    char *t = line;
+    /* Editors on Windows start UTF-8 files with a BOM; it is not part of the first id. */
+    if (lineno == 1 && strncmp(t, "\xef\xbb\xbf", 3) == 0) t += 3;
+    t = trim(t);
     if (!*t || *t == '#' || strcasecmp(t, "id,url") == 0) continue;
     char *id = NULL, *url = t;
     char *comma = strchr(t, ',');
@@ -172,10 +192,21 @@ bd_status bd_ssrc_from_list(bd_ssrc *s, const char *path, bd_err *err) {
       id = trim(t);
       url = trim(comma + 1);
     }
-    char tmp[BD_SSRC_MAX_LINE + 16];
-    if (url[0] == '/') { /* an absolute local path: a file:// URL */
-      snprintf(tmp, sizeof tmp, "file://%s", url);
-      url = tmp;
+    if (id && !bd_proto_id_valid(id)) {
+      st = bd_err_set(err, BD_E_INVALID, "%s:%ld: id \"%.80s\" must be 1..128 of [A-Za-z0-9._-]",
+                      path, lineno, id);
+      goto out;
+    }
+    if (url[0] == '/') { /* an absolute local path: a file:// URL, the id from the path */
+      char *fu = NULL;
+      st = file_url(url, &fu, err);
+      if (st == BD_OK) st = bd_ssrc_add(s, id, fu, url, NULL, NULL, err);
+      free(fu);
+      if (st != BD_OK) {
+        bd_err_prefix(err, "%s:%ld", path, lineno);
+        goto out;
+      }
+      continue;
     }
     if (!strstr(url, "://")) {
       st = bd_err_set(err, BD_E_INVALID, "%s:%ld: not a URL or absolute path: \"%.80s\"", path,
@@ -187,15 +218,14 @@ bd_status bd_ssrc_from_list(bd_ssrc *s, const char *path, bd_err *err) {
                       lineno);
       goto out;
     }
-    if (id && !bd_proto_id_valid(id)) {
-      st = bd_err_set(err, BD_E_INVALID, "%s:%ld: id \"%.80s\" must be 1..128 of [A-Za-z0-9._-]",
-                      path, lineno, id);
-      goto out;
-    }
     st = bd_ssrc_add(s, id, url, NULL, NULL, NULL, err);
     if (st != BD_OK) goto out;
   }
-  if (ferror(f)) st = bd_err_set(err, BD_E_IO, "--list %s: read error", path);
+  if (ferror(f))
+    st = bd_err_set(err, BD_E_IO, "--list %s: read error", path);
+  else if (s->n == 0) /* a job of nothing is a mistake in the list, not a finished job */
+    st = bd_err_set(err, BD_E_INVALID, "no images in %s",
+                    strcmp(path, "-") == 0 ? "standard input" : path);
 out:
   free(line);
   if (f != stdin) fclose(f);
@@ -215,7 +245,11 @@ static bd_status walk(bd_ssrc *s, const char *abs, const char *rel, const char *
   char *pa = NULL, *pr = NULL, *url = NULL;
   for (int i = 0; i < n && st == BD_OK; i++) {
     const char *nm = ents[i]->d_name;
-    if (nm[0] == '.') continue; /* ".", "..", hidden files */
+    if (!strcmp(nm, ".") || !strcmp(nm, "..")) continue;
+    if (nm[0] == '.') { /* hidden files and directories (.git, .thumbnails) */
+      s->skipped_hidden++, s->skipped_badkey++;
+      continue;
+    }
     if (asprintf(&pa, "%s/%s", abs, nm) < 0 ||
         asprintf(&pr, "%s%s%s", rel, *rel ? "/" : "", nm) < 0) {
       pa = pr = NULL;
@@ -223,21 +257,16 @@ static bd_status walk(bd_ssrc *s, const char *abs, const char *rel, const char *
       break;
     }
     struct stat sb;
-    if (stat(pa, &sb) == 0) {
-      if (S_ISDIR(sb.st_mode)) {
-        st = walk(s, pa, pr, exts, depth + 1, err);
-      } else if (S_ISREG(sb.st_mode)) {
-        if (!bd_ssrc_ext_match(nm, exts)) {
-          s->skipped_ext++;
-        } else if (!url_usable(pa)) {
-          s->skipped_badkey++;
-        } else if (asprintf(&url, "file://%s", pa) < 0) {
-          url = NULL;
-          st = bd_err_set(err, BD_E_NOMEM, "out of memory");
-        } else {
-          st = bd_ssrc_add(s, NULL, url, pr, NULL, NULL, err);
-        }
-      }
+    if (stat(pa, &sb) != 0) {
+      s->skipped_unreadable++, s->skipped_badkey++; /* a dangling link, or gone since scandir */
+    } else if (S_ISDIR(sb.st_mode)) {
+      st = walk(s, pa, pr, exts, depth + 1, err);
+    } else if (!S_ISREG(sb.st_mode)) {
+      s->skipped_unreadable++, s->skipped_badkey++; /* fifos, sockets, devices */
+    } else if (!bd_ssrc_ext_match(nm, exts)) {
+      s->skipped_ext++;
+    } else if ((st = file_url(pa, &url, err)) == BD_OK) {
+      st = bd_ssrc_add(s, NULL, url, pr, NULL, NULL, err);
     }
     free(pa), free(pr), free(url);
     pa = pr = url = NULL;

@@ -2,6 +2,12 @@
  * `id,url` CSV), a directory (recursive, sorted, as file:// URLs) or an S3 prefix
  * (ListObjectsV2, paginated), gathered into one list of (id, url, etag, last_modified).
  *
+ * A list file may start with a UTF-8 BOM (skipped) and must name at least one image.
+ * Local paths (--dir, and absolute paths in a list) become file:// URLs with every
+ * byte outside RFC 3986's unreserved set and '/' percent-encoded, so any name works.
+ * --dir leaves out hidden names ('.' first) and entries that are not regular files
+ * or links to them, and counts them.
+ *
  * Ids: given ones (CSV) are checked (1..128 of [A-Za-z0-9._-], unique); the others are
  * derived from the URL's path (directory: the path relative to DIR; S3: the key after
  * the prefix's last '/'), every other byte mapped to '_', names over 128 bytes cut to
@@ -31,7 +37,11 @@ typedef struct bd_ssrc {
   bd_ssrc_item *items;
   size_t n, cap;
   size_t skipped_ext;    /* listed objects that did not match --ext */
-  size_t skipped_badkey; /* keys/paths that cannot be written as a manifest URL */
+  /* Entries left out for what they are rather than by --ext: S3 keys that cannot be
+   * written as a manifest URL; in --dir, the two counts below (a breakdown). */
+  size_t skipped_badkey;
+  size_t skipped_hidden;     /* --dir: names starting with '.' (files and directories) */
+  size_t skipped_unreadable; /* --dir: dangling links, other stat failures, non-files */
 } bd_ssrc;
 
 bd_ssrc *bd_ssrc_new(void);

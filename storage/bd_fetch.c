@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "bd_fetch_internal.h"
@@ -609,6 +610,19 @@ static void deadline_after(struct timespec *ts, long ms) {
   }
 }
 
+/* 1 when a file:// URL names a directory (its path %XX-decoded as curl decodes it). */
+static int file_is_dir(const char *url) {
+  CURLU *u = curl_url();
+  char *path = NULL;
+  struct stat sb;
+  int dir = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_PATH, &path, CURLU_URLDECODE) == CURLUE_OK &&
+            stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+  curl_free(path);
+  curl_url_cleanup(u);
+  return dir;
+}
+
 /* Fills r->url/sign/is_s3 or r->pre with the reason the URL cannot be fetched. */
 static void prepare(bd_fetch *f, req *r, const char *url, int http_sign) {
   char red[256];
@@ -631,6 +645,12 @@ static void prepare(bd_fetch *f, req *r, const char *url, int http_sign) {
   } else if (bd_url_has_scheme(url, "file")) {
     if (!f->o.allow_file) {
       bd_err_set(&r->pre, BD_E_UNSUPPORTED, "fetch: file:// URLs are disabled");
+      return;
+    }
+    if (file_is_dir(url)) {
+      /* curl "reads" a directory as 0 bytes, which would surface as a decode error. */
+      bd_url_redact(url, red, sizeof red);
+      bd_err_set(&r->pre, BD_E_INVALID, "fetch: %s is a directory", red);
       return;
     }
     r->url = strdup(url);

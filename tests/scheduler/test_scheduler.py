@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 BATCHDET = os.environ["BATCHDET"]
@@ -153,7 +154,7 @@ def body(tmp):
            os.path.join(tmp, "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
            "everysec", "--daemonize", "no", "--logfile", os.path.join(tmp, "redis", "log")])
     topics = ["batchdet.jobs:12", "batchdet.reports:3", "t.list:6", "t.dir:6", "t.s3:6",
-              "t.inc:6", "t.coord:6", "t.resub:6"]
+              "t.inc:6", "t.coord:6", "t.resub:6", "t.bom:1"]
     args = [MOCK, "--brokers", "1", "--no-stdin"]
     for t in topics:
         args += ["--topic", t]
@@ -218,14 +219,36 @@ def body(tmp):
     msgs = consume(brokers, "t.list", 32)
     check(len(msgs) == 32, "--force produced the 16 shards again (32 on the topic: %d)" % len(msgs))
 
+    # ---- list edge cases: a UTF-8 BOM, no images ----
+    bom = os.path.join(tmp, "bom.txt")
+    with open(bom, "wb") as f:
+        f.write(b"\xef\xbb\xbfid1,http://127.0.0.1:9/a.jpg\nid2,http://127.0.0.1:9/b.jpg\n")
+    p = run(["submit", "--job", "B1", "--model", "m1", "--list", bom, "--topic", "t.bom"] + base)
+    msgs = consume(brokers, "t.bom", 1)
+    check(p.returncode == 0 and [i["id"] for _, m in msgs for i in m["images"]] == ["id1", "id2"],
+          "list with a UTF-8 BOM: ids id1, id2 (%s %s)" % (p.stdout.strip(), p.stderr.strip()))
+    for name, text in (("empty.txt", b""), ("bomonly.txt", b"\xef\xbb\xbf"),
+                       ("comments.txt", b"# nothing\n\nid,url\n")):
+        el = os.path.join(tmp, name)
+        with open(el, "wb") as f:
+            f.write(text)
+        p = run(["submit", "--job", "EMPTY", "--model", "m1", "--list", el, "--topic", "t.bom"] + base)
+        check(p.returncode == 1 and "no images in %s" % el in p.stderr and
+              r.cmd("EXISTS", "job:EMPTY") == 0 and r.cmd("EXISTS", "job:EMPTY:urls") == 0,
+              "submit of %s fails and creates no job: rc %d, %s" % (name, p.returncode, p.stderr.strip()))
+
     # ---- submit from a directory ----
     d = os.path.join(tmp, "imgs")
+    # names that mean something in a URL ('#' fragment, '?' query, '%' escape, space,
+    # newline, non-ASCII) must still name the file once percent-encoded
     files = ["a/1.jpg", "a/b/2.png", "a/b/3.JPG", "c.jpeg", "c.txt", "z/9.png", "z/.hidden.jpg",
-             "m/x y.jpg"] + ["n/%03d.jpg" % i for i in range(25)]
+             "m/x y.jpg", "m/#hash.jpg", "m/%41.jpg", "m/q?x.jpg", "m/nl\n.jpg", "m/\u00e9t\u00e9.jpg"] + \
+        ["n/%03d.jpg" % i for i in range(25)]
     for fn in files:
         os.makedirs(os.path.dirname(os.path.join(d, fn)), exist_ok=True)
         with open(os.path.join(d, fn), "wb") as f:
-            f.write(b"x")
+            f.write(fn.encode())
+    os.symlink(os.path.join(tmp, "nonexistent.jpg"), os.path.join(d, "m", "dangling.jpg"))
 
     def walk(path):  # reference order: entries sorted by name (C locale), depth first
         out = []
@@ -235,18 +258,36 @@ def body(tmp):
                 continue
             if os.path.isdir(full):
                 out += walk(full)
-            elif e.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png") and " " not in full:
-                out.append("file://" + os.path.realpath(full))
+            elif os.path.isfile(full) and e.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png"):
+                out.append("file://" + urllib.parse.quote(os.path.realpath(full), safe="/"))
         return out
     want = walk(d)
     p = run(["submit", "--job", "D1", "--model", "m1", "--dir", d, "--shard-size", "10",
              "--topic", "t.dir"] + base)
-    check(p.returncode == 0 and "%d images in 3 shards" % len(want) in p.stdout,
+    check(p.returncode == 0 and "%d images in 4 shards" % len(want) in p.stdout and
+          "ignored: 1 not matching --ext, 2 hidden" in p.stdout,
           "submit dir: %s %s" % (p.stdout.strip(), p.stderr.strip()))
-    msgs = consume(brokers, "t.dir", 3)
+    msgs = consume(brokers, "t.dir", 4)
     _, per = manifests_ok(msgs, "D1", 10)
     urls = [i["url"] for s in sorted(per or {}) for i in per[s]["images"]]
-    check(urls == want and len(want) == 30, "dir: %d file:// URLs, recursive and sorted" % len(urls))
+    check(urls == want and len(want) == 36, "dir: %d file:// URLs, recursive and sorted" % len(urls))
+    readback = []
+    for u in urls:  # a reference decoder gives back each file (its content is its name)
+        try:
+            with open(urllib.parse.unquote(u[len("file://"):]), "rb") as f:
+                readback.append(f.read().decode())
+        except OSError:
+            readback.append(None)
+    images = set(fn for fn in files if "/." not in fn and fn.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png"))
+    check(len(readback) == 36 and set(readback) == images, "dir: every URL decodes to its own file")
+    ok = bool(per)
+    for sh, m in sorted((per or {}).items()):
+        mf = os.path.join(tmp, "d1-%d.json" % sh)
+        with open(mf, "w") as f:
+            json.dump(m, f)
+        v = run(["manifest", "validate", mf])
+        ok = ok and v.returncode == 0 and ("ok: %d images" % len(m["images"])) in v.stdout
+    check(ok, "dir: manifests with encoded URLs pass manifest validate")
 
     # ---- S3 prefix (> 1000 keys: pagination) and incremental ----
     s3dir = os.path.join(tmp, "s3")
@@ -530,14 +571,25 @@ def body(tmp):
     ok = ok and len(set(a["id"] for a in coco["annotations"])) == len(coco["annotations"])
     ok = ok and [c["id"] for c in coco["categories"]] == coco91
     check(ok, "coco: image ids unique, categories 80->91, bbox [x,y,w,h], scores (%d anns)" % len(got_ann))
+    n_dets = sum(len(v["detections"]) for v in good.values())
+    check("%d images, %d detections, %d errors" % (len(good), n_dets, len(results) - len(good)) in p.stderr,
+          "export coco summary counts: %s" % p.stderr.strip())
     out = os.path.join(tmp, "e1.jsonl")
     p = run(["export", "--job", "E1", "--format", "jsonl", "-o", out, "--redis", redis_url])
     with open(out) as f:
         rows = [json.loads(x) for x in f]
     check(p.returncode == 0 and sorted(rows, key=lambda x: x["image"]) == [results[k] for k in sorted(results)],
           "jsonl: every result, errors included, one per line")
+    check("%d images, %d detections, %d errors" % (len(good), n_dets, len(results) - len(good)) in p.stderr,
+          "export jsonl summary counts the detections it wrote: %s" % p.stderr.strip())
+    for fmt in ("jsonl", "coco", "yolo"):
+        out = os.path.join(tmp, "nojob." + fmt)
+        p = run(["export", "--job", "nojob", "--format", fmt, "-o", out, "--redis", redis_url])
+        check(p.returncode == 1 and "job nojob: no such job" in p.stderr and not os.path.exists(out),
+              "export %s of a missing job fails, writes nothing: rc %d, %s" % (fmt, p.returncode, p.stderr.strip()))
     out = os.path.join(tmp, "yolo")
     p = run(["export", "--job", "E1", "--format", "yolo", "-o", out, "--redis", redis_url])
+    check("%d detections" % n_dets in p.stderr, "export yolo summary: %s" % p.stderr.strip())
     ok = p.returncode == 0 and sorted(os.listdir(out)) == sorted(k + ".txt" for k in good)
     for k, v in good.items():
         if not ok:

@@ -1,5 +1,7 @@
-/* Unit tests of the scheduler's pure helpers: id derivation, extension filter,
- * incremental decisions, the COCO category mapping, status formatting, smoothing. */
+/* Unit tests of the scheduler's pure helpers: id derivation, extension filter, list
+ * files and directory walks, incremental decisions, the COCO category mapping, status
+ * formatting, smoothing. */
+#define _GNU_SOURCE /* mkdtemp, asprintf */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -76,6 +80,133 @@ static void test_unique_ids(void **s) {
   assert_int_equal(bd_ssrc_finish(src, &err), BD_E_INVALID);
   assert_non_null(strstr(err.msg, "twice"));
   bd_ssrc_destroy(src);
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* A list file that starts with a UTF-8 BOM (Windows editors write one) reads like one
+ * without; a list without images is an error, not a job of nothing. */
+static void test_list_bom_and_empty(void **s) {
+  (void)s;
+  char dir[] = "/tmp/bdtest-listXXXXXX", path[256];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/l.txt", dir);
+  bd_err err = {0};
+  write_file(path, "\xef\xbb\xbfid1,http://h/a.jpg\nid2,http://h/b.jpg\n");
+  bd_ssrc *src = bd_ssrc_new();
+  assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_OK);
+  assert_int_equal(src->n, 2);
+  assert_string_equal(src->items[0].id, "id1");
+  bd_ssrc_destroy(src);
+  /* a BOM before a bare URL, and before the header line */
+  write_file(path, "\xef\xbb\xbfhttp://h/p/a.jpg\n");
+  src = bd_ssrc_new();
+  assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_OK);
+  assert_int_equal(bd_ssrc_finish(src, &err), BD_OK);
+  assert_string_equal(src->items[0].url, "http://h/p/a.jpg");
+  assert_string_equal(src->items[0].id, "p_a.jpg");
+  bd_ssrc_destroy(src);
+  write_file(path, "\xef\xbb\xbfid,url\nx,http://h/x.jpg\n");
+  src = bd_ssrc_new();
+  assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_OK);
+  assert_int_equal(src->n, 1);
+  bd_ssrc_destroy(src);
+  /* only the first line's BOM is one */
+  write_file(path, "id1,http://h/a.jpg\n\xef\xbb\xbfid2,http://h/b.jpg\n");
+  src = bd_ssrc_new();
+  assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_E_INVALID);
+  bd_ssrc_destroy(src);
+  static const char *empty[] = {"", "\xef\xbb\xbf", "# only a comment\n\n", "id,url\n"};
+  for (size_t i = 0; i < sizeof empty / sizeof *empty; i++) {
+    write_file(path, empty[i]);
+    src = bd_ssrc_new();
+    assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_E_INVALID);
+    char want[300];
+    snprintf(want, sizeof want, "no images in %s", path);
+    assert_string_equal(err.msg, want);
+    bd_ssrc_destroy(src);
+  }
+  unlink(path);
+  rmdir(dir);
+}
+
+/* --dir: every name becomes a file:// URL with all but unreserved bytes and '/'
+ * percent-encoded; hidden names and dangling links are counted, not silently lost. */
+static void test_dir_names(void **s) {
+  (void)s;
+  char dir[] = "/tmp/bdtest-dirXXXXXX", path[512];
+  assert_non_null(mkdtemp(dir));
+  static const char *files[] = {"#hash.jpg",   "%41.jpg",     "q?x.jpg",      "a b.jpg",
+                                "sub/a b.jpg", "nl\n.jpg",    "\xc3\xa9.jpg", "A~z-_.jpg",
+                                ".hid.jpg",    ".hdir/x.jpg", "c.txt"};
+  const size_t nf = sizeof files / sizeof *files;
+  snprintf(path, sizeof path, "%s/sub", dir);
+  assert_int_equal(mkdir(path, 0777), 0);
+  snprintf(path, sizeof path, "%s/.hdir", dir);
+  assert_int_equal(mkdir(path, 0777), 0);
+  for (size_t i = 0; i < nf; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    write_file(path, "x");
+  }
+  snprintf(path, sizeof path, "%s/dangling.jpg", dir);
+  assert_int_equal(symlink("/nonexistent/bdtest.jpg", path), 0);
+  bd_ssrc *src = bd_ssrc_new();
+  bd_err err = {0};
+  assert_int_equal(bd_ssrc_from_dir(src, dir, "jpg,png", &err), BD_OK);
+  assert_int_equal(bd_ssrc_finish(src, &err), BD_OK);
+  /* scandir + alphasort in the C locale: byte order */
+  static const char *want[][2] = {{"%23hash.jpg", "_hash.jpg"},     {"%2541.jpg", "_41.jpg"},
+                                  {"A~z-_.jpg", "A_z-_.jpg"},       {"a%20b.jpg", "a_b.jpg"},
+                                  {"nl%0A.jpg", "nl_.jpg"},         {"q%3Fx.jpg", "q_x.jpg"},
+                                  {"sub/a%20b.jpg", "sub_a_b.jpg"}, {"%C3%A9.jpg", "__.jpg"}};
+  const size_t nw = sizeof want / sizeof *want;
+  assert_int_equal(src->n, nw);
+  for (size_t i = 0; i < nw && i < src->n; i++) {
+    char u[600];
+    snprintf(u, sizeof u, "file://%s/%s", dir, want[i][0]);
+    assert_string_equal(src->items[i].url, u);
+    assert_string_equal(src->items[i].id, want[i][1]);
+    assert_true(bd_proto_id_valid(src->items[i].id));
+  }
+  assert_int_equal(src->skipped_ext, 1);        /* c.txt */
+  assert_int_equal(src->skipped_hidden, 2);     /* .hid.jpg, .hdir */
+  assert_int_equal(src->skipped_unreadable, 1); /* dangling.jpg */
+  assert_int_equal(src->skipped_badkey, 3);
+  bd_ssrc_destroy(src);
+  /* an absolute path in a list is a path too */
+  snprintf(path, sizeof path, "%s/l.txt", dir);
+  char *line = NULL;
+  assert_true(asprintf(&line, "%s/q?x.jpg\n%s/sub/a b.jpg\n", dir, dir) > 0);
+  write_file(path, line);
+  free(line);
+  src = bd_ssrc_new();
+  assert_int_equal(bd_ssrc_from_list(src, path, &err), BD_OK);
+  assert_int_equal(bd_ssrc_finish(src, &err), BD_OK);
+  assert_int_equal(src->n, 2);
+  char u[600];
+  snprintf(u, sizeof u, "file://%s/q%%3Fx.jpg", dir);
+  assert_string_equal(src->items[0].url, u);
+  snprintf(u, sizeof u, "file://%s/sub/a%%20b.jpg", dir);
+  assert_string_equal(src->items[1].url, u);
+  assert_string_equal(src->items[1].id + strlen(src->items[1].id) - 11, "sub_a_b.jpg");
+  bd_ssrc_destroy(src);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/dangling.jpg", dir);
+  unlink(path);
+  for (size_t i = nf; i-- > 0;) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    unlink(path);
+  }
+  snprintf(path, sizeof path, "%s/sub", dir);
+  rmdir(path);
+  snprintf(path, sizeof path, "%s/.hdir", dir);
+  rmdir(path);
+  rmdir(dir);
 }
 
 static void test_inc_decide(void **s) {
@@ -176,7 +307,8 @@ int main(void) {
       cmocka_unit_test(test_sanitize),     cmocka_unit_test(test_url_base_and_ext),
       cmocka_unit_test(test_unique_ids),   cmocka_unit_test(test_inc_decide),
       cmocka_unit_test(test_coco_mapping), cmocka_unit_test(test_formatting),
-      cmocka_unit_test(test_smooth),
+      cmocka_unit_test(test_smooth),       cmocka_unit_test(test_list_bom_and_empty),
+      cmocka_unit_test(test_dir_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -342,6 +342,63 @@ static void test_file_scheme(void **state) {
   assert_int_equal(bd_fetch_one(u, &o, &buf, &len, &info, &err), BD_E_NOT_FOUND);
 }
 
+/* Names that mean something in a URL (' ', '#', '?', '%', a newline, non-ASCII) reach
+ * the file when the path is percent-encoded as submit --dir writes it; a directory is
+ * a fetch error, not an empty body. */
+static void test_file_scheme_encoded_names(void **state) {
+  char dir[] = "/tmp/bdtest-namesXXXXXX";
+  assert_non_null(mkdtemp(dir));
+  static const char *names[] = {"#hash.jpg", "%41.jpg",  "q?x.jpg",
+                                "a b.jpg",   "nl\n.jpg", "\xc3\xa9t\xc3\xa9.jpg",
+                                "A.jpg",     "plain.jpg"};
+  const size_t nn = sizeof names / sizeof *names;
+  char path[512], u[1024];
+  for (size_t i = 0; i < nn; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "body of %zu", i); /* "%41.jpg" must not read "A.jpg" */
+    fclose(fp);
+  }
+  bd_fetch_opts o;
+  fast_opts(&o);
+  o.allow_file = 1;
+  unsigned char *buf;
+  size_t len;
+  bd_fetch_result info;
+  bd_err err = {0};
+  for (size_t i = 0; i < nn; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    char *enc = bd_url_encode(path, 1);
+    assert_non_null(enc);
+    snprintf(u, sizeof u, "file://%s", enc);
+    free(enc);
+    char want[32];
+    snprintf(want, sizeof want, "body of %zu", i);
+    bd_status st = bd_fetch_one(u, &o, &buf, &len, &info, &err);
+    if (st != BD_OK) fprintf(stderr, "%s: %s\n", u, err.msg);
+    assert_int_equal(st, BD_OK);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(buf, want, len);
+    free(buf);
+  }
+  snprintf(u, sizeof u, "file://%s", dir);
+  assert_int_equal(bd_fetch_one(u, &o, &buf, &len, &info, &err), BD_E_INVALID);
+  assert_int_equal(info.attempts, 0);
+  char want[600];
+  snprintf(want, sizeof want, "fetch: file://%s is a directory", dir);
+  assert_string_equal(err.msg, want);
+  /* '#' unencoded is a fragment: the URL names the directory */
+  snprintf(u, sizeof u, "file://%s/#hash.jpg", dir);
+  assert_int_equal(bd_fetch_one(u, &o, &buf, &len, &info, &err), BD_E_INVALID);
+  assert_non_null(strstr(err.msg, "is a directory"));
+  for (size_t i = 0; i < nn; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    unlink(path);
+  }
+  rmdir(dir);
+}
+
 static void test_allow_list_and_redaction(void **state) {
   bd_fetch_opts o;
   fast_opts(&o);
@@ -503,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_shutdown_cancels),
       cmocka_unit_test(test_queue_full),
       cmocka_unit_test(test_file_scheme),
+      cmocka_unit_test(test_file_scheme_encoded_names),
       cmocka_unit_test(test_allow_list_and_redaction),
       cmocka_unit_test(test_s3_ini_and_xml),
       cmocka_unit_test(test_s3_xml_fields),

@@ -170,6 +170,7 @@ bd_status bd_manifest_validate(const bd_manifest *m, bd_proto_errors *errs) {
     return errs->code;
   }
   bd_proto_check_id(m->job, "", "job", errs);
+  if (m->gen[0]) bd_proto_check_id(m->gen, "", "gen", errs);
   if (m->shard < 0 || m->shard > BD_MANIFEST_MAX_SHARD)
     bd_proto_errors_add(errs, BD_E_INVALID, "shard: must be an integer in 0..%lld",
                         BD_MANIFEST_MAX_SHARD);
@@ -220,6 +221,7 @@ bd_status bd_manifest_decode(const char *json, size_t len, bd_manifest **out,
   bd_proto_check_version(root, 1, errs);
   bd_proto_get_id(root, "", "job", 1, m->job, errs);
   bd_proto_get_int(root, "", "shard", 1, 0, BD_MANIFEST_MAX_SHARD, &m->shard, errs);
+  bd_proto_get_id(root, "", "gen", 0, m->gen, errs);
   bd_proto_get_id(root, "", "model", 1, m->model, errs);
   m->has_score_thr = bd_proto_get_num(root, "", "score_thr", 0, 0, 1, &m->score_thr, errs);
   m->has_iou_thr = bd_proto_get_num(root, "", "iou_thr", 0, 0, 1, &m->iou_thr, errs);
@@ -309,6 +311,10 @@ bd_status bd_manifest_encode(const bd_manifest *m, char **out, size_t *out_len, 
   bd_jw_str(&w, m->job);
   bd_jw_key(&w, "shard");
   bd_jw_int(&w, m->shard);
+  if (m->gen[0]) {
+    bd_jw_key(&w, "gen");
+    bd_jw_str(&w, m->gen);
+  }
   bd_jw_key(&w, "model");
   bd_jw_str(&w, m->model);
   if (m->has_score_thr) {

@@ -37,6 +37,10 @@ typedef struct bd_manifest_image {
 typedef struct bd_manifest {
   char job[BD_ID_MAX + 1];
   int64_t shard;
+  /* The submission this shard belongs to ("gen", optional; "" = none): submit writes it
+   * into the job record and every manifest, so that a shard of a submission replaced by
+   * `submit --force` while in flight is recognised and dropped, not counted. */
+  char gen[BD_ID_MAX + 1];
   char model[BD_ID_MAX + 1];
   int has_score_thr, has_iou_thr, has_max_det;
   double score_thr; /* 0..1, meaningful when has_score_thr */

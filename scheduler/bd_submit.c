@@ -3,10 +3,12 @@
 #include "bd_submit.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bd_kafka.h"
 #include "bd_manifest.h"
@@ -190,7 +192,23 @@ typedef struct {
   int has_score_thr, has_iou_thr, has_max_det;
   double score_thr, iou_thr;
   int max_det;
+  const char *gen; /* the submission id ("" for a job submitted before gens) */
 } job_params;
+
+/* A submission id for the job record and its manifests ("gen"): the time and 64 random
+ * bits, so that a shard of an earlier submission of the same job id (replaced by --force
+ * while in flight) never matches it. */
+static void new_gen(char out[40]) {
+  uint64_t r = 0;
+  FILE *f = fopen("/dev/urandom", "rb");
+  if (!f || fread(&r, sizeof r, 1, f) != 1) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&r;
+  }
+  if (f) fclose(f);
+  snprintf(out, 40, "%lld-%016llx", (long long)time(NULL), (unsigned long long)r);
+}
 
 /* Submit produces a burst of manifests: a full local queue is worth waiting a minute for. */
 static bd_status new_producer(const char *brokers, bd_kafka_producer **p, bd_err *err) {
@@ -198,14 +216,43 @@ static bd_status new_producer(const char *brokers, bd_kafka_producer **p, bd_err
   return bd_kafka_producer_new(&po, p, err);
 }
 
-/* One manifest per shard_size images, numbered from first_shard. */
+/* A manifest stays under this many bytes, whatever --shard-size says: Kafka's default
+ * message.max.bytes is about 1 MB (a bigger message is refused by the broker or, as seen
+ * on the mock cluster, left unconsumed and blocking its partition). Long URLs therefore
+ * make shards of fewer images. */
+#define SUBMIT_MANIFEST_BYTES (900u * 1024)
+
+/* The images of the shard that starts at b: at most shard_size, and as many as keep the
+ * manifest under SUBMIT_MANIFEST_BYTES (each id and URL counted at twice its length, for
+ * JSON escapes, plus 32 bytes; the header 1 KB). At least one. */
+static size_t shard_len(const char *const *ids, const char *const *urls, size_t b, size_t n,
+                        int shard_size) {
+  size_t k = 0, bytes = 1024;
+  while (b + k < n && k < (size_t)shard_size) {
+    const size_t one = 2 * (strlen(ids[b + k]) + strlen(urls[b + k])) + 32;
+    if (k > 0 && bytes + one > SUBMIT_MANIFEST_BYTES) break;
+    bytes += one;
+    k++;
+  }
+  return k;
+}
+
+static size_t count_shards(const char *const *ids, const char *const *urls, size_t n,
+                           int shard_size) {
+  size_t c = 0;
+  for (size_t b = 0; b < n; b += shard_len(ids, urls, b, n, shard_size)) c++;
+  return c;
+}
+
+/* One manifest per shard (shard_len images), numbered from first_shard. */
 static bd_status produce_shards(bd_kafka_producer *p, const char *topic, const job_params *jp,
                                 const char *const *ids, const char *const *urls, size_t n,
                                 int shard_size, long long first_shard, size_t *n_shards,
                                 bd_err *err) {
   bd_status st = BD_OK;
   *n_shards = 0;
-  for (size_t b = 0; b < n && st == BD_OK; b += (size_t)shard_size) {
+  for (size_t b = 0, k = 0; b < n && st == BD_OK; b += k) {
+    k = shard_len(ids, urls, b, n, shard_size);
     bd_manifest *m = bd_manifest_new();
     char *js = NULL;
     size_t len = 0;
@@ -213,10 +260,10 @@ static bd_status produce_shards(bd_kafka_producer *p, const char *topic, const j
     snprintf(m->job, sizeof m->job, "%s", jp->job);
     snprintf(m->model, sizeof m->model, "%s", jp->model);
     m->shard = first_shard + (long long)*n_shards;
+    snprintf(m->gen, sizeof m->gen, "%s", jp->gen ? jp->gen : "");
     m->has_score_thr = jp->has_score_thr, m->score_thr = jp->score_thr;
     m->has_iou_thr = jp->has_iou_thr, m->iou_thr = jp->iou_thr;
     m->has_max_det = jp->has_max_det, m->max_det = jp->max_det;
-    size_t k = n - b < (size_t)shard_size ? n - b : (size_t)shard_size;
     for (size_t i = 0; i < k && st == BD_OK; i++)
       st = bd_manifest_add_image(m, ids[b + i], urls[b + i], err);
     if (st == BD_OK) st = bd_manifest_encode(m, &js, &len, err); /* validates */
@@ -310,7 +357,7 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   for (size_t i = 0; i < src->n; i++)
     if (!skip[i]) ids[n] = src->items[i].id, urls[n] = src->items[i].url, n++;
   sum->images = n;
-  size_t n_shards = (n + (size_t)o->shard_size - 1) / (size_t)o->shard_size;
+  size_t n_shards = count_shards(ids, urls, n, o->shard_size);
 
   if ((st = new_producer(o->brokers, &p, err)) != BD_OK) goto out;
   /* Topic check before touching Redis: a typo in --topic must not leave a queued job. */
@@ -320,16 +367,18 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
 
   /* The job record first: a worker that finishes a shard before we are done producing
    * must find total and shards, and the coordinator must know the job exists. */
-  char now[32], total[32], shards[32], thr[3][32];
+  char now[32], total[32], shards[32], thr[3][32], gen[40];
   snprintf(now, sizeof now, "%.3f", (double)time(NULL));
+  new_gen(gen);
   snprintf(total, sizeof total, "%zu", n);
   snprintf(shards, sizeof shards, "%zu", n_shards);
   const char *argv[40] = {"HSET",    key,      "state",   n ? "queued" : "complete",
                           "model",   o->model, "total",   total,
                           "shards",  shards,   "done",    "0",
                           "failed",  "0",      "created", now,
-                          "updated", now,      "rate",    "0"};
-  int argc = 20;
+                          "updated", now,      "rate",    "0",
+                          "gen",     gen};
+  int argc = 22;
   if (!n) argv[argc++] = "finished", argv[argc++] = now;
   if (o->has_score_thr)
     fmt_double(thr[0], sizeof thr[0], o->score_thr), argv[argc++] = "score_thr",
@@ -345,8 +394,9 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   if ((st = bd_sredis_cmdv(rd, argc, argv, NULL, NULL, err)) != BD_OK) goto out;
   if ((st = store_urls(rd, o->job, ids, urls, n, err)) != BD_OK) goto out;
 
-  job_params jp = {o->job,         o->model,     o->has_score_thr, o->has_iou_thr,
-                   o->has_max_det, o->score_thr, o->iou_thr,       o->max_det};
+  job_params jp = {o->job,         o->model,       o->has_score_thr,
+                   o->has_iou_thr, o->has_max_det, o->score_thr,
+                   o->iou_thr,     o->max_det,     gen};
   st = produce_shards(p, o->topic, &jp, ids, urls, n, o->shard_size, 0, &sum->shards, err);
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, &sum->partitions_used, err);
   if (st != BD_OK) {
@@ -416,9 +466,9 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   rd = bd_sredis_new(redis_url, err);
   if (!rd) return err ? err->code : BD_E_UNAVAILABLE;
   snprintf(key, sizeof key, "job:%s", job);
-  st = bd_sredis_cmd(rd, &rep, err, "HMGET %s model shards score_thr iou_thr max_det", key);
+  st = bd_sredis_cmd(rd, &rep, err, "HMGET %s model shards score_thr iou_thr max_det gen", key);
   if (st != BD_OK) goto out;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 ||
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 6 ||
       rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len > BD_ID_MAX) {
     st = bd_err_set(err, BD_E_NOT_FOUND, "job %s: no such job", job);
     goto out;
@@ -429,6 +479,10 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   double sthr = bd_sredis_reply_double(rep->element[2], -1),
          ithr = bd_sredis_reply_double(rep->element[3], -1);
   long long mdet = bd_sredis_reply_ll(rep->element[4], -1);
+  /* the job's submission id, carried by the new shards so that they count for it */
+  char gen[BD_ID_MAX + 1] = "";
+  if (rep->element[5]->type == REDIS_REPLY_STRING && rep->element[5]->len <= BD_ID_MAX)
+    memcpy(gen, rep->element[5]->str, (size_t)rep->element[5]->len + 1);
   freeReplyObject(rep);
   rep = NULL;
   if (shards < 0 || shards > 2147483647LL - 1) {
@@ -485,7 +539,8 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   if ((st = new_producer(brokers, &p, err)) != BD_OK) goto out;
   int parts;
   if ((st = bd_kafka_partitions(p, topic, &parts, err)) != BD_OK) goto out;
-  size_t new_shards = (n + (size_t)shard_size - 1) / (size_t)shard_size;
+  size_t new_shards =
+      count_shards((const char *const *)ids, (const char *const *)urls, n, shard_size);
   /* shards grows before producing, so that the coordinator does not see the job as
    * complete (completed shards == shards) while the new ones are in flight. */
   snprintf(key, sizeof key, "job:%s", job);
@@ -496,7 +551,8 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   if (st == BD_OK) st = bd_sredis_cmd(rd, NULL, err, "HDEL %s finished stalled", key);
   if (st != BD_OK) goto out;
   int has_md = mdet > 0 && mdet <= 10000;
-  job_params jp = {job, model, sthr >= 0, ithr >= 0, has_md, sthr, ithr, has_md ? (int)mdet : 0};
+  job_params jp = {job, model, sthr >= 0, ithr >= 0, has_md, sthr, ithr, has_md ? (int)mdet : 0,
+                   gen};
   st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, err);
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, NULL, err);
 out:

@@ -15,13 +15,18 @@
 #define BD_REDIS_SCAN_ITER_MAX 100000000u
 
 /* KEYS: 1 shards set, 2 job hash, 3 errors hash, 4.. det keys (one per image).
- * ARGV: 1 shard, 2 now, then per image: id, json, error ("" = ok). */
+ * ARGV: 1 shard, 2 now, 3 gen ("" = none), then per image: id, json, error ("" = ok).
+ * A shard whose gen is not the job record's (a submission replaced by submit --force
+ * while it was in flight, or a job since deleted) writes nothing: {-1, 0, 0}. */
 static const char k_script[] =
+    "if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then\n"
+    "  return {-1, 0, 0}\n"
+    "end\n"
     "if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return {0, 0, 0} end\n"
     "local done, failed = 0, 0\n"
-    "local n = (#ARGV - 2) / 3\n"
+    "local n = (#ARGV - 3) / 3\n"
     "for i = 1, n do\n"
-    "  local img, json, e = ARGV[3*i], ARGV[3*i+1], ARGV[3*i+2]\n"
+    "  local img, json, e = ARGV[3*i+1], ARGV[3*i+2], ARGV[3*i+3]\n"
     "  local det = KEYS[3+i]\n"
     "  local wasfail = redis.call('HEXISTS', KEYS[3], img) == 1\n"
     "  local wasdone = (not wasfail) and redis.call('EXISTS', det) == 1\n"
@@ -436,8 +441,10 @@ static bd_status build_shard(const bd_redis *r, const bd_redis_shard *s, shard_a
   if (s->n > BD_REDIS_SHARD_IMAGES_MAX || (s->n && !s->images))
     return bd_err_set(err, BD_E_LIMIT, "redis: shard with %zu images (max %d)", s->n,
                       BD_REDIS_SHARD_IMAGES_MAX);
-  size_t nargs =
-      3 + 3 + s->n + 2 + 3 * s->n; /* EVALSHA sha numkeys, 3 keys, det keys, shard now, triplets */
+  if (s->gen && s->gen[0] && !bd_redis_valid_id(s->gen, 0))
+    return bd_err_set(err, BD_E_INVALID, "redis: invalid submission id (gen)");
+  /* EVALSHA sha numkeys, 3 keys, det keys, shard now gen, triplets */
+  size_t nargs = 3 + 3 + s->n + 3 + 3 * s->n;
   a->argv = calloc(nargs, sizeof *a->argv);
   a->lens = calloc(nargs, sizeof *a->lens);
   a->owned = calloc(4 + s->n, sizeof *a->owned); /* numkeys, 3 job keys, n det keys */
@@ -476,6 +483,7 @@ static bd_status build_shard(const bd_redis *r, const bd_redis_shard *s, shard_a
   snprintf(a->now, sizeof a->now, "%lld", (long long)time(NULL));
   a->argv[k++] = a->shard;
   a->argv[k++] = a->now;
+  a->argv[k++] = s->gen ? s->gen : "";
   for (size_t i = 0; i < s->n; i++) {
     const bd_redis_image *im = &s->images[i];
     a->argv[k++] = im->image;

@@ -72,11 +72,13 @@ typedef struct bd_redis_image {
 
 typedef struct bd_redis_shard {
   const char *job;
-  int64_t shard; /* >= 0 */
+  int64_t shard;   /* >= 0 */
+  const char *gen; /* the manifest's submission id; NULL or "": not checked */
   const bd_redis_image *images;
   size_t n; /* 0..100000 */
   /* out */
-  int applied;     /* 1: this call completed the shard; 0: it was already complete */
+  int applied;     /* 1: this call completed the shard; 0: it was already complete; -1: its gen
+                      is not the job record's (a superseded submission): nothing written */
   long done_delta; /* counter changes made by this call */
   long failed_delta;
 } bd_redis_shard;

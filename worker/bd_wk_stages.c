@@ -255,6 +255,7 @@ static bd_status write_shards(wk_ctx *w, bd_redis *r, wk_shard **sh, int n, bd_e
     memset(&rs[k], 0, sizeof rs[k]);
     rs[k].job = s->m->job;
     rs[k].shard = s->m->shard;
+    rs[k].gen = s->m->gen;
     rs[k].images = imgs[k];
     rs[k].n = s->m->n_images;
     k++;
@@ -262,6 +263,12 @@ static bd_status write_shards(wk_ctx *w, bd_redis *r, wk_shard **sh, int n, bd_e
   double t0 = bd_now();
   st = bd_redis_complete_shards(r, rs, (size_t)k, err);
   bd_wk_metrics_observe(w->metrics, BD_WK_WRITE, bd_now() - t0);
+  for (int i = 0; i < k && st == BD_OK; i++)
+    if (rs[i].applied < 0)
+      BD_LOGW(
+          "shard %s/%lld: the job was submitted again (--force) or deleted since this "
+          "shard was queued; its results were not stored",
+          rs[i].job, (long long)rs[i].shard);
 out:
   for (int i = 0; i < WK_WRITE_MAX; i++) free(imgs[i]);
   return st;

@@ -88,6 +88,18 @@ static void test_optional_thresholds_and_builder(void **state) {
   bd_manifest *m2 = NULL;
   assert_int_equal(bd_manifest_decode(out, strlen(out), &m2, NULL), BD_OK);
   assert_false(m2->has_score_thr || m2->has_iou_thr || m2->has_max_det);
+  assert_string_equal(m2->gen, "");
+  free(out);
+  bd_manifest_destroy(m2);
+  /* the submission id, when set, round-trips after the shard */
+  strcpy(m->gen, "g1764124800-5f1e");
+  assert_int_equal(bd_manifest_encode(m, &out, NULL, &err), BD_OK);
+  assert_string_equal(out,
+                      "{\"v\":1,\"job\":\"j\",\"shard\":2147483647,\"gen\":\"g1764124800-"
+                      "5f1e\",\"model\":\"m\",\"images\":[{\"id\":\"x\",\"url\":\"file:///"
+                      "data/x.png\"}]}");
+  assert_int_equal(bd_manifest_decode(out, strlen(out), &m2, NULL), BD_OK);
+  assert_string_equal(m2->gen, "g1764124800-5f1e");
   free(out);
   /* encode refuses what decode would refuse */
   assert_int_equal(bd_manifest_add_image(m, "x", "ftp://h/x", &err), BD_OK);
@@ -122,6 +134,10 @@ static void test_bad_id_chars(void **state) {
                 BD_E_INVALID, "images[0].id: must be 1..128 chars");
   expect_reject(BASE_HEAD "\"job\":\"\",\"shard\":0,\"model\":\"m\"," IMGS "}", BD_E_INVALID,
                 "job: must be 1..128");
+  expect_reject(BASE_HEAD "\"job\":\"j\",\"shard\":0,\"gen\":\"a b\",\"model\":\"m\"," IMGS "}",
+                BD_E_INVALID, "gen: must be 1..128 chars");
+  expect_reject(BASE_HEAD "\"job\":\"j\",\"shard\":0,\"gen\":7,\"model\":\"m\"," IMGS "}",
+                BD_E_INVALID, "gen: must be 1..128 chars");
 }
 
 static void test_id_too_long(void **state) {

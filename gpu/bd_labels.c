@@ -140,8 +140,8 @@ bd_status bd_labels_load(const char *path, bd_labels **out, bd_err *err) {
       size_t bad = 0;
       if (!bd_utf8_valid(p, l, &bad)) {
         /* names go into JSON results, which must be UTF-8 */
-        st = bd_err_set(err, BD_E_INVALID, "labels %s: line %d is not UTF-8 (byte %zu)", path, line,
-                        bad + 1);
+        st = bd_err_set(err, BD_E_INVALID, "labels %s: line %d is not UTF-8 (column %zu)", path,
+                        line, bad + 1);
         goto out;
       }
       if (n >= BD_LABELS_MAX) {

@@ -61,7 +61,7 @@ int bd_manifest_url_check(const char *url, const char *path, const char *key,
     unsigned char c = (unsigned char)url[i];
     if (c <= 0x20 || c == 0x7f) {
       bd_proto_errors_add(errs, BD_E_INVALID,
-                          "%s%s: must not contain whitespace or control characters (byte %zu)",
+                          "%s%s: must not contain whitespace or control characters (at offset %zu)",
                           path, key, i);
       return 0;
     }

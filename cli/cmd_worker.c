@@ -38,7 +38,9 @@ static opt k_opts[] = {
     {"--cpu-threads", "BATCHDET_CPU_THREADS", "N",
      "engine threads per cpu instance (0 = cores / instances)", NULL},
     {"--max-inflight-mb", "BATCHDET_MAX_INFLIGHT_MB", "MB",
-     "pause consuming above this many fetched+decoded MiB (1024)", NULL},
+     "pause consuming above this many fetched+decoded MiB, and hold decoding while the "
+     "decoded pixels not yet through the network would pass it (1024)",
+     NULL},
     {"--max-inflight-shards", "BATCHDET_MAX_INFLIGHT_SHARDS", "N",
      "pause consuming above this many shards (8)", NULL},
     {"--session-timeout-ms", "BATCHDET_SESSION_TIMEOUT_MS", "MS",

@@ -40,6 +40,7 @@ typedef struct wk_item {
   size_t len;
   bd_image im; /* decoded */
   int oriented_w, oriented_h;
+  long long pixel_bytes; /* of decoded_bytes, this image's share (reserved, then actual) */
   char err[BD_ERR_MSG_MAX + 64];
   double t_enqueue;
 } wk_item;
@@ -76,6 +77,9 @@ typedef struct wk_ctx {
   pthread_t batcher, writer, executor; /* executor: the pools' (cpu, cuda) */
   int batcher_started, writer_started, executor_started;
   atomic_llong inflight_bytes;
+  /* Decoded pixels not yet through the network, and their peak: held under
+   * --max-inflight-mb by the decoders (wk_decode_main waits before an image). */
+  atomic_llong decoded_bytes, decoded_peak;
   atomic_int inflight_shards;
   atomic_int force_stop; /* second signal or grace expired: stop retrying */
   atomic_int fatal;      /* a device failed: drain and exit with an error */

@@ -59,6 +59,7 @@ void wk_item_finish(wk_ctx *w, wk_item *it) {
   }
   if (it->data) account(w, -(long long)it->len);
   if (it->im.data) account(w, -(long long)it->im.w * it->im.h * 3);
+  if (it->pixel_bytes) atomic_fetch_sub(&w->decoded_bytes, it->pixel_bytes);
   free(it->data);
   bd_image_free(&it->im);
   free(it);
@@ -87,6 +88,29 @@ void wk_fetch_done(void *ctx, bd_fetch_result *res) {
   }
 }
 
+/* Waits until `need` more bytes of decoded pixels fit under --max-inflight-mb, then
+ * counts them (decoded_bytes), so that a shard of large images cannot take the worker's
+ * memory: images already decoded leave it as batches go through the network. One image
+ * always goes when nothing else is decoded, however large; a stopping worker does not
+ * wait. The budget bounds the pixels; the fetched bytes are bounded per shard. */
+static void reserve_pixels(wk_ctx *w, long long need) {
+  const long long cap = (long long)w->cfg->max_inflight_mb << 20;
+  for (;;) {
+    long long cur = atomic_load(&w->decoded_bytes);
+    if (cur > 0 && cur + need > cap && !atomic_load(&w->force_stop)) {
+      sleep_s(0.002);
+      continue;
+    }
+    if (atomic_compare_exchange_weak(&w->decoded_bytes, &cur, cur + need)) {
+      long long peak = atomic_load(&w->decoded_peak);
+      while (cur + need > peak &&
+             !atomic_compare_exchange_weak(&w->decoded_peak, &peak, cur + need))
+        ;
+      return;
+    }
+  }
+}
+
 void *wk_decode_main(void *arg) {
   wk_ctx *w = arg;
   bd_err err = {0};
@@ -99,6 +123,11 @@ void *wk_decode_main(void *arg) {
       wk_item_finish(w, it);
       continue;
     }
+    int pw = 0, ph = 0;
+    const long long need =
+        bd_decode_peek_size(it->data, it->len, &pw, &ph) ? (long long)pw * ph * 3 : 0;
+    reserve_pixels(w, need);
+    it->pixel_bytes = need;
     double t0 = bd_now();
     bd_decode_info info;
     memset(&info, 0, sizeof info);
@@ -114,6 +143,9 @@ void *wk_decode_main(void *arg) {
       continue;
     }
     account(w, (long long)it->im.w * it->im.h * 3);
+    /* the reservation becomes the decoded size (smaller when DCT scaling applied) */
+    atomic_fetch_add(&w->decoded_bytes, (long long)it->im.w * it->im.h * 3 - it->pixel_bytes);
+    it->pixel_bytes = (long long)it->im.w * it->im.h * 3;
     it->oriented_w = info.oriented_w > 0 ? info.oriented_w : it->im.w;
     it->oriented_h = info.oriented_h > 0 ? info.oriented_h : it->im.h;
     if (bd_queue_push(w->q_batch, it, -1) != BD_OK) {

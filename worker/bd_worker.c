@@ -528,12 +528,15 @@ static void gauges(void *ctx, bd_wk_text *t) {
   bd_wk_text_printf(t,
                     "# TYPE batchdet_inflight_shards gauge\nbatchdet_inflight_shards %d\n"
                     "# TYPE batchdet_inflight_bytes gauge\nbatchdet_inflight_bytes %lld\n"
+                    "# TYPE batchdet_decoded_bytes gauge\nbatchdet_decoded_bytes %lld\n"
+                    "# TYPE batchdet_decoded_bytes_peak gauge\nbatchdet_decoded_bytes_peak %lld\n"
                     "# TYPE batchdet_kafka_lag gauge\nbatchdet_kafka_lag %lld\n"
                     "# TYPE batchdet_shards_total counter\n"
                     "batchdet_shards_total{status=\"done\"} %lld\n"
                     "batchdet_shards_total{status=\"dropped\"} %lld\n"
                     "batchdet_shards_total{status=\"dead_letter\"} %lld\n",
                     atomic_load(&w->inflight_shards), atomic_load(&w->inflight_bytes),
+                    atomic_load(&w->decoded_bytes), atomic_load(&w->decoded_peak),
                     atomic_load(&w->lag), atomic_load(&w->shards_done),
                     atomic_load(&w->shards_dropped), atomic_load(&w->dlq_count));
 }

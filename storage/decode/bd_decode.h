@@ -95,6 +95,11 @@ bd_status bd_decoder_decode(bd_decoder *d, const uint8_t *buf, size_t len,
 bd_status bd_decode_image(const uint8_t *buf, size_t len, const bd_decode_opts *opts, bd_image *out,
                           bd_decode_info *info, bd_err *err);
 
+/* The stored size from the header alone, without decoding: 1 with *w, *h when buf is a
+ * JPEG or PNG whose frame header (SOF) or IHDR is readable, else 0. For memory budgets:
+ * the decoded RGB image takes w * h * 3 bytes (less where DCT scaling applies). */
+int bd_decode_peek_size(const uint8_t *buf, size_t len, int *w, int *h);
+
 /* Reads a whole file (at most BD_DECODE_DEFAULT_MAX_FILE_BYTES) and decodes it. */
 bd_status bd_decode_file(const char *path, const bd_decode_opts *opts, bd_image *out,
                          bd_decode_info *info, bd_err *err);

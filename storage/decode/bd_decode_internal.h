@@ -29,4 +29,7 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
 void *bd_decode_tj_new(bd_err *err);
 void bd_decode_tj_free(void *tj);
 
+/* The SOF's width and height: 1 when found before SOS, else 0. */
+int bd_decode_jpeg_dims(const uint8_t *buf, size_t len, int *w, int *h);
+
 #endif

@@ -56,6 +56,15 @@ static int is_sof(uint8_t m, const uint8_t *p, size_t n) {
          n >= 6 + 3 * (size_t)p[5];
 }
 
+int bd_decode_jpeg_dims(const uint8_t *buf, size_t len, int *w, int *h) {
+  size_t n = 0;
+  const uint8_t *f = jpeg_segment(buf, len, is_sof, &n);
+  if (!f) return 0;
+  *h = f[1] << 8 | f[2];
+  *w = f[3] << 8 | f[4];
+  return 1;
+}
+
 /* Adobe APP14 marker seen before SOS? Adobe writers store CMYK inverted. */
 static int jpeg_has_adobe(const uint8_t *buf, size_t len) {
   size_t n;

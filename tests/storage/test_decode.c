@@ -749,25 +749,55 @@ static void test_jpeg_odd_subsampling(void **state) {
   run_sh(cmd);
 }
 
+/* The stored size from the header alone (the worker's memory budget reserves it before
+ * decoding): equal to what decoding finds, for JPEG (baseline, progressive, CMYK, the
+ * 60000 x 60000 bomb's header) and PNG; 0 for what is neither or has no readable header. */
+static void test_peek_size(void **state) {
+  (void)state;
+  const char *files[] = {"images/dog.jpg", "images/dog.png", "images/bad/ok_progressive_person.jpg",
+                         "images/bad/ok_cmyk_scream.jpg", "images/horses_gray.jpg"};
+  for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+    size_t n = 0;
+    uint8_t *b = slurp(files[f], &n);
+    int w = 0, h = 0;
+    assert_int_equal(bd_decode_peek_size(b, n, &w, &h), 1);
+    bd_image im = {0};
+    bd_decode_info info;
+    bd_err e;
+    assert_int_equal(bd_decode_image(b, n, NULL, &im, &info, &e), BD_OK);
+    assert_int_equal(w, info.orig_w);
+    assert_int_equal(h, info.orig_h);
+    bd_image_free(&im);
+    free(b);
+  }
+  size_t n = 0;
+  uint8_t *b = slurp("images/bad/bomb_60000x60000.jpg", &n);
+  int w = 0, h = 0;
+  assert_int_equal(bd_decode_peek_size(b, n, &w, &h), 1);
+  assert_int_equal(w, 60000);
+  assert_int_equal(h, 60000);
+  free(b);
+  b = slurp("images/bad/not_an_image.jpg", &n);
+  assert_int_equal(bd_decode_peek_size(b, n, &w, &h), 0);
+  free(b);
+  const uint8_t soi_only[] = {0xFF, 0xD8, 0xFF, 0xD9};
+  assert_int_equal(bd_decode_peek_size(soi_only, sizeof soi_only, &w, &h), 0);
+  const uint8_t png_short[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H'};
+  assert_int_equal(bd_decode_peek_size(png_short, sizeof png_short, &w, &h), 0);
+}
+
 int main(void) {
   const char *d = getenv("BD_TEST_DATA");
   snprintf(g_data, sizeof g_data, "%s", d ? d : "../shared/data");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_photo_sizes),
-      cmocka_unit_test(test_dog_equals_png),
-      cmocka_unit_test(test_gray),
-      cmocka_unit_test(test_progressive),
-      cmocka_unit_test(test_cmyk),
-      cmocka_unit_test(test_bad_expected),
-      cmocka_unit_test(test_misc_errors),
-      cmocka_unit_test(test_exif_orientation),
-      cmocka_unit_test(test_scaled_kite),
-      cmocka_unit_test(test_encode_roundtrip),
-      cmocka_unit_test(test_decoder_reuse),
-      cmocka_unit_test(test_scaled_oriented),
-      cmocka_unit_test(test_jpeg_truncated_header),
-      cmocka_unit_test(test_jpeg_header_warning),
-      cmocka_unit_test(test_jpeg_odd_subsampling),
+      cmocka_unit_test(test_peek_size),           cmocka_unit_test(test_photo_sizes),
+      cmocka_unit_test(test_dog_equals_png),      cmocka_unit_test(test_gray),
+      cmocka_unit_test(test_progressive),         cmocka_unit_test(test_cmyk),
+      cmocka_unit_test(test_bad_expected),        cmocka_unit_test(test_misc_errors),
+      cmocka_unit_test(test_exif_orientation),    cmocka_unit_test(test_scaled_kite),
+      cmocka_unit_test(test_encode_roundtrip),    cmocka_unit_test(test_decoder_reuse),
+      cmocka_unit_test(test_scaled_oriented),     cmocka_unit_test(test_jpeg_truncated_header),
+      cmocka_unit_test(test_jpeg_header_warning), cmocka_unit_test(test_jpeg_odd_subsampling),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,9 +12,13 @@ C: SIGTERM to a worker mid-job: exit 0 within the grace period; the job stays ex
 E: --max-inflight-shards holds (read from /metrics); a second SIGTERM exits at once and
    stores nothing half-done; a restart completes the job exactly.
 D: a cpu worker on yolox_nano: results equal `batchdet detect` on the same photos.
+F: a shard of large PNGs (tiny files, 27 MB of pixels each): the decoded pixels waiting
+   for a slow device stay under --max-inflight-mb (read from /metrics); the job is exact.
 Every check is exact (counters == per-image truth); every wait is bounded."""
 import json
 import os
+import struct
+import zlib
 import random
 import shutil
 import signal
@@ -219,6 +223,46 @@ def phase_e(st):
     log("E: the restarted worker redid the abandoned shards; job exact")
 
 
+def big_png(path, w, h):
+    """A w x h gray PNG of zeros: a few KB on disk, w * h * 3 bytes once decoded to RGB."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    raw = zlib.compress(b"".join(b"\0" + bytes(w) for _ in range(h)), 9)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
+                chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def phase_f(st):
+    """Memory within one shard: 24 images of 3000 x 3000 (27 MB of pixels each, 648 MB
+    together) behind a device that takes 300 ms per batch of 2, with 4 decoders and
+    --max-inflight-mb 64. The decoders must wait for the network: the decoded pixels
+    never pass 64 MiB (two images), where without the budget they all decode at once."""
+    job = "memjob"
+    big_png(os.path.join(st.www, "memjob-big.png"), 3000, 3000)
+    imgs = []
+    for i in range(24):
+        name = "%s-img-%05d.png" % (job, i)
+        os.symlink(os.path.join(st.www, "memjob-big.png"), os.path.join(st.www, name))
+        imgs.append(("%s-img-%05d" % (job, i), st.base_url + name, None))
+    st.kafka_control("topic mem.jobs 1 1")
+    time.sleep(0.5)
+    port = free_port()
+    w = Worker(st, "wm", ["--devices", "sim:1:300", "--batch", "2", "--batch-timeout-ms", "20",
+                          "--topic", "mem.jobs", "--group", "mem", "--decode-threads", "4",
+                          "--max-inflight-mb", "64", "--metrics-port", str(port),
+                          "--report-interval", "1", "--session-timeout-ms", "6000"]).start()
+    produce(st, "mem.jobs", manifest_lines(job, imgs, 24))
+    wait_job(st.r, job, 24, 120)
+    check_job(st.r, job, imgs, 1)
+    peak = metric(port, "batchdet_decoded_bytes_peak")
+    now = metric(port, "batchdet_decoded_bytes")
+    log("F: decoded pixels peaked at %.1f MiB with --max-inflight-mb 64 (%.0f left)" % (peak / 2**20, now))
+    assert 27e6 <= peak <= 64 * 2**20, "decoded pixels peaked at %.0f bytes" % peak
+    assert now == 0, "decoded bytes not released: %d" % now
+    assert stop_all([w]) == [0]
+
+
 def phase_d(st, models):
     job = "cpujob"
     imgs = make_images(st, DATA, job, 18)
@@ -274,6 +318,7 @@ def main():
         phase_b(st, workers)
         phase_c(st, workers)
         phase_e(st)
+        phase_f(st)
         phase_d(st, models)
         ok = True
         log("PASS")

@@ -13,6 +13,7 @@
 
 #include "bd_proto.h"
 #include "bd_sredis.h"
+#include "bd_text.h"
 
 #define PAGE 512
 #define MAX_DIM 65535
@@ -134,6 +135,36 @@ static const char *basename_of(const char *url) {
   return q && q[1] ? q + 1 : url;
 }
 
+static int hex_digit(char c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* COCO's file_name, malloc'd: the URL's last segment; for a file:// URL (submit --dir
+ * percent-encodes the path) the name as on disk, with U+FFFD for bytes that are not
+ * UTF-8. NULL when out of memory. */
+static char *file_name_of(const char *url) {
+  const char *b = basename_of(url);
+  if (strncmp(url, "file://", 7) != 0) return strdup(b);
+  char *d = malloc(strlen(b) + 1), *o = d;
+  if (!d) return NULL;
+  for (const char *p = b; *p; p++) {
+    const int hi = p[0] == '%' ? hex_digit(p[1]) : -1, lo = hi >= 0 ? hex_digit(p[2]) : -1;
+    if (lo >= 0) {
+      *o++ = (char)(hi << 4 | lo);
+      p += 2;
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o = '\0';
+  char *s = memchr(d, '\0', (size_t)(o - d)) ? NULL : bd_utf8_sanitize(d); /* %00: keep encoded */
+  free(d);
+  return s ? s : strdup(b);
+}
+
 static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, const char *url) {
   if (x->fmt == BD_EXPORT_JSONL) {
     /* Stored values are single-line JSON; a stray newline would break the format. */
@@ -181,7 +212,9 @@ static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, 
   if (x->fmt == BD_EXPORT_COCO) {
     size_t img = ++x->next_img;
     fprintf(x->out, "%s\n{\"id\":%zu,\"file_name\":", x->first_img ? "" : ",", img);
-    json_str(x->out, url ? basename_of(url) : id);
+    char *fname = url ? file_name_of(url) : NULL;
+    json_str(x->out, fname ? fname : url ? basename_of(url) : id);
+    free(fname);
     fprintf(x->out, ",\"width\":%lld,\"height\":%lld,\"image_key\":", (long long)w, (long long)h);
     json_str(x->out, id);
     fputc('}', x->out);

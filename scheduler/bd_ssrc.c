@@ -280,7 +280,11 @@ bd_status bd_ssrc_from_dir(bd_ssrc *s, const char *dir, const char *exts, bd_err
   char abs[PATH_MAX];
   if (!realpath(dir, abs))
     return bd_err_set(err, BD_E_NOT_FOUND, "--dir %s: %s", dir, strerror(errno));
-  return walk(s, abs, "", exts, 0, err);
+  const size_t before = s->n;
+  bd_status st = walk(s, abs, "", exts, 0, err);
+  if (st == BD_OK && s->n == before) /* as for a list: a job of nothing is a mistake */
+    st = bd_err_set(err, BD_E_INVALID, "no images in %s (extensions %s)", dir, exts);
+  return st;
 }
 
 /* ---- S3 ---- */
@@ -332,9 +336,12 @@ bd_status bd_ssrc_from_s3(bd_ssrc *s, const char *prefix, const char *exts, bd_e
   bucket[bl] = '\0';
   const char *last = strrchr(key, '/');
   s3ctx c = {s, bucket, last ? (size_t)(last - key) + 1 : 0, exts, err, BD_OK};
+  const size_t before = s->n;
   bd_status st = bd_s3_list(prefix, 1000, BD_SSRC_MAX_ITEMS, NULL, on_object, &c, err);
   if (c.st != BD_OK) return c.st;
   if (st != BD_OK) bd_err_prefix(err, "--s3-prefix %s", prefix);
+  else if (s->n == before)
+    st = bd_err_set(err, BD_E_INVALID, "no images under %s (extensions %s)", prefix, exts);
   return st;
 }
 

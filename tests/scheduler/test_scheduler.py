@@ -263,6 +263,15 @@ def body(tmp):
               r.cmd("EXISTS", "job:EMPTY") == 0 and r.cmd("EXISTS", "job:EMPTY:urls") == 0,
               "submit of %s fails and creates no job: rc %d, %s" % (name, p.returncode, p.stderr.strip()))
 
+    ed = os.path.join(tmp, "emptydir")
+    os.makedirs(os.path.join(ed, "sub"))
+    with open(os.path.join(ed, "notes.txt"), "w") as f:
+        f.write("x")
+    p = run(["submit", "--job", "EMPTYD", "--model", "m1", "--dir", ed, "--topic", "t.dir"] + base)
+    check(p.returncode == 1 and "no images in %s" % ed in p.stderr and r.cmd("EXISTS", "job:EMPTYD") == 0,
+          "submit of a directory without images fails and creates no job: rc %d, %s"
+          % (p.returncode, p.stderr.strip()))
+
     # ---- submit from a directory ----
     d = os.path.join(tmp, "imgs")
     # names that mean something in a URL ('#' fragment, '?' query, '%' escape, space,
@@ -368,6 +377,11 @@ def body(tmp):
     check(got == sorted("s3://bdtest/" + k for k in changed + ["photos/new1.jpg", "photos/new2.png"]),
           "incremental: exactly the 5 changed/new objects on the topic (%d)" % len(got))
     check(r.cmd("HGET", "job:S3", "total") == "5", "incremental job total counts submitted images only")
+    # a prefix with no matching objects is a mistake, as an empty list is: no job
+    p = run(["submit", "--job", "S4", "--model", "m1", "--s3-prefix", "s3://bdtest/nothing-here/",
+             "--topic", "t.s3"] + base, env=s3env)
+    check(p.returncode == 1 and "no images under s3://bdtest/nothing-here/" in p.stderr and
+          r.cmd("EXISTS", "job:S4") == 0, "s3 prefix without images: rc %d, %s" % (p.returncode, p.stderr.strip()))
     s3.stdin.close()
 
     # ---- resubmit --failed ----
@@ -599,6 +613,22 @@ def body(tmp):
     ok = ok and len(set(a["id"] for a in coco["annotations"])) == len(coco["annotations"])
     ok = ok and [c["id"] for c in coco["categories"]] == coco91
     check(ok, "coco: image ids unique, categories 80->91, bbox [x,y,w,h], scores (%d anns)" % len(got_ann))
+    # file:// URLs as submit --dir writes them (percent-encoded): file_name is the name on
+    # disk; http URLs keep their segment as is; a name that is not UTF-8 gets U+FFFD
+    r.pipe([["HSET", "job:E2", "state", "complete", "model", "m1", "total", 3]] +
+           [["SET", "det:E2:" + k, json.dumps({"image": k, "width": 10, "height": 10, "detections": []})]
+            for k in ("f1", "f2", "f3")] +
+           [["HSET", "job:E2:urls", "f1", "file:///data/sub/a%20b%23c.jpg"],
+            ["HSET", "job:E2:urls", "f2", "http://h/x%20y.jpg"],
+            ["HSET", "job:E2:urls", "f3", "file:///data/bad%FF.jpg"]])
+    out2 = os.path.join(tmp, "e2.json")
+    p2 = run(["export", "--job", "E2", "--format", "coco", "-o", out2, "--redis", redis_url])
+    names = {}
+    if p2.returncode == 0:
+        with open(out2) as f:
+            names = {im["image_key"]: im["file_name"] for im in json.load(f)["images"]}
+    check(names == {"f1": "a b#c.jpg", "f2": "x%20y.jpg", "f3": "bad\ufffd.jpg"},
+          "coco file_name of file:// URLs decoded: %s" % names)
     n_dets = sum(len(v["detections"]) for v in good.values())
     check("%d images, %d detections, %d errors" % (len(good), n_dets, len(results) - len(good)) in p.stderr,
           "export coco summary counts: %s" % p.stderr.strip())

@@ -14,6 +14,7 @@
 #include "bd_proto.h"
 #include "bd_sredis.h"
 #include "bd_text.h"
+#include "bd_url.h"
 
 #define PAGE 512
 #define MAX_DIM 65535
@@ -135,32 +136,18 @@ static const char *basename_of(const char *url) {
   return q && q[1] ? q + 1 : url;
 }
 
-static int hex_digit(char c) {
-  return c >= '0' && c <= '9'   ? c - '0'
-         : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                : -1;
-}
-
 /* COCO's file_name, malloc'd: the URL's last segment; for a file:// URL (submit --dir
  * percent-encodes the path) the name as on disk, with U+FFFD for bytes that are not
  * UTF-8. NULL when out of memory. */
 static char *file_name_of(const char *url) {
   const char *b = basename_of(url);
-  if (strncmp(url, "file://", 7) != 0) return strdup(b);
-  char *d = malloc(strlen(b) + 1), *o = d;
+  if (!bd_url_has_scheme(url, "file")) return strdup(b);
+  const size_t n = strlen(b);
+  char *d = malloc(n + 1), *s = NULL;
+  size_t len = 0;
   if (!d) return NULL;
-  for (const char *p = b; *p; p++) {
-    const int hi = p[0] == '%' ? hex_digit(p[1]) : -1, lo = hi >= 0 ? hex_digit(p[2]) : -1;
-    if (lo >= 0) {
-      *o++ = (char)(hi << 4 | lo);
-      p += 2;
-    } else {
-      *o++ = *p;
-    }
-  }
-  *o = '\0';
-  char *s = memchr(d, '\0', (size_t)(o - d)) ? NULL : bd_utf8_sanitize(d); /* %00: keep encoded */
+  /* a malformed escape or a %00 keeps the segment as it is */
+  if (bd_url_decode(b, b + n, d, n + 1, &len) == 0 && len == strlen(d)) s = bd_utf8_sanitize(d);
   free(d);
   return s ? s : strdup(b);
 }

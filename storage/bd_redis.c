@@ -8,6 +8,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "bd_url.h"
+
 #define BD_REDIS_ID_MAX 128
 #define BD_REDIS_SHARD_IMAGES_MAX 100000
 #define BD_REDIS_JSON_MAX (16u * 1024 * 1024)
@@ -78,29 +80,6 @@ int bd_redis_valid_id(const char *id, int allow_colon) {
 
 /* ---- URL ---- */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-static int pct_decode(const char *b, const char *e, char *out, size_t cap) {
-  size_t o = 0;
-  while (b < e) {
-    char c = *b++;
-    if (c == '%') {
-      if (e - b < 2 || hexval(b[0]) < 0 || hexval(b[1]) < 0) return -1;
-      c = (char)(hexval(b[0]) * 16 + hexval(b[1]));
-      b += 2;
-    }
-    if (o + 1 >= cap) return -1;
-    out[o++] = c;
-  }
-  out[o] = '\0';
-  return 0;
-}
-
 bd_status bd_redis_parse_url(const char *url, bd_redis_url *out, bd_err *err) {
   memset(out, 0, sizeof *out);
   out->port = 6379;
@@ -119,10 +98,10 @@ bd_status bd_redis_parse_url(const char *url, bd_redis_url *out, bd_err *err) {
   if (at) {
     const char *colon = memchr(p, ':', (size_t)(at - p));
     if (colon) {
-      if (pct_decode(p, colon, out->user, sizeof out->user) ||
-          pct_decode(colon + 1, at, out->pass, sizeof out->pass))
+      if (bd_url_decode(p, colon, out->user, sizeof out->user, NULL) ||
+          bd_url_decode(colon + 1, at, out->pass, sizeof out->pass, NULL))
         return bd_err_set(err, BD_E_INVALID, "redis: bad or too long user/password in URL");
-    } else if (pct_decode(p, at, out->pass, sizeof out->pass)) {
+    } else if (bd_url_decode(p, at, out->pass, sizeof out->pass, NULL)) {
       /* "redis://secret@host": a lone userinfo is the password, as redis-cli reads it */
       return bd_err_set(err, BD_E_INVALID, "redis: bad or too long password in URL");
     }

@@ -55,6 +55,30 @@ char *bd_url_encode(const char *s, int keep_slash) {
   return out;
 }
 
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int bd_url_decode(const char *b, const char *e, char *out, size_t cap, size_t *len) {
+  size_t o = 0;
+  while (b < e) {
+    char c = *b++;
+    if (c == '%') {
+      if (e - b < 2 || hexval(b[0]) < 0 || hexval(b[1]) < 0) return -1;
+      c = (char)(hexval(b[0]) * 16 + hexval(b[1]));
+      b += 2;
+    }
+    if (o + 1 >= cap) return -1;
+    out[o++] = c;
+  }
+  out[o] = '\0';
+  if (len) *len = o;
+  return 0;
+}
+
 int bd_url_has_scheme(const char *url, const char *scheme) {
   size_t n = strlen(scheme);
   return url && strncasecmp(url, scheme, n) == 0 && strncmp(url + n, "://", 3) == 0;

@@ -19,6 +19,11 @@ void bd_url_redact(const char *url, char *out, size_t cap);
  * string owned by the caller, or NULL when out of memory or s is longer than 64 KiB. */
 char *bd_url_encode(const char *s, int keep_slash);
 
+/* Percent-decodes [b, e) into out (NUL-terminated, at most cap bytes with it); *len
+ * (may be NULL) gets the decoded length, which a %00 makes longer than strlen(out).
+ * -1 on a '%' not followed by two hex digits or when out is too small, else 0. */
+int bd_url_decode(const char *b, const char *e, char *out, size_t cap, size_t *len);
+
 /* Case-insensitive scheme test: 1 when url starts with "scheme://". */
 int bd_url_has_scheme(const char *url, const char *scheme);
 

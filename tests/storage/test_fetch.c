@@ -372,6 +372,12 @@ static void test_file_scheme_encoded_names(void **state) {
     char *enc = bd_url_encode(path, 1);
     assert_non_null(enc);
     snprintf(u, sizeof u, "file://%s", enc);
+    /* bd_url_decode is its inverse */
+    char dec[600];
+    size_t dl = 0;
+    assert_int_equal(bd_url_decode(enc, enc + strlen(enc), dec, sizeof dec, &dl), 0);
+    assert_string_equal(dec, path);
+    assert_int_equal(dl, strlen(path));
     free(enc);
     char want[32];
     snprintf(want, sizeof want, "body of %zu", i);
@@ -420,6 +426,18 @@ static void test_allow_list_and_redaction(void **state) {
                    BD_E_UNSUPPORTED);
   assert_non_null(strstr(err.msg, "'gopher://h/x'"));
   char red[128];
+  /* bd_url_decode: malformed escapes and a full buffer refused, %00 seen in the length */
+  {
+    char d[8];
+    size_t n = 0;
+    const char *bad[] = {"a%", "a%4", "a%4g", "%zz"};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++)
+      assert_int_equal(bd_url_decode(bad[k], bad[k] + strlen(bad[k]), d, sizeof d, NULL), -1);
+    assert_int_equal(bd_url_decode("abcdefgh", "abcdefgh" + 8, d, sizeof d, NULL), -1);
+    assert_int_equal(bd_url_decode("a%00b", "a%00b" + 5, d, sizeof d, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(strlen(d), 1);
+  }
   bd_url_redact("https://AKID:sec@ret@bucket.s3.amazonaws.com/a/b?X-Amz-Signature=zz", red,
                 sizeof red);
   assert_string_equal(red, "https://bucket.s3.amazonaws.com/a/b");

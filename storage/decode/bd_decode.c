@@ -44,17 +44,12 @@ int bd_decode_peek_size(const uint8_t *buf, size_t len, int *w, int *h) {
   switch (bd_decode_sniff(buf, len)) {
     case BD_IMG_JPEG:
       return bd_decode_jpeg_dims(buf, len, w, h);
-    case BD_IMG_PNG: /* IHDR is the first chunk by rule */
-      if (len < 24 || memcmp(buf + 12, "IHDR", 4) != 0) return 0;
-      {
-        const uint32_t pw =
-            (uint32_t)buf[16] << 24 | (uint32_t)buf[17] << 16 | buf[18] << 8 | buf[19];
-        const uint32_t ph =
-            (uint32_t)buf[20] << 24 | (uint32_t)buf[21] << 16 | buf[22] << 8 | buf[23];
-        if (pw > INT32_MAX || ph > INT32_MAX) return 0;
-        *w = (int)pw, *h = (int)ph;
-      }
+    case BD_IMG_PNG: {
+      uint32_t pw, ph;
+      if (!bd_decode_png_dims(buf, len, &pw, &ph) || pw > INT32_MAX || ph > INT32_MAX) return 0;
+      *w = (int)pw, *h = (int)ph;
       return 1;
+    }
     default:
       return 0;
   }

@@ -32,4 +32,7 @@ void bd_decode_tj_free(void *tj);
 /* The SOF's width and height: 1 when found before SOS, else 0. */
 int bd_decode_jpeg_dims(const uint8_t *buf, size_t len, int *w, int *h);
 
+/* IHDR's width and height (IHDR is the first chunk by rule): 1 when there, else 0. */
+int bd_decode_png_dims(const uint8_t *buf, size_t len, uint32_t *w, uint32_t *h);
+
 #endif

@@ -64,6 +64,12 @@ static bd_status check_chunk_lengths(const uint8_t *buf, size_t len, bd_err *err
   return BD_OK;
 }
 
+int bd_decode_png_dims(const uint8_t *buf, size_t len, uint32_t *w, uint32_t *h) {
+  if (len < 24 || memcmp(buf + 12, "IHDR", 4) != 0) return 0;
+  *w = be32(buf + 16), *h = be32(buf + 20);
+  return 1;
+}
+
 static int exif_orientation(png_structp png, png_infop pi) {
 #ifdef PNG_eXIf_SUPPORTED
   png_bytep ex = NULL;
@@ -86,13 +92,13 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
   png_structp png = NULL;
   png_infop pi = NULL;
 
-  /* IHDR is the first chunk by rule: check the size before libpng allocates anything
-   * for it, with the same message as for JPEG. */
-  if (len >= 24 && memcmp(buf + 12, "IHDR", 4) == 0) {
-    uint32_t w = be32(buf + 16), h = be32(buf + 20);
-    info->orig_w = (int)(w > INT32_MAX ? INT32_MAX : w);
-    info->orig_h = (int)(h > INT32_MAX ? INT32_MAX : h);
-    st = bd_decode_check_size(w, h, lim, err);
+  /* The size checked before libpng allocates anything for it, with the same message as
+   * for JPEG. */
+  uint32_t iw = 0, ih = 0;
+  if (bd_decode_png_dims(buf, len, &iw, &ih)) {
+    info->orig_w = (int)(iw > INT32_MAX ? INT32_MAX : iw);
+    info->orig_h = (int)(ih > INT32_MAX ? INT32_MAX : ih);
+    st = bd_decode_check_size(iw, ih, lim, err);
     if (st != BD_OK) return st;
   }
   st = check_chunk_lengths(buf, len, err);

@@ -142,7 +142,7 @@ static int push_entry(entry_list *l, const char *path, const char *name, int fro
   entry *e = &l->v[l->n];
   e->path = strdup(path);
   /* reported in JSON, which must be UTF-8 */
-  e->name = bd_utf8_valid(name, strlen(name), NULL) ? strdup(name) : bd_utf8_sanitize(name);
+  e->name = bd_utf8_sanitize(name); /* a copy; U+FFFD for bytes that are not UTF-8 */
   e->stem = e->name ? make_stem(e->name, from_dir) : NULL;
   if (e->name && strcmp(e->name, name))
     fprintf(stderr, "batchdet detect: warning: file name is not UTF-8, reported as %s\n", e->name);

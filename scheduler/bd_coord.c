@@ -157,7 +157,7 @@ static void build_metrics(bd_coord *c, double now) {
       double val = 0;
       switch (m) {
         case 0:
-          val = (double)j->v.total;
+          val = j->v.total >= 0 ? (double)j->v.total : NAN;
           break;
         case 1:
           val = j->v.total > 0 ? (double)(j->v.done + j->v.failed) / (double)j->v.total : 0;
@@ -175,7 +175,11 @@ static void build_metrics(bd_coord *c, double now) {
           val = j->v.stalled;
           break;
       }
-      fprintf(f, "%s{job=\"", jm[m][0]), label(f, j->v.job), fprintf(f, "\"} %.6g\n", val);
+      fprintf(f, "%s{job=\"", jm[m][0]), label(f, j->v.job);
+      if (isnan(val))
+        fprintf(f, "\"} NaN\n");
+      else
+        fprintf(f, "\"} %.6g\n", val);
     }
   }
   fputs(
@@ -323,6 +327,11 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
   int was_final = j->final;
   j->final = bd_view_job_final(&j->v);
   /* First sight, re-submitted (--force), or reopened (resubmit --failed): new baseline. */
+  if (j->t0 < 0 && j->v.shards <= 0 && j->v.total < 0)
+    BD_LOGW(
+        "job %s has no total or shards in Redis (its manifests were not made by batchdet "
+        "submit): its counts are tracked, but it never shows complete",
+        j->v.job);
   if (j->t0 < 0 || j->v.created != prev_created || (was_final && !j->final)) {
     j->t0 = j->last_t = j->last_progress = now;
     j->count0 = j->last_count = count;
@@ -351,7 +360,10 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
   j->eta = j->rate > 0 && left >= 0 ? left / j->rate : -1;
   int complete = j->v.shards > 0 ? j->v.shards_done >= j->v.shards
                                  : (j->v.total >= 0 && count >= (double)j->v.total);
-  int stalled = !complete && now - j->last_progress > c->o.stall_after;
+  /* No total and no shards (manifests that submit did not make): it cannot complete, and
+   * having no more work is no stall. */
+  int untracked = j->v.shards <= 0 && j->v.total < 0;
+  int stalled = !complete && !untracked && now - j->last_progress > c->o.stall_after;
   const char *state = complete                            ? "complete"
                       : count > 0 || j->v.shards_done > 0 ? "running"
                                                           : j->v.state;

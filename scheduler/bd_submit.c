@@ -486,7 +486,10 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   freeReplyObject(rep);
   rep = NULL;
   if (shards < 0 || shards > 2147483647LL - 1) {
-    st = bd_err_set(err, BD_E_INVALID, "job %s: bad shards field", job);
+    st = bd_err_set(err, BD_E_INVALID,
+                    "job %s: its record has no valid shards field (was it made by batchdet "
+                    "submit?)",
+                    job);
     goto out;
   }
   snprintf(key, sizeof key, "job:%s:errors", job);

@@ -117,6 +117,7 @@ bd_status bd_view_load_job(bd_sredis *r, const char *job, bd_view_job *out, int 
   snprintf(out->job, sizeof out->job, "%s", job);
   snprintf(out->state, sizeof out->state, "queued");
   out->eta = -1;
+  out->total = -1; /* absent: a job whose manifests did not come from submit */
   char key[BD_ID_MAX + 16];
   snprintf(key, sizeof key, "job:%s", job);
   bd_status st = bd_sredis_hgetall(r, key, job_kv, out, found, err);
@@ -370,8 +371,14 @@ void bd_view_render(const bd_view *v, const char *job, FILE *f) {
     fprintf(f, "job %.40s  model %.24s  state %s\n", j->job, j->model, shown_state(j));
     bd_view_fmt_bar(job_frac(j), 60, bar, sizeof bar);
     fprintf(f, "%s %5.1f%%\n", bar, 100 * job_frac(j));
-    fprintf(f, "images  %lld done, %lld failed, %lld total; shards %lld/%lld\n", j->done, j->failed,
-            j->total, j->shards_done, j->shards);
+    if (j->total >= 0)
+      fprintf(f, "images  %lld done, %lld failed, %lld total; shards %lld/%lld\n", j->done,
+              j->failed, j->total, j->shards_done, j->shards);
+    else
+      fprintf(f,
+              "images  %lld done, %lld failed, total unknown (no submit record); shards "
+              "%lld done\n",
+              j->done, j->failed, j->shards_done);
     fmt_rate(j->rate, a, sizeof a);
     bd_view_fmt_duration(job_eta(j), b, sizeof b);
     time_t ct = (time_t)j->created;
@@ -438,7 +445,7 @@ char *bd_view_json(const bd_view *v, const char *job) {
     json_object_set_new(o, "job", js(j->job));
     json_object_set_new(o, "state", js(j->state));
     json_object_set_new(o, "model", js(j->model));
-    json_object_set_new(o, "total", json_integer(j->total));
+    json_object_set_new(o, "total", j->total >= 0 ? json_integer(j->total) : json_null());
     json_object_set_new(o, "done", json_integer(j->done));
     json_object_set_new(o, "failed", json_integer(j->failed));
     json_object_set_new(o, "shards", json_integer(j->shards));

@@ -19,11 +19,15 @@
 /* KEYS: 1 shards set, 2 job hash, 3 errors hash, 4.. det keys (one per image).
  * ARGV: 1 shard, 2 now, 3 gen ("" = none), then per image: id, json, error ("" = ok).
  * A shard whose gen is not the job record's (a submission replaced by submit --force
- * while it was in flight, or a job since deleted) writes nothing: {-1, 0, 0}. */
+ * while it was in flight, or a job since deleted) writes nothing: {-1, 0, 0}. Nor does
+ * one whose number is not below the record's shards (a hand-made manifest that would push
+ * the counters past the job's total): {-2, 0, shards}. */
 static const char k_script[] =
     "if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then\n"
     "  return {-1, 0, 0}\n"
     "end\n"
+    "local nsh = tonumber(redis.call('HGET', KEYS[2], 'shards') or '')\n"
+    "if nsh and tonumber(ARGV[1]) >= nsh then return {-2, 0, nsh} end\n"
     "if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return {0, 0, 0} end\n"
     "local done, failed = 0, 0\n"
     "local n = (#ARGV - 3) / 3\n"
@@ -487,6 +491,7 @@ bd_status bd_redis_complete_shards(bd_redis *r, bd_redis_shard *shards, size_t n
   for (size_t i = 0; i < n; i++) {
     shards[i].applied = 0;
     shards[i].done_delta = shards[i].failed_delta = 0;
+    shards[i].job_shards = -1;
     if ((st = build_shard(r, &shards[i], &args[i], &cmds[i].argc, err)) != BD_OK) goto out;
     cmds[i].argv = args[i].argv;
     cmds[i].lens = args[i].lens;
@@ -507,6 +512,10 @@ bd_status bd_redis_complete_shards(bd_redis *r, bd_redis_shard *shards, size_t n
       goto out;
     }
     shards[i].applied = (int)rep->element[0]->integer;
+    if (shards[i].applied == -2) {
+      shards[i].job_shards = (int64_t)rep->element[2]->integer;
+      continue;
+    }
     shards[i].done_delta = (long)rep->element[1]->integer;
     shards[i].failed_delta = (long)rep->element[2]->integer;
   }

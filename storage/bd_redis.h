@@ -77,8 +77,10 @@ typedef struct bd_redis_shard {
   const bd_redis_image *images;
   size_t n; /* 0..100000 */
   /* out */
-  int applied;     /* 1: this call completed the shard; 0: it was already complete; -1: its gen
-                      is not the job record's (a superseded submission): nothing written */
+  int applied;        /* 1: this call completed the shard; 0: it was already complete; -1: its gen
+                         is not the job record's (a superseded submission): nothing written;
+                         -2: its number is not below the record's shards: nothing written */
+  int64_t job_shards; /* with applied == -2: the record's shards; else -1 */
   long done_delta; /* counter changes made by this call */
   long failed_delta;
 } bd_redis_shard;

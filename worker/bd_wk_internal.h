@@ -30,6 +30,8 @@ typedef struct wk_shard {
   char **error;         /* per image: error message (owned) or NULL */
   int failed;           /* images with an error, counted by the writer */
   int submitted;        /* images handed to the fetcher so far (poll thread) */
+  char refused[BD_ERR_MSG_MAX]; /* set by the writer when Redis refused the shard as not
+                                   part of its job: the poll thread dead-letters it */
   double t0;
 } wk_shard;
 

@@ -296,7 +296,12 @@ static bd_status write_shards(wk_ctx *w, bd_redis *r, wk_shard **sh, int n, bd_e
   st = bd_redis_complete_shards(r, rs, (size_t)k, err);
   bd_wk_metrics_observe(w->metrics, BD_WK_WRITE, bd_now() - t0);
   for (int i = 0; i < k && st == BD_OK; i++)
-    if (rs[i].applied < 0)
+    if (rs[i].applied == -2)
+      snprintf(sh[i]->refused, sizeof sh[i]->refused,
+               "shard %lld is not part of job %s, which has shards 0..%lld (results not "
+               "stored)",
+               (long long)rs[i].shard, rs[i].job, (long long)rs[i].job_shards - 1);
+    else if (rs[i].applied < 0)
       BD_LOGW(
           "shard %s/%lld: the job was submitted again (--force) or deleted since this "
           "shard was queued; its results were not stored",

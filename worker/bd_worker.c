@@ -291,77 +291,6 @@ static void send_report(poller *p, int periodic) {
   }
 }
 
-/* A shard came back from the writer: its results are in Redis (or it was dropped). */
-static void shard_returned(poller *p, wk_shard *s) {
-  wk_ctx *w = p->w;
-  if (!atomic_load(&s->dropped)) {
-    /* Revocation marks shards dropped on this same thread, so a shard that is not
-     * dropped still owns its tracked offset (not a re-tracked one of a new assignment). */
-    if (bd_offsets_done(p->offs, s->topic, s->partition, s->offset) != BD_OK)
-      BD_LOGW("shard %s/%lld: offset %lld not tracked", s->m->job, (long long)s->m->shard,
-              (long long)s->offset);
-    atomic_fetch_add(&w->shards_done, 1);
-    if (!p->pending) p->pending = bd_report_new();
-    if (p->pending)
-      (void)bd_report_add_shard(p->pending, s->m->job, s->m->shard, (int64_t)s->m->n_images,
-                                s->failed, NULL);
-    BD_LOGD("shard %s/%lld done: %zu images, %d failed, %.2f s", s->m->job, (long long)s->m->shard,
-            s->m->n_images, s->failed, bd_now() - s->t0);
-  } else {
-    atomic_fetch_add(&w->shards_dropped, 1);
-  }
-  for (wk_shard **pp = &p->shards; *pp; pp = &(*pp)->next)
-    if (*pp == s) {
-      *pp = s->next;
-      break;
-    }
-  shard_free(s);
-  atomic_fetch_sub(&w->inflight_shards, 1);
-}
-
-static void drain_done(poller *p) {
-  void *x = NULL;
-  int n = 0;
-  while (bd_queue_pop(p->w->q_done, &x, 0) == BD_OK) {
-    shard_returned(p, x);
-    n++;
-  }
-  if (n) bd_offsets_foreach_committable(p->offs, store_cb, p);
-}
-
-/* Hands images of registered shards to the fetcher, as many as it accepts now. */
-static void submit_pending(poller *p) {
-  wk_ctx *w = p->w;
-  for (wk_shard *s = p->shards; s; s = s->next) {
-    size_t n = s->m->n_images;
-    if ((size_t)s->submitted >= n) continue;
-    if (atomic_load(&s->dropped)) {
-      int left = (int)n - s->submitted;
-      s->submitted = (int)n;
-      if (atomic_fetch_sub(&s->remaining, left) == left) (void)bd_queue_push(w->q_write, s, -1);
-      continue;
-    }
-    while ((size_t)s->submitted < n) {
-      wk_item *it = calloc(1, sizeof *it);
-      if (!it) return;
-      it->s = s;
-      it->idx = (size_t)s->submitted;
-      bd_err err = {0};
-      bd_status st =
-          bd_fetch_submit(w->fetch, (uint64_t)it->idx, s->m->images[it->idx].url, it, 0, &err);
-      if (st == BD_E_UNAVAILABLE) { /* queue full: the fetcher pushes back */
-        free(it);
-        return;
-      }
-      s->submitted++;
-      if (st != BD_OK) {
-        snprintf(it->err, sizeof it->err, "fetch: %s", err.msg);
-        wk_item_finish(w, it);
-      }
-    }
-  }
-}
-
 static int dlq_send(poller *p, dlq_entry *e) {
   bd_err err = {0};
   if (bd_kafka_produce(p->prod, p->w->cfg->dlq_topic, e->key, e->payload, e->len, "error",
@@ -401,6 +330,108 @@ static void dlq_retry(poller *p) {
     stored = 1;
   }
   if (stored) bd_offsets_foreach_committable(p->offs, store_cb, p);
+}
+
+/* Redis refused a shard as not part of its job: the manifest goes to the dead-letter
+ * topic (re-encoded; the message's bytes are long freed) and its offset completes when
+ * that is stored. Returns 0, or -1 when out of memory (the offset is then redone). */
+static int refused_to_dlq(poller *p, wk_shard *s) {
+  dlq_entry *e = calloc(1, sizeof *e);
+  bd_err err = {0};
+  if (!e || !(e->key = strdup(s->m->job)) ||
+      bd_manifest_encode(s->m, &e->payload, &e->len, &err) != BD_OK) {
+    BD_LOGE("shard %s/%lld: cannot dead-letter it: %s", s->m->job, (long long)s->m->shard,
+            err.msg[0] ? err.msg : "out of memory");
+    dlq_entry_free(e);
+    return -1;
+  }
+  snprintf(e->topic, sizeof e->topic, "%s", s->topic);
+  e->partition = s->partition;
+  e->offset = s->offset;
+  snprintf(e->reason, sizeof e->reason, "%s", s->refused);
+  BD_LOGW("shard %s[%d]@%lld to %s: %s", e->topic, (int)e->partition, (long long)e->offset,
+          p->w->cfg->dlq_topic, e->reason);
+  atomic_fetch_add(&p->w->dlq_count, 1);
+  e->next = p->dlq;
+  p->dlq = e;
+  return 0;
+}
+
+/* A shard came back from the writer: its results are in Redis (or it was dropped, or
+ * refused). */
+static void shard_returned(poller *p, wk_shard *s) {
+  wk_ctx *w = p->w;
+  if (!atomic_load(&s->dropped) && s->refused[0]) {
+    if (refused_to_dlq(p, s) != 0) bd_offsets_revoke(p->offs, s->topic, s->partition);
+  } else if (!atomic_load(&s->dropped)) {
+    /* Revocation marks shards dropped on this same thread, so a shard that is not
+     * dropped still owns its tracked offset (not a re-tracked one of a new assignment). */
+    if (bd_offsets_done(p->offs, s->topic, s->partition, s->offset) != BD_OK)
+      BD_LOGW("shard %s/%lld: offset %lld not tracked", s->m->job, (long long)s->m->shard,
+              (long long)s->offset);
+    atomic_fetch_add(&w->shards_done, 1);
+    if (!p->pending) p->pending = bd_report_new();
+    if (p->pending)
+      (void)bd_report_add_shard(p->pending, s->m->job, s->m->shard, (int64_t)s->m->n_images,
+                                s->failed, NULL);
+    BD_LOGD("shard %s/%lld done: %zu images, %d failed, %.2f s", s->m->job, (long long)s->m->shard,
+            s->m->n_images, s->failed, bd_now() - s->t0);
+  } else {
+    atomic_fetch_add(&w->shards_dropped, 1);
+  }
+  for (wk_shard **pp = &p->shards; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  shard_free(s);
+  atomic_fetch_sub(&w->inflight_shards, 1);
+}
+
+static void drain_done(poller *p) {
+  void *x = NULL;
+  int n = 0;
+  while (bd_queue_pop(p->w->q_done, &x, 0) == BD_OK) {
+    shard_returned(p, x);
+    n++;
+  }
+  if (n) {
+    if (p->dlq) dlq_retry(p);
+    bd_offsets_foreach_committable(p->offs, store_cb, p);
+  }
+}
+
+/* Hands images of registered shards to the fetcher, as many as it accepts now. */
+static void submit_pending(poller *p) {
+  wk_ctx *w = p->w;
+  for (wk_shard *s = p->shards; s; s = s->next) {
+    size_t n = s->m->n_images;
+    if ((size_t)s->submitted >= n) continue;
+    if (atomic_load(&s->dropped)) {
+      int left = (int)n - s->submitted;
+      s->submitted = (int)n;
+      if (atomic_fetch_sub(&s->remaining, left) == left) (void)bd_queue_push(w->q_write, s, -1);
+      continue;
+    }
+    while ((size_t)s->submitted < n) {
+      wk_item *it = calloc(1, sizeof *it);
+      if (!it) return;
+      it->s = s;
+      it->idx = (size_t)s->submitted;
+      bd_err err = {0};
+      bd_status st =
+          bd_fetch_submit(w->fetch, (uint64_t)it->idx, s->m->images[it->idx].url, it, 0, &err);
+      if (st == BD_E_UNAVAILABLE) { /* queue full: the fetcher pushes back */
+        free(it);
+        return;
+      }
+      s->submitted++;
+      if (st != BD_OK) {
+        snprintf(it->err, sizeof it->err, "fetch: %s", err.msg);
+        wk_item_finish(w, it);
+      }
+    }
+  }
 }
 
 static void handle_message(poller *p, bd_kafka_msg *msg) {

@@ -486,6 +486,11 @@ def body(tmp):
     check(co.wait(20) == 0, "coordinator exits 0 on SIGTERM")
     # restart: the view is rebuilt from Redis (SCAN job:*), a reopened job is tracked again
     r.cmd("HSET", "job:R1", "state", "queued")
+    # U1: results of hand-made manifests for a job submit never recorded (no total, no
+    # shards): counted, but never complete (it once showed complete with total 0) and,
+    # with nothing expected, never stalled.
+    r.cmd("HSET", "job:U1", "done", 5, "failed", 1)
+    r.cmd("SADD", "job:U1:shards", 0)
     co = start([BATCHDET, "coordinator", "--tick", "0.25", "--silent-after", "4", "--stall-after", "1.5",
                 "--metrics-port", "-1"] + base,
                stderr=subprocess.PIPE, text=True)
@@ -517,6 +522,11 @@ def body(tmp):
     while time.time() < t_end and r.cmd("HGET", "job:L1", "stalled") != "1":
         time.sleep(0.2)
     check(r.cmd("HGET", "job:L1", "stalled") == "1", "a job without progress is flagged stalled")
+    u1 = r.cmd("HGETALL", "job:U1")
+    u1 = dict(zip(u1[::2], u1[1::2])) if isinstance(u1, list) else u1
+    check(u1.get("state") == "running" and u1.get("stalled") == "0" and "finished" not in u1
+          and 'batchdet_job_total_images{job="U1"} NaN' in metrics,
+          "a job with no submit record is running, not complete or stalled: %s" % u1)
     p = run(["status", "--redis", redis_url])
     check(any(x.startswith("L1 ") and x.endswith("stalled") for x in p.stdout.splitlines()),
           "status shows the stalled job")
@@ -531,6 +541,7 @@ def body(tmp):
         doc = json.loads(p.stdout)
         jobs = {j["job"]: j for j in doc["jobs"]}
         ok = jobs["C1"]["state"] == "complete" and jobs["L1"]["total"] == 1000 and \
+            jobs["U1"]["total"] is None and \
             any(w["worker"] == "livehost:7" and len(w["devices"]) == 2 for w in doc["workers"])
     except (ValueError, KeyError) as e:
         ok = False

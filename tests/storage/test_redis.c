@@ -273,6 +273,29 @@ static void test_superseded_gen(void **state) {
   bd_redis_destroy(r);
 }
 
+/* A shard number not below the job record's shards (a hand-made manifest) is refused:
+ * nothing written, not marked complete, the record's shards reported; a record without
+ * shards (manifests that submit did not make) is not checked. */
+static void test_shard_beyond_record(void **state) {
+  (void)state;
+  bd_redis *r = open_store();
+  free(raw_str("HSET job:jb total 2 shards 2 done 0 failed 0"));
+  bd_redis_image im[] = {{"b0", "{\"image\":\"b0\",\"detections\":[]}", NULL}};
+  bd_redis_shard s = {.job = "jb", .shard = 2, .images = im, .n = 1};
+  bd_err err = {0};
+  assert_int_equal(bd_redis_complete_shards(r, &s, 1, &err), BD_OK);
+  assert_int_equal(s.applied, -2);
+  assert_int_equal(s.job_shards, 2);
+  assert_int_equal(s.done_delta, 0);
+  assert_raw_str(NULL, "GET det:%s:%s", "jb", "b0");
+  assert_int_equal(raw_int("SCARD job:jb:shards"), 0);
+  assert_int_equal(raw_int("HGET job:jb done"), 0);
+  complete1(r, "jb", 1, im, 1, 1, 1, 0);
+  assert_int_equal(raw_int("SCARD job:jb:shards"), 1);
+  complete1(r, "jb-norecord", 7, im, 1, 1, 1, 0);
+  bd_redis_destroy(r);
+}
+
 static void test_error_to_ok_and_resubmit(void **state) {
   bd_redis *r = open_store();
   bd_redis_image first[] = {
@@ -515,6 +538,7 @@ int main(void) {
       cmocka_unit_test(test_write_read),
       cmocka_unit_test(test_redelivery_idempotent),
       cmocka_unit_test(test_superseded_gen),
+      cmocka_unit_test(test_shard_beyond_record),
       cmocka_unit_test(test_error_to_ok_and_resubmit),
       cmocka_unit_test(test_scan),
       cmocka_unit_test(test_auth),

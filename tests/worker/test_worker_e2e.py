@@ -5,7 +5,8 @@ an HTTP server over symlinked photos, and worker processes.
 
 A: 2,000 images (shards of 50) over 3 workers with sim devices; a worker SIGKILLed and
    restarted three times; bad images (404, truncated, not an image, empty), a shard of an
-   unknown model and two malformed manifests (-> DLQ with an "error" header).
+   unknown model and two malformed manifests (-> DLQ with an "error" header), and a shard
+   numbered beyond the job record's shards (refused by Redis -> DLQ, nothing counted).
 B: a job during which redis-server is SIGKILLed and restarted on the same AOF dir, then a
    Kafka broker is taken down and brought back.
 C: SIGTERM to a worker mid-job: exit 0 within the grace period; the job stays exact.
@@ -64,8 +65,15 @@ def phase_a(st, models, workers, metrics_port):
                  'this is not json']
     lines.insert(5, malformed[0])
     lines.insert(20, malformed[1])
+    # The job's record, as submit writes it, and a hand-made shard 40 of new images: not
+    # part of the job (its shards are 0..39), so Redis refuses it and the worker
+    # dead-letters it instead of pushing done past the total.
+    st.r.cmd("HSET", "job:%s" % job, "total", 2000, "shards", 40, "state", "queued")
+    beyond_imgs = make_images(st, DATA, "beyond", 3)
+    beyond = manifest_lines(job, beyond_imgs, 3, first_shard=40)[0]
+    lines.insert(30, beyond)
     produce(st, TOPIC, lines)
-    log("A: produced 40 shards + 1 unknown-model shard + 2 malformed")
+    log("A: produced 40 shards + 1 unknown-model shard + 2 malformed + 1 beyond the job")
     kills = [300, 800, 1300]
 
     def tick(n):
@@ -85,13 +93,20 @@ def phase_a(st, models, workers, metrics_port):
     check_job(st.r, "nomodel", nomodel, 1, {i: "model: unknown model 'nosuch'" for i, _, _ in nomodel})
     # At-least-once: a worker killed after dead-lettering but before its offset was
     # committed dead-letters the message again, so duplicates are allowed.
-    for n in range(2, 9):
+    refused = []
+    for n in range(3, 10):
         dlq = consume(st, "batchdet.jobs.dlq", n, 10)
-        if {m["value"] for m in dlq} >= set(malformed) or len(dlq) < n:
+        refused = [m for m in dlq if "not part of job simjob" in m["headers"].get("error", "")]
+        if ({m["value"] for m in dlq} >= set(malformed) and refused) or len(dlq) < n:
             break
     assert {m["value"] for m in dlq} >= set(malformed), dlq
     for m in dlq:
         assert m["headers"].get("error"), m
+    # the dead letter is the shard's manifest (re-encoded), with its images
+    assert refused and [i["id"] for i in json.loads(refused[0]["value"])["images"]] == \
+        [i for i, _, _ in beyond_imgs], dlq
+    assert json.loads(refused[0]["value"])["shard"] == 40
+    assert all(st.r.cmd("EXISTS", "det:%s:%s" % (job, i)) == 0 for i, _, _ in beyond_imgs)
     log("A: DLQ reasons: %s" % [m["headers"]["error"][:60] for m in dlq])
     # Reports: every worker reported, with the shards it finished.
     reps = consume(st, "batchdet.reports", 50, 10)

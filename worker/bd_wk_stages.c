@@ -311,11 +311,44 @@ out:
   return st;
 }
 
+/* One warning when Redis becomes unavailable, a reminder every 30 s while it stays so,
+ * and a line when it is back: an outage is visible at once, and not a line per retry. */
+typedef struct outage {
+  double t0, last_warn; /* t0 == 0: none */
+} outage;
+
+static void outage_fail(outage *o, const char *what, const char *msg, double retry_s) {
+  double now = bd_now();
+  if (o->t0 == 0) {
+    o->t0 = o->last_warn = now;
+    BD_LOGW(
+        "redis: %s: %s (unavailable; shards wait and nothing is acknowledged; retrying "
+        "in %.1f s)",
+        what, msg, retry_s);
+  } else if (now - o->last_warn >= 30) {
+    o->last_warn = now;
+    BD_LOGW("redis: still unavailable after %.0f s: %s: %s", now - o->t0, what, msg);
+  } else {
+    BD_LOGD("redis: %s: %s (retrying in %.1f s)", what, msg, retry_s);
+  }
+}
+
+static void outage_ok(outage *o) {
+  if (o->t0 == 0) return;
+  BD_LOGW("redis: available again after %.1f s", bd_now() - o->t0);
+  o->t0 = 0;
+}
+
 void *wk_writer_main(void *arg) {
   wk_ctx *w = arg;
   bd_redis *r = NULL;
   double backoff = 0.1, next_connect = 0;
   int warned = 0, closed = 0;
+  outage down = {0, 0};
+  /* One quick retry inside bd_redis, then this loop's backoff and its outage lines. */
+  bd_redis_opts ro;
+  bd_redis_opts_default(&ro);
+  ro.max_attempts = 2;
   while (!closed) {
     wk_shard *sh[WK_WRITE_MAX];
     int n = 0;
@@ -339,9 +372,9 @@ void *wk_writer_main(void *arg) {
     for (;;) {
       if (!r && bd_now() >= next_connect) {
         bd_err err = {0};
-        r = bd_redis_new(w->cfg->redis_url, NULL, &err);
+        r = bd_redis_new(w->cfg->redis_url, &ro, &err);
         if (!r) {
-          BD_LOGW("redis: %s (retrying in %.1f s)", err.msg, backoff);
+          outage_fail(&down, "connecting", err.msg, backoff);
           next_connect = bd_now() + backoff;
           backoff = backoff * 2 > 5 ? 5 : backoff * 2;
         } else {
@@ -359,10 +392,13 @@ void *wk_writer_main(void *arg) {
       if (r) {
         bd_err err = {0};
         if (write_shards(w, r, sh, n, &err) == BD_OK) {
+          outage_ok(&down);
           for (int i = 0; i < n; i++) (void)bd_queue_push(w->q_done, sh[i], -1);
           break;
         }
-        BD_LOGW("redis: writing %d shards: %s (retrying)", n, err.msg);
+        char what[64];
+        snprintf(what, sizeof what, "writing %d shards", n);
+        outage_fail(&down, what, err.msg, backoff);
         bd_redis_destroy(r);
         r = NULL;
         next_connect = bd_now() + backoff;

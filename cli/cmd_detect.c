@@ -27,6 +27,7 @@
 #include "bd_engine.h"
 #include "bd_fetch.h"
 #include "bd_labels.h"
+#include "bd_strmap.h"
 #include "bd_text.h"
 
 #define DETECT_MAX_FILES 10000000
@@ -319,55 +320,44 @@ static int print_line(json_t *o) {
   return fflush(stdout) == 0 && ok && !ferror(stdout) ? 0 : -1;
 }
 
-/* FNV-1a */
-static size_t str_hash(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-  return (size_t)h;
-}
-
 /* Makes the stems of l's entries unique (the later of two equal ones gets ~2, ~3, ...
  * before its extension), so that --annotate and --dump-input never overwrite one
  * image's files with another's. -1 when out of memory. */
 static int unique_stems(entry_list *l) {
-  size_t cap = 64;
-  while (cap < 2 * l->n + 2) cap *= 2;
-  const char **set = calloc(cap, sizeof *set); /* the stems kept so far */
-  int *next = calloc(cap, sizeof *next);       /* at a stem's slot: its next ~k to try */
-  int rc = 0;
-  if (!set || !next) rc = -1;
+  /* stem -> the next ~k to try for it; one key per entry */
+  bd_strmap *set = bd_strmap_new(l->n);
+  int rc = set ? 0 : -1;
   for (size_t i = 0; i < l->n && rc == 0; i++) {
     entry *e = &l->v[i];
-    size_t j = str_hash(e->stem) & (cap - 1);
-    while (set[j] && strcmp(set[j], e->stem)) j = (j + 1) & (cap - 1);
-    if (!set[j]) {
-      set[j] = e->stem;
-      continue;
-    }
+    int fresh = 0;
+    long *next = bd_strmap_put(set, e->stem, 2, &fresh);
+    if (!next) rc = -1;
+    if (!next || fresh) continue;
     const char *dot = strrchr(e->stem, '.');
     const int pre = (int)(dot ? (size_t)(dot - e->stem) : strlen(e->stem));
-    for (int k = next[j] ? next[j] : 2;; k++) {
-      char *c = malloc(strlen(e->stem) + 16);
+    for (long k = *next;; k++) {
+      char *c = malloc(strlen(e->stem) + 24);
       if (!c) {
         rc = -1;
         break;
       }
-      snprintf(c, strlen(e->stem) + 16, "%.*s~%d%s", pre, e->stem, k, dot ? dot : "");
-      size_t q = str_hash(c) & (cap - 1);
-      while (set[q] && strcmp(set[q], c)) q = (q + 1) & (cap - 1);
-      if (set[q]) {
+      snprintf(c, strlen(e->stem) + 24, "%.*s~%ld%s", pre, e->stem, k, dot ? dot : "");
+      long *taken = bd_strmap_put(set, c, 2, &fresh);
+      if (!taken || !fresh) {
         free(c);
+        if (!taken) {
+          rc = -1;
+          break;
+        }
         continue;
       }
-      next[j] = k + 1;
+      *next = k + 1; /* slots never move */
       free(e->stem);
       e->stem = c;
-      set[q] = c;
       break;
     }
   }
-  free(set);
-  free(next);
+  bd_strmap_destroy(set);
   return rc;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bd_proto_internal.h"
+#include "bd_strmap.h"
 
 bd_manifest *bd_manifest_new(void) { return calloc(1, sizeof(bd_manifest)); }
 
@@ -145,20 +146,21 @@ static int check_count(size_t n, bd_proto_errors *errs) {
 /* ids[i] NULL means "already reported"; valid ids go into a hash set, so that a
  * 10000-image manifest costs 10000 probes rather than 50 million comparisons. */
 static void check_duplicates(const char *const *ids, size_t n, bd_proto_errors *errs) {
-  bd_strset *set = bd_strset_new(n);
+  bd_strmap *set = bd_strmap_new(n);
   if (!set) {
     bd_proto_errors_add(errs, BD_E_NOMEM, "images: out of memory checking duplicate ids");
     return;
   }
   for (size_t i = 0; i < n; i++) {
     if (!ids[i] || !bd_proto_id_valid(ids[i])) continue;
-    long first = bd_strset_insert(set, ids[i], (long)i);
-    if (first >= 0)
+    int fresh = 0;
+    const long *first = bd_strmap_put(set, ids[i], (long)i, &fresh);
+    if (first && !fresh)
       bd_proto_errors_add(errs, BD_E_INVALID,
                           "images[%zu].id: duplicate id \"%s\" (first at images[%ld])", i, ids[i],
-                          first);
+                          *first);
   }
-  bd_strset_destroy(set);
+  bd_strmap_destroy(set);
 }
 
 bd_status bd_manifest_validate(const bd_manifest *m, bd_proto_errors *errs) {

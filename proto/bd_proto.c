@@ -214,50 +214,6 @@ int bd_proto_get_num(const json_t *obj, const char *path, const char *key, int r
   return 1;
 }
 
-/* ---- string hash set (open addressing, FNV-1a) ---- */
-
-struct bd_strset {
-  size_t mask;
-  const char **keys;
-  long *vals;
-};
-
-bd_strset *bd_strset_new(size_t capacity_hint) {
-  size_t cap = 16;
-  while (cap < capacity_hint * 2 && cap < ((size_t)1 << 40)) cap <<= 1;
-  bd_strset *s = calloc(1, sizeof *s);
-  if (!s) return NULL;
-  s->keys = calloc(cap, sizeof *s->keys);
-  s->vals = calloc(cap, sizeof *s->vals);
-  if (!s->keys || !s->vals) {
-    bd_strset_destroy(s);
-    return NULL;
-  }
-  s->mask = cap - 1;
-  return s;
-}
-
-void bd_strset_destroy(bd_strset *s) {
-  if (!s) return;
-  free(s->keys);
-  free(s->vals);
-  free(s);
-}
-
-long bd_strset_insert(bd_strset *s, const char *key, long value) {
-  uint64_t h = 1469598103934665603ull;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 1099511628211ull;
-  /* The caller sizes the set for all keys at twice the count, so a free slot exists. */
-  for (size_t i = (size_t)h & s->mask;; i = (i + 1) & s->mask) {
-    if (!s->keys[i]) {
-      s->keys[i] = key;
-      s->vals[i] = value;
-      return -1;
-    }
-    if (strcmp(s->keys[i], key) == 0) return s->vals[i];
-  }
-}
-
 /* ---- JSON writer ---- */
 
 void bd_jw_init(bd_jw *w) {

@@ -42,15 +42,6 @@ int bd_proto_check_text(const char *s, size_t max, const char *path, const char 
 /* 1 when s is 1..max bytes with no byte below 0x20 and no 0x7f. */
 int bd_proto_text_valid(const char *s, size_t max);
 
-/* ---- a hash set of strings, for duplicate detection in O(n) ---- */
-typedef struct bd_strset bd_strset;
-/* capacity_hint: number of strings expected. NULL on allocation failure. */
-bd_strset *bd_strset_new(size_t capacity_hint);
-void bd_strset_destroy(bd_strset *s);
-/* Inserts key (borrowed: must outlive the set) with a value. Returns -1 when inserted,
- * or the value stored with an equal key already present. */
-long bd_strset_insert(bd_strset *s, const char *key, long value);
-
 /* ---- writing: a JSON writer with shortest exact doubles ---- */
 typedef struct bd_jw {
   char *buf;

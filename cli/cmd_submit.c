@@ -145,10 +145,14 @@ int bd_cmd_submit(int argc, char **argv) {
   }
   if (s.removed_keys)
     printf("removed %lld keys of the previous job %s (--force)\n", s.removed_keys, o.job);
-  if (s.skipped_ext || s.skipped_badkey)
-    printf("ignored: %zu not matching --ext, %zu %s\n", s.skipped_ext, s.skipped_badkey,
-           o.dir ? "hidden (name starts with '.'), dangling links or not files"
-                 : "with unusable names");
+  if (s.skipped_ext || s.skipped_badkey || s.skipped_hidden || s.skipped_unreadable) {
+    printf("ignored: %zu not matching --ext", s.skipped_ext);
+    if (s.skipped_hidden) printf(", %zu hidden (name starts with '.')", s.skipped_hidden);
+    if (s.skipped_unreadable)
+      printf(", %zu dangling links, unreadable or not files", s.skipped_unreadable);
+    if (s.skipped_badkey) printf(", %zu with keys unusable in a URL", s.skipped_badkey);
+    printf("\n");
+  }
   if (o.since_job) {
     printf("incremental since %s: %zu listed, %zu skipped (unchanged)", o.since_job, s.listed,
            s.inc[BD_INC_UNCHANGED]);

@@ -14,6 +14,7 @@
 
 #include "bd_proto.h"
 #include "bd_s3.h"
+#include "bd_strmap.h"
 #include "bd_url.h"
 
 #define MAX_DEPTH 64
@@ -70,12 +71,6 @@ static int id_char(unsigned char c) {
          c == '_' || c == '-';
 }
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
 void bd_ssrc_sanitize(const char *text, char *out, size_t cap) {
   size_t n = strlen(text);
   while (n && text[0] == '/') text++, n--; /* "/a/b" and "a/b" are the same image */
@@ -88,7 +83,7 @@ void bd_ssrc_sanitize(const char *text, char *out, size_t cap) {
   size_t keep = n, o = 0;
   if (n > lim) {
     /* Keep the tail (the file name, the part that differs) and a hash of the whole. */
-    o = (size_t)snprintf(out, cap, "%08llx-", (unsigned long long)(fnv1a(text) & 0xffffffffULL));
+    o = (size_t)snprintf(out, cap, "%08llx-", bd_str_hash(text) & 0xffffffffULL);
     keep = lim - o;
     src = text + n - keep;
   }
@@ -247,7 +242,7 @@ static bd_status walk(bd_ssrc *s, const char *abs, const char *rel, const char *
     const char *nm = ents[i]->d_name;
     if (!strcmp(nm, ".") || !strcmp(nm, "..")) continue;
     if (nm[0] == '.') { /* hidden files and directories (.git, .thumbnails) */
-      s->skipped_hidden++, s->skipped_badkey++;
+      s->skipped_hidden++;
       continue;
     }
     if (asprintf(&pa, "%s/%s", abs, nm) < 0 ||
@@ -258,11 +253,11 @@ static bd_status walk(bd_ssrc *s, const char *abs, const char *rel, const char *
     }
     struct stat sb;
     if (stat(pa, &sb) != 0) {
-      s->skipped_unreadable++, s->skipped_badkey++; /* a dangling link, or gone since scandir */
+      s->skipped_unreadable++; /* a dangling link, or gone since scandir */
     } else if (S_ISDIR(sb.st_mode)) {
       st = walk(s, pa, pr, exts, depth + 1, err);
     } else if (!S_ISREG(sb.st_mode)) {
-      s->skipped_unreadable++, s->skipped_badkey++; /* fifos, sockets, devices */
+      s->skipped_unreadable++; /* fifos, sockets, devices */
     } else if (!bd_ssrc_ext_match(nm, exts)) {
       s->skipped_ext++;
     } else if ((st = file_url(pa, &url, err)) == BD_OK) {
@@ -347,35 +342,20 @@ bd_status bd_ssrc_from_s3(bd_ssrc *s, const char *prefix, const char *exts, bd_e
 
 /* ---- ids ---- */
 
-typedef struct {
-  const char **slot;
-  size_t cap;
-} idset;
-
-static int idset_init(idset *h, size_t n) {
-  h->cap = 16;
-  while (h->cap < n * 2 + 16) h->cap <<= 1;
-  h->slot = calloc(h->cap, sizeof *h->slot);
-  return h->slot ? 0 : -1;
-}
-
-/* 1 when inserted, 0 when already there (the set never grows past 2n, sized upfront). */
-static int idset_add(idset *h, const char *id) {
-  size_t i = (size_t)fnv1a(id) & (h->cap - 1);
-  while (h->slot[i]) {
-    if (strcmp(h->slot[i], id) == 0) return 0;
-    i = (i + 1) & (h->cap - 1);
-  }
-  h->slot[i] = id;
-  return 1;
+/* 1 when inserted, 0 when already there (the set is sized upfront for every id). */
+static int idset_add(bd_strmap *h, const char *id) {
+  int fresh = 0;
+  (void)bd_strmap_put(h, id, 0, &fresh);
+  return fresh;
 }
 
 bd_status bd_ssrc_finish(bd_ssrc *s, bd_err *err) {
-  idset h;
-  if (idset_init(&h, s->n)) return bd_err_set(err, BD_E_NOMEM, "out of memory");
+  /* the given ids, then one per item without */
+  bd_strmap *h = bd_strmap_new(s->n);
+  if (!h) return bd_err_set(err, BD_E_NOMEM, "out of memory");
   bd_status st = BD_OK;
   for (size_t i = 0; i < s->n; i++)
-    if (s->items[i].id && !idset_add(&h, s->items[i].id)) {
+    if (s->items[i].id && !idset_add(h, s->items[i].id)) {
       st = bd_err_set(err, BD_E_INVALID, "image id \"%s\" given twice", s->items[i].id);
       goto out;
     }
@@ -393,7 +373,7 @@ bd_status bd_ssrc_finish(bd_ssrc *s, bd_err *err) {
         st = bd_err_set(err, BD_E_NOMEM, "out of memory");
         goto out;
       }
-      if (idset_add(&h, d)) {
+      if (idset_add(h, d)) {
         it->id = d; /* the set points at the item's own id */
         break;
       }
@@ -412,6 +392,6 @@ bd_status bd_ssrc_finish(bd_ssrc *s, bd_err *err) {
     it->base = NULL;
   }
 out:
-  free(h.slot);
+  bd_strmap_destroy(h);
   return st;
 }

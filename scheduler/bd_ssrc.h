@@ -37,9 +37,7 @@ typedef struct bd_ssrc {
   bd_ssrc_item *items;
   size_t n, cap;
   size_t skipped_ext;    /* listed objects that did not match --ext */
-  /* Entries left out for what they are rather than by --ext: S3 keys that cannot be
-   * written as a manifest URL; in --dir, the two counts below (a breakdown). */
-  size_t skipped_badkey;
+  size_t skipped_badkey; /* S3 keys that cannot be written as a manifest URL */
   size_t skipped_hidden;     /* --dir: names starting with '.' (files and directories) */
   size_t skipped_unreadable; /* --dir: dangling links, other stat failures, non-files */
 } bd_ssrc;

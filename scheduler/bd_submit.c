@@ -344,6 +344,8 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   sum->listed = src->n;
   sum->skipped_ext = src->skipped_ext;
   sum->skipped_badkey = src->skipped_badkey;
+  sum->skipped_hidden = src->skipped_hidden;
+  sum->skipped_unreadable = src->skipped_unreadable;
 
   skip = calloc(src->n + 1, 1);
   ids = malloc((src->n + 1) * sizeof *ids);

@@ -54,7 +54,7 @@ typedef struct bd_submit_summary {
   size_t images; /* images submitted (= the job's total) */
   size_t shards; /* manifests produced */
   int partitions_used, topic_partitions;
-  size_t skipped_ext, skipped_badkey;
+  size_t skipped_ext, skipped_badkey, skipped_hidden, skipped_unreadable; /* as in bd_ssrc */
   size_t inc[BD_INC__COUNT];
   long long removed_keys; /* --force */
   int job_existed;        /* set on refusal too */

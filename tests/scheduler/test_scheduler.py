@@ -300,7 +300,8 @@ def body(tmp):
     p = run(["submit", "--job", "D1", "--model", "m1", "--dir", d, "--shard-size", "10",
              "--topic", "t.dir"] + base)
     check(p.returncode == 0 and "%d images in 4 shards" % len(want) in p.stdout and
-          "ignored: 1 not matching --ext, 2 hidden" in p.stdout,
+          "ignored: 1 not matching --ext, 1 hidden (name starts with '.'), 1 dangling links, "
+          "unreadable or not files\n" in p.stdout,
           "submit dir: %s %s" % (p.stdout.strip(), p.stderr.strip()))
     msgs = consume(brokers, "t.dir", 4)
     _, per = manifests_ok(msgs, "D1", 10)

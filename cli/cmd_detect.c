@@ -31,6 +31,8 @@
 #include "bd_text.h"
 
 #define DETECT_MAX_FILES 10000000
+#define DETECT_MAX_DECODED_MB (1L << 20)
+#define DETECT_PEEK_BYTES (1 << 20) /* a JPEG's frame header lies past its EXIF, if any */
 #define DETECT_MAX_DEPTH 64
 
 typedef struct {
@@ -48,6 +50,7 @@ typedef struct {
   const char *model, *device, *labels_path, *annotate, *dump, *format;
   bd_family family;
   int threads, batch, fast_decode;
+  long max_decoded_mb; /* decoded pixels of one batch, at most */
   int n_args; /* FILE|DIR|URL arguments given */
   bd_detect_params params;
 } detect_opts;
@@ -60,7 +63,8 @@ static void detect_usage(FILE *f) {
       "                       [--threads N] [--batch N] [--score-thr F] [--iou-thr F] [--max-det "
       "N]\n"
       "                       [--format jsonl|coco] [--annotate DIR] [--labels FILE]\n"
-      "                       [--dump-input DIR] [--fast-decode] FILE|DIR|URL...\n"
+      "                       [--dump-input DIR] [--fast-decode] [--max-decoded-mb N]\n"
+      "                       FILE|DIR|URL...\n"
       "\n"
       "Detects objects in image files (JPEG, PNG; the format is sniffed from the content).\n"
       "Directories are walked recursively in sorted order, taking files named *.jpg, *.jpeg,\n"
@@ -73,6 +77,9 @@ static void detect_usage(FILE *f) {
       "  --device D        cpu (default), cuda, cuda:N\n"
       "  --threads N       cpu backend threads (0 = all cores, default)\n"
       "  --batch N         images per network batch (default 8)\n"
+      "  --max-decoded-mb N  decoded pixels held at once, in MiB (default 1024): a batch\n"
+      "                    takes fewer images when their sizes (read from the headers) would\n"
+      "                    pass it; one image is always taken\n"
       "  --score-thr F     keep detections scoring at least F (default 0.3 for both families;\n"
       "                    damoyolo keeps score > F strictly, as its reference does)\n"
       "  --iou-thr F       per-class NMS IoU threshold (default yolox 0.45, damoyolo 0.7)\n"
@@ -455,12 +462,13 @@ static int annotate(const detect_opts *o, const entry *en, bd_image *im, const b
 
 /* ---------------------------------------------------------------- URLs */
 
-/* Fetches the URL entries of one batch concurrently (the fetcher is made on first use).
- * bodies[k] gets the bytes of URL entry k; derr[k] its error; files keep both empty. */
-static int fetch_batch(bd_fetch **f, const entry *en, int m, bd_fetch_result *bodies,
+/* Fetches the URL entries from..m-1 of one batch concurrently (the fetcher is made on
+ * first use); 0..from-1 were fetched before and are kept. bodies[k] gets the bytes of URL
+ * entry k; derr[k] its error; files keep both empty. */
+static int fetch_batch(bd_fetch **f, const entry *en, int from, int m, bd_fetch_result *bodies,
                        char (*derr)[BD_ERR_MSG_MAX]) {
   int pending = 0;
-  for (int k = 0; k < m; k++) {
+  for (int k = from; k < m; k++) {
     derr[k][0] = '\0';
     memset(&bodies[k], 0, sizeof bodies[k]);
     if (!is_url(en[k].path)) continue;
@@ -483,7 +491,7 @@ static int fetch_batch(bd_fetch **f, const entry *en, int m, bd_fetch_result *bo
     memset(&r, 0, sizeof r);
     if (bd_fetch_poll(*f, -1, &r, &e) != BD_OK) return -1;
     pending--;
-    if (r.id >= (uint64_t)m) {
+    if (r.id < (uint64_t)from || r.id >= (uint64_t)m) {
       bd_fetch_result_clear(&r);
       continue;
     }
@@ -498,6 +506,33 @@ static int fetch_batch(bd_fetch **f, const entry *en, int m, bd_fetch_result *bo
     }
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------- memory budget */
+
+/* An upper bound of entry en's decoded size in bytes, from its header alone: w * h * 3
+ * for a JPEG or PNG whose frame header is in its first bytes (a URL's fetched body, a
+ * file's first DETECT_PEEK_BYTES); the decoder's largest image for a JPEG or PNG whose
+ * header is not there; 0 for anything else (the decoder refuses it before allocating). */
+static long long decoded_bound(const entry *en, const bd_fetch_result *body, const char *derr) {
+  const long long worst = (long long)BD_DECODE_DEFAULT_MAX_PIXELS * 3;
+  if (derr[0]) return 0; /* its fetch failed: nothing to decode */
+  const uint8_t *buf = body->data;
+  size_t len = body->len;
+  uint8_t *head = NULL;
+  if (!buf) {
+    FILE *fp = fopen(en->path, "rb");
+    head = fp ? malloc(DETECT_PEEK_BYTES) : NULL;
+    len = head ? fread(head, 1, DETECT_PEEK_BYTES, fp) : 0;
+    if (fp) fclose(fp);
+    buf = head;
+  }
+  long long b = 0;
+  int w = 0, h = 0;
+  if (buf && bd_decode_sniff(buf, len) != BD_IMG_UNKNOWN)
+    b = bd_decode_peek_size(buf, len, &w, &h) ? (long long)w * h * 3 : worst;
+  free(head);
+  return b;
 }
 
 /* ---------------------------------------------------------------- decoding */
@@ -639,12 +674,14 @@ static int parse_args_in(int argc, char **argv, detect_opts *o, walk_ctx *w, int
         fprintf(stderr, "batchdet detect: unknown family '%s' (auto, yolox, damoyolo)\n", v);
         return -1;
       }
-    } else if (!strcmp(a, "--threads") || !strcmp(a, "--batch") || !strcmp(a, "--max-det")) {
+    } else if (!strcmp(a, "--threads") || !strcmp(a, "--batch") || !strcmp(a, "--max-det") ||
+               !strcmp(a, "--max-decoded-mb")) {
       long x = strtol(v, &end, 10);
       int lo = strcmp(a, "--threads") ? 1 : 0;
-      int hi = !strcmp(a, "--batch")     ? BD_ENGINE_MAX_BATCH
-               : !strcmp(a, "--threads") ? BD_ENGINE_MAX_THREADS
-                                         : 100000;
+      int hi = !strcmp(a, "--batch")            ? BD_ENGINE_MAX_BATCH
+               : !strcmp(a, "--threads")        ? BD_ENGINE_MAX_THREADS
+               : !strcmp(a, "--max-decoded-mb") ? DETECT_MAX_DECODED_MB
+                                                : 100000;
       if (!*v || *end || x < lo || x > hi) {
         fprintf(stderr, "batchdet detect: %s wants an integer in %d..%d\n", a, lo, hi);
         return -1;
@@ -653,6 +690,8 @@ static int parse_args_in(int argc, char **argv, detect_opts *o, walk_ctx *w, int
         o->threads = (int)x;
       else if (!strcmp(a, "--batch"))
         o->batch = (int)x;
+      else if (!strcmp(a, "--max-decoded-mb"))
+        o->max_decoded_mb = x;
       else
         o->params.max_det = (int)x;
     } else if (!strcmp(a, "--score-thr") || !strcmp(a, "--iou-thr")) {
@@ -685,6 +724,7 @@ int bd_cmd_detect(int argc, char **argv) {
   detect_opts o = {.device = "cpu",
                    .format = "jsonl",
                    .batch = 8,
+                   .max_decoded_mb = 1024,
                    .params = {.score_thr = -1.f, .iou_thr = -1.f, .max_det = 0}};
   entry_list files = {0};
   int help = 0, rc = BD_EXIT_FAIL;
@@ -787,11 +827,21 @@ int bd_cmd_detect(int argc, char **argv) {
   struct timespec t_start, t_end;
   double net_s = 0;
   clock_gettime(CLOCK_MONOTONIC, &t_start);
-  for (size_t i0 = 0; i0 < files.n; i0 += (size_t)B) {
-    int m = files.n - i0 < (size_t)B ? (int)(files.n - i0) : B;
-    if (fetch_batch(&fetcher, &files.v[i0], m, bodies, derr) != 0) {
+  const long long budget = o.max_decoded_mb << 20;
+  int carried = 0; /* entries fetched for the previous batch but left for this one */
+  int m = 0;
+  for (size_t i0 = 0; i0 < files.n; i0 += (size_t)m) {
+    const int win = files.n - i0 < (size_t)B ? (int)(files.n - i0) : B;
+    if (fetch_batch(&fetcher, &files.v[i0], carried, win, bodies, derr) != 0) {
       fprintf(stderr, "batchdet detect: cannot start the fetcher\n");
       goto out;
+    }
+    /* The longest run of the window whose decoded sizes fit the budget; at least one. */
+    long long held = 0;
+    for (m = 0; m < win; m++) {
+      long long b = decoded_bound(&files.v[i0 + m], &bodies[m], derr[m]);
+      if (m > 0 && held + b > budget) break;
+      held += b;
     }
     decode_ctx dc = {.en = &files.v[i0], .dopts = &dopts, .bodies = bodies, .imgs = imgs,
                      .info = info, .derr = derr, .ptrs = ptrs};
@@ -881,6 +931,13 @@ int bd_cmd_detect(int argc, char **argv) {
       bd_image_free(&imgs[k]);
       bd_detections_free(&dets[k]);
     }
+    /* Entries the budget left out move to the front, fetched bodies and errors with them. */
+    carried = win - m;
+    for (int k = m; k < win; k++) {
+      bodies[k - m] = bodies[k];
+      memcpy(derr[k - m], derr[k], sizeof derr[k]);
+    }
+    for (int k = carried; k < win; k++) memset(&bodies[k], 0, sizeof bodies[k]);
   }
   if (coco_fmt) {
     json_t *cats = json_array();

@@ -355,5 +355,48 @@ check(rc == 0 and json.loads(out)["detections"], f"file:// URL (rc {rc}, {err.st
 rc, _, err = run("detect", "--model", model, "--threads", "300", dog)
 check(rc == 2 and "--threads" in err, f"--threads past the cpu backend's limit is a usage error (rc {rc})")
 
+# --max-decoded-mb: a batch of large images (tiny PNG files, 48 MB of RGB each once
+# decoded) takes fewer images when their header sizes would pass the budget. Peak RSS of
+# the same run with and without the budget (ASan's quarantine off, so that freed images
+# leave); outputs equal. Two of the inputs are file:// URLs, fetched for a batch and
+# carried to the next one when the budget cuts it.
+def big_png(path, w, h):
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    raw = zlib.compress(b"".join(b"\0" + bytes(w) for _ in range(h)), 9)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
+                chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def run_rss(*args):
+    e = dict(os.environ)
+    e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0").strip(":")
+    with open(os.path.join(tmp, "rss.out"), "w+") as out:
+        p = subprocess.Popen([bd, *args], stdout=out, stderr=subprocess.DEVNULL, env=e)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return p.returncode, out.read(), ru.ru_maxrss / 1024.0  # MiB
+
+
+bigs = []
+for i in range(5):
+    bigs.append(os.path.join(tmp, "big%d.png" % i))
+    big_png(bigs[-1], 4000, 4000)
+ins = [bigs[0], "file://" + bigs[1], bigs[2], "file://" + bigs[3], bigs[4]]
+rc1, out1, rss1 = run_rss("detect", "--model", model, "--batch", "8", "--max-decoded-mb", "4096", *ins)
+rc2, out2, rss2 = run_rss("detect", "--model", model, "--batch", "8", "--max-decoded-mb", "64", *ins)
+check(rc1 == 0 and rc2 == 0 and out1 == out2 and len(out2.splitlines()) == 5
+      and all("detections" in json.loads(x) for x in out2.splitlines()),
+      f"--max-decoded-mb: same results with and without the budget (rc {rc1} {rc2})")
+check(rss2 < rss1 - 120, f"--max-decoded-mb 64 holds one 48 MB image at a time: peak RSS "
+      f"{rss2:.0f} MiB vs {rss1:.0f} MiB for all five")
+rc, _, err = run("detect", "--model", model, "--max-decoded-mb", "0", dog)
+check(rc == 2 and "--max-decoded-mb" in err, f"--max-decoded-mb 0 is a usage error (rc {rc})")
+
 print("FAILED: %d" % len(fails) if fails else "all passed")
 sys.exit(1 if fails else 0)

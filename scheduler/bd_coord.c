@@ -24,6 +24,7 @@ typedef struct {
   bd_view_job v;     /* last read from Redis */
   double t0, count0; /* first sight */
   double last_t, last_count, last_progress;
+  double gap; /* smoothed seconds between progress steps; 0: none seen yet */
   double rate, eta;
   int seen;  /* seen in the current pass */
   int final; /* in a final state at the last pass */
@@ -52,6 +53,13 @@ struct bd_coord {
   pthread_mutex_t mu;
   char *metrics; /* guarded by mu */
 };
+
+double bd_coord_eta(double left, double rate, double idle, double gap) {
+  if (rate <= 0 || left < 0) return -1;
+  double quiet = 3 * gap > 10 ? 3 * gap : 10;
+  if (idle > quiet) return -1;
+  return left / rate;
+}
 
 double bd_coord_smooth(double prev, double inst, double dt, double tau, double age,
                        double avg_since_first) {
@@ -334,6 +342,7 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
         j->v.job);
   if (j->t0 < 0 || j->v.created != prev_created || (was_final && !j->final)) {
     j->t0 = j->last_t = j->last_progress = now;
+    j->gap = 0;
     j->count0 = j->last_count = count;
     j->rate = j->v.rate > 0 && !bd_view_job_final(&j->v) ? j->v.rate : 0;
     j->eta = -1;
@@ -353,11 +362,15 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
     j->rate = bd_coord_smooth(j->rate, inst, dt, c->o.tau, age, avg);
     if (j->rate < 0) j->rate = 0;
   }
-  if (count != j->last_count) j->last_progress = now;
+  if (count != j->last_count) {
+    double g = now - j->last_progress;
+    j->gap = j->gap > 0 ? j->gap + 0.3 * (g - j->gap) : g;
+    j->last_progress = now;
+  }
   j->last_t = now;
   j->last_count = count;
-  double left = (double)j->v.total - count;
-  j->eta = j->rate > 0 && left >= 0 ? left / j->rate : -1;
+  double left = j->v.total >= 0 ? (double)j->v.total - count : -1;
+  j->eta = bd_coord_eta(left, j->rate, now - j->last_progress, j->gap);
   int complete = j->v.shards > 0 ? j->v.shards_done >= j->v.shards
                                  : (j->v.total >= 0 && count >= (double)j->v.total);
   /* No total and no shards (manifests that submit did not make): it cannot complete, and

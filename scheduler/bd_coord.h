@@ -58,6 +58,12 @@ bd_status bd_coord_tick(bd_coord *c, double now, bd_err *err);
 /* A copy of the current metrics text (caller frees). */
 char *bd_coord_metrics(bd_coord *c);
 
+/* The ETA rule (pure, unit-tested): left / rate; -1 (unknown) when either is unknown
+ * or when no progress came for idle seconds, longer than 3 times gap (the smoothed time
+ * between progress steps) and than 10 s, so that one shard stalling near the end shows
+ * no countdown while the decaying rate still says it is close. */
+double bd_coord_eta(double left, double rate, double idle, double gap);
+
 /* The smoothing rule (pure, unit-tested): new rate after dt seconds in which inst
  * img/s were measured, given the previous rate and the age of the estimate. */
 double bd_coord_smooth(double prev, double inst, double dt, double tau, double age,

@@ -105,7 +105,7 @@ static int job_kv(void *ctx, const char *k, size_t klen, const char *v, size_t v
   else if (!strcmp(k, "rate"))
     j->rate = atof(val);
   else if (!strcmp(k, "eta"))
-    j->eta = atof(val);
+    j->eta = atof(val), j->has_eta = 1;
   else if (!strcmp(k, "stalled"))
     j->stalled = atoi(val);
   return 0;
@@ -341,7 +341,7 @@ static const char *shown_state(const bd_view_job *j) {
 
 static double job_eta(const bd_view_job *j) {
   if (bd_view_job_final(j)) return -1;
-  if (j->eta >= 0 && j->rate > 0) return j->eta;
+  if (j->has_eta) return j->eta >= 0 && j->rate > 0 ? j->eta : -1;
   long long left = j->total - j->done - j->failed;
   return j->rate > 0 && left >= 0 ? (double)left / j->rate : -1;
 }

@@ -26,6 +26,7 @@ typedef struct bd_view_job {
   char job[129], model[129], state[16];
   long long total, done, failed, shards, shards_done;
   double created, updated, finished, rate, eta; /* eta < 0: unknown */
+  int has_eta; /* the coordinator wrote eta (its -1 then means unknown, not "compute it") */
   int stalled;
 } bd_view_job;
 

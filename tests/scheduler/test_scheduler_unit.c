@@ -302,12 +302,48 @@ static void test_smooth(void **s) {
   assert_true(r > 63.1 && r < 63.3);
 }
 
+static void test_eta(void **s) {
+  (void)s;
+  assert_true(bd_coord_eta(100, 10, 0, 0) == 10);
+  assert_true(bd_coord_eta(100, 10, 9, 0) == 10);   /* quiet for less than 10 s */
+  assert_true(bd_coord_eta(100, 10, 11, 0) == -1);  /* then unknown */
+  assert_true(bd_coord_eta(100, 10, 50, 20) == 10); /* slow steps: 3 gaps of quiet allowed */
+  assert_true(bd_coord_eta(100, 10, 61, 20) == -1);
+  assert_true(bd_coord_eta(100, 0, 0, 1) == -1);
+  assert_true(bd_coord_eta(-1, 10, 0, 1) == -1); /* no total */
+  /* A job in steps of 200 images every 2 s (100 img/s), ticks of 1 s, then its last shard
+   * stalls with 1000 images left: the rate decays slowly, so left / rate would still say
+   * about 20 s after 15 s of nothing; the rule says unknown once the quiet passes 10 s. */
+  double rate = 0, last_count = 0, last_prog = 0, gap = 0, eta = 0;
+  for (int t = 1; t <= 60; t++) {
+    double count = t <= 45 ? 200.0 * (t / 2) : 200.0 * 22;
+    rate = bd_coord_smooth(rate, count - last_count, 1, 20, t, count / t);
+    if (count != last_count) {
+      gap = gap > 0 ? gap + 0.3 * ((t - last_prog) - gap) : t - last_prog;
+      last_prog = t;
+    }
+    last_count = count;
+    eta = bd_coord_eta(5400 - count, rate, t - last_prog, gap);
+    if (t == 40) assert_true(eta > 0 && eta < 20); /* running: 1400 left at ~100 img/s */
+    if (t == 52) assert_true(eta > 0);             /* 8 s quiet: still counting */
+    if (t == 60) {
+      assert_true(eta == -1);
+      assert_true((5400 - count) / rate < 40); /* what the bare rate would have claimed */
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sanitize),     cmocka_unit_test(test_url_base_and_ext),
-      cmocka_unit_test(test_unique_ids),   cmocka_unit_test(test_inc_decide),
-      cmocka_unit_test(test_coco_mapping), cmocka_unit_test(test_formatting),
-      cmocka_unit_test(test_smooth),       cmocka_unit_test(test_list_bom_and_empty),
+      cmocka_unit_test(test_sanitize),
+      cmocka_unit_test(test_url_base_and_ext),
+      cmocka_unit_test(test_unique_ids),
+      cmocka_unit_test(test_inc_decide),
+      cmocka_unit_test(test_coco_mapping),
+      cmocka_unit_test(test_formatting),
+      cmocka_unit_test(test_smooth),
+      cmocka_unit_test(test_eta),
+      cmocka_unit_test(test_list_bom_and_empty),
       cmocka_unit_test(test_dir_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -547,11 +547,24 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   size_t new_shards =
       count_shards((const char *const *)ids, (const char *const *)urls, n, shard_size);
   /* shards grows before producing, so that the coordinator does not see the job as
-   * complete (completed shards == shards) while the new ones are in flight. */
+   * complete (completed shards == shards) while the new ones are in flight. The new
+   * shards are numbered from what HINCRBY returns, not from the value read above: two
+   * resubmits at once then take disjoint numbers instead of the same ones. */
   snprintf(key, sizeof key, "job:%s", job);
   char now[32];
   snprintf(now, sizeof now, "%.3f", (double)time(NULL));
-  st = bd_sredis_cmd(rd, NULL, err, "HINCRBY %s shards %lld", key, (long long)new_shards);
+  st = bd_sredis_cmd(rd, &rep, err, "HINCRBY %s shards %lld", key, (long long)new_shards);
+  if (st == BD_OK) {
+    long long grown = bd_sredis_reply_ll(rep, -1);
+    freeReplyObject(rep);
+    rep = NULL;
+    if (grown < (long long)new_shards || grown > 2147483647LL) {
+      st = bd_err_set(err, BD_E_INTERNAL, "job %s: shards field is %lld after HINCRBY", job, grown);
+      goto out;
+    }
+    shards = grown - (long long)new_shards;
+    sum->first_shard = shards;
+  }
   if (st == BD_OK) st = bd_sredis_cmd(rd, NULL, err, "HSET %s state queued updated %s", key, now);
   if (st == BD_OK) st = bd_sredis_cmd(rd, NULL, err, "HDEL %s finished stalled", key);
   if (st != BD_OK) goto out;
@@ -560,6 +573,8 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
                    gen};
   st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, err);
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, NULL, err);
+  if (st != BD_OK) /* as submit does: the job cannot complete with shards missing */
+    bd_sredis_cmd(rd, NULL, NULL, "HSET %s state failed error %s", key, err ? err->msg : "produce");
 out:
   if (rep) freeReplyObject(rep);
   for (size_t i = 0; i < l.n; i++) free(l.ids[i]);

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -154,7 +155,7 @@ def body(tmp):
            os.path.join(tmp, "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
            "everysec", "--daemonize", "no", "--logfile", os.path.join(tmp, "redis", "log")])
     topics = ["batchdet.jobs:12", "batchdet.reports:3", "t.list:6", "t.dir:6", "t.s3:6",
-              "t.inc:6", "t.coord:6", "t.resub:6", "t.bom:1"]
+              "t.inc:6", "t.coord:6", "t.resub:6", "t.resub2:6", "t.bom:1"]
     args = [MOCK, "--brokers", "1", "--no-stdin"]
     for t in topics:
         args += ["--topic", t]
@@ -412,6 +413,21 @@ def body(tmp):
           "resubmit: shards 3 -> 5, total unchanged, state queued")
     check(job.get("gen") and all(m.get("gen") == job.get("gen") for _, m in msgs),
           "resubmit: the new shards carry the job's submission id (gen %s)" % job.get("gen"))
+    # Four resubmits at once: each takes its own shard numbers (they once all read shards=1
+    # and produced shard 1 four times, leaving shards=5 with 2 distinct: never complete).
+    p = run(["submit", "--job", "R2", "--model", "m1", "--list", rl, "--shard-size", "20",
+             "--topic", "t.resub2"] + base)
+    r.pipe([["HSET", "job:R2", "done", 17, "failed", 3, "state", "complete"], ["SADD", "job:R2:shards", 0]] +
+           [["HSET", "job:R2:errors", x, "fetch: HTTP 404"] for x in failed[:3]])
+    procs = [subprocess.Popen([BATCHDET, "resubmit", "--job", "R2", "--failed", "--topic", "t.resub2"] + base,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [pr.communicate(timeout=120) for pr in procs]
+    msgs = consume(brokers, "t.resub2", 5)
+    nums = sorted(m["shard"] for _, m in msgs if m["shard"] >= 1)
+    check(all(pr.returncode == 0 for pr in procs) and nums == [1, 2, 3, 4]
+          and r.cmd("HGET", "job:R2", "shards") == "5",
+          "four resubmits at once take shards 1..4, one each: %s, shards=%s %s"
+          % (nums, r.cmd("HGET", "job:R2", "shards"), [o[0].strip() for o in outs]))
 
     # ---- coordinator ----
     cl = os.path.join(tmp, "coord.txt")
@@ -706,6 +722,66 @@ def body(tmp):
     # Under ASan the shadow memory and quarantine inflate RSS: there the bound is on growth.
     check(rss100 < 64 if not sanitized else (rss100 < 128 and rss100 - rss10 < 16),
           "export memory bounded: 100k -> %.1f MB, 10k -> %.1f MB" % (rss100, rss10))
+
+    # ---- past 10,000 job records; a key of another kind under job:*; a stall across a
+    # coordinator restart; methods other than GET ----
+    now = time.time()
+    r.pipe([["HSET", "job:F%05d" % i, "state", "complete", "model", "m1", "total", 1, "done", 1,
+             "shards", 1, "finished", now - 3600, "updated", now - 3600] for i in range(10050)], chunk=5000)
+    r.cmd("SET", "job:legacy", "not a hash")
+    r.pipe([["HSET", "job:ZZ-live", "state", "queued", "model", "m1", "total", 4, "shards", 2, "done", 0,
+             "failed", 0, "created", now]])
+    r.cmd("HSET", "job:ST1", "state", "queued", "model", "m1", "total", 10, "shards", 2, "done", 3,
+          "failed", 0, "created", now)
+
+    def coordinator(stall):
+        pr = start([BATCHDET, "coordinator", "--tick", "0.25", "--stall-after", str(stall),
+                    "--metrics-port", "-1"] + base, stderr=subprocess.PIPE, text=True)
+        port, t_end = None, time.time() + 30
+        while time.time() < t_end and port is None:
+            mm = re.search(r"coordinator ready: metrics port (\d+)", pr.stderr.readline())
+            port = int(mm.group(1)) if mm else None
+        return pr, port
+    co, mport = coordinator(3)
+    r.pipe([["HSET", "job:ZZ-live", "done", 4], ["SADD", "job:ZZ-live:shards", 0, 1]])
+    t_end = time.time() + 60
+    while time.time() < t_end and (r.cmd("HGET", "job:ZZ-live", "state") != "complete"
+                                   or r.cmd("HGET", "job:ST1", "stalled") != "1"):
+        time.sleep(0.25)
+    check(r.cmd("HGET", "job:ZZ-live", "state") == "complete",
+          "with 10,052 job records and a non-hash job:legacy, a new job still completes")
+    check(r.cmd("HGET", "job:ST1", "stalled") == "1", "ST1 flagged stalled")
+    try:
+        urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:%d/metrics" % mport, data=b"x"),
+                               timeout=10)
+        code = 200
+    except urllib.error.HTTPError as e:
+        code = e.code
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+    check(code == 405 and 'job="ZZ-live"' in metrics and 'job="F00001"' not in metrics,
+          "metrics: POST gets 405; long-finished jobs have no series (%d, %d bytes)" % (code, len(metrics)))
+    co.send_signal(signal.SIGTERM)
+    check(co.wait(30) == 0, "coordinator with 10k jobs exits 0")
+    co, mport = coordinator(3)
+    flips, t_end = [], time.time() + 2.5  # less than --stall-after: a fresh clock would clear it
+    while time.time() < t_end:
+        flips.append(r.cmd("HGET", "job:ST1", "stalled"))
+        time.sleep(0.1)
+    check(flips and all(x == "1" for x in flips), "a restarted coordinator keeps the stall: %s" % set(flips))
+    co.send_signal(signal.SIGTERM)
+    co.wait(30)
+    p = run(["status", "--redis", redis_url])
+    check(p.returncode == 0 and re.search(r"^\(\d+ more jobs not shown", p.stdout, re.M) and
+          "(1 keys under job:* are no job record; skipped)" in p.stdout,
+          "status past 10,000 jobs says how many it left out, and skips job:legacy: rc %d %s"
+          % (p.returncode, p.stderr.strip()[:200]))
+    p = run(["status", "--json", "--redis", redis_url])
+    try:
+        doc = json.loads(p.stdout)
+        ok = len(doc["jobs"]) + doc["jobs_not_shown"] >= 10052 and doc["jobs_unreadable"] == 1
+    except (ValueError, KeyError):
+        ok = False
+    check(p.returncode == 0 and ok, "status --json: jobs_not_shown and jobs_unreadable")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,16 @@
 #include "bd_log.h"
 #include "bd_report.h"
 #include "bd_sredis.h"
+#include "bd_strmap.h"
 #include "bd_view.h"
 
-#define MAX_JOBS BD_VIEW_MAX_JOBS
+/* Job records tracked at most (finished ones too: they are never deleted by us). */
+#define MAX_JOBS 1000000
+/* A job final at its last read is read again this often (plus a spread per id), to see a
+ * resubmit reopen it or a delete remove it, instead of on every tick. */
+#define FINAL_RECHECK_S 15.0
+#define BD_HTTP_MAX_CONNECTIONS 4096
+#define BD_HTTP_MAX_PER_IP 256
 #define MAX_WORKERS 10000
 
 typedef struct {
@@ -25,6 +32,8 @@ typedef struct {
   double t0, count0; /* first sight */
   double last_t, last_count, last_progress;
   double gap; /* smoothed seconds between progress steps; 0: none seen yet */
+  double next_read; /* final jobs: wall time of the next read */
+  int bad;          /* its record could not be read (e.g. not a hash): warned once */
   double rate, eta;
   int seen;  /* seen in the current pass */
   int final; /* in a final state at the last pass */
@@ -48,6 +57,7 @@ struct bd_coord {
   int port;
   cjob *jobs;
   size_t n_jobs, cap_jobs;
+  int warned_cap; /* past MAX_JOBS, said once */
   cworker *workers;
   size_t n_workers, cap_workers;
   pthread_mutex_t mu;
@@ -82,7 +92,16 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *conn, const cha
                                size_t *upload_len, void **con_cls) {
   bd_coord *c = cls;
   (void)version, (void)upload, (void)upload_len, (void)con_cls;
-  if (strcmp(method, "GET") != 0) return MHD_NO;
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    static const char no[] = "method not allowed: GET /metrics\n";
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(sizeof no - 1, (void *)no, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Allow", "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, r);
+    MHD_destroy_response(r);
+    return ret;
+  }
   int ok = strcmp(url, "/metrics") == 0 || strcmp(url, "/") == 0;
   pthread_mutex_lock(&c->mu);
   char *body = strdup(ok ? (c->metrics ? c->metrics : "") : "not found: try /metrics\n");
@@ -109,10 +128,13 @@ static int start_http(bd_coord *c, bd_err *err) {
     bd_err_set(err, BD_E_INVALID, "metrics: bad IPv4 address %s", c->o.metrics_addr);
     return -1;
   }
-  c->mhd =
-      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_http, c,
-                       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
-                       (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+  /* epoll (no FD_SETSIZE bound), many connections, fewer per client address: a few
+   * idle or trickling clients cannot lock out Prometheus or a liveness probe. */
+  c->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_http,
+                            c, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)BD_HTTP_MAX_CONNECTIONS,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)BD_HTTP_MAX_PER_IP,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
   if (!c->mhd) {
     bd_err_set(err, BD_E_UNAVAILABLE, "metrics: cannot listen on %s:%d", c->o.metrics_addr,
                c->o.metrics_port);
@@ -135,6 +157,13 @@ static void label(FILE *f, const char *s) {
   }
 }
 
+/* Per-job series: jobs not final, and final ones for 10 minutes after they ended (the
+ * records of finished jobs stay in Redis forever; their series should not). */
+static int exported(const cjob *j, double now) {
+  double end = j->v.finished > j->v.updated ? j->v.finished : j->v.updated;
+  return !j->bad && (!j->final || now - end < 600);
+}
+
 static void build_metrics(bd_coord *c, double now) {
   char *buf = NULL;
   size_t len = 0;
@@ -146,6 +175,7 @@ static void build_metrics(bd_coord *c, double now) {
       f);
   for (size_t i = 0; i < c->n_jobs; i++) {
     const cjob *j = &c->jobs[i];
+    if (!exported(j, now)) continue;
     fputs("batchdet_job_images{job=\"", f), label(f, j->v.job);
     fprintf(f, "\",outcome=\"done\"} %lld\n", j->v.done);
     fputs("batchdet_job_images{job=\"", f), label(f, j->v.job);
@@ -162,6 +192,7 @@ static void build_metrics(bd_coord *c, double now) {
     fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", jm[m][0], jm[m][1], jm[m][0]);
     for (size_t i = 0; i < c->n_jobs; i++) {
       const cjob *j = &c->jobs[i];
+      if (!exported(j, now)) continue;
       double val = 0;
       switch (m) {
         case 0:
@@ -283,9 +314,8 @@ bd_status bd_coord_report(bd_coord *c, const char *json, size_t len, bd_err *err
 
 /* ---- Redis pass ---- */
 
-static cjob *find_job(bd_coord *c, const char *id) {
-  for (size_t i = 0; i < c->n_jobs; i++)
-    if (!strcmp(c->jobs[i].v.job, id)) return &c->jobs[i];
+/* Appends a job (first sight); NULL when out of memory or at MAX_JOBS. */
+static cjob *add_job(bd_coord *c, const char *id) {
   if (c->n_jobs >= MAX_JOBS) return NULL;
   if (c->n_jobs == c->cap_jobs) {
     size_t nc = c->cap_jobs ? c->cap_jobs * 2 : 16;
@@ -320,7 +350,7 @@ static int collect_job(void *ctx, const char *key, size_t len) {
   }
   v->ids[v->n] = strndup(p + 1, len - (size_t)(p + 1 - key));
   if (v->ids[v->n]) v->n++;
-  return v->n >= MAX_JOBS;
+  return v->n >= 2 * (size_t)MAX_JOBS; /* SCAN may repeat keys */
 }
 
 static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
@@ -341,7 +371,11 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
         "submit): its counts are tracked, but it never shows complete",
         j->v.job);
   if (j->t0 < 0 || j->v.created != prev_created || (was_final && !j->final)) {
+    int first = j->t0 < 0;
     j->t0 = j->last_t = j->last_progress = now;
+    /* A restarted coordinator takes the stored time of the last progress, so that a stall
+     * stays flagged (and its clock running) across the restart. */
+    if (first && j->v.progressed > 0 && j->v.progressed <= now) j->last_progress = j->v.progressed;
     j->gap = 0;
     j->count0 = j->last_count = count;
     j->rate = j->v.rate > 0 && !bd_view_job_final(&j->v) ? j->v.rate : 0;
@@ -362,7 +396,8 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
     j->rate = bd_coord_smooth(j->rate, inst, dt, c->o.tau, age, avg);
     if (j->rate < 0) j->rate = 0;
   }
-  if (count != j->last_count) {
+  int progressed = count != j->last_count;
+  if (progressed) {
     double g = now - j->last_progress;
     j->gap = j->gap > 0 ? j->gap + 0.3 * (g - j->gap) : g;
     j->last_progress = now;
@@ -380,7 +415,7 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
   const char *state = complete                            ? "complete"
                       : count > 0 || j->v.shards_done > 0 ? "running"
                                                           : j->v.state;
-  char rate[32], eta[32], upd[32];
+  char rate[32], eta[32], upd[32], prog[32];
   snprintf(rate, sizeof rate, "%.3f", j->rate);
   snprintf(eta, sizeof eta, "%.1f", complete ? 0 : j->eta);
   snprintf(upd, sizeof upd, "%.3f", now);
@@ -389,6 +424,8 @@ static bd_status update_job(bd_coord *c, cjob *j, double now, bd_err *err) {
   const char *argv[16] = {"HSET",    key, "rate",  rate,  "eta",     eta,
                           "updated", upd, "state", state, "stalled", stalled ? "1" : "0"};
   int argc = 12;
+  snprintf(prog, sizeof prog, "%.3f", j->last_progress);
+  if (progressed || j->v.progressed <= 0) argv[argc++] = "progressed", argv[argc++] = prog;
   if (complete) argv[argc++] = "finished", argv[argc++] = upd;
   if (complete)
     BD_LOGI("job %s complete: %lld done, %lld failed", j->v.job, j->v.done, j->v.failed);
@@ -441,13 +478,67 @@ static bd_status update_workers(bd_coord *c, double now, bd_err *err) {
   return st;
 }
 
+/* Reads one job unless it was final at its last read and its recheck is not due. A
+ * record that cannot be read as a job (a key of another kind under job:*) is skipped
+ * with one warning; only a lost connection ends the pass. */
+static bd_status visit_job(bd_coord *c, cjob *j, double now, bd_err *err) {
+  if (j->final && now < j->next_read) {
+    j->seen = 1;
+    return BD_OK;
+  }
+  bd_err je = {0};
+  bd_status st = update_job(c, j, now, &je);
+  if (st == BD_E_UNAVAILABLE || st == BD_E_NOMEM) {
+    if (err) *err = je;
+    return st;
+  }
+  if (st != BD_OK) {
+    j->seen = 1; /* still there: keep it, and its warning unrepeated */
+    if (!j->bad) BD_LOGW("job %s: record unreadable, skipped: %s", j->v.job, je.msg);
+    j->bad = 1;
+    j->final = 1, j->next_read = now + FINAL_RECHECK_S;
+    return BD_OK;
+  }
+  j->bad = 0;
+  /* spread the rechecks of many finished jobs over time */
+  if (j->final) j->next_read = now + FINAL_RECHECK_S * (1 + (bd_str_hash(j->v.job) % 100) / 100.0);
+  return BD_OK;
+}
+
 bd_status bd_coord_tick(bd_coord *c, double now, bd_err *err) {
   idvec v = {0};
+  bd_strmap *idx = NULL;
   bd_status st = bd_sredis_scan(c->rd, "job:*", 1000, collect_job, &v, err);
   for (size_t i = 0; i < c->n_jobs; i++) c->jobs[i].seen = 0;
+  if (st == BD_OK && !(idx = bd_strmap_new(c->n_jobs + v.n)))
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+  /* Known jobs by id (keys borrowed from c->jobs: nothing is added until the index is
+   * no longer needed), then the new ids, added after the known ones are visited. */
+  for (size_t i = 0; i < c->n_jobs && st == BD_OK; i++)
+    (void)bd_strmap_put(idx, c->jobs[i].v.job, (long)i, NULL);
+  size_t n_new = 0, *fresh_at = st == BD_OK ? malloc((v.n + 1) * sizeof *fresh_at) : NULL;
+  if (st == BD_OK && !fresh_at) st = bd_err_set(err, BD_E_NOMEM, "out of memory");
   for (size_t i = 0; i < v.n && st == BD_OK; i++) {
-    cjob *j = find_job(c, v.ids[i]);
-    if (j && !j->seen) st = update_job(c, j, now, err);
+    int fresh = 0;
+    long *at = bd_strmap_put(idx, v.ids[i], -1, &fresh);
+    if (!at || (!fresh && *at == -1)) continue; /* SCAN repeat of a new id */
+    if (fresh) {
+      fresh_at[n_new++] = i;
+      continue;
+    }
+    cjob *j = &c->jobs[*at];
+    if (!j->seen) st = visit_job(c, j, now, err);
+  }
+  bd_strmap_destroy(idx);
+  for (size_t i = 0; i < n_new && st == BD_OK; i++) {
+    cjob *j = add_job(c, v.ids[fresh_at[i]]);
+    if (!j) {
+      if (!c->warned_cap)
+        BD_LOGW("coordinator: more than %d job records; the rest are not tracked", MAX_JOBS);
+      c->warned_cap = 1;
+      break;
+    }
+    st = visit_job(c, j, now, err);
   }
   if (st == BD_OK) { /* jobs deleted from Redis leave the view */
     size_t keep = 0;
@@ -455,6 +546,7 @@ bd_status bd_coord_tick(bd_coord *c, double now, bd_err *err) {
       if (c->jobs[i].seen) c->jobs[keep++] = c->jobs[i];
     c->n_jobs = keep;
   }
+  free(fresh_at);
   for (size_t i = 0; i < v.n; i++) free(v.ids[i]);
   free(v.ids);
   if (st == BD_OK) st = update_workers(c, now, err);

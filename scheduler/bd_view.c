@@ -106,6 +106,8 @@ static int job_kv(void *ctx, const char *k, size_t klen, const char *v, size_t v
     j->rate = atof(val);
   else if (!strcmp(k, "eta"))
     j->eta = atof(val), j->has_eta = 1;
+  else if (!strcmp(k, "progressed"))
+    j->progressed = atof(val);
   else if (!strcmp(k, "stalled"))
     j->stalled = atoi(val);
   return 0;
@@ -141,6 +143,7 @@ typedef struct {
   bd_status st;
   char **ids;
   size_t n, cap;
+  size_t over; /* ids past the cap, counted only */
 } scan_ctx;
 
 static int add_id(void *ctx, const char *key, size_t len) {
@@ -150,6 +153,10 @@ static int add_id(void *ctx, const char *key, size_t len) {
   p++;
   size_t il = len - (size_t)(p - key);
   if (il == 0 || il > 256) return 0;
+  if (c->n >= BD_VIEW_MAX_JOBS) { /* same cap for workers */
+    c->over++;
+    return 0;
+  }
   if (c->n == c->cap) {
     size_t nc = c->cap ? c->cap * 2 : 64;
     char **ni = realloc(c->ids, nc * sizeof *ni);
@@ -166,7 +173,7 @@ static int add_id(void *ctx, const char *key, size_t len) {
     return 1;
   }
   c->n++;
-  return c->n >= BD_VIEW_MAX_JOBS; /* same cap for workers */
+  return 0;
 }
 
 static int add_job_id(void *ctx, const char *key, size_t len) {
@@ -256,7 +263,7 @@ bd_status bd_view_load(bd_sredis *r, const char *job, bd_view *v, bd_err *err) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   v->now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-  scan_ctx jc = {v, err, BD_OK, NULL, 0, 0}, wc = {v, err, BD_OK, NULL, 0, 0};
+  scan_ctx jc = {v, err, BD_OK, NULL, 0, 0, 0}, wc = {v, err, BD_OK, NULL, 0, 0, 0};
   bd_status st = BD_OK;
   if (job) {
     jc.ids = malloc(sizeof *jc.ids);
@@ -270,6 +277,7 @@ bd_status bd_view_load(bd_sredis *r, const char *job, bd_view *v, bd_err *err) {
     if (st == BD_OK) st = jc.st;
     if (st != BD_OK) goto out;
     if (jc.n) qsort(jc.ids, jc.n, sizeof *jc.ids, cmp_ids);
+    v->jobs_not_shown = jc.over;
   }
   v->jobs = calloc(jc.n + 1, sizeof *v->jobs);
   if (!v->jobs) {
@@ -279,8 +287,17 @@ bd_status bd_view_load(bd_sredis *r, const char *job, bd_view *v, bd_err *err) {
   for (size_t i = 0; i < jc.n; i++) {
     if (i && !strcmp(jc.ids[i], jc.ids[i - 1])) continue; /* SCAN repeat */
     int found;
-    st = bd_view_load_job(r, jc.ids[i], &v->jobs[v->n_jobs], &found, err);
-    if (st != BD_OK) goto out;
+    bd_err je = {0};
+    st = bd_view_load_job(r, jc.ids[i], &v->jobs[v->n_jobs], &found, &je);
+    if (st == BD_E_INVALID && !job) { /* e.g. WRONGTYPE: some other key under job:* */
+      v->jobs_unreadable++;
+      st = BD_OK;
+      continue;
+    }
+    if (st != BD_OK) {
+      if (err) *err = je;
+      goto out;
+    }
     if (found) v->n_jobs++;
   }
   if (job && !v->n_jobs) {
@@ -415,6 +432,10 @@ void bd_view_render(const bd_view *v, const char *job, FILE *f) {
     fprintf(f, "%-11s %-9s %s%3d%% %6s %5.5s %6s %6s %5s %.8s\n", id, model, bar,
             (int)(100 * job_frac(j)), a, b, c, d, e, shown_state(j));
   }
+  if (v->jobs_not_shown)
+    fprintf(f, "(%zu more jobs not shown; 'status --job ID' shows any one)\n", v->jobs_not_shown);
+  if (v->jobs_unreadable)
+    fprintf(f, "(%zu keys under job:* are no job record; skipped)\n", v->jobs_unreadable);
   fprintf(f, "\n%-24s %-16s %-10s %8s %9s %s\n", "WORKER", "HOST", "DEVICE", "IMG/S", "SEEN",
           "HEALTH");
   if (!v->n_workers) fprintf(f, "(no workers)\n");
@@ -439,6 +460,8 @@ char *bd_view_json(const bd_view *v, const char *job) {
   json_t *root = json_object(), *jobs = json_array(), *workers = json_array();
   json_object_set_new(root, "v", json_integer(1));
   json_object_set_new(root, "now", json_real(v->now));
+  json_object_set_new(root, "jobs_not_shown", json_integer((json_int_t)v->jobs_not_shown));
+  json_object_set_new(root, "jobs_unreadable", json_integer((json_int_t)v->jobs_unreadable));
   for (size_t i = 0; i < v->n_jobs; i++) {
     const bd_view_job *j = &v->jobs[i];
     json_t *o = json_object();

@@ -27,6 +27,7 @@ typedef struct bd_view_job {
   long long total, done, failed, shards, shards_done;
   double created, updated, finished, rate, eta; /* eta < 0: unknown */
   int has_eta; /* the coordinator wrote eta (its -1 then means unknown, not "compute it") */
+  double progressed; /* wall time of the last progress the coordinator saw; 0: none */
   int stalled;
 } bd_view_job;
 
@@ -48,14 +49,18 @@ typedef struct bd_view {
   size_t n_jobs;
   bd_view_worker *workers;
   size_t n_workers;
+  size_t jobs_not_shown;  /* past BD_VIEW_MAX_JOBS (ids in sorted order), about: SCAN repeats */
+  size_t jobs_unreadable; /* job:* keys that are no job record (another kind of key) */
   /* error summary (load with a job only) */
   bd_view_error top[BD_VIEW_TOP_ERRORS];
   size_t n_top;
   long long err_images, err_messages;
 } bd_view;
 
-/* Loads every job (job NULL) or one job with its error summary (BD_E_NOT_FOUND when it
- * does not exist), and every worker. */
+/* Loads every job (job NULL; the first BD_VIEW_MAX_JOBS ids in sorted order, the rest
+ * counted in jobs_not_shown; keys under job:* that cannot be read as a job record are
+ * skipped and counted) or one job with its error summary (BD_E_NOT_FOUND when it does
+ * not exist), and every worker. */
 bd_status bd_view_load(bd_sredis *r, const char *job, bd_view *v, bd_err *err);
 void bd_view_free(bd_view *v);
 

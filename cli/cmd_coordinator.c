@@ -22,12 +22,13 @@ static void usage(FILE *f) {
           "                            [--topic T] [--group G] [--tick S]\n"
           "\n"
           "Consumes worker reports (topic batchdet.reports, group batchdet-coordinator),\n"
-          "re-reads every job from Redis each --tick (1 s), writes rate, eta, state\n"
+          "re-reads every live job from Redis each --tick (1 s; finished ones every 15-30 s),\n"
+          "writes rate, eta, state\n"
           "(complete when every shard is), stalled (no progress for --stall-after, 300 s)\n"
           "into job:ID, and per-device img/s and silent (no report for --silent-after,\n"
           "30 s) into worker:ID. Prometheus metrics on http://A:P/metrics (A default\n"
           "127.0.0.1; P 0 = off, the default). Safe to restart at any time.\n"
-          "Exit: 0 on SIGINT/SIGTERM, 1 failed to start, 2 usage error.\n");
+          "Exit: 0 on SIGINT/SIGTERM/SIGHUP, 1 failed to start, 2 usage error.\n");
 }
 
 int bd_cmd_coordinator(int argc, char **argv) {
@@ -106,6 +107,7 @@ int bd_cmd_coordinator(int argc, char **argv) {
   sa.sa_handler = on_sig;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
   if (bd_coord_metrics_port(co))
     BD_LOGI("coordinator: metrics on port %d", bd_coord_metrics_port(co));
   /* Tests read the port from here. */

@@ -48,6 +48,8 @@ static opt k_opts[] = {
      NULL},
     {"--metrics-port", "BATCHDET_METRICS_PORT", "P",
      "serve /metrics and /healthz on this port (0 = off)", NULL},
+    {"--metrics-addr", "BATCHDET_METRICS_ADDR", "A",
+     "IPv4 address the metrics port binds (0.0.0.0: all, for Kubernetes probes)", NULL},
     {"--report-interval", "BATCHDET_REPORT_INTERVAL", "S", "seconds between throughput reports (5)",
      NULL},
     {"--grace", "BATCHDET_GRACE", "S", "seconds to finish in-flight shards at SIGTERM (30)", NULL},
@@ -69,8 +71,9 @@ static void usage(FILE *f) {
           "BATCHDET_ALLOW_FILE=1");
   fprintf(f, "  %-26s %s\n", "-h, --help", "this help");
   fprintf(f,
-          "\nSIGTERM/SIGINT: stop consuming, finish in-flight shards within --grace, commit,\n"
-          "exit 0. A second signal exits at once (unfinished shards are redone elsewhere).\n");
+          "\nSIGTERM/SIGINT/SIGHUP: stop consuming, finish in-flight shards within --grace,\n"
+          "commit, exit 0 (SIGHUP too: a closed terminal must not throw work away). A second\n"
+          "signal exits at once (unfinished shards are redone elsewhere).\n");
 }
 
 static const char *get(const char *flag) {
@@ -163,6 +166,7 @@ int bd_cmd_worker(int argc, char **argv) {
   if (get("--topic")) c.topic = get("--topic");
   if (get("--reports-topic")) c.reports_topic = get("--reports-topic");
   if (get("--dlq-topic")) c.dlq_topic = get("--dlq-topic");
+  if (get("--metrics-addr")) c.metrics_addr = get("--metrics-addr");
   c.allow_file = allow_file;
   if (parse_int("--batch", 1, 1024, &c.batch) ||
       parse_int("--batch-timeout-ms", 0, 60000, &c.batch_timeout_ms) ||
@@ -194,6 +198,7 @@ int bd_cmd_worker(int argc, char **argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
   if (bd_worker_run(&c, &err) != BD_OK) {

@@ -1,6 +1,8 @@
 #include "bd_wk_metrics.h"
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -191,17 +193,28 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   return reply(c, 404, "not found\n", 0, "text/plain");
 }
 
-bd_status bd_wk_metrics_serve(bd_wk_metrics *m, int port, bd_wk_gauges_fn gauges,
+bd_status bd_wk_metrics_serve(bd_wk_metrics *m, const char *addr, int port, bd_wk_gauges_fn gauges,
                               bd_wk_health_fn health, void *ctx, bd_err *err) {
   if (port <= 0 || port > 65535)
     return bd_err_set(err, BD_E_INVALID, "metrics: port %d out of range", port);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, addr ? addr : "0.0.0.0", &sa.sin_addr) != 1)
+    return bd_err_set(err, BD_E_INVALID, "metrics: bad IPv4 address %s", addr);
   m->gauges = gauges;
   m->health = health;
   m->ctx = ctx;
-  m->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL, handler,
-                              m, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+  /* A few idle or trickling clients must not lock out the liveness probe: no FD_SETSIZE
+   * bound (epoll), many connections, fewer per client address. */
+  m->httpd = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)port, NULL, NULL, handler, m,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, 4096u,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, 256u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
   if (!m->httpd)
-    return bd_err_set(err, BD_E_UNAVAILABLE, "metrics: cannot listen on port %d", port);
+    return bd_err_set(err, BD_E_UNAVAILABLE, "metrics: cannot listen on %s:%d",
+                      addr ? addr : "0.0.0.0", port);
   return BD_OK;
 }
 

@@ -711,8 +711,8 @@ bd_status bd_worker_run(const bd_worker_config *c, bd_err *err) {
                                                          : (c->instance_id ? 10000 : 0)};
   if ((st = bd_kafka_consumer_new(&co, &P.cons, err))) goto out;
   atomic_store(&w->consumer_ok, 1);
-  if (c->metrics_port > 0 &&
-      (st = bd_wk_metrics_serve(w->metrics, c->metrics_port, gauges, health, w, err)))
+  if (c->metrics_port > 0 && (st = bd_wk_metrics_serve(w->metrics, c->metrics_addr, c->metrics_port,
+                                                       gauges, health, w, err)))
     goto out;
   BD_LOGI("worker %s: devices %s, group %s, topic %s, batch %d", w->worker_id, c->devices, c->group,
           c->topic, c->batch);

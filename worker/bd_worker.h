@@ -49,6 +49,7 @@ typedef struct bd_worker_config {
   int max_inflight_mb;
   int max_inflight_shards;
   int metrics_port; /* 0 = no HTTP endpoint */
+  const char *metrics_addr; /* IPv4 address to bind; NULL = all interfaces */
   double report_interval_s;
   double grace_s;
   int allow_file;

@@ -9,7 +9,8 @@ A: 2,000 images (shards of 50) over 3 workers with sim devices; a worker SIGKILL
    numbered beyond the job record's shards (refused by Redis -> DLQ, nothing counted).
 B: a job during which redis-server is SIGKILLed and restarted on the same AOF dir, then a
    Kafka broker is taken down and brought back.
-C: SIGTERM to a worker mid-job: exit 0 within the grace period; the job stays exact.
+C: SIGHUP (a closed terminal) to a worker mid-job: a drain like SIGTERM's, exit 0 within
+   the grace period; the job stays exact.
 E: --max-inflight-shards holds (read from /metrics); a second SIGTERM exits at once and
    stores nothing half-done; a restart completes the job exactly.
 D: a cpu worker on yolox_nano: results equal `batchdet detect` on the same photos.
@@ -128,11 +129,45 @@ def phase_a(st, models, workers, metrics_port):
             if time.time() > deadline:
                 raise
             time.sleep(0.3)
+    health_under_flood(metrics_port)
     for want in ('batchdet_images_total{device="sim:0",status="ok"}',
                  'batchdet_stage_seconds_bucket{stage="decode",le="+Inf"}',
                  "batchdet_batch_fill_ratio", 'batchdet_queue_depth{queue="decode"}',
                  "batchdet_kafka_lag", 'batchdet_device_img_s{device="sim:1"}'):
         assert want in text, want
+
+
+def health_under_flood(port):
+    """1,100 idle connections from another loopback address (127.0.0.2) once locked out
+    /healthz (a select()-bound server with no per-client limit); the probe's own address
+    must still get an answer."""
+    import resource
+    import socket
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        log("A: flood check skipped: open-files hard limit %d" % hard)
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    socks = []
+    try:
+        for _ in range(1100):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.send(b"GET /metrics HTTP/1.1\r\n")  # never finished
+            except OSError:
+                pass
+            socks.append(s)
+        time.sleep(0.5)
+        code = urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=5).status
+        assert code == 200, code
+        log("A: /healthz answered with 1,100 idle connections from 127.0.0.2 open")
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def phase_b(st, workers):
@@ -181,10 +216,10 @@ def phase_c(st, workers):
     wait_until(st, job, 100, 60)
     w = workers[1]
     t = time.time()
-    w.p.send_signal(signal.SIGTERM)
+    w.p.send_signal(signal.SIGHUP)
     rc = w.p.wait(30)
     took = time.time() - t
-    log("C: SIGTERM -> %s exit %d in %.1f s" % (w.name, rc, took))
+    log("C: SIGHUP -> %s exit %d in %.1f s" % (w.name, rc, took))
     assert rc == 0, open(w.log_path()).read()[-2000:]
     assert took < 20 + 5
     # Its partitions move to the others once its static membership session times out.
@@ -334,7 +369,8 @@ def main():
         os.makedirs(models)
         os.symlink(os.path.join(DATA, "models", "yolox_nano.onnx"), os.path.join(models, "yolox_nano.onnx"))
         mport = free_port()
-        workers = [Worker(st, "w%d" % i, sim_args(models, ["--metrics-port", str(mport)] if i == 0 else []))
+        workers = [Worker(st, "w%d" % i, sim_args(models, ["--metrics-port", str(mport), "--metrics-addr",
+                                                            "127.0.0.1"] if i == 0 else []))
                    for i in range(3)]
         for w in workers:
             w.start()

@@ -20,6 +20,7 @@ struct bd_kafka_consumer {
   bd_kafka_assign_fn on_assign;
   void *ctx;
   char rebalance_err[256]; /* a failed (un)assign, reported by the next poll */
+  int close_abandoned;     /* bd_kafka_consumer_close timed out */
 };
 
 struct bd_kafka_producer {
@@ -260,14 +261,46 @@ int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c) {
   return known ? lag : -1;
 }
 
-bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, bd_err *err) {
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, int timeout_ms, bd_err *err) {
   if (!c || !c->rk) return BD_OK;
-  rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
-  rd_kafka_resp_err_t e2 = rd_kafka_consumer_close(c->rk);
-  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: commit at close: %s", rd_kafka_err2str(e));
-  if (e2) return bd_err_set(err, BD_E_UNAVAILABLE, "kafka: close: %s", rd_kafka_err2str(e2));
-  return BD_OK;
+  const double deadline = mono_now() + (timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
+  /* The stored offsets are committed (asynchronously here, and by the close itself with
+   * enable.auto.commit): the close runs in librdkafka's background, and this thread serves
+   * its rebalance callbacks on q until it ends or the deadline passes. */
+  (void)rd_kafka_commit(c->rk, NULL, 1); /* queued now, before the partitions go */
+  rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+  if (!q) return bd_err_set(err, BD_E_NOMEM, "kafka: close: out of memory");
+  rd_kafka_error_t *er = rd_kafka_consumer_close_queue(c->rk, q);
+  bd_status st = BD_OK;
+  if (er) {
+    st = bd_err_set(err, BD_E_UNAVAILABLE, "kafka: close: %s", rd_kafka_error_string(er));
+    rd_kafka_error_destroy(er);
+  }
+  while (st == BD_OK && !rd_kafka_consumer_closed(c->rk)) {
+    if (mono_now() >= deadline) {
+      c->close_abandoned = 1;
+      st = bd_err_set(err, BD_E_TIMEOUT,
+                      "kafka: leaving the group did not finish within %.1f s (brokers "
+                      "unreachable?); abandoned: offsets since the last commit are redone",
+                      timeout_ms / 1000.0);
+      break;
+    }
+    /* Events, not callbacks, come out of q (rd_kafka_queue_poll_callback aborts on one
+     * with no callback, such as the commit's result): a revocation is handed to
+     * rebalance_cb here, as the synchronous close would have. */
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+    if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+      rebalance_cb(c->rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev), c);
+    if (ev) rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(q);
+  return st;
 }
 
 void bd_kafka_consumer_destroy(bd_kafka_consumer *c) {
@@ -277,7 +310,10 @@ void bd_kafka_consumer_destroy(bd_kafka_consumer *c) {
    * issue #4312, fixed by PR #4381). Such a member holds no partitions and no stored
    * offsets, so its handle is left to process exit instead of aborting the process. */
   if (c->rk && !c->assigned_once && rd_kafka_version() < 0x020300ff) c->rk = NULL;
-  if (c->rk) rd_kafka_destroy(c->rk);
+  if (c->rk && c->close_abandoned)
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+  else if (c->rk)
+    rd_kafka_destroy(c->rk);
   free(c);
 }
 
@@ -402,6 +438,10 @@ bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, int *n_partitions
   }
   pthread_mutex_unlock(&p->mu);
   return st;
+}
+
+void bd_kafka_producer_purge(bd_kafka_producer *p) {
+  if (p && p->rk) (void)rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 }
 
 void bd_kafka_producer_destroy(bd_kafka_producer *p) {

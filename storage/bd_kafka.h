@@ -82,8 +82,12 @@ bd_status bd_kafka_consumer_pause(bd_kafka_consumer *c, int pause, bd_err *err);
 /* Sum of (high watermark - position) over the assignment, from cached watermarks; -1 when
  * unknown. */
 int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c);
-/* Commits stored offsets synchronously and leaves the group. NULL: no-op. */
-bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, bd_err *err);
+/* Commits stored offsets and leaves the group, waiting at most timeout_ms (a broker
+ * outage must not hold a stopping worker past its grace period). On BD_E_TIMEOUT the
+ * close is abandoned: destroy then skips it, the commit may not have happened (the
+ * shards since the last commit are redone elsewhere) and the group notices the member's
+ * absence only at its session timeout. NULL: no-op. */
+bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, int timeout_ms, bd_err *err);
 void bd_kafka_consumer_destroy(bd_kafka_consumer *c);
 
 typedef struct bd_kafka_producer_opts {
@@ -107,6 +111,9 @@ bd_status bd_kafka_produce(bd_kafka_producer *p, const char *topic, const char *
  * NULL) gets the number of distinct partitions that received messages since the producer
  * was created (partitions numbered from 4096 up are not counted). */
 bd_status bd_kafka_flush(bd_kafka_producer *p, int timeout_ms, int *n_partitions, bd_err *err);
+/* Drops what is still queued or in flight (a stopping process that could not deliver in
+ * time), so that bd_kafka_producer_destroy does not wait for it. */
+void bd_kafka_producer_purge(bd_kafka_producer *p);
 void bd_kafka_producer_destroy(bd_kafka_producer *p);
 
 #endif

@@ -787,8 +787,18 @@ bd_status bd_worker_run(const bd_worker_config *c, bd_err *err) {
   send_report(&P, 1);
   atomic_store(&w->consumer_ok, 0);
   {
+    /* Leaving the group and the last report get what is left of the grace period (at
+     * least 2 s): a broker outage must not keep the process past it (the orchestrator's
+     * kill follows). */
+    double left = deadline - bd_now();
+    int ms = (int)(1000 * (left > 2 ? left : 2));
     bd_err e2 = {0};
-    if (bd_kafka_consumer_close(P.cons, &e2) != BD_OK) BD_LOGW("%s", e2.msg);
+    if (bd_kafka_consumer_close(P.cons, ms, &e2) != BD_OK) BD_LOGW("%s", e2.msg);
+    left = deadline - bd_now();
+    if (bd_kafka_flush(P.prod, (int)(1000 * (left > 1 ? left : 1)), NULL, &e2) != BD_OK) {
+      BD_LOGW("kafka: the last report was not delivered: %s", e2.msg);
+      bd_kafka_producer_purge(P.prod);
+    }
   }
   BD_LOGI("worker %s stopped: %lld shards done", w->worker_id, atomic_load(&w->shards_done));
   if (atomic_load(&w->fatal)) st = bd_err_set(err, BD_E_DEVICE, "%s", w->fatal_msg);

@@ -168,7 +168,7 @@ static void test_pause_across_rebalance(void **state) {
   /* Backpressure ends while b owns them: only a's current assignment is resumed. */
   assert_int_equal(bd_kafka_consumer_pause(a.c, 0, &err), BD_OK);
   /* b leaves; its partitions come back to a. */
-  assert_int_equal(bd_kafka_consumer_close(b.c, &err), BD_OK);
+  assert_int_equal(bd_kafka_consumer_close(b.c, 30000, &err), BD_OK);
   bd_kafka_consumer_destroy(b.c);
   b.c = NULL;
   poll_until(ms, 1, a_has_all, 60, "a owns every partition again");
@@ -190,7 +190,7 @@ static void test_pause_across_rebalance(void **state) {
   assert_int_equal(bd_kafka_consumer_pause(a.c, 1, &err), BD_OK);
   join(&b, brokers, "b2");
   poll_until(ms, 2, split, 60, "a and b2 share the partitions");
-  assert_int_equal(bd_kafka_consumer_close(b.c, &err), BD_OK);
+  assert_int_equal(bd_kafka_consumer_close(b.c, 30000, &err), BD_OK);
   bd_kafka_consumer_destroy(b.c);
   b.c = NULL;
   poll_until(ms, 1, a_has_all, 60, "a owns every partition (paused)");
@@ -204,7 +204,7 @@ static void test_pause_across_rebalance(void **state) {
   while (!a_got_want(ms) && now_s() < deadline) poll_once(&a);
   assert_int_equal(a.total, before + n);
 
-  assert_int_equal(bd_kafka_consumer_close(a.c, &err), BD_OK);
+  assert_int_equal(bd_kafka_consumer_close(a.c, 30000, &err), BD_OK);
   bd_kafka_consumer_destroy(a.c);
   rd_kafka_mock_cluster_destroy(mc);
   rd_kafka_destroy(mrk);
@@ -285,7 +285,7 @@ static void test_partitions_and_auto_store(void **state) {
   }
   assert_int_equal(reached, distinct);
   assert_int_equal(distinct, RPART); /* these 30 keys hash to every partition */
-  assert_int_equal(bd_kafka_consumer_close(c, &err), BD_OK);
+  assert_int_equal(bd_kafka_consumer_close(c, 30000, &err), BD_OK);
   bd_kafka_consumer_destroy(c);
 
   /* The same group again: only what came after the delivered messages. */
@@ -306,7 +306,7 @@ static void test_partitions_and_auto_store(void **state) {
     }
   }
   for (int i = 0; i < n1 + n2; i++) assert_int_equal(seen[i] > 0, i >= n1);
-  assert_int_equal(bd_kafka_consumer_close(c, &err), BD_OK);
+  assert_int_equal(bd_kafka_consumer_close(c, 30000, &err), BD_OK);
   bd_kafka_consumer_destroy(c);
 
   /* A topic that does not exist is not a retriable error (the mock cluster would create

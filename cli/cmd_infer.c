@@ -145,6 +145,17 @@ int bd_cmd_infer(int argc, char **argv) {
   fclose(f);
   f = NULL;
   int nout = bd_engine_num_outputs(e);
+  /* The engine bounds max_batch rows of outputs; the input may hold many more rows. */
+  uint64_t out_bytes = 0;
+  for (int i = 0; i < nout; i++)
+    out_bytes += (uint64_t)batch * (uint64_t)bd_engine_output_row_numel(e, i) * sizeof(float);
+  if (out_bytes > BD_ENGINE_MAX_OUTPUT_BYTES) {
+    fprintf(stderr,
+            "batchdet infer: the outputs of %d rows would take %llu bytes, over the limit of "
+            "%llu; split the input\n",
+            batch, (unsigned long long)out_bytes, (unsigned long long)BD_ENGINE_MAX_OUTPUT_BYTES);
+    goto out;
+  }
   for (int i = 0; i < nout; i++)
     if (!(outs[i] = malloc((size_t)batch * bd_engine_output_row_numel(e, i) * sizeof(float))))
       goto nomem;

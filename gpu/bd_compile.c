@@ -178,27 +178,40 @@ static int is_noop(const bd_graph *g, const bd_node *nd) {
   return 0;
 }
 
-static int remove_noops(ctx_t *c) {
+/* Readers of a no-op read its input instead. One pass in node order (topological):
+ * alias[v] is the value v stands for, final by the time a node reads it, so a chain of
+ * 10^5 Identities costs one pass, not a scan of every node per Identity. */
+static bd_status remove_noops(ctx_t *c, int *removed, bd_err *err) {
   bd_graph *g = c->g;
-  int removed = 0;
+  int *alias = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+  if (!alias) return bd_err_set(err, BD_E_NOMEM, "compile: out of memory");
+  for (int v = 0; v < g->n_values; v++) alias[v] = v;
+  for (int i = 0; i < g->n_nodes; i++) {
+    bd_node *nd = &g->nodes[i];
+    if (nd->dead) continue;
+    for (int k = 0; k < nd->n_in; k++)
+      if (nd->in[k] >= 0) nd->in[k] = alias[nd->in[k]];
+    if (!is_noop(g, nd) || g->values[nd->out[0]].is_output) continue;
+    alias[nd->out[0]] = nd->in[0];
+    nd->dead = 1;
+    (*removed)++;
+  }
+  free(alias);
+  recount(c);
+  /* A no-op writing a graph output: its input's producer writes the output instead, when
+   * the no-op is that input's only reader. At most one such node per graph output. */
   for (int i = 0; i < g->n_nodes; i++) {
     bd_node *nd = &g->nodes[i];
     if (nd->dead || !is_noop(g, nd)) continue;
     int x = nd->in[0], o = nd->out[0];
-    if (!g->values[o].is_output) {
-      replace_uses(g, o, x);
-      nd->dead = 1;
-    } else {
-      recount(c);
-      int p = g->values[x].producer;
-      if (p < 0 || g->values[x].is_output || sole(c, x) != i) continue;
-      set_out(g, p, o);
-      nd->dead = 1;
-    }
-    removed++;
+    int p = g->values[x].producer;
+    if (p < 0 || g->values[x].is_output || sole(c, x) != i) continue;
+    set_out(g, p, o);
+    nd->dead = 1;
+    (*removed)++;
+    recount(c);
   }
-  recount(c);
-  return removed;
+  return BD_OK;
 }
 
 static bd_status grow_book(ctx_t *c, bd_err *err) {
@@ -1414,7 +1427,7 @@ bd_status bd_compile(bd_graph *g, const bd_compile_opts *opts, bd_compile_report
     goto out;
   }
   recount(&c);
-  r.removed += remove_noops(&c);
+  if ((st = remove_noops(&c, &r.removed, err))) goto out;
   if ((st = fold_bn(&c, &r.folded_bn, err))) goto out;
   if ((st = fold_scale(&c, &r.folded_scale, err))) goto out;
   if ((st = merge_repconv(&c, &r.merged_repconv, err))) goto out;

@@ -84,7 +84,14 @@ bd_status bd_resolve_params(bd_graph *g, bd_node *nd, int *pending, bd_err *err)
       bd_conv_params *p = &nd->p.conv;
       const bd_value *w = nd->n_in > 1 && nd->in[1] >= 0 ? &g->values[nd->in[1]] : NULL;
       if (!w || w->rank != 4 || r != 4) return fail(err, nd, "%s", "needs 4-D X and W (2-D conv only)");
-      if (!p->kh) p->kh = (int)w->dims[2], p->kw = (int)w->dims[3];
+      if (w->dims[0] < 1 || w->dims[1] < 1)
+        return fail(err, nd, "%s", "W has no elements (0 output or input channels)");
+      /* the kernel_shape attribute's limits hold for a kernel taken from W too */
+      if (!p->kh) {
+        if (w->dims[2] < 1 || w->dims[3] < 1 || w->dims[2] > 1024 || w->dims[3] > 1024)
+          return fail(err, nd, "%s", "W's kernel dims are out of range (1..1024)");
+        p->kh = (int)w->dims[2], p->kw = (int)w->dims[3];
+      }
       if (p->auto_pad) {
         int64_t o;
         bd_status st;
@@ -223,30 +230,13 @@ bd_dtype bd_infer_dtype(const bd_graph *g, const bd_node *nd) {
   }
 }
 
-static int64_t slice_len(int64_t dim, int64_t s, int64_t e, int64_t step, int64_t *start) {
-  if (s < 0) s += dim;
-  if (e < 0) e += dim;
-  if (step > 0) {
-    s = s < 0 ? 0 : s > dim ? dim : s;
-    e = e < 0 ? 0 : e > dim ? dim : e;
-    *start = s;
-    /* 1 + (e-s-1)/step, not (e-s+step-1)/step: a huge step must not overflow. */
-    return e > s ? 1 + (e - s - 1) / step : 0;
-  }
-  s = s < 0 ? 0 : s > dim - 1 ? dim - 1 : s;
-  e = e < -1 ? -1 : e > dim - 1 ? dim - 1 : e;
-  *start = s;
-  uint64_t mag = step == INT64_MIN ? (uint64_t)INT64_MAX + 1 : (uint64_t)(-step);
-  return s > e ? 1 + (int64_t)((uint64_t)(s - e - 1) / mag) : 0;
-}
-
 void bd_slice_resolve(const bd_slice_params *p, const bd_shape *in, int64_t *start,
                       int64_t *step, bd_shape *out) {
   *out = *in;
   for (int i = 0; i < in->rank; i++) start[i] = 0, step[i] = 1;
   for (int i = 0; i < p->n; i++) {
     int a = p->axes[i];
-    out->d[a] = slice_len(in->d[a], p->starts[i], p->ends[i], p->steps[i], &start[a]);
+    out->d[a] = bd_slice_len(in->d[a], p->starts[i], p->ends[i], p->steps[i], &start[a]);
     step[a] = p->steps[i];
   }
 }
@@ -438,6 +428,8 @@ static bd_status infer_node(const bd_infer_ctx *cx, const bd_node *nd, const bd_
       for (int i = 0; i < ix->rank; i++) out->d[out->rank++] = ix->d[i];
       for (int i = a + 1; i < x->rank; i++) out->d[out->rank++] = x->d[i];
       const bd_value *iv = &g->values[nd->in[1]];
+      if (iv->dtype != BD_DT_I64 && iv->dtype != BD_DT_I32)
+        return fail(err, nd, "indices must be int32 or int64, not %s", bd_dtype_name(iv->dtype));
       if (iv->data) {
         int64_t n = bd_shape_numel(ix);
         for (int64_t i = 0; i < n; i++) {

@@ -289,15 +289,48 @@ bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine
   }
   e->in_row = (size_t)(in_n / e->g->batch0);
   e->n_out = e->g->n_outputs;
+  /* Outputs are the caller's buffers and the engine's staging (max_batch rows): each, and
+   * all together, must fit what a backend may hold (the cpu arena's limit). */
+  uint64_t rows_bytes = 0;
   for (int i = 0; i < e->n_out; i++) {
     const bd_value *v = &e->g->values[e->g->outputs[i]];
     int64_t n = bd_value_numel(v);
+    if (n == 0 && v->rank >= 1) {
+      char shape[160];
+      int len = 0;
+      for (int k = 0; k < v->rank && len < (int)sizeof shape - 24; k++)
+        len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", k ? "," : "",
+                        (long long)v->dims[k]);
+      st = bd_err_set(err, BD_E_UNSUPPORTED, "engine: output '%s' is empty (shape [%s])", v->name,
+                      shape);
+      goto fail;
+    }
     if (n <= 0 || v->rank < 1 || v->dims[0] != e->g->batch0 || e->g->batch0 < 1) {
       st = bd_err_set(err, BD_E_UNSUPPORTED,
                       "engine: output '%s' does not carry the batch on axis 0", v->name);
       goto fail;
     }
     e->out_row[i] = n / e->g->batch0;
+    /* n <= 2^40 (shape inference), so these products fit in 64 bits */
+    uint64_t bytes = (uint64_t)e->out_row[i] * sizeof(float) * (uint64_t)e->max_batch;
+    rows_bytes += bytes;
+    if (bytes > BD_ENGINE_MAX_OUTPUT_BYTES) {
+      st = bd_err_set(err, BD_E_LIMIT,
+                      "engine: output '%s' takes %llu bytes per row, %llu for %d rows "
+                      "(max_batch); the limit is %llu",
+                      v->name, (unsigned long long)(e->out_row[i] * (int64_t)sizeof(float)),
+                      (unsigned long long)bytes, e->max_batch,
+                      (unsigned long long)BD_ENGINE_MAX_OUTPUT_BYTES);
+      goto fail;
+    }
+  }
+  if (rows_bytes > BD_ENGINE_MAX_OUTPUT_BYTES) {
+    st = bd_err_set(err, BD_E_LIMIT,
+                    "engine: the %d outputs take %llu bytes for %d rows (max_batch); the limit "
+                    "is %llu",
+                    e->n_out, (unsigned long long)rows_bytes, e->max_batch,
+                    (unsigned long long)BD_ENGINE_MAX_OUTPUT_BYTES);
+    goto fail;
   }
   static const int std_buckets[] = {1, 8, 16, 32, 64};
   for (size_t i = 0; i < sizeof std_buckets / sizeof *std_buckets; i++)

@@ -39,6 +39,10 @@
 
 #define BD_ENGINE_MAX_BATCH 1024
 #define BD_ENGINE_MAX_THREADS 256 /* cpu backend threads (bd_engine_opts.threads) */
+/* The most bytes of float32 outputs for max_batch rows, each output and all of them
+ * together (bd_engine_load refuses larger models with BD_E_LIMIT): the cpu backend's
+ * arena limit, which its intermediates already have. */
+#define BD_ENGINE_MAX_OUTPUT_BYTES ((uint64_t)64 << 30)
 
 typedef struct bd_engine bd_engine;
 

@@ -256,6 +256,7 @@ static void cat_task(void *arg, int64_t b, int64_t e, int tid) {
     int i = (int)((u / P) % nin);
     int64_t o = u / P / nin;
     int64_t len = k->inner_bytes[i], lo = len * pc / P, hi = len * (pc + 1) / P;
+    if (hi <= lo) continue; /* an empty input (0 on the axis) has no storage */
     const uint8_t *src = k->c->ptr[k->n->in[i]];
     memcpy(y + o * k->row_bytes + k->in_off[i] + lo, src + o * len + lo, (size_t)(hi - lo));
   }

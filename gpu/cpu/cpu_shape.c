@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bd_compile_int.h"
 #include "cpu_internal.h"
 
 BD_CPU_HOT
@@ -127,25 +128,9 @@ bd_status bd_cpu_op_slice(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err 
     if (a < 0) a += r;
     if (a < 0 || a >= r || sp->steps[i] == 0)
       return bd_err_set(err, BD_E_INVALID, "slice '%s': axis/step", n->name);
-    int64_t dim = p->dims[xv][a], st = sp->starts[i], en = sp->ends[i], sg = sp->steps[i];
-    /* ONNX clamping; starts/ends may be +-2^63-ish sentinels, so compare before adding. */
-    if (st < 0) st = st < -dim ? -1 : st + dim;
-    if (en < 0) en = en < -dim ? -1 : en + dim;
-    if (sg > 0) {
-      if (st < 0) st = 0;
-      if (st > dim) st = dim;
-      if (en < 0) en = 0;
-      if (en > dim) en = dim;
-      cnt[a] = en > st ? (en - st + sg - 1) / sg : 0;
-    } else {
-      if (st < 0) st = -1; /* only when dim == 0 */
-      if (st > dim - 1) st = dim - 1;
-      if (en < -1) en = -1;
-      if (en > dim - 1) en = dim - 1;
-      cnt[a] = st > en ? (st - en + (-sg) - 1) / (-sg) : 0;
-    }
-    start[a] = st;
-    step[a] = sg;
+    /* the compiler's count (ONNX clamping, overflow-free for any int64 starts/ends/steps) */
+    cnt[a] = bd_slice_len(p->dims[xv][a], sp->starts[i], sp->ends[i], sp->steps[i], &start[a]);
+    step[a] = sp->steps[i];
   }
   sc_ctx k;
   memset(&k, 0, sizeof k);
@@ -160,7 +145,8 @@ bd_status bd_cpu_op_slice(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err 
                         "slice '%s': axis %d gives %lld elements, plan says %lld", n->name, d,
                         (long long)cnt[d], (long long)p->dims[yv][d]);
     k.od[d] = cnt[d];
-    k.is[d] = s * step[d];
+    /* more than one element: |step| < dim, so the stride stays within the tensor */
+    k.is[d] = cnt[d] > 1 ? s * step[d] : s;
     k.base += start[d] * s;
     s *= p->dims[xv][d];
   }

@@ -1,6 +1,7 @@
 /* ONNX nodes -> bd_node: op mapping and attribute parsing into the typed params.
- * Unknown attributes and unsupported attribute values are errors that name the node,
- * the op and the attribute, so a model never runs with silently different semantics.
+ * Unknown attributes, attributes of another type than ONNX defines or given twice, and
+ * unsupported attribute values are errors that name the node, the op and the attribute,
+ * so a model never runs with silently different semantics.
  * Inputs that ONNX passes as tensors (Slice starts/ends/axes/steps at opset >= 10,
  * Unsqueeze/Squeeze axes at >= 13, Resize scales/sizes) stay node inputs here; the
  * compiler resolves them into params once they are constant (they may be computed
@@ -34,25 +35,88 @@ static bd_status bad_attr(const nctx *c, const char *attr, const char *why) {
                     c->op, attr, why);
 }
 
-/* Every attribute must be one the op knows (`known` is a space-separated list). */
+static const struct {
+  const char *name;
+  int type;
+} attr_types[] = {
+    {"FLOAT", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT},
+    {"INT", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT},
+    {"STRING", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING},
+    {"TENSOR", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR},
+    {"GRAPH", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH},
+    {"FLOATS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS},
+    {"INTS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS},
+    {"STRINGS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS},
+    {"TENSORS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSORS},
+    {"GRAPHS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS},
+    {"SPARSE_TENSOR", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSOR},
+    {"SPARSE_TENSORS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSORS},
+    {"TYPE_PROTO", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTO},
+    {"TYPE_PROTOS", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTOS},
+};
+
+static const char *attr_type_name(int t) {
+  for (size_t i = 0; i < sizeof attr_types / sizeof attr_types[0]; i++)
+    if (attr_types[i].type == t) return attr_types[i].name;
+  return t == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED ? "UNDEFINED" : "unknown";
+}
+
+/* The attribute's type. IR 1 files did not write it; ONNX says the field in use tells. */
+static int attr_type(const attr_t *a) {
+  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED)
+    return (int)a->type;
+  if (a->has_f) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+  if (a->has_i) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+  if (a->has_s) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
+  if (a->t) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR;
+  if (a->g) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH;
+  if (a->n_floats) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS;
+  if (a->n_ints) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+  if (a->n_strings) return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS;
+  return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED;
+}
+
+/* Every attribute must be one the op knows, of its ONNX type, and given once. `known`
+ * is a space-separated list of NAME:TYPE (at most 32). onnxruntime refuses the others
+ * as invalid models; reading them as absent would run the op with its defaults. */
 static bd_status check_known(const nctx *c, const char *known) {
+  uint32_t seen = 0;
   for (size_t i = 0; i < c->np->n_attribute; i++) {
-    const char *n = c->np->attribute[i]->name ? c->np->attribute[i]->name : "";
+    const attr_t *a = c->np->attribute[i];
+    const char *n = a->name ? a->name : "";
     size_t l = strlen(n);
     const char *p = known;
-    int ok = 0;
-    while (l && (p = strstr(p, n)) != NULL) {
-      if ((p == known || p[-1] == ' ') && (p[l] == ' ' || p[l] == 0)) {
-        ok = 1;
+    int j = 0, want = -1;
+    while (l && *p) {
+      const char *colon = strchr(p, ':');
+      const char *end = strchr(p, ' ');
+      if (!end) end = p + strlen(p);
+      if (!colon || colon > end) break; /* a malformed list: nothing matches */
+      if ((size_t)(colon - p) == l && memcmp(p, n, l) == 0) {
+        for (size_t k = 0; k < sizeof attr_types / sizeof attr_types[0]; k++)
+          if (strlen(attr_types[k].name) == (size_t)(end - colon - 1) &&
+              memcmp(attr_types[k].name, colon + 1, (size_t)(end - colon - 1)) == 0)
+            want = attr_types[k].type;
         break;
       }
-      p += l;
+      j++;
+      p = *end ? end + 1 : end;
     }
-    if (!ok) return bad_attr(c, n, "is not supported");
+    if (want < 0 || j >= 32) return bad_attr(c, n, "is not supported");
+    if (seen >> j & 1)
+      return bd_err_set(c->err, BD_E_INVALID, "node '%s' (%s): attribute %s is given twice",
+                        c->label, c->op, n);
+    seen |= 1u << j;
+    int t = attr_type(a);
+    if (t != want)
+      return bd_err_set(c->err, BD_E_INVALID,
+                        "node '%s' (%s): attribute %s has type %s; ONNX defines it as %s", c->label,
+                        c->op, n, attr_type_name(t), attr_type_name(want));
   }
   return BD_OK;
 }
 
+/* The readers below run after check_known: a present attribute has the type asked for. */
 static int64_t attr_i(const nctx *c, const char *name, int64_t def) {
   const attr_t *a = find_attr(c, name);
   return a && a->has_i ? a->i : def;
@@ -63,7 +127,7 @@ static float attr_f(const nctx *c, const char *name, float def) {
   return a && a->has_f ? a->f : def;
 }
 
-/* Copies a string attribute into buf (empty when absent). */
+/* Copies a string attribute into buf (`def` when absent). */
 static void attr_s(const nctx *c, const char *name, char *buf, size_t cap, const char *def) {
   const attr_t *a = find_attr(c, name);
   if (!a || !a->has_s) {
@@ -71,7 +135,7 @@ static void attr_s(const nctx *c, const char *name, char *buf, size_t cap, const
     return;
   }
   size_t n = a->s.len < cap - 1 ? a->s.len : cap - 1;
-  memcpy(buf, a->s.data, n);
+  if (n) memcpy(buf, a->s.data, n);
   buf[n] = 0;
 }
 
@@ -154,7 +218,8 @@ bd_status bd_onnx_constant(bd_onnx_imp *im, const Onnx__NodeProto *np, const cha
   bd_status st;
   if (np->n_output != 1 || !np->output[0] || !*np->output[0])
     return bd_err_set(err, BD_E_INVALID, "node '%s' (Constant): needs one output", label);
-  if ((st = check_known(&c, "value value_float value_floats value_int value_ints")))
+  if ((st = check_known(
+           &c, "value:TENSOR value_float:FLOAT value_floats:FLOATS value_int:INT value_ints:INTS")))
     return st;
   if (np->n_attribute != 1)
     return bd_err_set(err, BD_E_INVALID, "node '%s' (Constant): needs exactly one attribute",
@@ -177,12 +242,13 @@ bd_status bd_onnx_constant(bd_onnx_imp *im, const Onnx__NodeProto *np, const cha
   void *d = malloc(n ? n * 8 : 1);
   if (!d) return bd_err_set(err, BD_E_NOMEM, "node '%s' (Constant): out of memory", label);
   im->g->values[v].data = d;
-  if (is_f) {
-    if (is_list && n) memcpy(d, a->floats, n * sizeof(float));
-    else *(float *)d = a->f;
+  /* An empty list is an empty 1-D tensor (the buffer is 1 byte then: nothing to write). */
+  if (is_list) {
+    if (n) memcpy(d, is_f ? (const void *)a->floats : (const void *)a->ints, n * (is_f ? 4 : 8));
+  } else if (is_f) {
+    *(float *)d = a->f;
   } else {
-    if (is_list && n) memcpy(d, a->ints, n * sizeof(int64_t));
-    else *(int64_t *)d = a->i;
+    *(int64_t *)d = a->i;
   }
   return bd_onnx_register(im, v, err);
 }
@@ -191,12 +257,14 @@ typedef struct {
   const char *name;
   bd_op op;
   int lo, hi; /* input count */
-  const char *attrs;
+  const char *attrs; /* NAME:TYPE list (check_known) */
 } op_spec;
 
 static const op_spec specs[] = {
-    {"Conv", BD_OP_CONV, 2, 3, "auto_pad dilations group kernel_shape pads strides"},
-    {"BatchNormalization", BD_OP_BATCHNORM, 5, 5, "epsilon momentum spatial training_mode"},
+    {"Conv", BD_OP_CONV, 2, 3,
+     "auto_pad:STRING dilations:INTS group:INT kernel_shape:INTS pads:INTS strides:INTS"},
+    {"BatchNormalization", BD_OP_BATCHNORM, 5, 5,
+     "epsilon:FLOAT momentum:FLOAT spatial:INT training_mode:INT"},
     {"Relu", BD_OP_RELU, 1, 1, ""},
     {"Sigmoid", BD_OP_SIGMOID, 1, 1, ""},
     {"Exp", BD_OP_EXP, 1, 1, ""},
@@ -204,23 +272,24 @@ static const op_spec specs[] = {
     {"Sub", BD_OP_SUB, 2, 2, ""},
     {"Mul", BD_OP_MUL, 2, 2, ""},
     {"Div", BD_OP_DIV, 2, 2, ""},
-    {"Concat", BD_OP_CONCAT, 1, 1024, "axis"},
+    {"Concat", BD_OP_CONCAT, 1, 1024, "axis:INT"},
     {"MaxPool", BD_OP_MAXPOOL, 1, 1,
-     "auto_pad ceil_mode dilations kernel_shape pads storage_order strides"},
+     "auto_pad:STRING ceil_mode:INT dilations:INTS kernel_shape:INTS pads:INTS storage_order:INT "
+     "strides:INTS"},
     {"Resize", BD_OP_RESIZE, 1, 4,
-     "mode coordinate_transformation_mode nearest_mode cubic_coeff_a exclude_outside "
-     "extrapolation_value"},
-    {"Upsample", BD_OP_RESIZE, 1, 2, "mode scales"},
-    {"Reshape", BD_OP_RESHAPE, 2, 2, "allowzero"},
-    {"Flatten", BD_OP_FLATTEN, 1, 1, "axis"},
-    {"Transpose", BD_OP_TRANSPOSE, 1, 1, "perm"},
-    {"Softmax", BD_OP_SOFTMAX, 1, 1, "axis"},
+     "mode:STRING coordinate_transformation_mode:STRING nearest_mode:STRING cubic_coeff_a:FLOAT "
+     "exclude_outside:INT extrapolation_value:FLOAT"},
+    {"Upsample", BD_OP_RESIZE, 1, 2, "mode:STRING scales:FLOATS"},
+    {"Reshape", BD_OP_RESHAPE, 2, 2, "allowzero:INT"},
+    {"Flatten", BD_OP_FLATTEN, 1, 1, "axis:INT"},
+    {"Transpose", BD_OP_TRANSPOSE, 1, 1, "perm:INTS"},
+    {"Softmax", BD_OP_SOFTMAX, 1, 1, "axis:INT"},
     {"MatMul", BD_OP_MATMUL, 2, 2, ""},
-    {"Slice", BD_OP_SLICE, 1, 5, "starts ends axes"},
-    {"Gather", BD_OP_GATHER, 2, 2, "axis"},
-    {"Unsqueeze", BD_OP_UNSQUEEZE, 1, 2, "axes"},
-    {"Squeeze", BD_OP_SQUEEZE, 1, 2, "axes"},
-    {"Cast", BD_OP_CAST, 1, 1, "to saturate"},
+    {"Slice", BD_OP_SLICE, 1, 5, "starts:INTS ends:INTS axes:INTS"},
+    {"Gather", BD_OP_GATHER, 2, 2, "axis:INT"},
+    {"Unsqueeze", BD_OP_UNSQUEEZE, 1, 2, "axes:INTS"},
+    {"Squeeze", BD_OP_SQUEEZE, 1, 2, "axes:INTS"},
+    {"Cast", BD_OP_CAST, 1, 1, "to:INT saturate:INT"},
     {"Shape", BD_OP_SHAPE, 1, 1, ""},
     {"Identity", BD_OP_IDENTITY, 1, 1, ""},
 };

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bd_compile_int.h"
 #include "bd_cuda_internal.h"
 #include "bd_cuda_nccl.h"
 
@@ -1116,14 +1117,13 @@ static int slice_strides(const bd_node *nd, bd_cuda_view *vi, int64_t *off) {
   for (int k = 0; k < sp->n; ++k) {
     int a = sp->axes[k];
     if (a < 0 || a >= vi->rank || sp->steps[k] == 0) return 0;
-    int64_t dim = vi->dims[a], st0 = sp->starts[k], step = sp->steps[k];
-    if (st0 < 0) st0 += dim;
-    if (step > 0)
-      st0 = st0 < 0 ? 0 : (st0 > dim ? dim : st0);
-    else
-      st0 = st0 < 0 ? 0 : (st0 > dim - 1 ? dim - 1 : st0);
+    int64_t dim = vi->dims[a], st0 = 0, step = sp->steps[k];
+    /* the compiler's clamping (start and count); a step only matters, and is only
+     * multiplied in (|step| < dim then, so it cannot overflow), when more than one element
+     * is taken */
+    int64_t len = bd_slice_len(dim, sp->starts[k], sp->ends[k], step, &st0);
     *off += st0 * vi->strides[a];
-    vi->strides[a] *= step;
+    if (len > 1) vi->strides[a] *= step;
   }
   return 1;
 }

@@ -3,16 +3,32 @@
 #include "bd_view.h"
 
 #include <jansson.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bd_proto.h"
+#include "bd_text.h"
 
 /* Redis text may not be UTF-8; jansson refuses such strings. */
+/* Text from Redis in JSON: bytes that are not UTF-8 become U+FFFD (jansson refuses them). */
 static json_t *js(const char *s) {
   json_t *j = json_string(s);
-  return j ? j : json_string("(not UTF-8)");
+  if (j) return j;
+  char *t = bd_utf8_sanitize(s);
+  j = t ? json_string(t) : NULL;
+  free(t);
+  return j ? j : json_string("");
+}
+
+/* A number from a Redis field: what is not a finite number is dflt ("nan" showed as
+ * "nank" and dropped the key from --json). */
+static double num(const char *s, double dflt) {
+  char *end = NULL;
+  double d = strtod(s, &end);
+  return end != s && isfinite(d) ? d : dflt;
 }
 
 #define ERRSET_MAX 10000 /* distinct messages counted; the rest go to "(other messages)" */
@@ -97,17 +113,17 @@ static int job_kv(void *ctx, const char *k, size_t klen, const char *v, size_t v
   else if (!strcmp(k, "shards"))
     j->shards = atoll(val);
   else if (!strcmp(k, "created"))
-    j->created = atof(val);
+    j->created = num(val, 0);
   else if (!strcmp(k, "updated"))
-    j->updated = atof(val);
+    j->updated = num(val, 0);
   else if (!strcmp(k, "finished"))
-    j->finished = atof(val);
+    j->finished = num(val, 0);
   else if (!strcmp(k, "rate"))
-    j->rate = atof(val);
+    j->rate = num(val, 0);
   else if (!strcmp(k, "eta"))
-    j->eta = atof(val), j->has_eta = 1;
+    j->eta = num(val, -1), j->has_eta = 1;
   else if (!strcmp(k, "progressed"))
-    j->progressed = atof(val);
+    j->progressed = num(val, 0);
   else if (!strcmp(k, "stalled"))
     j->stalled = atoi(val);
   return 0;
@@ -199,9 +215,9 @@ static int worker_kv(void *ctx, const char *k, size_t klen, const char *v, size_
   else if (!strcmp(k, "dev_img_s"))
     copy_field(w->dev_img_s, sizeof w->dev_img_s, v, vlen);
   else if (!strcmp(k, "img_s"))
-    w->img_s = atof(val);
+    w->img_s = num(val, 0);
   else if (!strcmp(k, "last_report"))
-    w->last_report = atof(val);
+    w->last_report = num(val, 0);
   else if (!strcmp(k, "images"))
     w->images = atoll(val);
   else if (!strcmp(k, "silent"))
@@ -212,7 +228,7 @@ static int worker_kv(void *ctx, const char *k, size_t klen, const char *v, size_
 /* Without the worker's own total (img_s), the sum of the coordinator's per-device rates. */
 static void worker_total(bd_view_worker *w) {
   if (w->img_s > 0 || !w->dev_img_s[0]) return;
-  for (const char *p = w->dev_img_s; (p = strchr(p, '=')) != NULL; p++) w->img_s += atof(p + 1);
+  for (const char *p = w->dev_img_s; (p = strchr(p, '=')) != NULL; p++) w->img_s += num(p + 1, 0);
 }
 
 typedef struct {
@@ -376,12 +392,12 @@ static int next_dev(const char **p, char *name, size_t ncap, double *rate) {
   const char *eq = memchr(*p, '=', n);
   size_t nl = eq ? (size_t)(eq - *p) : n;
   copy_field(name, ncap, *p, nl);
-  *rate = eq ? atof(eq + 1) : -1;
+  *rate = eq ? num(eq + 1, -1) : -1;
   *p += n;
   return 1;
 }
 
-void bd_view_render(const bd_view *v, const char *job, FILE *f) {
+static void render(const bd_view *v, const char *job, FILE *f) {
   char a[32], b[32], c[32], d[32], e[32], bar[64];
   if (job && v->n_jobs) {
     const bd_view_job *j = &v->jobs[0];
@@ -398,10 +414,10 @@ void bd_view_render(const bd_view *v, const char *job, FILE *f) {
               j->done, j->failed, j->shards_done);
     fmt_rate(j->rate, a, sizeof a);
     bd_view_fmt_duration(job_eta(j), b, sizeof b);
-    time_t ct = (time_t)j->created;
     struct tm tm;
-    gmtime_r(&ct, &tm);
-    strftime(c, sizeof c, "%Y-%m-%d %H:%M:%S", &tm);
+    time_t ct = j->created > 0 && j->created < 253402300800.0 ? (time_t)j->created : 0;
+    if (!ct || !gmtime_r(&ct, &tm) || !strftime(c, sizeof c, "%Y-%m-%d %H:%M:%S", &tm))
+      snprintf(c, sizeof c, "?");
     fprintf(f, "rate    %s img/s  ETA %s  created %s UTC\n", a, b, c);
     if (v->err_images) {
       fprintf(f, "errors  %lld images, %lld distinct messages; top %zu:\n", v->err_images,
@@ -454,6 +470,27 @@ void bd_view_render(const bd_view *v, const char *job, FILE *f) {
       fprintf(f, "%-24s %-16s %-10.10s %8s\n", "", "", name, d);
     }
   }
+}
+
+/* Rendered into memory, then written with each control byte (ids, hosts, messages from
+ * Redis may hold any) shown as '?': a terminal gets no escape sequences, columns keep
+ * their widths. */
+void bd_view_render(const bd_view *v, const char *job, FILE *f) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  if (!m) return;
+  render(v, job, m);
+  if (fclose(m) != 0 || !buf) {
+    free(buf);
+    return;
+  }
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)buf[i];
+    if ((ch < 0x20 && ch != '\n') || ch == 0x7f) buf[i] = '?';
+  }
+  fwrite(buf, 1, len, f);
+  free(buf);
 }
 
 char *bd_view_json(const bd_view *v, const char *job) {

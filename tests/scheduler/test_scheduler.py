@@ -770,6 +770,17 @@ def body(tmp):
     check(flips and all(x == "1" for x in flips), "a restarted coordinator keeps the stall: %s" % set(flips))
     co.send_signal(signal.SIGTERM)
     co.wait(30)
+    # hand-made records: a control sequence in an id, a rate of nan, a date past year 9999
+    r.cmd("HSET", "job:+esc\x1b[31mred", "state", "running", "model", "m\x07", "total", 5,
+          "done", 1, "rate", "nan", "created", "1e308")
+    p = run(["status", "--redis", redis_url])
+    esc = [x for x in p.stdout.splitlines() if x.startswith("+esc")]
+    check(p.returncode == 0 and "\x1b" not in p.stdout and "\x07" not in p.stdout and esc
+          and esc[0].startswith("+esc?[31mr~ m?") and "nan" not in esc[0],
+          "status shows control bytes from Redis as '?' and nan as no rate: %r" % esc)
+    p = run(["status", "--job", "+esc\x1b[31mred", "--redis", redis_url])
+    check(p.returncode == 0 and "created ? UTC" in p.stdout and "\x1b" not in p.stdout,
+          "status --job: a created date out of range shows as '?': %r" % p.stdout[:300])
     p = run(["status", "--redis", redis_url])
     check(p.returncode == 0 and re.search(r"^\(\d+ more jobs not shown", p.stdout, re.M) and
           "(1 keys under job:* are no job record; skipped)" in p.stdout,
@@ -779,6 +790,8 @@ def body(tmp):
     try:
         doc = json.loads(p.stdout)
         ok = len(doc["jobs"]) + doc["jobs_not_shown"] >= 10052 and doc["jobs_unreadable"] == 1
+        ej = [j for j in doc["jobs"] if j["job"].startswith("+esc")]
+        ok = ok and ej and ej[0]["rate"] == 0 and ej[0]["job"] == "+esc\x1b[31mred"
     except (ValueError, KeyError):
         ok = False
     check(p.returncode == 0 and ok, "status --json: jobs_not_shown and jobs_unreadable")

@@ -37,6 +37,7 @@ typedef struct bd_dd_config {
   int in_w, in_h;        /* network input */
   int num_classes, num_anchors;
   int out_main;          /* yolox: graph output index of [B,A,5+C] */
+  int yolox_decoded;     /* yolox: the graph decodes boxes itself (bd_family_info.boxes_decoded) */
   int out_scores, out_boxes; /* damoyolo: graph output indices */
   int topk;              /* best candidates per image that enter NMS */
   int out_cap;           /* rows of detections per image (max_det is clamped to it) */

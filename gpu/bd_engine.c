@@ -206,6 +206,7 @@ static bd_status setup_device_prepost(bd_engine *e, const bd_engine_opts *o, bd_
   c->num_classes = e->fi.num_classes;
   c->num_anchors = e->fi.num_anchors;
   c->out_main = e->fi.out_main;
+  c->yolox_decoded = e->fi.boxes_decoded;
   c->out_scores = e->fi.out_scores;
   c->out_boxes = e->fi.out_boxes;
   c->topk = DD_TOPK;

@@ -48,6 +48,246 @@ static const int64_t *vdims(const bd_graph *g, int vi, int *rank) {
   return g->values[vi].dims;
 }
 
+/* ---- yolox: a box decode inside the graph ----
+ * One output channel traced back from the graph output: through Identity, Concat and
+ * Slice (step 1) on the last axis, and over the elementwise ops with one FP32 constant
+ * operand and Exp, which are recorded. Every value on the way is [B,A,L]. */
+#define TRACE_MAX_OPS 8
+#define TRACE_MAX_STEPS 64
+
+typedef struct {
+  bd_op op;
+  int k;       /* the constant operand's value index (-1 for Exp) */
+  int k_first; /* the constant is the first operand (c - x, c / x) */
+  int ch;      /* the traced channel in this op's output */
+} trace_op;
+
+typedef struct {
+  int src, ch; /* where the trace stopped: value and channel */
+  int n_ops;
+  trace_op ops[TRACE_MAX_OPS]; /* output side first */
+  int odd; /* stopped at box arithmetic it cannot evaluate (too many ops, a constant that
+              does not broadcast as [1|A, 1|L]) */
+} chan_trace;
+
+static int is_f32_const(const bd_graph *g, int v) {
+  return v >= 0 && v < g->n_values && g->values[v].data && g->values[v].dtype == BD_DT_F32;
+}
+
+static int is_bav(const bd_graph *g, int v, int64_t A) { /* [B,A,L] with L known */
+  const bd_value *x = &g->values[v];
+  return x->rank == 3 && x->dims[1] == A && x->dims[2] >= 1;
+}
+
+/* A constant broadcast against [B,A,len]: rank <= 3, dims [1, 1|A, 1|len] right-aligned. */
+static int const_fits(const bd_graph *g, int k, int64_t A, int64_t len) {
+  const bd_value *c = &g->values[k];
+  if (c->rank > 3) return 0;
+  int64_t d[3] = {1, 1, 1};
+  for (int i = 0; i < c->rank; i++) d[3 - c->rank + i] = c->dims[i];
+  return d[0] == 1 && (d[1] == 1 || d[1] == A) && (d[2] == 1 || d[2] == len);
+}
+
+static float const_at(const bd_graph *g, int k, int a, int ch) {
+  const bd_value *c = &g->values[k];
+  int64_t d[3] = {1, 1, 1};
+  for (int i = 0; i < c->rank; i++) d[3 - c->rank + i] = c->dims[i];
+  const int64_t i = (d[1] == 1 ? 0 : a) * d[2] + (d[2] == 1 ? 0 : ch);
+  return ((const float *)c->data)[i];
+}
+
+static void trace_channel(const bd_graph *g, int v, int ch, int64_t A, chan_trace *t) {
+  memset(t, 0, sizeof *t);
+  for (int step = 0; step < TRACE_MAX_STEPS && is_bav(g, v, A); step++) {
+    const bd_value *val = &g->values[v];
+    const int p = val->producer;
+    if (p < 0 || p >= g->n_nodes) break;
+    const bd_node *nd = &g->nodes[p];
+    if (nd->op == BD_OP_IDENTITY && nd->n_in >= 1 && nd->in[0] >= 0) {
+      v = nd->in[0];
+      continue;
+    }
+    if (nd->op == BD_OP_CONCAT && nd->p.concat.axis == 2) {
+      int64_t off = 0;
+      int next = -1;
+      for (int j = 0; j < nd->n_in && next < 0; j++) {
+        if (nd->in[j] < 0 || !is_bav(g, nd->in[j], A)) break;
+        const int64_t L = g->values[nd->in[j]].dims[2];
+        if (ch < off + L)
+          next = j;
+        else
+          off += L;
+      }
+      if (next < 0) break;
+      v = nd->in[next];
+      ch -= (int)off;
+      continue;
+    }
+    if (nd->op == BD_OP_SLICE && nd->n_in >= 1 && nd->in[0] >= 0 && nd->p.slice.n == 1 &&
+        nd->p.slice.axes[0] == 2 && nd->p.slice.steps[0] == 1 && is_bav(g, nd->in[0], A)) {
+      const int64_t L = g->values[nd->in[0]].dims[2];
+      int64_t s0 = nd->p.slice.starts[0];
+      if (s0 < 0) s0 += L;
+      s0 = s0 < 0 ? 0 : s0 > L ? L : s0;
+      if (s0 + ch >= L) break;
+      v = nd->in[0];
+      ch += (int)s0;
+      continue;
+    }
+    int x = -1, k = -1, k_first = 0;
+    if (nd->op == BD_OP_EXP && nd->n_in >= 1) {
+      x = nd->in[0];
+    } else if ((nd->op == BD_OP_ADD || nd->op == BD_OP_SUB || nd->op == BD_OP_MUL ||
+                nd->op == BD_OP_DIV) &&
+               nd->n_in == 2) {
+      const int c0 = is_f32_const(g, nd->in[0]), c1 = is_f32_const(g, nd->in[1]);
+      if (c0 == c1) break; /* both computed: not a decode step */
+      k_first = c0;
+      k = nd->in[c0 ? 0 : 1];
+      x = nd->in[c0 ? 1 : 0];
+    } else {
+      break;
+    }
+    /* Box arithmetic: it must be evaluable, or the box channels are refused. */
+    if (x < 0 || !is_bav(g, x, A) || g->values[x].dims[2] != val->dims[2] ||
+        t->n_ops == TRACE_MAX_OPS || (k >= 0 && !const_fits(g, k, A, val->dims[2]))) {
+      t->odd = 1;
+      t->n_ops++;
+      break;
+    }
+    t->ops[t->n_ops++] = (trace_op){nd->op, k, k_first, ch};
+    v = x;
+  }
+  t->src = v;
+  t->ch = ch;
+}
+
+/* The traced ops applied, source side first, to x at anchor a. */
+static float trace_eval(const bd_graph *g, const chan_trace *t, int a, float x) {
+  for (int i = t->n_ops - 1; i >= 0; i--) {
+    const trace_op *o = &t->ops[i];
+    const float c = o->k >= 0 ? const_at(g, o->k, a, o->ch) : 0.f;
+    switch (o->op) {
+      case BD_OP_EXP:
+        x = expf(x);
+        break;
+      case BD_OP_ADD:
+        x = x + c;
+        break;
+      case BD_OP_SUB:
+        x = o->k_first ? c - x : x - c;
+        break;
+      case BD_OP_MUL:
+        x = x * c;
+        break;
+      case BD_OP_DIV:
+        x = o->k_first ? c / x : x / c;
+        break;
+      default:
+        break;
+    }
+  }
+  return x;
+}
+
+static int near(float got, double want) {
+  const double tol = 1e-5 * (fabs(want) > 1.0 ? fabs(want) : 1.0);
+  return fabs((double)got - want) <= tol; /* NaN: no */
+}
+
+/* fi->boxes_decoded from the structure of output 0 (see bd_family.h). */
+static bd_status yolox_decode_in_graph(const bd_graph *g, int h, int w, bd_family_info *fi,
+                                       bd_err *err) {
+  const int64_t A = fi->num_anchors;
+  const char *oname = g->values[g->outputs[0]].name;
+  chan_trace t[4];
+  int any = 0;
+  for (int k = 0; k < 4; k++) {
+    trace_channel(g, g->outputs[0], k, A, &t[k]);
+    any |= t[k].n_ops > 0;
+  }
+  fi->boxes_decoded = 0;
+  if (!any) {
+    /* Raw head outputs, unless a decode sits where the trace does not reach (behind a
+     * Reshape, per level before the Concat): an Exp from which the output is reached
+     * with no Conv or MatMul between. An Exp inside the network (an activation) is
+     * followed by a conv before any output, and stays allowed. One pass: nodes are in
+     * topological order. */
+    const bd_graph *gg = g;
+    signed char *after_exp = calloc((size_t)(gg->n_values ? gg->n_values : 1), 1);
+    int *exp_of = calloc((size_t)(gg->n_values ? gg->n_values : 1), sizeof *exp_of);
+    if (!after_exp || !exp_of) {
+      free(after_exp);
+      free(exp_of);
+      return bd_err_set(err, BD_E_NOMEM, "yolox: out of memory");
+    }
+    for (int i = 0; i < gg->n_nodes; i++) {
+      const bd_node *nd = &gg->nodes[i];
+      int from = -1;
+      if (nd->op == BD_OP_EXP)
+        from = i;
+      else if (nd->op != BD_OP_CONV && nd->op != BD_OP_MATMUL)
+        for (int j = 0; j < nd->n_in && from < 0; j++)
+          if (nd->in[j] >= 0 && after_exp[nd->in[j]]) from = exp_of[nd->in[j]];
+      for (int j = 0; j < nd->n_out && from >= 0; j++)
+        if (nd->out[j] >= 0) after_exp[nd->out[j]] = 1, exp_of[nd->out[j]] = from;
+    }
+    int bad = after_exp[gg->outputs[0]] ? exp_of[gg->outputs[0]] : -1;
+    free(after_exp);
+    free(exp_of);
+    if (bad >= 0)
+      return bd_err_set(err, BD_E_UNSUPPORTED,
+                        "yolox: output '%s' is computed from an Exp node ('%s') after the last "
+                        "conv, but its box channels are not a decode batchdet recognises "
+                        "(Concat[(xy + grid) * stride, exp(wh) * stride, scores]); export "
+                        "the model without the decode (decode_in_inference off)",
+                        oname, gg->nodes[bad].name);
+    return BD_OK; /* the engine decodes */
+  }
+  for (int k = 0; k < 4; k++) {
+    int exps = 0;
+    for (int i = 0; i < t[k].n_ops && !t[k].odd; i++) exps += t[k].ops[i].op == BD_OP_EXP;
+    if (t[k].odd || t[k].src != t[0].src || t[k].ch != k || is_f32_const(g, t[k].src) ||
+        exps != (k < 2 ? 0 : 1))
+      return bd_err_set(err, BD_E_UNSUPPORTED,
+                        "yolox: output '%s' computes box channel %d in the graph with "
+                        "arithmetic batchdet does not recognise as the YOLOX decode "
+                        "(Concat[(xy + grid) * stride, exp(wh) * stride, scores]); export "
+                        "the model without the decode (decode_in_inference off)",
+                        oname, k);
+  }
+  /* The graph's decode must be this engine's, anchor by anchor: same grid order, same
+   * strides. Two points fix the affine xy map, three the exp one. */
+  static const double e = 2.718281828459045;
+  int a = 0;
+  for (int l = 0; l < 3; l++) {
+    const int s = 8 << l, gh = h / s, gw = w / s;
+    for (int gy = 0; gy < gh; gy++)
+      for (int gx = 0; gx < gw; gx++, a++)
+        for (int k = 0; k < 4; k++) {
+          int ok;
+          if (k < 2) {
+            const double gk = k == 0 ? gx : gy;
+            ok = near(trace_eval(g, &t[k], a, 0.f), gk * s) &&
+                 near(trace_eval(g, &t[k], a, 1.f), (gk + 1) * s);
+          } else {
+            ok = near(trace_eval(g, &t[k], a, 0.f), s) &&
+                 near(trace_eval(g, &t[k], a, 1.f), e * s) &&
+                 near(trace_eval(g, &t[k], a, -1.f), s / e);
+          }
+          if (!ok)
+            return bd_err_set(err, BD_E_UNSUPPORTED,
+                              "yolox: output '%s' decodes boxes in the graph, but not as "
+                              "(xy + grid) * stride, exp(wh) * stride over strides 8, 16, 32 "
+                              "in row-major grid order (anchor %d, channel %d); export the "
+                              "model without the decode (decode_in_inference off)",
+                              oname, a, k);
+        }
+  }
+  fi->boxes_decoded = 1;
+  return BD_OK;
+}
+
 static bd_status check_yolox(const bd_graph *g, int h, int w, bd_family_info *fi, bd_err *err) {
   if (g->n_outputs != 1)
     return bd_err_set(err, BD_E_UNSUPPORTED, "yolox: expected 1 output, the graph has %d",
@@ -70,6 +310,43 @@ static bd_status check_yolox(const bd_graph *g, int h, int w, bd_family_info *fi
   return BD_OK;
 }
 
+/* 1 when every element of v comes, through layout-only ops, from a Sigmoid or Softmax (or
+ * a conv with a fused sigmoid): class scores, never box coordinates. *budget bounds the
+ * nodes visited (a Concat fans out). */
+static int is_probability(const bd_graph *g, int v, int *budget) {
+  if (v < 0 || v >= g->n_values || --*budget < 0) return 0;
+  const int p = g->values[v].producer;
+  if (p < 0 || p >= g->n_nodes) return 0;
+  const bd_node *nd = &g->nodes[p];
+  switch (nd->op) {
+    case BD_OP_SIGMOID:
+    case BD_OP_SOFTMAX:
+      return 1;
+    case BD_OP_CONV:
+      return nd->p.conv.act == BD_ACT_SIGMOID && nd->p.conv.res != BD_RES_POST_ACT;
+    case BD_OP_IDENTITY:
+    case BD_OP_RESHAPE:
+    case BD_OP_TRANSPOSE:
+    case BD_OP_FLATTEN:
+    case BD_OP_SQUEEZE:
+    case BD_OP_UNSQUEEZE:
+    case BD_OP_SLICE:
+    case BD_OP_GATHER:
+      return nd->n_in >= 1 && is_probability(g, nd->in[0], budget);
+    case BD_OP_CONCAT: {
+      int n = 0;
+      for (int j = 0; j < nd->n_in; j++) {
+        if (nd->in[j] < 0) continue;
+        if (!is_probability(g, nd->in[j], budget)) return 0;
+        n++;
+      }
+      return n > 0;
+    }
+    default:
+      return 0;
+  }
+}
+
 static bd_status check_damo(const bd_graph *g, int h, int w, bd_family_info *fi, bd_err *err) {
   if (g->n_outputs != 2)
     return bd_err_set(err, BD_E_UNSUPPORTED, "damoyolo: expected 2 outputs, the graph has %d",
@@ -81,8 +358,15 @@ static bd_status check_damo(const bd_graph *g, int h, int w, bd_family_info *fi,
     return bd_err_set(err, BD_E_UNSUPPORTED,
                       "damoyolo: outputs must be [B,%lld,C] and [B,%lld,4] for a %dx%d input",
                       (long long)a_want, (long long)a_want, h, w);
-  /* Scores first is the exporter's order; accept the swap, keyed on the box width 4. */
+  /* Scores first is the exporter's order; accept the swap, keyed on the box width 4, and
+   * with 4 classes (both [B,A,4]) on which output is made of probabilities. */
   int sc = (d0[2] != 4 || d1[2] == 4) ? 0 : 1;
+  if (d0[2] == 4 && d1[2] == 4) {
+    int b0 = 4096, b1 = 4096;
+    const int p0 = is_probability(g, g->outputs[0], &b0),
+              p1 = is_probability(g, g->outputs[1], &b1);
+    if (p1 && !p0) sc = 1;
+  }
   const int64_t *ds = sc == 0 ? d0 : d1, *db = sc == 0 ? d1 : d0;
   if (db[2] != 4 || ds[2] < 1 || ds[2] > BD_FAMILY_MAX_CLASSES)
     return bd_err_set(err, BD_E_UNSUPPORTED,
@@ -121,10 +405,16 @@ bd_status bd_family_recognize(const bd_graph *g, bd_family want, bd_family_info 
         return bd_err_set(err, BD_E_INVALID, "family: output %d ('%s') has unknown dims", i,
                           g->values[g->outputs[i]].name);
   }
-  if (want == BD_FAMILY_YOLOX) return check_yolox(g, fi->in_h, fi->in_w, fi, err);
+  bd_status st;
+  if (want == BD_FAMILY_YOLOX) {
+    if ((st = check_yolox(g, fi->in_h, fi->in_w, fi, err)) != BD_OK) return st;
+    return yolox_decode_in_graph(g, fi->in_h, fi->in_w, fi, err);
+  }
   if (want == BD_FAMILY_DAMOYOLO) return check_damo(g, fi->in_h, fi->in_w, fi, err);
   bd_err e1, e2;
-  if (check_yolox(g, fi->in_h, fi->in_w, fi, &e1) == BD_OK) return BD_OK;
+  /* A yolox-shaped output whose box arithmetic is not understood is refused as such. */
+  if (check_yolox(g, fi->in_h, fi->in_w, fi, &e1) == BD_OK)
+    return yolox_decode_in_graph(g, fi->in_h, fi->in_w, fi, err);
   if (check_damo(g, fi->in_h, fi->in_w, fi, &e2) == BD_OK) return BD_OK;
   return bd_err_set(err, BD_E_UNSUPPORTED,
                     "family: the graph is neither yolox (one [B,A,85]-like output) nor damoyolo "
@@ -354,8 +644,13 @@ bd_status bd_family_postprocess(const bd_family_info *fi, const float *const *ou
             if (r[5 + c] > r[5 + best]) best = c;
           float score = r[4] * r[5 + best];
           if (!(score >= p.score_thr) || !(score <= FLT_MAX)) continue; /* NaN, +Inf: none */
-          float cx = (r[0] + gx) * s, cy = (r[1] + gy) * s;
-          float w = expf(r[2]) * s, h = expf(r[3]) * s;
+          float cx, cy, w, h;
+          if (fi->boxes_decoded) { /* the graph did it: cx, cy, w, h in input pixels */
+            cx = r[0], cy = r[1], w = r[2], h = r[3];
+          } else {
+            cx = (r[0] + gx) * s, cy = (r[1] + gy) * s;
+            w = expf(r[2]) * s, h = expf(r[3]) * s;
+          }
           bd_det d = {cx - w * 0.5f, cy - h * 0.5f, cx + w * 0.5f, cy + h * 0.5f, score, best};
           if (cand_push(&cv, &d)) {
             st = bd_err_set(err, BD_E_NOMEM, "postprocess: candidates");

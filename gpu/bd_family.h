@@ -7,6 +7,22 @@
  *              8,16,32 of (H/s)*(W/s);
  *  - damoyolo: one input [B,3,H,W]; two outputs [B,A,C] (scores) and [B,A,4] (boxes)
  *              in either order, with A = 21*(H/32)*(W/32).
+ * then by structure where shapes cannot tell:
+ *  - yolox exports with the box decode in the graph (YOLOX's decode_in_inference:
+ *    Concat[(xy + grid) * stride, exp(wh) * stride, scores]) have the output shape of raw
+ *    ones. The box channels 0..3 are traced back from the output (through Identity, Concat
+ *    and Slice on the last axis) over the elementwise ops with a constant operand (Add,
+ *    Sub, Mul, Div) and Exp that follow the raw head. No such op: raw outputs (decoded
+ *    here). Ops that compute exactly this engine's decode for every anchor (checked on
+ *    the graph's constants): boxes_decoded = 1, the decode is skipped. Any other box
+ *    arithmetic is refused (BD_E_UNSUPPORTED) rather than decoded a second time, and so
+ *    is an untraced output that an Exp reaches with no Conv/MatMul between (a decode
+ *    behind a Reshape); an Exp inside the network (an activation) is allowed;
+ *  - damoyolo with C == 4 (both outputs [B,A,4]): the scores output is the one whose
+ *    values come, through layout-only ops (Identity, Reshape, Transpose, Flatten,
+ *    (Un)Squeeze, Slice, Gather, Concat), from Sigmoid / Softmax nodes (or a conv with a
+ *    fused sigmoid) only; boxes end in decode arithmetic. Where structure does not tell,
+ *    the exporter's order (scores first) is assumed.
  *
  * Pre-processing reproduces the reference Python pipelines bit for bit: OpenCV's
  * cv2.resize(INTER_LINEAR) on uint8 (11-bit fixed-point weights, half-pixel centres,
@@ -15,7 +31,8 @@
  *    H x W canvas of 114, channels BGR, values 0..255;
  *  - damoyolo: stretch to W x H, channels RGB, values 0..255.
  * Post-processing:
- *  - yolox: grid decode (cx=(x+gx)*s, cy=(y+gy)*s, w=exp(w)*s, h=exp(h)*s), one label
+ *  - yolox: grid decode (cx=(x+gx)*s, cy=(y+gy)*s, w=exp(w)*s, h=exp(h)*s; none where
+ *    boxes_decoded: the output holds cx, cy, w, h in input pixels already), one label
  *    per anchor (best class), score = obj * cls >= score_thr (YOLOX postprocess), per-class
  *    NMS, boxes / r, clipped to the image;
  *  - damoyolo: multi-label (every class with score > score_thr, strictly), per-class NMS,
@@ -51,6 +68,8 @@ typedef struct bd_family_info {
   int out_main;    /* yolox: index (in graph output order) of [B,A,5+C] */
   int out_scores;  /* damoyolo: index of [B,A,C] */
   int out_boxes;   /* damoyolo: index of [B,A,4] */
+  int boxes_decoded; /* yolox: 1 when the graph decodes the boxes itself (channels 0..3 are
+                        cx, cy, w, h in network-input pixels); 0: raw grid offsets */
 } bd_family_info;
 
 /* Recognises the family of a graph whose values carry dims (after import/compile). With

@@ -159,8 +159,8 @@ static bd_status enqueue_dd(bd_cuda_be *b, bd_cuda_cplan *cp, int s, bd_err *err
   if ((st = bd_cuda_enqueue_actions(b, cp, cp->dd_skip, err)) != BD_OK) goto out;
   if (c->yolox)
     BD_CU(bd_cuda_post_yolox(cp->d_out[c->out_main], cp->batch, c->in_h, c->in_w, c->num_classes,
-                             sl->d_post, c->topk, c->out_cap, d->ws, d->d_dets, d->d_counts,
-                             b->stream));
+                             c->yolox_decoded, sl->d_post, c->topk, c->out_cap, d->ws, d->d_dets,
+                             d->d_counts, b->stream));
   else
     BD_CU(bd_cuda_post_damo(cp->d_out[c->out_scores], cp->d_out[c->out_boxes], cp->batch,
                             c->num_anchors, c->num_classes, sl->d_post, c->topk, c->out_cap,

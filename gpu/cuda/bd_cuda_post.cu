@@ -52,8 +52,8 @@ __device__ __forceinline__ float box_iou(float4 a, float4 b) {
 }
 
 __global__ void k_yolox_decode(const float *__restrict__ raw, int n, int in_h, int in_w, int C,
-                               int A, float *__restrict__ score, float *__restrict__ box,
-                               int *__restrict__ cls) {
+                               int A, int decoded, float *__restrict__ score,
+                               float *__restrict__ box, int *__restrict__ cls) {
   bd_pdl_wait(); // first: see bd_cuda_common.cuh (BD_LAUNCH)
   const int a0 = (in_h / 8) * (in_w / 8), a1 = (in_h / 16) * (in_w / 16);
   const int64_t total = (int64_t)n * A;
@@ -74,9 +74,14 @@ __global__ void k_yolox_decode(const float *__restrict__ raw, int n, int in_h, i
     for (int c = 1; c < C; ++c)
       if (r[5 + c] > r[5 + best]) best = c;
     const float fs = (float)s;
-    float cx = __fmul_rn(__fadd_rn(r[0], (float)gx), fs);
-    float cy = __fmul_rn(__fadd_rn(r[1], (float)gy), fs);
-    float w = __fmul_rn(expf(r[2]), fs), h = __fmul_rn(expf(r[3]), fs);
+    float cx, cy, w, h;
+    if (decoded) {  // the graph decoded: cx, cy, w, h in input pixels
+      cx = r[0], cy = r[1], w = r[2], h = r[3];
+    } else {
+      cx = __fmul_rn(__fadd_rn(r[0], (float)gx), fs);
+      cy = __fmul_rn(__fadd_rn(r[1], (float)gy), fs);
+      w = __fmul_rn(expf(r[2]), fs), h = __fmul_rn(expf(r[3]), fs);
+    }
     float hw = __fmul_rn(w, 0.5f), hh = __fmul_rn(h, 0.5f);
     score[i] = __fmul_rn(r[4], r[5 + best]);
     reinterpret_cast<float4 *>(box)[i] =
@@ -348,21 +353,21 @@ bool bad_common(int n, int topk, int out_cap) {
 }  // namespace
 
 extern "C" cudaError_t bd_cuda_post_yolox_decode(const float *raw, int n, int in_h, int in_w,
-                                                 int num_classes, float *score, float *box,
-                                                 int *cls, cudaStream_t stream) {
+                                                 int num_classes, int decoded, float *score,
+                                                 float *box, int *cls, cudaStream_t stream) {
   if (n < 1 || n > 65535 || in_h < 32 || in_w < 32 || in_h > 4096 || in_w > 4096 ||
       num_classes < 1 || num_classes > BD_CUDA_POST_MAX_CLASSES)
     return cudaErrorInvalidValue;
   const int A = grid_anchors(in_h, in_w);
   BD_LAUNCH(k_yolox_decode, bd_grid((int64_t)n * A, 256), 256, stream, raw, n, in_h, in_w,
-            num_classes, A, score, box, cls);
+            num_classes, A, decoded ? 1 : 0, score, box, cls);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int in_w,
-                                          int num_classes, const bd_cuda_post_desc *descs, int topk,
-                                          int out_cap, void *ws, float *dets, int *counts,
-                                          cudaStream_t stream) {
+                                          int num_classes, int decoded,
+                                          const bd_cuda_post_desc *descs, int topk, int out_cap,
+                                          void *ws, float *dets, int *counts, cudaStream_t stream) {
   if (bad_common(n, topk, out_cap) || !ws || ((uintptr_t)ws & 15u)) return cudaErrorInvalidValue;
   const int A = grid_anchors(in_h, in_w);
   const size_t per = ((size_t)n * A * sizeof(float) + 255) / 256 * 256;
@@ -370,7 +375,7 @@ extern "C" cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int
   float *box = (float *)((char *)ws + per);
   int *cls = (int *)((char *)ws + 5 * per);
   cudaError_t e =
-      bd_cuda_post_yolox_decode(raw, n, in_h, in_w, num_classes, score, box, cls, stream);
+      bd_cuda_post_yolox_decode(raw, n, in_h, in_w, num_classes, decoded, score, box, cls, stream);
   if (e != cudaSuccess) return e;
   BD_LAUNCH(k_select_nms, n, kThreads, stream, score, box, cls, 1, A, num_classes, descs, topk,
             out_cap, dets, counts);

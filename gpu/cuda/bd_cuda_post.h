@@ -1,7 +1,9 @@
 /* bd_cuda_post: detection post-processing on the GPU (issue 6), FP32, for the yolox and
  * damoyolo families, with the semantics of bd_family_postprocess + bd_nms:
  *  - yolox: grid decode of raw [N,A,5+C] (strides 8, 16, 32; cx = (x + gx) * s, ...,
- *    w = exp(w) * s), one label per anchor (the first best class), score = obj * cls,
+ *    w = exp(w) * s; none when `decoded`: the graph decoded the boxes itself, channels
+ *    0..3 are cx, cy, w, h in input pixels, bd_family_info.boxes_decoded), one label
+ *    per anchor (the first best class), score = obj * cls,
  *    candidate when score >= score_thr;
  *  - damoyolo: scores [N,A,C] + boxes [N,A,4], every (anchor, class) with score >
  *    score_thr (strictly) is a candidate (multi-label);
@@ -65,15 +67,17 @@ typedef struct bd_cuda_post_desc {
 size_t bd_cuda_post_workspace_bytes(int yolox, int n, int num_anchors);
 
 /* yolox grid decode alone: raw [n][A][5+C] -> score[n][A] (obj * best cls), box[n][A][4]
- * (xyxy in network-input pixels) and cls[n][A]. A must equal the grid of in_h x in_w. */
+ * (xyxy in network-input pixels) and cls[n][A]. A must equal the grid of in_h x in_w.
+ * decoded: 1 when raw's channels 0..3 are cx, cy, w, h in pixels already (no grid decode). */
 cudaError_t bd_cuda_post_yolox_decode(const float *raw, int n, int in_h, int in_w, int num_classes,
-                                      float *score, float *box, int *cls, cudaStream_t stream);
+                                      int decoded, float *score, float *box, int *cls,
+                                      cudaStream_t stream);
 
 /* The whole yolox post-processing. ws: bd_cuda_post_workspace_bytes(1, n, A) bytes,
  * 16-byte aligned. dets: n * out_cap * 6 floats, counts: n ints. */
 cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
-                               const bd_cuda_post_desc *descs, int topk, int out_cap, void *ws,
-                               float *dets, int *counts, cudaStream_t stream);
+                               int decoded, const bd_cuda_post_desc *descs, int topk, int out_cap,
+                               void *ws, float *dets, int *counts, cudaStream_t stream);
 
 /* The whole damoyolo post-processing: scores [n][A][C], boxes [n][A][4] (input pixels). */
 cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes, int n, int num_anchors,
@@ -83,10 +87,10 @@ cudaError_t bd_cuda_post_damo(const float *scores, const float *boxes, int n, in
 /* CPU twins, host pointers, same arguments and outputs (descs is a host array). Return
  * 0, or -1 on bad arguments or allocation failure. */
 int bd_cuda_post_ref_yolox_decode(const float *raw, int n, int in_h, int in_w, int num_classes,
-                                  float *score, float *box, int *cls);
+                                  int decoded, float *score, float *box, int *cls);
 int bd_cuda_post_ref_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
-                           const bd_cuda_post_desc *descs, int topk, int out_cap, float *dets,
-                           int *counts);
+                           int decoded, const bd_cuda_post_desc *descs, int topk, int out_cap,
+                           float *dets, int *counts);
 int bd_cuda_post_ref_damo(const float *scores, const float *boxes, int n, int num_anchors,
                           int num_classes, const bd_cuda_post_desc *descs, int topk, int out_cap,
                           float *dets, int *counts);

@@ -24,7 +24,7 @@ static int grid_anchors(int in_h, int in_w) {
 }
 
 int bd_cuda_post_ref_yolox_decode(const float *raw, int n, int in_h, int in_w, int num_classes,
-                                  float *score, float *box, int *cls) {
+                                  int decoded, float *score, float *box, int *cls) {
   if (n < 1 || in_h < 32 || in_w < 32 || in_h > 4096 || in_w > 4096 || num_classes < 1 ||
       num_classes > BD_CUDA_POST_MAX_CLASSES)
     return -1;
@@ -40,8 +40,13 @@ int bd_cuda_post_ref_yolox_decode(const float *raw, int n, int in_h, int in_w, i
           for (int c = 1; c < C; c++)
             if (r[5 + c] > r[5 + best]) best = c;
           const size_t o = (size_t)b * A + a;
-          float cx = (r[0] + (float)gx) * (float)s, cy = (r[1] + (float)gy) * (float)s;
-          float w = expf(r[2]) * (float)s, h = expf(r[3]) * (float)s;
+          float cx, cy, w, h;
+          if (decoded) { /* the graph decoded: cx, cy, w, h in input pixels */
+            cx = r[0], cy = r[1], w = r[2], h = r[3];
+          } else {
+            cx = (r[0] + (float)gx) * (float)s, cy = (r[1] + (float)gy) * (float)s;
+            w = expf(r[2]) * (float)s, h = expf(r[3]) * (float)s;
+          }
           score[o] = r[4] * r[5 + best];
           box[o * 4 + 0] = cx - w * 0.5f;
           box[o * 4 + 1] = cy - h * 0.5f;
@@ -141,8 +146,8 @@ static int check_common(int n, int topk, int out_cap, const bd_cuda_post_desc *d
 }
 
 int bd_cuda_post_ref_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
-                           const bd_cuda_post_desc *descs, int topk, int out_cap, float *dets,
-                           int *counts) {
+                           int decoded, const bd_cuda_post_desc *descs, int topk, int out_cap,
+                           float *dets, int *counts) {
   if (check_common(n, topk, out_cap, descs)) return -1;
   const int A = grid_anchors(in_h, in_w);
   float *score = malloc((size_t)n * A * sizeof *score);
@@ -153,7 +158,8 @@ int bd_cuda_post_ref_yolox(const float *raw, int n, int in_h, int in_w, int num_
   int *kc = malloc((size_t)out_cap * sizeof *kc);
   int rc = -1;
   if (!score || !box || !cls || !cv || !kb || !kc) goto out;
-  if (bd_cuda_post_ref_yolox_decode(raw, n, in_h, in_w, num_classes, score, box, cls)) goto out;
+  if (bd_cuda_post_ref_yolox_decode(raw, n, in_h, in_w, num_classes, decoded, score, box, cls))
+    goto out;
   for (int b = 0; b < n; b++) {
     img_src s = {score + (size_t)b * A, A,           0, box + (size_t)b * A * 4,
                  cls + (size_t)b * A,   num_classes, 1};

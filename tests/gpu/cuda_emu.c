@@ -664,13 +664,13 @@ cudaError_t bd_cuda_conv_patch_layout(const bd_cuda_conv_shape *p, const float *
  * the kernels on a GPU by test_cuda_post and against the family code everywhere). */
 atomic_int bd_cuda_emu_post_calls;
 cudaError_t bd_cuda_post_yolox(const float *raw, int n, int in_h, int in_w, int num_classes,
-                               const bd_cuda_post_desc *descs, int topk, int out_cap, void *ws,
-                               float *dets, int *counts, cudaStream_t s) {
+                               int decoded, const bd_cuda_post_desc *descs, int topk, int out_cap,
+                               void *ws, float *dets, int *counts, cudaStream_t s) {
   (void)ws;
   (void)s;
   bd_cuda_emu_post_calls++;
-  return bd_cuda_post_ref_yolox(raw, n, in_h, in_w, num_classes, descs, topk, out_cap, dets,
-                                counts)
+  return bd_cuda_post_ref_yolox(raw, n, in_h, in_w, num_classes, decoded, descs, topk, out_cap,
+                                dets, counts)
              ? cudaErrorInvalidValue
              : cudaSuccess;
 }

@@ -75,10 +75,11 @@ static int cmp_dets(const char *what, const float *dets, int count, const bd_det
 
 /* The yolox decode (workspace read back to the host) against its twin: scores exact,
  * boxes to the device expf's ulps. */
-static void check_decode(const float *raw, int n, int H, int W, int C, int A, const char *ws) {
+static void check_decode(const float *raw, int n, int H, int W, int C, int dec, int A,
+                         const char *ws) {
   float *sc = malloc((size_t)n * A * 4), *bx = malloc((size_t)n * A * 16);
   int *cl = malloc((size_t)n * A * 4);
-  assert_int_equal(bd_cuda_post_ref_yolox_decode(raw, n, H, W, C, sc, bx, cl), 0);
+  assert_int_equal(bd_cuda_post_ref_yolox_decode(raw, n, H, W, C, dec, sc, bx, cl), 0);
   size_t per = ((size_t)n * A * 4 + 255) / 256 * 256;
   assert_int_equal(tc_compare("decode score", (const float *)ws, sc, (size_t)n * A, 0, 0), 0);
   assert_int_equal(tc_compare("decode box", (const float *)(ws + per), bx, (size_t)n * A * 4,
@@ -88,11 +89,11 @@ static void check_decode(const float *raw, int n, int H, int W, int C, int A, co
   free(sc), free(bx), free(cl);
 }
 
-static void run_yolox(const float *raw, int n, int H, int W, int C, const bd_cuda_post_desc *d,
-                      int topk, int cap, float *dets, int *counts) {
+static void run_yolox(const float *raw, int n, int H, int W, int C, int dec,
+                      const bd_cuda_post_desc *d, int topk, int cap, float *dets, int *counts) {
   const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
   if (mode == M_REF) {
-    assert_int_equal(bd_cuda_post_ref_yolox(raw, n, H, W, C, d, topk, cap, dets, counts), 0);
+    assert_int_equal(bd_cuda_post_ref_yolox(raw, n, H, W, C, dec, d, topk, cap, dets, counts), 0);
     return;
   }
   size_t rb = (size_t)n * A * (5 + C) * 4, wsb = bd_cuda_post_workspace_bytes(1, n, A);
@@ -101,9 +102,9 @@ static void run_yolox(const float *raw, int n, int H, int W, int C, const bd_cud
   if (mode == M_EMU) {
     memset(dets, 0xFF, (size_t)n * cap * 6 * 4); /* NaN: rows the kernel forgot fail */
     memset(counts, 0xFF, (size_t)n * 4);
-    assert_int_equal(bd_cuda_post_yolox(raw, n, H, W, C, d, topk, cap, hws, dets, counts, 0),
+    assert_int_equal(bd_cuda_post_yolox(raw, n, H, W, C, dec, d, topk, cap, hws, dets, counts, 0),
                      cudaSuccess);
-    check_decode(raw, n, H, W, C, A, hws);
+    check_decode(raw, n, H, W, C, dec, A, hws);
     free(hws);
     return;
   }
@@ -116,7 +117,7 @@ static void run_yolox(const float *raw, int n, int H, int W, int C, const bd_cud
   assert_int_equal(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
   /* Captured into a graph and replayed: the launchers must be capture-safe. */
   assert_int_equal(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
-  assert_int_equal(bd_cuda_post_yolox(draw, n, H, W, C, dd, topk, cap, ws, dout, dcnt, s),
+  assert_int_equal(bd_cuda_post_yolox(draw, n, H, W, C, dec, dd, topk, cap, ws, dout, dcnt, s),
                    cudaSuccess);
   assert_int_equal(cudaStreamEndCapture(s, &g), cudaSuccess);
   assert_int_equal(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
@@ -126,7 +127,7 @@ static void run_yolox(const float *raw, int n, int H, int W, int C, const bd_cud
                    cudaSuccess);
   assert_int_equal(cudaMemcpy(counts, dcnt, (size_t)n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
   assert_int_equal(cudaMemcpy(hws, ws, wsb, cudaMemcpyDeviceToHost), cudaSuccess);
-  check_decode(raw, n, H, W, C, A, hws);
+  check_decode(raw, n, H, W, C, dec, A, hws);
   free(hws);
   cudaGraphExecDestroy(ge);
   cudaGraphDestroy(g);
@@ -174,15 +175,16 @@ static bd_cuda_post_desc desc_for(float thr, float iou, int max_det, int ow, int
   return d;
 }
 
-/* Checks n yolox images of raw [n][A][5+C] against the family code. */
-static void check_yolox(const float *raw, int n, int H, int W, int C, const bd_cuda_post_desc *d,
-                        int topk, int cap) {
+/* Checks n yolox images of raw [n][A][5+C] against the family code. dec: the boxes were
+ * decoded by the graph (bd_family_info.boxes_decoded). */
+static void check_yolox(const float *raw, int n, int H, int W, int C, int dec,
+                        const bd_cuda_post_desc *d, int topk, int cap) {
   const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
   float *dets = malloc((size_t)n * cap * 6 * 4);
   int *counts = malloc((size_t)n * sizeof *counts);
-  run_yolox(raw, n, H, W, C, d, topk, cap, dets, counts);
+  run_yolox(raw, n, H, W, C, dec, d, topk, cap, dets, counts);
   float *s = malloc((size_t)A * 4);
-  bd_family_info fi = {BD_FAMILY_YOLOX, H, W, C, A, 0, -1, -1};
+  bd_family_info fi = {BD_FAMILY_YOLOX, H, W, C, A, 0, -1, -1, dec};
   int bad = 0;
   for (int b = 0; b < n; b++) {
     const float *row = raw + (size_t)b * A * (5 + C);
@@ -233,8 +235,63 @@ static void test_yolox_random(void **state) {
   bd_cuda_post_desc d[N] = {desc_for(0.3f, 0.45f, 100, 640, 512, 0.5, 0, 0),
                             desc_for(0.3f, 0.45f, 100, 123, 77, 320.0 / 1000, 0, 0),
                             desc_for(0.25f, 0.3f, 300, 320, 256, 1.0, 0, 0)};
-  check_yolox(raw, N, H, W, C, d, BD_CUDA_POST_DEFAULT_TOPK, 300);
+  check_yolox(raw, N, H, W, C, 0, d, BD_CUDA_POST_DEFAULT_TOPK, 300);
   free(raw);
+}
+
+/* raw -> what a graph with the decode inside outputs: (xy + grid) * stride,
+ * exp(wh) * stride, scores as they are (float, as the graph's Add, Mul and Exp). */
+static void graph_decode(const float *raw, float *dec, int n, int H, int W, int C) {
+  const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
+  for (int b = 0; b < n; b++) {
+    int a = 0;
+    for (int s = 8; s <= 32; s *= 2)
+      for (int gy = 0; gy < H / s; gy++)
+        for (int gx = 0; gx < W / s; gx++, a++) {
+          const size_t o = ((size_t)b * A + a) * (5 + C);
+          const float *r = raw + o;
+          float *q = dec + o;
+          memcpy(q, r, (size_t)(5 + C) * 4);
+          q[0] = (r[0] + (float)gx) * (float)s, q[1] = (r[1] + (float)gy) * (float)s;
+          q[2] = expf(r[2]) * (float)s, q[3] = expf(r[3]) * (float)s;
+        }
+  }
+}
+
+/* The family on graph-decoded outputs (boxes_decoded) gives what it gives on raw ones. */
+static void same_as_undecoded(const float *raw, const float *dec, int H, int W, int C, int A,
+                              const bd_cuda_post_desc *d, int n) {
+  bd_family_info fr = {BD_FAMILY_YOLOX, H, W, C, A, 0, -1, -1, 0}, fd = fr;
+  fd.boxes_decoded = 1;
+  for (int b = 0; b < n; b++) {
+    bd_prep_info pi = {.orig_w = d[b].orig_w, .orig_h = d[b].orig_h, .ratio = d[b].ratio};
+    bd_detect_params p = {d[b].score_thr, d[b].iou_thr, d[b].max_det};
+    bd_detections wr = {0}, wd = {0};
+    const float *o_r[1] = {raw + (size_t)b * A * (5 + C)},
+                *o_d[1] = {dec + (size_t)b * A * (5 + C)};
+    bd_err err;
+    assert_int_equal(bd_family_postprocess(&fr, o_r, &pi, &p, &wr, &err), BD_OK);
+    assert_int_equal(bd_family_postprocess(&fd, o_d, &pi, &p, &wd, &err), BD_OK);
+    assert_true(wr.n > 0);
+    assert_int_equal(wr.n, wd.n);
+    assert_memory_equal(wr.det, wd.det, (size_t)wr.n * sizeof *wr.det);
+    bd_detections_free(&wr), bd_detections_free(&wd);
+  }
+}
+
+static void test_yolox_decoded(void **state) {
+  (void)state;
+  enum { H = 256, W = 320, C = 80, N = 2 };
+  const int A = (H / 8) * (W / 8) + (H / 16) * (W / 16) + (H / 32) * (W / 32);
+  float *raw = malloc((size_t)N * A * (5 + C) * 4), *dec = malloc((size_t)N * A * (5 + C) * 4);
+  fill_yolox_random(raw, A, C, 1.f);
+  fill_yolox_random(raw + (size_t)A * (5 + C), A, C, 0.4f);
+  graph_decode(raw, dec, N, H, W, C);
+  bd_cuda_post_desc d[N] = {desc_for(0.3f, 0.45f, 100, 640, 512, 0.5, 0, 0),
+                            desc_for(0.3f, 0.45f, 100, 123, 77, 320.0 / 1000, 0, 0)};
+  check_yolox(dec, N, H, W, C, 1, d, BD_CUDA_POST_DEFAULT_TOPK, 300);
+  same_as_undecoded(raw, dec, H, W, C, A, d, N);
+  free(raw), free(dec);
 }
 
 static void test_yolox_real(void **state) {
@@ -265,7 +322,13 @@ static void test_yolox_real(void **state) {
   /* The family defaults, and a low threshold with small rounds (many of them). */
   bd_cuda_post_desc d[2] = {desc_for(0.3f, 0.45f, 100, im.w, im.h, pi.ratio, 0, 0),
                             desc_for(0.001f, 0.45f, 100, im.w, im.h, pi.ratio, 0, 0)};
-  check_yolox(raw, 2, H, W, C, d, 200, 100);
+  check_yolox(raw, 2, H, W, C, 0, d, 200, 100);
+  /* The same outputs decoded as a graph with YOLOX's decode_in_inference would: */
+  float *dec = malloc((size_t)2 * A * (5 + C) * 4);
+  graph_decode(raw, dec, 2, H, W, C);
+  check_yolox(dec, 2, H, W, C, 1, d, 200, 100);
+  same_as_undecoded(raw, dec, H, W, C, A, d, 2);
+  free(dec);
   free(in), free(raw);
   bd_image_free(&im);
   bd_engine_destroy(e);
@@ -278,7 +341,7 @@ static void check_damo(const float *scores, const float *boxes, int n, int A, in
   float *dets = malloc((size_t)n * cap * 6 * 4);
   int *counts = malloc((size_t)n * sizeof *counts);
   run_damo(scores, boxes, n, A, C, d, topk, cap, dets, counts);
-  bd_family_info fi = {BD_FAMILY_DAMOYOLO, 64, 64, C, A, -1, 0, 1};
+  bd_family_info fi = {BD_FAMILY_DAMOYOLO, 64, 64, C, A, -1, 0, 1, 0};
   int bad = 0;
   for (int b = 0; b < n; b++) {
     const float *srow = scores + (size_t)b * A * C;
@@ -373,7 +436,7 @@ static void test_ties_at_rounds(void **state) {
     r[5 + a % YC] = a % 9 == 4 ? 0.75f : 0.5f;
   }
   bd_cuda_post_desc yd[1] = {desc_for(0.3f, 0.45f, 200, 64, 64, 1.0, 0, 0)};
-  check_yolox(raw, 1, H, W, YC, yd, 20, 200);
+  check_yolox(raw, 1, H, W, YC, 0, yd, 20, 200);
   free(raw);
 }
 
@@ -400,12 +463,12 @@ static void test_args(void **state) {
   assert_int_equal(bd_cuda_post_ref_damo(&x, &x, 1, 1, 1, &d, 0, 10, &x, &cnt), -1);
   assert_int_equal(
       bd_cuda_post_ref_damo(&x, &x, 1, 1, 1, &d, BD_CUDA_POST_MAX_TOPK + 1, 10, &x, &cnt), -1);
-  assert_int_equal(bd_cuda_post_ref_yolox(&x, 1, 16, 64, 80, &d, 10, 10, &x, &cnt), -1);
+  assert_int_equal(bd_cuda_post_ref_yolox(&x, 1, 16, 64, 80, 0, &d, 10, 10, &x, &cnt), -1);
   if (mode != M_REF) {
     assert_int_equal(bd_cuda_post_damo(NULL, NULL, 1, 1, 1, NULL, 2000, 10, NULL, NULL, 0),
                      cudaErrorInvalidValue);
     assert_int_equal(
-        bd_cuda_post_yolox(NULL, 1, 64, 64, 80, NULL, 10, 10, (void *)4, NULL, NULL, 0),
+        bd_cuda_post_yolox(NULL, 1, 64, 64, 80, 0, NULL, 10, 10, (void *)4, NULL, NULL, 0),
         cudaErrorInvalidValue);
   }
   assert_true(bd_cuda_post_workspace_bytes(1, 2, 100) >= 2 * 100 * 24);
@@ -423,10 +486,10 @@ int main(int argc, char **argv) {
   printf("checking the %s\n", mode == M_GPU   ? "CUDA kernels"
                               : mode == M_EMU ? "kernels on the host emulation"
                                               : "CPU twins");
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_args),
-                                     cmocka_unit_test(test_yolox_random),
-                                     cmocka_unit_test(test_yolox_real), cmocka_unit_test(test_damo),
-                                     cmocka_unit_test(test_ties_at_rounds),
-                                     cmocka_unit_test(test_rounds_suppress)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_args),           cmocka_unit_test(test_yolox_random),
+      cmocka_unit_test(test_yolox_decoded),  cmocka_unit_test(test_yolox_real),
+      cmocka_unit_test(test_damo),           cmocka_unit_test(test_ties_at_rounds),
+      cmocka_unit_test(test_rounds_suppress)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

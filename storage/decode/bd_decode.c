@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bd_decode_internal.h"
 
@@ -38,6 +39,45 @@ bd_image_format bd_decode_sniff(const uint8_t *buf, size_t len) {
   if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return BD_IMG_JPEG;
   if (len >= 8 && memcmp(buf, png_sig, 8) == 0) return BD_IMG_PNG;
   return BD_IMG_UNKNOWN;
+}
+
+/* The name of an image format that is recognised but not decoded, from its magic bytes
+ * (what imread's decoders check), or NULL. Only for the error message: a valid WebP
+ * should not be reported as "not an image". */
+static const char *sniff_unsupported(const uint8_t *b, size_t n) {
+  static const uint8_t jp2[12] = {0, 0, 0, 12, 'j', 'P', ' ', ' ', '\r', '\n', 0x87, '\n'};
+  static const uint8_t jxl[12] = {0, 0, 0, 12, 'J', 'X', 'L', ' ', '\r', '\n', 0x87, '\n'};
+  static const uint8_t sun[4] = {0x59, 0xA6, 0x6A, 0x95}, exr[4] = {0x76, 0x2F, 0x31, 0x01};
+  const int ws3 = n >= 3 && (b[2] == ' ' || b[2] == '\t' || b[2] == '\r' || b[2] == '\n');
+  if (n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) return "WebP";
+  if (n >= 4 && (!memcmp(b, "II*\0", 4) || !memcmp(b, "MM\0*", 4) || !memcmp(b, "II+\0", 4) ||
+                 !memcmp(b, "MM\0+", 4)))
+    return "TIFF";
+  if (n >= 6 && (!memcmp(b, "GIF87a", 6) || !memcmp(b, "GIF89a", 6))) return "GIF";
+  if (n >= 18 && b[0] == 'B' && b[1] == 'M') { /* "BM" and a known DIB header size */
+    const uint32_t dib = b[14] | (uint32_t)b[15] << 8 | (uint32_t)b[16] << 16 | (uint32_t)b[17] << 24;
+    if (dib == 12 || dib == 40 || dib == 52 || dib == 56 || dib == 64 || dib == 108 || dib == 124)
+      return "BMP";
+  }
+  if ((n >= 12 && !memcmp(b, jp2, 12)) || (n >= 4 && b[0] == 0xFF && b[1] == 0x4F &&
+                                           b[2] == 0xFF && b[3] == 0x51))
+    return "JPEG 2000";
+  if ((n >= 12 && !memcmp(b, jxl, 12)) || (n >= 2 && b[0] == 0xFF && b[1] == 0x0A))
+    return "JPEG XL";
+  if (n >= 12 && !memcmp(b + 4, "ftyp", 4)) { /* ISO BMFF: the major brand */
+    if (!memcmp(b + 8, "avif", 4) || !memcmp(b + 8, "avis", 4)) return "AVIF";
+    if (!memcmp(b + 8, "heic", 4) || !memcmp(b + 8, "heix", 4) || !memcmp(b + 8, "mif1", 4) ||
+        !memcmp(b + 8, "msf1", 4) || !memcmp(b + 8, "hevc", 4))
+      return "HEIF";
+  }
+  if (ws3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6') return "PPM/PGM/PBM";
+  if (ws3 && b[0] == 'P' && b[1] == '7') return "PAM";
+  if (ws3 && b[0] == 'P' && (b[1] == 'F' || b[1] == 'f')) return "PFM";
+  if (n >= 4 && !memcmp(b, sun, 4)) return "Sun raster";
+  if (n >= 4 && !memcmp(b, exr, 4)) return "OpenEXR";
+  if ((n >= 10 && !memcmp(b, "#?RADIANCE", 10)) || (n >= 6 && !memcmp(b, "#?RGBE", 6)))
+    return "Radiance HDR";
+  return NULL;
 }
 
 int bd_decode_peek_size(const uint8_t *buf, size_t len, int *w, int *h) {
@@ -104,17 +144,18 @@ int bd_decode_exif_orientation(const uint8_t *t, size_t len) {
   /* offsets are relative to the TIFF header and come from outside: check each one */
   if (ifd < 8 || ifd > len || len - ifd < 2) return 1;
   unsigned n = rd16(t + ifd, be);
-  if ((len - ifd - 2) / 12 < n) return 1;
+  /* as OpenCV: an entry count that runs past the segment keeps the entries that fit
+   * (up to their value), and the orientation's count is not looked at */
   for (unsigned i = 0; i < n; i++) {
-    const uint8_t *e = t + ifd + 2 + 12 * (size_t)i;
+    const size_t off = ifd + 2 + 12 * (size_t)i;
+    if (off > len || len - off < 10) return 1;
+    const uint8_t *e = t + off;
     if (rd16(e, be) != 0x0112) continue;
     unsigned type = rd16(e + 2, be);
-    uint32_t count = rd32(e + 4, be);
     unsigned v;
-    if (count != 1) return 1;
     if (type == 3)
       v = rd16(e + 8, be); /* SHORT, the spec's type */
-    else if (type == 4)
+    else if (type == 4 && len - off >= 12)
       v = rd32(e + 8, be); /* LONG, seen from sloppy writers */
     else
       return 1;
@@ -136,7 +177,8 @@ int bd_decode_jpeg_orientation(const uint8_t *buf, size_t len) {
     if (len - p < 2) return 1;
     size_t seg = (size_t)buf[p] << 8 | buf[p + 1];
     if (seg < 2 || seg > len - p) return 1;
-    if (m == 0xE1 && seg >= 2 + 6 && memcmp(buf + p + 2, "Exif\0\0", 6) == 0)
+    /* "Exif\0" and one more byte, not checked (OpenCV skips 6 bytes) */
+    if (m == 0xE1 && seg >= 2 + 6 && memcmp(buf + p + 2, "Exif\0", 5) == 0)
       return bd_decode_exif_orientation(buf + p + 8, seg - 8);
     p += seg;
   }
@@ -230,9 +272,8 @@ bd_status bd_decode_apply_orientation(bd_image *im, int o, bd_err *err) {
 static void fill_lim(const bd_decode_opts *o, bd_decode_lim *l) {
   memset(l, 0, sizeof *l);
   l->max_pixels = o && o->max_pixels ? o->max_pixels : BD_DECODE_DEFAULT_MAX_PIXELS;
-  l->max_side = o && o->max_side > 0 ? o->max_side : BD_DECODE_DEFAULT_MAX_SIDE;
-  if (l->max_side > BD_DECODE_DEFAULT_MAX_SIDE)
-    l->max_side = BD_DECODE_DEFAULT_MAX_SIDE; /* JPEG's own cap */
+  /* the format's own per-side cap is applied by bd_decoder_decode once it is known */
+  l->max_side = o && o->max_side > 0 ? o->max_side : INT32_MAX;
   if (o && o->target_w > 0 && o->target_h > 0) {
     l->target_w = o->target_w;
     l->target_h = o->target_h;
@@ -259,13 +300,20 @@ bd_status bd_decoder_decode(bd_decoder *d, const uint8_t *buf, size_t len,
   info->format = bd_decode_sniff(buf, len);
   switch (info->format) {
     case BD_IMG_JPEG:
+      if (lim.max_side > BD_DECODE_DEFAULT_MAX_SIDE) lim.max_side = BD_DECODE_DEFAULT_MAX_SIDE;
       st = bd_decode_jpeg_rgb(d->tj, buf, len, &lim, out, info, err);
       break;
     case BD_IMG_PNG:
+      if (lim.max_side > BD_DECODE_PNG_MAX_SIDE) lim.max_side = BD_DECODE_PNG_MAX_SIDE;
       st = bd_decode_png_rgb(buf, len, &lim, out, info, err);
       break;
-    default:
+    default: {
+      const char *name = sniff_unsupported(buf, len);
+      if (name)
+        return bd_err_set(err, BD_E_UNSUPPORTED,
+                          "unsupported image format (%s): only JPEG and PNG are decoded", name);
       return bd_err_set(err, BD_E_UNSUPPORTED, "not an image (unknown format)");
+    }
   }
   if (st != BD_OK) goto out;
   if (lim.ignore_orientation) info->orientation = 1;
@@ -292,23 +340,62 @@ bd_status bd_decode_image(const uint8_t *buf, size_t len, const bd_decode_opts *
 
 bd_status bd_decode_file(const char *path, const bd_decode_opts *opts, bd_image *out,
                          bd_decode_info *info, bd_err *err) {
+  const size_t max = BD_DECODE_DEFAULT_MAX_FILE_BYTES;
   bd_status st = BD_OK;
+  uint8_t head[64]; /* enough for every magic the sniffers look at */
   uint8_t *buf = NULL;
   size_t len = 0, cap = 0;
+  int exact = 0; /* cap is the file's size from fstat */
+  struct stat sb;
   if (out) memset(out, 0, sizeof *out);
   FILE *f = path ? fopen(path, "rb") : NULL;
   if (!f)
     return bd_err_set(err, errno == ENOENT ? BD_E_NOT_FOUND : BD_E_IO, "%s: %s",
                       path ? path : "(null)", path ? strerror(errno) : "no path");
-  /* read in growing chunks rather than trusting a size from fstat (pipes, /proc) */
+  if (fstat(fileno(f), &sb) != 0) {
+    st = bd_err_set(err, BD_E_IO, "%s: %s", path, strerror(errno));
+    goto out;
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    st = bd_err_set(err, BD_E_IO, "%s: %s", path, strerror(EISDIR));
+    goto out;
+  }
+  /* a regular file's size is known: refuse it before reading a byte */
+  if (S_ISREG(sb.st_mode) && (unsigned long long)sb.st_size > max) {
+    st = bd_err_set(err, BD_E_LIMIT, "%s: file larger than %llu bytes", path,
+                    (unsigned long long)max);
+    goto out;
+  }
+  /* the first bytes decide whether the rest is worth reading: an unknown format fails
+   * from them (with the message bd_decode_image gives) */
+  len = fread(head, 1, sizeof head, f);
+  if (ferror(f)) {
+    st = bd_err_set(err, BD_E_IO, "%s: read error", path);
+    goto out;
+  }
+  if (bd_decode_sniff(head, len) == BD_IMG_UNKNOWN) {
+    st = bd_decode_image(head, len, opts, out, info, err);
+    if (st != BD_OK) bd_err_prefix(err, "%s", path);
+    goto out;
+  }
+  /* one buffer of the file's size; pipes and /proc files (size 0) in growing chunks */
+  exact = S_ISREG(sb.st_mode) && sb.st_size > 0 && (size_t)sb.st_size >= len;
+  cap = exact ? (size_t)sb.st_size : (1u << 16);
+  buf = malloc(cap);
+  if (!buf) {
+    st = bd_err_set(err, BD_E_NOMEM, "%s: out of memory reading the file", path);
+    goto out;
+  }
+  memcpy(buf, head, len);
   for (;;) {
     if (len == cap) {
-      if (cap >= BD_DECODE_DEFAULT_MAX_FILE_BYTES) {
+      if (exact) break; /* bytes appended since fstat are not read */
+      if (cap > max) {
         st = bd_err_set(err, BD_E_LIMIT, "%s: file larger than %llu bytes", path,
-                        (unsigned long long)BD_DECODE_DEFAULT_MAX_FILE_BYTES);
+                        (unsigned long long)max);
         goto out;
       }
-      size_t ncap = cap ? cap * 2 : (1u << 16);
+      size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2; /* max + 1: detects "larger" */
       uint8_t *nb = realloc(buf, ncap);
       if (!nb) {
         st = bd_err_set(err, BD_E_NOMEM, "%s: out of memory reading the file", path);

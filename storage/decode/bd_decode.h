@@ -4,6 +4,12 @@
  * file name. JPEG goes through TurboJPEG, PNG through libpng. Both paths check the
  * dimensions read from the header against a pixel limit and a per-side limit BEFORE
  * the pixel buffer is allocated, so a 60000x60000 "bomb" fails fast from its header.
+ * Other image formats (WebP, TIFF, BMP, GIF, ...) are recognised by their magic bytes
+ * for the message only ("unsupported image format (WebP): ..."), never decoded.
+ *
+ * PNG decompression bombs: the IDAT chunks' total length is checked against what the
+ * image's raw rows can need (see bd_decode_png.c) before anything is inflated, so
+ * gigabytes of zeros after the pixels fail fast ("a decompression bomb?").
  *
  * Strictness: libjpeg warnings (e.g. "Premature end of JPEG file", or an unknown
  * JFIF revision while reading the header) are errors, since libjpeg pads a truncated
@@ -16,7 +22,8 @@
  *
  * Colour: grayscale expands to R=G=B; CMYK/YCCK JPEGs are converted to RGB (Adobe
  * APP14 files store inverted CMYK, others are taken as plain CMYK); PNG palette and
- * low bit depths expand, 16-bit scales to 8 (rounded), the alpha channel is dropped
+ * low bit depths expand, 16-bit samples are truncated to 8 (v >> 8, as imread does),
+ * the alpha channel is dropped
  * and tRNS ignored, the colour kept as stored (not composited): the pixels OpenCV's
  * imread(IMREAD_COLOR) and PIL's convert('RGB'), which the models are matched
  * against, give. No colour management (ICC profiles and gamma chunks are ignored).
@@ -42,8 +49,13 @@
 #include "bd_image.h"
 #include "bd_status.h"
 
-#define BD_DECODE_DEFAULT_MAX_PIXELS (100ull * 1000 * 1000) /* 100 MP */
-#define BD_DECODE_DEFAULT_MAX_SIDE 65535
+/* 2^28 pixels (268 MP, 805 MB as RGB): room for 108 MP and 200 MP phone photos
+ * (12000x9000, 16320x12240). */
+#define BD_DECODE_DEFAULT_MAX_PIXELS (1ull << 28)
+#define BD_DECODE_DEFAULT_MAX_SIDE 65535 /* JPEG's own limit (16-bit sizes in SOF) */
+/* PNG allows 2^31-1 per side; libpng's default user limit, which imread keeps, is
+ * 1000000. Also bounds libpng's row buffers (a 1 x 2^28 RGBA16 row would be 2 GiB). */
+#define BD_DECODE_PNG_MAX_SIDE 1000000
 #define BD_DECODE_DEFAULT_MAX_FILE_BYTES (256ull << 20) /* bd_decode_file only */
 
 typedef enum { BD_IMG_UNKNOWN = 0, BD_IMG_JPEG, BD_IMG_PNG } bd_image_format;
@@ -54,11 +66,12 @@ typedef enum {
   BD_DECODE_FIT_STRETCH = 1    /* needs tw x th */
 } bd_decode_fit;
 
-/* All-zero (or a NULL pointer) means the defaults: 100 MP, 65535 px per side, EXIF
- * orientation applied, no scaled decoding. */
+/* All-zero (or a NULL pointer) means the defaults: 2^28 pixels (268 MP), the format's
+ * own per-side limit (JPEG 65535, PNG BD_DECODE_PNG_MAX_SIDE), EXIF orientation
+ * applied, no scaled decoding. */
 typedef struct bd_decode_opts {
   uint64_t max_pixels;    /* 0 -> BD_DECODE_DEFAULT_MAX_PIXELS; checked on the stored size */
-  int max_side;           /* 0 -> BD_DECODE_DEFAULT_MAX_SIDE; longest allowed side */
+  int max_side;           /* 0 -> the format's own; longest allowed side (capped to it) */
   int target_w, target_h; /* model input size; 0 -> no DCT scaling */
   bd_decode_fit fit;
   int ignore_orientation; /* 1 -> do not apply EXIF orientation */
@@ -100,7 +113,10 @@ bd_status bd_decode_image(const uint8_t *buf, size_t len, const bd_decode_opts *
  * the decoded RGB image takes w * h * 3 bytes (less where DCT scaling applies). */
 int bd_decode_peek_size(const uint8_t *buf, size_t len, int *w, int *h);
 
-/* Reads a whole file (at most BD_DECODE_DEFAULT_MAX_FILE_BYTES) and decodes it. */
+/* Reads a whole file (at most BD_DECODE_DEFAULT_MAX_FILE_BYTES) and decodes it. A
+ * regular file's size is checked before anything is read, and only its first bytes are
+ * read when they are not a JPEG or PNG; then the file is read into one buffer of its
+ * size. Other files (pipes, /proc) are read in growing chunks up to the limit. */
 bd_status bd_decode_file(const char *path, const bd_decode_opts *opts, bd_image *out,
                          bd_decode_info *info, bd_err *err);
 

@@ -109,6 +109,148 @@ static bd_status tj_fail(tjhandle tj, bd_err *err, const char *what) {
                     warn ? " (libjpeg warning treated as error)" : "", tjGetErrorStr2(tj));
 }
 
+/* The libjpeg warnings (jerror.h texts) that a complete file can raise and that
+ * cv2.imread decodes through pixel-identically. */
+static int warn_is_eof(tjhandle tj) {
+  return tjGetErrorCode(tj) == TJERR_WARNING &&
+         strstr(tjGetErrorStr2(tj), "Premature end of JPEG file") != NULL;
+}
+
+/* JWRN_EXTRANEOUS_DATA before EOI: the last scan was complete (libjpeg only looks for
+ * the next marker once every MCU is decoded), the junk lies between it and EOI. */
+static int warn_is_junk_before_eoi(tjhandle tj) {
+  const char *s = tjGetErrorStr2(tj);
+  const char *x = strstr(s, "extraneous bytes before marker 0x");
+  return tjGetErrorCode(tj) == TJERR_WARNING && strstr(s, "Corrupt JPEG data: ") == s && x &&
+         strcmp(x + strlen("extraneous bytes before marker 0x"), "d9") == 0;
+}
+
+/* A copy of the header part (SOI up to the first SOS) in which what libjpeg would
+ * only warn about and skip is already fixed, so that those warnings do not stop the
+ * STOPONWARNING decode while every other one still does: bytes that are no marker
+ * between two segments (JWRN_EXTRANEOUS_DATA; libjpeg skips them, as does imread) are
+ * dropped, and a JFIF major version other than 1 (JWRN_JFIF_MAJOR; it changes
+ * nothing in the decode) is written as 1. *out is NULL when nothing needed fixing or
+ * the header could not be walked (libjpeg then reports on the original). */
+static bd_status jpeg_sanitize(const uint8_t *buf, size_t len, uint8_t **out, size_t *out_len,
+                               bd_err *err) {
+  *out = NULL;
+  *out_len = 0;
+  int fix = 0;
+  /* pass 0 only looks; pass 1 writes the copy */
+  for (int pass = 0; pass < 2; pass++) {
+    uint8_t *dst = NULL;
+    size_t q = 2, p = 2;
+    if (pass == 1) {
+      if (!fix) return BD_OK;
+      dst = malloc(len);
+      if (!dst) return bd_err_set(err, BD_E_NOMEM, "out of memory for a %zu-byte JPEG", len);
+      memcpy(dst, buf, 2);
+    }
+    while (p < len) {
+      /* skip what next_marker() would: non-FF bytes and FF 00 pairs */
+      size_t g = p;
+      for (;;) {
+        while (p < len && buf[p] != 0xFF) p++;
+        size_t r = p;
+        while (r < len && buf[r] == 0xFF) r++;
+        if (r >= len) break;
+        if (buf[r] != 0) break;
+        p = r + 1;
+      }
+      if (p >= len) break;
+      if (p > g) fix = 1;
+      size_t start = p;
+      while (p < len && buf[p] == 0xFF) p++;
+      if (p >= len) break;
+      const uint8_t m = buf[p++];
+      size_t seg = 0;
+      if (m == 0xD9 || m == 0xDA) {
+        p = start; /* SOS or EOI: the rest is copied as it is */
+        break;
+      }
+      if (!(m == 0x01 || (m >= 0xD0 && m <= 0xD7))) {
+        if (len - p < 2) break;
+        seg = (size_t)buf[p] << 8 | buf[p + 1];
+        if (seg < 2 || seg > len - p) break;
+      }
+      /* JFIF APP0: length, "JFIF\0", major version */
+      const int jfif =
+          m == 0xE0 && seg >= 2 + 6 && memcmp(buf + p + 2, "JFIF\0", 5) == 0 && buf[p + 7] != 1;
+      if (jfif) fix = 1;
+      if (dst) {
+        memcpy(dst + q, buf + start, p + seg - start);
+        if (jfif) dst[q + (p + 7 - start)] = 1;
+      }
+      q += p + seg - start;
+      p += seg;
+    }
+    if (pass == 1) {
+      if (p < len) memcpy(dst + q, buf + p, len - p);
+      *out = dst;
+      *out_len = q + (len - p);
+    }
+  }
+  return BD_OK;
+}
+
+/* tjDecompress2 with STOPONWARNING, and the retries that tell a complete file with a
+ * harmless defect from a damaged one:
+ * - "Premature end of JPEG file" (no EOI): decode again with FF D9 appended; the scan
+ *   data was complete when that decodes with no warning (a cut scan now warns of the
+ *   marker it hit), else the first error stands. Sequential frames only;
+ * - extraneous bytes before EOI: decode again without STOPONWARNING; the warning comes
+ *   after the last MCU, so no later one can be hidden behind it. */
+static bd_status jpeg_decode(tjhandle tj, const uint8_t *buf, size_t len, uint8_t *dst, int w,
+                             int h, int pf, bd_err *err) {
+  const int strict = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS;
+  bd_status st = BD_OK;
+  uint8_t *eoi = NULL;
+  if (tjDecompress2(tj, buf, (unsigned long)len, dst, w, 0, h, pf, strict) == 0) return BD_OK;
+  st = tj_fail(tj, err, "decode"); /* the error reported when no retry clears it */
+  /* not for a progressive frame: one cut between two scans decodes with no warning
+   * once EOI follows, at the quality of the scans it kept */
+  size_t n = 0;
+  const uint8_t *f = jpeg_segment(buf, len, is_sof, &n);
+  const int progressive = f && (f[-3] & 3) == 2; /* SOF2, 6, 10, 14 */
+  if (warn_is_eof(tj) && f && !progressive) {
+    eoi = malloc(len + 2);
+    if (!eoi) {
+      st = bd_err_set(err, BD_E_NOMEM, "out of memory for a %zu-byte JPEG", len + 2);
+      goto out;
+    }
+    memcpy(eoi, buf, len);
+    eoi[len] = 0xFF;
+    eoi[len + 1] = 0xD9;
+    buf = eoi;
+    len += 2;
+    if (tjDecompress2(tj, buf, (unsigned long)len, dst, w, 0, h, pf, strict) == 0) {
+      st = BD_OK;
+      goto out;
+    }
+  }
+  if (warn_is_junk_before_eoi(tj)) {
+    int rc = tjDecompress2(tj, buf, (unsigned long)len, dst, w, 0, h, pf, TJFLAG_LIMITSCANS);
+    if (rc == 0 || warn_is_junk_before_eoi(tj)) st = BD_OK;
+  }
+out:
+  free(eoi);
+  return st;
+}
+
+/* A frame libjpeg (8-bit build) cannot decode but that is valid JPEG: lossless
+ * (SOF3, 7, 11, 15) or a precision other than 8. */
+static bd_status jpeg_unsupported(const uint8_t *buf, size_t len, bd_err *err) {
+  size_t n = 0;
+  const uint8_t *f = jpeg_segment(buf, len, is_sof, &n);
+  if (!f) return BD_OK;
+  const uint8_t m = f[-3]; /* FF m Lhi Llo payload */
+  if ((m & 3) == 3)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "unsupported JPEG: lossless (SOF%d)", m - 0xC0);
+  if (f[0] != 8) return bd_err_set(err, BD_E_UNSUPPORTED, "unsupported JPEG: %d-bit samples", f[0]);
+  return BD_OK;
+}
+
 /* tjDecompressHeader3 (TurboJPEG 2.x) refuses sampling factors outside its TJSAMP_*
  * list (3x1, 1x3, 4x2, ...) although libjpeg, and so tjDecompress2, decodes them: take
  * the size and component count from the frame header instead. */
@@ -140,23 +282,35 @@ bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd
                              bd_image *out, bd_decode_info *info, bd_err *err) {
   tjhandle tj = tjv;
   bd_status st = BD_OK;
-  uint8_t *cmyk = NULL;
+  uint8_t *cmyk = NULL, *fixed = NULL;
+  size_t fixed_len = 0;
   int w = 0, h = 0, subsamp = 0, cs = 0;
-  if (len > ULONG_MAX) return bd_err_set(err, BD_E_LIMIT, "JPEG too large (%zu bytes)", len);
+  out->data = NULL;
+  if (len > ULONG_MAX - 2) return bd_err_set(err, BD_E_LIMIT, "JPEG too large (%zu bytes)", len);
+  st = jpeg_sanitize(buf, len, &fixed, &fixed_len, err);
+  if (st != BD_OK) return st;
+  if (fixed) {
+    buf = fixed;
+    len = fixed_len;
+  }
   if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &cs) != 0) {
-    if (tjGetErrorCode(tj) == TJERR_WARNING || !strstr(tjGetErrorStr2(tj), "subsampling"))
-      return tj_fail(tj, err, "header");
+    if (tjGetErrorCode(tj) == TJERR_WARNING || !strstr(tjGetErrorStr2(tj), "subsampling")) {
+      st = tjGetErrorCode(tj) == TJERR_WARNING ? BD_OK : jpeg_unsupported(buf, len, err);
+      if (st == BD_OK) st = tj_fail(tj, err, "header");
+      goto out;
+    }
     st = header_from_sof(buf, len, &w, &h, &cs, err);
-    if (st != BD_OK) return st;
+    if (st != BD_OK) goto out;
   } else if (w == 0 && h == 0) {
     /* TurboJPEG reports success with no size when the data ends (or EOI comes)
      * before a frame header: a tables-only or cut stream */
-    return bd_err_set(err, BD_E_INVALID, "corrupt JPEG: truncated before the frame header");
+    st = bd_err_set(err, BD_E_INVALID, "corrupt JPEG: truncated before the frame header");
+    goto out;
   }
   info->orig_w = w;
   info->orig_h = h;
   st = bd_decode_check_size(w, h, lim, err);
-  if (st != BD_OK) return st;
+  if (st != BD_OK) goto out;
   const int is_cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
   info->components = cs == TJCS_GRAY ? 1 : is_cmyk ? 4 : 3;
   info->orientation = lim->ignore_orientation ? 1 : bd_decode_jpeg_orientation(buf, len);
@@ -164,19 +318,19 @@ bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd
   const int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
   info->scale_num = sf.num;
   info->scale_denom = sf.denom;
-  /* STOPONWARNING: a truncated or damaged scan is an error, not a gray-padded image;
-   * LIMITSCANS: a progressive file with thousands of scans is a CPU bomb. */
-  const int flags = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS;
+  /* jpeg_decode: STOPONWARNING (a truncated or damaged scan is an error, not a
+   * gray-padded image) less the warnings a complete file can raise; LIMITSCANS: a
+   * progressive file with thousands of scans is a CPU bomb. */
   out->data = malloc((size_t)sw * sh * 3);
-  if (!out->data) return bd_err_set(err, BD_E_NOMEM, "out of memory for a %dx%d image", sw, sh);
+  if (!out->data) {
+    st = bd_err_set(err, BD_E_NOMEM, "out of memory for a %dx%d image", sw, sh);
+    goto out;
+  }
   out->w = sw;
   out->h = sh;
   if (!is_cmyk) {
     /* gray -> RGB is done by libjpeg's colour converter (R=G=B) */
-    if (tjDecompress2(tj, buf, (unsigned long)len, out->data, sw, 0, sh, TJPF_RGB, flags) != 0) {
-      st = tj_fail(tj, err, "decode");
-      goto out;
-    }
+    st = jpeg_decode(tj, buf, len, out->data, sw, sh, TJPF_RGB, err);
     goto out;
   }
   cmyk = malloc((size_t)sw * sh * 4);
@@ -184,29 +338,35 @@ bd_status bd_decode_jpeg_rgb(void *tjv, const uint8_t *buf, size_t len, const bd
     st = bd_err_set(err, BD_E_NOMEM, "out of memory for a %dx%d CMYK image", sw, sh);
     goto out;
   }
-  if (tjDecompress2(tj, buf, (unsigned long)len, cmyk, sw, 0, sh, TJPF_CMYK, flags) != 0) {
-    st = tj_fail(tj, err, "decode");
-    goto out;
-  }
+  st = jpeg_decode(tj, buf, len, cmyk, sw, sh, TJPF_CMYK, err);
+  if (st != BD_OK) goto out;
   /* Adobe files (and libjpeg's YCCK->CMYK output for them) hold inverted CMYK:
-   * c' = 255 - C, so R = 255*(1-C)(1-K) = c'*k'/255. Without the marker, plain CMYK. */
+   * c' = 255 - C, and R = 255*(1-C)(1-K) = c'*k'/255, computed as OpenCV's imread
+   * does (k' - ((255 - c') * k' >> 8)) so that the pixels are the same bit for bit.
+   * Without the marker the data is plain CMYK (imread takes it as inverted too, and
+   * gets a negative): (255-C)(255-K)/255, rounded. */
   const int inverted = jpeg_has_adobe(buf, len);
   const size_t n = (size_t)sw * sh;
   for (size_t i = 0; i < n; i++) {
     const uint8_t *s = cmyk + 4 * i;
     unsigned c = s[0], m = s[1], y = s[2], k = s[3];
-    if (!inverted) {
-      c = 255 - c;
-      m = 255 - m;
-      y = 255 - y;
-      k = 255 - k;
+    if (inverted) {
+      out->data[3 * i + 0] = (uint8_t)(k - ((255 - c) * k >> 8));
+      out->data[3 * i + 1] = (uint8_t)(k - ((255 - m) * k >> 8));
+      out->data[3 * i + 2] = (uint8_t)(k - ((255 - y) * k >> 8));
+      continue;
     }
+    c = 255 - c;
+    m = 255 - m;
+    y = 255 - y;
+    k = 255 - k;
     out->data[3 * i + 0] = (uint8_t)((c * k + 127) / 255);
     out->data[3 * i + 1] = (uint8_t)((m * k + 127) / 255);
     out->data[3 * i + 2] = (uint8_t)((y * k + 127) / 255);
   }
 out:
   free(cmyk);
+  free(fixed);
   if (st != BD_OK) bd_image_free(out);
   return st;
 }

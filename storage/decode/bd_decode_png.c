@@ -40,12 +40,48 @@ static uint32_t be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The bytes of filtered rows (a filter byte + the packed samples per row) the zlib
+ * stream of an image with this IHDR inflates to, saturating; 0 when IHDR is not valid
+ * (libpng then fails on it). Adam7 images: the sum over the seven passes' sub-images. */
+static uint64_t raw_size(uint32_t w, uint32_t h, int depth, int ctype, int interlace) {
+  static const uint8_t x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+  static const uint8_t dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+  const int ch = ctype == 0 || ctype == 3 ? 1
+                 : ctype == 2             ? 3
+                 : ctype == 4             ? 2
+                 : ctype == 6             ? 4
+                                          : 0;
+  if (!ch || depth < 1 || depth > 16 || w == 0 || h == 0 || interlace > 1) return 0;
+  uint64_t raw = 0;
+  for (int p = interlace ? 0 : 6; p < 7; p++) {
+    const uint64_t pw = interlace ? (w > x0[p] ? (w - x0[p] + dx[p] - 1) / dx[p] : 0) : w;
+    const uint64_t ph = interlace ? (h > y0[p] ? (h - y0[p] + dy[p] - 1) / dy[p] : 0) : h;
+    if (!pw || !ph) continue;
+    const uint64_t row = (pw * (uint64_t)(ch * depth) + 7) / 8 + 1; /* < 2^35 */
+    if (ph > (UINT64_MAX - raw) / row) return UINT64_MAX;
+    raw += ph * row;
+  }
+  return raw;
+}
+
 /* Walks the chunk headers in buf (after the signature) up to IEND and fails when a
  * declared length runs past the end of the input. libpng allocates some chunks (eXIf,
  * tEXt, sPLT, ...) at their declared size before reading them, so a 44-byte file that
- * declares 2 GB would otherwise cost 2 GB before "truncated file". */
-static bd_status check_chunk_lengths(const uint8_t *buf, size_t len, bd_err *err) {
+ * declares 2 GB would otherwise cost 2 GB before "truncated file".
+ *
+ * It also sums the IDAT lengths: libpng inflates the whole zlib stream (reading the
+ * last row swallows whatever follows the pixels), so 8 MB of IDAT can carry 8 GiB of
+ * zeros, 11 s of inflating, after a small image. No encoder needs more IDAT than the raw rows plus
+ * deflate's worst case: stored blocks add 5 bytes per 65535 (zlib, libpng, miniz, stb
+ * fall back to them), an encoder that only codes fixed Huffman spends at most 9 bits
+ * per byte (raw / 8 more), and 65536 covers the zlib header and trailer and the block
+ * overhead of tiny images. A stream over that is refused before anything is inflated;
+ * *idat_end is where the last IDAT chunk ends (0 when there is none). */
+static bd_status check_chunk_lengths(const uint8_t *buf, size_t len, size_t *idat_end,
+                                     bd_err *err) {
   size_t p = 8;
+  uint64_t idat = 0;
+  *idat_end = 0;
   while (len - p >= 8) {
     const uint32_t n = be32(buf + p);
     const uint8_t *t = buf + p + 4;
@@ -59,7 +95,18 @@ static bd_status check_chunk_lengths(const uint8_t *buf, size_t len, bd_err *err
                         (unsigned long)n, len - p - 8);
     }
     if (memcmp(t, "IEND", 4) == 0) break;
+    if (memcmp(t, "IDAT", 4) == 0) {
+      idat += n;
+      *idat_end = p + 12 + (size_t)n;
+    }
     p += 12 + (size_t)n;
+  }
+  if (len >= 29 && memcmp(buf + 12, "IHDR", 4) == 0) {
+    const uint64_t raw = raw_size(be32(buf + 16), be32(buf + 20), buf[24], buf[25], buf[28]);
+    if (raw && raw < UINT64_MAX / 2 && idat > raw + raw / 8 + 65536)
+      return bd_err_set(err, BD_E_LIMIT,
+                        "PNG: %.1f MB of IDAT data for a %.1f MB image (a decompression bomb?)",
+                        (double)idat / 1e6, (double)raw / 1e6);
   }
   return BD_OK;
 }
@@ -101,7 +148,8 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
     st = bd_decode_check_size(iw, ih, lim, err);
     if (st != BD_OK) return st;
   }
-  st = check_chunk_lengths(buf, len, err);
+  size_t idat_end = 0;
+  st = check_chunk_lengths(buf, len, &idat_end, err);
   if (st != BD_OK) return st;
   png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, on_error, on_warning);
   if (!png) return bd_err_set(err, BD_E_NOMEM, "libpng: cannot create a read struct");
@@ -143,9 +191,9 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
   if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   png_set_strip_alpha(png);
-  if (depth == 16) png_set_scale_16(png); /* rounds, where strip_16 truncates */
+  if (depth == 16) png_set_strip_16(png); /* v >> 8, as imread (not scale_16's rounding) */
   if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-  png_set_interlace_handling(png);
+  const int passes = png_set_interlace_handling(png);
   png_read_update_info(png, pi);
 
   const int ch = png_get_channels(png, pi);
@@ -161,7 +209,26 @@ bd_status bd_decode_png_rgb(const uint8_t *buf, size_t len, const bd_decode_lim 
     goto out;
   }
   for (png_uint_32 y = 0; y < h; y++) c.rows[y] = c.pix + (size_t)y * w * ch;
-  png_read_image(png, c.rows);
+  /* Row by row (what png_read_image does) so as to stop before the last row: the last
+   * png_read_row inflates whatever the stream still holds after the pixels (libpng's
+   * png_read_finish_IDAT). A legitimate stream then has at most the last row's data
+   * left, plus what libpng buffered (8192) and the stream's end; the IDAT bound above
+   * still lets a big image carry raw / 8 of excess, which zeros make ~1000 times more. */
+  const uint64_t last_row =
+      ((uint64_t)w * (unsigned)info->components * (unsigned)depth + 7) / 8 + 1;
+  for (int p = 0; p < passes; p++) {
+    for (png_uint_32 y = 0; y < h; y++) {
+      if (p == passes - 1 && y == h - 1 && idat_end > c.pos &&
+          idat_end - c.pos > last_row + last_row / 8 + 65536 + 8192) {
+        st = bd_err_set(err, BD_E_LIMIT,
+                        "PNG: %.1f MB of compressed data after the image's pixels (a "
+                        "decompression bomb?)",
+                        (double)(idat_end - c.pos) / 1e6);
+        goto out;
+      }
+      png_read_row(png, c.rows[y], NULL);
+    }
+  }
   /* read to IEND: checks the CRCs and the zlib stream end of what follows the pixels */
   png_read_end(png, pi);
   info->orientation = lim->ignore_orientation ? 1 : exif_orientation(png, pi);

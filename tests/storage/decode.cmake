@@ -10,3 +10,10 @@ bd_add_script_test(test_decode_alpha
                            $<TARGET_FILE:decode_dump>
                    TIMEOUT 120)
 set_tests_properties(test_decode_alpha PROPERTIES SKIP_RETURN_CODE 77)
+# Decoding limits and imread parity at the edges (file size and sniffing, other formats'
+# messages, PNG sides, PNG decompression bombs, 16-bit); skips without cv2.
+bd_add_script_test(test_decode_limits
+                   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/test_decode_limits.py
+                           $<TARGET_FILE:decode_dump>
+                   TIMEOUT 300)
+set_tests_properties(test_decode_limits PROPERTIES SKIP_RETURN_CODE 77)

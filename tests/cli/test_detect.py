@@ -395,6 +395,11 @@ check(rc1 == 0 and rc2 == 0 and out1 == out2 and len(out2.splitlines()) == 5
       f"--max-decoded-mb: same results with and without the budget (rc {rc1} {rc2})")
 check(rss2 < rss1 - 120, f"--max-decoded-mb 64 holds one 48 MB image at a time: peak RSS "
       f"{rss2:.0f} MiB vs {rss1:.0f} MiB for all five")
+wide = os.path.join(tmp, "wide.png")
+big_png(wide, 70000, 2)  # a PNG may be this wide; the pre-processing takes 65535 px
+rc, out, err = run("detect", "--model", model, wide)
+check(rc == 1 and "70000x2 is over the 65535 px per side" in out,
+      f"an image wider than pre-processing takes: a clear per-image error ({out.strip()[:160]})")
 rc, _, err = run("detect", "--model", model, "--max-decoded-mb", "0", dog)
 check(rc == 2 and "--max-decoded-mb" in err, f"--max-decoded-mb 0 is a usage error (rc {rc})")
 

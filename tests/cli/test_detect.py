@@ -9,6 +9,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import bd_testlib  # noqa: E402
+
 bd = os.environ["BATCHDET"]
 data = os.environ["BD_TEST_DATA"]
 model = os.path.join(data, "models", "yolox_nano.onnx")
@@ -360,29 +363,11 @@ check(rc == 2 and "--threads" in err, f"--threads past the cpu backend's limit i
 # the same run with and without the budget (ASan's quarantine off, so that freed images
 # leave); outputs equal. Two of the inputs are file:// URLs, fetched for a batch and
 # carried to the next one when the budget cuts it.
-def big_png(path, w, h):
-    import struct
-    import zlib
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    raw = zlib.compress(b"".join(b"\0" + bytes(w) for _ in range(h)), 9)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
-                chunk(b"IDAT", raw) + chunk(b"IEND", b""))
-
-
 def run_rss(*args):
-    e = dict(os.environ)
-    e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0").strip(":")
-    with open(os.path.join(tmp, "rss.out"), "w+") as out:
-        p = subprocess.Popen([bd, *args], stdout=out, stderr=subprocess.DEVNULL, env=e)
-        _, status, ru = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        return p.returncode, out.read(), ru.ru_maxrss / 1024.0  # MiB
+    return bd_testlib.run_rss([bd, *args], os.path.join(tmp, "rss.out"))
 
 
+big_png = bd_testlib.big_png
 bigs = []
 for i in range(5):
     bigs.append(os.path.join(tmp, "big%d.png" % i))

@@ -26,6 +26,9 @@ import tempfile
 import time
 import zlib
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import bd_testlib  # noqa: E402
+
 try:
     import cv2
     import numpy as np
@@ -46,8 +49,7 @@ def check(cond, what):
         fails.append(what)
 
 
-def chunk(t, d):
-    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+chunk = bd_testlib.png_chunk
 
 
 def png_file(name, w, h, ctype, depth, z, interlace=0, split=None):
@@ -102,13 +104,7 @@ def same_as_imread(name, path):
 
 
 def run_rss(*args):
-    e = dict(os.environ)
-    e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0").strip(":")
-    with open(os.path.join(tmp, "rss.out"), "w+") as out:
-        p = subprocess.Popen([BD, *args], stdout=out, stderr=subprocess.DEVNULL, env=e)
-        _, status, ru = os.wait4(p.pid, 0)
-        out.seek(0)
-        return os.waitstatus_to_exitcode(status), out.read(), ru.ru_maxrss / 1024.0  # MiB
+    return bd_testlib.run_rss([BD, *args], os.path.join(tmp, "rss.out"))
 
 
 rng = np.random.default_rng(7)

@@ -20,8 +20,6 @@ F: a shard of large PNGs (tiny files, 27 MB of pixels each): the decoded pixels 
 Every check is exact (counters == per-image truth); every wait is bounded."""
 import json
 import os
-import struct
-import zlib
 import random
 import shutil
 import signal
@@ -33,6 +31,8 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from bd_testlib import big_png  # noqa: E402
 from wk_stack import (Stack, Worker, check_job, consume, free_port, job_progress, log,  # noqa
                       make_images, manifest_lines, produce, stop_all, wait_job)
 
@@ -309,16 +309,6 @@ def phase_g(st):
     assert rc == 0, open(w.log_path()).read()[-2000:]
     assert took < 4 + 6, "%.1f s past a 4 s grace" % took
     check_job(st.r, job, imgs, 4)
-
-
-def big_png(path, w, h):
-    """A w x h gray PNG of zeros: a few KB on disk, w * h * 3 bytes once decoded to RGB."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    raw = zlib.compress(b"".join(b"\0" + bytes(w) for _ in range(h)), 9)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
-                chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
 def phase_f(st):

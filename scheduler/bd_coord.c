@@ -488,7 +488,7 @@ static bd_status visit_job(bd_coord *c, cjob *j, double now, bd_err *err) {
   }
   bd_err je = {0};
   bd_status st = update_job(c, j, now, &je);
-  if (st == BD_E_UNAVAILABLE || st == BD_E_NOMEM) {
+  if (st != BD_OK && !strstr(je.msg, "WRONGTYPE")) { /* Redis trouble: the pass ends */
     if (err) *err = je;
     return st;
   }

@@ -305,7 +305,7 @@ bd_status bd_view_load(bd_sredis *r, const char *job, bd_view *v, bd_err *err) {
     int found;
     bd_err je = {0};
     st = bd_view_load_job(r, jc.ids[i], &v->jobs[v->n_jobs], &found, &je);
-    if (st == BD_E_INVALID && !job) { /* e.g. WRONGTYPE: some other key under job:* */
+    if (st != BD_OK && !job && strstr(je.msg, "WRONGTYPE")) { /* another kind of key */
       v->jobs_unreadable++;
       st = BD_OK;
       continue;

@@ -1,5 +1,6 @@
 /* batchdet worker: consume manifests from Kafka, detect, write results to Redis.
  * Options: flags, then BATCHDET_* variables, then defaults (bd_config). */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,7 +167,15 @@ int bd_cmd_worker(int argc, char **argv) {
   if (get("--topic")) c.topic = get("--topic");
   if (get("--reports-topic")) c.reports_topic = get("--reports-topic");
   if (get("--dlq-topic")) c.dlq_topic = get("--dlq-topic");
-  if (get("--metrics-addr")) c.metrics_addr = get("--metrics-addr");
+  if (get("--metrics-addr")) {
+    struct in_addr ia;
+    c.metrics_addr = get("--metrics-addr");
+    if (inet_pton(AF_INET, c.metrics_addr, &ia) != 1) {
+      fprintf(stderr, "batchdet worker: --metrics-addr wants an IPv4 address, not '%s'\n",
+              c.metrics_addr);
+      return BD_EXIT_USAGE;
+    }
+  }
   c.allow_file = allow_file;
   if (parse_int("--batch", 1, 1024, &c.batch) ||
       parse_int("--batch-timeout-ms", 0, 60000, &c.batch_timeout_ms) ||

@@ -387,6 +387,9 @@ def main():
         models = os.path.join(tmp, "models")
         os.makedirs(models)
         os.symlink(os.path.join(DATA, "models", "yolox_nano.onnx"), os.path.join(models, "yolox_nano.onnx"))
+        p = subprocess.run([os.environ["BATCHDET"], "worker", "--metrics-addr", "nope"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "--metrics-addr wants an IPv4 address" in p.stderr, p.stderr
         mport = free_port()
         workers = [Worker(st, "w%d" % i, sim_args(models, ["--metrics-port", str(mport), "--metrics-addr",
                                                             "127.0.0.1"] if i == 0 else []))

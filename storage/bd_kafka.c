@@ -261,15 +261,9 @@ int64_t bd_kafka_consumer_lag(bd_kafka_consumer *c) {
   return known ? lag : -1;
 }
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, int timeout_ms, bd_err *err) {
   if (!c || !c->rk) return BD_OK;
-  const double deadline = mono_now() + (timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
+  const double deadline = bd_now() + (timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
   /* The stored offsets are committed (asynchronously here, and by the close itself with
    * enable.auto.commit): the close runs in librdkafka's background, and this thread serves
    * its rebalance callbacks on q until it ends or the deadline passes. */
@@ -283,7 +277,7 @@ bd_status bd_kafka_consumer_close(bd_kafka_consumer *c, int timeout_ms, bd_err *
     rd_kafka_error_destroy(er);
   }
   while (st == BD_OK && !rd_kafka_consumer_closed(c->rk)) {
-    if (mono_now() >= deadline) {
+    if (bd_now() >= deadline) {
       c->close_abandoned = 1;
       st = bd_err_set(err, BD_E_TIMEOUT,
                       "kafka: leaving the group did not finish within %.1f s (brokers "

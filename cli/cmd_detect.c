@@ -563,12 +563,9 @@ static void decode_one(decode_ctx *c, int k) {
   } else {
     ds = bd_decode_file(c->en[k].path, c->dopts, &c->imgs[k], &c->info[k], &de);
   }
-  if (ds == BD_OK && (c->imgs[k].w > BD_IMAGE_MAX_SIDE || c->imgs[k].h > BD_IMAGE_MAX_SIDE)) {
-    /* PNGs may be wider than pre-processing takes: say so, not "invalid" later */
-    ds = bd_err_set(&de, BD_E_LIMIT, "%dx%d is over the %d px per side that pre-processing takes",
-                    c->imgs[k].w, c->imgs[k].h, BD_IMAGE_MAX_SIDE);
+  /* PNGs may be wider than pre-processing takes: say so, not "invalid" later */
+  if (ds == BD_OK && (ds = bd_engine_check_image_size(c->imgs[k].w, c->imgs[k].h, &de)) != BD_OK)
     bd_image_free(&c->imgs[k]);
-  }
   if (ds != BD_OK) {
     snprintf(c->derr[k], BD_ERR_MSG_MAX, "%s", de.msg[0] ? de.msg : bd_status_name(de.code));
     return;

@@ -761,6 +761,12 @@ bd_status bd_engine_detect_end(bd_engine *e, int ticket, bd_err *err) {
   return BD_OK;
 }
 
+bd_status bd_engine_check_image_size(int w, int h, bd_err *err) {
+  if (w >= 1 && h >= 1 && w <= BD_IMAGE_MAX_SIDE && h <= BD_IMAGE_MAX_SIDE) return BD_OK;
+  return bd_err_set(err, BD_E_LIMIT, "%dx%d is over the %d px per side that pre-processing takes",
+                    w, h, BD_IMAGE_MAX_SIDE);
+}
+
 bd_status bd_engine_detect(bd_engine *e, int n, const bd_image *const *images,
                            const bd_detect_params *params, bd_detections *out, bd_status *status,
                            bd_err *err) {

@@ -103,6 +103,11 @@ bd_status bd_engine_weights_broadcast(bd_engine_weights *w, int n, const int *de
 /* 1 when bd_engine_detect pre- and post-processes on the device (cuda with a family). */
 int bd_engine_device_prepost(const bd_engine *e);
 
+/* BD_OK when pre-processing takes a w x h image (1..BD_IMAGE_MAX_SIDE per side), else
+ * BD_E_LIMIT with a message: callers check decoded images with it so that the per-image
+ * error says why (bd_engine_detect reports a status only). */
+bd_status bd_engine_check_image_size(int w, int h, bd_err *err);
+
 /* Detection API. images[i] may be NULL (skipped: out[i] empty, status[i] = BD_E_INVALID).
  * params: n entries, or NULL for the family defaults. out: n entries, filled. status: n
  * entries (per-image result) or NULL. Returns BD_OK when the batch ran (per-image

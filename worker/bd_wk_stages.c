@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "bd_config.h"
-#include "bd_family.h"
+#include "bd_engine.h"
 #include "bd_log.h"
 #include "bd_redis.h"
 #include "bd_result.h"
@@ -134,13 +134,9 @@ void *wk_decode_main(void *arg) {
     memset(&info, 0, sizeof info);
     bd_status st =
         d ? bd_decoder_decode(d, it->data, it->len, NULL, &it->im, &info, &err) : BD_E_NOMEM;
-    if (st == BD_OK && (it->im.w > BD_IMAGE_MAX_SIDE || it->im.h > BD_IMAGE_MAX_SIDE)) {
-      /* PNGs may be wider than pre-processing takes: say so, not "invalid" later */
-      bd_err_set(&err, BD_E_LIMIT, "%dx%d is over the %d px per side that pre-processing takes",
-                 it->im.w, it->im.h, BD_IMAGE_MAX_SIDE);
+    /* PNGs may be wider than pre-processing takes: say so, not "invalid" later */
+    if (st == BD_OK && (st = bd_engine_check_image_size(it->im.w, it->im.h, &err)) != BD_OK)
       bd_image_free(&it->im);
-      st = BD_E_LIMIT;
-    }
     bd_wk_metrics_observe(w->metrics, BD_WK_DECODE, bd_now() - t0);
     account(w, -(long long)it->len);
     free(it->data);

@@ -213,27 +213,21 @@ static bd_status yolox_decode_in_graph(const bd_graph *g, int h, int w, bd_famil
      * with no Conv or MatMul between. An Exp inside the network (an activation) is
      * followed by a conv before any output, and stays allowed. One pass: nodes are in
      * topological order. */
-    const bd_graph *gg = g;
-    signed char *after_exp = calloc((size_t)(gg->n_values ? gg->n_values : 1), 1);
-    int *exp_of = calloc((size_t)(gg->n_values ? gg->n_values : 1), sizeof *exp_of);
-    if (!after_exp || !exp_of) {
-      free(after_exp);
-      free(exp_of);
-      return bd_err_set(err, BD_E_NOMEM, "yolox: out of memory");
-    }
-    for (int i = 0; i < gg->n_nodes; i++) {
-      const bd_node *nd = &gg->nodes[i];
+    int *exp_of = malloc(sizeof *exp_of * (size_t)(g->n_values ? g->n_values : 1));
+    if (!exp_of) return bd_err_set(err, BD_E_NOMEM, "yolox: out of memory");
+    for (int v = 0; v < g->n_values; v++) exp_of[v] = -1; /* the Exp node it comes from */
+    for (int i = 0; i < g->n_nodes; i++) {
+      const bd_node *nd = &g->nodes[i];
       int from = -1;
       if (nd->op == BD_OP_EXP)
         from = i;
       else if (nd->op != BD_OP_CONV && nd->op != BD_OP_MATMUL)
         for (int j = 0; j < nd->n_in && from < 0; j++)
-          if (nd->in[j] >= 0 && after_exp[nd->in[j]]) from = exp_of[nd->in[j]];
+          if (nd->in[j] >= 0) from = exp_of[nd->in[j]];
       for (int j = 0; j < nd->n_out && from >= 0; j++)
-        if (nd->out[j] >= 0) after_exp[nd->out[j]] = 1, exp_of[nd->out[j]] = from;
+        if (nd->out[j] >= 0) exp_of[nd->out[j]] = from;
     }
-    int bad = after_exp[gg->outputs[0]] ? exp_of[gg->outputs[0]] : -1;
-    free(after_exp);
+    int bad = exp_of[g->outputs[0]];
     free(exp_of);
     if (bad >= 0)
       return bd_err_set(err, BD_E_UNSUPPORTED,
@@ -241,7 +235,7 @@ static bd_status yolox_decode_in_graph(const bd_graph *g, int h, int w, bd_famil
                         "conv, but its box channels are not a decode batchdet recognises "
                         "(Concat[(xy + grid) * stride, exp(wh) * stride, scores]); export "
                         "the model without the decode (decode_in_inference off)",
-                        oname, gg->nodes[bad].name);
+                        oname, g->nodes[bad].name);
     return BD_OK; /* the engine decodes */
   }
   for (int k = 0; k < 4; k++) {

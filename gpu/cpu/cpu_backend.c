@@ -212,6 +212,18 @@ static bd_status cpu_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
     if (!c->ptr) return bd_err_set(err, BD_E_NOMEM, "cpu: value table");
     c->n_values = g->n_values;
   }
+  if (!c->wpack) {
+    c->wpack = calloc((size_t)g->n_nodes + 1, sizeof *c->wpack);
+    if (!c->wpack) return bd_err_set(err, BD_E_NOMEM, "cpu: packed weight table");
+    c->n_nodes = g->n_nodes;
+  }
+  /* Packed once: the layout depends on the weights' shape, not on the plan. */
+  for (int s = 0; s < p->n_steps; s++) {
+    int ni = p->steps[s];
+    if (g->nodes[ni].op != BD_OP_CONV || c->wpack[ni]) continue;
+    bd_status st = bd_cpu_conv_pack(c, g, p, &g->nodes[ni], &c->wpack[ni], err);
+    if (st != BD_OK) return st;
+  }
   return BD_OK;
 }
 
@@ -282,6 +294,9 @@ static void cpu_destroy(bd_backend *be) {
   free(c->scratch);
   free(c->side);
   free(c->ptr);
+  if (c->wpack)
+    for (int i = 0; i < c->n_nodes; i++) free(c->wpack[i]);
+  free(c->wpack);
   free(c);
 }
 

@@ -7,6 +7,7 @@
  * out dynamically to the pool; each tile's bias / residual / activation epilogue runs
  * right after its GEMM while the tile is in cache. The tiling depends only on the
  * shapes (never on the thread count), so results are bit-identical for any thread count. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_act.h"
@@ -24,6 +25,11 @@ BD_CPU_HOT
 typedef struct {
   int N, C, H, W, M, OH, OW, G, Cg, Mg, K;
   int kind; /* 0 general, 1 pointwise, 2 depthwise */
+  /* kind 0 through the fused tiles as an implicit GEMM (no im2col), where strides are
+   * equal (1 or 2) and dilations 1: output t = oh * Wq + ow (ow >= OW junk, dropped)
+   * reads tap (ci, ki, kj) at a constant offset from t in a zero-padded copy of the
+   * input split into S x S phase planes of pitch Wq. Columns below are then flat t. */
+  int ig, S, Wq, T;
   int cb, ncb, mb, nmb;
 } conv_shape;
 
@@ -34,16 +40,26 @@ typedef struct {
   const float *x, *w, *bias, *res;
   float *y;
   int pw512; /* use the AVX-512 fused tile instead of GEMM + epilogue */
+  const float *wpack; /* weights packed at load (bd_cpu_conv_pack), or NULL: pack per tile */
 } conv_ctx;
 
 static void conv_tiling(conv_shape *s) {
-  int ohw = s->OH * s->OW;
+  int ohw = s->ig ? s->T : s->OH * s->OW;
   int cb;
-  if (s->kind == 1) {
-    cb = 2048;
+  if (s->ig) {
+    /* the tile's padded input region, about Cg * S * S * cb floats, in half an L2 */
+    cb = (int)((65536 / ((int64_t)s->Cg * s->S * s->S)) & ~31);
+    if (cb < 64) cb = 64;
+    if (cb > 4096) cb = 4096;
+  } else if (s->kind == 1) {
+    /* the fused tiles read a K x cb block of the input once per 12 or 8 output channels:
+     * keep it within about half an L2 */
+    cb = (CONV_COL_TARGET / (s->K > 0 ? s->K : 1)) & ~31;
+    if (cb < 256) cb = 256;
+    if (cb > 2048) cb = 2048;
   } else {
     cb = CONV_COL_TARGET / (s->K > 0 ? s->K : 1);
-    cb &= ~15;
+    cb &= ~31; /* whole 32-column strips for the fused tiles */
     if (cb < 64) cb = 64;
     if (cb > 4096) cb = 4096;
   }
@@ -63,8 +79,7 @@ static void conv_tiling(conv_shape *s) {
   if (base * ncb < CONV_MIN_TASKS && s->Mg >= 32) {
     int64_t want = (CONV_MIN_TASKS + base * ncb - 1) / (base * ncb);
     int m = (int)((s->Mg + want - 1) / want);
-    m = (m + 7) & ~7;
-    if (m < 16) m = 16;
+    m = (m + 23) / 24 * 24; /* whole panels of the packed weights (12 or 8 rows) */
     mb = m;
     nmb = (s->Mg + mb - 1) / mb;
   }
@@ -74,7 +89,8 @@ static void conv_tiling(conv_shape *s) {
   s->nmb = nmb;
 }
 
-static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n,
+/* fused: the AVX-512 fused tiles will run it (the tiling differs for the implicit GEMM). */
+static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n, int fused,
                                conv_shape *s, bd_err *err) {
   const bd_conv_params *cp = &n->p.conv;
   if (n->n_in < 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0)
@@ -128,31 +144,55 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
     s->kind = 1;
   else
     s->kind = 0;
+  s->ig = 0;
+  if (fused && s->kind == 0 && s->K <= BD_CPU_PW512_MAX_K && cp->sh == cp->sw &&
+      (cp->sh == 1 || cp->sh == 2) && cp->dh == 1 && cp->dw == 1) {
+    int S = cp->sh;
+    int64_t wp = (int64_t)s->W + cp->pad_l + cp->pad_r;
+    if (wp < (int64_t)S * (s->OW - 1) + cp->kw) wp = (int64_t)S * (s->OW - 1) + cp->kw;
+    int64_t wq = (wp + S - 1) / S;
+    /* junk columns at most a quarter of the work, and the flat range an int */
+    if ((wq - s->OW) * 4 <= wq && wq * s->OH < INT32_MAX / 2) {
+      s->ig = 1;
+      s->S = S;
+      s->Wq = (int)wq;
+      s->T = (int)(wq * s->OH);
+    }
+  }
   conv_tiling(s);
   return BD_OK;
 }
 
 bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err) {
   conv_shape s;
-  return conv_shape_of(g, p, n, &s, err);
+  return conv_shape_of(g, p, n, 0, &s, err);
 }
 
 int bd_cpu_conv_path(const bd_graph *g, const bd_plan *p, const bd_node *n) {
   conv_shape s;
-  if (conv_shape_of(g, p, n, &s, NULL) != BD_OK) return 0;
+  if (conv_shape_of(g, p, n, 0, &s, NULL) != BD_OK) return 0;
   return s.kind;
 }
 
 static int dw_fast(const bd_conv_params *cp);
 static size_t dw_scratch(const conv_shape *s, const bd_conv_params *cp);
 
+static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw);
+
 size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n) {
   conv_shape s;
-  if (conv_shape_of(g, p, n, &s, NULL) != BD_OK) return 0;
+  if (conv_shape_of(g, p, n, 0, &s, NULL) != BD_OK) return 0;
   size_t need = bd_cpu_gemm_scratch_floats();
-  if (s.kind == 0) need += (size_t)s.K * (size_t)s.cb + 16;
+  if (s.kind == 0) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;
+  if (s.kind != 2 && s.K <= BD_CPU_PW512_MAX_K) need += (size_t)12 * s.K + 16; /* w panel */
   if (s.kind == 2 && dw_fast(&n->p.conv) && dw_scratch(&s, &n->p.conv) > need)
     need = dw_scratch(&s, &n->p.conv);
+  conv_shape f; /* the implicit GEMM: region, raw output tile, w panel, tap offsets */
+  if (conv_shape_of(g, p, n, 1, &f, NULL) == BD_OK && f.ig) {
+    size_t ig = ig_region_floats(&f, &n->p.conv, f.cb) + (size_t)f.mb * (size_t)f.cb + 16 +
+                (size_t)12 * f.K + 16 + (size_t)f.K + 16;
+    if (ig > need) need = ig;
+  }
   return need;
 }
 
@@ -181,8 +221,10 @@ static void epilogue_row(float *restrict y, int len, float b, const float *restr
     for (int j = 0; j < len; j++) y[j] += r[j];
 }
 
-/* Rows [0, K) x columns [j0, j0 + cw) of the image's im2col matrix for group g. */
-static void im2col_block(const conv_ctx *cx, const float *xg, int j0, int cw, float *col) {
+/* Rows [0, K) x columns [j0, j0 + cw) of the image's im2col matrix for group g, row r at
+ * col + r * ld. */
+static void im2col_block(const conv_ctx *cx, const float *xg, int j0, int cw, float *col,
+                         size_t ld) {
   const conv_shape *s = &cx->s;
   const bd_conv_params *cp = cx->cp;
   int row = 0;
@@ -190,7 +232,7 @@ static void im2col_block(const conv_ctx *cx, const float *xg, int j0, int cw, fl
     const float *xp = xg + (size_t)ci * s->H * s->W;
     for (int ki = 0; ki < cp->kh; ki++) {
       for (int kj = 0; kj < cp->kw; kj++, row++) {
-        float *dst = col + (size_t)row * cw;
+        float *dst = col + (size_t)row * ld;
         int j = j0, end = j0 + cw;
         while (j < end) {
           int oh = j / s->OW, ow0 = j % s->OW;
@@ -240,6 +282,104 @@ static void conv_rows_epilogue_task(void *arg, int64_t b, int64_t e, int tid) {
 }
 #endif
 
+/* ---- implicit GEMM (fused tiles, strides 1 or 2, dilation 1) ----
+ * A tile covers flat outputs [t0, t0 + cw) (t = oh * Wq + ow), i.e. output rows
+ * oh_a..oh_b. Its region holds, per input channel and phase (pr, pc), Hr rows of Wq
+ * padded input: row r is padded input row (oh_a + r) * S + pr, column c' padded column
+ * c' * S + pc. Tap (ci, ki, kj) of output t then sits at koff(ci, ki, kj) + t - oh_a * Wq.
+ * The last row is slack for junk columns reading past the row end. */
+static int ig_rows(const conv_shape *s, const bd_conv_params *cp, int oh_a, int oh_b) {
+  return oh_b - oh_a + 1 + (cp->kh - 1) / s->S + 1;
+}
+
+static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw) {
+  /* cw flat columns span at most cw / Wq + 2 output rows */
+  int rows = ig_rows(s, cp, 0, cw / s->Wq + 1);
+  return (size_t)s->Cg * (size_t)(s->S * s->S) * (size_t)rows * (size_t)s->Wq + 16;
+}
+
+static void ig_fill(const conv_ctx *cx, const float *xg, int oh_a, int Hr, float *region) {
+  const conv_shape *s = &cx->s;
+  const bd_conv_params *cp = cx->cp;
+  const int S = s->S, Wq = s->Wq;
+  for (int ci = 0; ci < s->Cg; ci++) {
+    const float *xp = xg + (size_t)ci * s->H * s->W;
+    for (int pr = 0; pr < S; pr++)
+      for (int pc = 0; pc < S; pc++) {
+        float *pl = region + ((size_t)(ci * S + pr) * S + pc) * (size_t)Hr * Wq;
+        /* columns c' with 0 <= c' * S + pc - pad_l < W */
+        int off = pc - cp->pad_l;
+        int lo = off >= 0 ? 0 : (-off + S - 1) / S;
+        int hi = s->W - 1 - off >= 0 ? (s->W - 1 - off) / S + 1 : 0;
+        if (hi > Wq) hi = Wq;
+        if (lo > hi) lo = hi;
+        for (int r = 0; r < Hr; r++) {
+          float *d = pl + (size_t)r * Wq;
+          int ih = (oh_a + r) * S + pr - cp->pad_t;
+          if (ih < 0 || ih >= s->H || lo == hi) {
+            memset(d, 0, (size_t)Wq * sizeof *d);
+            continue;
+          }
+          const float *xr = xp + (size_t)ih * s->W + off;
+          memset(d, 0, (size_t)lo * sizeof *d);
+          if (S == 1)
+            memcpy(d + lo, xr + lo, (size_t)(hi - lo) * sizeof *d);
+          else
+            for (int c = lo; c < hi; c++) d[c] = xr[c * S];
+          memset(d + hi, 0, (size_t)(Wq - hi) * sizeof *d);
+        }
+      }
+  }
+}
+
+static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int oc0, int t0, int cw,
+                         float *scr) {
+  const conv_shape *s = &cx->s;
+  const bd_conv_params *cp = cx->cp;
+  const int S = s->S, Wq = s->Wq, ohw = s->OH * s->OW;
+  int oh_a = t0 / Wq, oh_b = (t0 + cw - 1) / Wq;
+  int Hr = ig_rows(s, cp, oh_a, oh_b);
+  float *region = scr;
+  float *out = region + ig_region_floats(s, cp, s->cb);
+  float *wpan = out + (size_t)s->mb * (size_t)s->cb + 16;
+  int *koff = (int *)(wpan + (size_t)12 * s->K + 16);
+  const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * s->H * s->W;
+  ig_fill(cx, xg, oh_a, Hr, region);
+  int k = 0;
+  for (int ci = 0; ci < s->Cg; ci++)
+    for (int ki = 0; ki < cp->kh; ki++)
+      for (int kj = 0; kj < cp->kw; kj++)
+        koff[k++] = (int)(((size_t)(ci * S + ki % S) * S + kj % S) * (size_t)Hr * Wq +
+                          (size_t)(ki / S) * Wq + (size_t)(kj / S));
+  const float *x = region + (t0 - oh_a * Wq);
+  int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
+  for (int i = 0; i < mc; i += R) {
+    int rows = mc - i < R ? mc - i : R;
+    const float *panel = wpan;
+    if (cx->wpack)
+      panel =
+          cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)(m0 + i) / R) * (size_t)R * s->K;
+    else
+      bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
+    bd_cpu_pw512_tile(R, rows, cw, s->K, panel, x, 0, 32, koff, out + (size_t)i * cw, cw, NULL,
+                      NULL, BD_ACT_NONE, BD_RES_NONE);
+  }
+  /* drop the junk columns; bias, residual and activation on the way into y */
+  for (int i = 0; i < mc; i++) {
+    size_t yo = ((size_t)n * s->M + oc0 + i) * ohw;
+    float b = cx->bias ? cx->bias[oc0 + i] : 0.f;
+    for (int oh = oh_a; oh <= oh_b; oh++) {
+      int lo = t0 - oh * Wq > 0 ? t0 - oh * Wq : 0;
+      int hi = t0 + cw - oh * Wq < s->OW ? t0 + cw - oh * Wq : s->OW;
+      if (lo >= hi) continue;
+      float *d = cx->y + yo + (size_t)oh * s->OW + lo;
+      memcpy(d, out + (size_t)i * cw + (oh * Wq + lo - t0), (size_t)(hi - lo) * sizeof *d);
+      epilogue_row(d, hi - lo, b, cx->res ? cx->res + yo + (size_t)oh * s->OW + lo : NULL, cp->act,
+                   cp->res);
+    }
+  }
+}
+
 static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   (void)end;
   const conv_ctx *cx = arg;
@@ -252,13 +392,50 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   int g = (int)(t % s->G);
   int n = (int)(t / s->G);
   int ohw = s->OH * s->OW, hw = s->H * s->W;
+  int cols = cx->pw512 && s->ig ? s->T : ohw; /* the implicit GEMM's columns are flat t */
   int j0 = cbi * s->cb, cw = s->cb;
-  if (j0 + cw > ohw) cw = ohw - j0;
+  if (j0 + cw > cols) cw = cols - j0;
   int m0 = mbi * s->mb, mc = s->mb;
   if (m0 + mc > s->Mg) mc = s->Mg - m0;
   float *scr = bd_cpu_scratch(cx->c, tid);
   float *gemm_scr = scr;
   const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * hw;
+  int oc0 = g * s->Mg + m0;
+  float *y = cx->y + ((size_t)n * s->M + oc0) * ohw + j0;
+  if (cx->pw512 && s->ig) {
+    conv_ig_tile(cx, n, g, m0, mc, oc0, j0, cw, scr);
+    return;
+  }
+  if (cx->pw512) {
+    /* Fused tiles: the im2col matrix goes straight into 32-column strips (each K x 32,
+     * contiguous), the weights of each block of R output channels into a K x R panel. */
+    float *col = scr + bd_cpu_gemm_scratch_floats();
+    const float *b = xg + j0;
+    int ldb = hw;
+    size_t sstride = 32;
+    if (s->kind == 0) {
+      for (int jj = 0; jj < cw; jj += 32)
+        im2col_block(cx, xg, j0 + jj, cw - jj < 32 ? cw - jj : 32, col + (size_t)jj * s->K, 32);
+      b = col;
+      ldb = 32;
+      sstride = (size_t)32 * s->K;
+    }
+    float *wpan = col + (s->kind == 0 ? (size_t)s->K * (size_t)((cw + 31) & ~31) + 16 : 0);
+    int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
+    for (int i = 0; i < mc; i += R) {
+      int rows = mc - i < R ? mc - i : R;
+      const float *panel = wpan;
+      if (cx->wpack)
+        panel = cx->wpack +
+                ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)(m0 + i) / R) * (size_t)R * s->K;
+      else
+        bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
+      const float *r = cx->res ? cx->res + ((size_t)n * s->M + oc0 + i) * ohw + j0 : NULL;
+      bd_cpu_pw512_tile(R, rows, cw, s->K, panel, b, ldb, sstride, NULL, y + (size_t)i * ohw, ohw,
+                        cx->bias ? cx->bias + oc0 + i : NULL, r, cx->cp->act, cx->cp->res);
+    }
+    return;
+  }
   const float *b;
   int ldb;
   if (s->kind == 1) {
@@ -266,17 +443,9 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
     ldb = hw;
   } else {
     float *col = scr + bd_cpu_gemm_scratch_floats();
-    im2col_block(cx, xg, j0, cw, col);
+    im2col_block(cx, xg, j0, cw, col, (size_t)cw);
     b = col;
     ldb = cw;
-  }
-  int oc0 = g * s->Mg + m0;
-  float *y = cx->y + ((size_t)n * s->M + oc0) * ohw + j0;
-  if (cx->pw512) {
-    const float *r = cx->res ? cx->res + ((size_t)n * s->M + oc0) * ohw + j0 : NULL;
-    bd_cpu_pw512_tile(mc, cw, s->K, cx->w + (size_t)oc0 * s->K, s->K, b, ldb, y, ohw,
-                      cx->bias ? cx->bias + oc0 : NULL, r, cx->cp->act, cx->cp->res);
-    return;
   }
   bd_cpu_gemm(mc, cw, s->K, cx->w + (size_t)oc0 * s->K, s->K, b, ldb, y, ohw, 0, gemm_scr);
   for (int i = 0; i < mc; i++) {
@@ -477,7 +646,8 @@ static void conv_dw_task(void *arg, int64_t begin, int64_t end, int tid) {
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
   conv_ctx cx;
   memset(&cx, 0, sizeof cx);
-  bd_status st = conv_shape_of(c->base.graph, p, n, &cx.s, err);
+  int fused = c->pw512;
+  bd_status st = conv_shape_of(c->base.graph, p, n, fused, &cx.s, err);
   if (st != BD_OK) return st;
   cx.c = c;
   cx.cp = &n->p.conv;
@@ -486,7 +656,9 @@ bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *
   cx.bias = n->n_in > 2 && n->in[2] >= 0 ? c->ptr[n->in[2]] : NULL;
   cx.res = cx.cp->res != BD_RES_NONE ? c->ptr[n->in[3]] : NULL;
   cx.y = c->ptr[n->out[0]];
-  cx.pw512 = c->pw512 && cx.s.K <= 1024;
+  cx.pw512 = c->pw512 && cx.s.K <= BD_CPU_PW512_MAX_K;
+  if (cx.pw512 && c->wpack && n - c->base.graph->nodes < c->n_nodes)
+    cx.wpack = c->wpack[n - c->base.graph->nodes];
   if (cx.s.kind == 2) {
     bd_cpu_pool_for(c->pool, (int64_t)cx.s.N * cx.s.C, conv_dw_task, &cx);
 #ifdef BD_HAVE_BLAS
@@ -510,5 +682,27 @@ bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *
     int64_t items = (int64_t)cx.s.N * cx.s.G * cx.s.nmb * cx.s.ncb;
     bd_cpu_pool_for_each(c->pool, items, conv_gemm_task, &cx);
   }
+  return BD_OK;
+}
+
+bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p, const bd_node *n,
+                           float **out, bd_err *err) {
+  *out = NULL;
+  conv_shape s;
+  bd_status st = conv_shape_of(g, p, n, 0, &s, err);
+  if (st != BD_OK) return st;
+  const float *w = g->values[n->in[1]].data;
+  if (!c->pw512 || s.kind == 2 || s.K > BD_CPU_PW512_MAX_K || !w) return BD_OK;
+  int R = bd_cpu_pw512_rows(s.Mg), nrb = (s.Mg + R - 1) / R;
+  size_t floats = (size_t)s.G * (size_t)nrb * (size_t)R * (size_t)s.K;
+  float *pk = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
+  if (!pk) return bd_err_set(err, BD_E_NOMEM, "conv '%s': packed weights", n->name);
+  for (int gi = 0; gi < s.G; gi++)
+    for (int rb = 0; rb < nrb; rb++) {
+      int rows = s.Mg - rb * R < R ? s.Mg - rb * R : R;
+      bd_cpu_pw512_pack_w(R, rows, s.K, w + ((size_t)gi * s.Mg + (size_t)rb * R) * s.K, s.K,
+                          pk + ((size_t)gi * nrb + rb) * (size_t)R * s.K);
+    }
+  *out = pk;
   return BD_OK;
 }

@@ -59,11 +59,22 @@ void bd_cpu_gemm_builtin(int m, int n, int k, const float *a, int lda, const flo
 
 /* ---- AVX-512 conv GEMM tile with the epilogue fused (cpu_pw512.c) ---- */
 int bd_cpu_pw512_available(void);
-/* y[i*ldy + j] = epilogue(sum_k w[i*ldw + k] * x[k*ldx + j] + bias[i], res[i*ldy + j])
- * for i < mc, j < cw; bias and res may be NULL. */
-void bd_cpu_pw512_tile(int mc, int cw, int K, const float *w, int ldw, const float *x, int ldx,
-                       float *y, int ldy, const float *bias, const float *res, bd_act act,
-                       bd_res_mode rmode);
+/* Largest K (input channels x kernel taps per group) the fused tiles take; the packed
+ * weight panel needs 12 * K floats of scratch. */
+#define BD_CPU_PW512_MAX_K 65536
+/* Rows per packed weight panel for a block of mc output channels: 12 or 8. */
+int bd_cpu_pw512_rows(int mc);
+/* Packs rows [0, rows) of w (row pitch ldw) into a K x R panel, k-major; rows >= `rows`
+ * are zero. */
+void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float *panel);
+/* y[i*ldy + j] = epilogue(sum_k wp[k*R + i] * x(k, j) + bias[i], res[i*ldy + j]) for
+ * i < rows, j < cw, where x(k, j) = x[(j / 32) * sstride + k * ldx + j % 32]: strips of 32
+ * columns, in place (sstride 32, ldx the row pitch) or packed (ldx 32, sstride 32 * K);
+ * with koff, x(k, j) = x[koff[k] + j] (sstride 32: the implicit GEMM). bias and res may be
+ * NULL. */
+void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x, int ldx,
+                       size_t sstride, const int *koff, float *y, int ldy, const float *bias,
+                       const float *res, bd_act act, bd_res_mode rmode);
 
 /* ---- run state ---- */
 typedef struct bd_cpu {
@@ -79,6 +90,8 @@ typedef struct bd_cpu {
   uint8_t *side; /* graph inputs/outputs whose dtype is not float32 */
   size_t side_bytes;
   void **ptr; /* per value, filled at the start of each run */
+  float **wpack; /* per node: a conv's constant weights packed for the fused tiles, or NULL */
+  int n_nodes;
   int n_values;
   double *profile; /* benchmarks: ms per op accumulated here when set (see below) */
 } bd_cpu;
@@ -112,6 +125,11 @@ size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n
 size_t bd_cpu_maxpool_scratch(const bd_plan *p, const bd_node *n);
 size_t bd_cpu_resize_scratch(const bd_plan *p, const bd_node *n);
 bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err);
+/* The conv's weights packed for the fused tiles (*out, aligned_alloc'd, caller frees), or
+ * *out = NULL where the fused tiles do not apply (no AVX-512, depthwise, K too large,
+ * weights not a constant). Depends on the weights' shape only, not on the plan. */
+bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p, const bd_node *n,
+                           float **out, bd_err *err);
 
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_batchnorm(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);

@@ -11,6 +11,19 @@
 #include "cpu_act.h"
 #include "cpu_internal.h"
 
+/* Packed weights: a K x R panel, k-major, rows >= `rows` zero. R = 12 where it divides
+ * the block, else 8 where that does, else 12 with padding. */
+int bd_cpu_pw512_rows(int mc) {
+  return mc % 12 == 0 ? 12 : mc % 8 == 0 ? 8 : 12;
+}
+
+void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float *panel) {
+  for (int k = 0; k < K; k++) {
+    float *d = panel + (size_t)k * R;
+    for (int r = 0; r < R; r++) d[r] = r < rows ? w[(size_t)r * ldw + k] : 0.f;
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__OPTIMIZE__) && \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #include <immintrin.h>
@@ -32,67 +45,75 @@ static inline PW_TGT __attribute__((always_inline)) void pw_store(
   _mm512_mask_storeu_ps(y, m, acc);
 }
 
-#define PW_ROWS 8
+/* One block of R output channels (R = 12 or 8, a constant after inlining) x 32 columns:
+ * 2R zmm accumulators, two loads of x and R broadcasts of the packed weights per k.
+ * R = 12 uses 24 accumulators + 2 x vectors + 1 broadcast of the 32 zmm registers; with
+ * two FMA units and a 4-cycle latency that is enough independent chains to keep both
+ * busy. Only the first `rows` rows are stored (the panel's others are zero padding). */
+static inline PW_TGT __attribute__((always_inline)) void pw_block(
+    const int R, int rows, int K, const float *wp, const float *xs, int ldx, const int *koff,
+    float *y, int ldy, const float *bias, const float *res, bd_act act, bd_res_mode rmode,
+    __mmask16 m0, __mmask16 m1) {
+  __m512 a[12][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+  if (m1) {
+    for (int k = 0; k < K; k++) {
+      const float *xk = koff ? xs + koff[k] : xs + (size_t)k * ldx;
+      __m512 x0 = _mm512_maskz_loadu_ps(m0, xk);
+      __m512 x1 = _mm512_maskz_loadu_ps(m1, xk + 16);
+      const float *wk = wp + (size_t)k * R;
+#pragma GCC unroll 12
+      for (int r = 0; r < R; r++) {
+        __m512 wv = _mm512_set1_ps(wk[r]);
+        a[r][0] = _mm512_fmadd_ps(wv, x0, a[r][0]);
+        a[r][1] = _mm512_fmadd_ps(wv, x1, a[r][1]);
+      }
+    }
+  } else { /* 16 columns or fewer: half the FMAs */
+    for (int k = 0; k < K; k++) {
+      __m512 x0 = _mm512_maskz_loadu_ps(m0, koff ? xs + koff[k] : xs + (size_t)k * ldx);
+      const float *wk = wp + (size_t)k * R;
+#pragma GCC unroll 12
+      for (int r = 0; r < R; r++) a[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(wk[r]), x0, a[r][0]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+    if (r >= rows) break;
+    float *yr = y + (size_t)r * ldy;
+    const float *rr = res ? res + (size_t)r * ldy : NULL;
+    float b = bias ? bias[r] : 0.f;
+    pw_store(yr, rr, m0, a[r][0], b, act, rmode);
+    if (m1) pw_store(yr + 16, rr ? rr + 16 : NULL, m1, a[r][1], b, act, rmode);
+  }
+}
 
-PW_TGT void bd_cpu_pw512_tile(int mc, int cw, int K, const float *w, int ldw, const float *x,
-                              int ldx, float *y, int ldy, const float *bias, const float *res,
-                              bd_act act, bd_res_mode rmode) {
+PW_TGT void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x,
+                              int ldx, size_t sstride, const int *koff, float *y, int ldy,
+                              const float *bias, const float *res, bd_act act, bd_res_mode rmode) {
   for (int j = 0; j < cw; j += 32) {
     int nr = cw - j < 32 ? cw - j : 32;
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    const float *xj = x + j;
-    int i = 0;
-    for (; i + PW_ROWS <= mc; i += PW_ROWS) {
-      __m512 a[PW_ROWS][2];
-#pragma GCC unroll 8
-      for (int r = 0; r < PW_ROWS; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
-      const float *wi = w + (size_t)i * ldw;
-      for (int k = 0; k < K; k++) {
-        __m512 x0 = _mm512_maskz_loadu_ps(m0, xj + (size_t)k * ldx);
-        __m512 x1 = _mm512_maskz_loadu_ps(m1, xj + (size_t)k * ldx + 16);
-#pragma GCC unroll 8
-        for (int r = 0; r < PW_ROWS; r++) {
-          __m512 wv = _mm512_set1_ps(wi[(size_t)r * ldw + k]);
-          a[r][0] = _mm512_fmadd_ps(wv, x0, a[r][0]);
-          a[r][1] = _mm512_fmadd_ps(wv, x1, a[r][1]);
-        }
-      }
-#pragma GCC unroll 8
-      for (int r = 0; r < PW_ROWS; r++) {
-        float *yr = y + (size_t)(i + r) * ldy + j;
-        const float *rr = res ? res + (size_t)(i + r) * ldy + j : NULL;
-        float b = bias ? bias[i + r] : 0.f;
-        pw_store(yr, rr, m0, a[r][0], b, act, rmode);
-        if (m1) pw_store(yr + 16, rr ? rr + 16 : NULL, m1, a[r][1], b, act, rmode);
-      }
-    }
-    for (; i < mc; i++) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      const float *wi = w + (size_t)i * ldw;
-      for (int k = 0; k < K; k++) {
-        __m512 wv = _mm512_set1_ps(wi[k]);
-        a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m0, xj + (size_t)k * ldx), a0);
-        a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m1, xj + (size_t)k * ldx + 16), a1);
-      }
-      float *yr = y + (size_t)i * ldy + j;
-      const float *rr = res ? res + (size_t)i * ldy + j : NULL;
-      float b = bias ? bias[i] : 0.f;
-      pw_store(yr, rr, m0, a0, b, act, rmode);
-      if (m1) pw_store(yr + 16, rr ? rr + 16 : NULL, m1, a1, b, act, rmode);
-    }
+    const float *xs = x + (size_t)(j / 32) * sstride;
+    const float *rj = res ? res + j : NULL;
+    if (R == 12)
+      pw_block(12, rows, K, wp, xs, ldx, koff, y + j, ldy, bias, rj, act, rmode, m0, m1);
+    else
+      pw_block(8, rows, K, wp, xs, ldx, koff, y + j, ldy, bias, rj, act, rmode, m0, m1);
   }
 }
 
 #else
 
 int bd_cpu_pw512_available(void) { return 0; }
-
-void bd_cpu_pw512_tile(int mc, int cw, int K, const float *w, int ldw, const float *x, int ldx,
-                       float *y, int ldy, const float *bias, const float *res, bd_act act,
-                       bd_res_mode rmode) {
-  (void)mc, (void)cw, (void)K, (void)w, (void)ldw, (void)x, (void)ldx, (void)y, (void)ldy;
-  (void)bias, (void)res, (void)act, (void)rmode;
+void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x, int ldx,
+                       size_t sstride, const int *koff, float *y, int ldy, const float *bias,
+                       const float *res, bd_act act, bd_res_mode rmode) {
+  (void)R, (void)rows, (void)cw, (void)K, (void)wp, (void)x, (void)ldx, (void)sstride, (void)y;
+  (void)koff;
+  (void)ldy, (void)bias, (void)res, (void)act, (void)rmode;
 }
 
 #endif

@@ -28,6 +28,16 @@ foreach(t conv ops)
   endforeach()
 endforeach()
 
+# The AVX-512 fused conv tiles exist only in optimised builds without sanitizers (their
+# ifunc and intrinsics code is compiled out under ASan), so the Debug+ASan suite would
+# never run them: this variant compiles the test and the backend at -O2 without
+# sanitizers (the same naive references as above).
+bd_add_unit_test(test_cpu_conv_fused SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_cpu_conv.c
+                 ${BD_CPU_TEST_BACKEND_SRC} LIBS Threads::Threads m)
+target_include_directories(test_cpu_conv_fused PRIVATE ${CMAKE_SOURCE_DIR}/gpu ${CMAKE_SOURCE_DIR}/gpu/cpu)
+target_compile_definitions(test_cpu_conv_fused PRIVATE BD_TEST_FUSED=1)
+target_compile_options(test_cpu_conv_fused PRIVATE -O2 -fno-sanitize=all)
+
 # Conv micro-benchmark (prints a table; not registered in ctest).
 add_executable(cpu_conv_bench ${CMAKE_SOURCE_DIR}/tests/bench/cpu_conv_bench.c ${BD_CPU_TEST_BACKEND_SRC})
 target_include_directories(cpu_conv_bench PRIVATE ${CMAKE_SOURCE_DIR}/gpu ${CMAKE_SOURCE_DIR}/gpu/cpu)

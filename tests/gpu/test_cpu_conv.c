@@ -64,25 +64,38 @@ static void run_conv_case(const conv_case *c, int idx) {
   assert_non_null(ref);
   conv_ref(c, x, w, c->bias ? b : NULL, r, ref, OH, OW);
 
-  bd_graph *g = tu_graph();
-  int xv = tu_input(g, 4, xd);
-  int rv = c->res ? tu_input(g, 4, yd) : -1;
-  int wv = tu_const(g, BD_DT_F32, 4, wd, w);
-  int bv = c->bias ? tu_const(g, BD_DT_F32, 1, bdm, b) : -1;
-  int yv = tu_output(g, BD_DT_F32, 4, yd);
-  int in[4] = {xv, wv, bv, rv};
-  bd_node *n = tu_node(g, BD_OP_CONV, c->res ? 4 : 3, in, yv);
-  n->p.conv = (bd_conv_params){.kh = c->kh, .kw = c->kw, .sh = c->sh, .sw = c->sw,
-                               .dh = c->dh, .dw = c->dw, .pad_t = c->pt, .pad_l = c->pl,
-                               .pad_b = c->pb, .pad_r = c->pr, .group = c->group,
-                               .act = c->act, .res = c->res};
-  const float *ins[2] = {x, r};
-  char what[64];
-  for (tu_fused = 0; tu_fused < 2; tu_fused++) {
-    snprintf(what, sizeof what, "conv case %d (fused tiles %d)", idx, tu_fused);
-    tu_check(g, ins, ref, 1e-4f, what);
+  /* weights a constant (packed once at load) and a graph input (packed per tile) */
+  for (int wconst = 1; wconst >= 0; wconst--) {
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd);
+    int rv = c->res ? tu_input(g, 4, yd) : -1;
+    int wv = wconst ? tu_const(g, BD_DT_F32, 4, wd, w) : tu_input(g, 4, wd);
+    int bv = c->bias ? tu_const(g, BD_DT_F32, 1, bdm, b) : -1;
+    int yv = tu_output(g, BD_DT_F32, 4, yd);
+    int in[4] = {xv, wv, bv, rv};
+    bd_node *n = tu_node(g, BD_OP_CONV, c->res ? 4 : 3, in, yv);
+    n->p.conv = (bd_conv_params){.kh = c->kh,
+                                 .kw = c->kw,
+                                 .sh = c->sh,
+                                 .sw = c->sw,
+                                 .dh = c->dh,
+                                 .dw = c->dw,
+                                 .pad_t = c->pt,
+                                 .pad_l = c->pl,
+                                 .pad_b = c->pb,
+                                 .pad_r = c->pr,
+                                 .group = c->group,
+                                 .act = c->act,
+                                 .res = c->res};
+    const float *ins[3] = {x, c->res ? r : w, w};
+    char what[80];
+    for (tu_fused = 0; tu_fused < 2; tu_fused++) {
+      snprintf(what, sizeof what, "conv case %d (fused tiles %d, weights %s)", idx, tu_fused,
+               wconst ? "constant" : "an input");
+      tu_check(g, ins, ref, 1e-4f, what);
+    }
+    bd_graph_destroy(g);
   }
-  bd_graph_destroy(g);
   free(x);
   free(w);
   free(b);
@@ -96,15 +109,25 @@ static void test_conv_general(void **state) {
       /* N  C  H  W  M kh kw sh sw dh dw pt pl pb pr g act res bias */
       {1, 3, 9, 11, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, 0, 1},
       {2, 4, 10, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, 0, 1},
-      {1, 5, 12, 13, 7, 3, 3, 2, 2, 1, 1, 0, 1, 1, 0, 1, BD_ACT_NONE, 0, 0},  /* asym pads */
+      {1, 5, 12, 13, 7, 3, 3, 2, 2, 1, 1, 0, 1, 1, 0, 1, BD_ACT_NONE, 0, 0},    /* asym pads */
       {1, 4, 11, 11, 4, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 1, BD_ACT_SIGMOID, 0, 1}, /* dilated */
-      {2, 6, 8, 9, 4, 2, 3, 1, 2, 1, 1, 0, 1, 1, 2, 2, BD_ACT_SILU, 0, 1},   /* grouped, rect */
-      {1, 8, 7, 7, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, BD_ACT_NONE, 0, 1},  /* groups 4 */
-      {1, 64, 40, 40, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 1}, /* tiles */
-      {1, 3, 33, 31, 16, 6, 6, 2, 2, 1, 1, 2, 2, 2, 2, 1, BD_ACT_RELU, 0, 1},  /* big kernel */
+      {2, 6, 8, 9, 4, 2, 3, 1, 2, 1, 1, 0, 1, 1, 2, 2, BD_ACT_SILU, 0, 1},      /* grouped, rect */
+      {1, 8, 7, 7, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, BD_ACT_NONE, 0, 1},     /* groups 4 */
+      {1, 64, 40, 40, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 1},  /* tiles */
+      {1, 3, 33, 31, 16, 6, 6, 2, 2, 1, 1, 2, 2, 2, 2, 1, BD_ACT_RELU, 0, 1},   /* big kernel */
       {1, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 1},
       {2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, BD_RES_POST_ACT, 1},
       {1, 16, 5, 5, 8, 5, 5, 3, 3, 1, 1, 0, 0, 0, 0, 1, BD_ACT_NONE, 0, 1}, /* no pad, s3 */
+      /* the fused tiles' implicit GEMM (strides 1 and 2, dilation 1) and its edges */
+      {1, 96, 7, 9, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 1}, /* 12-row, M split */
+      {2, 20, 15, 17, 40, 3, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 1},
+      {1, 600, 6, 40, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, 0, 1}, /* narrow tiles */
+      {1, 8, 30, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, 0, 1}, /* junk > 1/4: im2col */
+      {1, 5, 9, 9, 7, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, 1, BD_ACT_SIGMOID, BD_RES_POST_ACT, 1},
+      {1, 4, 12, 12, 12, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, 0, 1},  /* even kernel */
+      {2, 12, 10, 10, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, BD_ACT_SILU, 0, 1}, /* groups 3 */
+      {1, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 3, 2, 1, 4, 1, BD_ACT_NONE, 0, 1},     /* over-padding */
+      {1, 7, 33, 35, 36, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 0},  /* s2 odd sizes */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_conv_case(&cases[i], (int)i);
 }
@@ -254,6 +277,14 @@ static void test_prepare_errors(void **state) {
 }
 
 int main(void) {
+#ifdef BD_TEST_FUSED
+  /* This build compiles the backend optimised, without sanitizers: the only build in
+   * which the AVX-512 fused tiles exist (the Debug+ASan suite has their stubs). */
+  if (!bd_cpu_pw512_available()) {
+    printf("fused tiles: this CPU has no AVX-512; nothing to test here\n");
+    return 0;
+  }
+#endif
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gemm),           cmocka_unit_test(test_conv_general),
       cmocka_unit_test(test_conv_pointwise), cmocka_unit_test(test_conv_depthwise),

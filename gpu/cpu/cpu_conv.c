@@ -183,7 +183,7 @@ size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n
   conv_shape s;
   if (conv_shape_of(g, p, n, 0, &s, NULL) != BD_OK) return 0;
   size_t need = bd_cpu_gemm_scratch_floats();
-  if (s.kind == 0) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;
+  if (s.kind != 2) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;     /* strips */
   if (s.kind != 2 && s.K <= BD_CPU_PW512_MAX_K) need += (size_t)12 * s.K + 16; /* w panel */
   if (s.kind == 2 && dw_fast(&n->p.conv) && dw_scratch(&s, &n->p.conv) > need)
     need = dw_scratch(&s, &n->p.conv);
@@ -407,20 +407,23 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
     return;
   }
   if (cx->pw512) {
-    /* Fused tiles: the im2col matrix goes straight into 32-column strips (each K x 32,
-     * contiguous), the weights of each block of R output channels into a K x R panel. */
+    /* Fused tiles: the im2col matrix (or the pointwise input) goes into 32-column strips,
+     * each K x 32 and contiguous; the weights of R output channels are a K x R panel. */
     float *col = scr + bd_cpu_gemm_scratch_floats();
-    const float *b = xg + j0;
-    int ldb = hw;
-    size_t sstride = 32;
-    if (s->kind == 0) {
-      for (int jj = 0; jj < cw; jj += 32)
-        im2col_block(cx, xg, j0 + jj, cw - jj < 32 ? cw - jj : 32, col + (size_t)jj * s->K, 32);
-      b = col;
-      ldb = 32;
-      sstride = (size_t)32 * s->K;
+    for (int jj = 0; jj < cw; jj += 32) {
+      int nr = cw - jj < 32 ? cw - jj : 32;
+      float *d = col + (size_t)jj * s->K;
+      if (s->kind == 0) {
+        im2col_block(cx, xg, j0 + jj, nr, d, 32);
+      } else { /* pointwise: the input rows are 32-column strips already, far apart */
+        for (int k = 0; k < s->K; k++)
+          memcpy(d + (size_t)k * 32, xg + (size_t)k * hw + j0 + jj, (size_t)nr * sizeof *d);
+      }
     }
-    float *wpan = col + (s->kind == 0 ? (size_t)s->K * (size_t)((cw + 31) & ~31) + 16 : 0);
+    const float *b = col;
+    const int ldb = 32;
+    const size_t sstride = (size_t)32 * s->K;
+    float *wpan = col + (size_t)s->K * (size_t)((cw + 31) & ~31) + 16;
     int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
     for (int i = 0; i < mc; i += R) {
       int rows = mc - i < R ? mc - i : R;

@@ -52,11 +52,7 @@ static void conv_tiling(conv_shape *s) {
     if (cb < 64) cb = 64;
     if (cb > 4096) cb = 4096;
   } else if (s->kind == 1) {
-    /* the fused tiles read a K x cb block of the input once per 12 or 8 output channels:
-     * keep it within about half an L2 */
-    cb = (CONV_COL_TARGET / (s->K > 0 ? s->K : 1)) & ~31;
-    if (cb < 256) cb = 256;
-    if (cb > 2048) cb = 2048;
+    cb = 2048;
   } else {
     cb = CONV_COL_TARGET / (s->K > 0 ? s->K : 1);
     cb &= ~31; /* whole 32-column strips for the fused tiles */
@@ -183,7 +179,7 @@ size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n
   conv_shape s;
   if (conv_shape_of(g, p, n, 0, &s, NULL) != BD_OK) return 0;
   size_t need = bd_cpu_gemm_scratch_floats();
-  if (s.kind != 2) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;     /* strips */
+  if (s.kind == 0) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;     /* strips */
   if (s.kind != 2 && s.K <= BD_CPU_PW512_MAX_K) need += (size_t)12 * s.K + 16; /* w panel */
   if (s.kind == 2 && dw_fast(&n->p.conv) && dw_scratch(&s, &n->p.conv) > need)
     need = dw_scratch(&s, &n->p.conv);
@@ -282,6 +278,34 @@ static void conv_rows_epilogue_task(void *arg, int64_t b, int64_t e, int tid) {
 }
 #endif
 
+/* Output channels [m0, m0 + mc) of group g (first global channel oc0) through the fused
+ * tiles, raw (no bias, activation or residual) or with the conv's epilogue: with the
+ * weights packed at load, one call over every panel (strips outer); otherwise each block
+ * of R channels is packed into wpan here, then run. */
+static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int raw, float *y,
+                       int ldy, const float *x, int ldx, size_t sstride, const int *koff,
+                       const float *res, int cw, float *wpan) {
+  const conv_shape *s = &cx->s;
+  int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
+  const float *bias = !raw && cx->bias ? cx->bias + oc0 : NULL;
+  bd_act act = raw ? BD_ACT_NONE : cx->cp->act;
+  bd_res_mode rmode = raw ? BD_RES_NONE : cx->cp->res;
+  if (raw) res = NULL;
+  if (cx->wpack) {
+    const float *panels =
+        cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)m0 / R) * (size_t)R * s->K;
+    bd_cpu_pw512_tile(R, mc, cw, s->K, panels, x, ldx, sstride, koff, y, ldy, bias, res, act,
+                      rmode);
+    return;
+  }
+  for (int i = 0; i < mc; i += R) {
+    int rows = mc - i < R ? mc - i : R;
+    bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
+    bd_cpu_pw512_tile(R, rows, cw, s->K, wpan, x, ldx, sstride, koff, y + (size_t)i * ldy, ldy,
+                      bias ? bias + i : NULL, res ? res + (size_t)i * ldy : NULL, act, rmode);
+  }
+}
+
 /* ---- implicit GEMM (fused tiles, strides 1 or 2, dilation 1) ----
  * A tile covers flat outputs [t0, t0 + cw) (t = oh * Wq + ow), i.e. output rows
  * oh_a..oh_b. Its region holds, per input channel and phase (pr, pc), Hr rows of Wq
@@ -352,18 +376,7 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
         koff[k++] = (int)(((size_t)(ci * S + ki % S) * S + kj % S) * (size_t)Hr * Wq +
                           (size_t)(ki / S) * Wq + (size_t)(kj / S));
   const float *x = region + (t0 - oh_a * Wq);
-  int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
-  for (int i = 0; i < mc; i += R) {
-    int rows = mc - i < R ? mc - i : R;
-    const float *panel = wpan;
-    if (cx->wpack)
-      panel =
-          cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)(m0 + i) / R) * (size_t)R * s->K;
-    else
-      bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
-    bd_cpu_pw512_tile(R, rows, cw, s->K, panel, x, 0, 32, koff, out + (size_t)i * cw, cw, NULL,
-                      NULL, BD_ACT_NONE, BD_RES_NONE);
-  }
+  fused_rows(cx, g, m0, mc, oc0, 1, out, cw, x, 0, 32, koff, NULL, cw, wpan);
   /* drop the junk columns; bias, residual and activation on the way into y */
   for (int i = 0; i < mc; i++) {
     size_t yo = ((size_t)n * s->M + oc0 + i) * ohw;
@@ -407,36 +420,23 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
     return;
   }
   if (cx->pw512) {
-    /* Fused tiles: the im2col matrix (or the pointwise input) goes into 32-column strips,
-     * each K x 32 and contiguous; the weights of R output channels are a K x R panel. */
+    /* Fused tiles: the im2col matrix goes into 32-column strips, each K x 32 and
+     * contiguous (the pointwise input is read in place); the weights of R output channels
+     * are a K x R panel. */
     float *col = scr + bd_cpu_gemm_scratch_floats();
-    for (int jj = 0; jj < cw; jj += 32) {
-      int nr = cw - jj < 32 ? cw - jj : 32;
-      float *d = col + (size_t)jj * s->K;
-      if (s->kind == 0) {
-        im2col_block(cx, xg, j0 + jj, nr, d, 32);
-      } else { /* pointwise: the input rows are 32-column strips already, far apart */
-        for (int k = 0; k < s->K; k++)
-          memcpy(d + (size_t)k * 32, xg + (size_t)k * hw + j0 + jj, (size_t)nr * sizeof *d);
-      }
+    const float *b = xg + j0;
+    int ldb = hw;
+    size_t sstride = 32;
+    if (s->kind == 0) {
+      for (int jj = 0; jj < cw; jj += 32)
+        im2col_block(cx, xg, j0 + jj, cw - jj < 32 ? cw - jj : 32, col + (size_t)jj * s->K, 32);
+      b = col;
+      ldb = 32;
+      sstride = (size_t)32 * s->K;
     }
-    const float *b = col;
-    const int ldb = 32;
-    const size_t sstride = (size_t)32 * s->K;
-    float *wpan = col + (size_t)s->K * (size_t)((cw + 31) & ~31) + 16;
-    int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
-    for (int i = 0; i < mc; i += R) {
-      int rows = mc - i < R ? mc - i : R;
-      const float *panel = wpan;
-      if (cx->wpack)
-        panel = cx->wpack +
-                ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)(m0 + i) / R) * (size_t)R * s->K;
-      else
-        bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
-      const float *r = cx->res ? cx->res + ((size_t)n * s->M + oc0 + i) * ohw + j0 : NULL;
-      bd_cpu_pw512_tile(R, rows, cw, s->K, panel, b, ldb, sstride, NULL, y + (size_t)i * ohw, ohw,
-                        cx->bias ? cx->bias + oc0 + i : NULL, r, cx->cp->act, cx->cp->res);
-    }
+    float *wpan = col + (s->kind == 0 ? (size_t)s->K * (size_t)((cw + 31) & ~31) + 16 : 0);
+    fused_rows(cx, g, m0, mc, oc0, 0, y, ohw, b, ldb, sstride, NULL,
+               cx->res ? cx->res + ((size_t)n * s->M + oc0) * ohw + j0 : NULL, cw, wpan);
     return;
   }
   const float *b;

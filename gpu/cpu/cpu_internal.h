@@ -67,12 +67,13 @@ int bd_cpu_pw512_rows(int mc);
 /* Packs rows [0, rows) of w (row pitch ldw) into a K x R panel, k-major; rows >= `rows`
  * are zero. */
 void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float *panel);
-/* y[i*ldy + j] = epilogue(sum_k wp[k*R + i] * x(k, j) + bias[i], res[i*ldy + j]) for
- * i < rows, j < cw, where x(k, j) = x[(j / 32) * sstride + k * ldx + j % 32]: strips of 32
- * columns, in place (sstride 32, ldx the row pitch) or packed (ldx 32, sstride 32 * K);
- * with koff, x(k, j) = x[koff[k] + j] (sstride 32: the implicit GEMM). bias and res may be
- * NULL. */
-void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x, int ldx,
+/* y[i*ldy + j] = epilogue(sum_k w(i, k) * x(k, j) + bias[i], res[i*ldy + j]) for i < mc,
+ * j < cw. w: ceil(mc / R) consecutive K x R panels (bd_cpu_pw512_pack_w), w(i, k) =
+ * wp[(i / R) * R * K + k * R + i % R]. x(k, j) = x[(j / 32) * sstride + k * ldx + j % 32]:
+ * strips of 32 columns, in place (sstride 32, ldx the row pitch) or packed (ldx 32,
+ * sstride 32 * K); with koff, x(k, j) = x[koff[k] + j] (sstride 32: the implicit GEMM).
+ * bias and res may be NULL. */
+void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,
                        const float *res, bd_act act, bd_res_mode rmode);
 

@@ -89,29 +89,36 @@ static inline PW_TGT __attribute__((always_inline)) void pw_block(
   }
 }
 
-PW_TGT void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x,
+PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const float *x,
                               int ldx, size_t sstride, const int *koff, float *y, int ldy,
                               const float *bias, const float *res, bd_act act, bd_res_mode rmode) {
+  /* strips outer: one strip of x (K x 32) stays in L1/L2 while every panel passes over it */
   for (int j = 0; j < cw; j += 32) {
     int nr = cw - j < 32 ? cw - j : 32;
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     const float *xs = x + (size_t)(j / 32) * sstride;
-    const float *rj = res ? res + j : NULL;
-    if (R == 12)
-      pw_block(12, rows, K, wp, xs, ldx, koff, y + j, ldy, bias, rj, act, rmode, m0, m1);
-    else
-      pw_block(8, rows, K, wp, xs, ldx, koff, y + j, ldy, bias, rj, act, rmode, m0, m1);
+    for (int i = 0; i < mc; i += R) {
+      int rows = mc - i < R ? mc - i : R;
+      const float *pi = wp + (size_t)(i / R) * R * K;
+      float *yi = y + (size_t)i * ldy + j;
+      const float *bi = bias ? bias + i : NULL;
+      const float *ri = res ? res + (size_t)i * ldy + j : NULL;
+      if (R == 12)
+        pw_block(12, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+      else
+        pw_block(8, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+    }
   }
 }
 
 #else
 
 int bd_cpu_pw512_available(void) { return 0; }
-void bd_cpu_pw512_tile(int R, int rows, int cw, int K, const float *wp, const float *x, int ldx,
+void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,
                        const float *res, bd_act act, bd_res_mode rmode) {
-  (void)R, (void)rows, (void)cw, (void)K, (void)wp, (void)x, (void)ldx, (void)sstride, (void)y;
+  (void)R, (void)mc, (void)cw, (void)K, (void)wp, (void)x, (void)ldx, (void)sstride, (void)y;
   (void)koff;
   (void)ldy, (void)bias, (void)res, (void)act, (void)rmode;
 }

@@ -322,6 +322,7 @@ static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, in
   return (size_t)s->Cg * (size_t)(s->S * s->S) * (size_t)rows * (size_t)s->Wq + 16;
 }
 
+BD_CPU_CLONES
 static void ig_fill(const conv_ctx *cx, const float *xg, int oh_a, int Hr, float *region) {
   const conv_shape *s = &cx->s;
   const bd_conv_params *cp = cx->cp;

@@ -51,15 +51,15 @@ static inline PW_TGT __attribute__((always_inline)) void pw_store(
  * two FMA units and a 4-cycle latency that is enough independent chains to keep both
  * busy. Only the first `rows` rows are stored (the panel's others are zero padding). */
 static inline PW_TGT __attribute__((always_inline)) void pw_block(
-    const int R, int rows, int K, const float *wp, const float *xs, int ldx, const int *koff,
-    float *y, int ldy, const float *bias, const float *res, bd_act act, bd_res_mode rmode,
-    __mmask16 m0, __mmask16 m1) {
+    const int R, const int IG, int rows, int K, const float *wp, const float *xs, int ldx,
+    const int *koff, float *y, int ldy, const float *bias, const float *res, bd_act act,
+    bd_res_mode rmode, __mmask16 m0, __mmask16 m1) {
   __m512 a[12][2];
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
   if (m1) {
     for (int k = 0; k < K; k++) {
-      const float *xk = koff ? xs + koff[k] : xs + (size_t)k * ldx;
+      const float *xk = IG ? xs + koff[k] : xs + (size_t)k * ldx;
       __m512 x0 = _mm512_maskz_loadu_ps(m0, xk);
       __m512 x1 = _mm512_maskz_loadu_ps(m1, xk + 16);
       const float *wk = wp + (size_t)k * R;
@@ -72,7 +72,7 @@ static inline PW_TGT __attribute__((always_inline)) void pw_block(
     }
   } else { /* 16 columns or fewer: half the FMAs */
     for (int k = 0; k < K; k++) {
-      __m512 x0 = _mm512_maskz_loadu_ps(m0, koff ? xs + koff[k] : xs + (size_t)k * ldx);
+      __m512 x0 = _mm512_maskz_loadu_ps(m0, IG ? xs + koff[k] : xs + (size_t)k * ldx);
       const float *wk = wp + (size_t)k * R;
 #pragma GCC unroll 12
       for (int r = 0; r < R; r++) a[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(wk[r]), x0, a[r][0]);
@@ -104,10 +104,15 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
       float *yi = y + (size_t)i * ldy + j;
       const float *bi = bias ? bias + i : NULL;
       const float *ri = res ? res + (size_t)i * ldy + j : NULL;
-      if (R == 12)
-        pw_block(12, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+      /* R and "koff given" as constants, so that each loop is its own specialisation */
+      if (R == 12 && koff)
+        pw_block(12, 1, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+      else if (R == 12)
+        pw_block(12, 0, rows, K, pi, xs, ldx, NULL, yi, ldy, bi, ri, act, rmode, m0, m1);
+      else if (koff)
+        pw_block(8, 1, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
       else
-        pw_block(8, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+        pw_block(8, 0, rows, K, pi, xs, ldx, NULL, yi, ldy, bi, ri, act, rmode, m0, m1);
     }
   }
 }

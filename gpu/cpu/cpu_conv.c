@@ -3,6 +3,13 @@
  *    each kernel tap a contiguous (stride 1) multiply-add over the valid columns;
  *  - pointwise (1x1, stride 1, pad 0): the input plane already is the GEMM's B matrix;
  *  - general: im2col of a block of output columns into per-thread scratch, then GEMM.
+ * Where the CPU has AVX-512 (optimised builds), pointwise and general convs run on the
+ * fused tiles of cpu_pw512.c instead of GEMM + epilogue: weights packed once at load
+ * into panels of 12 or 8 output channels (bd_cpu_conv_pack); convs with equal strides 1
+ * or 2 and dilation 1 as an implicit GEMM that reads a padded, phase-split copy of the
+ * tile's input rows instead of an im2col matrix (conv_ig_tile); the rest im2col'd into
+ * 32-column strips. This does not depend on OpenBLAS recognising the CPU (Debian 12's
+ * 0.3.21 takes an Emerald Rapids for a Prescott and runs SSE3 kernels).
  * Work items are (image, group, output-channel block, output-column block) tiles handed
  * out dynamically to the pool; each tile's bias / residual / activation epilogue runs
  * right after its GEMM while the tile is in cache. The tiling depends only on the
@@ -322,8 +329,11 @@ static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, in
   return (size_t)s->Cg * (size_t)(s->S * s->S) * (size_t)rows * (size_t)s->Wq + 16;
 }
 
-BD_CPU_CLONES
-static void ig_fill(const conv_ctx *cx, const float *xg, int oh_a, int Hr, float *region) {
+/* Rows are short (a phase plane of a 20-pixel row is 11 floats), so the fill is plain
+ * loops: GCC would turn the zeroing loops into memset calls, whose call costs more
+ * than the row. */
+BD_CPU_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void ig_fill(
+    const conv_ctx *cx, const float *xg, int oh_a, int Hr, float *region) {
   const conv_shape *s = &cx->s;
   const bd_conv_params *cp = cx->cp;
   const int S = s->S, Wq = s->Wq;
@@ -339,19 +349,18 @@ static void ig_fill(const conv_ctx *cx, const float *xg, int oh_a, int Hr, float
         if (hi > Wq) hi = Wq;
         if (lo > hi) lo = hi;
         for (int r = 0; r < Hr; r++) {
-          float *d = pl + (size_t)r * Wq;
+          float *restrict d = pl + (size_t)r * Wq;
           int ih = (oh_a + r) * S + pr - cp->pad_t;
-          if (ih < 0 || ih >= s->H || lo == hi) {
-            memset(d, 0, (size_t)Wq * sizeof *d);
-            continue;
+          int c = 0;
+          if (ih >= 0 && ih < s->H) {
+            const float *restrict xr = xp + (size_t)ih * s->W + off;
+            for (; c < lo; c++) d[c] = 0.f;
+            if (S == 1)
+              for (; c < hi; c++) d[c] = xr[c];
+            else
+              for (; c < hi; c++) d[c] = xr[2 * c];
           }
-          const float *xr = xp + (size_t)ih * s->W + off;
-          memset(d, 0, (size_t)lo * sizeof *d);
-          if (S == 1)
-            memcpy(d + lo, xr + lo, (size_t)(hi - lo) * sizeof *d);
-          else
-            for (int c = lo; c < hi; c++) d[c] = xr[c * S];
-          memset(d + hi, 0, (size_t)(Wq - hi) * sizeof *d);
+          for (; c < Wq; c++) d[c] = 0.f;
         }
       }
   }

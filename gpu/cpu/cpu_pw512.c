@@ -1,13 +1,15 @@
-/* AVX-512 GEMM tile with the conv epilogue fused, for the pointwise and im2col paths:
- * Y[mc x cw] = act(W[mc x K] * X[K x cw] + b [+ r]) [+ r], where X rows are the input
- * channel planes (pointwise) or im2col rows, read in place without packing. A block of
- * 8 output channels x 32 columns lives in 16 zmm accumulators; the bias, activation and
- * residual are applied in registers before the single store, so the output is written
- * once. OpenBLAS packs and writes C, and the epilogue then re-reads it; this saves that
- * pass and the packing on the small-K GEMMs of detector necks.
+/* AVX-512 GEMM tile with the conv epilogue fused, for the pointwise, im2col and
+ * implicit-GEMM paths of cpu_conv.c:
+ * Y[mc x cw] = act(W[mc x K] * X[K x cw] + b [+ r]) [+ r]. W comes as packed K x R panels
+ * (R = 12 or 8 output channels, k-major); X as strips of 32 columns, read in place (the
+ * pointwise input planes), from contiguous K x 32 strips (im2col), or through a table of
+ * per-k offsets (the implicit GEMM's taps). A block of R channels x 32 columns lives in
+ * 2R zmm accumulators; the bias, activation and residual are applied in registers before
+ * the single store, so the output is written once (OpenBLAS writes C and the epilogue
+ * re-reads it).
  *
  * Only built for GCC on x86-64 in optimised builds without ASan/TSan; callers check
- * bd_cpu_pw512_available() first. */
+ * bd_cpu_pw512_available() first. test_cpu_conv_fused is the suite's build of it. */
 #include "cpu_act.h"
 #include "cpu_internal.h"
 

@@ -49,6 +49,9 @@ __attribute__((unused)) static const layer layers[] = {
     {"damoT 1x1 768->384 @20", 768, 20, 20, 384, 1, 1, 1},
     {"damoT 1x1 672->96 @40", 672, 40, 40, 96, 1, 1, 1},
     {"damoT 1x1 64->64 @160", 64, 160, 160, 64, 1, 1, 1},
+    /* DAMO-YOLO-S at 320: small planes, deep K */
+    {"damoS 3x3 s2 256->256 @20", 256, 20, 20, 256, 3, 2, 1},
+    {"damoS 3x3 192->256 @10", 192, 10, 10, 256, 3, 1, 1},
 };
 
 static double now_ms(void) {

@@ -48,6 +48,10 @@ typedef struct {
   float *y;
   int pw512; /* use the AVX-512 fused tile instead of GEMM + epilogue */
   const float *wpack; /* weights packed at load (bd_cpu_conv_pack), or NULL: pack per tile */
+  /* per thread: 1 + the (image, group, column block) whose input strips or region its
+   * scratch holds, 0 for none; the output-channel blocks of one column block are
+   * consecutive items, so a thread that takes two in a row fills once */
+  int64_t held[BD_CPU_MAX_THREADS];
 } conv_ctx;
 
 static void conv_tiling(conv_shape *s) {
@@ -367,7 +371,7 @@ BD_CPU_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns"))) stat
 }
 
 static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int oc0, int t0, int cw,
-                         float *scr) {
+                         int fill, float *scr) {
   const conv_shape *s = &cx->s;
   const bd_conv_params *cp = cx->cp;
   const int S = s->S, Wq = s->Wq, ohw = s->OH * s->OW;
@@ -378,7 +382,7 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
   float *wpan = out + (size_t)s->mb * (size_t)s->cb + 16;
   int *koff = (int *)(wpan + (size_t)12 * s->K + 16);
   const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * s->H * s->W;
-  ig_fill(cx, xg, oh_a, Hr, region);
+  if (fill) ig_fill(cx, xg, oh_a, Hr, region);
   int k = 0;
   for (int ci = 0; ci < s->Cg; ci++)
     for (int ki = 0; ki < cp->kh; ki++)
@@ -405,13 +409,16 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
 
 static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   (void)end;
-  const conv_ctx *cx = arg;
+  conv_ctx *cx = arg; /* only held[tid] is written, by this thread */
   const conv_shape *s = &cx->s;
   int64_t t = item;
-  int cbi = (int)(t % s->ncb);
-  t /= s->ncb;
   int mbi = (int)(t % s->nmb);
   t /= s->nmb;
+  int cbi = (int)(t % s->ncb);
+  t /= s->ncb;
+  int64_t key = t * s->ncb + cbi + 1;
+  int fill = cx->held[tid] != key;
+  cx->held[tid] = key;
   int g = (int)(t % s->G);
   int n = (int)(t / s->G);
   int ohw = s->OH * s->OW, hw = s->H * s->W;
@@ -426,7 +433,7 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   int oc0 = g * s->Mg + m0;
   float *y = cx->y + ((size_t)n * s->M + oc0) * ohw + j0;
   if (cx->pw512 && s->ig) {
-    conv_ig_tile(cx, n, g, m0, mc, oc0, j0, cw, scr);
+    conv_ig_tile(cx, n, g, m0, mc, oc0, j0, cw, fill, scr);
     return;
   }
   if (cx->pw512) {
@@ -438,7 +445,7 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
     int ldb = hw;
     size_t sstride = 32;
     if (s->kind == 0) {
-      for (int jj = 0; jj < cw; jj += 32)
+      for (int jj = 0; fill && jj < cw; jj += 32)
         im2col_block(cx, xg, j0 + jj, cw - jj < 32 ? cw - jj : 32, col + (size_t)jj * s->K, 32);
       b = col;
       ldb = 32;

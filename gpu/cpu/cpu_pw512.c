@@ -53,8 +53,8 @@ static inline PW_TGT __attribute__((always_inline)) void pw_store(
  * two FMA units and a 4-cycle latency that is enough independent chains to keep both
  * busy. Only the first `rows` rows are stored (the panel's others are zero padding). */
 static inline PW_TGT __attribute__((always_inline)) void pw_block(
-    const int R, const int IG, int rows, int K, const float *wp, const float *xs, int ldx,
-    const int *koff, float *y, int ldy, const float *bias, const float *res, bd_act act,
+    const int R, const int IG, const int FULL, int rows, int K, const float *wp, const float *xs,
+    int ldx, const int *koff, float *y, int ldy, const float *bias, const float *res, bd_act act,
     bd_res_mode rmode, __mmask16 m0, __mmask16 m1) {
   __m512 a[12][2];
 #pragma GCC unroll 12
@@ -62,8 +62,9 @@ static inline PW_TGT __attribute__((always_inline)) void pw_block(
   if (m1) {
     for (int k = 0; k < K; k++) {
       const float *xk = IG ? xs + koff[k] : xs + (size_t)k * ldx;
-      __m512 x0 = _mm512_maskz_loadu_ps(m0, xk);
-      __m512 x1 = _mm512_maskz_loadu_ps(m1, xk + 16);
+      /* whole strips load unmasked: the masks would be reloaded into k registers per k */
+      __m512 x0 = FULL ? _mm512_loadu_ps(xk) : _mm512_maskz_loadu_ps(m0, xk);
+      __m512 x1 = FULL ? _mm512_loadu_ps(xk + 16) : _mm512_maskz_loadu_ps(m1, xk + 16);
       const float *wk = wp + (size_t)k * R;
 #pragma GCC unroll 12
       for (int r = 0; r < R; r++) {
@@ -106,15 +107,20 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
       float *yi = y + (size_t)i * ldy + j;
       const float *bi = bias ? bias + i : NULL;
       const float *ri = res ? res + (size_t)i * ldy + j : NULL;
-      /* R and "koff given" as constants, so that each loop is its own specialisation */
+      /* R, "koff given" and "whole strip" as constants: each loop its own specialisation */
+      int full = nr == 32;
+#define PW_CALL(RR, IGG, FF)                                                                      \
+  pw_block(RR, IGG, FF, rows, K, pi, xs, ldx, IGG ? koff : NULL, yi, ldy, bi, ri, act, rmode, m0, \
+           m1)
       if (R == 12 && koff)
-        pw_block(12, 1, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+        full ? PW_CALL(12, 1, 1) : PW_CALL(12, 1, 0);
       else if (R == 12)
-        pw_block(12, 0, rows, K, pi, xs, ldx, NULL, yi, ldy, bi, ri, act, rmode, m0, m1);
+        full ? PW_CALL(12, 0, 1) : PW_CALL(12, 0, 0);
       else if (koff)
-        pw_block(8, 1, rows, K, pi, xs, ldx, koff, yi, ldy, bi, ri, act, rmode, m0, m1);
+        full ? PW_CALL(8, 1, 1) : PW_CALL(8, 1, 0);
       else
-        pw_block(8, 0, rows, K, pi, xs, ldx, NULL, yi, ldy, bi, ri, act, rmode, m0, m1);
+        full ? PW_CALL(8, 0, 1) : PW_CALL(8, 0, 0);
+#undef PW_CALL
     }
   }
 }

@@ -96,6 +96,18 @@ static void conv_tiling(conv_shape *s) {
   s->nmb = nmb;
 }
 
+/* The fused tiles take pointwise and dense convs with at most BD_CPU_PW512_MAX_K taps and at
+ * least 6 output channels per group (their blocks are 8 or 12 channels: fewer would be
+ * mostly padding, in compute and in the packed weights). */
+static int fused_ok(const conv_shape *s) {
+  return s->kind != 2 && s->K <= BD_CPU_PW512_MAX_K && s->Mg >= 6;
+}
+
+/* An implicit-GEMM tile's region at most this many floats (16 MiB per thread); beyond
+ * (huge planes with many channels) the conv takes the im2col strips instead. */
+#define CONV_IG_MAX_REGION ((size_t)1 << 22)
+static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw);
+
 /* fused: the AVX-512 fused tiles will run it (the tiling differs for the implicit GEMM). */
 static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n, int fused,
                                conv_shape *s, bd_err *err) {
@@ -152,8 +164,8 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
   else
     s->kind = 0;
   s->ig = 0;
-  if (fused && s->kind == 0 && s->K <= BD_CPU_PW512_MAX_K && cp->sh == cp->sw &&
-      (cp->sh == 1 || cp->sh == 2) && cp->dh == 1 && cp->dw == 1) {
+  if (fused && s->kind == 0 && fused_ok(s) && cp->sh == cp->sw && (cp->sh == 1 || cp->sh == 2) &&
+      cp->dh == 1 && cp->dw == 1) {
     int S = cp->sh;
     int64_t wp = (int64_t)s->W + cp->pad_l + cp->pad_r;
     if (wp < (int64_t)S * (s->OW - 1) + cp->kw) wp = (int64_t)S * (s->OW - 1) + cp->kw;
@@ -167,6 +179,10 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
     }
   }
   conv_tiling(s);
+  if (s->ig && ig_region_floats(s, cp, s->cb) > CONV_IG_MAX_REGION) {
+    s->ig = 0;
+    conv_tiling(s);
+  }
   return BD_OK;
 }
 
@@ -184,14 +200,12 @@ int bd_cpu_conv_path(const bd_graph *g, const bd_plan *p, const bd_node *n) {
 static int dw_fast(const bd_conv_params *cp);
 static size_t dw_scratch(const conv_shape *s, const bd_conv_params *cp);
 
-static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw);
-
 size_t bd_cpu_conv_scratch(const bd_graph *g, const bd_plan *p, const bd_node *n) {
   conv_shape s;
   if (conv_shape_of(g, p, n, 0, &s, NULL) != BD_OK) return 0;
   size_t need = bd_cpu_gemm_scratch_floats();
   if (s.kind == 0) need += (size_t)s.K * (size_t)((s.cb + 31) & ~31) + 16;     /* strips */
-  if (s.kind != 2 && s.K <= BD_CPU_PW512_MAX_K) need += (size_t)12 * s.K + 16; /* w panel */
+  if (fused_ok(&s)) need += (size_t)12 * s.K + 16;                             /* w panel */
   if (s.kind == 2 && dw_fast(&n->p.conv) && dw_scratch(&s, &n->p.conv) > need)
     need = dw_scratch(&s, &n->p.conv);
   conv_shape f; /* the implicit GEMM: region, raw output tile, w panel, tap offsets */
@@ -676,7 +690,7 @@ bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *
   cx.bias = n->n_in > 2 && n->in[2] >= 0 ? c->ptr[n->in[2]] : NULL;
   cx.res = cx.cp->res != BD_RES_NONE ? c->ptr[n->in[3]] : NULL;
   cx.y = c->ptr[n->out[0]];
-  cx.pw512 = c->pw512 && cx.s.K <= BD_CPU_PW512_MAX_K;
+  cx.pw512 = c->pw512 && fused_ok(&cx.s);
   if (cx.pw512 && c->wpack && n - c->base.graph->nodes < c->n_nodes)
     cx.wpack = c->wpack[n - c->base.graph->nodes];
   if (cx.s.kind == 2) {
@@ -712,7 +726,7 @@ bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p,
   bd_status st = conv_shape_of(g, p, n, 0, &s, err);
   if (st != BD_OK) return st;
   const float *w = g->values[n->in[1]].data;
-  if (!c->pw512 || s.kind == 2 || s.K > BD_CPU_PW512_MAX_K || !w) return BD_OK;
+  if (!c->pw512 || !fused_ok(&s) || !w) return BD_OK;
   int R = bd_cpu_pw512_rows(s.Mg), nrb = (s.Mg + R - 1) / R;
   size_t floats = (size_t)s.G * (size_t)nrb * (size_t)R * (size_t)s.K;
   float *pk = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);

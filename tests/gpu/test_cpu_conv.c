@@ -128,6 +128,8 @@ static void test_conv_general(void **state) {
       {2, 12, 10, 10, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, BD_ACT_SILU, 0, 1}, /* groups 3 */
       {1, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 3, 2, 1, 4, 1, BD_ACT_NONE, 0, 1},     /* over-padding */
       {1, 7, 33, 35, 36, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 0},  /* s2 odd sizes */
+      /* a region past CONV_IG_MAX_REGION (rows of 70002 floats): im2col strips instead */
+      {1, 16, 2, 70000, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, 0, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_conv_case(&cases[i], (int)i);
 }

@@ -82,8 +82,19 @@ void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on) {
   ((bd_cpu *)be)->conv_blas_threads = on ? 1 : 0;
 }
 
+int bd_cpu_fused_isa(void) {
+  return bd_cpu_pw512_available() ? 512 : bd_cpu_pw256_available() ? 256 : 0;
+}
+
 void bd_cpu_backend_set_fused_tiles(bd_backend *be, int on) {
-  ((bd_cpu *)be)->pw512 = on && bd_cpu_pw512_available();
+  int isa = 0;
+  if (on == 1)
+    isa = bd_cpu_fused_isa();
+  else if (on == 512)
+    isa = bd_cpu_pw512_available() ? 512 : 0;
+  else if (on == 256)
+    isa = bd_cpu_pw256_available() ? 256 : 0;
+  ((bd_cpu *)be)->fused = isa;
 }
 
 static int io_index(const int *list, int n, int v) {
@@ -316,7 +327,7 @@ bd_status bd_cpu_backend_new(const bd_graph *g, int threads, bd_backend **out, b
   c->base.vt = &cpu_vtbl;
   c->base.graph = g;
   c->threads = threads;
-  c->pw512 = bd_cpu_pw512_available();
+  c->fused = bd_cpu_fused_isa();
   bd_status st = bd_cpu_pool_new(threads, &c->pool, err);
   if (st != BD_OK) {
     free(c);

@@ -46,7 +46,7 @@ typedef struct {
   conv_shape s;
   const float *x, *w, *bias, *res;
   float *y;
-  int pw512; /* use the AVX-512 fused tile instead of GEMM + epilogue */
+  int fused;          /* the fused tiles' ISA (512 or 256), 0: GEMM + epilogue */
   const float *wpack; /* weights packed at load (bd_cpu_conv_pack), or NULL: pack per tile */
   /* per thread: 1 + the (image, group, column block) whose input strips or region its
    * scratch holds, 0 for none; the output-channel blocks of one column block are
@@ -316,18 +316,27 @@ static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int r
   bd_act act = raw ? BD_ACT_NONE : cx->cp->act;
   bd_res_mode rmode = raw ? BD_RES_NONE : cx->cp->res;
   if (raw) res = NULL;
-  if (cx->wpack) {
-    const float *panels =
-        cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)m0 / R) * (size_t)R * s->K;
-    bd_cpu_pw512_tile(R, mc, cw, s->K, panels, x, ldx, sstride, koff, y, ldy, bias, res, act,
-                      rmode);
-    return;
-  }
   for (int i = 0; i < mc; i += R) {
     int rows = mc - i < R ? mc - i : R;
-    bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
-    bd_cpu_pw512_tile(R, rows, cw, s->K, wpan, x, ldx, sstride, koff, y + (size_t)i * ldy, ldy,
-                      bias ? bias + i : NULL, res ? res + (size_t)i * ldy : NULL, act, rmode);
+    if (cx->wpack && i > 0) break; /* packed at load: one call took every panel */
+    const float *panel = wpan;
+    if (cx->wpack) {
+      panel = cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)m0 / R) * (size_t)R * s->K;
+      rows = mc;
+    } else {
+      bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
+    }
+    float *yi = y + (size_t)i * ldy;
+    if (cx->fused == 512) {
+      bd_cpu_pw512_tile(R, rows, cw, s->K, panel, x, ldx, sstride, koff, yi, ldy,
+                        bias ? bias + i : NULL, res ? res + (size_t)i * ldy : NULL, act, rmode);
+      continue;
+    }
+    bd_cpu_pw256_tile(R, rows, cw, s->K, panel, x, ldx, sstride, koff, yi, ldy);
+    if (raw) continue;
+    for (int r = 0; r < rows; r++)
+      epilogue_row(yi + (size_t)r * ldy, cw, bias ? bias[i + r] : 0.f,
+                   res ? res + (size_t)(i + r) * ldy : NULL, act, rmode);
   }
 }
 
@@ -436,7 +445,7 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   int g = (int)(t % s->G);
   int n = (int)(t / s->G);
   int ohw = s->OH * s->OW, hw = s->H * s->W;
-  int cols = cx->pw512 && s->ig ? s->T : ohw; /* the implicit GEMM's columns are flat t */
+  int cols = cx->fused && s->ig ? s->T : ohw; /* the implicit GEMM's columns are flat t */
   int j0 = cbi * s->cb, cw = s->cb;
   if (j0 + cw > cols) cw = cols - j0;
   int m0 = mbi * s->mb, mc = s->mb;
@@ -446,11 +455,11 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
   const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * hw;
   int oc0 = g * s->Mg + m0;
   float *y = cx->y + ((size_t)n * s->M + oc0) * ohw + j0;
-  if (cx->pw512 && s->ig) {
+  if (cx->fused && s->ig) {
     conv_ig_tile(cx, n, g, m0, mc, oc0, j0, cw, fill, scr);
     return;
   }
-  if (cx->pw512) {
+  if (cx->fused) {
     /* Fused tiles: the im2col matrix goes into 32-column strips, each K x 32 and
      * contiguous (the pointwise input is read in place); the weights of R output channels
      * are a K x R panel. */
@@ -680,7 +689,7 @@ static void conv_dw_task(void *arg, int64_t begin, int64_t end, int tid) {
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
   conv_ctx cx;
   memset(&cx, 0, sizeof cx);
-  int fused = c->pw512;
+  int fused = c->fused != 0;
   bd_status st = conv_shape_of(c->base.graph, p, n, fused, &cx.s, err);
   if (st != BD_OK) return st;
   cx.c = c;
@@ -690,8 +699,8 @@ bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *
   cx.bias = n->n_in > 2 && n->in[2] >= 0 ? c->ptr[n->in[2]] : NULL;
   cx.res = cx.cp->res != BD_RES_NONE ? c->ptr[n->in[3]] : NULL;
   cx.y = c->ptr[n->out[0]];
-  cx.pw512 = c->pw512 && fused_ok(&cx.s);
-  if (cx.pw512 && c->wpack && n - c->base.graph->nodes < c->n_nodes)
+  cx.fused = fused_ok(&cx.s) ? c->fused : 0;
+  if (cx.fused && c->wpack && n - c->base.graph->nodes < c->n_nodes)
     cx.wpack = c->wpack[n - c->base.graph->nodes];
   if (cx.s.kind == 2) {
     bd_cpu_pool_for(c->pool, (int64_t)cx.s.N * cx.s.C, conv_dw_task, &cx);
@@ -726,7 +735,7 @@ bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p,
   bd_status st = conv_shape_of(g, p, n, 0, &s, err);
   if (st != BD_OK) return st;
   const float *w = g->values[n->in[1]].data;
-  if (!c->pw512 || !fused_ok(&s) || !w) return BD_OK;
+  if (!c->fused || !fused_ok(&s) || !w) return BD_OK;
   int R = bd_cpu_pw512_rows(s.Mg), nrb = (s.Mg + R - 1) / R;
   size_t floats = (size_t)s.G * (size_t)nrb * (size_t)R * (size_t)s.K;
   float *pk = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);

@@ -77,13 +77,19 @@ void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const floa
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,
                        const float *res, bd_act act, bd_res_mode rmode);
 
+/* CPUs with AVX2 + FMA but no AVX-512: the same tile, raw (y = W * X; the caller applies
+ * bias, residual and activation), blocks of R / 2 channels x 16 columns. */
+int bd_cpu_pw256_available(void);
+void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
+                       size_t sstride, const int *koff, float *y, int ldy);
+
 /* ---- run state ---- */
 typedef struct bd_cpu {
   bd_backend base;
   bd_cpu_pool *pool;
   int threads;
   int conv_blas_threads; /* 1: one GEMM per image with BLAS threads (measured alternative) */
-  int pw512;             /* AVX-512 fused conv tiles (CPU supports it, not disabled) */
+  int fused; /* fused conv tiles: 512 (AVX-512), 256 (AVX2 + FMA) or 0 (GEMM + epilogue) */
   uint8_t *arena;
   size_t arena_bytes;
   float *scratch; /* threads * scratch_floats */
@@ -104,8 +110,11 @@ void bd_cpu_backend_set_profile(bd_backend *be, double *ms);
 /* Benchmarks only: 1 runs pointwise convs as one OpenBLAS GEMM per image with BLAS
  * threads (the alternative the default tiling was measured against); no-op without BLAS. */
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on);
-/* Tests and benchmarks: 0 forces GEMM + separate epilogue even where AVX-512 exists. */
+/* Tests and benchmarks: 0 forces GEMM + separate epilogue, 256 or 512 the AVX2 or AVX-512
+ * tiles (0 where the CPU lacks them), 1 the best the CPU has (the default). Before prepare. */
 void bd_cpu_backend_set_fused_tiles(bd_backend *be, int on);
+/* The fused tiles this CPU and build can run: 512, 256 or 0. */
+int bd_cpu_fused_isa(void);
 int bd_cpu_conv_path(const bd_graph *g, const bd_plan *p, const bd_node *n);
 
 static inline float *bd_cpu_scratch(bd_cpu *c, int tid) {

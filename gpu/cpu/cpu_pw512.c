@@ -34,6 +34,81 @@ BD_CPU_HOT
 
 int bd_cpu_pw512_available(void) { return __builtin_cpu_supports("avx512f"); }
 
+int bd_cpu_pw256_available(void) {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* ---- AVX2 + FMA (CPUs without AVX-512): raw tiles, the caller applies the epilogue ----
+ * The same panels and strips; a block is R/2 channels (6 or 4) x 16 columns in 2R/2 ymm
+ * accumulators (12 of the 16 registers at R = 12), each 32-column strip in two halves. */
+#define P2_TGT __attribute__((target("avx2,fma")))
+
+static inline P2_TGT __attribute__((always_inline)) void p2_block(
+    const int RH, const int IG, const int FULL, int rows, int R, int K, const float *wp,
+    const float *xs, int ldx, const int *koff, float *y, int ldy, __m256i m0, __m256i m1, int two) {
+  __m256 a[6][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < RH; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+  for (int k = 0; k < K; k++) {
+    const float *xk = IG ? xs + koff[k] : xs + (size_t)k * ldx;
+    __m256 x0 = FULL ? _mm256_loadu_ps(xk) : _mm256_maskload_ps(xk, m0);
+    __m256 x1 = FULL ? _mm256_loadu_ps(xk + 8) : _mm256_maskload_ps(xk + 8, m1);
+    const float *wk = wp + (size_t)k * R;
+#pragma GCC unroll 6
+    for (int r = 0; r < RH; r++) {
+      __m256 wv = _mm256_broadcast_ss(wk + r);
+      a[r][0] = _mm256_fmadd_ps(wv, x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(wv, x1, a[r][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < RH; r++) {
+    if (r >= rows) break;
+    float *yr = y + (size_t)r * ldy;
+    if (FULL) {
+      _mm256_storeu_ps(yr, a[r][0]);
+      _mm256_storeu_ps(yr + 8, a[r][1]);
+    } else {
+      _mm256_maskstore_ps(yr, m0, a[r][0]);
+      if (two) _mm256_maskstore_ps(yr + 8, m1, a[r][1]);
+    }
+  }
+}
+
+static inline P2_TGT __m256i p2_mask(int n) { /* lanes [0, n) of 8, n clamped to 0..8 */
+  n = n < 0 ? 0 : n > 8 ? 8 : n;
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+P2_TGT void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, const float *x,
+                              int ldx, size_t sstride, const int *koff, float *y, int ldy) {
+  const int RH = R / 2;
+  for (int j = 0; j < cw; j += 16) {
+    int nr = cw - j < 16 ? cw - j : 16;
+    __m256i m0 = p2_mask(nr), m1 = p2_mask(nr - 8);
+    int full = nr == 16;
+    const float *xs = x + (size_t)(j / 32) * sstride + (j % 32);
+    for (int i = 0; i < mc; i += RH) {
+      int rows = mc - i < RH ? mc - i : RH;
+      /* rows i.. of the panel holding them: panel i / R, its rows from i % R */
+      const float *pi = wp + (size_t)(i / R) * R * K + (i % R);
+      float *yi = y + (size_t)i * ldy + j;
+      int two = nr > 8;
+#define P2_CALL(H, IGG, FF) \
+  p2_block(H, IGG, FF, rows, R, K, pi, xs, ldx, IGG ? koff : NULL, yi, ldy, m0, m1, two)
+      if (RH == 6 && koff)
+        full ? P2_CALL(6, 1, 1) : P2_CALL(6, 1, 0);
+      else if (RH == 6)
+        full ? P2_CALL(6, 0, 1) : P2_CALL(6, 0, 0);
+      else if (koff)
+        full ? P2_CALL(4, 1, 1) : P2_CALL(4, 1, 0);
+      else
+        full ? P2_CALL(4, 0, 1) : P2_CALL(4, 0, 0);
+#undef P2_CALL
+    }
+  }
+}
+
 #define PW_TGT __attribute__((target("avx512f")))
 
 static inline PW_TGT __attribute__((always_inline)) void pw_store(
@@ -128,6 +203,14 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
 #else
 
 int bd_cpu_pw512_available(void) { return 0; }
+int bd_cpu_pw256_available(void) {
+  return 0;
+}
+void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
+                       size_t sstride, const int *koff, float *y, int ldy) {
+  (void)R, (void)mc, (void)cw, (void)K, (void)wp, (void)x, (void)ldx, (void)sstride, (void)koff;
+  (void)y, (void)ldy;
+}
 void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,
                        const float *res, bd_act act, bd_res_mode rmode) {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bd_backend.h"
 #include "bd_cli.h"
 #include "bd_compile.h"
 #include "bd_cost.h"
@@ -43,7 +44,9 @@ static void bench_usage(FILE *f) {
       "run per iteration on that iteration's input, no copies) and the device memory the\n"
       "engine added (peak of cudaMemGetInfo's used memory after each batch, minus the\n"
       "level before loading; includes cuDNN's handle and loaded kernels). --json prints\n"
-      "one JSON object instead.\n"
+      "one JSON object instead. On cpu a 'cpu convs' line (JSON cpu_convs) names what\n"
+      "runs the convs: AVX-512 or AVX2 fused tiles, or im2col + OpenBLAS with the kernels\n"
+      "OpenBLAS picked ('Prescott' on a modern CPU: it did not recognise it, SSE3 code).\n"
       "--profile (cuda, network only): then runs the network's actions (node steps,\n"
       "representation conversions, output copies) one at a time, each between CUDA\n"
       "events, --iters times after a warm-up, and prints the top K (--profile-top, default\n"
@@ -524,6 +527,11 @@ int bd_cmd_bench(int argc, char **argv) {
         "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"min_ms\":%.4f,\"load_ms\":%.1f",
         bd_engine_device(e), threads, batch, iters, warmup, e2e ? "end-to-end" : "network", fam,
         ms_img, img_s, p50, p99, lat[0], t_load);
+    if (!is_cuda) {
+      printf(",\"cpu_convs\":\"");
+      bd_bench_json_chars(bd_cpu_conv_kernels());
+      printf("\"");
+    }
     /* Device-side fields: null where not measured (cpu, end-to-end, no CUDA). */
     if (gp50 > 0)
       printf(",\"gpu_p50_ms\":%.4f,\"gpu_min_ms\":%.4f,\"gpu_img_s\":%.3f", gp50, gmin,
@@ -551,6 +559,7 @@ int bd_cmd_bench(int argc, char **argv) {
     printf("device     %s, threads %d, batch %d, %d iters after %d warm-up (%s)\n",
            bd_engine_device(e), threads, batch, iters, warmup,
            e2e ? "end-to-end: pre + network + post" : "network only");
+    if (!is_cuda) printf("cpu convs  %s\n", bd_cpu_conv_kernels());
     printf("ms/img     %.3f\n", ms_img);
     printf("img/s      %.2f\n", img_s);
     printf("batch p50  %.3f ms\n", p50);

@@ -101,5 +101,10 @@ static inline void bd_backend_destroy(bd_backend *be) {
  * most BD_CPU_MAX_THREADS). */
 #define BD_CPU_MAX_THREADS 256
 bd_status bd_cpu_backend_new(const bd_graph *g, int threads, bd_backend **out, bd_err *err);
+/* What runs the cpu backend's pointwise and dense convs on this CPU and build, for people:
+ * "AVX-512 fused tiles", "AVX2 fused tiles", or "im2col + OpenBLAS (<its core> kernels)" /
+ * "im2col + built-in GEMM" (OpenBLAS names the kernels it picked; "Prescott" on a modern
+ * CPU means it did not recognise it and runs SSE3 code). */
+const char *bd_cpu_conv_kernels(void);
 
 #endif

@@ -6,6 +6,7 @@
  * offsets), per-thread scratch (im2col tiles, GEMM packing) and a side buffer for graph
  * inputs/outputs whose dtype is not float32. run() only binds pointers and executes the
  * ops in plan order on the instance's thread pool; it never allocates. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,6 +81,19 @@ void bd_cpu_backend_set_profile(bd_backend *be, double *ms) { ((bd_cpu *)be)->pr
 
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on) {
   ((bd_cpu *)be)->conv_blas_threads = on ? 1 : 0;
+}
+
+const char *bd_cpu_conv_kernels(void) {
+  int isa = bd_cpu_fused_isa();
+  if (isa == 512) return "AVX-512 fused tiles";
+  if (isa == 256) return "AVX2 fused tiles";
+#ifdef BD_HAVE_BLAS
+  static _Thread_local char buf[96];
+  snprintf(buf, sizeof buf, "im2col + OpenBLAS (%s kernels)", openblas_get_corename());
+  return buf;
+#else
+  return "im2col + built-in GEMM";
+#endif
 }
 
 int bd_cpu_fused_isa(void) {

@@ -3,8 +3,9 @@
  *    each kernel tap a contiguous (stride 1) multiply-add over the valid columns;
  *  - pointwise (1x1, stride 1, pad 0): the input plane already is the GEMM's B matrix;
  *  - general: im2col of a block of output columns into per-thread scratch, then GEMM.
- * Where the CPU has AVX-512 (optimised builds), pointwise and general convs run on the
- * fused tiles of cpu_pw512.c instead of GEMM + epilogue: weights packed once at load
+ * Where the CPU has AVX-512 or AVX2 + FMA (optimised builds), pointwise and general convs
+ * with at least 6 output channels per group run on the fused tiles of cpu_pw512.c instead
+ * of GEMM + epilogue: weights packed once at load
  * into panels of 12 or 8 output channels (bd_cpu_conv_pack); convs with equal strides 1
  * or 2 and dilation 1 as an implicit GEMM that reads a padded, phase-split copy of the
  * tile's input rows instead of an im2col matrix (conv_ig_tile); the rest im2col'd into

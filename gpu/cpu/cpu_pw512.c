@@ -8,8 +8,12 @@
  * the single store, so the output is written once (OpenBLAS writes C and the epilogue
  * re-reads it).
  *
+ * CPUs without AVX-512 get an AVX2 + FMA version of the same tile (bd_cpu_pw256_tile),
+ * which stores raw sums and leaves the epilogue to the caller.
+ *
  * Only built for GCC on x86-64 in optimised builds without ASan/TSan; callers check
- * bd_cpu_pw512_available() first. test_cpu_conv_fused is the suite's build of it. */
+ * bd_cpu_pw512_available() / bd_cpu_pw256_available() first. test_cpu_conv_fused is the
+ * suite's build of both. */
 #include "cpu_act.h"
 #include "cpu_internal.h"
 

@@ -5,6 +5,7 @@ the bad-image outcomes from bad/EXPECTED.tsv, and the dumped input tensor is com
 an independent OpenCV implementation of the YOLOX pre-processing when cv2 is installed."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,14 @@ if rc == 0:
     b = json.loads(out)
     keys = {"ms_per_image", "img_s", "batch", "device", "threads", "p50_ms", "p99_ms", "iters", "model"}
     check(keys <= set(b) and b["ms_per_image"] > 0, f"bench json keys {sorted(b)}")
+    # which kernels run the cpu convs, in one of the forms bd_backend.h promises
+    cc = b.get("cpu_convs", "")
+    check(re.fullmatch(r"AVX-512 fused tiles|AVX2 fused tiles|im2col \+ built-in GEMM|"
+                       r"im2col \+ OpenBLAS \(\S+ kernels\)", cc) is not None,
+          f"bench names the cpu conv kernels: {cc!r}")
+rc, out, err = run("bench", "--model", model, "--iters", "1", "--warmup", "0", "--threads", "1")
+check(rc == 0 and re.search(r"^cpu convs  \S", out, re.M) is not None,
+      f"bench's table names the cpu conv kernels (rc {rc}): {out[:300]!r}")
 
 # 8. bench --pool: two cpu instances through the device pool; every timed image accounted
 # for in the instances' counts (which include the warm-up batch).

@@ -109,7 +109,7 @@ static int fused_ok(const conv_shape *s) {
 #define CONV_IG_MAX_REGION ((size_t)1 << 22)
 static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw);
 
-/* fused: the AVX-512 fused tiles will run it (the tiling differs for the implicit GEMM). */
+/* fused: the fused tiles (AVX-512 or AVX2) will run it (the implicit GEMM tiles differently). */
 static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n, int fused,
                                conv_shape *s, bd_err *err) {
   const bd_conv_params *cp = &n->p.conv;

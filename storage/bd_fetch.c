@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bd_config.h"
 #include "bd_fetch_internal.h"
 #include "bd_url.h"
 
@@ -73,10 +74,8 @@ static void curl_init_once(void) {
 }
 
 static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+  return (int64_t)(bd_now() * 1000.0);
+} /* common's clock */
 
 void bd_fetch_opts_default(bd_fetch_opts *o) {
   memset(o, 0, sizeof *o);

@@ -9,6 +9,7 @@
 
 #include "bd_cli.h"
 #include "bd_config.h"
+#include "bd_backend.h"
 #include "bd_log.h"
 #include "bd_worker.h"
 
@@ -200,6 +201,9 @@ int bd_cmd_worker(int argc, char **argv) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     c.cpu_threads = cores > spec.n ? (int)(cores / spec.n) : 1;
   }
+  if (spec.kind == BD_WDEV_CPU)
+    bd_log(BD_LOG_INFO, "cpu: %d instance%s of %d threads; convs on %s", spec.n,
+           spec.n == 1 ? "" : "s", c.cpu_threads, bd_cpu_conv_kernels());
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

@@ -570,6 +570,43 @@ static void sd_task(void *arg, int64_t b, int64_t e, int tid) {
   }
 }
 
+/* Positions in0 .. in0 + lanes - 1 (lanes <= 16) of outer index o on 16 vector lanes,
+ * with the vectorised exponential (libm's expf is scalar: the scalar loop above took
+ * 3 ms of DAMO-T's 160). Units are fixed groups of 16 positions, so every output is
+ * computed the same way whatever the thread count. */
+BD_CPU_CLONES
+static void sd_group(const sd_ctx *k, int64_t o, int64_t in0, int lanes) {
+  const float *x = k->x + o * k->len * k->inner + in0;
+  bd_v16f m = BD_V16_SPLAT(-INFINITY), s = BD_V16_SPLAT(0.f), d = BD_V16_SPLAT(0.f), v;
+  float t[16] = {0};
+  for (int64_t i = 0; i < k->len; i++) {
+    memcpy(t, x + i * k->inner, sizeof(float) * (size_t)lanes);
+    memcpy(&v, t, sizeof v);
+    m = BD_V16_SELECT(v > m, v, m);
+  }
+  for (int64_t i = 0; i < k->len; i++) {
+    memcpy(t, x + i * k->inner, sizeof(float) * (size_t)lanes);
+    memcpy(&v, t, sizeof v);
+    v -= m;
+    bd_v16_exp(&v);
+    s += v;
+    d += v * k->w[i];
+  }
+  v = d / s;
+  memcpy(t, &v, sizeof v);
+  memcpy(k->y + o * k->inner + in0, t, sizeof(float) * (size_t)lanes);
+}
+
+static void sd16_task(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const sd_ctx *k = arg;
+  int64_t ng = (k->inner + 15) / 16;
+  for (int64_t u = b; u < e; u++) {
+    int64_t o = u / ng, in0 = u % ng * 16;
+    sd_group(k, o, in0, k->inner - in0 < 16 ? (int)(k->inner - in0) : 16);
+  }
+}
+
 bd_status bd_cpu_op_softmax_dot(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
   int xv = n->in[0], r = p->rank[xv], axis = n->p.softmax.axis;
   if (n->n_in != 2 || r < 1 || axis < 0 || axis >= r ||
@@ -580,6 +617,9 @@ bd_status bd_cpu_op_softmax_dot(bd_cpu *c, const bd_plan *p, const bd_node *n, b
   for (int d = 0; d < axis; d++) outer *= p->dims[xv][d];
   for (int d = axis + 1; d < r; d++) k.inner *= p->dims[xv][d];
   if (k.len == 0) return BD_OK;
-  bd_cpu_pool_for(c->pool, outer * k.inner, sd_task, &k);
+  if (k.inner >= 16) /* bins strided: 16 neighbouring positions per vector */
+    bd_cpu_pool_for(c->pool, outer * ((k.inner + 15) / 16), sd16_task, &k);
+  else
+    bd_cpu_pool_for(c->pool, outer * k.inner, sd_task, &k);
   return BD_OK;
 }

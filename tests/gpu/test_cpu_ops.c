@@ -641,6 +641,41 @@ static int dfl_head(bd_graph *g, int xv, int lvl, int64_t h, int64_t w, int64_t 
   return f;
 }
 
+/* SoftmaxDot alone with the bins strided by 40 positions (2 whole groups of 16 and a
+ * partial one on the vector path) and by 7 (the scalar path), against double loops. */
+static void test_softmax_dot_direct(void **state) {
+  (void)state;
+  const int64_t inners[2] = {40, 7};
+  for (int t = 0; t < 2; t++) {
+    const int64_t N = 2, J = 4, R = 17, I = inners[t];
+    int64_t xd[4] = {N, J, R, I}, yd[4] = {N, J, 1, I}, wd[1] = {R};
+    tu_seed(77 + (uint64_t)t);
+    float *x = tu_randv(tu_numel(4, xd), 6.f), w[17], *ref = malloc(sizeof(float) * N * J * I);
+    assert_non_null(ref);
+    for (int k = 0; k < R; k++) w[k] = (float)k;
+    x[5 * I + 3] = 80.f; /* one large logit: the max subtraction matters */
+    for (int64_t o = 0; o < N * J; o++)
+      for (int64_t i = 0; i < I; i++) {
+        double m = -INFINITY, sum = 0, dot = 0;
+        for (int k = 0; k < R; k++) m = fmax(m, x[(o * R + k) * I + i]);
+        for (int k = 0; k < R; k++) {
+          double e = exp(x[(o * R + k) * I + i] - m);
+          sum += e, dot += e * w[k];
+        }
+        ref[o * I + i] = (float)(dot / sum);
+      }
+    bd_graph *g = tu_graph();
+    int xv = tu_input(g, 4, xd), wv = tu_const(g, BD_DT_F32, 1, wd, w);
+    int yv = tu_output(g, BD_DT_F32, 4, yd), in[2] = {xv, wv};
+    tu_node(g, BD_OP_SOFTMAX_DOT, 2, in, yv)->p.softmax.axis = 2;
+    const float *ins[1] = {x};
+    tu_check(g, ins, ref, 1e-5f, t == 0 ? "SoftmaxDot, 16-position groups" : "SoftmaxDot, scalar");
+    bd_graph_destroy(g);
+    free(x);
+    free(ref);
+  }
+}
+
 static void test_dfl_fused(void **state) {
   (void)state;
   enum { N = 2, R = 5, H = 4, W = 3, H2 = 2 };
@@ -1070,16 +1105,25 @@ static void test_cast_shape_copy(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_unary),     cmocka_unit_test(test_binary),
-      cmocka_unit_test(test_int64_chain), cmocka_unit_test(test_concat),
+      cmocka_unit_test(test_unary),
+      cmocka_unit_test(test_binary),
+      cmocka_unit_test(test_int64_chain),
+      cmocka_unit_test(test_concat),
       cmocka_unit_test(test_concat_large),
-      cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_spp_chained),
-      cmocka_unit_test(test_resize),     cmocka_unit_test(test_upsampled_concat_split),
-      cmocka_unit_test(test_transpose), cmocka_unit_test(test_softmax),
-      cmocka_unit_test(test_dfl_fused), cmocka_unit_test(test_concat_transpose_sunk),
+      cmocka_unit_test(test_maxpool),
+      cmocka_unit_test(test_spp_chained),
+      cmocka_unit_test(test_resize),
+      cmocka_unit_test(test_upsampled_concat_split),
+      cmocka_unit_test(test_transpose),
+      cmocka_unit_test(test_softmax),
+      cmocka_unit_test(test_softmax_dot_direct),
+      cmocka_unit_test(test_dfl_fused),
+      cmocka_unit_test(test_concat_transpose_sunk),
       cmocka_unit_test(test_box_decode_folded),
-      cmocka_unit_test(test_matmul),    cmocka_unit_test(test_slice),
-      cmocka_unit_test(test_gather),    cmocka_unit_test(test_cast_shape_copy),
+      cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_slice),
+      cmocka_unit_test(test_gather),
+      cmocka_unit_test(test_cast_shape_copy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -154,8 +154,9 @@ static bd_status reset_job(bd_sredis *rd, const char *job, long long *removed, b
   char pat[BD_ID_MAX + 16];
   long long n = 0, m = 0;
   redisReply *rep;
-  bd_status st = bd_sredis_cmd(
-      rd, &rep, err, "UNLINK job:%s job:%s:shards job:%s:errors job:%s:urls", job, job, job, job);
+  bd_status st = bd_sredis_cmd(rd, &rep, err,
+                               "UNLINK job:%s job:%s:shards job:%s:errors job:%s:urls job:%s:retry",
+                               job, job, job, job, job);
   if (st != BD_OK) return st;
   n = bd_sredis_reply_ll(rep, 0);
   freeReplyObject(rep);
@@ -451,9 +452,85 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* job:{job}:retry maps each image a resubmit requeued to the shard that carries it ("-1"
+ * while that resubmit is still producing). An image whose retry shard is not yet in
+ * job:{job}:shards (the completed ones) is pending: a second resubmit leaves it alone
+ * instead of queueing it twice, unless include_pending. The claim is one script per batch
+ * of ids, so resubmits at once take disjoint images.
+ * KEYS: 1 retry hash, 2 completed shards set. ARGV: 1 include_pending, then ids.
+ * Returns the ids claimed (marked "-1"). */
+static const char k_claim_script[] =
+    "local out = {}\n"
+    "for i = 2, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  local s = redis.call('HGET', KEYS[1], id)\n"
+    "  if ARGV[1] == '1' or not s or\n"
+    "     (s ~= '-1' and redis.call('SISMEMBER', KEYS[2], s) == 1) then\n"
+    "    redis.call('HSET', KEYS[1], id, '-1')\n"
+    "    out[#out + 1] = id\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Claims ids[0..n) for this resubmit (see k_claim_script); keep[i] = 1 for those claimed. */
+static bd_status claim_retries(bd_sredis *rd, const char *job, const char **ids, size_t n,
+                               int include_pending, unsigned char *keep, bd_err *err) {
+  char rk[BD_ID_MAX + 16], sk[BD_ID_MAX + 16];
+  snprintf(rk, sizeof rk, "job:%s:retry", job);
+  snprintf(sk, sizeof sk, "job:%s:shards", job);
+  const char **argv = malloc((6 + INC_BATCH) * sizeof *argv);
+  if (!argv) return bd_err_set(err, BD_E_NOMEM, "out of memory");
+  bd_status st = BD_OK;
+  size_t j = 0; /* ids come back in order: a merge against ids[] */
+  for (size_t b = 0; b < n && st == BD_OK; b += INC_BATCH) {
+    size_t k = n - b < INC_BATCH ? n - b : INC_BATCH;
+    argv[0] = "EVAL", argv[1] = k_claim_script, argv[2] = "2", argv[3] = rk, argv[4] = sk;
+    argv[5] = include_pending ? "1" : "0";
+    for (size_t i = 0; i < k; i++) argv[6 + i] = ids[b + i];
+    redisReply *rep = NULL;
+    st = bd_sredis_cmdv(rd, (int)(6 + k), argv, NULL, &rep, err);
+    if (st != BD_OK) break;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+      st = bd_err_set(err, BD_E_INTERNAL, "job %s: unexpected reply to the retry claim", job);
+    } else {
+      for (size_t e = 0; e < rep->elements; e++) {
+        redisReply *x = rep->element[e];
+        if (x->type != REDIS_REPLY_STRING) continue;
+        while (j < b + k && strcmp(ids[j], x->str) != 0) j++;
+        if (j < b + k) keep[j++] = 1;
+      }
+      j = b + k;
+    }
+    freeReplyObject(rep);
+  }
+  free(argv);
+  return st;
+}
+
+/* Records the shard each requeued image went to (or, with shard < 0, releases the claims
+ * of a resubmit that failed, so that the next one takes them). */
+static void record_retries(bd_sredis *rd, const char *job, const char *const *ids,
+                           const char *const *urls, size_t n, int shard_size, long long first_shard,
+                           int release) {
+  char rk[BD_ID_MAX + 16];
+  snprintf(rk, sizeof rk, "job:%s:retry", job);
+  long long sh = first_shard;
+  for (size_t b = 0, k = 0; b < n; b += k, sh++) {
+    k = shard_len(ids, urls, b, n, shard_size);
+    char num[32];
+    snprintf(num, sizeof num, "%lld", sh);
+    for (size_t i = 0; i < k; i++) {
+      if (release)
+        bd_sredis_cmd(rd, NULL, NULL, "HDEL %s %s", rk, ids[b + i]);
+      else
+        bd_sredis_cmd(rd, NULL, NULL, "HSET %s %s %s", rk, ids[b + i], num);
+    }
+  }
+}
+
 bd_status bd_resubmit_failed(const char *job, int shard_size, const char *brokers,
-                             const char *redis_url, const char *topic, bd_resubmit_summary *sum,
-                             bd_err *err) {
+                             const char *redis_url, const char *topic, int include_pending,
+                             bd_resubmit_summary *sum, bd_err *err) {
   memset(sum, 0, sizeof *sum);
   bd_status st = BD_OK;
   bd_sredis *rd = NULL;
@@ -461,6 +538,8 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   redisReply *rep = NULL;
   idlist l = {NULL, 0, 0, BD_OK, err};
   const char **ids = NULL, **urls = NULL;
+  size_t claimed = 0; /* ids[0..claimed) are marked "-1" in job:{job}:retry */
+  int recorded = 0;
   char key[BD_ID_MAX + 16];
   if (!bd_proto_id_valid(job)) return bd_err_set(err, BD_E_INVALID, "--job: bad id");
   if (shard_size < 1 || shard_size > BD_SUBMIT_MAX_SHARD_SIZE)
@@ -538,6 +617,30 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
     freeReplyObject(rep);
     rep = NULL;
   }
+  /* only images whose URL is known are claimed: the others could never be requeued */
+  if (n) {
+    unsigned char *keep = calloc(n, 1);
+    if (!keep) {
+      st = bd_err_set(err, BD_E_NOMEM, "out of memory");
+      goto out;
+    }
+    st = claim_retries(rd, job, ids, n, include_pending, keep, err);
+    size_t m = 0;
+    for (size_t i = 0; i < n && st == BD_OK; i++) {
+      if (keep[i]) {
+        ids[m] = ids[i];
+        const char *uu = urls[i];
+        urls[i] = urls[m];
+        urls[m++] = uu;
+      } else {
+        sum->pending++;
+      }
+    }
+    free(keep);
+    if (st != BD_OK) goto out;
+    n = m;
+  }
+  claimed = n;
   sum->images = n;
   sum->first_shard = shards;
   if (!n) goto out;
@@ -575,7 +678,13 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, NULL, err);
   if (st != BD_OK) /* as submit does: the job cannot complete with shards missing */
     bd_sredis_cmd(rd, NULL, NULL, "HSET %s state failed error %s", key, err ? err->msg : "produce");
+  if (st == BD_OK) {
+    record_retries(rd, job, ids, urls, n, shard_size, shards, 0);
+    recorded = 1;
+  }
 out:
+  if (claimed && !recorded) /* failed after claiming: let the next resubmit take them */
+    record_retries(rd, job, ids, urls, claimed, shard_size, 0, 1);
   if (rep) freeReplyObject(rep);
   for (size_t i = 0; i < l.n; i++) free(l.ids[i]);
   free(l.ids);

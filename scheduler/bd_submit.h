@@ -66,11 +66,14 @@ typedef struct bd_resubmit_summary {
   size_t images, shards;
   long long first_shard;
   size_t missing_url; /* failed images whose URL is unknown (not requeued) */
+  size_t pending;     /* failed images an earlier resubmit's shards still carry (not requeued) */
 } bd_resubmit_summary;
 
+/* Requeues the job's failed images as new shards, except those still pending in the shards
+ * of an earlier resubmit (job:{job}:retry), unless include_pending. */
 bd_status bd_resubmit_failed(const char *job, int shard_size, const char *brokers,
-                             const char *redis_url, const char *topic, bd_resubmit_summary *sum,
-                             bd_err *err);
+                             const char *redis_url, const char *topic, int include_pending,
+                             bd_resubmit_summary *sum, bd_err *err);
 
 /* Incremental decision for one image from its previous result (pure; unit-tested).
  * prev_json NULL = no result. etag/last_modified: the source's current validators

@@ -413,8 +413,33 @@ def body(tmp):
           "resubmit: shards 3 -> 5, total unchanged, state queued")
     check(job.get("gen") and all(m.get("gen") == job.get("gen") for _, m in msgs),
           "resubmit: the new shards carry the job's submission id (gen %s)" % job.get("gen"))
-    # Four resubmits at once: each takes its own shard numbers (they once all read shards=1
-    # and produced shard 1 four times, leaving shards=5 with 2 distinct: never complete).
+    retry = r.cmd("HGETALL", "job:R1:retry")
+    retry = dict(zip(retry[::2], retry[1::2]))
+    check(retry == {"r03": "3", "r07": "3", "r11": "3", "r19": "4"},
+          "resubmit records the shard carrying each requeued image: %s" % retry)
+    # Again before shards 3 and 4 have run: nothing is queued twice.
+    p = run(["resubmit", "--job", "R1", "--failed", "--shard-size", "3", "--topic", "t.resub"] + base)
+    check(p.returncode == 0 and "no failed images to requeue" in p.stdout and
+          "4 failed images are still pending" in p.stdout and r.cmd("HGET", "job:R1", "shards") == "5",
+          "resubmit while the retries are pending: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    # Shard 3 completed with its images failing again: those three are requeued, r19 waits.
+    r.cmd("SADD", "job:R1:shards", 3)
+    p = run(["resubmit", "--job", "R1", "--failed", "--shard-size", "3", "--topic", "t.resub"] + base)
+    check(p.returncode == 0 and "requeued 3 failed images as shards 5..5" in p.stdout and
+          "1 failed images are still pending" in p.stdout,
+          "resubmit after shard 3 completed: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    # --include-pending takes all four (a lost shard's images, say).
+    p = run(["resubmit", "--job", "R1", "--failed", "--include-pending", "--shard-size", "3",
+             "--topic", "t.resub"] + base)
+    check(p.returncode == 0 and "requeued 4 failed images as shards 6..7" in p.stdout,
+          "resubmit --include-pending: %s %s" % (p.stdout.strip(), p.stderr.strip()))
+    msgs = consume(brokers, "t.resub", 9, timeout=5)
+    later = sorted((m["shard"], sorted(i["id"] for i in m["images"])) for _, m in msgs if m["shard"] >= 5)
+    check(len(msgs) == 8 and later == [(5, ["r03", "r07", "r11"]), (6, ["r03", "r07", "r11"]), (7, ["r19"])],
+          "the topic holds exactly shards 0..7, the retries as expected: %d, %s" % (len(msgs), later))
+    # Four resubmits at once: each failed image is claimed by exactly one of them (before,
+    # all four requeued all three), and the shard numbers stay distinct (they once all read
+    # shards=1 and produced shard 1 four times, leaving shards=5 with 2 distinct).
     p = run(["submit", "--job", "R2", "--model", "m1", "--list", rl, "--shard-size", "20",
              "--topic", "t.resub2"] + base)
     r.pipe([["HSET", "job:R2", "done", 17, "failed", 3, "state", "complete"], ["SADD", "job:R2:shards", 0]] +
@@ -422,12 +447,14 @@ def body(tmp):
     procs = [subprocess.Popen([BATCHDET, "resubmit", "--job", "R2", "--failed", "--topic", "t.resub2"] + base,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [pr.communicate(timeout=120) for pr in procs]
-    msgs = consume(brokers, "t.resub2", 5)
-    nums = sorted(m["shard"] for _, m in msgs if m["shard"] >= 1)
-    check(all(pr.returncode == 0 for pr in procs) and nums == [1, 2, 3, 4]
-          and r.cmd("HGET", "job:R2", "shards") == "5",
-          "four resubmits at once take shards 1..4, one each: %s, shards=%s %s"
-          % (nums, r.cmd("HGET", "job:R2", "shards"), [o[0].strip() for o in outs]))
+    msgs = consume(brokers, "t.resub2", 6, timeout=5)
+    new = [m for _, m in msgs if m["shard"] >= 1]
+    got = sorted(i["id"] for m in new for i in m["images"])
+    shards_now = int(r.cmd("HGET", "job:R2", "shards") or -1)
+    check(all(pr.returncode == 0 for pr in procs) and got == sorted(failed[:3]) and
+          sorted(m["shard"] for m in new) == list(range(1, shards_now)),
+          "four resubmits at once requeue each failed image once, in distinct shards 1..%d: %s %s"
+          % (shards_now - 1, got, [o[0].strip() for o in outs]))
 
     # ---- coordinator ----
     cl = os.path.join(tmp, "coord.txt")
@@ -516,7 +543,7 @@ def body(tmp):
     while time.time() < t_end and mport is None:
         mm = re.search(r"coordinator ready: metrics port (\d+)", co.stderr.readline())
         mport = int(mm.group(1)) if mm else None
-    r.cmd("SADD", "job:R1:shards", 3, 4)
+    r.cmd("SADD", "job:R1:shards", 3, 4, 5, 6, 7)  # the retry shards queued above
     r.cmd("HSET", "job:R1", "done", 19, "failed", 1)
     t_end = time.time() + 10
     while time.time() < t_end and r.cmd("HGET", "job:R1", "state") != "complete":

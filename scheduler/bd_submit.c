@@ -507,25 +507,29 @@ static bd_status claim_retries(bd_sredis *rd, const char *job, const char **ids,
   return st;
 }
 
-/* Records the shard each requeued image went to (or, with shard < 0, releases the claims
- * of a resubmit that failed, so that the next one takes them). */
+/* Records the shard each requeued image went to, one HSET per shard; with release, drops
+ * the claims instead (a resubmit that failed after claiming: the next one takes them). */
 static void record_retries(bd_sredis *rd, const char *job, const char *const *ids,
                            const char *const *urls, size_t n, int shard_size, long long first_shard,
                            int release) {
   char rk[BD_ID_MAX + 16];
   snprintf(rk, sizeof rk, "job:%s:retry", job);
+  const char **argv = malloc((2 + 2 * (size_t)shard_size) * sizeof *argv);
+  if (!argv) return; /* the claims stay "-1": pending until --include-pending */
   long long sh = first_shard;
   for (size_t b = 0, k = 0; b < n; b += k, sh++) {
     k = shard_len(ids, urls, b, n, shard_size);
     char num[32];
     snprintf(num, sizeof num, "%lld", sh);
+    int argc = 2;
+    argv[0] = release ? "HDEL" : "HSET", argv[1] = rk;
     for (size_t i = 0; i < k; i++) {
-      if (release)
-        bd_sredis_cmd(rd, NULL, NULL, "HDEL %s %s", rk, ids[b + i]);
-      else
-        bd_sredis_cmd(rd, NULL, NULL, "HSET %s %s %s", rk, ids[b + i], num);
+      argv[argc++] = ids[b + i];
+      if (!release) argv[argc++] = num;
     }
+    bd_sredis_cmdv(rd, argc, argv, NULL, NULL, NULL);
   }
+  free(argv);
 }
 
 bd_status bd_resubmit_failed(const char *job, int shard_size, const char *brokers,

@@ -304,9 +304,26 @@ static void conv_rows_epilogue_task(void *arg, int64_t b, int64_t e, int tid) {
 }
 #endif
 
+/* One run of the fused tiles over `rows` channels: AVX-512 with the epilogue in
+ * registers, or AVX2 raw followed (unless raw) by the epilogue over each row. */
+static void fused_run(const conv_ctx *cx, int raw, int R, int rows, int cw, const float *panel,
+                      const float *x, int ldx, size_t sstride, const int *koff, float *y, int ldy,
+                      const float *bias, const float *res, bd_act act, bd_res_mode rmode) {
+  const int K = cx->s.K;
+  if (cx->fused == 512) {
+    bd_cpu_pw512_tile(R, rows, cw, K, panel, x, ldx, sstride, koff, y, ldy, bias, res, act, rmode);
+    return;
+  }
+  bd_cpu_pw256_tile(R, rows, cw, K, panel, x, ldx, sstride, koff, y, ldy);
+  if (raw) return;
+  for (int r = 0; r < rows; r++)
+    epilogue_row(y + (size_t)r * ldy, cw, bias ? bias[r] : 0.f, res ? res + (size_t)r * ldy : NULL,
+                 act, rmode);
+}
+
 /* Output channels [m0, m0 + mc) of group g (first global channel oc0) through the fused
  * tiles, raw (no bias, activation or residual) or with the conv's epilogue: with the
- * weights packed at load, one call over every panel (strips outer); otherwise each block
+ * weights packed at load, one run over every panel (strips outer); otherwise each block
  * of R channels is packed into wpan here, then run. */
 static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int raw, float *y,
                        int ldy, const float *x, int ldx, size_t sstride, const int *koff,
@@ -317,27 +334,17 @@ static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int r
   bd_act act = raw ? BD_ACT_NONE : cx->cp->act;
   bd_res_mode rmode = raw ? BD_RES_NONE : cx->cp->res;
   if (raw) res = NULL;
+  if (cx->wpack) {
+    const float *panels =
+        cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)m0 / R) * (size_t)R * s->K;
+    fused_run(cx, raw, R, mc, cw, panels, x, ldx, sstride, koff, y, ldy, bias, res, act, rmode);
+    return;
+  }
   for (int i = 0; i < mc; i += R) {
     int rows = mc - i < R ? mc - i : R;
-    if (cx->wpack && i > 0) break; /* packed at load: one call took every panel */
-    const float *panel = wpan;
-    if (cx->wpack) {
-      panel = cx->wpack + ((size_t)g * ((s->Mg + R - 1) / R) + (size_t)m0 / R) * (size_t)R * s->K;
-      rows = mc;
-    } else {
-      bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
-    }
-    float *yi = y + (size_t)i * ldy;
-    if (cx->fused == 512) {
-      bd_cpu_pw512_tile(R, rows, cw, s->K, panel, x, ldx, sstride, koff, yi, ldy,
-                        bias ? bias + i : NULL, res ? res + (size_t)i * ldy : NULL, act, rmode);
-      continue;
-    }
-    bd_cpu_pw256_tile(R, rows, cw, s->K, panel, x, ldx, sstride, koff, yi, ldy);
-    if (raw) continue;
-    for (int r = 0; r < rows; r++)
-      epilogue_row(yi + (size_t)r * ldy, cw, bias ? bias[i + r] : 0.f,
-                   res ? res + (size_t)(i + r) * ldy : NULL, act, rmode);
+    bd_cpu_pw512_pack_w(R, rows, s->K, cx->w + (size_t)(oc0 + i) * s->K, s->K, wpan);
+    fused_run(cx, raw, R, rows, cw, wpan, x, ldx, sstride, koff, y + (size_t)i * ldy, ldy,
+              bias ? bias + i : NULL, res ? res + (size_t)i * ldy : NULL, act, rmode);
   }
 }
 
@@ -406,13 +413,15 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
   float *wpan = out + (size_t)s->mb * (size_t)s->cb + 16;
   int *koff = (int *)(wpan + (size_t)12 * s->K + 16);
   const float *xg = cx->x + ((size_t)n * s->C + (size_t)g * s->Cg) * s->H * s->W;
-  if (fill) ig_fill(cx, xg, oh_a, Hr, region);
-  int k = 0;
-  for (int ci = 0; ci < s->Cg; ci++)
-    for (int ki = 0; ki < cp->kh; ki++)
-      for (int kj = 0; kj < cp->kw; kj++)
-        koff[k++] = (int)(((size_t)(ci * S + ki % S) * S + kj % S) * (size_t)Hr * Wq +
-                          (size_t)(ki / S) * Wq + (size_t)(kj / S));
+  if (fill) { /* else this thread's scratch holds this tile's region and offsets already */
+    ig_fill(cx, xg, oh_a, Hr, region);
+    int k = 0;
+    for (int ci = 0; ci < s->Cg; ci++)
+      for (int ki = 0; ki < cp->kh; ki++)
+        for (int kj = 0; kj < cp->kw; kj++)
+          koff[k++] = (int)(((size_t)(ci * S + ki % S) * S + kj % S) * (size_t)Hr * Wq +
+                            (size_t)(ki / S) * Wq + (size_t)(kj / S));
+  }
   const float *x = region + (t0 - oh_a * Wq);
   fused_rows(cx, g, m0, mc, oc0, 1, out, cw, x, 0, 32, koff, NULL, cw, wpan);
   /* drop the junk columns; bias, residual and activation on the way into y */

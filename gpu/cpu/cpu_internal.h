@@ -57,7 +57,7 @@ void bd_cpu_gemm(int m, int n, int k, const float *a, int lda, const float *b, i
 void bd_cpu_gemm_builtin(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                          float *c, int ldc, int accumulate, float *scratch);
 
-/* ---- AVX-512 conv GEMM tile with the epilogue fused (cpu_pw512.c) ---- */
+/* ---- fused conv GEMM tiles, AVX-512 and AVX2 (cpu_pw512.c) ---- */
 int bd_cpu_pw512_available(void);
 /* Largest K (input channels x kernel taps per group) the fused tiles take; the packed
  * weight panel needs 12 * K floats of scratch. */
@@ -136,8 +136,9 @@ size_t bd_cpu_maxpool_scratch(const bd_plan *p, const bd_node *n);
 size_t bd_cpu_resize_scratch(const bd_plan *p, const bd_node *n);
 bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err);
 /* The conv's weights packed for the fused tiles (*out, aligned_alloc'd, caller frees), or
- * *out = NULL where the fused tiles do not apply (no AVX-512, depthwise, K too large,
- * weights not a constant). Depends on the weights' shape only, not on the plan. */
+ * *out = NULL where the fused tiles do not apply (none on this CPU or build, depthwise, K
+ * too large, fewer than 6 channels per group, weights not a constant). Depends on the weights'
+ * shape only, not on the plan. */
 bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p, const bd_node *n,
                            float **out, bd_err *err);
 

@@ -574,25 +574,30 @@ static void sd_task(void *arg, int64_t b, int64_t e, int tid) {
  * with the vectorised exponential (libm's expf is scalar: the scalar loop above took
  * 3 ms of DAMO-T's 160). Units are fixed groups of 16 positions, so every output is
  * computed the same way whatever the thread count. */
+/* lanes [0, lanes) of p into *v, the others 0 */
+static inline __attribute__((always_inline)) void sd_load(const float *p, int lanes, bd_v16f *v) {
+  float t[16] = {0};
+  memcpy(t, p, sizeof(float) * (size_t)lanes);
+  memcpy(v, t, sizeof *v);
+}
+
 BD_CPU_CLONES
 static void sd_group(const sd_ctx *k, int64_t o, int64_t in0, int lanes) {
   const float *x = k->x + o * k->len * k->inner + in0;
   bd_v16f m = BD_V16_SPLAT(-INFINITY), s = BD_V16_SPLAT(0.f), d = BD_V16_SPLAT(0.f), v;
-  float t[16] = {0};
   for (int64_t i = 0; i < k->len; i++) {
-    memcpy(t, x + i * k->inner, sizeof(float) * (size_t)lanes);
-    memcpy(&v, t, sizeof v);
+    sd_load(x + i * k->inner, lanes, &v);
     m = BD_V16_SELECT(v > m, v, m);
   }
   for (int64_t i = 0; i < k->len; i++) {
-    memcpy(t, x + i * k->inner, sizeof(float) * (size_t)lanes);
-    memcpy(&v, t, sizeof v);
+    sd_load(x + i * k->inner, lanes, &v);
     v -= m;
     bd_v16_exp(&v);
     s += v;
     d += v * k->w[i];
   }
   v = d / s;
+  float t[16];
   memcpy(t, &v, sizeof v);
   memcpy(k->y + o * k->inner + in0, t, sizeof(float) * (size_t)lanes);
 }

@@ -36,6 +36,21 @@ void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float 
 
 BD_CPU_HOT
 
+/* Calls CALL(rows, IG, FULL) with all three as constants, so that each combination is its
+ * own specialisation of the block: rows BIG when big else SMALL, IG when koff is given,
+ * FULL for a whole strip (unmasked loads). */
+#define PW_SPECIALISE(CALL, BIG, SMALL, big, koff, full) \
+  do {                                                   \
+    if ((big) && (koff))                                 \
+      (full) ? CALL(BIG, 1, 1) : CALL(BIG, 1, 0);        \
+    else if (big)                                        \
+      (full) ? CALL(BIG, 0, 1) : CALL(BIG, 0, 0);        \
+    else if (koff)                                       \
+      (full) ? CALL(SMALL, 1, 1) : CALL(SMALL, 1, 0);    \
+    else                                                 \
+      (full) ? CALL(SMALL, 0, 1) : CALL(SMALL, 0, 0);    \
+  } while (0)
+
 int bd_cpu_pw512_available(void) { return __builtin_cpu_supports("avx512f"); }
 
 int bd_cpu_pw256_available(void) {
@@ -49,7 +64,7 @@ int bd_cpu_pw256_available(void) {
 
 static inline P2_TGT __attribute__((always_inline)) void p2_block(
     const int RH, const int IG, const int FULL, int rows, int R, int K, const float *wp,
-    const float *xs, int ldx, const int *koff, float *y, int ldy, __m256i m0, __m256i m1, int two) {
+    const float *xs, int ldx, const int *koff, float *y, int ldy, __m256i m0, __m256i m1) {
   __m256 a[6][2];
 #pragma GCC unroll 6
   for (int r = 0; r < RH; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
@@ -74,7 +89,7 @@ static inline P2_TGT __attribute__((always_inline)) void p2_block(
       _mm256_storeu_ps(yr + 8, a[r][1]);
     } else {
       _mm256_maskstore_ps(yr, m0, a[r][0]);
-      if (two) _mm256_maskstore_ps(yr + 8, m1, a[r][1]);
+      _mm256_maskstore_ps(yr + 8, m1, a[r][1]); /* m1 all clear: stores nothing */
     }
   }
 }
@@ -97,17 +112,9 @@ P2_TGT void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, con
       /* rows i.. of the panel holding them: panel i / R, its rows from i % R */
       const float *pi = wp + (size_t)(i / R) * R * K + (i % R);
       float *yi = y + (size_t)i * ldy + j;
-      int two = nr > 8;
 #define P2_CALL(H, IGG, FF) \
-  p2_block(H, IGG, FF, rows, R, K, pi, xs, ldx, IGG ? koff : NULL, yi, ldy, m0, m1, two)
-      if (RH == 6 && koff)
-        full ? P2_CALL(6, 1, 1) : P2_CALL(6, 1, 0);
-      else if (RH == 6)
-        full ? P2_CALL(6, 0, 1) : P2_CALL(6, 0, 0);
-      else if (koff)
-        full ? P2_CALL(4, 1, 1) : P2_CALL(4, 1, 0);
-      else
-        full ? P2_CALL(4, 0, 1) : P2_CALL(4, 0, 0);
+  p2_block(H, IGG, FF, rows, R, K, pi, xs, ldx, IGG ? koff : NULL, yi, ldy, m0, m1)
+      PW_SPECIALISE(P2_CALL, 6, 4, RH == 6, koff, full);
 #undef P2_CALL
     }
   }
@@ -186,19 +193,11 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
       float *yi = y + (size_t)i * ldy + j;
       const float *bi = bias ? bias + i : NULL;
       const float *ri = res ? res + (size_t)i * ldy + j : NULL;
-      /* R, "koff given" and "whole strip" as constants: each loop its own specialisation */
       int full = nr == 32;
 #define PW_CALL(RR, IGG, FF)                                                                      \
   pw_block(RR, IGG, FF, rows, K, pi, xs, ldx, IGG ? koff : NULL, yi, ldy, bi, ri, act, rmode, m0, \
            m1)
-      if (R == 12 && koff)
-        full ? PW_CALL(12, 1, 1) : PW_CALL(12, 1, 0);
-      else if (R == 12)
-        full ? PW_CALL(12, 0, 1) : PW_CALL(12, 0, 0);
-      else if (koff)
-        full ? PW_CALL(8, 1, 1) : PW_CALL(8, 1, 0);
-      else
-        full ? PW_CALL(8, 0, 1) : PW_CALL(8, 0, 0);
+      PW_SPECIALISE(PW_CALL, 12, 8, R == 12, koff, full);
 #undef PW_CALL
     }
   }

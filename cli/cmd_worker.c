@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bd_backend.h"
 #include "bd_cli.h"
 #include "bd_config.h"
-#include "bd_backend.h"
 #include "bd_log.h"
 #include "bd_worker.h"
 

@@ -458,7 +458,7 @@ static int cmp_str(const void *a, const void *b) {
  * instead of queueing it twice, unless include_pending. The claim is one script per batch
  * of ids, so resubmits at once take disjoint images.
  * KEYS: 1 retry hash, 2 completed shards set. ARGV: 1 include_pending, then ids.
- * Returns the ids claimed (marked "-1"). */
+ * Returns 1 (claimed, now marked "-1") or 0 per id, in order. */
 static const char k_claim_script[] =
     "local out = {}\n"
     "for i = 2, #ARGV do\n"
@@ -467,7 +467,9 @@ static const char k_claim_script[] =
     "  if ARGV[1] == '1' or not s or\n"
     "     (s ~= '-1' and redis.call('SISMEMBER', KEYS[2], s) == 1) then\n"
     "    redis.call('HSET', KEYS[1], id, '-1')\n"
-    "    out[#out + 1] = id\n"
+    "    out[i - 1] = 1\n"
+    "  else\n"
+    "    out[i - 1] = 0\n"
     "  end\n"
     "end\n"
     "return out\n";
@@ -481,7 +483,6 @@ static bd_status claim_retries(bd_sredis *rd, const char *job, const char **ids,
   const char **argv = malloc((6 + INC_BATCH) * sizeof *argv);
   if (!argv) return bd_err_set(err, BD_E_NOMEM, "out of memory");
   bd_status st = BD_OK;
-  size_t j = 0; /* ids come back in order: a merge against ids[] */
   for (size_t b = 0; b < n && st == BD_OK; b += INC_BATCH) {
     size_t k = n - b < INC_BATCH ? n - b : INC_BATCH;
     argv[0] = "EVAL", argv[1] = k_claim_script, argv[2] = "2", argv[3] = rk, argv[4] = sk;
@@ -490,17 +491,10 @@ static bd_status claim_retries(bd_sredis *rd, const char *job, const char **ids,
     redisReply *rep = NULL;
     st = bd_sredis_cmdv(rd, (int)(6 + k), argv, NULL, &rep, err);
     if (st != BD_OK) break;
-    if (rep->type != REDIS_REPLY_ARRAY) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != k)
       st = bd_err_set(err, BD_E_INTERNAL, "job %s: unexpected reply to the retry claim", job);
-    } else {
-      for (size_t e = 0; e < rep->elements; e++) {
-        redisReply *x = rep->element[e];
-        if (x->type != REDIS_REPLY_STRING) continue;
-        while (j < b + k && strcmp(ids[j], x->str) != 0) j++;
-        if (j < b + k) keep[j++] = 1;
-      }
-      j = b + k;
-    }
+    else
+      for (size_t i = 0; i < k; i++) keep[b + i] = bd_sredis_reply_ll(rep->element[i], 0) == 1;
     freeReplyObject(rep);
   }
   free(argv);

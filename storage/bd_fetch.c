@@ -73,9 +73,10 @@ static void curl_init_once(void) {
   g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* common's monotonic clock, in ms */
 static int64_t now_ms(void) {
   return (int64_t)(bd_now() * 1000.0);
-} /* common's clock */
+}
 
 void bd_fetch_opts_default(bd_fetch_opts *o) {
   memset(o, 0, sizeof *o);

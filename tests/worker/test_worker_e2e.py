@@ -118,7 +118,9 @@ def phase_a(st, models, workers, metrics_port):
     beat = st.r.hgetall("worker:w0")
     assert beat.get("host") and "sim:0" in beat.get("devices", ""), beat
     assert 0 < int(st.r.cmd("TTL", "worker:w0")) <= 3
-    # Metrics and liveness of w0 (restarted or not, it serves on the same port).
+    # Metrics and liveness of w0 (restarted or not, it serves on the same port, unless a
+    # start found that port taken and moved: Worker.start).
+    metrics_port = workers[0].metrics_port
     base = "http://127.0.0.1:%d" % metrics_port
     deadline = time.time() + 10
     while True:
@@ -252,6 +254,7 @@ def phase_e(st):
             "--max-inflight-shards", "2", "--metrics-port", str(port), "--report-interval", "1",
             "--session-timeout-ms", "6000", "--grace", "20"]
     w = Worker(st, "ws", args).start()
+    port = w.metrics_port  # another one if the first was taken
     produce(st, "sig.jobs", manifest_lines(job, imgs, 20))
     deadline = time.time() + 40
     peak = 0
@@ -330,6 +333,7 @@ def phase_f(st):
                           "--topic", "mem.jobs", "--group", "mem", "--decode-threads", "4",
                           "--max-inflight-mb", "64", "--metrics-port", str(port),
                           "--report-interval", "1", "--session-timeout-ms", "6000"]).start()
+    port = w.metrics_port  # another one if the first was taken
     produce(st, "mem.jobs", manifest_lines(job, imgs, 24))
     wait_job(st.r, job, 24, 120)
     check_job(st.r, job, imgs, 1)

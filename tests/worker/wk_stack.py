@@ -230,6 +230,24 @@ class Worker:
         self.p = None
 
     def start(self):
+        # free_port() only proposes a port: another process (a parallel test's outgoing
+        # connection, say) can take it before the worker binds it, and the worker then
+        # exits with "metrics: cannot listen". Then start again on another port (5 tries).
+        for _ in range(5):
+            self._launch()
+            if self.metrics_port is None or not self._lost_metrics_port():
+                break
+            self.args[self.args.index("--metrics-port") + 1] = str(free_port())
+        return self
+
+    @property
+    def metrics_port(self):
+        """The port its metrics are served on (may change at start), or None."""
+        if "--metrics-port" not in self.args:
+            return None
+        return int(self.args[self.args.index("--metrics-port") + 1])
+
+    def _launch(self):
         self.logs += 1
         logf = open(os.path.join(self.stack.tmp, "%s.%d.log" % (self.name, self.logs)), "w")
         cmd = [os.environ["BATCHDET"], "--log-level", "info", "worker", "--brokers",
@@ -237,7 +255,22 @@ class Worker:
                ] + (["--instance-id", self.name] if self.static else []) + self.args
         self.p = subprocess.Popen(cmd, stdout=logf, stderr=logf, env=self.env)
         self.stack.procs.append(self.p)
-        return self
+
+    def _lost_metrics_port(self):
+        """True when the worker exited because its metrics port was taken; waits (at most
+        10 s) until it listens there or exits."""
+        deadline = time.time() + 10
+        while time.time() < deadline and self.p.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.metrics_port), 0.2).close()
+                time.sleep(0.3)  # a taken port answers too: the worker's exit then follows
+                break
+            except OSError:
+                time.sleep(0.05)
+        if self.p.poll() is None:
+            return False
+        with open(self.log_path()) as f:
+            return "cannot listen" in f.read()
 
     def log_path(self):
         return os.path.join(self.stack.tmp, "%s.%d.log" % (self.name, self.logs))

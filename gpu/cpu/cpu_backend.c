@@ -78,6 +78,9 @@ static double now_ms(void) {
 }
 
 void bd_cpu_backend_set_profile(bd_backend *be, double *ms) { ((bd_cpu *)be)->profile = ms; }
+void bd_cpu_backend_set_step_profile(bd_backend *be, double *ms) {
+  ((bd_cpu *)be)->step_profile = ms;
+}
 
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on) {
   ((bd_cpu *)be)->conv_blas_threads = on ? 1 : 0;
@@ -295,12 +298,14 @@ static bd_status cpu_run(bd_backend *be, const bd_plan *p, const float *const *i
   }
   for (int s = 0; s < p->n_steps; s++) {
     const bd_node *n = &g->nodes[p->steps[s]];
-    double t0 = c->profile ? now_ms() : 0;
+    double t0 = c->profile || c->step_profile ? now_ms() : 0;
     bd_status st = op_fn(n->op)(c, p, n, err);
     if (st != BD_OK) return st;
-    if (c->profile) {
+    if (c->profile || c->step_profile) {
+      double dt = now_ms() - t0;
       int slot = n->op == BD_OP_CONV ? BD_OP__COUNT + bd_cpu_conv_path(g, p, n) : (int)n->op;
-      c->profile[slot] += now_ms() - t0;
+      if (c->profile) c->profile[slot] += dt;
+      if (c->step_profile) c->step_profile[s] += dt;
     }
   }
   for (int i = 0; i < g->n_outputs; i++) {

@@ -321,8 +321,15 @@ static void fused_run(const conv_ctx *cx, int raw, int R, int rows, int cw, cons
                  act, rmode);
 }
 
+/* d = a + b over one row segment. */
+BD_CPU_CLONES
+static void add_rows(float *restrict d, const float *restrict a, const float *restrict b, int len) {
+  for (int j = 0; j < len; j++) d[j] = a[j] + b[j];
+}
+
 /* Output channels [m0, m0 + mc) of group g (first global channel oc0) through the fused
- * tiles, raw (no bias, activation or residual) or with the conv's epilogue: with the
+ * tiles, raw (no bias, activation or residual) or with the conv's epilogue (the residual
+ * only where res is given): with the
  * weights packed at load, one run over every panel (strips outer); otherwise each block
  * of R channels is packed into wpan here, then run. */
 static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int raw, float *y,
@@ -332,7 +339,7 @@ static void fused_rows(const conv_ctx *cx, int g, int m0, int mc, int oc0, int r
   int R = bd_cpu_pw512_rows(s->Mg); /* m0 is a multiple of 24, so of R */
   const float *bias = !raw && cx->bias ? cx->bias + oc0 : NULL;
   bd_act act = raw ? BD_ACT_NONE : cx->cp->act;
-  bd_res_mode rmode = raw ? BD_RES_NONE : cx->cp->res;
+  bd_res_mode rmode = raw || !res ? BD_RES_NONE : cx->cp->res;
   if (raw) res = NULL;
   if (cx->wpack) {
     const float *panels =
@@ -423,8 +430,12 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
                             (size_t)(ki / S) * Wq + (size_t)(kj / S));
   }
   const float *x = region + (t0 - oh_a * Wq);
-  fused_rows(cx, g, m0, mc, oc0, 1, out, cw, x, 0, 32, koff, NULL, cw, wpan);
-  /* drop the junk columns; bias, residual and activation on the way into y */
+  /* bias and activation in the tile's registers; a residual lives in y's layout (no junk
+   * columns), so it is added on the way into y, unless it goes in before the activation
+   * (then the tile is raw and the whole epilogue runs on the way) */
+  int raw = cp->res == BD_RES_PRE_ACT;
+  fused_rows(cx, g, m0, mc, oc0, raw, out, cw, x, 0, 32, koff, NULL, cw, wpan);
+  /* drop the junk columns */
   for (int i = 0; i < mc; i++) {
     size_t yo = ((size_t)n * s->M + oc0 + i) * ohw;
     float b = cx->bias ? cx->bias[oc0 + i] : 0.f;
@@ -433,9 +444,16 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
       int hi = t0 + cw - oh * Wq < s->OW ? t0 + cw - oh * Wq : s->OW;
       if (lo >= hi) continue;
       float *d = cx->y + yo + (size_t)oh * s->OW + lo;
-      memcpy(d, out + (size_t)i * cw + (oh * Wq + lo - t0), (size_t)(hi - lo) * sizeof *d);
-      epilogue_row(d, hi - lo, b, cx->res ? cx->res + yo + (size_t)oh * s->OW + lo : NULL, cp->act,
-                   cp->res);
+      const float *o = out + (size_t)i * cw + (oh * Wq + lo - t0);
+      const float *r = cx->res ? cx->res + yo + (size_t)oh * s->OW + lo : NULL;
+      if (raw) {
+        memcpy(d, o, (size_t)(hi - lo) * sizeof *d);
+        epilogue_row(d, hi - lo, b, r, cp->act, cp->res);
+      } else if (r) {
+        add_rows(d, o, r, hi - lo);
+      } else {
+        memcpy(d, o, (size_t)(hi - lo) * sizeof *d);
+      }
     }
   }
 }

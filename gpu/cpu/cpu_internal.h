@@ -100,13 +100,16 @@ typedef struct bd_cpu {
   float **wpack; /* per node: a conv's constant weights packed for the fused tiles, or NULL */
   int n_nodes;
   int n_values;
-  double *profile; /* benchmarks: ms per op accumulated here when set (see below) */
+  double *profile;      /* benchmarks: ms per op accumulated here when set (see below) */
+  double *step_profile; /* benchmarks: ms per plan step, the same way */
 } bd_cpu;
 
 /* Benchmarks only: when ms is not NULL, each run adds the process CPU time of every step to
  * ms[op] (BD_OP__COUNT + 3 entries; convs go to ms[BD_OP__COUNT + path], path 0 general,
  * 1 pointwise, 2 depthwise). */
 void bd_cpu_backend_set_profile(bd_backend *be, double *ms);
+/* Benchmarks only: the same per plan step (ms[s] for p->steps[s], p->n_steps entries). */
+void bd_cpu_backend_set_step_profile(bd_backend *be, double *ms);
 /* Benchmarks only: 1 runs pointwise convs as one OpenBLAS GEMM per image with BLAS
  * threads (the alternative the default tiling was measured against); no-op without BLAS. */
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on);

@@ -171,7 +171,9 @@ int main(int argc, char **argv) {
   }
   double best = median(t, reps), med = t[reps / 2], cbest = median(cpu, reps);
   double prof[BD_OP__COUNT + 3] = {0};
+  double *sprof = calloc((size_t)p->n_steps, sizeof *sprof);
   bd_cpu_backend_set_profile(be, prof);
+  bd_cpu_backend_set_step_profile(be, sprof);
   for (int r = 0; r < reps; r++) bd_backend_run(be, p, ins, outs, &err);
   printf("%s: batch %d, %d threads, %d steps, conv %.2f GFLOP: min %.2f ms, median %.2f ms "
          "(%.1f GFLOP/s conv at min), %.2f ms/image; process CPU time min %.2f ms\n", argv[1],
@@ -187,6 +189,29 @@ int main(int argc, char **argv) {
     else
       printf("  %-28s %8.3f ms\n", bd_op_name((bd_op)i), prof[i] / reps);
   }
+  /* BD_BENCH_TOP=N: the N steps with the most time, with their shapes */
+  int top = getenv("BD_BENCH_TOP") ? atoi(getenv("BD_BENCH_TOP")) : 0;
+  if (top > 0 && sprof) printf("  top steps, process CPU ms per run:\n");
+  for (int k = 0; k < top && sprof; k++) {
+    int b = -1;
+    for (int s = 0; s < p->n_steps; s++)
+      if (sprof[s] >= 0 && (b < 0 || sprof[s] > sprof[b])) b = s;
+    if (b < 0) break;
+    const bd_node *n = &g->nodes[p->steps[b]];
+    double ms = sprof[b] / reps;
+    sprof[b] = -1;
+    if (n->op != BD_OP_CONV) {
+      printf("  %8.3f ms  %s\n", ms, bd_op_name(n->op));
+      continue;
+    }
+    const int64_t *xd = p->dims[n->in[0]], *wd = p->dims[n->in[1]], *yd = p->dims[n->out[0]];
+    double f = 2.0 * yd[0] * yd[1] * yd[2] * yd[3] * wd[1] * wd[2] * wd[3];
+    printf("  %8.3f ms  conv %lldx%lld s%d g%d %4lld->%-4lld @%lldx%lld path %d %6.1f GFLOP/s\n",
+           ms, (long long)wd[2], (long long)wd[3], n->p.conv.sh, n->p.conv.group, (long long)xd[1],
+           (long long)yd[1], (long long)xd[2], (long long)xd[3], bd_cpu_conv_path(g, p, n),
+           f / ms / 1e6);
+  }
+  free(sprof);
   for (int i = 0; i < g->n_outputs; i++) free(outs[i]);
   free(x);
   bd_backend_destroy(be);

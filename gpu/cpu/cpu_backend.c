@@ -82,6 +82,10 @@ void bd_cpu_backend_set_step_profile(bd_backend *be, double *ms) {
   ((bd_cpu *)be)->step_profile = ms;
 }
 
+void bd_cpu_backend_set_channel_tiles(bd_backend *be, int mode) {
+  ((bd_cpu *)be)->cv_mode = mode;
+}
+
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on) {
   ((bd_cpu *)be)->conv_blas_threads = on ? 1 : 0;
 }
@@ -242,15 +246,18 @@ static bd_status cpu_prepare(bd_backend *be, const bd_plan *p, bd_err *err) {
   }
   if (!c->wpack) {
     c->wpack = calloc((size_t)g->n_nodes + 1, sizeof *c->wpack);
-    if (!c->wpack) return bd_err_set(err, BD_E_NOMEM, "cpu: packed weight table");
+    c->wpack_cv = calloc((size_t)g->n_nodes + 1, 1);
+    if (!c->wpack || !c->wpack_cv) return bd_err_set(err, BD_E_NOMEM, "cpu: packed weight table");
     c->n_nodes = g->n_nodes;
   }
   /* Packed once: the layout depends on the weights' shape, not on the plan. */
   for (int s = 0; s < p->n_steps; s++) {
     int ni = p->steps[s];
     if (g->nodes[ni].op != BD_OP_CONV || c->wpack[ni]) continue;
-    bd_status st = bd_cpu_conv_pack(c, g, p, &g->nodes[ni], &c->wpack[ni], err);
+    int cv = 0;
+    bd_status st = bd_cpu_conv_pack(c, g, p, &g->nodes[ni], &c->wpack[ni], &cv, err);
     if (st != BD_OK) return st;
+    c->wpack_cv[ni] = (uint8_t)cv;
   }
   return BD_OK;
 }
@@ -327,6 +334,7 @@ static void cpu_destroy(bd_backend *be) {
   if (c->wpack)
     for (int i = 0; i < c->n_nodes; i++) free(c->wpack[i]);
   free(c->wpack);
+  free(c->wpack_cv);
   free(c);
 }
 

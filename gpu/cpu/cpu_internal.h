@@ -77,6 +77,25 @@ void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const floa
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,
                        const float *res, bd_act act, bd_res_mode rmode);
 
+/* The channel-vector tile (AVX-512 only): vector lanes are output channels and a block
+ * is 8 pixels from a list, for small planes, where the tile above computes junk columns
+ * and partly used strips. Channels of a group come in blocks (bd_cpu_cv512_blocks:
+ * widths 48, 32 or 16, only the last part padding), packed by bd_cpu_cv512_pack_w into
+ * K x width panels, k-major, block b at start[b] * K (bd_cpu_cv512_packed_floats in
+ * all). bd_cpu_cv512_tile runs the blocks that start in [c0, c1) over pixels
+ * i < np: y[c * ldy + yo[i]] = epilogue(sum_k w(c, k) * x[koff[k] + pb[i]] + bias[c],
+ * res[c * ldy + yo[i]]), or with koff NULL x[k * ldx + pb[i]] (a pointwise conv's
+ * input planes in place); bias and res may be NULL; mg <= BD_CPU_CV512_MAX_MG and
+ * 16 * ldy must fit an int. */
+#define BD_CPU_CV512_MAX_MG 4096 /* output channels per group it takes */
+#define BD_CPU_CV512_MAX_BLOCKS (BD_CPU_CV512_MAX_MG / 16 + 2)
+int bd_cpu_cv512_blocks(int mg, int *start, int *width);
+size_t bd_cpu_cv512_packed_floats(int mg, int K);
+void bd_cpu_cv512_pack_w(int mg, int K, const float *w, int ldw, float *panels);
+void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels, const float *x,
+                       const int *koff, int ldx, int np, const int *pb, const int *yo, float *y,
+                       int ldy, const float *bias, const float *res, bd_act act, bd_res_mode rmode);
+
 /* CPUs with AVX2 + FMA but no AVX-512: the same tile, raw (y = W * X; the caller applies
  * bias, residual and activation), blocks of R / 2 channels x 16 columns. */
 int bd_cpu_pw256_available(void);
@@ -98,6 +117,8 @@ typedef struct bd_cpu {
   size_t side_bytes;
   void **ptr; /* per value, filled at the start of each run */
   float **wpack; /* per node: a conv's constant weights packed for the fused tiles, or NULL */
+  uint8_t *wpack_cv; /* per node: 1 where wpack holds the channel-vector tile's panels */
+  int cv_mode;       /* BD_CPU_CV_AUTO (default), _NEVER or _ALWAYS */
   int n_nodes;
   int n_values;
   double *profile;      /* benchmarks: ms per op accumulated here when set (see below) */
@@ -110,6 +131,10 @@ typedef struct bd_cpu {
 void bd_cpu_backend_set_profile(bd_backend *be, double *ms);
 /* Benchmarks only: the same per plan step (ms[s] for p->steps[s], p->n_steps entries). */
 void bd_cpu_backend_set_step_profile(bd_backend *be, double *ms);
+/* Where the implicit GEMM runs on the channel-vector tile (AVX-512): where it computes
+ * less (auto), never, or always (tests); set before prepare (it decides the packing). */
+enum { BD_CPU_CV_AUTO = 0, BD_CPU_CV_NEVER = 1, BD_CPU_CV_ALWAYS = 2 };
+void bd_cpu_backend_set_channel_tiles(bd_backend *be, int mode);
 /* Benchmarks only: 1 runs pointwise convs as one OpenBLAS GEMM per image with BLAS
  * threads (the alternative the default tiling was measured against); no-op without BLAS. */
 void bd_cpu_backend_set_blas_threads_mode(bd_backend *be, int on);
@@ -140,10 +165,11 @@ size_t bd_cpu_resize_scratch(const bd_plan *p, const bd_node *n);
 bd_status bd_cpu_conv_check(const bd_graph *g, const bd_plan *p, const bd_node *n, bd_err *err);
 /* The conv's weights packed for the fused tiles (*out, aligned_alloc'd, caller frees), or
  * *out = NULL where the fused tiles do not apply (none on this CPU or build, depthwise, K
- * too large, fewer than 6 channels per group, weights not a constant). Depends on the weights'
- * shape only, not on the plan. */
+ * too large, fewer than 6 channels per group, weights not a constant). *cv = 1: packed for
+ * the channel-vector tile (chosen with plan p's shapes; the runs of every plan follow
+ * this choice), else for the row tiles. */
 bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p, const bd_node *n,
-                           float **out, bd_err *err);
+                           float **out, int *cv, bd_err *err);
 
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);
 bd_status bd_cpu_op_batchnorm(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err);

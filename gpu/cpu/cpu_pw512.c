@@ -8,7 +8,10 @@
  * the single store, so the output is written once (OpenBLAS writes C and the epilogue
  * re-reads it).
  *
- * CPUs without AVX-512 get an AVX2 + FMA version of the same tile (bd_cpu_pw256_tile),
+ * The channel-vector tile (bd_cpu_cv512_tile) turns the block around for small planes:
+ * lanes are output channels, a block is 8 pixels from a list, results are scattered.
+ *
+ * CPUs without AVX-512 get an AVX2 + FMA version of the row tile (bd_cpu_pw256_tile),
  * which stores raw sums and leaves the epilogue to the caller.
  *
  * Only built for GCC on x86-64 in optimised builds without ASan/TSan; callers check
@@ -27,6 +30,55 @@ void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float 
   for (int k = 0; k < K; k++) {
     float *d = panel + (size_t)k * R;
     for (int r = 0; r < R; r++) d[r] = r < rows ? w[(size_t)r * ldw + k] : 0.f;
+  }
+}
+
+/* Channel blocks of the channel-vector tile: 48 lanes (three zmm) while at least 48
+ * channels remain, then what is left as blocks of 32 (two zmm; 16 < rest <= 32, or
+ * rest = 16 taken as 32 + 32 from the last 48) or 48 (rest > 32); only the last block
+ * can be part padding. Block b starts at channel start[b] and packs its K x width panel
+ * at start[b] * K. Returns the count (at most mg / 16 + 2). */
+int bd_cpu_cv512_blocks(int mg, int *start, int *width) {
+  int n48 = mg / 48, rest = mg - 48 * n48, nb = 0, c = 0;
+  if (rest > 0 && rest <= 16 && n48 > 0) { /* 48 + 16 as 32 + 32 */
+    n48--;
+    rest += 48;
+  }
+  int tail[2] = {0, 0}, nt = 0;
+  if (rest > 32 && rest <= 48) {
+    tail[nt++] = 48;
+  } else if (rest > 48) { /* 64 from the rule above: 32 + 32 */
+    tail[nt++] = 32;
+    tail[nt++] = 32;
+  } else if (rest > 0) {
+    tail[nt++] = rest > 16 ? 32 : 16;
+  }
+  for (int i = 0; i < n48 + nt; i++) {
+    int w = i < n48 ? 48 : tail[i - n48];
+    if (start) start[nb] = c;
+    if (width) width[nb] = w;
+    nb++;
+    c += w;
+  }
+  return nb;
+}
+
+size_t bd_cpu_cv512_packed_floats(int mg, int K) {
+  int st[BD_CPU_CV512_MAX_BLOCKS], wd[BD_CPU_CV512_MAX_BLOCKS];
+  int nb = bd_cpu_cv512_blocks(mg, st, wd);
+  return nb ? ((size_t)st[nb - 1] + (size_t)wd[nb - 1]) * (size_t)K : 0;
+}
+
+void bd_cpu_cv512_pack_w(int mg, int K, const float *w, int ldw, float *panels) {
+  int st[BD_CPU_CV512_MAX_BLOCKS], wd[BD_CPU_CV512_MAX_BLOCKS];
+  int nb = bd_cpu_cv512_blocks(mg, st, wd);
+  for (int b = 0; b < nb; b++) {
+    float *pb = panels + (size_t)st[b] * K;
+    for (int k = 0; k < K; k++)
+      for (int j = 0; j < wd[b]; j++) {
+        int c = st[b] + j;
+        pb[(size_t)k * wd[b] + j] = c < mg ? w[(size_t)c * ldw + k] : 0.f;
+      }
   }
 }
 
@@ -203,6 +255,104 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
   }
 }
 
+/* ---- channel-vector tile: lanes are output channels, a block is 8 pixels ----
+ * 8 pixels x V zmm of channels (V = 3, 2 or 1) in 8V accumulators; per k, V loads of
+ * the packed weights and 8 broadcasts of input values, each at its own pixel's offset
+ * (pb[p], held in general registers) from x + koff[k]. No column of the block is junk:
+ * the pixels are any list (the valid outputs of an implicit-GEMM tile), so small
+ * planes do not pay for the padded width or for partly used 32-column strips. The
+ * epilogue runs in registers (bias a vector load, a residual gathered) and each
+ * vector is scattered into its 16 channel planes of y. */
+static inline PW_TGT __attribute__((always_inline)) void cv_block(
+    const int V, const int IG, int K, const float *wp, const float *x, const int *koff, int ldx,
+    const int *pb, int np, float *y, const int *yo, __m512i vidx, size_t ld16, __mmask16 mlast,
+    const float *bias, const float *res, bd_act act, bd_res_mode rmode) {
+  __m512 a[8][3];
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; p++)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++) a[p][v] = _mm512_setzero_ps();
+  const int p0 = pb[0], p1 = pb[1], p2 = pb[2], p3 = pb[3], p4 = pb[4], p5 = pb[5], p6 = pb[6],
+            p7 = pb[7];
+  for (int k = 0; k < K; k++) {
+    const float *xk = IG ? x + koff[k] : x + (size_t)k * ldx;
+    const float *wk = wp + (size_t)k * (V * 16);
+    __m512 w[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++) w[v] = _mm512_loadu_ps(wk + 16 * v);
+    const float xv[8] = {xk[p0], xk[p1], xk[p2], xk[p3], xk[p4], xk[p5], xk[p6], xk[p7]};
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) {
+      __m512 b = _mm512_set1_ps(xv[p]);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; v++) a[p][v] = _mm512_fmadd_ps(b, w[v], a[p][v]);
+    }
+  }
+#pragma GCC unroll 3
+  for (int v = 0; v < V; v++) {
+    __mmask16 m = v == V - 1 ? mlast : (__mmask16)0xFFFF;
+    __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * v) : _mm512_setzero_ps();
+    const size_t vo = ld16 * v; /* this vector's first channel plane */
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) {
+      if (p >= np) break;
+      __m512 acc = _mm512_add_ps(a[p][v], bv);
+      const size_t o = vo + (size_t)yo[p];
+      if (rmode == BD_RES_PRE_ACT)
+        acc =
+            _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vidx, res + o, 4));
+      if (act == BD_ACT_RELU)
+        acc = _mm512_max_ps(acc, _mm512_setzero_ps());
+      else if (act == BD_ACT_SIGMOID)
+        acc = bd_cpu_sig16_avx512(acc, 0);
+      else if (act == BD_ACT_SILU)
+        acc = bd_cpu_sig16_avx512(acc, 1);
+      if (rmode == BD_RES_POST_ACT)
+        acc =
+            _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vidx, res + o, 4));
+      _mm512_mask_i32scatter_ps(y + o, m, vidx, acc, 4);
+    }
+  }
+}
+
+PW_TGT void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels, const float *x,
+                              const int *koff, int ldx, int np, const int *pb, const int *yo,
+                              float *y, int ldy, const float *bias, const float *res, bd_act act,
+                              bd_res_mode rmode) {
+  int st[BD_CPU_CV512_MAX_BLOCKS], wd[BD_CPU_CV512_MAX_BLOCKS];
+  int nb = bd_cpu_cv512_blocks(mg, st, wd);
+  const __m512i vidx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(ldy));
+  for (int b = 0; b < nb; b++) {
+    if (st[b] < c0 || st[b] >= c1) continue; /* blocks that start in [c0, c1) */
+    const int V = wd[b] / 16;
+    int valid = mg - st[b] < wd[b] ? mg - st[b] : wd[b];
+    int lastn = valid - 16 * (V - 1);
+    __mmask16 mlast = lastn >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastn) - 1);
+    const float *wp = panels + (size_t)st[b] * K;
+    float *yb = y + (size_t)st[b] * ldy;
+    const float *bb = bias ? bias + st[b] : NULL;
+    const float *rb = res ? res + (size_t)st[b] * ldy : NULL;
+    for (int i = 0; i < np; i += 8) {
+      int n = np - i < 8 ? np - i : 8;
+      int pq[8], oq[8];
+      for (int p = 0; p < 8; p++) { /* a short block repeats its last pixel (not stored) */
+        pq[p] = pb[i + (p < n ? p : n - 1)];
+        oq[p] = yo[i + (p < n ? p : n - 1)];
+      }
+#define CV_CALL(VV, IGG)                                                                       \
+  cv_block(VV, IGG, K, wp, x, koff, ldx, pq, n, yb, oq, vidx, (size_t)16 * ldy, mlast, bb, rb, \
+           act, rmode)
+      if (koff)
+        V == 3 ? CV_CALL(3, 1) : V == 2 ? CV_CALL(2, 1) : CV_CALL(1, 1);
+      else
+        V == 3 ? CV_CALL(3, 0) : V == 2 ? CV_CALL(2, 0) : CV_CALL(1, 0);
+#undef CV_CALL
+    }
+  }
+}
+
 #else
 
 int bd_cpu_pw512_available(void) { return 0; }
@@ -213,6 +363,14 @@ void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, const floa
                        size_t sstride, const int *koff, float *y, int ldy) {
   (void)R, (void)mc, (void)cw, (void)K, (void)wp, (void)x, (void)ldx, (void)sstride, (void)koff;
   (void)y, (void)ldy;
+}
+void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels, const float *x,
+                       const int *koff, int ldx, int np, const int *pb, const int *yo, float *y,
+                       int ldy, const float *bias, const float *res, bd_act act,
+                       bd_res_mode rmode) {
+  (void)mg, (void)c0, (void)c1, (void)K, (void)panels, (void)x, (void)koff, (void)ldx, (void)np;
+  (void)pb;
+  (void)yo, (void)y, (void)ldy, (void)bias, (void)res, (void)act, (void)rmode;
 }
 void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const float *x, int ldx,
                        size_t sstride, const int *koff, float *y, int ldy, const float *bias,

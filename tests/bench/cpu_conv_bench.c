@@ -52,6 +52,11 @@ __attribute__((unused)) static const layer layers[] = {
     /* DAMO-YOLO-S at 320: small planes, deep K */
     {"damoS 3x3 s2 256->256 @20", 256, 20, 20, 256, 3, 2, 1},
     {"damoS 3x3 192->256 @10", 192, 10, 10, 256, 3, 1, 1},
+    {"damoS 3x3 128->80 @40", 128, 40, 40, 80, 3, 1, 1},
+    {"damoS 3x3 88->128 @40", 88, 40, 40, 128, 3, 1, 1},
+    {"damoS 3x3 s2 144->512 @20", 144, 20, 20, 512, 3, 2, 1},
+    {"damoS 1x1 1024->512 @10", 1024, 10, 10, 512, 1, 1, 1},
+    {"damoS 1x1 256->128 @10", 256, 10, 10, 128, 1, 1, 1},
 };
 
 static double now_ms(void) {
@@ -112,9 +117,12 @@ int main(int argc, char **argv) {
   bd_plan *p = NULL;
   bd_backend *be = NULL;
   bd_compile_report rep;
+  /* BD_BENCH_CV=0|1|2: the channel-vector tile where it computes less, never, always */
+  int cv = getenv("BD_BENCH_CV") ? atoi(getenv("BD_BENCH_CV")) : BD_CPU_CV_AUTO;
   if (bd_onnx_load_file(argv[1], &g, &err) != BD_OK || bd_compile(g, NULL, &rep, &err) != BD_OK ||
       bd_plan_new(g, batch, &p, &err) != BD_OK ||
-      bd_cpu_backend_new(g, threads, &be, &err) != BD_OK || bd_backend_prepare(be, p, &err) != BD_OK) {
+      bd_cpu_backend_new(g, threads, &be, &err) != BD_OK ||
+      (bd_cpu_backend_set_channel_tiles(be, cv), bd_backend_prepare(be, p, &err)) != BD_OK) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }
@@ -272,7 +280,12 @@ int main(int argc, char **argv) {
     for (int th = 1; th <= 2; th++) {
       bd_backend *be = NULL;
       bd_err err;
-      if (bd_cpu_backend_new(g, th, &be, &err) != BD_OK || bd_backend_prepare(be, &p, &err) != BD_OK) {
+      if (bd_cpu_backend_new(g, th, &be, &err) != BD_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+      }
+      if (getenv("BD_BENCH_CV")) bd_cpu_backend_set_channel_tiles(be, atoi(getenv("BD_BENCH_CV")));
+      if (bd_backend_prepare(be, &p, &err) != BD_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
       }

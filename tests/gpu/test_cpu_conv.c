@@ -90,18 +90,25 @@ static void run_conv_case(const conv_case *c, int idx) {
     const float *ins[3] = {x, c->res ? r : w, w};
     char what[80];
     /* GEMM + epilogue, then the AVX2 and AVX-512 fused tiles where this CPU and build
-     * have them */
-    static const int modes[] = {0, 256, 512};
-    for (int mi = 0; mi < 3; mi++) {
-      tu_fused = modes[mi];
+     * have them, AVX-512 with the implicit GEMM's channel-vector tile never, always and
+     * where it computes less */
+    static const int modes[][2] = {{0, BD_CPU_CV_AUTO},
+                                   {256, BD_CPU_CV_AUTO},
+                                   {512, BD_CPU_CV_NEVER},
+                                   {512, BD_CPU_CV_ALWAYS},
+                                   {512, BD_CPU_CV_AUTO}};
+    for (int mi = 0; mi < 5; mi++) {
+      tu_fused = modes[mi][0];
+      tu_cv = modes[mi][1];
       if ((tu_fused == 256 && !bd_cpu_pw256_available()) ||
           (tu_fused == 512 && !bd_cpu_pw512_available()))
         continue;
-      snprintf(what, sizeof what, "conv case %d (fused tiles %d, weights %s)", idx, tu_fused,
-               wconst ? "constant" : "an input");
+      snprintf(what, sizeof what, "conv case %d (fused tiles %d, channel tiles %d, weights %s)",
+               idx, tu_fused, tu_cv, wconst ? "constant" : "an input");
       tu_check(g, ins, ref, 1e-4f, what);
     }
     tu_fused = 1;
+    tu_cv = BD_CPU_CV_AUTO;
     bd_graph_destroy(g);
   }
   free(x);
@@ -136,6 +143,14 @@ static void test_conv_general(void **state) {
       {2, 12, 10, 10, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, BD_ACT_SILU, 0, 1}, /* groups 3 */
       {1, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 3, 2, 1, 4, 1, BD_ACT_NONE, 0, 1},     /* over-padding */
       {1, 7, 33, 35, 36, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 0},  /* s2 odd sizes */
+      /* the channel-vector tile's channel blocks (48 / 32 / 16, the last part padding),
+       * partial pixel blocks, both residuals, groups, batch 2, M split into items */
+      {1, 64, 10, 10, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SILU, 0, 1}, /* 4x48+32+32 */
+      {2, 24, 7, 5, 100, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, BD_RES_PRE_ACT, 1},
+      {1, 32, 9, 11, 136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, BD_ACT_SILU, BD_RES_POST_ACT, 0},
+      {1, 16, 6, 6, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_SIGMOID, 0, 1}, /* 32 (24) */
+      {1, 16, 5, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_NONE, BD_RES_POST_ACT, 1},
+      {2, 40, 4, 4, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, 0, 1}, /* one 48 */
       /* a region past CONV_IG_MAX_REGION (rows of 70002 floats): im2col strips instead */
       {1, 16, 2, 70000, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, BD_ACT_RELU, 0, 1},
   };

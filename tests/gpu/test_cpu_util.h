@@ -17,6 +17,8 @@
 /* 0: conv tiles go through GEMM + separate epilogue even on AVX-512 machines, so that
  * both paths are tested where the fused one exists. */
 static int tu_fused = 1;
+/* where the implicit GEMM takes the channel-vector tile (BD_CPU_CV_*) */
+static int tu_cv = BD_CPU_CV_AUTO;
 
 static uint64_t tu_rng = 0x9E3779B97F4A7C15ull;
 static void tu_seed(uint64_t s) { tu_rng = s * 0x9E3779B97F4A7C15ull + 1; }
@@ -112,6 +114,7 @@ static float **tu_run(const bd_graph *g, int threads, const float *const *ins) {
   bd_err_clear(&err);
   assert_int_equal(bd_cpu_backend_new(g, threads, &be, &err), BD_OK);
   bd_cpu_backend_set_fused_tiles(be, tu_fused);
+  bd_cpu_backend_set_channel_tiles(be, tu_cv);
   bd_status st = bd_backend_prepare(be, p, &err);
   if (st != BD_OK) fprintf(stderr, "prepare: %s\n", err.msg);
   assert_int_equal(st, BD_OK);

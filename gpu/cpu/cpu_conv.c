@@ -16,8 +16,10 @@
  * Prescott and runs SSE3 kernels).
  * Work items are (image, group, output-channel block, output-column block) tiles handed
  * out dynamically to the pool; each tile's bias / residual / activation epilogue runs
- * right after its GEMM while the tile is in cache. The tiling depends only on the
- * shapes (never on the thread count), so results are bit-identical for any thread count. */
+ * right after its GEMM while the tile is in cache. The tiling depends on the shapes and,
+ * beyond 4 threads, on the thread count (2 items per thread at least); the path and the
+ * tile a conv takes depend on the shapes only, and every output's sum runs over k in
+ * one order whatever the tiling, so results are bit-identical for any thread count. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +33,13 @@
 BD_CPU_HOT
 
 #define CONV_COL_TARGET 131072 /* im2col floats per tile (512 KiB, half an L2) */
+/* Work items a conv is split into at least (planes into column blocks, then channels
+ * into blocks), so that every thread has work: 8, or 2 per thread beyond 4 threads. */
 #define CONV_MIN_TASKS 8
+static int conv_min_tasks(int threads) {
+  int t = 2 * threads;
+  return t < CONV_MIN_TASKS ? CONV_MIN_TASKS : t > 512 ? 512 : t;
+}
 
 typedef struct {
   int N, C, H, W, M, OH, OW, G, Cg, Mg, K;
@@ -44,6 +52,7 @@ typedef struct {
   /* an implicit GEMM through the channel-vector tile (bd_cpu_cv512_tile): lanes are
    * output channels and only valid outputs are computed (small planes) */
   int cv;
+  int min_tasks; /* conv_min_tasks of the backend's threads */
   int cb, ncb, mb, nmb;
 } conv_shape;
 
@@ -80,8 +89,8 @@ static void conv_tiling(conv_shape *s) {
   if (cb > ohw) cb = ohw;
   int64_t base = (int64_t)s->N * s->G;
   int ncb = (ohw + cb - 1) / cb;
-  if (base * ncb < CONV_MIN_TASKS && cb > 64) {
-    int64_t want = (CONV_MIN_TASKS + base - 1) / base;
+  if (base * ncb < s->min_tasks && cb > 64) {
+    int64_t want = (s->min_tasks + base - 1) / base;
     int nc = (int)((ohw + want - 1) / want);
     nc = (nc + 15) & ~15;
     if (nc < 64) nc = 64;
@@ -90,8 +99,8 @@ static void conv_tiling(conv_shape *s) {
     ncb = (ohw + cb - 1) / cb;
   }
   int mb = s->Mg, nmb = 1;
-  if (base * ncb < CONV_MIN_TASKS && s->Mg >= 32) {
-    int64_t want = (CONV_MIN_TASKS + base * ncb - 1) / (base * ncb);
+  if (base * ncb < s->min_tasks && s->Mg >= 32) {
+    int64_t want = (s->min_tasks + base * ncb - 1) / (base * ncb);
     int m = (int)((s->Mg + want - 1) / want);
     /* whole panels of the packed weights (12 or 8 rows), whole 48-channel blocks of the
      * channel-vector tile's */
@@ -118,9 +127,9 @@ static int fused_ok(const conv_shape *s) {
 static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, int cw);
 
 /* Which fused tiles a conv would run on: the backend's ISA (0 none, 256, 512) and its
- * channel-vector choice (BD_CPU_CV_*). */
+ * channel-vector choice (BD_CPU_CV_*); and the backend's thread count. */
 typedef struct {
-  int isa, cv;
+  int isa, cv, threads;
 } conv_tiles;
 
 static int cv_choose(const conv_shape *s, const bd_conv_params *cp, int mode);
@@ -130,6 +139,7 @@ static int cv_choose(const conv_shape *s, const bd_conv_params *cp, int mode);
 static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n,
                                const conv_tiles *t, conv_shape *s, bd_err *err) {
   int fused = t && t->isa;
+  s->min_tasks = conv_min_tasks(t ? t->threads : 1);
   const bd_conv_params *cp = &n->p.conv;
   if (n->n_in < 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0)
     return bd_err_set(err, BD_E_INVALID, "conv '%s': needs X and W", n->name);
@@ -203,7 +213,8 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
     conv_tiling(s);
   }
   s->cv = t && t->isa == 512 && (s->ig || (s->kind == 1 && fused_ok(s))) && cv_choose(s, cp, t->cv);
-  if (s->cv) conv_tiling(s);
+  s->min_tasks = conv_min_tasks(t ? t->threads : 1);
+  if (s->cv || s->min_tasks != CONV_MIN_TASKS) conv_tiling(s);
   return BD_OK;
 }
 
@@ -805,7 +816,7 @@ static void conv_dw_task(void *arg, int64_t begin, int64_t end, int tid) {
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
   conv_ctx cx;
   memset(&cx, 0, sizeof cx);
-  const conv_tiles t = {.isa = c->fused, .cv = c->cv_mode};
+  const conv_tiles t = {.isa = c->fused, .cv = c->cv_mode, .threads = c->threads};
   bd_status st = conv_shape_of(c->base.graph, p, n, &t, &cx.s, err);
   if (st != BD_OK) return st;
   ptrdiff_t ni = n - c->base.graph->nodes;
@@ -860,7 +871,7 @@ bd_status bd_cpu_conv_pack(const bd_cpu *c, const bd_graph *g, const bd_plan *p,
   *out = NULL;
   *cv = 0;
   conv_shape s;
-  const conv_tiles t = {.isa = c->fused, .cv = c->cv_mode};
+  const conv_tiles t = {.isa = c->fused, .cv = c->cv_mode, .threads = c->threads};
   bd_status st = conv_shape_of(g, p, n, &t, &s, err);
   if (st != BD_OK) return st;
   const float *w = g->values[n->in[1]].data;

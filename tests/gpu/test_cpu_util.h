@@ -152,6 +152,7 @@ static void tu_check(const bd_graph *g, const float *const *ins, const float *re
                      const char *what) {
   float **o1 = tu_run(g, 1, ins);
   float **o2 = tu_run(g, 2, ins);
+  float **o7 = tu_run(g, 7, ins); /* past 4 threads the convs are split finer */
   const bd_value *v = &g->values[g->outputs[0]];
   int64_t n = tu_numel(v->rank, v->dims);
   int64_t bad = 0;
@@ -166,8 +167,13 @@ static void tu_check(const bd_graph *g, const float *const *ins, const float *re
     fprintf(stderr, "%s: 1 and 2 threads differ\n", what);
     bad++;
   }
+  if (memcmp(o1[0], o7[0], sizeof(float) * (size_t)n) != 0) {
+    fprintf(stderr, "%s: 1 and 7 threads differ\n", what);
+    bad++;
+  }
   tu_free_outs(g, o1);
   tu_free_outs(g, o2);
+  tu_free_outs(g, o7);
   if (bad) fprintf(stderr, "%s: %lld mismatches of %lld\n", what, (long long)bad, (long long)n);
   assert_int_equal(bad, 0);
 }

@@ -17,7 +17,8 @@ static void usage(FILE *f) {
           "succeeds on retry moves from failed to done. An image that an earlier resubmit\n"
           "requeued is left alone until the shard carrying it has completed (it is counted as\n"
           "pending), so that running resubmit twice does not queue the work twice;\n"
-          "--include-pending requeues those too (e.g. if that shard was lost).\n"
+          "--include-pending requeues those too (e.g. if that shard was lost). Images\n"
+          "claimed by a resubmit that died before producing are taken again after 15 min.\n"
           "Exit: 0 ok (also when nothing failed), 1 failed, 2 usage error.\n");
 }
 

@@ -452,44 +452,54 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* job:{job}:retry maps each image a resubmit requeued to the shard that carries it ("-1"
- * while that resubmit is still producing). An image whose retry shard is not yet in
- * job:{job}:shards (the completed ones) is pending: a second resubmit leaves it alone
- * instead of queueing it twice, unless include_pending. The claim is one script per batch
- * of ids, so resubmits at once take disjoint images.
- * KEYS: 1 retry hash, 2 completed shards set. ARGV: 1 include_pending, then ids.
- * Returns 1 (claimed, now marked "-1") or 0 per id, in order. */
+/* job:{job}:retry maps each image a resubmit requeued to the shard that carries it, or to
+ * "-T" (claimed at unix time T) while that resubmit is still producing. An image whose
+ * retry shard is not yet in job:{job}:shards (the completed ones), or whose claim is
+ * younger than BD_RESUBMIT_CLAIM_STALE_S, is pending: a second resubmit leaves it alone
+ * instead of queueing it twice, unless include_pending. An older claim is a resubmit that
+ * died between its claim and its record (killed, Redis gone): the next one takes it.
+ * The claim is one script per batch of ids, so resubmits at once take disjoint images.
+ * KEYS: 1 retry hash, 2 completed shards set. ARGV: 1 include_pending, 2 now (unix s),
+ * 3 stale after (s), then ids. Returns 1 (claimed, now "-<now>") or 0 per id, in order. */
 static const char k_claim_script[] =
-    "local out = {}\n"
-    "for i = 2, #ARGV do\n"
+    "local now, stale, out = tonumber(ARGV[2]), tonumber(ARGV[3]), {}\n"
+    "for i = 4, #ARGV do\n"
     "  local id = ARGV[i]\n"
     "  local s = redis.call('HGET', KEYS[1], id)\n"
-    "  if ARGV[1] == '1' or not s or\n"
-    "     (s ~= '-1' and redis.call('SISMEMBER', KEYS[2], s) == 1) then\n"
-    "    redis.call('HSET', KEYS[1], id, '-1')\n"
-    "    out[i - 1] = 1\n"
+    "  local free = ARGV[1] == '1' or not s\n"
+    "  if not free and string.sub(s, 1, 1) == '-' then\n"
+    "    free = now - (tonumber(string.sub(s, 2)) or 0) >= stale\n"
+    "  elseif not free then\n"
+    "    free = redis.call('SISMEMBER', KEYS[2], s) == 1\n"
+    "  end\n"
+    "  if free then\n"
+    "    redis.call('HSET', KEYS[1], id, '-' .. ARGV[2])\n"
+    "    out[i - 3] = 1\n"
     "  else\n"
-    "    out[i - 1] = 0\n"
+    "    out[i - 3] = 0\n"
     "  end\n"
     "end\n"
     "return out\n";
 
-/* Claims ids[0..n) for this resubmit (see k_claim_script); keep[i] = 1 for those claimed. */
+/* Claims ids[0..n) for this resubmit (see k_claim_script); keep[i] = 1 for those claimed
+ * (also those claimed before a batch failed: the caller releases them). */
 static bd_status claim_retries(bd_sredis *rd, const char *job, const char **ids, size_t n,
                                int include_pending, unsigned char *keep, bd_err *err) {
-  char rk[BD_ID_MAX + 16], sk[BD_ID_MAX + 16];
+  char rk[BD_ID_MAX + 16], sk[BD_ID_MAX + 16], now[24], stale[24];
   snprintf(rk, sizeof rk, "job:%s:retry", job);
   snprintf(sk, sizeof sk, "job:%s:shards", job);
-  const char **argv = malloc((6 + INC_BATCH) * sizeof *argv);
+  snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+  snprintf(stale, sizeof stale, "%d", BD_RESUBMIT_CLAIM_STALE_S);
+  const char **argv = malloc((8 + INC_BATCH) * sizeof *argv);
   if (!argv) return bd_err_set(err, BD_E_NOMEM, "out of memory");
   bd_status st = BD_OK;
   for (size_t b = 0; b < n && st == BD_OK; b += INC_BATCH) {
     size_t k = n - b < INC_BATCH ? n - b : INC_BATCH;
     argv[0] = "EVAL", argv[1] = k_claim_script, argv[2] = "2", argv[3] = rk, argv[4] = sk;
-    argv[5] = include_pending ? "1" : "0";
-    for (size_t i = 0; i < k; i++) argv[6 + i] = ids[b + i];
+    argv[5] = include_pending ? "1" : "0", argv[6] = now, argv[7] = stale;
+    for (size_t i = 0; i < k; i++) argv[8 + i] = ids[b + i];
     redisReply *rep = NULL;
-    st = bd_sredis_cmdv(rd, (int)(6 + k), argv, NULL, &rep, err);
+    st = bd_sredis_cmdv(rd, (int)(8 + k), argv, NULL, &rep, err);
     if (st != BD_OK) break;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != k)
       st = bd_err_set(err, BD_E_INTERNAL, "job %s: unexpected reply to the retry claim", job);
@@ -509,7 +519,7 @@ static void record_retries(bd_sredis *rd, const char *job, const char *const *id
   char rk[BD_ID_MAX + 16];
   snprintf(rk, sizeof rk, "job:%s:retry", job);
   const char **argv = malloc((2 + 2 * (size_t)shard_size) * sizeof *argv);
-  if (!argv) return; /* the claims stay "-1": pending until --include-pending */
+  if (!argv) return; /* the claims stay: pending until they are stale */
   long long sh = first_shard;
   for (size_t b = 0, k = 0; b < n; b += k, sh++) {
     k = shard_len(ids, urls, b, n, shard_size);
@@ -536,7 +546,7 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   redisReply *rep = NULL;
   idlist l = {NULL, 0, 0, BD_OK, err};
   const char **ids = NULL, **urls = NULL;
-  size_t claimed = 0; /* ids[0..claimed) are marked "-1" in job:{job}:retry */
+  size_t claimed = 0; /* ids[0..claimed) are claimed ("-<time>") in job:{job}:retry */
   int recorded = 0;
   char key[BD_ID_MAX + 16];
   if (!bd_proto_id_valid(job)) return bd_err_set(err, BD_E_INVALID, "--job: bad id");
@@ -624,7 +634,7 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
     }
     st = claim_retries(rd, job, ids, n, include_pending, keep, err);
     size_t m = 0;
-    for (size_t i = 0; i < n && st == BD_OK; i++) {
+    for (size_t i = 0; i < n; i++) {
       if (keep[i]) {
         ids[m] = ids[i];
         const char *uu = urls[i];
@@ -635,8 +645,12 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
       }
     }
     free(keep);
-    if (st != BD_OK) goto out;
     n = m;
+    if (st != BD_OK) { /* a batch failed: release what the earlier ones claimed */
+      claimed = n;
+      sum->pending = 0;
+      goto out;
+    }
   }
   claimed = n;
   sum->images = n;

@@ -70,7 +70,10 @@ typedef struct bd_resubmit_summary {
 } bd_resubmit_summary;
 
 /* Requeues the job's failed images as new shards, except those still pending in the shards
- * of an earlier resubmit (job:{job}:retry), unless include_pending. */
+ * of an earlier resubmit (job:{job}:retry), unless include_pending. An image claimed by a
+ * resubmit that never recorded its shard (killed, Redis lost between claim and record) is
+ * pending for BD_RESUBMIT_CLAIM_STALE_S seconds, then taken again. */
+#define BD_RESUBMIT_CLAIM_STALE_S 900
 bd_status bd_resubmit_failed(const char *job, int shard_size, const char *brokers,
                              const char *redis_url, const char *topic, int include_pending,
                              bd_resubmit_summary *sum, bd_err *err);

@@ -437,6 +437,15 @@ def body(tmp):
     later = sorted((m["shard"], sorted(i["id"] for i in m["images"])) for _, m in msgs if m["shard"] >= 5)
     check(len(msgs) == 8 and later == [(5, ["r03", "r07", "r11"]), (6, ["r03", "r07", "r11"]), (7, ["r19"])],
           "the topic holds exactly shards 0..7, the retries as expected: %d, %s" % (len(msgs), later))
+    # A claim whose resubmit died before recording its shard: taken again once stale (900
+    # s; "-1" is the old form, claimed in 1970), left alone while fresh.
+    r.cmd("HSET", "job:R1:retry", "r03", "-1", "r07", "-%d" % (time.time() - 899))
+    p = run(["resubmit", "--job", "R1", "--failed", "--shard-size", "3", "--topic", "t.resub"] + base)
+    check(p.returncode == 0 and "requeued 1 failed images as shards 8..8" in p.stdout and
+          "3 failed images are still pending" in p.stdout and
+          r.cmd("HGET", "job:R1:retry", "r03") == "8" and
+          r.cmd("HGET", "job:R1:retry", "r07").startswith("-"),
+          "resubmit takes a stale claim, leaves a fresh one: %s %s" % (p.stdout.strip(), p.stderr.strip()))
     # Four resubmits at once: each failed image is claimed by exactly one of them (before,
     # all four requeued all three), and the shard numbers stay distinct (they once all read
     # shards=1 and produced shard 1 four times, leaving shards=5 with 2 distinct).
@@ -543,7 +552,7 @@ def body(tmp):
     while time.time() < t_end and mport is None:
         mm = re.search(r"coordinator ready: metrics port (\d+)", co.stderr.readline())
         mport = int(mm.group(1)) if mm else None
-    r.cmd("SADD", "job:R1:shards", 3, 4, 5, 6, 7)  # the retry shards queued above
+    r.cmd("SADD", "job:R1:shards", 3, 4, 5, 6, 7, 8)  # the retry shards queued above
     r.cmd("HSET", "job:R1", "done", 19, "failed", 1)
     t_end = time.time() + 10
     while time.time() < t_end and r.cmd("HGET", "job:R1", "state") != "complete":

@@ -177,19 +177,28 @@ inline uint32_t emu_smem_u32(const void *p) {
     emu_wg_fail("a shared address outside the kernel's shared block");
   return (uint32_t)(c - emu_smem_origin) + 1024u;
 }
-// Row `row` of a K-major operand at descriptor desc: its 16 k as floats.
-template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[16]) {
+// Not instrumented by ASan (EMU_WG_NOASAN): the shared-memory reads below are checked
+// against the kernel's shared block by the emulation itself, and every other access is
+// to local arrays, a table indexed by a 16-bit value, or sum[n / 2 <= 128]; with the
+// instrumentation these two functions were 90% of a whole-model wgmma test (195 s).
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_WG_NOASAN __attribute__((no_sanitize_address))
+#else
+#define EMU_WG_NOASAN
+#endif
+// Row `row` of a K-major operand at descriptor desc: its 16 k as raw 16-bit values. k 0-7
+// and 8-15 are one core-matrix row each, 16 contiguous bytes: one bounds check, one
+// fence check (one unit of emu_px) and one copy each.
+EMU_WG_NOASAN inline void emu_wg_row(uint64_t desc, int row, uint16_t (&v)[16]) {
   if (desc >> 62 || (desc >> 49 & 7u)) emu_wg_fail("a swizzled or based descriptor");
   const uint64_t start = (desc & 0x3FFFu) << 4, lbo = (desc >> 16 & 0x3FFFu) << 4,
                  sbo = (desc >> 32 & 0x3FFFu) << 4;
-  for (int k = 0; k < 16; ++k) {
-    const uint64_t at = start + (uint64_t)(row / 8) * sbo + (uint64_t)(k / 8) * lbo +
-                        (uint64_t)(row % 8) * 16 + (uint64_t)(k % 8) * 2;
-    if (at < 1024 || at - 1024 + 2 > emu_smem_bytes)
+  for (int c = 0; c < 2; ++c) {
+    const uint64_t at =
+        start + (uint64_t)(row / 8) * sbo + (uint64_t)c * lbo + (uint64_t)(row % 8) * 16;
+    if (at < 1024 || at - 1024 + 16 > emu_smem_bytes)
       emu_wg_fail("an operand outside shared memory");
-    uint16_t h;
-    // k 0-7 and 8-15 are one core-matrix row each: 16 bytes, one unit of emu_px
-    const int unfenced = k % 8 ? -1 : emu_px_unfenced(emu_smem_origin + (at - 1024));
+    const int unfenced = emu_px_unfenced(emu_smem_origin + (at - 1024));
     if (unfenced >= 0) {
       char what[128];
       snprintf(what, sizeof what,
@@ -198,36 +207,58 @@ template <typename T> inline void emu_wg_row(uint64_t desc, int row, float (&v)[
                unfenced);
       emu_wg_fail(what);
     }
-    memcpy(&h, emu_smem_origin + (at - 1024), 2);
-    v[k] = emu_mma_el<T>(h, 0);
+    memcpy(v + 8 * c, emu_smem_origin + (at - 1024), 16);
   }
 }
-// FNV-1a over the bits of v[16], continuing h.
-inline uint64_t emu_wg_hash(uint64_t h, const float (&v)[16]) {
-  uint32_t u[16];
-  memcpy(u, v, sizeof u);
-  for (int k = 0; k < 16; ++k) h = (h ^ u[k]) * 0x100000001B3ull;
+// The 16-bit type T's values as floats, all 65536 of them (made once).
+template <typename T>
+struct emu_wg_table {
+  float f[65536];
+  emu_wg_table() {
+    for (uint32_t u = 0; u < 65536; ++u) f[u] = emu_mma_el<T>(u, 0);
+  }
+};
+template <typename T>
+inline const float *emu_wg_floats() {
+  static const emu_wg_table<T> t;
+  return t.f;
+}
+// FNV-1a over the bits of v[16] as four 64-bit words, continuing h.
+EMU_WG_NOASAN inline uint64_t emu_wg_hash(uint64_t h, const uint16_t (&v)[16]) {
+  uint64_t w[4];
+  memcpy(w, v, sizeof w);
+  for (int k = 0; k < 4; ++k) h = (h ^ w[k]) * 0x100000001B3ull;
   return h;
 }
 // This thread's products of the 64 x n x 16 step: sum[4 j + i] as d[4 j + i] (above);
 // with sum null only the operands are read. Returns a hash of the operands read.
-template <typename T> inline uint64_t emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
+template <typename T>
+EMU_WG_NOASAN inline uint64_t emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
   const int lane = (int)(emu_tid.x % 32), q = (int)(emu_tid.x % 128 / 32);
-  float a[2][16], b[16];
-  emu_wg_row<T>(da, 16 * q + lane / 4, a[0]);
-  emu_wg_row<T>(da, 16 * q + lane / 4 + 8, a[1]);
-  uint64_t h = emu_wg_hash(emu_wg_hash(0xCBF29CE484222325ull, a[0]), a[1]);
-  for (int j = 0; j < n / 8; ++j)
+  uint16_t ra[2][16], rb[16];
+  emu_wg_row(da, 16 * q + lane / 4, ra[0]);
+  emu_wg_row(da, 16 * q + lane / 4 + 8, ra[1]);
+  uint64_t h = emu_wg_hash(emu_wg_hash(0xCBF29CE484222325ull, ra[0]), ra[1]);
+  const float *f = sum ? emu_wg_floats<T>() : nullptr;
+  float a[2][16], b[2][16];
+  for (int k = 0; sum && k < 16; ++k) a[0][k] = f[ra[0][k]], a[1][k] = f[ra[1][k]];
+  for (int j = 0; j < n / 8; ++j) {
     for (int c = 0; c < 2; ++c) {
-      emu_wg_row<T>(db, 8 * j + 2 * (lane % 4) + c, b);
-      h = emu_wg_hash(h, b);
-      if (!sum) continue;
-      for (int hh = 0; hh < 2; ++hh) {
-        float s = 0.0f;
-        for (int k = 0; k < 16; ++k) s += a[hh][k] * b[k];
-        sum[4 * j + 2 * hh + c] = s;
-      }
+      emu_wg_row(db, 8 * j + 2 * (lane % 4) + c, rb);
+      h = emu_wg_hash(h, rb);
+      for (int k = 0; sum && k < 16; ++k) b[c][k] = f[rb[k]];
     }
+    if (!sum) continue;
+    // four sums, each over k in order, as independent chains
+    float s00 = 0.0f, s01 = 0.0f, s10 = 0.0f, s11 = 0.0f;
+    for (int k = 0; k < 16; ++k) {
+      s00 += a[0][k] * b[0][k];
+      s01 += a[0][k] * b[1][k];
+      s10 += a[1][k] * b[0][k];
+      s11 += a[1][k] * b[1][k];
+    }
+    sum[4 * j] = s00, sum[4 * j + 1] = s01, sum[4 * j + 2] = s10, sum[4 * j + 3] = s11;
+  }
   return h;
 }
 template <typename T> inline void emu_wgmma(float *d, int n, uint64_t da, uint64_t db) {

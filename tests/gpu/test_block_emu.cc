@@ -6,6 +6,7 @@
 // misaligned cp.async must stop the run as the GPU's fault would.
 #define BD_KEMU_THREADED 1
 #include "cuda_block_emu.h"
+#include "cuda_mma_emu.h"
 
 #include <fenv.h>
 #include <setjmp.h>
@@ -139,6 +140,94 @@ void test_cp_async_alignment(void **) {
       "misaligned address");
 }
 
+// wgmma m64n8k16 (cuda_mma_emu.h) on operands in shared memory, K-major with core
+// matrices 128 bytes apart in k (LBO) and 256 apart in rows (SBO): the 128 threads'
+// accumulators hold D = A B^T by the fragment layout; an operand changed between the
+// issue and the wait, and a wgmma reading a cp.async its thread has not fenced, stop the
+// run. The emulation's shortcuts (one check and one copy per 16-byte core-matrix row, a
+// hash of the operands) must keep all three.
+struct wg_smem {
+  alignas(128) unsigned char a[2048], b[256];
+};
+static wg_smem wg_sm;
+static float wg_d[128][4];
+static float wg_val(int row, int k, int salt) {
+  return (float)((row * 7 + k * 3 + salt) % 9 - 4);
+}
+static size_t wg_at(int row, int k) {
+  return (size_t)(row / 8) * 256 + (k / 8) * 128 + (row % 8) * 16 + (k % 8) * 2;
+}
+static uint64_t wg_desc(const void *p) {
+  return (uint64_t)(emu_smem_u32(p) >> 4) | (uint64_t)(128 >> 4) << 16 | (uint64_t)(256 >> 4) << 32;
+}
+// one wgmma over the filled operands; mid (thread 0, between issue and wait) may meddle
+template <typename F>
+static void wg_run(F mid) {
+  emu_launch2(1, 1, 1, 128, [&] {
+    emu_wg_begin(&wg_sm, sizeof wg_sm);
+    float d[4] = {0, 0, 0, 0};
+    emu_wgmma<__half>(d, 8, wg_desc(wg_sm.a), wg_desc(wg_sm.b));
+    emu_wg_commit();
+    __syncthreads();
+    if (emu_tid.x == 0) mid();
+    __syncthreads();
+    emu_wg_wait(0);
+    memcpy(wg_d[emu_tid.x], d, sizeof d);
+  });
+}
+static void wg_fill() {
+  for (int r = 0; r < 64; ++r)
+    for (int k = 0; k < 16; ++k) {
+      __half h = __float2half(wg_val(r, k, 0));
+      memcpy(wg_sm.a + wg_at(r, k), &h, 2);
+    }
+  for (int c = 0; c < 8; ++c)
+    for (int k = 0; k < 16; ++k) {
+      __half h = __float2half(wg_val(c, k, 5));
+      memcpy(wg_sm.b + wg_at(c, k), &h, 2);
+    }
+}
+void test_wgmma(void **) {
+  wg_fill();
+  wg_run([] {});
+  int bad = 0;
+  for (int t = 0; t < 128; ++t)
+    for (int i = 0; i < 4; ++i) {
+      const int row = 16 * (t / 32) + (t % 32) / 4 + (i >= 2 ? 8 : 0), col = 2 * (t % 4) + (i & 1);
+      float want = 0;
+      for (int k = 0; k < 16; ++k) want += wg_val(row, k, 0) * wg_val(col, k, 5);
+      if (wg_d[t][i] != want && bad++ < 5)
+        fprintf(stderr, "thread %d d[%d] (row %d col %d): %g, want %g\n", t, i, row, col,
+                wg_d[t][i], want);
+    }
+  assert_int_equal(bad, 0);
+  child_fails_saying(
+      [] {
+        wg_fill();
+        wg_run(
+            [] { wg_sm.b[wg_at(5, 9)] ^= 0x40; });  // B row 5, k 9: read by threads 2 and 6 mod 4
+      },
+      "its shared operands changed between the issue and the wait");
+  child_fails_saying(
+      [] {
+        wg_fill();
+        alignas(16) static unsigned char src[16];
+        emu_launch2(1, 1, 1, 128, [] {
+          emu_wg_begin(&wg_sm, sizeof wg_sm);
+          if (emu_tid.x == 3)
+            emu_cp_async16(wg_sm.a + wg_at(40, 8), src, true);  // A rows 40.., k 8..
+          emu_cp_commit();
+          emu_cp_wait(0);
+          __syncthreads();  // landed, not fenced (no emu_px_fence)
+          float d[4] = {0, 0, 0, 0};
+          emu_wgmma<__half>(d, 8, wg_desc(wg_sm.a), wg_desc(wg_sm.b));
+          emu_wg_commit();
+          emu_wg_wait(0);
+        });
+      },
+      "not yet fenced");
+}
+
 #ifdef EMU_ASAN
 // Under ASan a read past a local array of a kernel running on a fiber is reported (the
 // child process dies with the report; ASan's default exit status 1).
@@ -163,9 +252,8 @@ void test_asan_on_fibers(void **) {
 
 int main() {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_barriers),
-      cmocka_unit_test(test_fiber_state),
-      cmocka_unit_test(test_cp_async_alignment),
+      cmocka_unit_test(test_barriers),           cmocka_unit_test(test_fiber_state),
+      cmocka_unit_test(test_cp_async_alignment), cmocka_unit_test(test_wgmma),
 #ifdef EMU_ASAN
       cmocka_unit_test(test_asan_on_fibers),
 #endif

@@ -12,6 +12,18 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// EMU_NOASAN: functions outside the sanitizers' instrumentation (ASan, UBSan's bounds
+// checks, which also kept loops from vectorising), where every access is to local
+// arrays or is checked by the emulation itself (wgmma's shared reads are checked against
+// the kernel's shared block, a table is indexed by a 16-bit value, sum[n / 2 <= 128]);
+// instrumented, wgmma's operand reads and products were 90% of a whole-model wgmma test
+// (195 s) and the WMMA products most of the mma ones.
+#if defined(__GNUC__) && !defined(__clang__)
+#define EMU_NOASAN __attribute__((no_sanitize_address, no_sanitize_undefined))
+#else
+#define EMU_NOASAN
+#endif
+
 namespace nvcuda {
 namespace wmma {
 struct matrix_a {};
@@ -54,17 +66,21 @@ inline void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major> &f, const
     for (int n = 0; n < 16; ++n) f.v[k][n] = emu_f(p[n * ldm + k]);
 }
 template <int M, int N, int K, typename TA, typename TB>
-inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
-                     const fragment<matrix_a, M, N, K, TA, row_major> &a,
-                     const fragment<matrix_b, M, N, K, TB, col_major> &b,
-                     const fragment<accumulator, M, N, K, float> &c) {
+EMU_NOASAN inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                                const fragment<matrix_a, M, N, K, TA, row_major> &a,
+                                const fragment<matrix_b, M, N, K, TB, col_major> &b,
+                                const fragment<accumulator, M, N, K, float> &c) {
   if (emu_tid.x % 32) return;
-  float t[16][16];
+  // each t[m][n] = c + a[m][0] b[0][n] + a[m][1] b[1][n] + ..., k in order; n innermost
+  // so that the 16 sums of a row run side by side
+  float t[16][16], bv[16][16];
+  memcpy(t, c.v, sizeof t);
+  memcpy(bv, b.v, sizeof bv);  // local copies: no aliasing, so the n loop vectorises
   for (int m = 0; m < 16; ++m)
-    for (int n = 0; n < 16; ++n) {
-      float s = c.v[m][n];
-      for (int k = 0; k < 16; ++k) s += a.v[m][k] * b.v[k][n];
-      t[m][n] = s;
+    for (int k = 0; k < 16; ++k) {
+      const float am = a.v[m][k];
+#pragma GCC ivdep
+      for (int n = 0; n < 16; ++n) t[m][n] += am * bv[k][n];
     }
   memcpy(d.v, t, sizeof t);
 }
@@ -177,19 +193,10 @@ inline uint32_t emu_smem_u32(const void *p) {
     emu_wg_fail("a shared address outside the kernel's shared block");
   return (uint32_t)(c - emu_smem_origin) + 1024u;
 }
-// Not instrumented by ASan (EMU_WG_NOASAN): the shared-memory reads below are checked
-// against the kernel's shared block by the emulation itself, and every other access is
-// to local arrays, a table indexed by a 16-bit value, or sum[n / 2 <= 128]; with the
-// instrumentation these two functions were 90% of a whole-model wgmma test (195 s).
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_WG_NOASAN __attribute__((no_sanitize_address))
-#else
-#define EMU_WG_NOASAN
-#endif
 // Row `row` of a K-major operand at descriptor desc: its 16 k as raw 16-bit values. k 0-7
 // and 8-15 are one core-matrix row each, 16 contiguous bytes: one bounds check, one
 // fence check (one unit of emu_px) and one copy each.
-EMU_WG_NOASAN inline void emu_wg_row(uint64_t desc, int row, uint16_t (&v)[16]) {
+EMU_NOASAN inline void emu_wg_row(uint64_t desc, int row, uint16_t (&v)[16]) {
   if (desc >> 62 || (desc >> 49 & 7u)) emu_wg_fail("a swizzled or based descriptor");
   const uint64_t start = (desc & 0x3FFFu) << 4, lbo = (desc >> 16 & 0x3FFFu) << 4,
                  sbo = (desc >> 32 & 0x3FFFu) << 4;
@@ -224,7 +231,7 @@ inline const float *emu_wg_floats() {
   return t.f;
 }
 // FNV-1a over the bits of v[16] as four 64-bit words, continuing h.
-EMU_WG_NOASAN inline uint64_t emu_wg_hash(uint64_t h, const uint16_t (&v)[16]) {
+EMU_NOASAN inline uint64_t emu_wg_hash(uint64_t h, const uint16_t (&v)[16]) {
   uint64_t w[4];
   memcpy(w, v, sizeof w);
   for (int k = 0; k < 4; ++k) h = (h ^ w[k]) * 0x100000001B3ull;
@@ -233,7 +240,7 @@ EMU_WG_NOASAN inline uint64_t emu_wg_hash(uint64_t h, const uint16_t (&v)[16]) {
 // This thread's products of the 64 x n x 16 step: sum[4 j + i] as d[4 j + i] (above);
 // with sum null only the operands are read. Returns a hash of the operands read.
 template <typename T>
-EMU_WG_NOASAN inline uint64_t emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
+EMU_NOASAN inline uint64_t emu_wg_products(uint64_t da, uint64_t db, int n, float *sum) {
   const int lane = (int)(emu_tid.x % 32), q = (int)(emu_tid.x % 128 / 32);
   uint16_t ra[2][16], rb[16];
   emu_wg_row(da, 16 * q + lane / 4, ra[0]);

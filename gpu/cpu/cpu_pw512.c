@@ -37,8 +37,9 @@ void bd_cpu_pw512_pack_w(int R, int rows, int K, const float *w, int ldw, float 
  * channels remain, then what is left as blocks of 32 (two zmm; 16 < rest <= 32, or
  * rest = 16 taken as 32 + 32 from the last 48) or 48 (rest > 32); only the last block
  * can be part padding. Block b starts at channel start[b] and packs its K x width panel
- * at start[b] * K. Returns the count (at most mg / 16 + 2). */
+ * at start[b] * K. Returns the count (at most mg / 16 + 2; 0 past BD_CPU_CV512_MAX_MG). */
 int bd_cpu_cv512_blocks(int mg, int *start, int *width) {
+  if (mg < 1 || mg > BD_CPU_CV512_MAX_MG) return 0; /* the callers' arrays hold no more */
   int n48 = mg / 48, rest = mg - 48 * n48, nb = 0, c = 0;
   if (rest > 0 && rest <= 16 && n48 > 0) { /* 48 + 16 as 32 + 32 */
     n48--;

@@ -222,19 +222,17 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
  * are flat t including the junk ones, in 32-column strips (16 for a last strip of at
  * most 16), and its channels whole panels of R. The channel-vector tile's pixels are the
  * valid outputs in blocks of 8 (about 4 lost per tile), its channels whole blocks
- * (bd_cpu_cv512_blocks); its scatter of each result costs about what 32 more taps
- * would, and with fewer loads per FMA it is ~5% faster per useful FMA on the implicit
- * GEMM (measured with cpu_conv_bench, DAMO-YOLO layers: 0.92-0.97 of the row tile's time
- * at equal work, 1.08 at K = 288, 1.6 at K = 216 on a 160 x 160 plane), not on pointwise
- * convs, whose row tile reads the input in place (1.03-1.04 at 20 x 20 and 40 x 40,
- * 0.89 at 10 x 10). Planes of a multiple of 1024 floats are left to the row tile: the
- * 16 lanes of a scatter would all fall in one L1 set. */
+ * (bd_cpu_cv512_blocks); writing each result out channel by channel costs about what 32
+ * more taps would, and with fewer loads per FMA it is ~5% faster per useful FMA on the
+ * implicit GEMM (measured with cpu_conv_bench, DAMO-YOLO layers: 0.92-0.97 of the row
+ * tile's time at equal work, 0.87 for 3x3 256->256 on a 32 x 32 plane, 1.08 at K = 288),
+ * not on pointwise convs, whose row tile reads the input in place (1.03-1.04 at 20 x 20
+ * and 40 x 40, 0.89 at 10 x 10). */
 static int cv_choose(const conv_shape *s, const bd_conv_params *cp, int mode) {
   (void)cp;
   int64_t ohw = (int64_t)s->OH * s->OW;
-  if (mode == BD_CPU_CV_NEVER || s->Mg > BD_CPU_CV512_MAX_MG || ohw > INT32_MAX / 16) return 0;
+  if (mode == BD_CPU_CV_NEVER || s->Mg > BD_CPU_CV512_MAX_MG) return 0;
   if (mode == BD_CPU_CV_ALWAYS) return 1;
-  if (ohw % 1024 == 0) return 0;
   double P = (double)ohw, row = 0;
   int cols = s->ig ? s->T : (int)ohw;
   for (int i = 0; i < s->ncb; i++) {

@@ -85,8 +85,7 @@ void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, const floa
  * all). bd_cpu_cv512_tile runs the blocks that start in [c0, c1) over pixels
  * i < np: y[c * ldy + yo[i]] = epilogue(sum_k w(c, k) * x[koff[k] + pb[i]] + bias[c],
  * res[c * ldy + yo[i]]), or with koff NULL x[k * ldx + pb[i]] (a pointwise conv's
- * input planes in place); bias and res may be NULL; mg <= BD_CPU_CV512_MAX_MG and
- * 16 * ldy must fit an int. */
+ * input planes in place); bias and res may be NULL; mg <= BD_CPU_CV512_MAX_MG. */
 #define BD_CPU_CV512_MAX_MG 4096 /* output channels per group it takes */
 #define BD_CPU_CV512_MAX_BLOCKS (BD_CPU_CV512_MAX_MG / 16 + 2)
 int bd_cpu_cv512_blocks(int mg, int *start, int *width);

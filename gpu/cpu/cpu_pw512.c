@@ -9,7 +9,7 @@
  * re-reads it).
  *
  * The channel-vector tile (bd_cpu_cv512_tile) turns the block around for small planes:
- * lanes are output channels, a block is 8 pixels from a list, results are scattered.
+ * lanes are output channels, a block is 8 pixels from a list.
  *
  * CPUs without AVX-512 get an AVX2 + FMA version of the row tile (bd_cpu_pw256_tile),
  * which stores raw sums and leaves the epilogue to the caller.
@@ -261,13 +261,12 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
  * the packed weights and 8 broadcasts of input values, each at its own pixel's offset
  * (pb[p], held in general registers) from x + koff[k]. No column of the block is junk:
  * the pixels are any list (the valid outputs of an implicit-GEMM tile), so small
- * planes do not pay for the padded width or for partly used 32-column strips. The
- * epilogue runs in registers (bias a vector load, a residual gathered) and each
- * vector is scattered into its 16 channel planes of y. */
+ * planes do not pay for the padded width or for partly used 32-column strips. Bias and
+ * activation run in registers; see below for the way in and out of y. */
 static inline PW_TGT __attribute__((always_inline)) void cv_block(
     const int V, const int IG, int K, const float *wp, const float *x, const int *koff, int ldx,
-    const int *pb, int np, float *y, const int *yo, __m512i vidx, size_t ld16, __mmask16 mlast,
-    const float *bias, const float *res, bd_act act, bd_res_mode rmode) {
+    const int *pb, int np, float *y, const int *yo, size_t ldy, __mmask16 mlast, const float *bias,
+    const float *res, bd_act act, bd_res_mode rmode) {
   __m512 a[8][3];
 #pragma GCC unroll 8
   for (int p = 0; p < 8; p++)
@@ -289,30 +288,40 @@ static inline PW_TGT __attribute__((always_inline)) void cv_block(
       for (int v = 0; v < V; v++) a[p][v] = _mm512_fmadd_ps(b, w[v], a[p][v]);
     }
   }
+  /* The epilogue through a small [pixel][channel] buffer: a residual read into it and
+   * the results written out by scalar copies, channel by channel (a channel's 8 pixels
+   * are mostly neighbours in one output row, one cache line), instead of a gather and a
+   * scatter per vector: with those a 24->64 layer on a 160 x 160 plane took 2.1x as
+   * long (a scatter's 16 lanes, 25600 floats apart, share one L1 set), and scatters are
+   * slow on some CPUs. */
+  float buf[8][48];
+  const int valid = 16 * (V - 1) + __builtin_popcount(mlast); /* channels of the block */
+  if (rmode != BD_RES_NONE)
+    for (int p = 0; p < np; p++)
+      for (int c = 0; c < V * 16; c++)
+        buf[p][c] = c < valid ? res[(size_t)c * ldy + (size_t)yo[p]] : 0.f;
 #pragma GCC unroll 3
   for (int v = 0; v < V; v++) {
-    __mmask16 m = v == V - 1 ? mlast : (__mmask16)0xFFFF;
-    __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * v) : _mm512_setzero_ps();
-    const size_t vo = ld16 * v; /* this vector's first channel plane */
+    __m512 bv = bias ? _mm512_maskz_loadu_ps(v == V - 1 ? mlast : (__mmask16)0xFFFF, bias + 16 * v)
+                     : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int p = 0; p < 8; p++) {
       if (p >= np) break;
       __m512 acc = _mm512_add_ps(a[p][v], bv);
-      const size_t o = vo + (size_t)yo[p];
-      if (rmode == BD_RES_PRE_ACT)
-        acc =
-            _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vidx, res + o, 4));
+      if (rmode == BD_RES_PRE_ACT) acc = _mm512_add_ps(acc, _mm512_loadu_ps(&buf[p][16 * v]));
       if (act == BD_ACT_RELU)
         acc = _mm512_max_ps(acc, _mm512_setzero_ps());
       else if (act == BD_ACT_SIGMOID)
         acc = bd_cpu_sig16_avx512(acc, 0);
       else if (act == BD_ACT_SILU)
         acc = bd_cpu_sig16_avx512(acc, 1);
-      if (rmode == BD_RES_POST_ACT)
-        acc =
-            _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vidx, res + o, 4));
-      _mm512_mask_i32scatter_ps(y + o, m, vidx, acc, 4);
+      if (rmode == BD_RES_POST_ACT) acc = _mm512_add_ps(acc, _mm512_loadu_ps(&buf[p][16 * v]));
+      _mm512_storeu_ps(&buf[p][16 * v], acc);
     }
+  }
+  for (int c = 0; c < valid; c++) {
+    float *yc = y + (size_t)c * ldy;
+    for (int p = 0; p < np; p++) yc[yo[p]] = buf[p][c];
   }
 }
 
@@ -322,9 +331,6 @@ PW_TGT void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels
                               bd_res_mode rmode) {
   int st[BD_CPU_CV512_MAX_BLOCKS], wd[BD_CPU_CV512_MAX_BLOCKS];
   int nb = bd_cpu_cv512_blocks(mg, st, wd);
-  const __m512i vidx =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(ldy));
   for (int b = 0; b < nb; b++) {
     if (st[b] < c0 || st[b] >= c1) continue; /* blocks that start in [c0, c1) */
     const int V = wd[b] / 16;
@@ -342,9 +348,8 @@ PW_TGT void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels
         pq[p] = pb[i + (p < n ? p : n - 1)];
         oq[p] = yo[i + (p < n ? p : n - 1)];
       }
-#define CV_CALL(VV, IGG)                                                                       \
-  cv_block(VV, IGG, K, wp, x, koff, ldx, pq, n, yb, oq, vidx, (size_t)16 * ldy, mlast, bb, rb, \
-           act, rmode)
+#define CV_CALL(VV, IGG) \
+  cv_block(VV, IGG, K, wp, x, koff, ldx, pq, n, yb, oq, (size_t)ldy, mlast, bb, rb, act, rmode)
       if (koff)
         V == 3 ? CV_CALL(3, 1) : V == 2 ? CV_CALL(2, 1) : CV_CALL(1, 1);
       else

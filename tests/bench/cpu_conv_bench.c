@@ -57,6 +57,9 @@ __attribute__((unused)) static const layer layers[] = {
     {"damoS 3x3 s2 144->512 @20", 144, 20, 20, 512, 3, 2, 1},
     {"damoS 1x1 1024->512 @10", 1024, 10, 10, 512, 1, 1, 1},
     {"damoS 1x1 256->128 @10", 256, 10, 10, 128, 1, 1, 1},
+    /* planes of 1024 floats: one L1 set for a channel-vector block's 16 channels */
+    {"plane1024 3x3 256->256 @32", 256, 32, 32, 256, 3, 1, 1},
+    {"plane1024 1x1 512->256 @32", 512, 32, 32, 256, 1, 1, 1},
 };
 
 static double now_ms(void) {

@@ -132,14 +132,14 @@ typedef struct {
   int isa, cv, threads;
 } conv_tiles;
 
-static int cv_choose(const conv_shape *s, const bd_conv_params *cp, int mode);
+static int cv_choose(const conv_shape *s, int mode);
 
 /* t: the fused tiles (AVX-512 or AVX2) that will run it (the implicit GEMM tiles
  * differently), or NULL for none. */
 static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_node *n,
                                const conv_tiles *t, conv_shape *s, bd_err *err) {
   int fused = t && t->isa;
-  s->min_tasks = conv_min_tasks(t ? t->threads : 1);
+  s->min_tasks = CONV_MIN_TASKS; /* the choices below never depend on the thread count */
   const bd_conv_params *cp = &n->p.conv;
   if (n->n_in < 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0)
     return bd_err_set(err, BD_E_INVALID, "conv '%s': needs X and W", n->name);
@@ -212,7 +212,7 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
     s->ig = 0;
     conv_tiling(s);
   }
-  s->cv = t && t->isa == 512 && (s->ig || (s->kind == 1 && fused_ok(s))) && cv_choose(s, cp, t->cv);
+  s->cv = t && t->isa == 512 && (s->ig || (s->kind == 1 && fused_ok(s))) && cv_choose(s, t->cv);
   s->min_tasks = conv_min_tasks(t ? t->threads : 1);
   if (s->cv || s->min_tasks != CONV_MIN_TASKS) conv_tiling(s);
   return BD_OK;
@@ -228,13 +228,11 @@ static bd_status conv_shape_of(const bd_graph *g, const bd_plan *p, const bd_nod
  * tile's time at equal work, 0.87 for 3x3 256->256 on a 32 x 32 plane, 1.08 at K = 288),
  * not on pointwise convs, whose row tile reads the input in place (1.03-1.04 at 20 x 20
  * and 40 x 40, 0.89 at 10 x 10). */
-static int cv_choose(const conv_shape *s, const bd_conv_params *cp, int mode) {
-  (void)cp;
-  int64_t ohw = (int64_t)s->OH * s->OW;
+static int cv_choose(const conv_shape *s, int mode) {
   if (mode == BD_CPU_CV_NEVER || s->Mg > BD_CPU_CV512_MAX_MG) return 0;
   if (mode == BD_CPU_CV_ALWAYS) return 1;
-  double P = (double)ohw, row = 0;
-  int cols = s->ig ? s->T : (int)ohw;
+  double P = (double)s->OH * s->OW, row = 0;
+  int cols = s->ig ? s->T : s->OH * s->OW;
   for (int i = 0; i < s->ncb; i++) {
     int cw = i < s->ncb - 1 ? s->cb : cols - i * s->cb, r = cw % 32;
     row += cw - r + (r == 0 ? 0 : r <= 16 ? 16 : 32);
@@ -387,6 +385,19 @@ static void fused_run(const conv_ctx *cx, int raw, int R, int rows, int cw, cons
                  act, rmode);
 }
 
+/* Output channels [m0, m0 + mc) of group g of image n through the channel-vector tile,
+ * over np pixels (input x[koff[k] + pb[i]], or x[k * ldx + pb[i]] without koff; output
+ * y's plane offset yo[i]), on the weights packed for it at load. */
+static void cv_run(const conv_ctx *cx, int n, int g, int m0, int mc, const float *x,
+                   const int *koff, int ldx, int np, const int *pb, const int *yo) {
+  const conv_shape *s = &cx->s;
+  size_t ohw = (size_t)s->OH * s->OW, yg = ((size_t)n * s->M + (size_t)g * s->Mg) * ohw;
+  bd_cpu_cv512_tile(s->Mg, m0, m0 + mc, s->K,
+                    cx->wpack + (size_t)g * bd_cpu_cv512_packed_floats(s->Mg, s->K), x, koff, ldx,
+                    np, pb, yo, cx->y + yg, (int)ohw, cx->bias ? cx->bias + g * s->Mg : NULL,
+                    cx->res ? cx->res + yg : NULL, cx->cp->act, cx->cp->res);
+}
+
 /* d = a + b over one row segment. */
 BD_CPU_CLONES
 static void add_rows(float *restrict d, const float *restrict a, const float *restrict b, int len) {
@@ -506,11 +517,7 @@ static void conv_ig_tile(const conv_ctx *cx, int n, int g, int m0, int mc, int o
         yo[np] = oh * s->OW + ow;
       }
     }
-    size_t yg = ((size_t)n * s->M + (size_t)g * s->Mg) * ohw;
-    bd_cpu_cv512_tile(s->Mg, m0, m0 + mc, s->K,
-                      cx->wpack + (size_t)g * bd_cpu_cv512_packed_floats(s->Mg, s->K), region, koff,
-                      0, np, pb, yo, cx->y + yg, ohw, cx->bias ? cx->bias + g * s->Mg : NULL,
-                      cx->res ? cx->res + yg : NULL, cp->act, cp->res);
+    cv_run(cx, n, g, m0, mc, region, koff, 0, np, pb, yo);
     return;
   }
   const float *x = region + (t0 - oh_a * Wq);
@@ -577,11 +584,7 @@ static void conv_gemm_task(void *arg, int64_t item, int64_t end, int tid) {
       pb[j] = j;
       yo[j] = j0 + j;
     }
-    size_t yg = ((size_t)n * s->M + (size_t)g * s->Mg) * ohw;
-    bd_cpu_cv512_tile(s->Mg, m0, m0 + mc, s->K,
-                      cx->wpack + (size_t)g * bd_cpu_cv512_packed_floats(s->Mg, s->K), xg + j0,
-                      NULL, hw, cw, pb, yo, cx->y + yg, ohw, cx->bias ? cx->bias + g * s->Mg : NULL,
-                      cx->res ? cx->res + yg : NULL, cx->cp->act, cx->cp->res);
+    cv_run(cx, n, g, m0, mc, xg + j0, NULL, hw, cw, pb, yo);
     return;
   }
   if (cx->fused) {
@@ -814,7 +817,8 @@ static void conv_dw_task(void *arg, int64_t begin, int64_t end, int tid) {
 bd_status bd_cpu_op_conv(bd_cpu *c, const bd_plan *p, const bd_node *n, bd_err *err) {
   conv_ctx cx;
   memset(&cx, 0, sizeof cx);
-  const conv_tiles t = {.isa = c->fused, .cv = c->cv_mode, .threads = c->threads};
+  /* the tile was chosen at load (below), not again per run */
+  const conv_tiles t = {.isa = c->fused, .cv = BD_CPU_CV_NEVER, .threads = c->threads};
   bd_status st = conv_shape_of(c->base.graph, p, n, &t, &cx.s, err);
   if (st != BD_OK) return st;
   ptrdiff_t ni = n - c->base.graph->nodes;

@@ -175,15 +175,24 @@ P2_TGT void bd_cpu_pw256_tile(int R, int mc, int cw, int K, const float *wp, con
 
 #define PW_TGT __attribute__((target("avx512f")))
 
-static inline PW_TGT __attribute__((always_inline)) void pw_store(
-    float *y, const float *r, __mmask16 m, __m512 acc, float b, bd_act act, bd_res_mode res) {
-  acc = _mm512_add_ps(acc, _mm512_set1_ps(b));
-  if (res == BD_RES_PRE_ACT) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r));
+/* The conv epilogue on a vector that has its bias: residual r added before or after the
+ * activation (as res says), the activation. Both tiles' stores go through it. */
+static inline PW_TGT __attribute__((always_inline)) __m512 pw_epilogue(__m512 acc, __m512 r,
+                                                                       bd_act act,
+                                                                       bd_res_mode res) {
+  if (res == BD_RES_PRE_ACT) acc = _mm512_add_ps(acc, r);
   if (act == BD_ACT_RELU) acc = _mm512_max_ps(acc, _mm512_setzero_ps());
   else if (act == BD_ACT_SIGMOID) acc = bd_cpu_sig16_avx512(acc, 0);
   else if (act == BD_ACT_SILU) acc = bd_cpu_sig16_avx512(acc, 1);
-  if (res == BD_RES_POST_ACT) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r));
-  _mm512_mask_storeu_ps(y, m, acc);
+  if (res == BD_RES_POST_ACT) acc = _mm512_add_ps(acc, r);
+  return acc;
+}
+
+static inline PW_TGT __attribute__((always_inline)) void pw_store(float *y, const float *r,
+                                                                  __mmask16 m, __m512 acc, float b,
+                                                                  bd_act act, bd_res_mode res) {
+  __m512 rv = res != BD_RES_NONE ? _mm512_maskz_loadu_ps(m, r) : _mm512_setzero_ps();
+  _mm512_mask_storeu_ps(y, m, pw_epilogue(_mm512_add_ps(acc, _mm512_set1_ps(b)), rv, act, res));
 }
 
 /* One block of R output channels (R = 12 or 8, a constant after inlining) x 32 columns:
@@ -265,7 +274,7 @@ PW_TGT void bd_cpu_pw512_tile(int R, int mc, int cw, int K, const float *wp, con
  * activation run in registers; see below for the way in and out of y. */
 static inline PW_TGT __attribute__((always_inline)) void cv_block(
     const int V, const int IG, int K, const float *wp, const float *x, const int *koff, int ldx,
-    const int *pb, int np, float *y, const int *yo, size_t ldy, __mmask16 mlast, const float *bias,
+    const int *pb, int np, float *y, const int *yo, size_t ldy, int valid, const float *bias,
     const float *res, bd_act act, bd_res_mode rmode) {
   __m512 a[8][3];
 #pragma GCC unroll 8
@@ -295,7 +304,9 @@ static inline PW_TGT __attribute__((always_inline)) void cv_block(
    * long (a scatter's 16 lanes, 25600 floats apart, share one L1 set), and scatters are
    * slow on some CPUs. */
   float buf[8][48];
-  const int valid = 16 * (V - 1) + __builtin_popcount(mlast); /* channels of the block */
+  /* the block's channels: the last vector's lanes below valid */
+  const int lastn = valid - 16 * (V - 1);
+  const __mmask16 mlast = lastn >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastn) - 1);
   if (rmode != BD_RES_NONE)
     for (int p = 0; p < np; p++)
       for (int c = 0; c < V * 16; c++)
@@ -307,16 +318,8 @@ static inline PW_TGT __attribute__((always_inline)) void cv_block(
 #pragma GCC unroll 8
     for (int p = 0; p < 8; p++) {
       if (p >= np) break;
-      __m512 acc = _mm512_add_ps(a[p][v], bv);
-      if (rmode == BD_RES_PRE_ACT) acc = _mm512_add_ps(acc, _mm512_loadu_ps(&buf[p][16 * v]));
-      if (act == BD_ACT_RELU)
-        acc = _mm512_max_ps(acc, _mm512_setzero_ps());
-      else if (act == BD_ACT_SIGMOID)
-        acc = bd_cpu_sig16_avx512(acc, 0);
-      else if (act == BD_ACT_SILU)
-        acc = bd_cpu_sig16_avx512(acc, 1);
-      if (rmode == BD_RES_POST_ACT) acc = _mm512_add_ps(acc, _mm512_loadu_ps(&buf[p][16 * v]));
-      _mm512_storeu_ps(&buf[p][16 * v], acc);
+      __m512 rv = rmode != BD_RES_NONE ? _mm512_loadu_ps(&buf[p][16 * v]) : _mm512_setzero_ps();
+      _mm512_storeu_ps(&buf[p][16 * v], pw_epilogue(_mm512_add_ps(a[p][v], bv), rv, act, rmode));
     }
   }
   for (int c = 0; c < valid; c++) {
@@ -334,9 +337,7 @@ PW_TGT void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels
   for (int b = 0; b < nb; b++) {
     if (st[b] < c0 || st[b] >= c1) continue; /* blocks that start in [c0, c1) */
     const int V = wd[b] / 16;
-    int valid = mg - st[b] < wd[b] ? mg - st[b] : wd[b];
-    int lastn = valid - 16 * (V - 1);
-    __mmask16 mlast = lastn >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastn) - 1);
+    const int valid = mg - st[b] < wd[b] ? mg - st[b] : wd[b];
     const float *wp = panels + (size_t)st[b] * K;
     float *yb = y + (size_t)st[b] * ldy;
     const float *bb = bias ? bias + st[b] : NULL;
@@ -349,7 +350,7 @@ PW_TGT void bd_cpu_cv512_tile(int mg, int c0, int c1, int K, const float *panels
         oq[p] = yo[i + (p < n ? p : n - 1)];
       }
 #define CV_CALL(VV, IGG) \
-  cv_block(VV, IGG, K, wp, x, koff, ldx, pq, n, yb, oq, (size_t)ldy, mlast, bb, rb, act, rmode)
+  cv_block(VV, IGG, K, wp, x, koff, ldx, pq, n, yb, oq, (size_t)ldy, valid, bb, rb, act, rmode)
       if (koff)
         V == 3 ? CV_CALL(3, 1) : V == 2 ? CV_CALL(2, 1) : CV_CALL(1, 1);
       else

@@ -645,14 +645,12 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
       }
     }
     free(keep);
-    n = m;
-    if (st != BD_OK) { /* a batch failed: release what the earlier ones claimed */
-      claimed = n;
+    claimed = n = m;
+    if (st != BD_OK) { /* a batch failed: released at out, what the earlier ones claimed */
       sum->pending = 0;
       goto out;
     }
   }
-  claimed = n;
   sum->images = n;
   sum->first_shard = shards;
   if (!n) goto out;

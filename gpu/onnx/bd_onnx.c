@@ -70,9 +70,20 @@ bd_status bd_onnx_register(bd_onnx_imp *im, int v, bd_err *err) {
 }
 
 /* ---- tensors ---- */
+/* 16-bit floats are widened to float32: tensors at load (exactly: every float16 and
+ * bfloat16 is a float32) and Cast to them is taken as a cast to float32, so a float16
+ * model runs as the float32 model with the same (rounded) weights. */
+static int half_type(int32_t t) {
+  return t == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+         t == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+}
+
 bd_dtype bd_onnx_dtype(int32_t t) {
   switch (t) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return BD_DT_F32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16:
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16:
+      return BD_DT_F32;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return BD_DT_I64;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return BD_DT_I32;
     case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return BD_DT_U8;
@@ -80,6 +91,28 @@ bd_dtype bd_onnx_dtype(int32_t t) {
     case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return BD_DT_F64;
     default: return (bd_dtype)0;
   }
+}
+
+/* IEEE binary16 or bfloat16 bits -> float. */
+static float half_to_float(uint16_t h, int bf16) {
+  uint32_t bits;
+  if (bf16) {
+    bits = (uint32_t)h << 16;
+  } else {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+    if (e == 0x1F) {
+      bits = sign | 0x7F800000u | (m << 13); /* inf, NaN (payload kept) */
+    } else if (e) {
+      bits = sign | ((e + 112) << 23) | (m << 13);
+    } else { /* zero or subnormal: m * 2^-24 */
+      float f = (float)m * 0x1p-24f;
+      memcpy(&bits, &f, sizeof bits);
+      bits |= sign;
+    }
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
 }
 
 bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, const char *name,
@@ -91,6 +124,7 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
   if (t->segment)
     return bd_err_set(err, BD_E_UNSUPPORTED, "tensor '%s': segmented tensors are not supported",
                       name);
+  int half = half_type(t->data_type);
   bd_dtype dt = bd_onnx_dtype(t->data_type);
   if (!dt)
     return bd_err_set(err, BD_E_UNSUPPORTED, "tensor '%s': data type %d is not supported", name,
@@ -98,7 +132,7 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
   if (t->n_dims > BD_MAX_RANK)
     return bd_err_set(err, BD_E_LIMIT, "tensor '%s': rank %zu exceeds %d", name, t->n_dims,
                       BD_MAX_RANK);
-  size_t esz = bd_dtype_size(dt);
+  size_t esz = half ? 2 : bd_dtype_size(dt); /* in the file */
   int64_t numel = 1;
   for (size_t i = 0; i < t->n_dims; i++) {
     if (t->dims[i] < 0 || t->dims[i] > DIM_MAX)
@@ -110,10 +144,25 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
       return bd_err_set(err, BD_E_LIMIT, "tensor '%s': element count exceeds the limit", name);
   }
   size_t nbytes = (size_t)numel * esz;
-  uint8_t *data = malloc(nbytes ? nbytes : 1);
+  uint8_t *data = malloc(numel ? (size_t)numel * bd_dtype_size(dt) : 1);
   if (!data) return bd_err_set(err, BD_E_NOMEM, "tensor '%s': out of memory", name);
   size_t have = 0;
-  if (t->has_raw_data) {
+  int bf16 = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+  if (half) { /* raw_data: little-endian 16-bit words; int32_data: one word per element */
+    float *f = (float *)data;
+    if (t->has_raw_data) {
+      have = t->raw_data.len;
+      if (have == nbytes)
+        for (int64_t i = 0; i < numel; i++)
+          f[i] = half_to_float(
+              (uint16_t)(t->raw_data.data[2 * i] | t->raw_data.data[2 * i + 1] << 8), bf16);
+    } else if (t->n_int32_data == (size_t)numel) {
+      have = nbytes;
+      for (int64_t i = 0; i < numel; i++) f[i] = half_to_float((uint16_t)t->int32_data[i], bf16);
+    } else {
+      have = (size_t)-1;
+    }
+  } else if (t->has_raw_data) {
     have = t->raw_data.len;
     if (have == nbytes && nbytes) memcpy(data, t->raw_data.data, nbytes);
   } else {
@@ -147,8 +196,8 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
   if (have != nbytes) {
     free(data);
     return bd_err_set(err, BD_E_INVALID,
-                      "tensor '%s': data size does not match its dims (%lld elements of %s)",
-                      name, (long long)numel, bd_dtype_name(dt));
+                      "tensor '%s': data size does not match its dims (%lld elements of %s)", name,
+                      (long long)numel, half ? (bf16 ? "bfloat16" : "float16") : bd_dtype_name(dt));
   }
   int64_t dims[BD_MAX_RANK];
   for (size_t i = 0; i < t->n_dims; i++) dims[i] = t->dims[i];
@@ -169,10 +218,11 @@ static bd_status add_input(bd_onnx_imp *im, const Onnx__ValueInfoProto *vi, bd_e
   if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
     return bd_err_set(err, BD_E_UNSUPPORTED, "model input '%s' is not a tensor", name);
   const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
-  if (tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+  if (bd_onnx_dtype(tt->elem_type) != BD_DT_F32)
     return bd_err_set(err, BD_E_UNSUPPORTED,
-                      "model input '%s' has element type %d; batchdet needs float32", name,
-                      (int)tt->elem_type);
+                      "model input '%s' has element type %d; batchdet needs float32 (or "
+                      "float16/bfloat16, computed in float32)",
+                      name, (int)tt->elem_type);
   if (!tt->shape)
     return bd_err_set(err, BD_E_UNSUPPORTED,
                       "model input '%s' has no shape; batchdet needs [N,3,H,W]", name);

@@ -20,7 +20,8 @@ bd_status bd_onnx_register(bd_onnx_imp *im, int v, bd_err *err);
 /* Converts a TensorProto to a new constant value named `name`. */
 bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, const char *name,
                                int *out, bd_err *err);
-/* Maps an ONNX TensorProto data type to ours; 0 when unsupported. */
+/* Maps an ONNX TensorProto data type to ours; 0 when unsupported. float16 and bfloat16
+ * are float32 in our graph (tensors widened at load, Cast to them casts to float32). */
 bd_dtype bd_onnx_dtype(int32_t onnx_type);
 /* Adds one (non-Constant) node; `label` names it in messages. */
 bd_status bd_onnx_add_node(bd_onnx_imp *im, const Onnx__NodeProto *np, const char *label,

@@ -15,12 +15,14 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
   bd_add_script_test(reference_parity_selftest
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py selftest LABELS reference parity)
 
-  # name model size batch form
+  # name model size batch form [half: the model converted to 16-bit floats, halfmodel.py]
   set(BD_PARITY_CASES
     "T_320 T 320 1 deploy" "T_640 T 640 1 deploy" "T_320_b2 T 320 2 deploy"
     "T_320_train T 320 1 train" "S_320 S 320 1 deploy" "M_320 M 320 1 deploy"
     "L_320 L 320 1 deploy" "Ns_416 Ns 416 1 deploy" "Ns_416_train Ns 416 1 train"
-    "Nm_416 Nm 416 1 deploy" "Nl_416 Nl 416 1 deploy" "N_416 N 416 1 deploy")
+    "Nm_416 Nm 416 1 deploy" "Nl_416 Nl 416 1 deploy" "N_416 N 416 1 deploy"
+    "T_320_fp16 T 320 1 deploy float16" "S_320_fp16io32 S 320 1 deploy float16-io32"
+    "Ns_416_bf16 Ns 416 1 deploy bfloat16")
   foreach(c ${BD_PARITY_CASES})
     separate_arguments(f UNIX_COMMAND "${c}")
     list(GET f 0 tag)
@@ -28,14 +30,22 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
     list(GET f 2 size)
     list(GET f 3 batch)
     list(GET f 4 form)
+    set(half "")
+    list(LENGTH f n)
+    if(n GREATER 5)
+      list(GET f 5 h)
+      set(half --half ${h})
+    endif()
     bd_add_script_test(parity_damoyolo_${tag}
       COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py damoyolo --model ${model}
-              --size ${size} --batch ${batch} --form ${form}
+              --size ${size} --batch ${batch} --form ${form} ${half}
       LABELS parity)
   endforeach()
 
   bd_add_script_test(parity_yolox_nano
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox LABELS parity)
+  bd_add_script_test(parity_yolox_nano_fp16
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --half float16 LABELS parity)
 else()
   message(STATUS "parity tests disabled: need ${BD_REF_PYTHON}, node and "
                  "tests/node/node_modules (deploy/install-deps.sh)")

@@ -1,6 +1,7 @@
 /* ONNX importer tests on the shared YOLOX-nano file and on broken variants of it
  * (edited in memory through the protobuf-c structs, so no binary is committed). The
  * expected op histogram was read with python3-onnx (see ../shared/data/PROVENANCE.md). */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -188,8 +189,9 @@ static void test_bad_files(void **state) {
   free(buf);
 }
 
-/* Loads the model, lets `edit` change it, repacks and imports the bytes. */
-static bd_status load_edited(void (*edit)(Onnx__ModelProto *, char *), char *note, bd_err *err) {
+/* Loads the model, lets `edit` change it, repacks and imports the bytes into *g. */
+static bd_status load_edited_graph(void (*edit)(Onnx__ModelProto *, char *), char *note,
+                                   bd_graph **g, bd_err *err) {
   size_t len;
   uint8_t *buf = read_all(model_path, &len);
   assert_non_null(buf);
@@ -199,15 +201,20 @@ static bd_status load_edited(void (*edit)(Onnx__ModelProto *, char *), char *not
   size_t n = onnx__model_proto__get_packed_size(m);
   uint8_t *out = malloc(n);
   onnx__model_proto__pack(m, out);
-  bd_graph *g = NULL;
-  bd_status st = bd_onnx_load_buffer(out, n, &g, err);
-  bd_graph_destroy(g);
+  *g = NULL;
+  bd_status st = bd_onnx_load_buffer(out, n, g, err);
   free(out);
   onnx__model_proto__free_unpacked(m, NULL);
   free(buf);
   return st;
 }
 
+static bd_status load_edited(void (*edit)(Onnx__ModelProto *, char *), char *note, bd_err *err) {
+  bd_graph *g = NULL;
+  bd_status st = load_edited_graph(edit, note, &g, err);
+  bd_graph_destroy(g);
+  return st;
+}
 
 static void edit_op(Onnx__ModelProto *m, char *note) {
   Onnx__NodeProto *n = m->graph->node[20];
@@ -252,6 +259,120 @@ static void edit_raw(Onnx__ModelProto *m, char *note) {
   }
 }
 
+/* ---- float16 / bfloat16: widened to float32 at load ---- */
+#define HALF_N 10
+/* binary16: 1, -2, smallest and largest subnormal, largest normal, -0, inf, -inf, NaN, 1/3 */
+static const uint16_t f16_bits[HALF_N] = {0x3C00, 0xC000, 0x0001, 0x03FF, 0x7BFF,
+                                          0x8000, 0x7C00, 0xFC00, 0x7E00, 0x3555};
+/* bfloat16: 1, -3, smallest subnormal, largest normal, -0, inf, -inf, NaN, 1/3, 2^-126 */
+static const uint16_t bf16_bits[HALF_N] = {0x3F80, 0xC040, 0x0001, 0x7F7F, 0x8000,
+                                           0x7F80, 0xFF80, 0x7FC0, 0x3EAB, 0x0080};
+
+/* Adds initializer NAME of type `type` holding `bits` (raw little-endian or int32_data). */
+static void add_half(Onnx__ModelProto *m, const char *name, int type, const uint16_t *bits, int n,
+                     int raw) {
+  Onnx__GraphProto *gp = m->graph;
+  gp->initializer = realloc(gp->initializer, (gp->n_initializer + 1) * sizeof *gp->initializer);
+  Onnx__TensorProto *t = malloc(sizeof *t);
+  onnx__tensor_proto__init(t);
+  t->name = strdup(name);
+  t->has_data_type = 1;
+  t->data_type = type;
+  t->n_dims = 1;
+  t->dims = malloc(sizeof *t->dims);
+  t->dims[0] = HALF_N;
+  if (raw) {
+    t->has_raw_data = 1;
+    t->raw_data.len = 2 * (size_t)n;
+    t->raw_data.data = malloc(2 * (size_t)n);
+    for (int i = 0; i < n; i++) {
+      t->raw_data.data[2 * i] = (uint8_t)bits[i];
+      t->raw_data.data[2 * i + 1] = (uint8_t)(bits[i] >> 8);
+    }
+  } else {
+    t->n_int32_data = (size_t)n;
+    t->int32_data = malloc((size_t)n * sizeof *t->int32_data);
+    for (int i = 0; i < n; i++) t->int32_data[i] = bits[i];
+  }
+  gp->initializer[gp->n_initializer++] = t;
+}
+
+static void edit_half(Onnx__ModelProto *m, char *note) {
+  (void)note;
+  add_half(m, "probe_f16_raw", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, f16_bits, HALF_N, 1);
+  add_half(m, "probe_f16_typed", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, f16_bits, HALF_N, 0);
+  add_half(m, "probe_bf16_raw", ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16, bf16_bits, HALF_N, 1);
+  add_half(m, "probe_bf16_typed", ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16, bf16_bits, HALF_N, 0);
+  /* a float16 model input (exported with half weights): computed in float32 */
+  m->graph->input[0]->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
+}
+
+static void edit_half_short(Onnx__ModelProto *m, char *note) {
+  strcpy(note, "probe_f16_short");
+  add_half(m, note, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, f16_bits, HALF_N - 1, 1);
+}
+
+static void edit_half_typed_short(Onnx__ModelProto *m, char *note) {
+  strcpy(note, "probe_bf16_short");
+  add_half(m, note, ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16, bf16_bits, HALF_N - 1, 0);
+}
+
+static void edit_input_double(Onnx__ModelProto *m, char *note) {
+  strcpy(note, m->graph->input[0]->name);
+  m->graph->input[0]->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
+}
+
+static const float *probe(const bd_graph *g, const char *name) {
+  for (int v = 0; v < g->n_values; v++)
+    if (strcmp(g->values[v].name, name) == 0) {
+      assert_int_equal(g->values[v].dtype, BD_DT_F32);
+      assert_int_equal(g->values[v].rank, 1);
+      assert_int_equal(g->values[v].dims[0], HALF_N);
+      return g->values[v].data;
+    }
+  fail_msg("no value '%s'", name);
+  return NULL;
+}
+
+static void expect_floats(const float *got, const float *want, const char *what) {
+  for (int i = 0; i < HALF_N; i++) {
+    int same =
+        isnan(want[i]) ? isnan(got[i]) : got[i] == want[i] && !signbit(got[i]) == !signbit(want[i]);
+    if (!same) fail_msg("%s[%d] = %a, want %a", what, i, got[i], want[i]);
+  }
+}
+
+static void test_half_tensors(void **state) {
+  (void)state;
+  char note[512] = "";
+  bd_err err = {0};
+  bd_graph *g = NULL;
+  assert_int_equal(load_edited_graph(edit_half, note, &g, &err), BD_OK);
+  const float f16[HALF_N] = {1.f,  -2.f,     0x1p-24f,  0x3FFp-24f, 65504.f,
+                             -0.f, INFINITY, -INFINITY, NAN,        0x1.554p-2f};
+  const float bf16[HALF_N] = {1.f,      -3.f,      0x1p-133f, 0x1.FEp127f, -0.f,
+                              INFINITY, -INFINITY, NAN,       0x1.56p-2f,  0x1p-126f};
+  expect_floats(probe(g, "probe_f16_raw"), f16, "float16 raw_data");
+  expect_floats(probe(g, "probe_f16_typed"), f16, "float16 int32_data");
+  expect_floats(probe(g, "probe_bf16_raw"), bf16, "bfloat16 raw_data");
+  expect_floats(probe(g, "probe_bf16_typed"), bf16, "bfloat16 int32_data");
+  assert_int_equal(g->values[g->inputs[0]].dtype, BD_DT_F32);
+  bd_graph_destroy(g);
+  char want[600];
+  assert_int_equal(load_edited(edit_half_short, note, &err), BD_E_INVALID);
+  snprintf(want, sizeof want,
+           "tensor '%s': data size does not match its dims (%d elements of "
+           "float16)",
+           note, HALF_N);
+  if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
+  assert_int_equal(load_edited(edit_half_typed_short, note, &err), BD_E_INVALID);
+  snprintf(want, sizeof want, "(%d elements of bfloat16)", HALF_N);
+  if (!strstr(err.msg, note) || !strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
+  assert_int_equal(load_edited(edit_input_double, note, &err), BD_E_UNSUPPORTED);
+  snprintf(want, sizeof want, "model input '%s' has element type 11; batchdet needs float32", note);
+  if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
+}
+
 static void test_bad_models(void **state) {
   (void)state;
   char note[512], want[600];
@@ -277,7 +398,8 @@ int main(void) {
   snprintf(model_path, sizeof model_path, "%s/models/yolox_nano.onnx", d ? d : "../shared/data");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_yolox_import), cmocka_unit_test(test_yolox_compile),
-      cmocka_unit_test(test_bad_files), cmocka_unit_test(test_bad_models),
+      cmocka_unit_test(test_bad_files),    cmocka_unit_test(test_bad_models),
+      cmocka_unit_test(test_half_tensors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

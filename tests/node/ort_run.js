@@ -15,6 +15,48 @@ function fail(msg) {
   process.exit(1);
 }
 
+// float32 -> IEEE binary16 bits, round to nearest even (through a float64 scale: exact
+// for every float32); NaN stays NaN, overflow goes to infinity.
+function toHalf(f32) {
+  const out = new Uint16Array(f32.length);
+  for (let i = 0; i < f32.length; i++) {
+    const v = f32[i];
+    const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+    const a = Math.abs(v);
+    let h;
+    if (Number.isNaN(v)) h = 0x7e00;
+    else if (a >= 65520) h = 0x7c00; // rounds past 65504
+    else if (a < 2 ** -14) h = roundEven(a * 2 ** 24); // subnormal (may round up to 0x400)
+    else {
+      let e = Math.floor(Math.log2(a));
+      if (2 ** e > a) e--; // log2 rounding near powers of two
+      if (2 ** (e + 1) <= a) e++;
+      const m = roundEven((a / 2 ** e - 1) * 1024); // 0..1024; 1024 carries into e
+      h = ((e + 15) << 10) + m;
+    }
+    out[i] = sign | h;
+  }
+  return out;
+}
+
+function roundEven(x) {
+  const f = Math.floor(x);
+  const r = x - f;
+  return r > 0.5 || (r === 0.5 && f % 2 === 1) ? f + 1 : f;
+}
+
+function fromHalf(h16) {
+  const out = new Float32Array(h16.length);
+  for (let i = 0; i < h16.length; i++) {
+    const h = h16[i];
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    const mag = e === 0x1f ? (m ? NaN : Infinity) : e ? (1 + m / 1024) * 2 ** (e - 15) : m * 2 ** -24;
+    out[i] = h & 0x8000 ? -mag : mag;
+  }
+  return out;
+}
+
 async function main() {
   const [model, input, prefix] = process.argv.slice(2);
   if (!model || !input || !prefix) fail('usage: ort_run.js MODEL.onnx INPUT.f32 OUTPREFIX');
@@ -31,13 +73,16 @@ async function main() {
   const data = new Float32Array(count);
   new Uint8Array(data.buffer).set(buf);
   const feeds = {};
-  feeds[sess.inputNames[0]] = new ort.Tensor('float32', data, dims);
+  // A float16 model (tests/reference/halfmodel.py) takes and gives float16: converted here.
+  feeds[sess.inputNames[0]] = meta.type === 'float16'
+    ? new ort.Tensor('float16', toHalf(data), dims)
+    : new ort.Tensor('float32', data, dims);
   const res = await sess.run(feeds);
   const outs = [];
   sess.outputNames.forEach((name, i) => {
     const t = res[name];
-    if (t.type !== 'float32') fail(`output ${name} has type ${t.type}`);
-    const d = t.data;
+    if (t.type !== 'float32' && t.type !== 'float16') fail(`output ${name} has type ${t.type}`);
+    const d = t.type === 'float16' ? fromHalf(t.data) : t.data;
     fs.writeFileSync(`${prefix}.${i}.f32`, Buffer.from(d.buffer, d.byteOffset, d.byteLength));
     outs.push({ name, dims: t.dims.map(Number) });
   });

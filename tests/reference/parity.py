@@ -6,6 +6,11 @@
       `$BATCHDET infer` and through onnxruntime-node (tests/node/ort_run.js), and compare
       both with PyTorch's eager FP32 outputs: ||x-ref||/||ref|| <= 1e-4 for scores and
       boxes (outputs recognised by shape, not by name).
+  parity.py damoyolo|yolox ... --half float16|float16-io32|bfloat16
+      The model converted to 16-bit floats (halfmodel.py; -io32: float32 input and
+      outputs with Casts, as converters write with keep_io_types) must run as its exact
+      float32 widening (onnxruntime on that, at the same tolerance), near PyTorch's float32
+      outputs and (float16) near onnxruntime on the float16 file, which computes in float16.
   parity.py yolox
       YOLOX-nano on every photo of $BD_TEST_DATA/images: `$BATCHDET detect --dump-input`
       gives the pre-processed tensors and the detections; `$BATCHDET infer` vs
@@ -200,8 +205,10 @@ def cmd_damoyolo(args):
     ref_b = np.fromfile(os.path.join(d, 'boxes.f32'), np.float32).reshape(B, A, 4)
     rep.check(A == 21 * (size // 32) ** 2, '%s: A = %d = 21*(S/32)^2, %.0f%% of reference '
               'scores unsaturated' % (tag, A, 100 * meta.get('scores_unsaturated', 0)))
-    w = work_dir(args, 'damoyolo_' + tag)
+    w = work_dir(args, 'damoyolo_' + tag + ('_' + args.half if args.half else ''))
     model, inp = os.path.join(d, 'model.onnx'), os.path.join(d, 'input.f32')
+    if args.half:
+        return damoyolo_half(rep, args, tag, model, inp, w, ref_s, ref_b)
     runners = ['batchdet'] if args.no_ort else ['ort', 'batchdet']
     for label in runners:
         outs = run_infer(rep, args, model, inp, os.path.join(w, label), label)
@@ -212,6 +219,50 @@ def cmd_damoyolo(args):
                 by_shape(outs, [B, A, 80]), ref_s, pert)
         compare(rep, '%s %s boxes %s' % (tag, label, [B, A, 4]),
                 by_shape(outs, [B, A, 4]), ref_b, pert)
+    return rep.done()
+
+
+# Relative error of a half model against the float32 PyTorch reference (weights rounded
+# to 11 or 8 significant bits): loose, it only shows the model is the same model.
+HALF_REF_TOL = {'float16': 5e-3, 'bfloat16': 2e-2}
+
+
+def half_models(args, model, w):
+    """The --half variant of `model` and its exact float32 widening (halfmodel.py)."""
+    sys.path.insert(0, HERE)
+    import halfmodel
+    kind = 'bfloat16' if args.half == 'bfloat16' else 'float16'
+    hm = os.path.join(w, 'model_%s.onnx' % args.half)
+    wm = os.path.join(w, 'model_%s_widened.onnx' % args.half)
+    halfmodel.to_half(model, hm, kind, keep_io=args.half == 'float16-io32')
+    halfmodel.widen(hm, wm)
+    return hm, wm
+
+
+def damoyolo_half(rep, args, tag, model, inp, w, ref_s, ref_b):
+    """A float16/bfloat16 model runs as the float32 model with its rounded weights: ours
+    on the half file vs onnxruntime on the widened one at the usual tolerance; both close
+    to PyTorch's float32 outputs; onnxruntime on the float16 file itself (it computes in
+    float16) loosely."""
+    hm, wm = half_models(args, model, w)
+    B, A = ref_s.shape[0], ref_s.shape[1]
+    tag = '%s %s' % (tag, args.half)
+    mine = run_infer(rep, args, hm, inp, os.path.join(w, 'batchdet'), 'batchdet')
+    wide = run_infer(rep, args, wm, inp, os.path.join(w, 'ort_widened'), 'ort')
+    if mine is None or wide is None:
+        return rep.done()
+    for name, shape, ref in (('scores', [B, A, 80], ref_s), ('boxes', [B, A, 4], ref_b)):
+        ours = by_shape(mine, shape)
+        compare(rep, '%s batchdet vs onnxruntime on the widened model, %s' % (tag, name), ours,
+                by_shape(wide, shape), args.perturb)
+        compare(rep, '%s batchdet vs PyTorch float32, %s' % (tag, name), ours, ref,
+                tol=HALF_REF_TOL[args.half.split('-')[0]])
+    if args.half != 'bfloat16':   # onnxruntime's CPU provider has no bfloat16 convs
+        theirs = run_infer(rep, args, hm, inp, os.path.join(w, 'ort_half'), 'ort')
+        if theirs is not None:
+            for name, shape in (('scores', [B, A, 80]), ('boxes', [B, A, 4])):
+                compare(rep, '%s batchdet vs onnxruntime on the float16 model, %s' % (tag, name),
+                        by_shape(mine, shape), by_shape(theirs, shape), tol=HALF_REF_TOL['float16'])
     return rep.done()
 
 
@@ -270,7 +321,11 @@ def cmd_yolox(args):
     names = [l for l in open(os.path.join(data, 'coco.names')).read().split('\n') if l]
     images = sorted(p for p in glob.glob(os.path.join(data, 'images', '*'))
                     if os.path.isfile(p))
-    w = work_dir(args, 'yolox')
+    w = work_dir(args, 'yolox' + ('_' + args.half if args.half else ''))
+    # --half: we run the half model; the references run its exact float32 widening
+    ref_model = model
+    if args.half:
+        model, ref_model = half_models(args, model, w)
     dump = os.path.join(w, 'dump')
     os.makedirs(dump, exist_ok=True)
     for f in glob.glob(os.path.join(dump, '*')):
@@ -311,13 +366,20 @@ def cmd_yolox(args):
                          % (base, size, size)):
             continue
         check_letterbox(rep, base, x.reshape(1, 3, size, size), meta, size)
-        ort = run_infer(rep, args, model, f32, os.path.join(w, base + '.ort'), 'ort')
+        ort = run_infer(rep, args, ref_model, f32, os.path.join(w, base + '.ort'), 'ort')
         mine = run_infer(rep, args, model, f32, os.path.join(w, base + '.ours'), 'batchdet')
         A = sum((size // s) ** 2 for s in (8, 16, 32))
         ort_raw = by_shape(ort, [1, A, 85]) if ort else None
         if mine is not None and ort_raw is not None:
-            compare(rep, '%s: infer vs onnxruntime raw [1,%d,85]' % (base, A),
-                    by_shape(mine, [1, A, 85]), ort_raw, args.perturb)
+            compare(rep, '%s: infer vs onnxruntime raw [1,%d,85]%s' % (
+                base, A, ' (%s model vs its float32 widening)' % args.half if args.half else ''),
+                by_shape(mine, [1, A, 85]), ort_raw, args.perturb)
+            if args.half == 'float16' and base == 'dog.jpg':
+                half = run_infer(rep, args, model, f32, os.path.join(w, base + '.ort16'), 'ort')
+                if half is not None:
+                    compare(rep, '%s: infer vs onnxruntime on the float16 model' % base,
+                            by_shape(mine, [1, A, 85]), by_shape(half, [1, A, 85]),
+                            tol=HALF_REF_TOL['float16'])
         if ort_raw is None:
             rep.check(False, '%s: onnxruntime gave no [1,%d,85] output' % (base, A))
             continue
@@ -381,8 +443,12 @@ def main(argv):
     d.add_argument('--form', default='deploy', choices=['deploy', 'train'])
     d.add_argument('--seed', type=int, default=0)
     d.add_argument('--no-ort', action='store_true', help='skip the onnxruntime opinion')
+    halves = ['float16', 'float16-io32', 'bfloat16']
+    d.add_argument('--half', choices=halves,
+                   help='convert the model (halfmodel.py) and check it runs as its widening')
     y = sub.add_parser('yolox')
     y.add_argument('--model-path', help='default $BD_TEST_DATA/models/yolox_nano.onnx')
+    y.add_argument('--half', choices=halves, help='as for damoyolo')
     sub.add_parser('selftest')
     a = ap.parse_args(argv)
     return {'damoyolo': cmd_damoyolo, 'yolox': cmd_yolox, 'selftest': cmd_selftest}[a.cmd](a)

@@ -296,19 +296,27 @@ bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine
   for (int i = 0; i < e->n_out; i++) {
     const bd_value *v = &e->g->values[e->g->outputs[i]];
     int64_t n = bd_value_numel(v);
+    char shape[160];
+    int len = 0;
+    shape[0] = 0;
+    for (int k = 0; k < v->rank && len < (int)sizeof shape - 24; k++)
+      len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", k ? "," : "",
+                      (long long)v->dims[k]);
     if (n == 0 && v->rank >= 1) {
-      char shape[160];
-      int len = 0;
-      for (int k = 0; k < v->rank && len < (int)sizeof shape - 24; k++)
-        len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", k ? "," : "",
-                        (long long)v->dims[k]);
       st = bd_err_set(err, BD_E_UNSUPPORTED, "engine: output '%s' is empty (shape [%s])", v->name,
                       shape);
       goto fail;
     }
     if (n <= 0 || v->rank < 1 || v->dims[0] != e->g->batch0 || e->g->batch0 < 1) {
+      /* a dynamic export traced at batch > 1 keeps that batch in its Reshape targets */
       st = bd_err_set(err, BD_E_UNSUPPORTED,
-                      "engine: output '%s' does not carry the batch on axis 0", v->name);
+                      "engine: output '%s' does not carry the batch on axis 0 (shape [%s] at "
+                      "batch %lld)%s",
+                      v->name, shape, (long long)e->g->batch0,
+                      e->g->batch_named ? "; the model's batch is symbolic, so it is compiled at "
+                                          "batch 1: export it traced at batch 1, or with a "
+                                          "fixed batch"
+                                        : "");
       goto fail;
     }
     e->out_row[i] = n / e->g->batch0;

@@ -176,6 +176,7 @@ typedef struct bd_graph {
   int outputs[8];  /* graph outputs, value indices, in file order */
   int64_t opset;   /* default-domain opset */
   int64_t batch0;  /* batch size the file was exported with (input dim 0) */
+  int batch_named; /* input dim 0 was symbolic (a dynamic export): batch0 is then 1 */
 } bd_graph;
 
 /* ---- construction helpers (used by the importer, the compiler and tests) ---- */

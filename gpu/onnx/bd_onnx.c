@@ -248,6 +248,7 @@ static bd_status add_input(bd_onnx_imp *im, const Onnx__ValueInfoProto *vi, bd_e
                       (long long)dims[1], (long long)dims[2], (long long)dims[3]);
   /* a symbolic batch is compiled at B0 = 1; plans re-batch */
   im->g->batch0 = dims[0] > 0 ? dims[0] : 1;
+  im->g->batch_named = dims[0] <= 0;
   dims[0] = im->g->batch0;
   int v = bd_graph_add_value(im->g, name, BD_DT_F32, 4, dims);
   if (v < 0) return bd_err_set(err, BD_E_NOMEM, "model: out of memory");

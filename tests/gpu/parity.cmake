@@ -15,14 +15,18 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
   bd_add_script_test(reference_parity_selftest
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py selftest LABELS reference parity)
 
-  # name model size batch form [half: the model converted to 16-bit floats, halfmodel.py]
+  # name model size batch form [extra parity.py arguments, comma-separated: --half=KIND
+  # converts the model to 16-bit floats (halfmodel.py); --opset=N --dynamic vary the export]
   set(BD_PARITY_CASES
     "T_320 T 320 1 deploy" "T_640 T 640 1 deploy" "T_320_b2 T 320 2 deploy"
     "T_320_train T 320 1 train" "S_320 S 320 1 deploy" "M_320 M 320 1 deploy"
     "L_320 L 320 1 deploy" "Ns_416 Ns 416 1 deploy" "Ns_416_train Ns 416 1 train"
     "Nm_416 Nm 416 1 deploy" "Nl_416 Nl 416 1 deploy" "N_416 N 416 1 deploy"
-    "T_320_fp16 T 320 1 deploy float16" "S_320_fp16io32 S 320 1 deploy float16-io32"
-    "Ns_416_bf16 Ns 416 1 deploy bfloat16")
+    "T_320_fp16 T 320 1 deploy --half=float16"
+    "S_320_fp16io32 S 320 1 deploy --half=float16-io32"
+    "Ns_416_bf16 Ns 416 1 deploy --half=bfloat16"
+    "T_320_b2_op17_dyn T 320 2 deploy --opset=17,--dynamic"
+    "S_320_b3_op13_dyn S 320 3 deploy --opset=13,--dynamic")
   foreach(c ${BD_PARITY_CASES})
     separate_arguments(f UNIX_COMMAND "${c}")
     list(GET f 0 tag)
@@ -30,15 +34,15 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
     list(GET f 2 size)
     list(GET f 3 batch)
     list(GET f 4 form)
-    set(half "")
+    set(extra "")
     list(LENGTH f n)
     if(n GREATER 5)
-      list(GET f 5 h)
-      set(half --half ${h})
+      list(GET f 5 extra)
+      string(REPLACE "," ";" extra "${extra}")
     endif()
     bd_add_script_test(parity_damoyolo_${tag}
       COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py damoyolo --model ${model}
-              --size ${size} --batch ${batch} --form ${form} ${half}
+              --size ${size} --batch ${batch} --form ${form} ${extra}
       LABELS parity)
   endforeach()
 

@@ -141,6 +141,10 @@ static void test_output_limits(void **s) {
   (void)s;
   expect_refused("out_huge", BD_E_LIMIT, "output 'y' takes 1228554252288 bytes per row");
   expect_refused("out_empty", BD_E_UNSUPPORTED, "output 'y' is empty (shape [1,3,0,32])");
+  expect_refused("batch_baked", BD_E_UNSUPPORTED,
+                 "output 'y' does not carry the batch on axis 0 (shape [2,1536] at batch 1); "
+                 "the model's batch is symbolic, so it is compiled at batch 1: export it "
+                 "traced at batch 1");
   /* 768 MB per row each: 2 x 64 rows are over the limit together, 1 row is not */
   bd_engine *e = NULL;
   bd_err err;

@@ -65,9 +65,14 @@ async function main() {
   if (sess.inputNames.length !== 1) fail('model has ' + sess.inputNames.length + ' inputs, want 1');
   const meta = sess.inputMetadata[0];
   const dims = meta.shape.map(Number);
+  const buf = fs.readFileSync(input);
+  // a symbolic batch (dynamic export) is the file's length over one image, as for batchdet
+  if (meta.shape.length > 1 && !(dims[0] > 0)) {
+    const one = dims.slice(1).reduce((a, b) => a * b, 1);
+    if (one > 0 && buf.length % (one * 4) === 0 && buf.length > 0) dims[0] = buf.length / (one * 4);
+  }
   if (dims.some((d) => !Number.isInteger(d) || d <= 0)) fail('input shape not static: ' + JSON.stringify(meta.shape));
   const count = dims.reduce((a, b) => a * b, 1);
-  const buf = fs.readFileSync(input);
   if (buf.length !== count * 4) fail(`${input}: ${buf.length} bytes, model wants ${count * 4} (${dims})`);
   // Copy into an aligned Float32Array (Buffer offsets need not be 4-aligned).
   const data = new Float32Array(count);

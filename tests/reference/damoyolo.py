@@ -632,14 +632,17 @@ def num_anchors(size):
     return sum((size // s) ** 2 for s in (8, 16, 32))
 
 
-def export_onnx(model, x, path, form='deploy'):
+def export_onnx(model, x, path, form='deploy', opset=11, dynamic=False):
     """torch.onnx.export like the official converter: opset 11, input `images`, only the
     first output named (`output`), static shapes. Eval mode folds BN into the convs
     (official behaviour); PRESERVE keeps BatchNormalization for the training form.
+    opset / dynamic (a symbolic batch, as `--dynamic` exports write) vary the export.
     Works with torch 1.13 and 2.x (TorchScript exporter; dynamo off)."""
     import inspect
-    kw = {'opset_version': 11, 'input_names': ['images'], 'output_names': ['output'],
+    kw = {'opset_version': opset, 'input_names': ['images'], 'output_names': ['output'],
           'do_constant_folding': True}
+    if dynamic:
+        kw['dynamic_axes'] = {'images': {0: 'batch'}, 'output': {0: 'batch'}}
     params = inspect.signature(torch.onnx.export).parameters
     if 'training' in params:
         kw['training'] = (torch.onnx.TrainingMode.EVAL if form == 'deploy'
@@ -653,7 +656,7 @@ def export_onnx(model, x, path, form='deploy'):
         torch.onnx.export(model, x, path, **kw)
 
 
-def export(name, form, size, batch, seed, out, cls_bias=0.0):
+def export(name, form, size, batch, seed, out, cls_bias=0.0, opset=11, dynamic=False):
     """Write model.onnx, input.f32, scores.f32, boxes.f32, meta.json into out.
 
     cls_bias (default 0) is added to every class-logit bias after calibration. At 0 the
@@ -676,12 +679,15 @@ def export(name, form, size, batch, seed, out, cls_bias=0.0):
     x = torch.from_numpy(make_input(batch, size, seed))
     with torch.no_grad():
         scores, boxes = model(x)
-    export_onnx(model, x, os.path.join(out, 'model.onnx'), form)
+    # a dynamic export is traced at batch 1 as converters do (shapes the tracer saw as
+    # numbers stay numbers) and must then run the reference's batch
+    export_onnx(model, x[:1] if dynamic else x, os.path.join(out, 'model.onnx'), form, opset,
+                dynamic)
     x.numpy().tofile(os.path.join(out, 'input.f32'))
     scores.numpy().astype(np.float32).tofile(os.path.join(out, 'scores.f32'))
     boxes.numpy().astype(np.float32).tofile(os.path.join(out, 'boxes.f32'))
     meta = {'model': name, 'form': form, 'size': size, 'batch': batch, 'seed': seed,
-            'cls_bias': float(cls_bias),
+            'cls_bias': float(cls_bias), 'opset': opset, 'dynamic_batch': bool(dynamic),
             'A': num_anchors(size), 'input_shape': list(x.shape),
             'scores_shape': list(scores.shape), 'boxes_shape': list(boxes.shape),
             'params': count_params(model), 'source_sha1': source_hash(),

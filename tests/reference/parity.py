@@ -6,6 +6,9 @@
       `$BATCHDET infer` and through onnxruntime-node (tests/node/ort_run.js), and compare
       both with PyTorch's eager FP32 outputs: ||x-ref||/||ref|| <= 1e-4 for scores and
       boxes (outputs recognised by shape, not by name).
+  parity.py damoyolo ... --opset N --dynamic
+      The same with the export's opset changed and a symbolic batch (as `--dynamic`
+      exporters write: Shape/Gather/Unsqueeze/Concat chains feed the head's Reshapes).
   parity.py damoyolo|yolox ... --half float16|float16-io32|bfloat16
       The model converted to 16-bit floats (halfmodel.py; -io32: float32 input and
       outputs with Casts, as converters write with keep_io_types) must run as its exact
@@ -155,12 +158,14 @@ def cache_root():
 
 # ------------------------------------------------------------------------------ damoyolo
 
-def damoyolo_export(name, form, size, batch, seed):
+def damoyolo_export(name, form, size, batch, seed, opset=11, dynamic=False):
     """Cached export; the torch import (seconds) only happens when the cache misses."""
     import hashlib
     with open(os.path.join(HERE, 'damoyolo.py'), 'rb') as f:
         sha = hashlib.sha1(f.read()).hexdigest()
     d = os.path.join(cache_root(), 'damoyolo_%s_%s_%d_b%d_s%d' % (name, form, size, batch, seed))
+    if opset != 11 or dynamic:
+        d += '_op%d%s' % (opset, '_dyn' if dynamic else '')
 
     def current():
         try:
@@ -175,7 +180,7 @@ def damoyolo_export(name, form, size, batch, seed):
     import damoyolo
     import shutil
     tmp = d + '.tmp%d' % os.getpid()
-    damoyolo.export(name, form, size, batch, seed, tmp)
+    damoyolo.export(name, form, size, batch, seed, tmp, opset=opset, dynamic=dynamic)
     # A current export is never removed: a parallel test may be reading it (removing it
     # and renaming ours in left a window where its files were missing). A stale one (an
     # older damoyolo.py) is moved aside in one rename first.
@@ -197,7 +202,10 @@ def cmd_damoyolo(args):
     rep = Report()
     size = args.size
     tag = '%s_%s_%d_b%d' % (args.model, args.form, size, args.batch)
-    d = damoyolo_export(args.model, args.form, size, args.batch, args.seed)
+    if args.opset != 11 or args.dynamic:
+        tag += '_op%d%s' % (args.opset, '_dyn' if args.dynamic else '')
+    d = damoyolo_export(args.model, args.form, size, args.batch, args.seed, args.opset,
+                        args.dynamic)
     with open(os.path.join(d, 'meta.json')) as f:
         meta = json.load(f)
     B, A = meta['batch'], meta['A']
@@ -443,6 +451,8 @@ def main(argv):
     d.add_argument('--form', default='deploy', choices=['deploy', 'train'])
     d.add_argument('--seed', type=int, default=0)
     d.add_argument('--no-ort', action='store_true', help='skip the onnxruntime opinion')
+    d.add_argument('--opset', type=int, default=11, help='export opset (default 11, official)')
+    d.add_argument('--dynamic', action='store_true', help='export with a symbolic batch')
     halves = ['float16', 'float16-io32', 'bfloat16']
     d.add_argument('--half', choices=halves,
                    help='convert the model (halfmodel.py) and check it runs as its widening')

@@ -131,6 +131,11 @@ save("out_two_big", model([H.make_node("Resize", ["x", "", "sc"], ["y"], mode="n
                            H.make_node("Resize", ["x", "", "sc"], ["y2"], mode="nearest")],
                           [W("sc", np.array([1, 1, 250, 250], np.float32))], outputs=("y", "y2")))
 
+# A dynamic export traced at batch 2: input batch symbolic, a Reshape target keeps the 2.
+bb = model([H.make_node("Reshape", ["x", "shp"], ["y"])], [W("shp", np.array([2, -1], np.int64))])
+bb.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+save("batch_baked", bb)
+
 # Attributes of the wrong type or given twice (onnxruntime: invalid model).
 sc2 = W("sc", np.array([1, 1, 2, 2], np.float32))
 bn = [W(n, np.full(3, 0.5, np.float32)) for n in "sbmv"]

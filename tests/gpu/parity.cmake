@@ -48,6 +48,14 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
 
   bd_add_script_test(parity_yolox_nano
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox LABELS parity)
+  # YOLOX beyond the shipped nano (tests/reference/yolox.py): the reference checked on
+  # the shipped weights, YOLOX-s 640 raw outputs, YOLOX-tiny detections on the photos
+  bd_add_script_test(parity_yolox_reference
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model shipped LABELS parity)
+  bd_add_script_test(parity_yolox_s_640
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model s LABELS parity)
+  bd_add_script_test(parity_yolox_tiny_photos
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --export tiny LABELS parity)
   bd_add_script_test(parity_yolox_nano_fp16
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --half float16 LABELS parity)
 else()

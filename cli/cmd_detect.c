@@ -97,7 +97,9 @@ static void detect_usage(FILE *f) {
       "                    category ids are COCO's 91-ids for 80-class models, else class+1\n"
       "  --annotate DIR    write DIR/<base> (DIR/<base>.jpg when <base> is not a .jpg/.jpeg)\n"
       "                    with boxes and \"label score\" drawn\n"
-      "  --labels FILE     class names, one per line (default: the 80 COCO names)\n"
+      "  --labels FILE     class names, one per line (default: MODEL.names beside the\n"
+      "                    model if there is one, else the 80 COCO names for an 80-class\n"
+      "                    model, else none: detections then carry only \"class\")\n"
       "  --dump-input DIR  write DIR/<base>.f32 (the float32 NCHW [1,3,H,W] tensor fed to the\n"
       "                    network) and DIR/<base>.json (image, width, height, ratio or\n"
       "                    scale_x/scale_y, input_size, family)\n"
@@ -306,11 +308,15 @@ static double round_to(double v, double q) {
   return round(v / q) * q;
 }
 
+/* "label" only where the class has a name (as the worker's results). */
 static json_t *det_json(const bd_det *d, const bd_labels *labels) {
   const char *lab = bd_labels_name(labels, d->cls);
   json_t *box = json_pack("[ffff]", round_to(d->x1, 0.01), round_to(d->y1, 0.01),
                           round_to(d->x2, 0.01), round_to(d->y2, 0.01));
-  return json_pack("{s:i,s:s,s:f,s:o}", "class", d->cls, "label", lab ? lab : "?", "score",
+  if (!lab)
+    return json_pack("{s:i,s:f,s:o}", "class", d->cls, "score", round_to(d->score, 1e-5), "box",
+                     box);
+  return json_pack("{s:i,s:s,s:f,s:o}", "class", d->cls, "label", lab, "score",
                    round_to(d->score, 1e-5), "box", box);
 }
 
@@ -443,7 +449,10 @@ static int annotate(const detect_opts *o, const entry *en, bd_image *im, const b
     bd_draw_rect(im, x1, y1, x2, y2, thick, col);
     char txt[96];
     const char *lab = bd_labels_name(labels, b->cls);
-    snprintf(txt, sizeof txt, "%s %.2f", lab ? lab : "?", b->score);
+    if (lab)
+      snprintf(txt, sizeof txt, "%s %.2f", lab, b->score);
+    else
+      snprintf(txt, sizeof txt, "class %d %.2f", b->cls, b->score);
     bd_draw_label(im, x1, y1, txt, ts, (bd_rgb){255, 255, 255}, col);
   }
   uint8_t *jpg = NULL;
@@ -786,8 +795,7 @@ int bd_cmd_detect(int argc, char **argv) {
             o.annotate && ensure_dir(o.annotate) ? o.annotate : o.dump);
     goto out;
   }
-  if ((o.labels_path ? bd_labels_load(o.labels_path, &labels, &err)
-                     : bd_labels_coco(&labels, &err)) != BD_OK) {
+  if (o.labels_path && bd_labels_load(o.labels_path, &labels, &err) != BD_OK) {
     fprintf(stderr, "batchdet detect: %s\n", err.msg);
     goto out;
   }
@@ -798,7 +806,18 @@ int bd_cmd_detect(int argc, char **argv) {
     goto out;
   }
   const bd_family_info *fi = bd_engine_family(e);
-  if (bd_labels_count(labels) < fi->num_classes)
+  char names_path[4096] = "";
+  if (!o.labels_path && bd_labels_for_model(o.model, fi->num_classes, &labels, names_path,
+                                            sizeof names_path, &err) != BD_OK) {
+    fprintf(stderr, "batchdet detect: %s\n", err.msg);
+    goto out;
+  }
+  if (!labels)
+    fprintf(stderr,
+            "batchdet detect: warning: the model has %d classes, not COCO's 80, and there is "
+            "no %s: detections carry class indices only (--labels FILE names them)\n",
+            fi->num_classes, names_path);
+  else if (bd_labels_count(labels) < fi->num_classes)
     fprintf(stderr, "batchdet detect: warning: %d labels for %d classes\n", bd_labels_count(labels),
             fi->num_classes);
   int coco_fmt = !strcmp(o.format, "coco");
@@ -946,10 +965,12 @@ int bd_cmd_detect(int argc, char **argv) {
     json_t *cats = json_array();
     for (int c = 0; c < fi->num_classes; c++) {
       const char *nm = bd_labels_name(labels, c);
+      char unnamed[32];
+      snprintf(unnamed, sizeof unnamed, "class %d", c);
       json_array_append_new(
           cats,
           json_pack("{s:i,s:s}", "id", fi->num_classes == 80 ? bd_coco80_category_id(c) : c + 1,
-                    "name", nm ? nm : "?"));
+                    "name", nm ? nm : unnamed));
     }
     json_object_set_new(coco, "images", c_images);
     json_object_set_new(coco, "annotations", c_anns);

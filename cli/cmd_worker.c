@@ -21,7 +21,8 @@ typedef struct opt {
 static opt k_opts[] = {
     {"--brokers", "BATCHDET_BROKERS", "B", "Kafka bootstrap servers (127.0.0.1:9092)", NULL},
     {"--redis", "BATCHDET_REDIS", "URL", "Redis URL (redis://127.0.0.1:6379)", NULL},
-    {"--models", "BATCHDET_MODELS", "DIR", "directory of NAME.onnx models (models)", NULL},
+    {"--models", "BATCHDET_MODELS", "DIR",
+     "directory of NAME.onnx models, class names in NAME.names (models)", NULL},
     {"--devices", "BATCHDET_DEVICES", "SPEC",
      "cpu | cpu:N (N cpu instances) | cuda (every visible GPU) | cuda:0,1 | sim:N:MS (cpu)", NULL},
     {"--instances-per-gpu", "BATCHDET_INSTANCES_PER_GPU", "N",

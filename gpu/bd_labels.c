@@ -163,3 +163,19 @@ out:
   free(names);
   return st;
 }
+
+bd_status bd_labels_for_model(const char *model_path, int num_classes, bd_labels **out,
+                              char *names_path, size_t cap, bd_err *err) {
+  *out = NULL;
+  char path[4096];
+  size_t n = strlen(model_path);
+  if (n >= 5 && strcmp(model_path + n - 5, ".onnx") == 0) n -= 5;
+  if (n + sizeof ".names" > sizeof path)
+    return bd_err_set(err, BD_E_LIMIT, "labels: model path too long");
+  memcpy(path, model_path, n);
+  memcpy(path + n, ".names", sizeof ".names");
+  if (names_path && cap) snprintf(names_path, cap, "%s", path);
+  struct stat st;
+  if (stat(path, &st) == 0) return bd_labels_load(path, out, err);
+  return num_classes == 80 ? bd_labels_coco(out, err) : BD_OK;
+}

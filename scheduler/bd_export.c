@@ -19,7 +19,8 @@
 #define PAGE 512
 #define MAX_DIM 65535
 
-/* COCO names and the 80 -> 91 category ids come from the engine's label table. */
+/* COCO names and the 80 -> 91 category ids come from the engine's label table; classes
+ * from 80 up get 1000 + class. */
 
 int bd_export_format_parse(const char *s) {
   if (!strcmp(s, "coco")) return BD_EXPORT_COCO;
@@ -94,7 +95,30 @@ typedef struct {
   void *pctx;
   bd_err *err;
   bd_status st;
+  /* COCO categories: the first label each class carried (a custom model's names file)
+   * and which classes >= 80 occur; index = class */
+  char **cat_name;
+  unsigned char *cat_seen;
+  int n_cat;
 } exp_ctx;
+
+/* Notes class cls with its result's label (NULL: none). 0, or -1 out of memory. */
+static int note_category(exp_ctx *x, int cls, const char *label) {
+  if (cls >= x->n_cat) {
+    int n = cls + 1 > 2 * x->n_cat ? cls + 1 : 2 * x->n_cat;
+    char **nn = realloc(x->cat_name, (size_t)n * sizeof *nn);
+    if (!nn) return -1;
+    x->cat_name = nn;
+    unsigned char *ns = realloc(x->cat_seen, (size_t)n);
+    if (!ns) return -1;
+    x->cat_seen = ns;
+    for (int i = x->n_cat; i < n; i++) nn[i] = NULL, ns[i] = 0;
+    x->n_cat = n;
+  }
+  x->cat_seen[cls] = 1;
+  if (label && *label && !x->cat_name[cls] && !(x->cat_name[cls] = strdup(label))) return -1;
+  return 0;
+}
 
 static void json_str(FILE *f, const char *s) {
   json_t *j = json_string(s);
@@ -209,7 +233,12 @@ static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, 
     for (size_t i = 0; i < nd; i++) {
       int cls;
       double score, b[4];
-      if (read_box(json_array_get(dets, i), &cls, &score, b)) continue;
+      json_t *dj = json_array_get(dets, i);
+      if (read_box(dj, &cls, &score, b)) continue;
+      if (note_category(x, cls, json_string_value(json_object_get(dj, "label")))) {
+        x->st = bd_err_set(x->err, BD_E_NOMEM, "out of memory");
+        goto out;
+      }
       fprintf(x->ann, "%s\n{\"id\":%zu,\"image_id\":%zu,\"category_id\":%d,\"bbox\":[",
               x->first_ann ? "" : ",", ++x->next_ann, img, bd_export_coco_category(cls));
       fmt_num(x->ann, b[0]), fputc(',', x->ann), fmt_num(x->ann, b[1]), fputc(',', x->ann);
@@ -380,9 +409,23 @@ bd_status bd_export_run(const char *redis_url, const char *job, bd_export_format
     size_t k;
     while ((k = fread(buf, 1, sizeof buf, x.ann)) > 0) fwrite(buf, 1, k, x.out);
     if (ferror(x.ann)) st = bd_err_set(err, BD_E_IO, "temporary file: read error");
+    /* COCO's 80 (their ids whatever the model, so evaluation tools find every one), named
+     * by the results' labels where they differ (a custom model's names file); then the
+     * classes from 80 up that occur, id 1000 + class. */
     fputs("],\n\"categories\":[", x.out);
-    for (int c = 0; c < 80; c++)
-      fprintf(x.out, "%s{\"id\":%d,\"name\":\"%s\"}", c ? "," : "", bd_coco80_category_id(c), bd_coco80_names[c]);
+    for (int c = 0; c < 80 || c < x.n_cat; c++) {
+      if (c >= 80 && !x.cat_seen[c]) continue;
+      const char *nm = c < x.n_cat && x.cat_name[c] ? x.cat_name[c] : bd_export_coco_name(c);
+      fprintf(x.out, "%s{\"id\":%d,\"name\":", c ? "," : "", bd_export_coco_category(c));
+      if (*nm) {
+        json_str(x.out, nm);
+      } else {
+        char unnamed[32];
+        snprintf(unnamed, sizeof unnamed, "class %d", c);
+        json_str(x.out, unnamed);
+      }
+      fputc('}', x.out);
+    }
     fputs("]}\n", x.out);
   }
 out:
@@ -394,6 +437,9 @@ out:
     fflush(x.out);
   }
   free(x.seen.slot);
+  for (int c = 0; c < x.n_cat; c++) free(x.cat_name[c]);
+  free(x.cat_name);
+  free(x.cat_seen);
   bd_sredis_destroy(x.rd);
   return st;
 }

@@ -168,6 +168,7 @@ typedef struct wk_model {
   char name[BD_ID_MAX + 1]; /* "" = free slot */
   bd_pool *pool;            /* NULL when error[0] */
   bd_status status;         /* of the load (BD_OK for an unknown model) */
+  bd_labels *labels;        /* NAME.names, COCO's for 80 classes, or NULL (class only) */
   char error[BD_ERR_MSG_MAX + 32];
   int in_flight; /* batches submitted and not yet polled */
   uint64_t used; /* last use, for eviction */
@@ -177,7 +178,6 @@ typedef struct wk_exec {
   wk_ctx *w;
   wk_model m[WK_MODELS];
   uint64_t tick;
-  bd_labels *labels;
   int cancelled;   /* the pools were shut down (force_stop) */
   bd_notify *wake; /* q_exec pushes and closes, every pool's results */
   const bd_image *ptrs[WK_MAX_BATCH];
@@ -222,7 +222,7 @@ static void finish_result(wk_exec *x, wk_model *wm, bd_pool_result *r) {
         snprintf(b->items[i]->err, sizeof b->items[i]->err, "infer: %s",
                  bd_status_name(r->status[i]));
       else
-        set_result(b->items[i], &r->dets[i], x->labels);
+        set_result(b->items[i], &r->dets[i], wm->labels);
     }
     bd_wk_metrics_observe(w->metrics, BD_WK_INFER, r->run_s);
     finish_batch(w, b, device_index(w, r->instance));
@@ -260,6 +260,7 @@ static int reap(wk_exec *x) {
 static void drop_model(wk_exec *x, wk_model *wm) {
   while (wm->in_flight > 0) (void)wait_one(x, wm, 100);
   bd_pool_destroy(wm->pool);
+  bd_labels_destroy(wm->labels);
   memset(wm, 0, sizeof *wm);
 }
 
@@ -311,6 +312,26 @@ static wk_model *get_model(wk_exec *x, const char *name) {
     BD_LOGE("%s: loading model %s: %s", w->spec.pool_devices, name, err.msg);
     return wm;
   }
+  /* Names: NAME.names beside the model, else COCO's for an 80-class model, else none. A
+   * names file that does not load is the model's error: its results would be mislabelled. */
+  int classes = bd_pool_family(wm->pool)->num_classes;
+  char names[4096];
+  if ((wm->status = bd_labels_for_model(path, classes, &wm->labels, names, sizeof names, &err)) !=
+      BD_OK) {
+    bd_pool_destroy(wm->pool);
+    wm->pool = NULL;
+    snprintf(wm->error, sizeof wm->error, "model: %s", err.msg);
+    BD_LOGE("model %s: %s", name, err.msg);
+    return wm;
+  }
+  if (!wm->labels)
+    BD_LOGW(
+        "model %s has %d classes, not COCO's 80, and there is no %s: its detections carry "
+        "class indices only",
+        name, classes, names);
+  else if (bd_labels_count(wm->labels) < classes)
+    BD_LOGW("model %s: %s names %d of its %d classes; the others carry class indices only", name,
+            names, bd_labels_count(wm->labels), classes);
   int n = bd_pool_num_instances(wm->pool);
   BD_LOGI("%s: model %s loaded on %d instances in %.2f s", w->spec.pool_devices, name, n,
           bd_now() - t0);
@@ -396,7 +417,6 @@ void *wk_exec_pool_main(void *arg) {
     return NULL;
   }
   x->w = w;
-  (void)bd_labels_coco(&x->labels, NULL);
   bd_queue_set_notify(w->q_exec, x->wake);
   wk_batch *pending = NULL;
   int closed = 0;
@@ -426,9 +446,11 @@ void *wk_exec_pool_main(void *arg) {
   }
   bd_queue_set_notify(w->q_exec, NULL);
   /* The pools' threads are joined here: no on_result can come after. */
-  for (int i = 0; i < WK_MODELS; i++) bd_pool_destroy(x->m[i].pool);
+  for (int i = 0; i < WK_MODELS; i++) {
+    bd_pool_destroy(x->m[i].pool);
+    bd_labels_destroy(x->m[i].labels);
+  }
   bd_notify_destroy(x->wake);
-  bd_labels_destroy(x->labels);
   free(x);
   return NULL;
 }

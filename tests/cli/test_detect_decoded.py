@@ -13,6 +13,8 @@
 3. A damoyolo-contract model with 4 classes, scores [1,A,4] and boxes [1,A,4] in either
    output order: the same detections both ways (the scores output is the Sigmoid one),
    scores in 0..1.
+4. Its labels: none (and a warning) without names, MODEL.names beside it otherwise (also
+   as COCO categories); a broken names file is an error.
 
 `test_detect_decoded.py --write-model PATH` only writes the model of 1 (the emulated
 device tests run it). Skips (77) without python3-onnx / numpy."""
@@ -221,6 +223,30 @@ for boxes_first in (0, 1):
     res.append(got)
 diff = same(res[1], res[0], 0)
 check(diff == "", f"damo c4: the same detections in either output order {diff}")
+
+# 4. labels of a 4-class model: not COCO's (they were: class 0 came out as "person");
+# none without names (a warning says so), else MODEL.names beside the model or --labels
+dets = [d for r in res[0] for d in r.get("detections", [])]
+rc, _, err = detect(os.path.join(tmp, "damo_c4_0.onnx"), "--score-thr", "0.2")
+check(dets and all("label" not in d for d in dets) and "has 4 classes, not COCO's 80" in err
+      and "damo_c4_0.names" in err, f"damo c4 without names: no labels, a warning ({err.strip()[:200]})")
+with open(os.path.join(tmp, "damo_c4_0.names"), "w") as f:
+    f.write("helmet\nvest\nboot\nglove\n")
+rc, got, err = detect(os.path.join(tmp, "damo_c4_0.onnx"), "--score-thr", "0.2")
+names = ["helmet", "vest", "boot", "glove"]
+dets = [d for r in got for d in r.get("detections", [])]
+check(rc == 0 and dets and all(d.get("label") == names[d["class"]] for d in dets)
+      and "warning" not in err, f"damo c4 with damo_c4_0.names beside it: its labels ({err.strip()[:200]})")
+out = os.path.join(tmp, "c4.json")
+rc, got, err = detect(os.path.join(tmp, "damo_c4_0.onnx"), "--score-thr", "0.2", "--format", "coco")
+cats = json.loads("\n".join(json.dumps(r) for r in got)) if len(got) == 1 else {}
+check(rc == 0 and cats.get("categories") == [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+      f"damo c4 --format coco: categories from the names file ({str(cats.get('categories'))[:200]})")
+with open(os.path.join(tmp, "damo_c4_0.names"), "w") as f:
+    f.write("helmet\n\nboot\n")
+rc, got, err = detect(os.path.join(tmp, "damo_c4_0.onnx"))
+check(rc == 1 and "damo_c4_0.names" in err and not got,
+      f"a broken names file stops detect (rc {rc}: {err.strip()[:200]})")
 
 print(f"{len(fails)} failure(s)")
 sys.exit(1 if fails else 0)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -80,11 +81,59 @@ static void test_file_errors(void **s) {
   assert_non_null(strstr(e.msg, "a directory"));
 }
 
+/* A model's own names: MODEL.names beside MODEL.onnx, else COCO's for 80 classes, else
+ * none; a names file that does not load is an error, not a fallback. */
+static void test_for_model(void **s) {
+  (void)s;
+  char dir[] = "/tmp/bd_labels_modelXXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char model[256], names[256], got[4096];
+  snprintf(model, sizeof model, "%s/custom.onnx", dir);
+  snprintf(names, sizeof names, "%s/custom.names", dir);
+  bd_labels *l = (bd_labels *)1;
+  bd_err e;
+  /* no file: COCO for 80 classes, none otherwise; the path looked for is reported */
+  assert_int_equal(bd_labels_for_model(model, 80, &l, got, sizeof got, &e), BD_OK);
+  assert_int_equal(bd_labels_count(l), 80);
+  assert_string_equal(bd_labels_name(l, 16), "dog");
+  bd_labels_destroy(l);
+  assert_string_equal(got, names);
+  assert_int_equal(bd_labels_for_model(model, 3, &l, got, sizeof got, &e), BD_OK);
+  assert_null(l);
+  /* the file wins, whatever the class count */
+  FILE *f = fopen(names, "w");
+  fputs("helmet\nvest\nboot\n", f);
+  fclose(f);
+  for (int classes = 3; classes <= 80; classes += 77) {
+    assert_int_equal(bd_labels_for_model(model, classes, &l, NULL, 0, &e), BD_OK);
+    assert_int_equal(bd_labels_count(l), 3);
+    assert_string_equal(bd_labels_name(l, 2), "boot");
+    bd_labels_destroy(l);
+  }
+  /* a path without .onnx gets .names appended */
+  char bare[256];
+  snprintf(bare, sizeof bare, "%s/custom", dir);
+  assert_int_equal(bd_labels_for_model(bare, 3, &l, got, sizeof got, &e), BD_OK);
+  assert_string_equal(got, names);
+  assert_int_equal(bd_labels_count(l), 3);
+  bd_labels_destroy(l);
+  /* a broken file is the error, never COCO's names in its place */
+  f = fopen(names, "w");
+  fputs("helmet\n\nboot\n", f);
+  fclose(f);
+  assert_int_equal(bd_labels_for_model(model, 80, &l, NULL, 0, &e), BD_E_INVALID);
+  assert_null(l);
+  assert_non_null(strstr(e.msg, "custom.names"));
+  remove(names);
+  rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_builtin_matches_file),
       cmocka_unit_test(test_coco91),
       cmocka_unit_test(test_file_errors),
+      cmocka_unit_test(test_for_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

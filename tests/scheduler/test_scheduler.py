@@ -677,6 +677,27 @@ def body(tmp):
     ok = ok and len(set(a["id"] for a in coco["annotations"])) == len(coco["annotations"])
     ok = ok and [c["id"] for c in coco["categories"]] == coco91
     check(ok, "coco: image ids unique, categories 80->91, bbox [x,y,w,h], scores (%d anns)" % len(got_ann))
+    # a custom model's labels name its categories (ids unchanged: COCO's below 80); a
+    # class from 80 up is listed with id 1000 + class, its label, or "class N" without one
+    r.pipe([["HSET", "job:E3", "state", "complete", "model", "m3", "total", 2],
+            ["SET", "det:E3:c1", json.dumps({"image": "c1", "width": 10, "height": 10, "detections": [
+                {"class": 3, "label": "helmet", "score": 0.9, "box": [1, 1, 5, 5]},
+                {"class": 100, "label": "thing", "score": 0.8, "box": [2, 2, 6, 6]}]})],
+            ["SET", "det:E3:c2", json.dumps({"image": "c2", "width": 10, "height": 10, "detections": [
+                {"class": 3, "label": "helmet", "score": 0.7, "box": [1, 1, 4, 4]},
+                {"class": 205, "score": 0.6, "box": [0, 0, 3, 3]}]})]])
+    out3 = os.path.join(tmp, "e3.json")
+    p3 = run(["export", "--job", "E3", "--format", "coco", "-o", out3, "--redis", redis_url])
+    cats3 = {}
+    if p3.returncode == 0:
+        with open(out3) as f:
+            e3 = json.load(f)
+        cats3 = {c["id"]: c["name"] for c in e3["categories"]}
+        anns3 = sorted(a["category_id"] for a in e3["annotations"])
+    check(p3.returncode == 0 and len(cats3) == 82 and cats3.get(4) == "helmet" and cats3.get(1) == "person"
+          and cats3.get(1100) == "thing" and cats3.get(1205) == "class 205" and anns3 == [4, 4, 1100, 1205],
+          "coco categories named by the results' labels, classes >= 80 listed: %s" %
+          {k: v for k, v in cats3.items() if k in (1, 4) or k >= 1000})
     # file:// URLs as submit --dir writes them (percent-encoded): file_name is the name on
     # disk; http URLs keep their segment as is; a name that is not UTF-8 gets U+FFFD
     r.pipe([["HSET", "job:E2", "state", "complete", "model", "m1", "total", 3]] +

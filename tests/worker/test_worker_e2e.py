@@ -13,7 +13,8 @@ C: SIGHUP (a closed terminal) to a worker mid-job: a drain like SIGTERM's, exit 
    the grace period; the job stays exact.
 E: --max-inflight-shards holds (read from /metrics); a second SIGTERM exits at once and
    stores nothing half-done; a restart completes the job exactly.
-D: a cpu worker on yolox_nano: results equal `batchdet detect` on the same photos.
+D: a cpu worker on yolox_nano: results equal `batchdet detect` on the same photos; a
+   model with its own NAME.names beside it is labelled from that file.
 G: SIGTERM while every Kafka broker is down: exit 0 within --grace plus a few seconds.
 F: a shard of large PNGs (tiny files, 27 MB of pixels each): the decoded pixels waiting
    for a slow device stay under --max-inflight-mb (read from /metrics); the job is exact.
@@ -379,6 +380,20 @@ def phase_d(st, models):
             n_boxes += 1
     assert n_boxes > 0
     log("D: cpu results equal detect (%d images, %d boxes)" % (len(imgs), n_boxes))
+    # A model with its own names file (MODELS/NAME.names) is labelled from it, not with
+    # COCO's names: the same network under another name, names "k0".."k79".
+    os.symlink(os.path.join(DATA, "models", "yolox_nano.onnx"), os.path.join(models, "nano_k.onnx"))
+    with open(os.path.join(models, "nano_k.names"), "w") as f:
+        f.write("".join("k%d\n" % c for c in range(80)))
+    job = "cpujob-k"
+    kimgs = make_images(st, DATA, job, 4)
+    produce(st, "cpu.jobs", manifest_lines(job, kimgs, 4, model="nano_k"))
+    wait_job(st.r, job, len(kimgs), 240)
+    kres = check_job(st.r, job, kimgs, 1)
+    kdets = [d for iid, _, _ in kimgs for d in kres[iid]["detections"]]
+    ref_n = sum(len(ref[p]["detections"]) for _, _, p in kimgs)
+    assert kdets and len(kdets) == ref_n and all(d.get("label") == "k%d" % d["class"] for d in kdets), kdets[:3]
+    log("D: a model with NAME.names is labelled from it (%d boxes)" % len(kdets))
     rc = stop_all([w])
     assert rc == [0], rc
 

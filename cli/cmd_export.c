@@ -14,9 +14,12 @@ static void usage(FILE *f) {
           "\n"
           "coco:  COCO results JSON (images, annotations with COCO category ids 1..90 and\n"
           "       bbox [x,y,w,h] in pixels, score; categories). Error results left out.\n"
+          "       Categories are named by the results' labels (a custom model's names);\n"
+          "       classes from 80 up get ids 1000 + class.\n"
           "jsonl: every stored result (errors too), one JSON object per line. -o - = stdout.\n"
           "yolo:  directory PATH with one IMAGE.txt per image: 'class cx cy w h' normalised\n"
-          "       to 0..1 (the standard 5 columns: no score).\n"
+          "       to 0..1 (the standard 5 columns: no score), and data.yaml with nc and the\n"
+          "       class names (as Ultralytics reads them).\n"
           "Streams the results page by page (bounded memory); progress on stderr when it is\n"
           "a terminal, and a summary line at the end.\n"
           "Exit: 0 ok, 1 failed, 2 usage error.\n");

@@ -99,8 +99,17 @@ typedef struct {
    * and which classes >= 80 occur; index = class */
   char **cat_name;
   unsigned char *cat_seen;
-  int n_cat;
+  int n_cat;   /* entries allocated */
+  int top_cat; /* highest class seen + 1 */
 } exp_ctx;
+
+/* Class c's name: the first label a result gave it, else COCO's, else "class c" in buf. */
+static const char *category_name(const exp_ctx *x, int c, char buf[32]) {
+  const char *nm = c < x->n_cat && x->cat_name[c] ? x->cat_name[c] : bd_export_coco_name(c);
+  if (*nm) return nm;
+  snprintf(buf, 32, "class %d", c);
+  return buf;
+}
 
 /* Notes class cls with its result's label (NULL: none). 0, or -1 out of memory. */
 static int note_category(exp_ctx *x, int cls, const char *label) {
@@ -116,6 +125,7 @@ static int note_category(exp_ctx *x, int cls, const char *label) {
     x->n_cat = n;
   }
   x->cat_seen[cls] = 1;
+  if (cls >= x->top_cat) x->top_cat = cls + 1;
   if (label && *label && !x->cat_name[cls] && !(x->cat_name[cls] = strdup(label))) return -1;
   return 0;
 }
@@ -264,7 +274,12 @@ static void write_one(exp_ctx *x, const char *id, const char *val, size_t vlen, 
     for (size_t i = 0; i < nd; i++) {
       int cls;
       double score, b[4];
-      if (read_box(json_array_get(dets, i), &cls, &score, b)) continue;
+      json_t *dj = json_array_get(dets, i);
+      if (read_box(dj, &cls, &score, b)) continue;
+      if (note_category(x, cls, json_string_value(json_object_get(dj, "label")))) {
+        x->st = bd_err_set(x->err, BD_E_NOMEM, "out of memory");
+        break;
+      }
       double v[4] = {(b[0] + b[2]) / 2 / (double)w, (b[1] + b[3]) / 2 / (double)h,
                      (b[2] - b[0]) / (double)w, (b[3] - b[1]) / (double)h};
       for (int k = 0; k < 4; k++) v[k] = v[k] < 0 ? 0 : v[k] > 1 ? 1 : v[k];
@@ -415,18 +430,33 @@ bd_status bd_export_run(const char *redis_url, const char *job, bd_export_format
     fputs("],\n\"categories\":[", x.out);
     for (int c = 0; c < 80 || c < x.n_cat; c++) {
       if (c >= 80 && !x.cat_seen[c]) continue;
-      const char *nm = c < x.n_cat && x.cat_name[c] ? x.cat_name[c] : bd_export_coco_name(c);
+      char unnamed[32];
       fprintf(x.out, "%s{\"id\":%d,\"name\":", c ? "," : "", bd_export_coco_category(c));
-      if (*nm) {
-        json_str(x.out, nm);
-      } else {
-        char unnamed[32];
-        snprintf(unnamed, sizeof unnamed, "class %d", c);
-        json_str(x.out, unnamed);
-      }
+      json_str(x.out, category_name(&x, c, unnamed));
       fputc('}', x.out);
     }
     fputs("]}\n", x.out);
+  } else if (fmt == BD_EXPORT_YOLO) {
+    /* The class names as Ultralytics' data.yaml has them (nc, names; 80 at least), in a
+     * file no image can clash with (those end in .txt); JSON strings are YAML strings. */
+    char *fn = NULL;
+    FILE *f = asprintf(&fn, "%s/data.yaml", path) < 0 ? NULL : fopen(fn, "w");
+    if (!f) {
+      st = fn ? bd_err_set(err, BD_E_IO, "%s: %s", fn, strerror(errno))
+              : bd_err_set(err, BD_E_NOMEM, "out of memory");
+    } else {
+      int nc = x.top_cat > 80 ? x.top_cat : 80;
+      fprintf(f, "# class names of batchdet job %s (class c is names[c] in every ID.txt)\n", job);
+      fprintf(f, "nc: %d\nnames: [", nc);
+      for (int c = 0; c < nc; c++) {
+        char unnamed[32];
+        if (c) fputs(", ", f);
+        json_str(f, category_name(&x, c, unnamed));
+      }
+      fputs("]\n", f);
+      if (fclose(f) != 0) st = bd_err_set(err, BD_E_IO, "%s: write failed", fn);
+    }
+    free(fn);
   }
 out:
   if (x.ann) fclose(x.ann);

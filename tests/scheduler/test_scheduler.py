@@ -733,7 +733,24 @@ def body(tmp):
     out = os.path.join(tmp, "yolo")
     p = run(["export", "--job", "E1", "--format", "yolo", "-o", out, "--redis", redis_url])
     check("%d detections" % n_dets in p.stderr, "export yolo summary: %s" % p.stderr.strip())
-    ok = p.returncode == 0 and sorted(os.listdir(out)) == sorted(k + ".txt" for k in good)
+    ok = p.returncode == 0 and sorted(os.listdir(out)) == sorted([k + ".txt" for k in good] + ["data.yaml"])
+    if ok:
+        import yaml
+        with open(os.path.join(out, "data.yaml")) as f:
+            dy = yaml.safe_load(f)
+        check(dy["nc"] == 80 and len(dy["names"]) == 80 and all(n == "x" for n in dy["names"]),
+              "yolo data.yaml: nc 80, names from the results' labels (%s)" % str(dy)[:120])
+    out3 = os.path.join(tmp, "yolo3")
+    p3 = run(["export", "--job", "E3", "--format", "yolo", "-o", out3, "--redis", redis_url])
+    names3 = []
+    if p3.returncode == 0:
+        import yaml
+        with open(os.path.join(out3, "data.yaml")) as f:
+            dy = yaml.safe_load(f)
+        names3 = dy["names"] if dy["nc"] == 206 == len(dy["names"]) else []
+    check(names3 and names3[0] == "person" and names3[3] == "helmet" and names3[100] == "thing"
+          and names3[150] == "class 150" and names3[205] == "class 205",
+          "yolo data.yaml of custom and >= 80 classes: %s" % names3[:5])
     for k, v in good.items():
         if not ok:
             break

@@ -3,7 +3,7 @@
 //   node yolox_post.js RAW.f32 META.json [--score 0.3] [--iou 0.45] [--max-det 100]
 //                      [--names coco.names]
 // RAW.f32: the raw network output [1, A, 5+C] float32 (e.g. from ort_run.js);
-// META.json: {"image", "width", "height", "ratio", "input_size"} as written by
+// META.json: {"image", "width", "height", "ratio", "input_size" (N or [H, W])} as written by
 // `batchdet detect --dump-input`. Prints one JSON line shaped like detect's output:
 // {"image":..., "width":W, "height":H, "detections":[{"class","label","score","box"}]}.
 //
@@ -53,14 +53,14 @@ function iou(a, b) {
   return uni > 0 ? inter / uni : 0;
 }
 
-function postprocess(raw, inputSize, numCls, opt) {
+// [inH, inW]: a grid of inH/s rows and inW/s columns per stride s.
+function postprocess(raw, [inH, inW], numCls, opt) {
   const stride = 5 + numCls;
   const cands = [];
   let anchor = 0;
   for (const s of [8, 16, 32]) {
-    const g = Math.floor(inputSize / s);
-    for (let gy = 0; gy < g; gy++) {
-      for (let gx = 0; gx < g; gx++, anchor++) {
+    for (let gy = 0; gy < Math.floor(inH / s); gy++) {
+      for (let gx = 0; gx < Math.floor(inW / s); gx++, anchor++) {
         const o = anchor * stride;
         let best = 0;
         for (let c = 1; c < numCls; c++) if (raw[o + 5 + c] > raw[o + 5 + best]) best = c;
@@ -72,7 +72,7 @@ function postprocess(raw, inputSize, numCls, opt) {
       }
     }
   }
-  const total = (inputSize / 8) ** 2 + (inputSize / 16) ** 2 + (inputSize / 32) ** 2;
+  const total = anchors(inH, inW);
   if (anchor !== total || raw.length !== total * stride) fail(`raw output has ${raw.length} values, want ${total}x${stride}`);
   cands.sort((p, q) => q.score - p.score || p.idx - q.idx);
   const kept = [];
@@ -84,23 +84,28 @@ function postprocess(raw, inputSize, numCls, opt) {
   return kept;
 }
 
+function anchors(h, w) {
+  return [8, 16, 32].reduce((n, s) => n + (h / s) * (w / s), 0);
+}
+
 function main() {
   const opt = parseArgs(process.argv.slice(2));
   const [rawPath, metaPath] = opt.pos;
   const meta = JSON.parse(fs.readFileSync(metaPath, 'utf8'));
-  const size = Number(meta.input_size);
-  if (!(size > 0 && size % 32 === 0)) fail('bad input_size in ' + metaPath);
+  // input_size: N (square) or [H, W]
+  const hw = Array.isArray(meta.input_size) ? meta.input_size.map(Number) : [Number(meta.input_size), Number(meta.input_size)];
+  if (hw.length !== 2 || !hw.every((v) => v > 0 && v % 32 === 0)) fail('bad input_size in ' + metaPath);
   const buf = fs.readFileSync(rawPath);
   const raw = new Float32Array(buf.length / 4);
   new Uint8Array(raw.buffer).set(buf);
-  const A = (size / 8) ** 2 + (size / 16) ** 2 + (size / 32) ** 2;
+  const A = anchors(hw[0], hw[1]);
   const numCls = raw.length / A - 5;
   if (!Number.isInteger(numCls) || numCls < 1) fail(`${rawPath}: ${raw.length} floats is not ${A} x (5+C)`);
   const namesPath = opt.names || path.join(process.env.BD_TEST_DATA || path.join(__dirname, '../../../shared/data'), 'coco.names');
   const names = fs.readFileSync(namesPath, 'utf8').split('\n').filter((l) => l.length > 0);
   const r = Number(meta.ratio), W = Number(meta.width), H = Number(meta.height);
   const clip = (v, hi) => Math.min(Math.max(v, 0), hi);
-  const dets = postprocess(raw, size, numCls, opt).map((d) => ({
+  const dets = postprocess(raw, hw, numCls, opt).map((d) => ({
     class: d.cls,
     label: names[d.cls] || String(d.cls),
     score: d.score,

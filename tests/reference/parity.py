@@ -21,6 +21,9 @@
   parity.py yolox --export tiny|s|...
       The photo flow below on a seeded YOLOX of that size (calibrated on the photos)
       instead of the shipped model (detections must agree; no dog check).
+  parity.py yolox --at HxW
+      The flow below with the shipped weights re-exported by our reference at H x W (a
+      non-square input: letterbox, grids and decode per axis).
   parity.py yolox
       YOLOX-nano on every photo of $BD_TEST_DATA/images: `$BATCHDET detect --dump-input`
       gives the pre-processed tensors and the detections; `$BATCHDET infer` vs
@@ -343,10 +346,11 @@ def match_detections(ours, theirs, iou_min=0.98, score_tol=1e-3, px_tol=0.02):
 
 
 def check_letterbox(rep, name, x, meta, size):
-    """Independent layout check of the dumped YOLOX tensor: r = min(S/h, S/w), the resized
-    image at the top-left, everything right/below int(w*r) x int(h*r) is exactly 114."""
+    """Independent layout check of the dumped YOLOX tensor (input SH x SW): r = min(SH/h,
+    SW/w), the resized image at the top-left, everything right/below int(w*r) x int(h*r)
+    is exactly 114."""
     h, w = int(meta['height']), int(meta['width'])
-    r = min(size / h, size / w)
+    r = min(size[0] / h, size[1] / w)
     ok_r = abs(float(meta['ratio']) - r) <= 1e-6 * r
     rw, rh = int(w * r), int(h * r)
     pad = np.concatenate([x[:, :, rh:, :].ravel(), x[:, :, :rh, rw:].ravel()])
@@ -410,8 +414,18 @@ def cmd_yolox(args):
     if args.export:   # a seeded YOLOX of another size, calibrated on these photos
         model = os.path.join(yolox_export(args.export, 0, args.seed, args.obj_bias, images),
                              'model.onnx')
+    if args.at:   # the shipped weights through our reference, exported at H x W
+        import torch
+        sys.path.insert(0, HERE)
+        import yolox
+        h, wd = (int(v) for v in args.at.lower().split('x'))
+        net = yolox.YOLOX('nano').eval()
+        yolox.load_onnx_weights(net, model, 416)
+        model = os.path.join(work_dir(args, 'yolox_at_%dx%d' % (h, wd)), 'model.onnx')
+        yolox.export_onnx(net, torch.zeros(1, 3, h, wd), model)
     names = [l for l in open(os.path.join(data, 'coco.names')).read().split('\n') if l]
     w = work_dir(args, 'yolox' + ('_' + args.export if args.export else '') +
+                 ('_at_' + args.at if args.at else '') +
                  ('_' + args.half if args.half else ''))
     # --half: we run the half model; the references run its exact float32 widening
     ref_model = model
@@ -451,15 +465,16 @@ def cmd_yolox(args):
                          '%s: dump files %s and .json exist' % (base, f32)):
             continue
         meta = json.load(open(mj))
-        size = int(meta.get('input_size', 416))
+        size = meta.get('input_size', 416)   # N, or [H, W] for a non-square input
+        size = tuple(int(v) for v in size) if isinstance(size, list) else (int(size),) * 2
         x = np.fromfile(f32, np.float32)
-        if not rep.check(x.size == 3 * size * size, '%s: dump holds [1,3,%d,%d] floats'
-                         % (base, size, size)):
+        if not rep.check(x.size == 3 * size[0] * size[1], '%s: dump holds [1,3,%d,%d] floats'
+                         % (base, size[0], size[1])):
             continue
-        check_letterbox(rep, base, x.reshape(1, 3, size, size), meta, size)
+        check_letterbox(rep, base, x.reshape(1, 3, *size), meta, size)
         ort = run_infer(rep, args, ref_model, f32, os.path.join(w, base + '.ort'), 'ort')
         mine = run_infer(rep, args, model, f32, os.path.join(w, base + '.ours'), 'batchdet')
-        A = sum((size // s) ** 2 for s in (8, 16, 32))
+        A = sum((size[0] // s) * (size[1] // s) for s in (8, 16, 32))
         ort_raw = by_shape(ort, [1, A, 85]) if ort else None
         if mine is not None and ort_raw is not None:
             compare(rep, '%s: infer vs onnxruntime raw [1,%d,85]%s' % (
@@ -550,6 +565,8 @@ def main(argv):
     y.add_argument('--export', choices=['tiny', 's', 'm', 'l', 'x', 'nano'],
                    help='a seeded export of yolox.py instead of the shipped model')
     y.add_argument('--seed', type=int, default=0)
+    y.add_argument('--at', metavar='HxW',
+                   help='the shipped weights re-exported at this input size (non-square)')
     y.add_argument('--obj-bias', type=float, default=-2.0,
                    help='added to the seeded objectness biases (sparser detections)')
     r = sub.add_parser('yoloxref')

@@ -69,6 +69,14 @@ bd_status bd_onnx_register(bd_onnx_imp *im, int v, bd_err *err) {
   return BD_OK;
 }
 
+const char *bd_onnx_nms_hint(const char *op) {
+  /* NonMaxSuppression, EfficientNMS_TRT, BatchedNMSDynamic_TRT, TopK of an end2end export */
+  if (strstr(op, "NMS") || strstr(op, "NonMaxSuppression") || strcmp(op, "TopK") == 0)
+    return " (the model carries its own NMS: export it without NMS, e.g. without --end2end; "
+           "batchdet runs NMS itself)";
+  return "";
+}
+
 /* ---- tensors ---- */
 /* 16-bit floats are widened to float32: tensors at load (exactly: every float16 and
  * bfloat16 is a float32) and Cast to them is taken as a cast to float32, so a float16
@@ -314,8 +322,8 @@ static bd_status import_graph(bd_onnx_imp *im, const Onnx__ModelProto *m, bd_err
     const char *label = node_label(np);
     const char *op = np->op_type ? np->op_type : "";
     if (np->domain && *np->domain && strcmp(np->domain, "ai.onnx") != 0)
-      return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): domain '%s' is not supported",
-                        label, op, np->domain);
+      return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): domain '%s' is not supported%s",
+                        label, op, np->domain, bd_onnx_nms_hint(op));
     if (strcmp(op, "Constant") == 0) st = bd_onnx_constant(im, np, label, err);
     else st = bd_onnx_add_node(im, np, label, err);
     if (st) return st;

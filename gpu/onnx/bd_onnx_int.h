@@ -23,6 +23,8 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
 /* Maps an ONNX TensorProto data type to ours; 0 when unsupported. float16 and bfloat16
  * are float32 in our graph (tensors widened at load, Cast to them casts to float32). */
 bd_dtype bd_onnx_dtype(int32_t onnx_type);
+/* " (...)" advice for an unsupported op that is an in-graph NMS (end2end exports), or "". */
+const char *bd_onnx_nms_hint(const char *op);
 /* Adds one (non-Constant) node; `label` names it in messages. */
 bd_status bd_onnx_add_node(bd_onnx_imp *im, const Onnx__NodeProto *np, const char *label,
                            bd_err *err);

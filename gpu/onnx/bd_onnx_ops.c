@@ -342,7 +342,9 @@ bd_status bd_onnx_add_node(bd_onnx_imp *im, const Onnx__NodeProto *np, const cha
   const op_spec *sp = NULL;
   for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
     if (strcmp(specs[i].name, opname) == 0) sp = &specs[i];
-  if (!sp) return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): unsupported op", label, opname);
+  if (!sp)
+    return bd_err_set(err, BD_E_UNSUPPORTED, "node '%s' (%s): unsupported op%s", label, opname,
+                      bd_onnx_nms_hint(opname));
   if ((st = check_known(&c, sp->attrs))) return st;
   if ((st = input_count(&c, sp->lo, sp->hi))) return st;
   if (np->n_output < 1 || !np->output[0] || !*np->output[0])

@@ -223,6 +223,13 @@ static void edit_op(Onnx__ModelProto *m, char *note) {
   n->op_type = strdup(*note ? "LSTM" : "Einsum");
 }
 
+static void edit_nms(Onnx__ModelProto *m, char *note) { /* as an end2end export has */
+  Onnx__NodeProto *n = m->graph->node[20];
+  strcpy(note, n->name);
+  free(n->op_type);
+  n->op_type = strdup("NonMaxSuppression");
+}
+
 static void edit_domain(Onnx__ModelProto *m, char *note) {
   Onnx__NodeProto *n = m->graph->node[3];
   strcpy(note, n->name);
@@ -375,10 +382,16 @@ static void test_half_tensors(void **state) {
 
 static void test_bad_models(void **state) {
   (void)state;
-  char note[512], want[600];
+  char note[512], want[800];
   bd_err err = {0};
   assert_int_equal(load_edited(edit_op, note, &err), BD_E_UNSUPPORTED);
   snprintf(want, sizeof want, "node '%s' (LSTM): unsupported op", note);
+  if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
+  assert_int_equal(load_edited(edit_nms, note, &err), BD_E_UNSUPPORTED);
+  snprintf(want, sizeof want,
+           "node '%s' (NonMaxSuppression): unsupported op (the model carries "
+           "its own NMS: export it without NMS",
+           note);
   if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
   assert_int_equal(load_edited(edit_domain, note, &err), BD_E_UNSUPPORTED);
   assert_non_null(strstr(err.msg, note));

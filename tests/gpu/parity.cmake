@@ -56,6 +56,10 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model s LABELS parity)
   bd_add_script_test(parity_yolox_tiny_photos
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --export tiny LABELS parity)
+  # a custom 3-class YOLOX (no names file: detections without labels)
+  bd_add_script_test(parity_yolox_nano_3classes
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --export nano --classes 3
+            --obj-bias -1 LABELS parity)
   # the shipped weights at a non-square input (letterbox, grids, decode per axis)
   bd_add_script_test(parity_yolox_nano_320x480
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --at 320x480 LABELS parity)

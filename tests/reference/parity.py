@@ -21,6 +21,8 @@
   parity.py yolox --export tiny|s|...
       The photo flow below on a seeded YOLOX of that size (calibrated on the photos)
       instead of the shipped model (detections must agree; no dog check).
+  parity.py yolox --export nano --classes 3
+      The same for a custom class count (raw [1,A,5+C]; no labels without a names file).
   parity.py yolox --at HxW
       The flow below with the shipped weights re-exported by our reference at H x W (a
       non-square input: letterbox, grids and decode per axis).
@@ -180,13 +182,14 @@ def damoyolo_export(name, form, size, batch, seed, opset=11, dynamic=False):
     return cached_export('damoyolo.py', key, make)
 
 
-def yolox_export(name, size, seed, obj_bias, images=()):
+def yolox_export(name, size, seed, obj_bias, images=(), classes=80):
     size = size or (416 if name in ('nano', 'tiny') else 640)   # the official input sizes
-    key = 'yolox_%s_%d_s%d_o%g%s' % (name, size, seed, obj_bias, '_photos' if images else '')
+    key = 'yolox_%s_%d_s%d_o%g%s%s' % (name, size, seed, obj_bias, '_photos' if images else '',
+                                        '_c%d' % classes if classes != 80 else '')
 
     def make(tmp):
         import yolox
-        yolox.export(name, size, seed, tmp, obj_bias, images=images)
+        yolox.export(name, size, seed, tmp, obj_bias, classes, images=images)
     return cached_export('yolox.py', key, make)
 
 
@@ -412,8 +415,10 @@ def cmd_yolox(args):
     images = sorted(p for p in glob.glob(os.path.join(data, 'images', '*'))
                     if os.path.isfile(p))
     if args.export:   # a seeded YOLOX of another size, calibrated on these photos
-        model = os.path.join(yolox_export(args.export, 0, args.seed, args.obj_bias, images),
-                             'model.onnx')
+        model = os.path.join(yolox_export(args.export, 0, args.seed, args.obj_bias, images,
+                                          args.classes), 'model.onnx')
+    elif args.classes != 80:
+        raise SystemExit('parity: --classes needs --export')
     if args.at:   # the shipped weights through our reference, exported at H x W
         import torch
         sys.path.insert(0, HERE)
@@ -425,6 +430,7 @@ def cmd_yolox(args):
         yolox.export_onnx(net, torch.zeros(1, 3, h, wd), model)
     names = [l for l in open(os.path.join(data, 'coco.names')).read().split('\n') if l]
     w = work_dir(args, 'yolox' + ('_' + args.export if args.export else '') +
+                 ('_c%d' % args.classes if args.classes != 80 else '') +
                  ('_at_' + args.at if args.at else '') +
                  ('_' + args.half if args.half else ''))
     # --half: we run the half model; the references run its exact float32 widening
@@ -452,9 +458,11 @@ def cmd_yolox(args):
         if not rep.check(o is not None and 'detections' in o,
                          '%s: detect printed a detections line' % base):
             continue
+        C = args.classes
         rep.check(o.get('width') and o.get('height') and all(
-            d.get('label') == names[d['class']] for d in o['detections']),
-            '%s: width/height present, labels match coco.names' % base)
+            d.get('label') == (names[d['class']] if C == 80 else None) for d in o['detections']),
+            '%s: width/height present, labels %s' % (
+                base, 'match coco.names' if C == 80 else 'absent (%d classes, no names)' % C))
         f32 = os.path.join(dump, base + '.f32')
         mj = os.path.join(dump, base + '.json')
         if not os.path.exists(f32):   # tolerate <stem>.f32 when the stem is unique
@@ -475,11 +483,11 @@ def cmd_yolox(args):
         ort = run_infer(rep, args, ref_model, f32, os.path.join(w, base + '.ort'), 'ort')
         mine = run_infer(rep, args, model, f32, os.path.join(w, base + '.ours'), 'batchdet')
         A = sum((size[0] // s) * (size[1] // s) for s in (8, 16, 32))
-        ort_raw = by_shape(ort, [1, A, 85]) if ort else None
+        ort_raw = by_shape(ort, [1, A, 5 + C]) if ort else None
         if mine is not None and ort_raw is not None:
-            compare(rep, '%s: infer vs onnxruntime raw [1,%d,85]%s' % (
-                base, A, ' (%s model vs its float32 widening)' % args.half if args.half else ''),
-                by_shape(mine, [1, A, 85]), ort_raw, args.perturb)
+            compare(rep, '%s: infer vs onnxruntime raw [1,%d,%d]%s' % (
+                base, A, 5 + C, ' (%s model vs its float32 widening)' % args.half if args.half else ''),
+                by_shape(mine, [1, A, 5 + C]), ort_raw, args.perturb)
             if args.half == 'float16' and base == 'dog.jpg':
                 half = run_infer(rep, args, model, f32, os.path.join(w, base + '.ort16'), 'ort')
                 if half is not None:
@@ -487,7 +495,7 @@ def cmd_yolox(args):
                             by_shape(mine, [1, A, 85]), by_shape(half, [1, A, 85]),
                             tol=HALF_REF_TOL['float16'])
         if ort_raw is None:
-            rep.check(False, '%s: onnxruntime gave no [1,%d,85] output' % (base, A))
+            rep.check(False, '%s: onnxruntime gave no [1,%d,%d] output' % (base, A, 5 + C))
             continue
         ok, pout, msg = run(['node', os.path.join(NODE_DIR, 'yolox_post.js'),
                              os.path.join(w, base + '.ort.0.f32'), mj,
@@ -565,6 +573,7 @@ def main(argv):
     y.add_argument('--export', choices=['tiny', 's', 'm', 'l', 'x', 'nano'],
                    help='a seeded export of yolox.py instead of the shipped model')
     y.add_argument('--seed', type=int, default=0)
+    y.add_argument('--classes', type=int, default=80, help='with --export: a custom class count')
     y.add_argument('--at', metavar='HxW',
                    help='the shipped weights re-exported at this input size (non-square)')
     y.add_argument('--obj-bias', type=float, default=-2.0,

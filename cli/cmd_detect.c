@@ -50,6 +50,8 @@ typedef struct {
   const char *model, *device, *labels_path, *annotate, *dump, *format;
   bd_family family;
   int threads, batch, fast_decode;
+  int progress; /* 1: a line every 5 s on stderr (--progress); stderr a terminal: one updated line
+                 */
   long max_decoded_mb; /* decoded pixels of one batch, at most */
   int n_args; /* FILE|DIR|URL arguments given */
   bd_detect_params params;
@@ -64,6 +66,7 @@ static void detect_usage(FILE *f) {
       "N]\n"
       "                       [--format jsonl|coco] [--annotate DIR] [--labels FILE]\n"
       "                       [--dump-input DIR] [--fast-decode] [--max-decoded-mb N]\n"
+      "                       [--progress]\n"
       "                       FILE|DIR|URL...\n"
       "\n"
       "Detects objects in image files (JPEG, PNG; the format is sniffed from the content).\n"
@@ -103,6 +106,9 @@ static void detect_usage(FILE *f) {
       "  --dump-input DIR  write DIR/<base>.f32 (the float32 NCHW [1,3,H,W] tensor fed to the\n"
       "                    network) and DIR/<base>.json (image, width, height, ratio or\n"
       "                    scale_x/scale_y, input_size, family)\n"
+      "  --progress        a progress line (images done of all, failed, img/s, ETA) on\n"
+      "                    stderr every 5 s; when stderr is a terminal one line is kept up\n"
+      "                    to date without it\n"
       "  --fast-decode     JPEG DCT-domain downscale when the image is at least twice the\n"
       "                    network size; OFF by default because it changes the pixels the\n"
       "                    network sees (results then differ slightly from the reference)\n"
@@ -300,6 +306,37 @@ out:
   free(names);
   closedir(d);
   return rc;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+/* "1h02m", "3m12s", "12s" */
+static void fmt_eta(char *b, size_t cap, double s) {
+  long t = s < 0 ? 0 : s > 1e8 ? 99999999 : (long)(s + 0.5);
+  if (t >= 3600)
+    snprintf(b, cap, "%ldh%02ldm", t / 3600, t / 60 % 60);
+  else if (t >= 60)
+    snprintf(b, cap, "%ldm%02lds", t / 60, t % 60);
+  else
+    snprintf(b, cap, "%lds", t);
+}
+
+/* After a batch: on a terminal the line is rewritten in place (at most every 0.5 s, and
+ * after the first batch), with --progress a new line every 5 s. *shown: a terminal line
+ * is on screen (cleared before the summary). */
+static void show_progress(int tty, int forced, size_t done, size_t total, size_t failed,
+                          double elapsed, double *last, int *shown) {
+  double every = tty ? 0.5 : 5.0;
+  if ((!tty && !forced) || (*last >= 0 && elapsed - *last < every)) return;
+  *last = elapsed;
+  double rate = elapsed > 0 ? (double)done / elapsed : 0;
+  char eta[32];
+  fmt_eta(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : 0);
+  fprintf(stderr, "%sbatchdet detect: %zu/%zu images (%.0f%%), %zu failed, %.1f img/s, ETA %s%s",
+          tty ? "\r" : "", done, total, total ? 100.0 * (double)done / (double)total : 100.0,
+          failed, rate, eta, tty ? "\033[K" : "\n");
+  fflush(stderr);
+  *shown = tty;
 }
 
 /* ---------------------------------------------------------------- output */
@@ -641,6 +678,10 @@ static int parse_args_in(int argc, char **argv, detect_opts *o, walk_ctx *w, int
       o->fast_decode = 1;
       continue;
     }
+    if (!strcmp(a, "--progress")) {
+      o->progress = 1;
+      continue;
+    }
     if (!strcmp(a, "--")) {
       for (i++; i < argc; i++, o->n_args++)
         if (push_entry(files, argv[i], argv[i], 0)) return -1;
@@ -851,6 +892,9 @@ int bd_cmd_detect(int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &t_start);
   const long long budget = o.max_decoded_mb << 20;
   int carried = 0; /* entries fetched for the previous batch but left for this one */
+  const int tty = isatty(2);
+  double last_shown = -1;
+  int progress_shown = 0;
   int m = 0;
   for (size_t i0 = 0; i0 < files.n; i0 += (size_t)m) {
     const int win = files.n - i0 < (size_t)B ? (int)(files.n - i0) : B;
@@ -953,6 +997,14 @@ int bd_cmd_detect(int argc, char **argv) {
       bd_image_free(&imgs[k]);
       bd_detections_free(&dets[k]);
     }
+    {
+      struct timespec tn;
+      clock_gettime(CLOCK_MONOTONIC, &tn);
+      size_t done = i0 + (size_t)m;
+      show_progress(tty, o.progress, done, files.n, done - n_ok,
+                    (double)(tn.tv_sec - t_start.tv_sec) + (tn.tv_nsec - t_start.tv_nsec) * 1e-9,
+                    &last_shown, &progress_shown);
+    }
     /* Entries the budget left out move to the front, fetched bodies and errors with them. */
     carried = win - m;
     for (int k = m; k < win; k++) {
@@ -980,6 +1032,7 @@ int bd_cmd_detect(int argc, char **argv) {
     if (print_line(coco)) goto write_failed;
   }
   clock_gettime(CLOCK_MONOTONIC, &t_end);
+  if (progress_shown) fputs("\r\033[K", stderr); /* the summary takes the progress line's place */
   {
     double wall = (double)(t_end.tv_sec - t_start.tv_sec) + (t_end.tv_nsec - t_start.tv_nsec) * 1e-9;
     /* One summary line: overall rate (fetch, decode, detection, output) and the rate of

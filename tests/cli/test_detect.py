@@ -397,5 +397,36 @@ check(rc == 1 and "70000x2 is over the 65535 px per side" in out,
 rc, _, err = run("detect", "--model", model, "--max-decoded-mb", "0", dog)
 check(rc == 2 and "--max-decoded-mb" in err, f"--max-decoded-mb 0 is a usage error (rc {rc})")
 
+# Progress: --progress writes lines to a pipe; a terminal gets one line rewritten in place
+# (carriage return, erase to the end of line) and cleared before the summary.
+two = [dog, os.path.join(images, "giraffe.jpg")]
+rc, out, err = run("detect", "--model", model, "--progress", "--batch", "1", *two)
+lines = [ln for ln in err.splitlines() if "/2 images (" in ln]
+check(rc == 0 and lines and lines[0].startswith("batchdet detect: 1/2 images (50%), 0 failed, ")
+      and "ETA " in lines[0] and "\r" not in err,
+      f"--progress on a pipe: lines ({err.strip()[:200]})")
+rc, out, err = run("detect", "--model", model, "--batch", "1", *two)
+check(rc == 0 and "/2 images (" not in err, "no progress on a pipe without --progress")
+import pty
+master, slave = pty.openpty()
+p = subprocess.Popen([bd, "detect", "--model", model, "--batch", "1", *two], stdout=subprocess.PIPE,
+                     stderr=slave)
+os.close(slave)
+tty_err = b""
+while True:
+    try:
+        chunk = os.read(master, 4096)
+    except OSError:   # EIO once the child closed its side
+        break
+    if not chunk:
+        break
+    tty_err += chunk
+os.close(master)
+out = p.communicate(timeout=120)[0]
+t = tty_err.decode("utf-8", "replace")
+check(p.returncode == 0 and len(out.splitlines()) == 2 and "\rbatchdet detect: 1/2 images (50%)" in t
+      and "\x1b[K" in t and t.rstrip().split("\r")[-1].startswith("\x1b[Kbatchdet detect: 2 images"),
+      f"progress on a terminal: one line, cleared before the summary ({t[:200]!r})")
+
 print("FAILED: %d" % len(fails) if fails else "all passed")
 sys.exit(1 if fails else 0)

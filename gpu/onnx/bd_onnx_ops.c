@@ -6,6 +6,8 @@
  * Unsqueeze/Squeeze axes at >= 13, Resize scales/sizes) stay node inputs here; the
  * compiler resolves them into params once they are constant (they may be computed
  * by Shape subgraphs). */
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,11 +336,153 @@ static bd_status parse_resize(const nctx *c, bd_node *n, int upsample, int64_t o
   return BD_OK;
 }
 
+/* ---- activations lowered to Relu / Add / Sub / Mul ----
+ * LeakyRelu, Clip, HardSigmoid and HardSwish have no kernel of their own in any backend:
+ * the importer writes them as Relu, Add, Sub and Mul nodes on scalar constants (values
+ * named OUT::k...), so every backend runs them, unfused, an elementwise pass per node.
+ *   LeakyRelu: r = relu(x), out = r + a * (x - r)   (x - r is min(x, 0): exact, as a*x)
+ *   max(x, lo) = lo + relu(x - lo)   (relu(x) for lo = 0: exact)
+ *   min(y, hi) = hi - relu(hi - y)   (exact at and above hi; below, within ulp(hi))
+ *   HardSigmoid: clamp(a*x + b, 0, 1); HardSwish: x * HardSigmoid(x; 1/6, 1/2). */
+typedef struct {
+  nctx *c;
+  char name[4200]; /* OUT::k<n> */
+  int k;
+} lower_ctx;
+
+static int lower_const(lower_ctx *l, float f) {
+  bd_onnx_imp *im = l->c->im;
+  snprintf(l->name, sizeof l->name, "%s::k%d", l->c->np->output[0], l->k++);
+  int64_t one = 1;
+  int v = bd_graph_add_value(im->g, l->name, BD_DT_F32, 1, &one);
+  float *d = v < 0 ? NULL : malloc(sizeof *d);
+  if (!d) return -1;
+  *d = f;
+  im->g->values[v].data = d;
+  return bd_onnx_register(im, v, l->c->err) == BD_OK ? v : -2;
+}
+
+/* out (the node's output when last) = op(a, b); b < 0 for a unary op */
+static int lower_op(lower_ctx *l, bd_op op, int a, int b, int last) {
+  bd_onnx_imp *im = l->c->im;
+  if (a < 0 || (b < 0 && op != BD_OP_RELU)) return a < -1 || b < -1 ? -2 : -1;
+  if (last)
+    snprintf(l->name, sizeof l->name, "%s", l->c->np->output[0]);
+  else
+    snprintf(l->name, sizeof l->name, "%s::k%d", l->c->np->output[0], l->k++);
+  int v = bd_graph_add_value(im->g, l->name, BD_DT_F32, 0, NULL);
+  if (v < 0) return -1;
+  im->g->values[v].rank = -1;
+  if (bd_onnx_register(im, v, l->c->err) != BD_OK) return -2;
+  int in[2] = {a, b};
+  return bd_graph_add_node(im->g, op, l->c->label, b < 0 ? 1 : 2, in, 1, &v) < 0 ? -1 : v;
+}
+
+/* clamp(x, lo, hi), lo = -inf / hi = +inf for no bound; last: its output is the node's */
+static int lower_clamp(lower_ctx *l, int x, float lo, float hi, int last) {
+  int has_lo = lo > -INFINITY, has_hi = hi < INFINITY;
+  int y = x;
+  if (has_lo) {
+    if (lo == 0.0f) {
+      y = lower_op(l, BD_OP_RELU, x, -1, last && !has_hi);
+    } else {
+      int k = lower_const(l, lo);
+      y = lower_op(l, BD_OP_ADD, k, lower_op(l, BD_OP_RELU, lower_op(l, BD_OP_SUB, x, k, 0), -1, 0),
+                   last && !has_hi);
+    }
+  }
+  if (has_hi) {
+    int k = lower_const(l, hi);
+    y = lower_op(l, BD_OP_SUB, k, lower_op(l, BD_OP_RELU, lower_op(l, BD_OP_SUB, k, y, 0), -1, 0),
+                 last);
+  }
+  if (!has_lo && !has_hi) /* x + 0 */
+    y = lower_op(l, BD_OP_ADD, x, lower_const(l, 0.0f), last);
+  return y;
+}
+
+/* A scalar float constant input (Clip's min / max since opset 11); absent: def. */
+static bd_status const_scalar(const nctx *c, size_t i, float def, float *out) {
+  *out = def;
+  if (i >= c->np->n_input || !c->np->input[i] || !*c->np->input[i]) return BD_OK;
+  int v = in_idx(c, i);
+  const bd_value *val = v >= 0 ? &c->im->g->values[v] : NULL;
+  if (!val || !val->data || val->dtype != BD_DT_F32 || bd_value_numel(val) != 1)
+    return bd_err_set(c->err, BD_E_UNSUPPORTED,
+                      "node '%s' (%s): input %zu must be a constant float scalar", c->label, c->op,
+                      i);
+  *out = *(const float *)val->data;
+  return BD_OK;
+}
+
+static int lowered_act(const char *op) {
+  return !strcmp(op, "LeakyRelu") || !strcmp(op, "Clip") || !strcmp(op, "HardSigmoid") ||
+         !strcmp(op, "HardSwish");
+}
+
+static bd_status lower_act(nctx *c) {
+  bd_status st;
+  const char *op = c->op;
+  int clip = !strcmp(op, "Clip"), lrelu = !strcmp(op, "LeakyRelu");
+  const char *attrs = lrelu  ? "alpha:FLOAT"
+                      : clip ? (c->im->opset < 11 ? "min:FLOAT max:FLOAT" : "")
+                      : !strcmp(op, "HardSigmoid") ? "alpha:FLOAT beta:FLOAT"
+                                                   : "";
+  if ((st = check_known(c, attrs))) return st;
+  if ((st = input_count(c, 1, clip && c->im->opset >= 11 ? 3 : 1))) return st;
+  if (c->np->n_output != 1 || !c->np->output[0] || !*c->np->output[0])
+    return bd_err_set(c->err, BD_E_INVALID, "node '%s' (%s): needs one output", c->label, op);
+  int x = in_idx(c, 0);
+  if (x < 0)
+    return bd_err_set(c->err, BD_E_INVALID, "node '%s' (%s): input is not defined before use",
+                      c->label, op);
+  lower_ctx l = {c, "", 0};
+  int y;
+  if (lrelu) {
+    float a = attr_f(c, "alpha", 0.01f);
+    if (!isfinite(a)) return bad_attr(c, "alpha", "is not finite");
+    int r = lower_op(&l, BD_OP_RELU, x, -1, a == 0.0f);
+    y = a == 0.0f ? r
+                  : lower_op(&l, BD_OP_ADD, r,
+                             lower_op(&l, BD_OP_MUL, lower_op(&l, BD_OP_SUB, x, r, 0),
+                                      lower_const(&l, a), 0),
+                             1);
+  } else if (clip) {
+    float lo, hi;
+    if (c->im->opset < 11) {
+      lo = attr_f(c, "min", -INFINITY);
+      hi = attr_f(c, "max", INFINITY);
+    } else if ((st = const_scalar(c, 1, -INFINITY, &lo)) ||
+               (st = const_scalar(c, 2, INFINITY, &hi))) {
+      return st;
+    }
+    if (isnan(lo) || isnan(hi) || lo > hi)
+      return bd_err_set(c->err, BD_E_UNSUPPORTED, "node '%s' (Clip): min %g > max %g", c->label,
+                        (double)lo, (double)hi);
+    if (lo <= -FLT_MAX) lo = -INFINITY; /* ONNX's defaults are the float limits */
+    if (hi >= FLT_MAX) hi = INFINITY;
+    y = lower_clamp(&l, x, lo, hi, 1);
+  } else {
+    int swish = !strcmp(op, "HardSwish");
+    float a = swish ? 1.0f / 6.0f : attr_f(c, "alpha", 0.2f);
+    float b = swish ? 0.5f : attr_f(c, "beta", 0.5f);
+    if (!isfinite(a) || !isfinite(b)) return bad_attr(c, "alpha", "or beta is not finite");
+    int z = lower_op(&l, BD_OP_ADD, lower_op(&l, BD_OP_MUL, x, lower_const(&l, a), 0),
+                     lower_const(&l, b), 0);
+    y = lower_clamp(&l, z, 0.0f, 1.0f, !swish);
+    if (swish) y = lower_op(&l, BD_OP_MUL, x, y, 1);
+  }
+  if (y == -1) return bd_err_set(c->err, BD_E_NOMEM, "node '%s' (%s): out of memory", c->label, op);
+  if (y < 0) return c->err->code ? c->err->code : BD_E_INVALID;
+  return BD_OK;
+}
+
 bd_status bd_onnx_add_node(bd_onnx_imp *im, const Onnx__NodeProto *np, const char *label,
                            bd_err *err) {
   const char *opname = np->op_type ? np->op_type : "";
   nctx c = {im, np, label, opname, err};
   bd_status st;
+  if (lowered_act(opname)) return lower_act(&c);
   const op_spec *sp = NULL;
   for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
     if (strcmp(specs[i].name, opname) == 0) sp = &specs[i];

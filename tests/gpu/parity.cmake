@@ -56,6 +56,13 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model s LABELS parity)
   bd_add_script_test(parity_yolox_tiny_photos
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --export tiny LABELS parity)
+  # activations lowered by the importer (LeakyRelu, Clip, HardSigmoid, HardSwish), alone
+  # and through a YOLOX-tiny with act="lrelu"
+  bd_add_script_test(parity_acts
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py acts LABELS parity)
+  bd_add_script_test(parity_yolox_tiny_lrelu
+    COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model tiny --act lrelu
+            LABELS parity)
   # a custom 3-class YOLOX (no names file: detections without labels)
   bd_add_script_test(parity_yolox_nano_3classes
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yolox --export nano --classes 3

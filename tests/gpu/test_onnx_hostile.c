@@ -141,6 +141,9 @@ static void test_output_limits(void **s) {
   (void)s;
   expect_refused("out_huge", BD_E_LIMIT, "output 'y' takes 1228554252288 bytes per row");
   expect_refused("out_empty", BD_E_UNSUPPORTED, "output 'y' is empty (shape [1,3,0,32])");
+  expect_refused("clip_min_gt_max", BD_E_UNSUPPORTED, "(Clip): min 3 > max 1");
+  expect_refused("clip_vector_min", BD_E_UNSUPPORTED,
+                 "(Clip): input 1 must be a constant float scalar");
   expect_refused("batch_baked", BD_E_UNSUPPORTED,
                  "output 'y' does not carry the batch on axis 0 (shape [2,1536] at batch 1); "
                  "the model's batch is symbolic, so it is compiled at batch 1: export it "

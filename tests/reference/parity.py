@@ -21,6 +21,10 @@
   parity.py yolox --export tiny|s|...
       The photo flow below on a seeded YOLOX of that size (calibrated on the photos)
       instead of the shipped model (detections must agree; no dog check).
+  parity.py acts
+      LeakyRelu, Clip (attribute and input forms), HardSigmoid, HardSwish behind a conv:
+      `infer` vs onnxruntime at 1e-6 (the importer lowers them to Relu/Add/Sub/Mul).
+  parity.py yoloxref ... --act lrelu   YOLOX with LeakyReLU(0.1) activations.
   parity.py yolox --export nano --classes 3
       The same for a custom class count (raw [1,A,5+C]; no labels without a names file).
   parity.py yolox --at HxW
@@ -182,14 +186,15 @@ def damoyolo_export(name, form, size, batch, seed, opset=11, dynamic=False):
     return cached_export('damoyolo.py', key, make)
 
 
-def yolox_export(name, size, seed, obj_bias, images=(), classes=80):
+def yolox_export(name, size, seed, obj_bias, images=(), classes=80, act='silu'):
     size = size or (416 if name in ('nano', 'tiny') else 640)   # the official input sizes
-    key = 'yolox_%s_%d_s%d_o%g%s%s' % (name, size, seed, obj_bias, '_photos' if images else '',
-                                        '_c%d' % classes if classes != 80 else '')
+    key = 'yolox_%s_%d_s%d_o%g%s%s%s' % (name, size, seed, obj_bias, '_photos' if images else '',
+                                          '_c%d' % classes if classes != 80 else '',
+                                          '_' + act if act != 'silu' else '')
 
     def make(tmp):
         import yolox
-        yolox.export(name, size, seed, tmp, obj_bias, classes, images=images)
+        yolox.export(name, size, seed, tmp, obj_bias, classes, images=images, act=act)
     return cached_export('yolox.py', key, make)
 
 
@@ -391,13 +396,13 @@ def cmd_yoloxref(args):
             ref = net(torch.from_numpy(x)).numpy()
         tag = 'nano (shipped weights)'
     else:
-        d = yolox_export(args.model, args.size or 0, args.seed, args.obj_bias)
+        d = yolox_export(args.model, args.size or 0, args.seed, args.obj_bias, act=args.act)
         with open(os.path.join(d, 'meta.json')) as f:
             meta = json.load(f)
-        w = work_dir(args, 'yoloxref_%s_%d' % (args.model, meta['size']))
+        w = work_dir(args, 'yoloxref_%s_%d_%s' % (args.model, meta['size'], args.act))
         model, inp = os.path.join(d, 'model.onnx'), os.path.join(d, 'input.f32')
         ref = np.fromfile(os.path.join(d, 'output.f32'), np.float32).reshape(meta['output_shape'])
-        tag = '%s %d (seeded, %d params)' % (args.model, meta['size'], meta['params'])
+        tag = '%s %d %s (seeded, %d params)' % (args.model, meta['size'], args.act, meta['params'])
     for label in ('ort', 'batchdet'):
         outs = run_infer(rep, args, model, inp, os.path.join(w, label), label)
         if outs is not None:
@@ -517,6 +522,68 @@ def cmd_yolox(args):
     return rep.done()
 
 
+def act_models(d):
+    """Small models with the activations batchdet lowers (LeakyRelu, Clip, HardSigmoid,
+    HardSwish) in each attribute/input form, behind a conv so that values span both
+    sides of every bound. Returns [(name, path)]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), 'w')
+    cases = [
+        ('lrelu_0.1', 11, 'LeakyRelu', {'alpha': 0.1}, []),
+        ('lrelu_default', 11, 'LeakyRelu', {}, []),
+        ('lrelu_0', 11, 'LeakyRelu', {'alpha': 0.0}, []),
+        ('clip6_op6', 6, 'Clip', {'min': 0.0, 'max': 6.0}, []),
+        ('clip_op6_max_only', 6, 'Clip', {'max': 2.5}, []),
+        ('clip6_op11', 11, 'Clip', {}, [0.0, 6.0]),
+        ('clip_op11_lo', 11, 'Clip', {}, [-1.5, None]),
+        ('clip_op11_hi', 13, 'Clip', {}, [None, 2.5]),
+        ('clip_op11_none', 11, 'Clip', {}, []),
+        ('hsigmoid_default', 11, 'HardSigmoid', {}, []),
+        ('hsigmoid_custom', 11, 'HardSigmoid', {'alpha': 0.3, 'beta': 0.4}, []),
+        ('hswish', 14, 'HardSwish', {}, []),
+    ]
+    out = []
+    for name, opset, op, attrs, bounds in cases:
+        inits, ins = [w], ['c']
+        for k, b in enumerate(bounds):
+            if b is None:
+                ins.append('')
+            else:
+                inits.append(numpy_helper.from_array(np.array(b, np.float32), 'b%d' % k))
+                ins.append('b%d' % k)
+        nodes = [helper.make_node('Conv', ['x', 'w'], ['c'], pads=[1, 1, 1, 1]),
+                 helper.make_node(op, ins, ['y'], **attrs)]
+        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
+            'x', TensorProto.FLOAT, ['N', 3, 16, 16])], [helper.make_tensor_value_info(
+                'y', TensorProto.FLOAT, None)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid('', opset)])
+        m.ir_version = 7
+        path = os.path.join(d, name + '.onnx')
+        onnx.save(m, path)
+        out.append((name, path))
+    return out
+
+
+def cmd_acts(args):
+    """Each lowered activation: `batchdet infer` vs onnxruntime, inputs spanning +-30."""
+    rep = Report()
+    w = work_dir(args, 'acts')
+    inp = os.path.join(w, 'input.f32')
+    x = np.random.default_rng(6).uniform(-3, 3, (2, 3, 16, 16)).astype(np.float32)
+    x.tofile(inp)
+    for name, path in act_models(w):
+        ort = run_infer(rep, args, path, inp, os.path.join(w, name + '.ort'), 'ort')
+        mine = run_infer(rep, args, path, inp, os.path.join(w, name + '.ours'), 'batchdet')
+        if ort is None or mine is None:
+            continue
+        ref = ort[0][1]
+        compare(rep, '%s: infer vs onnxruntime %s (range %.1f..%.1f)' % (
+            name, list(ref.shape), ref.min(), ref.max()), mine[0][1], ref, args.perturb, tol=1e-6)
+    return rep.done()
+
+
 def cmd_selftest(args):
     """The checks themselves must be able to fail: with the stand-in runner the T parity
     passes, with 1e-3 noise it fails; the detection matcher rejects class, box and score
@@ -584,10 +651,13 @@ def main(argv):
     r.add_argument('--size', type=int, help="default: the model's official input size")
     r.add_argument('--seed', type=int, default=0)
     r.add_argument('--obj-bias', type=float, default=-2.0)
+    r.add_argument('--act', default='silu', choices=['silu', 'relu', 'lrelu'],
+                   help="YOLOX's act (lrelu: LeakyReLU(0.1), which batchdet lowers)")
+    sub.add_parser('acts')
     sub.add_parser('selftest')
     a = ap.parse_args(argv)
     return {'damoyolo': cmd_damoyolo, 'yolox': cmd_yolox, 'yoloxref': cmd_yoloxref,
-            'selftest': cmd_selftest}[a.cmd](a)
+            'acts': cmd_acts, 'selftest': cmd_selftest}[a.cmd](a)
 
 
 if __name__ == '__main__':

@@ -44,13 +44,18 @@ class SiLU(nn.Module):
         return x * torch.sigmoid(x)
 
 
+ACT = {'silu': SiLU, 'relu': nn.ReLU, 'lrelu': lambda: nn.LeakyReLU(0.1)}
+_act = ['silu']   # set by YOLOX(act=...) while it builds (YOLOX's own `act` argument)
+
+
 class BaseConv(nn.Module):
-    """Conv (pad (k-1)/2, bias: BN folded) -> SiLU."""
+    """Conv (pad (k-1)/2, bias: BN folded) -> activation (SiLU; YOLOX's act="relu" or
+    "lrelu": LeakyReLU(0.1))."""
 
     def __init__(self, cin, cout, k, s=1, groups=1):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=True)
-        self.act = SiLU()
+        self.act = ACT[_act[0]]()
 
     def forward(self, x):
         return self.act(self.conv(x))
@@ -203,11 +208,15 @@ class Head(nn.Module):
 
 
 class YOLOX(nn.Module):
-    def __init__(self, name, classes=80):
+    def __init__(self, name, classes=80, act='silu'):
         super().__init__()
         dep, wid, dw, _ = SIZES[name]
-        self.backbone = PAFPN(dep, wid, dw)
-        self.head = Head(classes, wid, dw)
+        _act[0] = act
+        try:
+            self.backbone = PAFPN(dep, wid, dw)
+            self.head = Head(classes, wid, dw)
+        finally:
+            _act[0] = 'silu'
 
     def forward(self, x):
         return self.head(self.backbone(x))
@@ -332,14 +341,14 @@ def export_onnx(model, x, path):
         torch.onnx.export(model, x, path, **kw)
 
 
-def export(name, size, seed, out, obj_bias=-2.0, classes=80, images=()):
+def export(name, size, seed, out, obj_bias=-2.0, classes=80, images=(), act='silu'):
     """Writes model.onnx, input.f32, output.f32 ([1, A, 5 + classes], eager FP32) and
     meta.json into out; images: photos to calibrate on besides noise."""
     if size % 32:
         raise ValueError('size must be a multiple of 32')
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    model = YOLOX(name, classes).eval()
+    model = YOLOX(name, classes, act).eval()
     init_weights(model, seed, size, obj_bias, images)
     x = torch.from_numpy(make_input(1, size, seed))
     with torch.no_grad():
@@ -347,7 +356,7 @@ def export(name, size, seed, out, obj_bias=-2.0, classes=80, images=()):
     export_onnx(model, x, os.path.join(out, 'model.onnx'))
     x.numpy().tofile(os.path.join(out, 'input.f32'))
     y.numpy().astype(np.float32).tofile(os.path.join(out, 'output.f32'))
-    meta = {'model': name, 'size': size, 'seed': seed, 'obj_bias': obj_bias,
+    meta = {'model': name, 'size': size, 'seed': seed, 'obj_bias': obj_bias, 'act': act,
             'calibration_images': [os.path.basename(p) for p in images],
             'classes': classes, 'A': num_anchors(size), 'output_shape': list(y.shape),
             'params': sum(p.numel() for p in model.parameters())}
@@ -366,10 +375,11 @@ def main(argv):
     e.add_argument('--obj-bias', type=float, default=-2.0)
     e.add_argument('--calibrate', nargs='*', default=[], help='photos to calibrate on')
     e.add_argument('--classes', type=int, default=80)
+    e.add_argument('--act', default='silu', choices=sorted(ACT))
     e.add_argument('--out', required=True)
     a = ap.parse_args(argv)
     meta = export(a.model, a.size or SIZES[a.model][3], a.seed, a.out, a.obj_bias, a.classes,
-                  a.calibrate)
+                  a.calibrate, a.act)
     print(json.dumps(meta))
     return 0
 

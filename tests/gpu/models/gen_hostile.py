@@ -136,6 +136,11 @@ bb = model([H.make_node("Reshape", ["x", "shp"], ["y"])], [W("shp", np.array([2,
 bb.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
 save("batch_baked", bb)
 
+# Lowered activations with bounds batchdet cannot take: min > max, a non-scalar min.
+save("clip_min_gt_max", model([H.make_node("Clip", ["x"], ["y"], min=3.0, max=1.0)], opset=6))
+save("clip_vector_min", model([H.make_node("Clip", ["x", "lo"], ["y"])],
+                              [W("lo", np.array([0, 1], np.float32))]))
+
 # Attributes of the wrong type or given twice (onnxruntime: invalid model).
 sc2 = W("sc", np.array([1, 1, 2, 2], np.float32))
 bn = [W(n, np.full(3, 0.5, np.float32)) for n in "sbmv"]

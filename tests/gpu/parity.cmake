@@ -60,6 +60,17 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
   # and through a YOLOX-tiny with act="lrelu"
   bd_add_script_test(parity_acts
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py acts LABELS parity)
+  # the lowered nodes (scalar constants first in Sub) on the cuda backend over the kernel
+  # emulation, against the cpu backend (test_cuda_model.c)
+  if(TARGET test_cuda_model_kemu)
+    set_tests_properties(parity_acts PROPERTIES FIXTURES_SETUP act_models)
+    foreach(_m hswish clip_op11_lo lrelu_0.1)
+      add_test(NAME test_cuda_model_kemu_act_${_m} COMMAND test_cuda_model_kemu)
+      set_tests_properties(test_cuda_model_kemu_act_${_m} PROPERTIES
+        FIXTURES_REQUIRED act_models LABELS engine TIMEOUT 300 ENVIRONMENT
+        "${BD_TEST_ENV};BD_CUDA_MODEL=${CMAKE_BINARY_DIR}/parity/acts/${_m}.onnx;BD_CUDA_BIG_BATCH=2")
+    endforeach()
+  endif()
   bd_add_script_test(parity_yolox_tiny_lrelu
     COMMAND ${BD_REF_PYTHON} ${BD_REF_DIR}/parity.py yoloxref --model tiny --act lrelu
             LABELS parity)

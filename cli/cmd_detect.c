@@ -107,8 +107,8 @@ static void detect_usage(FILE *f) {
       "                    network) and DIR/<base>.json (image, width, height, ratio or\n"
       "                    scale_x/scale_y, input_size, family)\n"
       "  --progress        a progress line (images done of all, failed, img/s, ETA) on\n"
-      "                    stderr every 5 s; when stderr is a terminal one line is kept up\n"
-      "                    to date without it\n"
+      "                    stderr every 5 s; when stderr is a terminal (and the results go\n"
+      "                    elsewhere) one line is kept up to date without it\n"
       "  --fast-decode     JPEG DCT-domain downscale when the image is at least twice the\n"
       "                    network size; OFF by default because it changes the pixels the\n"
       "                    network sees (results then differ slightly from the reference)\n"
@@ -892,7 +892,8 @@ int bd_cmd_detect(int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &t_start);
   const long long budget = o.max_decoded_mb << 20;
   int carried = 0; /* entries fetched for the previous batch but left for this one */
-  const int tty = isatty(2);
+  /* the in-place line only while results go elsewhere (on one terminal they would mix) */
+  const int tty = isatty(2) && !isatty(1);
   double last_shown = -1;
   int progress_shown = 0;
   int m = 0;

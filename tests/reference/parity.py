@@ -247,6 +247,8 @@ def cmd_damoyolo(args):
     tag = '%s_%s_%d_b%d' % (args.model, args.form, size, args.batch)
     if args.opset != 11 or args.dynamic:
         tag += '_op%d%s' % (args.opset, '_dyn' if args.dynamic else '')
+    if args.relabel:
+        tag += '_as%d' % args.relabel
     d = damoyolo_export(args.model, args.form, size, args.batch, args.seed, args.opset,
                         args.dynamic)
     with open(os.path.join(d, 'meta.json')) as f:
@@ -258,6 +260,15 @@ def cmd_damoyolo(args):
               'scores unsaturated' % (tag, A, 100 * meta.get('scores_unsaturated', 0)))
     w = work_dir(args, 'damoyolo_' + tag + ('_' + args.half if args.half else ''))
     model, inp = os.path.join(d, 'model.onnx'), os.path.join(d, 'input.f32')
+    if args.relabel:   # the same graph declared at a newer opset (whose ops are unchanged)
+        import onnx
+        m = onnx.load(model)
+        for o in m.opset_import:
+            if o.domain in ('', 'ai.onnx'):
+                o.version = args.relabel
+        m.ir_version = max(m.ir_version, 10)
+        model = os.path.join(w, 'model_opset%d.onnx' % args.relabel)
+        onnx.save(m, model)
     if args.half:
         return damoyolo_half(rep, args, tag, model, inp, w, ref_s, ref_b)
     runners = ['batchdet'] if args.no_ort else ['ort', 'batchdet']
@@ -631,6 +642,8 @@ def main(argv):
     d.add_argument('--no-ort', action='store_true', help='skip the onnxruntime opinion')
     d.add_argument('--opset', type=int, default=11, help='export opset (default 11, official)')
     d.add_argument('--dynamic', action='store_true', help='export with a symbolic batch')
+    d.add_argument('--relabel', type=int, metavar='N',
+                   help='declare the export at opset N (22..24: our ops unchanged since 17)')
     halves = ['float16', 'float16-io32', 'bfloat16']
     d.add_argument('--half', choices=halves,
                    help='convert the model (halfmodel.py) and check it runs as its widening')

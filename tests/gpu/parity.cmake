@@ -27,7 +27,8 @@ if(EXISTS ${BD_REF_PYTHON} AND BD_NODE AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node
     "Ns_416_bf16 Ns 416 1 deploy --half=bfloat16"
     "T_320_b2_op17_dyn T 320 2 deploy --opset=17,--dynamic"
     "S_320_b3_op13_dyn S 320 3 deploy --opset=13,--dynamic"
-    "T_320_b2_as24 T 320 2 deploy --opset=17,--dynamic,--relabel=24")
+    "T_320_b2_as24 T 320 2 deploy --opset=17,--dynamic,--relabel=24"
+    "T_320_c20 T 320 1 deploy --classes=20")
   foreach(c ${BD_PARITY_CASES})
     separate_arguments(f UNIX_COMMAND "${c}")
     list(GET f 0 tag)

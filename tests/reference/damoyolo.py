@@ -533,13 +533,13 @@ DEFAULT_SIZE = {'T': 640, 'S': 640, 'M': 640, 'L': 640, 'Ns': 416, 'Nm': 416, 'N
 
 
 class DAMOYOLO(nn.Module):
-    def __init__(self, name):
+    def __init__(self, name, num_classes=80):
         super().__init__()
         kind, cin, cout, depth, ratio, act, reg_max, k, nano = MODELS[name]
         self.name = name
         self.backbone = {'res': TinyNASRes, 'csp': TinyNASCSP, 'mob': TinyNASMob}[kind](name)
         self.neck = GiraffeNeckV2(cin, cout, depth, ratio, act, nano)
-        self.head = ZeroHead(cout, reg_max, k)
+        self.head = ZeroHead(cout, reg_max, k, num_classes)
 
     def forward(self, x):
         return self.head(self.neck(self.backbone(x)))
@@ -612,8 +612,8 @@ def calibrate_gains(model, seed, size=256):
             h.remove()
 
 
-def build(name, seed=0, form='train'):
-    model = init_weights(DAMOYOLO(name), seed).eval()
+def build(name, seed=0, form='train', num_classes=80):
+    model = init_weights(DAMOYOLO(name, num_classes), seed).eval()
     if form == 'deploy':
         model.fuse()
     return model
@@ -656,7 +656,8 @@ def export_onnx(model, x, path, form='deploy', opset=11, dynamic=False):
         torch.onnx.export(model, x, path, **kw)
 
 
-def export(name, form, size, batch, seed, out, cls_bias=0.0, opset=11, dynamic=False):
+def export(name, form, size, batch, seed, out, cls_bias=0.0, opset=11, dynamic=False,
+           classes=80):
     """Write model.onnx, input.f32, scores.f32, boxes.f32, meta.json into out.
 
     cls_bias (default 0) is added to every class-logit bias after calibration. At 0 the
@@ -671,7 +672,7 @@ def export(name, form, size, batch, seed, out, cls_bias=0.0, opset=11, dynamic=F
         raise ValueError('size must be a multiple of 32')
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    model = build(name, seed, form)
+    model = build(name, seed, form, classes)
     if cls_bias:
         with torch.no_grad():
             for m in model.head.gfl_cls:
@@ -688,6 +689,7 @@ def export(name, form, size, batch, seed, out, cls_bias=0.0, opset=11, dynamic=F
     boxes.numpy().astype(np.float32).tofile(os.path.join(out, 'boxes.f32'))
     meta = {'model': name, 'form': form, 'size': size, 'batch': batch, 'seed': seed,
             'cls_bias': float(cls_bias), 'opset': opset, 'dynamic_batch': bool(dynamic),
+            'classes': classes,
             'A': num_anchors(size), 'input_shape': list(x.shape),
             'scores_shape': list(scores.shape), 'boxes_shape': list(boxes.shape),
             'params': count_params(model), 'source_sha1': source_hash(),

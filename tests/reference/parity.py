@@ -174,15 +174,18 @@ def cache_root():
 
 # ------------------------------------------------------------------------------ damoyolo
 
-def damoyolo_export(name, form, size, batch, seed, opset=11, dynamic=False):
+def damoyolo_export(name, form, size, batch, seed, opset=11, dynamic=False, classes=80):
     """Cached export; the torch import (seconds) only happens when the cache misses."""
     key = 'damoyolo_%s_%s_%d_b%d_s%d' % (name, form, size, batch, seed)
     if opset != 11 or dynamic:
         key += '_op%d%s' % (opset, '_dyn' if dynamic else '')
+    if classes != 80:
+        key += '_c%d' % classes
 
     def make(tmp):
         import damoyolo
-        damoyolo.export(name, form, size, batch, seed, tmp, opset=opset, dynamic=dynamic)
+        damoyolo.export(name, form, size, batch, seed, tmp, opset=opset, dynamic=dynamic,
+                        classes=classes)
     return cached_export('damoyolo.py', key, make)
 
 
@@ -249,12 +252,14 @@ def cmd_damoyolo(args):
         tag += '_op%d%s' % (args.opset, '_dyn' if args.dynamic else '')
     if args.relabel:
         tag += '_as%d' % args.relabel
+    if args.classes != 80:
+        tag += '_c%d' % args.classes
     d = damoyolo_export(args.model, args.form, size, args.batch, args.seed, args.opset,
-                        args.dynamic)
+                        args.dynamic, args.classes)
     with open(os.path.join(d, 'meta.json')) as f:
         meta = json.load(f)
-    B, A = meta['batch'], meta['A']
-    ref_s = np.fromfile(os.path.join(d, 'scores.f32'), np.float32).reshape(B, A, 80)
+    B, A, C = meta['batch'], meta['A'], args.classes
+    ref_s = np.fromfile(os.path.join(d, 'scores.f32'), np.float32).reshape(B, A, C)
     ref_b = np.fromfile(os.path.join(d, 'boxes.f32'), np.float32).reshape(B, A, 4)
     rep.check(A == 21 * (size // 32) ** 2, '%s: A = %d = 21*(S/32)^2, %.0f%% of reference '
               'scores unsaturated' % (tag, A, 100 * meta.get('scores_unsaturated', 0)))
@@ -277,8 +282,8 @@ def cmd_damoyolo(args):
         if outs is None:
             continue
         pert = args.perturb if label == 'batchdet' else 0.0
-        compare(rep, '%s %s scores %s' % (tag, label, [B, A, 80]),
-                by_shape(outs, [B, A, 80]), ref_s, pert)
+        compare(rep, '%s %s scores %s' % (tag, label, [B, A, C]),
+                by_shape(outs, [B, A, C]), ref_s, pert)
         compare(rep, '%s %s boxes %s' % (tag, label, [B, A, 4]),
                 by_shape(outs, [B, A, 4]), ref_b, pert)
     return rep.done()
@@ -307,13 +312,13 @@ def damoyolo_half(rep, args, tag, model, inp, w, ref_s, ref_b):
     to PyTorch's float32 outputs; onnxruntime on the float16 file itself (it computes in
     float16) loosely."""
     hm, wm = half_models(args, model, w)
-    B, A = ref_s.shape[0], ref_s.shape[1]
+    B, A, C = ref_s.shape
     tag = '%s %s' % (tag, args.half)
     mine = run_infer(rep, args, hm, inp, os.path.join(w, 'batchdet'), 'batchdet')
     wide = run_infer(rep, args, wm, inp, os.path.join(w, 'ort_widened'), 'ort')
     if mine is None or wide is None:
         return rep.done()
-    for name, shape, ref in (('scores', [B, A, 80], ref_s), ('boxes', [B, A, 4], ref_b)):
+    for name, shape, ref in (('scores', [B, A, C], ref_s), ('boxes', [B, A, 4], ref_b)):
         ours = by_shape(mine, shape)
         compare(rep, '%s batchdet vs onnxruntime on the widened model, %s' % (tag, name), ours,
                 by_shape(wide, shape), args.perturb)
@@ -322,7 +327,7 @@ def damoyolo_half(rep, args, tag, model, inp, w, ref_s, ref_b):
     if args.half != 'bfloat16':   # onnxruntime's CPU provider has no bfloat16 convs
         theirs = run_infer(rep, args, hm, inp, os.path.join(w, 'ort_half'), 'ort')
         if theirs is not None:
-            for name, shape in (('scores', [B, A, 80]), ('boxes', [B, A, 4])):
+            for name, shape in (('scores', [B, A, C]), ('boxes', [B, A, 4])):
                 compare(rep, '%s batchdet vs onnxruntime on the float16 model, %s' % (tag, name),
                         by_shape(mine, shape), by_shape(theirs, shape), tol=HALF_REF_TOL['float16'])
     return rep.done()
@@ -642,6 +647,7 @@ def main(argv):
     d.add_argument('--no-ort', action='store_true', help='skip the onnxruntime opinion')
     d.add_argument('--opset', type=int, default=11, help='export opset (default 11, official)')
     d.add_argument('--dynamic', action='store_true', help='export with a symbolic batch')
+    d.add_argument('--classes', type=int, default=80, help='a custom class count')
     d.add_argument('--relabel', type=int, metavar='N',
                    help='declare the export at opset N (22..24: our ops unchanged since 17)')
     halves = ['float16', 'float16-io32', 'bfloat16']

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bd_cli.h"
 #include "bd_config.h"
@@ -30,7 +31,30 @@ static void usage(FILE *f) {
           "error, same model (and --model-hash when both are known), same S3 ETag and\n"
           "Last-Modified when the result recorded them.\n"
           "Config: BATCHDET_BROKERS (127.0.0.1:9092), BATCHDET_REDIS (redis://127.0.0.1:6379).\n"
+          "Progress (listed, storing URLs, queuing shards) on stderr when it is a terminal.\n"
           "Exit: 0 submitted, 1 failed (or job exists), 2 usage error.\n");
+}
+
+/* One line on a terminal's stderr, rewritten at most every 0.2 s (and at a phase's end):
+ * "listed N images", "storing URLs k/n", "queuing shards k/n". */
+typedef struct {
+  double last;
+  int shown;
+} submit_progress;
+
+static void progress(void *ctx, const char *phase, size_t done, size_t total) {
+  submit_progress *sp = ctx;
+  double now = bd_now();
+  if (now - sp->last < 0.2 && done != total) return;
+  sp->last = now;
+  if (!strcmp(phase, "listed"))
+    fprintf(stderr, "\rbatchdet submit: listed %zu images\033[K", done);
+  else
+    fprintf(stderr, "\rbatchdet submit: %s %zu/%zu (%.0f%%)\033[K",
+            !strcmp(phase, "stored") ? "storing URLs" : "queuing shards", done, total,
+            total ? 100.0 * (double)done / (double)total : 100.0);
+  fflush(stderr);
+  sp->shown = 1;
 }
 
 int bd_cmd_submit(int argc, char **argv) {
@@ -137,8 +161,14 @@ int bd_cmd_submit(int argc, char **argv) {
   o.brokers = bd_config_str(brokers, "BATCHDET_BROKERS", "127.0.0.1:9092");
   o.redis_url = bd_config_str(redis, "BATCHDET_REDIS", "redis://127.0.0.1:6379");
   if (!o.topic) o.topic = "batchdet.jobs";
+  submit_progress sp = {0, 0};
+  if (isatty(2)) { /* on a terminal, a submit of millions of images shows where it is */
+    o.progress = progress;
+    o.progress_ctx = &sp;
+  }
   bd_submit_summary s;
   bd_status st = bd_submit_run(&o, &s, &err);
+  if (sp.shown) fputs("\r\033[K", stderr);
   if (st != BD_OK) {
     fprintf(stderr, "batchdet submit: %s\n", err.msg);
     return BD_EXIT_FAIL;

@@ -63,6 +63,7 @@ bd_status bd_ssrc_add(bd_ssrc *s, const char *id, const char *url, const char *b
     return bd_err_set(err, BD_E_NOMEM, "out of memory listing images");
   }
   s->items[s->n++] = it;
+  if (s->on_added && s->n % 1000 == 0) s->on_added(s->on_added_ctx, s->n);
   return BD_OK;
 }
 

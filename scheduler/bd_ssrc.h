@@ -40,6 +40,9 @@ typedef struct bd_ssrc {
   size_t skipped_badkey; /* S3 keys that cannot be written as a manifest URL */
   size_t skipped_hidden;     /* --dir: names starting with '.' (files and directories) */
   size_t skipped_unreadable; /* --dir: dangling links, other stat failures, non-files */
+  /* called after every 1000th entry added (listing progress), when set */
+  void (*on_added)(void *ctx, size_t n);
+  void *on_added_ctx;
 } bd_ssrc;
 
 bd_ssrc *bd_ssrc_new(void);

@@ -166,9 +166,15 @@ static bd_status reset_job(bd_sredis *rd, const char *job, long long *removed, b
   return st;
 }
 
+static void listed(void *ctx, size_t n) {
+  const bd_submit_opts *o = ctx;
+  o->progress(o->progress_ctx, "listed", n, 0);
+}
+
 /* HSET job:{job}:urls id url ..., pipelined in batches. */
 static bd_status store_urls(bd_sredis *rd, const char *job, const char *const *ids,
-                            const char *const *urls, size_t n, bd_err *err) {
+                            const char *const *urls, size_t n, const bd_submit_opts *o,
+                            bd_err *err) {
   char key[BD_ID_MAX + 16];
   snprintf(key, sizeof key, "job:%s:urls", job);
   const char *argv[2 + 2 * URL_BATCH];
@@ -182,9 +188,13 @@ static bd_status store_urls(bd_sredis *rd, const char *job, const char *const *i
       argv[3 + 2 * i] = urls[b + i];
     }
     st = bd_sredis_append(rd, (int)(2 + 2 * k), argv, NULL, err);
-    if (st == BD_OK && bd_sredis_pending(rd) >= 32) st = bd_sredis_flush(rd, err);
+    if (st == BD_OK && bd_sredis_pending(rd) >= 32) {
+      st = bd_sredis_flush(rd, err);
+      if (o && o->progress) o->progress(o->progress_ctx, "stored", b + k, n);
+    }
   }
   if (st == BD_OK) st = bd_sredis_flush(rd, err);
+  if (st == BD_OK && o && o->progress) o->progress(o->progress_ctx, "stored", n, n);
   return st;
 }
 
@@ -249,7 +259,7 @@ static size_t count_shards(const char *const *ids, const char *const *urls, size
 static bd_status produce_shards(bd_kafka_producer *p, const char *topic, const job_params *jp,
                                 const char *const *ids, const char *const *urls, size_t n,
                                 int shard_size, long long first_shard, size_t *n_shards,
-                                bd_err *err) {
+                                const bd_submit_opts *o, size_t total_shards, bd_err *err) {
   bd_status st = BD_OK;
   *n_shards = 0;
   for (size_t b = 0, k = 0; b < n && st == BD_OK; b += k) {
@@ -278,6 +288,8 @@ static bd_status produce_shards(bd_kafka_producer *p, const char *topic, const j
     free(js);
     bd_manifest_destroy(m);
     if (st == BD_OK) (*n_shards)++;
+    if (st == BD_OK && o && o->progress && (*n_shards % 16 == 0 || b + k == n))
+      o->progress(o->progress_ctx, "queued", *n_shards, total_shards);
   }
   return st;
 }
@@ -334,6 +346,10 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
     goto out;
   }
   const char *exts = o->exts ? o->exts : "jpg,jpeg,png";
+  if (o->progress) {
+    src->on_added = listed;
+    src->on_added_ctx = (void *)o;
+  }
   if (o->list)
     st = bd_ssrc_from_list(src, o->list, err);
   else if (o->dir)
@@ -395,12 +411,13 @@ bd_status bd_submit_run(const bd_submit_opts *o, bd_submit_summary *sum, bd_err 
   argv[argc++] = o->list ? o->list : o->dir ? o->dir : o->s3_prefix;
   if (o->since_job) argv[argc++] = "since_job", argv[argc++] = o->since_job;
   if ((st = bd_sredis_cmdv(rd, argc, argv, NULL, NULL, err)) != BD_OK) goto out;
-  if ((st = store_urls(rd, o->job, ids, urls, n, err)) != BD_OK) goto out;
+  if ((st = store_urls(rd, o->job, ids, urls, n, o, err)) != BD_OK) goto out;
 
   job_params jp = {o->job,         o->model,       o->has_score_thr,
                    o->has_iou_thr, o->has_max_det, o->score_thr,
                    o->iou_thr,     o->max_det,     gen};
-  st = produce_shards(p, o->topic, &jp, ids, urls, n, o->shard_size, 0, &sum->shards, err);
+  st = produce_shards(p, o->topic, &jp, ids, urls, n, o->shard_size, 0, &sum->shards, o, n_shards,
+                      err);
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, &sum->partitions_used, err);
   if (st != BD_OK) {
     /* Leave a visible trace: the job cannot complete with shards missing. */
@@ -684,7 +701,7 @@ bd_status bd_resubmit_failed(const char *job, int shard_size, const char *broker
   int has_md = mdet > 0 && mdet <= 10000;
   job_params jp = {job, model, sthr >= 0, ithr >= 0, has_md, sthr, ithr, has_md ? (int)mdet : 0,
                    gen};
-  st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, err);
+  st = produce_shards(p, topic, &jp, ids, urls, n, shard_size, shards, &sum->shards, NULL, 0, err);
   if (st == BD_OK) st = bd_kafka_flush(p, 120000, NULL, err);
   if (st != BD_OK) /* as submit does: the job cannot complete with shards missing */
     bd_sredis_cmd(rd, NULL, NULL, "HSET %s state failed error %s", key, err ? err->msg : "produce");

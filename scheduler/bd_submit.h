@@ -35,6 +35,10 @@ typedef struct bd_submit_opts {
   const char *exts;       /* extension filter for --dir and --s3-prefix */
   const char *since_job;  /* incremental when not NULL */
   const char *model_hash; /* optional: compared with results' "model_hash" */
+  /* Progress of a long submit, when set: phase "listed" (done images, total 0: unknown),
+   * "stored" (URLs written to Redis, of total), "queued" (shards produced, of total). */
+  void (*progress)(void *ctx, const char *phase, size_t done, size_t total);
+  void *progress_ctx;
 } bd_submit_opts;
 
 /* Why an image was (not) submitted in incremental mode. */

@@ -107,6 +107,27 @@ def run(args, env=None, timeout=120):
     return subprocess.run([BATCHDET] + args, capture_output=True, text=True, timeout=timeout, env=e)
 
 
+def run_tty(args, timeout=120):
+    """args with stderr on a pseudo-terminal: (returncode, stdout, what the terminal got)."""
+    import pty
+    master, slave = pty.openpty()
+    p = subprocess.Popen([BATCHDET] + args, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    got = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:   # EIO once the child closed its side
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    out = p.communicate(timeout=timeout)[0]
+    return p.returncode, out.decode("utf-8", "replace"), got.decode("utf-8", "replace")
+
+
 def consume(brokers, topic, expect, timeout=30):
     group = "t-%s-%d" % (topic, time.time_ns())
     r = subprocess.run([TOOL, "consume", brokers, topic, group, str(expect), str(timeout)],
@@ -155,7 +176,7 @@ def body(tmp):
            os.path.join(tmp, "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
            "everysec", "--daemonize", "no", "--logfile", os.path.join(tmp, "redis", "log")])
     topics = ["batchdet.jobs:12", "batchdet.reports:3", "t.list:6", "t.dir:6", "t.s3:6",
-              "t.inc:6", "t.coord:6", "t.resub:6", "t.resub2:6", "t.bom:1"]
+              "t.inc:6", "t.coord:6", "t.resub:6", "t.resub2:6", "t.bom:1", "t.progress:2"]
     args = [MOCK, "--brokers", "1", "--no-stdin"]
     for t in topics:
         args += ["--topic", t]
@@ -173,6 +194,16 @@ def body(tmp):
             time.sleep(0.05)
     base = ["--brokers", brokers, "--redis", redis_url]
 
+    # ---- submit's progress on a terminal: listing, URLs, shards, then cleared ----
+    big = os.path.join(tmp, "big.txt")
+    with open(big, "w") as f:
+        f.write("".join("http://127.0.0.1:9/big/%05d.jpg\n" % i for i in range(2500)))
+    rc, out, tty = run_tty(["submit", "--job", "P1", "--model", "m1", "--list", big, "--shard-size",
+                            "100", "--topic", "t.progress"] + base)
+    check(rc == 0 and "2500 images in 25 shards" in out and "\rbatchdet submit: listed 1000 images" in tty
+          and "storing URLs 2500/2500 (100%)" in tty and "queuing shards 25/25 (100%)" in tty
+          and tty.endswith("\r\x1b[K"), "submit progress on a terminal (%r)" % tty[-160:])
+
     # ---- submit from a list ----
     lst = os.path.join(tmp, "list.txt")
     with open(lst, "w") as f:
@@ -186,6 +217,7 @@ def body(tmp):
              "--topic", "t.list"] + base)
     check(p.returncode == 0, "submit list exit 0 (%s)" % p.stderr.strip())
     check("1000 images in 16 shards" in p.stdout, "submit summary: %s" % p.stdout.strip())
+    check("\r" not in p.stderr, "submit: no progress line when stderr is not a terminal")
     msgs = consume(brokers, "t.list", 16)
     ids, per = manifests_ok(msgs, "L1", 64)
     check(len(msgs) == 16 and ids is not None and sorted(per) == list(range(16)),

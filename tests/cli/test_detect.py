@@ -407,24 +407,8 @@ check(rc == 0 and lines and lines[0].startswith("batchdet detect: 1/2 images (50
       f"--progress on a pipe: lines ({err.strip()[:200]})")
 rc, out, err = run("detect", "--model", model, "--batch", "1", *two)
 check(rc == 0 and "/2 images (" not in err, "no progress on a pipe without --progress")
-import pty
-master, slave = pty.openpty()
-p = subprocess.Popen([bd, "detect", "--model", model, "--batch", "1", *two], stdout=subprocess.PIPE,
-                     stderr=slave)
-os.close(slave)
-tty_err = b""
-while True:
-    try:
-        chunk = os.read(master, 4096)
-    except OSError:   # EIO once the child closed its side
-        break
-    if not chunk:
-        break
-    tty_err += chunk
-os.close(master)
-out = p.communicate(timeout=120)[0]
-t = tty_err.decode("utf-8", "replace")
-check(p.returncode == 0 and len(out.splitlines()) == 2 and "\rbatchdet detect: 1/2 images (50%)" in t
+rc, out, t = bd_testlib.run_tty([bd, "detect", "--model", model, "--batch", "1", *two])
+check(rc == 0 and len(out.splitlines()) == 2 and "\rbatchdet detect: 1/2 images (50%)" in t
       and "\x1b[K" in t and t.rstrip().split("\r")[-1].startswith("\x1b[Kbatchdet detect: 2 images"),
       f"progress on a terminal: one line, cleared before the summary ({t[:200]!r})")
 

@@ -1,9 +1,10 @@
 """Helpers shared by the Python tests of several folders (imported after
-sys.path.insert(0, <tests>/pylib)): tiny PNGs that decode to many pixels, and a run's
-peak memory."""
+sys.path.insert(0, <tests>/pylib)): tiny PNGs that decode to many pixels, a run's
+peak memory, and a run with stderr on a terminal."""
 import os
 import struct
 import subprocess
+import time
 import zlib
 
 
@@ -30,3 +31,25 @@ def run_rss(argv, out_path):
         _, status, ru = os.wait4(p.pid, 0)
         out.seek(0)
         return os.waitstatus_to_exitcode(status), out.read(), ru.ru_maxrss / 1024.0
+
+
+def run_tty(argv, timeout=120):
+    """argv with stdout on a pipe and stderr on a pseudo-terminal (progress lines are
+    drawn only on terminals): (returncode, stdout text, what the terminal received)."""
+    import pty
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    got = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:   # EIO once the child closed its side
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    out = p.communicate(timeout=timeout)[0]
+    return p.returncode, out.decode("utf-8", "replace"), got.decode("utf-8", "replace")

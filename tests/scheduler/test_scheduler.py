@@ -22,6 +22,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import bd_testlib  # noqa: E402
+
 BATCHDET = os.environ["BATCHDET"]
 MOCK = os.environ["BD_KAFKA_MOCK"]
 TOOL = os.environ["BD_SCHED_TOOL"]
@@ -107,27 +110,6 @@ def run(args, env=None, timeout=120):
     return subprocess.run([BATCHDET] + args, capture_output=True, text=True, timeout=timeout, env=e)
 
 
-def run_tty(args, timeout=120):
-    """args with stderr on a pseudo-terminal: (returncode, stdout, what the terminal got)."""
-    import pty
-    master, slave = pty.openpty()
-    p = subprocess.Popen([BATCHDET] + args, stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    got = b""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:   # EIO once the child closed its side
-            break
-        if not chunk:
-            break
-        got += chunk
-    os.close(master)
-    out = p.communicate(timeout=timeout)[0]
-    return p.returncode, out.decode("utf-8", "replace"), got.decode("utf-8", "replace")
-
-
 def consume(brokers, topic, expect, timeout=30):
     group = "t-%s-%d" % (topic, time.time_ns())
     r = subprocess.run([TOOL, "consume", brokers, topic, group, str(expect), str(timeout)],
@@ -198,8 +180,8 @@ def body(tmp):
     big = os.path.join(tmp, "big.txt")
     with open(big, "w") as f:
         f.write("".join("http://127.0.0.1:9/big/%05d.jpg\n" % i for i in range(2500)))
-    rc, out, tty = run_tty(["submit", "--job", "P1", "--model", "m1", "--list", big, "--shard-size",
-                            "100", "--topic", "t.progress"] + base)
+    rc, out, tty = bd_testlib.run_tty([BATCHDET, "submit", "--job", "P1", "--model", "m1", "--list",
+                                       big, "--shard-size", "100", "--topic", "t.progress"] + base)
     check(rc == 0 and "2500 images in 25 shards" in out and "\rbatchdet submit: listed 1000 images" in tty
           and "storing URLs 2500/2500 (100%)" in tty and "queuing shards 25/25 (100%)" in tty
           and tty.endswith("\r\x1b[K"), "submit progress on a terminal (%r)" % tty[-160:])

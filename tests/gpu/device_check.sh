@@ -80,6 +80,12 @@ if [ -n "${BD_PREBUILT:-}" ]; then
     BD_CUDA_MODEL=$DAMO/$m/model.onnx BD_CUDA_INPUT=$DAMO/$m/input.f32 \
       step "test_cuda_model-damo$m" 90 "$B/test_cuda_model"
   done
+  # A YOLOX-tiny with LeakyReLU (tests/reference/yolox.py): the importer lowers it to
+  # Relu/Sub/Mul/Add on scalar constants, which only the kernel emulation has run so far.
+  step yolox-export-tiny-lrelu 60 python3 "$ROOT/tests/reference/yolox.py" export --model tiny \
+    --act lrelu --size 320 --out "$DAMO/yx_lrelu"
+  BD_CUDA_MODEL=$DAMO/yx_lrelu/model.onnx BD_CUDA_INPUT=$DAMO/yx_lrelu/input.f32 \
+    step test_cuda_model-yolox-lrelu 90 "$B/test_cuda_model"
   # Detections need a sparse model: at class bias 0 the seeded T scores ~10^5 (anchor,
   # class) pairs per image above 0.05, near-tied, so which 300 boxes survive is decided
   # by rounding (first H100 run: host pre/post 64.8% of the cpu boxes, any backend).

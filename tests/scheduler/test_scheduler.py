@@ -452,8 +452,9 @@ def body(tmp):
     check(len(msgs) == 8 and later == [(5, ["r03", "r07", "r11"]), (6, ["r03", "r07", "r11"]), (7, ["r19"])],
           "the topic holds exactly shards 0..7, the retries as expected: %d, %s" % (len(msgs), later))
     # A claim whose resubmit died before recording its shard: taken again once stale (900
-    # s; "-1" is the old form, claimed in 1970), left alone while fresh.
-    r.cmd("HSET", "job:R1:retry", "r03", "-1", "r07", "-%d" % (time.time() - 899))
+    # s; "-1" is the old form, claimed in 1970), left alone while fresh (10 minutes old:
+    # a claim 899 s old, truncated to whole seconds, went stale on a loaded machine).
+    r.cmd("HSET", "job:R1:retry", "r03", "-1", "r07", "-%d" % (time.time() - 600))
     p = run(["resubmit", "--job", "R1", "--failed", "--shard-size", "3", "--topic", "t.resub"] + base)
     check(p.returncode == 0 and "requeued 1 failed images as shards 8..8" in p.stdout and
           "3 failed images are still pending" in p.stdout and

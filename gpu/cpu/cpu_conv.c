@@ -451,8 +451,8 @@ static size_t ig_region_floats(const conv_shape *s, const bd_conv_params *cp, in
 /* Rows are short (a phase plane of a 20-pixel row is 11 floats), so the fill is plain
  * loops: GCC would turn the zeroing loops into memset calls, whose call costs more
  * than the row. */
-BD_CPU_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void ig_fill(
-    const conv_ctx *cx, const float *xg, int oh_a, int Hr, float *region) {
+BD_CPU_CLONES BD_CPU_NO_LOOP_CALLS static void ig_fill(const conv_ctx *cx, const float *xg,
+                                                       int oh_a, int Hr, float *region) {
   const conv_shape *s = &cx->s;
   const bd_conv_params *cp = cx->cp;
   const int S = s->S, Wq = s->Wq;

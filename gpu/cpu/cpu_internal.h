@@ -21,6 +21,14 @@
 #define BD_CPU_HOT
 #endif
 
+/* Plain loops where GCC would call memset/memcpy for a short row (clang has no such
+ * attribute: the fuzz build uses clang). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define BD_CPU_NO_LOOP_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define BD_CPU_NO_LOOP_CALLS
+#endif
+
 /* Function multi-versioning for the few compute kernels: one AVX-512, one AVX2+FMA and
  * one baseline clone, chosen at load time (the build has no -march). Not under ASan or
  * TSan: their instrumented ifunc resolvers run before the sanitizer runtime and crash. */

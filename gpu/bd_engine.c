@@ -235,6 +235,14 @@ static bd_status dd_ensure(bd_engine *e, bd_err *err) {
   return st;
 }
 
+/* "1,3,0,32": v's dims for a message. */
+static void fmt_dims(const bd_value *v, char *buf, size_t cap) {
+  size_t len = 0;
+  buf[0] = 0;
+  for (int k = 0; k < v->rank && len + 24 < cap; k++)
+    len += (size_t)snprintf(buf + len, cap - len, "%s%lld", k ? "," : "", (long long)v->dims[k]);
+}
+
 bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine **out,
                          bd_err *err) {
   bd_engine_opts o = {0};
@@ -297,18 +305,15 @@ bd_status bd_engine_load(const char *path, const bd_engine_opts *opts, bd_engine
     const bd_value *v = &e->g->values[e->g->outputs[i]];
     int64_t n = bd_value_numel(v);
     char shape[160];
-    int len = 0;
-    shape[0] = 0;
-    for (int k = 0; k < v->rank && len < (int)sizeof shape - 24; k++)
-      len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", k ? "," : "",
-                      (long long)v->dims[k]);
     if (n == 0 && v->rank >= 1) {
+      fmt_dims(v, shape, sizeof shape);
       st = bd_err_set(err, BD_E_UNSUPPORTED, "engine: output '%s' is empty (shape [%s])", v->name,
                       shape);
       goto fail;
     }
     if (n <= 0 || v->rank < 1 || v->dims[0] != e->g->batch0 || e->g->batch0 < 1) {
       /* a dynamic export traced at batch > 1 keeps that batch in its Reshape targets */
+      fmt_dims(v, shape, sizeof shape);
       st = bd_err_set(err, BD_E_UNSUPPORTED,
                       "engine: output '%s' does not carry the batch on axis 0 (shape [%s] at "
                       "batch %lld)%s",

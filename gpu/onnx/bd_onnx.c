@@ -153,17 +153,20 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
   }
   size_t nbytes = (size_t)numel * esz;
   int bf16 = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
-  /* A half tensor widens to twice its size in the file: its size is checked first, so that
-   * dims that the data does not back never allocate (up to 2 GiB) */
-  int half_ok = t->has_raw_data ? t->raw_data.len == nbytes : t->n_int32_data == (size_t)numel;
-  uint8_t *data = half && !half_ok ? NULL : malloc(numel ? (size_t)numel * bd_dtype_size(dt) : 1);
-  if (!data && !(half && !half_ok))
-    return bd_err_set(err, BD_E_NOMEM, "tensor '%s': out of memory", name);
   size_t have = 0;
+  uint8_t *data = NULL;
+  /* A half tensor widens to twice its size in the file: data its dims do not match is
+   * refused before that buffer (up to 2 GiB) is allocated. */
+  if (half && (t->has_raw_data ? t->raw_data.len != nbytes : t->n_int32_data != (size_t)numel)) {
+    have = (size_t)-1;
+    goto check_size;
+  }
+  data = malloc(numel ? (size_t)numel * bd_dtype_size(dt) : 1);
+  if (!data) return bd_err_set(err, BD_E_NOMEM, "tensor '%s': out of memory", name);
   if (half) { /* raw_data: little-endian 16-bit words; int32_data: one word per element */
     float *f = (float *)data;
-    have = half_ok ? nbytes : (size_t)-1;
-    for (int64_t i = 0; half_ok && i < numel; i++)
+    have = nbytes;
+    for (int64_t i = 0; i < numel; i++)
       f[i] = half_to_float(
           t->has_raw_data ? (uint16_t)(t->raw_data.data[2 * i] | t->raw_data.data[2 * i + 1] << 8)
                           : (uint16_t)t->int32_data[i],
@@ -199,6 +202,7 @@ bd_status bd_onnx_tensor_value(bd_onnx_imp *im, const Onnx__TensorProto *t, cons
     }
     have = n == (size_t)numel ? nbytes : (size_t)-1;
   }
+check_size:
   if (have != nbytes) {
     free(data);
     return bd_err_set(err, BD_E_INVALID,

@@ -45,7 +45,6 @@ class SiLU(nn.Module):
 
 
 ACT = {'silu': SiLU, 'relu': nn.ReLU, 'lrelu': lambda: nn.LeakyReLU(0.1)}
-_act = ['silu']   # set by YOLOX(act=...) while it builds (YOLOX's own `act` argument)
 
 
 class BaseConv(nn.Module):
@@ -55,7 +54,7 @@ class BaseConv(nn.Module):
     def __init__(self, cin, cout, k, s=1, groups=1):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=True)
-        self.act = ACT[_act[0]]()
+        self.act = SiLU()   # YOLOX(act=...) replaces it
 
     def forward(self, x):
         return self.act(self.conv(x))
@@ -211,12 +210,12 @@ class YOLOX(nn.Module):
     def __init__(self, name, classes=80, act='silu'):
         super().__init__()
         dep, wid, dw, _ = SIZES[name]
-        _act[0] = act
-        try:
-            self.backbone = PAFPN(dep, wid, dw)
-            self.head = Head(classes, wid, dw)
-        finally:
-            _act[0] = 'silu'
+        self.backbone = PAFPN(dep, wid, dw)
+        self.head = Head(classes, wid, dw)
+        if act != 'silu':   # YOLOX's own `act` argument: every BaseConv's activation
+            for m in self.modules():
+                if isinstance(m, BaseConv):
+                    m.act = ACT[act]()
 
     def forward(self, x):
         return self.head(self.backbone(x))
